@@ -1,0 +1,18 @@
+//! `ipfailover`: the administration command, with CTDB's command names.
+
+use clap::Parser;
+
+/// Public-IP failover for clustered file servers: administration command.
+#[derive(Debug, Parser)]
+#[command(name = "ipfailover", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {}
+}

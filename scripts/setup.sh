@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine lacks to build, test and demo ipfailover.
+# Idempotent: packages already present are not fetched again.
+set -euo pipefail
+
+PACKAGES=(
+    build-essential pkg-config   # C toolchain for -sys crates
+    libnftnl-dev libmnl-dev      # nftnl (the ipfailover nftables table)
+    nftables                     # nft, to check the table from tests
+    iproute2                     # ip netns, veth, bridges
+    iputils-ping                 # reachability checks in tests
+    tcpdump                      # packet captures in tests
+    ctdb                         # CTDB's cluster-lock helper (ctdb_mutex_fcntl_helper)
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: needs root (apt-get, network namespaces)" >&2
+    exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # ctdb's package would start a ctdbd service on machines with systemd; we
+    # only need its helper binaries, so keep services from starting.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found; install Rust (rustup) first" >&2
+    exit 1
+fi

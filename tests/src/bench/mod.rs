@@ -1,0 +1,106 @@
+//! The benchmark harness: one entry point, one JSON object per measured figure.
+//!
+//! Each scenario prints lines such as
+//! `{"bench": "transport", "metric": "rtt_p50", "value": 41.2, "unit": "us", "baseline": 18.0, "ratio": 2.29}`
+//! on stdout, where `baseline` is the comparison measured in the same run, and
+//! a human summary on stderr.
+
+use serde::Serialize;
+
+/// One measured figure, printed as one JSON line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    /// The scenario (`transport`, `netlink`, ...).
+    pub bench: String,
+    /// What was measured (`rtt_p50`, ...).
+    pub metric: String,
+    /// The measured value.
+    pub value: f64,
+    /// Its unit (`us`, `ms`, `msg/s`, `B`, ...).
+    pub unit: String,
+    /// The comparison measured in the same run, if any.
+    pub baseline: Option<f64>,
+    /// `value / baseline`, if there is a baseline.
+    pub ratio: Option<f64>,
+}
+
+impl Figure {
+    /// A figure with a baseline; the ratio is computed.
+    pub fn with_baseline(bench: &str, metric: &str, value: f64, unit: &str, baseline: f64) -> Self {
+        let ratio = if baseline == 0.0 {
+            None
+        } else {
+            Some(value / baseline)
+        };
+        Figure {
+            bench: bench.into(),
+            metric: metric.into(),
+            value,
+            unit: unit.into(),
+            baseline: Some(baseline),
+            ratio,
+        }
+    }
+
+    /// A figure with no baseline.
+    pub fn plain(bench: &str, metric: &str, value: f64, unit: &str) -> Self {
+        Figure {
+            bench: bench.into(),
+            metric: metric.into(),
+            value,
+            unit: unit.into(),
+            baseline: None,
+            ratio: None,
+        }
+    }
+
+    /// Prints the JSON line on stdout and a readable line on stderr.
+    pub fn print(&self) {
+        match serde_json::to_string(self) {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("cannot encode figure {}: {e}", self.metric),
+        }
+        match (self.baseline, self.ratio) {
+            (Some(b), Some(r)) => eprintln!(
+                "{:>10} {:<28} {:>12.2} {:<6} baseline {:>12.2}  ratio {:.2}",
+                self.bench, self.metric, self.value, self.unit, b, r
+            ),
+            _ => eprintln!(
+                "{:>10} {:<28} {:>12.2} {}",
+                self.bench, self.metric, self.value, self.unit
+            ),
+        }
+    }
+}
+
+/// The `p`-th percentile (0..=100) of unsorted samples, nearest-rank.
+pub fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_nearest_rank() {
+        let mut s: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&mut s, 50.0), 50.0);
+        assert_eq!(percentile(&mut s, 99.0), 99.0);
+        assert_eq!(percentile(&mut s, 100.0), 100.0);
+        assert!(percentile(&mut [], 50.0).is_nan());
+    }
+
+    #[test]
+    fn ratio_is_value_over_baseline() {
+        let f = Figure::with_baseline("t", "m", 4.0, "us", 2.0);
+        assert_eq!(f.ratio, Some(2.0));
+        let line = serde_json::to_string(&f).unwrap();
+        assert!(line.contains("\"ratio\":2.0"), "{line}");
+    }
+}
