@@ -4,3 +4,12 @@
 //! conntrack events (ctnetlink) and the ipfailover nftables table (nftnl).
 //!
 //! It offers verbs, not packets, and knows nothing of clusters or daemons.
+
+pub mod addr;
+pub mod conntrack;
+pub mod events;
+pub mod killtcp;
+pub mod link;
+pub mod nft;
+pub mod packet;
+pub mod sockdiag;

@@ -7,6 +7,14 @@
 
 use serde::Serialize;
 
+pub mod alloc;
+pub mod cluster;
+pub mod conntrack;
+pub mod failover;
+pub mod memory;
+pub mod netlink;
+pub mod transport;
+
 /// One measured figure, printed as one JSON line.
 #[derive(Debug, Clone, Serialize)]
 pub struct Figure {
@@ -79,6 +87,8 @@ pub fn percentile(samples: &mut [f64], p: f64) -> f64 {
         return f64::NAN;
     }
     samples.sort_by(|a, b| a.total_cmp(b));
+    // The rank is at most samples.len(), far below usize::MAX.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
     samples[rank.clamp(1, samples.len()) - 1]
 }

@@ -24,16 +24,20 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let rest: Vec<String> = args.collect();
+    use tests::bench;
     let result: anyhow::Result<()> = match scenario.as_str() {
-        s if SCENARIOS.contains(&s) => Err(anyhow::anyhow!(
-            "benchmark scenario '{s}' is not built yet (its issue is still open)"
-        )),
+        "transport" => bench::transport::run(&rest),
+        "netlink" => bench::netlink::run(&rest),
+        "cluster" => bench::cluster::run(&rest),
+        "alloc" => bench::alloc::run(&rest),
+        "conntrack" => bench::conntrack::run(&rest),
+        "failover" => bench::failover::run(&rest),
+        "memory" => bench::memory::run(&rest),
         other => Err(anyhow::anyhow!(
             "unknown scenario '{other}'; scenarios: {}",
             SCENARIOS.join(", ")
         )),
     };
-    let _ = rest;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
