@@ -9,4 +9,5 @@
 //! 203.0.113.0/24, 2001:db8::/32).
 
 pub mod bench;
+pub mod cluster;
 pub mod netns;

@@ -1,0 +1,255 @@
+//! A cluster of node namespaces on one switched LAN, plus a client namespace:
+//! the test bed shared by the integration tests and the demo.
+//!
+//! Node `i` (its PNN) lives in its own namespace with `eth0` plugged into the
+//! LAN and the private address `192.0.2.(10+i)/24` (and `2001:db8::(10+i)/64`);
+//! the client has `192.0.2.100/24` (`2001:db8::100/64`). Each node gets a
+//! configuration directory holding the CTDB-format `nodes` file and the
+//! cluster key, and a run directory for its sockets, all under one scratch
+//! directory that is removed on drop. Powering a node off pulls its cable
+//! (switch port down) and SIGKILLs the processes started for it.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::netns::{Lan, NetNs};
+
+/// One node of a [`TestCluster`].
+#[derive(Debug)]
+pub struct Node {
+    /// The node's PNN (its line in the nodes file).
+    pub pnn: u32,
+    /// The node's namespace.
+    pub ns: NetNs,
+    /// The node's private (cluster) IPv4 address.
+    pub addr: Ipv4Addr,
+    /// The node's private IPv6 address.
+    pub addr6: Ipv6Addr,
+    /// The switch port the node is plugged into.
+    pub port: String,
+    /// The node's configuration directory (`nodes`, `cluster.key`, ...).
+    pub config_dir: PathBuf,
+    /// The node's run directory (sockets).
+    pub run_dir: PathBuf,
+    pids: std::sync::Mutex<Vec<u32>>,
+}
+
+impl Node {
+    /// Starts a process inside the node's namespace and remembers it, so that
+    /// [`TestCluster::power_off`] kills it. Returns its pid.
+    ///
+    /// # Errors
+    ///
+    /// When the process cannot be started.
+    pub fn spawn(&self, cmd: Command) -> Result<u32> {
+        let pid = self.ns.spawn(cmd)?;
+        self.pids.lock().expect("pid list poisoned").push(pid);
+        Ok(pid)
+    }
+
+    /// Kills (SIGKILL) every process started for this node.
+    pub fn kill_all(&self) {
+        let pids: Vec<u32> = std::mem::take(&mut *self.pids.lock().expect("pid list poisoned"));
+        for pid in pids {
+            self.ns.kill(pid);
+        }
+    }
+}
+
+/// Nodes, a client and the LAN that joins them.
+#[derive(Debug)]
+pub struct TestCluster {
+    /// The nodes, index = PNN.
+    pub nodes: Vec<Node>,
+    /// The client namespace (`eth0`, 192.0.2.100/24, 2001:db8::100/64).
+    pub client: NetNs,
+    /// The client's switch port.
+    pub client_port: String,
+    /// The switch.
+    pub lan: Lan,
+    /// The scratch directory holding every node's directories.
+    pub scratch: PathBuf,
+}
+
+/// The client's IPv4 address.
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+
+impl TestCluster {
+    /// Builds `n` node namespaces and a client on one LAN, and writes each
+    /// node's nodes file and cluster key.
+    ///
+    /// # Errors
+    ///
+    /// When a namespace, link or file cannot be created.
+    pub fn new(tag: &str, n: usize) -> Result<TestCluster> {
+        if n == 0 || n > 100 {
+            bail!("a test cluster has 1 to 100 nodes, not {n}");
+        }
+        let lan = Lan::new(&format!("{tag}-sw"))?;
+        let scratch = std::env::temp_dir().join(format!(
+            "ipfailover-{tag}-{}-{}",
+            std::process::id(),
+            lan.switch().name().rsplit('-').next().unwrap_or("0")
+        ));
+        std::fs::create_dir_all(&scratch)
+            .with_context(|| format!("creating {}", scratch.display()))?;
+        let key = random_key_hex()?;
+        let mut nodes = Vec::with_capacity(n);
+        let mut nodes_file = String::from("# ipfailover test cluster\n");
+        for i in 0..n {
+            let host = u8::try_from(10 + i).context("too many nodes")?;
+            let addr = Ipv4Addr::new(192, 0, 2, host);
+            let addr6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(host));
+            nodes_file.push_str(&format!("{addr}\n"));
+            let ns = NetNs::new(&format!("{tag}-n{i}"))?;
+            let port = lan.attach(&ns, "eth0")?;
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            ns.ip(&[
+                "addr",
+                "add",
+                &format!("{addr6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ])?;
+            let config_dir = scratch.join(format!("node{i}/etc"));
+            let run_dir = scratch.join(format!("node{i}/run"));
+            std::fs::create_dir_all(&config_dir)?;
+            std::fs::create_dir_all(&run_dir)?;
+            nodes.push(Node {
+                pnn: u32::try_from(i).context("too many nodes")?,
+                ns,
+                addr,
+                addr6,
+                port,
+                config_dir,
+                run_dir,
+                pids: std::sync::Mutex::new(Vec::new()),
+            });
+        }
+        for node in &nodes {
+            write_private(&node.config_dir.join("nodes"), &nodes_file)?;
+            write_private(&node.config_dir.join("cluster.key"), &format!("{key}\n"))?;
+        }
+        let client = NetNs::new(&format!("{tag}-cl"))?;
+        let client_port = lan.attach(&client, "eth0")?;
+        client.ip(&["addr", "add", &format!("{CLIENT_ADDR}/24"), "dev", "eth0"])?;
+        client.ip(&["addr", "add", "2001:db8::100/64", "dev", "eth0", "nodad"])?;
+        Ok(TestCluster {
+            nodes,
+            client,
+            client_port,
+            lan,
+            scratch,
+        })
+    }
+
+    /// Pulls node `pnn`'s cable and SIGKILLs its processes: a power-off as
+    /// the rest of the cluster sees it.
+    ///
+    /// # Errors
+    ///
+    /// When there is no such node or its port cannot be set down.
+    pub fn power_off(&self, pnn: usize) -> Result<()> {
+        let node = self.nodes.get(pnn).context("no such node")?;
+        self.lan.set_port(&node.port, false)?;
+        node.kill_all();
+        Ok(())
+    }
+
+    /// Plugs node `pnn`'s cable back in (its processes must be restarted).
+    ///
+    /// # Errors
+    ///
+    /// When there is no such node or its port cannot be set up.
+    pub fn power_on(&self, pnn: usize) -> Result<()> {
+        let node = self.nodes.get(pnn).context("no such node")?;
+        self.lan.set_port(&node.port, true)
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in &self.nodes {
+            node.kill_all();
+        }
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+/// The node address as an `IpAddr`, for callers that mix families.
+pub fn node_ip(node: &Node) -> IpAddr {
+    IpAddr::V4(node.addr)
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn random_key_hex() -> Result<String> {
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .context("reading /dev/urandom")?;
+    Ok(key.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The path of a workspace binary built next to the running test or bench
+/// executable (`target/<profile>/<name>`).
+///
+/// # Errors
+///
+/// When it has not been built; the message says how to build it.
+pub fn bin_path(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the running executable")?;
+    let mut dir = exe.parent().map(Path::to_path_buf);
+    // Test executables live in target/<profile>/deps, binaries one level up.
+    for _ in 0..2 {
+        if let Some(d) = &dir {
+            let candidate = d.join(name);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+            dir = d.parent().map(Path::to_path_buf);
+        }
+    }
+    bail!("binary '{name}' not found next to {}: run `cargo build --workspace --bins` (with --release for benchmarks) first", exe.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netns::require_root;
+
+    #[test]
+    fn cluster_nodes_reach_each_other_and_power_off_cuts_one() {
+        require_root();
+        let c = TestCluster::new("t-cl", 3).unwrap();
+        let nodes = std::fs::read_to_string(c.nodes[1].config_dir.join("nodes")).unwrap();
+        assert!(nodes.contains("192.0.2.12"), "{nodes}");
+        let ping = |ns: &NetNs, to: &str| {
+            ns.exec("ping", &["-c", "1", "-W", "1", to])
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        };
+        assert!(ping(&c.client, "192.0.2.10"));
+        assert!(ping(&c.nodes[0].ns, "192.0.2.12"));
+        c.power_off(2).unwrap();
+        assert!(!ping(&c.nodes[0].ns, "192.0.2.12"));
+        assert!(ping(&c.nodes[0].ns, "192.0.2.11"));
+    }
+}
