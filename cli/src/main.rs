@@ -2,6 +2,9 @@
 
 use clap::Parser;
 
+#[allow(dead_code)] // used by the state-reading commands as they land
+mod output;
+
 /// Public-IP failover for clustered file servers: administration command.
 #[derive(Debug, Parser)]
 #[command(name = "ipfailover", version, about)]
