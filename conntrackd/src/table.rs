@@ -306,10 +306,12 @@ impl Key for K6 {
 // Views.
 
 /// A full sync whose chunks have not all arrived.
+///
+/// Its chunks are kept as received so that a snapshot can relay them to a
+/// joining node, which then completes the sync with the chunks still to come.
 struct Partial<K> {
     total: u32,
-    got: BTreeSet<u32>,
-    set: HashSet<K>,
+    chunks: BTreeMap<u32, Vec<K>>,
 }
 
 /// One reporter's connections on one address.
@@ -464,22 +466,26 @@ impl<K: Key> Views<K> {
         }
         let p = view.partials.entry(s).or_insert_with(|| Partial {
             total,
-            got: BTreeSet::new(),
-            set: HashSet::default(),
+            chunks: BTreeMap::new(),
         });
         if p.total != total {
             return Err((p.total, total));
         }
-        if !p.got.insert(index) {
+        if p.chunks.contains_key(&index) {
             return Ok(Outcome::Stale);
         }
-        p.set.extend(keys);
-        if usize::try_from(total).is_ok_and(|t| p.got.len() == t) {
-            let set = view
+        p.chunks.insert(index, keys);
+        if usize::try_from(total).is_ok_and(|t| p.chunks.len() == t) {
+            let chunks = view
                 .partials
                 .remove(&s)
-                .map(|p| p.set)
+                .map(|p| p.chunks)
                 .expect("the partial sync was just looked up");
+            let mut set: HashSet<K> = HashSet::default();
+            set.reserve(chunks.values().map(Vec::len).sum());
+            for keys in chunks.into_values() {
+                set.extend(keys);
+            }
             self.complete_sync(i, s, set);
             return Ok(Outcome::Applied);
         }
@@ -554,6 +560,18 @@ impl<K: Key> Views<K> {
             if k > Version::default() {
                 let conns: Vec<Conn> = v.set.iter().map(|key| key.to_conn()).collect();
                 out.extend(SyncChunk::split(v.reporter, address, k, &conns, chunk).map(Msg::Sync));
+            }
+            for (version, p) in &v.partials {
+                for (index, keys) in &p.chunks {
+                    out.push(Msg::Sync(SyncChunk {
+                        reporter: v.reporter,
+                        address,
+                        version: *version,
+                        index: *index,
+                        total: p.total,
+                        conns: keys.iter().map(|k| k.to_conn()).collect(),
+                    }));
+                }
             }
             if !v.touched.is_empty() {
                 let mut ops: Vec<(Version, bool, Conn)> = v
@@ -860,8 +878,8 @@ impl Table {
     }
 
     /// The messages that bring a joining node's table to this one's (every
-    /// complete view as a full sync at its version, plus the operations
-    /// received above a gap as deltas), with at most `chunk` connections per
+    /// complete view as a full sync at its version, the operations received
+    /// above a gap as deltas, and the chunks of incomplete syncs), with at most `chunk` connections per
     /// sync chunk (see [`SyncChunk::max_conns`]).
     pub fn snapshot(&self, chunk: usize) -> Vec<Msg> {
         let mut out = Vec::new();
