@@ -186,7 +186,7 @@ pub enum MsgError {
 ///
 /// [`MsgError::TooLong`] if it exceeds [`MAX_MSG_BYTES`] (the batchers never
 /// make such a message), [`MsgError::Encode`] if serde fails.
-pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, MsgError> {
+pub fn encode<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, MsgError> {
     let bytes = postcard::to_allocvec(msg).map_err(MsgError::Encode)?;
     if bytes.len() > MAX_MSG_BYTES {
         return Err(MsgError::TooLong { len: bytes.len() });
