@@ -8,15 +8,20 @@
 //!   (idempotent, order-independent, versioned per reporter and address);
 //! * [`reporter`]: the local side that stamps this node's observations with
 //!   versions and turns them into messages;
-//! * [`msg`]: the serde messages (postcard, at most 64 KiB each).
+//! * [`msg`]: the serde messages (postcard, at most 64 KiB each);
+//! * [`engine`]: one node's conntrackd as a state machine (inputs: dumps,
+//!   events, requests, peer messages, `now`; outputs: messages to send).
 //!
-//! The async shell (sock_diag dumps, conntrack events, the transport) is
-//! built on these once the transport and netlink crates land.
+//! The async shell (sock_diag dumps, conntrack events, the transport) is a
+//! thin loop around [`engine::Engine`], built once the transport and netlink
+//! crates land.
 
+pub mod engine;
 pub mod msg;
 pub mod reporter;
 pub mod table;
 
+pub use engine::{Engine, Out};
 pub use msg::{
     decode, encode, DeltaBatcher, Deltas, Msg, MsgError, OpKind, Request, Response, SyncChunk,
 };

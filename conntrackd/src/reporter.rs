@@ -94,6 +94,11 @@ impl Reporter {
         out
     }
 
+    /// Whether this reporter has reported on `address` in this incarnation.
+    pub fn knows(&self, address: IpAddr) -> bool {
+        self.last.contains_key(&address.to_canonical())
+    }
+
     /// The addresses this reporter has reported on in this incarnation.
     pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.last.keys().copied()

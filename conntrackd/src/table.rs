@@ -821,6 +821,25 @@ impl Table {
             .unwrap_or_default()
     }
 
+    /// Whether `reporter`'s view of `address` holds `conn` (O(1)).
+    pub fn contains(&self, address: IpAddr, reporter: Pnn, conn: Conn) -> bool {
+        let Some(a) = self.get(address) else {
+            return false;
+        };
+        match &a.family {
+            Family::V4(vs) => K4::from_conn(&conn).is_some_and(|k| {
+                vs.views
+                    .iter()
+                    .any(|v| v.reporter == reporter && v.set.contains(&k))
+            }),
+            Family::V6(vs) => K6::from_conn(&conn).is_some_and(|k| {
+                vs.views
+                    .iter()
+                    .any(|v| v.reporter == reporter && v.set.contains(&k))
+            }),
+        }
+    }
+
     /// The version state of `reporter`'s view of `address`.
     pub fn view_info(&self, address: IpAddr, reporter: Pnn) -> Option<ViewInfo> {
         let a = self.get(address)?;
