@@ -472,3 +472,45 @@ mod tests {
         assert_eq!(decode::<Msg>(&want).unwrap(), m);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::table::Table;
+
+    proptest! {
+        /// Decoding arbitrary bytes never panics, and whatever decodes can be
+        /// applied to a table without panicking.
+        #[test]
+        fn decode_and_apply_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut t = Table::new(Duration::from_secs(1));
+            if let Ok(m) = decode::<Msg>(&bytes) {
+                let _ = t.apply(&m, Duration::ZERO);
+                prop_assert_eq!(t.len(), t.counts().iter().map(|(_, n)| n).sum::<usize>());
+            }
+            let _ = decode::<Request>(&bytes);
+            let _ = decode::<Response>(&bytes);
+        }
+
+        /// Mutating one byte of a valid message never panics either.
+        #[test]
+        fn decode_mutated_messages(at in any::<usize>(), to in any::<u8>(), n in 1usize..40) {
+            let address = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+            let conns: Vec<Conn> = (0..n)
+                .map(|i| Conn::new(std::net::SocketAddr::new(address, u16::try_from(i).unwrap()), 2049))
+                .collect();
+            let chunk = SyncChunk::split(1, address, Version::new(1, 1), &conns, 16).next().unwrap();
+            let mut bytes = encode(&Msg::Sync(chunk)).unwrap();
+            let i = at % bytes.len();
+            bytes[i] = to;
+            let mut t = Table::new(Duration::from_secs(1));
+            if let Ok(m) = decode::<Msg>(&bytes) {
+                let _ = t.apply(&m, Duration::ZERO);
+            }
+        }
+    }
+}

@@ -14,7 +14,12 @@
 //!   `Table::snapshot` + postcard encode + decode + `Table::apply` on an empty
 //!   table (baseline: the same pairs encoded in 2,000-pair chunks, decoded,
 //!   inserted in the HashSet), with the phases as plain figures;
-//! * `lookup_one_address_us`: the connections of one address.
+//! * `lookup_one_address_us`: the connections of one address;
+//! * `pipeline_batch_p50_us` / `_p99_us`, `pipeline_rate`: the in-process
+//!   part of "handshake to entry on another node": a batch of 100 conntrack
+//!   events (10 ms at 10,000 new connections/s) through `Engine::on_event`,
+//!   `Engine::poll`, postcard encode and decode, and `Engine::on_peer` on a
+//!   second engine (the transport's latency adds to this).
 
 use std::collections::HashSet;
 use std::hint::black_box;
@@ -22,11 +27,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use conntrackd::engine::{Config, Engine, Out};
 use conntrackd::msg::{decode, encode, Msg, OpKind, SyncChunk};
 use conntrackd::table::{Conn, Table, Version};
 
 use crate::alloc_count;
-use crate::bench::Figure;
+use crate::bench::{percentile, Figure};
 
 const BENCH: &str = "conntrack";
 const NOW: Duration = Duration::from_secs(1);
@@ -345,6 +351,71 @@ fn join(o: &Opts) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Carries `outs` of engine `a` to engine `b` through the wire format.
+fn carry(outs: Vec<Out>, b: &mut Engine, now: Duration) -> anyhow::Result<()> {
+    for o in outs {
+        let (Out::Broadcast(m) | Out::To(_, m)) = o;
+        let bytes = encode(&m)?;
+        let back: Msg = decode(&bytes)?;
+        b.on_peer(0, &back, now)?;
+    }
+    Ok(())
+}
+
+fn pipeline(o: &Opts) -> anyhow::Result<()> {
+    const BATCH: usize = 100;
+    let n = o.conns.min(200_000);
+    let address = public(false, 0);
+    let mut now = NOW;
+    let mut a = Engine::new(0, 1, Config::default(), now);
+    let mut b = Engine::new(1, 1, Config::default(), now);
+    let hosts = [(address, Some(0))];
+    a.set_hosts(&hosts, now);
+    b.set_hosts(&hosts, now);
+    let outs = a.on_dump(address, &[], now)?;
+    carry(outs, &mut b, now)?;
+    let mut samples = Vec::with_capacity(2 * n / BATCH + 2);
+    let start = Instant::now();
+    for kind in [OpKind::Add, OpKind::Remove] {
+        for batch in 0..n.div_ceil(BATCH) {
+            now += Duration::from_millis(10);
+            let t = Instant::now();
+            for i in batch * BATCH..((batch + 1) * BATCH).min(n) {
+                let outs =
+                    a.on_event(address, kind, Conn::new(client(false, i), PUBLIC_PORT), now)?;
+                carry(outs, &mut b, now)?;
+            }
+            let outs = a.poll(now);
+            carry(outs, &mut b, now)?;
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        let want = if kind == OpKind::Add { n } else { 0 };
+        if b.table().count(address) != want {
+            bail!(
+                "the second engine holds {} connections, expected {want}",
+                b.table().count(address)
+            );
+        }
+    }
+    let total = start.elapsed();
+    Figure::plain(
+        BENCH,
+        "pipeline_batch_p50_us",
+        percentile(&mut samples, 50.0),
+        "us",
+    )
+    .print();
+    Figure::plain(
+        BENCH,
+        "pipeline_batch_p99_us",
+        percentile(&mut samples, 99.0),
+        "us",
+    )
+    .print();
+    Figure::plain(BENCH, "pipeline_rate", rate(2 * n, total), "event/s").print();
+    Ok(())
+}
+
 /// Runs the `conntrack` scenario.
 ///
 /// # Errors
@@ -363,5 +434,6 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     memory(&o, true)?;
     rates(&o)?;
     join(&o)?;
+    pipeline(&o)?;
     Ok(())
 }
