@@ -86,6 +86,9 @@ pub struct Engine {
     hosted: HashSet<IpAddr>,
     /// Hosted addresses changed since their last full sync.
     dirty: BTreeSet<IpAddr>,
+    /// Addresses taken over since their last dump: the next dump is sent as
+    /// a full sync (this node's old view may have expired elsewhere).
+    fresh: HashSet<IpAddr>,
     last_sync: Duration,
     /// When a sync was last asked of a view with a gap.
     asked: HashMap<(Pnn, IpAddr), Duration>,
@@ -103,6 +106,7 @@ impl Engine {
             reporter: Reporter::new(pnn, incarnation),
             hosted: HashSet::default(),
             dirty: BTreeSet::new(),
+            fresh: HashSet::default(),
             last_sync: now,
             asked: HashMap::default(),
         }
@@ -140,15 +144,19 @@ impl Engine {
     /// Returns nothing to send now: the shell dumps the newly hosted
     /// addresses ([`Engine::on_dump`]).
     pub fn set_hosts(&mut self, hosts: &[(IpAddr, Option<Pnn>)], now: Duration) {
-        self.hosted.clear();
+        let before = std::mem::take(&mut self.hosted);
         for (address, host) in hosts {
             let address = address.to_canonical();
             self.table.set_host(address, *host, now);
             if *host == Some(self.pnn) {
                 self.hosted.insert(address);
+                if !before.contains(&address) {
+                    self.fresh.insert(address);
+                }
             }
         }
         self.dirty.retain(|a| self.hosted.contains(a));
+        self.fresh.retain(|a| self.hosted.contains(a));
     }
 
     fn change(
@@ -193,9 +201,10 @@ impl Engine {
         check_family(address, conns)?;
         let now_set: HashSet<Conn> = conns.iter().map(|c| canonical(*c)).collect();
         let before = self.mine(address);
-        if !self.reporter.knows(address) {
-            // First report of this incarnation: a full sync, so that a view
-            // left by an earlier run (relayed back by a peer) is replaced.
+        if self.fresh.remove(&address) || !self.reporter.knows(address) {
+            // First report since the takeover or in this incarnation: a full
+            // sync, so that a view left by an earlier run (relayed back by a
+            // peer) is replaced and peers that expired ours start afresh.
             let list: Vec<Conn> = now_set.into_iter().collect();
             let msgs = self.reporter.sync(address, &list);
             self.local(msgs, now, &mut out);

@@ -405,3 +405,25 @@ fn wrong_family_is_refused() {
     });
     assert!(net.node(0).on_peer(1, &bad, now).is_err());
 }
+
+#[test]
+fn an_address_that_comes_back_is_synced_in_full() {
+    let mut net = Net::new(2);
+    net.hosts(&[(a(), Some(0))]);
+    net.dump(0, a(), &[c(1, 1)]);
+    // a moves to node 1 for longer than the grace period, then back.
+    net.hosts(&[(a(), Some(1))]);
+    net.dump(1, a(), &[]);
+    net.tick(net.config.grace);
+    net.assert_all(a(), &[]);
+    net.hosts(&[(a(), Some(0))]);
+    let now = net.now;
+    let outs = net.node(0).on_dump(a(), &[c(2, 2)], now).unwrap();
+    assert!(
+        matches!(&outs[..], [Out::Broadcast(Msg::Sync(_))]),
+        "{outs:?}"
+    );
+    net.deliver(0, outs);
+    net.assert_all(a(), &[c(2, 2)]);
+    assert!(net.node(1).table().gaps().is_empty());
+}
