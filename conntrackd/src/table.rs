@@ -18,7 +18,8 @@
 //! and 24-48 per IPv6 connection, index included (`bench conntrack` measures it).
 //! Add and remove are one hash operation (plus one lookup per *other* reporter
 //! of the same address, to keep the distinct count exact); the connections of
-//! one address are read without touching any other address.
+//! one address are read without touching any other address. A set that
+//! falls below 1/8 of its capacity shrinks, so memory follows the load down.
 //!
 //! # Replication model and its guarantees
 //!
@@ -71,6 +72,10 @@ pub type Pnn = u32;
 /// At most this many incomplete full syncs are buffered per view; when one
 /// more starts, the one with the lowest version is forgotten.
 pub const MAX_PARTIAL_SYNCS: usize = 8;
+
+/// Sets with room for more than this many keys shrink when they are less
+/// than 1/8 full.
+const SHRINK_ABOVE: usize = 1024;
 
 /// A full sync may be split in at most this many chunks.
 pub const MAX_SYNC_CHUNKS: u32 = 1 << 20;
@@ -422,6 +427,14 @@ impl<K: Key> Views<K> {
                 self.distinct += 1;
             } else {
                 self.distinct -= 1;
+            }
+        }
+        if changed && !add {
+            // Give memory back after mass removal; amortised O(1), since the
+            // set must lose 7/8 of its entries again before the next shrink.
+            let set = &mut self.views[i].set;
+            if set.capacity() > SHRINK_ABOVE && set.len() < set.capacity() / 8 {
+                set.shrink_to_fit();
             }
         }
     }

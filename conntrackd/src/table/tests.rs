@@ -92,6 +92,38 @@ fn add_remove_and_per_address_lookup() {
 }
 
 #[test]
+fn sets_give_memory_back_after_mass_removal() {
+    let mut t = Table::new(GRACE);
+    let capacity = |t: &Table| match &t.addrs[&a4()].family {
+        Family::V4(vs) => vs.views[0].set.capacity(),
+        Family::V6(_) => unreachable!("a4 is IPv4"),
+    };
+    let n = 100_000u64;
+    for i in 0..n {
+        let c = c4(
+            u8::try_from(i % 200).unwrap(),
+            u16::try_from(i / 200).unwrap(),
+        );
+        add(&mut t, 0, a4(), v(i + 1), c);
+    }
+    let full = capacity(&t);
+    assert!(full >= 100_000);
+    for i in 0..n - 10 {
+        let c = c4(
+            u8::try_from(i % 200).unwrap(),
+            u16::try_from(i / 200).unwrap(),
+        );
+        remove(&mut t, 0, a4(), v(n + i + 1), c);
+    }
+    assert_eq!(t.count(a4()), 10);
+    assert!(
+        capacity(&t) <= 2 * SHRINK_ABOVE,
+        "{} of {full}",
+        capacity(&t)
+    );
+}
+
+#[test]
 fn duplicate_and_old_deltas_are_stale() {
     let mut t = Table::new(GRACE);
     add(&mut t, 0, a4(), v(1), c4(1, 1));
