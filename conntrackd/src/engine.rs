@@ -16,6 +16,10 @@
 //!   last sync is sent as a full sync (CTDB's TickleUpdateInterval); a peer
 //!   that sees a gap in this node's versions asks for a sync
 //!   ([`Msg::SyncRequest`], at most once per `sync_interval` per view).
+//! * Every `sync_interval`, each node also broadcasts the versions of its own
+//!   views ([`Msg::Versions`], a few bytes per address); a node that is
+//!   behind on one asks for a sync. This repairs what no gap reveals: a lost
+//!   last message, a lost periodic sync, a partition that healed.
 //! * A joining node asks one peer for a snapshot ([`Msg::SnapshotRequest`]).
 //! * When the address moves away, this node's view stays until the table's
 //!   grace period expires, so the new host can tickle those clients.
@@ -26,9 +30,9 @@ use std::time::Duration;
 
 use foldhash::{HashMap, HashSet};
 
-use crate::msg::{Msg, OpKind, Request, Response, MAX_MSG_BYTES};
+use crate::msg::{Msg, OpKind, Request, Response, MAX_MSG_BYTES, MAX_VERSIONS};
 use crate::reporter::Reporter;
-use crate::table::{Conn, Pnn, Table, TableError};
+use crate::table::{Conn, Pnn, Table, TableError, Version};
 
 /// Timings of one node's conntrackd.
 #[derive(Debug, Clone, Copy)]
@@ -129,6 +133,8 @@ impl Engine {
         self.hosted.contains(&address.to_canonical())
     }
 
+    /// Applies this node's own messages to its table (operations already
+    /// applied one by one are stale there) and broadcasts them.
     fn local(&mut self, msgs: Vec<Msg>, now: Duration, out: &mut Vec<Out>) {
         for m in msgs {
             // Our own messages are well-formed by construction; a family
@@ -167,9 +173,17 @@ impl Engine {
         now: Duration,
         out: &mut Vec<Out>,
     ) {
-        let msgs = self.reporter.change(address, kind, conn);
+        let (v, msgs) = self.reporter.change(address, kind, conn);
         self.dirty.insert(address);
         self.local(msgs, now, out);
+        // Into the local table at once, so that the next event or dump is
+        // compared with it; the batch carries it to the peers later.
+        if let Err(e) = self
+            .table
+            .apply_delta(self.pnn, address, v, kind, conn, now)
+        {
+            tracing::warn!(error = %e, "own change refused by the table");
+        }
     }
 
     fn mine(&self, address: IpAddr) -> HashSet<Conn> {
@@ -340,6 +354,18 @@ impl Engine {
                     self.full_sync(a, now, &mut out);
                 }
             }
+            Msg::Versions { reporter, versions } => {
+                for (address, v) in versions {
+                    let address = address.to_canonical();
+                    let behind = self
+                        .table
+                        .view_info(address, *reporter)
+                        .map_or(*v > Version::default(), |i| i.complete_to < *v);
+                    if behind && *reporter != self.pnn {
+                        self.ask_sync(*reporter, address, now, &mut out);
+                    }
+                }
+            }
             Msg::SnapshotRequest { .. } => {
                 out.extend(
                     self.table
@@ -350,6 +376,25 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// Asks `reporter` for a sync of `address`, at most once per sync
+    /// interval.
+    fn ask_sync(&mut self, reporter: Pnn, address: IpAddr, now: Duration, out: &mut Vec<Out>) {
+        let due = self
+            .asked
+            .get(&(reporter, address))
+            .is_none_or(|t| now.saturating_sub(*t) >= self.config.sync_interval);
+        if due {
+            self.asked.insert((reporter, address), now);
+            out.push(Out::To(
+                reporter,
+                Msg::SyncRequest {
+                    from: self.pnn,
+                    address: Some(address),
+                },
+            ));
+        }
     }
 
     fn full_sync(&mut self, address: IpAddr, now: Duration, out: &mut Vec<Out>) {
@@ -378,24 +423,26 @@ impl Engine {
             for a in dirty {
                 self.full_sync(a, now, &mut out);
             }
+            let mut hosted: Vec<IpAddr> = self.hosted.iter().copied().collect();
+            hosted.sort_unstable();
+            let versions: Vec<(IpAddr, Version)> = hosted
+                .into_iter()
+                .filter_map(|a| {
+                    self.table
+                        .view_info(a, self.pnn)
+                        .map(|i| (a, i.complete_to))
+                })
+                .collect();
+            for chunk in versions.chunks(MAX_VERSIONS) {
+                out.push(Out::Broadcast(Msg::Versions {
+                    reporter: self.pnn,
+                    versions: chunk.to_vec(),
+                }));
+            }
         }
         for (reporter, address) in self.table.gaps() {
-            if reporter == self.pnn {
-                continue;
-            }
-            let due = self
-                .asked
-                .get(&(reporter, address))
-                .is_none_or(|t| now.saturating_sub(*t) >= self.config.sync_interval);
-            if due {
-                self.asked.insert((reporter, address), now);
-                out.push(Out::To(
-                    reporter,
-                    Msg::SyncRequest {
-                        from: self.pnn,
-                        address: Some(address),
-                    },
-                ));
+            if reporter != self.pnn {
+                self.ask_sync(reporter, address, now, &mut out);
             }
         }
         let interval = self.config.sync_interval;

@@ -107,7 +107,20 @@ pub enum Msg {
         /// Who asks.
         from: Pnn,
     },
+    /// The versions of the reporter's own views, sent every sync interval
+    /// (at most [`MAX_VERSIONS`] per message): a node that is behind on one
+    /// (a lost last message, a healed partition) asks for a sync.
+    Versions {
+        /// The node whose views these are.
+        reporter: Pnn,
+        /// Per hosted address, the version its view is complete to.
+        versions: Vec<(IpAddr, Version)>,
+    },
 }
+
+/// A [`Msg::Versions`] holds at most this many entries (an entry encodes to
+/// at most 32 bytes: address 17, version 15).
+pub const MAX_VERSIONS: usize = 2000;
 
 /// A request from a local client (failoverd, `ipfailover gettickles`,
 /// `addtickle`/`deltickle`, a file server registering its clients).
@@ -400,6 +413,18 @@ mod tests {
                 assert!(bytes.len() <= MAX_MSG_BYTES, "{}", bytes.len());
             }
         }
+    }
+
+    #[test]
+    fn worst_case_versions_fit() {
+        let a6 = IpAddr::V6(Ipv6Addr::new(
+            0x2001, 0xdb8, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff,
+        ));
+        let m = Msg::Versions {
+            reporter: Pnn::MAX,
+            versions: vec![(a6, WORST_VERSION); MAX_VERSIONS],
+        };
+        assert!(encode(&m).unwrap().len() <= MAX_MSG_BYTES);
     }
 
     #[test]

@@ -60,10 +60,11 @@ impl Reporter {
         Version::new(self.incarnation, *seq)
     }
 
-    /// Records one change on `address`; returns the messages that are ready
-    /// (a full batch, or first an empty sync if `address` was never synced in
-    /// this incarnation). Call [`Reporter::flush`] to send a partial batch.
-    pub fn change(&mut self, address: IpAddr, kind: OpKind, conn: Conn) -> Vec<Msg> {
+    /// Records one change on `address`; returns its version and the messages
+    /// that are ready (a full batch, or first an empty sync if `address` was
+    /// never synced in this incarnation). The change itself waits in the
+    /// batch: call [`Reporter::flush`] to send a partial batch.
+    pub fn change(&mut self, address: IpAddr, kind: OpKind, conn: Conn) -> (Version, Vec<Msg>) {
         let address = address.to_canonical();
         let mut out = Vec::new();
         if !self.last.contains_key(&address) {
@@ -71,7 +72,7 @@ impl Reporter {
         }
         let v = self.next(address);
         out.extend(self.batch.push(address, v, kind, conn).map(Msg::Deltas));
-        out
+        (v, out)
     }
 
     /// The batch of changes not sent yet, if any.

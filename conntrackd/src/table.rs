@@ -744,8 +744,9 @@ impl Table {
         }
     }
 
-    /// Applies one replication message. [`Msg::SyncRequest`] and
-    /// [`Msg::SnapshotRequest`] change nothing here (the shell answers them).
+    /// Applies one replication message. [`Msg::SyncRequest`],
+    /// [`Msg::SnapshotRequest`] and [`Msg::Versions`] change nothing here
+    /// (the engine answers them).
     ///
     /// # Errors
     ///
@@ -774,7 +775,7 @@ impl Table {
                 }
             }
             Msg::Sync(chunk) => out.count(self.apply_sync(chunk, now)?),
-            Msg::SyncRequest { .. } | Msg::SnapshotRequest { .. } => {}
+            Msg::SyncRequest { .. } | Msg::SnapshotRequest { .. } | Msg::Versions { .. } => {}
         }
         Ok(out)
     }

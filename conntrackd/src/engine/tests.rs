@@ -427,3 +427,95 @@ fn an_address_that_comes_back_is_synced_in_full() {
     net.assert_all(a(), &[c(2, 2)]);
     assert!(net.node(1).table().gaps().is_empty());
 }
+
+#[test]
+fn versions_reveal_a_lost_sync() {
+    let mut net = Net::new(2);
+    net.hosts(&[(a(), Some(0))]);
+    net.dump(0, a(), &[c(1, 1)]);
+    net.cut = Some(1);
+    net.event(0, a(), OpKind::Add, c(2, 2));
+    // The change and the periodic sync are both lost.
+    net.tick(net.config.sync_interval);
+    net.cut = None;
+    assert_eq!(net.conns(1, a()).len(), 1);
+    net.tick(net.config.sync_interval);
+    net.assert_all(a(), &[c(1, 1), c(2, 2)]);
+}
+
+mod convergence {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Event { node: u8, add: bool, conn: u8 },
+        Dump { node: u8, conns: Vec<u8> },
+        Tick,
+        Cut(Option<u8>),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (0u8..2, any::<bool>(), 0u8..6).prop_map(|(node, add, conn)| Step::Event { node, add, conn }),
+            1 => (0u8..2, proptest::collection::vec(0u8..6, 0..6)).prop_map(|(node, conns)| Step::Dump { node, conns }),
+            3 => Just(Step::Tick),
+            1 => proptest::option::of(0u8..3).prop_map(Step::Cut),
+        ]
+    }
+
+    fn conn_of(node: u8, i: u8) -> Conn {
+        if node == 0 {
+            c(i % 3 + 1, 1000 + u16::from(i / 3))
+        } else {
+            c6(u16::from(i % 3) + 1, 1000 + u16::from(i / 3))
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Whatever was lost while a node was cut off, once the network is
+        /// whole again every node's table converges to what the hosts hold
+        /// within two sync intervals.
+        #[test]
+        fn nodes_converge_after_losses(steps in proptest::collection::vec(step(), 0..40)) {
+            let mut net = Net::new(3);
+            net.hosts(&[(a(), Some(0)), (b(), Some(1))]);
+            let mut truth = [BTreeSet::new(), BTreeSet::new()];
+            for s in steps {
+                match s {
+                    Step::Event { node, add, conn } => {
+                        let address = if node == 0 { a() } else { b() };
+                        let cn = conn_of(node, conn);
+                        let kind = if add { OpKind::Add } else { OpKind::Remove };
+                        if add {
+                            truth[usize::from(node)].insert(cn);
+                        } else {
+                            truth[usize::from(node)].remove(&cn);
+                        }
+                        net.event(Pnn::from(node), address, kind, cn);
+                    }
+                    Step::Dump { node, conns } => {
+                        let address = if node == 0 { a() } else { b() };
+                        let set: BTreeSet<Conn> = conns.iter().map(|i| conn_of(node, *i)).collect();
+                        let list: Vec<Conn> = set.iter().copied().collect();
+                        truth[usize::from(node)] = set;
+                        net.dump(Pnn::from(node), address, &list);
+                    }
+                    Step::Tick => net.tick(TICK),
+                    Step::Cut(n) => net.cut = n.map(Pnn::from),
+                }
+            }
+            net.cut = None;
+            net.tick(TICK);
+            net.tick(net.config.sync_interval);
+            net.tick(net.config.sync_interval);
+            let want_a: Vec<Conn> = truth[0].iter().copied().collect();
+            let want_b: Vec<Conn> = truth[1].iter().copied().collect();
+            net.assert_all(a(), &want_a);
+            net.assert_all(b(), &want_b);
+        }
+    }
+}

@@ -351,7 +351,8 @@ fn old_hosts_views_expire_after_takeover() {
 #[test]
 fn reporter_starts_each_address_with_a_sync_and_batches() {
     let mut r = Reporter::new(3, 7).with_chunk(2);
-    let msgs = r.change(a4(), OpKind::Add, c4(1, 1));
+    let (first, msgs) = r.change(a4(), OpKind::Add, c4(1, 1));
+    assert_eq!(first, Version::new(7, 2));
     assert_eq!(msgs.len(), 1, "the empty first sync");
     assert!(
         matches!(&msgs[0], Msg::Sync(c) if c.version == Version::new(7, 1) && c.conns.is_empty())
@@ -359,7 +360,7 @@ fn reporter_starts_each_address_with_a_sync_and_batches() {
     assert_eq!(r.pending(), 1);
     let mut out = msgs;
     out.extend(r.sync(a6(), &[c6(1, 1), c6(2, 2), c6(3, 3)]));
-    out.extend(r.change(a4(), OpKind::Remove, c4(1, 1)));
+    out.extend(r.change(a4(), OpKind::Remove, c4(1, 1)).1);
     out.extend(r.flush());
     let mut t = Table::new(GRACE);
     for m in &out {
@@ -446,7 +447,7 @@ fn run(histories: &[Vec<Action>]) -> (Vec<Msg>, Dump) {
                         set.remove(&c);
                         OpKind::Remove
                     };
-                    msgs.extend(r.change(address, kind, c));
+                    msgs.extend(r.change(address, kind, c).1);
                 }
                 Action::Sync { v6, conns } => {
                     let address = if *v6 { a6() } else { a4() };
