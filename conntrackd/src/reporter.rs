@@ -29,8 +29,9 @@ pub struct Reporter {
 
 impl Reporter {
     /// The reporter of node `pnn`. `incarnation` must be larger than that of
-    /// any earlier run of this node's conntrackd (e.g. seconds since the
-    /// epoch at start).
+    /// any earlier run of this node's conntrackd: e.g. `max(seconds since the
+    /// epoch, last + 1)` with the last one kept in the run directory, since a
+    /// supervisor may restart the daemon within the same second.
     pub fn new(pnn: Pnn, incarnation: u32) -> Self {
         Reporter {
             pnn,
