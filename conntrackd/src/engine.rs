@@ -146,8 +146,9 @@ impl Engine {
         }
     }
 
-    /// The hosts of every public address, as failoverd publishes them.
-    /// Returns nothing to send now: the shell dumps the newly hosted
+    /// The hosts of every public address, as failoverd publishes them (an
+    /// address missing from the list is hosted by nobody). Returns nothing to
+    /// send now: the shell dumps the newly hosted
     /// addresses ([`Engine::on_dump`]).
     pub fn set_hosts(&mut self, hosts: &[(IpAddr, Option<Pnn>)], now: Duration) {
         let before = std::mem::take(&mut self.hosted);
@@ -159,6 +160,13 @@ impl Engine {
                 if !before.contains(&address) {
                     self.fresh.insert(address);
                 }
+            }
+        }
+        // Addresses missing from the list are hosted by nobody.
+        let listed: HashSet<IpAddr> = hosts.iter().map(|(a, _)| a.to_canonical()).collect();
+        for (address, _) in self.table.counts() {
+            if !listed.contains(&address) {
+                self.table.set_host(address, None, now);
             }
         }
         self.dirty.retain(|a| self.hosted.contains(a));

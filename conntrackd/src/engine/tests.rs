@@ -519,3 +519,15 @@ mod convergence {
         }
     }
 }
+
+#[test]
+fn an_address_dropped_from_the_configuration_expires() {
+    let mut net = Net::new(2);
+    net.hosts(&[(a(), Some(0)), (b(), Some(1))]);
+    net.dump(0, a(), &[c(1, 1)]);
+    net.dump(1, b(), &[c6(1, 1)]);
+    net.hosts(&[(b(), Some(1))]);
+    net.tick(net.config.grace);
+    net.assert_all(a(), &[]);
+    net.assert_all(b(), &[c6(1, 1)]);
+}
