@@ -194,13 +194,6 @@ impl Engine {
         }
     }
 
-    fn mine(&self, address: IpAddr) -> HashSet<Conn> {
-        self.table
-            .view_connections(address, self.pnn)
-            .into_iter()
-            .collect()
-    }
-
     /// A sock_diag dump of the established connections on `address`: sends
     /// what differs from this node's view. Ignored if `address` is not
     /// hosted here.
@@ -220,23 +213,20 @@ impl Engine {
         if !self.hosts(address) {
             return Ok(out);
         }
-        check_family(address, conns)?;
-        let now_set: HashSet<Conn> = conns.iter().map(|c| canonical(*c)).collect();
-        let before = self.mine(address);
+        let (add, remove) = self.table.diff(address, self.pnn, conns)?;
         if self.fresh.remove(&address) || !self.reporter.knows(address) {
             // First report since the takeover or in this incarnation: a full
             // sync, so that a view left by an earlier run (relayed back by a
             // peer) is replaced and peers that expired ours start afresh.
-            let list: Vec<Conn> = now_set.into_iter().collect();
-            let msgs = self.reporter.sync(address, &list);
+            let msgs = self.reporter.sync(address, conns);
             self.local(msgs, now, &mut out);
             return Ok(out);
         }
-        for c in before.difference(&now_set) {
-            self.change(address, OpKind::Remove, *c, now, &mut out);
+        for c in remove {
+            self.change(address, OpKind::Remove, c, now, &mut out);
         }
-        for c in now_set.difference(&before) {
-            self.change(address, OpKind::Add, *c, now, &mut out);
+        for c in add {
+            self.change(address, OpKind::Add, c, now, &mut out);
         }
         Ok(out)
     }

@@ -566,6 +566,25 @@ impl<K: Key> Views<K> {
         seen.into_iter().map(Key::to_conn).collect()
     }
 
+    /// The keys to add to and remove from `reporter`'s view to make it `new`.
+    fn diff(&self, reporter: Pnn, new: Vec<K>) -> (Vec<Conn>, Vec<Conn>) {
+        let new: HashSet<K> = new.into_iter().collect();
+        match self.views.iter().find(|v| v.reporter == reporter) {
+            None => (new.into_iter().map(Key::to_conn).collect(), Vec::new()),
+            Some(v) => (
+                new.iter()
+                    .filter(|k| !v.set.contains(*k))
+                    .map(|k| k.to_conn())
+                    .collect(),
+                v.set
+                    .iter()
+                    .filter(|k| !new.contains(*k))
+                    .map(|k| k.to_conn())
+                    .collect(),
+            ),
+        }
+    }
+
     /// Messages that bring a joining node to this address's state.
     fn snapshot(&self, address: IpAddr, chunk: usize, out: &mut Vec<Msg>) {
         for v in &self.views {
@@ -852,6 +871,37 @@ impl Table {
                     .any(|v| v.reporter == reporter && v.set.contains(&k))
             }),
         }
+    }
+
+    /// What turns `reporter`'s view of `address` into exactly `conns`: the
+    /// connections to add and those to remove (compared as compact keys, so
+    /// a dump of a million connections costs tens of megabytes, not hundreds).
+    ///
+    /// # Errors
+    ///
+    /// [`TableError::FamilyMismatch`] for a connection of the wrong family.
+    pub fn diff(
+        &self,
+        address: IpAddr,
+        reporter: Pnn,
+        conns: &[Conn],
+    ) -> Result<(Vec<Conn>, Vec<Conn>), TableError> {
+        let address = address.to_canonical();
+        let empty;
+        let family = match self.get(address) {
+            Some(a) => &a.family,
+            None => {
+                empty = match address {
+                    IpAddr::V4(_) => Family::V4(Views::new()),
+                    IpAddr::V6(_) => Family::V6(Views::new()),
+                };
+                &empty
+            }
+        };
+        Ok(match family {
+            Family::V4(vs) => vs.diff(reporter, keys_of::<K4>(address, conns)?),
+            Family::V6(vs) => vs.diff(reporter, keys_of::<K6>(address, conns)?),
+        })
     }
 
     /// The version state of `reporter`'s view of `address`.
