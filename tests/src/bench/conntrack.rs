@@ -19,7 +19,11 @@
 //!   part of "handshake to entry on another node": a batch of 100 conntrack
 //!   events (10 ms at 10,000 new connections/s) through `Engine::on_event`,
 //!   `Engine::poll`, postcard encode and decode, and `Engine::on_peer` on a
-//!   second engine (the transport's latency adds to this).
+//!   second engine (the transport's latency adds to this);
+//! * `dump_diff_ms`: a sock_diag dump of N connections on one address
+//!   compared with the node's view (`Engine::on_dump`, one connection
+//!   changed), against building a std `HashSet` of the dump and taking the
+//!   symmetric difference with the previous one.
 
 use std::collections::HashSet;
 use std::hint::black_box;
@@ -416,6 +420,50 @@ fn pipeline(o: &Opts) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The periodic reconciliation: a dump of N connections on one address
+/// compared with the node's view, one connection changed.
+fn dump_diff(o: &Opts) -> anyhow::Result<()> {
+    let address = public(false, 0);
+    let now = NOW;
+    let mut a = Engine::new(0, 1, Config::default(), now);
+    a.set_hosts(&[(address, Some(0))], now);
+    let mut conns: Vec<Conn> = (0..o.conns)
+        .map(|i| Conn::new(client(false, i), PUBLIC_PORT))
+        .collect();
+    let first = a.on_dump(address, &conns, now)?;
+    drop(first);
+    conns[0] = Conn::new(client(false, o.conns), PUBLIC_PORT);
+    let start = Instant::now();
+    let outs = a.on_dump(address, &conns, now)?;
+    let outs_len = outs.len() + a.poll(now).len();
+    let t = start.elapsed();
+    if a.table().count(address) != o.conns || outs_len != 1 {
+        bail!(
+            "dump diff: {} connections, {outs_len} messages",
+            a.table().count(address)
+        );
+    }
+    drop(a);
+
+    // Baseline: the same comparison with two std HashSets of pairs.
+    let pairs = |skip: usize| -> HashSet<(SocketAddr, SocketAddr)> {
+        (skip..o.conns + skip)
+            .map(|i| (client(false, i), SocketAddr::new(address, PUBLIC_PORT)))
+            .collect()
+    };
+    let old = pairs(0);
+    let start = Instant::now();
+    let new = pairs(1);
+    let changed = old.symmetric_difference(&new).count();
+    let base = start.elapsed();
+    if changed != 2 {
+        bail!("baseline diff found {changed} changes");
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    Figure::with_baseline(BENCH, "dump_diff_ms", ms(t), "ms", ms(base)).print();
+    Ok(())
+}
+
 /// Runs the `conntrack` scenario.
 ///
 /// # Errors
@@ -435,5 +483,6 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     rates(&o)?;
     join(&o)?;
     pipeline(&o)?;
+    dump_diff(&o)?;
     Ok(())
 }
