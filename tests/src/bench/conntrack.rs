@@ -1,10 +1,488 @@
-//! `bench conntrack`.
+//! `bench conntrack [--conns N] [--addrs A]`: conntrackd's table, in memory
+//! (no network yet: the transport part is added when the transport lands).
+//!
+//! Figures, each beside a baseline measured in the same run, a plain
+//! `std::collections::HashSet<(SocketAddr, SocketAddr)>` (client, public)
+//! with std's hasher:
+//!
+//! * `bytes_per_conn_v4` / `_v6`: live heap bytes (counting global allocator
+//!   of the bench binary) per connection with N connections over A public
+//!   addresses, one reporter;
+//! * `insert_rate` / `remove_rate`: in-order replicated deltas applied one by
+//!   one (`Table::apply_delta`), IPv4;
+//! * `join_total_ms`: bring a joining node up to date with N connections:
+//!   `Table::snapshot` + postcard encode + decode + `Table::apply` on an empty
+//!   table (baseline: the same pairs encoded in 2,000-pair chunks, decoded,
+//!   inserted in the HashSet), with the phases as plain figures;
+//! * `lookup_one_address_us`: the connections of one address;
+//! * `pipeline_batch_p50_us` / `_p99_us`, `pipeline_rate`: the in-process
+//!   part of "handshake to entry on another node": a batch of 100 conntrack
+//!   events (10 ms at 10,000 new connections/s) through `Engine::on_event`,
+//!   `Engine::poll`, postcard encode and decode, and `Engine::on_peer` on a
+//!   second engine (the transport's latency adds to this);
+//! * `dump_diff_ms`: a sock_diag dump of N connections on one address
+//!   compared with the node's view (`Engine::on_dump`, one connection
+//!   changed), against building a std `HashSet` of the dump and taking the
+//!   symmetric difference with the previous one.
+
+use std::collections::HashSet;
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use conntrackd::engine::{Config, Engine, Out};
+use conntrackd::msg::{decode, encode, Msg, OpKind, SyncChunk};
+use conntrackd::table::{Conn, Table, Version};
+
+use crate::alloc_count;
+use crate::bench::{percentile, Figure};
+
+const BENCH: &str = "conntrack";
+const NOW: Duration = Duration::from_secs(1);
+const GRACE: Duration = Duration::from_secs(60);
+const PUBLIC_PORT: u16 = 445;
+
+struct Opts {
+    conns: usize,
+    addrs: usize,
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Opts> {
+    let mut o = Opts {
+        conns: 1_000_000,
+        addrs: 16,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let value = it.next().with_context(|| format!("{a} needs a value"))?;
+        match a.as_str() {
+            "--conns" => o.conns = value.parse().with_context(|| format!("--conns {value}"))?,
+            "--addrs" => o.addrs = value.parse().with_context(|| format!("--addrs {value}"))?,
+            other => bail!("unknown option {other}; options: --conns N, --addrs A"),
+        }
+    }
+    if o.conns == 0 || o.addrs == 0 || o.addrs > 250 {
+        bail!("--conns must be > 0 and --addrs in 1..=250");
+    }
+    Ok(o)
+}
+
+fn public(v6: bool, a: usize) -> IpAddr {
+    let a = u8::try_from(a + 1).unwrap_or(u8::MAX);
+    if v6 {
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(a)))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, a))
+    }
+}
+
+/// The `j`-th client of an address: 512 hosts (198.51.100.0/24 and
+/// 203.0.113.0/24, or 2001:db8:1::/112) times ports from 1024.
+fn client(v6: bool, j: usize) -> SocketAddr {
+    let host = j % 512;
+    let port = u16::try_from(1024 + j / 512).unwrap_or(u16::MAX);
+    let low = u8::try_from(host % 256).unwrap_or(0);
+    let ip = if v6 {
+        IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            1,
+            0,
+            0,
+            0,
+            0,
+            u16::try_from(host).unwrap_or(0),
+        ))
+    } else if host < 256 {
+        IpAddr::V4(Ipv4Addr::new(198, 51, 100, low))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(203, 0, 113, low))
+    };
+    SocketAddr::new(ip, port)
+}
+
+/// Connection `i`: address `i % addrs`, client `i / addrs`.
+fn conn(v6: bool, addrs: usize, i: usize) -> (IpAddr, Conn) {
+    (
+        public(v6, i % addrs),
+        Conn::new(client(v6, i / addrs), PUBLIC_PORT),
+    )
+}
+
+/// The in-order version of connection `i`'s add (after a sync at 1) and of
+/// its remove.
+fn version(addrs: usize, conns: usize, i: usize, remove: bool) -> Version {
+    let per = conns.div_ceil(addrs);
+    let seq = 2 + i / addrs + if remove { per } else { 0 };
+    Version::new(1, u64::try_from(seq).unwrap_or(u64::MAX))
+}
+
+fn empty_syncs(t: &mut Table, v6: bool, addrs: usize) -> anyhow::Result<()> {
+    for a in 0..addrs {
+        let chunk = SyncChunk {
+            reporter: 0,
+            address: public(v6, a),
+            version: Version::new(1, 1),
+            index: 0,
+            total: 1,
+            conns: Vec::new(),
+        };
+        t.apply_sync(&chunk, NOW)?;
+    }
+    Ok(())
+}
+
+fn fill(t: &mut Table, v6: bool, o: &Opts) -> anyhow::Result<()> {
+    empty_syncs(t, v6, o.addrs)?;
+    for i in 0..o.conns {
+        let (address, c) = conn(v6, o.addrs, i);
+        t.apply_delta(
+            0,
+            address,
+            version(o.addrs, o.conns, i, false),
+            OpKind::Add,
+            c,
+            NOW,
+        )?;
+    }
+    Ok(())
+}
+
+fn baseline_pairs(v6: bool, o: &Opts) -> impl Iterator<Item = (SocketAddr, SocketAddr)> {
+    let addrs = o.addrs;
+    (0..o.conns).map(move |i| {
+        let (address, c) = conn(v6, addrs, i);
+        (c.client, SocketAddr::new(address, PUBLIC_PORT))
+    })
+}
+
+/// Resident set size in bytes, from /proc/self/statm (for the summary).
+fn rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+fn per_conn(bytes: usize, n: usize) -> f64 {
+    // Precision loss above 2^53 bytes is irrelevant here.
+    #[allow(clippy::cast_precision_loss)]
+    let r = bytes as f64 / n as f64;
+    r
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn memory(o: &Opts, v6: bool) -> anyhow::Result<()> {
+    let fam = if v6 { "v6" } else { "v4" };
+    let before = alloc_count::live_bytes();
+    let rss0 = rss();
+    let mut t = Table::new(GRACE);
+    fill(&mut t, v6, o)?;
+    let table_bytes = alloc_count::live_bytes().saturating_sub(before);
+    let rss1 = rss();
+    if t.len() != o.conns {
+        bail!("table holds {} connections, expected {}", t.len(), o.conns);
+    }
+    drop(t);
+    let before = alloc_count::live_bytes();
+    let set: HashSet<(SocketAddr, SocketAddr)> = baseline_pairs(v6, o).collect();
+    let base_bytes = alloc_count::live_bytes().saturating_sub(before);
+    black_box(&set);
+    drop(set);
+    Figure::with_baseline(
+        BENCH,
+        &format!("bytes_per_conn_{fam}"),
+        per_conn(table_bytes, o.conns),
+        "B",
+        per_conn(base_bytes, o.conns),
+    )
+    .print();
+    if let (Some(a), Some(b)) = (rss0, rss1) {
+        eprintln!(
+            "{:>10} ({fam}: table {} conns, {} heap bytes, RSS grew {} bytes)",
+            BENCH,
+            o.conns,
+            table_bytes,
+            b.saturating_sub(a)
+        );
+    }
+    Ok(())
+}
+
+fn rates(o: &Opts) -> anyhow::Result<()> {
+    let mut t = Table::new(GRACE);
+    empty_syncs(&mut t, false, o.addrs)?;
+    let ops: Vec<(IpAddr, Conn)> = (0..o.conns).map(|i| conn(false, o.addrs, i)).collect();
+    let start = Instant::now();
+    for (i, (address, c)) in ops.iter().enumerate() {
+        t.apply_delta(
+            0,
+            *address,
+            version(o.addrs, o.conns, i, false),
+            OpKind::Add,
+            *c,
+            NOW,
+        )?;
+    }
+    let insert = start.elapsed();
+    let start = Instant::now();
+    let probe = public(false, 0);
+    let listed = black_box(t.connections(probe)).len();
+    let lookup = start.elapsed();
+    let start = Instant::now();
+    for (i, (address, c)) in ops.iter().enumerate() {
+        t.apply_delta(
+            0,
+            *address,
+            version(o.addrs, o.conns, i, true),
+            OpKind::Remove,
+            *c,
+            NOW,
+        )?;
+    }
+    let remove = start.elapsed();
+    if !t.is_empty() {
+        bail!("{} connections left after removing all", t.len());
+    }
+    drop(t);
+
+    let pairs: Vec<(SocketAddr, SocketAddr)> = baseline_pairs(false, o).collect();
+    let mut set = HashSet::new();
+    let start = Instant::now();
+    for p in &pairs {
+        set.insert(*p);
+    }
+    let base_insert = start.elapsed();
+    let start = Instant::now();
+    let base_listed = set.iter().filter(|(_, p)| p.ip() == probe).count();
+    let base_lookup = start.elapsed();
+    let start = Instant::now();
+    for p in &pairs {
+        set.remove(p);
+    }
+    let base_remove = start.elapsed();
+    if listed != base_listed {
+        bail!("table lists {listed} connections of {probe}, the HashSet {base_listed}");
+    }
+    Figure::with_baseline(
+        BENCH,
+        "insert_rate",
+        rate(o.conns, insert),
+        "conn/s",
+        rate(o.conns, base_insert),
+    )
+    .print();
+    Figure::with_baseline(
+        BENCH,
+        "remove_rate",
+        rate(o.conns, remove),
+        "conn/s",
+        rate(o.conns, base_remove),
+    )
+    .print();
+    Figure::with_baseline(
+        BENCH,
+        "lookup_one_address_us",
+        lookup.as_secs_f64() * 1e6,
+        "us",
+        base_lookup.as_secs_f64() * 1e6,
+    )
+    .print();
+    Ok(())
+}
+
+fn join(o: &Opts) -> anyhow::Result<()> {
+    let mut m = Table::new(GRACE);
+    fill(&mut m, false, o)?;
+    let start = Instant::now();
+    let snap = m.snapshot(usize::MAX);
+    let t_snap = start.elapsed();
+    let n_msgs = snap.len();
+    let start = Instant::now();
+    let wire: Vec<Vec<u8>> = snap.iter().map(encode).collect::<Result<_, _>>()?;
+    let t_encode = start.elapsed();
+    drop(snap);
+    let bytes: usize = wire.iter().map(Vec::len).sum();
+    let start = Instant::now();
+    let msgs: Vec<Msg> = wire.iter().map(|b| decode(b)).collect::<Result<_, _>>()?;
+    let t_decode = start.elapsed();
+    let mut j = Table::new(GRACE);
+    let start = Instant::now();
+    for msg in &msgs {
+        j.apply(msg, NOW)?;
+    }
+    let t_apply = start.elapsed();
+    if j.len() != m.len() {
+        bail!(
+            "joiner holds {} connections, the source {}",
+            j.len(),
+            m.len()
+        );
+    }
+    let total = t_snap + t_encode + t_decode + t_apply;
+    drop((m, j, msgs));
+
+    // Baseline: the naive way, pairs in chunks into a HashSet.
+    let pairs: Vec<(SocketAddr, SocketAddr)> = baseline_pairs(false, o).collect();
+    let start = Instant::now();
+    let wire: Vec<Vec<u8>> = pairs.chunks(2000).map(encode).collect::<Result<_, _>>()?;
+    let mut set: HashSet<(SocketAddr, SocketAddr)> = HashSet::new();
+    for b in &wire {
+        let chunk: Vec<(SocketAddr, SocketAddr)> = decode(b)?;
+        set.extend(chunk);
+    }
+    let base = start.elapsed();
+    let base_bytes: usize = wire.iter().map(Vec::len).sum();
+    if set.len() != o.conns {
+        bail!("baseline holds {} pairs", set.len());
+    }
+
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    Figure::with_baseline(BENCH, "join_total_ms", ms(total), "ms", ms(base)).print();
+    Figure::plain(BENCH, "join_snapshot_ms", ms(t_snap), "ms").print();
+    Figure::plain(BENCH, "join_encode_ms", ms(t_encode), "ms").print();
+    Figure::plain(BENCH, "join_decode_ms", ms(t_decode), "ms").print();
+    Figure::plain(BENCH, "join_apply_ms", ms(t_apply), "ms").print();
+    #[allow(clippy::cast_precision_loss)]
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+    Figure::with_baseline(BENCH, "join_wire_mib", mib(bytes), "MiB", mib(base_bytes)).print();
+    #[allow(clippy::cast_precision_loss)]
+    Figure::plain(BENCH, "join_messages", n_msgs as f64, "msg").print();
+    Ok(())
+}
+
+/// Carries `outs` of engine `a` to engine `b` through the wire format.
+fn carry(outs: Vec<Out>, b: &mut Engine, now: Duration) -> anyhow::Result<()> {
+    for o in outs {
+        let (Out::Broadcast(m) | Out::To(_, m)) = o;
+        let bytes = encode(&m)?;
+        let back: Msg = decode(&bytes)?;
+        b.on_peer(0, &back, now)?;
+    }
+    Ok(())
+}
+
+fn pipeline(o: &Opts) -> anyhow::Result<()> {
+    const BATCH: usize = 100;
+    let n = o.conns.min(200_000);
+    let address = public(false, 0);
+    let mut now = NOW;
+    let mut a = Engine::new(0, 1, Config::default(), now);
+    let mut b = Engine::new(1, 1, Config::default(), now);
+    let hosts = [(address, Some(0))];
+    a.set_hosts(&hosts, now);
+    b.set_hosts(&hosts, now);
+    let outs = a.on_dump(address, &[], now)?;
+    carry(outs, &mut b, now)?;
+    let mut samples = Vec::with_capacity(2 * n / BATCH + 2);
+    let start = Instant::now();
+    for kind in [OpKind::Add, OpKind::Remove] {
+        for batch in 0..n.div_ceil(BATCH) {
+            now += Duration::from_millis(10);
+            let t = Instant::now();
+            for i in batch * BATCH..((batch + 1) * BATCH).min(n) {
+                let outs =
+                    a.on_event(address, kind, Conn::new(client(false, i), PUBLIC_PORT), now)?;
+                carry(outs, &mut b, now)?;
+            }
+            let outs = a.poll(now);
+            carry(outs, &mut b, now)?;
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        let want = if kind == OpKind::Add { n } else { 0 };
+        if b.table().count(address) != want {
+            bail!(
+                "the second engine holds {} connections, expected {want}",
+                b.table().count(address)
+            );
+        }
+    }
+    let total = start.elapsed();
+    Figure::plain(
+        BENCH,
+        "pipeline_batch_p50_us",
+        percentile(&mut samples, 50.0),
+        "us",
+    )
+    .print();
+    Figure::plain(
+        BENCH,
+        "pipeline_batch_p99_us",
+        percentile(&mut samples, 99.0),
+        "us",
+    )
+    .print();
+    Figure::plain(BENCH, "pipeline_rate", rate(2 * n, total), "event/s").print();
+    Ok(())
+}
+
+/// The periodic reconciliation: a dump of N connections on one address
+/// compared with the node's view, one connection changed.
+fn dump_diff(o: &Opts) -> anyhow::Result<()> {
+    let address = public(false, 0);
+    let now = NOW;
+    let mut a = Engine::new(0, 1, Config::default(), now);
+    a.set_hosts(&[(address, Some(0))], now);
+    let mut conns: Vec<Conn> = (0..o.conns)
+        .map(|i| Conn::new(client(false, i), PUBLIC_PORT))
+        .collect();
+    let first = a.on_dump(address, &conns, now)?;
+    drop(first);
+    conns[0] = Conn::new(client(false, o.conns), PUBLIC_PORT);
+    let start = Instant::now();
+    let outs = a.on_dump(address, &conns, now)?;
+    let outs_len = outs.len() + a.poll(now).len();
+    let t = start.elapsed();
+    if a.table().count(address) != o.conns || outs_len != 1 {
+        bail!(
+            "dump diff: {} connections, {outs_len} messages",
+            a.table().count(address)
+        );
+    }
+    drop(a);
+
+    // Baseline: the same comparison with two std HashSets of pairs.
+    let pairs = |skip: usize| -> HashSet<(SocketAddr, SocketAddr)> {
+        (skip..o.conns + skip)
+            .map(|i| (client(false, i), SocketAddr::new(address, PUBLIC_PORT)))
+            .collect()
+    };
+    let old = pairs(0);
+    let start = Instant::now();
+    let new = pairs(1);
+    let changed = old.symmetric_difference(&new).count();
+    let base = start.elapsed();
+    if changed != 2 {
+        bail!("baseline diff found {changed} changes");
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    Figure::with_baseline(BENCH, "dump_diff_ms", ms(t), "ms", ms(base)).print();
+    Ok(())
+}
 
 /// Runs the `conntrack` scenario.
 ///
 /// # Errors
 ///
-/// Always, until this scenario is built.
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("benchmark scenario 'conntrack' is not built yet (its issue is still open)")
+/// Bad options, or a table that does not hold what was put in (a bug).
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let o = parse(args)?;
+    if !alloc_count::is_counting() {
+        bail!("the counting allocator is not installed (run through the bench binary)");
+    }
+    eprintln!(
+        "{:>10} {} connections over {} addresses, one reporter",
+        BENCH, o.conns, o.addrs
+    );
+    memory(&o, false)?;
+    memory(&o, true)?;
+    rates(&o)?;
+    join(&o)?;
+    pipeline(&o)?;
+    dump_diff(&o)?;
+    Ok(())
 }

@@ -4,6 +4,11 @@
 
 use std::process::ExitCode;
 
+/// Counts live bytes for the scenarios that measure memory (cheap: two
+/// relaxed atomic additions per allocation).
+#[global_allocator]
+static ALLOC: tests::alloc_count::Counting = tests::alloc_count::Counting;
+
 const SCENARIOS: &[&str] = &[
     "transport",
     "netlink",

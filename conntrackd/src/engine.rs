@@ -1,0 +1,481 @@
+//! The whole of one node's conntrackd as a pure state machine: what it learns
+//! (dumps, events, registrations), what peers send, and what it must send
+//! back, with time as an explicit `now`. The async shell only carries inputs
+//! in and [`Out`] messages out (like smoltcp's `Interface::poll`).
+//!
+//! Rules it implements:
+//!
+//! * This node reports only on the addresses it hosts (as failoverd says,
+//!   [`Engine::set_hosts`]); its own connections are its view in the table,
+//!   so nothing is stored twice.
+//! * Every change is applied locally and broadcast, batched: the shell calls
+//!   [`Engine::poll`] soon after input (e.g. every few milliseconds) to flush.
+//! * A sock_diag dump is compared with this node's view; only the
+//!   differences are sent (a missed event is repaired, nothing else moves).
+//! * Every `sync_interval`, each hosted address whose view changed since its
+//!   last sync is sent as a full sync (CTDB's TickleUpdateInterval); a peer
+//!   that sees a gap in this node's versions asks for a sync
+//!   ([`Msg::SyncRequest`], at most once per `sync_interval` per view).
+//! * Every `sync_interval`, each node also broadcasts the versions of its own
+//!   views ([`Msg::Versions`], a few bytes per address); a node that is
+//!   behind on one asks for a sync. This repairs what no gap reveals: a lost
+//!   last message, a lost periodic sync, a partition that healed.
+//! * A joining node asks one peer for a snapshot ([`Msg::SnapshotRequest`]).
+//! * When the address moves away, this node's view stays until the table's
+//!   grace period expires, so the new host can tickle those clients.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use foldhash::{HashMap, HashSet};
+
+use crate::msg::{Msg, OpKind, Request, Response, MAX_MSG_BYTES, MAX_VERSIONS};
+use crate::reporter::Reporter;
+use crate::table::{Conn, Pnn, Table, TableError, Version};
+
+/// Timings of one node's conntrackd.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Full sync of changed views, and the least time between two sync
+    /// requests for one view (CTDB's TickleUpdateInterval is 20 s).
+    pub sync_interval: Duration,
+    /// How long the connections of an address that nobody hosts (or a former
+    /// host's view) are kept.
+    pub grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sync_interval: Duration::from_secs(20),
+            grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    /// To the conntrackd of every other node.
+    Broadcast(Msg),
+    /// To the conntrackd of one node.
+    To(Pnn, Msg),
+}
+
+/// Errors of a request.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EngineError {
+    /// Registration for an address this node does not host (CTDB refuses it
+    /// too).
+    #[error("public address {address} is not hosted by node {pnn}")]
+    NotHosted {
+        /// The address.
+        address: IpAddr,
+        /// This node.
+        pnn: Pnn,
+    },
+    /// The table refused the connection.
+    #[error(transparent)]
+    Table(#[from] TableError),
+}
+
+/// One node's conntrackd, pure.
+pub struct Engine {
+    pnn: Pnn,
+    incarnation: u32,
+    config: Config,
+    table: Table,
+    reporter: Reporter,
+    hosted: HashSet<IpAddr>,
+    /// Hosted addresses changed since their last full sync.
+    dirty: BTreeSet<IpAddr>,
+    /// Addresses taken over since their last dump: the next dump is sent as
+    /// a full sync (this node's old view may have expired elsewhere).
+    fresh: HashSet<IpAddr>,
+    last_sync: Duration,
+    /// When a sync was last asked of a view with a gap.
+    asked: HashMap<(Pnn, IpAddr), Duration>,
+}
+
+impl Engine {
+    /// The conntrackd of node `pnn`; `incarnation` must grow with every start
+    /// (see [`Reporter::new`]).
+    pub fn new(pnn: Pnn, incarnation: u32, config: Config, now: Duration) -> Self {
+        Engine {
+            pnn,
+            incarnation,
+            config,
+            table: Table::new(config.grace),
+            reporter: Reporter::new(pnn, incarnation),
+            hosted: HashSet::default(),
+            dirty: BTreeSet::new(),
+            fresh: HashSet::default(),
+            last_sync: now,
+            asked: HashMap::default(),
+        }
+    }
+
+    /// Uses at most `chunk` connections per sync chunk (tests).
+    #[must_use]
+    pub fn with_chunk(mut self, chunk: usize) -> Self {
+        self.reporter = Reporter::new(self.pnn, self.incarnation).with_chunk(chunk);
+        self
+    }
+
+    /// The table (for requests the shell answers itself, and tests).
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// Whether this node hosts `address`.
+    pub fn hosts(&self, address: IpAddr) -> bool {
+        self.hosted.contains(&address.to_canonical())
+    }
+
+    /// Applies this node's own messages to its table (operations already
+    /// applied one by one are stale there) and broadcasts them.
+    fn local(&mut self, msgs: Vec<Msg>, now: Duration, out: &mut Vec<Out>) {
+        for m in msgs {
+            // Our own messages are well-formed by construction; a family
+            // mismatch was refused before they were made.
+            if let Err(e) = self.table.apply(&m, now) {
+                tracing::warn!(error = %e, "own message refused by the table");
+            }
+            out.push(Out::Broadcast(m));
+        }
+    }
+
+    /// The hosts of every public address, as failoverd publishes them (an
+    /// address missing from the list is hosted by nobody). Returns nothing to
+    /// send now: the shell dumps the newly hosted
+    /// addresses ([`Engine::on_dump`]).
+    pub fn set_hosts(&mut self, hosts: &[(IpAddr, Option<Pnn>)], now: Duration) {
+        let before = std::mem::take(&mut self.hosted);
+        for (address, host) in hosts {
+            let address = address.to_canonical();
+            self.table.set_host(address, *host, now);
+            if *host == Some(self.pnn) {
+                self.hosted.insert(address);
+                if !before.contains(&address) {
+                    self.fresh.insert(address);
+                }
+            }
+        }
+        // Addresses missing from the list are hosted by nobody.
+        let listed: HashSet<IpAddr> = hosts.iter().map(|(a, _)| a.to_canonical()).collect();
+        for (address, _) in self.table.counts() {
+            if !listed.contains(&address) {
+                self.table.set_host(address, None, now);
+            }
+        }
+        self.dirty.retain(|a| self.hosted.contains(a));
+        self.fresh.retain(|a| self.hosted.contains(a));
+    }
+
+    fn change(
+        &mut self,
+        address: IpAddr,
+        kind: OpKind,
+        conn: Conn,
+        now: Duration,
+        out: &mut Vec<Out>,
+    ) {
+        let (v, msgs) = self.reporter.change(address, kind, conn);
+        self.dirty.insert(address);
+        self.local(msgs, now, out);
+        // Into the local table at once, so that the next event or dump is
+        // compared with it; the batch carries it to the peers later.
+        if let Err(e) = self
+            .table
+            .apply_delta(self.pnn, address, v, kind, conn, now)
+        {
+            tracing::warn!(error = %e, "own change refused by the table");
+        }
+    }
+
+    /// A sock_diag dump of the established connections on `address`: sends
+    /// what differs from this node's view. Ignored if `address` is not
+    /// hosted here.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Table`] if a connection's family is not the address's
+    /// (nothing is sent then).
+    pub fn on_dump(
+        &mut self,
+        address: IpAddr,
+        conns: &[Conn],
+        now: Duration,
+    ) -> Result<Vec<Out>, EngineError> {
+        let address = address.to_canonical();
+        let mut out = Vec::new();
+        if !self.hosts(address) {
+            return Ok(out);
+        }
+        let (add, remove) = self.table.diff(address, self.pnn, conns)?;
+        if self.fresh.remove(&address) || !self.reporter.knows(address) {
+            // First report since the takeover or in this incarnation: a full
+            // sync, so that a view left by an earlier run (relayed back by a
+            // peer) is replaced and peers that expired ours start afresh.
+            let msgs = self.reporter.sync(address, conns);
+            self.local(msgs, now, &mut out);
+            return Ok(out);
+        }
+        for c in remove {
+            self.change(address, OpKind::Remove, c, now, &mut out);
+        }
+        for c in add {
+            self.change(address, OpKind::Add, c, now, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// A conntrack event (new or destroyed connection) on `address`.
+    /// Ignored if `address` is not hosted here or nothing changes.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Table`] for a connection of the wrong family.
+    pub fn on_event(
+        &mut self,
+        address: IpAddr,
+        kind: OpKind,
+        conn: Conn,
+        now: Duration,
+    ) -> Result<Vec<Out>, EngineError> {
+        let address = address.to_canonical();
+        let mut out = Vec::new();
+        if !self.hosts(address) {
+            return Ok(out);
+        }
+        check_family(address, &[conn])?;
+        let conn = canonical(conn);
+        let present = self.table.contains(address, self.pnn, conn);
+        if present != (kind == OpKind::Add) {
+            self.change(address, kind, conn, now, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// A request from a local client; returns the responses (several if a
+    /// list exceeds one message) and what to send to peers.
+    pub fn on_request(&mut self, req: &Request, now: Duration) -> (Vec<Response>, Vec<Out>) {
+        let mut out = Vec::new();
+        let resp = match req {
+            Request::Connections { address, port } => {
+                let mut conns = self.table.connections(*address);
+                if let Some(p) = port {
+                    conns.retain(|c| c.public_port == *p);
+                }
+                conns.sort_unstable();
+                // Same worst case per connection as a sync chunk.
+                let per = crate::msg::SyncChunk::max_conns(*address);
+                let mut chunks: Vec<Response> = conns
+                    .chunks(per.max(1))
+                    .map(|c| Response::Connections {
+                        conns: c.to_vec(),
+                        more: true,
+                    })
+                    .collect();
+                match chunks.last_mut() {
+                    Some(Response::Connections { more, .. }) => *more = false,
+                    _ => chunks.push(Response::Connections {
+                        conns: Vec::new(),
+                        more: false,
+                    }),
+                }
+                return (chunks, out);
+            }
+            Request::Counts => {
+                let mut counts: Vec<(IpAddr, u64)> = self
+                    .table
+                    .counts()
+                    .into_iter()
+                    .map(|(a, n)| (a, u64::try_from(n).unwrap_or(u64::MAX)))
+                    .collect();
+                counts.sort_unstable();
+                // 26 bytes at most per entry.
+                counts.truncate(MAX_MSG_BYTES / 26 - 1);
+                Response::Counts(counts)
+            }
+            Request::Add { address, conn } | Request::Remove { address, conn } => {
+                let kind = if matches!(req, Request::Add { .. }) {
+                    OpKind::Add
+                } else {
+                    OpKind::Remove
+                };
+                let address = address.to_canonical();
+                if !self.hosts(address) {
+                    let e = EngineError::NotHosted {
+                        address,
+                        pnn: self.pnn,
+                    };
+                    return (vec![Response::Error(e.to_string())], out);
+                }
+                match self.on_event(address, kind, *conn, now) {
+                    Ok(o) => {
+                        out = o;
+                        Response::Done
+                    }
+                    Err(e) => Response::Error(e.to_string()),
+                }
+            }
+        };
+        (vec![resp], out)
+    }
+
+    /// A message from the conntrackd of node `from`.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Table`] for an invalid message (the valid parts of a
+    /// delta batch are still applied).
+    pub fn on_peer(
+        &mut self,
+        from: Pnn,
+        msg: &Msg,
+        now: Duration,
+    ) -> Result<Vec<Out>, EngineError> {
+        let mut out = Vec::new();
+        match msg {
+            Msg::Deltas(_) | Msg::Sync(_) => {
+                self.table.apply(msg, now)?;
+            }
+            Msg::SyncRequest { address, .. } => {
+                let targets: Vec<IpAddr> = match address {
+                    Some(a) if self.hosts(*a) => vec![a.to_canonical()],
+                    Some(_) => Vec::new(),
+                    None => self.hosted.iter().copied().collect(),
+                };
+                for a in targets {
+                    self.full_sync(a, now, &mut out);
+                }
+            }
+            Msg::Versions { reporter, versions } => {
+                for (address, v) in versions {
+                    let address = address.to_canonical();
+                    let behind = self
+                        .table
+                        .view_info(address, *reporter)
+                        .map_or(*v > Version::default(), |i| i.complete_to < *v);
+                    if behind && *reporter != self.pnn {
+                        self.ask_sync(*reporter, address, now, &mut out);
+                    }
+                }
+            }
+            Msg::SnapshotRequest { .. } => {
+                out.extend(
+                    self.table
+                        .snapshot(usize::MAX)
+                        .into_iter()
+                        .map(|m| Out::To(from, m)),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Asks `reporter` for a sync of `address`, at most once per sync
+    /// interval.
+    fn ask_sync(&mut self, reporter: Pnn, address: IpAddr, now: Duration, out: &mut Vec<Out>) {
+        let due = self
+            .asked
+            .get(&(reporter, address))
+            .is_none_or(|t| now.saturating_sub(*t) >= self.config.sync_interval);
+        if due {
+            self.asked.insert((reporter, address), now);
+            out.push(Out::To(
+                reporter,
+                Msg::SyncRequest {
+                    from: self.pnn,
+                    address: Some(address),
+                },
+            ));
+        }
+    }
+
+    fn full_sync(&mut self, address: IpAddr, now: Duration, out: &mut Vec<Out>) {
+        let list: Vec<Conn> = self.table.view_connections(address, self.pnn);
+        let msgs = self.reporter.sync(address, &list);
+        self.dirty.remove(&address);
+        self.local(msgs, now, out);
+    }
+
+    /// What a joining or restarted node sends first: a snapshot request to
+    /// one peer (the shell picks a live one).
+    pub fn join(&self, peer: Pnn) -> Out {
+        Out::To(peer, Msg::SnapshotRequest { from: self.pnn })
+    }
+
+    /// Timers: flushes the pending batch, sends the periodic syncs, asks for
+    /// syncs of views with gaps, and expires old connections.
+    pub fn poll(&mut self, now: Duration) -> Vec<Out> {
+        let mut out = Vec::new();
+        if let Some(m) = self.reporter.flush() {
+            self.local(vec![m], now, &mut out);
+        }
+        if now.saturating_sub(self.last_sync) >= self.config.sync_interval {
+            self.last_sync = now;
+            let dirty: Vec<IpAddr> = std::mem::take(&mut self.dirty).into_iter().collect();
+            for a in dirty {
+                self.full_sync(a, now, &mut out);
+            }
+            let mut hosted: Vec<IpAddr> = self.hosted.iter().copied().collect();
+            hosted.sort_unstable();
+            let versions: Vec<(IpAddr, Version)> = hosted
+                .into_iter()
+                .filter_map(|a| {
+                    self.table
+                        .view_info(a, self.pnn)
+                        .map(|i| (a, i.complete_to))
+                })
+                .collect();
+            for chunk in versions.chunks(MAX_VERSIONS) {
+                out.push(Out::Broadcast(Msg::Versions {
+                    reporter: self.pnn,
+                    versions: chunk.to_vec(),
+                }));
+            }
+        }
+        for (reporter, address) in self.table.gaps() {
+            if reporter != self.pnn {
+                self.ask_sync(reporter, address, now, &mut out);
+            }
+        }
+        let interval = self.config.sync_interval;
+        self.asked.retain(|_, t| now.saturating_sub(*t) < interval);
+        let expired = self.table.expire(now);
+        if expired.addresses + expired.views > 0 {
+            tracing::debug!(
+                addresses = expired.addresses,
+                views = expired.views,
+                "expired connections"
+            );
+        }
+        out
+    }
+}
+
+fn canonical(c: Conn) -> Conn {
+    Conn::new(
+        std::net::SocketAddr::new(c.client.ip().to_canonical(), c.client.port()),
+        c.public_port,
+    )
+}
+
+fn check_family(address: IpAddr, conns: &[Conn]) -> Result<(), TableError> {
+    for c in conns {
+        if c.client.ip().to_canonical().is_ipv4() != address.is_ipv4() {
+            return Err(TableError::FamilyMismatch {
+                address,
+                client: c.client,
+                public_port: c.public_port,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
