@@ -288,8 +288,8 @@ impl Member {
             last_lease: false,
         };
         m.published.nodes = m.local_view_infos();
-        m.published.generation = 1;
-        m.max_gen = 1;
+        m.published.generation = m.next_generation();
+        m.max_gen = m.published.generation;
         m
     }
 
@@ -406,10 +406,15 @@ impl Member {
             return false;
         }
         if self.cfg.lock {
-            return self.lock == LockState::Held;
+            return self.lock == LockState::Held && self.votes(now) * 2 >= self.configured;
         }
+        self.votes(now) * 2 > self.configured
+    }
+
+    /// Nodes supporting this one (itself included) with a fresh echo.
+    fn votes(&self, now: Duration) -> usize {
         let lease = self.t().lease;
-        let votes = 1 + self
+        1 + self
             .peers
             .iter()
             .filter(|p| {
@@ -417,8 +422,7 @@ impl Member {
                     && p.supports == Some(self.pnn)
                     && p.support_echo.is_some_and(|s| now < s + lease)
             })
-            .count();
-        votes * 2 > self.configured
+            .count()
     }
 
     /// This node's lease is valid at `now` (it may host public IPs).
@@ -632,8 +636,34 @@ impl Member {
         if u.from == self.pnn || u.nodes.len() != self.peers.len() {
             return;
         }
+        if let Some(mine) = &self.leader_update {
+            if mine.from == u.from && mine.generation > u.generation {
+                return; // reordered: an older update
+            }
+        }
         self.max_gen = self.max_gen.max(u.generation);
-        self.leader_update = Some(u.clone());
+        // The update may overtake the leader's next heartbeat: its generation
+        // is the leader's newest.
+        if let Some(p) = self.peers.get_mut(idx(u.from)) {
+            p.generation = p.generation.max(u.generation);
+        }
+        match &mut self.leader_update {
+            // Reuse the buffer: no allocation for a repeated update.
+            Some(mine) if mine.nodes.len() == u.nodes.len() => {
+                mine.from = u.from;
+                mine.generation = u.generation;
+                mine.nodes.copy_from_slice(&u.nodes);
+            }
+            slot => *slot = Some(u.clone()),
+        }
+    }
+
+    /// A generation above every one seen, unique to this node: the low 8
+    /// bits are the PNN's, so two nodes never make the same number for
+    /// different memberships.
+    fn next_generation(&self) -> u64 {
+        let own = u64::from(self.pnn) & 0xff;
+        (((self.max_gen >> 8) + 1) << 8) | own
     }
 
     fn step(&mut self, now: Duration, out: &mut Vec<Output>) {
@@ -654,7 +684,10 @@ impl Member {
             self.next_hb = now;
         }
         if self.cfg.lock {
-            let want = self.supports == Some(self.pnn);
+            // Only a candidate backed by at least half of the configured
+            // nodes competes for the lock (and keeps it): the lock breaks a
+            // tie, it does not let a clear minority lead.
+            let want = self.supports == Some(self.pnn) && self.votes(now) * 2 >= self.configured;
             match self.lock {
                 LockState::Idle { retry_at } if want && now >= retry_at => {
                     self.lock = LockState::Pending;
@@ -779,7 +812,7 @@ impl Member {
                 || self.leader_gen == 0
                 || stale_peer
             {
-                self.leader_gen = self.max_gen + 1;
+                self.leader_gen = self.next_generation();
                 self.max_gen = self.leader_gen;
                 for p in &mut self.peers {
                     p.update_sent = None;
@@ -852,7 +885,7 @@ impl Member {
             return;
         }
         if changed {
-            let generation = adopted_gen.unwrap_or(self.max_gen + 1);
+            let generation = adopted_gen.unwrap_or_else(|| self.next_generation());
             self.max_gen = self.max_gen.max(generation);
             self.published.generation = generation;
             self.published.leader = leader;
