@@ -14,7 +14,11 @@
 
 // Node indices here are below 8 and simulated times are seconds: every cast
 // between them fits.
-#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
 
 use std::collections::BTreeMap;
 use std::path::Path;
