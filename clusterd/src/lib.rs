@@ -10,6 +10,7 @@ pub mod lock;
 pub mod membership;
 pub mod msg;
 pub mod nodes;
+pub mod shell;
 
 pub use flags::NodeFlags;
 pub use membership::{Config, LockEvent, Member, Output, Timing};
