@@ -8,9 +8,9 @@
 //! # Model (see docs/clusterd.md for the full argument)
 //!
 //! * **Connectivity** is two-way: peer P is connected if we received a
-//!   heartbeat from P within `dead_after` *and* P's newest heartbeat echoes
-//!   one of ours sent within `dead_after`. A one-way link (A hears B, B does
-//!   not hear A) therefore disconnects both sides.
+//!   heartbeat from P within `dead_after` *and*, within `dead_after`, one
+//!   whose echo showed that P had heard a newer heartbeat of ours. A one-way
+//!   link (A hears B, B does not hear A) therefore disconnects both sides.
 //! * **Vote.** Each node supports one candidate: among itself and its
 //!   connected peers that can lead (capability, not BANNED/STOPPED/DELETED),
 //!   the lowest PNN that advertises itself as active leader, else the lowest
@@ -181,7 +181,11 @@ struct Peer {
     deleted: bool,
     last_rx: Option<Duration>,
     last_stamp: Duration,
+    /// Newest stamp of ours the peer echoed.
     heard_us: Option<Duration>,
+    /// Our receive time of the heartbeat whose echo last advanced: the peer
+    /// heard a new heartbeat of ours shortly before that.
+    heard_us_at: Option<Duration>,
     flags: NodeFlags,
     can_lead: bool,
     supports: Option<Pnn>,
@@ -248,6 +252,7 @@ impl Member {
                 last_rx: None,
                 last_stamp: Duration::ZERO,
                 heard_us: None,
+                heard_us_at: None,
                 flags: NodeFlags::OK,
                 can_lead: false,
                 supports: None,
@@ -343,7 +348,7 @@ impl Member {
         let d = self.t().dead_after;
         !p.deleted
             && p.last_rx.is_some_and(|r| now < r + d)
-            && p.heard_us.is_some_and(|s| now < s + d)
+            && p.heard_us_at.is_some_and(|s| now < s + d)
     }
 
     fn self_eligible(&self, now: Duration) -> bool {
@@ -472,7 +477,7 @@ impl Member {
         }
         for p in &self.peers {
             consider(p.last_rx.map(|r| r + t.dead_after));
-            consider(p.heard_us.map(|s| s + t.dead_after));
+            consider(p.heard_us_at.map(|s| s + t.dead_after));
             consider(p.support_echo.map(|s| s + t.lease));
             consider(p.granted_until);
         }
@@ -620,7 +625,10 @@ impl Member {
         // An echo from the future is bogus: ignore it.
         let echo = hb.echo.filter(|e| *e <= now);
         if let Some(e) = echo {
-            p.heard_us = Some(p.heard_us.map_or(e, |h| h.max(e)));
+            if p.heard_us.is_none_or(|h| e > h) {
+                p.heard_us = Some(e);
+                p.heard_us_at = Some(now);
+            }
         }
         p.support_echo = if hb.supports == Some(me) { echo } else { None };
         if hb.active_leader {

@@ -420,6 +420,12 @@ fn dead_node_is_disconnected_within_dead_after_and_reassigned_after_lease() {
             "detected after {seen:?} (dead_after {:?})",
             t.dead_after
         );
+        // ...and not earlier: the last heartbeat left at most one interval
+        // before the death (no false alarm from a shorter effective timeout).
+        assert!(
+            seen + t.interval >= t.dead_after,
+            "detected too early: {seen:?}"
+        );
         let reassign = sim
             .run_until(t.lease * 4, |s| s.nodes[0].m.may_reassign(2, s.local(0)))
             .expect("node 2's IPs become reassignable");
@@ -515,6 +521,8 @@ fn partition_2_2_with_lock_only_the_holder_side_leads() {
     })
     .expect("node 2 takes the lock and leads");
     assert_eq!(sim.lock_holder, Some(2));
+    // Node 1's last lease (acked by 0) runs out within a lease.
+    sim.run(t.lease + t.margin);
     assert!(!sim.published(1).lease_ok, "node 1 is alone now");
 }
 
