@@ -9,6 +9,10 @@
 //!   the survivors' published DISCONNECTED (ideal network, no scheduling
 //!   delay), over 40 trials with random phase, beside `dead_after`.
 //!
+//! * `leader_failover_{p50,max}_{fast,default}`: simulated time from the
+//!   leader's death until the new leader may reassign its IPs, beside the
+//!   analytical bound 2 × (lease + margin) + interval.
+//!
 //! Prints one JSON line per figure (the workspace's bench format).
 
 use std::path::Path;
@@ -208,8 +212,44 @@ fn detection(name: &str, timing: Timing, step: Duration) {
     );
 }
 
+/// Leader death → the new leader may reassign the old leader's IPs.
+fn leader_failover(name: &str, timing: Timing, step: Duration) {
+    const N: usize = 3;
+    let mut times = Vec::new();
+    for trial in 0..20u32 {
+        let mut c = Cluster::new(N, timing, step, Duration::from_secs(10));
+        let warm = (timing.lease * 12).as_micros() / step.as_micros();
+        let phase =
+            (u128::from(trial) * 7919) % (timing.interval.as_micros() / step.as_micros()).max(1);
+        for _ in 0..warm + phase {
+            c.advance();
+        }
+        c.alive[0] = false;
+        let t_kill = c.now;
+        for _ in 0..(timing.lease * 20).as_micros() / step.as_micros() {
+            c.advance();
+            if c.members[1].may_reassign(0, c.now) {
+                times.push((c.now - t_kill).as_secs_f64() * 1000.0);
+                break;
+            }
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let p50 = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
+    let max = times.last().copied().unwrap_or(f64::NAN);
+    let bound = ((timing.lease + timing.margin) * 2 + timing.interval).as_secs_f64() * 1000.0;
+    figure(&format!("leader_failover_p50_{name}"), p50, "ms", bound);
+    figure(&format!("leader_failover_max_{name}"), max, "ms", bound);
+    eprintln!(
+        "{name}: leader death -> old leader's IPs reassignable: {} of 20 trials, p50 {p50:.1} ms, max {max:.1} ms (baseline: 2(lease+margin)+interval = {bound} ms)",
+        times.len()
+    );
+}
+
 fn main() {
     cpu_32_fast();
     detection("fast", Timing::fast(), Duration::from_micros(500));
     detection("default", Timing::default(), Duration::from_millis(1));
+    leader_failover("fast", Timing::fast(), Duration::from_micros(500));
+    leader_failover("default", Timing::default(), Duration::from_millis(1));
 }
