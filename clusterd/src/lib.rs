@@ -6,6 +6,7 @@
 //! explicit `now`; [`lock`] runs CTDB-compatible cluster-lock helpers.
 
 pub mod flags;
+pub mod health;
 pub mod lock;
 pub mod membership;
 pub mod msg;
