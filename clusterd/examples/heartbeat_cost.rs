@@ -62,7 +62,7 @@ impl Cluster {
         };
         Self {
             members: (0..n)
-                .map(|i| Member::new(cfg, &f, pnn(i), start))
+                .map(|i| Member::new(cfg, &f, pnn(i), start).expect("live pnn"))
                 .collect(),
             alive: vec![true; n],
             outs: (0..n).map(|_| Vec::with_capacity(4 * n)).collect(),

@@ -41,7 +41,7 @@ use crate::msg::{
     AdminOp, AdminOutcome, AdminReply, AdminRequest, ClusterMsg, Heartbeat, Membership,
     MembershipUpdate, NodeInfo, NodeState,
 };
-use crate::nodes::{NodesFile, Pnn};
+use crate::nodes::{NodesError, NodesFile, Pnn};
 
 /// Heartbeat and lease timing. All on each node's own monotonic clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,16 +233,23 @@ fn pnn_of(i: usize) -> Pnn {
 impl Member {
     /// A node `pnn` of `nodes`, started at `now`.
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// If `pnn` is not a live node of `nodes` (check with
-    /// [`NodesFile::own_pnn`] first).
-    #[must_use]
-    pub fn new(cfg: Config, nodes: &NodesFile, pnn: Pnn, now: Duration) -> Self {
-        assert!(
-            nodes.nodes.get(idx(pnn)).is_some_and(|n| !n.is_deleted()),
-            "own PNN must be a live node of the nodes file"
-        );
+    /// [`NodesError::BadPnn`] if `pnn` is not a live node of `nodes` (find
+    /// it with [`NodesFile::own_pnn`]).
+    pub fn new(
+        cfg: Config,
+        nodes: &NodesFile,
+        pnn: Pnn,
+        now: Duration,
+    ) -> Result<Self, NodesError> {
+        if nodes.nodes.get(idx(pnn)).is_none_or(|n| n.is_deleted()) {
+            return Err(NodesError::BadPnn {
+                file: nodes.file.clone(),
+                pnn,
+                count: nodes.len(),
+            });
+        }
         let peers: Vec<Peer> = nodes
             .nodes
             .iter()
@@ -295,7 +302,7 @@ impl Member {
         m.published.nodes = m.local_view_infos();
         m.published.generation = m.next_generation();
         m.max_gen = m.published.generation;
-        m
+        Ok(m)
     }
 
     /// This node's PNN.

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::lock::{self, LockAnswer, LockSpec};
 use crate::membership::{Config, LockEvent, Member, Output};
 use crate::msg::{AdminOp, AdminOutcome, ClusterMsg, Membership};
-use crate::nodes::{NodesFile, Pnn};
+use crate::nodes::{NodesError, NodesFile, Pnn};
 
 /// How long an admin command waits for the target's reply.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -79,6 +79,10 @@ struct Pending {
 
 /// Runs node `pnn` of `nodes` until `shutdown` resolves or `inputs` closes;
 /// then releases the cluster lock (if held) and returns.
+///
+/// # Errors
+///
+/// [`NodesError::BadPnn`] if `pnn` is not a live node of `nodes`.
 pub async fn run<L: Link>(
     cfg: Config,
     nodes: &NodesFile,
@@ -87,14 +91,14 @@ pub async fn run<L: Link>(
     mut inputs: mpsc::Receiver<Input>,
     mut link: L,
     shutdown: impl Future<Output = ()>,
-) {
+) -> Result<(), NodesError> {
     let origin = Instant::now();
     let clock = move || Instant::now().saturating_duration_since(origin);
     let cfg = Config {
         lock: lock_spec.is_some(),
         ..cfg
     };
-    let mut member = Member::new(cfg, nodes, pnn, clock());
+    let mut member = Member::new(cfg, nodes, pnn, clock())?;
     let mut out: Vec<Output> = Vec::with_capacity(4 * nodes.len());
     let (lock_tx, mut lock_rx) = mpsc::channel::<(u64, LockEvent)>(8);
     let mut lock_task: Option<LockTask> = None;
@@ -206,6 +210,7 @@ pub async fn run<L: Link>(
     }
     // Give the lock task a moment to kill its helper before we return.
     tokio::task::yield_now().await;
+    Ok(())
 }
 
 fn release(mut t: LockTask) {

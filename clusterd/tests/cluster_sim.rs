@@ -88,7 +88,8 @@ impl Sim {
                             i as Pnn
                         },
                         offset,
-                    ),
+                    )
+                    .unwrap(),
                     alive: !file.nodes[i].is_deleted(),
                     offset,
                     ppm: 0,
@@ -301,7 +302,7 @@ impl Sim {
 
     fn restart(&mut self, i: usize) {
         let t = self.local(i);
-        self.nodes[i].m = Member::new(self.cfg, &self.file, i as Pnn, t);
+        self.nodes[i].m = Member::new(self.cfg, &self.file, i as Pnn, t).unwrap();
         self.nodes[i].published = None;
         self.nodes[i].alive = true;
     }

@@ -48,7 +48,7 @@ fn steady_heartbeats_allocate_nothing() {
         ..Config::default()
     };
     let mut members: Vec<Member> = (0..N)
-        .map(|i| Member::new(cfg, &file, Pnn::try_from(i).unwrap(), Duration::ZERO))
+        .map(|i| Member::new(cfg, &file, Pnn::try_from(i).unwrap(), Duration::ZERO).unwrap())
         .collect();
     // Per-node output buffers and one inbox, reused (their capacity grows
     // during warm-up only).

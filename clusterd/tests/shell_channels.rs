@@ -69,7 +69,8 @@ fn start(n: usize, cfg: Config, lock: Option<LockSpec>) -> Cluster {
                     let _ = stop_rx.await;
                 },
             )
-            .await;
+            .await
+            .unwrap();
         }));
     }
     Cluster {

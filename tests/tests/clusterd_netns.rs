@@ -107,7 +107,8 @@ fn start(tag: &str, n: usize, cfg: Config, lock: Option<LockSpec>) -> Cluster {
                 run(cfg, &file2, pnn, lock2, rx, link, async {
                     let _ = stop_rx.await;
                 })
-                .await;
+                .await
+                .unwrap();
                 recv.abort();
                 // Let the lock task kill its helper before the runtime ends.
                 tokio::time::sleep(Duration::from_millis(50)).await;
