@@ -288,3 +288,86 @@ fn clusterd_fcntl_lock_moves_when_its_holder_dies() {
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    // The index is within the slice: q is in [0, 1].
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+/// Benchmark (run with `cargo test --release -p tests --test clusterd_netns
+/// -- --ignored --nocapture`): time from a node's death (its switch port
+/// down, then its clusterd stopped) until both survivors publish it
+/// DISCONNECTED, over 20 trials per profile, beside dead_after.
+#[test]
+#[ignore = "benchmark: run explicitly"]
+fn clusterd_bench_death_to_membership() {
+    use tests::bench::Figure;
+    for (name, timing) in [("fast", Timing::fast()), ("default", Timing::default())] {
+        let cfg = Config {
+            timing,
+            ..Config::default()
+        };
+        let mut times = Vec::new();
+        for trial in 0..20 {
+            let mut c = start(&format!("cb{trial}"), 3, cfg, None);
+            for i in 0..3 {
+                c.wait("cluster formed", Duration::from_secs(10), i, |m| {
+                    m.leader == Some(0) && m.lease_ok
+                });
+            }
+            // Random phase against the heartbeat schedule.
+            std::thread::sleep(timing.interval * (trial % 7) / 7);
+            let start = Instant::now();
+            c.lan.set_port(&c.nodes[2].port, false).unwrap();
+            let stopper = c.nodes[2].stop.take();
+            let joiner = c.nodes[2].thread.take();
+            let bg = std::thread::spawn(move || {
+                if let Some(s) = stopper {
+                    let _ = s.send(());
+                }
+                if let Some(t) = joiner {
+                    t.join().unwrap();
+                }
+            });
+            let gone = |m: &Membership| {
+                m.flags(2)
+                    .is_some_and(|f| f.contains(NodeFlags::DISCONNECTED))
+            };
+            wait_for(
+                "both survivors see node 2 gone",
+                Duration::from_secs(5),
+                Duration::from_micros(100),
+                || {
+                    (c.seen(0).is_some_and(|m| gone(&m)) && c.seen(1).is_some_and(|m| gone(&m)))
+                        .then_some(())
+                },
+            )
+            .unwrap();
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+            bg.join().unwrap();
+        }
+        times.sort_by(f64::total_cmp);
+        let dead = timing.dead_after.as_secs_f64() * 1000.0;
+        Figure::with_baseline(
+            "cluster",
+            &format!("death_to_membership_p50_{name}"),
+            percentile(&times, 0.5),
+            "ms",
+            dead,
+        )
+        .print();
+        Figure::with_baseline(
+            "cluster",
+            &format!("death_to_membership_p99_{name}"),
+            percentile(&times, 0.99),
+            "ms",
+            dead,
+        )
+        .print();
+    }
+}
