@@ -396,6 +396,47 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// Blank lines and surrounding blanks never change the numbering;
+        /// `#` lines are deleted nodes that keep their place.
+        #[test]
+        fn numbering_survives_blank_lines(
+            entries in proptest::collection::vec((proptest::option::of(1u8..=254), 0usize..3, 0usize..3), 1..20)
+        ) {
+            let mut text = String::new();
+            let mut want = Vec::new();
+            for (k, (addr, blanks, pad)) in entries.iter().enumerate() {
+                for _ in 0..*blanks {
+                    text.push_str("  \n");
+                }
+                let pad = " ".repeat(*pad);
+                match addr {
+                    // Distinct addresses: the index makes them unique.
+                    Some(_) => {
+                        let a: IpAddr = format!("2001:db8::{:x}", k + 1).parse().unwrap();
+                        text.push_str(&format!("{pad}{a}{pad}\n"));
+                        want.push(Some(a));
+                    }
+                    None => {
+                        text.push_str(&format!("{pad}#192.0.2.{k}\n"));
+                        want.push(None);
+                    }
+                }
+            }
+            match parse(&text) {
+                Ok(f) => {
+                    let got: Vec<Option<IpAddr>> = f.nodes.iter().map(|n| n.address).collect();
+                    proptest::prop_assert_eq!(got, want);
+                    for (i, n) in f.nodes.iter().enumerate() {
+                        proptest::prop_assert_eq!(n.pnn as usize, i);
+                    }
+                }
+                Err(NodesError::Empty { .. }) => proptest::prop_assert!(want.iter().all(Option::is_none)),
+                Err(e) => proptest::prop_assert!(false, "unexpected error {e}"),
+            }
+        }
+    }
+
     #[test]
     fn read_missing_file_is_io_error() {
         let e = NodesFile::read(Path::new("/nonexistent/ipfailover/nodes")).unwrap_err();
