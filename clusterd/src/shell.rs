@@ -37,6 +37,13 @@ pub trait Link: Send {
 /// An admin command's result as the requester sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AdminError {
+    /// The target is not a live node of the nodes file (CTDB: "Node 4 does
+    /// not exist").
+    #[error("Node {target} does not exist")]
+    NoSuchNode {
+        /// The target node.
+        target: Pnn,
+    },
     /// The target did not answer within [`ADMIN_TIMEOUT`].
     #[error("node {target} did not answer the admin command")]
     NoReply {
@@ -189,6 +196,14 @@ pub async fn run<L: Link>(
                         let _ = reply.send(member.membership().clone());
                     }
                     Input::Admin { target, op, reply } => {
+                        let exists = usize::try_from(target)
+                            .ok()
+                            .and_then(|i| nodes.nodes.get(i))
+                            .is_some_and(|n| !n.is_deleted());
+                        if !exists {
+                            let _ = reply.send(Err(AdminError::NoSuchNode { target }));
+                            continue;
+                        }
                         next_id += 1;
                         if let Some(o) = member.admin(now, next_id, target, op, &mut out) {
                             let _ = reply.send(Ok(o));

@@ -162,6 +162,10 @@ async fn shell_cluster_forms_admin_travels_and_death_is_detected() {
     .await
     .expect("node 0 sees node 1 disabled");
     assert_eq!(c.admin(1, 1, AdminOp::Enable).await, Ok(AdminOutcome::Done));
+    assert_eq!(
+        c.admin(1, 7, AdminOp::Stop).await,
+        Err(AdminError::NoSuchNode { target: 7 })
+    );
     c.stop(2).await;
     let took = c
         .wait_for(Duration::from_secs(1), 0, |m| {
