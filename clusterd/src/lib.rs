@@ -1,3 +1,19 @@
 //! clusterd owns membership: the CTDB-format nodes file, heartbeats between
 //! nodes, node flags, the leader, the cluster lock and leases, and publishes
 //! membership to local subscribers over the transport.
+//!
+//! The core ([`membership::Member`]) is a pure state machine driven with an
+//! explicit `now`; [`lock`] runs CTDB-compatible cluster-lock helpers.
+
+pub mod flags;
+pub mod health;
+pub mod lock;
+pub mod membership;
+pub mod msg;
+pub mod nodes;
+pub mod shell;
+
+pub use flags::NodeFlags;
+pub use membership::{Config, LockEvent, Member, Output, Timing};
+pub use msg::{ClusterMsg, Membership, NodeInfo};
+pub use nodes::{NodesError, NodesFile, Pnn};

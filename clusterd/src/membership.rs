@@ -1,0 +1,957 @@
+//! The membership state machine: heartbeats, connectivity, leader, quorum,
+//! leases, node flags and the published [`Membership`]. Pure: no I/O, no
+//! clock. Every input carries `now`, this node's monotonic time (a
+//! [`Duration`] since an arbitrary origin); outputs are pushed into a
+//! caller-owned `Vec<Output>` that a thin async shell carries out (send a
+//! message, publish, take or release the cluster lock).
+//!
+//! # Model (see docs/clusterd.md for the full argument)
+//!
+//! * **Connectivity** is two-way: peer P is connected if we received a
+//!   heartbeat from P within `dead_after` *and*, within `dead_after`, one
+//!   whose echo showed that P had heard a newer heartbeat of ours. A one-way
+//!   link (A hears B, B does not hear A) therefore disconnects both sides.
+//! * **Vote.** Each node supports one candidate: among itself and its
+//!   connected peers that can lead (capability, not BANNED/STOPPED/DELETED),
+//!   the lowest PNN that advertises itself as active leader, else the lowest
+//!   PNN. A node that supported L and echoed L's heartbeat received at `r`
+//!   promises not to support anyone else before `r + lease + margin`.
+//! * **Active leader.** Without a cluster lock: the node supports itself and a
+//!   strict majority of the configured (non-deleted) nodes (itself included)
+//!   support it with an echo of one of its heartbeats sent less than `lease`
+//!   ago. With a lock: it supports itself and holds the lock. Only an active
+//!   leader acks leases and may have public IPs reassigned.
+//! * **Leases.** A node's lease runs to `s + lease`, where `s` is the send
+//!   time (its own clock) of a heartbeat that an active leader echoed. The
+//!   leader counts that lease until `r + lease + margin` (`r` = its receive
+//!   time), and, for leases granted by earlier leaders, until
+//!   `active_since + lease + margin`. A node's IPs are reassignable only after
+//!   both.
+//! * **Startup hold.** A (re)started node supports nobody for
+//!   `lease + margin`, since it forgot its promises.
+//!
+//! Handling a heartbeat allocates nothing unless the published membership
+//! changes, and costs O(nodes).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::flags::NodeFlags;
+use crate::msg::{
+    AdminOp, AdminOutcome, AdminReply, AdminRequest, ClusterMsg, Heartbeat, Membership,
+    MembershipUpdate, NodeInfo, NodeState,
+};
+use crate::nodes::{NodesError, NodesFile, Pnn};
+
+/// Heartbeat and lease timing. All on each node's own monotonic clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Heartbeat period.
+    pub interval: Duration,
+    /// A peer silent (or deaf to us) this long is DISCONNECTED.
+    pub dead_after: Duration,
+    /// Lease length, from the send time of an acked heartbeat.
+    pub lease: Duration,
+    /// Safety margin added by the side that must wait (clock-rate drift and
+    /// scheduling delay).
+    pub margin: Duration,
+    /// Wait before trying a contended cluster lock again.
+    pub lock_retry: Duration,
+}
+
+impl Timing {
+    /// Defaults: 100 ms heartbeats, dead after 500 ms (5 missed heartbeats:
+    /// no false alarm from a few hundred ms of scheduling stall on a loaded
+    /// machine, yet detection far under 1 s), lease = dead_after, margin
+    /// 100 ms (covers 1 % clock-rate drift over the lease plus scheduling).
+    #[must_use]
+    pub const fn default_profile() -> Self {
+        Self {
+            interval: Duration::from_millis(100),
+            dead_after: Duration::from_millis(500),
+            lease: Duration::from_millis(500),
+            margin: Duration::from_millis(100),
+            lock_retry: Duration::from_millis(500),
+        }
+    }
+
+    /// Fast profile: 10 ms heartbeats, dead after 30 ms, lease 30 ms, margin
+    /// 10 ms. For dedicated, lightly loaded links and hosts.
+    #[must_use]
+    pub const fn fast() -> Self {
+        Self {
+            interval: Duration::from_millis(10),
+            dead_after: Duration::from_millis(30),
+            lease: Duration::from_millis(30),
+            margin: Duration::from_millis(10),
+            lock_retry: Duration::from_millis(50),
+        }
+    }
+
+    /// Checks the relations the model needs.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the violated relation: `interval` > 0,
+    /// `dead_after` ≥ 2 × `interval`, `lease` ≥ 2 × `interval`.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.interval.is_zero() {
+            return Err("heartbeat interval must be > 0");
+        }
+        if self.dead_after < self.interval * 2 {
+            return Err("dead_after must be at least 2 heartbeat intervals");
+        }
+        if self.lease < self.interval * 2 {
+            return Err("lease must be at least 2 heartbeat intervals");
+        }
+        Ok(())
+    }
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self::default_profile()
+    }
+}
+
+/// Configuration of one node's state machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Timing.
+    pub timing: Timing,
+    /// A cluster lock is configured: only its holder may lead.
+    pub lock: bool,
+    /// This node may become leader (CTDB's `leader capability`).
+    pub can_lead: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            timing: Timing::default(),
+            lock: false,
+            can_lead: true,
+        }
+    }
+}
+
+/// Result of a cluster-lock attempt, as the lock helper reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockEvent {
+    /// '0': taken; held while the helper runs.
+    Taken,
+    /// '1', '2', '3' or no answer: not taken.
+    NotTaken,
+    /// The helper holding the lock exited: the lock is lost.
+    Lost,
+}
+
+/// What the shell must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send to a peer's clusterd.
+    Send {
+        /// Destination.
+        to: Pnn,
+        /// Message.
+        msg: ClusterMsg,
+    },
+    /// Publish to local subscribers (and answer membership requests with it).
+    Publish(Membership),
+    /// This node's lease changed (false: drop public IPs now).
+    Lease(bool),
+    /// Start the cluster-lock helper; answer with [`Member::lock_event`].
+    TakeLock,
+    /// Kill the cluster-lock helper (release, or cancel a pending attempt).
+    ReleaseLock,
+    /// The reply to an admin command this node sent.
+    AdminDone(AdminReply),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LockState {
+    Idle { retry_at: Duration },
+    Pending,
+    Held,
+}
+
+#[derive(Clone, Debug)]
+struct Peer {
+    address: Option<IpAddr>,
+    deleted: bool,
+    last_rx: Option<Duration>,
+    last_stamp: Duration,
+    /// Newest stamp of ours the peer echoed.
+    heard_us: Option<Duration>,
+    /// Our receive time of the heartbeat whose echo last advanced: the peer
+    /// heard a new heartbeat of ours shortly before that.
+    heard_us_at: Option<Duration>,
+    flags: NodeFlags,
+    can_lead: bool,
+    supports: Option<Pnn>,
+    support_echo: Option<Duration>,
+    active: bool,
+    generation: u64,
+    granted_until: Option<Duration>,
+    update_sent: Option<Duration>,
+}
+
+/// One node's membership state machine.
+#[derive(Clone, Debug)]
+pub struct Member {
+    cfg: Config,
+    pnn: Pnn,
+    configured: usize,
+    peers: Vec<Peer>,
+    started: Duration,
+    next_hb: Duration,
+    own_flags: NodeFlags,
+    ban_until: Option<Duration>,
+    lease_until: Option<Duration>,
+    promise: Option<(Pnn, Duration)>,
+    supports: Option<Pnn>,
+    was_active: bool,
+    active_since: Option<Duration>,
+    lock: LockState,
+    leader_gen: u64,
+    leader_update: Option<MembershipUpdate>,
+    max_gen: u64,
+    published: Membership,
+    last_lease: bool,
+    scratch: Vec<NodeFlags>,
+}
+
+fn idx(pnn: Pnn) -> usize {
+    // Pnn is u32; usize is at least 32 bits on every supported target.
+    usize::try_from(pnn).expect("usize holds u32")
+}
+
+fn pnn_of(i: usize) -> Pnn {
+    Pnn::try_from(i).expect("node index fits a PNN (nodes file is limited to MAX_NODES)")
+}
+
+impl Member {
+    /// A node `pnn` of `nodes`, started at `now`.
+    ///
+    /// # Errors
+    ///
+    /// [`NodesError::BadPnn`] if `pnn` is not a live node of `nodes` (find
+    /// it with [`NodesFile::own_pnn`]).
+    pub fn new(
+        cfg: Config,
+        nodes: &NodesFile,
+        pnn: Pnn,
+        now: Duration,
+    ) -> Result<Self, NodesError> {
+        if nodes.nodes.get(idx(pnn)).is_none_or(|n| n.is_deleted()) {
+            return Err(NodesError::BadPnn {
+                file: nodes.file.clone(),
+                pnn,
+                count: nodes.len(),
+            });
+        }
+        let peers: Vec<Peer> = nodes
+            .nodes
+            .iter()
+            .map(|n| Peer {
+                address: n.address,
+                deleted: n.is_deleted(),
+                last_rx: None,
+                last_stamp: Duration::ZERO,
+                heard_us: None,
+                heard_us_at: None,
+                flags: NodeFlags::OK,
+                can_lead: false,
+                supports: None,
+                support_echo: None,
+                active: false,
+                generation: 0,
+                granted_until: None,
+                update_sent: None,
+            })
+            .collect();
+        let mut m = Self {
+            cfg,
+            pnn,
+            configured: nodes.configured(),
+            scratch: Vec::with_capacity(peers.len()),
+            peers,
+            started: now,
+            next_hb: now,
+            own_flags: NodeFlags::OK,
+            ban_until: None,
+            lease_until: None,
+            promise: None,
+            supports: None,
+            was_active: false,
+            active_since: None,
+            lock: LockState::Idle { retry_at: now },
+            leader_gen: 0,
+            leader_update: None,
+            max_gen: 0,
+            published: Membership {
+                generation: 0,
+                leader: None,
+                nodes: Vec::new(),
+                this_node: pnn,
+                lease_ok: false,
+                reassignable: Vec::new(),
+            },
+            last_lease: false,
+        };
+        m.published.nodes = m.local_view_infos();
+        m.published.generation = m.next_generation();
+        m.max_gen = m.published.generation;
+        Ok(m)
+    }
+
+    /// This node's PNN.
+    #[must_use]
+    pub fn pnn(&self) -> Pnn {
+        self.pnn
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The membership last published (answer to "get membership").
+    #[must_use]
+    pub fn membership(&self) -> &Membership {
+        &self.published
+    }
+
+    /// The flags this node owns.
+    #[must_use]
+    pub fn own_flags(&self) -> NodeFlags {
+        self.own_flags
+    }
+
+    /// The node this one currently supports as leader.
+    #[must_use]
+    pub fn supports(&self) -> Option<Pnn> {
+        self.supports
+    }
+
+    fn t(&self) -> &Timing {
+        &self.cfg.timing
+    }
+
+    fn hold(&self) -> Duration {
+        self.t().lease + self.t().margin
+    }
+
+    /// Peer `pnn` is connected both ways at `now`.
+    #[must_use]
+    pub fn connected(&self, pnn: Pnn, now: Duration) -> bool {
+        if pnn == self.pnn {
+            return true;
+        }
+        let Some(p) = self.peers.get(idx(pnn)) else {
+            return false;
+        };
+        let d = self.t().dead_after;
+        !p.deleted
+            && p.last_rx.is_some_and(|r| now < r + d)
+            && p.heard_us_at.is_some_and(|s| now < s + d)
+    }
+
+    fn self_eligible(&self, now: Duration) -> bool {
+        self.cfg.can_lead
+            && !self
+                .own_flags
+                .intersects(NodeFlags::BANNED | NodeFlags::STOPPED)
+            && now >= self.started + self.hold()
+    }
+
+    fn peer_eligible(&self, i: usize, now: Duration) -> bool {
+        let p = &self.peers[i];
+        p.can_lead
+            && !p.flags.intersects(NodeFlags::BANNED | NodeFlags::STOPPED)
+            && self.connected(pnn_of(i), now)
+    }
+
+    fn candidate(&self, now: Duration) -> Option<Pnn> {
+        let mut lowest = None;
+        let mut lowest_active = None;
+        for i in 0..self.peers.len() {
+            let me = i == idx(self.pnn);
+            let (eligible, active) = if me {
+                (self.self_eligible(now), self.was_active)
+            } else {
+                (self.peer_eligible(i, now), self.peers[i].active)
+            };
+            if !eligible {
+                continue;
+            }
+            if lowest.is_none() {
+                lowest = Some(pnn_of(i));
+            }
+            if active && lowest_active.is_none() {
+                lowest_active = Some(pnn_of(i));
+            }
+        }
+        lowest_active.or(lowest)
+    }
+
+    fn compute_support(&self, now: Duration) -> Option<Pnn> {
+        if now < self.started + self.hold() {
+            return None;
+        }
+        let c = self.candidate(now)?;
+        if !self.cfg.lock {
+            if let Some((to, until)) = self.promise {
+                if to != c && now < until {
+                    return None;
+                }
+            }
+        }
+        Some(c)
+    }
+
+    /// This node is an active leader at `now` (majority support or lock).
+    #[must_use]
+    pub fn is_active_leader(&self, now: Duration) -> bool {
+        if self.supports != Some(self.pnn) {
+            return false;
+        }
+        if self.cfg.lock {
+            return self.lock == LockState::Held && self.votes(now) * 2 >= self.configured;
+        }
+        self.votes(now) * 2 > self.configured
+    }
+
+    /// Nodes supporting this one (itself included) with a fresh echo.
+    fn votes(&self, now: Duration) -> usize {
+        let lease = self.t().lease;
+        1 + self
+            .peers
+            .iter()
+            .filter(|p| {
+                !p.deleted
+                    && p.supports == Some(self.pnn)
+                    && p.support_echo.is_some_and(|s| now < s + lease)
+            })
+            .count()
+    }
+
+    /// This node's lease is valid at `now` (it may host public IPs).
+    #[must_use]
+    pub fn lease_ok(&self, now: Duration) -> bool {
+        self.is_active_leader(now) || self.lease_until.is_some_and(|u| now < u)
+    }
+
+    /// On the active leader: node `pnn`'s lease has certainly expired in its
+    /// own view, so its public IPs may be given to other nodes.
+    #[must_use]
+    pub fn may_reassign(&self, pnn: Pnn, now: Duration) -> bool {
+        if pnn == self.pnn || !self.is_active_leader(now) {
+            return false;
+        }
+        let Some(since) = self.active_since else {
+            return false;
+        };
+        if now < since + self.hold() {
+            return false;
+        }
+        self.peers
+            .get(idx(pnn))
+            .is_some_and(|p| p.granted_until.is_none_or(|g| now >= g))
+    }
+
+    /// The earliest time after `now` at which something may change without
+    /// input: the shell should call [`Member::tick`] then (or earlier).
+    #[must_use]
+    pub fn next_deadline(&self, now: Duration) -> Duration {
+        let t = *self.t();
+        let mut best = self.next_hb.max(now);
+        let mut consider = |x: Option<Duration>| {
+            if let Some(x) = x {
+                if x > now && x < best {
+                    best = x;
+                }
+            }
+        };
+        consider(self.lease_until);
+        consider(self.ban_until);
+        consider(self.promise.map(|(_, u)| u));
+        consider(Some(self.started + self.hold()));
+        consider(self.active_since.map(|s| s + self.hold()));
+        if let LockState::Idle { retry_at } = self.lock {
+            consider(Some(retry_at));
+        }
+        for p in &self.peers {
+            consider(p.last_rx.map(|r| r + t.dead_after));
+            consider(p.heard_us_at.map(|s| s + t.dead_after));
+            consider(p.support_echo.map(|s| s + t.lease));
+            consider(p.granted_until);
+        }
+        best
+    }
+
+    /// Timers: sends heartbeats when due, expires bans, peers, leases.
+    pub fn tick(&mut self, now: Duration, out: &mut Vec<Output>) {
+        self.step(now, out);
+    }
+
+    /// Handles a message from a peer.
+    pub fn receive(&mut self, now: Duration, msg: &ClusterMsg, out: &mut Vec<Output>) {
+        match msg {
+            ClusterMsg::Heartbeat(hb) => self.on_heartbeat(now, hb),
+            ClusterMsg::Membership(u) => self.on_update(u),
+            ClusterMsg::Admin(req) => {
+                if req.target == self.pnn {
+                    let outcome = self.apply_admin(now, req.op);
+                    if req.from != self.pnn {
+                        out.push(Output::Send {
+                            to: req.from,
+                            msg: ClusterMsg::AdminReply(AdminReply {
+                                id: req.id,
+                                from: self.pnn,
+                                to: req.from,
+                                outcome,
+                            }),
+                        });
+                    }
+                }
+            }
+            ClusterMsg::AdminReply(r) => {
+                if r.to == self.pnn {
+                    out.push(Output::AdminDone(*r));
+                }
+            }
+        }
+        self.step(now, out);
+    }
+
+    /// Runs an admin command: on this node directly, or by sending it to the
+    /// target (which owns its flags). Returns the outcome when local.
+    pub fn admin(
+        &mut self,
+        now: Duration,
+        id: u64,
+        target: Pnn,
+        op: AdminOp,
+        out: &mut Vec<Output>,
+    ) -> Option<AdminOutcome> {
+        if target == self.pnn {
+            let o = self.apply_admin(now, op);
+            self.step(now, out);
+            return Some(o);
+        }
+        out.push(Output::Send {
+            to: target,
+            msg: ClusterMsg::Admin(AdminRequest {
+                id,
+                from: self.pnn,
+                target,
+                op,
+            }),
+        });
+        None
+    }
+
+    /// The health monitor's result: failure sets UNHEALTHY, success clears it.
+    pub fn set_healthy(&mut self, now: Duration, healthy: bool, out: &mut Vec<Output>) {
+        self.own_flags.set(NodeFlags::UNHEALTHY, !healthy);
+        self.step(now, out);
+    }
+
+    /// The cluster-lock helper's answer, or its exit.
+    pub fn lock_event(&mut self, now: Duration, ev: LockEvent, out: &mut Vec<Output>) {
+        match (ev, self.lock) {
+            (LockEvent::Taken, LockState::Pending) => self.lock = LockState::Held,
+            (LockEvent::NotTaken, LockState::Pending) | (LockEvent::Lost, LockState::Held) => {
+                self.lock = LockState::Idle {
+                    retry_at: now + self.t().lock_retry,
+                };
+            }
+            // Answers to an attempt we already cancelled: the shell killed
+            // that helper when it saw ReleaseLock.
+            _ => {}
+        }
+        self.step(now, out);
+    }
+
+    fn apply_admin(&mut self, now: Duration, op: AdminOp) -> AdminOutcome {
+        let (flag, on) = match op {
+            AdminOp::Disable => (NodeFlags::PERMANENTLY_DISABLED, true),
+            AdminOp::Enable => (NodeFlags::PERMANENTLY_DISABLED, false),
+            AdminOp::Stop => (NodeFlags::STOPPED, true),
+            AdminOp::Continue => (NodeFlags::STOPPED, false),
+            AdminOp::Ban { seconds } => {
+                if seconds == 0 {
+                    return AdminOutcome::Invalid;
+                }
+                (NodeFlags::BANNED, true)
+            }
+            AdminOp::Unban => (NodeFlags::BANNED, false),
+        };
+        if self.own_flags.contains(flag) == on {
+            return AdminOutcome::Already;
+        }
+        self.own_flags.set(flag, on);
+        if flag == NodeFlags::BANNED {
+            self.ban_until = match op {
+                AdminOp::Ban { seconds } => Some(now + Duration::from_secs(u64::from(seconds))),
+                _ => None,
+            };
+        }
+        AdminOutcome::Done
+    }
+
+    fn on_heartbeat(&mut self, now: Duration, hb: &Heartbeat) {
+        if hb.to != self.pnn || hb.from == self.pnn {
+            return;
+        }
+        let dead_after = self.t().dead_after;
+        let lease = self.t().lease;
+        let me = self.pnn;
+        let Some(p) = self.peers.get_mut(idx(hb.from)) else {
+            return;
+        };
+        if p.deleted {
+            return;
+        }
+        if let Some(r) = p.last_rx {
+            // Reordered (older) heartbeat; accept an older stamp only from a
+            // peer silent for dead_after (its host restarted its clock).
+            if hb.stamp <= p.last_stamp && now < r + dead_after {
+                return;
+            }
+        }
+        p.last_rx = Some(now);
+        p.last_stamp = hb.stamp;
+        p.flags = hb.flags.intersection(NodeFlags::SELF_OWNED);
+        p.can_lead = hb.can_lead;
+        p.supports = hb.supports;
+        p.active = hb.active_leader;
+        p.generation = hb.generation;
+        // An echo from the future is bogus: ignore it.
+        let echo = hb.echo.filter(|e| *e <= now);
+        if let Some(e) = echo {
+            if p.heard_us.is_none_or(|h| e > h) {
+                p.heard_us = Some(e);
+                p.heard_us_at = Some(now);
+            }
+        }
+        p.support_echo = if hb.supports == Some(me) { echo } else { None };
+        if hb.active_leader {
+            if let Some(e) = echo {
+                let until = e + lease;
+                self.lease_until = Some(self.lease_until.map_or(until, |u| u.max(until)));
+            }
+        }
+        self.max_gen = self.max_gen.max(hb.generation);
+    }
+
+    fn on_update(&mut self, u: &MembershipUpdate) {
+        if u.from == self.pnn || u.nodes.len() != self.peers.len() {
+            return;
+        }
+        if let Some(mine) = &self.leader_update {
+            if mine.from == u.from && mine.generation > u.generation {
+                return; // reordered: an older update
+            }
+        }
+        self.max_gen = self.max_gen.max(u.generation);
+        // The update may overtake the leader's next heartbeat: its generation
+        // is the leader's newest.
+        if let Some(p) = self.peers.get_mut(idx(u.from)) {
+            p.generation = p.generation.max(u.generation);
+        }
+        match &mut self.leader_update {
+            // Reuse the buffer: no allocation for a repeated update.
+            Some(mine) if mine.nodes.len() == u.nodes.len() => {
+                mine.from = u.from;
+                mine.generation = u.generation;
+                mine.nodes.copy_from_slice(&u.nodes);
+            }
+            slot => *slot = Some(u.clone()),
+        }
+    }
+
+    /// A generation above every one seen, unique to this node: the low 8
+    /// bits are the PNN's, so two nodes never make the same number for
+    /// different memberships.
+    fn next_generation(&self) -> u64 {
+        let own = u64::from(self.pnn) & 0xff;
+        (((self.max_gen >> 8) + 1) << 8) | own
+    }
+
+    fn step(&mut self, now: Duration, out: &mut Vec<Output>) {
+        if self.ban_until.is_some_and(|b| now >= b) {
+            self.ban_until = None;
+            self.own_flags.set(NodeFlags::BANNED, false);
+        }
+        let support = self.compute_support(now);
+        if support != self.supports {
+            self.supports = support;
+            // Tell everyone at once: a new vote should not wait an interval.
+            self.next_hb = now;
+        }
+        let active = self.is_active_leader(now);
+        if active != self.was_active {
+            self.was_active = active;
+            self.active_since = active.then_some(now);
+            self.next_hb = now;
+        }
+        if self.cfg.lock {
+            // Only a candidate backed by at least half of the configured
+            // nodes competes for the lock (and keeps it): the lock breaks a
+            // tie, it does not let a clear minority lead.
+            let want = self.supports == Some(self.pnn) && self.votes(now) * 2 >= self.configured;
+            match self.lock {
+                LockState::Idle { retry_at } if want && now >= retry_at => {
+                    self.lock = LockState::Pending;
+                    out.push(Output::TakeLock);
+                }
+                LockState::Pending | LockState::Held if !want => {
+                    self.lock = LockState::Idle { retry_at: now };
+                    out.push(Output::ReleaseLock);
+                    if self.was_active {
+                        self.was_active = false;
+                        self.active_since = None;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if now >= self.next_hb {
+            self.send_heartbeats(now, out);
+        }
+        self.publish(now, out);
+    }
+
+    fn send_heartbeats(&mut self, now: Duration, out: &mut Vec<Output>) {
+        let active = self.is_active_leader(now);
+        let hold = self.hold();
+        for i in 0..self.peers.len() {
+            if i == idx(self.pnn) || self.peers[i].deleted {
+                continue;
+            }
+            let to = pnn_of(i);
+            let p = &mut self.peers[i];
+            let echo = p.last_rx.map(|_| p.last_stamp);
+            if let (true, Some(r)) = (active, p.last_rx) {
+                let until = r + hold;
+                p.granted_until = Some(p.granted_until.map_or(until, |g| g.max(until)));
+            }
+            if let (Some(r), Some(s)) = (p.last_rx, self.supports) {
+                if s == to && !self.cfg.lock {
+                    let until = r + hold;
+                    self.promise = match self.promise {
+                        Some((q, u)) if q == to => Some((to, u.max(until))),
+                        _ => Some((to, until)),
+                    };
+                }
+            }
+            out.push(Output::Send {
+                to,
+                msg: ClusterMsg::Heartbeat(Heartbeat {
+                    from: self.pnn,
+                    to,
+                    stamp: now,
+                    echo,
+                    flags: self.own_flags,
+                    can_lead: self.cfg.can_lead,
+                    supports: self.supports,
+                    active_leader: active,
+                    generation: self.published.generation,
+                }),
+            });
+        }
+        self.next_hb = now + self.t().interval;
+    }
+
+    /// This node's own view of every node's flags, into `scratch`.
+    fn fill_local_view(&mut self, now: Duration) {
+        self.scratch.clear();
+        for i in 0..self.peers.len() {
+            let p = &self.peers[i];
+            let f = if p.deleted {
+                NodeFlags::DELETED
+            } else if i == idx(self.pnn) {
+                self.own_flags
+            } else if self.connected(pnn_of(i), now) {
+                p.flags
+            } else {
+                p.flags | NodeFlags::DISCONNECTED
+            };
+            self.scratch.push(f);
+        }
+    }
+
+    fn local_view_infos(&self) -> Vec<NodeInfo> {
+        self.peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| NodeInfo {
+                pnn: pnn_of(i),
+                address: p.address,
+                flags: if p.deleted {
+                    NodeFlags::DELETED
+                } else if i == idx(self.pnn) {
+                    self.own_flags
+                } else {
+                    p.flags | NodeFlags::DISCONNECTED
+                },
+            })
+            .collect()
+    }
+
+    fn scratch_differs(&self) -> bool {
+        self.published.nodes.len() != self.scratch.len()
+            || self
+                .published
+                .nodes
+                .iter()
+                .zip(&self.scratch)
+                .any(|(n, f)| n.flags != *f)
+    }
+
+    fn publish(&mut self, now: Duration, out: &mut Vec<Output>) {
+        let active = self.is_active_leader(now);
+        let mut adopted_gen = None;
+        let leader;
+        if active {
+            self.fill_local_view(now);
+            let stale_peer = self
+                .peers
+                .iter()
+                .any(|p| p.last_rx.is_some() && p.generation > self.leader_gen);
+            if self.scratch_differs()
+                || self.published.leader != Some(self.pnn)
+                || self.leader_gen == 0
+                || stale_peer
+            {
+                self.leader_gen = self.next_generation();
+                self.max_gen = self.leader_gen;
+                for p in &mut self.peers {
+                    p.update_sent = None;
+                }
+            }
+            adopted_gen = Some(self.leader_gen);
+            leader = Some(self.pnn);
+            self.send_updates(now, out);
+        } else {
+            self.leader_gen = 0;
+            let followed = self
+                .supports
+                .filter(|&l| l != self.pnn && self.connected(l, now) && self.peers[idx(l)].active);
+            match followed {
+                Some(l) => {
+                    let want = self.peers[idx(l)].generation;
+                    match &self.leader_update {
+                        Some(u) if u.from == l && u.generation == want => {
+                            self.scratch.clear();
+                            self.scratch.extend(u.nodes.iter().map(|n| n.flags));
+                            adopted_gen = Some(want);
+                        }
+                        // Wait for the leader's update (it resends when our
+                        // heartbeat shows an old generation).
+                        _ => {
+                            self.scratch.clear();
+                            self.scratch
+                                .extend(self.published.nodes.iter().map(|n| n.flags));
+                        }
+                    }
+                    leader = if adopted_gen.is_some() {
+                        Some(l)
+                    } else {
+                        self.published.leader
+                    };
+                }
+                None => {
+                    self.fill_local_view(now);
+                    leader = None;
+                }
+            }
+        }
+        let changed = self.scratch_differs()
+            || self.published.leader != leader
+            || adopted_gen.is_some_and(|g| g != self.published.generation);
+        let lease = self.lease_ok(now);
+        let lease_changed = lease != self.last_lease;
+        if lease_changed {
+            self.last_lease = lease;
+            out.push(Output::Lease(lease));
+        }
+        let mut reassign_changed = false;
+        if active {
+            let mut k = 0;
+            for i in 0..self.peers.len() {
+                let pnn = pnn_of(i);
+                if self.peers[i].deleted || !self.may_reassign(pnn, now) {
+                    continue;
+                }
+                if self.published.reassignable.get(k) != Some(&pnn) {
+                    reassign_changed = true;
+                }
+                k += 1;
+            }
+            reassign_changed |= k != self.published.reassignable.len();
+        } else {
+            reassign_changed = !self.published.reassignable.is_empty();
+        }
+        if !(changed || lease_changed || reassign_changed) {
+            return;
+        }
+        if changed {
+            let generation = adopted_gen.unwrap_or_else(|| self.next_generation());
+            self.max_gen = self.max_gen.max(generation);
+            self.published.generation = generation;
+            self.published.leader = leader;
+            for (n, f) in self.published.nodes.iter_mut().zip(&self.scratch) {
+                n.flags = *f;
+            }
+        }
+        self.published.lease_ok = lease;
+        if reassign_changed {
+            self.published.reassignable = if active {
+                (0..self.peers.len())
+                    .map(pnn_of)
+                    .filter(|&p| !self.peers[idx(p)].deleted && self.may_reassign(p, now))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+        }
+        out.push(Output::Publish(self.published.clone()));
+    }
+
+    fn send_updates(&mut self, now: Duration, out: &mut Vec<Output>) {
+        let interval = self.t().interval;
+        let gen = self.leader_gen;
+        let mut update: Option<MembershipUpdate> = None;
+        for i in 0..self.peers.len() {
+            if i == idx(self.pnn) || !self.connected(pnn_of(i), now) {
+                continue;
+            }
+            let p = &self.peers[i];
+            if p.generation == gen || p.update_sent.is_some_and(|s| now < s + interval) {
+                continue;
+            }
+            let u = update.get_or_insert_with(|| MembershipUpdate {
+                from: self.pnn,
+                generation: gen,
+                nodes: self
+                    .scratch
+                    .iter()
+                    .enumerate()
+                    .map(|(j, f)| NodeState {
+                        pnn: pnn_of(j),
+                        flags: *f,
+                    })
+                    .collect(),
+            });
+            out.push(Output::Send {
+                to: pnn_of(i),
+                msg: ClusterMsg::Membership(u.clone()),
+            });
+            self.peers[i].update_sent = Some(now);
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The thin async shell around [`Member`]: tokio time, the cluster-lock
+//! helper, admin requests with replies. It owns no policy: everything it
+//! decides comes from [`Member`]'s outputs.
+//!
+//! The transport is abstracted as [`Link`] (send to a peer's clusterd,
+//! publish to local subscribers), so the same shell runs over the real
+//! transport, an in-process router, or channels in tests. Inputs come in on
+//! one mpsc channel ([`Input`]). The shell's clock is tokio's monotonic
+//! `Instant`, measured from the moment [`run`] starts.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::lock::{self, LockAnswer, LockSpec};
+use crate::membership::{Config, LockEvent, Member, Output};
+use crate::msg::{AdminOp, AdminOutcome, ClusterMsg, Membership};
+use crate::nodes::{NodesError, NodesFile, Pnn};
+
+/// How long an admin command waits for the target's reply.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one lock attempt may take before it counts as '2' (timeout).
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the shell's outputs go.
+pub trait Link: Send {
+    /// Sends a message to node `to`'s clusterd (best effort: heartbeats
+    /// repair any loss).
+    fn send(&mut self, to: Pnn, msg: &ClusterMsg);
+    /// Publishes membership to this node's subscribers.
+    fn publish(&mut self, membership: &Membership);
+}
+
+/// An admin command's result as the requester sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    /// The target is not a live node of the nodes file (CTDB: "Node 4 does
+    /// not exist").
+    #[error("Node {target} does not exist")]
+    NoSuchNode {
+        /// The target node.
+        target: Pnn,
+    },
+    /// The target did not answer within [`ADMIN_TIMEOUT`].
+    #[error("node {target} did not answer the admin command")]
+    NoReply {
+        /// The target node.
+        target: Pnn,
+    },
+}
+
+/// Input to a running shell.
+#[derive(Debug)]
+pub enum Input {
+    /// A message from a peer's clusterd.
+    Msg(ClusterMsg),
+    /// An admin command (from the CLI) on `target`.
+    Admin {
+        /// The node to act on.
+        target: Pnn,
+        /// The command.
+        op: AdminOp,
+        /// Where the result goes.
+        reply: oneshot::Sender<Result<AdminOutcome, AdminError>>,
+    },
+    /// The health monitor's latest result.
+    Health(bool),
+    /// A request for the current membership.
+    Get(oneshot::Sender<Membership>),
+}
+
+struct LockTask {
+    attempt: u64,
+    release: Option<oneshot::Sender<()>>,
+}
+
+struct Pending {
+    id: u64,
+    target: Pnn,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<AdminOutcome, AdminError>>,
+}
+
+/// Runs node `pnn` of `nodes` until `shutdown` resolves or `inputs` closes;
+/// then releases the cluster lock (if held) and returns.
+///
+/// # Errors
+///
+/// [`NodesError::BadPnn`] if `pnn` is not a live node of `nodes`.
+pub async fn run<L: Link>(
+    cfg: Config,
+    nodes: &NodesFile,
+    pnn: Pnn,
+    lock_spec: Option<LockSpec>,
+    mut inputs: mpsc::Receiver<Input>,
+    mut link: L,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodesError> {
+    let origin = Instant::now();
+    let clock = move || Instant::now().saturating_duration_since(origin);
+    let cfg = Config {
+        lock: lock_spec.is_some(),
+        ..cfg
+    };
+    let mut member = Member::new(cfg, nodes, pnn, clock())?;
+    let mut out: Vec<Output> = Vec::with_capacity(4 * nodes.len());
+    let (lock_tx, mut lock_rx) = mpsc::channel::<(u64, LockEvent)>(8);
+    let mut lock_task: Option<LockTask> = None;
+    let mut attempts = 0u64;
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut next_id = 0u64;
+    tokio::pin!(shutdown);
+    member.tick(clock(), &mut out);
+    loop {
+        // Carry out what the member decided.
+        for o in out.drain(..) {
+            match o {
+                Output::Send { to, msg } => link.send(to, &msg),
+                Output::Publish(m) => link.publish(&m),
+                Output::Lease(ok) => {
+                    tracing::info!(
+                        pnn,
+                        lease = ok,
+                        "lease {}",
+                        if ok { "valid" } else { "lost" }
+                    );
+                }
+                Output::TakeLock => {
+                    if let Some(spec) = &lock_spec {
+                        attempts += 1;
+                        let (rel_tx, rel_rx) = oneshot::channel();
+                        tokio::spawn(lock_attempt(
+                            spec.clone(),
+                            attempts,
+                            lock_tx.clone(),
+                            rel_rx,
+                        ));
+                        if let Some(old) = lock_task.replace(LockTask {
+                            attempt: attempts,
+                            release: Some(rel_tx),
+                        }) {
+                            release(old);
+                        }
+                    }
+                }
+                Output::ReleaseLock => {
+                    if let Some(t) = lock_task.take() {
+                        release(t);
+                    }
+                }
+                Output::AdminDone(r) => {
+                    if let Some(i) = pending.iter().position(|p| p.id == r.id) {
+                        let p = pending.swap_remove(i);
+                        let _ = p.reply.send(Ok(r.outcome));
+                    }
+                }
+            }
+        }
+        let deadline = origin + member.next_deadline(clock());
+        let admin_deadline = pending.iter().map(|p| p.deadline).min();
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep_until(deadline) => member.tick(clock(), &mut out),
+            () = sleep_opt(admin_deadline) => {
+                let now = Instant::now();
+                let mut i = 0;
+                while i < pending.len() {
+                    if now >= pending[i].deadline {
+                        let p = pending.swap_remove(i);
+                        let _ = p.reply.send(Err(AdminError::NoReply { target: p.target }));
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            ev = lock_rx.recv() => {
+                if let Some((attempt, ev)) = ev {
+                    if lock_task.as_ref().is_some_and(|t| t.attempt == attempt) {
+                        if matches!(ev, LockEvent::NotTaken | LockEvent::Lost) {
+                            lock_task = None;
+                        }
+                        member.lock_event(clock(), ev, &mut out);
+                    }
+                }
+            }
+            input = inputs.recv() => {
+                let Some(input) = input else { break };
+                let now = clock();
+                match input {
+                    Input::Msg(msg) => member.receive(now, &msg, &mut out),
+                    Input::Health(ok) => member.set_healthy(now, ok, &mut out),
+                    Input::Get(reply) => {
+                        let _ = reply.send(member.membership().clone());
+                    }
+                    Input::Admin { target, op, reply } => {
+                        let exists = usize::try_from(target)
+                            .ok()
+                            .and_then(|i| nodes.nodes.get(i))
+                            .is_some_and(|n| !n.is_deleted());
+                        if !exists {
+                            let _ = reply.send(Err(AdminError::NoSuchNode { target }));
+                            continue;
+                        }
+                        next_id += 1;
+                        if let Some(o) = member.admin(now, next_id, target, op, &mut out) {
+                            let _ = reply.send(Ok(o));
+                        } else {
+                            pending.push(Pending {
+                                id: next_id,
+                                target,
+                                deadline: Instant::now() + ADMIN_TIMEOUT,
+                                reply,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(t) = lock_task.take() {
+        release(t);
+    }
+    // Give the lock task a moment to kill its helper before we return.
+    tokio::task::yield_now().await;
+    Ok(())
+}
+
+fn release(mut t: LockTask) {
+    if let Some(tx) = t.release.take() {
+        let _ = tx.send(());
+    }
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One lock attempt: run the helper, report, hold until released or lost.
+async fn lock_attempt(
+    spec: LockSpec,
+    attempt: u64,
+    events: mpsc::Sender<(u64, LockEvent)>,
+    mut release: oneshot::Receiver<()>,
+) {
+    let taken = tokio::select! {
+        r = lock::take(&spec, LOCK_TIMEOUT) => r,
+        _ = &mut release => return, // cancelled: dropping the attempt kills the helper
+    };
+    let mut held = match taken {
+        Ok((LockAnswer::Taken, Some(held))) => held,
+        Ok((answer, _)) => {
+            tracing::info!(helper = %spec.program.display(), ?answer, "cluster lock not taken");
+            let _ = events.send((attempt, LockEvent::NotTaken)).await;
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster lock helper failed");
+            let _ = events.send((attempt, LockEvent::NotTaken)).await;
+            return;
+        }
+    };
+    let _ = events.send((attempt, LockEvent::Taken)).await;
+    tokio::select! {
+        () = held.lost() => {
+            tracing::warn!(helper = %spec.program.display(), "cluster lock lost: helper exited");
+            let _ = events.send((attempt, LockEvent::Lost)).await;
+        }
+        _ = &mut release => held.release().await,
+    }
+}

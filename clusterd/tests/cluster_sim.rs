@@ -1,0 +1,844 @@
+//! Whole-cluster tests of the membership state machine on simulated time: a
+//! deterministic in-memory network (per-link delivery on/off, one-way links,
+//! delays), simulated cluster lock, node clocks with offsets and rate drift.
+//! After every step the safety invariants are checked:
+//!
+//! 1. at most one live node is an active leader (may host IPs as leader);
+//! 2. if the active leader's view says node N's IPs may be reassigned, N's
+//!    own lease has already expired (N may not host IPs any more);
+//! 3. every live node's published `lease_ok` equals its lease at that instant
+//!    (lease loss is published at once).
+//!
+//! Scenario tests then check liveness: detection times and agreement on the
+//! membership within a bound.
+
+// Node indices here are below 8 and simulated times are seconds: every cast
+// between them fits.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use clusterd::msg::{AdminOp, ClusterMsg, Membership};
+use clusterd::{Config, LockEvent, Member, NodeFlags, NodesFile, Output, Pnn, Timing};
+
+const MS: Duration = Duration::from_millis(1);
+
+fn nodes_file(n: usize) -> NodesFile {
+    let text: String = (1..=n).map(|i| format!("192.0.2.{i}\n")).collect();
+    NodesFile::parse(Path::new("sim/nodes"), &text).unwrap()
+}
+
+struct SimNode {
+    m: Member,
+    alive: bool,
+    offset: Duration,
+    ppm: i64,
+    published: Option<Membership>,
+    admin_replies: usize,
+}
+
+struct Sim {
+    cfg: Config,
+    file: NodesFile,
+    nodes: Vec<SimNode>,
+    now: Duration,
+    dt: Duration,
+    link: Vec<Vec<bool>>,
+    delay: Vec<Vec<Duration>>,
+    /// (deliver at, sequence) -> (to, message)
+    queue: BTreeMap<(Duration, u64), (usize, ClusterMsg)>,
+    seq: u64,
+    lock_holder: Option<usize>,
+    lock_events: Vec<(Duration, usize, LockEvent)>,
+    out: Vec<Output>,
+    steps: u64,
+    max_leaders_seen: usize,
+}
+
+impl Sim {
+    fn new(n: usize, cfg: Config) -> Self {
+        Self::with_file(nodes_file(n), cfg)
+    }
+
+    fn with_file(file: NodesFile, cfg: Config) -> Self {
+        let n = file.len();
+        let dt = if cfg.timing.interval >= Duration::from_millis(50) {
+            5 * MS
+        } else {
+            MS
+        };
+        let nodes = (0..n)
+            .map(|i| {
+                let offset = Duration::from_secs(1000 * (i as u64 + 1));
+                SimNode {
+                    // A deleted node never runs: give its slot a dummy
+                    // machine (never ticked) for the first live PNN.
+                    m: Member::new(
+                        cfg,
+                        &file,
+                        if file.nodes[i].is_deleted() {
+                            file.nodes.iter().position(|e| !e.is_deleted()).unwrap() as Pnn
+                        } else {
+                            i as Pnn
+                        },
+                        offset,
+                    )
+                    .unwrap(),
+                    alive: !file.nodes[i].is_deleted(),
+                    offset,
+                    ppm: 0,
+                    published: None,
+                    admin_replies: 0,
+                }
+            })
+            .collect();
+        Self {
+            cfg,
+            file,
+            nodes,
+            now: Duration::ZERO,
+            dt,
+            link: vec![vec![true; n]; n],
+            delay: vec![vec![Duration::ZERO; n]; n],
+            queue: BTreeMap::new(),
+            seq: 0,
+            lock_holder: None,
+            lock_events: Vec::new(),
+            out: Vec::new(),
+            steps: 0,
+            max_leaders_seen: 0,
+        }
+    }
+
+    fn n(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Node i's clock at real time `real`: offset + real × (1 + ppm/1e6).
+    fn local_at(&self, i: usize, real: Duration) -> Duration {
+        let node = &self.nodes[i];
+        let ns = real.as_nanos() as i128;
+        let skewed = ns + ns * i128::from(node.ppm) / 1_000_000;
+        node.offset + Duration::from_nanos(skewed as u64)
+    }
+
+    fn local(&self, i: usize) -> Duration {
+        self.local_at(i, self.now)
+    }
+
+    fn handle_outputs(&mut self, i: usize) {
+        let outs = std::mem::take(&mut self.out);
+        for o in &outs {
+            match o {
+                Output::Send { to, msg } => {
+                    let to = *to as usize;
+                    if to < self.n() && self.link[i][to] {
+                        self.seq += 1;
+                        let at = self.now + self.delay[i][to];
+                        self.queue.insert((at, self.seq), (to, msg.clone()));
+                    }
+                }
+                Output::Publish(m) => {
+                    assert_eq!(m.this_node, i as Pnn);
+                    if let Some(prev) = &self.nodes[i].published {
+                        if prev.leader != m.leader || prev.nodes != m.nodes {
+                            assert_ne!(
+                                prev.generation, m.generation,
+                                "node {i}: membership changed without a new generation"
+                            );
+                        }
+                    }
+                    self.nodes[i].published = Some(m.clone());
+                }
+                Output::Lease(_) => {}
+                Output::TakeLock => {
+                    let ev = match self.lock_holder {
+                        None => {
+                            self.lock_holder = Some(i);
+                            LockEvent::Taken
+                        }
+                        Some(h) if h == i => LockEvent::Taken,
+                        Some(_) => LockEvent::NotTaken,
+                    };
+                    self.lock_events.push((self.now + MS, i, ev));
+                }
+                Output::ReleaseLock => {
+                    if self.lock_holder == Some(i) {
+                        self.lock_holder = None;
+                    }
+                    self.lock_events.retain(|(_, j, _)| *j != i);
+                }
+                Output::AdminDone(_) => self.nodes[i].admin_replies += 1,
+            }
+        }
+        self.out = outs;
+        self.out.clear();
+    }
+
+    fn step(&mut self) {
+        self.now += self.dt;
+        self.steps += 1;
+        // Lock answers due.
+        let due: Vec<(Duration, usize, LockEvent)> = self
+            .lock_events
+            .iter()
+            .copied()
+            .filter(|(at, _, _)| *at <= self.now)
+            .collect();
+        self.lock_events.retain(|(at, _, _)| *at > self.now);
+        for (_, i, ev) in due {
+            if self.nodes[i].alive {
+                let t = self.local(i);
+                self.nodes[i].m.lock_event(t, ev, &mut self.out);
+                self.handle_outputs(i);
+            }
+        }
+        // Messages due (bounded: only those already queued for <= now).
+        let mut budget = 100_000;
+        while let Some((&(at, s), _)) = self.queue.first_key_value() {
+            if at > self.now || budget == 0 {
+                break;
+            }
+            budget -= 1;
+            let (to, msg) = self.queue.remove(&(at, s)).unwrap();
+            if !self.nodes[to].alive {
+                continue;
+            }
+            let t = self.local(to);
+            self.nodes[to].m.receive(t, &msg, &mut self.out);
+            self.handle_outputs(to);
+        }
+        for i in 0..self.n() {
+            if self.nodes[i].alive {
+                let t = self.local(i);
+                self.nodes[i].m.tick(t, &mut self.out);
+                self.handle_outputs(i);
+            }
+        }
+        self.check_invariants();
+    }
+
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    /// Runs until `pred` holds (checked after every step), at most `limit`;
+    /// returns the time it took.
+    fn run_until(
+        &mut self,
+        limit: Duration,
+        mut pred: impl FnMut(&Sim) -> bool,
+    ) -> Option<Duration> {
+        let start = self.now;
+        while self.now < start + limit {
+            self.step();
+            if pred(self) {
+                return Some(self.now - start);
+            }
+        }
+        None
+    }
+
+    fn active_leaders(&self) -> Vec<usize> {
+        (0..self.n())
+            .filter(|&i| self.nodes[i].alive && self.nodes[i].m.is_active_leader(self.local(i)))
+            .collect()
+    }
+
+    fn check_invariants(&mut self) {
+        let leaders = self.active_leaders();
+        assert!(
+            leaders.len() <= 1,
+            "t={:?}: several active leaders {leaders:?}",
+            self.now
+        );
+        self.max_leaders_seen = self.max_leaders_seen.max(leaders.len());
+        for &l in &leaders {
+            let tl = self.local(l);
+            for n in 0..self.n() {
+                if n == l || !self.nodes[n].alive {
+                    continue;
+                }
+                if self.nodes[l].m.may_reassign(n as Pnn, tl) {
+                    assert!(
+                        !self.nodes[n].m.lease_ok(self.local(n)),
+                        "t={:?}: leader {l} may reassign node {n}'s IPs but {n}'s lease is still valid",
+                        self.now
+                    );
+                }
+            }
+        }
+        for i in 0..self.n() {
+            if !self.nodes[i].alive {
+                continue;
+            }
+            let lease = self.nodes[i].m.lease_ok(self.local(i));
+            let published = self.nodes[i].m.membership().lease_ok;
+            assert_eq!(
+                lease, published,
+                "t={:?}: node {i} lease not published at once",
+                self.now
+            );
+        }
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.nodes[i].alive = false;
+        // Its lock helper notices the parent's death and exits.
+        if self.lock_holder == Some(i) {
+            self.lock_holder = None;
+        }
+        self.lock_events.retain(|(_, j, _)| *j != i);
+    }
+
+    fn restart(&mut self, i: usize) {
+        let t = self.local(i);
+        self.nodes[i].m = Member::new(self.cfg, &self.file, i as Pnn, t).unwrap();
+        self.nodes[i].published = None;
+        self.nodes[i].alive = true;
+    }
+
+    fn set_link(&mut self, from: usize, to: usize, up: bool) {
+        self.link[from][to] = up;
+    }
+
+    fn partition(&mut self, side_a: &[usize]) {
+        for i in 0..self.n() {
+            for j in 0..self.n() {
+                self.link[i][j] = side_a.contains(&i) == side_a.contains(&j);
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        for row in &mut self.link {
+            row.iter_mut().for_each(|l| *l = true);
+        }
+    }
+
+    fn admin(&mut self, from: usize, target: usize, op: AdminOp) {
+        let t = self.local(from);
+        self.seq += 1;
+        let id = self.seq;
+        self.nodes[from]
+            .m
+            .admin(t, id, target as Pnn, op, &mut self.out);
+        self.handle_outputs(from);
+    }
+
+    fn published(&self, i: usize) -> &Membership {
+        self.nodes[i].m.membership()
+    }
+
+    /// All of `group` publish the same generation, leader (Some) and flags.
+    fn agree(&self, group: &[usize]) -> bool {
+        let first = self.published(group[0]);
+        first.leader.is_some()
+            && group.iter().all(|&i| {
+                let m = self.published(i);
+                self.nodes[i].alive
+                    && m.generation == first.generation
+                    && m.leader == first.leader
+                    && m.nodes == first.nodes
+            })
+    }
+
+    fn flags_seen_by(&self, i: usize, of: usize) -> NodeFlags {
+        self.published(i).flags(of as Pnn).unwrap()
+    }
+}
+
+fn all(n: usize) -> Vec<usize> {
+    (0..n).collect()
+}
+
+fn fast() -> Config {
+    Config {
+        timing: Timing::fast(),
+        ..Config::default()
+    }
+}
+
+fn fast_lock() -> Config {
+    Config {
+        timing: Timing::fast(),
+        lock: true,
+        ..Config::default()
+    }
+}
+
+/// Bound for a cluster to agree after a change: startup hold, a promise,
+/// leader activation and the update (a few leases), generous for delays.
+fn settle(t: &Timing) -> Duration {
+    (t.lease + t.margin) * 6 + t.interval * 4
+}
+
+#[test]
+fn cluster_forms_and_agrees_for_2_to_7_nodes() {
+    for n in 2..=7 {
+        for cfg in [fast(), fast_lock(), Config::default()] {
+            let mut sim = Sim::new(n, cfg);
+            let took = sim.run_until(settle(&cfg.timing), |s| s.agree(&all(n)));
+            assert!(took.is_some(), "n={n} lock={}: no agreement", cfg.lock);
+            sim.run(200 * MS);
+            assert!(sim.agree(&all(n)));
+            assert_eq!(sim.published(n - 1).leader, Some(0));
+            assert!(
+                (0..n).all(|i| sim.published(i).lease_ok),
+                "n={n}: every node has a lease"
+            );
+            assert_eq!(sim.active_leaders(), vec![0]);
+        }
+    }
+}
+
+#[test]
+fn dead_node_is_disconnected_within_dead_after_and_reassigned_after_lease() {
+    for cfg in [fast(), Config::default()] {
+        let t = cfg.timing;
+        let mut sim = Sim::new(3, cfg);
+        sim.run(settle(&t));
+        assert!(sim.agree(&all(3)));
+        sim.kill(2);
+        let seen = sim
+            .run_until(t.dead_after * 3, |s| {
+                (0..2).all(|i| s.flags_seen_by(i, 2).contains(NodeFlags::DISCONNECTED))
+            })
+            .expect("node 2 marked DISCONNECTED");
+        // Detection: last heartbeat at most one interval before the death,
+        // plus one interval for the leader's update to reach the follower.
+        assert!(
+            seen <= t.dead_after + t.interval + 2 * sim.dt,
+            "detected after {seen:?} (dead_after {:?})",
+            t.dead_after
+        );
+        // ...and not earlier: the last heartbeat left at most one interval
+        // before the death (no false alarm from a shorter effective timeout).
+        assert!(
+            seen + t.interval >= t.dead_after,
+            "detected too early: {seen:?}"
+        );
+        let reassign = sim
+            .run_until(t.lease * 4, |s| s.nodes[0].m.may_reassign(2, s.local(0)))
+            .expect("node 2's IPs become reassignable");
+        assert!(
+            seen + reassign <= t.lease + t.margin + t.interval * 2,
+            "reassignable after {:?}",
+            seen + reassign
+        );
+        assert!(sim.published(0).reassignable.contains(&2));
+        assert!(sim.agree(&[0, 1]));
+    }
+}
+
+#[test]
+fn leader_death_elects_next_lowest_and_waits_a_lease_before_reassigning() {
+    for cfg in [fast(), fast_lock(), Config::default()] {
+        let t = cfg.timing;
+        let mut sim = Sim::new(4, cfg);
+        sim.run(settle(&t));
+        assert_eq!(sim.active_leaders(), vec![0]);
+        sim.kill(0);
+        let took = sim
+            .run_until(settle(&t), |s| {
+                s.active_leaders() == vec![1] && s.agree(&[1, 2, 3])
+            })
+            .expect("node 1 leads");
+        assert!(
+            took <= (t.lease + t.margin) * 3 + t.lock_retry,
+            "new leader after {took:?}"
+        );
+        assert_eq!(sim.published(3).leader, Some(1));
+        assert!(sim.flags_seen_by(2, 0).contains(NodeFlags::DISCONNECTED));
+        sim.run_until(settle(&t), |s| s.nodes[1].m.may_reassign(0, s.local(1)))
+            .expect("old leader's IPs reassignable");
+    }
+}
+
+#[test]
+fn partition_3_2_only_majority_leads_and_minority_loses_leases() {
+    let cfg = fast();
+    let t = cfg.timing;
+    let mut sim = Sim::new(5, cfg);
+    sim.run(settle(&t));
+    // The leader (0) ends up in the minority.
+    sim.partition(&[0, 1]);
+    sim.run_until(settle(&t), |s| {
+        s.active_leaders() == vec![2] && s.agree(&[2, 3, 4])
+    })
+    .expect("majority side elects node 2");
+    sim.run(t.lease * 3);
+    assert_eq!(sim.active_leaders(), vec![2]);
+    assert!(!sim.published(0).lease_ok && !sim.published(1).lease_ok);
+    assert!(sim.published(0).leader.is_none());
+    assert!(sim.nodes[2].m.may_reassign(0, sim.local(2)));
+    assert!(sim.nodes[2].m.may_reassign(1, sim.local(2)));
+    sim.heal();
+    sim.run_until(settle(&t), |s| s.agree(&all(5)))
+        .expect("healed cluster agrees");
+    assert!((0..5).all(|i| sim.published(i).lease_ok));
+}
+
+#[test]
+fn partition_2_2_without_lock_nobody_leads() {
+    let cfg = fast();
+    let t = cfg.timing;
+    let mut sim = Sim::new(4, cfg);
+    sim.run(settle(&t));
+    sim.partition(&[0, 1]);
+    sim.run(settle(&t));
+    assert!(sim.active_leaders().is_empty());
+    assert!((0..4).all(|i| !sim.published(i).lease_ok));
+    sim.heal();
+    sim.run_until(settle(&t), |s| s.agree(&all(4)))
+        .expect("agree after heal");
+}
+
+#[test]
+fn partition_2_2_with_lock_only_the_holder_side_leads() {
+    let cfg = fast_lock();
+    let t = cfg.timing;
+    let mut sim = Sim::new(4, cfg);
+    sim.run(settle(&t));
+    assert_eq!(sim.lock_holder, Some(0));
+    sim.partition(&[0, 1]);
+    sim.run(settle(&t));
+    assert_eq!(sim.active_leaders(), vec![0]);
+    assert!(sim.published(1).lease_ok, "node 1 follows the lock holder");
+    assert!(!sim.published(2).lease_ok && !sim.published(3).lease_ok);
+    // The holder dies: its lock frees and the other side takes over.
+    sim.kill(0);
+    sim.run_until(settle(&t), |s| {
+        s.active_leaders() == vec![2] && s.agree(&[2, 3])
+    })
+    .expect("node 2 takes the lock and leads");
+    assert_eq!(sim.lock_holder, Some(2));
+    // Node 1's last lease (acked by 0) runs out within a lease.
+    sim.run(t.lease + t.margin);
+    assert!(!sim.published(1).lease_ok, "node 1 is alone now");
+}
+
+#[test]
+fn partition_1_1() {
+    // Two nodes without a lock: a strict majority is 2, so a split leaves
+    // nobody leading.
+    let mut sim = Sim::new(2, fast());
+    let t = Timing::fast();
+    sim.run(settle(&t));
+    assert_eq!(sim.active_leaders(), vec![0]);
+    sim.partition(&[0]);
+    sim.run(settle(&t));
+    assert!(sim.active_leaders().is_empty());
+    assert!(!sim.published(0).lease_ok && !sim.published(1).lease_ok);
+    // With a lock: the holder keeps leading.
+    let mut sim = Sim::new(2, fast_lock());
+    sim.run(settle(&t));
+    sim.partition(&[0]);
+    sim.run(settle(&t));
+    assert_eq!(sim.active_leaders(), vec![0]);
+    assert!(sim.published(0).lease_ok && !sim.published(1).lease_ok);
+}
+
+#[test]
+fn one_way_partition_disconnects_both_sides() {
+    for cfg in [fast(), fast_lock()] {
+        let t = cfg.timing;
+        let mut sim = Sim::new(3, cfg);
+        sim.run(settle(&t));
+        // 1 hears 0, 0 does not hear 1.
+        sim.set_link(1, 0, false);
+        sim.run(settle(&t));
+        assert!(!sim.nodes[0].m.connected(1, sim.local(0)));
+        assert!(!sim.nodes[1].m.connected(0, sim.local(1)));
+        assert_eq!(sim.active_leaders(), vec![0], "0 and 2 are a majority");
+        assert!(
+            !sim.published(1).lease_ok,
+            "1's heartbeats never reach the leader"
+        );
+        assert!(sim.flags_seen_by(2, 1).contains(NodeFlags::DISCONNECTED));
+        // The leader itself loses the way out: 0 hears 1 and 2, nobody hears 0.
+        sim.heal();
+        sim.run(settle(&t));
+        sim.set_link(0, 1, false);
+        sim.set_link(0, 2, false);
+        sim.run_until(settle(&t), |s| {
+            s.active_leaders() == vec![1] && s.agree(&[1, 2])
+        })
+        .expect("1 leads after 0 goes deaf-mute");
+        assert!(!sim.published(0).lease_ok);
+    }
+}
+
+#[test]
+fn flapping_link_keeps_invariants_and_settles() {
+    let cfg = fast();
+    let t = cfg.timing;
+    let mut sim = Sim::new(5, cfg);
+    sim.run(settle(&t));
+    for k in 0..60u32 {
+        let up = k % 2 == 0;
+        sim.set_link(0, 3, up);
+        sim.set_link(3, 0, up);
+        sim.run(MS * (7 + (k * 13) % 40));
+    }
+    sim.heal();
+    sim.run_until(settle(&t), |s| s.agree(&all(5)))
+        .expect("agree after flapping");
+}
+
+#[test]
+fn ban_times_out_by_itself_and_unban_works() {
+    let cfg = fast();
+    let t = cfg.timing;
+    let mut sim = Sim::new(3, cfg);
+    sim.run(settle(&t));
+    sim.admin(2, 1, AdminOp::Ban { seconds: 1 });
+    sim.run_until(Duration::from_millis(200), |s| {
+        (0..3).all(|i| s.flags_seen_by(i, 1) == NodeFlags::BANNED)
+    })
+    .expect("all see node 1 banned");
+    assert_eq!(sim.nodes[2].admin_replies, 1);
+    sim.run(Duration::from_millis(600));
+    assert!(sim.flags_seen_by(0, 1).contains(NodeFlags::BANNED));
+    sim.run_until(Duration::from_millis(600), |s| {
+        (0..3).all(|i| s.flags_seen_by(i, 1).is_ok())
+    })
+    .expect("ban expires after 1 s");
+    // Banning the leader moves leadership.
+    sim.admin(1, 0, AdminOp::Ban { seconds: 30 });
+    sim.run_until(settle(&t), |s| {
+        s.active_leaders() == vec![1] && s.agree(&all(3))
+    })
+    .expect("node 1 leads while 0 is banned");
+    sim.admin(2, 0, AdminOp::Unban);
+    sim.run_until(settle(&t), |s| {
+        (0..3).all(|i| s.flags_seen_by(i, 0).is_ok())
+    })
+    .expect("unbanned");
+}
+
+#[test]
+fn node_rejoins_after_restart() {
+    let cfg = fast();
+    let t = cfg.timing;
+    let mut sim = Sim::new(4, cfg);
+    sim.run(settle(&t));
+    sim.kill(3);
+    sim.run(settle(&t));
+    assert!(sim.flags_seen_by(1, 3).contains(NodeFlags::DISCONNECTED));
+    sim.restart(3);
+    sim.run_until(settle(&t), |s| s.agree(&all(4)) && s.published(3).lease_ok)
+        .expect("node 3 rejoins");
+    assert!(sim.flags_seen_by(0, 3).is_ok());
+    // The old leader restarts: leadership stays with the active leader.
+    sim.kill(0);
+    sim.run(settle(&t));
+    sim.restart(0);
+    sim.run_until(settle(&t), |s| s.agree(&all(4)))
+        .expect("0 rejoins");
+    assert_eq!(
+        sim.active_leaders(),
+        vec![1],
+        "sticky: the active leader keeps leading"
+    );
+}
+
+#[test]
+fn concurrent_admin_commands_converge_on_the_targets_flags() {
+    let cfg = fast();
+    let t = cfg.timing;
+    let mut sim = Sim::new(4, cfg);
+    sim.run(settle(&t));
+    sim.admin(0, 2, AdminOp::Disable);
+    sim.admin(1, 2, AdminOp::Stop);
+    sim.admin(3, 2, AdminOp::Disable);
+    sim.admin(2, 3, AdminOp::Stop);
+    sim.admin(3, 3, AdminOp::Continue);
+    sim.run_until(settle(&t), |s| {
+        s.agree(&all(4)) && s.flags_seen_by(0, 2).contains(NodeFlags::STOPPED)
+    })
+    .expect("converged");
+    let want = NodeFlags::PERMANENTLY_DISABLED | NodeFlags::STOPPED;
+    for i in 0..4 {
+        assert_eq!(sim.flags_seen_by(i, 2), want);
+    }
+    assert_eq!(sim.nodes[2].m.own_flags(), want);
+    sim.admin(1, 2, AdminOp::Enable);
+    sim.admin(0, 2, AdminOp::Continue);
+    sim.set_healthy_all(true);
+    sim.run_until(settle(&t), |s| {
+        (0..4).all(|i| s.flags_seen_by(i, 2).is_ok())
+    })
+    .expect("enabled and continued");
+    // Health monitor failure marks UNHEALTHY everywhere.
+    let t1 = sim.local(1);
+    sim.nodes[1].m.set_healthy(t1, false, &mut sim.out);
+    sim.handle_outputs(1);
+    sim.run_until(settle(&t), |s| {
+        (0..4).all(|i| s.flags_seen_by(i, 1) == NodeFlags::UNHEALTHY)
+    })
+    .expect("unhealthy seen");
+}
+
+impl Sim {
+    fn set_healthy_all(&mut self, healthy: bool) {
+        for i in 0..self.n() {
+            if self.nodes[i].alive {
+                let t = self.local(i);
+                self.nodes[i].m.set_healthy(t, healthy, &mut self.out);
+                self.handle_outputs(i);
+            }
+        }
+    }
+}
+
+#[test]
+fn deleted_node_does_not_count_for_the_majority() {
+    // 4 lines, one deleted: 3 configured, majority 2.
+    let file = NodesFile::parse(
+        Path::new("sim/nodes"),
+        "192.0.2.1\n#192.0.2.2\n192.0.2.3\n192.0.2.4\n",
+    )
+    .unwrap();
+    let cfg = fast();
+    let t = cfg.timing;
+    let mut sim = Sim::with_file(file, cfg);
+    sim.run(settle(&t));
+    assert!(sim.agree(&[0, 2, 3]));
+    assert_eq!(sim.flags_seen_by(2, 1), NodeFlags::DELETED);
+    sim.kill(3);
+    sim.run(settle(&t));
+    assert_eq!(
+        sim.active_leaders(),
+        vec![0],
+        "2 of 3 configured nodes are a majority"
+    );
+}
+
+/// xorshift64*: a tiny deterministic generator for fault schedules.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn random_schedule(seed: u64, n: usize, lock: bool) {
+    let cfg = Config {
+        timing: Timing::fast(),
+        lock,
+        can_lead: true,
+    };
+    let t = cfg.timing;
+    let mut sim = Sim::new(n, cfg);
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    // Clock rates within ±0.2 %: the margin (10 ms over a 30 ms lease)
+    // covers far more.
+    for node in &mut sim.nodes {
+        node.ppm = rng.below(4001) as i64 - 2000;
+    }
+    sim.run(settle(&t));
+    for _ in 0..40 {
+        match rng.below(10) {
+            0 => {
+                let i = rng.below(n as u64) as usize;
+                if sim.nodes[i].alive {
+                    sim.kill(i);
+                } else {
+                    sim.restart(i);
+                }
+            }
+            1 | 2 => {
+                let a = rng.below(n as u64) as usize;
+                let b = rng.below(n as u64) as usize;
+                let up = rng.below(2) == 0;
+                sim.set_link(a, b, up);
+            }
+            3 => {
+                let side: Vec<usize> = (0..n).filter(|_| rng.below(2) == 0).collect();
+                sim.partition(&side);
+            }
+            4 => sim.heal(),
+            5 => {
+                let a = rng.below(n as u64) as usize;
+                let b = rng.below(n as u64) as usize;
+                sim.delay[a][b] = MS * rng.below(8) as u32;
+            }
+            6 | 7 => {
+                let from = rng.below(n as u64) as usize;
+                let target = rng.below(n as u64) as usize;
+                let op = match rng.below(6) {
+                    0 => AdminOp::Disable,
+                    1 => AdminOp::Enable,
+                    2 => AdminOp::Stop,
+                    3 => AdminOp::Continue,
+                    4 => AdminOp::Ban { seconds: 1 },
+                    _ => AdminOp::Unban,
+                };
+                if sim.nodes[from].alive {
+                    sim.admin(from, target, op);
+                }
+            }
+            8 => {
+                let i = rng.below(n as u64) as usize;
+                if sim.nodes[i].alive {
+                    let ti = sim.local(i);
+                    let healthy = rng.below(2) == 0;
+                    sim.nodes[i].m.set_healthy(ti, healthy, &mut sim.out);
+                    sim.handle_outputs(i);
+                }
+            }
+            _ => {}
+        }
+        sim.run(MS * (1 + rng.below(120) as u32));
+    }
+    // Heal everything and check that the cluster agrees within the bound.
+    sim.heal();
+    for row in &mut sim.delay {
+        row.iter_mut().for_each(|d| *d = Duration::ZERO);
+    }
+    for i in 0..n {
+        if !sim.nodes[i].alive {
+            sim.restart(i);
+        }
+    }
+    for i in 0..n {
+        sim.admin(i, i, AdminOp::Continue);
+        sim.admin(i, i, AdminOp::Unban);
+    }
+    let took = sim.run_until(settle(&t), |s| {
+        s.agree(&all(n)) && (0..n).all(|i| s.published(i).lease_ok)
+    });
+    assert!(
+        took.is_some(),
+        "seed {seed} n={n} lock={lock}: no agreement {:?}",
+        (0..n)
+            .map(|i| (sim.published(i).generation, sim.published(i).leader))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn random_fault_schedules_keep_safety_and_converge() {
+    for n in 2..=7 {
+        for seed in 0..12 {
+            random_schedule(seed * 31 + n as u64, n, false);
+            random_schedule(seed * 37 + n as u64, n, true);
+        }
+    }
+}
