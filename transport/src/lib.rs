@@ -8,3 +8,5 @@
 //!
 //! This crate knows no daemon: message types shared between daemons and the
 //! CLI live here, never in a daemon crate.
+
+pub mod proto;
