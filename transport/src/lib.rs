@@ -9,4 +9,6 @@
 //! This crate knows no daemon: message types shared between daemons and the
 //! CLI live here, never in a daemon crate.
 
+pub mod client;
+pub mod controls;
 pub mod proto;
