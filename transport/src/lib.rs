@@ -12,3 +12,4 @@
 pub mod client;
 pub mod controls;
 pub mod proto;
+pub mod router;
