@@ -11,5 +11,8 @@
 
 pub mod client;
 pub mod controls;
+pub mod nodes;
 pub mod proto;
 pub mod router;
+pub mod transportd;
+pub mod unix;
