@@ -2,6 +2,8 @@
 
 use clap::Parser;
 
+mod ping;
+
 /// Public-IP failover for clustered file servers: administration command.
 #[derive(Debug, Parser)]
 #[command(name = "ipfailover", version, about)]
@@ -11,10 +13,14 @@ struct Cli {
 }
 
 #[derive(Debug, clap::Subcommand)]
-enum Command {}
+enum Command {
+    /// Check that transportd answers on a node (like `ctdb ping`).
+    Ping(ping::PingArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    #[allow(unreachable_code)] // until the first subcommand lands
-    match cli.command {}
+    match cli.command {
+        Command::Ping(args) => ping::run(&args),
+    }
 }
