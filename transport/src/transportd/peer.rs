@@ -96,9 +96,11 @@ pub async fn dial(pnn: u32, addr: SocketAddr, local: IpAddr, shared: Arc<Shared>
     let mut rng = Jitter::new(u64::from(pnn) ^ u64::from(std::process::id()));
     loop {
         let attempt = async {
-            let mut stream = connect(addr, local).await?;
-            let cipher = noise::initiate(&mut stream, &shared.key, shared.pnn, pnn).await?;
-            Ok::<_, NoiseError>((stream, cipher))
+            let mut stream = connect(addr, local).await.map_err(|e| (false, e))?;
+            let cipher = noise::initiate(&mut stream, &shared.key, shared.pnn, pnn)
+                .await
+                .map_err(|e| (true, e))?;
+            Ok::<_, (bool, NoiseError)>((stream, cipher))
         };
         let outcome = tokio::select! {
             _ = stop.changed() => return,
@@ -113,13 +115,14 @@ pub async fn dial(pnn: u32, addr: SocketAddr, local: IpAddr, shared: Arc<Shared>
                     () = run_link(stream, cipher, pnn, &shared) => {}
                 }
             }
-            Err(err) => {
-                if matches!(err, NoiseError::Crypto(_) | NoiseError::Refused(_)) {
-                    shared.state().counters.handshake_failures += 1;
-                    tracing::warn!(peer = pnn, %addr, %err, "peer handshake failed");
-                } else {
-                    tracing::debug!(peer = pnn, %addr, %err, "peer not reachable");
-                }
+            Err((true, err)) => {
+                // Connected, but the handshake failed: wrong key, wrong
+                // node, or the peer refused our address.
+                shared.state().counters.handshake_failures += 1;
+                tracing::warn!(peer = pnn, %addr, %err, "peer handshake failed");
+            }
+            Err((false, err)) => {
+                tracing::debug!(peer = pnn, %addr, %err, "peer not reachable");
             }
         }
         let delay = rng.spread(backoff);
