@@ -54,6 +54,11 @@ pub fn run(args: &[String]) -> Result<()> {
         return role(&args[i + 1..]);
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let seal_rate = seal_speed()?;
+    if args.iter().any(|a| a == "--crypto-only") {
+        Figure::plain(BENCH, "seal_mb_s", seal_rate, "MB/s").print();
+        return Ok(());
+    }
     let (rtt_n, tput_n) = if quick { (2_000, 100_000) } else { (20_000, 1_000_000) };
     if !nix::unistd::geteuid().is_root() {
         bail!("needs root: the benchmark runs its processes in a network namespace");
@@ -125,6 +130,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let tcp_big = ns.run(move || with_tcp("127.0.0.2:24381", |s| throughput(s, Address::local(1), big_n, 16384)))??;
 
     let (mut r, mut rr, mut l, mut t) = (routed_rtt, raw_rtt, link_rtt, tcp_rtt);
+    Figure::plain(BENCH, "seal_mb_s", seal_rate, "MB/s").print();
     Figure::with_baseline(BENCH, "rtt_p50", percentile(&mut r, 50.0), "us", percentile(&mut rr, 50.0)).print();
     Figure::with_baseline(BENCH, "rtt_p99", percentile(&mut r, 99.0), "us", percentile(&mut rr, 99.0)).print();
     Figure::with_baseline(BENCH, "throughput_64b", routed_tput, "msg/s", raw_tput).print();
@@ -141,6 +147,35 @@ pub fn run(args: &[String]) -> Result<()> {
     )
     .print();
     Ok(())
+}
+
+/// Encryption speed of the link cipher alone (seal 1 MiB buffers, one core).
+fn seal_speed() -> Result<f64> {
+    use transport::transportd::key::ClusterKey;
+    use transport::transportd::noise;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let key = ClusterKey::from_bytes([7; 32]);
+    let (mut a, mut b) = tokio::io::duplex(1 << 20);
+    let cipher = rt.block_on(async {
+        let k2 = key.clone();
+        let (x, y) = tokio::join!(
+            noise::initiate(&mut a, &key, 0, 1),
+            noise::respond(&mut b, &k2, 1, |_| Ok(()))
+        );
+        y.map(|_| ())?;
+        x
+    })?;
+    let plain = vec![0x11u8; 1 << 20];
+    let mut out = Vec::new();
+    let mut nonce = 0;
+    let start = Instant::now();
+    let mut bytes = 0usize;
+    while start.elapsed() < Duration::from_millis(500) {
+        noise::seal(&cipher, &mut nonce, &plain, &mut out)?;
+        bytes += plain.len();
+    }
+    #[allow(clippy::cast_precision_loss)] // byte counts far below 2^52
+    Ok(bytes as f64 / start.elapsed().as_secs_f64() / 1e6)
 }
 
 // ---------------------------------------------------------------- helpers
