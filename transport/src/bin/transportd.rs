@@ -103,8 +103,7 @@ fn setup(args: Args, hook: LogLevelHook) -> Result<Config, String> {
 }
 
 fn serve(config: Config) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = match runtime_builder()
         .enable_all()
         .build()
     {
@@ -126,6 +125,24 @@ fn serve(config: Config) -> ExitCode {
         daemon.run(signals()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// Two worker threads by default (readers and writers of different
+/// connections run in parallel); `IPFAILOVER_TRANSPORTD_THREADS=N` sets N
+/// (1: a single-threaded runtime).
+fn runtime_builder() -> tokio::runtime::Builder {
+    match std::env::var("IPFAILOVER_TRANSPORTD_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(2)
+    {
+        0 | 1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

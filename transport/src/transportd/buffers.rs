@@ -143,7 +143,7 @@ impl Outbox {
     /// connection: a reader that does not read must not hold everyone up).
     pub fn push(&self, parts: &[&[u8]]) -> Result<(), PushError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        {
+        let was_empty = {
             let mut inner = self.lock();
             if inner.closed {
                 return Err(PushError::Closed);
@@ -151,11 +151,18 @@ impl Outbox {
             if inner.buf.len() + len > self.limit {
                 return Err(PushError::Full);
             }
+            let was_empty = inner.buf.is_empty();
             for p in parts {
                 inner.buf.extend_from_slice(p);
             }
+            was_empty
+        };
+        // Only the first frame into an empty queue needs to wake the writer:
+        // a non-empty queue means a wake-up is already pending (a stored
+        // permit or a writer about to swap the queue out).
+        if was_empty {
+            self.notify.notify_one();
         }
-        self.notify.notify_one();
         Ok(())
     }
 

@@ -19,6 +19,7 @@
 //!   error to a Request.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,6 +36,34 @@ use crate::proto::{
 };
 
 use super::buffers::{Outbox, PushError};
+
+/// A hasher for small integer keys (service ids, pnns, opcodes): the key
+/// itself, mixed once. Keys are chosen by local clients and peers, which are
+/// trusted (authenticated), so no HashDoS protection is needed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.0 = u64::from(n);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n);
+    }
+}
+
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// Where a frame entered this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,10 +127,10 @@ struct PeerSlot {
 /// The routing table of one transportd.
 pub struct State {
     pnn: u32,
-    services: HashMap<u16, ServiceEntry>,
-    subscribers: HashMap<u32, Vec<u16>>,
+    services: IdMap<u16, ServiceEntry>,
+    subscribers: IdMap<u32, Vec<u16>>,
     next_ephemeral: u16,
-    peers: HashMap<u32, PeerSlot>,
+    peers: IdMap<u32, PeerSlot>,
     clients: u32,
     /// Counters for STATISTICS.
     pub counters: Counters,
@@ -120,8 +149,8 @@ impl State {
     ) -> Self {
         State {
             pnn,
-            services: HashMap::new(),
-            subscribers: HashMap::new(),
+            services: IdMap::default(),
+            subscribers: IdMap::default(),
             next_ephemeral: EPHEMERAL_BASE,
             peers: peers
                 .into_iter()
@@ -346,16 +375,14 @@ impl State {
     }
 
     fn forward(&mut self, pnn: u32, frame: &[u8]) {
-        let outbox = self
+        let pushed = self
             .peers
             .get(&pnn)
             .and_then(|s| s.link.as_ref())
-            .map(|(_, o)| Arc::clone(o));
-        match outbox {
-            Some(o) => match o.push(&[frame]) {
-                Ok(()) => self.counters.forwarded += 1,
-                Err(e) => self.push_failed(&o, e),
-            },
+            .map(|(_, o)| push_or_close(o, frame));
+        match pushed {
+            Some(Ok(())) => self.counters.forwarded += 1,
+            Some(Err(())) => self.counters.queue_drops += 1,
             None => {
                 self.counters.unreachable += 1;
                 self.error_to_sender(
@@ -385,14 +412,6 @@ impl State {
         }
         self.counters.forwarded += sent;
         self.counters.queue_drops += drops;
-    }
-
-    fn push_failed(&mut self, outbox: &Outbox, err: PushError) {
-        self.counters.queue_drops += 1;
-        if err == PushError::Full {
-            // The reader does not keep up: close that one connection.
-            outbox.close();
-        }
     }
 
     /// Delivers to a local service; `answer_unknown` sends an error to a
@@ -444,12 +463,13 @@ impl State {
             self.counters.queue_drops += drops;
             return;
         }
-        let outbox = self.services.get(&dst_service).map(|e| Arc::clone(&e.outbox));
-        match outbox {
-            Some(o) => match o.push(&[frame]) {
-                Ok(()) => self.counters.delivered += 1,
-                Err(e) => self.push_failed(&o, e),
-            },
+        let pushed = self
+            .services
+            .get(&dst_service)
+            .map(|e| push_or_close(&e.outbox, frame));
+        match pushed {
+            Some(Ok(())) => self.counters.delivered += 1,
+            Some(Err(())) => self.counters.queue_drops += 1,
             None => {
                 self.counters.unknown_service += 1;
                 if answer_unknown {
@@ -591,6 +611,20 @@ impl State {
                 ErrorCode::UnknownOpcode,
                 format!("transport does not handle opcode {other:#010x}"),
             )),
+        }
+    }
+}
+
+/// Queues `frame`; a full queue closes that connection (its reader does not
+/// keep up, and must not hold everyone else up).
+fn push_or_close(outbox: &Outbox, frame: &[u8]) -> Result<(), ()> {
+    match outbox.push(&[frame]) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            if e == PushError::Full {
+                outbox.close();
+            }
+            Err(())
         }
     }
 }
