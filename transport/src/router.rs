@@ -10,7 +10,8 @@
 //!   unknown service answers a Request with `UnknownService` (events to
 //!   nowhere are counted and dropped);
 //! * `dst.pnn` = `ALL_NODES`: deliver locally and forward to every connected
-//!   peer; a frame received from a peer is only delivered locally;
+//!   peer; a frame received from a peer is only delivered locally; nodes
+//!   without the service stay silent (no error racing the real answers);
 //! * another pnn: forward to that peer; not connected answers a Request with
 //!   `NodeUnreachable`.
 //!
@@ -307,9 +308,12 @@ impl Router {
         } else {
             bump(&self.inner.counters.from_peers);
         }
+        if msg.header.dst.pnn == LOCAL {
+            msg.header.dst.pnn = self.pnn();
+        }
         let dst_pnn = msg.header.dst.pnn;
-        if dst_pnn == self.pnn() || dst_pnn == LOCAL {
-            self.deliver_local(msg);
+        if dst_pnn == self.pnn() {
+            self.deliver_local(msg, true);
         } else if dst_pnn == ALL_NODES {
             if origin != Origin::Peer {
                 for peer in self.connected_peers() {
@@ -317,7 +321,9 @@ impl Router {
                     peer.route(msg.clone(), Origin::Peer);
                 }
             }
-            self.deliver_local(msg);
+            // No UnknownService errors here: they would race with the
+            // answers of the nodes that do have the service.
+            self.deliver_local(msg, false);
         } else if origin == Origin::Peer {
             // A peer sent us a frame for a third node: never re-forward.
             bump(&self.inner.counters.dropped);
@@ -357,7 +363,7 @@ impl Router {
     fn send_generated(&self, msg: Message) {
         let dst = msg.header.dst.pnn;
         if dst == self.pnn() || dst == LOCAL {
-            self.deliver_local(msg);
+            self.deliver_local(msg, true);
         } else if let Some(peer) = self.peer(dst) {
             bump(&self.inner.counters.forwarded);
             peer.route(msg, Origin::Peer);
@@ -378,8 +384,9 @@ impl Router {
         self.send_generated(answer);
     }
 
-    fn deliver_local(&self, mut msg: Message) {
-        msg.header.dst.pnn = self.pnn();
+    /// Delivers to a local service; `answer_unknown` answers a Request for
+    /// an unknown service with an error.
+    fn deliver_local(&self, msg: Message, answer_unknown: bool) {
         let service = msg.header.dst.service;
         if service == TRANSPORT {
             self.handle_control(msg);
@@ -387,8 +394,12 @@ impl Router {
         }
         if service == BROADCAST_SERVICE {
             if msg.header.kind != Kind::Event {
-                let text = "only events may be broadcast to subscribers".to_owned();
-                self.fail(&msg, ErrorCode::BadRequest, text);
+                if answer_unknown {
+                    let text = "only events may be broadcast to subscribers".to_owned();
+                    self.fail(&msg, ErrorCode::BadRequest, text);
+                } else {
+                    bump(&self.inner.counters.dropped);
+                }
                 return;
             }
             let st = self.state();
@@ -412,6 +423,7 @@ impl Router {
         };
         match unsent {
             None => bump(&self.inner.counters.delivered),
+            Some(_) if !answer_unknown => bump(&self.inner.counters.dropped),
             Some(msg) => self.fail(
                 &msg,
                 ErrorCode::UnknownService,

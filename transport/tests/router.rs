@@ -247,7 +247,7 @@ async fn linked_routers_route_requests_and_all_nodes_events() {
     for (pnn, (_, _, i)) in ins.iter_mut().enumerate() {
         let got = recv_event(i).await;
         assert_eq!(got.header.src, Address::new(0, cli.service()), "node {pnn}");
-        assert_eq!(got.header.dst.pnn, u32::try_from(pnn).unwrap());
+        assert_eq!(got.header.dst, Address::new(ALL_NODES, CONNTRACKD));
         assert_nothing(i).await;
     }
     // To ALL_NODES and the broadcast service: every subscriber on every node.
@@ -495,4 +495,18 @@ async fn closed_stream_fails_pending_requests_at_once() {
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::Closed { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn all_nodes_request_is_answered_by_the_node_that_has_the_service() {
+    let nodes = Router::cluster(3);
+    let (fo1, fo1_in) = nodes[1].connect("failoverd").await.unwrap();
+    spawn_echo(fo1, fo1_in);
+    let (cli, _ci) = nodes[0].connect("cli").await.unwrap();
+    // Nodes 0 and 2 have no failoverd: they must not answer UnknownService first.
+    let r: String = cli
+        .request(Address::new(ALL_NODES, FAILOVERD), ECHO, "all", T)
+        .await
+        .unwrap();
+    assert_eq!(r, "ALL");
 }
