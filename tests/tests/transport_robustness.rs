@@ -24,7 +24,12 @@ fn valid_frame() -> Vec<u8> {
         opcode: PING,
     };
     let mut f = Vec::new();
-    encode_frame(&h, &encode_payload(&PingRequest::default()).unwrap(), &mut f).unwrap();
+    encode_frame(
+        &h,
+        &encode_payload(&PingRequest::default()).unwrap(),
+        &mut f,
+    )
+    .unwrap();
     f
 }
 
@@ -91,7 +96,9 @@ fn bad_clients_are_disconnected_while_others_keep_working() {
                 .request(
                     Address::local(TRANSPORT),
                     PING,
-                    &PingRequest { data: name.as_bytes().to_vec() },
+                    &PingRequest {
+                        data: name.as_bytes().to_vec(),
+                    },
                     TIMEOUT,
                 )
                 .await
@@ -103,7 +110,14 @@ fn bad_clients_are_disconnected_while_others_keep_working() {
         assert!(s.get("bad_frames").unwrap() >= 9, "{s:?}");
     });
     let log = d.log_text();
-    for reason in ["bad magic", "unsupported protocol version", "unknown message kind", "exceeds the limit", "truncated frame", "not a REGISTER request"] {
+    for reason in [
+        "bad magic",
+        "unsupported protocol version",
+        "unknown message kind",
+        "exceeds the limit",
+        "truncated frame",
+        "not a REGISTER request",
+    ] {
         assert!(log.contains(reason), "log does not name {reason:?}:\n{log}");
     }
 }

@@ -127,16 +127,22 @@ fn killed_peer_is_reconnected_after_restart() {
     let rt = runtime();
     let c0 = rt.block_on(async {
         let (c0, _i0) = connect(&d0, "cli").await.unwrap();
-        wait_peer(&c0, 1, true, Duration::from_secs(10)).await.unwrap();
+        wait_peer(&c0, 1, true, Duration::from_secs(10))
+            .await
+            .unwrap();
         c0
     });
     assert!(pair.b.kill(d1.pid), "node 1 was not started by this test");
     rt.block_on(async {
-        wait_peer(&c0, 1, false, Duration::from_secs(10)).await.unwrap();
+        wait_peer(&c0, 1, false, Duration::from_secs(10))
+            .await
+            .unwrap();
     });
     let d1 = pair.start(1).unwrap();
     rt.block_on(async {
-        wait_peer(&c0, 1, true, Duration::from_secs(15)).await.unwrap();
+        wait_peer(&c0, 1, true, Duration::from_secs(15))
+            .await
+            .unwrap();
         let (c1, i1) = connect(&d1, "clusterd").await.unwrap();
         spawn_echo(c1, i1);
         let got: String = c0

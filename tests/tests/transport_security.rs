@@ -50,12 +50,24 @@ fn peer_with_wrong_key_is_refused_and_cannot_inject() {
             "{err}"
         );
     });
-    assert!(d1.log_text().contains("peer handshake refused"), "{}", d1.log_text());
-    assert!(d0.log_text().contains("peer handshake failed"), "{}", d0.log_text());
+    assert!(
+        d1.log_text().contains("peer handshake refused"),
+        "{}",
+        d1.log_text()
+    );
+    assert!(
+        d0.log_text().contains("peer handshake failed"),
+        "{}",
+        d0.log_text()
+    );
 
     // From node 0's own address, a plain-text frame (a valid broadcast
     // event) sent to node 1's port must not reach the subscriber.
-    let before = rt.block_on(stats(&c1)).unwrap().get("handshake_failures").unwrap();
+    let before = rt
+        .block_on(stats(&c1))
+        .unwrap()
+        .get("handshake_failures")
+        .unwrap();
     let reply = pair
         .a
         .block_on(|| async {
@@ -74,8 +86,12 @@ fn peer_with_wrong_key_is_refused_and_cannot_inject() {
                 opcode: NEWS,
             };
             let mut frame = Vec::new();
-            encode_frame(&h, &transport::proto::encode_payload("forged").unwrap(), &mut frame)
-                .unwrap();
+            encode_frame(
+                &h,
+                &transport::proto::encode_payload("forged").unwrap(),
+                &mut frame,
+            )
+            .unwrap();
             // Raw, then inside a fake Noise length prefix.
             let mut bytes = (u16::try_from(frame.len()).unwrap()).to_be_bytes().to_vec();
             bytes.extend_from_slice(&frame);
@@ -98,7 +114,10 @@ fn peer_with_wrong_key_is_refused_and_cannot_inject() {
             "an injected frame reached a subscriber"
         );
         let after = stats(&c1).await.unwrap().get("handshake_failures").unwrap();
-        assert!(after > before, "the injection was not counted as a failed handshake");
+        assert!(
+            after > before,
+            "the injection was not counted as a failed handshake"
+        );
     });
 }
 

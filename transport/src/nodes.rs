@@ -127,7 +127,9 @@ impl Nodes {
     /// The PNN whose address is `addr`.
     pub fn pnn_of(&self, addr: IpAddr) -> Option<u32> {
         let addr = canonical(addr);
-        self.iter().find(|(_, a)| canonical(*a) == addr).map(|(p, _)| p)
+        self.iter()
+            .find(|(_, a)| canonical(*a) == addr)
+            .map(|(p, _)| p)
     }
 
     /// Live (not deleted) nodes as `(pnn, address)`, by PNN.
@@ -184,6 +186,13 @@ mod tests {
             "nodes file /etc/n line 2: \"node-b\" is not an IP address"
         );
         let err = Nodes::parse("192.0.2.1\n192.0.2.1\n", Path::new("n")).unwrap_err();
-        assert!(matches!(err, NodesError::Duplicate { line: 2, first: 0, .. }));
+        assert!(matches!(
+            err,
+            NodesError::Duplicate {
+                line: 2,
+                first: 0,
+                ..
+            }
+        ));
     }
 }

@@ -27,13 +27,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use transport::proto::control::{
-    RegisterReply, RegisterRequest, Statistics, REGISTER, STATISTICS,
-};
+use transport::proto::control::{RegisterReply, RegisterRequest, Statistics, REGISTER, STATISTICS};
 use transport::proto::service::{CLUSTERD, TRANSPORT};
 use transport::proto::{
-    check, decode_payload, encode_frame, encode_payload, Address, Check, Header, HeaderRepr,
-    Kind, LOCAL,
+    check, decode_payload, encode_frame, encode_payload, Address, Check, Header, HeaderRepr, Kind,
+    LOCAL,
 };
 
 use super::{percentile, Figure};
@@ -59,7 +57,11 @@ pub fn run(args: &[String]) -> Result<()> {
         Figure::plain(BENCH, "seal_mb_s", seal_rate, "MB/s").print();
         return Ok(());
     }
-    let (rtt_n, tput_n) = if quick { (2_000, 100_000) } else { (20_000, 1_000_000) };
+    let (rtt_n, tput_n) = if quick {
+        (2_000, 100_000)
+    } else {
+        (20_000, 1_000_000)
+    };
     if !nix::unistd::geteuid().is_root() {
         bail!("needs root: the benchmark runs its processes in a network namespace");
     }
@@ -74,16 +76,32 @@ pub fn run(args: &[String]) -> Result<()> {
     let raw_rtt = with_unix(&raw_sock, |s| rtt(s, Address::local(CLUSTERD), rtt_n, 64))?;
     let raw_sink = dir.0.join("sink.sock");
     spawn_role(&ns, &dir, &["sink", "--unix-listen", path_str(&raw_sink)?])?;
-    let raw_tput = with_unix(&raw_sink, |s| throughput(s, Address::local(CLUSTERD), tput_n, 64))?;
+    let raw_tput = with_unix(&raw_sink, |s| {
+        throughput(s, Address::local(CLUSTERD), tput_n, 64)
+    })?;
 
     // --- Local: through one transportd.
     let run0 = dir.0.join("local");
     let d = start_transportd(&ns, &bins.0, &run0, &dir, &[])?;
-    spawn_role(&ns, &dir, &["echo", "--transportd", path_str(&d)?, "--name", "clusterd"])?;
+    spawn_role(
+        &ns,
+        &dir,
+        &["echo", "--transportd", path_str(&d)?, "--name", "clusterd"],
+    )?;
     let echo_at = Address::local(CLUSTERD);
     wait_service(&d, CLUSTERD)?;
     let routed_rtt = with_transportd(&d, "cli", |s| rtt(s, echo_at, rtt_n, 64))?;
-    spawn_role(&ns, &dir, &["sink", "--transportd", path_str(&d)?, "--name", "conntrackd"])?;
+    spawn_role(
+        &ns,
+        &dir,
+        &[
+            "sink",
+            "--transportd",
+            path_str(&d)?,
+            "--name",
+            "conntrackd",
+        ],
+    )?;
     wait_service(&d, 3)?;
     let (routed_tput, allocs) = with_transportd(&d, "cli", |s| {
         let before = allocations(s)?;
@@ -99,7 +117,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let nodes = dir.0.join("nodes");
     std::fs::write(&nodes, "127.0.0.1\n127.0.0.2\n")?;
     let key = dir.0.join("key");
-    let out = Command::new(&bins.0).arg("--generate-key").arg(&key).output()?;
+    let out = Command::new(&bins.0)
+        .arg("--generate-key")
+        .arg(&key)
+        .output()?;
     if !out.status.success() {
         bail!("transportd --generate-key failed: {out:?}");
     }
@@ -111,32 +132,99 @@ pub fn run(args: &[String]) -> Result<()> {
         "--port",
         "24379",
     ];
-    let n0 = start_transportd(&ns, &bins.0, &dir.0.join("n0"), &dir, &[&link_args[..], &["--pnn", "0"]].concat())?;
-    let n1 = start_transportd(&ns, &bins.0, &dir.0.join("n1"), &dir, &[&link_args[..], &["--pnn", "1"]].concat())?;
-    spawn_role(&ns, &dir, &["echo", "--transportd", path_str(&n1)?, "--name", "clusterd"])?;
-    spawn_role(&ns, &dir, &["sink", "--transportd", path_str(&n1)?, "--name", "conntrackd"])?;
+    let n0 = start_transportd(
+        &ns,
+        &bins.0,
+        &dir.0.join("n0"),
+        &dir,
+        &[&link_args[..], &["--pnn", "0"]].concat(),
+    )?;
+    let n1 = start_transportd(
+        &ns,
+        &bins.0,
+        &dir.0.join("n1"),
+        &dir,
+        &[&link_args[..], &["--pnn", "1"]].concat(),
+    )?;
+    spawn_role(
+        &ns,
+        &dir,
+        &["echo", "--transportd", path_str(&n1)?, "--name", "clusterd"],
+    )?;
+    spawn_role(
+        &ns,
+        &dir,
+        &[
+            "sink",
+            "--transportd",
+            path_str(&n1)?,
+            "--name",
+            "conntrackd",
+        ],
+    )?;
     wait_service(&n1, CLUSTERD)?;
     wait_service(&n1, 3)?;
     wait_link(&n0)?;
     let link_rtt = with_transportd(&n0, "cli", |s| rtt(s, Address::new(1, CLUSTERD), rtt_n, 64))?;
-    let link_tput = with_transportd(&n0, "cli", |s| throughput(s, Address::new(1, 3), tput_n, 64))?;
+    let link_tput = with_transportd(&n0, "cli", |s| {
+        throughput(s, Address::new(1, 3), tput_n, 64)
+    })?;
     let big_n = tput_n / 20;
-    let link_big = with_transportd(&n0, "cli", |s| throughput(s, Address::new(1, 3), big_n, 16384))?;
+    let link_big = with_transportd(&n0, "cli", |s| {
+        throughput(s, Address::new(1, 3), big_n, 16384)
+    })?;
 
     spawn_role(&ns, &dir, &["echo", "--tcp-listen", "127.0.0.2:24380"])?;
     spawn_role(&ns, &dir, &["sink", "--tcp-listen", "127.0.0.2:24381"])?;
-    let tcp_rtt = ns.run(move || with_tcp("127.0.0.2:24380", |s| rtt(s, Address::local(1), rtt_n, 64)))??;
-    let tcp_tput = ns.run(move || with_tcp("127.0.0.2:24381", |s| throughput(s, Address::local(1), tput_n, 64)))??;
-    let tcp_big = ns.run(move || with_tcp("127.0.0.2:24381", |s| throughput(s, Address::local(1), big_n, 16384)))??;
+    let tcp_rtt =
+        ns.run(move || with_tcp("127.0.0.2:24380", |s| rtt(s, Address::local(1), rtt_n, 64)))??;
+    let tcp_tput = ns.run(move || {
+        with_tcp("127.0.0.2:24381", |s| {
+            throughput(s, Address::local(1), tput_n, 64)
+        })
+    })??;
+    let tcp_big = ns.run(move || {
+        with_tcp("127.0.0.2:24381", |s| {
+            throughput(s, Address::local(1), big_n, 16384)
+        })
+    })??;
 
     let (mut r, mut rr, mut l, mut t) = (routed_rtt, raw_rtt, link_rtt, tcp_rtt);
     Figure::plain(BENCH, "seal_mb_s", seal_rate, "MB/s").print();
-    Figure::with_baseline(BENCH, "rtt_p50", percentile(&mut r, 50.0), "us", percentile(&mut rr, 50.0)).print();
-    Figure::with_baseline(BENCH, "rtt_p99", percentile(&mut r, 99.0), "us", percentile(&mut rr, 99.0)).print();
+    Figure::with_baseline(
+        BENCH,
+        "rtt_p50",
+        percentile(&mut r, 50.0),
+        "us",
+        percentile(&mut rr, 50.0),
+    )
+    .print();
+    Figure::with_baseline(
+        BENCH,
+        "rtt_p99",
+        percentile(&mut r, 99.0),
+        "us",
+        percentile(&mut rr, 99.0),
+    )
+    .print();
     Figure::with_baseline(BENCH, "throughput_64b", routed_tput, "msg/s", raw_tput).print();
     Figure::plain(BENCH, "allocs_per_msg", allocs, "alloc/msg").print();
-    Figure::with_baseline(BENCH, "link_rtt_p50", percentile(&mut l, 50.0), "us", percentile(&mut t, 50.0)).print();
-    Figure::with_baseline(BENCH, "link_rtt_p99", percentile(&mut l, 99.0), "us", percentile(&mut t, 99.0)).print();
+    Figure::with_baseline(
+        BENCH,
+        "link_rtt_p50",
+        percentile(&mut l, 50.0),
+        "us",
+        percentile(&mut t, 50.0),
+    )
+    .print();
+    Figure::with_baseline(
+        BENCH,
+        "link_rtt_p99",
+        percentile(&mut l, 99.0),
+        "us",
+        percentile(&mut t, 99.0),
+    )
+    .print();
     Figure::with_baseline(BENCH, "link_throughput_64b", link_tput, "msg/s", tcp_tput).print();
     Figure::with_baseline(
         BENCH,
@@ -153,7 +241,9 @@ pub fn run(args: &[String]) -> Result<()> {
 fn seal_speed() -> Result<f64> {
     use transport::transportd::key::ClusterKey;
     use transport::transportd::noise;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let key = ClusterKey::from_bytes([7; 32]);
     let (mut a, mut b) = tokio::io::duplex(1 << 20);
     let cipher = rt.block_on(async {
@@ -225,7 +315,9 @@ fn build_bins() -> Result<(PathBuf,)> {
 
 fn spawn_role(ns: &NetNs, dir: &Scratch, role: &[&str]) -> Result<()> {
     let exe = std::env::current_exe()?;
-    let ready = dir.0.join(format!("ready-{}", role.join("-").replace('/', "_")));
+    let ready = dir
+        .0
+        .join(format!("ready-{}", role.join("-").replace('/', "_")));
     let mut cmd = ns.command(path_str(&exe)?);
     cmd.args(["transport", "--role"])
         .args(role)
@@ -261,9 +353,12 @@ fn start_transportd(
         .stderr(log);
     ns.spawn(cmd)?;
     let sock = run_dir.join("transport.sock");
-    wait_for("transportd socket", Duration::from_secs(10), Duration::from_millis(10), || {
-        UnixStream::connect(&sock).ok().map(|_| ())
-    })?;
+    wait_for(
+        "transportd socket",
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || UnixStream::connect(&sock).ok().map(|_| ()),
+    )?;
     Ok(sock)
 }
 
@@ -290,8 +385,17 @@ fn with_transportd<T>(
 
 /// Registers `name` over a raw stream; returns (pnn, service).
 fn register(s: &mut (impl Read + Write), name: &str) -> Result<(u32, u16)> {
-    let payload = encode_payload(&RegisterRequest { name: name.to_owned() })?;
-    write_frame(s, Kind::Request, Address::local(TRANSPORT), REGISTER, 0, &payload)?;
+    let payload = encode_payload(&RegisterRequest {
+        name: name.to_owned(),
+    })?;
+    write_frame(
+        s,
+        Kind::Request,
+        Address::local(TRANSPORT),
+        REGISTER,
+        0,
+        &payload,
+    )?;
     let mut rd = FrameReader::new();
     let (kind, p) = {
         let f = rd.next(s)?;
@@ -319,24 +423,34 @@ fn allocations(s: &mut UnixStream) -> Result<u64> {
 
 fn wait_service(sock: &Path, id: u16) -> Result<()> {
     let sock = sock.to_path_buf();
-    wait_for("service registration", Duration::from_secs(10), Duration::from_millis(20), || {
-        let mut s = UnixStream::connect(&sock).ok()?;
-        register(&mut s, "bench-probe").ok()?;
-        let list: transport::proto::control::ServiceList =
-            request_control(&mut s, transport::proto::control::LIST_SERVICES).ok()?;
-        list.services.iter().any(|x| x.id == id).then_some(())
-    })
+    wait_for(
+        "service registration",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let mut s = UnixStream::connect(&sock).ok()?;
+            register(&mut s, "bench-probe").ok()?;
+            let list: transport::proto::control::ServiceList =
+                request_control(&mut s, transport::proto::control::LIST_SERVICES).ok()?;
+            list.services.iter().any(|x| x.id == id).then_some(())
+        },
+    )
 }
 
 fn wait_link(sock: &Path) -> Result<()> {
     let sock = sock.to_path_buf();
-    wait_for("peer link", Duration::from_secs(15), Duration::from_millis(20), || {
-        let mut s = UnixStream::connect(&sock).ok()?;
-        register(&mut s, "bench-probe").ok()?;
-        let list: transport::proto::control::PeerList =
-            request_control(&mut s, transport::proto::control::LIST_PEERS).ok()?;
-        list.peers.iter().all(|p| p.connected).then_some(())
-    })
+    wait_for(
+        "peer link",
+        Duration::from_secs(15),
+        Duration::from_millis(20),
+        || {
+            let mut s = UnixStream::connect(&sock).ok()?;
+            register(&mut s, "bench-probe").ok()?;
+            let list: transport::proto::control::PeerList =
+                request_control(&mut s, transport::proto::control::LIST_PEERS).ok()?;
+            list.peers.iter().all(|p| p.connected).then_some(())
+        },
+    )
 }
 
 fn write_frame(
@@ -532,7 +646,9 @@ fn serve(kind: &str, s: &mut (impl Read + Write)) {
     let mut ack = Vec::new();
     loop {
         let Ok(f) = rd.next(s) else { return };
-        let Ok(mut h) = Header::new_checked(&mut *f) else { return };
+        let Ok(mut h) = Header::new_checked(&mut *f) else {
+            return;
+        };
         let src = h.src();
         if kind == "echo" {
             h.set_kind(Kind::Reply);

@@ -49,7 +49,10 @@ pub fn bins() -> (PathBuf, PathBuf) {
         }
         cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
         let status = cmd.status().expect("running cargo build for the binaries");
-        assert!(status.success(), "building transportd and ipfailover failed");
+        assert!(
+            status.success(),
+            "building transportd and ipfailover failed"
+        );
     });
     (dir.join("transportd"), dir.join("ipfailover"))
 }
@@ -137,9 +140,12 @@ pub fn start(ns: &NetNs, scratch: &Scratch, name: &str, extra: &[&str]) -> Resul
     let pid = ns.spawn(cmd)?;
     let d = Daemon { run_dir, pid, log };
     let sock = d.socket();
-    wait_for("transportd socket", Duration::from_secs(10), Duration::from_millis(20), || {
-        sock.exists().then_some(())
-    })
+    wait_for(
+        "transportd socket",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || sock.exists().then_some(()),
+    )
     .with_context(|| format!("transportd {name} did not start: {}", d.log_text()))?;
     Ok(d)
 }
@@ -211,7 +217,10 @@ pub async fn connect(d: &Daemon, name: &str) -> Result<(Client, Incoming)> {
 
 /// transportd's counters (service 0 of the client's node).
 pub async fn stats(c: &Client) -> Result<Statistics> {
-    Ok(c.request(Address::local(TRANSPORT), STATISTICS, &(), TIMEOUT).await?)
+    Ok(
+        c.request(Address::local(TRANSPORT), STATISTICS, &(), TIMEOUT)
+            .await?,
+    )
 }
 
 /// Waits (bounded) until the client's transportd sees `peer` as `up`.
@@ -221,11 +230,18 @@ pub async fn wait_peer(c: &Client, peer: u32, up: bool, limit: Duration) -> Resu
         let list: PeerList = c
             .request(Address::local(TRANSPORT), LIST_PEERS, &(), TIMEOUT)
             .await?;
-        if list.peers.iter().any(|p| p.pnn == peer && p.connected == up) {
+        if list
+            .peers
+            .iter()
+            .any(|p| p.pnn == peer && p.connected == up)
+        {
             return Ok(());
         }
         if start.elapsed() > limit {
-            bail!("peer {peer} not {} after {limit:?}: {list:?}", if up { "up" } else { "down" });
+            bail!(
+                "peer {peer} not {} after {limit:?}: {list:?}",
+                if up { "up" } else { "down" }
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

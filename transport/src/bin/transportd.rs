@@ -103,10 +103,7 @@ fn setup(args: Args, hook: LogLevelHook) -> Result<Config, String> {
 }
 
 fn serve(config: Config) -> ExitCode {
-    let runtime = match runtime_builder()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_builder().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("transportd: cannot start the runtime: {e}");
@@ -171,7 +168,9 @@ fn init_logging(level: &str) -> Result<LogLevelHook, String> {
         .map_err(|e| e.to_string())?;
     let current = Arc::new(std::sync::Mutex::new(level.to_owned()));
     Ok(Arc::new(move |set: Option<&str>| {
-        let mut cur = current.lock().map_err(|_| "log level lock poisoned".to_owned())?;
+        let mut cur = current
+            .lock()
+            .map_err(|_| "log level lock poisoned".to_owned())?;
         if let Some(new) = set {
             let filter = EnvFilter::try_new(new).map_err(|e| format!("bad filter {new:?}: {e}"))?;
             handle.reload(filter).map_err(|e| e.to_string())?;

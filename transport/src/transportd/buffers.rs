@@ -132,7 +132,9 @@ impl Outbox {
     fn lock(&self) -> std::sync::MutexGuard<'_, OutboxInner> {
         // A panic while holding this lock cannot leave the byte queue in an
         // inconsistent state worse than a lost frame: keep going.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Queues the bytes of one frame (any number of parts).

@@ -27,7 +27,9 @@ pub enum KeyError {
         source: std::io::Error,
     },
     /// Others may read the file: the key is no longer secret.
-    #[error("cluster key file {path} is readable by other users (mode {mode:o}); run chmod 600 {path}")]
+    #[error(
+        "cluster key file {path} is readable by other users (mode {mode:o}); run chmod 600 {path}"
+    )]
     WorldReadable {
         /// The key file.
         path: PathBuf,

@@ -324,11 +324,11 @@ async fn bind_unix(run_dir: &Path) -> Result<UnixListener, Error> {
     })?;
     // Access control is SO_PEERCRED (peercred): everyone may connect() and
     // be refused with a clear reason.
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).map_err(
-        |source| Error::Socket {
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).map_err(|source| {
+        Error::Socket {
             path: path.clone(),
             source,
-        },
-    )?;
+        }
+    })?;
     Ok(listener)
 }

@@ -272,7 +272,10 @@ mod tests {
     async fn pair(
         ka: ClusterKey,
         kb: ClusterKey,
-    ) -> (Result<Cipher, NoiseError>, Result<(Cipher, u32), NoiseError>) {
+    ) -> (
+        Result<Cipher, NoiseError>,
+        Result<(Cipher, u32), NoiseError>,
+    ) {
         let (mut a, mut b) = tokio::io::duplex(1 << 20);
         let init = async move { initiate(&mut a, &ka, 0, 1).await };
         let resp = async move {
@@ -340,7 +343,11 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_key_is_refused_on_both_sides() {
-        let (a, b) = pair(ClusterKey::from_bytes([1; 32]), ClusterKey::from_bytes([2; 32])).await;
+        let (a, b) = pair(
+            ClusterKey::from_bytes([1; 32]),
+            ClusterKey::from_bytes([2; 32]),
+        )
+        .await;
         assert!(b.is_err(), "responder accepted a wrong key");
         assert!(a.is_err(), "initiator accepted a wrong key");
     }

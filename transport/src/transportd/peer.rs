@@ -194,7 +194,9 @@ async fn run_link(stream: TcpStream, cipher: Cipher, pnn: u32, shared: &Shared) 
             }
             trim(&mut plain, KEEP);
         }
-        Err(NoiseError::Refused("link replaced or queue full".to_owned()))
+        Err(NoiseError::Refused(
+            "link replaced or queue full".to_owned(),
+        ))
     };
     let result = tokio::select! {
         r = reader => r,
@@ -204,7 +206,10 @@ async fn run_link(stream: TcpStream, cipher: Cipher, pnn: u32, shared: &Shared) 
     {
         let mut st = shared.state();
         st.peer_down(pnn, link, Instant::now());
-        if matches!(result, Err(NoiseError::Crypto(_) | NoiseError::ShortChunk(_))) {
+        if matches!(
+            result,
+            Err(NoiseError::Crypto(_) | NoiseError::ShortChunk(_))
+        ) {
             st.counters.decrypt_failures += 1;
         }
     }
@@ -243,7 +248,9 @@ async fn read_link(
             loop {
                 match check(plain.data()) {
                     Err(err) => {
-                        return Err(NoiseError::Refused(format!("bad frame from node {pnn}: {err}")))
+                        return Err(NoiseError::Refused(format!(
+                            "bad frame from node {pnn}: {err}"
+                        )))
                     }
                     Ok(Check::Incomplete { need: more }) => {
                         need = more;

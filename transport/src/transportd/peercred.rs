@@ -134,15 +134,27 @@ mod tests {
     #[test]
     fn root_is_always_allowed_and_others_need_the_group() {
         let none = Policy::default();
-        let root = Credentials { uid: 0, gid: 0, pid: None };
-        let nobody = Credentials { uid: 65534, gid: 65534, pid: None };
+        let root = Credentials {
+            uid: 0,
+            gid: 0,
+            pid: None,
+        };
+        let nobody = Credentials {
+            uid: 65534,
+            gid: 65534,
+            pid: None,
+        };
         assert!(none.check(&root).is_ok());
         assert!(none.check(&nobody).unwrap_err().contains("not root"));
         let grp = Policy {
             group: Some(("ipfailover".into(), 4242)),
         };
         assert!(grp.check(&nobody).unwrap_err().contains("group ipfailover"));
-        let member = Credentials { uid: 1000, gid: 4242, pid: None };
+        let member = Credentials {
+            uid: 1000,
+            gid: 4242,
+            pid: None,
+        };
         assert!(grp.check(&member).is_ok());
     }
 
@@ -160,6 +172,9 @@ mod tests {
     fn unknown_group_is_an_error() {
         let err = Policy::new(Some("no-such-group-ipf")).unwrap_err();
         assert!(err.to_string().contains("no-such-group-ipf"));
-        assert_eq!(Policy::new(Some("root")).unwrap().group, Some(("root".into(), 0)));
+        assert_eq!(
+            Policy::new(Some("root")).unwrap().group,
+            Some(("root".into(), 0))
+        );
     }
 }

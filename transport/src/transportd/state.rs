@@ -251,7 +251,7 @@ impl State {
         let span = BROADCAST_SERVICE - EPHEMERAL_BASE;
         for _ in 0..span {
             let id = self.next_ephemeral;
-            self.next_ephemeral = if id + 1 >= BROADCAST_SERVICE {
+            self.next_ephemeral = if id + 1 == BROADCAST_SERVICE {
                 EPHEMERAL_BASE
             } else {
                 id + 1
@@ -320,7 +320,10 @@ impl State {
             ("clients_refused", c.clients_refused),
             ("bad_frames", c.bad_frames),
             ("links_up", c.links_up),
-            ("peers_connected", u64::try_from(connected).unwrap_or(u64::MAX)),
+            (
+                "peers_connected",
+                u64::try_from(connected).unwrap_or(u64::MAX),
+            ),
             ("handshake_failures", c.handshake_failures),
             ("decrypt_failures", c.decrypt_failures),
             ("allocations", super::alloc::allocations()),
@@ -436,7 +439,7 @@ impl State {
                     self.error_to_sender(
                         frame,
                         ErrorCode::BadRequest,
-                        format!("only events may be broadcast"),
+                        "only events may be broadcast".to_owned(),
                     );
                 }
                 return;
@@ -476,10 +479,7 @@ impl State {
                     self.error_to_sender(
                         frame,
                         ErrorCode::UnknownService,
-                        format!(
-                            "no service {dst_service:#06x} on node {}",
-                            self.pnn
-                        ),
+                        format!("no service {dst_service:#06x} on node {}", self.pnn),
                     );
                 }
             }
@@ -539,7 +539,8 @@ impl State {
         let local_service = (src.pnn == self.pnn)
             .then_some(src.service)
             .filter(|id| self.services.contains_key(id));
-        let bad = |e: crate::proto::PayloadError| RemoteError::new(ErrorCode::BadRequest, e.to_string());
+        let bad =
+            |e: crate::proto::PayloadError| RemoteError::new(ErrorCode::BadRequest, e.to_string());
         let enc = |r: Result<Vec<u8>, crate::proto::PayloadError>| {
             r.map_err(|e| RemoteError::new(ErrorCode::Internal, e.to_string()))
         };
@@ -658,8 +659,8 @@ pub fn register_first(
     let (reply, outcome) = match result {
         Ok(id) => {
             answer_header.dst = crate::proto::Address::new(pnn, id);
-            let payload = encode_payload(&RegisterReply { pnn, service: id })
-                .map_err(|e| e.to_string())?;
+            let payload =
+                encode_payload(&RegisterReply { pnn, service: id }).map_err(|e| e.to_string())?;
             (Message::new(answer_header, payload), Ok(id))
         }
         Err(err) => {
@@ -697,7 +698,9 @@ mod tests {
 
     fn drain(o: &Outbox) -> Vec<Message> {
         let mut buf = Vec::new();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let mut msgs = Vec::new();
         o.close();
         while rt.block_on(o.take(&mut buf)) {
@@ -715,7 +718,10 @@ mod tests {
     fn state_with_two_clients() -> (State, Arc<Outbox>, Arc<Outbox>) {
         let mut st = State::new(
             1,
-            [(0, "192.0.2.1:4379".parse().unwrap()), (2, "192.0.2.3:4379".parse().unwrap())],
+            [
+                (0, "192.0.2.1:4379".parse().unwrap()),
+                (2, "192.0.2.3:4379".parse().unwrap()),
+            ],
             None,
             Instant::now(),
         );
@@ -763,13 +769,28 @@ mod tests {
     fn broadcast_reaches_subscribers_and_peers_but_peer_frames_stay_local() {
         let (mut st, a, b) = state_with_two_clients();
         let sub = encode_payload(&SubscribeRequest { opcode: 0x10005 }).unwrap();
-        let mut f = frame(Kind::Request, Address::local(TRANSPORT), ctl::SUBSCRIBE, &sub);
+        let mut f = frame(
+            Kind::Request,
+            Address::local(TRANSPORT),
+            ctl::SUBSCRIBE,
+            &sub,
+        );
         st.route(Origin::Local(1), &mut f);
         let peer = Arc::new(Outbox::new(1 << 20, 0));
         st.peer_up(2, 1, peer.clone(), Instant::now());
-        let mut f = frame(Kind::Event, Address::new(ALL_NODES, BROADCAST_SERVICE), 0x10005, b"e");
+        let mut f = frame(
+            Kind::Event,
+            Address::new(ALL_NODES, BROADCAST_SERVICE),
+            0x10005,
+            b"e",
+        );
         st.route(Origin::Local(0x8000), &mut f);
-        let mut f = frame(Kind::Event, Address::new(ALL_NODES, BROADCAST_SERVICE), 0x10005, b"p");
+        let mut f = frame(
+            Kind::Event,
+            Address::new(ALL_NODES, BROADCAST_SERVICE),
+            0x10005,
+            b"p",
+        );
         st.route(Origin::Peer(2), &mut f);
         let mut f = frame(Kind::Event, Address::new(0, 1), 0x10005, b"x");
         st.route(Origin::Peer(2), &mut f);
@@ -795,12 +816,20 @@ mod tests {
             st.register("clusterd", 3, o.clone()).unwrap_err().code,
             ErrorCode::Refused
         );
-        assert_eq!(st.register("", 3, o.clone()).unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(
+            st.register("", 3, o.clone()).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
         st.client_disconnected(1, Some(1));
         assert_eq!(st.register("clusterd", 3, o).unwrap(), 1);
         let o = Arc::new(Outbox::new(1 << 20, 0));
         let req = encode_payload(&RegisterRequest { name: "x".into() }).unwrap();
-        let f = frame(Kind::Request, Address::local(TRANSPORT), ctl::REGISTER, &req);
+        let f = frame(
+            Kind::Request,
+            Address::local(TRANSPORT),
+            ctl::REGISTER,
+            &req,
+        );
         let id = register_first(&mut st, &f, 9, &o).unwrap();
         assert_eq!(id, 0x8001);
         let got = drain(&o);
@@ -817,9 +846,19 @@ mod tests {
         let ping = encode_payload(&ctl::PingRequest { data: vec![5] }).unwrap();
         let mut f = frame(Kind::Request, Address::local(TRANSPORT), ctl::PING, &ping);
         st.route(Origin::Local(0x8000), &mut f);
-        let mut f = frame(Kind::Request, Address::local(TRANSPORT), ctl::STATISTICS, b"");
+        let mut f = frame(
+            Kind::Request,
+            Address::local(TRANSPORT),
+            ctl::STATISTICS,
+            b"",
+        );
         st.route(Origin::Local(0x8000), &mut f);
-        let mut f = frame(Kind::Request, Address::local(TRANSPORT), ctl::LIST_PEERS, b"");
+        let mut f = frame(
+            Kind::Request,
+            Address::local(TRANSPORT),
+            ctl::LIST_PEERS,
+            b"",
+        );
         st.route(Origin::Local(0x8000), &mut f);
         let got = drain(&b);
         let p: ctl::PingReply = got[0].decode_payload().unwrap();
