@@ -4,6 +4,7 @@ use clap::Parser;
 
 #[allow(dead_code)] // used by the state-reading commands as they land
 mod output;
+mod ping;
 
 /// Public-IP failover for clustered file servers: administration command.
 #[derive(Debug, Parser)]
@@ -14,10 +15,14 @@ struct Cli {
 }
 
 #[derive(Debug, clap::Subcommand)]
-enum Command {}
+enum Command {
+    /// Check that transportd answers on a node (like `ctdb ping`).
+    Ping(ping::PingArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    #[allow(unreachable_code)] // until the first subcommand lands
-    match cli.command {}
+    match cli.command {
+        Command::Ping(args) => ping::run(&args),
+    }
 }

@@ -8,3 +8,11 @@
 //!
 //! This crate knows no daemon: message types shared between daemons and the
 //! CLI live here, never in a daemon crate.
+
+pub mod client;
+pub mod controls;
+pub mod nodes;
+pub mod proto;
+pub mod router;
+pub mod transportd;
+pub mod unix;

@@ -1,10 +1,672 @@
-//! `bench transport`.
+//! `bench transport`: transportd against raw sockets, measured in one run.
+//!
+//! * `rtt_p50` / `rtt_p99`: request/reply round trip between two processes
+//!   through transportd (client -> transportd -> echo service -> transportd
+//!   -> client), beside a raw Unix-socket ping-pong between two processes.
+//! * `throughput_64b`: pipelined 64-byte messages from one process to
+//!   another through transportd, beside the same over a raw Unix socket
+//!   (windowed: the receiver acknowledges every 1000 messages).
+//! * `allocs_per_msg`: heap allocations in the transportd process per routed
+//!   message during the throughput run (its counting allocator, read through
+//!   STATISTICS; the cost of the STATISTICS request itself is subtracted).
+//! * `link_rtt_p50`, `link_throughput_64b`, `link_throughput_16k`: the same
+//!   between two transportd processes over their encrypted TCP link (on
+//!   loopback addresses 127.0.0.1/127.0.0.2 of a private network namespace),
+//!   beside plain TCP between two processes on the same addresses.
+//!
+//! Endpoints speak frames directly over blocking sockets (no async client
+//! library), so the figures measure transportd, not the client library.
+//! Child processes are this same binary re-run with `--role`.
+//! Options: `--quick` (fewer iterations).
 
-/// Runs the `transport` scenario.
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use transport::proto::control::{RegisterReply, RegisterRequest, Statistics, REGISTER, STATISTICS};
+use transport::proto::service::{CLUSTERD, TRANSPORT};
+use transport::proto::{
+    check, decode_payload, encode_frame, encode_payload, Address, Check, Header, HeaderRepr, Kind,
+    LOCAL,
+};
+
+use super::{percentile, Figure};
+use crate::netns::{wait_for, NetNs};
+
+const BENCH: &str = "transport";
+const DATA: u32 = 0x0001_00F0;
+const ACK: u32 = 0x0001_00F1;
+const BURST: usize = 1000;
+const WINDOW: usize = 8;
+
+/// Runs the scenario, or a child role.
 ///
 /// # Errors
-///
-/// Always, until this scenario is built.
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("benchmark scenario 'transport' is not built yet (its issue is still open)")
+/// When a process cannot be started or a measurement fails.
+pub fn run(args: &[String]) -> Result<()> {
+    if let Some(i) = args.iter().position(|a| a == "--role") {
+        return role(&args[i + 1..]);
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let seal_rate = seal_speed()?;
+    if args.iter().any(|a| a == "--crypto-only") {
+        Figure::plain(BENCH, "seal_mb_s", seal_rate, "MB/s").print();
+        return Ok(());
+    }
+    let (rtt_n, tput_n) = if quick {
+        (2_000, 100_000)
+    } else {
+        (20_000, 1_000_000)
+    };
+    if !nix::unistd::geteuid().is_root() {
+        bail!("needs root: the benchmark runs its processes in a network namespace");
+    }
+    let bins = build_bins()?;
+    let ns = NetNs::new("bench-tr")?;
+    let dir = Scratch::new()?;
+    eprintln!("bench transport: {rtt_n} round trips, {tput_n} messages per throughput run");
+
+    // --- Local: raw Unix socket baselines.
+    let raw_sock = dir.0.join("raw.sock");
+    spawn_role(&ns, &dir, &["echo", "--unix-listen", path_str(&raw_sock)?])?;
+    let raw_rtt = with_unix(&raw_sock, |s| rtt(s, Address::local(CLUSTERD), rtt_n, 64))?;
+    let raw_sink = dir.0.join("sink.sock");
+    spawn_role(&ns, &dir, &["sink", "--unix-listen", path_str(&raw_sink)?])?;
+    let raw_tput = with_unix(&raw_sink, |s| {
+        throughput(s, Address::local(CLUSTERD), tput_n, 64)
+    })?;
+
+    // --- Local: through one transportd.
+    let run0 = dir.0.join("local");
+    let d = start_transportd(&ns, &bins.0, &run0, &dir, &[])?;
+    spawn_role(
+        &ns,
+        &dir,
+        &["echo", "--transportd", path_str(&d)?, "--name", "clusterd"],
+    )?;
+    let echo_at = Address::local(CLUSTERD);
+    wait_service(&d, CLUSTERD)?;
+    let routed_rtt = with_transportd(&d, "cli", |s| rtt(s, echo_at, rtt_n, 64))?;
+    spawn_role(
+        &ns,
+        &dir,
+        &[
+            "sink",
+            "--transportd",
+            path_str(&d)?,
+            "--name",
+            "conntrackd",
+        ],
+    )?;
+    wait_service(&d, 3)?;
+    let (routed_tput, allocs) = with_transportd(&d, "cli", |s| {
+        let before = allocations(s)?;
+        let base = allocations(s)? - before; // one STATISTICS round trip
+        let t = throughput(s, Address::local(3), tput_n, 64)?;
+        let after = allocations(s)?;
+        #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+        let per_msg = after.saturating_sub(before + 2 * base) as f64 / tput_n as f64;
+        Ok((t, per_msg))
+    })?;
+
+    // --- Node to node: two transportd with an encrypted link, vs plain TCP.
+    let nodes = dir.0.join("nodes");
+    std::fs::write(&nodes, "127.0.0.1\n127.0.0.2\n")?;
+    let key = dir.0.join("key");
+    let out = Command::new(&bins.0)
+        .arg("--generate-key")
+        .arg(&key)
+        .output()?;
+    if !out.status.success() {
+        bail!("transportd --generate-key failed: {out:?}");
+    }
+    let link_args = [
+        "--nodes",
+        path_str(&nodes)?,
+        "--key",
+        path_str(&key)?,
+        "--port",
+        "24379",
+    ];
+    let n0 = start_transportd(
+        &ns,
+        &bins.0,
+        &dir.0.join("n0"),
+        &dir,
+        &[&link_args[..], &["--pnn", "0"]].concat(),
+    )?;
+    let n1 = start_transportd(
+        &ns,
+        &bins.0,
+        &dir.0.join("n1"),
+        &dir,
+        &[&link_args[..], &["--pnn", "1"]].concat(),
+    )?;
+    spawn_role(
+        &ns,
+        &dir,
+        &["echo", "--transportd", path_str(&n1)?, "--name", "clusterd"],
+    )?;
+    spawn_role(
+        &ns,
+        &dir,
+        &[
+            "sink",
+            "--transportd",
+            path_str(&n1)?,
+            "--name",
+            "conntrackd",
+        ],
+    )?;
+    wait_service(&n1, CLUSTERD)?;
+    wait_service(&n1, 3)?;
+    wait_link(&n0)?;
+    let link_rtt = with_transportd(&n0, "cli", |s| rtt(s, Address::new(1, CLUSTERD), rtt_n, 64))?;
+    let link_tput = with_transportd(&n0, "cli", |s| {
+        throughput(s, Address::new(1, 3), tput_n, 64)
+    })?;
+    let big_n = tput_n / 20;
+    let link_big = with_transportd(&n0, "cli", |s| {
+        throughput(s, Address::new(1, 3), big_n, 16384)
+    })?;
+
+    spawn_role(&ns, &dir, &["echo", "--tcp-listen", "127.0.0.2:24380"])?;
+    spawn_role(&ns, &dir, &["sink", "--tcp-listen", "127.0.0.2:24381"])?;
+    let tcp_rtt =
+        ns.run(move || with_tcp("127.0.0.2:24380", |s| rtt(s, Address::local(1), rtt_n, 64)))??;
+    let tcp_tput = ns.run(move || {
+        with_tcp("127.0.0.2:24381", |s| {
+            throughput(s, Address::local(1), tput_n, 64)
+        })
+    })??;
+    let tcp_big = ns.run(move || {
+        with_tcp("127.0.0.2:24381", |s| {
+            throughput(s, Address::local(1), big_n, 16384)
+        })
+    })??;
+
+    let (mut r, mut rr, mut l, mut t) = (routed_rtt, raw_rtt, link_rtt, tcp_rtt);
+    Figure::plain(BENCH, "seal_mb_s", seal_rate, "MB/s").print();
+    Figure::with_baseline(
+        BENCH,
+        "rtt_p50",
+        percentile(&mut r, 50.0),
+        "us",
+        percentile(&mut rr, 50.0),
+    )
+    .print();
+    Figure::with_baseline(
+        BENCH,
+        "rtt_p99",
+        percentile(&mut r, 99.0),
+        "us",
+        percentile(&mut rr, 99.0),
+    )
+    .print();
+    Figure::with_baseline(BENCH, "throughput_64b", routed_tput, "msg/s", raw_tput).print();
+    Figure::plain(BENCH, "allocs_per_msg", allocs, "alloc/msg").print();
+    Figure::with_baseline(
+        BENCH,
+        "link_rtt_p50",
+        percentile(&mut l, 50.0),
+        "us",
+        percentile(&mut t, 50.0),
+    )
+    .print();
+    Figure::with_baseline(
+        BENCH,
+        "link_rtt_p99",
+        percentile(&mut l, 99.0),
+        "us",
+        percentile(&mut t, 99.0),
+    )
+    .print();
+    Figure::with_baseline(BENCH, "link_throughput_64b", link_tput, "msg/s", tcp_tput).print();
+    Figure::with_baseline(
+        BENCH,
+        "link_throughput_16k",
+        link_big * 16384.0 / 1e6,
+        "MB/s",
+        tcp_big * 16384.0 / 1e6,
+    )
+    .print();
+    Ok(())
+}
+
+/// Encryption speed of the link cipher alone (seal 1 MiB buffers, one core).
+fn seal_speed() -> Result<f64> {
+    use transport::transportd::key::ClusterKey;
+    use transport::transportd::noise;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let key = ClusterKey::from_bytes([7; 32]);
+    let (mut a, mut b) = tokio::io::duplex(1 << 20);
+    let cipher = rt.block_on(async {
+        let k2 = key.clone();
+        let (x, y) = tokio::join!(
+            noise::initiate(&mut a, &key, 0, 1),
+            noise::respond(&mut b, &k2, 1, |_| Ok(()))
+        );
+        y.map(|_| ())?;
+        x
+    })?;
+    let plain = vec![0x11u8; 1 << 20];
+    let mut out = Vec::new();
+    let mut nonce = 0;
+    let start = Instant::now();
+    let mut bytes = 0usize;
+    while start.elapsed() < Duration::from_millis(500) {
+        noise::seal(&cipher, &mut nonce, &plain, &mut out)?;
+        bytes += plain.len();
+    }
+    #[allow(clippy::cast_precision_loss)] // byte counts far below 2^52
+    Ok(bytes as f64 / start.elapsed().as_secs_f64() / 1e6)
+}
+
+// ---------------------------------------------------------------- helpers
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!("ipf-bench-transport-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn path_str(p: &Path) -> Result<&str> {
+    p.to_str().context("non-UTF-8 path")
+}
+
+/// Builds (if needed) and finds `transportd` next to this binary.
+fn build_bins() -> Result<(PathBuf,)> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("binary directory")?.to_path_buf();
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-q", "-p", "transport", "--bin", "transportd"]);
+    if release {
+        cmd.arg("--release");
+    }
+    if let Some(target) = dir.parent() {
+        cmd.arg("--target-dir").arg(target);
+    }
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    let status = cmd.status().context("running cargo build for transportd")?;
+    if !status.success() {
+        bail!("building transportd failed");
+    }
+    Ok((dir.join("transportd"),))
+}
+
+fn spawn_role(ns: &NetNs, dir: &Scratch, role: &[&str]) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let ready = dir
+        .0
+        .join(format!("ready-{}", role.join("-").replace('/', "_")));
+    let mut cmd = ns.command(path_str(&exe)?);
+    cmd.args(["transport", "--role"])
+        .args(role)
+        .arg("--ready")
+        .arg(&ready)
+        .stdout(Stdio::null());
+    ns.spawn(cmd)?;
+    wait_for(
+        &format!("role {role:?} ready"),
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || ready.exists().then_some(()),
+    )
+}
+
+fn start_transportd(
+    ns: &NetNs,
+    bin: &Path,
+    run_dir: &Path,
+    dir: &Scratch,
+    extra: &[&str],
+) -> Result<PathBuf> {
+    let log = std::fs::File::create(dir.0.join(format!(
+        "{}.log",
+        run_dir.file_name().and_then(|n| n.to_str()).unwrap_or("d")
+    )))?;
+    let mut cmd = ns.command(path_str(bin)?);
+    cmd.arg("--run-dir")
+        .arg(run_dir)
+        .args(["--log-level", "warn"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log);
+    ns.spawn(cmd)?;
+    let sock = run_dir.join("transport.sock");
+    wait_for(
+        "transportd socket",
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || UnixStream::connect(&sock).ok().map(|_| ()),
+    )?;
+    Ok(sock)
+}
+
+fn with_unix<T>(path: &Path, f: impl FnOnce(&mut UnixStream) -> Result<T>) -> Result<T> {
+    let mut s = UnixStream::connect(path).with_context(|| format!("connect {}", path.display()))?;
+    f(&mut s)
+}
+
+fn with_tcp<T>(addr: &str, f: impl FnOnce(&mut TcpStream) -> Result<T>) -> Result<T> {
+    let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+    s.set_nodelay(true)?;
+    f(&mut s)
+}
+
+fn with_transportd<T>(
+    sock: &Path,
+    name: &str,
+    f: impl FnOnce(&mut UnixStream) -> Result<T>,
+) -> Result<T> {
+    let mut s = UnixStream::connect(sock)?;
+    register(&mut s, name)?;
+    f(&mut s)
+}
+
+/// Registers `name` over a raw stream; returns (pnn, service).
+fn register(s: &mut (impl Read + Write), name: &str) -> Result<(u32, u16)> {
+    let payload = encode_payload(&RegisterRequest {
+        name: name.to_owned(),
+    })?;
+    write_frame(
+        s,
+        Kind::Request,
+        Address::local(TRANSPORT),
+        REGISTER,
+        0,
+        &payload,
+    )?;
+    let mut rd = FrameReader::new();
+    let (kind, p) = {
+        let f = rd.next(s)?;
+        let h = Header::new_checked(&*f)?;
+        (h.kind(), f[transport::proto::HEADER_LEN..].to_vec())
+    };
+    if kind != Kind::Reply {
+        bail!("registration of {name} refused");
+    }
+    let r: RegisterReply = decode_payload(&p)?;
+    Ok((r.pnn, r.service))
+}
+
+fn request_control<T: serde::de::DeserializeOwned>(s: &mut UnixStream, opcode: u32) -> Result<T> {
+    write_frame(s, Kind::Request, Address::local(TRANSPORT), opcode, 1, &[])?;
+    let mut rd = FrameReader::new();
+    let f = rd.next(s)?;
+    Ok(decode_payload(&f[transport::proto::HEADER_LEN..])?)
+}
+
+fn allocations(s: &mut UnixStream) -> Result<u64> {
+    let st: Statistics = request_control(s, STATISTICS)?;
+    st.get("allocations").context("no allocations counter")
+}
+
+fn wait_service(sock: &Path, id: u16) -> Result<()> {
+    let sock = sock.to_path_buf();
+    wait_for(
+        "service registration",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let mut s = UnixStream::connect(&sock).ok()?;
+            register(&mut s, "bench-probe").ok()?;
+            let list: transport::proto::control::ServiceList =
+                request_control(&mut s, transport::proto::control::LIST_SERVICES).ok()?;
+            list.services.iter().any(|x| x.id == id).then_some(())
+        },
+    )
+}
+
+fn wait_link(sock: &Path) -> Result<()> {
+    let sock = sock.to_path_buf();
+    wait_for(
+        "peer link",
+        Duration::from_secs(15),
+        Duration::from_millis(20),
+        || {
+            let mut s = UnixStream::connect(&sock).ok()?;
+            register(&mut s, "bench-probe").ok()?;
+            let list: transport::proto::control::PeerList =
+                request_control(&mut s, transport::proto::control::LIST_PEERS).ok()?;
+            list.peers.iter().all(|p| p.connected).then_some(())
+        },
+    )
+}
+
+fn write_frame(
+    s: &mut impl Write,
+    kind: Kind,
+    dst: Address,
+    opcode: u32,
+    request_id: u64,
+    payload: &[u8],
+) -> Result<()> {
+    let mut buf = Vec::with_capacity(64 + payload.len());
+    frame_into(&mut buf, kind, dst, opcode, request_id, payload)?;
+    s.write_all(&buf)?;
+    Ok(())
+}
+
+fn frame_into(
+    buf: &mut Vec<u8>,
+    kind: Kind,
+    dst: Address,
+    opcode: u32,
+    request_id: u64,
+    payload: &[u8],
+) -> Result<()> {
+    let h = HeaderRepr {
+        kind,
+        src: Address::new(LOCAL, 0),
+        dst,
+        request_id,
+        opcode,
+    };
+    encode_frame(&h, payload, buf)?;
+    Ok(())
+}
+
+/// Reads whole frames from a blocking stream into a reused buffer.
+struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl FrameReader {
+    fn new() -> Self {
+        FrameReader {
+            buf: vec![0; 256 * 1024],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The next frame (valid until the next call); error at EOF.
+    fn next(&mut self, s: &mut impl Read) -> Result<&mut [u8]> {
+        loop {
+            match check(&self.buf[self.start..self.end])? {
+                Check::Complete { frame_len } => {
+                    let at = self.start;
+                    self.start += frame_len;
+                    return Ok(&mut self.buf[at..at + frame_len]);
+                }
+                Check::Incomplete { need } => {
+                    if self.start > 0 {
+                        self.buf.copy_within(self.start..self.end, 0);
+                        self.end -= self.start;
+                        self.start = 0;
+                    }
+                    if self.buf.len() < need {
+                        self.buf.resize(need, 0);
+                    }
+                    let n = s.read(&mut self.buf[self.end..])?;
+                    if n == 0 {
+                        bail!("connection closed");
+                    }
+                    self.end += n;
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------ measurements
+
+/// `n` sequential request/reply round trips; returns microseconds each.
+fn rtt(s: &mut (impl Read + Write), dst: Address, n: usize, size: usize) -> Result<Vec<f64>> {
+    let payload = vec![0x5a; size];
+    let mut req = Vec::new();
+    frame_into(&mut req, Kind::Request, dst, DATA, 7, &payload)?;
+    let mut rd = FrameReader::new();
+    let warmup = n / 10;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n + warmup {
+        let t = Instant::now();
+        s.write_all(&req)?;
+        let f = rd.next(s)?;
+        if Header::new_checked(&*f)?.kind() != Kind::Reply {
+            bail!("round trip {i}: answer is not a reply");
+        }
+        if i >= warmup {
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    Ok(samples)
+}
+
+/// Sends `n` messages of `size` payload bytes in bursts of [`BURST`], at
+/// most [`WINDOW`] bursts unacknowledged; returns messages per second.
+fn throughput(s: &mut (impl Read + Write), dst: Address, n: usize, size: usize) -> Result<f64> {
+    let payload = vec![0xa5; size];
+    let mut burst = Vec::new();
+    for _ in 0..BURST {
+        frame_into(&mut burst, Kind::Event, dst, DATA, 0, &payload)?;
+    }
+    let bursts = n.div_ceil(BURST);
+    let mut rd = FrameReader::new();
+    let start = Instant::now();
+    let (mut sent, mut acked) = (0, 0);
+    while acked < bursts {
+        if sent < bursts && sent - acked < WINDOW {
+            s.write_all(&burst)?;
+            sent += 1;
+        } else {
+            let f = rd.next(s)?;
+            if Header::new_checked(&*f)?.opcode() == ACK {
+                acked += 1;
+            }
+        }
+    }
+    #[allow(clippy::cast_precision_loss)] // message counts far below 2^52
+    Ok((bursts * BURST) as f64 / start.elapsed().as_secs_f64())
+}
+
+// ------------------------------------------------------------------ roles
+
+/// A child process: `echo` answers every frame, `sink` acknowledges every
+/// [`BURST`] frames; over `--unix-listen PATH`, `--tcp-listen ADDR` or
+/// `--transportd SOCKET --name NAME`.
+fn role(args: &[String]) -> Result<()> {
+    let get = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let kind = args.first().context("role name")?.clone();
+    let ready = get("--ready").map(PathBuf::from);
+    let mark_ready = move || -> Result<()> {
+        if let Some(r) = &ready {
+            std::fs::write(r, b"ready")?;
+        }
+        Ok(())
+    };
+    if let Some(path) = get("--unix-listen") {
+        let l = UnixListener::bind(&path)?;
+        mark_ready()?;
+        return serve_forever_unix(l, kind);
+    }
+    if let Some(addr) = get("--tcp-listen") {
+        let addr: SocketAddr = addr.parse()?;
+        let l = TcpListener::bind(addr)?;
+        mark_ready()?;
+        for conn in l.incoming() {
+            let mut s = conn?;
+            s.set_nodelay(true)?;
+            let k = kind.clone();
+            std::thread::spawn(move || serve(&k, &mut s));
+        }
+        return Ok(());
+    }
+    if let Some(sock) = get("--transportd") {
+        let name = get("--name").context("--name")?;
+        let mut s = UnixStream::connect(&sock)?;
+        register(&mut s, &name)?;
+        mark_ready()?;
+        serve(&kind, &mut s);
+        return Ok(());
+    }
+    bail!("role needs --unix-listen, --tcp-listen or --transportd")
+}
+
+fn serve_forever_unix(l: UnixListener, kind: String) -> Result<()> {
+    for conn in l.incoming() {
+        let mut s = conn?;
+        let k = kind.clone();
+        std::thread::spawn(move || serve(&k, &mut s));
+    }
+    Ok(())
+}
+
+/// Serves one connection until it closes.
+fn serve(kind: &str, s: &mut (impl Read + Write)) {
+    let mut rd = FrameReader::new();
+    let mut count = 0usize;
+    let mut ack = Vec::new();
+    loop {
+        let Ok(f) = rd.next(s) else { return };
+        let Ok(mut h) = Header::new_checked(&mut *f) else {
+            return;
+        };
+        let src = h.src();
+        if kind == "echo" {
+            h.set_kind(Kind::Reply);
+            h.set_src(h.dst());
+            h.set_dst(src);
+            if s.write_all(f).is_err() {
+                return;
+            }
+        } else {
+            count += 1;
+            if count % BURST == 0 {
+                ack.clear();
+                if frame_into(&mut ack, Kind::Event, src, ACK, 0, &[]).is_err()
+                    || s.write_all(&ack).is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
 }

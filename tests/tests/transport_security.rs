@@ -1,0 +1,161 @@
+//! Who may talk to transportd: a peer without the cluster key is refused and
+//! cannot inject a frame; a local user that is neither root nor in the
+//! configured group is refused, a group member is accepted.
+
+mod transport_support;
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::Duration;
+
+use tests::netns::{require_root, NetNs};
+use transport::client::ClientError;
+use transport::proto::service::{BROADCAST_SERVICE, CLUSTERD};
+use transport::proto::{encode_frame, Address, ErrorCode, HeaderRepr, Kind};
+use transport_support::{bins, connect, runtime, start, stats, wait_peer, Pair, Scratch, TIMEOUT};
+
+const NEWS: u32 = 0x0001_0005;
+
+#[test]
+fn peer_with_wrong_key_is_refused_and_cannot_inject() {
+    require_root();
+    let pair = Pair::new("tr-key", false).unwrap();
+    let d0 = pair.start(0).unwrap();
+    let d1 = pair.start(1).unwrap();
+    let rt = runtime();
+    let (c1, mut sub_in) = rt.block_on(async {
+        let (c1, i1) = connect(&d1, "clusterd").await.unwrap();
+        c1.subscribe(NEWS).await.unwrap();
+        (c1, i1)
+    });
+    // Node 0 dials node 1 with the wrong key: node 1 counts a failed
+    // handshake and never marks the link up.
+    rt.block_on(async {
+        let start = tokio::time::Instant::now();
+        loop {
+            let s = stats(&c1).await.unwrap();
+            if s.get("handshake_failures").unwrap_or(0) >= 2 {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "no handshake failure: {s:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(wait_peer(&c1, 0, true, Duration::from_millis(300)).await.is_err());
+        let err = c1
+            .request::<_, String>(Address::new(0, CLUSTERD), 0x0001_0001, "x", TIMEOUT)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Remote { error, .. } if error.code == ErrorCode::NodeUnreachable),
+            "{err}"
+        );
+    });
+    assert!(
+        d1.log_text().contains("peer handshake refused"),
+        "{}",
+        d1.log_text()
+    );
+    assert!(
+        d0.log_text().contains("peer handshake failed"),
+        "{}",
+        d0.log_text()
+    );
+
+    // From node 0's own address, a plain-text frame (a valid broadcast
+    // event) sent to node 1's port must not reach the subscriber.
+    let before = rt
+        .block_on(stats(&c1))
+        .unwrap()
+        .get("handshake_failures")
+        .unwrap();
+    let reply = pair
+        .a
+        .block_on(|| async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind("192.0.2.1:0".parse().unwrap()).unwrap();
+            let mut s = sock
+                .connect("192.0.2.2:14379".parse().unwrap())
+                .await
+                .unwrap();
+            let h = HeaderRepr {
+                kind: Kind::Event,
+                src: Address::new(0, CLUSTERD),
+                dst: Address::new(1, BROADCAST_SERVICE),
+                request_id: 0,
+                opcode: NEWS,
+            };
+            let mut frame = Vec::new();
+            encode_frame(
+                &h,
+                &transport::proto::encode_payload("forged").unwrap(),
+                &mut frame,
+            )
+            .unwrap();
+            // Raw, then inside a fake Noise length prefix.
+            let mut bytes = (u16::try_from(frame.len()).unwrap()).to_be_bytes().to_vec();
+            bytes.extend_from_slice(&frame);
+            let _ = s.write_all(&bytes).await;
+            let _ = s.write_all(&frame).await;
+            let mut buf = [0u8; 64];
+            // Node 1 closes the connection without answering.
+            tokio::time::timeout(Duration::from_secs(6), s.read(&mut buf)).await
+        })
+        .unwrap();
+    match reply {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        other => panic!("node 1 answered an unauthenticated peer: {other:?}"),
+    }
+    rt.block_on(async {
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), sub_in.recv())
+                .await
+                .is_err(),
+            "an injected frame reached a subscriber"
+        );
+        let after = stats(&c1).await.unwrap().get("handshake_failures").unwrap();
+        assert!(
+            after > before,
+            "the injection was not counted as a failed handshake"
+        );
+    });
+}
+
+fn ping_as(user: (u32, u32), socket: &std::path::Path) -> std::process::Output {
+    let (_, ipfailover) = bins();
+    Command::new(ipfailover)
+        .args(["ping", "--socket"])
+        .arg(socket)
+        .uid(user.0)
+        .gid(user.1)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn unprivileged_local_user_is_refused_and_group_member_accepted() {
+    require_root();
+    let ns = NetNs::new("tr-cred").unwrap();
+    let scratch = Scratch::new("tr-cred");
+    let strict = start(&ns, &scratch, "strict", &[]).unwrap();
+    let out = ping_as((65534, 65534), &strict.socket());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "nobody was allowed: {out:?}");
+    assert!(err.contains("Refused") && err.contains("not root"), "{err}");
+    assert!(strict.log_text().contains("local client refused"));
+    // Root is still served.
+    let out = ping_as((0, 0), &strict.socket());
+    assert!(out.status.success(), "{out:?}");
+    runtime().block_on(async {
+        let (c, _) = connect(&strict, "cli").await.unwrap();
+        assert_eq!(stats(&c).await.unwrap().get("clients_refused"), Some(1));
+    });
+
+    // With --group nogroup, a member of that group may connect.
+    let open = start(&ns, &scratch, "group", &["--group", "nogroup"]).unwrap();
+    let out = ping_as((65534, 65534), &open.socket());
+    assert!(out.status.success(), "group member refused: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("response from 0"));
+    let out = ping_as((4321, 4321), &open.socket());
+    assert!(!out.status.success(), "a non-member was allowed: {out:?}");
+}

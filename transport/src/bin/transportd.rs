@@ -1,0 +1,181 @@
+//! `transportd`: routes ipfailover frames between the local daemons (Unix
+//! socket) and the other nodes (authenticated, encrypted TCP).
+//!
+//! `transportd --generate-key FILE` writes a new cluster key and exits.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tracing_subscriber::{layer::SubscriberExt, reload, util::SubscriberInitExt, EnvFilter};
+
+use transport::controls::LogLevelHook;
+use transport::nodes::Nodes;
+use transport::transportd::{self, alloc::CountingAlloc, key, peercred::Policy, Config};
+
+// Counts heap allocations for STATISTICS (`allocations`): the benchmark checks
+// that steady-state routing makes none.
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// Routes ipfailover messages between local daemons and cluster nodes.
+#[derive(Debug, Parser)]
+#[command(name = "transportd", version, about)]
+struct Args {
+    /// Directory of the local socket (transport.sock).
+    #[arg(long, default_value = transportd::DEFAULT_RUN_DIR)]
+    run_dir: PathBuf,
+    /// CTDB-format nodes file (one address per line; line N is node N).
+    /// Without it transportd serves this node only.
+    #[arg(long)]
+    nodes: Option<PathBuf>,
+    /// This node's number; default: the first nodes-file address that can be bound.
+    #[arg(long)]
+    pnn: Option<u32>,
+    /// TCP port of the node-to-node links.
+    #[arg(long, default_value_t = transportd::DEFAULT_PORT)]
+    port: u16,
+    /// Cluster key file (64 hex characters or 32 raw bytes, not world-readable).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Group whose members may use the local socket (root always may).
+    #[arg(long)]
+    group: Option<String>,
+    /// Initial log filter (tracing syntax, e.g. "info" or "transport=debug").
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// Write a new random cluster key to FILE (mode 0600) and exit.
+    #[arg(long, value_name = "FILE")]
+    generate_key: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(path) = &args.generate_key {
+        return match key::generate(path) {
+            Ok(_) => {
+                eprintln!("wrote a new cluster key to {}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("transportd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let hook = match init_logging(&args.log_level) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("transportd: bad --log-level {:?}: {e}", args.log_level);
+            return ExitCode::from(2);
+        }
+    };
+    match setup(args, hook) {
+        Ok(config) => serve(config),
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("transportd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn setup(args: Args, hook: LogLevelHook) -> Result<Config, String> {
+    let nodes = match &args.nodes {
+        Some(p) => Nodes::load(p).map_err(|e| e.to_string())?,
+        None => Nodes::default(),
+    };
+    let key = match &args.key {
+        Some(p) => Some(key::ClusterKey::load(p).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let policy = Policy::new(args.group.as_deref()).map_err(|e| format!("--group: {e}"))?;
+    Ok(Config {
+        run_dir: args.run_dir,
+        nodes,
+        pnn: args.pnn,
+        port: args.port,
+        key,
+        policy,
+        log_level: Some(hook),
+    })
+}
+
+fn serve(config: Config) -> ExitCode {
+    let runtime = match runtime_builder().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("transportd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let daemon = match transportd::Daemon::bind(config).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("transportd: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        daemon.run(signals()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Two worker threads by default (readers and writers of different
+/// connections run in parallel); `IPFAILOVER_TRANSPORTD_THREADS=N` sets N
+/// (1: a single-threaded runtime).
+fn runtime_builder() -> tokio::runtime::Builder {
+    match std::env::var("IPFAILOVER_TRANSPORTD_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(2)
+    {
+        0 | 1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn signals() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; stop with SHUTDOWN");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+fn init_logging(level: &str) -> Result<LogLevelHook, String> {
+    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    let (layer, handle) = reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(layer)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .try_init()
+        .map_err(|e| e.to_string())?;
+    let current = Arc::new(std::sync::Mutex::new(level.to_owned()));
+    Ok(Arc::new(move |set: Option<&str>| {
+        let mut cur = current
+            .lock()
+            .map_err(|_| "log level lock poisoned".to_owned())?;
+        if let Some(new) = set {
+            let filter = EnvFilter::try_new(new).map_err(|e| format!("bad filter {new:?}: {e}"))?;
+            handle.reload(filter).map_err(|e| e.to_string())?;
+            new.clone_into(&mut cur);
+        }
+        Ok(cur.clone())
+    }))
+}

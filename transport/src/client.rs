@@ -1,0 +1,818 @@
+//! The client library used by every daemon and by the CLI.
+//!
+//! A [`Client`] is a cheap clonable handle; a dispatcher task owns the
+//! receiving side of the connection. Requests are matched to replies by
+//! `request_id` through oneshot channels; every request has a timeout; when
+//! the connection closes, pending requests fail at once with
+//! [`ClientError::Closed`]. The common controls (ping, version, statistics,
+//! log level, shutdown) are answered here, for every service, and never show
+//! up in [`Incoming`].
+//!
+//! The connection itself is a [`Link`]: a pair of message channels. The
+//! in-process router hands out channel links directly; [`Link::from_stream`]
+//! turns any `AsyncRead + AsyncWrite` byte stream (a Unix socket, a test
+//! duplex pipe) into one by running a frame reader and a frame writer task.
+//! So the same client code runs over a socket and in-process.
+//!
+//! Registration: the first frame on a link is a `REGISTER` request to
+//! `(LOCAL, TRANSPORT)`; the reply gives this node's pnn and the service id.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::controls::{self, ControlContext, LogLevelHook};
+use crate::proto::control::{
+    self, RegisterReply, RegisterRequest, Statistics, SubscribeRequest, REGISTER, SUBSCRIBE,
+    UNSUBSCRIBE,
+};
+use crate::proto::service::TRANSPORT;
+use crate::proto::{
+    check, decode_payload, encode_payload, Address, Check, DecodeError, EncodeError, ErrorCode,
+    FrameRef, HeaderRepr, Kind, Message, PayloadError, RemoteError, LOCAL,
+};
+
+/// How long registration and transport controls (subscribe...) may take.
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Capacity of the outgoing channel of a link (backpressure on senders).
+pub const OUTGOING_CAPACITY: usize = 256;
+
+/// Errors of the client library.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The connection to the transport is closed (or closed while waiting).
+    #[error("service {service}: connection to the transport closed")]
+    Closed {
+        /// This client's registered name.
+        service: String,
+    },
+    /// No answer within the timeout.
+    #[error("request {opcode:#010x} to {dst} timed out after {after:?}")]
+    Timeout {
+        /// Where the request went.
+        dst: Address,
+        /// Its opcode.
+        opcode: u32,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The destination (or the transport on its behalf) answered with an error.
+    #[error("request {opcode:#010x} to {dst} failed at {from}: {error}")]
+    Remote {
+        /// Where the request went.
+        dst: Address,
+        /// Who answered with the error.
+        from: Address,
+        /// The request's opcode.
+        opcode: u32,
+        /// The error.
+        #[source]
+        error: RemoteError,
+    },
+    /// A payload could not be encoded, or a reply payload decoded.
+    #[error("opcode {opcode:#010x} with {peer}: {source}")]
+    Payload {
+        /// The other end.
+        peer: Address,
+        /// The opcode.
+        opcode: u32,
+        /// Why.
+        #[source]
+        source: PayloadError,
+    },
+    /// The transport refused the registration (e.g. the well-known name is taken).
+    #[error("registration of {name:?} refused: {error}")]
+    Register {
+        /// Name asked for.
+        name: String,
+        /// The transport's reason.
+        #[source]
+        error: RemoteError,
+    },
+    /// The transport did not answer the registration properly.
+    #[error("registration of {name:?} failed: {reason}")]
+    Handshake {
+        /// Name asked for.
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Connecting to the transport failed (socket path, ...).
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        /// What we tried to connect to (a socket path...).
+        target: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a stream link ended (logged by the link tasks).
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// Reading or writing the stream failed.
+    #[error("stream I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer sent bytes that are not a valid frame.
+    #[error("bad frame: {0}")]
+    Decode(#[from] DecodeError),
+    /// A message could not be framed.
+    #[error("cannot frame message: {0}")]
+    Encode(#[from] EncodeError),
+    /// The stream ended in the middle of a frame.
+    #[error("stream ended inside a frame ({have} of {need} bytes)")]
+    Truncated {
+        /// Bytes received of the frame.
+        have: usize,
+        /// Bytes the frame needs.
+        need: usize,
+    },
+}
+
+/// A connection to a transport as two message channels.
+///
+/// Dropping `outgoing` (all senders) closes the connection; `incoming` ending
+/// means the transport closed it.
+#[derive(Debug)]
+pub struct Link {
+    /// Frames to the transport.
+    pub outgoing: mpsc::Sender<Message>,
+    /// Frames from the transport.
+    pub incoming: mpsc::UnboundedReceiver<Message>,
+}
+
+impl Link {
+    /// Runs a framed connection over a byte stream (a Unix socket, a
+    /// `tokio::io::duplex` pipe...) with a reader and a writer task.
+    ///
+    /// A malformed frame from the other side, or an I/O error, ends the link
+    /// (logged with the reason); pending requests then fail with
+    /// [`ClientError::Closed`]. Must be called within a tokio runtime.
+    pub fn from_stream<S>(stream: S) -> Link
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (read_half, write_half) = tokio::io::split(stream);
+        let (out_tx, out_rx) = mpsc::channel(OUTGOING_CAPACITY);
+        let (in_tx, in_rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            tokio::select! {
+                res = read_frames(read_half, in_tx) => {
+                    if let Err(err) = res {
+                        tracing::warn!(%err, "transport link closed");
+                    }
+                }
+                _ = stop_rx => {}
+            }
+        });
+        tokio::spawn(async move {
+            if let Err(err) = write_frames(write_half, out_rx).await {
+                tracing::warn!(%err, "transport link write failed");
+            }
+            // Writer done (all senders dropped or error): stop reading too.
+            drop(stop_tx);
+        });
+        Link {
+            outgoing: out_tx,
+            incoming: in_rx,
+        }
+    }
+}
+
+/// Reads frames from `reader` until EOF or an error; each becomes a message.
+///
+/// # Errors
+/// I/O errors, invalid frames, EOF inside a frame.
+pub async fn read_frames<R>(
+    mut reader: R,
+    tx: mpsc::UnboundedSender<Message>,
+) -> Result<(), LinkError>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    loop {
+        let mut start = 0;
+        let need = loop {
+            let rest = buf.get(start..).unwrap_or_default();
+            match check(rest)? {
+                Check::Complete { frame_len } => {
+                    let (frame, _) = FrameRef::decode_prefix(rest)?;
+                    if tx.send(frame.to_message()).is_err() {
+                        return Ok(()); // nobody listens any more
+                    }
+                    start += frame_len;
+                }
+                Check::Incomplete { need } => break need,
+            }
+        };
+        buf.drain(..start);
+        // `need` is bounded by MAX_FRAME (check validated the header).
+        buf.reserve(need.saturating_sub(buf.len()));
+        let n = reader.read_buf(&mut buf).await?;
+        if n == 0 {
+            if buf.is_empty() {
+                return Ok(());
+            }
+            return Err(LinkError::Truncated {
+                have: buf.len(),
+                need,
+            });
+        }
+    }
+}
+
+/// Writes messages from `rx` to `writer` until all senders are dropped,
+/// batching what is queued into one write; then shuts the writer down.
+///
+/// # Errors
+/// I/O errors; a message over the payload limit.
+pub async fn write_frames<W>(
+    mut writer: W,
+    mut rx: mpsc::Receiver<Message>,
+) -> Result<(), LinkError>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    while let Some(msg) = rx.recv().await {
+        buf.clear();
+        msg.encode_into(&mut buf)?;
+        while buf.len() < 64 * 1024 {
+            match rx.try_recv() {
+                Ok(more) => more.encode_into(&mut buf)?,
+                Err(_) => break,
+            }
+        }
+        writer.write_all(&buf).await?;
+        writer.flush().await?;
+    }
+    writer.shutdown().await?;
+    Ok(())
+}
+
+/// Messages addressed to this service: requests (answer with
+/// [`Client::reply`]) and events. Ends when the connection closes.
+#[derive(Debug)]
+pub struct Incoming {
+    rx: mpsc::UnboundedReceiver<Message>,
+}
+
+impl Incoming {
+    /// The next request or event, or `None` once the connection is closed.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.rx.recv().await
+    }
+
+    /// A message if one is already queued.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        self.rx.try_recv().ok()
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    requests_sent: AtomicU64,
+    replies_received: AtomicU64,
+    errors_received: AtomicU64,
+    timeouts: AtomicU64,
+    late_replies: AtomicU64,
+    events_sent: AtomicU64,
+    replies_sent: AtomicU64,
+    messages_delivered: AtomicU64,
+    controls_answered: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> Statistics {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Statistics {
+            counters: vec![
+                ("requests_sent".into(), get(&self.requests_sent)),
+                ("replies_received".into(), get(&self.replies_received)),
+                ("errors_received".into(), get(&self.errors_received)),
+                ("timeouts".into(), get(&self.timeouts)),
+                ("late_replies".into(), get(&self.late_replies)),
+                ("events_sent".into(), get(&self.events_sent)),
+                ("replies_sent".into(), get(&self.replies_sent)),
+                ("messages_delivered".into(), get(&self.messages_delivered)),
+                ("controls_answered".into(), get(&self.controls_answered)),
+            ],
+        }
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+#[derive(Default)]
+struct Pending {
+    closed: bool,
+    waiting: HashMap<u64, oneshot::Sender<Message>>,
+}
+
+struct Inner {
+    name: String,
+    pnn: u32,
+    service: u16,
+    outgoing: mpsc::Sender<Message>,
+    pending: Mutex<Pending>,
+    next_id: AtomicU64,
+    shutdown: watch::Sender<bool>,
+    log_hook: Mutex<Option<LogLevelHook>>,
+    counters: Counters,
+}
+
+/// A handle to a registered service's connection. Clone freely; the
+/// connection closes when the last clone is dropped.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("name", &self.inner.name)
+            .field("pnn", &self.inner.pnn)
+            .field("service", &self.inner.service)
+            .finish()
+    }
+}
+
+/// Removes a pending request on every way out of `request_raw` (reply,
+/// timeout, cancellation).
+struct PendingGuard<'a> {
+    inner: &'a Inner,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.inner.pending.lock() {
+            p.waiting.remove(&self.id);
+        }
+    }
+}
+
+impl Client {
+    /// Registers `name` over `link` and starts the dispatcher task.
+    ///
+    /// # Errors
+    /// [`ClientError::Register`] if the transport refuses the name,
+    /// [`ClientError::Handshake`] on a malformed or missing answer (within
+    /// [`CONTROL_TIMEOUT`]), [`ClientError::Closed`] if the link closes.
+    pub async fn connect(link: Link, name: &str) -> Result<(Client, Incoming), ClientError> {
+        let Link {
+            outgoing,
+            incoming: mut link_rx,
+        } = link;
+        let closed = || ClientError::Closed {
+            service: name.to_owned(),
+        };
+        let handshake = |reason: String| ClientError::Handshake {
+            name: name.to_owned(),
+            reason,
+        };
+        let header = HeaderRepr {
+            kind: Kind::Request,
+            src: Address::new(LOCAL, TRANSPORT),
+            dst: Address::local(TRANSPORT),
+            request_id: 0,
+            opcode: REGISTER,
+        };
+        let req = Message::with_payload(
+            header,
+            &RegisterRequest {
+                name: name.to_owned(),
+            },
+        )
+        .map_err(|e| handshake(e.to_string()))?;
+        outgoing.send(req).await.map_err(|_| closed())?;
+        let answer = tokio::time::timeout(CONTROL_TIMEOUT, link_rx.recv())
+            .await
+            .map_err(|_| handshake(format!("no answer within {CONTROL_TIMEOUT:?}")))?
+            .ok_or_else(closed)?;
+        if answer.header.request_id != 0 || answer.header.opcode != REGISTER {
+            return Err(handshake(format!(
+                "unexpected first frame {:?}",
+                answer.header
+            )));
+        }
+        let reg: RegisterReply = match answer.header.kind {
+            Kind::Reply => answer
+                .decode_payload()
+                .map_err(|e| handshake(e.to_string()))?,
+            Kind::Error => {
+                let error = decode_remote_error(&answer.payload);
+                return Err(ClientError::Register {
+                    name: name.to_owned(),
+                    error,
+                });
+            }
+            other => return Err(handshake(format!("answer of kind {other:?}"))),
+        };
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            name: name.to_owned(),
+            pnn: reg.pnn,
+            service: reg.service,
+            outgoing,
+            pending: Mutex::new(Pending::default()),
+            next_id: AtomicU64::new(1),
+            shutdown,
+            log_hook: Mutex::new(None),
+            counters: Counters::default(),
+        });
+        let (user_tx, user_rx) = mpsc::unbounded_channel();
+        tokio::spawn(dispatch(Arc::downgrade(&inner), link_rx, user_tx));
+        tracing::debug!(
+            service = name,
+            pnn = reg.pnn,
+            id = reg.service,
+            "registered"
+        );
+        Ok((Client { inner }, Incoming { rx: user_rx }))
+    }
+
+    /// Registers `name` over a byte stream (see [`Link::from_stream`]).
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub async fn from_stream<S>(stream: S, name: &str) -> Result<(Client, Incoming), ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        Client::connect(Link::from_stream(stream), name).await
+    }
+
+    /// This node's number.
+    pub fn pnn(&self) -> u32 {
+        self.inner.pnn
+    }
+
+    /// The service id the transport assigned.
+    pub fn service(&self) -> u16 {
+        self.inner.service
+    }
+
+    /// The registered name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// This service's own address.
+    pub fn address(&self) -> Address {
+        Address::new(self.inner.pnn, self.inner.service)
+    }
+
+    fn closed_error(&self) -> ClientError {
+        ClientError::Closed {
+            service: self.inner.name.clone(),
+        }
+    }
+
+    async fn send(&self, msg: Message) -> Result<(), ClientError> {
+        self.inner
+            .outgoing
+            .send(msg)
+            .await
+            .map_err(|_| self.closed_error())
+    }
+
+    /// Sends a request and waits for its typed reply.
+    ///
+    /// To `ALL_NODES` the first answer wins (later ones are counted as late).
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`], [`ClientError::Closed`],
+    /// [`ClientError::Remote`] for an Error answer, [`ClientError::Payload`]
+    /// when the request cannot be encoded or the reply decoded as `Resp`.
+    pub async fn request<Req, Resp>(
+        &self,
+        dst: Address,
+        opcode: u32,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, ClientError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let payload = encode_payload(req).map_err(|source| ClientError::Payload {
+            peer: dst,
+            opcode,
+            source,
+        })?;
+        let reply = self.request_raw(dst, opcode, payload, timeout).await?;
+        decode_payload(&reply.payload).map_err(|source| ClientError::Payload {
+            peer: reply.header.src,
+            opcode,
+            source,
+        })
+    }
+
+    /// Sends a request with an encoded payload; returns the Reply message.
+    ///
+    /// # Errors
+    /// As [`Client::request`], without the decoding.
+    pub async fn request_raw(
+        &self,
+        dst: Address,
+        opcode: u32,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Message, ClientError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut p = self.inner.pending.lock().map_err(|_| self.closed_error())?;
+            if p.closed {
+                return Err(self.closed_error());
+            }
+            p.waiting.insert(id, tx);
+        }
+        let _guard = PendingGuard {
+            inner: &self.inner,
+            id,
+        };
+        let header = HeaderRepr {
+            kind: Kind::Request,
+            src: self.address(),
+            dst,
+            request_id: id,
+            opcode,
+        };
+        let answer = tokio::time::timeout(timeout, async {
+            self.send(Message::new(header, payload)).await?;
+            bump(&self.inner.counters.requests_sent);
+            rx.await.map_err(|_| self.closed_error())
+        })
+        .await
+        .map_err(|_| {
+            bump(&self.inner.counters.timeouts);
+            ClientError::Timeout {
+                dst,
+                opcode,
+                after: timeout,
+            }
+        })??;
+        match answer.header.kind {
+            Kind::Error => Err(ClientError::Remote {
+                dst,
+                from: answer.header.src,
+                opcode,
+                error: decode_remote_error(&answer.payload),
+            }),
+            _ => Ok(answer),
+        }
+    }
+
+    /// Sends a one-way event (to a service, or to `(pnn, BROADCAST_SERVICE)`
+    /// for the subscribers of `opcode`).
+    ///
+    /// # Errors
+    /// [`ClientError::Payload`], [`ClientError::Closed`].
+    pub async fn event<T: Serialize + ?Sized>(
+        &self,
+        dst: Address,
+        opcode: u32,
+        payload: &T,
+    ) -> Result<(), ClientError> {
+        let payload = encode_payload(payload).map_err(|source| ClientError::Payload {
+            peer: dst,
+            opcode,
+            source,
+        })?;
+        self.event_raw(dst, opcode, payload).await
+    }
+
+    /// Sends an event with an encoded payload.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`].
+    pub async fn event_raw(
+        &self,
+        dst: Address,
+        opcode: u32,
+        payload: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let header = HeaderRepr {
+            kind: Kind::Event,
+            src: self.address(),
+            dst,
+            request_id: 0,
+            opcode,
+        };
+        self.send(Message::new(header, payload)).await?;
+        bump(&self.inner.counters.events_sent);
+        Ok(())
+    }
+
+    /// Answers `request` with `resp`.
+    ///
+    /// # Errors
+    /// [`ClientError::Payload`], [`ClientError::Closed`].
+    pub async fn reply<T: Serialize + ?Sized>(
+        &self,
+        request: &Message,
+        resp: &T,
+    ) -> Result<(), ClientError> {
+        let payload = encode_payload(resp).map_err(|source| ClientError::Payload {
+            peer: request.header.src,
+            opcode: request.header.opcode,
+            source,
+        })?;
+        self.reply_raw(request, Ok(payload)).await
+    }
+
+    /// Answers `request` with an error.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`].
+    pub async fn reply_error(
+        &self,
+        request: &Message,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> Result<(), ClientError> {
+        self.reply_raw(request, Err(RemoteError::new(code, message)))
+            .await
+    }
+
+    /// Answers `request` with an encoded payload or an error.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`].
+    pub async fn reply_raw(
+        &self,
+        request: &Message,
+        result: Result<Vec<u8>, RemoteError>,
+    ) -> Result<(), ClientError> {
+        let mut msg = controls::answer_message(&request.header, result);
+        msg.header.src = self.address();
+        self.send(msg).await?;
+        bump(&self.inner.counters.replies_sent);
+        Ok(())
+    }
+
+    /// Receives broadcast events with `opcode` (sent to
+    /// `(pnn, BROADCAST_SERVICE)`).
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn subscribe(&self, opcode: u32) -> Result<(), ClientError> {
+        self.request(
+            Address::local(TRANSPORT),
+            SUBSCRIBE,
+            &SubscribeRequest { opcode },
+            CONTROL_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Stops receiving broadcast events with `opcode`.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn unsubscribe(&self, opcode: u32) -> Result<(), ClientError> {
+        self.request(
+            Address::local(TRANSPORT),
+            UNSUBSCRIBE,
+            &SubscribeRequest { opcode },
+            CONTROL_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Resolves when a `SHUTDOWN` control has been received (or the client
+    /// is gone). Call before or after: a shutdown already requested resolves
+    /// at once.
+    pub fn shutdown_requested(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.inner.shutdown.subscribe();
+        async move {
+            let _ = rx.wait_for(|requested| *requested).await;
+        }
+    }
+
+    /// Has a `SHUTDOWN` control been received?
+    pub fn is_shutdown_requested(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
+    /// Installs the hook that answers the `LOG_LEVEL` control.
+    pub fn set_log_level_hook<F>(&self, hook: F)
+    where
+        F: Fn(Option<&str>) -> Result<String, String> + Send + Sync + 'static,
+    {
+        if let Ok(mut slot) = self.inner.log_hook.lock() {
+            *slot = Some(Arc::new(hook));
+        }
+    }
+
+    /// The client's counters (as the `STATISTICS` control reports them).
+    pub fn statistics(&self) -> Statistics {
+        self.inner.counters.snapshot()
+    }
+}
+
+fn decode_remote_error(payload: &[u8]) -> RemoteError {
+    decode_payload(payload).unwrap_or_else(|err| {
+        RemoteError::new(
+            ErrorCode::Internal,
+            format!("undecodable error payload: {err}"),
+        )
+    })
+}
+
+/// The dispatcher: owns the receiving side of the link.
+async fn dispatch(
+    inner: Weak<Inner>,
+    mut link_rx: mpsc::UnboundedReceiver<Message>,
+    user_tx: mpsc::UnboundedSender<Message>,
+) {
+    while let Some(msg) = link_rx.recv().await {
+        let Some(inner) = inner.upgrade() else {
+            break; // every Client handle is gone
+        };
+        match msg.header.kind {
+            Kind::Reply | Kind::Error => {
+                let waiter = inner
+                    .pending
+                    .lock()
+                    .ok()
+                    .and_then(|mut p| p.waiting.remove(&msg.header.request_id));
+                match waiter {
+                    Some(tx) => {
+                        let c = &inner.counters;
+                        bump(if msg.header.kind == Kind::Error {
+                            &c.errors_received
+                        } else {
+                            &c.replies_received
+                        });
+                        let _ = tx.send(msg);
+                    }
+                    None => bump(&inner.counters.late_replies),
+                }
+            }
+            Kind::Request if control::is_common(msg.header.opcode) => {
+                answer_control(&inner, msg).await;
+            }
+            Kind::Request | Kind::Event => {
+                bump(&inner.counters.messages_delivered);
+                if let Err(mpsc::error::SendError(msg)) = user_tx.send(msg) {
+                    if msg.header.kind == Kind::Request {
+                        let err = RemoteError::new(
+                            ErrorCode::ShuttingDown,
+                            format!("{} no longer reads requests", inner.name),
+                        );
+                        let mut answer = controls::error_message(&msg.header, &err);
+                        answer.header.src = Address::new(inner.pnn, inner.service);
+                        let _ = inner.outgoing.send(answer).await;
+                    }
+                }
+            }
+            Kind::Unknown(_) => {}
+        }
+    }
+    // The link is closed: fail pending requests now.
+    if let Some(inner) = inner.upgrade() {
+        if let Ok(mut p) = inner.pending.lock() {
+            p.closed = true;
+            p.waiting.clear(); // dropping the senders wakes the requesters
+        }
+        tracing::debug!(service = inner.name, "transport connection closed");
+    }
+}
+
+async fn answer_control(inner: &Inner, msg: Message) {
+    let answer = {
+        let hook = inner.log_hook.lock().ok().and_then(|h| h.clone());
+        let stats = || inner.counters.snapshot();
+        let ctx = ControlContext {
+            name: &inner.name,
+            clients: 0,
+            statistics: &stats,
+            log_level: hook.as_ref(),
+        };
+        controls::answer_common(msg.header.opcode, &msg.payload, &ctx)
+    };
+    let mut reply = controls::answer_message(&msg.header, answer.result);
+    reply.header.src = Address::new(inner.pnn, inner.service);
+    bump(&inner.counters.controls_answered);
+    let _ = inner.outgoing.send(reply).await;
+    if answer.shutdown {
+        inner.shutdown.send_replace(true);
+    }
+}

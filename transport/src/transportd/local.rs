@@ -1,0 +1,179 @@
+//! The Unix socket side: accepts local clients, checks their credentials,
+//! registers them and routes their frames.
+//!
+//! A connection's first frame must be a REGISTER request. A frame that is
+//! oversized, truncated (EOF mid-frame) or has a bad magic, version, kind,
+//! flags or reserved field closes that one connection with a logged reason;
+//! other connections are not affected.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::proto::{check, Check, ErrorCode, FrameRef, Kind, RemoteError, HEADER_LEN};
+
+use super::buffers::{trim, Outbox, ReadBuf};
+use super::peercred::peer_credentials;
+use super::state::{register_first, Origin};
+use super::Shared;
+
+/// Queue limit of one local client (bytes not yet read by it).
+pub const LOCAL_QUEUE_LIMIT: usize = 32 * 1024 * 1024;
+const READ_BUF: usize = 64 * 1024;
+const KEEP: usize = 1024 * 1024;
+
+/// Accepts local clients until shutdown.
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
+    let mut stop = shared.stop.subscribe();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let shared = Arc::clone(&shared);
+                    tokio::spawn(async move { client(stream, shared).await });
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "accept on the local socket failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn client(stream: UnixStream, shared: Arc<Shared>) {
+    let conn = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let cred = match peer_credentials(&stream) {
+        Ok(c) => c,
+        Err(err) => {
+            tracing::warn!(%err, conn, "cannot read SO_PEERCRED; closing");
+            return;
+        }
+    };
+    if let Err(reason) = shared.policy.check(&cred) {
+        shared.state().counters.clients_refused += 1;
+        tracing::warn!(uid = cred.uid, gid = cred.gid, pid = ?cred.pid, %reason, "local client refused");
+        refuse(stream, &reason).await;
+        return;
+    }
+    shared.state().client_connected();
+    let outbox = Arc::new(Outbox::new(LOCAL_QUEUE_LIMIT, READ_BUF));
+    let (mut rd, mut wr) = stream.into_split();
+    let mut service = None;
+    let mut stop = shared.stop.subscribe();
+    let result = {
+        let reader = read_loop(&mut rd, &shared, conn, &outbox, &mut service);
+        let writer = async {
+            let mut spare = Vec::with_capacity(READ_BUF);
+            while outbox.take(&mut spare).await {
+                if let Err(err) = wr.write_all(&spare).await {
+                    return Err(format!("write: {err}"));
+                }
+                trim(&mut spare, KEEP);
+            }
+            Err("queue closed (client too slow or replaced)".to_owned())
+        };
+        tokio::select! {
+            r = reader => r,
+            r = writer => r,
+            _ = stop.changed() => Ok(()),
+        }
+    };
+    outbox.close();
+    {
+        let mut st = shared.state();
+        st.client_disconnected(conn, service);
+        if result.is_err() {
+            st.counters.bad_frames += 1;
+        }
+    }
+    match result {
+        Ok(()) => tracing::debug!(conn, ?service, "local client left"),
+        Err(reason) => {
+            tracing::warn!(conn, ?service, uid = cred.uid, pid = ?cred.pid, %reason, "local client closed")
+        }
+    }
+}
+
+/// Reads frames until EOF (`Ok`) or a bad frame / I/O error (`Err(reason)`).
+async fn read_loop(
+    rd: &mut tokio::net::unix::OwnedReadHalf,
+    shared: &Shared,
+    conn: u64,
+    outbox: &Arc<Outbox>,
+    service: &mut Option<u16>,
+) -> Result<(), String> {
+    let mut buf = ReadBuf::new(READ_BUF);
+    let mut need = HEADER_LEN;
+    loop {
+        buf.reserve(need, READ_BUF / 4);
+        let n = buf.fill(rd).await.map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return if buf.data().is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "truncated frame: connection closed with {} of {need} bytes",
+                    buf.data().len()
+                ))
+            };
+        }
+        let mut st = shared.state();
+        loop {
+            match check(buf.data()) {
+                Err(err) => return Err(format!("bad frame: {err}")),
+                Ok(Check::Incomplete { need: more }) => {
+                    need = more;
+                    break;
+                }
+                Ok(Check::Complete { frame_len }) => {
+                    let frame = &mut buf.data_mut()[..frame_len];
+                    match *service {
+                        Some(id) => st.route(Origin::Local(id), frame),
+                        None => {
+                            let id = register_first(&mut st, frame, conn, outbox)?;
+                            tracing::debug!(conn, service = id, "local client registered");
+                            *service = Some(id);
+                        }
+                    }
+                    buf.consume(frame_len);
+                }
+            }
+        }
+        if st.take_shutdown() {
+            shared.request_stop();
+        }
+    }
+}
+
+/// Answers the first request of a refused client with a `Refused` error
+/// (so its `connect` fails with a clear reason), then closes.
+async fn refuse(mut stream: UnixStream, reason: &str) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    let mut have = 0;
+    let read = async {
+        while have < buf.len() {
+            match stream.read(&mut buf[have..]).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => have += n,
+            }
+            if let Ok(Check::Complete { .. }) = check(&buf[..have]) {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), read).await;
+    if let Ok((req, _)) = FrameRef::decode_prefix(&buf[..have]) {
+        if req.header.kind == Kind::Request {
+            let err = RemoteError::new(ErrorCode::Refused, format!("transportd: {reason}"));
+            if let Ok(bytes) = crate::controls::error_message(&req.header, &err).to_bytes() {
+                let _ = stream.write_all(&bytes).await;
+            }
+        }
+    }
+    let _ = stream.shutdown().await;
+}

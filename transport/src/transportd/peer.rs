@@ -1,0 +1,270 @@
+//! The TCP side: one authenticated, encrypted link per peer node.
+//!
+//! The node with the lower PNN dials the higher one (so each pair has one
+//! connection); the higher one accepts. Dialling binds the socket to this
+//! node's own address, so the receiver can check the source address against
+//! its nodes file. A lost link is dialled again with exponential backoff
+//! (50 ms doubling to 2 s, ±25 % jitter); an accepted link replaces an older
+//! one from the same node (the peer restarted).
+//!
+//! Frames from a peer are only ever delivered locally (see [`super::state`]).
+//! Any decryption failure, malformed frame or I/O error closes the link and
+//! is logged; the dialler then reconnects.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+use crate::proto::{check, Check, HEADER_LEN};
+
+use super::buffers::{trim, Outbox, ReadBuf};
+use super::noise::{self, Cipher, NoiseError, Opener, MAX_CHUNK, MAX_NOISE_MSG};
+use super::state::Origin;
+use super::Shared;
+
+/// Queue limit towards one peer (bytes not yet sent).
+pub const PEER_QUEUE_LIMIT: usize = 64 * 1024 * 1024;
+/// First reconnect delay.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Largest reconnect delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const PLAIN_BUF: usize = 256 * 1024;
+const KEEP: usize = 1024 * 1024;
+/// Plaintext sealed per write (a few chunks), bounding the send buffer.
+const SEAL_BATCH: usize = 8 * MAX_CHUNK;
+
+/// Accepts peer links until shutdown.
+pub async fn listen(listener: TcpListener, shared: Arc<Shared>) {
+    let mut stop = shared.stop.subscribe();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, from)) => {
+                    let shared = Arc::clone(&shared);
+                    tokio::spawn(async move { accept(stream, from, shared).await });
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "accept on the peer port failed");
+                    tokio::time::sleep(BACKOFF_MIN).await;
+                }
+            }
+        }
+    }
+}
+
+async fn accept(mut stream: TcpStream, from: SocketAddr, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let own = shared.pnn;
+    let nodes = &shared.nodes;
+    let expected = nodes.pnn_of(from.ip());
+    let check_peer = |pnn: u32| -> Result<(), String> {
+        if pnn == own {
+            return Err(format!("node {pnn} is this node"));
+        }
+        match nodes.addr(pnn) {
+            None => Err(format!("node {pnn} is not in the nodes file")),
+            Some(_) if expected == Some(pnn) => Ok(()),
+            Some(addr) => Err(format!(
+                "node {pnn} must connect from {addr}, not from {}",
+                from.ip()
+            )),
+        }
+    };
+    match noise::respond(&mut stream, &shared.key, own, check_peer).await {
+        Ok((cipher, pnn)) => {
+            tracing::info!(peer = pnn, %from, "peer link accepted");
+            run_link(stream, cipher, pnn, &shared).await;
+        }
+        Err(err) => {
+            shared.state().counters.handshake_failures += 1;
+            tracing::warn!(%from, %err, "peer handshake refused");
+        }
+    }
+}
+
+/// Dials peer `pnn` at `addr` (from our `local` address) until shutdown,
+/// reconnecting with backoff.
+pub async fn dial(pnn: u32, addr: SocketAddr, local: IpAddr, shared: Arc<Shared>) {
+    let mut stop = shared.stop.subscribe();
+    let mut backoff = BACKOFF_MIN;
+    let mut rng = Jitter::new(u64::from(pnn) ^ u64::from(std::process::id()));
+    loop {
+        let attempt = async {
+            let mut stream = connect(addr, local).await.map_err(|e| (false, e))?;
+            let cipher = noise::initiate(&mut stream, &shared.key, shared.pnn, pnn)
+                .await
+                .map_err(|e| (true, e))?;
+            Ok::<_, (bool, NoiseError)>((stream, cipher))
+        };
+        let outcome = tokio::select! {
+            _ = stop.changed() => return,
+            r = attempt => r,
+        };
+        match outcome {
+            Ok((stream, cipher)) => {
+                tracing::info!(peer = pnn, %addr, "peer link established");
+                backoff = BACKOFF_MIN;
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    () = run_link(stream, cipher, pnn, &shared) => {}
+                }
+            }
+            Err((true, err)) => {
+                // Connected, but the handshake failed: wrong key, wrong
+                // node, or the peer refused our address.
+                shared.state().counters.handshake_failures += 1;
+                tracing::warn!(peer = pnn, %addr, %err, "peer handshake failed");
+            }
+            Err((false, err)) => {
+                tracing::debug!(peer = pnn, %addr, %err, "peer not reachable");
+            }
+        }
+        let delay = rng.spread(backoff);
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr, local: IpAddr) -> Result<TcpStream, NoiseError> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(local, 0))?;
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr))
+        .await
+        .map_err(|_| NoiseError::Timeout(CONNECT_TIMEOUT))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A small xorshift generator for backoff jitter (not for cryptography).
+struct Jitter(u64);
+
+impl Jitter {
+    fn new(seed: u64) -> Self {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        Jitter((seed ^ u64::from(t)) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// `d` scaled by a factor in [0.75, 1.25).
+    fn spread(&mut self, d: Duration) -> Duration {
+        let permille = 750 + self.next() % 500;
+        d * u32::try_from(permille).unwrap_or(1000) / 1000
+    }
+}
+
+/// Runs an established link until it fails or is replaced.
+async fn run_link(stream: TcpStream, cipher: Cipher, pnn: u32, shared: &Shared) {
+    let link = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let outbox = Arc::new(Outbox::new(PEER_QUEUE_LIMIT, PLAIN_BUF));
+    shared
+        .state()
+        .peer_up(pnn, link, Arc::clone(&outbox), Instant::now());
+    let (mut rd, mut wr) = stream.into_split();
+    let reader = read_link(&mut rd, &cipher, pnn, shared);
+    let writer = async {
+        let mut plain = Vec::with_capacity(PLAIN_BUF);
+        let mut sealed = Vec::with_capacity(SEAL_BATCH + 64 * 1024);
+        let mut nonce = 0u64;
+        while outbox.take(&mut plain).await {
+            for batch in plain.chunks(SEAL_BATCH) {
+                noise::seal(&cipher, &mut nonce, batch, &mut sealed)?;
+                wr.write_all(&sealed).await?;
+            }
+            trim(&mut plain, KEEP);
+        }
+        Err(NoiseError::Refused(
+            "link replaced or queue full".to_owned(),
+        ))
+    };
+    let result = tokio::select! {
+        r = reader => r,
+        r = writer => r,
+    };
+    outbox.close();
+    {
+        let mut st = shared.state();
+        st.peer_down(pnn, link, Instant::now());
+        if matches!(
+            result,
+            Err(NoiseError::Crypto(_) | NoiseError::ShortChunk(_))
+        ) {
+            st.counters.decrypt_failures += 1;
+        }
+    }
+    match result {
+        Ok(()) => tracing::info!(peer = pnn, "peer link closed by the peer"),
+        Err(err) => tracing::warn!(peer = pnn, %err, "peer link closed"),
+    }
+}
+
+/// Reads, decrypts and routes until EOF or an error.
+async fn read_link(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    cipher: &Cipher,
+    pnn: u32,
+    shared: &Shared,
+) -> Result<(), NoiseError> {
+    let mut raw = ReadBuf::new(2 * (MAX_NOISE_MSG + 2));
+    let mut plain = ReadBuf::new(PLAIN_BUF);
+    let mut opener = Opener::default();
+    let mut need = HEADER_LEN;
+    loop {
+        raw.reserve(MAX_NOISE_MSG + 2, MAX_NOISE_MSG / 2);
+        if raw.fill(rd).await? == 0 {
+            return Ok(());
+        }
+        loop {
+            plain.reserve(need, MAX_CHUNK);
+            match opener.open(cipher, raw.data(), plain.spare_mut())? {
+                Some((used, n)) => {
+                    raw.consume(used);
+                    plain.commit(n);
+                }
+                None => break,
+            }
+            let mut st = shared.state();
+            loop {
+                match check(plain.data()) {
+                    Err(err) => {
+                        return Err(NoiseError::Refused(format!(
+                            "bad frame from node {pnn}: {err}"
+                        )))
+                    }
+                    Ok(Check::Incomplete { need: more }) => {
+                        need = more;
+                        break;
+                    }
+                    Ok(Check::Complete { frame_len }) => {
+                        st.route(Origin::Peer(pnn), &mut plain.data_mut()[..frame_len]);
+                        plain.consume(frame_len);
+                    }
+                }
+            }
+            if st.take_shutdown() {
+                shared.request_stop();
+            }
+        }
+    }
+}

@@ -1,0 +1,872 @@
+//! The routing table and the routing decision, shared by every connection
+//! task under one `std::sync::Mutex` (never held across an `.await`).
+//!
+//! [`State::route`] reads and rewrites the header in place and copies the
+//! frame into the destination's [`Outbox`]: no payload decoding, no
+//! allocation. Control requests to service 0 (registration, subscriptions,
+//! the common controls) and error replies are the only paths that allocate.
+//!
+//! Rules (identical to the in-process router):
+//! * from a local client, `src` becomes (own pnn, the client's service id);
+//!   from a peer, `src_pnn` becomes that peer's pnn (no spoofing);
+//! * `dst_pnn` own or `LOCAL`: deliver locally (`BROADCAST_SERVICE`: every
+//!   subscriber of the opcode); a Request to an unknown service gets an
+//!   `UnknownService` error;
+//! * `ALL_NODES`: deliver locally and, if the frame came from a local client,
+//!   forward to every connected peer (a frame from a peer is never
+//!   forwarded again);
+//! * another pnn: forward to that peer; not connected -> `NodeUnreachable`
+//!   error to a Request.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::controls::{self, ControlContext, LogLevelHook};
+use crate::proto::control::{
+    self as ctl, PeerInfo, PeerList, RegisterReply, RegisterRequest, ServiceInfo, ServiceList,
+    Statistics, SubscribeRequest,
+};
+use crate::proto::service::{self, EPHEMERAL_BASE, TRANSPORT};
+use crate::proto::{
+    decode_payload, encode_payload, ErrorCode, FrameRef, Header, HeaderRepr, Kind, Message,
+    RemoteError, ALL_NODES, BROADCAST_SERVICE, HEADER_LEN, LOCAL,
+};
+
+use super::buffers::{Outbox, PushError};
+
+/// A hasher for small integer keys (service ids, pnns, opcodes): the key
+/// itself, mixed once. Keys are chosen by local clients and peers, which are
+/// trusted (authenticated), so no HashDoS protection is needed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.0 = u64::from(n);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n);
+    }
+}
+
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// Where a frame entered this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A registered local client with this service id.
+    Local(u16),
+    /// The authenticated link to this peer.
+    Peer(u32),
+    /// transportd itself (replies to controls, errors).
+    Internal,
+}
+
+/// Counters reported by STATISTICS.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// Frames received from local clients.
+    pub local_in: u64,
+    /// Frames received from peers.
+    pub peer_in: u64,
+    /// Frames queued to local clients.
+    pub delivered: u64,
+    /// Frames queued to peers.
+    pub forwarded: u64,
+    /// Frames for a service that is not registered.
+    pub unknown_service: u64,
+    /// Frames for a node that is not connected.
+    pub unreachable: u64,
+    /// Frames dropped because a destination's queue was full or closing.
+    pub queue_drops: u64,
+    /// Frames from a peer not addressed to this node.
+    pub misrouted: u64,
+    /// Control requests answered by transportd.
+    pub controls: u64,
+    /// Local connections accepted.
+    pub clients_accepted: u64,
+    /// Local connections refused by the credential check.
+    pub clients_refused: u64,
+    /// Local connections closed for a bad frame.
+    pub bad_frames: u64,
+    /// Peer links established.
+    pub links_up: u64,
+    /// Peer handshakes that failed (wrong key, unknown node, bad address).
+    pub handshake_failures: u64,
+    /// Peer links closed on a decryption/authentication failure.
+    pub decrypt_failures: u64,
+}
+
+struct ServiceEntry {
+    name: String,
+    conn: u64,
+    outbox: Arc<Outbox>,
+    subscriptions: Vec<u32>,
+}
+
+struct PeerSlot {
+    addr: SocketAddr,
+    link: Option<(u64, Arc<Outbox>)>,
+    since: Instant,
+}
+
+/// The routing table of one transportd.
+pub struct State {
+    pnn: u32,
+    services: IdMap<u16, ServiceEntry>,
+    subscribers: IdMap<u32, Vec<u16>>,
+    next_ephemeral: u16,
+    peers: IdMap<u32, PeerSlot>,
+    clients: u32,
+    /// Counters for STATISTICS.
+    pub counters: Counters,
+    log_level: Option<LogLevelHook>,
+    shutdown: bool,
+    started: Instant,
+}
+
+impl State {
+    /// An empty table for node `pnn` with these peers.
+    pub fn new(
+        pnn: u32,
+        peers: impl IntoIterator<Item = (u32, SocketAddr)>,
+        log_level: Option<LogLevelHook>,
+        now: Instant,
+    ) -> Self {
+        State {
+            pnn,
+            services: IdMap::default(),
+            subscribers: IdMap::default(),
+            next_ephemeral: EPHEMERAL_BASE,
+            peers: peers
+                .into_iter()
+                .filter(|(p, _)| *p != pnn)
+                .map(|(p, addr)| {
+                    (
+                        p,
+                        PeerSlot {
+                            addr,
+                            link: None,
+                            since: now,
+                        },
+                    )
+                })
+                .collect(),
+            clients: 0,
+            counters: Counters::default(),
+            log_level,
+            shutdown: false,
+            started: now,
+        }
+    }
+
+    /// This node's pnn.
+    pub fn pnn(&self) -> u32 {
+        self.pnn
+    }
+
+    /// Has a SHUTDOWN control been received? (Cleared by the caller's read.)
+    pub fn take_shutdown(&mut self) -> bool {
+        std::mem::take(&mut self.shutdown)
+    }
+
+    /// A local connection was accepted (counts clients for PING replies).
+    pub fn client_connected(&mut self) {
+        self.clients += 1;
+        self.counters.clients_accepted += 1;
+    }
+
+    /// A local connection ended; drops its registration if it had one.
+    pub fn client_disconnected(&mut self, conn: u64, service: Option<u16>) {
+        self.clients = self.clients.saturating_sub(1);
+        if let Some(id) = service {
+            if self.services.get(&id).is_some_and(|e| e.conn == conn) {
+                if let Some(entry) = self.services.remove(&id) {
+                    for op in entry.subscriptions {
+                        self.unsubscribe_one(id, op);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Registers a local connection under `name`.
+    ///
+    /// # Errors
+    /// `Refused` for a well-known name already registered, or when no
+    /// ephemeral id is left; `BadRequest` for an empty or reserved name.
+    pub fn register(
+        &mut self,
+        name: &str,
+        conn: u64,
+        outbox: Arc<Outbox>,
+    ) -> Result<u16, RemoteError> {
+        if name.is_empty() || name.len() > 64 || name == "transport" {
+            return Err(RemoteError::new(
+                ErrorCode::BadRequest,
+                format!("service name {name:?} is empty, too long or reserved"),
+            ));
+        }
+        let id = match service::well_known_id(name) {
+            Some(id) => {
+                if self.services.contains_key(&id) {
+                    return Err(RemoteError::new(
+                        ErrorCode::Refused,
+                        format!("service {name} is already registered on node {}", self.pnn),
+                    ));
+                }
+                id
+            }
+            None => self.ephemeral_id().ok_or_else(|| {
+                RemoteError::new(ErrorCode::Refused, "no ephemeral service id left")
+            })?,
+        };
+        self.services.insert(
+            id,
+            ServiceEntry {
+                name: name.to_owned(),
+                conn,
+                outbox,
+                subscriptions: Vec::new(),
+            },
+        );
+        Ok(id)
+    }
+
+    fn ephemeral_id(&mut self) -> Option<u16> {
+        let span = BROADCAST_SERVICE - EPHEMERAL_BASE;
+        for _ in 0..span {
+            let id = self.next_ephemeral;
+            self.next_ephemeral = if id + 1 == BROADCAST_SERVICE {
+                EPHEMERAL_BASE
+            } else {
+                id + 1
+            };
+            if !self.services.contains_key(&id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    fn unsubscribe_one(&mut self, id: u16, opcode: u32) {
+        if let Some(list) = self.subscribers.get_mut(&opcode) {
+            list.retain(|s| *s != id);
+            if list.is_empty() {
+                self.subscribers.remove(&opcode);
+            }
+        }
+    }
+
+    /// A peer link is up: frames for `pnn` go to `outbox` (replacing, and
+    /// closing, an older link).
+    pub fn peer_up(&mut self, pnn: u32, link: u64, outbox: Arc<Outbox>, now: Instant) {
+        if let Some(slot) = self.peers.get_mut(&pnn) {
+            if let Some((_, old)) = slot.link.replace((link, outbox)) {
+                old.close();
+            }
+            slot.since = now;
+            self.counters.links_up += 1;
+        } else {
+            outbox.close();
+        }
+    }
+
+    /// A peer link ended (ignored if a newer link replaced it).
+    pub fn peer_down(&mut self, pnn: u32, link: u64, now: Instant) {
+        if let Some(slot) = self.peers.get_mut(&pnn) {
+            if slot.link.as_ref().is_some_and(|(id, _)| *id == link) {
+                slot.link = None;
+                slot.since = now;
+            }
+        }
+    }
+
+    /// Is a link to `pnn` up?
+    pub fn peer_connected(&self, pnn: u32) -> bool {
+        self.peers.get(&pnn).is_some_and(|s| s.link.is_some())
+    }
+
+    /// The counters as a STATISTICS reply.
+    pub fn statistics(&self) -> Statistics {
+        let c = &self.counters;
+        let connected = self.peers.values().filter(|p| p.link.is_some()).count();
+        let counters = [
+            ("local_in", c.local_in),
+            ("peer_in", c.peer_in),
+            ("delivered", c.delivered),
+            ("forwarded", c.forwarded),
+            ("unknown_service", c.unknown_service),
+            ("unreachable", c.unreachable),
+            ("queue_drops", c.queue_drops),
+            ("misrouted", c.misrouted),
+            ("controls", c.controls),
+            ("clients", u64::from(self.clients)),
+            ("clients_accepted", c.clients_accepted),
+            ("clients_refused", c.clients_refused),
+            ("bad_frames", c.bad_frames),
+            ("links_up", c.links_up),
+            (
+                "peers_connected",
+                u64::try_from(connected).unwrap_or(u64::MAX),
+            ),
+            ("handshake_failures", c.handshake_failures),
+            ("decrypt_failures", c.decrypt_failures),
+            ("allocations", super::alloc::allocations()),
+            (
+                "uptime_ms",
+                u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ),
+        ];
+        Statistics {
+            counters: counters
+                .into_iter()
+                .map(|(n, v)| (n.to_owned(), v))
+                .collect(),
+        }
+    }
+
+    /// Routes one complete, header-checked frame (`frame` is exactly the
+    /// frame's bytes); rewrites the header in place.
+    pub fn route(&mut self, origin: Origin, frame: &mut [u8]) {
+        let Ok(mut header) = Header::new_checked(&mut *frame) else {
+            return; // callers pass whole checked frames
+        };
+        match origin {
+            Origin::Local(id) => {
+                self.counters.local_in += 1;
+                header.set_src_pnn(self.pnn);
+                header.set_src_service(id);
+            }
+            Origin::Peer(pnn) => {
+                self.counters.peer_in += 1;
+                header.set_src_pnn(pnn);
+            }
+            Origin::Internal => {}
+        }
+        let dst = header.dst_pnn();
+        if dst == LOCAL {
+            header.set_dst_pnn(self.pnn);
+        }
+        let from_peer = matches!(origin, Origin::Peer(_));
+        if dst == self.pnn || dst == LOCAL {
+            self.deliver_local(frame, true);
+        } else if dst == ALL_NODES {
+            if !from_peer {
+                self.forward_all(frame);
+            }
+            self.deliver_local(frame, false);
+        } else if from_peer {
+            self.counters.misrouted += 1;
+        } else {
+            self.forward(dst, frame);
+        }
+    }
+
+    fn forward(&mut self, pnn: u32, frame: &[u8]) {
+        let pushed = self
+            .peers
+            .get(&pnn)
+            .and_then(|s| s.link.as_ref())
+            .map(|(_, o)| push_or_close(o, frame));
+        match pushed {
+            Some(Ok(())) => self.counters.forwarded += 1,
+            Some(Err(())) => self.counters.queue_drops += 1,
+            None => {
+                self.counters.unreachable += 1;
+                self.error_to_sender(
+                    frame,
+                    ErrorCode::NodeUnreachable,
+                    format!("node {pnn} is not connected to node {}", self.pnn),
+                );
+            }
+        }
+    }
+
+    fn forward_all(&mut self, frame: &[u8]) {
+        let mut sent = 0;
+        let mut drops = 0;
+        for slot in self.peers.values() {
+            if let Some((_, o)) = &slot.link {
+                match o.push(&[frame]) {
+                    Ok(()) => sent += 1,
+                    Err(e) => {
+                        drops += 1;
+                        if e == PushError::Full {
+                            o.close();
+                        }
+                    }
+                }
+            }
+        }
+        self.counters.forwarded += sent;
+        self.counters.queue_drops += drops;
+    }
+
+    /// Delivers to a local service; `answer_unknown` sends an error to a
+    /// Request for an unknown service (not done for ALL_NODES frames, whose
+    /// other replies must not race with an error).
+    fn deliver_local(&mut self, frame: &mut [u8], answer_unknown: bool) {
+        let Ok(header) = Header::new_checked(&*frame) else {
+            return;
+        };
+        let dst_service = header.dst_service();
+        let kind = header.kind();
+        let opcode = header.opcode();
+        if dst_service == TRANSPORT {
+            if kind == Kind::Request {
+                self.control(frame);
+            }
+            return;
+        }
+        if dst_service == BROADCAST_SERVICE {
+            if kind != Kind::Event {
+                if answer_unknown {
+                    self.error_to_sender(
+                        frame,
+                        ErrorCode::BadRequest,
+                        "only events may be broadcast".to_owned(),
+                    );
+                }
+                return;
+            }
+            let Some(subs) = self.subscribers.get(&opcode) else {
+                return;
+            };
+            let mut delivered = 0;
+            let mut drops = 0;
+            for id in subs {
+                if let Some(entry) = self.services.get(id) {
+                    match entry.outbox.push(&[frame]) {
+                        Ok(()) => delivered += 1,
+                        Err(e) => {
+                            drops += 1;
+                            if e == PushError::Full {
+                                entry.outbox.close();
+                            }
+                        }
+                    }
+                }
+            }
+            self.counters.delivered += delivered;
+            self.counters.queue_drops += drops;
+            return;
+        }
+        let pushed = self
+            .services
+            .get(&dst_service)
+            .map(|e| push_or_close(&e.outbox, frame));
+        match pushed {
+            Some(Ok(())) => self.counters.delivered += 1,
+            Some(Err(())) => self.counters.queue_drops += 1,
+            None => {
+                self.counters.unknown_service += 1;
+                if answer_unknown {
+                    self.error_to_sender(
+                        frame,
+                        ErrorCode::UnknownService,
+                        format!("no service {dst_service:#06x} on node {}", self.pnn),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends an Error frame back to the sender of `frame` if it is a Request.
+    fn error_to_sender(&mut self, frame: &[u8], code: ErrorCode, msg: String) {
+        let Ok(header) = Header::new_checked(frame) else {
+            return;
+        };
+        if header.kind() != Kind::Request {
+            return;
+        }
+        let Ok(repr) = HeaderRepr::parse(&header) else {
+            return;
+        };
+        let err = RemoteError::new(code, msg);
+        self.send_internal(&controls::error_message(&repr, &err));
+    }
+
+    fn send_internal(&mut self, msg: &Message) {
+        if let Ok(mut bytes) = msg.to_bytes() {
+            self.route(Origin::Internal, &mut bytes);
+        }
+    }
+
+    /// Answers a Request to service 0.
+    fn control(&mut self, frame: &[u8]) {
+        let Ok((req, _)) = FrameRef::decode_prefix(frame) else {
+            return;
+        };
+        self.counters.controls += 1;
+        let opcode = req.header.opcode;
+        let result = if ctl::is_common(opcode) {
+            let stats = self.statistics();
+            let stats_fn = move || stats.clone();
+            let ctx = ControlContext {
+                name: "transport",
+                clients: self.clients,
+                statistics: &stats_fn,
+                log_level: self.log_level.as_ref(),
+            };
+            let answer = controls::answer_common(opcode, req.payload, &ctx);
+            if answer.shutdown {
+                self.shutdown = true;
+            }
+            answer.result
+        } else {
+            self.transport_control(&req)
+        };
+        self.send_internal(&controls::answer_message(&req.header, result));
+    }
+
+    fn transport_control(&mut self, req: &FrameRef<'_>) -> Result<Vec<u8>, RemoteError> {
+        let src = req.header.src;
+        let local_service = (src.pnn == self.pnn)
+            .then_some(src.service)
+            .filter(|id| self.services.contains_key(id));
+        let bad =
+            |e: crate::proto::PayloadError| RemoteError::new(ErrorCode::BadRequest, e.to_string());
+        let enc = |r: Result<Vec<u8>, crate::proto::PayloadError>| {
+            r.map_err(|e| RemoteError::new(ErrorCode::Internal, e.to_string()))
+        };
+        match req.header.opcode {
+            ctl::SUBSCRIBE | ctl::UNSUBSCRIBE => {
+                let sub: SubscribeRequest = decode_payload(req.payload).map_err(bad)?;
+                let Some(id) = local_service else {
+                    return Err(RemoteError::new(
+                        ErrorCode::Refused,
+                        format!("{src} is not a local service of node {}", self.pnn),
+                    ));
+                };
+                if req.header.opcode == ctl::SUBSCRIBE {
+                    let entry = self.services.get_mut(&id);
+                    if let Some(entry) = entry {
+                        if !entry.subscriptions.contains(&sub.opcode) {
+                            entry.subscriptions.push(sub.opcode);
+                            self.subscribers.entry(sub.opcode).or_default().push(id);
+                        }
+                    }
+                } else {
+                    if let Some(entry) = self.services.get_mut(&id) {
+                        entry.subscriptions.retain(|o| *o != sub.opcode);
+                    }
+                    self.unsubscribe_one(id, sub.opcode);
+                }
+                enc(encode_payload(&()))
+            }
+            ctl::LIST_SERVICES => {
+                decode_payload::<()>(req.payload).map_err(bad)?;
+                let mut services: Vec<ServiceInfo> = self
+                    .services
+                    .iter()
+                    .map(|(id, e)| ServiceInfo {
+                        id: *id,
+                        name: e.name.clone(),
+                        subscriptions: e.subscriptions.clone(),
+                    })
+                    .collect();
+                services.sort_by_key(|s| s.id);
+                enc(encode_payload(&ServiceList {
+                    pnn: self.pnn,
+                    services,
+                }))
+            }
+            ctl::LIST_PEERS => {
+                decode_payload::<()>(req.payload).map_err(bad)?;
+                let mut peers: Vec<PeerInfo> = self
+                    .peers
+                    .iter()
+                    .map(|(pnn, s)| PeerInfo {
+                        pnn: *pnn,
+                        address: s.addr.to_string(),
+                        connected: s.link.is_some(),
+                        since_ms: u64::try_from(s.since.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    })
+                    .collect();
+                peers.sort_by_key(|p| p.pnn);
+                enc(encode_payload(&PeerList {
+                    pnn: self.pnn,
+                    peers,
+                }))
+            }
+            ctl::REGISTER => Err(RemoteError::new(
+                ErrorCode::Refused,
+                "REGISTER must be the first frame of a connection, and only once",
+            )),
+            other => Err(RemoteError::new(
+                ErrorCode::UnknownOpcode,
+                format!("transport does not handle opcode {other:#010x}"),
+            )),
+        }
+    }
+}
+
+/// Queues `frame`; a full queue closes that connection (its reader does not
+/// keep up, and must not hold everyone else up).
+fn push_or_close(outbox: &Outbox, frame: &[u8]) -> Result<(), ()> {
+    match outbox.push(&[frame]) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            if e == PushError::Full {
+                outbox.close();
+            }
+            Err(())
+        }
+    }
+}
+
+/// Handles the first frame of a local connection, which must be a REGISTER
+/// request to service 0. Queues the reply on `outbox` and returns the
+/// service id, or `Err(reason)` to close the connection.
+///
+/// # Errors
+/// A reason to log when the frame is not a valid registration.
+pub fn register_first(
+    state: &mut State,
+    frame: &[u8],
+    conn: u64,
+    outbox: &Arc<Outbox>,
+) -> Result<u16, String> {
+    let (req, _) = FrameRef::decode_prefix(frame).map_err(|e| e.to_string())?;
+    let h = req.header;
+    if h.kind != Kind::Request || h.dst.service != TRANSPORT || h.opcode != ctl::REGISTER {
+        return Err(format!(
+            "first frame is {:?} opcode {:#010x} to {}, not a REGISTER request",
+            h.kind, h.opcode, h.dst
+        ));
+    }
+    let result = decode_payload::<RegisterRequest>(req.payload)
+        .map_err(|e| RemoteError::new(ErrorCode::BadRequest, e.to_string()))
+        .and_then(|r| state.register(&r.name, conn, Arc::clone(outbox)));
+    let pnn = state.pnn();
+    let mut answer_header = h.answer(Kind::Reply);
+    answer_header.src = crate::proto::Address::new(pnn, TRANSPORT);
+    let (reply, outcome) = match result {
+        Ok(id) => {
+            answer_header.dst = crate::proto::Address::new(pnn, id);
+            let payload =
+                encode_payload(&RegisterReply { pnn, service: id }).map_err(|e| e.to_string())?;
+            (Message::new(answer_header, payload), Ok(id))
+        }
+        Err(err) => {
+            answer_header.kind = Kind::Error;
+            let reason = err.to_string();
+            (
+                Message::new(answer_header, encode_payload(&err).unwrap_or_default()),
+                Err(reason),
+            )
+        }
+    };
+    let bytes = reply.to_bytes().map_err(|e| e.to_string())?;
+    debug_assert!(bytes.len() >= HEADER_LEN);
+    outbox.push(&[&bytes]).map_err(|e| format!("{e:?}"))?;
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{encode_frame, Address};
+
+    fn frame(kind: Kind, dst: Address, opcode: u32, payload: &[u8]) -> Vec<u8> {
+        let h = HeaderRepr {
+            kind,
+            src: Address::new(77, 77),
+            dst,
+            request_id: 9,
+            opcode,
+        };
+        let mut out = Vec::new();
+        encode_frame(&h, payload, &mut out).unwrap();
+        out
+    }
+
+    fn drain(o: &Outbox) -> Vec<Message> {
+        let mut buf = Vec::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut msgs = Vec::new();
+        o.close();
+        while rt.block_on(o.take(&mut buf)) {
+            let mut at = 0;
+            while at < buf.len() {
+                let (f, n) = FrameRef::decode_prefix(&buf[at..]).unwrap();
+                msgs.push(f.to_message());
+                at += n;
+            }
+            buf.clear();
+        }
+        msgs
+    }
+
+    fn state_with_two_clients() -> (State, Arc<Outbox>, Arc<Outbox>) {
+        let mut st = State::new(
+            1,
+            [
+                (0, "192.0.2.1:4379".parse().unwrap()),
+                (2, "192.0.2.3:4379".parse().unwrap()),
+            ],
+            None,
+            Instant::now(),
+        );
+        let a = Arc::new(Outbox::new(1 << 20, 0));
+        let b = Arc::new(Outbox::new(1 << 20, 0));
+        assert_eq!(st.register("clusterd", 1, a.clone()).unwrap(), 1);
+        assert_eq!(st.register("cli", 2, b.clone()).unwrap(), 0x8000);
+        (st, a, b)
+    }
+
+    #[test]
+    fn local_request_is_delivered_with_rewritten_source() {
+        let (mut st, a, b) = state_with_two_clients();
+        let mut f = frame(Kind::Request, Address::local(1), 0x10001, b"xy");
+        st.route(Origin::Local(0x8000), &mut f);
+        let got = drain(&a);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].header.src, Address::new(1, 0x8000));
+        assert_eq!(got[0].header.dst, Address::new(1, 1));
+        assert_eq!(got[0].payload, b"xy");
+        assert!(drain(&b).is_empty());
+    }
+
+    #[test]
+    fn unknown_service_and_unreachable_node_answer_requests_only() {
+        let (mut st, _a, b) = state_with_two_clients();
+        let mut f = frame(Kind::Request, Address::new(1, 3), 0x30001, b"");
+        st.route(Origin::Local(0x8000), &mut f);
+        let mut f = frame(Kind::Request, Address::new(2, 1), 0x10001, b"");
+        st.route(Origin::Local(0x8000), &mut f);
+        let mut f = frame(Kind::Event, Address::new(1, 3), 0x30001, b"");
+        st.route(Origin::Local(0x8000), &mut f);
+        let got = drain(&b);
+        assert_eq!(got.len(), 2);
+        let e0: RemoteError = got[0].decode_payload().unwrap();
+        let e1: RemoteError = got[1].decode_payload().unwrap();
+        assert_eq!(e0.code, ErrorCode::UnknownService);
+        assert_eq!(e1.code, ErrorCode::NodeUnreachable);
+        assert_eq!(got[0].header.kind, Kind::Error);
+        assert_eq!(got[0].header.request_id, 9);
+        assert_eq!(st.counters.unknown_service, 2);
+    }
+
+    #[test]
+    fn broadcast_reaches_subscribers_and_peers_but_peer_frames_stay_local() {
+        let (mut st, a, b) = state_with_two_clients();
+        let sub = encode_payload(&SubscribeRequest { opcode: 0x10005 }).unwrap();
+        let mut f = frame(
+            Kind::Request,
+            Address::local(TRANSPORT),
+            ctl::SUBSCRIBE,
+            &sub,
+        );
+        st.route(Origin::Local(1), &mut f);
+        let peer = Arc::new(Outbox::new(1 << 20, 0));
+        st.peer_up(2, 1, peer.clone(), Instant::now());
+        let mut f = frame(
+            Kind::Event,
+            Address::new(ALL_NODES, BROADCAST_SERVICE),
+            0x10005,
+            b"e",
+        );
+        st.route(Origin::Local(0x8000), &mut f);
+        let mut f = frame(
+            Kind::Event,
+            Address::new(ALL_NODES, BROADCAST_SERVICE),
+            0x10005,
+            b"p",
+        );
+        st.route(Origin::Peer(2), &mut f);
+        let mut f = frame(Kind::Event, Address::new(0, 1), 0x10005, b"x");
+        st.route(Origin::Peer(2), &mut f);
+        let got_a = drain(&a);
+        // Reply to SUBSCRIBE, then the two broadcasts.
+        assert_eq!(got_a.len(), 3);
+        assert_eq!(got_a[0].header.kind, Kind::Reply);
+        assert_eq!(got_a[1].payload, b"e");
+        assert_eq!(got_a[2].payload, b"p");
+        assert_eq!(got_a[2].header.src.pnn, 2);
+        let got_peer = drain(&peer);
+        assert_eq!(got_peer.len(), 1, "a peer frame was forwarded again");
+        assert_eq!(got_peer[0].payload, b"e");
+        assert!(drain(&b).is_empty());
+        assert_eq!(st.counters.misrouted, 1);
+    }
+
+    #[test]
+    fn registration_rules() {
+        let (mut st, _a, _b) = state_with_two_clients();
+        let o = Arc::new(Outbox::new(1 << 20, 0));
+        assert_eq!(
+            st.register("clusterd", 3, o.clone()).unwrap_err().code,
+            ErrorCode::Refused
+        );
+        assert_eq!(
+            st.register("", 3, o.clone()).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        st.client_disconnected(1, Some(1));
+        assert_eq!(st.register("clusterd", 3, o).unwrap(), 1);
+        let o = Arc::new(Outbox::new(1 << 20, 0));
+        let req = encode_payload(&RegisterRequest { name: "x".into() }).unwrap();
+        let f = frame(
+            Kind::Request,
+            Address::local(TRANSPORT),
+            ctl::REGISTER,
+            &req,
+        );
+        let id = register_first(&mut st, &f, 9, &o).unwrap();
+        assert_eq!(id, 0x8001);
+        let got = drain(&o);
+        let r: RegisterReply = got[0].decode_payload().unwrap();
+        assert_eq!((r.pnn, r.service), (1, 0x8001));
+        let o = Arc::new(Outbox::new(1 << 20, 0));
+        let f = frame(Kind::Event, Address::local(1), 0x10001, b"");
+        assert!(register_first(&mut st, &f, 10, &o).is_err());
+    }
+
+    #[test]
+    fn common_controls_are_answered_for_service_zero() {
+        let (mut st, _a, b) = state_with_two_clients();
+        let ping = encode_payload(&ctl::PingRequest { data: vec![5] }).unwrap();
+        let mut f = frame(Kind::Request, Address::local(TRANSPORT), ctl::PING, &ping);
+        st.route(Origin::Local(0x8000), &mut f);
+        let mut f = frame(
+            Kind::Request,
+            Address::local(TRANSPORT),
+            ctl::STATISTICS,
+            b"",
+        );
+        st.route(Origin::Local(0x8000), &mut f);
+        let mut f = frame(
+            Kind::Request,
+            Address::local(TRANSPORT),
+            ctl::LIST_PEERS,
+            b"",
+        );
+        st.route(Origin::Local(0x8000), &mut f);
+        let got = drain(&b);
+        let p: ctl::PingReply = got[0].decode_payload().unwrap();
+        assert_eq!(p.data, vec![5]);
+        let s: Statistics = got[1].decode_payload().unwrap();
+        assert_eq!(s.get("local_in"), Some(2));
+        let peers: PeerList = got[2].decode_payload().unwrap();
+        assert_eq!(peers.peers.len(), 2);
+        assert!(!peers.peers[0].connected);
+    }
+}
