@@ -2,6 +2,7 @@
 
 use clap::Parser;
 
+mod ctx;
 #[allow(dead_code)] // used by the state-reading commands as they land
 mod output;
 mod ping;
@@ -10,6 +11,8 @@ mod ping;
 #[derive(Debug, Parser)]
 #[command(name = "ipfailover", version, about)]
 struct Cli {
+    #[command(flatten)]
+    global: ctx::GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,7 +25,8 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let ctx = ctx::Ctx::new(&cli.global)?;
     match cli.command {
-        Command::Ping(args) => ping::run(&args),
+        Command::Ping(args) => ping::run(&ctx, &args),
     }
 }

@@ -107,8 +107,8 @@ fn requests_and_broadcasts_cross_nodes_and_errors_come_back() {
         // `ipfailover ping -n all` sees both nodes.
         let (_, ipfailover) = transport_support::bins();
         let out = std::process::Command::new(ipfailover)
-            .args(["ping", "-n", "all", "--socket"])
-            .arg(d1.socket())
+            .args(["ping", "-n", "all", "--run-dir"])
+            .arg(d1.socket().parent().unwrap())
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -124,8 +124,8 @@ fn peer_with_wrong_key_is_refused_and_cannot_inject() {
 fn ping_as(user: (u32, u32), socket: &std::path::Path) -> std::process::Output {
     let (_, ipfailover) = bins();
     Command::new(ipfailover)
-        .args(["ping", "--socket"])
-        .arg(socket)
+        .args(["ping", "--run-dir"])
+        .arg(socket.parent().unwrap())
         .uid(user.0)
         .gid(user.1)
         .output()
