@@ -1,0 +1,348 @@
+//! LCP2 (CTDB `ipalloc_lcp2.c`), computed incrementally.
+//!
+//! CTDB recomputes every distance sum `dsum(ip, node)` from scratch whenever
+//! it needs one, which makes placing U unassigned addresses O(U²·N·I). This
+//! version gives the same result (the same choices in the same order, with the
+//! same uint32 wrap-around) by keeping state up to date instead:
+//!
+//! * `ds[node][row]` holds `dsum(ip_of(row), node)` for every tracked address:
+//!   the unassigned ones, plus all of them when a failback phase will follow.
+//!   When an address lands on or leaves a node, one pass over the rows adds or
+//!   subtracts its squared distances in that node's column (O(I)). Wrapping
+//!   adds and subtracts keep the value equal to CTDB's modulo 2³².
+//! * For the "cheapest unassigned (address, node) pair" search, each node has
+//!   a min segment tree over the unassigned addresses keyed by
+//!   `(dsum << 32) | position`, so its root is that node's cheapest address,
+//!   first in list order on ties. The global choice is the least
+//!   `(root, pnn)`, which is exactly CTDB's strict-`<` scan order (address
+//!   first, then PNN). Placing an address rebuilds one tree (O(U)) and clears
+//!   one leaf in the others (O(N log U)).
+//!
+//! Placing all of U addresses thus costs O(U·(I + U) + U·N·log U) instead of
+//! O(U²·N·I); a failback move costs O(I) to apply, and finding one costs
+//! O(I_src·N) lookups instead of O(I_src·N·I) distance computations.
+
+use super::{Prepared, NONE};
+
+/// d(x, x)² — what a column pass adds for an address against itself, which
+/// CTDB's dsum excludes.
+const SELF_SQ: u32 = 128 * 128;
+
+/// Keys of the tracked rows, one vector per 32-bit word, so the column pass
+/// is a straight loop.
+struct Rows {
+    w: [Vec<u32>; 4],
+    /// Every key has zero in its first three words (all IPv4), so the
+    /// distance is 96 + lz(low word xor).
+    low_only: bool,
+}
+
+impl Rows {
+    fn new(keys: impl Iterator<Item = [u32; 4]>) -> Self {
+        let mut w: [Vec<u32>; 4] = Default::default();
+        for k in keys {
+            for (v, x) in w.iter_mut().zip(k) {
+                v.push(x);
+            }
+        }
+        let low_only = w[0].iter().chain(&w[1]).chain(&w[2]).all(|&x| x == 0);
+        Rows { w, low_only }
+    }
+
+    fn len(&self) -> usize {
+        self.w[3].len()
+    }
+
+    /// `col[r] ±= d(row r, y)²` for every row, wrapping.
+    fn apply(&self, col: &mut [u32], y: &[u32; 4], add: bool) {
+        if self.low_only && y[0] == 0 && y[1] == 0 && y[2] == 0 {
+            let y3 = y[3];
+            for (c, &k) in col.iter_mut().zip(&self.w[3]) {
+                let d = 96 + (k ^ y3).leading_zeros();
+                let sq = d * d;
+                *c = if add {
+                    c.wrapping_add(sq)
+                } else {
+                    c.wrapping_sub(sq)
+                };
+            }
+            return;
+        }
+        let [w0, w1, w2, w3] = &self.w;
+        for (r, c) in col.iter_mut().enumerate() {
+            let d = (w0[r] ^ y[0]).leading_zeros()
+                + (w1[r] ^ y[1]).leading_zeros()
+                + (w2[r] ^ y[2]).leading_zeros()
+                + (w3[r] ^ y[3]).leading_zeros();
+            let sq = d * d;
+            *c = if add {
+                c.wrapping_add(sq)
+            } else {
+                c.wrapping_sub(sq)
+            };
+        }
+    }
+}
+
+/// Min segment trees, one per node, over positions `0..size`.
+struct Trees {
+    size: usize,
+    t: Vec<u64>,
+}
+
+impl Trees {
+    fn new(nodes: usize, positions: usize) -> Self {
+        let size = positions.next_power_of_two().max(1);
+        Trees {
+            size,
+            t: vec![u64::MAX; nodes * 2 * size],
+        }
+    }
+
+    fn tree(&mut self, node: usize) -> &mut [u64] {
+        let s = 2 * self.size;
+        &mut self.t[node * s..(node + 1) * s]
+    }
+
+    fn root(&self, node: usize) -> u64 {
+        self.t[node * 2 * self.size + 1]
+    }
+
+    /// Rebuilds one node's tree from its leaves `leaf(pos)`.
+    fn rebuild(&mut self, node: usize, positions: usize, leaf: impl Fn(usize) -> u64) {
+        let size = self.size;
+        let t = self.tree(node);
+        for pos in 0..size {
+            t[size + pos] = if pos < positions { leaf(pos) } else { u64::MAX };
+        }
+        for i in (1..size).rev() {
+            t[i] = t[2 * i].min(t[2 * i + 1]);
+        }
+    }
+
+    /// Sets one leaf to "absent".
+    fn clear(&mut self, node: usize, pos: usize) {
+        let size = self.size;
+        let t = self.tree(node);
+        let mut i = size + pos;
+        t[i] = u64::MAX;
+        while i > 1 {
+            i /= 2;
+            t[i] = t[2 * i].min(t[2 * i + 1]);
+        }
+    }
+}
+
+fn pnn(n: usize) -> u32 {
+    u32::try_from(n).expect("node index came from a u32 PNN")
+}
+
+/// Runs LCP2 and returns the owner of every address (NONE for none).
+pub(crate) fn run(p: &Prepared) -> Vec<u32> {
+    let num_ips = p.addrs.len();
+    let nodes = p.nodes;
+    let mut owner = p.owner.clone();
+    p.unassign_unsuitable(&mut owner);
+
+    // Initial imbalance: sum over pairs on each node.
+    let mut on_node: Vec<Vec<usize>> = vec![Vec::new(); nodes];
+    for (ip, &o) in owner.iter().enumerate() {
+        if o != NONE {
+            on_node[o as usize].push(ip);
+        }
+    }
+    let mut imb: Vec<u32> = on_node
+        .iter()
+        .map(|ips| {
+            let mut s = 0u32;
+            for (i, &a) in ips.iter().enumerate() {
+                for &b in &ips[i + 1..] {
+                    let d = super::ip_distance(&p.keys[a], &p.keys[b]);
+                    s = s.wrapping_add(d * d);
+                }
+            }
+            s
+        })
+        .collect();
+    let mut candidate: Vec<bool> = on_node.iter().map(Vec::is_empty).collect();
+    for &n in &p.force_rebalance {
+        candidate[n] = true;
+    }
+    drop(on_node);
+
+    if p.tunables.no_ip_takeover {
+        // No node can take any address over: nothing is placed or moved.
+        return owner;
+    }
+    let failback = !p.tunables.no_ip_failback && candidate.iter().any(|&c| c);
+
+    let unassigned: Vec<usize> = (0..num_ips).filter(|&ip| owner[ip] == NONE).collect();
+    if unassigned.is_empty() && !failback {
+        return owner;
+    }
+
+    // Tracked rows: every address if a failback follows, else the unassigned.
+    let (rows, row_of): (Rows, Vec<usize>) = if failback {
+        (Rows::new(p.keys.iter().copied()), (0..num_ips).collect())
+    } else {
+        let mut row_of = vec![usize::MAX; num_ips];
+        for (r, &ip) in unassigned.iter().enumerate() {
+            row_of[ip] = r;
+        }
+        (Rows::new(unassigned.iter().map(|&ip| p.keys[ip])), row_of)
+    };
+    let nrows = rows.len();
+    let mut ds = vec![0u32; nodes * nrows];
+    for (ip, &o) in owner.iter().enumerate() {
+        if o == NONE {
+            continue;
+        }
+        let n = o as usize;
+        rows.apply(&mut ds[n * nrows..(n + 1) * nrows], &p.keys[ip], true);
+        if row_of[ip] != usize::MAX {
+            let c = &mut ds[n * nrows + row_of[ip]];
+            *c = c.wrapping_sub(SELF_SQ);
+        }
+    }
+
+    allocate_unassigned(
+        p,
+        &mut owner,
+        &mut imb,
+        &unassigned,
+        &rows,
+        &row_of,
+        &mut ds,
+    );
+
+    if failback {
+        lcp2_failback(p, &mut owner, &mut imb, &candidate, &rows, &mut ds);
+    }
+    owner
+}
+
+/// Places the unassigned addresses, cheapest (address, node) pair first.
+fn allocate_unassigned(
+    p: &Prepared,
+    owner: &mut [u32],
+    imb: &mut [u32],
+    unassigned: &[usize],
+    rows: &Rows,
+    row_of: &[usize],
+    ds: &mut [u32],
+) {
+    let nodes = p.nodes;
+    let nrows = rows.len();
+    let count = unassigned.len();
+    if count == 0 || nodes == 0 {
+        return;
+    }
+    let mut trees = Trees::new(nodes, count);
+    let leaf = |ds: &[u32], owner: &[u32], n: usize, pos: usize| -> u64 {
+        let ip = unassigned[pos];
+        if owner[ip] != NONE || !p.can_takeover(ip, n) {
+            return u64::MAX;
+        }
+        (u64::from(ds[n * nrows + row_of[ip]]) << 32) | pos as u64
+    };
+    for n in 0..nodes {
+        trees.rebuild(n, count, |pos| leaf(ds, owner, n, pos));
+    }
+    for _ in 0..count {
+        let Some((best, n)) = (0..nodes).map(|n| (trees.root(n), n)).min() else {
+            return;
+        };
+        if best == u64::MAX {
+            return; // Leftovers: no node can take them.
+        }
+        // The low half is a position below `count`, a usize.
+        #[allow(clippy::cast_possible_truncation)]
+        let pos = (best & 0xffff_ffff) as usize;
+        // The high half is the dsum, a u32.
+        #[allow(clippy::cast_possible_truncation)]
+        let dsum = (best >> 32) as u32;
+        let ip = unassigned[pos];
+        owner[ip] = pnn(n);
+        imb[n] = imb[n].wrapping_add(dsum);
+        for m in 0..nodes {
+            trees.clear(m, pos);
+        }
+        rows.apply(&mut ds[n * nrows..(n + 1) * nrows], &p.keys[ip], true);
+        let c = &mut ds[n * nrows + row_of[ip]];
+        *c = c.wrapping_sub(SELF_SQ);
+        trees.rebuild(n, count, |pos| leaf(ds, owner, n, pos));
+    }
+}
+
+/// CTDB `lcp2_failback`: repeatedly take the nodes by imbalance (descending,
+/// stable), and move the best address off the first one that has a move that
+/// lowers both its cost and the destination's below the source's imbalance.
+/// Only rebalance candidates receive addresses. Rows are all addresses.
+fn lcp2_failback(
+    p: &Prepared,
+    owner: &mut [u32],
+    imb: &mut [u32],
+    candidate: &[bool],
+    rows: &Rows,
+    ds: &mut [u32],
+) {
+    let nodes = p.nodes;
+    let num_ips = owner.len();
+    for _ in 0..super::max_failback_moves(p) {
+        let mut order: Vec<usize> = (0..nodes).collect();
+        order.sort_by(|&a, &b| imb[b].cmp(&imb[a]));
+        let mut moved = false;
+        for &src in &order {
+            if imb[src] == 0 {
+                break;
+            }
+            let src_pnn = pnn(src);
+            // (ip, dst, srcimbl, dstimbl)
+            let mut best: Option<(usize, usize, u32, u32)> = None;
+            for ip in 0..num_ips {
+                if owner[ip] != src_pnn {
+                    continue;
+                }
+                let srcdsum = ds[src * num_ips + ip];
+                let srcimbl = imb[src].wrapping_sub(srcdsum);
+                for dst in 0..nodes {
+                    if !candidate[dst] || !p.can_takeover(ip, dst) {
+                        continue;
+                    }
+                    let dstdsum = ds[dst * num_ips + ip];
+                    let dstimbl = imb[dst].wrapping_add(dstdsum);
+                    if dstimbl < imb[src]
+                        && dstdsum < srcdsum
+                        && best.is_none_or(|(_, _, bs, bd)| {
+                            srcimbl.wrapping_add(dstimbl) < bs.wrapping_add(bd)
+                        })
+                    {
+                        best = Some((ip, dst, srcimbl, dstimbl));
+                    }
+                }
+            }
+            if let Some((ip, dst, srcimbl, dstimbl)) = best {
+                imb[src] = srcimbl;
+                imb[dst] = dstimbl;
+                owner[ip] = pnn(dst);
+                rows.apply(
+                    &mut ds[src * num_ips..(src + 1) * num_ips],
+                    &p.keys[ip],
+                    false,
+                );
+                rows.apply(
+                    &mut ds[dst * num_ips..(dst + 1) * num_ips],
+                    &p.keys[ip],
+                    true,
+                );
+                ds[src * num_ips + ip] = ds[src * num_ips + ip].wrapping_add(SELF_SQ);
+                ds[dst * num_ips + ip] = ds[dst * num_ips + ip].wrapping_sub(SELF_SQ);
+                moved = true;
+                break;
+            }
+        }
+        if !moved {
+            return;
+        }
+    }
+}
