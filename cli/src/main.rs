@@ -2,6 +2,8 @@
 
 use clap::Parser;
 
+mod ipalloc;
+
 /// Public-IP failover for clustered file servers: administration command.
 #[derive(Debug, Parser)]
 #[command(name = "ipfailover", version, about)]
@@ -11,10 +13,15 @@ struct Cli {
 }
 
 #[derive(Debug, clap::Subcommand)]
-enum Command {}
+enum Command {
+    /// Plan an IP allocation offline: CTDB takeover-test input on stdin,
+    /// `ADDRESS PNN` lines out.
+    Ipalloc(ipalloc::IpallocArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    #[allow(unreachable_code)] // until the first subcommand lands
-    match cli.command {}
+    match cli.command {
+        Command::Ipalloc(args) => ipalloc::run(&args),
+    }
 }
