@@ -56,16 +56,7 @@ impl Rows {
     /// `col[r] ±= d(row r, y)²` for every row, wrapping.
     fn apply(&self, col: &mut [u32], y: &[u32; 4], add: bool) {
         if self.low_only && y[0] == 0 && y[1] == 0 && y[2] == 0 {
-            let y3 = y[3];
-            for (c, &k) in col.iter_mut().zip(&self.w[3]) {
-                let d = 96 + (k ^ y3).leading_zeros();
-                let sq = d * d;
-                *c = if add {
-                    c.wrapping_add(sq)
-                } else {
-                    c.wrapping_sub(sq)
-                };
-            }
+            apply_v4_sorted(col, &self.w[3], y[3], add);
             return;
         }
         let [w0, w1, w2, w3] = &self.w;
@@ -81,6 +72,45 @@ impl Rows {
                 c.wrapping_sub(sq)
             };
         }
+    }
+}
+
+/// Adds (or subtracts) `v` to a slice, wrapping; a loop the compiler
+/// vectorises.
+fn add_const(col: &mut [u32], v: u32, add: bool) {
+    if add {
+        col.iter_mut().for_each(|c| *c = c.wrapping_add(v));
+    } else {
+        col.iter_mut().for_each(|c| *c = c.wrapping_sub(v));
+    }
+}
+
+/// The IPv4 column pass. For IPv4 keys the distance is 96 + the common
+/// prefix length `m` of the low words, and `keys` is sorted descending (CTDB
+/// list order), so the rows sharing at least `m` leading bits with `y` are a
+/// contiguous range, nested in the range for `m - 1`. The ring between two
+/// consecutive ranges gets one constant, so the pass is at most 33 pairs of
+/// binary searches and slice adds instead of a leading-zero count per row.
+fn apply_v4_sorted(col: &mut [u32], keys: &[u32], y: u32, add: bool) {
+    let (mut lo, mut hi) = (0usize, keys.len());
+    for m in 0..=32u32 {
+        if lo == hi {
+            return;
+        }
+        let d = 96 + m;
+        if m == 32 {
+            add_const(&mut col[lo..hi], d * d, add);
+            return;
+        }
+        // Rows sharing m + 1 leading bits: keys in [y & mask, y | !mask].
+        let mask = !0u32 << (31 - m);
+        let (top, bottom) = (y | !mask, y & mask);
+        let inner = &keys[lo..hi];
+        let nlo = lo + inner.partition_point(|&k| k > top);
+        let nhi = lo + inner.partition_point(|&k| k >= bottom);
+        add_const(&mut col[lo..nlo], d * d, add);
+        add_const(&mut col[nhi..hi], d * d, add);
+        (lo, hi) = (nlo, nhi);
     }
 }
 
@@ -174,7 +204,11 @@ pub(crate) fn run(p: &Prepared) -> Vec<u32> {
         // No node can take any address over: nothing is placed or moved.
         return owner;
     }
-    let failback = !p.tunables.no_ip_failback && candidate.iter().any(|&c| c);
+    // CTDB runs the failback loop if any candidate exists; a candidate that
+    // can take no address over receives nothing in it, so the loop would
+    // move nothing: skip it (and its full distance table) then.
+    let failback = !p.tunables.no_ip_failback
+        && (0..nodes).any(|n| candidate[n] && (0..num_ips).any(|ip| p.can_takeover(ip, n)));
 
     let unassigned: Vec<usize> = (0..num_ips).filter(|&ip| owner[ip] == NONE).collect();
     if unassigned.is_empty() && !failback {
@@ -238,15 +272,24 @@ fn allocate_unassigned(
         return;
     }
     let mut trees = Trees::new(nodes, count);
-    let leaf = |ds: &[u32], owner: &[u32], n: usize, pos: usize| -> u64 {
-        let ip = unassigned[pos];
-        if owner[ip] != NONE || !p.can_takeover(ip, n) {
+    // Node-major eligibility and the rows of the unassigned positions, so a
+    // tree rebuild reads memory in order.
+    let mut elig = vec![false; nodes * count];
+    for (pos, &ip) in unassigned.iter().enumerate() {
+        for n in 0..nodes {
+            elig[n * count + pos] = p.can_takeover(ip, n);
+        }
+    }
+    let rows_at: Vec<usize> = unassigned.iter().map(|&ip| row_of[ip]).collect();
+    let mut placed = vec![false; count];
+    let leaf = |ds: &[u32], placed: &[bool], n: usize, pos: usize| -> u64 {
+        if placed[pos] || !elig[n * count + pos] {
             return u64::MAX;
         }
-        (u64::from(ds[n * nrows + row_of[ip]]) << 32) | pos as u64
+        (u64::from(ds[n * nrows + rows_at[pos]]) << 32) | pos as u64
     };
     for n in 0..nodes {
-        trees.rebuild(n, count, |pos| leaf(ds, owner, n, pos));
+        trees.rebuild(n, count, |pos| leaf(ds, &placed, n, pos));
     }
     for _ in 0..count {
         let Some((best, n)) = (0..nodes).map(|n| (trees.root(n), n)).min() else {
@@ -263,6 +306,7 @@ fn allocate_unassigned(
         let dsum = (best >> 32) as u32;
         let ip = unassigned[pos];
         owner[ip] = pnn(n);
+        placed[pos] = true;
         imb[n] = imb[n].wrapping_add(dsum);
         for m in 0..nodes {
             trees.clear(m, pos);
@@ -270,7 +314,7 @@ fn allocate_unassigned(
         rows.apply(&mut ds[n * nrows..(n + 1) * nrows], &p.keys[ip], true);
         let c = &mut ds[n * nrows + row_of[ip]];
         *c = c.wrapping_sub(SELF_SQ);
-        trees.rebuild(n, count, |pos| leaf(ds, owner, n, pos));
+        trees.rebuild(n, count, |pos| leaf(ds, &placed, n, pos));
     }
 }
 

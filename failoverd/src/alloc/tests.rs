@@ -431,9 +431,21 @@ fn lcp2_matches_reference_when_the_imbalance_wraps() {
 
 // ---------------------------------------------------------------- properties
 
+fn arb_v4() -> impl Strategy<Value = IpAddr> {
+    (0u8..2, 0u8..4, any::<u8>()).prop_map(|(a, b, c)| IpAddr::V4([10, a, b, c].into()))
+}
+
+/// Address sets: half all-IPv4 (the sorted-prefix fast path), half mixed.
+fn arb_addrs() -> impl Strategy<Value = BTreeSet<IpAddr>> {
+    prop_oneof![
+        prop::collection::btree_set(arb_v4(), 0..28),
+        prop::collection::btree_set(arb_addr(), 0..28),
+    ]
+}
+
 fn arb_addr() -> impl Strategy<Value = IpAddr> {
     prop_oneof![
-        4 => (0u8..2, 0u8..4, any::<u8>()).prop_map(|(a, b, c)| IpAddr::V4([10, a, b, c].into())),
+        4 => arb_v4(),
         1 => (0u16..2, 0u16..3, 0u16..300).prop_map(|(a, b, c)| {
             IpAddr::V6([0x2001, 0xdb8, a, 0, b, 0, 0, c].into())
         }),
@@ -453,7 +465,7 @@ fn arb_node() -> impl Strategy<Value = NodeState> {
 
 prop_compose! {
     fn arb_input()(nodes in prop::collection::vec(arb_node(), 0..6),
-                   addrs in prop::collection::btree_set(arb_addr(), 0..28),
+                   addrs in arb_addrs(),
                    alg in prop_oneof![4 => Just(Algorithm::Lcp2), 1 => Just(Algorithm::Deterministic), 2 => Just(Algorithm::NonDeterministic)],
                    no_failback in prop::bool::weighted(0.15),
                    no_takeover in prop::bool::weighted(0.1),
