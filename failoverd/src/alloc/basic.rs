@@ -115,11 +115,10 @@ pub(crate) fn nondeterministic(p: &Prepared) -> Vec<u32> {
             let spread = *cache[class_of[ip]].get_or_insert_with(|| {
                 let mut max: Option<(usize, usize)> = None;
                 let mut min: Option<usize> = None;
-                for n in 0..p.nodes {
+                for (n, &c) in count.iter().enumerate() {
                     if !p.can_takeover(ip, n) {
                         continue;
                     }
-                    let c = count[n];
                     if max.is_none_or(|(_, m)| c > m) {
                         max = Some((n, c));
                     }

@@ -92,14 +92,29 @@ fn add_const(col: &mut [u32], v: u32, add: bool) {
 /// consecutive ranges gets one constant, so the pass is at most 33 pairs of
 /// binary searches and slice adds instead of a leading-zero count per row.
 fn apply_v4_sorted(col: &mut [u32], keys: &[u32], y: u32, add: bool) {
+    v4_rings(keys, y, |lo, hi, sq| add_const(&mut col[lo..hi], sq, add));
+}
+
+/// Calls `f(lo, hi, d²)` for each ring of rows `lo..hi` at distance `d` from
+/// `y` (see [`apply_v4_sorted`]); every row is in exactly one ring.
+fn v4_rings(keys: &[u32], y: u32, mut f: impl FnMut(usize, usize, u32)) {
     let (mut lo, mut hi) = (0usize, keys.len());
-    for m in 0..=32u32 {
+    let mut m = 0u32;
+    // m grows by at least one per round: at most 33 rounds.
+    while m <= 32 {
         if lo == hi {
             return;
         }
+        // Every row in lo..hi shares as many leading bits with y as both
+        // ends of the (sorted) range do: skip the rings that are empty.
+        m = m.max(
+            (keys[lo] ^ y)
+                .leading_zeros()
+                .min((keys[hi - 1] ^ y).leading_zeros()),
+        );
         let d = 96 + m;
         if m == 32 {
-            add_const(&mut col[lo..hi], d * d, add);
+            f(lo, hi, d * d);
             return;
         }
         // Rows sharing m + 1 leading bits: keys in [y & mask, y | !mask].
@@ -108,9 +123,14 @@ fn apply_v4_sorted(col: &mut [u32], keys: &[u32], y: u32, add: bool) {
         let inner = &keys[lo..hi];
         let nlo = lo + inner.partition_point(|&k| k > top);
         let nhi = lo + inner.partition_point(|&k| k >= bottom);
-        add_const(&mut col[lo..nlo], d * d, add);
-        add_const(&mut col[nhi..hi], d * d, add);
+        if lo < nlo {
+            f(lo, nlo, d * d);
+        }
+        if nhi < hi {
+            f(nhi, hi, d * d);
+        }
         (lo, hi) = (nlo, nhi);
+        m += 1;
     }
 }
 
@@ -118,6 +138,11 @@ fn apply_v4_sorted(col: &mut [u32], keys: &[u32], y: u32, add: bool) {
 struct Trees {
     size: usize,
     t: Vec<u64>,
+    /// A tournament tree over `(root, node)` of every node's tree, so the
+    /// least root over all nodes is `top[1]`, kept current in O(log N) per
+    /// change instead of a scan of N roots (each in its own cache line).
+    nsize: usize,
+    top: Vec<(u64, usize)>,
 }
 
 impl Trees {
@@ -126,6 +151,10 @@ impl Trees {
         Trees {
             size,
             t: vec![u64::MAX; nodes * 2 * size],
+            nsize: nodes.next_power_of_two().max(1),
+            top: (0..2 * nodes.next_power_of_two().max(1))
+                .map(|i| (u64::MAX, i))
+                .collect(),
         }
     }
 
@@ -134,8 +163,19 @@ impl Trees {
         &mut self.t[node * s..(node + 1) * s]
     }
 
-    fn root(&self, node: usize) -> u64 {
-        self.t[node * 2 * self.size + 1]
+    /// The least `(root, node)`: the cheapest pair, first in (address, PNN)
+    /// order on ties.
+    fn best(&self) -> (u64, usize) {
+        self.top[1]
+    }
+
+    fn sync_root(&mut self, node: usize) {
+        let mut i = self.nsize + node;
+        self.top[i] = (self.t[node * 2 * self.size + 1], node);
+        while i > 1 {
+            i /= 2;
+            self.top[i] = self.top[2 * i].min(self.top[2 * i + 1]);
+        }
     }
 
     /// Rebuilds one node's tree from its leaves `leaf(pos)`.
@@ -148,6 +188,38 @@ impl Trees {
         for i in (1..size).rev() {
             t[i] = t[2 * i].min(t[2 * i + 1]);
         }
+        self.sync_root(node);
+    }
+
+    /// Adds `v` to every present leaf in `lo..hi` of one node's tree, lazily
+    /// (`lazy` holds what the children of an internal node still owe).
+    /// Absent leaves stay absent (saturating add on `u64::MAX`); present ones
+    /// never overflow because the caller bounds every dsum below 2³².
+    fn range_add(&mut self, lazy: &mut [u64], node: usize, lo: usize, hi: usize, v: u64) {
+        let base = node * 2 * self.size;
+        let t = &mut self.t[base..base + 2 * self.size];
+        let lz = &mut lazy[base..base + 2 * self.size];
+        range_add_rec(t, lz, self.size, 1, 0, self.size, lo, hi, v);
+        self.sync_root(node);
+    }
+
+    /// Sets one leaf to "absent", first pushing pending adds down its path.
+    fn clear_lazy(&mut self, lazy: &mut [u64], node: usize, pos: usize) {
+        let size = self.size;
+        let base = node * 2 * size;
+        let t = &mut self.t[base..base + 2 * size];
+        let lz = &mut lazy[base..base + 2 * size];
+        let depth = size.trailing_zeros();
+        for level in (1..=depth).rev() {
+            push(t, lz, size, (size + pos) >> level);
+        }
+        let mut i = size + pos;
+        t[i] = u64::MAX;
+        while i > 1 {
+            i /= 2;
+            t[i] = t[2 * i].min(t[2 * i + 1]);
+        }
+        self.sync_root(node);
     }
 
     /// Sets one leaf to "absent".
@@ -160,7 +232,52 @@ impl Trees {
             i /= 2;
             t[i] = t[2 * i].min(t[2 * i + 1]);
         }
+        self.sync_root(node);
     }
+}
+
+/// Moves an internal node's pending add to its children.
+fn push(t: &mut [u64], lazy: &mut [u64], size: usize, i: usize) {
+    let v = lazy[i];
+    if v == 0 {
+        return;
+    }
+    for c in [2 * i, 2 * i + 1] {
+        t[c] = t[c].saturating_add(v);
+        if c < size {
+            lazy[c] = lazy[c].wrapping_add(v);
+        }
+    }
+    lazy[i] = 0;
+}
+
+#[allow(clippy::too_many_arguments)] // a textbook recursive range update
+fn range_add_rec(
+    t: &mut [u64],
+    lazy: &mut [u64],
+    size: usize,
+    i: usize,
+    l: usize,
+    r: usize,
+    lo: usize,
+    hi: usize,
+    v: u64,
+) {
+    if hi <= l || r <= lo {
+        return;
+    }
+    if lo <= l && r <= hi {
+        t[i] = t[i].saturating_add(v);
+        if i < size {
+            lazy[i] = lazy[i].wrapping_add(v);
+        }
+        return;
+    }
+    push(t, lazy, size, i);
+    let mid = (l + r) / 2;
+    range_add_rec(t, lazy, size, 2 * i, l, mid, lo, hi, v);
+    range_add_rec(t, lazy, size, 2 * i + 1, mid, r, lo, hi, v);
+    t[i] = t[2 * i].min(t[2 * i + 1]);
 }
 
 fn pnn(n: usize) -> u32 {
@@ -247,6 +364,7 @@ pub(crate) fn run(p: &Prepared) -> Vec<u32> {
         &rows,
         &row_of,
         &mut ds,
+        failback,
     );
 
     if failback {
@@ -256,6 +374,7 @@ pub(crate) fn run(p: &Prepared) -> Vec<u32> {
 }
 
 /// Places the unassigned addresses, cheapest (address, node) pair first.
+#[allow(clippy::too_many_arguments)] // the shared LCP2 state, passed apart for borrowck
 fn allocate_unassigned(
     p: &Prepared,
     owner: &mut [u32],
@@ -264,6 +383,7 @@ fn allocate_unassigned(
     rows: &Rows,
     row_of: &[usize],
     ds: &mut [u32],
+    track_all: bool,
 ) {
     let nodes = p.nodes;
     let nrows = rows.len();
@@ -291,10 +411,29 @@ fn allocate_unassigned(
     for n in 0..nodes {
         trees.rebuild(n, count, |pos| leaf(ds, &placed, n, pos));
     }
-    for _ in 0..count {
-        let Some((best, n)) = (0..nodes).map(|n| (trees.root(n), n)).min() else {
-            return;
-        };
+    // IPv4 with no possible uint32 wrap (every dsum < 2³² when there are at
+    // most 2¹⁸ addresses): update the placing node's tree by ring range adds
+    // instead of rebuilding it.
+    let lazy_path = rows.low_only && p.addrs.len() <= 1 << 18;
+    let mut lazy = if lazy_path {
+        vec![0u64; trees.t.len()]
+    } else {
+        Vec::new()
+    };
+    let pos_keys: Vec<u32> = unassigned.iter().map(|&ip| p.keys[ip][3]).collect();
+    let mut steps = 0;
+    while steps < count {
+        let (best, n) = trees.best();
+        if lazy_path && best != u64::MAX {
+            // The low half is a position below `count`.
+            #[allow(clippy::cast_possible_truncation)]
+            let pos = (best & 0xffff_ffff) as usize;
+            if placed[pos] {
+                trees.clear_lazy(&mut lazy, n, pos);
+                continue;
+            }
+        }
+        steps += 1;
         if best == u64::MAX {
             return; // Leftovers: no node can take them.
         }
@@ -308,6 +447,22 @@ fn allocate_unassigned(
         owner[ip] = pnn(n);
         placed[pos] = true;
         imb[n] = imb[n].wrapping_add(dsum);
+        if lazy_path {
+            // Other trees keep a stale leaf for `pos`; it is cleared when it
+            // surfaces as a root (below), which is rarer than clearing it in
+            // every tree now.
+            trees.clear_lazy(&mut lazy, n, pos);
+            v4_rings(&pos_keys, p.keys[ip][3], |lo, hi, sq| {
+                trees.range_add(&mut lazy, n, lo, hi, u64::from(sq) << 32);
+            });
+            if track_all {
+                // The failback phase needs every row's dsum.
+                rows.apply(&mut ds[n * nrows..(n + 1) * nrows], &p.keys[ip], true);
+                let c = &mut ds[n * nrows + row_of[ip]];
+                *c = c.wrapping_sub(SELF_SQ);
+            }
+            continue;
+        }
         for m in 0..nodes {
             trees.clear(m, pos);
         }
