@@ -614,3 +614,83 @@ proptest! {
         prop_assert_eq!(allocate(&i).unwrap(), allocate(&rev).unwrap());
     }
 }
+
+/// Deterministic xorshift, for the larger comparison below.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Bigger inputs than the property test (deeper segment trees, longer
+/// failback runs): a few hundred addresses from empty, half-placed, and
+/// skewed, IPv4-only and mixed, compared with the reference.
+#[test]
+// Truncating random bits into address fields is the point.
+#[allow(clippy::cast_possible_truncation)]
+fn lcp2_matches_reference_on_larger_random_inputs() {
+    let mut st = 0x9E37_79B9_7F4A_7C15u64;
+    for round in 0..6u64 {
+        let nodes = 3 + usize::try_from(round % 4).unwrap();
+        let count = 120 + 20 * round;
+        let mixed = round % 2 == 1;
+        let mut addrs = BTreeSet::new();
+        while addrs.len() < usize::try_from(count).unwrap() {
+            let r = xorshift(&mut st);
+            let a = if mixed && r % 3 == 0 {
+                IpAddr::V6(
+                    [
+                        0x2001,
+                        0xdb8,
+                        0,
+                        (r >> 8) as u16 % 4,
+                        0,
+                        0,
+                        0,
+                        (r >> 24) as u16 % 512,
+                    ]
+                    .into(),
+                )
+            } else {
+                IpAddr::V4((0x0A00_0000u32 | ((r >> 8) as u32 & 0x0003_0FFF)).into())
+            };
+            addrs.insert(a);
+        }
+        let n32 = u32::try_from(nodes).unwrap();
+        let ips: Vec<IpEntry> = addrs
+            .into_iter()
+            .map(|addr| {
+                let r = xorshift(&mut st);
+                let owner = match round % 3 {
+                    0 => None,
+                    1 => (r % 2 == 0).then_some(u32::try_from(r >> 8).unwrap_or(0) % n32),
+                    _ => Some(if r % 4 == 0 { 1 } else { 0 }),
+                };
+                IpEntry {
+                    addr,
+                    owner,
+                    known_on: if r % 7 == 0 {
+                        KnownOn::Nodes([0, n32 - 1].into())
+                    } else {
+                        KnownOn::All
+                    },
+                }
+            })
+            .collect();
+        let mut nodes_v = vec![NodeState::healthy(); nodes];
+        if round == 4 {
+            nodes_v[1] = NodeState::with_flags(NodeFlags::UNHEALTHY);
+        }
+        let i = AllocInput {
+            nodes: nodes_v,
+            ips,
+            ..AllocInput::default()
+        };
+        assert_eq!(
+            allocate(&i).unwrap(),
+            reference::allocate(&i).unwrap(),
+            "round {round}"
+        );
+    }
+}
