@@ -32,9 +32,12 @@ const SELF_SQ: u32 = 128 * 128;
 /// is a straight loop.
 struct Rows {
     w: [Vec<u32>; 4],
-    /// Every key has zero in its first three words (all IPv4), so the
-    /// distance is 96 + lz(low word xor).
+    /// Every key has the same first three words (all IPv4, or all IPv6 in
+    /// one /96), so the distance to an address with those words is
+    /// 96 + lz(low word xor), and list order is descending low word.
     low_only: bool,
+    /// Those common first three words.
+    top: [u32; 3],
 }
 
 impl Rows {
@@ -45,8 +48,10 @@ impl Rows {
                 v.push(x);
             }
         }
-        let low_only = w[0].iter().chain(&w[1]).chain(&w[2]).all(|&x| x == 0);
-        Rows { w, low_only }
+        let first = |i: usize| w[i].first().copied().unwrap_or(0);
+        let top = [first(0), first(1), first(2)];
+        let low_only = (0..3).all(|i| w[i].iter().all(|&x| x == top[i]));
+        Rows { w, low_only, top }
     }
 
     fn len(&self) -> usize {
@@ -55,7 +60,7 @@ impl Rows {
 
     /// `col[r] ±= d(row r, y)²` for every row, wrapping.
     fn apply(&self, col: &mut [u32], y: &[u32; 4], add: bool) {
-        if self.low_only && y[0] == 0 && y[1] == 0 && y[2] == 0 {
+        if self.low_only && y[..3] == self.top {
             apply_v4_sorted(col, &self.w[3], y[3], add);
             return;
         }

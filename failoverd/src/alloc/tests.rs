@@ -435,10 +435,17 @@ fn arb_v4() -> impl Strategy<Value = IpAddr> {
     (0u8..2, 0u8..4, any::<u8>()).prop_map(|(a, b, c)| IpAddr::V4([10, a, b, c].into()))
 }
 
-/// Address sets: half all-IPv4 (the sorted-prefix fast path), half mixed.
+/// IPv6 addresses in one /96 (the fast path applies as for IPv4).
+fn arb_v6_96() -> impl Strategy<Value = IpAddr> {
+    (0u16..3, 0u16..600).prop_map(|(a, b)| IpAddr::V6([0x2001, 0xdb8, 0, 0, 0, 0, a, b].into()))
+}
+
+/// Address sets: all-IPv4 or all in one IPv6 /96 (the sorted-prefix fast
+/// path), or mixed (the general path).
 fn arb_addrs() -> impl Strategy<Value = BTreeSet<IpAddr>> {
     prop_oneof![
         prop::collection::btree_set(arb_v4(), 0..28),
+        prop::collection::btree_set(arb_v6_96(), 0..28),
         prop::collection::btree_set(arb_addr(), 0..28),
     ]
 }
