@@ -2,25 +2,30 @@
 //!
 //! CTDB recomputes every distance sum `dsum(ip, node)` from scratch whenever
 //! it needs one, which makes placing U unassigned addresses O(U²·N·I). This
-//! version gives the same result (the same choices in the same order, with the
-//! same uint32 wrap-around) by keeping state up to date instead:
+//! version makes the same choices in the same order, with the same uint32
+//! wrap-around, by keeping state up to date instead:
 //!
 //! * `ds[node][row]` holds `dsum(ip_of(row), node)` for every tracked address:
 //!   the unassigned ones, plus all of them when a failback phase will follow.
-//!   When an address lands on or leaves a node, one pass over the rows adds or
-//!   subtracts its squared distances in that node's column (O(I)). Wrapping
-//!   adds and subtracts keep the value equal to CTDB's modulo 2³².
+//!   When an address lands on or leaves a node, that node's column changes by
+//!   the squared distances to it. Rows are in list order, so rows at equal
+//!   distance come in a few contiguous "rings" per group of rows sharing their
+//!   top 96 bits (see [`Rows`]): a column update is a few binary searches and
+//!   vectorised slice adds. Wrapping adds and subtracts keep every value equal
+//!   to CTDB's modulo 2³².
 //! * For the "cheapest unassigned (address, node) pair" search, each node has
-//!   a min segment tree over the unassigned addresses keyed by
+//!   a min segment tree over the unassigned positions keyed by
 //!   `(dsum << 32) | position`, so its root is that node's cheapest address,
-//!   first in list order on ties. The global choice is the least
-//!   `(root, pnn)`, which is exactly CTDB's strict-`<` scan order (address
-//!   first, then PNN). Placing an address rebuilds one tree (O(U)) and clears
-//!   one leaf in the others (O(N log U)).
-//!
-//! Placing all of U addresses thus costs O(U·(I + U) + U·N·log U) instead of
-//! O(U²·N·I); a failback move costs O(I) to apply, and finding one costs
-//! O(I_src·N) lookups instead of O(I_src·N·I) distance computations.
+//!   first in list order on ties; a tournament over `(root, pnn)` gives the
+//!   global choice, which is exactly CTDB's strict-`<` scan order (address
+//!   first, then PNN). Placing an address applies the same rings to the
+//!   placing node's tree as lazy range adds (O(rings·log U)) and clears the
+//!   leaf there; other trees drop their stale leaf when it surfaces. With more
+//!   than 2¹⁸ addresses a dsum could wrap, which a range add cannot
+//!   reproduce, so the tree is rebuilt from the column instead (O(U)).
+//! * Failback reads dsums from the table: finding a move costs O(I_src·N)
+//!   lookups instead of O(I_src·N·I) distance computations, applying it two
+//!   column updates.
 
 use super::{Prepared, NONE};
 
@@ -28,55 +33,58 @@ use super::{Prepared, NONE};
 /// CTDB's dsum excludes.
 const SELF_SQ: u32 = 128 * 128;
 
-/// Keys of the tracked rows, one vector per 32-bit word, so the column pass
-/// is a straight loop.
+/// Keys of the tracked rows (in list order), split into groups of rows with
+/// the same first three key words. List order sorts by those words first, so
+/// each group is one contiguous run of rows, sorted by descending low word.
+///
+/// For an address `y`, CTDB's distance to a row of group `g` is
+/// `c(g, y) + lz(low ^ y.low)`, where `c(g, y)` (the leading zeros of the
+/// first three words xor-ed) is the same for the whole group. The rows of a
+/// group sharing at least `m` leading low-word bits with `y` form one
+/// contiguous range, nested in the range for `m - 1`, so a group splits into
+/// at most 33 pairs of "rings" of equal distance. A column pass is then a
+/// few binary searches and constant slice adds per group, instead of a
+/// distance computation per row.
 struct Rows {
-    w: [Vec<u32>; 4],
-    /// Every key has the same first three words (all IPv4, or all IPv6 in
-    /// one /96), so the distance to an address with those words is
-    /// 96 + lz(low word xor), and list order is descending low word.
-    low_only: bool,
-    /// Those common first three words.
-    top: [u32; 3],
+    low: Vec<u32>,
+    groups: Vec<(usize, usize, [u32; 3])>,
 }
 
 impl Rows {
     fn new(keys: impl Iterator<Item = [u32; 4]>) -> Self {
-        let mut w: [Vec<u32>; 4] = Default::default();
-        for k in keys {
-            for (v, x) in w.iter_mut().zip(k) {
-                v.push(x);
+        let mut low = Vec::new();
+        let mut groups: Vec<(usize, usize, [u32; 3])> = Vec::new();
+        for (r, k) in keys.enumerate() {
+            low.push(k[3]);
+            let top = [k[0], k[1], k[2]];
+            match groups.last_mut() {
+                Some(g) if g.2 == top => g.1 = r + 1,
+                _ => groups.push((r, r + 1, top)),
             }
         }
-        let first = |i: usize| w[i].first().copied().unwrap_or(0);
-        let top = [first(0), first(1), first(2)];
-        let low_only = (0..3).all(|i| w[i].iter().all(|&x| x == top[i]));
-        Rows { w, low_only, top }
+        Rows { low, groups }
     }
 
     fn len(&self) -> usize {
-        self.w[3].len()
+        self.low.len()
+    }
+
+    /// Calls `f(lo, hi, d²)` for rings of rows `lo..hi` at distance `d` from
+    /// `y`; every row is in exactly one ring.
+    fn rings(&self, y: &[u32; 4], mut f: impl FnMut(usize, usize, u32)) {
+        for &(start, end, top) in &self.groups {
+            let base = (top[0] ^ y[0]).leading_zeros()
+                + (top[1] ^ y[1]).leading_zeros()
+                + (top[2] ^ y[2]).leading_zeros();
+            low_rings(&self.low[start..end], y[3], base, |lo, hi, sq| {
+                f(start + lo, start + hi, sq);
+            });
+        }
     }
 
     /// `col[r] ±= d(row r, y)²` for every row, wrapping.
     fn apply(&self, col: &mut [u32], y: &[u32; 4], add: bool) {
-        if self.low_only && y[..3] == self.top {
-            apply_v4_sorted(col, &self.w[3], y[3], add);
-            return;
-        }
-        let [w0, w1, w2, w3] = &self.w;
-        for (r, c) in col.iter_mut().enumerate() {
-            let d = (w0[r] ^ y[0]).leading_zeros()
-                + (w1[r] ^ y[1]).leading_zeros()
-                + (w2[r] ^ y[2]).leading_zeros()
-                + (w3[r] ^ y[3]).leading_zeros();
-            let sq = d * d;
-            *c = if add {
-                c.wrapping_add(sq)
-            } else {
-                c.wrapping_sub(sq)
-            };
-        }
+        self.rings(y, |lo, hi, sq| add_const(&mut col[lo..hi], sq, add));
     }
 }
 
@@ -90,19 +98,9 @@ fn add_const(col: &mut [u32], v: u32, add: bool) {
     }
 }
 
-/// The IPv4 column pass. For IPv4 keys the distance is 96 + the common
-/// prefix length `m` of the low words, and `keys` is sorted descending (CTDB
-/// list order), so the rows sharing at least `m` leading bits with `y` are a
-/// contiguous range, nested in the range for `m - 1`. The ring between two
-/// consecutive ranges gets one constant, so the pass is at most 33 pairs of
-/// binary searches and slice adds instead of a leading-zero count per row.
-fn apply_v4_sorted(col: &mut [u32], keys: &[u32], y: u32, add: bool) {
-    v4_rings(keys, y, |lo, hi, sq| add_const(&mut col[lo..hi], sq, add));
-}
-
-/// Calls `f(lo, hi, d²)` for each ring of rows `lo..hi` at distance `d` from
-/// `y` (see [`apply_v4_sorted`]); every row is in exactly one ring.
-fn v4_rings(keys: &[u32], y: u32, mut f: impl FnMut(usize, usize, u32)) {
+/// The rings of one group: `keys` sorted descending, distance
+/// `base + common prefix length of key and y`.
+fn low_rings(keys: &[u32], y: u32, base: u32, mut f: impl FnMut(usize, usize, u32)) {
     let (mut lo, mut hi) = (0usize, keys.len());
     let mut m = 0u32;
     // m grows by at least one per round: at most 33 rounds.
@@ -110,19 +108,19 @@ fn v4_rings(keys: &[u32], y: u32, mut f: impl FnMut(usize, usize, u32)) {
         if lo == hi {
             return;
         }
-        // Every row in lo..hi shares as many leading bits with y as both
+        // Every key in lo..hi shares as many leading bits with y as both
         // ends of the (sorted) range do: skip the rings that are empty.
         m = m.max(
             (keys[lo] ^ y)
                 .leading_zeros()
                 .min((keys[hi - 1] ^ y).leading_zeros()),
         );
-        let d = 96 + m;
+        let d = base + m;
         if m == 32 {
             f(lo, hi, d * d);
             return;
         }
-        // Rows sharing m + 1 leading bits: keys in [y & mask, y | !mask].
+        // Keys sharing m + 1 leading bits: [y & mask, y | !mask].
         let mask = !0u32 << (31 - m);
         let (top, bottom) = (y | !mask, y & mask);
         let inner = &keys[lo..hi];
@@ -416,16 +414,16 @@ fn allocate_unassigned(
     for n in 0..nodes {
         trees.rebuild(n, count, |pos| leaf(ds, &placed, n, pos));
     }
-    // IPv4 with no possible uint32 wrap (every dsum < 2³² when there are at
-    // most 2¹⁸ addresses): update the placing node's tree by ring range adds
-    // instead of rebuilding it.
-    let lazy_path = rows.low_only && p.addrs.len() <= 1 << 18;
+    // No possible uint32 wrap (every dsum < 2³² when there are at most 2¹⁸
+    // addresses): update the placing node's tree by ring range adds instead
+    // of rebuilding it.
+    let lazy_path = p.addrs.len() <= 1 << 18 && !p.lcp2_rebuild_only;
     let mut lazy = if lazy_path {
         vec![0u64; trees.t.len()]
     } else {
         Vec::new()
     };
-    let pos_keys: Vec<u32> = unassigned.iter().map(|&ip| p.keys[ip][3]).collect();
+    let pos_rows = Rows::new(unassigned.iter().map(|&ip| p.keys[ip]));
     let mut steps = 0;
     while steps < count {
         let (best, n) = trees.best();
@@ -457,7 +455,7 @@ fn allocate_unassigned(
             // surfaces as a root (below), which is rarer than clearing it in
             // every tree now.
             trees.clear_lazy(&mut lazy, n, pos);
-            v4_rings(&pos_keys, p.keys[ip][3], |lo, hi, sq| {
+            pos_rows.rings(&p.keys[ip], |lo, hi, sq| {
                 trees.range_add(&mut lazy, n, lo, hi, u64::from(sq) << 32);
             });
             if track_all {

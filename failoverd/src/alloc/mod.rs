@@ -361,6 +361,9 @@ pub(crate) struct Prepared {
     pub force_rebalance: Vec<usize>,
     /// Tunables.
     pub tunables: Tunables,
+    /// Test hook: make LCP2 take its rebuild path (normally used only above
+    /// 2¹⁸ addresses, where a dsum could wrap).
+    pub lcp2_rebuild_only: bool,
 }
 
 impl Prepared {
@@ -450,6 +453,7 @@ impl Prepared {
             home,
             force_rebalance,
             tunables: input.tunables,
+            lcp2_rebuild_only: false,
         })
     }
 

@@ -613,6 +613,17 @@ proptest! {
         }
     }
 
+    /// LCP2's rebuild path (for inputs where a dsum may wrap) equals the
+    /// reference too.
+    #[test]
+    fn lcp2_rebuild_path_equals_reference(mut i in arb_input()) {
+        i.tunables.algorithm = Algorithm::Lcp2;
+        let mut p = Prepared::new(&i).unwrap();
+        p.lcp2_rebuild_only = true;
+        let fast = p.finish(&lcp2::run(&p));
+        prop_assert_eq!(fast, reference::allocate(&i).unwrap());
+    }
+
     /// The result does not depend on the order of the input.
     #[test]
     fn input_order_does_not_matter(i in arb_input()) {

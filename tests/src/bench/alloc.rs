@@ -13,23 +13,45 @@
 //!
 //! Options: `--quick` runs only the 256-address case.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use failoverd::alloc::{allocate, reference, AllocInput, Assignment, IpEntry, KnownOn, NodeState};
 
 use super::{percentile, Figure};
 
-fn addresses(count: u32) -> Vec<IpAddr> {
+/// Which addresses a case uses.
+#[derive(Debug, Clone, Copy)]
+enum Family {
+    /// 10.0.0.1 onwards.
+    V4,
+    /// 2001:db8::1:0:1 onwards (one /96).
+    V6,
+    /// Half of each: the general path (no common top 96 bits).
+    Mixed,
+}
+
+fn addresses(count: u32, family: Family) -> Vec<IpAddr> {
+    let v4 = |k: u32| IpAddr::V4(Ipv4Addr::from(0x0A00_0001u32 + k));
+    let v6 = |k: u32| {
+        IpAddr::V6(Ipv6Addr::from(
+            (0x2001_0db8u128 << 96) | (1u128 << 32) | u128::from(k + 1),
+        ))
+    };
     (0..count)
-        .map(|k| IpAddr::V4(Ipv4Addr::from(0x0A00_0001u32 + k)))
+        .map(|k| match family {
+            Family::V4 => v4(k),
+            Family::V6 => v6(k),
+            Family::Mixed if k % 2 == 0 => v4(k),
+            Family::Mixed => v6(k),
+        })
         .collect()
 }
 
-fn from_empty(nodes: usize, count: u32) -> AllocInput {
+fn from_empty(nodes: usize, count: u32, family: Family) -> AllocInput {
     AllocInput {
         nodes: vec![NodeState::healthy(); nodes],
-        ips: addresses(count)
+        ips: addresses(count, family)
             .into_iter()
             .map(|addr| IpEntry {
                 addr,
@@ -166,26 +188,34 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             other => anyhow::bail!("unknown option '{other}' (options: --quick, --large-only)"),
         }
     }
+    // (nodes, addresses, family, reference from empty, reference after failure)
     let mut sizes = Vec::new();
     if !large_only {
-        sizes.push((8usize, 256u32, true, true));
+        sizes.push((8usize, 256u32, Family::V4, true, true));
     }
     if !quick {
         // The reference from empty would take hours at this size (O(U²·N·I));
         // after one failure only 64 addresses move, so it is measured
         // (except with --large-only, for profiling).
-        sizes.push((64, 4096, false, !large_only));
+        sizes.push((64, 4096, Family::V4, false, !large_only));
+        sizes.push((64, 4096, Family::V6, false, false));
+        sizes.push((64, 4096, Family::Mixed, false, false));
     }
-    for (nodes, count, ref_empty, ref_fail) in sizes {
-        let empty = from_empty(nodes, count);
+    for (nodes, count, family, ref_empty, ref_fail) in sizes {
+        let tag = match family {
+            Family::V4 => String::new(),
+            Family::V6 => "_v6".to_string(),
+            Family::Mixed => "_mixed".to_string(),
+        };
+        let empty = from_empty(nodes, count, family);
         let placed = case(
-            &format!("lcp2_{count}x{nodes}_from_empty"),
+            &format!("lcp2_{count}x{nodes}{tag}_from_empty"),
             &empty,
             ref_empty,
         )?;
         let failed = after_failure(nodes, &placed, 1);
         case(
-            &format!("lcp2_{count}x{nodes}_node_fails"),
+            &format!("lcp2_{count}x{nodes}{tag}_node_fails"),
             &failed,
             ref_fail,
         )?;
