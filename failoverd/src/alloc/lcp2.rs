@@ -194,15 +194,16 @@ impl Trees {
         self.sync_root(node);
     }
 
-    /// Adds `v` to every present leaf in `lo..hi` of one node's tree, lazily
-    /// (`lazy` holds what the children of an internal node still owe).
-    /// Absent leaves stay absent (saturating add on `u64::MAX`); present ones
-    /// never overflow because the caller bounds every dsum below 2³².
-    fn range_add(&mut self, lazy: &mut [u64], node: usize, lo: usize, hi: usize, v: u64) {
+    /// Adds a piecewise-constant amount to the present leaves of one node's
+    /// tree, lazily, in one descent: `segs` are disjoint `(lo, hi, v)` ranges
+    /// sorted by `lo`; `lazy` holds what an internal node's children still
+    /// owe. Absent leaves stay absent (saturating add on `u64::MAX`); present
+    /// ones never overflow because the caller bounds every dsum below 2³².
+    fn add_segments(&mut self, lazy: &mut [u64], node: usize, segs: &[(usize, usize, u64)]) {
         let base = node * 2 * self.size;
         let t = &mut self.t[base..base + 2 * self.size];
         let lz = &mut lazy[base..base + 2 * self.size];
-        range_add_rec(t, lz, self.size, 1, 0, self.size, lo, hi, v);
+        segments_rec(t, lz, self.size, 1, 0, self.size, segs);
         self.sync_root(node);
     }
 
@@ -254,32 +255,36 @@ fn push(t: &mut [u64], lazy: &mut [u64], size: usize, i: usize) {
     lazy[i] = 0;
 }
 
-#[allow(clippy::too_many_arguments)] // a textbook recursive range update
-fn range_add_rec(
+/// See [`Trees::add_segments`]. `segs` are the segments overlapping `l..r`.
+fn segments_rec(
     t: &mut [u64],
     lazy: &mut [u64],
     size: usize,
     i: usize,
     l: usize,
     r: usize,
-    lo: usize,
-    hi: usize,
-    v: u64,
+    segs: &[(usize, usize, u64)],
 ) {
-    if hi <= l || r <= lo {
+    let Some(&(lo, hi, v)) = segs.first() else {
         return;
-    }
-    if lo <= l && r <= hi {
+    };
+    if segs.len() == 1 && lo <= l && r <= hi {
         t[i] = t[i].saturating_add(v);
         if i < size {
             lazy[i] = lazy[i].wrapping_add(v);
         }
         return;
     }
+    if i >= size {
+        // A leaf overlaps exactly one segment, which covers it: handled above.
+        return;
+    }
     push(t, lazy, size, i);
     let mid = (l + r) / 2;
-    range_add_rec(t, lazy, size, 2 * i, l, mid, lo, hi, v);
-    range_add_rec(t, lazy, size, 2 * i + 1, mid, r, lo, hi, v);
+    let left = &segs[..segs.partition_point(|s| s.0 < mid)];
+    let right = &segs[segs.partition_point(|s| s.1 <= mid)..];
+    segments_rec(t, lazy, size, 2 * i, l, mid, left);
+    segments_rec(t, lazy, size, 2 * i + 1, mid, r, right);
     t[i] = t[2 * i].min(t[2 * i + 1]);
 }
 
@@ -424,6 +429,7 @@ fn allocate_unassigned(
         Vec::new()
     };
     let pos_rows = Rows::new(unassigned.iter().map(|&ip| p.keys[ip]));
+    let mut segs: Vec<(usize, usize, u64)> = Vec::new();
     let mut steps = 0;
     while steps < count {
         let (best, n) = trees.best();
@@ -455,9 +461,12 @@ fn allocate_unassigned(
             // surfaces as a root (below), which is rarer than clearing it in
             // every tree now.
             trees.clear_lazy(&mut lazy, n, pos);
+            segs.clear();
             pos_rows.rings(&p.keys[ip], |lo, hi, sq| {
-                trees.range_add(&mut lazy, n, lo, hi, u64::from(sq) << 32);
+                segs.push((lo, hi, u64::from(sq) << 32));
             });
+            segs.sort_unstable_by_key(|s| s.0);
+            trees.add_segments(&mut lazy, n, &segs);
             if track_all {
                 // The failback phase needs every row's dsum.
                 rows.apply(&mut ds[n * nrows..(n + 1) * nrows], &p.keys[ip], true);
