@@ -25,7 +25,7 @@
 //! (first address in list order, then lowest PNN); the failback sort is
 //! stable.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -379,11 +379,12 @@ impl Prepared {
         // Descending key; on an equal key (only `::a.b.c.d` vs `a.b.c.d`),
         // IPv6 first.
         order.sort_by(|&a, &b| keyed[b].cmp(&keyed[a]));
-        let mut seen: HashMap<IpAddr, ()> = HashMap::with_capacity(input.ips.len());
-        for e in &input.ips {
-            if seen.insert(e.addr, ()).is_some() {
-                return Err(AllocError::DuplicateAddress(e.addr));
-            }
+        // Equal addresses have equal sort keys, so they are now adjacent.
+        if let Some(w) = order
+            .windows(2)
+            .find(|w| input.ips[w[0]].addr == input.ips[w[1]].addr)
+        {
+            return Err(AllocError::DuplicateAddress(input.ips[w[0]].addr));
         }
         let mut addrs = Vec::with_capacity(order.len());
         let mut keys = Vec::with_capacity(order.len());
