@@ -139,3 +139,27 @@ fn reference_agrees_on_small_ctdb_cases() {
         assert_eq!(got, want, "reference on {}", case["name"]);
     }
 }
+
+/// The in-repo copy must stay identical to the shared reference, where that
+/// exists (it lives outside the repository: ../shared from the main
+/// checkout, ../../shared from a worktree).
+#[test]
+fn case_file_copy_matches_the_shared_reference() {
+    let copy = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/ctdb-takeover-cases.json"
+    ))
+    .unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for up in ["../../shared", "../../../shared"] {
+        let original = root.join(up).join("reference/ctdb-takeover-cases.json");
+        if let Ok(bytes) = std::fs::read(&original) {
+            assert!(
+                bytes == copy,
+                "{} differs from the copy",
+                original.display()
+            );
+        }
+    }
+    assert!(copy.len() > 1000);
+}

@@ -328,11 +328,10 @@ pub fn parse_known_ips(text: &str, nodes: usize, multi: bool) -> Result<Vec<IpEn
             nodes,
         });
     }
-    let mut index: HashMap<IpAddr, usize> = HashMap::new();
-    let mut entries: Vec<(IpAddr, Option<Pnn>, BTreeSet<Pnn>)> = Vec::new();
-    for (node, block) in blocks.iter().enumerate() {
-        let node_pnn = u32::try_from(node).expect("node count fits u32");
+    let mut views: Vec<Vec<(IpAddr, Option<Pnn>)>> = Vec::with_capacity(blocks.len());
+    for block in &blocks {
         let mut seen: HashMap<IpAddr, usize> = HashMap::new();
+        let mut view = Vec::new();
         for &(no, raw) in block {
             let Some(l) = parse_line(no, raw, nodes, true)? else {
                 continue;
@@ -345,25 +344,11 @@ pub fn parse_known_ips(text: &str, nodes: usize, multi: bool) -> Result<Vec<IpEn
                 });
             }
             seen.insert(l.addr, l.no);
-            let i = *index.entry(l.addr).or_insert_with(|| {
-                entries.push((l.addr, None, BTreeSet::new()));
-                entries.len() - 1
-            });
-            entries[i].2.insert(node_pnn);
-            // Only a node's claim about itself counts; the last one wins.
-            if l.pnn == Some(node_pnn) {
-                entries[i].1 = Some(node_pnn);
-            }
+            view.push((l.addr, l.pnn));
         }
+        views.push(view);
     }
-    Ok(entries
-        .into_iter()
-        .map(|(addr, owner, known)| IpEntry {
-            addr,
-            owner,
-            known_on: KnownOn::Nodes(known),
-        })
-        .collect())
+    Ok(super::merge_views(&views))
 }
 
 fn single(block: &[(usize, &str)], nodes: usize) -> Result<Vec<IpEntry>, InputError> {

@@ -315,6 +315,39 @@ pub enum AllocError {
     UnknownTunable(String),
 }
 
+/// Merges every node's own view into allocation entries, as CTDB's
+/// `create_merged_ip_list` does: `views[n]` is what node `n` reports, each
+/// known address with the holder it believes in. An address is known on the
+/// nodes that list it; its owner is taken only from a node that claims to
+/// hold it itself (`Some(n)` in `views[n]`), the last such claim in PNN order
+/// winning. A node listing an address twice counts once.
+pub fn merge_views(views: &[Vec<(IpAddr, Option<Pnn>)>]) -> Vec<IpEntry> {
+    let mut index: std::collections::HashMap<IpAddr, usize> = std::collections::HashMap::new();
+    let mut out: Vec<IpEntry> = Vec::new();
+    for (n, view) in views.iter().enumerate() {
+        let Ok(me) = Pnn::try_from(n) else {
+            break; // More nodes than PNNs: cannot happen with real node lists.
+        };
+        for &(addr, claim) in view {
+            let i = *index.entry(addr).or_insert_with(|| {
+                out.push(IpEntry {
+                    addr,
+                    owner: None,
+                    known_on: KnownOn::Nodes(BTreeSet::new()),
+                });
+                out.len() - 1
+            });
+            if let KnownOn::Nodes(set) = &mut out[i].known_on {
+                set.insert(me);
+            }
+            if claim == Some(me) {
+                out[i].owner = Some(me);
+            }
+        }
+    }
+    out
+}
+
 /// Marks "no node" in the internal owner vectors (CTDB_UNKNOWN_PNN).
 pub(crate) const NONE: u32 = u32::MAX;
 

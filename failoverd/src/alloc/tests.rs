@@ -712,3 +712,22 @@ fn lcp2_matches_reference_on_larger_random_inputs() {
         );
     }
 }
+
+#[test]
+fn merge_views_trusts_only_self_claims_and_the_last_one() {
+    let a = ip("192.0.2.1");
+    let b = ip("192.0.2.2");
+    let views = vec![
+        vec![(a, Some(0)), (b, Some(1))], // node 0: holds a; says b is on 1 (ignored)
+        vec![(a, Some(1))],               // node 1: also claims a
+        vec![(b, None)],                  // node 2: knows b, no claim
+    ];
+    let m = merge_views(&views);
+    assert_eq!(m.len(), 2);
+    assert_eq!(m[0].addr, a);
+    assert_eq!(m[0].owner, Some(1));
+    assert_eq!(m[0].known_on, KnownOn::Nodes([0, 1].into()));
+    assert_eq!(m[1].addr, b);
+    assert_eq!(m[1].owner, None);
+    assert_eq!(m[1].known_on, KnownOn::Nodes([0, 2].into()));
+}
