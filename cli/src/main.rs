@@ -3,6 +3,7 @@
 use clap::Parser;
 
 mod ctx;
+mod ipalloc;
 #[allow(dead_code)] // used by the state-reading commands as they land
 mod output;
 mod ping;
@@ -21,6 +22,9 @@ struct Cli {
 enum Command {
     /// Check that transportd answers on a node (like `ctdb ping`).
     Ping(ping::PingArgs),
+    /// Plan an IP allocation offline: CTDB takeover-test input on stdin,
+    /// `ADDRESS PNN` lines out.
+    Ipalloc(ipalloc::IpallocArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,5 +32,6 @@ fn main() -> anyhow::Result<()> {
     let ctx = ctx::Ctx::new(&cli.global)?;
     match cli.command {
         Command::Ping(args) => ping::run(&ctx, &args),
+        Command::Ipalloc(args) => ipalloc::run(&args),
     }
 }

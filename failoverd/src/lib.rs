@@ -1,3 +1,6 @@
 //! failoverd owns public IPs: the CTDB-format public_addresses file, the
 //! allocation of IPs to nodes (LCP2, deterministic, non-deterministic), takeover
 //! runs, adding and removing addresses, announcements, tickles and event hooks.
+
+pub mod alloc;
+pub mod public_addresses;
