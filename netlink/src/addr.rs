@@ -129,7 +129,7 @@ pub enum AddrError {
         errno: i32,
         /// The netlink error.
         #[source]
-        source: rtnetlink::Error,
+        source: Box<rtnetlink::Error>,
     },
     /// The connection task is gone or answered nonsense.
     #[error("{op} {address} on {interface}: netlink request failed ({source})")]
@@ -142,7 +142,7 @@ pub enum AddrError {
         address: IpPrefix,
         /// The cause.
         #[source]
-        source: rtnetlink::Error,
+        source: Box<rtnetlink::Error>,
     },
 }
 
@@ -246,7 +246,7 @@ impl AddressRequest<'_> {
                         op: op.name(),
                         interface: iface.into(),
                         address: p,
-                        source,
+                        source: Box::new(source),
                     };
                     let mut resp = handle.request(req).map_err(fail)?;
                     while let Some(msg) = resp.next().await {
@@ -260,7 +260,7 @@ impl AddressRequest<'_> {
                                 interface: iface.into(),
                                 address: p,
                                 errno,
-                                source: rtnetlink::Error::NetlinkError(e),
+                                source: Box::new(rtnetlink::Error::NetlinkError(e)),
                             });
                         }
                     }
@@ -359,7 +359,7 @@ impl Netlink {
                     addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                     len: 0,
                 },
-                source,
+                source: Box::new(source),
             })?;
         Ok(msgs
             .iter()

@@ -40,7 +40,7 @@ pub enum LinkError {
         name: String,
         /// The cause, errno kept matchable.
         #[source]
-        source: rtnetlink::Error,
+        source: Box<rtnetlink::Error>,
     },
     /// A sysctl file could not be written.
     #[error("cannot write {path}: {source}")]
@@ -167,7 +167,7 @@ impl Netlink {
             Err(e) if is_no_device(&e) => Err(LinkError::NoSuchInterface { name: name.into() }),
             Err(source) => Err(LinkError::Netlink {
                 name: name.into(),
-                source,
+                source: Box::new(source),
             }),
         }
     }
@@ -187,7 +187,7 @@ impl Netlink {
             .await
             .map_err(|source| LinkError::Netlink {
                 name: "*".into(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(msgs.iter().map(LinkState::from_message).collect())
     }
@@ -208,7 +208,7 @@ impl Netlink {
             .await
             .map_err(|source| LinkError::Netlink {
                 name: name.into(),
-                source,
+                source: Box::new(source),
             })
     }
 }
