@@ -602,6 +602,11 @@ fn build_remove(name: &CString) -> (Vec<u8>, Range<u32>) {
     finish(batch)
 }
 
+#[allow(clippy::cast_possible_truncation)] // libnftnl attribute ids are below 16
+const ATTR_TABLE_NAME: u16 = sys::NFTNL_TABLE_NAME as u16;
+#[allow(clippy::cast_possible_truncation)] // libnftnl attribute ids are below 16
+const ATTR_TABLE_FAMILY: u16 = sys::NFTNL_TABLE_FAMILY as u16;
+
 /// `NFT_MSG_DESTROYTABLE` for a table (nftnl only knows NEW and DEL).
 struct DestroyTable<'t>(&'t Table);
 
@@ -623,16 +628,8 @@ unsafe impl NlMsg for DestroyTable<'_> {
             if raw.is_null() {
                 std::process::abort(); // out of memory, as nftnl does
             }
-            sys::nftnl_table_set_str(
-                raw,
-                sys::NFTNL_TABLE_NAME as u16,
-                self.0.get_name().as_ptr(),
-            );
-            sys::nftnl_table_set_u32(
-                raw,
-                sys::NFTNL_TABLE_FAMILY as u16,
-                ProtoFamily::Inet as u32,
-            );
+            sys::nftnl_table_set_str(raw, ATTR_TABLE_NAME, self.0.get_name().as_ptr());
+            sys::nftnl_table_set_u32(raw, ATTR_TABLE_FAMILY, ProtoFamily::Inet as u32);
             sys::nftnl_table_nlmsg_build_payload(header, raw);
             sys::nftnl_table_free(raw);
         }
