@@ -160,6 +160,29 @@ fn sock_destroy_resets_the_client() {
     assert!(listener.accept().is_ok(), "the listener was closed");
 }
 
+/// Connects from `local` (a port just freed, hence SO_REUSEADDR) to
+/// `remote`, inside `ns`; the outcome does not matter, the SYN does.
+fn reconnect_from(ns: &NetNs, local: SocketAddr, remote: SocketAddr) -> Option<TcpStream> {
+    use nix::sys::socket::{
+        bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType,
+        SockaddrStorage,
+    };
+    use std::os::fd::AsRawFd;
+    ns.run(move || {
+        let family = if local.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        let fd = socket(family, SockType::Stream, SockFlag::empty(), None).ok()?;
+        setsockopt(&fd, sockopt::ReuseAddr, &true).ok()?;
+        bind(fd.as_raw_fd(), &SockaddrStorage::from(local)).ok()?;
+        connect(fd.as_raw_fd(), &SockaddrStorage::from(remote)).ok()?;
+        Some(TcpStream::from(fd))
+    })
+    .unwrap()
+}
+
 /// Waits (bounded) for an event matching `want` and returns every event
 /// seen until then.
 fn wait_event(
@@ -247,14 +270,25 @@ fn conntrack_events_follow_a_connection(server_ip: &str, tag: &str) {
     stream.write_all(b"ping").unwrap();
     let mut buf = [0u8; 4];
     accepted.read_exact(&mut buf).unwrap();
-    drop(stream);
+    // The server closes first, so the client's port is free again at once.
     drop(accepted);
+    let mut rest = Vec::new();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    stream.read_to_end(&mut rest).unwrap();
+    drop(stream);
+    // The kernel reaps a closed entry when its garbage collector passes
+    // (up to a minute) or when a packet of the same tuple arrives: a new
+    // SYN from the same client port makes it destroy the old entry now.
+    let reconnect = reconnect_from(&client, conn.remote, conn.local);
     let more = wait_event(
         &rt,
         &mut events,
         ConntrackEvent::Destroy(conn),
-        Duration::from_secs(120),
+        Duration::from_secs(90),
     );
+    drop(reconnect);
     let all: HashSet<_> = seen.into_iter().chain(more).collect();
     for event in &all {
         match event {
