@@ -18,7 +18,6 @@
 //! rounds, [`KillTcp::interval`] apart) and an overall [`KillTcp::timeout`].
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -27,20 +26,9 @@ use tokio::time::Instant;
 use crate::packet::sender::{Capture, CaptureMode, SegmentSender, SendError};
 use crate::packet::{parse_tcp, TcpInfo, TcpSegment};
 
-/// One TCP connection seen from this host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Connection {
-    /// This host's end (public IP and service port).
-    pub local: SocketAddr,
-    /// The peer's end (the client).
-    pub remote: SocketAddr,
-}
-
-impl fmt::Display for Connection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} <-> {}", self.local, self.remote)
-    }
-}
+/// The connection type shared with [`crate::sockdiag`]: `local` is this
+/// host's end (public IP and service port), `remote` the client.
+pub use crate::sockdiag::Connection;
 
 /// Errors of killtcp.
 #[derive(Debug, thiserror::Error)]
