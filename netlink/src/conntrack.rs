@@ -515,4 +515,24 @@ mod tests {
         let udp = CtTuple { proto: 17, ..tuple };
         assert_eq!(to_connection(&udp, &HashSet::new()), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_any_bytes_never_panics(ty in proptest::prelude::any::<u16>(),
+                                           bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = parse_event(ty, &bytes);
+            for msg in messages(&bytes) {
+                let Ok(msg) = msg else { break };
+                let _ = parse_event(msg.ty, msg.payload);
+            }
+        }
+
+        #[test]
+        fn a_mutated_real_message_never_panics(at in 0usize..100, value in proptest::prelude::any::<u8>()) {
+            let mut payload = new_payload();
+            let at = at % payload.len();
+            payload[at] = value;
+            let _ = parse_event(TYPE_NEW, &payload);
+        }
+    }
 }

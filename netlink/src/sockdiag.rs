@@ -537,4 +537,17 @@ mod tests {
         assert_eq!(conn.local, "192.0.2.1:445".parse().unwrap());
         assert_eq!(conn.remote, "192.0.2.2:40000".parse().unwrap());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_any_answer_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            for msg in messages(&bytes) {
+                let Ok(msg) = msg else { break };
+                let _ = parse_response(msg.whole, "dump");
+            }
+            // A well-formed header (SOCK_DIAG_BY_FAMILY) around any payload.
+            let framed = nlsock::build_message(20, 0, 1, &bytes);
+            let _ = parse_response(&framed, "dump");
+        }
+    }
 }

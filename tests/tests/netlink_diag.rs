@@ -122,6 +122,20 @@ fn sock_diag_reports_dual_stack_connections_as_ipv4() {
             remote: stream.local_addr().unwrap(),
         }]
     );
+    // The socket is AF_INET6 with mapped addresses: destroy finds it too.
+    let report = server
+        .block_on(move || async move {
+            let mut diag = SockDiag::new().unwrap();
+            diag.destroy(&seen).execute().await.unwrap()
+        })
+        .unwrap();
+    assert_eq!(report.destroyed.len(), 1, "{report:?}");
+    let mut stream = stream;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let err = stream.read(&mut [0u8; 8]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err:?}");
 }
 
 #[test]
