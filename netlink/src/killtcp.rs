@@ -208,6 +208,7 @@ impl KillTcp {
             return Ok(state.report());
         }
         let capture = Capture::open(&self.interface, CaptureMode::Packets).map_err(err)?;
+        capture.tcp_only().map_err(err)?;
         let sender = SegmentSender::open().map_err(err)?;
         let end = Instant::now() + self.timeout;
         let mut buf = vec![0u8; 2048];

@@ -366,3 +366,49 @@ fn missing_interfaces_give_typed_errors() {
     })
     .unwrap();
 }
+
+#[test]
+fn tcp_only_capture_drops_everything_but_tcp() {
+    let (a, c) = pair("pcf");
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let cap_ns = Arc::clone(&c);
+    let h = std::thread::spawn(move || {
+        cap_ns
+            .block_on(move || async move {
+                let cap = Capture::open("eth0", CaptureMode::Packets).unwrap();
+                cap.tcp_only().unwrap();
+                // Drop whatever was queued before the filter was attached.
+                let mut buf = vec![0u8; 2048];
+                while cap.try_recv(&mut buf).unwrap().is_some() {}
+                ready_tx.send(()).unwrap();
+                let mut seen = Vec::new();
+                let end = tokio::time::Instant::now() + Duration::from_millis(1500);
+                while let Ok(got) = tokio::time::timeout_at(end, cap.recv(&mut buf)).await {
+                    let n = got.unwrap().len;
+                    seen.push(netlink::packet::parse_tcp(&buf[..n]).is_some());
+                }
+                seen
+            })
+            .unwrap()
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    // ICMP both ways (v4 and v6), then one TCP connection attempt.
+    assert!(c
+        .exec("ping", &["-c", "2", "-i", "0.2", "192.0.2.10"])
+        .unwrap()
+        .status
+        .success());
+    assert!(c
+        .exec("ping", &["-c", "1", "2001:db8::10"])
+        .unwrap()
+        .status
+        .success());
+    let server: SocketAddr = "192.0.2.10:4458".parse().unwrap();
+    let (_client, _srv) = connect(&a, &c, server);
+    let seen = h.join().unwrap();
+    assert!(!seen.is_empty(), "no TCP captured");
+    assert!(
+        seen.iter().all(|tcp| *tcp),
+        "non-TCP passed the filter: {seen:?}"
+    );
+}

@@ -465,6 +465,58 @@ impl Capture {
         })
     }
 
+    /// Makes the kernel pass only IPv4/IPv6 TCP packets to this socket (a
+    /// classic BPF filter), so a busy interface does not flood userspace.
+    /// Only for [`CaptureMode::Packets`], where the data starts at the IP
+    /// header; packets queued before the call may still be anything.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Open`] when the kernel refuses the filter.
+    pub fn tcp_only(&self) -> Result<(), SendError> {
+        const LDB_ABS: u16 = 0x30;
+        const AND_K: u16 = 0x54;
+        const JEQ_K: u16 = 0x15;
+        const RET_K: u16 = 0x06;
+        let ins = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+        let mut prog = [
+            ins(LDB_ABS, 0, 0, 0),    // 0: A = version byte
+            ins(AND_K, 0, 0, 0xf0),   // 1: A &= 0xf0
+            ins(JEQ_K, 0, 2, 0x40),   // 2: IPv4? -> 3 else 5
+            ins(LDB_ABS, 0, 0, 9),    // 3: A = IPv4 protocol
+            ins(JEQ_K, 3, 4, 6),      // 4: TCP? -> 8 else 9
+            ins(JEQ_K, 0, 3, 0x60),   // 5: IPv6? -> 6 else 9
+            ins(LDB_ABS, 0, 0, 6),    // 6: A = IPv6 next header
+            ins(JEQ_K, 0, 1, 6),      // 7: TCP? -> 8 else 9
+            ins(RET_K, 0, 0, 0xffff), // 8: accept
+            ins(RET_K, 0, 0, 0),      // 9: drop
+        ];
+        let fprog = libc::sock_fprog {
+            len: u16::try_from(prog.len()).expect("10 instructions"),
+            filter: prog.as_mut_ptr(),
+        };
+        let len = libc::socklen_t::try_from(size_of::<libc::sock_fprog>()).expect("small");
+        // SAFETY: fprog points at `prog`, which lives until the call returns;
+        // the kernel copies the program.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&raw const fprog).cast(),
+                len,
+            )
+        };
+        if rc < 0 {
+            return Err(SendError::Open {
+                what: "capture filter",
+                interface: self.interface.clone(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+
     fn recv_raw(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Captured> {
         // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
         let mut from: libc::sockaddr_ll = unsafe { zeroed() };
