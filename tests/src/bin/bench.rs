@@ -1,5 +1,5 @@
 //! `bench SCENARIO [OPTIONS]`: prints one JSON line per figure (see
-//! `tests::bench`). Scenarios: transport, netlink, cluster, alloc, conntrack,
+//! `tests::bench`). Scenarios: transport, netlink, netlink-diag, cluster, alloc, conntrack,
 //! failover, memory.
 
 use std::process::ExitCode;
@@ -7,6 +7,7 @@ use std::process::ExitCode;
 const SCENARIOS: &[&str] = &[
     "transport",
     "netlink",
+    "netlink-diag",
     "cluster",
     "alloc",
     "conntrack",
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
     let result: anyhow::Result<()> = match scenario.as_str() {
         "transport" => bench::transport::run(&rest),
         "netlink" => bench::netlink::run(&rest),
+        "netlink-diag" => bench::netlink_diag::run(&rest),
         "cluster" => bench::cluster::run(&rest),
         "alloc" => bench::alloc::run(&rest),
         "conntrack" => bench::conntrack::run(&rest),
