@@ -73,6 +73,8 @@ const PRIORITY_RAW: i32 = -300;
 const PRIORITY_FILTER: i32 = 0;
 /// How long the kernel may take to answer one batch.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Batches up to this size fit the default socket send buffer.
+const SMALL_BATCH: usize = 64 * 1024;
 /// After an error, how long to wait for the remaining answers.
 const DRAIN_AFTER_ERROR: Duration = Duration::from_millis(100);
 
@@ -199,7 +201,9 @@ pub enum NftError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NftTable {
     name: CString,
+    /// `inet NAME`, for error messages.
     display: String,
+    plain: String,
 }
 
 impl NftTable {
@@ -224,16 +228,18 @@ impl NftTable {
         Ok(NftTable {
             name: cname,
             display: format!("inet {name}"),
+            plain: name.to_owned(),
         })
     }
 
     /// The table's name.
     pub fn name(&self) -> &str {
-        self.display.trim_start_matches("inet ")
+        &self.plain
     }
 
     /// Creates (or atomically re-creates, emptying it) the table with its
-    /// sets, chains and rules, holding the given initial addresses.
+    /// sets, chains and rules; initial set contents are given on the
+    /// request ([`InstallRequest::tracked`], [`InstallRequest::blocked`]).
     pub fn install(&self) -> InstallRequest<'_> {
         InstallRequest {
             table: self,
@@ -477,12 +483,10 @@ fn build_install(name: &CString, tracked: &[IpAddr], blocked: &[IpAddr]) -> (Vec
     batch.add(&table, MsgType::Del);
     batch.add(&table, MsgType::Add);
 
-    let mut public4: Set<'_, Ipv4Addr> = Set::new_named(SET_PUBLIC4, 1, &table, ProtoFamily::Inet);
-    let mut public6: Set<'_, Ipv6Addr> = Set::new_named(SET_PUBLIC6, 2, &table, ProtoFamily::Inet);
-    let mut blocked4: Set<'_, Ipv4Addr> =
-        Set::new_named(SET_BLOCKED4, 3, &table, ProtoFamily::Inet);
-    let mut blocked6: Set<'_, Ipv6Addr> =
-        Set::new_named(SET_BLOCKED6, 4, &table, ProtoFamily::Inet);
+    let public4: Set<'_, Ipv4Addr> = Set::new_named(SET_PUBLIC4, 1, &table, ProtoFamily::Inet);
+    let public6: Set<'_, Ipv6Addr> = Set::new_named(SET_PUBLIC6, 2, &table, ProtoFamily::Inet);
+    let blocked4: Set<'_, Ipv4Addr> = Set::new_named(SET_BLOCKED4, 3, &table, ProtoFamily::Inet);
+    let blocked6: Set<'_, Ipv6Addr> = Set::new_named(SET_BLOCKED6, 4, &table, ProtoFamily::Inet);
     // Sets are created empty; elements follow in chunked messages.
     batch.add(&public4, MsgType::Add);
     batch.add(&public6, MsgType::Add);
@@ -522,8 +526,6 @@ fn build_install(name: &CString, tracked: &[IpAddr], blocked: &[IpAddr]) -> (Vec
         NFT_MSG_NEWSETELEM,
         FLAGS_ADD,
     );
-    // Silence "unused mut": the sets themselves carry no elements.
-    let _ = (&mut public4, &mut public6, &mut blocked4, &mut blocked6);
 
     let mut block = Chain::new(c"block", &table);
     block.set_hook(Hook::PreRouting, PRIORITY_RAW);
@@ -654,6 +656,12 @@ async fn run_batch(
         op,
         source,
     };
+    // The whole batch must go in one datagram (one transaction).
+    if bytes.len() > SMALL_BATCH {
+        socket
+            .set_send_buffer(bytes.len().saturating_add(SMALL_BATCH))
+            .map_err(io_err)?;
+    }
     socket.send(&bytes).await.map_err(io_err)?;
     let mut waiting: std::collections::BTreeSet<u32> = seqs.collect();
     let mut first_error: Option<i32> = None;

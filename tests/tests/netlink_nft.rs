@@ -241,3 +241,31 @@ fn bad_input_gives_typed_errors() {
     let out = ns.exec_ok("nft", &["list", "ruleset"]).unwrap();
     assert!(!out.contains("ipf_"), "{out}");
 }
+
+#[test]
+fn a_large_update_is_one_transaction() {
+    require_root();
+    let ns = NetNs::new("nfl").unwrap();
+    let table = NftTable::new("ipf_large").unwrap();
+    // 20,000 IPv6 addresses (~0.7 MB of netlink messages): above the default
+    // socket send buffer, so the request must enlarge it.
+    let addrs: Vec<IpAddr> = (0..20_000u128)
+        .map(|i| IpAddr::V6(std::net::Ipv6Addr::from((0x2001_0db8_u128 << 96) | i)))
+        .collect();
+    let count = addrs.len();
+    let t = table.clone();
+    run(&ns, move || async move {
+        t.install().execute().await.unwrap();
+        t.update()
+            .add(NftSet::Tracked, &addrs)
+            .execute()
+            .await
+            .unwrap();
+    });
+    let set = nft(&ns, &["-j", "list", "set", "inet", "ipf_large", "public6"]);
+    let elements = set.matches("2001:db8::").count();
+    assert_eq!(elements, count, "elements in the set");
+    run(&ns, move || async move {
+        table.remove().execute().await.unwrap();
+    });
+}

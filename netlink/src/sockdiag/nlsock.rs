@@ -201,6 +201,36 @@ impl NlSocket {
         self.fd.get_ref().set_rx_buf_sz(bytes)
     }
 
+    /// Makes room for one datagram of `bytes` in the kernel send buffer
+    /// (netlink refuses a datagram larger than the buffer with EMSGSIZE).
+    /// Uses `SO_SNDBUFFORCE` (needs CAP_NET_ADMIN, above `wmem_max`) and
+    /// falls back to `SO_SNDBUF`.
+    pub(crate) fn set_send_buffer(&self, bytes: usize) -> io::Result<()> {
+        let value = libc::c_int::try_from(bytes)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "send buffer over 2 GiB"))?;
+        let fd = self.fd.get_ref().as_raw_fd();
+        let set = |opt| {
+            // SAFETY: `fd` is this socket's open fd; the option value is a
+            // c_int on the stack whose size is passed alongside.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    std::ptr::from_ref(&value).cast(),
+                    libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>())
+                        .expect("size of c_int fits socklen_t"),
+                )
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        };
+        set(libc::SO_SNDBUFFORCE).or_else(|_| set(libc::SO_SNDBUF))
+    }
+
     /// Sends one datagram to the kernel.
     pub(crate) async fn send(&self, datagram: &[u8]) -> io::Result<()> {
         loop {
