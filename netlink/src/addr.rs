@@ -13,6 +13,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use netlink_packet_core::{
@@ -29,6 +30,11 @@ use crate::link::{LinkError, Netlink};
 /// Requests in flight at once by default (each ack is small; the socket's
 /// receive buffer holds far more than this).
 pub const DEFAULT_WINDOW: usize = 256;
+
+/// Time limit of a whole request by default: the kernel answers in
+/// milliseconds, so this only fires when something is badly wrong (a lost
+/// acknowledgement would otherwise hang the caller).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An address with its prefix length, such as `192.0.2.10/24`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -131,6 +137,18 @@ pub enum AddrError {
         #[source]
         source: Box<rtnetlink::Error>,
     },
+    /// The request did not complete in time.
+    #[error("{op} of {count} address(es) on {interface} timed out after {after:?}")]
+    Timeout {
+        /// `add` or `del`.
+        op: &'static str,
+        /// The interface.
+        interface: String,
+        /// How many addresses the request held.
+        count: usize,
+        /// The limit.
+        after: Duration,
+    },
     /// The connection task is gone or answered nonsense.
     #[error("{op} {address} on {interface}: netlink request failed ({source})")]
     Request {
@@ -189,6 +207,7 @@ pub struct AddressRequest<'a> {
     op: Op,
     prefixes: Vec<IpPrefix>,
     window: usize,
+    timeout: Duration,
 }
 
 fn message(index: u32, p: IpPrefix) -> AddressMessage {
@@ -217,14 +236,36 @@ impl AddressRequest<'_> {
         self
     }
 
+    /// Time limit for the whole request (default [`DEFAULT_TIMEOUT`]).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+
     /// Sends every request, then collects the acknowledgements.
     ///
     /// # Errors
     ///
-    /// [`AddrError::Link`] when the interface does not exist, and the first
+    /// [`AddrError::Link`] when the interface does not exist,
+    /// [`AddrError::Timeout`] when the time limit passes, and the first
     /// [`AddrError::Kernel`] / [`AddrError::Request`] failure otherwise
     /// (the other requests are still carried out).
     pub async fn execute(self) -> Result<(), AddrError> {
+        let timeout = self.timeout;
+        let op = self.op.name();
+        let interface = self.interface.clone();
+        let count = self.prefixes.len();
+        tokio::time::timeout(timeout, self.run())
+            .await
+            .unwrap_or(Err(AddrError::Timeout {
+                op,
+                interface,
+                count,
+                after: timeout,
+            }))
+    }
+
+    async fn run(self) -> Result<(), AddrError> {
         let link = self.nl.link(&self.interface).await?;
         let op = self.op;
         let handle = self.nl.handle.clone();
@@ -313,6 +354,7 @@ impl Netlink {
             op: Op::Add,
             prefixes: prefixes.into_iter().collect(),
             window: DEFAULT_WINDOW,
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 
@@ -333,6 +375,7 @@ impl Netlink {
             op: Op::Del,
             prefixes: prefixes.into_iter().collect(),
             window: DEFAULT_WINDOW,
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 

@@ -20,6 +20,10 @@ use tokio::task::JoinHandle;
 /// root, where `SO_RCVBUFFORCE` is not used: this is best effort).
 const RX_BUF: usize = 4 << 20;
 
+/// Time limit of one link query: the kernel answers in microseconds, so this
+/// only fires when an answer was lost.
+const LINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Errors of the link verbs.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -50,6 +54,12 @@ pub enum LinkError {
         /// The cause.
         #[source]
         source: io::Error,
+    },
+    /// The kernel did not answer in time (the acknowledgement was lost).
+    #[error("netlink request for interface {name} timed out")]
+    Timeout {
+        /// The interface concerned.
+        name: String,
     },
     /// The name cannot be an interface name (empty, too long, or with a `/`).
     #[error("invalid interface name {name:?}")]
@@ -156,12 +166,16 @@ impl Netlink {
     /// # Errors
     ///
     /// [`LinkError::NoSuchInterface`] when it does not exist,
-    /// [`LinkError::InvalidName`] for an impossible name, and
+    /// [`LinkError::InvalidName`] for an impossible name,
+    /// [`LinkError::Timeout`] when no answer comes, and
     /// [`LinkError::Netlink`] for other failures.
     pub async fn link(&self, name: &str) -> Result<LinkState, LinkError> {
         check_name(name)?;
         let mut stream = self.handle.link().get().match_name(name).execute();
-        match stream.try_next().await {
+        let first = tokio::time::timeout(LINK_TIMEOUT, stream.try_next())
+            .await
+            .map_err(|_| LinkError::Timeout { name: name.into() })?;
+        match first {
             Ok(Some(msg)) => Ok(LinkState::from_message(&msg)),
             Ok(None) => Err(LinkError::NoSuchInterface { name: name.into() }),
             Err(e) if is_no_device(&e) => Err(LinkError::NoSuchInterface { name: name.into() }),

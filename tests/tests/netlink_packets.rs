@@ -412,3 +412,26 @@ fn tcp_only_capture_drops_everything_but_tcp() {
         "non-TCP passed the filter: {seen:?}"
     );
 }
+
+#[test]
+fn announce_is_a_successful_no_op_on_down_and_noarp_interfaces() {
+    let (a, _c) = pair("pan");
+    a.ip(&["link", "add", "v1", "type", "veth", "peer", "name", "v1p"])
+        .unwrap();
+    let ns = Arc::clone(&a);
+    a.block_on(move || async move {
+        let v1 = FrameSender::open("v1").unwrap();
+        assert!(v1.mac().is_some());
+        let ip: IpAddr = "192.0.2.10".parse().unwrap();
+        // Down (as created).
+        assert_eq!(v1.announce(ip).await.unwrap(), 0);
+        // Up but NOARP.
+        ns.ip(&["link", "set", "v1", "up", "arp", "off"]).unwrap();
+        assert_eq!(v1.announce(ip).await.unwrap(), 0);
+        // Up with ARP: both frames go out.
+        ns.ip(&["link", "set", "v1", "arp", "on"]).unwrap();
+        ns.ip(&["link", "set", "v1p", "up"]).unwrap();
+        assert_eq!(v1.announce(ip).await.unwrap(), 2);
+    })
+    .unwrap();
+}

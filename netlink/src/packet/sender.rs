@@ -191,6 +191,24 @@ impl FrameSender {
             })
     }
 
+    /// The interface's `IFF_*` flags now (`SIOCGIFFLAGS`).
+    fn flags(&self) -> io::Result<libc::c_int> {
+        // SAFETY: ifreq is plain old data; all-zero is valid.
+        let mut req: libc::ifreq = unsafe { zeroed() };
+        for (d, s) in req.ifr_name.iter_mut().zip(self.interface.bytes().take(15)) {
+            *d = libc::c_char::from_ne_bytes([s]);
+        }
+        // SAFETY: req is a valid, NUL-terminated ifreq the kernel fills in.
+        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SIOCGIFFLAGS, &raw mut req) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: SIOCGIFFLAGS fills the flags member of the union.
+        let flags = unsafe { req.ifr_ifru.ifru_flags };
+        // IFF_* flags are a bit set: reinterpret the short's bits.
+        Ok(libc::c_int::from(u16::from_ne_bytes(flags.to_ne_bytes())))
+    }
+
     /// Announces `ip` at this interface's MAC, as CTDB's `ctdb_sys_send_arp`
     /// does: for IPv4 a gratuitous ARP request then a reply, both broadcast;
     /// for IPv6 one unsolicited neighbour advertisement to ff02::1. Returns
@@ -204,6 +222,14 @@ impl FrameSender {
         let Some(mac) = self.mac else {
             return Ok(0);
         };
+        let flags = self.flags().map_err(|source| SendError::Send {
+            interface: self.interface.clone(),
+            source,
+        })?;
+        let no_arp = libc::IFF_NOARP | libc::IFF_LOOPBACK;
+        if flags & libc::IFF_UP == 0 || flags & no_arp != 0 {
+            return Ok(0);
+        }
         let mut buf = [0u8; MAX_LEN];
         match ip {
             IpAddr::V4(v4) => {
