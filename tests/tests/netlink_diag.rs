@@ -323,3 +323,65 @@ fn conntrack_events_follow_an_ipv4_connection() {
 fn conntrack_events_follow_an_ipv6_connection() {
     conntrack_events_follow_a_connection(SERVER6, "ct6");
 }
+
+#[test]
+fn blocked_connections_make_no_conntrack_entry() {
+    require_root();
+    let (server, client) = pair("ctb");
+    let public: IpAddr = SERVER4.parse().unwrap();
+    let table = NftTable::new("ipf_ctb").unwrap();
+    let t = table.clone();
+    let (rt, mut events) = server
+        .run(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let events = rt.block_on(async {
+                t.install()
+                    .tracked(&[public])
+                    .blocked(&[public])
+                    .execute()
+                    .await
+                    .unwrap();
+                ConntrackEvents::subscribe(&[public]).unwrap()
+            });
+            (rt, events)
+        })
+        .unwrap();
+    let listener = listen(&server, SocketAddr::new(public, 4462));
+    let target = SocketAddr::new(public, 4462);
+    let refused = client
+        .run(move || TcpStream::connect_timeout(&target, Duration::from_millis(500)))
+        .unwrap();
+    assert!(refused.is_err(), "connected to a blocked address");
+    // Dropped at priority raw, before conntrack: no entry, no event.
+    let quiet = rt
+        .block_on(async { tokio::time::timeout(Duration::from_millis(500), events.next()).await });
+    assert!(quiet.is_err(), "event for a blocked connection: {quiet:?}");
+
+    // Unblocked (a request in the server's namespace), the same address is
+    // tracked again.
+    server
+        .block_on(move || async move {
+            table
+                .update()
+                .remove(netlink::nft::NftSet::Blocked, &[public])
+                .execute()
+                .await
+        })
+        .unwrap()
+        .unwrap();
+    let stream = connect(&client, target);
+    let (_accepted, _) = listener.accept().unwrap();
+    let conn = Connection {
+        local: target,
+        remote: stream.local_addr().unwrap(),
+    };
+    wait_event(
+        &rt,
+        &mut events,
+        ConntrackEvent::New(conn),
+        Duration::from_secs(5),
+    );
+}
