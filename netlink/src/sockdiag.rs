@@ -226,27 +226,25 @@ async fn dump(
     handle: &mut SockDiag,
     locals: &HashSet<IpAddr>,
 ) -> Result<Vec<Entry>, SockDiagError> {
-    {
-        // A v4 address may also be served by a dual-stack (AF_INET6) socket,
-        // so IPv6 is always dumped; IPv4 only when needed.
-        let want_v4 = locals.is_empty() || locals.iter().any(IpAddr::is_ipv4);
-        let mut families = vec![AF_INET6];
-        if want_v4 {
-            families.insert(0, AF_INET);
-        }
-        let mut found = Vec::new();
-        for family in families {
-            let op = "dump";
-            let fut = dump_family(handle, family, locals, &mut found);
-            tokio::time::timeout(REQUEST_TIMEOUT, fut)
-                .await
-                .map_err(|_| SockDiagError::Timeout {
-                    op,
-                    limit: REQUEST_TIMEOUT,
-                })??;
-        }
-        Ok(found)
+    // A v4 address may also be served by a dual-stack (AF_INET6) socket,
+    // so IPv6 is always dumped; IPv4 only when needed.
+    let want_v4 = locals.is_empty() || locals.iter().any(IpAddr::is_ipv4);
+    let mut families = vec![AF_INET6];
+    if want_v4 {
+        families.insert(0, AF_INET);
     }
+    let mut found = Vec::new();
+    for family in families {
+        let op = "dump";
+        let fut = dump_family(handle, family, locals, &mut found);
+        tokio::time::timeout(REQUEST_TIMEOUT, fut)
+            .await
+            .map_err(|_| SockDiagError::Timeout {
+                op,
+                limit: REQUEST_TIMEOUT,
+            })??;
+    }
+    Ok(found)
 }
 
 async fn dump_family(
