@@ -662,7 +662,14 @@ async fn run_batch(
             .set_send_buffer(bytes.len().saturating_add(SMALL_BATCH))
             .map_err(io_err)?;
     }
-    socket.send(&bytes).await.map_err(io_err)?;
+    tokio::time::timeout(BATCH_TIMEOUT, socket.send(&bytes))
+        .await
+        .map_err(|_| NftError::Timeout {
+            table: tname(),
+            op,
+            limit: BATCH_TIMEOUT,
+        })?
+        .map_err(io_err)?;
     let mut waiting: std::collections::BTreeSet<u32> = seqs.collect();
     let mut first_error: Option<i32> = None;
     let deadline = tokio::time::Instant::now() + BATCH_TIMEOUT;
