@@ -269,3 +269,70 @@ fn a_large_update_is_one_transaction() {
         table.remove().execute().await.unwrap();
     });
 }
+
+/// Drops CAP_NET_ADMIN from the calling thread only (Linux capabilities
+/// are per thread); used on a throw-away `NetNs::run` thread.
+fn drop_net_admin_of_this_thread() {
+    use nix::libc;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_NET_ADMIN: u32 = 12;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget writes two `Data` records (version 3) into `data`,
+    // which is exactly that large; `header` is a valid header.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            std::ptr::from_mut(&mut header),
+            data.as_mut_ptr(),
+        )
+    };
+    assert_eq!(rc, 0, "capget failed");
+    data[0].effective &= !(1 << CAP_NET_ADMIN);
+    data[0].permitted &= !(1 << CAP_NET_ADMIN);
+    // SAFETY: as above; capset reads the same two records and changes only
+    // the calling thread's capabilities.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            std::ptr::from_mut(&mut header),
+            data.as_ptr(),
+        )
+    };
+    assert_eq!(rc, 0, "capset failed");
+}
+
+#[test]
+fn without_cap_net_admin_the_table_is_refused() {
+    require_root();
+    let ns = NetNs::new("nfp").unwrap();
+    let table = NftTable::new("ipf_noperm").unwrap();
+    let err = ns
+        .run(move || {
+            drop_net_admin_of_this_thread();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async { table.install().execute().await.unwrap_err() })
+        })
+        .unwrap();
+    assert!(matches!(err, NftError::PermissionDenied { .. }), "{err:?}");
+    let out = ns.exec_ok("nft", &["list", "ruleset"]).unwrap();
+    assert!(!out.contains("ipf_noperm"), "{out}");
+}
