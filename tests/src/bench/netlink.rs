@@ -13,7 +13,8 @@
 //! * `killtcp_1000`: time from the start of killtcp until every one of 1,000
 //!   live clients has seen its reset (target < 1 s).
 //!
-//! Options: `--reps N` (default 3; the median is reported).
+//! Options: `--reps N` (default 3; the median is reported), `--only
+//! addr|tickle|killtcp` (one part).
 
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read};
@@ -54,9 +55,21 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("bench netlink needs root (it builds network namespaces)");
     }
     let reps = reps(args)?.max(1);
-    addresses(reps)?;
-    tickles(reps)?;
-    killtcp()?;
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
+    let want = |part: &str| only.is_none_or(|o| o == part);
+    if want("addr") {
+        addresses(reps)?;
+    }
+    if want("tickle") {
+        tickles(reps)?;
+    }
+    if want("killtcp") {
+        killtcp()?;
+    }
     Ok(())
 }
 
