@@ -435,3 +435,72 @@ fn announce_is_a_successful_no_op_on_down_and_noarp_interfaces() {
     })
     .unwrap();
 }
+
+#[test]
+fn moved_address_is_reachable_at_once_after_the_new_owners_garp() {
+    // Two nodes and a client on one switch; the client already has an ARP
+    // entry for the public IP (pointing at node 1) and default sysctls
+    // (arp_accept=0): the GARP must update it.
+    require_root();
+    let lan = tests::netns::Lan::new("pmvs").unwrap();
+    let n1 = Arc::new(NetNs::new("pmv1").unwrap());
+    let n2 = Arc::new(NetNs::new("pmv2").unwrap());
+    let cl = NetNs::new("pmvc").unwrap();
+    for ns in [&*n1, &*n2, &cl] {
+        lan.attach(ns, "eth0").unwrap();
+    }
+    n1.ip(&["addr", "add", "192.0.2.11/24", "dev", "eth0"])
+        .unwrap();
+    n2.ip(&["addr", "add", "192.0.2.12/24", "dev", "eth0"])
+        .unwrap();
+    cl.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"])
+        .unwrap();
+    let public: IpAddr = "192.0.2.10".parse().unwrap();
+    let prefix: netlink::addr::IpPrefix = "192.0.2.10/24".parse().unwrap();
+    let add = move || async move {
+        let nl = netlink::link::Netlink::new().unwrap();
+        nl.add_address("eth0", prefix).execute().await.unwrap();
+    };
+    n1.block_on(add).unwrap();
+    assert!(cl
+        .exec("ping", &["-c", "1", "-W", "1", "192.0.2.10"])
+        .unwrap()
+        .status
+        .success());
+    let mac1 = mac_text(mac_of(&n1, "eth0"));
+    let mac2 = mac_text(mac_of(&n2, "eth0"));
+    assert!(neigh(&cl, "192.0.2.10").contains(&mac1));
+
+    // Move: release on node 1, take on node 2 and announce.
+    n1.block_on(move || async move {
+        let nl = netlink::link::Netlink::new().unwrap();
+        nl.del_address("eth0", prefix).execute().await.unwrap();
+    })
+    .unwrap();
+    n2.block_on(move || async move {
+        let nl = netlink::link::Netlink::new().unwrap();
+        nl.add_address("eth0", prefix).execute().await.unwrap();
+        FrameSender::open("eth0")
+            .unwrap()
+            .announce(public)
+            .await
+            .unwrap()
+    })
+    .unwrap();
+    let entry = wait_for(
+        "client's entry moves to node 2",
+        Duration::from_secs(3),
+        Duration::from_millis(50),
+        || {
+            let n = neigh(&cl, "192.0.2.10");
+            n.contains(&mac2).then_some(n)
+        },
+    )
+    .unwrap();
+    assert!(!entry.contains(&mac1), "{entry}");
+    assert!(cl
+        .exec("ping", &["-c", "1", "-W", "1", "192.0.2.10"])
+        .unwrap()
+        .status
+        .success());
+}
