@@ -186,6 +186,29 @@ impl Netlink {
         }
     }
 
+    /// Looks an interface up by index (events carry indexes).
+    ///
+    /// # Errors
+    ///
+    /// [`LinkError::NoSuchInterface`] (named `#INDEX`) when it does not
+    /// exist, [`LinkError::Timeout`] and [`LinkError::Netlink`] otherwise.
+    pub async fn link_by_index(&self, index: u32) -> Result<LinkState, LinkError> {
+        let name = format!("#{index}");
+        let mut stream = self.handle.link().get().match_index(index).execute();
+        let first = tokio::time::timeout(LINK_TIMEOUT, stream.try_next())
+            .await
+            .map_err(|_| LinkError::Timeout { name: name.clone() })?;
+        match first {
+            Ok(Some(msg)) => Ok(LinkState::from_message(&msg)),
+            Ok(None) => Err(LinkError::NoSuchInterface { name }),
+            Err(e) if is_no_device(&e) => Err(LinkError::NoSuchInterface { name }),
+            Err(source) => Err(LinkError::Netlink {
+                name,
+                source: Box::new(source),
+            }),
+        }
+    }
+
     /// Lists every interface of the namespace.
     ///
     /// # Errors

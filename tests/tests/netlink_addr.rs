@@ -57,6 +57,11 @@ fn added_address_answers_ping_removed_does_not_and_events_report_both() {
         let mut events = Events::subscribe().unwrap();
         let nl = Netlink::new().unwrap();
         let idx = nl.link("eth0").await.unwrap().index;
+        assert_eq!(nl.link_by_index(idx).await.unwrap().name, "eth0");
+        assert!(matches!(
+            nl.link_by_index(99_999).await,
+            Err(LinkError::NoSuchInterface { .. })
+        ));
         let v4: IpPrefix = "192.0.2.10/24".parse().unwrap();
         let v6: IpPrefix = "2001:db8::10/64".parse().unwrap();
 

@@ -237,23 +237,21 @@ fn expect_reset(s: &mut TcpStream, who: &str) {
     }
 }
 
-#[test]
-fn tickle_ack_resets_a_client_whose_server_socket_vanished() {
-    let (a, c) = pair("ptk");
-    let server: SocketAddr = "192.0.2.10:4455".parse().unwrap();
+fn tickle_resets_orphaned_client(tag: &str, server: &str) {
+    let (a, c) = pair(tag);
+    let server: SocketAddr = server.parse().unwrap();
+    let port = server.port().to_string();
     let (mut client, srv) = connect(&a, &c, server);
     let client_addr = client.local_addr().unwrap();
     // Make the server socket vanish without the client hearing of it: drop
     // A's outgoing packets of that port, abort the socket (its RST is
     // dropped), then lift the block.
-    a.exec_ok(
-        "nft",
-        &["add table inet ptk; add chain inet ptk out { type filter hook output priority 0; }; add rule inet ptk out tcp sport 4455 drop"],
-    )
-    .unwrap();
+    let table = format!("add table inet {tag}; add chain inet {tag} out {{ type filter hook output priority 0; }}; add rule inet {tag} out tcp sport {port} drop");
+    a.exec_ok("nft", &[&table]).unwrap();
     set_linger_zero(&srv);
     drop(srv);
-    a.exec_ok("nft", &["delete table inet ptk"]).unwrap();
+    a.exec_ok("nft", &[&format!("delete table inet {tag}")])
+        .unwrap();
     // Without a tickle the idle client notices nothing.
     client
         .set_read_timeout(Some(Duration::from_millis(300)))
@@ -278,6 +276,16 @@ fn tickle_ack_resets_a_client_whose_server_socket_vanished() {
         .unwrap();
     assert_eq!(stats.sent, 1);
     expect_reset(&mut client, "client");
+}
+
+#[test]
+fn tickle_ack_resets_a_client_whose_server_socket_vanished() {
+    tickle_resets_orphaned_client("ptk", "192.0.2.10:4455");
+}
+
+#[test]
+fn ipv6_tickle_ack_resets_a_client_whose_server_socket_vanished() {
+    tickle_resets_orphaned_client("ptk6", "[2001:db8::10]:4459");
 }
 
 fn kill_both_ends(tag: &str, server: &str) {
