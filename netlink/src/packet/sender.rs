@@ -320,7 +320,7 @@ impl SegmentSender {
         })
     }
 
-    /// Sends every segment, [`BATCH`] per system call. Segments the kernel
+    /// Sends every segment, 64 per `sendmmsg` call. Segments the kernel
     /// refuses one by one (no route, ...) are counted in
     /// [`SendStats::failed`] and skipped.
     ///
