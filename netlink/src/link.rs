@@ -12,13 +12,15 @@ use std::path::PathBuf;
 
 use futures::TryStreamExt;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use std::os::fd::AsRawFd;
+
 use netlink_sys::AsyncSocket;
 use tokio::task::JoinHandle;
 
 /// Receive buffer asked for the request socket, so that many pipelined
-/// acknowledgements fit (the kernel caps it at `rmem_max` unless we are
-/// root, where `SO_RCVBUFFORCE` is not used: this is best effort).
-const RX_BUF: usize = 4 << 20;
+/// acknowledgements fit. `SO_RCVBUFFORCE` (root) goes past `rmem_max`;
+/// without the privilege the plain `SO_RCVBUF` (capped) is used. Best effort.
+const RX_BUF: libc::c_int = 4 << 20;
 
 /// Time limit of one link query: the kernel answers in microseconds, so this
 /// only fires when an answer was lost.
@@ -156,7 +158,19 @@ impl Netlink {
         let (mut conn, handle, _unsolicited) =
             rtnetlink::new_connection().map_err(LinkError::Socket)?;
         // Best effort: a bigger buffer only helps pipelining.
-        let _ = conn.socket_mut().socket_mut().set_rx_buf_sz(RX_BUF);
+        let fd = conn.socket_mut().socket_mut().as_raw_fd();
+        let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).expect("small");
+        let size: libc::c_int = RX_BUF;
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            // SAFETY: fd is the connection's open socket; size is a valid c_int
+            // of the given length.
+            let rc = unsafe {
+                libc::setsockopt(fd, libc::SOL_SOCKET, opt, (&raw const size).cast(), len)
+            };
+            if rc == 0 {
+                break;
+            }
+        }
         let task = tokio::spawn(conn);
         Ok(Netlink { handle, task })
     }
