@@ -27,9 +27,11 @@ use rtnetlink::AddressMessageBuilder;
 
 use crate::link::{LinkError, Netlink};
 
-/// Requests in flight at once by default (each ack is small; the socket's
-/// receive buffer holds far more than this).
-pub const DEFAULT_WINDOW: usize = 256;
+/// Requests in flight at once by default. Each acknowledgement takes well
+/// under 1 KiB of the socket's receive buffer, which [`Netlink::new`]
+/// forces to 4 MiB (with `CAP_NET_ADMIN`, the capability address changes
+/// need anyway), so 1,024 outstanding acks fit with room to spare.
+pub const DEFAULT_WINDOW: usize = 1024;
 
 /// Time limit of a whole request by default: the kernel answers in
 /// milliseconds, so this only fires when something is badly wrong (a lost
