@@ -13,6 +13,7 @@ pub mod conntrack;
 pub mod failover;
 pub mod memory;
 pub mod netlink;
+pub mod netlink_diag;
 pub mod transport;
 
 /// One measured figure, printed as one JSON line.

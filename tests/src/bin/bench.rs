@@ -1,5 +1,5 @@
 //! `bench SCENARIO [OPTIONS]`: prints one JSON line per figure (see
-//! `tests::bench`). Scenarios: transport, netlink, cluster, alloc, conntrack,
+//! `tests::bench`). Scenarios: transport, netlink, netlink-diag, cluster, alloc, conntrack,
 //! failover, memory.
 
 use std::process::ExitCode;
@@ -12,6 +12,7 @@ static ALLOC: tests::alloc_count::Counting = tests::alloc_count::Counting;
 const SCENARIOS: &[&str] = &[
     "transport",
     "netlink",
+    "netlink-diag",
     "cluster",
     "alloc",
     "conntrack",
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
     let result: anyhow::Result<()> = match scenario.as_str() {
         "transport" => bench::transport::run(&rest),
         "netlink" => bench::netlink::run(&rest),
+        "netlink-diag" => bench::netlink_diag::run(&rest),
         "cluster" => bench::cluster::run(&rest),
         "alloc" => bench::alloc::run(&rest),
         "conntrack" => bench::conntrack::run(&rest),
