@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod controls;
+pub mod msg;
 pub mod nodes;
 pub mod proto;
 pub mod router;

@@ -1,0 +1,1 @@
+//! clusterd's messages: membership, node flags, administration.

@@ -1,0 +1,1 @@
+//! conntrackd's messages: tracked connections of public addresses.

@@ -1,0 +1,1 @@
+//! failoverd's messages: hosted addresses, takeover runs, CLI requests.

@@ -1,0 +1,1 @@
+//! masterd's messages: daemon status for the CLI.
