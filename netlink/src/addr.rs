@@ -412,6 +412,33 @@ impl Netlink {
             .map(|(_, p)| p)
             .collect())
     }
+
+    /// Lists every IPv4/IPv6 address of the namespace with its interface
+    /// index (`ip addr show`), e.g. to find a public IP configured on an
+    /// unexpected interface.
+    ///
+    /// # Errors
+    ///
+    /// [`AddrError::Request`] when the dump fails.
+    pub async fn all_addresses(&self) -> Result<Vec<(u32, IpPrefix)>, AddrError> {
+        let msgs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| AddrError::Request {
+            op: "list",
+            interface: "*".into(),
+            address: IpPrefix {
+                addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                len: 0,
+            },
+            source: Box::new(source),
+        })?;
+        Ok(msgs.iter().filter_map(decode_address).collect())
+    }
 }
 
 #[cfg(test)]

@@ -118,8 +118,8 @@ impl LinkState {
 }
 
 /// One rtnetlink connection: the front of the task that owns the socket.
-/// Clone the inner handle freely; requests from all clones are pipelined on
-/// the same socket.
+/// Share it by reference (or in an `Arc`); requests from concurrent callers
+/// are pipelined on the same socket.
 #[derive(Debug)]
 pub struct Netlink {
     pub(crate) handle: rtnetlink::Handle,

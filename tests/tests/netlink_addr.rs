@@ -71,6 +71,16 @@ fn added_address_answers_ping_removed_does_not_and_events_report_both() {
         nl.add_address("eth0", v4).execute().await.unwrap();
         let list = nl.addresses("eth0").await.unwrap();
         assert!(list.contains(&v4) && list.contains(&v6), "{list:?}");
+        let all = nl.all_addresses().await.unwrap();
+        assert!(
+            all.contains(&(idx, v4)) && all.contains(&(idx, v6)),
+            "{all:?}"
+        );
+        let lo = nl.link("lo").await.unwrap().index;
+        assert!(
+            all.contains(&(lo, "127.0.0.1/8".parse().unwrap())),
+            "{all:?}"
+        );
         // NODAD: the IPv6 address answers at once, no tentative period.
         assert!(pings(&peer, "192.0.2.10"));
         assert!(pings(&peer, "2001:db8::10"));
