@@ -161,30 +161,39 @@ impl Link {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let (read_half, write_half) = tokio::io::split(stream);
         let (out_tx, out_rx) = mpsc::channel(OUTGOING_CAPACITY);
         let (in_tx, in_rx) = mpsc::unbounded_channel();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            tokio::select! {
-                res = read_frames(read_half, in_tx) => {
-                    if let Err(err) = res {
-                        tracing::warn!(%err, "transport link closed");
-                    }
-                }
-                _ = stop_rx => {}
-            }
-        });
-        tokio::spawn(async move {
-            if let Err(err) = write_frames(write_half, out_rx).await {
-                tracing::warn!(%err, "transport link write failed");
-            }
-            // Writer done (all senders dropped or error): stop reading too.
-            drop(stop_tx);
-        });
+        tokio::spawn(run_stream(stream, in_tx, out_rx));
         Link {
             outgoing: out_tx,
             incoming: in_rx,
+        }
+    }
+}
+
+/// Carries frames between a byte stream and a pair of channels until either
+/// side ends: frames read go to `to_channel`, messages from `from_channel`
+/// are written. When one direction ends (EOF, a bad frame, an I/O error, or
+/// every sender dropped) the other is dropped too, so the peer and the local
+/// side both see the connection close. The reason is logged.
+pub async fn run_stream<S>(
+    stream: S,
+    to_channel: mpsc::UnboundedSender<Message>,
+    from_channel: mpsc::Receiver<Message>,
+) where
+    S: AsyncRead + AsyncWrite + Send,
+{
+    let (read_half, write_half) = tokio::io::split(stream);
+    tokio::select! {
+        res = read_frames(read_half, to_channel) => {
+            if let Err(err) = res {
+                tracing::warn!(%err, "transport link closed while reading");
+            }
+        }
+        res = write_frames(write_half, from_channel) => {
+            if let Err(err) = res {
+                tracing::warn!(%err, "transport link closed while writing");
+            }
         }
     }
 }

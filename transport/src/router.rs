@@ -25,10 +25,11 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::client::{Client, ClientError, Incoming, Link, OUTGOING_CAPACITY};
+use crate::client::{run_stream, Client, ClientError, Incoming, Link, OUTGOING_CAPACITY};
 use crate::controls::{self, ControlContext, LogLevelHook};
 use crate::proto::control::{
     self, PeerInfo, PeerList, RegisterReply, RegisterRequest, ServiceInfo, ServiceList, Statistics,
@@ -206,6 +207,45 @@ impl Router {
             outgoing: out_tx,
             incoming: in_rx,
         }
+    }
+
+    /// Serves one client connection over a byte stream (a socket, a
+    /// `tokio::io::duplex` pipe), with the same framing as transportd's Unix
+    /// socket: so a process hosting a router can also accept real clients.
+    /// Returns at once; the connection runs on its own tasks.
+    pub fn serve_stream<S>(&self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (to_router, router_rx) = mpsc::channel(OUTGOING_CAPACITY);
+        let (router_tx, from_router) = mpsc::unbounded_channel();
+        tokio::spawn(self.clone().serve(router_rx, router_tx));
+        // The stream side writes what the router sends this client, and
+        // feeds what it reads into the router through a bounded bridge.
+        let (read_tx, mut read_rx) = mpsc::unbounded_channel::<Message>();
+        let (write_tx, write_rx) = mpsc::channel(OUTGOING_CAPACITY);
+        tokio::spawn(async move {
+            let bridge_in = async {
+                while let Some(msg) = read_rx.recv().await {
+                    if to_router.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            let bridge_out = async {
+                let mut from_router = from_router;
+                while let Some(msg) = from_router.recv().await {
+                    if write_tx.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                () = run_stream(stream, read_tx, write_rx) => {}
+                () = bridge_in => {}
+                () = bridge_out => {}
+            }
+        });
     }
 
     /// One client connection: registration, then routing of its frames;

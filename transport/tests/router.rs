@@ -510,3 +510,116 @@ async fn all_nodes_request_is_answered_by_the_node_that_has_the_service() {
         .unwrap();
     assert_eq!(r, "ALL");
 }
+
+/// The byte-stream path end to end: a client over a small duplex pipe (so
+/// frames arrive in pieces) to a router, many requests in flight at once.
+#[tokio::test]
+async fn stream_clients_and_in_process_clients_share_a_router() {
+    let router = Router::new(2);
+    let (fo, fo_in) = router.connect("failoverd").await.unwrap();
+    spawn_echo(fo, fo_in);
+    let (near, far) = tokio::io::duplex(97);
+    router.serve_stream(far);
+    let (cli, _ci) = Client::from_stream(near, "cli").await.unwrap();
+    assert_eq!(cli.pnn(), 2);
+    assert!(cli.service() >= EPHEMERAL_BASE);
+    let mut calls = Vec::new();
+    for i in 0..500u32 {
+        let cli = cli.clone();
+        calls.push(tokio::spawn(async move {
+            let s = format!("req-{i}-{}", "x".repeat(usize::try_from(i % 300).unwrap()));
+            let r: String = cli
+                .request(Address::local(FAILOVERD), ECHO, &s, T)
+                .await
+                .unwrap();
+            assert_eq!(r, s.to_uppercase());
+        }));
+    }
+    for c in calls {
+        c.await.unwrap();
+    }
+    // The in-process side sees the stream client as a normal service.
+    let list = router.list_services();
+    assert!(list.services.iter().any(|s| s.name == "cli"));
+    // Closing the stream client unregisters it.
+    drop(cli);
+    drop(_ci);
+    for _ in 0..200 {
+        if !router
+            .list_services()
+            .services
+            .iter()
+            .any(|s| s.name == "cli")
+        {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("stream client still registered after close");
+}
+
+/// Garbage on one stream connection closes that connection only.
+#[tokio::test]
+async fn garbage_on_a_stream_closes_only_that_connection() {
+    let router = Router::new(0);
+    let (fo, fo_in) = router.connect("failoverd").await.unwrap();
+    spawn_echo(fo, fo_in);
+    let (near, far) = tokio::io::duplex(4096);
+    router.serve_stream(far);
+    let (good, _gi) = Client::from_stream(near, "good").await.unwrap();
+
+    let (mut evil, far) = tokio::io::duplex(4096);
+    router.serve_stream(far);
+    evil.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n......................")
+        .await
+        .unwrap();
+    // The router closes the evil connection: reading gives EOF.
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(T, tokio::io::AsyncReadExt::read(&mut evil, &mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0);
+    let r: String = good
+        .request(Address::local(FAILOVERD), ECHO, "still", T)
+        .await
+        .unwrap();
+    assert_eq!(r, "STILL");
+}
+
+/// A transport that answers with garbage: the client's pending request
+/// fails at once with Closed, not after its timeout.
+#[tokio::test]
+async fn garbage_from_the_transport_fails_pending_requests() {
+    let (near, far) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let (r, mut w) = tokio::io::split(far);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(transport::client::read_frames(r, tx));
+        let reg = rx.recv().await.unwrap();
+        let reply = Message::new(
+            reg.header.answer(Kind::Reply),
+            encode_payload(&transport::proto::control::RegisterReply {
+                pnn: 0,
+                service: 0x8000,
+            })
+            .unwrap(),
+        );
+        w.write_all(&reply.to_bytes().unwrap()).await.unwrap();
+        let _req = rx.recv().await.unwrap();
+        w.write_all(&[0xEE; 64]).await.unwrap();
+        // Keep the pipe open: only the bad bytes may end the link.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    });
+    let (cli, _i) = Client::from_stream(near, "cli").await.unwrap();
+    let err = cli
+        .request::<_, ()>(
+            Address::local(FAILOVERD),
+            ECHO,
+            &(),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Closed { .. }), "{err:?}");
+}
