@@ -36,7 +36,7 @@ use crate::proto::control::{
 use crate::proto::service::TRANSPORT;
 use crate::proto::{
     check, decode_payload, encode_payload, Address, Check, DecodeError, EncodeError, ErrorCode,
-    FrameRef, HeaderRepr, Kind, Message, PayloadError, RemoteError, LOCAL,
+    FrameRef, HeaderRepr, Kind, Message, PayloadError, RemoteError, LOCAL, MAX_PAYLOAD,
 };
 
 /// How long registration and transport controls (subscribe...) may take.
@@ -493,6 +493,18 @@ impl Client {
     }
 
     async fn send(&self, msg: Message) -> Result<(), ClientError> {
+        if msg.payload.len() > MAX_PAYLOAD {
+            // Refused here: on a stream it would close the whole connection.
+            return Err(ClientError::Payload {
+                peer: msg.header.dst,
+                opcode: msg.header.opcode,
+                source: PayloadError::TooLarge {
+                    type_name: "raw payload",
+                    length: msg.payload.len(),
+                    max: MAX_PAYLOAD,
+                },
+            });
+        }
         self.inner
             .outgoing
             .send(msg)
@@ -530,6 +542,48 @@ impl Client {
             opcode,
             source,
         })
+    }
+
+    /// Sends the same request to several destinations at once (e.g. every
+    /// connected node from `LIST_PEERS`) and waits for every answer or
+    /// timeout; results come back in the order of `dsts`.
+    ///
+    /// # Errors
+    /// [`ClientError::Payload`] if the request cannot be encoded; per
+    /// destination, as [`Client::request`].
+    pub async fn request_each<Req, Resp>(
+        &self,
+        dsts: &[Address],
+        opcode: u32,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Vec<(Address, Result<Resp, ClientError>)>, ClientError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let payload = encode_payload(req).map_err(|source| ClientError::Payload {
+            peer: dsts.first().copied().unwrap_or(Address::local(TRANSPORT)),
+            opcode,
+            source,
+        })?;
+        let calls = dsts.iter().map(|&dst| {
+            let payload = payload.clone();
+            async move {
+                let result = self
+                    .request_raw(dst, opcode, payload, timeout)
+                    .await
+                    .and_then(|reply| {
+                        decode_payload(&reply.payload).map_err(|source| ClientError::Payload {
+                            peer: reply.header.src,
+                            opcode,
+                            source,
+                        })
+                    });
+                (dst, result)
+            }
+        });
+        Ok(futures::future::join_all(calls).await)
     }
 
     /// Sends a request with an encoded payload; returns the Reply message.

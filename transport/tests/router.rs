@@ -623,3 +623,39 @@ async fn garbage_from_the_transport_fails_pending_requests() {
         .unwrap_err();
     assert!(matches!(err, ClientError::Closed { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn request_each_collects_every_node_and_oversized_payloads_are_refused() {
+    let nodes = Router::cluster(3);
+    let (cli, _ci) = nodes[0].connect("cli").await.unwrap();
+    Router::unlink(&nodes[0], &nodes[2]);
+    let dsts: Vec<Address> = (0..3).map(|p| Address::new(p, TRANSPORT)).collect();
+    let answers = cli
+        .request_each::<_, PingReply>(&dsts, control::PING, &PingRequest { data: vec![7] }, T)
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), 3);
+    assert_eq!(answers[0].1.as_ref().unwrap().clients, 1);
+    assert_eq!(answers[1].1.as_ref().unwrap().data, vec![7]);
+    assert!(matches!(
+        &answers[2].1,
+        Err(ClientError::Remote { error, .. }) if error.code == ErrorCode::NodeUnreachable
+    ));
+
+    let big = vec![0u8; transport::proto::MAX_PAYLOAD + 1];
+    let err = cli
+        .request_raw(Address::local(TRANSPORT), control::PING, big, T)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Payload { .. }), "{err:?}");
+    // The connection is still fine.
+    let _: PingReply = cli
+        .request(
+            Address::local(TRANSPORT),
+            control::PING,
+            &PingRequest::default(),
+            T,
+        )
+        .await
+        .unwrap();
+}
