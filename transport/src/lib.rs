@@ -4,7 +4,8 @@
 //! * [`proto`] — pure frame encode/decode and message types (no I/O); the
 //!   wire format is documented there and in docs/protocol.md;
 //! * [`controls`] — the common controls (ping, version, statistics, log
-//!   level, shutdown), implemented once;
+//!   level, shutdown), implemented once; [`logging`] installs the tracing
+//!   subscriber whose filter the log-level control changes;
 //! * [`client`] — the client library, generic over its connection ([`client::Link`]):
 //!   a Unix socket (`Client::connect_unix`, in [`unix`]), any byte stream,
 //!   or the in-process router;
@@ -18,6 +19,7 @@
 
 pub mod client;
 pub mod controls;
+pub mod logging;
 pub mod nodes;
 pub mod proto;
 pub mod router;
