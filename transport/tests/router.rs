@@ -659,3 +659,73 @@ async fn request_each_collects_every_node_and_oversized_payloads_are_refused() {
         .await
         .unwrap();
 }
+
+/// Every link pattern of a 4-node cluster (all 64 subsets of the 6 links):
+/// a request reaches a node iff the direct link is up, otherwise it fails
+/// with NodeUnreachable; an ALL_NODES event reaches exactly the sender's node
+/// and its direct peers, once each.
+#[tokio::test]
+async fn routing_matches_the_link_matrix_for_every_partition() {
+    let nodes = Router::cluster(4);
+    let mut clients = Vec::new();
+    for r in &nodes {
+        let (c, i) = r.connect("clusterd").await.unwrap();
+        clients.push((c, i));
+    }
+    let pairs: Vec<(usize, usize)> = (0..4)
+        .flat_map(|a| ((a + 1)..4).map(move |b| (a, b)))
+        .collect();
+    for mask in 0u32..64 {
+        let up = |a: usize, b: usize| {
+            a == b
+                || pairs
+                    .iter()
+                    .position(|&p| p == (a.min(b), a.max(b)))
+                    .is_some_and(|i| mask & (1 << i) != 0)
+        };
+        for &(a, b) in &pairs {
+            if up(a, b) {
+                Router::link(&nodes[a], &nodes[b]);
+            } else {
+                Router::unlink(&nodes[a], &nodes[b]);
+            }
+        }
+        for from in 0..4 {
+            for to in 0..4 {
+                let dst = Address::new(u32::try_from(to).unwrap(), TRANSPORT);
+                let res = clients[from]
+                    .0
+                    .request::<_, PingReply>(dst, control::PING, &PingRequest::default(), T)
+                    .await;
+                match res {
+                    Ok(_) => assert!(up(from, to), "mask {mask:#x}: {from}->{to} got through"),
+                    Err(ClientError::Remote { error, .. }) => {
+                        assert_eq!(error.code, ErrorCode::NodeUnreachable);
+                        assert!(!up(from, to), "mask {mask:#x}: {from}->{to} refused");
+                    }
+                    Err(other) => panic!("mask {mask:#x}: {other:?}"),
+                }
+            }
+            let opcode = 0x0001_0100 + mask * 4 + u32::try_from(from).unwrap();
+            clients[from]
+                .0
+                .event(Address::new(ALL_NODES, CLUSTERD), opcode, &())
+                .await
+                .unwrap();
+            // route() forwards to the peers before delivering locally, so
+            // once the sender's node has it, every node that will get it has.
+            let own = recv_event(&mut clients[from].1).await;
+            assert_eq!(own.header.opcode, opcode);
+            for (to, (_, incoming)) in clients.iter_mut().enumerate() {
+                if up(from, to) && to != from {
+                    let got = recv_event(incoming).await;
+                    assert_eq!(got.header.opcode, opcode, "mask {mask:#x}: {from}->{to}");
+                }
+                assert!(
+                    incoming.try_recv().is_none(),
+                    "mask {mask:#x}: {from}->{to} duplicate or stray event"
+                );
+            }
+        }
+    }
+}
