@@ -339,6 +339,7 @@ struct Inner {
     pending: Mutex<Pending>,
     next_id: AtomicU64,
     shutdown: watch::Sender<bool>,
+    closed: watch::Sender<bool>,
     log_hook: Mutex<Option<LogLevelHook>>,
     counters: Counters,
 }
@@ -433,6 +434,7 @@ impl Client {
             other => return Err(handshake(format!("answer of kind {other:?}"))),
         };
         let (shutdown, _) = watch::channel(false);
+        let (closed, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             name: name.to_owned(),
             pnn: reg.pnn,
@@ -441,6 +443,7 @@ impl Client {
             pending: Mutex::new(Pending::default()),
             next_id: AtomicU64::new(1),
             shutdown,
+            closed,
             log_hook: Mutex::new(None),
             counters: Counters::default(),
         });
@@ -769,6 +772,20 @@ impl Client {
         }
     }
 
+    /// Resolves when the connection to the transport has closed (transportd
+    /// went away, or sent garbage). A daemon usually exits or reconnects then.
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.inner.closed.subscribe();
+        async move {
+            let _ = rx.wait_for(|closed| *closed).await;
+        }
+    }
+
+    /// Is the connection to the transport closed?
+    pub fn is_closed(&self) -> bool {
+        *self.inner.closed.borrow()
+    }
+
     /// Has a `SHUTDOWN` control been received?
     pub fn is_shutdown_requested(&self) -> bool {
         *self.inner.shutdown.borrow()
@@ -855,6 +872,7 @@ async fn dispatch(
             p.closed = true;
             p.waiting.clear(); // dropping the senders wakes the requesters
         }
+        inner.closed.send_replace(true);
         tracing::debug!(service = inner.name, "transport connection closed");
     }
 }

@@ -484,6 +484,8 @@ async fn closed_stream_fails_pending_requests_at_once() {
     assert!(matches!(err, ClientError::Closed { .. }), "{err:?}");
     fake.await.unwrap();
     assert!(cli_in.recv().await.is_none());
+    tokio::time::timeout(T, cli.closed()).await.unwrap();
+    assert!(cli.is_closed());
     // Later requests fail at once too.
     let err = cli
         .request::<_, ()>(

@@ -86,3 +86,28 @@ impl core::fmt::Display for Address {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn well_known_names_and_ids_match() {
+        for (name, id) in WELL_KNOWN {
+            assert_eq!(well_known_id(name), Some(*id));
+            assert_eq!(well_known_name(*id), Some(*name));
+        }
+        assert_eq!(well_known_id("cli"), None);
+        assert_eq!(well_known_name(EPHEMERAL_BASE), None);
+    }
+
+    #[test]
+    fn addresses_display_readably() {
+        assert_eq!(Address::new(2, FAILOVERD).to_string(), "2:failoverd");
+        assert_eq!(
+            Address::new(ALL_NODES, BROADCAST_SERVICE).to_string(),
+            "all:broadcast"
+        );
+        assert_eq!(Address::local(0x8001).to_string(), "local:0x8001");
+    }
+}
