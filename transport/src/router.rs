@@ -35,7 +35,7 @@ use crate::proto::control::{
     self, PeerInfo, PeerList, RegisterReply, RegisterRequest, ServiceInfo, ServiceList, Statistics,
     SubscribeRequest, LIST_PEERS, LIST_SERVICES, REGISTER, SUBSCRIBE, UNSUBSCRIBE,
 };
-use crate::proto::service::{well_known_id, EPHEMERAL_BASE, TRANSPORT};
+use crate::proto::service::{check_name, well_known_id, EPHEMERAL_BASE, TRANSPORT};
 use crate::proto::{
     decode_payload, encode_payload, Address, ErrorCode, Kind, Message, RemoteError, ALL_NODES,
     BROADCAST_SERVICE, LOCAL,
@@ -296,11 +296,11 @@ impl Router {
             Ok(r) => r,
             Err(e) => return refuse(ErrorCode::BadRequest, e.to_string()),
         };
+        if let Err(err) = check_name(&req.name) {
+            return refuse(err.code, err.message);
+        }
         let mut st = self.state();
         let id = match well_known_id(&req.name) {
-            Some(TRANSPORT) => {
-                return refuse(ErrorCode::Refused, "\"transport\" is reserved".into())
-            }
             Some(id) => {
                 if st.services.get(&id).is_some_and(|s| !s.tx.is_closed()) {
                     return refuse(

@@ -133,7 +133,12 @@ async fn ephemeral_ids_and_duplicate_well_known_names() {
         tokio::task::yield_now().await;
     }
     assert_eq!(again.expect("re-registration").0.service(), CLUSTERD);
-    assert!(router.connect("transport").await.is_err());
+    for bad in ["transport", ""] {
+        match router.connect(bad).await.unwrap_err() {
+            ClientError::Register { error, .. } => assert_eq!(error.code, ErrorCode::BadRequest),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

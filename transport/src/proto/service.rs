@@ -38,6 +38,31 @@ pub const WELL_KNOWN: &[(&str, u16)] = &[
     ("masterd", MASTERD),
 ];
 
+/// Longest service name a client may register, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Checks a name a client asks to register: not empty, at most
+/// [`MAX_NAME_LEN`] bytes, and not `"transport"` (service 0 is the router).
+///
+/// # Errors
+/// A `BadRequest` [`RemoteError`](super::RemoteError) naming the problem,
+/// ready to send back.
+pub fn check_name(name: &str) -> Result<(), super::RemoteError> {
+    let problem = if name.is_empty() {
+        "is empty"
+    } else if name.len() > MAX_NAME_LEN {
+        "is longer than 64 bytes"
+    } else if name == "transport" {
+        "is reserved for the transport itself"
+    } else {
+        return Ok(());
+    };
+    Err(super::RemoteError::new(
+        super::ErrorCode::BadRequest,
+        format!("service name {name:?} {problem}"),
+    ))
+}
+
 /// The fixed id of a well-known service name, if it is one.
 pub fn well_known_id(name: &str) -> Option<u16> {
     WELL_KNOWN
@@ -99,6 +124,16 @@ mod tests {
         }
         assert_eq!(well_known_id("cli"), None);
         assert_eq!(well_known_name(EPHEMERAL_BASE), None);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("cli").is_ok());
+        assert!(check_name(&"x".repeat(MAX_NAME_LEN)).is_ok());
+        for bad in ["", "transport", &"x".repeat(MAX_NAME_LEN + 1)] {
+            let err = check_name(bad).unwrap_err();
+            assert_eq!(err.code, super::super::ErrorCode::BadRequest);
+        }
     }
 
     #[test]
