@@ -36,7 +36,7 @@ use crate::proto::control::{
 use crate::proto::service::TRANSPORT;
 use crate::proto::{
     check, decode_payload, encode_payload, Address, Check, DecodeError, EncodeError, ErrorCode,
-    FrameRef, HeaderRepr, Kind, Message, PayloadError, RemoteError, LOCAL,
+    FrameRef, HeaderRepr, Kind, Message, PayloadError, RemoteError, LOCAL, MAX_PAYLOAD,
 };
 
 /// How long registration and transport controls (subscribe...) may take.
@@ -161,30 +161,39 @@ impl Link {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let (read_half, write_half) = tokio::io::split(stream);
         let (out_tx, out_rx) = mpsc::channel(OUTGOING_CAPACITY);
         let (in_tx, in_rx) = mpsc::unbounded_channel();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            tokio::select! {
-                res = read_frames(read_half, in_tx) => {
-                    if let Err(err) = res {
-                        tracing::warn!(%err, "transport link closed");
-                    }
-                }
-                _ = stop_rx => {}
-            }
-        });
-        tokio::spawn(async move {
-            if let Err(err) = write_frames(write_half, out_rx).await {
-                tracing::warn!(%err, "transport link write failed");
-            }
-            // Writer done (all senders dropped or error): stop reading too.
-            drop(stop_tx);
-        });
+        tokio::spawn(run_stream(stream, in_tx, out_rx));
         Link {
             outgoing: out_tx,
             incoming: in_rx,
+        }
+    }
+}
+
+/// Carries frames between a byte stream and a pair of channels until either
+/// side ends: frames read go to `to_channel`, messages from `from_channel`
+/// are written. When one direction ends (EOF, a bad frame, an I/O error, or
+/// every sender dropped) the other is dropped too, so the peer and the local
+/// side both see the connection close. The reason is logged.
+pub async fn run_stream<S>(
+    stream: S,
+    to_channel: mpsc::UnboundedSender<Message>,
+    from_channel: mpsc::Receiver<Message>,
+) where
+    S: AsyncRead + AsyncWrite + Send,
+{
+    let (read_half, write_half) = tokio::io::split(stream);
+    tokio::select! {
+        res = read_frames(read_half, to_channel) => {
+            if let Err(err) = res {
+                tracing::warn!(%err, "transport link closed while reading");
+            }
+        }
+        res = write_frames(write_half, from_channel) => {
+            if let Err(err) = res {
+                tracing::warn!(%err, "transport link closed while writing");
+            }
         }
     }
 }
@@ -330,6 +339,7 @@ struct Inner {
     pending: Mutex<Pending>,
     next_id: AtomicU64,
     shutdown: watch::Sender<bool>,
+    closed: watch::Sender<bool>,
     log_hook: Mutex<Option<LogLevelHook>>,
     counters: Counters,
 }
@@ -424,6 +434,7 @@ impl Client {
             other => return Err(handshake(format!("answer of kind {other:?}"))),
         };
         let (shutdown, _) = watch::channel(false);
+        let (closed, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             name: name.to_owned(),
             pnn: reg.pnn,
@@ -432,6 +443,7 @@ impl Client {
             pending: Mutex::new(Pending::default()),
             next_id: AtomicU64::new(1),
             shutdown,
+            closed,
             log_hook: Mutex::new(None),
             counters: Counters::default(),
         });
@@ -484,6 +496,18 @@ impl Client {
     }
 
     async fn send(&self, msg: Message) -> Result<(), ClientError> {
+        if msg.payload.len() > MAX_PAYLOAD {
+            // Refused here: on a stream it would close the whole connection.
+            return Err(ClientError::Payload {
+                peer: msg.header.dst,
+                opcode: msg.header.opcode,
+                source: PayloadError::TooLarge {
+                    type_name: "raw payload",
+                    length: msg.payload.len(),
+                    max: MAX_PAYLOAD,
+                },
+            });
+        }
         self.inner
             .outgoing
             .send(msg)
@@ -521,6 +545,48 @@ impl Client {
             opcode,
             source,
         })
+    }
+
+    /// Sends the same request to several destinations at once (e.g. every
+    /// connected node from `LIST_PEERS`) and waits for every answer or
+    /// timeout; results come back in the order of `dsts`.
+    ///
+    /// # Errors
+    /// [`ClientError::Payload`] if the request cannot be encoded; per
+    /// destination, as [`Client::request`].
+    pub async fn request_each<Req, Resp>(
+        &self,
+        dsts: &[Address],
+        opcode: u32,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Vec<(Address, Result<Resp, ClientError>)>, ClientError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let payload = encode_payload(req).map_err(|source| ClientError::Payload {
+            peer: dsts.first().copied().unwrap_or(Address::local(TRANSPORT)),
+            opcode,
+            source,
+        })?;
+        let calls = dsts.iter().map(|&dst| {
+            let payload = payload.clone();
+            async move {
+                let result = self
+                    .request_raw(dst, opcode, payload, timeout)
+                    .await
+                    .and_then(|reply| {
+                        decode_payload(&reply.payload).map_err(|source| ClientError::Payload {
+                            peer: reply.header.src,
+                            opcode,
+                            source,
+                        })
+                    });
+                (dst, result)
+            }
+        });
+        Ok(futures::future::join_all(calls).await)
     }
 
     /// Sends a request with an encoded payload; returns the Reply message.
@@ -706,6 +772,20 @@ impl Client {
         }
     }
 
+    /// Resolves when the connection to the transport has closed (transportd
+    /// went away, or sent garbage). A daemon usually exits or reconnects then.
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.inner.closed.subscribe();
+        async move {
+            let _ = rx.wait_for(|closed| *closed).await;
+        }
+    }
+
+    /// Is the connection to the transport closed?
+    pub fn is_closed(&self) -> bool {
+        *self.inner.closed.borrow()
+    }
+
     /// Has a `SHUTDOWN` control been received?
     pub fn is_shutdown_requested(&self) -> bool {
         *self.inner.shutdown.borrow()
@@ -792,6 +872,7 @@ async fn dispatch(
             p.closed = true;
             p.waiting.clear(); // dropping the senders wakes the requesters
         }
+        inner.closed.send_replace(true);
         tracing::debug!(service = inner.name, "transport connection closed");
     }
 }

@@ -1,16 +1,25 @@
 //! The ipfailover transport: the one protocol and the one routing layer that
 //! every daemon and the `ipfailover` command use.
 //!
-//! * [`proto`] — pure frame encode/decode (no I/O);
-//! * `client` — the client library (Unix socket or in-process);
-//! * `router` — the in-process router (a whole node or cluster in one process);
-//! * `transportd` — the routing daemon (Unix socket + authenticated TCP to peers).
+//! * [`proto`] — pure frame encode/decode and message types (no I/O); the
+//!   wire format is documented there and in docs/protocol.md;
+//! * [`controls`] — the common controls (ping, version, statistics, log
+//!   level, shutdown), implemented once; [`logging`] installs the tracing
+//!   subscriber whose filter the log-level control changes;
+//! * [`client`] — the client library, generic over its connection ([`client::Link`]):
+//!   a Unix socket (`Client::connect_unix`, in [`unix`]), any byte stream,
+//!   or the in-process router;
+//! * [`router`] — the in-process router (a whole node or cluster in one process);
+//! * [`transportd`] — the routing daemon (Unix socket + authenticated TCP to
+//!   peers), with [`nodes`] (the CTDB nodes file).
 //!
+//! Layers: `proto` ← `controls` ← `client` ← `router` / `transportd`.
 //! This crate knows no daemon: message types shared between daemons and the
 //! CLI live here, never in a daemon crate.
 
 pub mod client;
 pub mod controls;
+pub mod logging;
 pub mod msg;
 pub mod nodes;
 pub mod proto;

@@ -25,16 +25,17 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::client::{Client, ClientError, Incoming, Link, OUTGOING_CAPACITY};
+use crate::client::{run_stream, Client, ClientError, Incoming, Link, OUTGOING_CAPACITY};
 use crate::controls::{self, ControlContext, LogLevelHook};
 use crate::proto::control::{
     self, PeerInfo, PeerList, RegisterReply, RegisterRequest, ServiceInfo, ServiceList, Statistics,
     SubscribeRequest, LIST_PEERS, LIST_SERVICES, REGISTER, SUBSCRIBE, UNSUBSCRIBE,
 };
-use crate::proto::service::{well_known_id, EPHEMERAL_BASE, TRANSPORT};
+use crate::proto::service::{check_name, well_known_id, EPHEMERAL_BASE, TRANSPORT};
 use crate::proto::{
     decode_payload, encode_payload, Address, ErrorCode, Kind, Message, RemoteError, ALL_NODES,
     BROADCAST_SERVICE, LOCAL,
@@ -208,6 +209,45 @@ impl Router {
         }
     }
 
+    /// Serves one client connection over a byte stream (a socket, a
+    /// `tokio::io::duplex` pipe), with the same framing as transportd's Unix
+    /// socket: so a process hosting a router can also accept real clients.
+    /// Returns at once; the connection runs on its own tasks.
+    pub fn serve_stream<S>(&self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (to_router, router_rx) = mpsc::channel(OUTGOING_CAPACITY);
+        let (router_tx, from_router) = mpsc::unbounded_channel();
+        tokio::spawn(self.clone().serve(router_rx, router_tx));
+        // The stream side writes what the router sends this client, and
+        // feeds what it reads into the router through a bounded bridge.
+        let (read_tx, mut read_rx) = mpsc::unbounded_channel::<Message>();
+        let (write_tx, write_rx) = mpsc::channel(OUTGOING_CAPACITY);
+        tokio::spawn(async move {
+            let bridge_in = async {
+                while let Some(msg) = read_rx.recv().await {
+                    if to_router.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            let bridge_out = async {
+                let mut from_router = from_router;
+                while let Some(msg) = from_router.recv().await {
+                    if write_tx.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                () = run_stream(stream, read_tx, write_rx) => {}
+                () = bridge_in => {}
+                () = bridge_out => {}
+            }
+        });
+    }
+
     /// One client connection: registration, then routing of its frames;
     /// the service is removed when the client closes.
     async fn serve(self, mut rx: mpsc::Receiver<Message>, tx: mpsc::UnboundedSender<Message>) {
@@ -256,11 +296,11 @@ impl Router {
             Ok(r) => r,
             Err(e) => return refuse(ErrorCode::BadRequest, e.to_string()),
         };
+        if let Err(err) = check_name(&req.name) {
+            return refuse(err.code, err.message);
+        }
         let mut st = self.state();
         let id = match well_known_id(&req.name) {
-            Some(TRANSPORT) => {
-                return refuse(ErrorCode::Refused, "\"transport\" is reserved".into())
-            }
             Some(id) => {
                 if st.services.get(&id).is_some_and(|s| !s.tx.is_closed()) {
                     return refuse(

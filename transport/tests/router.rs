@@ -133,7 +133,12 @@ async fn ephemeral_ids_and_duplicate_well_known_names() {
         tokio::task::yield_now().await;
     }
     assert_eq!(again.expect("re-registration").0.service(), CLUSTERD);
-    assert!(router.connect("transport").await.is_err());
+    for bad in ["transport", ""] {
+        match router.connect(bad).await.unwrap_err() {
+            ClientError::Register { error, .. } => assert_eq!(error.code, ErrorCode::BadRequest),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
@@ -484,6 +489,8 @@ async fn closed_stream_fails_pending_requests_at_once() {
     assert!(matches!(err, ClientError::Closed { .. }), "{err:?}");
     fake.await.unwrap();
     assert!(cli_in.recv().await.is_none());
+    tokio::time::timeout(T, cli.closed()).await.unwrap();
+    assert!(cli.is_closed());
     // Later requests fail at once too.
     let err = cli
         .request::<_, ()>(
@@ -509,4 +516,223 @@ async fn all_nodes_request_is_answered_by_the_node_that_has_the_service() {
         .await
         .unwrap();
     assert_eq!(r, "ALL");
+}
+
+/// The byte-stream path end to end: a client over a small duplex pipe (so
+/// frames arrive in pieces) to a router, many requests in flight at once.
+#[tokio::test]
+async fn stream_clients_and_in_process_clients_share_a_router() {
+    let router = Router::new(2);
+    let (fo, fo_in) = router.connect("failoverd").await.unwrap();
+    spawn_echo(fo, fo_in);
+    let (near, far) = tokio::io::duplex(97);
+    router.serve_stream(far);
+    let (cli, _ci) = Client::from_stream(near, "cli").await.unwrap();
+    assert_eq!(cli.pnn(), 2);
+    assert!(cli.service() >= EPHEMERAL_BASE);
+    let mut calls = Vec::new();
+    for i in 0..500u32 {
+        let cli = cli.clone();
+        calls.push(tokio::spawn(async move {
+            let s = format!("req-{i}-{}", "x".repeat(usize::try_from(i % 300).unwrap()));
+            let r: String = cli
+                .request(Address::local(FAILOVERD), ECHO, &s, T)
+                .await
+                .unwrap();
+            assert_eq!(r, s.to_uppercase());
+        }));
+    }
+    for c in calls {
+        c.await.unwrap();
+    }
+    // The in-process side sees the stream client as a normal service.
+    let list = router.list_services();
+    assert!(list.services.iter().any(|s| s.name == "cli"));
+    // Closing the stream client unregisters it.
+    drop(cli);
+    drop(_ci);
+    for _ in 0..200 {
+        if !router
+            .list_services()
+            .services
+            .iter()
+            .any(|s| s.name == "cli")
+        {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("stream client still registered after close");
+}
+
+/// Garbage on one stream connection closes that connection only.
+#[tokio::test]
+async fn garbage_on_a_stream_closes_only_that_connection() {
+    let router = Router::new(0);
+    let (fo, fo_in) = router.connect("failoverd").await.unwrap();
+    spawn_echo(fo, fo_in);
+    let (near, far) = tokio::io::duplex(4096);
+    router.serve_stream(far);
+    let (good, _gi) = Client::from_stream(near, "good").await.unwrap();
+
+    let (mut evil, far) = tokio::io::duplex(4096);
+    router.serve_stream(far);
+    evil.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n......................")
+        .await
+        .unwrap();
+    // The router closes the evil connection: reading gives EOF.
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(T, tokio::io::AsyncReadExt::read(&mut evil, &mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0);
+    let r: String = good
+        .request(Address::local(FAILOVERD), ECHO, "still", T)
+        .await
+        .unwrap();
+    assert_eq!(r, "STILL");
+}
+
+/// A transport that answers with garbage: the client's pending request
+/// fails at once with Closed, not after its timeout.
+#[tokio::test]
+async fn garbage_from_the_transport_fails_pending_requests() {
+    let (near, far) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let (r, mut w) = tokio::io::split(far);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(transport::client::read_frames(r, tx));
+        let reg = rx.recv().await.unwrap();
+        let reply = Message::new(
+            reg.header.answer(Kind::Reply),
+            encode_payload(&transport::proto::control::RegisterReply {
+                pnn: 0,
+                service: 0x8000,
+            })
+            .unwrap(),
+        );
+        w.write_all(&reply.to_bytes().unwrap()).await.unwrap();
+        let _req = rx.recv().await.unwrap();
+        w.write_all(&[0xEE; 64]).await.unwrap();
+        // Keep the pipe open: only the bad bytes may end the link.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    });
+    let (cli, _i) = Client::from_stream(near, "cli").await.unwrap();
+    let err = cli
+        .request::<_, ()>(
+            Address::local(FAILOVERD),
+            ECHO,
+            &(),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Closed { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn request_each_collects_every_node_and_oversized_payloads_are_refused() {
+    let nodes = Router::cluster(3);
+    let (cli, _ci) = nodes[0].connect("cli").await.unwrap();
+    Router::unlink(&nodes[0], &nodes[2]);
+    let dsts: Vec<Address> = (0..3).map(|p| Address::new(p, TRANSPORT)).collect();
+    let answers = cli
+        .request_each::<_, PingReply>(&dsts, control::PING, &PingRequest { data: vec![7] }, T)
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), 3);
+    assert_eq!(answers[0].1.as_ref().unwrap().clients, 1);
+    assert_eq!(answers[1].1.as_ref().unwrap().data, vec![7]);
+    assert!(matches!(
+        &answers[2].1,
+        Err(ClientError::Remote { error, .. }) if error.code == ErrorCode::NodeUnreachable
+    ));
+
+    let big = vec![0u8; transport::proto::MAX_PAYLOAD + 1];
+    let err = cli
+        .request_raw(Address::local(TRANSPORT), control::PING, big, T)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Payload { .. }), "{err:?}");
+    // The connection is still fine.
+    let _: PingReply = cli
+        .request(
+            Address::local(TRANSPORT),
+            control::PING,
+            &PingRequest::default(),
+            T,
+        )
+        .await
+        .unwrap();
+}
+
+/// Every link pattern of a 4-node cluster (all 64 subsets of the 6 links):
+/// a request reaches a node iff the direct link is up, otherwise it fails
+/// with NodeUnreachable; an ALL_NODES event reaches exactly the sender's node
+/// and its direct peers, once each.
+#[tokio::test]
+async fn routing_matches_the_link_matrix_for_every_partition() {
+    let nodes = Router::cluster(4);
+    let mut clients = Vec::new();
+    for r in &nodes {
+        let (c, i) = r.connect("clusterd").await.unwrap();
+        clients.push((c, i));
+    }
+    let pairs: Vec<(usize, usize)> = (0..4)
+        .flat_map(|a| ((a + 1)..4).map(move |b| (a, b)))
+        .collect();
+    for mask in 0u32..64 {
+        let up = |a: usize, b: usize| {
+            a == b
+                || pairs
+                    .iter()
+                    .position(|&p| p == (a.min(b), a.max(b)))
+                    .is_some_and(|i| mask & (1 << i) != 0)
+        };
+        for &(a, b) in &pairs {
+            if up(a, b) {
+                Router::link(&nodes[a], &nodes[b]);
+            } else {
+                Router::unlink(&nodes[a], &nodes[b]);
+            }
+        }
+        for from in 0..4 {
+            for to in 0..4 {
+                let dst = Address::new(u32::try_from(to).unwrap(), TRANSPORT);
+                let res = clients[from]
+                    .0
+                    .request::<_, PingReply>(dst, control::PING, &PingRequest::default(), T)
+                    .await;
+                match res {
+                    Ok(_) => assert!(up(from, to), "mask {mask:#x}: {from}->{to} got through"),
+                    Err(ClientError::Remote { error, .. }) => {
+                        assert_eq!(error.code, ErrorCode::NodeUnreachable);
+                        assert!(!up(from, to), "mask {mask:#x}: {from}->{to} refused");
+                    }
+                    Err(other) => panic!("mask {mask:#x}: {other:?}"),
+                }
+            }
+            let opcode = 0x0001_0100 + mask * 4 + u32::try_from(from).unwrap();
+            clients[from]
+                .0
+                .event(Address::new(ALL_NODES, CLUSTERD), opcode, &())
+                .await
+                .unwrap();
+            // route() forwards to the peers before delivering locally, so
+            // once the sender's node has it, every node that will get it has.
+            let own = recv_event(&mut clients[from].1).await;
+            assert_eq!(own.header.opcode, opcode);
+            for (to, (_, incoming)) in clients.iter_mut().enumerate() {
+                if up(from, to) && to != from {
+                    let got = recv_event(incoming).await;
+                    assert_eq!(got.header.opcode, opcode, "mask {mask:#x}: {from}->{to}");
+                }
+                assert!(
+                    incoming.try_recv().is_none(),
+                    "mask {mask:#x}: {from}->{to} duplicate or stray event"
+                );
+            }
+        }
+    }
 }

@@ -177,3 +177,21 @@ pub struct PeerList {
     /// Peers, by pnn (the node itself excluded).
     pub peers: Vec<PeerInfo>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opcode_ranges() {
+        for op in [PING, VERSION, STATISTICS, LOG_LEVEL, SHUTDOWN] {
+            assert!(is_common(op) && !is_transport(op));
+        }
+        for op in [REGISTER, SUBSCRIBE, UNSUBSCRIBE, LIST_SERVICES, LIST_PEERS] {
+            assert!(is_transport(op) && !is_common(op));
+        }
+        assert!(!is_common(0x200) && !is_transport(0x200));
+        assert_eq!(daemon_base(crate::proto::service::FAILOVERD), 0x0002_0000);
+        assert!(!is_common(daemon_base(1)) && !is_transport(daemon_base(1)));
+    }
+}

@@ -38,6 +38,31 @@ pub const WELL_KNOWN: &[(&str, u16)] = &[
     ("masterd", MASTERD),
 ];
 
+/// Longest service name a client may register, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Checks a name a client asks to register: not empty, at most
+/// [`MAX_NAME_LEN`] bytes, and not `"transport"` (service 0 is the router).
+///
+/// # Errors
+/// A `BadRequest` [`RemoteError`](super::RemoteError) naming the problem,
+/// ready to send back.
+pub fn check_name(name: &str) -> Result<(), super::RemoteError> {
+    let problem = if name.is_empty() {
+        "is empty"
+    } else if name.len() > MAX_NAME_LEN {
+        "is longer than 64 bytes"
+    } else if name == "transport" {
+        "is reserved for the transport itself"
+    } else {
+        return Ok(());
+    };
+    Err(super::RemoteError::new(
+        super::ErrorCode::BadRequest,
+        format!("service name {name:?} {problem}"),
+    ))
+}
+
 /// The fixed id of a well-known service name, if it is one.
 pub fn well_known_id(name: &str) -> Option<u16> {
     WELL_KNOWN
@@ -84,5 +109,40 @@ impl core::fmt::Display for Address {
             (_, Some(name)) => write!(f, ":{name}"),
             (id, None) => write!(f, ":{id:#06x}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn well_known_names_and_ids_match() {
+        for (name, id) in WELL_KNOWN {
+            assert_eq!(well_known_id(name), Some(*id));
+            assert_eq!(well_known_name(*id), Some(*name));
+        }
+        assert_eq!(well_known_id("cli"), None);
+        assert_eq!(well_known_name(EPHEMERAL_BASE), None);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("cli").is_ok());
+        assert!(check_name(&"x".repeat(MAX_NAME_LEN)).is_ok());
+        for bad in ["", "transport", &"x".repeat(MAX_NAME_LEN + 1)] {
+            let err = check_name(bad).unwrap_err();
+            assert_eq!(err.code, super::super::ErrorCode::BadRequest);
+        }
+    }
+
+    #[test]
+    fn addresses_display_readably() {
+        assert_eq!(Address::new(2, FAILOVERD).to_string(), "2:failoverd");
+        assert_eq!(
+            Address::new(ALL_NODES, BROADCAST_SERVICE).to_string(),
+            "all:broadcast"
+        );
+        assert_eq!(Address::local(0x8001).to_string(), "local:0x8001");
     }
 }
