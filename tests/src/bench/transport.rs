@@ -42,7 +42,16 @@ use crate::netns::{wait_for, NetNs};
 const BENCH: &str = "transport";
 const DATA: u32 = 0x0001_00F0;
 const ACK: u32 = 0x0001_00F1;
-const BURST: usize = 1000;
+/// Bytes per acknowledged burst: a burst is `burst_len(frame)` frames.
+const BURST_BYTES: usize = 128 * 1024;
+/// How long any single read of a measurement may block.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Frames per burst for frames of `frame_len` bytes (both ends compute it
+/// from the frame length, so the receiver knows when to acknowledge).
+fn burst_len(frame_len: usize) -> usize {
+    (BURST_BYTES / frame_len.max(1)).max(1)
+}
 const WINDOW: usize = 8;
 /// Alternating measurement rounds (a shared machine is noisy).
 const ROUNDS: usize = 3;
@@ -383,12 +392,14 @@ fn start_transportd(
 
 fn with_unix<T>(path: &Path, f: impl FnOnce(&mut UnixStream) -> Result<T>) -> Result<T> {
     let mut s = UnixStream::connect(path).with_context(|| format!("connect {}", path.display()))?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
     f(&mut s)
 }
 
 fn with_tcp<T>(addr: &str, f: impl FnOnce(&mut TcpStream) -> Result<T>) -> Result<T> {
     let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
     s.set_nodelay(true)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
     f(&mut s)
 }
 
@@ -398,6 +409,7 @@ fn with_transportd<T>(
     f: impl FnOnce(&mut UnixStream) -> Result<T>,
 ) -> Result<T> {
     let mut s = UnixStream::connect(sock)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
     register(&mut s, name)?;
     f(&mut s)
 }
@@ -574,15 +586,17 @@ fn rtt(s: &mut (impl Read + Write), dst: Address, n: usize, size: usize) -> Resu
     Ok(samples)
 }
 
-/// Sends `n` messages of `size` payload bytes in bursts of [`BURST`], at
+/// Sends `n` messages of `size` payload bytes in bursts of [`burst_len`], at
 /// most [`WINDOW`] bursts unacknowledged; returns messages per second.
 fn throughput(s: &mut (impl Read + Write), dst: Address, n: usize, size: usize) -> Result<f64> {
     let payload = vec![0xa5; size];
     let mut burst = Vec::new();
-    for _ in 0..BURST {
+    let frame_len = transport::proto::HEADER_LEN + size;
+    let per_burst = burst_len(frame_len);
+    for _ in 0..per_burst {
         frame_into(&mut burst, Kind::Event, dst, DATA, 0, &payload)?;
     }
-    let bursts = n.div_ceil(BURST);
+    let bursts = n.div_ceil(per_burst);
     let mut rd = FrameReader::new();
     let start = Instant::now();
     let (mut sent, mut acked) = (0, 0);
@@ -598,13 +612,13 @@ fn throughput(s: &mut (impl Read + Write), dst: Address, n: usize, size: usize) 
         }
     }
     #[allow(clippy::cast_precision_loss)] // message counts far below 2^52
-    Ok((bursts * BURST) as f64 / start.elapsed().as_secs_f64())
+    Ok((bursts * per_burst) as f64 / start.elapsed().as_secs_f64())
 }
 
 // ------------------------------------------------------------------ roles
 
 /// A child process: `echo` answers every frame, `sink` acknowledges every
-/// [`BURST`] frames; over `--unix-listen PATH`, `--tcp-listen ADDR` or
+/// [`burst_len`] frames; over `--unix-listen PATH`, `--tcp-listen ADDR` or
 /// `--transportd SOCKET --name NAME`.
 fn role(args: &[String]) -> Result<()> {
     let get = |flag: &str| {
@@ -678,7 +692,7 @@ fn serve(kind: &str, s: &mut (impl Read + Write)) {
             }
         } else {
             count += 1;
-            if count % BURST == 0 {
+            if count % burst_len(f.len()) == 0 {
                 ack.clear();
                 if frame_into(&mut ack, Kind::Event, src, ACK, 0, &[]).is_err()
                     || s.write_all(&ack).is_err()

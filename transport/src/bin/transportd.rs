@@ -124,14 +124,15 @@ fn serve(config: Config) -> ExitCode {
     })
 }
 
-/// Two worker threads by default (readers and writers of different
-/// connections run in parallel); `IPFAILOVER_TRANSPORTD_THREADS=N` sets N
-/// (1: a single-threaded runtime).
+/// One thread by default: a frame is read, routed and written to an idle
+/// destination in the same task, without crossing threads (measured faster
+/// than two workers for both round trip and throughput);
+/// `IPFAILOVER_TRANSPORTD_THREADS=N` selects a multi-threaded runtime.
 fn runtime_builder() -> tokio::runtime::Builder {
     match std::env::var("IPFAILOVER_TRANSPORTD_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(2)
+        .unwrap_or(1)
     {
         0 | 1 => tokio::runtime::Builder::new_current_thread(),
         n => {

@@ -8,9 +8,10 @@
 //! destination's outbox, and the writer swaps the outbox with its spare
 //! buffer and writes it in one call.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 /// Bytes read from a stream, consumed from the front.
@@ -106,27 +107,98 @@ pub enum PushError {
 struct OutboxInner {
     buf: Vec<u8>,
     closed: bool,
+    /// The writer task holds bytes it has not finished writing: new bytes
+    /// must queue behind them.
+    busy: bool,
 }
 
 /// Frames waiting to be written to one connection.
+///
+/// A local connection's outbox also holds the socket's write half, so the
+/// routing task can write queued frames itself at the end of a batch
+/// ([`Outbox::flush`]) when nothing else is pending: that saves waking the
+/// connection's writer task on every hop. Bytes are written in queue order
+/// either way: a direct write only happens when the writer task holds no
+/// unwritten bytes.
 #[derive(Debug)]
 pub struct Outbox {
     inner: Mutex<OutboxInner>,
     notify: Notify,
     limit: usize,
+    direct: Option<Arc<OwnedWriteHalf>>,
 }
 
 impl Outbox {
     /// An empty outbox that refuses frames once `limit` bytes are queued.
     pub fn new(limit: usize, initial: usize) -> Self {
+        Self::with_direct(limit, initial, None)
+    }
+
+    /// An outbox whose bytes may also be written directly to `direct` by
+    /// [`Outbox::flush`].
+    pub fn with_direct(limit: usize, initial: usize, direct: Option<Arc<OwnedWriteHalf>>) -> Self {
         Outbox {
             inner: Mutex::new(OutboxInner {
                 buf: Vec::with_capacity(initial),
                 closed: false,
+                busy: false,
             }),
             notify: Notify::new(),
             limit,
+            direct,
         }
+    }
+
+    /// Queues one frame without waking the writer; returns true when the
+    /// caller must call [`Outbox::flush`] once its batch is routed (the
+    /// queue was idle). Without a direct writer this is [`Outbox::push`].
+    ///
+    /// # Errors
+    /// As [`Outbox::push`].
+    pub fn push_deferred(&self, frame: &[u8]) -> Result<bool, PushError> {
+        if self.direct.is_none() {
+            return self.push(&[frame]).map(|()| false);
+        }
+        let mut inner = self.lock();
+        if inner.closed {
+            return Err(PushError::Closed);
+        }
+        if inner.buf.len() + frame.len() > self.limit {
+            return Err(PushError::Full);
+        }
+        let idle = inner.buf.is_empty() && !inner.busy;
+        inner.buf.extend_from_slice(frame);
+        Ok(idle)
+    }
+
+    /// Writes what is queued straight to the socket if the writer task is
+    /// idle; whatever the socket does not take now is left to the writer
+    /// task, which is woken.
+    pub fn flush(&self) {
+        let Some(direct) = &self.direct else {
+            self.notify.notify_one();
+            return;
+        };
+        let mut inner = self.lock();
+        if inner.busy || inner.closed || inner.buf.is_empty() {
+            if !inner.buf.is_empty() {
+                drop(inner);
+                self.notify.notify_one();
+            }
+            return;
+        }
+        match direct.try_write(&inner.buf) {
+            Ok(n) if n == inner.buf.len() => {
+                inner.buf.clear();
+                return;
+            }
+            Ok(n) => {
+                inner.buf.drain(..n);
+            }
+            Err(_) => {} // would block, or an error the writer task will see
+        }
+        drop(inner);
+        self.notify.notify_one();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, OutboxInner> {
@@ -176,8 +248,10 @@ impl Outbox {
                 let mut inner = self.lock();
                 if !inner.buf.is_empty() {
                     std::mem::swap(&mut inner.buf, spare);
+                    inner.busy = true;
                     return true;
                 }
+                inner.busy = false;
                 if inner.closed {
                     return false;
                 }
@@ -224,6 +298,38 @@ mod tests {
         assert_eq!(ob.push(&[b"x"]), Err(PushError::Closed));
         spare.clear();
         assert!(!ob.take(&mut spare).await);
+    }
+
+    #[tokio::test]
+    async fn deferred_frames_are_flushed_in_order_directly_or_by_the_writer() {
+        use tokio::io::AsyncReadExt;
+        let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
+        let (_ra, wa) = a.into_split();
+        let ob = Outbox::with_direct(1 << 20, 16, Some(Arc::new(wa)));
+        assert_eq!(
+            ob.push_deferred(b"ab"),
+            Ok(true),
+            "idle queue needs a flush"
+        );
+        assert_eq!(ob.push_deferred(b"cd"), Ok(false));
+        ob.flush();
+        let mut got = [0u8; 4];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"abcd");
+        // While the writer holds unwritten bytes, frames queue behind them.
+        assert_eq!(ob.push_deferred(b"ef"), Ok(true));
+        let mut spare = Vec::new();
+        assert!(ob.take(&mut spare).await);
+        assert_eq!(
+            ob.push_deferred(b"gh"),
+            Ok(false),
+            "writer busy: no direct write"
+        );
+        ob.flush();
+        assert_eq!(spare, b"ef");
+        spare.clear();
+        assert!(ob.take(&mut spare).await);
+        assert_eq!(spare, b"gh");
     }
 
     #[tokio::test]

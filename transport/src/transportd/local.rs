@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::proto::{check, Check, ErrorCode, FrameRef, Kind, RemoteError, HEADER_LEN};
@@ -60,8 +61,13 @@ async fn client(stream: UnixStream, shared: Arc<Shared>) {
         return;
     }
     shared.state().client_connected();
-    let outbox = Arc::new(Outbox::new(LOCAL_QUEUE_LIMIT, READ_BUF));
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, wr) = stream.into_split();
+    let wr = Arc::new(wr);
+    let outbox = Arc::new(Outbox::with_direct(
+        LOCAL_QUEUE_LIMIT,
+        READ_BUF,
+        Some(Arc::clone(&wr)),
+    ));
     let mut service = None;
     let mut stop = shared.stop.subscribe();
     let result = {
@@ -69,7 +75,7 @@ async fn client(stream: UnixStream, shared: Arc<Shared>) {
         let writer = async {
             let mut spare = Vec::with_capacity(READ_BUF);
             while outbox.take(&mut spare).await {
-                if let Err(err) = wr.write_all(&spare).await {
+                if let Err(err) = write_all(&wr, &spare).await {
                     return Err(format!("write: {err}"));
                 }
                 trim(&mut spare, KEEP);
@@ -98,6 +104,21 @@ async fn client(stream: UnixStream, shared: Arc<Shared>) {
     }
 }
 
+/// Writes all of `buf` through a shared write half (the routing task may
+/// also write to it directly, see `Outbox::flush`).
+async fn write_all(w: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        w.writable().await?;
+        match w.try_write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Reads frames until EOF (`Ok`) or a bad frame / I/O error (`Err(reason)`).
 async fn read_loop(
     rd: &mut tokio::net::unix::OwnedReadHalf,
@@ -122,30 +143,35 @@ async fn read_loop(
             };
         }
         let mut st = shared.state();
-        loop {
+        let outcome = loop {
             match check(buf.data()) {
-                Err(err) => return Err(format!("bad frame: {err}")),
+                Err(err) => break Err(format!("bad frame: {err}")),
                 Ok(Check::Incomplete { need: more }) => {
                     need = more;
-                    break;
+                    break Ok(());
                 }
                 Ok(Check::Complete { frame_len }) => {
                     let frame = &mut buf.data_mut()[..frame_len];
                     match *service {
                         Some(id) => st.route(Origin::Local(id), frame),
-                        None => {
-                            let id = register_first(&mut st, frame, conn, outbox)?;
-                            tracing::debug!(conn, service = id, "local client registered");
-                            *service = Some(id);
-                        }
+                        None => match register_first(&mut st, frame, conn, outbox) {
+                            Ok(id) => {
+                                tracing::debug!(conn, service = id, "local client registered");
+                                *service = Some(id);
+                            }
+                            Err(reason) => break Err(reason),
+                        },
                     }
                     buf.consume(frame_len);
                 }
             }
-        }
+        };
+        // Deliver what this batch routed before anything else.
+        st.flush();
         if st.take_shutdown() {
             shared.request_stop();
         }
+        outcome?;
     }
 }
 

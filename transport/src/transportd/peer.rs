@@ -245,26 +245,28 @@ async fn read_link(
                 None => break,
             }
             let mut st = shared.state();
-            loop {
+            let outcome = loop {
                 match check(plain.data()) {
                     Err(err) => {
-                        return Err(NoiseError::Refused(format!(
+                        break Err(NoiseError::Refused(format!(
                             "bad frame from node {pnn}: {err}"
                         )))
                     }
                     Ok(Check::Incomplete { need: more }) => {
                         need = more;
-                        break;
+                        break Ok(());
                     }
                     Ok(Check::Complete { frame_len }) => {
                         st.route(Origin::Peer(pnn), &mut plain.data_mut()[..frame_len]);
                         plain.consume(frame_len);
                     }
                 }
-            }
+            };
+            st.flush();
             if st.take_shutdown() {
                 shared.request_stop();
             }
+            outcome?;
         }
     }
 }

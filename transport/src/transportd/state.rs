@@ -137,6 +137,8 @@ pub struct State {
     log_level: Option<LogLevelHook>,
     shutdown: bool,
     started: Instant,
+    /// Outboxes to flush at the end of the current batch (capacity reused).
+    to_flush: Vec<Arc<Outbox>>,
 }
 
 impl State {
@@ -171,6 +173,15 @@ impl State {
             log_level,
             shutdown: false,
             started: now,
+            to_flush: Vec::with_capacity(64),
+        }
+    }
+
+    /// Writes (or hands to their writer tasks) the frames routed since the
+    /// last call. Readers call it after each batch of frames.
+    pub fn flush(&mut self) {
+        for o in self.to_flush.drain(..) {
+            o.flush();
         }
     }
 
@@ -382,7 +393,7 @@ impl State {
             .peers
             .get(&pnn)
             .and_then(|s| s.link.as_ref())
-            .map(|(_, o)| push_or_close(o, frame));
+            .map(|(_, o)| push_or_close(o, frame, &mut self.to_flush));
         match pushed {
             Some(Ok(())) => self.counters.forwarded += 1,
             Some(Err(())) => self.counters.queue_drops += 1,
@@ -451,14 +462,9 @@ impl State {
             let mut drops = 0;
             for id in subs {
                 if let Some(entry) = self.services.get(id) {
-                    match entry.outbox.push(&[frame]) {
+                    match push_or_close(&entry.outbox, frame, &mut self.to_flush) {
                         Ok(()) => delivered += 1,
-                        Err(e) => {
-                            drops += 1;
-                            if e == PushError::Full {
-                                entry.outbox.close();
-                            }
-                        }
+                        Err(()) => drops += 1,
                     }
                 }
             }
@@ -469,7 +475,7 @@ impl State {
         let pushed = self
             .services
             .get(&dst_service)
-            .map(|e| push_or_close(&e.outbox, frame));
+            .map(|e| push_or_close(&e.outbox, frame, &mut self.to_flush));
         match pushed {
             Some(Ok(())) => self.counters.delivered += 1,
             Some(Err(())) => self.counters.queue_drops += 1,
@@ -616,11 +622,21 @@ impl State {
     }
 }
 
-/// Queues `frame`; a full queue closes that connection (its reader does not
-/// keep up, and must not hold everyone else up).
-fn push_or_close(outbox: &Outbox, frame: &[u8]) -> Result<(), ()> {
-    match outbox.push(&[frame]) {
-        Ok(()) => Ok(()),
+/// Queues `frame` (scheduling a flush at the end of the batch if the queue
+/// was idle); a full queue closes that connection (its reader does not keep
+/// up, and must not hold everyone else up).
+fn push_or_close(
+    outbox: &Arc<Outbox>,
+    frame: &[u8],
+    to_flush: &mut Vec<Arc<Outbox>>,
+) -> Result<(), ()> {
+    match outbox.push_deferred(frame) {
+        Ok(idle) => {
+            if idle {
+                to_flush.push(Arc::clone(outbox));
+            }
+            Ok(())
+        }
         Err(e) => {
             if e == PushError::Full {
                 outbox.close();
