@@ -41,10 +41,15 @@ fn start_node(c: &TestCluster, i: usize, cluster_toml: &str) {
             .open(c.scratch.join(format!("node{i}-{name}.log")))
             .unwrap()
     };
-    let mut t = node.ns.command(bin_path("transportd").unwrap().to_str().unwrap());
+    let mut t = node
+        .ns
+        .command(bin_path("transportd").unwrap().to_str().unwrap());
     t.args(["--run-dir", node.run_dir.to_str().unwrap()])
         .args(["--nodes", node.config_dir.join("nodes").to_str().unwrap()])
-        .args(["--key", node.config_dir.join("cluster.key").to_str().unwrap()])
+        .args([
+            "--key",
+            node.config_dir.join("cluster.key").to_str().unwrap(),
+        ])
         .args(["--pnn", &i.to_string()])
         .stdout(Stdio::null())
         .stderr(log("transportd"));
@@ -53,7 +58,9 @@ fn start_node(c: &TestCluster, i: usize, cluster_toml: &str) {
         sock.exists().then_some(())
     })
     .unwrap();
-    let mut d = node.ns.command(bin_path("clusterd").unwrap().to_str().unwrap());
+    let mut d = node
+        .ns
+        .command(bin_path("clusterd").unwrap().to_str().unwrap());
     d.args(["--config-dir", node.config_dir.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(log("clusterd"));
@@ -140,14 +147,19 @@ fn clusterd_killed_node_is_disconnected_on_the_others() {
     assert_eq!(leader, 0, "the lowest PNN leads");
     let t0 = Instant::now();
     c.power_off(2).unwrap();
-    let seen = wait_for("node 2 DISCONNECTED on 0 and 1", Duration::from_secs(10), POLL, || {
-        let all = [0, 1].iter().all(|&i| {
-            membership(&c, i)
-                .and_then(|m| m.flags(2))
-                .is_some_and(|f| f.contains(NodeFlags::DISCONNECTED))
-        });
-        all.then(|| t0.elapsed())
-    });
+    let seen = wait_for(
+        "node 2 DISCONNECTED on 0 and 1",
+        Duration::from_secs(10),
+        POLL,
+        || {
+            let all = [0, 1].iter().all(|&i| {
+                membership(&c, i)
+                    .and_then(|m| m.flags(2))
+                    .is_some_and(|f| f.contains(NodeFlags::DISCONNECTED))
+            });
+            all.then(|| t0.elapsed())
+        },
+    );
     let took = seen.unwrap_or_else(|e| panic!("{e}\n{}", logs(&c)));
     eprintln!("node 2 seen DISCONNECTED by both survivors after {took:?} (dead_after 500 ms, polling every {POLL:?})");
     // Generous: dead_after is 500 ms.
@@ -169,7 +181,9 @@ fn isolate(ns: &NetNs, from: &[String]) {
             "priority", "0", ";", "}",
         ]);
         for a in from {
-            nft(&["add", "rule", "inet", "ipftest", chain, "ip", dir, a, "drop"]);
+            nft(&[
+                "add", "rule", "inet", "ipftest", chain, "ip", dir, a, "drop",
+            ]);
         }
     }
 }
@@ -187,11 +201,17 @@ fn clusterd_partition_only_the_majority_leads() {
     isolate(&c.nodes[0].ns, &others);
     let t0 = Instant::now();
     let leader = wait_converged(&c, &[1, 2], Duration::from_secs(20));
-    eprintln!("majority side converged on leader {leader} after {:?}", t0.elapsed());
+    eprintln!(
+        "majority side converged on leader {leader} after {:?}",
+        t0.elapsed()
+    );
     assert_eq!(leader, 1);
-    let lost = wait_for("node 0 loses its lease", Duration::from_secs(10), POLL, || {
-        membership(&c, 0).filter(|m| !m.lease_ok)
-    })
+    let lost = wait_for(
+        "node 0 loses its lease",
+        Duration::from_secs(10),
+        POLL,
+        || membership(&c, 0).filter(|m| !m.lease_ok),
+    )
     .unwrap_or_else(|e| panic!("{e}\n{}", logs(&c)));
     assert_ne!(lost.leader, Some(0), "the minority must not lead: {lost:?}");
     // For a while, the minority never regains a lease and never leads.
@@ -224,11 +244,20 @@ fn clusterd_cluster_lock_moves_when_its_holder_dies() {
     c.power_off(usize::try_from(leader).unwrap()).unwrap();
     // The fcntl helper notices its parent is gone and exits (it polls), and
     // the survivor's next attempt takes the lock.
-    let m = wait_for("the survivor leads with the lock", Duration::from_secs(60), POLL, || {
-        membership(&c, other).filter(|m| m.lease_ok && m.leader == Some(u32::try_from(other).unwrap()))
-    })
+    let m = wait_for(
+        "the survivor leads with the lock",
+        Duration::from_secs(60),
+        POLL,
+        || {
+            membership(&c, other)
+                .filter(|m| m.lease_ok && m.leader == Some(u32::try_from(other).unwrap()))
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}\n{}", logs(&c)));
-    eprintln!("lock moved from {leader} to {other} after {:?}", t0.elapsed());
+    eprintln!(
+        "lock moved from {leader} to {other} after {:?}",
+        t0.elapsed()
+    );
     assert!(m.flags(leader).unwrap().contains(NodeFlags::DISCONNECTED));
     // A 2-node cluster without the lock could not lead alone: the survivor
     // leads because it holds the lock, which we check through its helper.
@@ -241,4 +270,87 @@ fn clusterd_cluster_lock_moves_when_its_holder_dies() {
         "no fcntl helper holds {}",
         lock.display()
     );
+}
+
+/// Runs `ipfailover --run-dir <node i's run dir> ARGS`; (exit code, stdout,
+/// stderr).
+fn cli(c: &TestCluster, i: usize, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin_path("ipfailover").unwrap())
+        .args(["--run-dir", c.nodes[i].run_dir.to_str().unwrap(), "-t", "5"])
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Waits until node `observer` sees `pnn` with exactly `flags`.
+fn wait_flags(c: &TestCluster, observer: usize, pnn: u32, flags: NodeFlags) {
+    wait_for(
+        &format!("node {observer} to see node {pnn} as {flags}"),
+        Duration::from_secs(10),
+        POLL,
+        || (membership(c, observer)?.flags(pnn)? == flags).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(c)));
+}
+
+#[test]
+fn clusterd_admin_commands_across_nodes_via_the_cli() {
+    require_root();
+    let c = TestCluster::new("cda", 3).unwrap();
+    for i in 0..3 {
+        start_node(&c, i, "");
+    }
+    assert_eq!(wait_converged(&c, &[0, 1, 2], Duration::from_secs(20)), 0);
+    assert_eq!(cli(&c, 1, &["pnn"]).1, "1\n");
+    assert_eq!(cli(&c, 2, &["leader"]).1, "0\n");
+    assert_eq!(cli(&c, 2, &["-n", "1", "pnn"]).1, "1\n");
+
+    // From node 0, disable node 1; node 2 sees it.
+    let (code, out, err) = cli(&c, 0, &["-n", "1", "disable"]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    wait_flags(&c, 2, 1, NodeFlags::PERMANENTLY_DISABLED);
+    let (code, out, _) = cli(&c, 2, &["nodestatus", "1"]);
+    assert_eq!(code, 4);
+    assert_eq!(out, "pnn:1 192.0.2.11       DISABLED\n");
+    let (code, out, _) = cli(&c, 0, &["-n", "1", "disable"]);
+    assert_eq!((code, out.as_str()), (0, "Node 1 is already disabled\n"));
+    let (_, status, _) = cli(&c, 0, &["status"]);
+    assert!(status.starts_with("Number of nodes:3\npnn:0 192.0.2.10       OK (THIS NODE)\npnn:1 192.0.2.11       DISABLED\npnn:2 192.0.2.12       OK\n"), "{status}");
+    assert!(
+        status.ends_with("Recovery mode:NORMAL (0)\nLeader:0\n"),
+        "{status}"
+    );
+    let (_, x, _) = cli(&c, 0, &["-X", "nodestatus", "all"]);
+    assert!(x.contains("|1|192.0.2.11|0|0|0|1|0|0|0|0|N|\n"), "{x}");
+    assert_eq!(cli(&c, 2, &["-n", "1", "enable"]).0, 0);
+    wait_flags(&c, 0, 1, NodeFlags::OK);
+
+    // Ban node 2 from node 1; it becomes inactive everywhere; unban.
+    assert_eq!(cli(&c, 1, &["-n", "2", "ban", "300"]).0, 0);
+    wait_flags(&c, 0, 2, NodeFlags::BANNED);
+    let (code, out, _) = cli(&c, 0, &["nodestatus", "all"]);
+    assert_eq!(code, 8, "{out}");
+    assert!(
+        out.contains("pnn:2 192.0.2.12       BANNED|INACTIVE\n"),
+        "{out}"
+    );
+    assert_eq!(cli(&c, 0, &["-n", "2", "unban"]).0, 0);
+    wait_flags(&c, 1, 2, NodeFlags::OK);
+
+    // Stop and continue the leader itself, from another node.
+    assert_eq!(cli(&c, 2, &["-n", "0", "stop"]).0, 0);
+    wait_flags(&c, 2, 0, NodeFlags::STOPPED);
+    assert_eq!(cli(&c, 2, &["-n", "0", "continue"]).0, 0);
+    wait_flags(&c, 2, 0, NodeFlags::OK);
+
+    // Errors.
+    let (code, _, err) = cli(&c, 0, &["-n", "7", "disable"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Node 7 does not exist"), "{err}");
 }
