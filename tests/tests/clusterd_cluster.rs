@@ -354,3 +354,62 @@ fn clusterd_admin_commands_across_nodes_via_the_cli() {
     assert_eq!(code, 1);
     assert!(err.contains("Node 7 does not exist"), "{err}");
 }
+
+#[test]
+fn clusterd_health_command_sets_and_clears_unhealthy() {
+    require_root();
+    let c = TestCluster::new("cdh", 2).unwrap();
+    let flag = c.scratch.join("node1-healthy");
+    start_node(&c, 0, "");
+    start_node(
+        &c,
+        1,
+        &format!(
+            "health_command = \"test -e {}\"\nhealth_interval_ms = 50",
+            flag.display()
+        ),
+    );
+    // No flag file: node 1 is UNHEALTHY (still connected and active).
+    wait_flags(&c, 0, 1, NodeFlags::UNHEALTHY);
+    let (code, out, _) = cli(&c, 0, &["nodestatus", "1"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (2, "pnn:1 192.0.2.11       UNHEALTHY\n")
+    );
+    std::fs::write(&flag, b"").unwrap();
+    wait_flags(&c, 0, 1, NodeFlags::OK);
+    std::fs::remove_file(&flag).unwrap();
+    wait_flags(&c, 1, 1, NodeFlags::UNHEALTHY);
+}
+
+#[test]
+fn clusterd_bad_configuration_exits_1_naming_the_file() {
+    let dir = std::env::temp_dir().join(format!("ipf-cd-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |dir: &std::path::Path| {
+        Command::new(bin_path("clusterd").unwrap())
+            .args(["--config-dir", dir.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    // A bad address on line 2 of the nodes file.
+    std::fs::write(dir.join("nodes"), "192.0.2.10\n192.0.2.x\n").unwrap();
+    let out = run(&dir);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nodes:2"), "{err}");
+    // An unknown key in ipfailover.toml.
+    std::fs::write(dir.join("nodes"), "192.0.2.10\n").unwrap();
+    std::fs::write(dir.join("ipfailover.toml"), "[cluster]\nbogus = 1\n").unwrap();
+    let out = run(&dir);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ipfailover.toml:2"), "{err}");
+    // No local address in the nodes file.
+    std::fs::write(dir.join("ipfailover.toml"), "").unwrap();
+    let out = run(&dir);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("none of this host's addresses"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
