@@ -174,6 +174,39 @@ impl Bed {
         }
     }
 
+    /// Runs `ipfailover --run-dir <node i's> ARGS`: (success, stdout or
+    /// stderr).
+    fn cli(&self, i: usize, args: &[&str]) -> (bool, String) {
+        self.cli_stdin(i, args, "")
+    }
+
+    fn cli_stdin(&self, i: usize, args: &[&str], stdin: &str) -> (bool, String) {
+        use std::io::Write;
+        let mut child = Command::new(bin_path("ipfailover").unwrap())
+            .arg("--run-dir")
+            .arg(&self.c.nodes[i].run_dir)
+            .args(["-t", "5"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = if out.status.success() {
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        } else {
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        };
+        (out.status.success(), text)
+    }
+
     /// Sends failoverd's HOSTED event on node `i`, as failoverd would.
     fn send_hosted(&mut self, i: usize, addresses: Vec<IpAddr>) {
         let node = &self.c.nodes[i];
@@ -293,34 +326,46 @@ fn connections_appear_everywhere_close_everywhere_and_survive_a_restart() {
         "node 0's connections on every node",
     );
 
-    // Registration (addtickle/deltickle) on node 1, and its refusal for an
-    // address node 1 does not host.
+    // `ipfailover gettickles` on node 0 prints node 2's connections in
+    // CTDB's forms.
+    let mut sorted2 = want2.clone();
+    sorted2.sort_unstable();
+    let human = b.cli(0, &["gettickles", &public(2).to_string()]);
+    let mut expect = format!("Connections for IP: {}\nNum connections: 3\n", public(2));
+    for c in &sorted2 {
+        expect.push_str(&format!("SRC: {}   DST: {}\n", c.client, c.server));
+    }
+    assert_eq!(human, (true, expect));
+    let machine = b.cli(1, &["-X", "gettickles", &public(2).to_string(), "2049"]);
+    let mut expect = String::from("|Source IP|Port|Destination IP|Port|\n");
+    for c in &sorted2 {
+        expect.push_str(&format!(
+            "|{}|{}|{}|{}|\n",
+            c.client.ip(),
+            c.client.port(),
+            c.server.ip(),
+            c.server.port()
+        ));
+    }
+    assert_eq!(machine, (true, expect));
+
+    // Registration with `ipfailover addtickle` on node 1, and its refusal
+    // for an address node 1 does not host.
     let reg = TrackedConnection {
         client: "198.51.100.7:40000".parse().unwrap(),
         server: a1,
     };
-    let node1 = &b.c.nodes[1];
-    let (ok, refused) = b.rt.block_on(async {
-        let c = Bed::client(node1).await.unwrap();
-        let dst = Address::local(CONNTRACKD);
-        let t = Duration::from_secs(2);
-        let ok: Result<(), _> = c.request(dst, ADD_CONNECTIONS, &vec![reg], t).await;
-        let foreign = TrackedConnection {
-            client: "198.51.100.7:40001".parse().unwrap(),
-            server: a0,
-        };
-        let refused: Result<(), _> = c.request(dst, ADD_CONNECTIONS, &vec![foreign], t).await;
-        (ok, refused)
-    });
-    ok.unwrap();
-    let err = refused.unwrap_err().to_string();
-    assert!(err.contains("not hosted"), "{err}");
+    let (ok, out) = b.cli(1, &["addtickle", "198.51.100.7:40000", &a1.to_string()]);
+    assert!(ok, "{out}");
+    let (ok, out) = b.cli(1, &["addtickle", "198.51.100.7:40001", &a0.to_string()]);
+    assert!(!ok && out.contains("not hosted"), "{out}");
     b.wait_all(
         &all,
         public(1),
         &[reg],
         "the registered connection on every node",
     );
+    // The same through the transport directly, as a file server would.
     let node1 = &b.c.nodes[1];
     let removed: Result<(), _> = b.rt.block_on(async {
         let c = Bed::client(node1).await.unwrap();
@@ -339,6 +384,22 @@ fn connections_appear_everywhere_close_everywhere_and_survive_a_restart() {
         &[],
         "the unregistered connection gone everywhere",
     );
+    let node1 = &b.c.nodes[1];
+    let added: Result<(), _> = b.rt.block_on(async {
+        let c = Bed::client(node1).await.unwrap();
+        c.request(
+            Address::local(CONNTRACKD),
+            ADD_CONNECTIONS,
+            &vec![reg],
+            Duration::from_secs(2),
+        )
+        .await
+    });
+    added.unwrap();
+    b.wait_all(&all, public(1), &[reg], "registered again");
+    let (ok, out) = b.cli_stdin(1, &["deltickle"], &format!("198.51.100.7:40000 {a1}\n"));
+    assert!(ok, "{out}");
+    b.wait_all(&all, public(1), &[], "deltickle from stdin");
 
     // Closing removes them everywhere (the next sock_diag scan sees them
     // gone; conntrack's DESTROY comes only after TIME_WAIT).
