@@ -191,6 +191,12 @@ struct Shell {
     scan_due: bool,
     /// Messages made by synchronous handlers, sent with the next poll.
     pending: Vec<Out>,
+    /// Connections registered with [`ADD_CONNECTIONS`], per hosted
+    /// address: a dump does not remove them (they may be sockets of
+    /// another host or namespace, or fake ones for `addtickle`); only
+    /// [`REMOVE_CONNECTIONS`], a conntrack DESTROY or the address leaving
+    /// this node does.
+    registered: HashMap<IpAddr, std::collections::HashSet<Conn>>,
 }
 
 /// Runs conntrackd over `client` until `shutdown` resolves, a `SHUTDOWN`
@@ -270,6 +276,7 @@ pub async fn run(
         events,
         scan_due: true,
         pending: Vec::new(),
+        registered: HashMap::new(),
     };
     tracing::info!(
         pnn,
@@ -283,6 +290,13 @@ pub async fn run(
         }
     }
     result
+}
+
+fn canonical(c: Conn) -> Conn {
+    Conn::new(
+        SocketAddr::new(c.client.ip().to_canonical(), c.client.port()),
+        c.public_port,
+    )
 }
 
 async fn next_event(
@@ -389,6 +403,11 @@ impl Shell {
             }
         };
         let conn = Conn::new(c.remote, c.local.port());
+        if kind == msg::OpKind::Remove {
+            if let Some(r) = self.registered.get_mut(&c.local.ip().to_canonical()) {
+                r.remove(&conn);
+            }
+        }
         match self.engine.on_event(c.local.ip(), kind, conn, now) {
             // Sent with the poll after the burst (full batches only).
             Ok(outs) => self.pending.extend(outs),
@@ -416,6 +435,13 @@ impl Shell {
         for c in found {
             if let Some(v) = by_addr.get_mut(&c.local.ip().to_canonical()) {
                 v.push(Conn::new(c.remote, c.local.port()));
+            }
+        }
+        for (address, v) in &mut by_addr {
+            if let Some(r) = self.registered.get(address) {
+                v.extend(r.iter().copied());
+                v.sort_unstable();
+                v.dedup();
             }
         }
         let now = self.now();
@@ -493,6 +519,7 @@ impl Shell {
         let removed: Vec<IpAddr> = self.hosted.difference(&new).copied().collect();
         tracing::info!(?added, ?removed, "hosted addresses changed");
         self.hosted = new;
+        self.registered.retain(|a, _| self.hosted.contains(a));
         let list: Vec<IpAddr> = self.hosted.iter().copied().collect();
         if let Some(t) = &self.nft {
             let r = t
@@ -651,9 +678,19 @@ impl Shell {
                     };
                     let (resps, o) = self.engine.on_request(&req, now);
                     outs.extend(o);
+                    let mut ok = true;
                     for r in resps {
                         if let Response::Error(e) = r {
                             errors.push(e);
+                            ok = false;
+                        }
+                    }
+                    if ok {
+                        let conn = canonical(conn);
+                        if op == ADD_CONNECTIONS {
+                            self.registered.entry(address).or_default().insert(conn);
+                        } else if let Some(r) = self.registered.get_mut(&address) {
+                            r.remove(&conn);
                         }
                     }
                 }
