@@ -568,6 +568,7 @@ mod net {
     const PUBLIC: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 50));
     const PUBLIC1: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 51));
     const LATENCY_PORT: u16 = 8080;
+    const LATENCY_PORTS: u16 = 8;
 
     fn ms(d: Duration) -> f64 {
         d.as_secs_f64() * 1e3
@@ -630,7 +631,7 @@ mod net {
                 format!(
                     "[transport]\nrun_dir = \"{}\"\n\n[conntrack]\nscan_interval_ms = 3600000\n\
                      sync_interval_ms = 60000\ngrace_period_ms = 3600000\n\n\
-                     [logging]\nlevel = \"warn\"\n",
+                     [logging]\nlevel = \"info\"\n",
                     node.run_dir.display()
                 ),
             )?;
@@ -765,17 +766,32 @@ mod net {
     }
 
     fn latency(o: &Opts, c: &TestCluster, base: u64) -> Result<()> {
-        let target = SocketAddr::new(PUBLIC, LATENCY_PORT);
-        let listener = c.nodes[0].ns.run(move || TcpListener::bind(target))??;
-        listener.set_nonblocking(true)?;
+        // Several ports, so that no client port is reused within the run (a
+        // reused 4-tuple is one conntrack entry, replaced, not a new one).
+        let targets: Vec<SocketAddr> = (0..LATENCY_PORTS)
+            .map(|i| SocketAddr::new(PUBLIC, LATENCY_PORT + i))
+            .collect();
+        let mut listeners = Vec::new();
+        for t in &targets {
+            let t = *t;
+            let l = c.nodes[0].ns.run(move || TcpListener::bind(t))??;
+            l.set_nonblocking(true)?;
+            listeners.push(l);
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
-        // Accepts and closes, so that the backlog never fills.
+        // Accepts and closes, so that the backlogs never fill.
         let acceptor = std::thread::spawn(move || {
             while !stop2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => drop(s),
-                    Err(_) => std::thread::sleep(Duration::from_micros(200)),
+                let mut any = false;
+                for l in &listeners {
+                    if let Ok((s, _)) = l.accept() {
+                        drop(s);
+                        any = true;
+                    }
+                }
+                if !any {
+                    std::thread::sleep(Duration::from_micros(200));
                 }
             }
         });
@@ -825,6 +841,7 @@ mod net {
                     std::thread::sleep(due - now);
                 }
                 t0.push(Instant::now());
+                let target = targets[k % targets.len()];
                 let s = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
                 drop(s);
             }
@@ -855,6 +872,13 @@ mod net {
             }
         }
         if missing > 0 {
+            let log = std::fs::read_to_string(c.nodes[0].run_dir.join("conntrackd.log"))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!(
+                "node 0 conntrackd log (last lines, newest first):\n{}",
+                tail.join("\n")
+            );
             bail!(
                 "{missing} of {} connections never reached node 1 (last count {:?})",
                 started.len(),
