@@ -9,14 +9,17 @@
 //! [`Heartbeat`] is fixed-size (no heap data), so receiving one allocates
 //! nothing; [`MembershipUpdate`] is sent only when membership changes or a
 //! peer reports a stale generation.
+//!
+//! The types other daemons consume ([`Membership`], [`NodeInfo`],
+//! [`NodeFlags`], [`AdminOp`], [`AdminOutcome`]) live in
+//! [`transport::msg::cluster`] and are re-exported here.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::flags::NodeFlags;
 use crate::nodes::Pnn;
+pub use transport::msg::cluster::{AdminOp, AdminOutcome, Membership, NodeFlags, NodeInfo};
 
 /// Sent by every node to every other configured node each `interval`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,26 +67,6 @@ pub struct MembershipUpdate {
     pub nodes: Vec<NodeState>,
 }
 
-/// An administrative command on one node (CTDB's tool commands).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AdminOp {
-    /// `disable`: set PERMANENTLY_DISABLED.
-    Disable,
-    /// `enable`: clear PERMANENTLY_DISABLED.
-    Enable,
-    /// `stop`: set STOPPED.
-    Stop,
-    /// `continue`: clear STOPPED.
-    Continue,
-    /// `ban SECONDS`: set BANNED for that long (the target times it out).
-    Ban {
-        /// Ban time in seconds (> 0).
-        seconds: u32,
-    },
-    /// `unban`: clear BANNED.
-    Unban,
-}
-
 /// An admin command, sent straight to the target node (which owns its
 /// flags), from any node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,18 +79,6 @@ pub struct AdminRequest {
     pub target: Pnn,
     /// What to do.
     pub op: AdminOp,
-}
-
-/// The result of an admin command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AdminOutcome {
-    /// The flag changed.
-    Done,
-    /// The node was already in that state (CTDB: "Node N is already
-    /// disabled", exit code 0).
-    Already,
-    /// The command is not valid (e.g. `ban 0`).
-    Invalid,
 }
 
 /// Reply to an [`AdminRequest`].
@@ -134,44 +105,4 @@ pub enum ClusterMsg {
     Admin(AdminRequest),
     /// The answer to an admin command.
     AdminReply(AdminReply),
-}
-
-/// One node in a published [`Membership`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeInfo {
-    /// The node.
-    pub pnn: Pnn,
-    /// Its private address (`None` for a deleted placeholder).
-    pub address: Option<IpAddr>,
-    /// Its flags.
-    pub flags: NodeFlags,
-}
-
-/// What clusterd publishes to the daemons of its node on every change.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Membership {
-    /// Changes with every change of `leader` or `nodes`.
-    pub generation: u64,
-    /// The active leader this node follows (or itself), if any.
-    pub leader: Option<Pnn>,
-    /// Every node of the nodes file, in PNN order: the leader's view when
-    /// following one, else this node's own view.
-    pub nodes: Vec<NodeInfo>,
-    /// This node.
-    pub this_node: Pnn,
-    /// This node's lease is valid: it may host public IPs. When false,
-    /// failoverd must drop its IPs at once.
-    pub lease_ok: bool,
-    /// Only on the active leader: nodes whose lease has certainly expired in
-    /// their own view, so that their public IPs may be given away. Changes
-    /// here do not change `generation`.
-    pub reassignable: Vec<Pnn>,
-}
-
-impl Membership {
-    /// The node's flags, if it is in the file.
-    #[must_use]
-    pub fn flags(&self, pnn: Pnn) -> Option<NodeFlags> {
-        self.nodes.iter().find(|n| n.pnn == pnn).map(|n| n.flags)
-    }
 }

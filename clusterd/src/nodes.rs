@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 
 use crate::flags::NodeFlags;
 
-/// A node's number: its line's index among the non-blank lines.
-pub type Pnn = u32;
+/// A node's number: its line's index among the non-blank lines (defined in
+/// [`transport::msg::cluster`]).
+pub use transport::msg::cluster::Pnn;
 
 /// Errors reading a nodes file or finding this node in it.
 #[derive(Debug, thiserror::Error)]
