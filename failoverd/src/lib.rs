@@ -3,4 +3,5 @@
 //! runs, adding and removing addresses, announcements, tickles and event hooks.
 
 pub mod alloc;
+pub mod node;
 pub mod public_addresses;
