@@ -3,5 +3,6 @@
 //! runs, adding and removing addresses, announcements, tickles and event hooks.
 
 pub mod alloc;
+pub mod leader;
 pub mod node;
 pub mod public_addresses;
