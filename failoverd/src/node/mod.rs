@@ -29,21 +29,23 @@
 //! serialised by one operation lock, so they never interleave on one address.
 
 mod hooks;
+mod ops;
 mod plan;
 
 pub use hooks::{HookEvent, HookFailure, HookOutcome, Hooks};
 pub use plan::choose_interface;
 
-use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
 use crate::public_addresses::PublicAddress;
 use transport::msg::conntrack::TrackedConnection;
+
+use ops::Inner;
 
 /// Settings of the executor, from `[failover]` of ipfailover.toml.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +162,20 @@ pub enum NodeError {
         /// The prefix length.
         prefix: u8,
     },
-    /// The executor has been shut down.
+    /// The kernel refused to add or remove the address on this interface
+    /// (one address of a pipelined batch).
+    #[error("{op} {addr} on {iface}: {reason}")]
+    Kernel {
+        /// `add` or `remove`.
+        op: &'static str,
+        /// The address.
+        addr: IpAddr,
+        /// The interface.
+        iface: String,
+        /// The kernel's answer.
+        reason: String,
+    },
+    /// The executor's runtime is shutting down.
     #[error("the executor has stopped")]
     Stopped,
 }
@@ -257,26 +272,9 @@ pub struct NodeStatus {
     pub hook_failures: Vec<HookFailure>,
 }
 
-// Skeleton: the fields are used once the bodies are filled in.
-#[allow(dead_code)]
-#[derive(Debug, Default)]
-struct State {
-    hosted: BTreeMap<IpAddr, HostedAddress>,
-    link_override: HashMap<String, bool>,
-    hook_failures: Vec<HookFailure>,
-}
-
-#[allow(dead_code)]
-struct Inner {
-    config: ExecutorConfig,
-    state: Mutex<State>,
-    hosted_tx: watch::Sender<Vec<IpAddr>>,
-    events: mpsc::UnboundedSender<NodeEvent>,
-    client: Option<transport::client::Client>,
-}
-
 /// The node-local executor (see the module docs). Cheap to clone: clones
-/// share one executor. Create it inside the node's network namespace.
+/// share one executor. Create it inside the node's network namespace, in a
+/// tokio runtime.
 #[derive(Clone)]
 pub struct Executor {
     inner: Arc<Inner>,
@@ -289,11 +287,12 @@ impl std::fmt::Debug for Executor {
 }
 
 impl Executor {
-    /// Opens the netlink handle, installs the nftables table (empty sets),
-    /// subscribes to link/address events and spawns the monitor task (self
-    /// healing, link changes, periodic re-announcement) and, when `client`
-    /// is given, the HOSTED publisher. Events for the daemon come out of the
-    /// returned receiver.
+    /// Opens the netlink handle, installs the nftables table (empty sets;
+    /// a block left by a crashed release is lifted), subscribes to link and
+    /// address events and spawns the monitor task (self-healing, link
+    /// changes, a resync every few seconds, periodic re-announcement) and,
+    /// when `client` is given, the HOSTED publisher. Events for the daemon
+    /// come out of the returned receiver.
     ///
     /// `client` is also used for GET_CONNECTIONS to the local conntrackd;
     /// without it no clients are tickled from conntrackd's list.
@@ -307,23 +306,23 @@ impl Executor {
         config: ExecutorConfig,
         client: Option<transport::client::Client>,
     ) -> Result<(Executor, mpsc::UnboundedReceiver<NodeEvent>), NodeError> {
-        let _ = (config, client);
-        todo!("F1: filled in next")
+        let (inner, rx) = Inner::start(config, client).await?;
+        Ok((Executor { inner }, rx))
     }
 
     /// Adopts the addresses of `known` (this node's public_addresses) that
     /// are already configured in the kernel on one of their listed
     /// interfaces: they become hosted without being removed or re-added
     /// (restart without a blip), `promote_secondaries` is set on their
-    /// interface and they are added to the tracked nftables set. Returns
-    /// the adopted addresses.
+    /// interface and they are added to the tracked nftables set. Nothing is
+    /// announced. Returns the adopted addresses.
     ///
     /// # Errors
     ///
-    /// [`NodeError::Addr`] when the kernel's addresses cannot be listed.
+    /// [`NodeError::Addr`] / [`NodeError::Link`] when the kernel's
+    /// addresses or links cannot be listed.
     pub async fn adopt(&self, known: &[PublicAddress]) -> Result<Vec<IpAddr>, NodeError> {
-        let _ = known;
-        todo!()
+        self.inner.adopt(known).await
     }
 
     /// Takes one public address: see [`Executor::take_many`]. A redundant
@@ -333,25 +332,29 @@ impl Executor {
     /// # Errors
     ///
     /// [`NodeError::NoUsableInterface`], [`NodeError::BadPrefix`],
-    /// [`NodeError::Addr`] when the kernel refuses the address.
+    /// [`NodeError::Kernel`] when the kernel refuses the address.
     pub async fn take(&self, public: &PublicAddress) -> Result<Taken, NodeError> {
-        let _ = public;
-        todo!()
+        let mut r = self.inner.take_many(std::slice::from_ref(public)).await;
+        match r.pop() {
+            Some((_, result)) => result,
+            None => unreachable!("take_many answers once per address"),
+        }
     }
 
     /// Takes several addresses at once (a takeover run): chooses each one's
     /// interface (first listed usable), sets `promote_secondaries`, adds
     /// them all (pipelined netlink), starts their announcements
     /// (`garp_count` rounds `garp_interval` apart, in background tasks
-    /// cancelled on release), asks conntrackd for their clients and tickles
-    /// them, then runs the `takeip IFACE ADDRESS PREFIX` hooks. The address
-    /// answers before the hooks run. One result per address, in order.
+    /// cancelled on release; the first round at once; a round is skipped
+    /// while the link is down), asks conntrackd for their clients and
+    /// tickles them (one tickle per round, `tickle_count` rounds), then
+    /// runs the `takeip IFACE ADDRESS PREFIX` hooks. The address answers
+    /// before the hooks run. One result per address, in order.
     pub async fn take_many(
         &self,
         publics: &[PublicAddress],
     ) -> Vec<(IpAddr, Result<Taken, NodeError>)> {
-        let _ = publics;
-        todo!()
+        self.inner.take_many(publics).await
     }
 
     /// Releases one address: see [`Executor::release_many`]. Releasing an
@@ -359,54 +362,71 @@ impl Executor {
     ///
     /// # Errors
     ///
-    /// [`NodeError::Addr`] when the kernel refuses the removal,
-    /// [`NodeError::Nft`] when the block cannot be set.
+    /// [`NodeError::Kernel`] when the kernel refuses the removal.
     pub async fn release(&self, addr: IpAddr) -> Result<(), NodeError> {
-        let _ = addr;
-        todo!()
+        let mut r = self.inner.release_many(&[addr], true).await;
+        match r.pop() {
+            Some((_, result)) => result,
+            None => unreachable!("release_many answers once per address"),
+        }
     }
 
     /// Releases several addresses: stops their announcements, adds them to
     /// the nftables blocked set, resets their established connections
-    /// (sock_diag destroy of local sockets; killtcp of the other clients
-    /// conntrackd lists), removes them, unblocks them, then runs the
-    /// `releaseip IFACE ADDRESS PREFIX` hooks. An address in the kernel
+    /// (sock_diag destroy of the local sockets, which resets the clients
+    /// too; killtcp, bounded by `killtcp_timeout`, of the other clients
+    /// conntrackd lists for them), removes them, unblocks them, then runs
+    /// the `releaseip IFACE ADDRESS PREFIX` hooks. An address in the kernel
     /// that is not hosted (a leftover) is removed too, from whichever
     /// interface carries it. One result per address, in order.
     pub async fn release_many(&self, addrs: &[IpAddr]) -> Vec<(IpAddr, Result<(), NodeError>)> {
-        let _ = addrs;
-        todo!()
+        self.inner.release_many(addrs, true).await
     }
 
     /// Moves a hosted address to `new_iface` (one of its listed interfaces):
-    /// adds it there, removes it from the old one, announces it, runs
-    /// `updateip OLDIFACE NEWIFACE ADDRESS PREFIX`. Moving to the interface
-    /// it is on is a no-op.
+    /// adds it there, removes it from the old one, announces it and tickles
+    /// its clients, runs `updateip OLDIFACE NEWIFACE ADDRESS PREFIX`. Moving
+    /// to the interface it is on is a no-op.
     ///
     /// # Errors
     ///
     /// [`NodeError::NotHosted`], [`NodeError::NotListed`],
     /// [`NodeError::Addr`].
     pub async fn update(&self, addr: IpAddr, new_iface: &str) -> Result<(), NodeError> {
-        let _ = (addr, new_iface);
-        todo!()
+        self.inner.update(addr, new_iface).await
     }
 
     /// Releases every hosted address at once (lease lost, shutdown): the
     /// fast path — block, destroy local sockets, remove all addresses in
-    /// one pipelined request, unblock, then the `releaseip` hooks. Returns
-    /// the number of addresses removed.
+    /// one pipelined request per interface, unblock, then the `releaseip`
+    /// hooks (no killtcp of conntrackd's other clients: it could take
+    /// seconds). Returns the number of addresses released.
     ///
     /// # Errors
     ///
     /// The first error met; the other addresses are still removed.
     pub async fn drop_all(&self) -> Result<usize, NodeError> {
-        todo!()
+        let all: Vec<IpAddr> = self.inner.hosted_ips();
+        let results = self.inner.release_many(&all, false).await;
+        let mut count = 0;
+        let mut first = None;
+        for (_, r) in results {
+            match r {
+                Ok(()) => count += 1,
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        match first {
+            Some(e) => Err(e),
+            None => Ok(count),
+        }
     }
 
     /// The addresses hosted now, sorted.
     pub fn hosted(&self) -> Vec<HostedAddress> {
-        todo!()
+        self.inner.hosted()
     }
 
     /// A watch of the hosted addresses (sorted), updated on every change.
@@ -422,28 +442,40 @@ impl Executor {
     ///
     /// [`NodeError::Link`] when the link query fails.
     pub async fn can_host(&self, public: &PublicAddress) -> Result<Option<String>, NodeError> {
-        let _ = public;
-        todo!()
+        let usable = self.inner.usable_map().await?;
+        Ok(
+            choose_interface(&public.ifaces, |i| usable.get(i).copied().unwrap_or(false))
+                .map(str::to_owned),
+        )
     }
 
-    /// The state of these interfaces (for `ipfailover ifaces`).
+    /// The state of these interfaces (for `ipfailover ifaces`); a missing
+    /// interface is reported down.
     ///
     /// # Errors
     ///
-    /// [`NodeError::Link`] when a link query fails (a missing interface is
-    /// reported as down, not as an error).
+    /// [`NodeError::Link`] when the links cannot be listed.
     pub async fn interfaces(&self, names: &[String]) -> Result<Vec<InterfaceInfo>, NodeError> {
-        let _ = names;
-        todo!()
+        let usable = self.inner.usable_map().await?;
+        let hosted = self.inner.hosted();
+        Ok(names
+            .iter()
+            .map(|n| InterfaceInfo {
+                name: n.clone(),
+                up: usable.get(n).copied().unwrap_or(false),
+                references: hosted.iter().filter(|h| &h.iface == n).count(),
+            })
+            .collect())
     }
 
     /// CTDB's `setifacelink`: `Some(false)` makes the executor treat the
     /// interface as down whatever the kernel says (its hosted addresses are
-    /// moved or reported [`NodeEvent::CannotHost`]), `Some(true)` or `None`
-    /// clears that and follows the kernel again.
+    /// moved to another listed interface or reported
+    /// [`NodeEvent::CannotHost`]), `Some(true)` or `None` clears that and
+    /// follows the kernel again.
     pub async fn set_link_override(&self, iface: &str, up: Option<bool>) {
-        let _ = (iface, up);
-        todo!()
+        self.inner.set_link_override(iface, up);
+        self.inner.on_link(iface).await;
     }
 
     /// Sends one announcement round for a hosted address now (`gratarp`).
@@ -453,8 +485,7 @@ impl Executor {
     ///
     /// [`NodeError::NotHosted`], [`NodeError::Send`].
     pub async fn announce(&self, addr: IpAddr) -> Result<usize, NodeError> {
-        let _ = addr;
-        todo!()
+        self.inner.announce_once(addr).await
     }
 
     /// Sends one tickle ACK per connection, from the server end to the
@@ -462,10 +493,9 @@ impl Executor {
     ///
     /// # Errors
     ///
-    /// [`NodeError::Send`] when the raw socket cannot be opened.
+    /// [`NodeError::Send`] when the raw socket fails.
     pub async fn tickle(&self, connections: &[TrackedConnection]) -> Result<usize, NodeError> {
-        let _ = connections;
-        todo!()
+        self.inner.tickle(connections).await
     }
 
     /// Resets connections with killtcp (`ipfailover killtcp`): both ends,
@@ -477,13 +507,13 @@ impl Executor {
     /// [`NodeError::NotHosted`] when a server address is not hosted here,
     /// [`NodeError::KillTcp`].
     pub async fn killtcp(&self, connections: &[TrackedConnection]) -> Result<usize, NodeError> {
-        let _ = connections;
-        todo!()
+        self.inner.killtcp(connections).await
     }
 
-    /// Runs the `ipreallocated` hooks (after a takeover run).
+    /// Runs the `ipreallocated` hooks (after a takeover run); failures are
+    /// also recorded in the status and reported as events.
     pub async fn ipreallocated(&self) -> HookOutcome {
-        todo!()
+        self.inner.run_hooks(&HookEvent::IpReallocated).await
     }
 
     /// Compares the hosted set with the kernel: hosted but missing, and
@@ -491,21 +521,21 @@ impl Executor {
     ///
     /// # Errors
     ///
-    /// [`NodeError::Addr`] when the kernel's addresses cannot be listed.
+    /// [`NodeError::Addr`] / [`NodeError::Link`] when the kernel's
+    /// addresses or links cannot be listed.
     pub async fn check(&self, known: &[PublicAddress]) -> Result<Discrepancies, NodeError> {
-        let _ = known;
-        todo!()
+        self.inner.check(known).await
     }
 
     /// Hosted addresses and recent hook failures.
     pub fn status(&self) -> NodeStatus {
-        todo!()
+        self.inner.status()
     }
 
     /// Stops the background tasks (monitor, announcements, publisher).
     /// Addresses stay configured: call [`Executor::drop_all`] first to
     /// release them.
     pub fn shutdown(&self) {
-        todo!()
+        self.inner.shutdown();
     }
 }
