@@ -26,7 +26,9 @@ use std::net::IpAddr;
 use transport::msg::cluster::{Membership, NodeFlags, Pnn};
 use transport::msg::failover::PublicIps;
 
-use crate::alloc::{self, AllocError, AllocInput, Assignment, IpEntry, KnownOn, NodeState, Tunables};
+use crate::alloc::{
+    self, AllocError, AllocInput, Assignment, IpEntry, KnownOn, NodeState, Tunables,
+};
 
 /// Why no plan could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,7 +131,9 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         return Err(PlanError::LeaseLost(m.this_node));
     }
     for n in &m.nodes {
-        let connected = !n.flags.intersects(NodeFlags::DISCONNECTED | NodeFlags::DELETED);
+        let connected = !n
+            .flags
+            .intersects(NodeFlags::DISCONNECTED | NodeFlags::DELETED);
         if connected && !input.reports.contains_key(&n.pnn) {
             return Err(PlanError::MissingReport(n.pnn));
         }
@@ -254,15 +258,12 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     }
     plan.assignments = result;
     for (&addr, &p) in &pinned {
-        plan.assignments.push(Assignment {
-            addr,
-            pnn: Some(p),
-        });
+        plan.assignments.push(Assignment { addr, pnn: Some(p) });
     }
     for &addr in &held {
         plan.assignments.push(Assignment { addr, pnn: None });
     }
-    plan.assignments.sort_by(|a, b| a.addr.cmp(&b.addr));
+    plan.assignments.sort_by_key(|a| a.addr);
     for v in plan.releases.values_mut() {
         v.sort();
     }
@@ -331,11 +332,7 @@ mod tests {
         }
     }
 
-    fn run(
-        m: &Membership,
-        reports: Vec<PublicIps>,
-        last: &[(u8, Pnn)],
-    ) -> Result<Plan, PlanError> {
+    fn run(m: &Membership, reports: Vec<PublicIps>, last: &[(u8, Pnn)]) -> Result<Plan, PlanError> {
         let reports: BTreeMap<Pnn, PublicIps> = reports.into_iter().map(|r| (r.pnn, r)).collect();
         let last: BTreeMap<IpAddr, Pnn> = last.iter().map(|&(a, p)| (ip(a), p)).collect();
         plan(PlanInput {
@@ -541,20 +538,20 @@ mod tests {
     fn randomised_plans_keep_the_rules() {
         // A small deterministic generator (no clock, no rand crate).
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = |n: u64| {
+        let mut next = |n: usize| {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            seed % n
+            usize::try_from(seed % 1024).unwrap() % n
         };
         for _ in 0..500 {
-            let nodes = 2 + next(4) as usize;
+            let nodes = 2 + next(4);
             let flags: Vec<u32> = (0..nodes)
                 .map(|i| {
                     if i == 0 {
                         0
                     } else {
-                        [0, 0, 0, 0x01, 0x02, 0x04, 0x08, 0x20][next(8) as usize]
+                        [0, 0, 0, 0x01, 0x02, 0x04, 0x08, 0x20][next(8)]
                     }
                 })
                 .collect();
@@ -563,13 +560,13 @@ mod tests {
                 .map(|i| Pnn::try_from(i).unwrap())
                 .collect();
             let m = membership(&flags, &reassignable);
-            let addrs: Vec<u8> = (1..=(1 + next(8) as u8)).collect();
+            let addrs: Vec<u8> = (1..=(1 + u8::try_from(next(8)).unwrap())).collect();
             let mut last = Vec::new();
             let mut reports = Vec::new();
             let mut hosted_by: BTreeMap<u8, Pnn> = BTreeMap::new();
             for &a in &addrs {
                 if next(3) > 0 {
-                    let h = Pnn::try_from(next(nodes as u64)).unwrap();
+                    let h = Pnn::try_from(next(nodes)).unwrap();
                     hosted_by.insert(a, h);
                     if next(2) == 0 {
                         last.push((a, h));
