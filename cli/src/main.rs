@@ -3,6 +3,7 @@
 use clap::Parser;
 
 mod ctx;
+mod ip;
 mod ipalloc;
 #[allow(dead_code)] // used by the state-reading commands as they land
 mod output;
@@ -25,6 +26,10 @@ enum Command {
     /// Plan an IP allocation offline: CTDB takeover-test input on stdin,
     /// `ADDRESS PNN` lines out.
     Ipalloc(ipalloc::IpallocArgs),
+    /// Public-IP commands: ip, ipinfo, ifaces, setifacelink, addip, delip,
+    /// moveip, reloadips, ipreallocate, gratarp, tickle, killtcp.
+    #[command(flatten)]
+    Ip(ip::IpCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +38,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Ping(args) => ping::run(&ctx, &args),
         Command::Ipalloc(args) => ipalloc::run(&args),
+        Command::Ip(cmd) => ip::run(&ctx, &cmd),
     }
 }
