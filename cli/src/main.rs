@@ -1,7 +1,9 @@
 //! `ipfailover`: the administration command, with CTDB's command names.
 
 use clap::Parser;
+use transport::msg::cluster::AdminOp;
 
+mod cluster;
 mod ctx;
 mod ip;
 mod ipalloc;
@@ -30,6 +32,28 @@ enum Command {
     /// moveip, reloadips, ipreallocate, gratarp, tickle, killtcp.
     #[command(flatten)]
     Ip(ip::IpCommand),
+    /// Show the cluster's nodes, generation and leader (like `ctdb status`).
+    Status,
+    /// Show node states; the exit code is the OR of their flags.
+    Nodestatus(cluster::NodestatusArgs),
+    /// List the node addresses of the nodes file (no daemon needed).
+    Listnodes(cluster::ListnodesArgs),
+    /// Print this node's PNN.
+    Pnn,
+    /// Print the leader's PNN.
+    Leader,
+    /// Disable a node permanently (it hosts no public IPs).
+    Disable,
+    /// Enable a disabled node.
+    Enable,
+    /// Stop a node (inactive until `continue`).
+    Stop,
+    /// Continue a stopped node.
+    Continue,
+    /// Ban a node for BANTIME seconds.
+    Ban(cluster::BanArgs),
+    /// Lift a node's ban.
+    Unban,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +63,21 @@ fn main() -> anyhow::Result<()> {
         Command::Ping(args) => ping::run(&ctx, &args),
         Command::Ipalloc(args) => ipalloc::run(&args),
         Command::Ip(cmd) => ip::run(&ctx, &cmd),
+        Command::Status => cluster::status(&ctx),
+        Command::Nodestatus(args) => cluster::nodestatus(&ctx, &args),
+        Command::Listnodes(args) => cluster::listnodes(&ctx, &args),
+        Command::Pnn => cluster::pnn(&ctx),
+        Command::Leader => cluster::leader(&ctx),
+        Command::Disable => cluster::admin(&ctx, AdminOp::Disable),
+        Command::Enable => cluster::admin(&ctx, AdminOp::Enable),
+        Command::Stop => cluster::admin(&ctx, AdminOp::Stop),
+        Command::Continue => cluster::admin(&ctx, AdminOp::Continue),
+        Command::Ban(args) => cluster::admin(
+            &ctx,
+            AdminOp::Ban {
+                seconds: args.seconds,
+            },
+        ),
+        Command::Unban => cluster::admin(&ctx, AdminOp::Unban),
     }
 }

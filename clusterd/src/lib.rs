@@ -5,6 +5,7 @@
 //! The core ([`membership::Member`]) is a pure state machine driven with an
 //! explicit `now`; [`lock`] runs CTDB-compatible cluster-lock helpers.
 
+pub mod daemon;
 pub mod flags;
 pub mod health;
 pub mod lock;

@@ -1,0 +1,661 @@
+//! clusterd's commands, with CTDB's names and output: `status`, `nodestatus
+//! [all|PNNs]`, `listnodes`, `pnn`, `leader`, and the node administration
+//! `disable`, `enable`, `stop`, `continue`, `ban SECONDS`, `unban`.
+//!
+//! Reading commands ask one node's clusterd for its membership
+//! (`GET_MEMBERSHIP` to `(PNN, CLUSTERD)`, through the local transportd):
+//! this node, or the first node given with `-n`. Administration commands go
+//! to the local clusterd as `ADMIN { target, op }`, which forwards them to
+//! the target; with `-n all` or a list they act on each of those nodes.
+//! `listnodes` only reads the nodes file and works without any daemon.
+//!
+//! `status` prints CTDB's lines. ipfailover has no databases, so the
+//! `hash:N lmaster:P` lines list the active (not INACTIVE) nodes in PNN order
+//! (what CTDB's vnnmap holds when every node has the lmaster capability),
+//! `Size` is their number, and `Recovery mode` is `NORMAL (0)` while this
+//! node holds a valid lease under a leader and `RECOVERY (1)` otherwise.
+//! `Leader:UNKNOWN` is printed when no leader is known.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _, Result};
+use transport::client::{Client, ClientError};
+use transport::msg::cluster::{
+    AdminCommand, AdminOp, AdminOutcome, Membership, NodeFlags, NodeInfo, Pnn, ADMIN,
+    GET_MEMBERSHIP,
+};
+use transport::proto::service::{CLUSTERD, LOCAL};
+use transport::proto::{Address, ErrorCode};
+
+use crate::ctx::{block_on, Ctx};
+use crate::output::{machine, Format, Nodes};
+
+/// Arguments of `nodestatus`.
+#[derive(Debug, clap::Args)]
+pub struct NodestatusArgs {
+    /// `all`, a PNN, or a list such as 0,2 (default: the queried node).
+    #[arg(value_name = "all|PNN-LIST")]
+    pub nodes: Option<String>,
+}
+
+/// Arguments of `listnodes`.
+#[derive(Debug, clap::Args)]
+pub struct ListnodesArgs {
+    /// Configuration directory holding the `nodes` file.
+    #[arg(long, value_name = "DIR", default_value = "/etc/ipfailover")]
+    pub config_dir: PathBuf,
+}
+
+/// Arguments of `ban`.
+#[derive(Debug, clap::Args)]
+pub struct BanArgs {
+    /// Ban time in seconds (greater than 0).
+    #[arg(value_name = "BANTIME")]
+    pub seconds: u32,
+}
+
+/// The machine-readable header of `status -X` and `nodestatus -X`.
+const NODEMAP_HEADER: [&str; 11] = [
+    "Node",
+    "IP",
+    "Disconnected",
+    "Unknown",
+    "Banned",
+    "Disabled",
+    "Unhealthy",
+    "Stopped",
+    "Inactive",
+    "PartiallyOnline",
+    "ThisNode",
+];
+
+fn address(n: &NodeInfo) -> String {
+    n.address
+        .map_or_else(|| "0.0.0.0".to_string(), |a| a.to_string())
+}
+
+fn bit(flags: NodeFlags, f: NodeFlags) -> String {
+    if flags.intersects(f) { "1" } else { "0" }.to_string()
+}
+
+fn machine_row(n: &NodeInfo, this: Pnn) -> Vec<String> {
+    let f = n.flags;
+    vec![
+        n.pnn.to_string(),
+        address(n),
+        bit(f, NodeFlags::DISCONNECTED),
+        bit(f, NodeFlags::UNKNOWN),
+        bit(f, NodeFlags::BANNED),
+        bit(f, NodeFlags::PERMANENTLY_DISABLED),
+        bit(f, NodeFlags::UNHEALTHY),
+        bit(f, NodeFlags::STOPPED),
+        bit(f, NodeFlags::INACTIVE),
+        "0".to_string(),
+        if n.pnn == this { "Y" } else { "N" }.to_string(),
+    ]
+}
+
+/// CTDB's `print_nodemap`: the optional header, then one line per
+/// non-deleted node.
+fn human_nodemap(out: &mut String, nodes: &[&NodeInfo], this: Pnn, header: bool) {
+    if header {
+        let deleted = nodes
+            .iter()
+            .filter(|n| n.flags.contains(NodeFlags::DELETED))
+            .count();
+        if deleted == 0 {
+            let _ = writeln!(out, "Number of nodes:{}", nodes.len());
+        } else {
+            let _ = writeln!(
+                out,
+                "Number of nodes:{} (including {deleted} deleted nodes)",
+                nodes.len()
+            );
+        }
+    }
+    for n in nodes {
+        if n.flags.contains(NodeFlags::DELETED) {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "pnn:{} {:<16} {}{}",
+            n.pnn,
+            address(n),
+            n.flags,
+            if n.pnn == this { " (THIS NODE)" } else { "" }
+        );
+    }
+}
+
+fn machine_nodemap(nodes: &[&NodeInfo], this: Pnn, sep: char) -> String {
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .filter(|n| !n.flags.contains(NodeFlags::DELETED))
+        .map(|n| machine_row(n, this))
+        .collect();
+    machine(&NODEMAP_HEADER, &rows, sep)
+}
+
+fn json_nodes(nodes: &[&NodeInfo], this: Pnn) -> serde_json::Value {
+    serde_json::Value::Array(
+        nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "pnn": n.pnn,
+                    "address": n.address,
+                    "flags": n.flags.bits(),
+                    "state": n.flags.to_string(),
+                    "this_node": n.pnn == this,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `status` in the given format.
+pub fn render_status(m: &Membership, format: Format) -> String {
+    let all: Vec<&NodeInfo> = m.nodes.iter().collect();
+    let active: Vec<Pnn> = m
+        .nodes
+        .iter()
+        .filter(|n| !n.flags.is_inactive())
+        .map(|n| n.pnn)
+        .collect();
+    let normal = m.lease_ok && m.leader.is_some();
+    match format {
+        Format::Machine(sep) => machine_nodemap(&all, m.this_node, sep),
+        Format::Json => {
+            let v = serde_json::json!({
+                "node_count": m.nodes.len(),
+                "nodes": json_nodes(&all, m.this_node),
+                "generation": m.generation,
+                "size": active.len(),
+                "recovery_mode": if normal { "NORMAL" } else { "RECOVERY" },
+                "leader": m.leader,
+                "this_node": m.this_node,
+                "lease_ok": m.lease_ok,
+            });
+            format!("{v:#}\n")
+        }
+        Format::Human => {
+            let mut out = String::new();
+            human_nodemap(&mut out, &all, m.this_node, true);
+            let _ = writeln!(out, "Generation:{}", m.generation);
+            let _ = writeln!(out, "Size:{}", active.len());
+            for (i, p) in active.iter().enumerate() {
+                let _ = writeln!(out, "hash:{i} lmaster:{p}");
+            }
+            if normal {
+                out.push_str("Recovery mode:NORMAL (0)\n");
+            } else {
+                out.push_str("Recovery mode:RECOVERY (1)\n");
+            }
+            match m.leader {
+                Some(l) => {
+                    let _ = writeln!(out, "Leader:{l}");
+                }
+                None => out.push_str("Leader:UNKNOWN\n"),
+            }
+            out
+        }
+    }
+}
+
+/// Which nodes `nodestatus` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// The queried node only.
+    This,
+    /// Every node (with the `Number of nodes` header).
+    All,
+    /// These nodes.
+    List(Vec<Pnn>),
+}
+
+/// Parses `nodestatus`'s argument.
+///
+/// # Errors
+///
+/// A bad PNN list, named.
+pub fn parse_selection(arg: Option<&str>) -> Result<Selection> {
+    match arg {
+        None => Ok(Selection::This),
+        Some(a) => match crate::output::parse_nodes(a).map_err(anyhow::Error::msg)? {
+            Nodes::All => Ok(Selection::All),
+            Nodes::List(l) => Ok(Selection::List(l)),
+            Nodes::Local => Ok(Selection::This),
+        },
+    }
+}
+
+/// `nodestatus`: the text and the exit code (the OR of the shown nodes'
+/// flags, as CTDB returns it).
+///
+/// # Errors
+///
+/// A listed PNN that is not a node (`Node N does not exist`).
+pub fn render_nodestatus(m: &Membership, sel: &Selection, format: Format) -> Result<(String, u8)> {
+    let chosen: Vec<&NodeInfo> = match sel {
+        Selection::This => m.nodes.iter().filter(|n| n.pnn == m.this_node).collect(),
+        Selection::All => m.nodes.iter().collect(),
+        Selection::List(list) => {
+            let mut v = Vec::new();
+            for p in list {
+                match m.nodes.iter().find(|n| n.pnn == *p) {
+                    Some(n) if !n.flags.contains(NodeFlags::DELETED) => v.push(n),
+                    _ => bail!("Node {p} does not exist"),
+                }
+            }
+            v
+        }
+    };
+    let code = chosen
+        .iter()
+        .filter(|n| !n.flags.contains(NodeFlags::DELETED))
+        .fold(0u32, |acc, n| acc | n.flags.bits());
+    // Flags clusterd sets are below 0x80; keep the low byte like a shell.
+    let code = u8::try_from(code & 0xff).unwrap_or(u8::MAX);
+    let text = match format {
+        Format::Machine(sep) => machine_nodemap(&chosen, m.this_node, sep),
+        Format::Json => format!("{:#}\n", json_nodes(&chosen, m.this_node)),
+        Format::Human => {
+            let mut out = String::new();
+            human_nodemap(&mut out, &chosen, m.this_node, *sel == Selection::All);
+            out
+        }
+    };
+    Ok((text, code))
+}
+
+/// `listnodes` from the text of a nodes file: live nodes' addresses.
+pub fn render_listnodes(nodes: &transport::nodes::Nodes, format: Format) -> String {
+    let mut out = String::new();
+    match format {
+        Format::Human => {
+            for (_, a) in nodes.iter() {
+                let _ = writeln!(out, "{a}");
+            }
+        }
+        Format::Machine(sep) => {
+            for (p, a) in nodes.iter() {
+                let _ = writeln!(out, "{sep}{p}{sep}{a}{sep}");
+            }
+        }
+        Format::Json => {
+            let v: Vec<serde_json::Value> = nodes
+                .iter()
+                .map(|(p, a)| serde_json::json!({"pnn": p, "address": a}))
+                .collect();
+            let _ = writeln!(out, "{:#}", serde_json::Value::Array(v));
+        }
+    }
+    out
+}
+
+/// CTDB's message when a node already is in the state asked for.
+pub fn already_message(target: Pnn, op: AdminOp) -> String {
+    match op {
+        AdminOp::Disable => format!("Node {target} is already disabled"),
+        AdminOp::Enable => format!("Node {target} is not disabled"),
+        AdminOp::Stop => format!("Node {target} is already stopped"),
+        AdminOp::Continue => format!("Node {target} is not stopped"),
+        AdminOp::Ban { .. } => format!("Node {target} is already banned"),
+        AdminOp::Unban => format!("Node {target} is not banned"),
+    }
+}
+
+/// The node a reading command asks: the first `-n` node, else this one.
+fn queried(ctx: &Ctx) -> u32 {
+    match &ctx.nodes {
+        Nodes::List(l) => l.first().copied().unwrap_or(LOCAL),
+        Nodes::Local | Nodes::All => LOCAL,
+    }
+}
+
+fn clusterd_error(pnn: u32, e: ClientError) -> anyhow::Error {
+    let node = if pnn == LOCAL {
+        "this node".to_string()
+    } else {
+        format!("node {pnn}")
+    };
+    match &e {
+        ClientError::Remote { error, .. } if error.code == ErrorCode::UnknownService => {
+            anyhow::anyhow!("clusterd is not running on {node}")
+        }
+        ClientError::Remote { error, .. } if error.code == ErrorCode::NodeUnreachable => {
+            anyhow::anyhow!("{node} is not connected")
+        }
+        _ => anyhow::Error::new(e).context(format!("asking clusterd on {node}")),
+    }
+}
+
+async fn get_membership(ctx: &Ctx, client: &Client, pnn: u32) -> Result<Membership> {
+    client
+        .request(
+            Address::new(pnn, CLUSTERD),
+            GET_MEMBERSHIP,
+            &(),
+            ctx.timeout,
+        )
+        .await
+        .map_err(|e| clusterd_error(pnn, e))
+}
+
+async fn fetch(ctx: &Ctx) -> Result<Membership> {
+    let (client, _incoming) = ctx.connect().await?;
+    get_membership(ctx, &client, queried(ctx)).await
+}
+
+/// `status`.
+///
+/// # Errors
+///
+/// No transportd or clusterd.
+pub fn status(ctx: &Ctx) -> Result<()> {
+    let m = block_on_value(fetch(ctx))?;
+    print!("{}", render_status(&m, ctx.format));
+    Ok(())
+}
+
+/// `nodestatus`; exits with the OR of the shown nodes' flags.
+///
+/// # Errors
+///
+/// No transportd or clusterd; a node that does not exist.
+pub fn nodestatus(ctx: &Ctx, args: &NodestatusArgs) -> Result<()> {
+    let sel = parse_selection(args.nodes.as_deref())?;
+    let m = block_on_value(fetch(ctx))?;
+    let (text, code) = render_nodestatus(&m, &sel, ctx.format)?;
+    print!("{text}");
+    if code != 0 {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        std::process::exit(i32::from(code));
+    }
+    Ok(())
+}
+
+/// `listnodes`.
+///
+/// # Errors
+///
+/// The nodes file cannot be read (`Failed to read nodes from "FILE"`).
+pub fn listnodes(ctx: &Ctx, args: &ListnodesArgs) -> Result<()> {
+    let file = args.config_dir.join("nodes");
+    let nodes = transport::nodes::Nodes::load(&file)
+        .with_context(|| format!("Failed to read nodes from \"{}\"", file.display()))?;
+    print!("{}", render_listnodes(&nodes, ctx.format));
+    Ok(())
+}
+
+/// `pnn`: the queried node's PNN.
+///
+/// # Errors
+///
+/// No transportd or clusterd.
+pub fn pnn(ctx: &Ctx) -> Result<()> {
+    let m = block_on_value(fetch(ctx))?;
+    match ctx.format {
+        Format::Json => println!("{}", serde_json::json!({ "pnn": m.this_node })),
+        _ => println!("{}", m.this_node),
+    }
+    Ok(())
+}
+
+/// `leader`: the leader the queried node follows.
+///
+/// # Errors
+///
+/// No transportd or clusterd.
+pub fn leader(ctx: &Ctx) -> Result<()> {
+    let m = block_on_value(fetch(ctx))?;
+    match (ctx.format, m.leader) {
+        (Format::Json, l) => println!("{}", serde_json::json!({ "leader": l })),
+        (_, Some(l)) => println!("{l}"),
+        (_, None) => println!("UNKNOWN"),
+    }
+    Ok(())
+}
+
+/// `disable`, `enable`, `stop`, `continue`, `ban`, `unban` on this node or
+/// the `-n` nodes. No output on success; CTDB's message when a node already
+/// is in that state (exit 0).
+///
+/// # Errors
+///
+/// No transportd or clusterd; a node that does not exist or does not answer.
+pub fn admin(ctx: &Ctx, op: AdminOp) -> Result<()> {
+    if let AdminOp::Ban { seconds: 0 } = op {
+        bail!("Invalid ban time 0: it must be greater than 0");
+    }
+    block_on(async {
+        let (client, _incoming) = ctx.connect().await?;
+        let targets: Vec<Pnn> = match &ctx.nodes {
+            Nodes::Local => vec![client.pnn()],
+            Nodes::List(l) => l.clone(),
+            Nodes::All => get_membership(ctx, &client, LOCAL)
+                .await?
+                .nodes
+                .iter()
+                .filter(|n| !n.flags.contains(NodeFlags::DELETED))
+                .map(|n| n.pnn)
+                .collect(),
+        };
+        let mut failed = Vec::new();
+        for target in targets {
+            let r: Result<AdminOutcome, ClientError> = client
+                .request(
+                    Address::local(CLUSTERD),
+                    ADMIN,
+                    &AdminCommand { target, op },
+                    ctx.timeout,
+                )
+                .await;
+            match r {
+                Ok(AdminOutcome::Done) => {}
+                Ok(AdminOutcome::Already) => println!("{}", already_message(target, op)),
+                Ok(AdminOutcome::Invalid) => failed.push(format!("node {target}: invalid command")),
+                Err(ClientError::Remote { error, .. }) if error.code == ErrorCode::BadRequest => {
+                    failed.push(error.message.clone());
+                }
+                Err(e) => failed.push(format!("{:#}", clusterd_error(LOCAL, e))),
+            }
+        }
+        if !failed.is_empty() {
+            bail!("{}", failed.join("\n"));
+        }
+        Ok(())
+    })
+}
+
+/// [`block_on`] for a body that returns a value.
+fn block_on_value<T, F: std::future::Future<Output = Result<T>>>(f: F) -> Result<T> {
+    let mut slot = None;
+    block_on(async {
+        slot = Some(f.await?);
+        Ok(())
+    })?;
+    slot.context("the command produced nothing")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    fn node(pnn: Pnn, addr: &str, flags: u32) -> NodeInfo {
+        NodeInfo {
+            pnn,
+            address: addr.parse::<IpAddr>().ok(),
+            flags: NodeFlags::from_bits(flags),
+        }
+    }
+
+    /// ctdb.status.001's cluster.
+    fn three(this: Pnn, flags: [u32; 3]) -> Membership {
+        Membership {
+            generation: 654_321,
+            leader: Some(0),
+            nodes: vec![
+                node(0, "192.168.20.41", flags[0]),
+                node(1, "192.168.20.42", flags[1]),
+                node(2, "192.168.20.43", flags[2]),
+            ],
+            this_node: this,
+            lease_ok: true,
+            reassignable: vec![],
+        }
+    }
+
+    #[test]
+    fn status_human_matches_ctdb() {
+        let got = render_status(&three(0, [0, 0, 0]), Format::Human);
+        let want = "\
+Number of nodes:3
+pnn:0 192.168.20.41    OK (THIS NODE)
+pnn:1 192.168.20.42    OK
+pnn:2 192.168.20.43    OK
+Generation:654321
+Size:3
+hash:0 lmaster:0
+hash:1 lmaster:1
+hash:2 lmaster:2
+Recovery mode:NORMAL (0)
+Leader:0
+";
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn status_machine_matches_ctdb() {
+        let got = render_status(&three(0, [0, 0, 0]), Format::Machine('|'));
+        let want = "\
+|Node|IP|Disconnected|Unknown|Banned|Disabled|Unhealthy|Stopped|Inactive|PartiallyOnline|ThisNode|
+|0|192.168.20.41|0|0|0|0|0|0|0|0|Y|
+|1|192.168.20.42|0|0|0|0|0|0|0|0|N|
+|2|192.168.20.43|0|0|0|0|0|0|0|0|N|
+";
+        assert_eq!(got, want);
+        let got = render_status(&three(1, [0x24, 0x08, 0x01]), Format::Machine(':'));
+        let want = "\
+:Node:IP:Disconnected:Unknown:Banned:Disabled:Unhealthy:Stopped:Inactive:PartiallyOnline:ThisNode:
+:0:192.168.20.41:0:0:0:1:0:1:1:0:N:
+:1:192.168.20.42:0:0:1:0:0:0:1:0:Y:
+:2:192.168.20.43:1:0:0:0:0:0:1:0:N:
+";
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn status_without_leader_and_with_inactive_nodes() {
+        let mut m = three(2, [0x01, 0x08, 0]);
+        m.leader = None;
+        m.lease_ok = false;
+        let got = render_status(&m, Format::Human);
+        let want = "\
+Number of nodes:3
+pnn:0 192.168.20.41    DISCONNECTED|INACTIVE
+pnn:1 192.168.20.42    BANNED|INACTIVE
+pnn:2 192.168.20.43    OK (THIS NODE)
+Generation:654321
+Size:1
+hash:0 lmaster:2
+Recovery mode:RECOVERY (1)
+Leader:UNKNOWN
+";
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn deleted_nodes_are_counted_but_not_listed() {
+        let mut m = three(0, [0, 0x10, 0]);
+        m.nodes[1].address = None;
+        let got = render_status(&m, Format::Human);
+        assert!(
+            got.starts_with(
+                "Number of nodes:3 (including 1 deleted nodes)\npnn:0 192.168.20.41    OK (THIS NODE)\npnn:2 192.168.20.43    OK\n"
+            ),
+            "{got}"
+        );
+        let x = render_status(&m, Format::Machine('|'));
+        assert_eq!(x.lines().count(), 3, "{x}");
+    }
+
+    #[test]
+    fn nodestatus_all_matches_ctdb_and_ors_the_flags() {
+        let m = three(2, [0x04 | 0x20, 0x08, 0]);
+        let (text, code) = render_nodestatus(&m, &Selection::All, Format::Human).unwrap();
+        let want = "\
+Number of nodes:3
+pnn:0 192.168.20.41    DISABLED|STOPPED|INACTIVE
+pnn:1 192.168.20.42    BANNED|INACTIVE
+pnn:2 192.168.20.43    OK (THIS NODE)
+";
+        assert_eq!(text, want);
+        assert_eq!(code, 0x24 | 0x08);
+    }
+
+    #[test]
+    fn nodestatus_one_node_has_no_header() {
+        let m = three(0, [0, 0x02, 0]);
+        let (text, code) = render_nodestatus(&m, &Selection::List(vec![1]), Format::Human).unwrap();
+        assert_eq!(text, "pnn:1 192.168.20.42    UNHEALTHY\n");
+        assert_eq!(code, 2);
+        let (text, code) = render_nodestatus(&m, &Selection::This, Format::Human).unwrap();
+        assert_eq!(text, "pnn:0 192.168.20.41    OK (THIS NODE)\n");
+        assert_eq!(code, 0);
+        let (x, _) = render_nodestatus(&m, &Selection::This, Format::Machine('|')).unwrap();
+        assert_eq!(
+            x,
+            "|Node|IP|Disconnected|Unknown|Banned|Disabled|Unhealthy|Stopped|Inactive|PartiallyOnline|ThisNode|\n|0|192.168.20.41|0|0|0|0|0|0|0|0|Y|\n"
+        );
+        let e = render_nodestatus(&m, &Selection::List(vec![4]), Format::Human).unwrap_err();
+        assert_eq!(e.to_string(), "Node 4 does not exist");
+    }
+
+    #[test]
+    fn json_forms_parse() {
+        let m = three(0, [0, 0x04, 0]);
+        let v: serde_json::Value = serde_json::from_str(&render_status(&m, Format::Json)).unwrap();
+        assert_eq!(v["leader"], 0);
+        assert_eq!(v["nodes"][1]["state"], "DISABLED");
+        assert_eq!(v["nodes"][1]["flags"], 4);
+        let (j, code) = render_nodestatus(&m, &Selection::All, Format::Json).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 3);
+        assert_eq!(code, 4);
+    }
+
+    #[test]
+    fn listnodes_like_ctdb() {
+        let nodes = transport::nodes::Nodes::parse(
+            "192.168.20.41\n#192.168.20.42\n\n192.168.20.43\n",
+            std::path::Path::new("nodes"),
+        )
+        .unwrap();
+        assert_eq!(
+            render_listnodes(&nodes, Format::Human),
+            "192.168.20.41\n192.168.20.43\n"
+        );
+        assert_eq!(
+            render_listnodes(&nodes, Format::Machine('|')),
+            "|0|192.168.20.41|\n|2|192.168.20.43|\n"
+        );
+    }
+
+    #[test]
+    fn already_messages() {
+        assert_eq!(
+            already_message(1, AdminOp::Disable),
+            "Node 1 is already disabled"
+        );
+        assert_eq!(
+            already_message(2, AdminOp::Ban { seconds: 5 }),
+            "Node 2 is already banned"
+        );
+        assert_eq!(already_message(0, AdminOp::Unban), "Node 0 is not banned");
+    }
+}

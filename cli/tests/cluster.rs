@@ -1,0 +1,82 @@
+//! End-to-end: the built `ipfailover` cluster commands that need no daemon
+//! (`listnodes`), and the clear failure of the others when none runs.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn ipfailover(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ipfailover"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .env("RUST_LIB_BACKTRACE", "0")
+        .output()
+        .unwrap()
+}
+
+fn scratch(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("ipf-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn listnodes_reads_the_nodes_file_like_ctdb() {
+    let d = scratch("listnodes");
+    std::fs::write(
+        d.join("nodes"),
+        "192.168.20.41\n#192.168.20.42\n\n192.168.20.43\n",
+    )
+    .unwrap();
+    let dir = d.to_str().unwrap();
+    let out = ipfailover(&["listnodes", "--config-dir", dir]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "192.168.20.41\n192.168.20.43\n"
+    );
+    let out = ipfailover(&["-X", "listnodes", "--config-dir", dir]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "|0|192.168.20.41|\n|2|192.168.20.43|\n"
+    );
+    let missing = d.join("nope");
+    let out = ipfailover(&["listnodes", "--config-dir", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Failed to read nodes from"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn commands_fail_clearly_without_a_daemon() {
+    let d = scratch("nodaemon");
+    let run = d.to_str().unwrap();
+    for cmd in [
+        &["status"][..],
+        &["nodestatus", "all"],
+        &["pnn"],
+        &["leader"],
+        &["disable"],
+        &["ban", "10"],
+    ] {
+        let start = Instant::now();
+        let mut args = vec!["--run-dir", run, "-t", "3"];
+        args.extend_from_slice(cmd);
+        let out = ipfailover(&args);
+        assert!(!out.status.success(), "{cmd:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cannot connect to transportd"),
+            "{cmd:?}: {err}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(10), "{cmd:?} hung");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn ban_zero_is_refused() {
+    let out = ipfailover(&["--run-dir", "/nonexistent", "ban", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Invalid ban time"));
+}

@@ -1,0 +1,536 @@
+//! clusterd as a daemon over the real transport: the [`shell`] driven by a
+//! [`transport::client::Client`] registered as the well-known `clusterd`.
+//!
+//! * Peer messages ([`ClusterMsg`]: heartbeats, leader membership, admin
+//!   forwarding) travel as [`PEER`] events to `(pnn, CLUSTERD)`, addressed
+//!   directly by PNN through transportd. A message whose `from` does not
+//!   match the frame's source PNN (which transportd sets from the
+//!   authenticated link) is dropped.
+//! * [`MEMBERSHIP`] events go to `(LOCAL, BROADCAST_SERVICE)` on every change
+//!   and again every [`REPUBLISH`] (so late subscribers catch up).
+//! * [`GET_MEMBERSHIP`] requests are answered with the published membership;
+//!   [`ADMIN`] requests run (or are forwarded by) the shell and are answered
+//!   with an [`AdminOutcome`] or an error naming the cause.
+//!
+//! Heartbeat path: the shell's outputs are carried out synchronously by
+//! [`TransportLink`], which encodes with postcard into a reused buffer and
+//! hands the bytes to a sender task. The client API takes an owned
+//! `Vec<u8>` payload, so each sent heartbeat costs exactly one allocation of
+//! its encoded size (~30 bytes); each received one costs the `Message` the
+//! client library builds for it. Nothing else allocates per heartbeat.
+//!
+//! [`shell`]: crate::shell
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use transport::client::{Client, ClientError, Incoming};
+use transport::msg::cluster::{AdminCommand, AdminOutcome, ADMIN, GET_MEMBERSHIP, MEMBERSHIP};
+use transport::proto::service::{BROADCAST_SERVICE, CLUSTERD, LOCAL};
+use transport::proto::{Address, ErrorCode, Kind, Message};
+
+use crate::health::{self, HealthCheck};
+use crate::lock::{LockError, LockSpec};
+use crate::membership::{Config, Timing};
+use crate::msg::{ClusterMsg, Membership};
+use crate::nodes::{NodesError, NodesFile, Pnn};
+use crate::shell::{self, AdminError, Input, Link, ADMIN_TIMEOUT};
+
+/// Opcode of clusterd-to-clusterd messages (payload: [`ClusterMsg`]).
+pub const PEER: u32 = 0x0001_0100;
+
+/// The membership is re-sent this often even without a change.
+pub const REPUBLISH: Duration = Duration::from_secs(1);
+
+/// Room for one encoded peer message without reallocating (a heartbeat is
+/// about 30 bytes; a membership update of 256 nodes about 2.5 kB).
+const ENCODE_BUF: usize = 4096;
+
+/// Errors of the clusterd daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// `ipfailover.toml` is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The nodes file is unusable, or this node is not in it.
+    #[error(transparent)]
+    Nodes(#[from] NodesError),
+    /// The `cluster_lock` setting is invalid.
+    #[error("{file}: cluster_lock: {source}")]
+    Lock {
+        /// The configuration file.
+        file: PathBuf,
+        /// The cause.
+        #[source]
+        source: LockError,
+    },
+    /// `health_command` is set but empty.
+    #[error("{file}: health_command is empty")]
+    EmptyHealth {
+        /// The configuration file.
+        file: PathBuf,
+    },
+    /// The heartbeat timing is inconsistent.
+    #[error("{file}: heartbeat timing: {reason}")]
+    Timing {
+        /// The configuration file.
+        file: PathBuf,
+        /// The violated relation.
+        reason: &'static str,
+    },
+    /// The host's addresses cannot be listed (to find this node's PNN).
+    #[error("cannot list this host's addresses: {0}")]
+    LocalAddresses(#[source] nix::Error),
+    /// transportd serves a different PNN than the one clusterd found.
+    #[error("transportd serves node {transport}, but clusterd is node {clusterd} of {file}")]
+    PnnMismatch {
+        /// The nodes file.
+        file: PathBuf,
+        /// transportd's PNN.
+        transport: Pnn,
+        /// clusterd's PNN.
+        clusterd: Pnn,
+    },
+    /// Talking to transportd failed.
+    #[error("transport: {0}")]
+    Transport(#[from] ClientError),
+    /// transportd closed the connection.
+    #[error("transportd closed the connection")]
+    TransportClosed,
+}
+
+/// Everything clusterd needs, read from a configuration directory.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The state machine's configuration (lock flag set when a lock is).
+    pub member: Config,
+    /// The nodes file.
+    pub nodes: NodesFile,
+    /// This node.
+    pub pnn: Pnn,
+    /// The cluster lock, if configured.
+    pub lock: Option<LockSpec>,
+    /// The health monitor, if configured.
+    pub health: Option<HealthCheck>,
+    /// transportd's socket.
+    pub socket: PathBuf,
+    /// The initial log filter.
+    pub log_level: String,
+}
+
+/// The heartbeat timing for an interval and dead-after time: the lease is
+/// `dead_after`; the margin is the larger of one interval and a fifth of
+/// `dead_after`; a contended lock is retried after
+/// `max(dead_after, 5 intervals)`. Defaults (100/500 ms) and the fast profile
+/// (10/30 ms) give [`Timing::default_profile`] and [`Timing::fast`].
+#[must_use]
+pub fn timing(interval: Duration, dead_after: Duration) -> Timing {
+    Timing {
+        interval,
+        dead_after,
+        lease: dead_after,
+        margin: interval.max(dead_after / 5),
+        lock_retry: dead_after.max(interval * 5),
+    }
+}
+
+impl Settings {
+    /// Reads `DIR/ipfailover.toml` and `DIR/nodes`; finds this node's PNN
+    /// (the `pnn` setting, else by matching `local` addresses; `None` lists
+    /// the host's addresses).
+    ///
+    /// # Errors
+    ///
+    /// Any invalid setting or nodes-file problem, naming file and line.
+    pub fn load(dir: &Path, local: Option<&[IpAddr]>) -> Result<Self, DaemonError> {
+        let loaded = config::load(dir)?;
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        let file = dir.join(config::FILE_NAME);
+        let c = &loaded.config.cluster;
+        let timing = timing(
+            Duration::from_millis(c.heartbeat_interval_ms()),
+            Duration::from_millis(c.dead_after_ms()),
+        );
+        timing.check().map_err(|reason| DaemonError::Timing {
+            file: file.clone(),
+            reason,
+        })?;
+        let lock = match c.cluster_lock.as_deref() {
+            None => None,
+            Some(v) => Some(LockSpec::parse(v).map_err(|source| DaemonError::Lock {
+                file: file.clone(),
+                source,
+            })?),
+        };
+        let health = match c.health_command.as_deref() {
+            None => None,
+            Some(line) => Some(
+                HealthCheck::from_command(
+                    line,
+                    Duration::from_millis(c.health_interval_ms),
+                    Duration::from_millis(c.health_timeout_ms),
+                )
+                .ok_or(DaemonError::EmptyHealth { file: file.clone() })?,
+            ),
+        };
+        let nodes = NodesFile::read(&dir.join("nodes"))?;
+        let pnn = match (c.pnn, local) {
+            (Some(p), _) => nodes.own_pnn(Some(p), &[])?,
+            (None, Some(local)) => nodes.own_pnn(None, local)?,
+            (None, None) => nodes.own_pnn(None, &local_addresses()?)?,
+        };
+        Ok(Self {
+            member: Config {
+                timing,
+                lock: lock.is_some(),
+                can_lead: c.leader_capability,
+            },
+            nodes,
+            pnn,
+            lock,
+            health,
+            socket: loaded
+                .resolve(&loaded.config.transport.run_dir)
+                .join("transport.sock"),
+            log_level: loaded.config.logging.level.clone(),
+        })
+    }
+}
+
+/// The host's IP addresses (every interface).
+///
+/// # Errors
+///
+/// [`DaemonError::LocalAddresses`] when they cannot be listed.
+pub fn local_addresses() -> Result<Vec<IpAddr>, DaemonError> {
+    let mut out = Vec::new();
+    for ifa in nix::ifaddrs::getifaddrs().map_err(DaemonError::LocalAddresses)? {
+        let Some(addr) = ifa.address else { continue };
+        if let Some(v4) = addr.as_sockaddr_in() {
+            out.push(IpAddr::V4(v4.ip()));
+        } else if let Some(v6) = addr.as_sockaddr_in6() {
+            out.push(IpAddr::V6(v6.ip()));
+        }
+    }
+    Ok(out)
+}
+
+/// Connects to transportd at `socket` as `clusterd`, retrying for up to
+/// `patience` while it starts.
+///
+/// # Errors
+///
+/// The last connection error once `patience` has passed.
+pub async fn connect(socket: &Path, patience: Duration) -> Result<(Client, Incoming), DaemonError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match Client::connect_unix(socket, "clusterd").await {
+            Ok(c) => return Ok(c),
+            Err(e @ ClientError::Connect { .. }) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "transportd not ready yet");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// What the link hands to the sender task.
+enum Out {
+    Peer { to: Pnn, payload: Vec<u8> },
+    Publish(Membership),
+}
+
+/// [`Link`] over the transport client: encodes into a reused buffer and
+/// queues the bytes for the sender task.
+pub struct TransportLink {
+    tx: mpsc::UnboundedSender<Out>,
+    buf: Vec<u8>,
+}
+
+impl Link for TransportLink {
+    fn send(&mut self, to: Pnn, msg: &ClusterMsg) {
+        let payload = match postcard::to_slice(msg, &mut self.buf) {
+            Ok(bytes) => bytes.to_vec(),
+            // Larger than the buffer (a membership of many nodes): rare.
+            Err(_) => match postcard::to_allocvec(msg) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!(error = %e, to, "cannot encode a peer message");
+                    return;
+                }
+            },
+        };
+        let _ = self.tx.send(Out::Peer { to, payload });
+    }
+
+    fn publish(&mut self, membership: &Membership) {
+        tracing::info!(
+            generation = membership.generation,
+            leader = ?membership.leader,
+            lease_ok = membership.lease_ok,
+            nodes = %NodesSummary(membership),
+            "membership"
+        );
+        let _ = self.tx.send(Out::Publish(membership.clone()));
+    }
+}
+
+/// `0:OK 1:DISCONNECTED|INACTIVE ...` for the log.
+struct NodesSummary<'a>(&'a Membership);
+
+impl std::fmt::Display for NodesSummary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, n) in self.0.nodes.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{}:{}", n.pnn, n.flags)?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends peer messages and membership events; re-sends the membership every
+/// [`REPUBLISH`]. Ends when the link is dropped or the connection closes.
+async fn sender(client: Client, mut rx: mpsc::UnboundedReceiver<Out>) {
+    let broadcast = Address::new(LOCAL, BROADCAST_SERVICE);
+    let mut last: Option<Vec<u8>> = None;
+    let mut tick = tokio::time::interval(REPUBLISH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let res = tokio::select! {
+            out = rx.recv() => match out {
+                None => return,
+                Some(Out::Peer { to, payload }) => {
+                    client.event_raw(Address::new(to, CLUSTERD), PEER, payload).await
+                }
+                Some(Out::Publish(m)) => match postcard::to_allocvec(&m) {
+                    Ok(bytes) => {
+                        last = Some(bytes.clone());
+                        tick.reset();
+                        client.event_raw(broadcast, MEMBERSHIP, bytes).await
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot encode the membership");
+                        Ok(())
+                    }
+                },
+            },
+            _ = tick.tick() => match &last {
+                Some(bytes) => client.event_raw(broadcast, MEMBERSHIP, bytes.clone()).await,
+                None => Ok(()),
+            },
+        };
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "clusterd cannot send");
+            return;
+        }
+    }
+}
+
+/// Handles messages from transportd until the connection closes.
+async fn receiver(client: Client, mut incoming: Incoming, inputs: mpsc::Sender<Input>) {
+    while let Some(msg) = incoming.recv().await {
+        match (msg.header.kind, msg.header.opcode) {
+            (Kind::Event, PEER) => {
+                let cm: ClusterMsg = match msg.decode_payload() {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(from = %msg.header.src, error = %e, "bad peer message");
+                        continue;
+                    }
+                };
+                if claimed_sender(&cm) != msg.header.src.pnn {
+                    tracing::warn!(from = %msg.header.src, "peer message claims another sender; dropped");
+                    continue;
+                }
+                if inputs.send(Input::Msg(cm)).await.is_err() {
+                    return;
+                }
+            }
+            (Kind::Request, GET_MEMBERSHIP) => {
+                let (tx, rx) = oneshot::channel();
+                if inputs.send(Input::Get(tx)).await.is_err() {
+                    return;
+                }
+                let res = match rx.await {
+                    Ok(m) => client.reply(&msg, &m).await,
+                    Err(_) => {
+                        client
+                            .reply_error(&msg, ErrorCode::ShuttingDown, "clusterd is stopping")
+                            .await
+                    }
+                };
+                if res.is_err() {
+                    return;
+                }
+            }
+            (Kind::Request, ADMIN) => {
+                let cmd: AdminCommand = match msg.decode_payload() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = client
+                            .reply_error(&msg, ErrorCode::BadRequest, format!("admin: {e}"))
+                            .await;
+                        continue;
+                    }
+                };
+                // The answer may take up to ADMIN_TIMEOUT (a remote target):
+                // do not hold up heartbeats meanwhile.
+                tokio::spawn(admin(client.clone(), msg, cmd, inputs.clone()));
+            }
+            (Kind::Request, op) => {
+                let _ = client
+                    .reply_error(
+                        &msg,
+                        ErrorCode::UnknownOpcode,
+                        format!("clusterd has no request {op:#010x}"),
+                    )
+                    .await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The sender a peer message claims.
+fn claimed_sender(m: &ClusterMsg) -> Pnn {
+    match m {
+        ClusterMsg::Heartbeat(h) => h.from,
+        ClusterMsg::Membership(u) => u.from,
+        ClusterMsg::Admin(a) => a.from,
+        ClusterMsg::AdminReply(r) => r.from,
+    }
+}
+
+async fn admin(client: Client, msg: Message, cmd: AdminCommand, inputs: mpsc::Sender<Input>) {
+    let (tx, rx) = oneshot::channel();
+    let input = Input::Admin {
+        target: cmd.target,
+        op: cmd.op,
+        reply: tx,
+    };
+    if inputs.send(input).await.is_err() {
+        return;
+    }
+    let res = match tokio::time::timeout(ADMIN_TIMEOUT * 2, rx).await {
+        Ok(Ok(Ok(outcome))) => client.reply::<AdminOutcome>(&msg, &outcome).await,
+        Ok(Ok(Err(e @ AdminError::NoSuchNode { .. }))) => {
+            client
+                .reply_error(&msg, ErrorCode::BadRequest, e.to_string())
+                .await
+        }
+        Ok(Ok(Err(e @ AdminError::NoReply { .. }))) => {
+            client
+                .reply_error(&msg, ErrorCode::NodeUnreachable, e.to_string())
+                .await
+        }
+        Ok(Err(_)) | Err(_) => {
+            client
+                .reply_error(&msg, ErrorCode::ShuttingDown, "clusterd is stopping")
+                .await
+        }
+    };
+    if let Err(e) = res {
+        tracing::debug!(error = %e, "cannot answer an admin request");
+    }
+}
+
+/// Runs clusterd over a registered client until `shutdown` resolves, a
+/// `SHUTDOWN` control arrives, or transportd closes the connection; releases
+/// the cluster lock on the way out.
+///
+/// # Errors
+///
+/// [`DaemonError::PnnMismatch`] if transportd serves another node,
+/// [`DaemonError::TransportClosed`] if the connection closed without a
+/// shutdown request, or a nodes-file error for a bad PNN.
+pub async fn run(
+    settings: Settings,
+    client: Client,
+    incoming: Incoming,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    if client.pnn() != settings.pnn {
+        return Err(DaemonError::PnnMismatch {
+            file: settings.nodes.file.clone(),
+            transport: client.pnn(),
+            clusterd: settings.pnn,
+        });
+    }
+    let (in_tx, in_rx) = mpsc::channel::<Input>(1024);
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let sender_task = tokio::spawn(sender(client.clone(), out_rx));
+    let (closed_tx, closed_rx) = oneshot::channel::<()>();
+    let recv_client = client.clone();
+    let recv_inputs = in_tx.clone();
+    let receiver_task = tokio::spawn(async move {
+        receiver(recv_client, incoming, recv_inputs).await;
+        let _ = closed_tx.send(());
+    });
+    let health_task = settings
+        .health
+        .clone()
+        .map(|check| tokio::spawn(health::monitor(check, in_tx.clone(), stopped())));
+    drop(in_tx);
+    let link = TransportLink {
+        tx: out_tx,
+        buf: vec![0; ENCODE_BUF],
+    };
+    let mut transport_closed = false;
+    let requested = client.shutdown_requested();
+    let stop = async {
+        tokio::select! {
+            () = shutdown => tracing::info!("stopping (signal)"),
+            () = requested => tracing::info!("stopping (SHUTDOWN control)"),
+            _ = closed_rx => {
+                transport_closed = true;
+                tracing::warn!("transportd closed the connection");
+            }
+        }
+    };
+    tracing::info!(
+        pnn = settings.pnn,
+        nodes = settings.nodes.len(),
+        interval_ms = settings.member.timing.interval.as_millis(),
+        dead_after_ms = settings.member.timing.dead_after.as_millis(),
+        lock = settings.lock.is_some(),
+        health = settings.health.is_some(),
+        "clusterd running"
+    );
+    let res = shell::run(
+        settings.member,
+        &settings.nodes,
+        settings.pnn,
+        settings.lock.clone(),
+        in_rx,
+        link,
+        stop,
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    receiver_task.abort();
+    if let Some(t) = health_task {
+        let _ = t.await;
+    }
+    // The link was dropped with the shell: the sender drains and ends.
+    let _ = tokio::time::timeout(Duration::from_secs(1), sender_task).await;
+    res?;
+    if transport_closed && !client.is_shutdown_requested() {
+        return Err(DaemonError::TransportClosed);
+    }
+    Ok(())
+}
