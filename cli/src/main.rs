@@ -10,6 +10,7 @@ mod ipalloc;
 #[allow(dead_code)] // used by the state-reading commands as they land
 mod output;
 mod ping;
+mod tickles;
 
 /// Public-IP failover for clustered file servers: administration command.
 #[derive(Debug, Parser)]
@@ -54,6 +55,14 @@ enum Command {
     Ban(cluster::BanArgs),
     /// Lift a node's ban.
     Unban,
+    /// The tracked connections of a public address (conntrackd).
+    Gettickles(tickles::GetArgs),
+    /// Register a connection with conntrackd: CLIENT-IP:PORT SERVER-IP:PORT,
+    /// or pairs on stdin.
+    Addtickle(tickles::PairArgs),
+    /// Unregister a connection: CLIENT-IP:PORT SERVER-IP:PORT, or pairs on
+    /// stdin.
+    Deltickle(tickles::PairArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -79,5 +88,8 @@ fn main() -> anyhow::Result<()> {
             },
         ),
         Command::Unban => cluster::admin(&ctx, AdminOp::Unban),
+        Command::Gettickles(args) => tickles::get(&ctx, &args),
+        Command::Addtickle(args) => tickles::change(&ctx, &args, true),
+        Command::Deltickle(args) => tickles::change(&ctx, &args, false),
     }
 }

@@ -12,10 +12,10 @@
 //! * [`engine`]: one node's conntrackd as a state machine (inputs: dumps,
 //!   events, requests, peer messages, `now`; outputs: messages to send).
 //!
-//! The async shell (sock_diag dumps, conntrack events, the transport) is a
-//! thin loop around [`engine::Engine`], built once the transport and netlink
-//! crates land.
+//! [`daemon`] is the async shell around [`engine::Engine`]: sock_diag dumps,
+//! conntrack events, failoverd's hosted addresses and the transport.
 
+pub mod daemon;
 pub mod engine;
 pub mod msg;
 pub mod reporter;

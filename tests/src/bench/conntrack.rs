@@ -20,6 +20,8 @@
 //!   events (10 ms at 10,000 new connections/s) through `Engine::on_event`,
 //!   `Engine::poll`, postcard encode and decode, and `Engine::on_peer` on a
 //!   second engine (the transport's latency adds to this);
+//! * `net_*` (over the transport, real processes; skipped with `--no-net`,
+//!   alone with `--net-only`): see [`net`];
 //! * `dump_diff_ms`: a sock_diag dump of N connections on one address
 //!   compared with the node's view (`Engine::on_dump`, one connection
 //!   changed), against building a std `HashSet` of the dump and taking the
@@ -46,24 +48,56 @@ const PUBLIC_PORT: u16 = 445;
 struct Opts {
     conns: usize,
     addrs: usize,
+    /// Run the daemons over the transport (needs root and release binaries).
+    net: bool,
+    /// Only the transport figures (and the in-memory join as their
+    /// baseline).
+    net_only: bool,
+    /// New connections per second of the latency run.
+    rate: usize,
+    /// Seconds of the latency run.
+    secs: f64,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Opts> {
     let mut o = Opts {
         conns: 1_000_000,
         addrs: 16,
+        net: true,
+        net_only: false,
+        rate: 10_000,
+        secs: 2.0,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        match a.as_str() {
+            "--no-net" => {
+                o.net = false;
+                continue;
+            }
+            "--net-only" => {
+                o.net_only = true;
+                continue;
+            }
+            _ => {}
+        }
         let value = it.next().with_context(|| format!("{a} needs a value"))?;
         match a.as_str() {
             "--conns" => o.conns = value.parse().with_context(|| format!("--conns {value}"))?,
             "--addrs" => o.addrs = value.parse().with_context(|| format!("--addrs {value}"))?,
-            other => bail!("unknown option {other}; options: --conns N, --addrs A"),
+            "--rate" => o.rate = value.parse().with_context(|| format!("--rate {value}"))?,
+            "--secs" => o.secs = value.parse().with_context(|| format!("--secs {value}"))?,
+            other => bail!(
+                "unknown option {other}; options: --conns N, --addrs A, --no-net, --net-only, \
+                 --rate R, --secs S"
+            ),
         }
     }
     if o.conns == 0 || o.addrs == 0 || o.addrs > 250 {
         bail!("--conns must be > 0 and --addrs in 1..=250");
+    }
+    if o.rate == 0 || o.rate > 100_000 || !(o.secs > 0.0 && o.secs <= 10.0) {
+        bail!("--rate must be in 1..=100000 and --secs in (0, 10]");
     }
     Ok(o)
 }
@@ -295,7 +329,7 @@ fn rates(o: &Opts) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn join(o: &Opts) -> anyhow::Result<()> {
+fn join(o: &Opts) -> anyhow::Result<Duration> {
     let mut m = Table::new(GRACE);
     fill(&mut m, false, o)?;
     let start = Instant::now();
@@ -352,7 +386,7 @@ fn join(o: &Opts) -> anyhow::Result<()> {
     Figure::with_baseline(BENCH, "join_wire_mib", mib(bytes), "MiB", mib(base_bytes)).print();
     #[allow(clippy::cast_precision_loss)]
     Figure::plain(BENCH, "join_messages", n_msgs as f64, "msg").print();
-    Ok(())
+    Ok(total)
 }
 
 /// Carries `outs` of engine `a` to engine `b` through the wire format.
@@ -478,11 +512,372 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "{:>10} {} connections over {} addresses, one reporter",
         BENCH, o.conns, o.addrs
     );
+    if o.net_only {
+        let base = join(&o)?;
+        return net::run(&o, base);
+    }
     memory(&o, false)?;
     memory(&o, true)?;
     rates(&o)?;
-    join(&o)?;
+    let base = join(&o)?;
     pipeline(&o)?;
     dump_diff(&o)?;
+    if o.net {
+        net::run(&o, base)?;
+    }
     Ok(())
+}
+
+/// The daemons over the real transport: two node namespaces on a bridged
+/// LAN (tests::cluster::TestCluster), transportd and conntrackd processes
+/// (release build, `cargo build --release --workspace --bins`).
+///
+/// * `net_register_rate`: connections registered on node 0 with
+///   `ADD_CONNECTIONS` (batches of 50,000), until node 0 counts them all;
+/// * `net_join_ms`: node 0 holds N connections; node 1's conntrackd is
+///   started, and the time until node 1 counts all N is measured (process
+///   start, connection to transportd, peer discovery, snapshot request, the
+///   snapshot over the encrypted link, applying it). Baseline: the
+///   in-memory join of the same run (`join_total_ms`);
+/// * `net_latency_p50_ms` / `_p99_ms` / `_max_ms`: a client opens real TCP
+///   connections to node 0's public address at `--rate` per second for
+///   `--secs` (closing each at once; conntrack NEW is the input); a poller
+///   on node 1 asks its conntrackd for the count of that address every
+///   millisecond. Connection k counts as arrived when node 1 holds k new
+///   connections (events and batches keep their order); its latency is that
+///   moment minus the moment just before its `connect()`.
+///   `net_latency_rate` is the rate actually achieved.
+mod net {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+    use std::process::Stdio;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use anyhow::{bail, Context, Result};
+    use transport::client::Client;
+    use transport::msg::conntrack::{AddressCount, TrackedConnection, ADD_CONNECTIONS, GET_COUNTS};
+    use transport::proto::service::CONNTRACKD;
+    use transport::proto::Address;
+
+    use super::{client, Opts, BENCH, PUBLIC_PORT};
+    use crate::bench::{percentile, Figure};
+    use crate::cluster::{bin_path, Node, TestCluster};
+    use crate::netns::wait_for;
+
+    const PUBLIC: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 50));
+    const PUBLIC1: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 51));
+    const LATENCY_PORT: u16 = 8080;
+
+    fn ms(d: Duration) -> f64 {
+        d.as_secs_f64() * 1e3
+    }
+
+    fn spawn(node: &Node, bin: &str, args: &[&str]) -> Result<u32> {
+        let log = std::fs::File::create(node.run_dir.join(format!("{bin}.log")))?;
+        let path = bin_path(bin)?;
+        let mut cmd = node.ns.command(path.to_str().context("binary path")?);
+        cmd.args(args).stdout(Stdio::null()).stderr(log);
+        node.spawn(cmd)
+    }
+
+    fn socket(node: &Node) -> std::path::PathBuf {
+        node.run_dir.join("transport.sock")
+    }
+
+    async fn connect(node: &Node) -> Result<Client> {
+        let start = Instant::now();
+        loop {
+            if let Ok((c, _)) = Client::connect_unix(socket(node), "bench").await {
+                return Ok(c);
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!("cannot connect to transportd of node {}", node.pnn);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn count(c: &Client, address: IpAddr) -> Option<u64> {
+        let counts: Vec<AddressCount> = c
+            .request(
+                Address::local(CONNTRACKD),
+                GET_COUNTS,
+                &(),
+                Duration::from_secs(5),
+            )
+            .await
+            .ok()?;
+        Some(
+            counts
+                .iter()
+                .find(|a| a.address == address)
+                .map_or(0, |a| a.connections),
+        )
+    }
+
+    pub(super) fn run(o: &Opts, join_base: Duration) -> Result<()> {
+        if !nix::unistd::geteuid().is_root() {
+            bail!("the transport figures need root (network namespaces); use --no-net");
+        }
+        let c = TestCluster::new("bct", 2)?;
+        for (i, node) in c.nodes.iter().enumerate() {
+            let public = if i == 0 { PUBLIC } else { PUBLIC1 };
+            node.ns
+                .ip(&["addr", "add", &format!("{public}/24"), "dev", "eth0"])?;
+            std::fs::write(
+                node.config_dir.join("ipfailover.toml"),
+                format!(
+                    "[transport]\nrun_dir = \"{}\"\n\n[conntrack]\nscan_interval_ms = 3600000\n\
+                     sync_interval_ms = 60000\ngrace_period_ms = 3600000\n\n\
+                     [logging]\nlevel = \"warn\"\n",
+                    node.run_dir.display()
+                ),
+            )?;
+            let nodes = node.config_dir.join("nodes");
+            let key = node.config_dir.join("cluster.key");
+            let run_dir = node.run_dir.display().to_string();
+            spawn(
+                node,
+                "transportd",
+                &[
+                    "--run-dir",
+                    &run_dir,
+                    "--nodes",
+                    nodes.to_str().context("path")?,
+                    "--key",
+                    key.to_str().context("path")?,
+                    "--log-level",
+                    "warn",
+                ],
+            )?;
+        }
+        for node in &c.nodes {
+            let s = socket(node);
+            wait_for(
+                "transportd socket",
+                Duration::from_secs(10),
+                Duration::from_millis(20),
+                || s.exists().then_some(()),
+            )?;
+        }
+        let config0 = c.nodes[0].config_dir.display().to_string();
+        let config1 = c.nodes[1].config_dir.display().to_string();
+        spawn(
+            &c.nodes[0],
+            "conntrackd",
+            &["--config-dir", &config0, "--host", &PUBLIC.to_string()],
+        )?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let n = o.conns;
+        let n64 = u64::try_from(n)?;
+
+        // Register N connections on node 0.
+        let node0 = &c.nodes[0];
+        let t_register = rt.block_on(async {
+            let cl = connect(node0).await?;
+            wait_until(|| async { count(&cl, PUBLIC).await }, |v| v.is_some(), 10).await?;
+            let start = Instant::now();
+            let mut j = 0;
+            while j < n {
+                let end = (j + 50_000).min(n);
+                let batch: Vec<TrackedConnection> = (j..end)
+                    .map(|k| TrackedConnection {
+                        client: client(false, k),
+                        server: SocketAddr::new(PUBLIC, PUBLIC_PORT),
+                    })
+                    .collect();
+                let () = cl
+                    .request(
+                        Address::local(CONNTRACKD),
+                        ADD_CONNECTIONS,
+                        &batch,
+                        Duration::from_secs(60),
+                    )
+                    .await
+                    .context("registering connections on node 0")?;
+                j = end;
+            }
+            wait_until(
+                || async { count(&cl, PUBLIC).await },
+                |v| *v == Some(n64),
+                60,
+            )
+            .await?;
+            anyhow::Ok(start.elapsed())
+        })?;
+        #[allow(clippy::cast_precision_loss)]
+        let reg_rate = n as f64 / t_register.as_secs_f64();
+        Figure::plain(BENCH, "net_register_rate", reg_rate, "conn/s").print();
+
+        // Start node 1 and time until it holds them all.
+        let node1 = &c.nodes[1];
+        let start = Instant::now();
+        spawn(
+            node1,
+            "conntrackd",
+            &["--config-dir", &config1, "--host", &PUBLIC1.to_string()],
+        )?;
+        let t_join = rt.block_on(async {
+            let cl = connect(node1).await?;
+            wait_until(
+                || async { count(&cl, PUBLIC).await },
+                |v| *v == Some(n64),
+                120,
+            )
+            .await?;
+            anyhow::Ok(start.elapsed())
+        });
+        let t_join = match t_join {
+            Ok(t) => t,
+            Err(e) => {
+                let log = std::fs::read_to_string(node1.run_dir.join("conntrackd.log"))
+                    .unwrap_or_default();
+                bail!("{e}; node 1 log:\n{log}");
+            }
+        };
+        Figure::with_baseline(BENCH, "net_join_ms", ms(t_join), "ms", ms(join_base)).print();
+
+        latency(o, &c, n64)
+    }
+
+    /// Polls `f` every 5 ms until `ok`, for at most `secs`.
+    async fn wait_until<F, Fut, T>(f: F, ok: impl Fn(&T) -> bool, secs: u64) -> Result<()>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = T>,
+        T: std::fmt::Debug,
+    {
+        let start = Instant::now();
+        loop {
+            let v = f().await;
+            if ok(&v) {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(secs) {
+                bail!("timed out after {secs} s (last: {v:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn latency(o: &Opts, c: &TestCluster, base: u64) -> Result<()> {
+        let target = SocketAddr::new(PUBLIC, LATENCY_PORT);
+        let listener = c.nodes[0].ns.run(move || TcpListener::bind(target))??;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        // Accepts and closes, so that the backlog never fills.
+        let acceptor = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => drop(s),
+                    Err(_) => std::thread::sleep(Duration::from_micros(200)),
+                }
+            }
+        });
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        // rate <= 100,000 and secs <= 10: at most 1,000,000.
+        let total = (o.rate as f64 * o.secs) as usize;
+        let rate = o.rate;
+        // Poller on node 1.
+        let sock1 = socket(&c.nodes[1]);
+        let done = Arc::new(AtomicBool::new(false));
+        let done2 = done.clone();
+        let poller = std::thread::spawn(move || -> Result<Vec<(Instant, u64)>> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let (cl, _) = Client::connect_unix(&sock1, "bench-poll").await?;
+                let mut samples = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while Instant::now() < deadline {
+                    if let Some(v) = count(&cl, PUBLIC).await {
+                        let got = v.saturating_sub(base);
+                        samples.push((Instant::now(), got));
+                        if done2.load(Ordering::Relaxed)
+                            && got >= u64::try_from(total).unwrap_or(u64::MAX)
+                        {
+                            break;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                anyhow::Ok(samples)
+            })
+        });
+        let started = c.client.run(move || -> Result<Vec<Instant>> {
+            let start = Instant::now();
+            let mut t0 = Vec::with_capacity(total);
+            for k in 0..total {
+                #[allow(clippy::cast_precision_loss)]
+                let due = start + Duration::from_secs_f64(k as f64 / rate as f64);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                t0.push(Instant::now());
+                let s = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
+                drop(s);
+            }
+            Ok(t0)
+        })??;
+        done.store(true, Ordering::Relaxed);
+        let samples = poller
+            .join()
+            .map_err(|_| anyhow::anyhow!("poller panicked"))??;
+        stop.store(true, Ordering::Relaxed);
+        let _ = acceptor.join();
+        let (Some(first), Some(last)) = (started.first(), started.last()) else {
+            bail!("no connection made");
+        };
+        #[allow(clippy::cast_precision_loss)]
+        let achieved = started.len() as f64 / last.duration_since(*first).as_secs_f64().max(1e-9);
+        let mut lat = Vec::with_capacity(started.len());
+        let mut s = 0;
+        let mut missing = 0usize;
+        for (k, t0) in started.iter().enumerate() {
+            let want = u64::try_from(k + 1)?;
+            while s < samples.len() && samples[s].1 < want {
+                s += 1;
+            }
+            match samples.get(s) {
+                Some((t, _)) => lat.push(ms(t.saturating_duration_since(*t0))),
+                None => missing += 1,
+            }
+        }
+        if missing > 0 {
+            bail!(
+                "{missing} of {} connections never reached node 1 (last count {:?})",
+                started.len(),
+                samples.last().map(|x| x.1)
+            );
+        }
+        let max = lat.iter().copied().fold(0.0, f64::max);
+        Figure::plain(BENCH, "net_latency_rate", achieved, "conn/s").print();
+        Figure::plain(
+            BENCH,
+            "net_latency_p50_ms",
+            percentile(&mut lat, 50.0),
+            "ms",
+        )
+        .print();
+        Figure::plain(
+            BENCH,
+            "net_latency_p99_ms",
+            percentile(&mut lat, 99.0),
+            "ms",
+        )
+        .print();
+        Figure::plain(BENCH, "net_latency_max_ms", max, "ms").print();
+        Ok(())
+    }
 }

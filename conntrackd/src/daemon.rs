@@ -1,0 +1,711 @@
+//! The async shell of conntrackd: carries inputs into the pure
+//! [`Engine`] and its [`Out`] messages onto the transport.
+//!
+//! Inputs:
+//!
+//! * failoverd's `HOSTED` events (this node's public addresses) — they set
+//!   the addresses this node reports on, the nftables tracked set and the
+//!   conntrack event filter, and are announced to the other nodes'
+//!   conntrackd ([`HOSTS`]) so that every node knows who hosts what;
+//! * sock_diag dumps of the hosted addresses, at start, on each change of
+//!   the hosted set and every `scan_interval`;
+//! * conntrack NEW/DESTROY events of the hosted addresses (the `ct` rules of
+//!   this daemon's own nftables table turn tracking on);
+//! * local requests ([`GET_CONNECTIONS`], [`ADD_CONNECTIONS`],
+//!   [`REMOVE_CONNECTIONS`], [`GET_COUNTS`]);
+//! * replication messages of the other nodes ([`REPLICATION`]).
+//!
+//! After every burst of input the engine is polled, so that a change leaves
+//! in the same batch as the changes that arrived with it.
+//!
+//! Peers: a node is *live* while its announcements arrive (one per
+//! `announce_interval`, dead after three missed). The first live peer of
+//! this run is asked for a snapshot of its whole table; a peer that comes
+//! back (restart, healed partition) is asked for a full sync of its own
+//! views, and it does the same with us.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use netlink::conntrack::{ConntrackEvent, ConntrackEvents};
+use netlink::nft::{NftSet, NftTable};
+use netlink::sockdiag::SockDiag;
+use serde::{Deserialize, Serialize};
+use transport::client::{Client, ClientError, Incoming};
+use transport::msg::conntrack::{
+    AddressCount, GetConnections, TrackedConnection, ADD_CONNECTIONS, GET_CONNECTIONS, GET_COUNTS,
+    REMOVE_CONNECTIONS, REPLICATION,
+};
+use transport::proto::service::CONNTRACKD;
+use transport::proto::{
+    decode_payload, encode_payload, Address, ErrorCode, Kind, Message, ALL_NODES,
+};
+
+use crate::engine::{self, Engine, Out};
+use crate::msg::{self, Msg, Request, Response};
+use crate::table::{Conn, Pnn};
+
+/// failoverd's `HOSTED` event opcode (transport::msg::failover, owned by
+/// failoverd; mirrored here until it lands there).
+pub const HOSTED: u32 = 0x0002_0001;
+
+/// The payload of [`HOSTED`] (same serde shape as failoverd's `Hosted`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hosted {
+    /// The public addresses configured on this node.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Event between conntrackd instances: the sender's hosted addresses,
+/// broadcast on change and every announce interval (also its liveness).
+pub const HOSTS: u32 = REPLICATION + 1;
+
+/// The payload of [`HOSTS`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announce {
+    /// The sender's incarnation (grows with every start).
+    pub incarnation: u32,
+    /// The addresses the sender hosts.
+    pub hosted: Vec<IpAddr>,
+}
+
+/// Most messages handled in one burst before the engine is polled.
+const BURST: usize = 4096;
+
+/// The daemon's settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Timings of the replication engine.
+    pub engine: engine::Config,
+    /// Interval of the sock_diag dump of the hosted addresses.
+    pub scan_interval: Duration,
+    /// The nftables table (family inet) whose `ct` rules turn connection
+    /// tracking on for the hosted addresses; `None`: no kernel events.
+    pub nft_table: Option<String>,
+    /// Interval of the [`HOSTS`] announcement; a peer silent for three is
+    /// dead.
+    pub announce_interval: Duration,
+    /// This run's incarnation (see [`next_incarnation`]).
+    pub incarnation: u32,
+    /// Addresses hosted from the start (before failoverd says anything;
+    /// tests and benchmarks).
+    pub initial_hosted: Vec<IpAddr>,
+}
+
+impl Options {
+    /// Settings from the `[conntrack]` section of ipfailover.toml.
+    pub fn from_config(c: &config::Config, incarnation: u32) -> Options {
+        Options {
+            engine: engine::Config {
+                sync_interval: Duration::from_millis(c.conntrack.sync_interval_ms.max(1)),
+                grace: Duration::from_millis(c.conntrack.grace_period_ms),
+            },
+            scan_interval: Duration::from_millis(c.conntrack.scan_interval_ms.max(100)),
+            nft_table: c
+                .conntrack
+                .kernel_events
+                .then(|| format!("{}_ct", c.failover.nft_table)),
+            announce_interval: Duration::from_secs(1),
+            incarnation,
+            initial_hosted: Vec::new(),
+        }
+    }
+}
+
+/// Errors that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The connection to transportd failed.
+    #[error("conntrackd: {0}")]
+    Transport(#[from] ClientError),
+    /// The connection to transportd closed.
+    #[error("conntrackd: the connection to transportd closed")]
+    Closed,
+    /// The nftables table could not be installed.
+    #[error("conntrackd: cannot install nftables table {table}: {source}")]
+    Nft {
+        /// The table.
+        table: String,
+        /// Why.
+        #[source]
+        source: netlink::nft::NftError,
+    },
+    /// The incarnation file could not be read or written.
+    #[error("conntrackd: incarnation file {path}: {source}")]
+    Incarnation {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The incarnation of a new run: `max(seconds since the epoch, last + 1)`,
+/// with the last one kept in `path` (written back before returning).
+///
+/// # Errors
+///
+/// [`DaemonError::Incarnation`] when the file cannot be written (an
+/// unreadable or garbled file counts as absent).
+pub fn next_incarnation(path: &std::path::Path) -> Result<u32, DaemonError> {
+    let last: u32 = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let secs = u32::try_from(secs).unwrap_or(u32::MAX);
+    let next = secs.max(last.saturating_add(1));
+    std::fs::write(path, format!("{next}\n")).map_err(|source| DaemonError::Incarnation {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(next)
+}
+
+struct Peer {
+    incarnation: u32,
+    hosted: Vec<IpAddr>,
+    last_seen: Instant,
+}
+
+struct Shell {
+    client: Client,
+    pnn: Pnn,
+    opts: Options,
+    engine: Engine,
+    start: Instant,
+    hosted: BTreeSet<IpAddr>,
+    peers: HashMap<Pnn, Peer>,
+    hosts_sent: Vec<(IpAddr, Option<Pnn>)>,
+    snapshot_asked: bool,
+    last_announce: Option<Instant>,
+    sockdiag: Option<SockDiag>,
+    nft: Option<NftTable>,
+    events: Option<ConntrackEvents>,
+    scan_due: bool,
+    /// Messages made by synchronous handlers, sent with the next poll.
+    pending: Vec<Out>,
+    /// Connections registered with [`ADD_CONNECTIONS`], per hosted
+    /// address: a dump does not remove them (they may be sockets of
+    /// another host or namespace, or fake ones for `addtickle`); only
+    /// [`REMOVE_CONNECTIONS`], a conntrack DESTROY or the address leaving
+    /// this node does.
+    registered: HashMap<IpAddr, std::collections::HashSet<Conn>>,
+}
+
+/// Runs conntrackd over `client` until `shutdown` resolves, a `SHUTDOWN`
+/// control arrives or the transport closes. Subscribes to failoverd's
+/// `HOSTED` events; installs (and on the way out removes) its nftables
+/// table.
+///
+/// # Errors
+///
+/// [`DaemonError::Transport`] when subscribing fails, [`DaemonError::Nft`]
+/// when the table cannot be installed, [`DaemonError::Closed`] when the
+/// transport goes away.
+pub async fn run(
+    opts: Options,
+    client: Client,
+    mut incoming: Incoming,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    client.subscribe(HOSTED).await?;
+    client.subscribe(HOSTS).await?;
+    let start = Instant::now();
+    let pnn = client.pnn();
+    let nft = match &opts.nft_table {
+        Some(name) => {
+            let t = NftTable::new(name).map_err(|source| DaemonError::Nft {
+                table: name.clone(),
+                source,
+            })?;
+            t.install()
+                .tracked(&opts.initial_hosted)
+                .execute()
+                .await
+                .map_err(|source| DaemonError::Nft {
+                    table: name.clone(),
+                    source,
+                })?;
+            Some(t)
+        }
+        None => None,
+    };
+    let events = if nft.is_some() {
+        match ConntrackEvents::subscribe(&opts.initial_hosted) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "no conntrack events; sock_diag dumps only");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let sockdiag = match SockDiag::new() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "no sock_diag; registration only");
+            None
+        }
+    };
+    let engine = Engine::new(pnn, opts.incarnation, opts.engine, Duration::ZERO);
+    let mut shell = Shell {
+        client: client.clone(),
+        pnn,
+        hosted: opts
+            .initial_hosted
+            .iter()
+            .map(|a| a.to_canonical())
+            .collect(),
+        opts,
+        engine,
+        start,
+        peers: HashMap::new(),
+        hosts_sent: Vec::new(),
+        snapshot_asked: false,
+        last_announce: None,
+        sockdiag,
+        nft,
+        events,
+        scan_due: true,
+        pending: Vec::new(),
+        registered: HashMap::new(),
+    };
+    tracing::info!(
+        pnn,
+        incarnation = shell.opts.incarnation,
+        "conntrackd running"
+    );
+    let result = shell.main_loop(&mut incoming, shutdown).await;
+    if let Some(t) = &shell.nft {
+        if let Err(e) = t.remove().execute().await {
+            tracing::warn!(error = %e, table = t.name(), "cannot remove the nftables table");
+        }
+    }
+    result
+}
+
+fn canonical(c: Conn) -> Conn {
+    Conn::new(
+        SocketAddr::new(c.client.ip().to_canonical(), c.client.port()),
+        c.public_port,
+    )
+}
+
+async fn next_event(
+    events: &mut Option<ConntrackEvents>,
+) -> Result<ConntrackEvent, netlink::conntrack::ConntrackError> {
+    match events {
+        Some(e) => e.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Shell {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    async fn main_loop(
+        &mut self,
+        incoming: &mut Incoming,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), DaemonError> {
+        tokio::pin!(shutdown);
+        let stop = self.client.shutdown_requested();
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut scan = tokio::time::interval(self.opts.scan_interval);
+        scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.update_hosts().await;
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(()),
+                () = &mut stop => return Ok(()),
+                m = incoming.recv() => {
+                    let Some(m) = m else { return Err(DaemonError::Closed) };
+                    self.on_message(m).await;
+                    for _ in 0..BURST {
+                        match incoming.try_recv() {
+                            Some(m) => self.on_message(m).await,
+                            None => break,
+                        }
+                    }
+                }
+                ev = next_event(&mut self.events) => {
+                    self.on_conntrack(ev);
+                    for _ in 0..BURST {
+                        let Some(events) = self.events.as_mut() else { break };
+                        match futures::FutureExt::now_or_never(events.next()) {
+                            Some(ev) => self.on_conntrack(ev),
+                            None => break,
+                        }
+                    }
+                }
+                _ = scan.tick() => self.scan_due = true,
+                _ = tick.tick() => self.timers().await,
+            }
+            if self.scan_due {
+                self.scan_due = false;
+                self.scan().await;
+            }
+            self.poll().await;
+        }
+    }
+
+    async fn poll(&mut self) {
+        let now = self.now();
+        let mut outs = std::mem::take(&mut self.pending);
+        outs.extend(self.engine.poll(now));
+        self.send(outs).await;
+    }
+
+    async fn send(&self, outs: Vec<Out>) {
+        for o in outs {
+            let (dst, m) = match o {
+                Out::Broadcast(m) => (Address::new(ALL_NODES, CONNTRACKD), m),
+                Out::To(pnn, m) => (Address::new(pnn, CONNTRACKD), m),
+            };
+            match msg::encode(&m) {
+                Ok(bytes) => {
+                    if let Err(e) = self.client.event_raw(dst, REPLICATION, bytes).await {
+                        tracing::warn!(error = %e, %dst, "cannot send a replication message");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot encode a replication message"),
+            }
+        }
+    }
+
+    fn on_conntrack(&mut self, ev: Result<ConntrackEvent, netlink::conntrack::ConntrackError>) {
+        let now = self.now();
+        let (kind, c) = match ev {
+            Ok(ConntrackEvent::New(c)) => (msg::OpKind::Add, c),
+            Ok(ConntrackEvent::Destroy(c)) => (msg::OpKind::Remove, c),
+            Ok(ConntrackEvent::Lost) => {
+                tracing::info!("conntrack events lost; dumping again");
+                self.scan_due = true;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "conntrack events failed; sock_diag dumps only");
+                self.events = None;
+                return;
+            }
+        };
+        let conn = Conn::new(c.remote, c.local.port());
+        if kind == msg::OpKind::Remove {
+            if let Some(r) = self.registered.get_mut(&c.local.ip().to_canonical()) {
+                r.remove(&conn);
+            }
+        }
+        match self.engine.on_event(c.local.ip(), kind, conn, now) {
+            // Sent with the poll after the burst (full batches only).
+            Ok(outs) => self.pending.extend(outs),
+            Err(e) => tracing::debug!(error = %e, connection = %c, "conntrack event ignored"),
+        }
+    }
+
+    async fn scan(&mut self) {
+        if self.hosted.is_empty() {
+            return;
+        }
+        let Some(diag) = self.sockdiag.as_mut() else {
+            return;
+        };
+        let locals: Vec<IpAddr> = self.hosted.iter().copied().collect();
+        let found = match diag.established(&locals).execute().await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "sock_diag dump failed");
+                return;
+            }
+        };
+        let mut by_addr: HashMap<IpAddr, Vec<Conn>> =
+            locals.iter().map(|a| (*a, Vec::new())).collect();
+        for c in found {
+            if let Some(v) = by_addr.get_mut(&c.local.ip().to_canonical()) {
+                v.push(Conn::new(c.remote, c.local.port()));
+            }
+        }
+        for (address, v) in &mut by_addr {
+            if let Some(r) = self.registered.get(address) {
+                v.extend(r.iter().copied());
+                v.sort_unstable();
+                v.dedup();
+            }
+        }
+        let now = self.now();
+        let mut outs = Vec::new();
+        for (address, conns) in by_addr {
+            match self.engine.on_dump(address, &conns, now) {
+                Ok(o) => outs.extend(o),
+                Err(e) => tracing::warn!(error = %e, %address, "dump refused"),
+            }
+        }
+        self.send(outs).await;
+    }
+
+    async fn timers(&mut self) {
+        let now = Instant::now();
+        let dead_after = self.opts.announce_interval * 3;
+        let before = self.peers.len();
+        self.peers.retain(|pnn, p| {
+            let live = now.duration_since(p.last_seen) < dead_after;
+            if !live {
+                tracing::info!(peer = pnn, "peer conntrackd silent: considered gone");
+            }
+            live
+        });
+        if self.peers.len() != before {
+            self.update_hosts().await;
+        }
+        if self
+            .last_announce
+            .is_none_or(|t| now.duration_since(t) >= self.opts.announce_interval)
+        {
+            self.announce().await;
+        }
+    }
+
+    async fn announce(&mut self) {
+        self.last_announce = Some(Instant::now());
+        let a = Announce {
+            incarnation: self.opts.incarnation,
+            hosted: self.hosted.iter().copied().collect(),
+        };
+        let dst = Address::new(ALL_NODES, transport::proto::BROADCAST_SERVICE);
+        if let Err(e) = self.client.event(dst, HOSTS, &a).await {
+            tracing::warn!(error = %e, "cannot announce the hosted addresses");
+        }
+    }
+
+    /// Recomputes who hosts what and tells the engine if it changed.
+    async fn update_hosts(&mut self) {
+        let mut map: std::collections::BTreeMap<IpAddr, Option<Pnn>> = Default::default();
+        let mut peers: Vec<(&Pnn, &Peer)> = self.peers.iter().collect();
+        peers.sort_by_key(|(_, p)| p.last_seen);
+        for (pnn, p) in peers {
+            for a in &p.hosted {
+                map.insert(a.to_canonical(), Some(*pnn));
+            }
+        }
+        for a in &self.hosted {
+            map.insert(*a, Some(self.pnn));
+        }
+        let hosts: Vec<(IpAddr, Option<Pnn>)> = map.into_iter().collect();
+        if hosts != self.hosts_sent {
+            let now = self.now();
+            self.engine.set_hosts(&hosts, now);
+            self.hosts_sent = hosts;
+        }
+    }
+
+    async fn set_hosted(&mut self, addresses: &[IpAddr]) {
+        let new: BTreeSet<IpAddr> = addresses.iter().map(|a| a.to_canonical()).collect();
+        if new == self.hosted {
+            return;
+        }
+        let added: Vec<IpAddr> = new.difference(&self.hosted).copied().collect();
+        let removed: Vec<IpAddr> = self.hosted.difference(&new).copied().collect();
+        tracing::info!(?added, ?removed, "hosted addresses changed");
+        self.hosted = new;
+        self.registered.retain(|a, _| self.hosted.contains(a));
+        let list: Vec<IpAddr> = self.hosted.iter().copied().collect();
+        if let Some(t) = &self.nft {
+            let r = t
+                .update()
+                .add(NftSet::Tracked, &added)
+                .remove(NftSet::Tracked, &removed)
+                .execute()
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, table = t.name(), "cannot update the tracked set");
+            }
+        }
+        if let Some(ev) = self.events.as_mut() {
+            ev.watch(&list);
+        }
+        self.update_hosts().await;
+        self.announce().await;
+        self.scan_due = true;
+    }
+
+    async fn on_message(&mut self, m: Message) {
+        let h = m.header;
+        match (h.kind, h.opcode) {
+            (Kind::Event, HOSTED) => match decode_payload::<Hosted>(&m.payload) {
+                Ok(hosted) => self.set_hosted(&hosted.addresses).await,
+                Err(e) => tracing::warn!(error = %e, from = %h.src, "bad HOSTED event"),
+            },
+            (Kind::Event, HOSTS) if h.src.pnn != self.pnn => {
+                match decode_payload::<Announce>(&m.payload) {
+                    Ok(a) => self.on_announce(h.src.pnn, a).await,
+                    Err(e) => tracing::warn!(error = %e, from = %h.src, "bad HOSTS event"),
+                }
+            }
+            (Kind::Event, REPLICATION) if h.src.pnn != self.pnn => {
+                match msg::decode::<Msg>(&m.payload) {
+                    Ok(msg) => {
+                        let now = self.now();
+                        match self.engine.on_peer(h.src.pnn, &msg, now) {
+                            Ok(outs) => self.send(outs).await,
+                            Err(e) => {
+                                tracing::warn!(error = %e, from = %h.src, "replication refused");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, from = %h.src, "bad replication message"),
+                }
+            }
+            (Kind::Event, _) => {}
+            (Kind::Request, op) => {
+                let r = self.on_request(op, &m).await;
+                let sent = match r {
+                    Ok(bytes) => self.client.reply_raw(&m, Ok(bytes)).await,
+                    Err((code, text)) => self.client.reply_error(&m, code, text).await,
+                };
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, "cannot answer a request");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_announce(&mut self, from: Pnn, a: Announce) {
+        let now = Instant::now();
+        let hosted: Vec<IpAddr> = a.hosted.iter().map(|x| x.to_canonical()).collect();
+        let (new_contact, changed) = match self.peers.get_mut(&from) {
+            Some(p) => {
+                let restarted = p.incarnation != a.incarnation;
+                let changed = p.hosted != hosted;
+                p.incarnation = a.incarnation;
+                p.hosted = hosted;
+                p.last_seen = now;
+                (restarted, changed)
+            }
+            None => {
+                self.peers.insert(
+                    from,
+                    Peer {
+                        incarnation: a.incarnation,
+                        hosted,
+                        last_seen: now,
+                    },
+                );
+                (true, true)
+            }
+        };
+        if new_contact {
+            let m = if self.snapshot_asked {
+                Msg::SyncRequest {
+                    from: self.pnn,
+                    address: None,
+                }
+            } else {
+                self.snapshot_asked = true;
+                Msg::SnapshotRequest { from: self.pnn }
+            };
+            tracing::info!(peer = from, "new peer conntrackd: asking for its table");
+            self.send(vec![Out::To(from, m)]).await;
+            // Let it learn our hosted set at once.
+            self.announce().await;
+        }
+        if changed {
+            self.update_hosts().await;
+        }
+    }
+
+    async fn on_request(&mut self, op: u32, m: &Message) -> Result<Vec<u8>, (ErrorCode, String)> {
+        let bad = |e: transport::proto::PayloadError| (ErrorCode::BadRequest, e.to_string());
+        let enc = |r: Result<Vec<u8>, transport::proto::PayloadError>| {
+            r.map_err(|e| (ErrorCode::Internal, e.to_string()))
+        };
+        match op {
+            GET_CONNECTIONS => {
+                let q: GetConnections = decode_payload(&m.payload).map_err(bad)?;
+                let address = q.address.to_canonical();
+                let mut conns = self.engine.table().connections(address);
+                if let Some(p) = q.port {
+                    conns.retain(|c| c.public_port == p);
+                }
+                conns.sort_unstable();
+                let list: Vec<TrackedConnection> = conns
+                    .into_iter()
+                    .map(|c| TrackedConnection {
+                        client: c.client,
+                        server: SocketAddr::new(address, c.public_port),
+                    })
+                    .collect();
+                enc(encode_payload(&list))
+            }
+            GET_COUNTS => {
+                let mut counts: Vec<AddressCount> = self
+                    .engine
+                    .table()
+                    .counts()
+                    .into_iter()
+                    .map(|(address, n)| AddressCount {
+                        address,
+                        connections: u64::try_from(n).unwrap_or(u64::MAX),
+                    })
+                    .collect();
+                counts.sort_unstable_by_key(|c| c.address);
+                enc(encode_payload(&counts))
+            }
+            ADD_CONNECTIONS | REMOVE_CONNECTIONS => {
+                let list: Vec<TrackedConnection> = decode_payload(&m.payload).map_err(bad)?;
+                let now = self.now();
+                let mut errors = Vec::new();
+                let mut outs = Vec::new();
+                for t in list {
+                    let address = t.server.ip().to_canonical();
+                    let conn = Conn::new(t.client, t.server.port());
+                    let req = if op == ADD_CONNECTIONS {
+                        Request::Add { address, conn }
+                    } else {
+                        Request::Remove { address, conn }
+                    };
+                    let (resps, o) = self.engine.on_request(&req, now);
+                    outs.extend(o);
+                    let mut ok = true;
+                    for r in resps {
+                        if let Response::Error(e) = r {
+                            errors.push(e);
+                            ok = false;
+                        }
+                    }
+                    if ok {
+                        let conn = canonical(conn);
+                        if op == ADD_CONNECTIONS {
+                            self.registered.entry(address).or_default().insert(conn);
+                        } else if let Some(r) = self.registered.get_mut(&address) {
+                            r.remove(&conn);
+                        }
+                    }
+                }
+                self.send(outs).await;
+                if errors.is_empty() {
+                    enc(encode_payload(&()))
+                } else {
+                    errors.dedup();
+                    Err((ErrorCode::BadRequest, errors.join("; ")))
+                }
+            }
+            _ => Err((
+                ErrorCode::UnknownOpcode,
+                format!("conntrackd has no request {op:#010x}"),
+            )),
+        }
+    }
+}
