@@ -513,7 +513,7 @@ impl Executor {
     /// Runs the `ipreallocated` hooks (after a takeover run); failures are
     /// also recorded in the status and reported as events.
     pub async fn ipreallocated(&self) -> HookOutcome {
-        self.inner.run_hooks(&HookEvent::IpReallocated).await
+        self.inner.run_hooks(HookEvent::IpReallocated).await
     }
 
     /// Compares the hosted set with the kernel: hosted but missing, and

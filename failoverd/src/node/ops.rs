@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use netlink::nft::{NftSet, NftTable};
 use netlink::packet::sender::{FrameSender, SegmentSender};
 use netlink::packet::TcpSegment;
 use netlink::sockdiag::{canonical, Connection, SockDiag};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use transport::client::Client;
 use transport::msg::conntrack::{GetConnections, TrackedConnection, GET_CONNECTIONS};
@@ -52,7 +53,6 @@ pub(super) struct Inner {
     config: ExecutorConfig,
     nl: Netlink,
     nft: NftTable,
-    hooks: Hooks,
     segments: Arc<SegmentSender>,
     state: Mutex<State>,
     op: tokio::sync::Mutex<()>,
@@ -60,6 +60,19 @@ pub(super) struct Inner {
     events: mpsc::UnboundedSender<NodeEvent>,
     client: Option<Client>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    hooks_tx: mpsc::UnboundedSender<HookJob>,
+    /// A coalesced reconcile is queued and has not started yet.
+    reconcile_pending: AtomicBool,
+}
+
+/// One event for the hook runner, and who waits for its outcome.
+type HookJob = (HookEvent, oneshot::Sender<HookOutcome>);
+
+/// Waits for queued hooks (an empty outcome if the runner has stopped).
+async fn wait_hooks(waits: Vec<oneshot::Receiver<HookOutcome>>) {
+    for w in waits {
+        let _ = w.await;
+    }
 }
 
 /// The addresses of `prefixes` that are on `iface` now, for sorting out
@@ -140,8 +153,11 @@ impl Inner {
         let segments = Arc::new(SegmentSender::open()?);
         let (tx, rx) = mpsc::unbounded_channel();
         let (hosted_tx, _) = watch::channel(Vec::new());
+        let (hooks_tx, hooks_rx) = mpsc::unbounded_channel();
+        let hooks = Hooks::new(config.hooks_dir.clone(), config.hook_timeout);
         let inner = Arc::new(Inner {
-            hooks: Hooks::new(config.hooks_dir.clone(), config.hook_timeout),
+            hooks_tx,
+            reconcile_pending: AtomicBool::new(false),
             config,
             nl,
             nft,
@@ -154,7 +170,10 @@ impl Inner {
             tasks: Mutex::new(Vec::new()),
         });
         let weak = Arc::downgrade(&inner);
-        let mut tasks = vec![tokio::spawn(monitor(weak.clone(), events_stream))];
+        let mut tasks = vec![
+            tokio::spawn(monitor(weak.clone(), events_stream)),
+            tokio::spawn(hook_runner(weak.clone(), hooks, hooks_rx)),
+        ];
         if let Some(client) = &inner.client {
             tasks.push(tokio::spawn(publish_hosted(
                 client.clone(),
@@ -245,8 +264,23 @@ impl Inner {
         }
     }
 
-    pub(super) async fn run_hooks(&self, ev: &HookEvent) -> HookOutcome {
-        let outcome = self.hooks.run(ev).await;
+    /// Queues the hooks of `ev` behind those of earlier operations (so
+    /// they run in the order of the operations, outside the operation
+    /// lock); the receiver gets the outcome.
+    fn queue_hook(&self, ev: HookEvent) -> oneshot::Receiver<HookOutcome> {
+        let (tx, rx) = oneshot::channel();
+        // A send error means the runner has stopped (shutdown): the
+        // receiver then reports an empty outcome.
+        let _ = self.hooks_tx.send((ev, tx));
+        rx
+    }
+
+    /// Runs the hooks of `ev` in turn and waits for them.
+    pub(super) async fn run_hooks(&self, ev: HookEvent) -> HookOutcome {
+        self.queue_hook(ev).await.unwrap_or_default()
+    }
+
+    fn record(&self, outcome: &HookOutcome) {
         if !outcome.failures.is_empty() {
             let mut st = self.lock();
             for f in &outcome.failures {
@@ -260,7 +294,6 @@ impl Inner {
                 self.emit(NodeEvent::HookFailed(f.clone()));
             }
         }
-        outcome
     }
 
     /// Starts (replacing any running one) the announcement task of `addr`.
@@ -365,7 +398,22 @@ impl Inner {
         self: &Arc<Self>,
         publics: &[PublicAddress],
     ) -> Vec<(IpAddr, Result<Taken, NodeError>)> {
-        let _op = self.op.lock().await;
+        let (results, waits) = {
+            let _op = self.op.lock().await;
+            self.take_locked(publics).await
+        };
+        wait_hooks(waits).await;
+        results
+    }
+
+    async fn take_locked(
+        self: &Arc<Self>,
+        publics: &[PublicAddress],
+    ) -> (
+        Vec<(IpAddr, Result<Taken, NodeError>)>,
+        Vec<oneshot::Receiver<HookOutcome>>,
+    ) {
+        let mut waits = Vec::new();
         let mut results: Vec<Option<Result<Taken, NodeError>>> =
             publics.iter().map(|_| None).collect();
         let usable = match self.usable_map().await {
@@ -467,15 +515,14 @@ impl Inner {
             tracing::info!(count = ips.len(), "took addresses: {ips:?}");
             for (i, iface) in &added {
                 let p = &publics[*i];
-                self.run_hooks(&HookEvent::TakeIp {
+                waits.push(self.queue_hook(HookEvent::TakeIp {
                     iface: iface.clone(),
                     addr: p.addr,
                     prefix: p.prefix,
-                })
-                .await;
+                }));
             }
         }
-        publics
+        let results = publics
             .iter()
             .zip(results)
             .map(|(p, r)| {
@@ -485,7 +532,8 @@ impl Inner {
                 }));
                 (p.addr, r)
             })
-            .collect()
+            .collect();
+        (results, waits)
     }
 
     /// Resets the connections of `ips` (configured, blocked): local sockets
@@ -517,8 +565,10 @@ impl Inner {
             return;
         }
         let mut by_iface: BTreeMap<String, Vec<Connection>> = BTreeMap::new();
-        for (addr, iface, _) in targets {
-            for c in self.tracked(*addr).await {
+        let lists =
+            futures::future::join_all(targets.iter().map(|(a, _, _)| self.tracked(*a))).await;
+        for ((_, iface, _), list) in targets.iter().zip(lists) {
+            for c in list {
                 let conn = Connection {
                     local: c.server,
                     remote: c.client,
@@ -544,7 +594,8 @@ impl Inner {
         addrs: &[IpAddr],
         thorough: bool,
     ) -> Vec<(IpAddr, Result<(), NodeError>)> {
-        let _op = self.op.lock().await;
+        // Phase 1, under the operation lock: forget, block.
+        let op = self.op.lock().await;
         // (address, interface, prefix length) of everything to remove.
         let mut targets: Vec<(IpAddr, String, u8)> = Vec::new();
         let mut removed_hosted = false;
@@ -583,12 +634,23 @@ impl Inner {
             self.publish();
         }
         let mut failed: HashMap<IpAddr, NodeError> = HashMap::new();
+        let mut waits = Vec::new();
         if !targets.is_empty() {
             let ips: Vec<IpAddr> = targets.iter().map(|(a, _, _)| *a).collect();
             if let Err(e) = self.nft.update().add(NftSet::Blocked, &ips).execute().await {
                 tracing::warn!(error = %e, "cannot block released addresses");
             }
+            // Phase 2, unlocked (killtcp may take a while; drop_all must not
+            // wait for it): reset the connections while the addresses are
+            // still configured.
+            drop(op);
             self.reset_connections(&targets, thorough).await;
+            // Phase 3: remove, unless taken again in between.
+            let _op = self.op.lock().await;
+            {
+                let st = self.lock();
+                targets.retain(|(a, _, _)| !st.hosted.contains_key(a));
+            }
             let mut by_iface: BTreeMap<&str, Vec<IpPrefix>> = BTreeMap::new();
             for (a, iface, len) in &targets {
                 if let Ok(p) = IpPrefix::new(*a, *len) {
@@ -632,15 +694,15 @@ impl Inner {
             tracing::info!(count = ips.len(), "released addresses: {ips:?}");
             for (a, iface, len) in &targets {
                 if !failed.contains_key(a) {
-                    self.run_hooks(&HookEvent::ReleaseIp {
+                    waits.push(self.queue_hook(HookEvent::ReleaseIp {
                         iface: iface.clone(),
                         addr: *a,
                         prefix: *len,
-                    })
-                    .await;
+                    }));
                 }
             }
         }
+        wait_hooks(waits).await;
         addrs
             .iter()
             .map(|a| match failed.remove(a) {
@@ -655,12 +717,21 @@ impl Inner {
         addr: IpAddr,
         new_iface: &str,
     ) -> Result<(), NodeError> {
-        let _op = self.op.lock().await;
-        self.move_locked(addr, new_iface).await
+        let wait = {
+            let _op = self.op.lock().await;
+            self.move_locked(addr, new_iface).await?
+        };
+        wait_hooks(wait.into_iter().collect()).await;
+        Ok(())
     }
 
-    /// Moves a hosted address; the caller holds `op`.
-    async fn move_locked(self: &Arc<Self>, addr: IpAddr, new_iface: &str) -> Result<(), NodeError> {
+    /// Moves a hosted address; the caller holds `op`. Returns the queued
+    /// updateip hooks (`None` when nothing moved).
+    async fn move_locked(
+        self: &Arc<Self>,
+        addr: IpAddr,
+        new_iface: &str,
+    ) -> Result<Option<oneshot::Receiver<HookOutcome>>, NodeError> {
         let h = self
             .lock()
             .hosted
@@ -674,7 +745,7 @@ impl Inner {
             });
         }
         if h.iface == new_iface {
-            return Ok(());
+            return Ok(None);
         }
         let prefix = prefix_of(&h.public)?;
         if addr.is_ipv4() {
@@ -696,14 +767,12 @@ impl Inner {
             from: h.iface.clone(),
             to: new_iface.to_owned(),
         });
-        self.run_hooks(&HookEvent::UpdateIp {
+        Ok(Some(self.queue_hook(HookEvent::UpdateIp {
             old_iface: h.iface,
             new_iface: new_iface.to_owned(),
             addr,
             prefix: h.public.prefix,
-        })
-        .await;
-        Ok(())
+        })))
     }
 
     /// Makes the kernel match the hosted set again: every hosted address
@@ -713,6 +782,8 @@ impl Inner {
     /// the addresses of that interface (it has just come up).
     async fn reconcile(self: &Arc<Self>, announce_on: Option<&str>) {
         let _op = self.op.lock().await;
+        // Events from now on need another pass.
+        self.reconcile_pending.store(false, Ordering::Release);
         let usable = match self.usable_map().await {
             Ok(u) => u,
             Err(e) => {
@@ -904,6 +975,26 @@ async fn announce_rounds(
     }
 }
 
+/// Runs queued hooks one event after the other, records failures.
+async fn hook_runner(inner: Weak<Inner>, hooks: Hooks, mut rx: mpsc::UnboundedReceiver<HookJob>) {
+    while let Some((ev, done)) = rx.recv().await {
+        let outcome = hooks.run(&ev).await;
+        if let Some(inner) = inner.upgrade() {
+            inner.record(&outcome);
+        }
+        // The waiter may have gone (cancelled request): fine.
+        let _ = done.send(outcome);
+    }
+}
+
+/// Queues one reconcile unless one is queued and not started yet (an
+/// `ip addr flush` of 256 addresses gives 256 events, one pass is enough).
+fn schedule_reconcile(inner: Arc<Inner>) {
+    if !inner.reconcile_pending.swap(true, Ordering::AcqRel) {
+        tokio::spawn(async move { inner.reconcile(None).await });
+    }
+}
+
 /// Follows link and address events; also resyncs with the kernel every
 /// few seconds (netlink multicast is lossy).
 async fn monitor(inner: Weak<Inner>, mut events: Events) {
@@ -921,7 +1012,7 @@ async fn monitor(inner: Weak<Inner>, mut events: Events) {
                     Event::AddressRemoved { prefix, .. }
                         if inner.lock().hosted.contains_key(&prefix.addr()) =>
                     {
-                        tokio::spawn(async move { inner.reconcile(None).await });
+                        schedule_reconcile(inner);
                     }
                     Event::Link(state) => {
                         tokio::spawn(async move { inner.on_link(&state.name).await });
@@ -934,7 +1025,7 @@ async fn monitor(inner: Weak<Inner>, mut events: Events) {
             }
             _ = resync.tick() => {
                 let Some(inner) = inner.upgrade() else { return };
-                tokio::spawn(async move { inner.reconcile(None).await });
+                schedule_reconcile(inner);
             }
         }
     }
