@@ -16,7 +16,11 @@
 //!   take that completes after the lease was lost is undone.
 //! * On shutdown (SIGTERM, SHUTDOWN control) the addresses are dropped:
 //!   once this daemon is gone nothing would drop them when the lease lapses.
-//!   A crash (SIGKILL) leaves them; the restarted daemon adopts them.
+//!   A crash (SIGKILL) leaves them; the restarted daemon adopts them — but
+//!   only once clusterd confirms a valid lease (then the leader cannot have
+//!   given them away: it needs this node's report or its lease to lapse).
+//!   If the first membership says the lease is not valid, the leftovers are
+//!   adopted and dropped at once.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -201,19 +205,14 @@ pub async fn run(
     let pnn = client.pnn();
     let (exec, mut node_events) =
         Executor::start(settings.executor.clone(), Some(client.clone())).await?;
-    let adopted = if settings.disabled {
-        Vec::new()
-    } else {
-        exec.adopt(&settings.publics).await?
-    };
-    tracing::info!(pnn, addresses = settings.publics.len(), adopted = ?adopted, "failoverd started");
+    tracing::info!(pnn, addresses = settings.publics.len(), "failoverd started");
     let shared = Shared {
         publics: settings
             .publics
             .iter()
             .map(|p| (p.addr, p.clone()))
             .collect(),
-        owners: adopted.iter().map(|a| (*a, pnn)).collect(),
+        owners: BTreeMap::new(),
         membership: None,
     };
     let (trigger_tx, mut triggers) = mpsc::unbounded_channel();
@@ -237,6 +236,7 @@ pub async fn run(
     // only for one lease.
     let mut lease_deadline = Instant::now() + lease;
     let mut dropped_for_watchdog = false;
+    let mut adopted = false;
     let mut leader = LeaderState {
         backoff: Duration::from_millis(50),
         ..LeaderState::default()
@@ -283,6 +283,10 @@ pub async fn run(
                 });
             }
             Some(m) = memb_rx.recv() => {
+                if !adopted {
+                    adopted = true;
+                    adopt(&ctx, m.lease_ok).await;
+                }
                 if m.lease_ok {
                     lease_deadline = Instant::now() + lease;
                     dropped_for_watchdog = false;
@@ -314,6 +318,29 @@ pub async fn run(
     exec.shutdown();
     tracing::info!(pnn, "failoverd stopped");
     result
+}
+
+/// Adopts the public addresses already in the kernel (restart without a
+/// blip); drops them at once unless the lease is valid.
+async fn adopt(ctx: &Ctx, lease_ok: bool) {
+    if ctx.settings.disabled {
+        return;
+    }
+    match ctx.exec.adopt(&ctx.settings.publics).await {
+        Ok(list) => {
+            if !list.is_empty() {
+                tracing::info!(adopted = ?list, lease_ok, "public addresses found in the kernel");
+            }
+            let mut s = ctx.lock();
+            for a in &list {
+                s.owners.insert(*a, ctx.pnn);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "adoption of configured addresses failed"),
+    }
+    if !lease_ok {
+        drop_all(ctx).await;
+    }
 }
 
 async fn drop_all(ctx: &Ctx) {
