@@ -23,7 +23,7 @@ use tests::netns::{require_root, wait_for, Lan, NetNs};
 static DIRS: AtomicU32 = AtomicU32::new(0);
 
 struct Rig {
-    _lan: Lan,
+    lan: Lan,
     node: Arc<NetNs>,
     client: Arc<NetNs>,
     dir: PathBuf,
@@ -74,7 +74,7 @@ impl Rig {
         );
         write_hook(&dir.join("hooks/20.fail"), "#!/bin/sh\nexit 3\n");
         Rig {
-            _lan: lan,
+            lan: lan,
             node: Arc::new(node),
             client: Arc::new(client),
             dir,
@@ -478,4 +478,100 @@ fn adoption_keeps_the_configured_address() {
     assert!(!has_addr(&rig.node, "eth0", "192.0.2.100"));
     // Adoption runs no hook; drop_all runs releaseip.
     assert_eq!(rig.hook_log(), ["releaseip eth0 192.0.2.100 24"]);
+}
+
+/// The address moves from a node that died (`old`, its link cut) to the
+/// executor's node: the take fetches the address's clients from conntrackd
+/// (a stand-in service on an in-process router) and tickles them, so the
+/// idle client blocked in a read is reset at once; HOSTED is published.
+#[test]
+fn take_tickles_the_clients_conntrackd_lists() {
+    use transport::msg::conntrack::{GetConnections, TrackedConnection, GET_CONNECTIONS};
+    use transport::msg::failover::{Hosted, HOSTED};
+    use transport::proto::decode_payload;
+    use transport::router::Router;
+
+    let rig = Rig::new("fn7", &["eth0"]);
+    let old = NetNs::new("fn7o").unwrap();
+    let old_port = rig.lan.attach(&old, "eth0").unwrap();
+    old.ip(&["addr", "add", "192.0.2.100/24", "dev", "eth0"])
+        .unwrap();
+    let server: SocketAddr = "192.0.2.100:7002".parse().unwrap();
+    let listener = old.run(move || TcpListener::bind(server).unwrap()).unwrap();
+    let mut stream = rig
+        .client
+        .run(move || TcpStream::connect_timeout(&server, Duration::from_secs(3)).unwrap())
+        .unwrap();
+    let (_accepted, _) = listener.accept().unwrap();
+    let tracked = TrackedConnection {
+        client: stream.local_addr().unwrap(),
+        server,
+    };
+    // The old owner dies: its cable is pulled; the client does not notice.
+    rig.lan.set_port(&old_port, false).unwrap();
+    let reader = std::thread::spawn(move || {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        let start = std::time::Instant::now();
+        (stream.read(&mut buf), start.elapsed())
+    });
+    let cfg = rig.config();
+    let (asked, hosted) = rig
+        .node
+        .block_on(move || async move {
+            let router = Router::new(0);
+            let (fo, _fo_in) = router.connect("failoverd").await.unwrap();
+            let (ct, mut ct_in) = router.connect("conntrackd").await.unwrap();
+            ct.subscribe(HOSTED).await.unwrap();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let fake = tokio::spawn(async move {
+                while let Some(m) = ct_in.recv().await {
+                    match m.header.opcode {
+                        GET_CONNECTIONS => {
+                            let req: GetConnections = decode_payload(&m.payload).unwrap();
+                            let _ = tx.send(Err(req.address));
+                            ct.reply(&m, &vec![tracked]).await.unwrap();
+                        }
+                        HOSTED => {
+                            let h: Hosted = decode_payload(&m.payload).unwrap();
+                            let _ = tx.send(Ok(h.addresses));
+                        }
+                        _ => {}
+                    }
+                }
+            });
+            let (ex, _events) = Executor::start(cfg, Some(fo)).await.unwrap();
+            ex.take(&public("192.0.2.100/24", &["eth0"])).await.unwrap();
+            let mut asked = None;
+            let mut hosted = None;
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some(m) = rx.recv().await {
+                    match m {
+                        Err(a) => asked = Some(a),
+                        Ok(h) if !h.is_empty() => hosted = Some(h),
+                        Ok(_) => {}
+                    }
+                    if asked.is_some() && hosted.is_some() {
+                        break;
+                    }
+                }
+            })
+            .await;
+            // Let the tickle rounds run before stopping.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            ex.shutdown();
+            fake.abort();
+            (asked, hosted)
+        })
+        .unwrap();
+    let (read, waited) = reader.join().unwrap();
+    let addr: IpAddr = "192.0.2.100".parse().unwrap();
+    assert_eq!(asked, Some(addr));
+    assert_eq!(hosted, Some(vec![addr]));
+    match read {
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("expected the idle client to be reset, got {other:?} after {waited:?}"),
+    }
 }
