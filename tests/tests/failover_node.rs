@@ -74,7 +74,7 @@ impl Rig {
         );
         write_hook(&dir.join("hooks/20.fail"), "#!/bin/sh\nexit 3\n");
         Rig {
-            lan: lan,
+            lan,
             node: Arc::new(node),
             client: Arc::new(client),
             dir,
