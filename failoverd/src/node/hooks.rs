@@ -265,4 +265,91 @@ mod tests {
         assert_eq!(HookEvent::IpReallocated.args(), ["ipreallocated"]);
         assert_eq!(take.to_string(), "takeip eth0 192.0.2.1 24");
     }
+
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("ipf-hooks-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    fn script(dir: &Path, name: &str, body: &str, mode: u32) {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn run_in_name_order_with_arguments_skipping_non_executables() {
+        let d = dir("order");
+        let log = d.0.join("log");
+        let body = format!("echo \"$(basename \"$0\") $*\" >> {}", log.display());
+        script(&d.0, "20.second", &body, 0o755);
+        script(&d.0, "10.first", &body, 0o755);
+        script(&d.0, "15.notexec", &body, 0o644);
+        script(&d.0, ".hidden", &body, 0o755);
+        script(&d.0, "30.backup~", &body, 0o755);
+        let hooks = Hooks::new(Some(d.0.clone()), Duration::from_secs(5));
+        let ev = HookEvent::ReleaseIp {
+            iface: "eth0".into(),
+            addr: "192.0.2.7".parse().unwrap(),
+            prefix: 24,
+        };
+        let out = runtime().block_on(hooks.run(&ev));
+        assert_eq!(out.ran, 2);
+        assert!(out.failures.is_empty(), "{:?}", out.failures);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            text,
+            "10.first releaseip eth0 192.0.2.7 24\n20.second releaseip eth0 192.0.2.7 24\n"
+        );
+    }
+
+    #[test]
+    fn failures_and_timeouts_are_reported_and_the_rest_still_runs() {
+        let d = dir("fail");
+        let log = d.0.join("log");
+        script(&d.0, "10.exit3", "exit 3", 0o755);
+        script(&d.0, "20.slow", "exec sleep 10", 0o755);
+        script(
+            &d.0,
+            "30.ok",
+            &format!("echo ran >> {}", log.display()),
+            0o755,
+        );
+        let hooks = Hooks::new(Some(d.0.clone()), Duration::from_millis(200));
+        let out = runtime().block_on(hooks.run(&HookEvent::IpReallocated));
+        assert_eq!(out.ran, 3);
+        let reasons: Vec<&str> = out.failures.iter().map(|f| f.reason.as_str()).collect();
+        assert_eq!(reasons, ["exit status 3", "timed out after 200 ms"]);
+        assert_eq!(out.failures[0].event, "ipreallocated");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "ran\n");
+    }
+
+    #[test]
+    fn missing_directory_means_no_hooks() {
+        let hooks = Hooks::new(
+            Some(PathBuf::from("/nonexistent/ipfailover/hooks")),
+            Duration::from_secs(1),
+        );
+        assert!(hooks.list().is_empty());
+        assert!(Hooks::new(None, Duration::from_secs(1)).list().is_empty());
+        let out = runtime().block_on(hooks.run(&HookEvent::IpReallocated));
+        assert_eq!(out, HookOutcome::default());
+    }
 }
