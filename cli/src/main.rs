@@ -5,6 +5,7 @@ use transport::msg::cluster::AdminOp;
 
 mod cluster;
 mod ctx;
+mod ip;
 mod ipalloc;
 #[allow(dead_code)] // used by the state-reading commands as they land
 mod output;
@@ -28,6 +29,10 @@ enum Command {
     /// Plan an IP allocation offline: CTDB takeover-test input on stdin,
     /// `ADDRESS PNN` lines out.
     Ipalloc(ipalloc::IpallocArgs),
+    /// Public-IP commands: ip, ipinfo, ifaces, setifacelink, addip, delip,
+    /// moveip, reloadips, ipreallocate, gratarp, tickle, killtcp.
+    #[command(flatten)]
+    Ip(ip::IpCommand),
     /// Show the cluster's nodes, generation and leader (like `ctdb status`).
     Status,
     /// Show node states; the exit code is the OR of their flags.
@@ -66,6 +71,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Ping(args) => ping::run(&ctx, &args),
         Command::Ipalloc(args) => ipalloc::run(&args),
+        Command::Ip(cmd) => ip::run(&ctx, &cmd),
         Command::Status => cluster::status(&ctx),
         Command::Nodestatus(args) => cluster::nodestatus(&ctx, &args),
         Command::Listnodes(args) => cluster::listnodes(&ctx, &args),

@@ -3,4 +3,7 @@
 //! runs, adding and removing addresses, announcements, tickles and event hooks.
 
 pub mod alloc;
+pub mod daemon;
+pub mod leader;
+pub mod node;
 pub mod public_addresses;

@@ -1,1 +1,305 @@
 //! failoverd's messages: hosted addresses, takeover runs, CLI requests.
+//!
+//! Owned by failoverd; consumed by conntrackd ([`HOSTED`]), other nodes'
+//! failoverd (the takeover-run requests) and the CLI.
+//!
+//! Opcodes (failoverd's range 0x0002_xxxx):
+//! * [`HOSTED`] — event from failoverd to `(LOCAL, BROADCAST_SERVICE)` when
+//!   the set of public addresses configured on this node changes, and every
+//!   few seconds; payload [`Hosted`].
+//! * [`IPREALLOCATED`] — event from the leader's failoverd to
+//!   `(ALL_NODES, BROADCAST_SERVICE)` at the end of each takeover run;
+//!   payload [`Ipreallocated`].
+//! * Takeover runs, leader → every node's failoverd (service
+//!   [`crate::proto::service::FAILOVERD`]):
+//!   [`GET_PUBLIC_IPS`] `()` → [`PublicIps`]; [`RELEASE_IPS`]
+//!   [`ReleaseIps`] → [`StepResult`]; [`TAKE_IPS`] [`TakeIps`] →
+//!   [`StepResult`]. A node accepts RELEASE/TAKE only from the leader it
+//!   follows, and TAKE only while its lease is valid.
+//! * CLI → a failoverd: [`GET_PUBLIC_IPS`] (for `ip`, `ipinfo`, `ifaces`),
+//!   [`ADD_IP`], [`DEL_IP`], [`RELOAD_IPS`], [`SET_IFACE_LINK`], [`GRATARP`],
+//!   [`TICKLE`], [`KILLTCP`] (served by the node that receives them) and
+//!   [`IPREALLOCATE`], [`MOVE_IP`] (forwarded to the leader's failoverd by a
+//!   follower).
+//!
+//! Every reply that is not data is a [`StepResult`] or `()`; refusals come
+//! back as transport errors (`ErrorCode`) with a message for the operator.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use super::cluster::Pnn;
+
+/// Event: the public addresses configured on this node; payload [`Hosted`].
+pub const HOSTED: u32 = 0x0002_0001;
+/// Event: a takeover run finished; payload [`Ipreallocated`].
+pub const IPREALLOCATED: u32 = 0x0002_0002;
+/// Request `()` → [`PublicIps`]: the node's public addresses (known,
+/// available, hosted) and its interfaces.
+pub const GET_PUBLIC_IPS: u32 = 0x0002_0003;
+/// Request [`ReleaseIps`] → [`StepResult`] (leader → node).
+pub const RELEASE_IPS: u32 = 0x0002_0004;
+/// Request [`TakeIps`] → [`StepResult`] (leader → node).
+pub const TAKE_IPS: u32 = 0x0002_0005;
+/// Request `()` → `u64` (the generation of the completed run): run a
+/// takeover run now and answer when it has completed (CTDB's
+/// `ipreallocate`). Sent to any failoverd; followers forward it to the
+/// leader.
+pub const IPREALLOCATE: u32 = 0x0002_0006;
+/// Request [`MoveIp`] → `()`: release the address everywhere, then take it
+/// on the target (CTDB's `moveip`). Followers forward it to the leader.
+pub const MOVE_IP: u32 = 0x0002_0007;
+/// Request [`AddIp`] → `()`: add an address to this node's list at run
+/// time (CTDB's `addip`), then ask the leader for a run.
+pub const ADD_IP: u32 = 0x0002_0008;
+/// Request [`DelIp`] → `()`: remove an address from this node's list at run
+/// time (CTDB's `delip`), releasing it first if hosted.
+pub const DEL_IP: u32 = 0x0002_0009;
+/// Request `()` → [`ReloadSummary`]: re-read public_addresses and apply only
+/// the differences (CTDB's `reloadips`), then ask the leader for a run.
+pub const RELOAD_IPS: u32 = 0x0002_000A;
+/// Request [`SetIfaceLink`] → `()`: mark an interface up or down for
+/// failover purposes (CTDB's `setifacelink`).
+pub const SET_IFACE_LINK: u32 = 0x0002_000B;
+/// Request [`Gratarp`] → `()`: announce an address on an interface now.
+pub const GRATARP: u32 = 0x0002_000C;
+/// Request `Vec<ConnectionPair>` → `()`: send a tickle ACK to each client.
+pub const TICKLE: u32 = 0x0002_000D;
+/// Request [`KillTcp`] → `u32` (connections reset): reset connections.
+pub const KILLTCP: u32 = 0x0002_000E;
+
+/// The payload of [`HOSTED`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hosted {
+    /// The public addresses configured on this node's interfaces.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// The payload of [`IPREALLOCATED`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ipreallocated {
+    /// The membership generation the run was computed for.
+    pub generation: u64,
+}
+
+/// One interface of a node, as `ctdb ifaces` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IfaceInfo {
+    /// Interface name.
+    pub name: String,
+    /// Usable for public addresses: the kernel link is up and no
+    /// `setifacelink down` is in force.
+    pub link_up: bool,
+    /// How many public addresses are configured on it.
+    pub references: u32,
+}
+
+/// One public address of a node, in the node's own view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicIp {
+    /// The address.
+    pub addr: IpAddr,
+    /// Its prefix length (from public_addresses).
+    pub prefix: u8,
+    /// The interfaces public_addresses lists for it, in order.
+    pub configured: Vec<String>,
+    /// Those of them that are usable now; empty = this node cannot host it.
+    pub available: Vec<String>,
+    /// The interface it is configured on on this node, if it is hosted here.
+    pub active: Option<String>,
+    /// The node this node believes hosts it (the last takeover run told it),
+    /// `Some(this node)` exactly when it is hosted here.
+    pub owner: Option<Pnn>,
+}
+
+/// The answer to [`GET_PUBLIC_IPS`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicIps {
+    /// The reporting node.
+    pub pnn: Pnn,
+    /// False when failover is disabled on the node (`[failover] disabled`)
+    /// or it is not ready: it then hosts nothing and offers nothing.
+    pub can_host: bool,
+    /// Its public addresses (known ones, plus any hosted one it no longer
+    /// lists, with empty `configured`), in ascending address order.
+    pub ips: Vec<PublicIp>,
+    /// Its interfaces named in public_addresses.
+    pub ifaces: Vec<IfaceInfo>,
+}
+
+/// The payload of [`RELEASE_IPS`]: release these addresses (or just record
+/// their new owner where they are not hosted).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseIps {
+    /// The membership generation of the run (a node refuses an older one).
+    pub generation: u64,
+    /// Each address with the node that will host it (`None`: nobody).
+    pub ips: Vec<(IpAddr, Option<Pnn>)>,
+}
+
+/// The payload of [`TAKE_IPS`]: host these addresses (redundant takes of an
+/// address already hosted succeed without a change).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TakeIps {
+    /// The membership generation of the run (a node refuses an older one).
+    pub generation: u64,
+    /// The addresses.
+    pub ips: Vec<IpAddr>,
+}
+
+/// The answer to [`RELEASE_IPS`] and [`TAKE_IPS`]: which addresses failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepResult {
+    /// Addresses that could not be released / taken, with the reason.
+    pub failed: Vec<(IpAddr, String)>,
+}
+
+/// The payload of [`MOVE_IP`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveIp {
+    /// The address.
+    pub addr: IpAddr,
+    /// The node that must host it.
+    pub pnn: Pnn,
+}
+
+/// The payload of [`ADD_IP`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddIp {
+    /// The address.
+    pub addr: IpAddr,
+    /// Its prefix length.
+    pub prefix: u8,
+    /// Interfaces it may go on, in order of preference.
+    pub ifaces: Vec<String>,
+}
+
+/// The payload of [`DEL_IP`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelIp {
+    /// The address.
+    pub addr: IpAddr,
+}
+
+/// The answer to [`RELOAD_IPS`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadSummary {
+    /// Addresses added to the node's list.
+    pub added: Vec<IpAddr>,
+    /// Addresses removed from it (released first when hosted).
+    pub removed: Vec<IpAddr>,
+    /// Addresses whose prefix or interfaces changed.
+    pub changed: Vec<IpAddr>,
+}
+
+/// The payload of [`SET_IFACE_LINK`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetIfaceLink {
+    /// Interface name.
+    pub iface: String,
+    /// Up or down.
+    pub up: bool,
+}
+
+/// The payload of [`GRATARP`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gratarp {
+    /// The address to announce.
+    pub addr: IpAddr,
+    /// The interface to announce it on.
+    pub iface: String,
+}
+
+/// One TCP connection, client side and public side (CTDB's `tickle` and
+/// `ctdb_killtcp` pairs: `SRC` is the client, `DST` the public address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConnectionPair {
+    /// The client's address and port.
+    pub client: SocketAddr,
+    /// The public address and port.
+    pub server: SocketAddr,
+}
+
+/// The payload of [`KILLTCP`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillTcp {
+    /// The interface to send the resets on (CTDB's `ctdb_killtcp IFACE`).
+    pub iface: String,
+    /// The connections to reset.
+    pub connections: Vec<ConnectionPair>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::proto::{decode_payload, encode_payload};
+
+    #[test]
+    fn opcodes_are_in_failoverd_range_and_distinct() {
+        let all = [
+            HOSTED,
+            IPREALLOCATED,
+            GET_PUBLIC_IPS,
+            RELEASE_IPS,
+            TAKE_IPS,
+            IPREALLOCATE,
+            MOVE_IP,
+            ADD_IP,
+            DEL_IP,
+            RELOAD_IPS,
+            SET_IFACE_LINK,
+            GRATARP,
+            TICKLE,
+            KILLTCP,
+        ];
+        for (i, a) in all.iter().enumerate() {
+            assert_eq!(a >> 16, 0x0002, "{a:#x}");
+            for b in &all[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        // The wave-2 contract fixes these two.
+        assert_eq!(HOSTED, 0x0002_0001);
+        assert_eq!(IPREALLOCATED, 0x0002_0002);
+    }
+
+    #[test]
+    fn payloads_round_trip() {
+        let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 201));
+        let hosted = Hosted { addresses: vec![a] };
+        let bytes = encode_payload(&hosted).unwrap();
+        // One element, V4 tag, octets.
+        assert_eq!(bytes, [1, 0, 192, 0, 2, 201]);
+        assert_eq!(decode_payload::<Hosted>(&bytes).unwrap(), hosted);
+
+        let ips = PublicIps {
+            pnn: 2,
+            can_host: true,
+            ips: vec![PublicIp {
+                addr: a,
+                prefix: 24,
+                configured: vec!["eth0".into(), "eth1".into()],
+                available: vec!["eth1".into()],
+                active: Some("eth1".into()),
+                owner: Some(2),
+            }],
+            ifaces: vec![IfaceInfo {
+                name: "eth1".into(),
+                link_up: true,
+                references: 1,
+            }],
+        };
+        let bytes = encode_payload(&ips).unwrap();
+        assert_eq!(decode_payload::<PublicIps>(&bytes).unwrap(), ips);
+
+        let rel = ReleaseIps {
+            generation: 7,
+            ips: vec![(a, Some(1)), (a, None)],
+        };
+        let bytes = encode_payload(&rel).unwrap();
+        assert_eq!(decode_payload::<ReleaseIps>(&bytes).unwrap(), rel);
+    }
+}

@@ -1,0 +1,158 @@
+//! `failoverd`: public IPs for one node — follows clusterd's membership,
+//! carries out takeover runs on this node and, on the leader, plans them.
+//!
+//! `failoverd [--config-dir DIR]` reads `DIR/ipfailover.toml` and
+//! `DIR/public_addresses` (absent = no public addresses), connects to
+//! transportd's socket `<run_dir>/transport.sock` (retrying for a few seconds
+//! while it starts) and runs until SIGTERM/SIGINT or a SHUTDOWN control,
+//! then drops its public addresses. A bad configuration is reported with its
+//! file and line and exits with code 1 before anything is applied.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use failoverd::daemon::{self, Settings};
+use failoverd::public_addresses::{self, PublicAddressesError};
+use transport::client::{Client, ClientError, Incoming};
+
+/// How long failoverd waits for transportd's socket at start.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
+
+const USAGE: &str = "usage: failoverd [--config-dir DIR]";
+
+fn parse_args() -> Result<PathBuf, String> {
+    let mut dir = PathBuf::from(config::DEFAULT_CONFIG_DIR);
+    let mut args = std::env::args_os().skip(1);
+    while let Some(a) = args.next() {
+        match a.to_str() {
+            Some("--config-dir") => {
+                dir = args
+                    .next()
+                    .map(PathBuf::from)
+                    .ok_or_else(|| format!("--config-dir needs a directory\n{USAGE}"))?;
+            }
+            Some(s) if s.starts_with("--config-dir=") => {
+                dir = PathBuf::from(&s["--config-dir=".len()..]);
+            }
+            Some("-h" | "--help") => return Err(USAGE.to_string()),
+            Some("-V" | "--version") => {
+                return Err(format!("failoverd {}", env!("CARGO_PKG_VERSION")))
+            }
+            _ => return Err(format!("unexpected argument {a:?}\n{USAGE}")),
+        }
+    }
+    Ok(dir)
+}
+
+fn main() -> ExitCode {
+    let dir = match parse_args() {
+        Ok(d) => d,
+        Err(text) => {
+            eprintln!("{text}");
+            return if text.starts_with("usage") || text.starts_with("failoverd ") {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
+        }
+    };
+    let loaded = match config::load(&dir) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("failoverd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let path = dir.join("public_addresses");
+    let publics = match public_addresses::load(&path) {
+        Ok(p) => p,
+        Err(PublicAddressesError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Vec::new()
+        }
+        Err(e) => {
+            eprintln!("failoverd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let hook = match transport::logging::init(&loaded.config.logging.level) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("failoverd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let socket = loaded
+        .resolve(&loaded.config.transport.run_dir)
+        .join("transport.sock");
+    let settings = Settings::from_config(&loaded, path, publics);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("failoverd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let (client, incoming) = match connect(&socket, CONNECT_PATIENCE).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!(
+                    "failoverd: cannot connect to transportd at {}: {e}",
+                    socket.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        client.set_log_level_hook(move |level| hook(level));
+        match daemon::run(settings, client, incoming, signals()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("failoverd: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Connects to transportd, retrying while its socket is not there yet.
+async fn connect(socket: &Path, patience: Duration) -> Result<(Client, Incoming), ClientError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match Client::connect_unix(socket, "failoverd").await {
+            Ok(c) => return Ok(c),
+            Err(e @ ClientError::Connect { .. }) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "transportd not ready yet");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn signals() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with the SHUTDOWN control");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}

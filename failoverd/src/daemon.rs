@@ -1,0 +1,1073 @@
+//! failoverd's daemon loop: `run(settings, client, incoming, shutdown)`.
+//!
+//! One loop owns the cluster-facing state: the membership it follows, the
+//! leader's takeover runs (one at a time, abandoned when a newer generation
+//! overtakes them), the IPREALLOCATE waiters and the moveip queue. Requests
+//! that wait for the node executor (GET_PUBLIC_IPS, RELEASE_IPS, TAKE_IPS,
+//! the CLI's changes) run in their own tasks, so the loop always answers —
+//! the leader asks its own failoverd for its report like any other node's.
+//!
+//! Safety duties of this module:
+//! * When the membership says the lease is not valid, or clusterd has not
+//!   confirmed a valid lease for `lease` (it is polled every `lease / 3`),
+//!   every public address is dropped at once ([`Executor::drop_all`]).
+//! * TAKE is refused unless it comes from the leader this node follows, for
+//!   a generation not older than this node's, while the lease is valid; a
+//!   take that completes after the lease was lost is undone.
+//! * On shutdown (SIGTERM, SHUTDOWN control) the addresses are dropped:
+//!   once this daemon is gone nothing would drop them when the lease lapses.
+//!   A crash (SIGKILL) leaves them; the restarted daemon adopts them — but
+//!   only once clusterd confirms a valid lease (then the leader cannot have
+//!   given them away: it needs this node's report or its lease to lapse).
+//!   If the first membership says the lease is not valid, the leftovers are
+//!   adopted and dropped at once.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use transport::client::{Client, ClientError, Incoming};
+use transport::msg::cluster::{Membership, Pnn, GET_MEMBERSHIP, MEMBERSHIP};
+use transport::msg::conntrack::TrackedConnection;
+use transport::msg::failover::{
+    AddIp, ConnectionPair, DelIp, Gratarp, IfaceInfo, KillTcp, MoveIp, PublicIp, PublicIps,
+    ReleaseIps, ReloadSummary, SetIfaceLink, StepResult, TakeIps, ADD_IP, DEL_IP, GET_PUBLIC_IPS,
+    GRATARP, IPREALLOCATE, IPREALLOCATED, KILLTCP, MOVE_IP, RELEASE_IPS, RELOAD_IPS,
+    SET_IFACE_LINK, TAKE_IPS, TICKLE,
+};
+use transport::proto::service::{CLUSTERD, FAILOVERD};
+use transport::proto::{Address, ErrorCode, Message};
+
+use crate::alloc::{Algorithm, Tunables};
+use crate::leader::{self, RunError, RunReport, RunSettings};
+use crate::node::{Executor, ExecutorConfig, NodeError, NodeEvent};
+use crate::public_addresses::{self, PublicAddress, PublicAddressesError};
+
+/// Errors that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The node executor could not start.
+    #[error("node executor: {0}")]
+    Executor(#[from] NodeError),
+    /// A transport operation failed (subscribe).
+    #[error("transport: {0}")]
+    Transport(#[from] ClientError),
+    /// public_addresses is invalid.
+    #[error("{0}")]
+    PublicAddresses(#[from] PublicAddressesError),
+    /// The connection to transportd closed.
+    #[error("the connection to transportd closed")]
+    TransportClosed,
+}
+
+/// Everything `run` needs besides the transport.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The node executor's settings.
+    pub executor: ExecutorConfig,
+    /// The public_addresses file (for `reloadips`).
+    pub public_addresses: PathBuf,
+    /// Its contents at start.
+    pub publics: Vec<PublicAddress>,
+    /// `[failover] disabled`: host nothing, offer nothing.
+    pub disabled: bool,
+    /// Allocation tunables.
+    pub tunables: Tunables,
+    /// The lease length (clusterd's `dead_after`).
+    pub lease: Duration,
+    /// Time limit of the release step of a run.
+    pub release_timeout: Duration,
+    /// Time limit of the other requests of a run.
+    pub request_timeout: Duration,
+}
+
+impl Settings {
+    /// Settings from a loaded configuration and this node's public
+    /// addresses (`path` is remembered for `reloadips`).
+    pub fn from_config(
+        loaded: &config::Loaded,
+        path: PathBuf,
+        publics: Vec<PublicAddress>,
+    ) -> Settings {
+        let c = &loaded.config;
+        let t = &c.tunables;
+        Settings {
+            executor: ExecutorConfig::from_config(loaded),
+            public_addresses: path,
+            publics,
+            disabled: c.failover.disabled,
+            tunables: Tunables {
+                no_ip_failback: *t.no_ip_failback.get_ref() != 0,
+                no_ip_takeover: *t.no_ip_takeover.get_ref() != 0,
+                algorithm: Algorithm::from_tunable(*t.ip_alloc_algorithm.get_ref()),
+            },
+            lease: Duration::from_millis(c.cluster.dead_after_ms()),
+            release_timeout: Duration::from_millis(c.failover.release_timeout_ms),
+            request_timeout: Duration::from_millis(c.failover.release_timeout_ms.max(1_000)),
+        }
+    }
+}
+
+/// State shared between the loop and the request tasks (a std mutex, never
+/// held across an await).
+#[derive(Debug, Default)]
+struct Shared {
+    publics: BTreeMap<IpAddr, PublicAddress>,
+    /// Who this node believes hosts each address (told by runs).
+    owners: BTreeMap<IpAddr, Pnn>,
+    membership: Option<Membership>,
+}
+
+/// Something a request task asks the loop to do.
+#[derive(Debug)]
+enum Trigger {
+    /// Ask the leader for a takeover run (this node's list or interfaces
+    /// changed).
+    Run,
+}
+
+#[derive(Clone)]
+struct Ctx {
+    client: Client,
+    exec: Executor,
+    shared: Arc<Mutex<Shared>>,
+    pnn: Pnn,
+    settings: Arc<Settings>,
+    triggers: mpsc::UnboundedSender<Trigger>,
+}
+
+impl Ctx {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        // A panic while holding this lock leaves plain data; keep going.
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn leader(&self) -> Option<Pnn> {
+        self.lock().membership.as_ref().and_then(|m| m.leader)
+    }
+}
+
+enum JobKind {
+    Run,
+    Move(Box<Message>),
+}
+
+enum JobOutput {
+    Run(Result<RunReport, RunError>),
+    Move(Result<BTreeMap<IpAddr, Pnn>, RunError>),
+}
+
+struct Job {
+    seq: u64,
+    generation: u64,
+    kind: JobKind,
+    handle: JoinHandle<JobOutput>,
+}
+
+/// The leader's bookkeeping.
+#[derive(Default)]
+struct LeaderState {
+    active: bool,
+    last_owner: BTreeMap<IpAddr, Pnn>,
+    need_run: bool,
+    next_seq: u64,
+    job: Option<Job>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// IPREALLOCATE requests: answered when a run with seq >= the stored
+    /// one completes.
+    waiters: Vec<(u64, Message)>,
+    moves: VecDeque<(MoveIp, Message)>,
+    force_rebalance: Vec<Pnn>,
+}
+
+/// Runs failoverd until `shutdown` resolves, a SHUTDOWN control arrives or
+/// the transport closes. Drops every public address before returning.
+///
+/// # Errors
+///
+/// [`DaemonError::Executor`] when the executor cannot start,
+/// [`DaemonError::Transport`] when subscribing fails,
+/// [`DaemonError::TransportClosed`] when transportd went away.
+pub async fn run(
+    settings: Settings,
+    client: Client,
+    mut incoming: Incoming,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let pnn = client.pnn();
+    let (exec, mut node_events) =
+        Executor::start(settings.executor.clone(), Some(client.clone())).await?;
+    tracing::info!(pnn, addresses = settings.publics.len(), "failoverd started");
+    let shared = Shared {
+        publics: settings
+            .publics
+            .iter()
+            .map(|p| (p.addr, p.clone()))
+            .collect(),
+        owners: BTreeMap::new(),
+        membership: None,
+    };
+    let (trigger_tx, mut triggers) = mpsc::unbounded_channel();
+    let ctx = Ctx {
+        client: client.clone(),
+        exec: exec.clone(),
+        shared: Arc::new(Mutex::new(shared)),
+        pnn,
+        settings: Arc::new(settings),
+        triggers: trigger_tx,
+    };
+    client.subscribe(MEMBERSHIP).await?;
+    client.subscribe(IPREALLOCATED).await?;
+
+    let lease = ctx.settings.lease.max(Duration::from_millis(1));
+    let poll_every = (lease / 3).max(Duration::from_millis(10));
+    let mut poll = tokio::time::interval(poll_every);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (memb_tx, mut memb_rx) = mpsc::unbounded_channel::<Membership>();
+    // Until clusterd confirms a valid lease, adopted addresses may stay
+    // only for one lease.
+    let mut lease_deadline = Instant::now() + lease;
+    let mut dropped_for_watchdog = false;
+    let mut adopted = false;
+    let mut leader = LeaderState {
+        backoff: Duration::from_millis(50),
+        ..LeaderState::default()
+    };
+    let shutdown_control = client.shutdown_requested();
+    let closed = client.closed();
+    tokio::pin!(shutdown, shutdown_control, closed);
+
+    let result = loop {
+        let job_done = async {
+            match leader.job.as_mut() {
+                Some(job) => Some((&mut job.handle).await),
+                None => std::future::pending().await,
+            }
+        };
+        let retry = async {
+            match leader.retry_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            () = &mut shutdown_control => break Ok(()),
+            () = &mut closed => break Err(DaemonError::TransportClosed),
+            msg = incoming.recv() => match msg {
+                None => break Err(DaemonError::TransportClosed),
+                Some(msg) => on_message(&ctx, &mut leader, msg, &memb_tx).await,
+            },
+            Some(ev) = node_events.recv() => on_node_event(&ctx, &mut leader, ev),
+            Some(t) = triggers.recv() => match t {
+                Trigger::Run => request_run(&ctx, &mut leader),
+            },
+            _ = poll.tick() => {
+                let client = ctx.client.clone();
+                let tx = memb_tx.clone();
+                tokio::spawn(async move {
+                    let r: Result<Membership, _> = client
+                        .request(Address::local(CLUSTERD), GET_MEMBERSHIP, &(), lease)
+                        .await;
+                    if let Ok(m) = r {
+                        let _ = tx.send(m);
+                    }
+                });
+            }
+            Some(m) = memb_rx.recv() => {
+                if !adopted {
+                    adopted = true;
+                    adopt(&ctx, m.lease_ok).await;
+                }
+                if m.lease_ok {
+                    lease_deadline = Instant::now() + lease;
+                    dropped_for_watchdog = false;
+                }
+                on_membership(&ctx, &mut leader, m).await;
+            }
+            () = tokio::time::sleep_until(lease_deadline), if !dropped_for_watchdog => {
+                dropped_for_watchdog = true;
+                if !ctx.exec.hosted().is_empty() {
+                    tracing::error!("clusterd has not confirmed the lease for {lease:?}: dropping every public address");
+                }
+                drop_all(&ctx).await;
+            }
+            done = job_done => {
+                if let Some(done) = done {
+                    on_job_done(&ctx, &mut leader, done).await;
+                }
+            }
+            () = retry => {
+                leader.retry_at = None;
+            }
+        }
+        maybe_start_job(&ctx, &mut leader);
+    };
+    if let Some(job) = leader.job.take() {
+        job.handle.abort();
+    }
+    drop_all(&ctx).await;
+    exec.shutdown();
+    tracing::info!(pnn, "failoverd stopped");
+    result
+}
+
+/// Adopts the public addresses already in the kernel (restart without a
+/// blip); drops them at once unless the lease is valid.
+async fn adopt(ctx: &Ctx, lease_ok: bool) {
+    if ctx.settings.disabled {
+        return;
+    }
+    match ctx.exec.adopt(&ctx.settings.publics).await {
+        Ok(list) => {
+            if !list.is_empty() {
+                tracing::info!(adopted = ?list, lease_ok, "public addresses found in the kernel");
+            }
+            let mut s = ctx.lock();
+            for a in &list {
+                s.owners.insert(*a, ctx.pnn);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "adoption of configured addresses failed"),
+    }
+    if !lease_ok {
+        drop_all(ctx).await;
+    }
+}
+
+async fn drop_all(ctx: &Ctx) {
+    match ctx.exec.drop_all().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(count = n, "dropped every public address"),
+        Err(e) => tracing::error!(error = %e, "dropping public addresses failed"),
+    }
+}
+
+/// Membership key that triggers runs: generation, leader, flags and
+/// reassignable nodes.
+fn run_key(m: &Membership) -> (u64, Option<Pnn>, Vec<u32>, Vec<Pnn>) {
+    (
+        m.generation,
+        m.leader,
+        m.nodes.iter().map(|n| n.flags.bits()).collect(),
+        m.reassignable.clone(),
+    )
+}
+
+fn is_leader(m: &Membership) -> bool {
+    m.leader == Some(m.this_node) && m.lease_ok
+}
+
+async fn on_membership(ctx: &Ctx, leader: &mut LeaderState, m: Membership) {
+    let old = {
+        let mut s = ctx.lock();
+        s.membership.replace(m.clone())
+    };
+    if !m.lease_ok && old.as_ref().is_none_or(|o| o.lease_ok) {
+        tracing::warn!(
+            generation = m.generation,
+            "lease not valid: dropping public addresses"
+        );
+    }
+    if !m.lease_ok {
+        drop_all(ctx).await;
+    }
+    let now_leader = is_leader(&m);
+    if now_leader && !leader.active {
+        tracing::info!(generation = m.generation, "this node leads: takeover runs");
+        leader.active = true;
+        leader.last_owner.clear();
+        leader.need_run = true;
+    } else if !now_leader && leader.active {
+        tracing::info!(leader = ?m.leader, "this node no longer leads");
+        leader.active = false;
+        leader.last_owner.clear();
+        leader.need_run = false;
+        if let Some(job) = leader.job.take() {
+            job.handle.abort();
+            if let JobKind::Move(req) = job.kind {
+                reply_error(ctx, &req, ErrorCode::Refused, "leadership moved").await;
+            }
+        }
+        for (_, req) in std::mem::take(&mut leader.waiters) {
+            forward(ctx, req, m.leader);
+        }
+        for (_, req) in std::mem::take(&mut leader.moves) {
+            forward(ctx, req, m.leader);
+        }
+    } else if now_leader {
+        let changed = old.as_ref().is_none_or(|o| run_key(o) != run_key(&m));
+        if changed {
+            leader.need_run = true;
+            leader.retry_at = None;
+            let overtaken = leader
+                .job
+                .as_ref()
+                .is_some_and(|j| j.generation != m.generation);
+            if overtaken {
+                if let Some(job) = leader.job.take() {
+                    tracing::info!(
+                        old = job.generation,
+                        new = m.generation,
+                        "takeover run overtaken by a newer generation: redone"
+                    );
+                    job.handle.abort();
+                    match job.kind {
+                        JobKind::Run => {}
+                        JobKind::Move(req) => {
+                            // Retry the move in the next slot.
+                            if let Ok(mv) = req.decode_payload::<MoveIp>() {
+                                leader.moves.push_front((mv, *req));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn maybe_start_job(ctx: &Ctx, leader: &mut LeaderState) {
+    if !leader.active || leader.job.is_some() || leader.retry_at.is_some() {
+        return;
+    }
+    let Some(m) = ctx.lock().membership.clone() else {
+        return;
+    };
+    if !is_leader(&m) {
+        return;
+    }
+    let settings = RunSettings {
+        tunables: ctx.settings.tunables,
+        request_timeout: ctx.settings.request_timeout,
+        release_timeout: ctx.settings.release_timeout,
+    };
+    let client = ctx.client.clone();
+    let last_owner = leader.last_owner.clone();
+    let seq = leader.next_seq;
+    let generation = m.generation;
+    if let Some((mv, req)) = leader.moves.pop_front() {
+        leader.next_seq += 1;
+        let handle = tokio::spawn(async move {
+            JobOutput::Move(leader::move_ip(&client, &m, &last_owner, mv, settings).await)
+        });
+        leader.job = Some(Job {
+            seq,
+            generation,
+            kind: JobKind::Move(Box::new(req)),
+            handle,
+        });
+        return;
+    }
+    if !leader.need_run {
+        return;
+    }
+    leader.need_run = false;
+    leader.next_seq += 1;
+    let force = std::mem::take(&mut leader.force_rebalance);
+    tracing::info!(generation, seq, "takeover run starting");
+    let handle = tokio::spawn(async move {
+        JobOutput::Run(leader::takeover_run(&client, &m, &last_owner, &force, settings).await)
+    });
+    leader.job = Some(Job {
+        seq,
+        generation,
+        kind: JobKind::Run,
+        handle,
+    });
+}
+
+async fn on_job_done(
+    ctx: &Ctx,
+    leader: &mut LeaderState,
+    done: Result<JobOutput, tokio::task::JoinError>,
+) {
+    let Some(job) = leader.job.take() else {
+        return;
+    };
+    match (done, job.kind) {
+        (Ok(JobOutput::Run(Ok(report))), _) => {
+            tracing::info!(
+                generation = report.plan.generation,
+                moved = report.plan.moved,
+                "takeover run completed successfully"
+            );
+            leader.last_owner = report.last_owner;
+            leader.backoff = Duration::from_millis(50);
+            let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut leader.waiters)
+                .into_iter()
+                .partition(|(min, _)| *min <= job.seq);
+            leader.waiters = waiting;
+            for (_, req) in ready {
+                reply(ctx, &req, &report.plan.generation).await;
+            }
+        }
+        (Ok(JobOutput::Run(Err(e))), _) => {
+            tracing::warn!(error = %e, "takeover run unsuccessful: retrying");
+            fail_and_retry(leader);
+        }
+        (Ok(JobOutput::Move(r)), JobKind::Move(req)) => match r {
+            Ok(memory) => {
+                leader.last_owner = memory;
+                reply(ctx, &req, &()).await;
+            }
+            Err(e) => {
+                reply_error(ctx, &req, ErrorCode::Refused, e.to_string()).await;
+                // The state may be half-way: a normal run settles it.
+                leader.need_run = true;
+            }
+        },
+        (Ok(JobOutput::Move(_)), JobKind::Run) => {}
+        (Err(e), kind) => {
+            tracing::warn!(error = %e, "takeover run task ended abnormally");
+            if let JobKind::Move(req) = kind {
+                reply_error(ctx, &req, ErrorCode::Internal, e.to_string()).await;
+            }
+            fail_and_retry(leader);
+        }
+    }
+}
+
+fn fail_and_retry(leader: &mut LeaderState) {
+    leader.need_run = true;
+    leader.retry_at = Some(Instant::now() + leader.backoff);
+    leader.backoff = (leader.backoff * 2).min(Duration::from_secs(1));
+}
+
+/// A run is wanted: the leader schedules one, a follower asks the leader.
+fn request_run(ctx: &Ctx, leader: &mut LeaderState) {
+    if leader.active {
+        leader.need_run = true;
+        return;
+    }
+    let Some(to) = ctx.leader() else {
+        return;
+    };
+    let client = ctx.client.clone();
+    let timeout = ctx.settings.release_timeout * 3;
+    tokio::spawn(async move {
+        let r: Result<u64, _> = client
+            .request(Address::new(to, FAILOVERD), IPREALLOCATE, &(), timeout)
+            .await;
+        if let Err(e) = r {
+            tracing::debug!(leader = to, error = %e, "asking the leader for a takeover run failed");
+        }
+    });
+}
+
+fn on_node_event(ctx: &Ctx, leader: &mut LeaderState, ev: NodeEvent) {
+    match ev {
+        NodeEvent::InterfacesChanged | NodeEvent::CannotHost { .. } => {
+            tracing::info!(event = ?ev, "interfaces changed: asking for a takeover run");
+            request_run(ctx, leader);
+        }
+        NodeEvent::HookFailed(f) => tracing::warn!(failure = ?f, "event hook failed"),
+        other => tracing::debug!(event = ?other, "node event"),
+    }
+}
+
+/// Forwards a leader-only request to the leader and relays its answer.
+fn forward(ctx: &Ctx, req: Message, to: Option<Pnn>) {
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let Some(to) = to.filter(|&l| l != ctx.pnn) else {
+            reply_error(&ctx, &req, ErrorCode::Refused, "no leader").await;
+            return;
+        };
+        let timeout = ctx.settings.release_timeout * 3;
+        let answer = ctx
+            .client
+            .request_raw(
+                Address::new(to, FAILOVERD),
+                req.header.opcode,
+                req.payload.clone(),
+                timeout,
+            )
+            .await;
+        match answer {
+            Ok(a) => {
+                let _ = ctx.client.reply_raw(&req, Ok(a.payload)).await;
+            }
+            Err(ClientError::Remote { error, .. }) => {
+                let _ = ctx.client.reply_raw(&req, Err(error)).await;
+            }
+            Err(e) => reply_error(&ctx, &req, ErrorCode::NodeUnreachable, e.to_string()).await,
+        }
+    });
+}
+
+async fn reply<T: serde::Serialize + ?Sized>(ctx: &Ctx, req: &Message, value: &T) {
+    if let Err(e) = ctx.client.reply(req, value).await {
+        tracing::debug!(error = %e, "reply failed");
+    }
+}
+
+async fn reply_error(ctx: &Ctx, req: &Message, code: ErrorCode, message: impl Into<String>) {
+    if let Err(e) = ctx.client.reply_error(req, code, message).await {
+        tracing::debug!(error = %e, "error reply failed");
+    }
+}
+
+async fn on_message(
+    ctx: &Ctx,
+    leader: &mut LeaderState,
+    msg: Message,
+    memb_tx: &mpsc::UnboundedSender<Membership>,
+) {
+    use transport::proto::Kind;
+    let op = msg.header.opcode;
+    if msg.header.kind == Kind::Event {
+        match op {
+            MEMBERSHIP => match msg.decode_payload::<Membership>() {
+                Ok(m) => {
+                    let _ = memb_tx.send(m);
+                }
+                Err(e) => tracing::warn!(error = %e, "bad MEMBERSHIP event"),
+            },
+            IPREALLOCATED => {
+                let exec = ctx.exec.clone();
+                tokio::spawn(async move {
+                    let _ = exec.ipreallocated().await;
+                });
+            }
+            _ => tracing::debug!(opcode = op, "unexpected event"),
+        }
+        return;
+    }
+    if msg.header.kind != Kind::Request {
+        return;
+    }
+    match op {
+        IPREALLOCATE => {
+            if leader.active {
+                leader.need_run = true;
+                leader.waiters.push((leader.next_seq, msg));
+            } else {
+                forward(ctx, msg, ctx.leader());
+            }
+        }
+        MOVE_IP => {
+            if leader.active {
+                match msg.decode_payload::<MoveIp>() {
+                    Ok(mv) => leader.moves.push_back((mv, msg)),
+                    Err(e) => reply_error(ctx, &msg, ErrorCode::BadRequest, e.to_string()).await,
+                }
+            } else {
+                forward(ctx, msg, ctx.leader());
+            }
+        }
+        _ => {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { serve(&ctx, msg).await });
+        }
+    }
+}
+
+/// Requests served by this node itself, each in its own task.
+async fn serve(ctx: &Ctx, msg: Message) {
+    let result: Result<(), (ErrorCode, String)> = match msg.header.opcode {
+        GET_PUBLIC_IPS => match report(ctx).await {
+            Ok(r) => {
+                reply(ctx, &msg, &r).await;
+                Ok(())
+            }
+            Err(e) => Err((ErrorCode::Internal, e.to_string())),
+        },
+        RELEASE_IPS => match decode::<ReleaseIps>(&msg) {
+            Ok(req) => match release(ctx, msg.header.src.pnn, req).await {
+                Ok(r) => {
+                    reply(ctx, &msg, &r).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        TAKE_IPS => match decode::<TakeIps>(&msg) {
+            Ok(req) => match take(ctx, msg.header.src.pnn, req).await {
+                Ok(r) => {
+                    reply(ctx, &msg, &r).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        ADD_IP => match decode::<AddIp>(&msg) {
+            Ok(req) => add_ip(ctx, req),
+            Err(e) => Err(e),
+        }
+        .map(|()| {
+            let _ = ctx.triggers.send(Trigger::Run);
+        }),
+        DEL_IP => match decode::<DelIp>(&msg) {
+            Ok(req) => del_ip(ctx, req.addr).await,
+            Err(e) => Err(e),
+        }
+        .map(|()| {
+            let _ = ctx.triggers.send(Trigger::Run);
+        }),
+        RELOAD_IPS => match reload_ips(ctx).await {
+            Ok(summary) => {
+                let _ = ctx.triggers.send(Trigger::Run);
+                reply(ctx, &msg, &summary).await;
+                return;
+            }
+            Err(e) => Err(e),
+        },
+        SET_IFACE_LINK => match decode::<SetIfaceLink>(&msg) {
+            Ok(req) => set_iface_link(ctx, req).await,
+            Err(e) => Err(e),
+        },
+        GRATARP => match decode::<Gratarp>(&msg) {
+            Ok(req) => ctx
+                .exec
+                .announce(req.addr)
+                .await
+                .map(|_| ())
+                .map_err(|e| (ErrorCode::Refused, e.to_string())),
+            Err(e) => Err(e),
+        },
+        TICKLE => match decode::<Vec<ConnectionPair>>(&msg) {
+            Ok(pairs) => ctx
+                .exec
+                .tickle(&tracked(&pairs))
+                .await
+                .map(|_| ())
+                .map_err(|e| (ErrorCode::Internal, e.to_string())),
+            Err(e) => Err(e),
+        },
+        KILLTCP => match decode::<KillTcp>(&msg) {
+            Ok(req) => match ctx.exec.killtcp(&tracked(&req.connections)).await {
+                Ok(n) => {
+                    reply(ctx, &msg, &u32::try_from(n).unwrap_or(u32::MAX)).await;
+                    return;
+                }
+                Err(e) => Err((ErrorCode::Refused, e.to_string())),
+            },
+            Err(e) => Err(e),
+        },
+        other => Err((
+            ErrorCode::UnknownOpcode,
+            format!("failoverd does not serve opcode {other:#010x}"),
+        )),
+    };
+    match result {
+        Ok(()) => {
+            if !matches!(msg.header.opcode, GET_PUBLIC_IPS | RELEASE_IPS | TAKE_IPS) {
+                reply(ctx, &msg, &()).await;
+            }
+        }
+        Err((code, text)) => reply_error(ctx, &msg, code, text).await,
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(msg: &Message) -> Result<T, (ErrorCode, String)> {
+    transport::proto::decode_payload(&msg.payload)
+        .map_err(|e| (ErrorCode::BadRequest, format!("bad payload: {e}")))
+}
+
+fn tracked(pairs: &[ConnectionPair]) -> Vec<TrackedConnection> {
+    pairs
+        .iter()
+        .map(|p| TrackedConnection {
+            client: p.client,
+            server: p.server,
+        })
+        .collect()
+}
+
+/// This node's GET_PUBLIC_IPS answer.
+async fn report(ctx: &Ctx) -> Result<PublicIps, NodeError> {
+    let (publics, owners) = {
+        let s = ctx.lock();
+        (s.publics.clone(), s.owners.clone())
+    };
+    let mut names: Vec<String> = publics.values().flat_map(|p| p.ifaces.clone()).collect();
+    names.sort();
+    names.dedup();
+    let infos = ctx.exec.interfaces(&names).await?;
+    let up: HashMap<&str, bool> = infos.iter().map(|i| (i.name.as_str(), i.up)).collect();
+    let hosted: BTreeMap<IpAddr, String> = ctx
+        .exec
+        .hosted()
+        .into_iter()
+        .map(|h| (h.public.addr, h.iface))
+        .collect();
+    let can_host = !ctx.settings.disabled;
+    let mut ips: Vec<PublicIp> = publics
+        .values()
+        .map(|p| {
+            let active = hosted.get(&p.addr).cloned();
+            PublicIp {
+                addr: p.addr,
+                prefix: p.prefix,
+                configured: p.ifaces.clone(),
+                available: p
+                    .ifaces
+                    .iter()
+                    .filter(|i| can_host && up.get(i.as_str()).copied().unwrap_or(false))
+                    .cloned()
+                    .collect(),
+                owner: if active.is_some() {
+                    Some(ctx.pnn)
+                } else {
+                    owners.get(&p.addr).copied().filter(|&o| o != ctx.pnn)
+                },
+                active,
+            }
+        })
+        .collect();
+    for (addr, iface) in &hosted {
+        if !publics.contains_key(addr) {
+            ips.push(PublicIp {
+                addr: *addr,
+                prefix: 0,
+                configured: Vec::new(),
+                available: Vec::new(),
+                active: Some(iface.clone()),
+                owner: Some(ctx.pnn),
+            });
+        }
+    }
+    ips.sort_by_key(|a| a.addr);
+    Ok(PublicIps {
+        pnn: ctx.pnn,
+        can_host,
+        ips,
+        ifaces: infos
+            .into_iter()
+            .map(|i| IfaceInfo {
+                name: i.name,
+                link_up: i.up,
+                references: u32::try_from(i.references).unwrap_or(u32::MAX),
+            })
+            .collect(),
+    })
+}
+
+/// Checks that a run request comes from the leader this node follows and is
+/// not older than this node's generation; with `need_lease`, that the lease
+/// is valid.
+fn check_run_request(
+    ctx: &Ctx,
+    from: Pnn,
+    generation: u64,
+    need_lease: bool,
+) -> Result<(), (ErrorCode, String)> {
+    let s = ctx.lock();
+    let Some(m) = s.membership.as_ref() else {
+        return Err((ErrorCode::Refused, "no membership yet".into()));
+    };
+    if m.leader != Some(from) {
+        return Err((
+            ErrorCode::Refused,
+            format!(
+                "node {from} is not the leader (node {} follows {:?})",
+                ctx.pnn, m.leader
+            ),
+        ));
+    }
+    if generation < m.generation {
+        return Err((
+            ErrorCode::Refused,
+            format!("stale run: generation {generation} < {}", m.generation),
+        ));
+    }
+    if need_lease && !m.lease_ok {
+        return Err((
+            ErrorCode::Refused,
+            format!("node {}: lease not valid", ctx.pnn),
+        ));
+    }
+    Ok(())
+}
+
+async fn release(ctx: &Ctx, from: Pnn, req: ReleaseIps) -> Result<StepResult, (ErrorCode, String)> {
+    check_run_request(ctx, from, req.generation, false)?;
+    {
+        let mut s = ctx.lock();
+        for (addr, owner) in &req.ips {
+            match owner {
+                Some(o) => s.owners.insert(*addr, *o),
+                None => s.owners.remove(addr),
+            };
+        }
+    }
+    let hosted: Vec<IpAddr> = {
+        let h: std::collections::BTreeSet<IpAddr> =
+            ctx.exec.hosted().iter().map(|h| h.public.addr).collect();
+        req.ips
+            .iter()
+            .map(|(a, _)| *a)
+            .filter(|a| h.contains(a))
+            .collect()
+    };
+    let mut failed = Vec::new();
+    if !hosted.is_empty() {
+        for (addr, r) in ctx.exec.release_many(&hosted).await {
+            if let Err(e) = r {
+                failed.push((addr, e.to_string()));
+            }
+        }
+    }
+    Ok(StepResult { failed })
+}
+
+async fn take(ctx: &Ctx, from: Pnn, req: TakeIps) -> Result<StepResult, (ErrorCode, String)> {
+    check_run_request(ctx, from, req.generation, true)?;
+    if ctx.settings.disabled {
+        return Err((
+            ErrorCode::Refused,
+            format!("failover is disabled on node {}", ctx.pnn),
+        ));
+    }
+    let mut failed = Vec::new();
+    let publics: Vec<PublicAddress> = {
+        let s = ctx.lock();
+        req.ips
+            .iter()
+            .filter_map(|a| match s.publics.get(a) {
+                Some(p) => Some(p.clone()),
+                None => {
+                    failed.push((*a, "not in this node's public addresses".to_string()));
+                    None
+                }
+            })
+            .collect()
+    };
+    let mut taken = Vec::new();
+    for (addr, r) in ctx.exec.take_many(&publics).await {
+        match r {
+            Ok(_) => taken.push(addr),
+            Err(e) => failed.push((addr, e.to_string())),
+        }
+    }
+    let lease_ok = ctx.lock().membership.as_ref().is_some_and(|m| m.lease_ok);
+    if !lease_ok {
+        // The lease lapsed while taking: undo (the loop drops everything too).
+        let _ = ctx.exec.release_many(&taken).await;
+        return Err((
+            ErrorCode::Refused,
+            format!("node {}: lease lost while taking", ctx.pnn),
+        ));
+    }
+    {
+        let mut s = ctx.lock();
+        for a in &taken {
+            s.owners.insert(*a, ctx.pnn);
+        }
+    }
+    Ok(StepResult { failed })
+}
+
+fn add_ip(ctx: &Ctx, req: AddIp) -> Result<(), (ErrorCode, String)> {
+    let max = if req.addr.is_ipv4() { 32 } else { 128 };
+    if req.prefix > max || req.ifaces.is_empty() {
+        return Err((
+            ErrorCode::BadRequest,
+            format!("bad address {}/{} or no interface", req.addr, req.prefix),
+        ));
+    }
+    let mut s = ctx.lock();
+    if let Some(old) = s.publics.get(&req.addr) {
+        if old.prefix == req.prefix && old.ifaces == req.ifaces {
+            return Ok(());
+        }
+        return Err((
+            ErrorCode::Refused,
+            format!("Node {} already knows IP {} as {old}", ctx.pnn, req.addr),
+        ));
+    }
+    tracing::info!(addr = %req.addr, prefix = req.prefix, ifaces = ?req.ifaces, "addip");
+    s.publics.insert(
+        req.addr,
+        PublicAddress {
+            addr: req.addr,
+            prefix: req.prefix,
+            ifaces: req.ifaces,
+        },
+    );
+    Ok(())
+}
+
+async fn del_ip(ctx: &Ctx, addr: IpAddr) -> Result<(), (ErrorCode, String)> {
+    if ctx.lock().publics.remove(&addr).is_none() {
+        return Err((
+            ErrorCode::Refused,
+            format!("Node {} does not know about IP {addr}", ctx.pnn),
+        ));
+    }
+    tracing::info!(%addr, "delip");
+    ctx.exec
+        .release(addr)
+        .await
+        .map_err(|e| (ErrorCode::Internal, e.to_string()))
+}
+
+async fn reload_ips(ctx: &Ctx) -> Result<ReloadSummary, (ErrorCode, String)> {
+    let new = match public_addresses::load(&ctx.settings.public_addresses) {
+        Ok(v) => v,
+        Err(PublicAddressesError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Vec::new()
+        }
+        Err(e) => return Err((ErrorCode::BadRequest, e.to_string())),
+    };
+    let old: Vec<PublicAddress> = ctx.lock().publics.values().cloned().collect();
+    let d = public_addresses::diff(&old, &new);
+    {
+        let mut s = ctx.lock();
+        for p in &d.removed {
+            s.publics.remove(&p.addr);
+        }
+        for p in &d.added {
+            s.publics.insert(p.addr, p.clone());
+        }
+        for c in &d.changed {
+            s.publics.insert(c.new.addr, c.new.clone());
+        }
+    }
+    let removed: Vec<IpAddr> = d.removed.iter().map(|p| p.addr).collect();
+    if !removed.is_empty() {
+        for (addr, r) in ctx.exec.release_many(&removed).await {
+            if let Err(e) = r {
+                tracing::warn!(%addr, error = %e, "reloadips: release failed");
+            }
+        }
+    }
+    let summary = ReloadSummary {
+        added: d.added.iter().map(|p| p.addr).collect(),
+        removed,
+        changed: d.changed.iter().map(|c| c.new.addr).collect(),
+    };
+    tracing::info!(?summary, "reloadips");
+    Ok(summary)
+}
+
+async fn set_iface_link(ctx: &Ctx, req: SetIfaceLink) -> Result<(), (ErrorCode, String)> {
+    let known = ctx
+        .lock()
+        .publics
+        .values()
+        .any(|p| p.ifaces.contains(&req.iface));
+    if !known {
+        return Err((
+            ErrorCode::Refused,
+            format!("Interface {} not configured on node {}", req.iface, ctx.pnn),
+        ));
+    }
+    let state = if req.up { None } else { Some(false) };
+    ctx.exec.set_link_override(&req.iface, state).await;
+    let _ = ctx.triggers.send(Trigger::Run);
+    Ok(())
+}

@@ -1,0 +1,541 @@
+//! The node-local executor: makes this node's kernel match what the leader
+//! decided, and keeps it so. No cluster logic lives here.
+//!
+//! [`Executor`] owns, for one node (one network namespace): the rtnetlink
+//! handle, the packet senders, the ipfailover nftables table and the event
+//! hooks. It
+//!
+//! * takes a public address (add it on the first listed interface whose link
+//!   is usable, with `promote_secondaries` set first; announce it in a
+//!   background task; tickle the clients conntrackd knows; run `takeip`),
+//! * releases one (block it in nftables, reset its connections, remove it,
+//!   unblock, run `releaseip`),
+//! * moves one between interfaces of this node (`updateip`),
+//! * follows the netlink event stream: a hosted address that disappears from
+//!   the kernel is re-added and re-announced at once (self-healing); a link
+//!   that goes down moves its addresses to another listed interface that is
+//!   up, or reports [`NodeEvent::CannotHost`] so that the leader moves them
+//!   to another node,
+//! * adopts, at start, public addresses already configured in the kernel
+//!   (restart without a blip),
+//! * publishes `transport::msg::failover::HOSTED` whenever the hosted set
+//!   changes and every few seconds.
+//!
+//! Invariants: an address is in the hosted set from the moment `take` has
+//! added it until `release` has removed it; the executor never adds an
+//! address it does not host; announcements are sent only while the address
+//! is hosted and only on a link that is usable (admin up and carrier).
+//! State-changing operations (take, release, update, healing) are
+//! serialised by one operation lock, so they never interleave on one address.
+
+mod hooks;
+mod ops;
+mod plan;
+
+pub use hooks::{HookEvent, HookFailure, HookOutcome, Hooks};
+pub use plan::choose_interface;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::public_addresses::PublicAddress;
+use transport::msg::conntrack::TrackedConnection;
+
+use ops::Inner;
+
+/// Settings of the executor, from `[failover]` of ipfailover.toml.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorConfig {
+    /// Announcement rounds after a take (the first at once); at least 1.
+    pub garp_count: u32,
+    /// Time between announcement rounds.
+    pub garp_interval: Duration,
+    /// Periodic re-announcement of every hosted address; `None` = off.
+    pub garp_refresh: Option<Duration>,
+    /// Tickle ACKs sent to each client of a taken address (one per round,
+    /// capped by `garp_count` rounds).
+    pub tickle_count: u32,
+    /// Directory of event hooks; `None` runs no hooks.
+    pub hooks_dir: Option<PathBuf>,
+    /// Time limit of one hook executable.
+    pub hook_timeout: Duration,
+    /// Name of the nftables table (family inet).
+    pub nft_table: String,
+    /// Time limit of a GET_CONNECTIONS request to the local conntrackd.
+    pub conntrack_timeout: Duration,
+    /// Overall time limit of killtcp for one release.
+    pub killtcp_timeout: Duration,
+}
+
+impl ExecutorConfig {
+    /// The settings of a loaded configuration (`hooks_dir` resolved against
+    /// the configuration directory).
+    pub fn from_config(loaded: &config::Loaded) -> ExecutorConfig {
+        let f = &loaded.config.failover;
+        ExecutorConfig {
+            garp_count: f.garp_count.max(1),
+            garp_interval: Duration::from_millis(f.garp_interval_ms),
+            garp_refresh: (f.garp_refresh_s > 0).then(|| Duration::from_secs(f.garp_refresh_s)),
+            tickle_count: f.tickle_count,
+            hooks_dir: Some(loaded.resolve(&f.hooks_dir)),
+            hook_timeout: Duration::from_millis(f.hook_timeout_ms),
+            nft_table: f.nft_table.clone(),
+            conntrack_timeout: Duration::from_millis(500),
+            killtcp_timeout: Duration::from_millis(1_000),
+        }
+    }
+}
+
+impl Default for ExecutorConfig {
+    /// CTDB-like defaults: 3 announcements 1 s apart, 3 tickles, no hooks.
+    fn default() -> Self {
+        ExecutorConfig {
+            garp_count: 3,
+            garp_interval: Duration::from_millis(1_000),
+            garp_refresh: None,
+            tickle_count: 3,
+            hooks_dir: None,
+            hook_timeout: Duration::from_secs(30),
+            nft_table: "ipfailover".into(),
+            conntrack_timeout: Duration::from_millis(500),
+            killtcp_timeout: Duration::from_millis(1_000),
+        }
+    }
+}
+
+/// Errors of the executor.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The rtnetlink socket or a link query failed.
+    #[error("link: {0}")]
+    Link(#[from] netlink::link::LinkError),
+    /// Adding or removing an address failed.
+    #[error("address: {0}")]
+    Addr(#[from] netlink::addr::AddrError),
+    /// The nftables table could not be installed or updated.
+    #[error("nftables table: {0}")]
+    Nft(#[from] netlink::nft::NftError),
+    /// The netlink event stream could not be opened.
+    #[error("netlink events: {0}")]
+    Events(#[from] netlink::events::EventError),
+    /// A packet socket failed.
+    #[error("packets: {0}")]
+    Send(#[from] netlink::packet::sender::SendError),
+    /// A sock_diag request failed.
+    #[error("sock_diag: {0}")]
+    SockDiag(#[from] netlink::sockdiag::SockDiagError),
+    /// killtcp failed.
+    #[error("killtcp: {0}")]
+    KillTcp(#[from] netlink::killtcp::KillError),
+    /// None of the address's interfaces is usable (exists, admin up, carrier).
+    #[error("cannot host {addr}: none of its interfaces {ifaces:?} is up")]
+    NoUsableInterface {
+        /// The public address.
+        addr: IpAddr,
+        /// Its interfaces.
+        ifaces: Vec<String>,
+    },
+    /// `update` named an interface that is not listed for the address.
+    #[error("{iface} is not an interface of {addr}")]
+    NotListed {
+        /// The public address.
+        addr: IpAddr,
+        /// The interface asked for.
+        iface: String,
+    },
+    /// The operation needs an address this node does not host.
+    #[error("{addr} is not hosted on this node")]
+    NotHosted {
+        /// The address.
+        addr: IpAddr,
+    },
+    /// The prefix length does not fit the address.
+    #[error("bad prefix /{prefix} for {addr}")]
+    BadPrefix {
+        /// The address.
+        addr: IpAddr,
+        /// The prefix length.
+        prefix: u8,
+    },
+    /// The kernel refused to add or remove the address on this interface
+    /// (one address of a pipelined batch).
+    #[error("{op} {addr} on {iface}: {reason}")]
+    Kernel {
+        /// `add` or `remove`.
+        op: &'static str,
+        /// The address.
+        addr: IpAddr,
+        /// The interface.
+        iface: String,
+        /// The kernel's answer.
+        reason: String,
+    },
+    /// The executor's runtime is shutting down.
+    #[error("the executor has stopped")]
+    Stopped,
+}
+
+/// One address hosted on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostedAddress {
+    /// The public address, its prefix and its listed interfaces.
+    pub public: PublicAddress,
+    /// The interface it is configured on now.
+    pub iface: String,
+}
+
+/// What `take` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// The address was added on this interface.
+    Added {
+        /// The interface.
+        iface: String,
+    },
+    /// It was already hosted (redundant take): nothing changed.
+    AlreadyHosted {
+        /// The interface it is on.
+        iface: String,
+    },
+}
+
+/// What a link or address event made the executor do, for the daemon
+/// (F2): the leader must hear about `CannotHost` and `InterfacesChanged`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// The set of hosted addresses changed (after take, release, update,
+    /// drop_all, adoption).
+    HostedChanged(Vec<IpAddr>),
+    /// A listed interface went up or down: the set of addresses this node
+    /// can host may have changed (run [`Executor::can_host`] again).
+    InterfacesChanged,
+    /// A hosted address's interface went down and no other listed interface
+    /// is up: the address stays configured (on a dead link it carries no
+    /// traffic) until the leader releases it here and gives it to another
+    /// node.
+    CannotHost {
+        /// The address.
+        addr: IpAddr,
+    },
+    /// A hosted address moved to another interface of this node.
+    Moved {
+        /// The address.
+        addr: IpAddr,
+        /// Interface it was on.
+        from: String,
+        /// Interface it is on now.
+        to: String,
+    },
+    /// A hosted address vanished from the kernel and was re-added.
+    Restored {
+        /// The address.
+        addr: IpAddr,
+    },
+    /// A hook exited non-zero, was killed by a signal or timed out.
+    HookFailed(HookFailure),
+}
+
+/// One interface, for `ipfailover ifaces`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceInfo {
+    /// Its name.
+    pub name: String,
+    /// Usable: exists, admin up, carrier, and not forced down by
+    /// [`Executor::set_link_override`].
+    pub up: bool,
+    /// Hosted addresses configured on it.
+    pub references: usize,
+}
+
+/// Differences between what this node hosts and what the kernel has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Discrepancies {
+    /// Hosted here but not configured in the kernel.
+    pub missing: Vec<IpAddr>,
+    /// Public addresses configured in the kernel that this node does not
+    /// host.
+    pub unexpected: Vec<IpAddr>,
+}
+
+/// Status of the executor, for `ipfailover status` style reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Hosted addresses, sorted.
+    pub hosted: Vec<HostedAddress>,
+    /// The last failures of hooks (most recent last, at most 16).
+    pub hook_failures: Vec<HookFailure>,
+}
+
+/// The node-local executor (see the module docs). Cheap to clone: clones
+/// share one executor. Create it inside the node's network namespace, in a
+/// tokio runtime.
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    /// Opens the netlink handle, installs the nftables table (empty sets;
+    /// a block left by a crashed release is lifted), subscribes to link and
+    /// address events and spawns the monitor task (self-healing, link
+    /// changes, a resync every few seconds, periodic re-announcement) and,
+    /// when `client` is given, the HOSTED publisher. Events for the daemon
+    /// come out of the returned receiver.
+    ///
+    /// `client` is also used for GET_CONNECTIONS to the local conntrackd;
+    /// without it no clients are tickled from conntrackd's list.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Link`], [`NodeError::Nft`], [`NodeError::Events`],
+    /// [`NodeError::Send`] when a socket cannot be opened (not root, no
+    /// tokio runtime).
+    pub async fn start(
+        config: ExecutorConfig,
+        client: Option<transport::client::Client>,
+    ) -> Result<(Executor, mpsc::UnboundedReceiver<NodeEvent>), NodeError> {
+        let (inner, rx) = Inner::start(config, client).await?;
+        Ok((Executor { inner }, rx))
+    }
+
+    /// Adopts the addresses of `known` (this node's public_addresses) that
+    /// are already configured in the kernel on one of their listed
+    /// interfaces: they become hosted without being removed or re-added
+    /// (restart without a blip), `promote_secondaries` is set on their
+    /// interface and they are added to the tracked nftables set. Nothing is
+    /// announced. Returns the adopted addresses.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Addr`] / [`NodeError::Link`] when the kernel's
+    /// addresses or links cannot be listed.
+    pub async fn adopt(&self, known: &[PublicAddress]) -> Result<Vec<IpAddr>, NodeError> {
+        self.inner.adopt(known).await
+    }
+
+    /// Takes one public address: see [`Executor::take_many`]. A redundant
+    /// take of an address already hosted is a success
+    /// ([`Taken::AlreadyHosted`]).
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::NoUsableInterface`], [`NodeError::BadPrefix`],
+    /// [`NodeError::Kernel`] when the kernel refuses the address.
+    pub async fn take(&self, public: &PublicAddress) -> Result<Taken, NodeError> {
+        let mut r = self.inner.take_many(std::slice::from_ref(public)).await;
+        match r.pop() {
+            Some((_, result)) => result,
+            None => unreachable!("take_many answers once per address"),
+        }
+    }
+
+    /// Takes several addresses at once (a takeover run): chooses each one's
+    /// interface (first listed usable), sets `promote_secondaries`, adds
+    /// them all (pipelined netlink), starts their announcements
+    /// (`garp_count` rounds `garp_interval` apart, in background tasks
+    /// cancelled on release; the first round at once; a round is skipped
+    /// while the link is down), asks conntrackd for their clients and
+    /// tickles them (one tickle per round, `tickle_count` rounds), then
+    /// runs the `takeip IFACE ADDRESS PREFIX` hooks. The address answers
+    /// before the hooks run. One result per address, in order.
+    pub async fn take_many(
+        &self,
+        publics: &[PublicAddress],
+    ) -> Vec<(IpAddr, Result<Taken, NodeError>)> {
+        self.inner.take_many(publics).await
+    }
+
+    /// Releases one address: see [`Executor::release_many`]. Releasing an
+    /// address that is not hosted (and not in the kernel) is a success.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Kernel`] when the kernel refuses the removal.
+    pub async fn release(&self, addr: IpAddr) -> Result<(), NodeError> {
+        let mut r = self.inner.release_many(&[addr], true).await;
+        match r.pop() {
+            Some((_, result)) => result,
+            None => unreachable!("release_many answers once per address"),
+        }
+    }
+
+    /// Releases several addresses: stops their announcements, adds them to
+    /// the nftables blocked set, resets their established connections
+    /// (sock_diag destroy of the local sockets, which resets the clients
+    /// too; killtcp, bounded by `killtcp_timeout`, of the other clients
+    /// conntrackd lists for them), removes them, unblocks them, then runs
+    /// the `releaseip IFACE ADDRESS PREFIX` hooks. An address in the kernel
+    /// that is not hosted (a leftover) is removed too, from whichever
+    /// interface carries it. One result per address, in order.
+    pub async fn release_many(&self, addrs: &[IpAddr]) -> Vec<(IpAddr, Result<(), NodeError>)> {
+        self.inner.release_many(addrs, true).await
+    }
+
+    /// Moves a hosted address to `new_iface` (one of its listed interfaces):
+    /// adds it there, removes it from the old one, announces it and tickles
+    /// its clients, runs `updateip OLDIFACE NEWIFACE ADDRESS PREFIX`. Moving
+    /// to the interface it is on is a no-op.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::NotHosted`], [`NodeError::NotListed`],
+    /// [`NodeError::Addr`].
+    pub async fn update(&self, addr: IpAddr, new_iface: &str) -> Result<(), NodeError> {
+        self.inner.update(addr, new_iface).await
+    }
+
+    /// Releases every hosted address at once (lease lost, shutdown): the
+    /// fast path — block, destroy local sockets, remove all addresses in
+    /// one pipelined request per interface, unblock, then the `releaseip`
+    /// hooks (no killtcp of conntrackd's other clients: it could take
+    /// seconds). Returns the number of addresses released.
+    ///
+    /// # Errors
+    ///
+    /// The first error met; the other addresses are still removed.
+    pub async fn drop_all(&self) -> Result<usize, NodeError> {
+        let all: Vec<IpAddr> = self.inner.hosted_ips();
+        let results = self.inner.release_many(&all, false).await;
+        let mut count = 0;
+        let mut first = None;
+        for (_, r) in results {
+            match r {
+                Ok(()) => count += 1,
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        match first {
+            Some(e) => Err(e),
+            None => Ok(count),
+        }
+    }
+
+    /// The addresses hosted now, sorted.
+    pub fn hosted(&self) -> Vec<HostedAddress> {
+        self.inner.hosted()
+    }
+
+    /// A watch of the hosted addresses (sorted), updated on every change.
+    pub fn watch_hosted(&self) -> watch::Receiver<Vec<IpAddr>> {
+        self.inner.hosted_tx.subscribe()
+    }
+
+    /// The interface `public` would be added on now (first listed usable
+    /// one), `None` when this node cannot host it. The leader counts an
+    /// address as available on this node only when this is `Some`.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Link`] when the link query fails.
+    pub async fn can_host(&self, public: &PublicAddress) -> Result<Option<String>, NodeError> {
+        let usable = self.inner.usable_map().await?;
+        Ok(
+            choose_interface(&public.ifaces, |i| usable.get(i).copied().unwrap_or(false))
+                .map(str::to_owned),
+        )
+    }
+
+    /// The state of these interfaces (for `ipfailover ifaces`); a missing
+    /// interface is reported down.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Link`] when the links cannot be listed.
+    pub async fn interfaces(&self, names: &[String]) -> Result<Vec<InterfaceInfo>, NodeError> {
+        let usable = self.inner.usable_map().await?;
+        let hosted = self.inner.hosted();
+        Ok(names
+            .iter()
+            .map(|n| InterfaceInfo {
+                name: n.clone(),
+                up: usable.get(n).copied().unwrap_or(false),
+                references: hosted.iter().filter(|h| &h.iface == n).count(),
+            })
+            .collect())
+    }
+
+    /// CTDB's `setifacelink`: `Some(false)` makes the executor treat the
+    /// interface as down whatever the kernel says (its hosted addresses are
+    /// moved to another listed interface or reported
+    /// [`NodeEvent::CannotHost`]), `Some(true)` or `None` clears that and
+    /// follows the kernel again.
+    pub async fn set_link_override(&self, iface: &str, up: Option<bool>) {
+        self.inner.set_link_override(iface, up);
+        self.inner.on_link(iface).await;
+    }
+
+    /// Sends one announcement round for a hosted address now (`gratarp`).
+    /// Returns the frames sent (0 when its link is down).
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::NotHosted`], [`NodeError::Send`].
+    pub async fn announce(&self, addr: IpAddr) -> Result<usize, NodeError> {
+        self.inner.announce_once(addr).await
+    }
+
+    /// Sends one tickle ACK per connection, from the server end to the
+    /// client (`ipfailover tickle`). Returns how many were sent.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Send`] when the raw socket fails.
+    pub async fn tickle(&self, connections: &[TrackedConnection]) -> Result<usize, NodeError> {
+        self.inner.tickle(connections).await
+    }
+
+    /// Resets connections with killtcp (`ipfailover killtcp`): both ends,
+    /// through the interface of the hosted server address. Returns how many
+    /// were reset.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::NotHosted`] when a server address is not hosted here,
+    /// [`NodeError::KillTcp`].
+    pub async fn killtcp(&self, connections: &[TrackedConnection]) -> Result<usize, NodeError> {
+        self.inner.killtcp(connections).await
+    }
+
+    /// Runs the `ipreallocated` hooks (after a takeover run); failures are
+    /// also recorded in the status and reported as events.
+    pub async fn ipreallocated(&self) -> HookOutcome {
+        self.inner.run_hooks(HookEvent::IpReallocated).await
+    }
+
+    /// Compares the hosted set with the kernel: hosted but missing, and
+    /// addresses of `known` configured in the kernel but not hosted.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Addr`] / [`NodeError::Link`] when the kernel's
+    /// addresses or links cannot be listed.
+    pub async fn check(&self, known: &[PublicAddress]) -> Result<Discrepancies, NodeError> {
+        self.inner.check(known).await
+    }
+
+    /// Hosted addresses and recent hook failures.
+    pub fn status(&self) -> NodeStatus {
+        self.inner.status()
+    }
+
+    /// Stops the background tasks (monitor, announcements, publisher).
+    /// Addresses stay configured: call [`Executor::drop_all`] first to
+    /// release them.
+    pub fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+}

@@ -1,0 +1,1081 @@
+//! The executor's internals: its shared state, the take/release/update
+//! operations and the background tasks (monitor, announcers, publisher).
+//!
+//! Locking: `op` (async) serialises every operation that changes the kernel
+//! (take, release, update, healing, link moves); `state` (sync) is held only
+//! for short reads and writes, never across an `.await`.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use netlink::addr::IpPrefix;
+use netlink::events::{Event, Events};
+use netlink::killtcp::KillTcp;
+use netlink::link::{self as nllink, Netlink};
+use netlink::nft::{NftSet, NftTable};
+use netlink::packet::sender::{FrameSender, SegmentSender};
+use netlink::packet::TcpSegment;
+use netlink::sockdiag::{canonical, Connection, SockDiag};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use transport::client::Client;
+use transport::msg::conntrack::{GetConnections, TrackedConnection, GET_CONNECTIONS};
+use transport::msg::failover::{Hosted, HOSTED};
+use transport::proto::service::CONNTRACKD;
+use transport::proto::{Address, BROADCAST_SERVICE, LOCAL};
+
+use super::hooks::{HookEvent, HookOutcome, Hooks};
+use super::plan::choose_interface;
+use super::{
+    Discrepancies, ExecutorConfig, HostedAddress, NodeError, NodeEvent, NodeStatus, Taken,
+};
+use crate::public_addresses::PublicAddress;
+
+/// Hook failures kept for the status.
+const MAX_HOOK_FAILURES: usize = 16;
+/// Interval of the HOSTED re-publication and of the kernel resync.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Default)]
+struct State {
+    hosted: BTreeMap<IpAddr, HostedAddress>,
+    announcers: HashMap<IpAddr, JoinHandle<()>>,
+    link_override: HashMap<String, bool>,
+    hook_failures: VecDeque<super::HookFailure>,
+    /// Addresses already reported as CannotHost (reported once per loss).
+    cannot_host: HashSet<IpAddr>,
+}
+
+pub(super) struct Inner {
+    config: ExecutorConfig,
+    nl: Netlink,
+    nft: NftTable,
+    segments: Arc<SegmentSender>,
+    state: Mutex<State>,
+    op: tokio::sync::Mutex<()>,
+    pub(super) hosted_tx: watch::Sender<Vec<IpAddr>>,
+    events: mpsc::UnboundedSender<NodeEvent>,
+    client: Option<Client>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    hooks_tx: mpsc::UnboundedSender<HookJob>,
+    /// A coalesced reconcile is queued and has not started yet.
+    reconcile_pending: AtomicBool,
+}
+
+/// One event for the hook runner, and who waits for its outcome.
+type HookJob = (HookEvent, oneshot::Sender<HookOutcome>);
+
+/// Waits for queued hooks (an empty outcome if the runner has stopped).
+async fn wait_hooks(waits: Vec<oneshot::Receiver<HookOutcome>>) {
+    for w in waits {
+        let _ = w.await;
+    }
+}
+
+/// The addresses of `prefixes` that are on `iface` now, for sorting out
+/// which members of a failed pipelined batch went through.
+async fn present_on(nl: &Netlink, iface: &str) -> HashSet<IpAddr> {
+    match nl.addresses(iface).await {
+        Ok(list) => list.into_iter().map(|p| p.addr()).collect(),
+        Err(e) => {
+            tracing::debug!(%iface, error = %e, "cannot list addresses");
+            HashSet::new()
+        }
+    }
+}
+
+fn prefix_of(p: &PublicAddress) -> Result<IpPrefix, NodeError> {
+    IpPrefix::new(p.addr, p.prefix).map_err(|_| NodeError::BadPrefix {
+        addr: p.addr,
+        prefix: p.prefix,
+    })
+}
+
+/// Runs a future that is not `Send` on a blocking thread of the current
+/// runtime and waits for it. netlink's `SegmentSender::send` and
+/// `KillTcp::execute` keep raw pointers (iovec, mmsghdr) across an `.await`,
+/// so their futures cannot be spawned or held by a spawned task. The thread
+/// is created by the runtime's own threads, so it shares their network
+/// namespace. `None` when the thread panicked or the runtime is shutting down.
+async fn run_unsend<F, Fut, T>(make: F) -> Option<T>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(make()))
+        .await
+        .ok()
+}
+
+/// Sends segments through the shared raw sockets (see [`run_unsend`]).
+async fn send_segments(
+    sender: &Arc<SegmentSender>,
+    segments: Vec<TcpSegment>,
+) -> Result<netlink::packet::sender::SendStats, NodeError> {
+    let sender = Arc::clone(sender);
+    match run_unsend(move || async move { sender.send(&segments).await }).await {
+        Some(r) => Ok(r?),
+        None => Err(NodeError::Stopped),
+    }
+}
+
+/// killtcp on one interface (see [`run_unsend`]).
+async fn kill_connections(
+    kill: KillTcp,
+    conns: Vec<Connection>,
+) -> Result<netlink::killtcp::KillReport, NodeError> {
+    match run_unsend(move || async move { kill.execute(&conns).await }).await {
+        Some(r) => Ok(r?),
+        None => Err(NodeError::Stopped),
+    }
+}
+
+fn set_promote(iface: &str) {
+    if let Err(e) = nllink::set_promote_secondaries(iface) {
+        tracing::warn!(%iface, error = %e, "cannot set promote_secondaries: removing the primary address of a subnet would remove its secondaries");
+    }
+}
+
+impl Inner {
+    pub(super) async fn start(
+        config: ExecutorConfig,
+        client: Option<Client>,
+    ) -> Result<(Arc<Inner>, mpsc::UnboundedReceiver<NodeEvent>), NodeError> {
+        let nl = Netlink::new()?;
+        let nft = NftTable::new(&config.nft_table)?;
+        nft.install().execute().await?;
+        let events_stream = Events::subscribe()?;
+        let segments = Arc::new(SegmentSender::open()?);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (hosted_tx, _) = watch::channel(Vec::new());
+        let (hooks_tx, hooks_rx) = mpsc::unbounded_channel();
+        let hooks = Hooks::new(config.hooks_dir.clone(), config.hook_timeout);
+        let inner = Arc::new(Inner {
+            hooks_tx,
+            reconcile_pending: AtomicBool::new(false),
+            config,
+            nl,
+            nft,
+            segments,
+            state: Mutex::new(State::default()),
+            op: tokio::sync::Mutex::new(()),
+            hosted_tx,
+            events: tx,
+            client,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let weak = Arc::downgrade(&inner);
+        let mut tasks = vec![
+            tokio::spawn(monitor(weak.clone(), events_stream)),
+            tokio::spawn(hook_runner(weak.clone(), hooks, hooks_rx)),
+        ];
+        if let Some(client) = &inner.client {
+            tasks.push(tokio::spawn(publish_hosted(
+                client.clone(),
+                inner.hosted_tx.subscribe(),
+            )));
+        }
+        if let Some(every) = inner.config.garp_refresh {
+            tasks.push(tokio::spawn(refresh(weak, every)));
+        }
+        *inner.tasks.lock().unwrap_or_else(PoisonError::into_inner) = tasks;
+        Ok((inner, rx))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn emit(&self, ev: NodeEvent) {
+        // The daemon may not listen (tests); that is fine.
+        let _ = self.events.send(ev);
+    }
+
+    fn publish(&self) {
+        let ips = self.hosted_ips();
+        self.hosted_tx.send_replace(ips.clone());
+        self.emit(NodeEvent::HostedChanged(ips));
+    }
+
+    pub(super) fn hosted_ips(&self) -> Vec<IpAddr> {
+        self.lock().hosted.keys().copied().collect()
+    }
+
+    pub(super) fn hosted(&self) -> Vec<HostedAddress> {
+        self.lock().hosted.values().cloned().collect()
+    }
+
+    pub(super) fn status(&self) -> NodeStatus {
+        let st = self.lock();
+        NodeStatus {
+            hosted: st.hosted.values().cloned().collect(),
+            hook_failures: st.hook_failures.iter().cloned().collect(),
+        }
+    }
+
+    pub(super) fn set_link_override(&self, iface: &str, up: Option<bool>) {
+        let mut st = self.lock();
+        match up {
+            Some(false) => st.link_override.insert(iface.to_owned(), false),
+            _ => st.link_override.remove(iface),
+        };
+    }
+
+    pub(super) fn shutdown(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            t.abort();
+        }
+        for (_, t) in self.lock().announcers.drain() {
+            t.abort();
+        }
+    }
+
+    /// Interface name → usable (admin up, carrier, not forced down).
+    pub(super) async fn usable_map(&self) -> Result<HashMap<String, bool>, NodeError> {
+        let links = self.nl.links().await?;
+        let st = self.lock();
+        Ok(links
+            .into_iter()
+            .map(|l| {
+                let forced_down = st.link_override.get(&l.name) == Some(&false);
+                let up = l.is_usable() && !forced_down;
+                (l.name, up)
+            })
+            .collect())
+    }
+
+    async fn link_usable(&self, iface: &str) -> bool {
+        if self.lock().link_override.get(iface) == Some(&false) {
+            return false;
+        }
+        match self.nl.link(iface).await {
+            Ok(l) => l.is_usable(),
+            Err(_) => false,
+        }
+    }
+
+    /// Queues the hooks of `ev` behind those of earlier operations (so
+    /// they run in the order of the operations, outside the operation
+    /// lock); the receiver gets the outcome.
+    fn queue_hook(&self, ev: HookEvent) -> oneshot::Receiver<HookOutcome> {
+        let (tx, rx) = oneshot::channel();
+        // A send error means the runner has stopped (shutdown): the
+        // receiver then reports an empty outcome.
+        let _ = self.hooks_tx.send((ev, tx));
+        rx
+    }
+
+    /// Runs the hooks of `ev` in turn and waits for them.
+    pub(super) async fn run_hooks(&self, ev: HookEvent) -> HookOutcome {
+        self.queue_hook(ev).await.unwrap_or_default()
+    }
+
+    fn record(&self, outcome: &HookOutcome) {
+        if !outcome.failures.is_empty() {
+            let mut st = self.lock();
+            for f in &outcome.failures {
+                if st.hook_failures.len() == MAX_HOOK_FAILURES {
+                    st.hook_failures.pop_front();
+                }
+                st.hook_failures.push_back(f.clone());
+            }
+            drop(st);
+            for f in &outcome.failures {
+                self.emit(NodeEvent::HookFailed(f.clone()));
+            }
+        }
+    }
+
+    /// Starts (replacing any running one) the announcement task of `addr`.
+    fn spawn_announcer(self: &Arc<Self>, addr: IpAddr, iface: &str, rounds: u32, tickle: bool) {
+        let task = tokio::spawn(announce_rounds(
+            Arc::downgrade(self),
+            addr,
+            iface.to_owned(),
+            rounds,
+            tickle,
+        ));
+        if let Some(old) = self.lock().announcers.insert(addr, task) {
+            old.abort();
+        }
+    }
+
+    fn stop_announcer(&self, addr: IpAddr) {
+        if let Some(t) = self.lock().announcers.remove(&addr) {
+            t.abort();
+        }
+    }
+
+    /// The connections conntrackd tracks for `addr` (empty on any failure:
+    /// logged, and the take goes on).
+    async fn tracked(&self, addr: IpAddr) -> Vec<TrackedConnection> {
+        let Some(client) = &self.client else {
+            return Vec::new();
+        };
+        let req = GetConnections {
+            address: addr,
+            port: None,
+        };
+        let r: Result<Vec<TrackedConnection>, _> = client
+            .request(
+                Address::new(LOCAL, CONNTRACKD),
+                GET_CONNECTIONS,
+                &req,
+                self.config.conntrack_timeout,
+            )
+            .await;
+        match r {
+            Ok(list) => list
+                .into_iter()
+                .filter(|c| canonical(c.server.ip()) == canonical(addr))
+                .collect(),
+            Err(e) => {
+                tracing::info!(%addr, error = %e, "no connection list from conntrackd; its clients are not tickled");
+                Vec::new()
+            }
+        }
+    }
+
+    pub(super) async fn adopt(
+        self: &Arc<Self>,
+        known: &[PublicAddress],
+    ) -> Result<Vec<IpAddr>, NodeError> {
+        let _op = self.op.lock().await;
+        let links = self.nl.links().await?;
+        let names: HashMap<u32, String> = links.into_iter().map(|l| (l.index, l.name)).collect();
+        let present = self.nl.all_addresses().await?;
+        let mut adopted = Vec::new();
+        for p in known {
+            let found = present.iter().find_map(|(index, prefix)| {
+                let name = names.get(index)?;
+                (prefix.addr() == p.addr && p.ifaces.contains(name)).then(|| name.clone())
+            });
+            let Some(iface) = found else { continue };
+            if p.addr.is_ipv4() {
+                set_promote(&iface);
+            }
+            let mut st = self.lock();
+            if st.hosted.contains_key(&p.addr) {
+                continue;
+            }
+            st.hosted.insert(
+                p.addr,
+                HostedAddress {
+                    public: p.clone(),
+                    iface: iface.clone(),
+                },
+            );
+            drop(st);
+            tracing::info!(addr = %p.addr, %iface, "adopted an address already configured");
+            adopted.push(p.addr);
+        }
+        if !adopted.is_empty() {
+            if let Err(e) = self
+                .nft
+                .update()
+                .add(NftSet::Tracked, &adopted)
+                .execute()
+                .await
+            {
+                tracing::warn!(error = %e, "cannot add adopted addresses to the tracked set");
+            }
+            self.publish();
+        }
+        Ok(adopted)
+    }
+
+    pub(super) async fn take_many(
+        self: &Arc<Self>,
+        publics: &[PublicAddress],
+    ) -> Vec<(IpAddr, Result<Taken, NodeError>)> {
+        let (results, waits) = {
+            let _op = self.op.lock().await;
+            self.take_locked(publics).await
+        };
+        wait_hooks(waits).await;
+        results
+    }
+
+    async fn take_locked(
+        self: &Arc<Self>,
+        publics: &[PublicAddress],
+    ) -> (
+        Vec<(IpAddr, Result<Taken, NodeError>)>,
+        Vec<oneshot::Receiver<HookOutcome>>,
+    ) {
+        let mut waits = Vec::new();
+        let mut results: Vec<Option<Result<Taken, NodeError>>> =
+            publics.iter().map(|_| None).collect();
+        let usable = match self.usable_map().await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list links");
+                HashMap::new()
+            }
+        };
+        // Interface → (index into publics, prefix).
+        let mut by_iface: BTreeMap<String, Vec<(usize, IpPrefix)>> = BTreeMap::new();
+        {
+            let st = self.lock();
+            for (i, p) in publics.iter().enumerate() {
+                if let Some(h) = st.hosted.get(&p.addr) {
+                    results[i] = Some(Ok(Taken::AlreadyHosted {
+                        iface: h.iface.clone(),
+                    }));
+                    continue;
+                }
+                let prefix = match prefix_of(p) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        results[i] = Some(Err(e));
+                        continue;
+                    }
+                };
+                match choose_interface(&p.ifaces, |n| usable.get(n).copied().unwrap_or(false)) {
+                    Some(iface) => by_iface
+                        .entry(iface.to_owned())
+                        .or_default()
+                        .push((i, prefix)),
+                    None => {
+                        results[i] = Some(Err(NodeError::NoUsableInterface {
+                            addr: p.addr,
+                            ifaces: p.ifaces.clone(),
+                        }))
+                    }
+                }
+            }
+        }
+        let mut added: Vec<(usize, String)> = Vec::new();
+        for (iface, items) in &by_iface {
+            if items.iter().any(|(_, p)| p.addr().is_ipv4()) {
+                set_promote(iface);
+            }
+            let r = self
+                .nl
+                .add_addresses(iface, items.iter().map(|(_, p)| *p))
+                .execute()
+                .await;
+            match r {
+                Ok(()) => added.extend(items.iter().map(|(i, _)| (*i, iface.clone()))),
+                Err(e) => {
+                    let reason = e.to_string();
+                    let present = present_on(&self.nl, iface).await;
+                    for (i, p) in items {
+                        if present.contains(&p.addr()) {
+                            added.push((*i, iface.clone()));
+                        } else {
+                            results[*i] = Some(Err(NodeError::Kernel {
+                                op: "add",
+                                addr: p.addr(),
+                                iface: iface.clone(),
+                                reason: reason.clone(),
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+        if !added.is_empty() {
+            let ips: Vec<IpAddr> = added.iter().map(|(i, _)| publics[*i].addr).collect();
+            {
+                let mut st = self.lock();
+                for (i, iface) in &added {
+                    let p = &publics[*i];
+                    st.cannot_host.remove(&p.addr);
+                    st.hosted.insert(
+                        p.addr,
+                        HostedAddress {
+                            public: p.clone(),
+                            iface: iface.clone(),
+                        },
+                    );
+                }
+            }
+            for (i, iface) in &added {
+                let rounds = self.config.garp_count;
+                self.spawn_announcer(publics[*i].addr, iface, rounds, true);
+                results[*i] = Some(Ok(Taken::Added {
+                    iface: iface.clone(),
+                }));
+            }
+            self.publish();
+            if let Err(e) = self.nft.update().add(NftSet::Tracked, &ips).execute().await {
+                tracing::warn!(error = %e, "cannot add taken addresses to the tracked set");
+            }
+            tracing::info!(count = ips.len(), "took addresses: {ips:?}");
+            for (i, iface) in &added {
+                let p = &publics[*i];
+                waits.push(self.queue_hook(HookEvent::TakeIp {
+                    iface: iface.clone(),
+                    addr: p.addr,
+                    prefix: p.prefix,
+                }));
+            }
+        }
+        let results = publics
+            .iter()
+            .zip(results)
+            .map(|(p, r)| {
+                let r = r.unwrap_or(Err(NodeError::NoUsableInterface {
+                    addr: p.addr,
+                    ifaces: p.ifaces.clone(),
+                }));
+                (p.addr, r)
+            })
+            .collect();
+        (results, waits)
+    }
+
+    /// Resets the connections of `ips` (configured, blocked): local sockets
+    /// through sock_diag destroy; when `thorough`, also conntrackd's other
+    /// clients through killtcp.
+    async fn reset_connections(&self, targets: &[(IpAddr, String, u8)], thorough: bool) {
+        let ips: Vec<IpAddr> = targets.iter().map(|(a, _, _)| *a).collect();
+        let mut local: HashSet<(SocketAddr, SocketAddr)> = HashSet::new();
+        match SockDiag::new() {
+            Ok(mut diag) => match diag.established(&ips).execute().await {
+                Ok(conns) => {
+                    local.extend(conns.iter().map(|c| (c.local, c.remote)));
+                    if !conns.is_empty() {
+                        match diag.destroy(&conns).execute().await {
+                            Ok(r) => tracing::info!(
+                                destroyed = r.destroyed.len(),
+                                gone = r.missing.len(),
+                                "reset local connections of released addresses"
+                            ),
+                            Err(e) => tracing::warn!(error = %e, "sock_diag destroy failed"),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "sock_diag dump failed"),
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot open sock_diag"),
+        }
+        if !thorough || self.client.is_none() {
+            return;
+        }
+        let mut by_iface: BTreeMap<String, Vec<Connection>> = BTreeMap::new();
+        let lists =
+            futures::future::join_all(targets.iter().map(|(a, _, _)| self.tracked(*a))).await;
+        for ((_, iface, _), list) in targets.iter().zip(lists) {
+            for c in list {
+                let conn = Connection {
+                    local: c.server,
+                    remote: c.client,
+                };
+                if !local.contains(&(conn.local, conn.remote)) {
+                    by_iface.entry(iface.clone()).or_default().push(conn);
+                }
+            }
+        }
+        let kills = by_iface.into_iter().map(|(iface, conns)| async move {
+            let kill = KillTcp::new(&iface).timeout(self.config.killtcp_timeout);
+            let r = kill_connections(kill, conns).await;
+            match r {
+                Ok(rep) => tracing::info!(%iface, killed = rep.killed.len(), remaining = rep.remaining.len(), "killtcp"),
+                Err(e) => tracing::warn!(%iface, error = %e, "killtcp failed"),
+            }
+        });
+        futures::future::join_all(kills).await;
+    }
+
+    pub(super) async fn release_many(
+        self: &Arc<Self>,
+        addrs: &[IpAddr],
+        thorough: bool,
+    ) -> Vec<(IpAddr, Result<(), NodeError>)> {
+        // Phase 1, under the operation lock: forget, block.
+        let op = self.op.lock().await;
+        // (address, interface, prefix length) of everything to remove.
+        let mut targets: Vec<(IpAddr, String, u8)> = Vec::new();
+        let mut removed_hosted = false;
+        let mut unknown: Vec<IpAddr> = Vec::new();
+        {
+            let mut st = self.lock();
+            for a in addrs {
+                if let Some(h) = st.hosted.remove(a) {
+                    targets.push((*a, h.iface, h.public.prefix));
+                    st.cannot_host.remove(a);
+                    removed_hosted = true;
+                    if let Some(t) = st.announcers.remove(a) {
+                        t.abort();
+                    }
+                } else {
+                    unknown.push(*a);
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            // Leftovers: configured in the kernel but not hosted.
+            if let (Ok(links), Ok(present)) = (self.nl.links().await, self.nl.all_addresses().await)
+            {
+                let names: HashMap<u32, String> =
+                    links.into_iter().map(|l| (l.index, l.name)).collect();
+                for (index, prefix) in present {
+                    if unknown.contains(&prefix.addr()) {
+                        if let Some(name) = names.get(&index) {
+                            targets.push((prefix.addr(), name.clone(), prefix.len()));
+                        }
+                    }
+                }
+            }
+        }
+        if removed_hosted {
+            self.publish();
+        }
+        let mut failed: HashMap<IpAddr, NodeError> = HashMap::new();
+        let mut waits = Vec::new();
+        if !targets.is_empty() {
+            let ips: Vec<IpAddr> = targets.iter().map(|(a, _, _)| *a).collect();
+            if let Err(e) = self.nft.update().add(NftSet::Blocked, &ips).execute().await {
+                tracing::warn!(error = %e, "cannot block released addresses");
+            }
+            // Phase 2, unlocked (killtcp may take a while; drop_all must not
+            // wait for it): reset the connections while the addresses are
+            // still configured.
+            drop(op);
+            self.reset_connections(&targets, thorough).await;
+            // Phase 3: remove, unless taken again in between.
+            let _op = self.op.lock().await;
+            {
+                let st = self.lock();
+                targets.retain(|(a, _, _)| !st.hosted.contains_key(a));
+            }
+            let mut by_iface: BTreeMap<&str, Vec<IpPrefix>> = BTreeMap::new();
+            for (a, iface, len) in &targets {
+                if let Ok(p) = IpPrefix::new(*a, *len) {
+                    by_iface.entry(iface).or_default().push(p);
+                }
+            }
+            for (iface, prefixes) in by_iface {
+                if let Err(e) = self
+                    .nl
+                    .del_addresses(iface, prefixes.iter().copied())
+                    .execute()
+                    .await
+                {
+                    let reason = e.to_string();
+                    let present = present_on(&self.nl, iface).await;
+                    for p in &prefixes {
+                        if present.contains(&p.addr()) {
+                            failed.insert(
+                                p.addr(),
+                                NodeError::Kernel {
+                                    op: "remove",
+                                    addr: p.addr(),
+                                    iface: iface.to_owned(),
+                                    reason: reason.clone(),
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+            if let Err(e) = self
+                .nft
+                .update()
+                .remove(NftSet::Blocked, &ips)
+                .remove(NftSet::Tracked, &ips)
+                .execute()
+                .await
+            {
+                tracing::warn!(error = %e, "cannot unblock released addresses");
+            }
+            tracing::info!(count = ips.len(), "released addresses: {ips:?}");
+            for (a, iface, len) in &targets {
+                if !failed.contains_key(a) {
+                    waits.push(self.queue_hook(HookEvent::ReleaseIp {
+                        iface: iface.clone(),
+                        addr: *a,
+                        prefix: *len,
+                    }));
+                }
+            }
+        }
+        wait_hooks(waits).await;
+        addrs
+            .iter()
+            .map(|a| match failed.remove(a) {
+                Some(e) => (*a, Err(e)),
+                None => (*a, Ok(())),
+            })
+            .collect()
+    }
+
+    pub(super) async fn update(
+        self: &Arc<Self>,
+        addr: IpAddr,
+        new_iface: &str,
+    ) -> Result<(), NodeError> {
+        let wait = {
+            let _op = self.op.lock().await;
+            self.move_locked(addr, new_iface).await?
+        };
+        wait_hooks(wait.into_iter().collect()).await;
+        Ok(())
+    }
+
+    /// Moves a hosted address; the caller holds `op`. Returns the queued
+    /// updateip hooks (`None` when nothing moved).
+    async fn move_locked(
+        self: &Arc<Self>,
+        addr: IpAddr,
+        new_iface: &str,
+    ) -> Result<Option<oneshot::Receiver<HookOutcome>>, NodeError> {
+        let h = self
+            .lock()
+            .hosted
+            .get(&addr)
+            .cloned()
+            .ok_or(NodeError::NotHosted { addr })?;
+        if !h.public.ifaces.iter().any(|i| i == new_iface) {
+            return Err(NodeError::NotListed {
+                addr,
+                iface: new_iface.to_owned(),
+            });
+        }
+        if h.iface == new_iface {
+            return Ok(None);
+        }
+        let prefix = prefix_of(&h.public)?;
+        if addr.is_ipv4() {
+            set_promote(new_iface);
+        }
+        self.nl.add_address(new_iface, prefix).execute().await?;
+        self.stop_announcer(addr);
+        if let Some(e) = self.lock().hosted.get_mut(&addr) {
+            e.iface = new_iface.to_owned();
+        }
+        if let Err(e) = self.nl.del_address(&h.iface, prefix).execute().await {
+            // The old link may be gone with its addresses.
+            tracing::info!(%addr, iface = %h.iface, error = %e, "cannot remove from the old interface");
+        }
+        self.spawn_announcer(addr, new_iface, self.config.garp_count, true);
+        tracing::info!(%addr, from = %h.iface, to = %new_iface, "moved between interfaces");
+        self.emit(NodeEvent::Moved {
+            addr,
+            from: h.iface.clone(),
+            to: new_iface.to_owned(),
+        });
+        Ok(Some(self.queue_hook(HookEvent::UpdateIp {
+            old_iface: h.iface,
+            new_iface: new_iface.to_owned(),
+            addr,
+            prefix: h.public.prefix,
+        })))
+    }
+
+    /// Makes the kernel match the hosted set again: every hosted address
+    /// whose interface is not usable moves to a usable listed one (or is
+    /// reported CannotHost); every hosted address missing from its usable
+    /// interface is re-added and re-announced. `announce_on` re-announces
+    /// the addresses of that interface (it has just come up).
+    async fn reconcile(self: &Arc<Self>, announce_on: Option<&str>) {
+        let _op = self.op.lock().await;
+        // Events from now on need another pass.
+        self.reconcile_pending.store(false, Ordering::Release);
+        let usable = match self.usable_map().await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list links");
+                return;
+            }
+        };
+        let (Ok(links), Ok(present)) = (self.nl.links().await, self.nl.all_addresses().await)
+        else {
+            return;
+        };
+        let names: HashMap<u32, String> = links.into_iter().map(|l| (l.index, l.name)).collect();
+        let present: HashSet<(String, IpAddr)> = present
+            .into_iter()
+            .filter_map(|(i, p)| Some((names.get(&i)?.clone(), p.addr())))
+            .collect();
+        let is_up = |n: &str| usable.get(n).copied().unwrap_or(false);
+        for h in self.hosted() {
+            let addr = h.public.addr;
+            if !is_up(&h.iface) {
+                match choose_interface(&h.public.ifaces, is_up) {
+                    Some(to) => {
+                        let to = to.to_owned();
+                        if let Err(e) = self.move_locked(addr, &to).await {
+                            tracing::warn!(%addr, to = %to, error = %e, "cannot move to another interface");
+                        }
+                    }
+                    None => {
+                        let first = self.lock().cannot_host.insert(addr);
+                        if first {
+                            tracing::warn!(%addr, iface = %h.iface, "link down and no other listed interface up: this node cannot host it");
+                            self.emit(NodeEvent::CannotHost { addr });
+                        }
+                    }
+                }
+                continue;
+            }
+            self.lock().cannot_host.remove(&addr);
+            if !present.contains(&(h.iface.clone(), addr)) {
+                let Ok(prefix) = prefix_of(&h.public) else {
+                    continue;
+                };
+                if addr.is_ipv4() {
+                    set_promote(&h.iface);
+                }
+                match self.nl.add_address(&h.iface, prefix).execute().await {
+                    Ok(()) => {
+                        tracing::warn!(%addr, iface = %h.iface, "hosted address vanished from the kernel: restored");
+                        self.spawn_announcer(addr, &h.iface, self.config.garp_count, false);
+                        self.emit(NodeEvent::Restored { addr });
+                    }
+                    Err(e) => tracing::warn!(%addr, iface = %h.iface, error = %e, "cannot restore"),
+                }
+            } else if announce_on == Some(h.iface.as_str()) {
+                self.spawn_announcer(addr, &h.iface, self.config.garp_count, false);
+            }
+        }
+    }
+
+    pub(super) async fn on_link(self: &Arc<Self>, iface: &str) {
+        self.reconcile(Some(iface)).await;
+        self.emit(NodeEvent::InterfacesChanged);
+    }
+
+    pub(super) async fn announce_once(&self, addr: IpAddr) -> Result<usize, NodeError> {
+        let iface = self
+            .lock()
+            .hosted
+            .get(&addr)
+            .map(|h| h.iface.clone())
+            .ok_or(NodeError::NotHosted { addr })?;
+        if !self.link_usable(&iface).await {
+            return Ok(0);
+        }
+        Ok(FrameSender::open(&iface)?.announce(addr).await?)
+    }
+
+    pub(super) async fn tickle(&self, conns: &[TrackedConnection]) -> Result<usize, NodeError> {
+        let segs: Vec<TcpSegment> = conns
+            .iter()
+            .map(|c| TcpSegment::tickle(c.server, c.client))
+            .collect();
+        Ok(send_segments(&self.segments, segs).await?.sent)
+    }
+
+    pub(super) async fn killtcp(&self, conns: &[TrackedConnection]) -> Result<usize, NodeError> {
+        let mut by_iface: BTreeMap<String, Vec<Connection>> = BTreeMap::new();
+        {
+            let st = self.lock();
+            for c in conns {
+                let addr = c.server.ip();
+                let h = st.hosted.get(&addr).ok_or(NodeError::NotHosted { addr })?;
+                by_iface
+                    .entry(h.iface.clone())
+                    .or_default()
+                    .push(Connection {
+                        local: c.server,
+                        remote: c.client,
+                    });
+            }
+        }
+        let mut killed = 0;
+        for (iface, list) in by_iface {
+            killed += kill_connections(KillTcp::new(&iface), list)
+                .await?
+                .killed
+                .len();
+        }
+        Ok(killed)
+    }
+
+    pub(super) async fn check(&self, known: &[PublicAddress]) -> Result<Discrepancies, NodeError> {
+        let links = self.nl.links().await?;
+        let names: HashMap<u32, String> = links.into_iter().map(|l| (l.index, l.name)).collect();
+        let present = self.nl.all_addresses().await?;
+        let present: HashSet<(String, IpAddr)> = present
+            .into_iter()
+            .filter_map(|(i, p)| Some((names.get(&i)?.clone(), p.addr())))
+            .collect();
+        let hosted = self.hosted();
+        let mut d = Discrepancies::default();
+        for h in &hosted {
+            if !present.contains(&(h.iface.clone(), h.public.addr)) {
+                d.missing.push(h.public.addr);
+            }
+        }
+        for p in known {
+            let configured = present.iter().any(|(_, a)| *a == p.addr);
+            if configured && !hosted.iter().any(|h| h.public.addr == p.addr) {
+                d.unexpected.push(p.addr);
+            }
+        }
+        Ok(d)
+    }
+}
+
+/// `rounds` announcement rounds of `addr` on `iface`; the first at once.
+/// With `tickle`, fetches the address's clients from conntrackd after the
+/// first announcement and sends each a tickle ACK in each of the first
+/// `tickle_count` rounds. Ends early when the executor is gone.
+async fn announce_rounds(
+    inner: Weak<Inner>,
+    addr: IpAddr,
+    iface: String,
+    rounds: u32,
+    tickle: bool,
+) {
+    let sender = match FrameSender::open(&iface) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%addr, %iface, error = %e, "cannot announce");
+            return;
+        }
+    };
+    let mut segments: Option<Vec<TcpSegment>> = None;
+    for round in 0..rounds.max(1) {
+        let interval = {
+            let Some(inner) = inner.upgrade() else { return };
+            if inner.link_usable(&iface).await {
+                if let Err(e) = sender.announce(addr).await {
+                    tracing::debug!(%addr, %iface, error = %e, "announcement failed");
+                }
+            } else {
+                tracing::debug!(%addr, %iface, "link down: announcement skipped");
+            }
+            if tickle && round < inner.config.tickle_count {
+                if segments.is_none() {
+                    let list = inner.tracked(addr).await;
+                    segments = Some(
+                        list.iter()
+                            .map(|c| TcpSegment::tickle(c.server, c.client))
+                            .collect(),
+                    );
+                }
+                if let Some(segs) = segments.as_ref().filter(|s| !s.is_empty()) {
+                    match send_segments(&inner.segments, segs.clone()).await {
+                        Ok(st) => {
+                            tracing::debug!(%addr, sent = st.sent, failed = st.failed, "tickles")
+                        }
+                        Err(e) => tracing::debug!(%addr, error = %e, "tickles failed"),
+                    }
+                }
+            }
+            inner.config.garp_interval
+        };
+        if round + 1 < rounds {
+            tokio::time::sleep(interval).await;
+        }
+    }
+}
+
+/// Runs queued hooks one event after the other, records failures.
+async fn hook_runner(inner: Weak<Inner>, hooks: Hooks, mut rx: mpsc::UnboundedReceiver<HookJob>) {
+    while let Some((ev, done)) = rx.recv().await {
+        let outcome = hooks.run(&ev).await;
+        if let Some(inner) = inner.upgrade() {
+            inner.record(&outcome);
+        }
+        // The waiter may have gone (cancelled request): fine.
+        let _ = done.send(outcome);
+    }
+}
+
+/// Queues one reconcile unless one is queued and not started yet (an
+/// `ip addr flush` of 256 addresses gives 256 events, one pass is enough).
+fn schedule_reconcile(inner: Arc<Inner>) {
+    if !inner.reconcile_pending.swap(true, Ordering::AcqRel) {
+        tokio::spawn(async move { inner.reconcile(None).await });
+    }
+}
+
+/// Follows link and address events; also resyncs with the kernel every
+/// few seconds (netlink multicast is lossy).
+async fn monitor(inner: Weak<Inner>, mut events: Events) {
+    let mut resync = tokio::time::interval(RESYNC_INTERVAL);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ev = events.next() => {
+                let Some(ev) = ev else {
+                    tracing::warn!("netlink event stream ended; relying on the periodic resync");
+                    break;
+                };
+                let Some(inner) = inner.upgrade() else { return };
+                match ev {
+                    Event::AddressRemoved { prefix, .. }
+                        if inner.lock().hosted.contains_key(&prefix.addr()) =>
+                    {
+                        schedule_reconcile(inner);
+                    }
+                    Event::Link(state) => {
+                        tokio::spawn(async move { inner.on_link(&state.name).await });
+                    }
+                    Event::LinkRemoved { name, .. } => {
+                        tokio::spawn(async move { inner.on_link(&name).await });
+                    }
+                    _ => {}
+                }
+            }
+            _ = resync.tick() => {
+                let Some(inner) = inner.upgrade() else { return };
+                schedule_reconcile(inner);
+            }
+        }
+    }
+    // Without events: resync only.
+    loop {
+        resync.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        inner.reconcile(None).await;
+    }
+}
+
+/// Re-announces every hosted address every `every` (garp_refresh_s).
+async fn refresh(inner: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        for h in inner.hosted() {
+            let running = inner
+                .lock()
+                .announcers
+                .get(&h.public.addr)
+                .is_some_and(|t| !t.is_finished());
+            if !running {
+                inner.spawn_announcer(h.public.addr, &h.iface, 1, false);
+            }
+        }
+    }
+}
+
+/// Sends HOSTED to the local subscribers on every change and every few
+/// seconds, until the client closes.
+async fn publish_hosted(client: Client, mut rx: watch::Receiver<Vec<IpAddr>>) {
+    let mut tick = tokio::time::interval(RESYNC_INTERVAL);
+    let closed = client.closed();
+    tokio::pin!(closed);
+    loop {
+        tokio::select! {
+            _ = &mut closed => return,
+            _ = tick.tick() => {}
+            r = rx.changed() => if r.is_err() { return },
+        }
+        let addresses = rx.borrow_and_update().clone();
+        let msg = Hosted { addresses };
+        if let Err(e) = client
+            .event(Address::new(LOCAL, BROADCAST_SERVICE), HOSTED, &msg)
+            .await
+        {
+            tracing::debug!(error = %e, "cannot publish HOSTED");
+        }
+    }
+}

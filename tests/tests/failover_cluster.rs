@@ -1,0 +1,600 @@
+//! failoverd as real processes: every node of a 3-node [`TestCluster`] runs
+//! transportd, clusterd, conntrackd and failoverd in its own namespace; the
+//! public addresses 198.51.100.201-206/24 live on each node's `eth1` (a
+//! second port on the same switch), the client has 198.51.100.100/24.
+//!
+//! A sampler thread lists the public addresses configured in every powered
+//! node's namespace, over and over (a pass takes a few ms; passes are at most
+//! 50 ms apart, the largest gap is printed), and records any address seen on
+//! two nodes at once: each node is read twice per sample, and an address
+//! counts as double only if node P had it on both of its reads and node Q had
+//! it on the read of Q that happened between them.
+//!
+//! Timing is printed, never asserted tightly: the limits below are generous
+//! so that a loaded machine does not fail the tests.
+
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tests::cluster::{bin_path, TestCluster};
+use tests::netns::{require_root, wait_for};
+
+const POLL: Duration = Duration::from_millis(50);
+const LIMIT: Duration = Duration::from_secs(40);
+const PORT: u16 = 7445;
+
+fn public(i: u8) -> IpAddr {
+    format!("198.51.100.{i}").parse().unwrap()
+}
+
+/// The test bed: the cluster plus each node's `eth1` switch port.
+struct Bed {
+    c: TestCluster,
+    eth1_ports: Vec<String>,
+    powered: Arc<Mutex<Vec<bool>>>,
+}
+
+fn public_addresses(list: &[u8]) -> String {
+    list.iter()
+        .map(|i| format!("198.51.100.{i}/24 eth1\n"))
+        .collect()
+}
+
+impl Bed {
+    fn new(tag: &str, addresses: &[u8]) -> Bed {
+        let c = TestCluster::new(tag, 3).unwrap();
+        let mut eth1_ports = Vec::new();
+        for n in &c.nodes {
+            eth1_ports.push(c.lan.attach(&n.ns, "eth1").unwrap());
+            n.ns.ip(&["link", "set", "eth1", "up"]).unwrap();
+            // Answer ARP only on the interface that has the address, so the
+            // client learns eth1's MAC (the configured interface).
+            for (k, v) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+                n.ns.exec_ok("sysctl", &["-qw", &format!("net.ipv4.conf.all.{k}={v}")])
+                    .unwrap();
+            }
+        }
+        c.client
+            .ip(&["addr", "add", "198.51.100.100/24", "dev", "eth0"])
+            .unwrap();
+        let nodes: String = c.nodes.iter().map(|n| format!("{}\n", n.addr)).collect();
+        for n in &c.nodes {
+            let toml = format!(
+                "[transport]\nrun_dir = \"{}\"\n\n\
+                 [failover]\ngarp_count = 3\ngarp_interval_ms = 100\nrelease_timeout_ms = 3000\n\n\
+                 [conntrack]\nscan_interval_ms = 200\n\n\
+                 [logging]\nlevel = \"info,failoverd=debug\"\n",
+                n.run_dir.display()
+            );
+            std::fs::write(n.config_dir.join("ipfailover.toml"), toml).unwrap();
+            std::fs::write(n.config_dir.join("nodes"), &nodes).unwrap();
+            std::fs::write(
+                n.config_dir.join("public_addresses"),
+                public_addresses(addresses),
+            )
+            .unwrap();
+        }
+        let bed = Bed {
+            powered: Arc::new(Mutex::new(vec![true; c.nodes.len()])),
+            c,
+            eth1_ports,
+        };
+        for i in 0..bed.c.nodes.len() {
+            bed.start(i);
+        }
+        bed
+    }
+
+    fn log(&self, i: usize, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.c.scratch.join(format!("node{i}-{name}.log")))
+            .unwrap()
+    }
+
+    fn start(&self, i: usize) {
+        let node = &self.c.nodes[i];
+        let sock = node.run_dir.join("transport.sock");
+        let _ = std::fs::remove_file(&sock);
+        let mut t = node
+            .ns
+            .command(bin_path("transportd").unwrap().to_str().unwrap());
+        t.args(["--run-dir", node.run_dir.to_str().unwrap()])
+            .args(["--nodes", node.config_dir.join("nodes").to_str().unwrap()])
+            .args([
+                "--key",
+                node.config_dir.join("cluster.key").to_str().unwrap(),
+            ])
+            .args(["--pnn", &i.to_string()])
+            .stdout(Stdio::null())
+            .stderr(self.log(i, "transportd"));
+        node.spawn(t).unwrap();
+        wait_for("transportd socket", Duration::from_secs(10), POLL, || {
+            sock.exists().then_some(())
+        })
+        .unwrap();
+        for name in ["clusterd", "conntrackd", "failoverd"] {
+            let mut d = node.ns.command(bin_path(name).unwrap().to_str().unwrap());
+            d.args(["--config-dir", node.config_dir.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(self.log(i, name));
+            node.spawn(d).unwrap();
+        }
+    }
+
+    fn power_off(&self, i: usize) {
+        self.powered.lock().unwrap()[i] = false;
+        self.c.lan.set_port(&self.eth1_ports[i], false).unwrap();
+        self.c.power_off(i).unwrap();
+    }
+
+    /// `ipfailover ARGS` against node `i`'s sockets.
+    fn cli(&self, i: usize, args: &[&str]) -> (bool, String) {
+        let out = Command::new(bin_path("ipfailover").unwrap())
+            .arg("--run-dir")
+            .arg(&self.c.nodes[i].run_dir)
+            .args(["-t", "20"])
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for i in 0..self.c.nodes.len() {
+            for name in ["clusterd", "failoverd"] {
+                let p = self.c.scratch.join(format!("node{i}-{name}.log"));
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(25).collect();
+                out.push_str(&format!("--- node{i} {name} (last lines)\n"));
+                for l in tail.iter().rev() {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// Which powered node hosts each public address (in `list`), if every
+    /// one of them is hosted exactly once.
+    fn placement(&self, list: &[u8]) -> Option<BTreeMap<IpAddr, usize>> {
+        let powered = self.powered.lock().unwrap().clone();
+        let mut at: BTreeMap<IpAddr, Vec<usize>> = BTreeMap::new();
+        for (i, n) in self.c.nodes.iter().enumerate() {
+            if !powered[i] {
+                continue;
+            }
+            for a in addresses_on(n.ns.name()) {
+                at.entry(a).or_default().push(i);
+            }
+        }
+        let mut out = BTreeMap::new();
+        for &k in list {
+            match at.get(&public(k)).map(Vec::as_slice) {
+                Some([one]) => {
+                    out.insert(public(k), *one);
+                }
+                _ => return None,
+            }
+        }
+        // Nothing outside the list either.
+        if at.keys().any(|a| !out.contains_key(a)) {
+            return None;
+        }
+        Some(out)
+    }
+
+    fn wait_placed(&self, what: &str, list: &[u8]) -> BTreeMap<IpAddr, usize> {
+        match wait_for(what, LIMIT, POLL, || self.placement(list)) {
+            Ok(p) => p,
+            Err(e) => panic!("{e}\n{}", self.logs()),
+        }
+    }
+}
+
+/// The public (198.51.100.0/24) addresses configured in namespace `ns`.
+fn addresses_on(ns: &str) -> Vec<IpAddr> {
+    let Ok(out) = Command::new("ip")
+        .args(["-n", ns, "-o", "-4", "addr", "show"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            f.find(|w| *w == "inet")?;
+            let a = f.next()?.split('/').next()?;
+            let a: IpAddr = a.parse().ok()?;
+            is_public(a).then_some(a)
+        })
+        .collect()
+}
+
+/// 198.51.100.0/24 but the client's own address.
+fn is_public(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            o[..3] == [198, 51, 100] && o[3] != 100
+        }
+        IpAddr::V6(_) => false,
+    }
+}
+
+/// The double-hosting sampler (see the module docs).
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<(Vec<String>, usize, Duration)>>,
+}
+
+impl Sampler {
+    fn start(bed: &Bed) -> Sampler {
+        let names: Vec<String> = bed
+            .c
+            .nodes
+            .iter()
+            .map(|n| n.ns.name().to_string())
+            .collect();
+        Sampler::start_on(names, Arc::clone(&bed.powered))
+    }
+
+    /// Samples the namespaces `names` (those marked powered).
+    fn start_on(names: Vec<String>, powered: Arc<Mutex<Vec<bool>>>) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            // One rtnetlink socket per node namespace, opened from this
+            // thread after entering that namespace (a socket keeps the
+            // namespace it was created in): a dump takes well under 1 ms,
+            // unlike spawning `ip`.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let handles: Vec<netlink::link::Netlink> = names
+                .iter()
+                .map(|name| {
+                    let file = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
+                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                    rt.block_on(async { netlink::link::Netlink::new() })
+                        .unwrap()
+                })
+                .collect();
+            let mut violations = Vec::new();
+            let mut samples = 0usize;
+            let mut max_gap = Duration::ZERO;
+            let mut last = Instant::now();
+            // Bounded: stops when told, or after 10 minutes at most.
+            let end = Instant::now() + Duration::from_secs(600);
+            while !s.load(Ordering::Relaxed) && Instant::now() < end {
+                let on = powered.lock().unwrap().clone();
+                let read = |i: usize| {
+                    if !on[i] {
+                        return Vec::new();
+                    }
+                    rt.block_on(handles[i].all_addresses())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(_, p)| p.addr())
+                        .filter(|a| is_public(*a))
+                        .collect::<Vec<IpAddr>>()
+                };
+                let first: Vec<Vec<IpAddr>> = (0..names.len()).map(read).collect();
+                let second: Vec<Vec<IpAddr>> = (0..names.len()).map(read).collect();
+                for p in 0..names.len() {
+                    for a in &first[p] {
+                        if !second[p].contains(a) {
+                            continue;
+                        }
+                        for q in 0..names.len() {
+                            if q == p {
+                                continue;
+                            }
+                            // Q's read that happened between P's two reads.
+                            let between = if q > p { &first[q] } else { &second[q] };
+                            if between.contains(a) && violations.len() < 100 {
+                                violations.push(format!("{a} on nodes {p} and {q}"));
+                            }
+                        }
+                    }
+                }
+                samples += 1;
+                let now = Instant::now();
+                max_gap = max_gap.max(now - last);
+                last = now;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (violations, samples, max_gap)
+        });
+        Sampler {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the sampler: the violations, the number of samples and the
+    /// largest gap between two samples.
+    fn stop(mut self) -> (Vec<String>, usize, Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap()
+    }
+
+    /// Stops the sampler and fails if an address was ever on two nodes.
+    fn finish(self) {
+        let (violations, samples, max_gap) = self.stop();
+        eprintln!("sampler: {samples} samples, largest gap between samples {max_gap:?}");
+        assert!(samples > 10, "the sampler hardly ran ({samples} samples)");
+        assert!(
+            violations.is_empty(),
+            "an address was configured on two nodes at once: {:?}",
+            &violations[..violations.len().min(10)]
+        );
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn mac_of(ns: &str, iface: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", iface])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn neighbour(ns: &str, addr: IpAddr) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns, "neigh", "show", &addr.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A listener on every node (0.0.0.0:PORT, in its namespace) that accepts
+/// and keeps connections open without answering.
+fn listen_everywhere(bed: &Bed, stop: &Arc<AtomicBool>) {
+    for n in &bed.c.nodes {
+        let l =
+            n.ns.run(|| {
+                let l = TcpListener::bind(("0.0.0.0", PORT)).unwrap();
+                l.set_nonblocking(true).unwrap();
+                l
+            })
+            .unwrap();
+        let stop = Arc::clone(stop);
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let end = Instant::now() + Duration::from_secs(600);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                match l.accept() {
+                    Ok((s, _)) => kept.push(s),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn failover_cluster_power_off_moves_addresses_and_resets_idle_clients() {
+    require_root();
+    let list = [201, 202, 203, 204, 205, 206];
+    let bed = Bed::new("foc1", &list);
+    let sampler = Sampler::start(&bed);
+    let placed = bed.wait_placed("every address hosted exactly once", &list);
+    let mut per_node = [0usize; 3];
+    for &n in placed.values() {
+        per_node[n] += 1;
+    }
+    assert_eq!(
+        per_node,
+        [2, 2, 2],
+        "LCP2 balances 6 addresses over 3 nodes"
+    );
+
+    // `ipfailover ip all` agrees with the kernels.
+    let (ok, text) = bed.cli(0, &["ip", "all"]);
+    assert!(ok, "{text}");
+    assert!(text.starts_with("Public IPs on ALL nodes\n"), "{text}");
+    for (a, n) in &placed {
+        assert!(
+            text.contains(&format!("{a} {n}\n")),
+            "{a} {n} not in:\n{text}"
+        );
+    }
+
+    // An idle client connected to an address of the victim, blocked in a read.
+    let victim = placed[&public(201)];
+    let stop = Arc::new(AtomicBool::new(false));
+    listen_everywhere(&bed, &stop);
+    let server = SocketAddr::new(public(201), PORT);
+    let stream = bed
+        .c
+        .client
+        .run(move || TcpStream::connect_timeout(&server, Duration::from_secs(5)).unwrap())
+        .unwrap();
+    // Wait until a survivor's conntrackd knows the connection (replicated).
+    let survivor = (victim + 1) % 3;
+    let known = wait_for(
+        "the connection replicated to a survivor",
+        LIMIT,
+        POLL,
+        || {
+            let (ok, text) = bed.cli(survivor, &["gettickles", "198.51.100.201"]);
+            (ok && text.contains("Num connections: 1")).then_some(())
+        },
+    );
+    if let Err(e) = known {
+        panic!("{e}\n{}", bed.logs());
+    }
+    let reader = std::thread::spawn(move || {
+        let mut stream = stream;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        let r = stream.read(&mut buf);
+        (r.map_err(|e| e.kind()), Instant::now())
+    });
+
+    let t0 = Instant::now();
+    bed.power_off(victim);
+    let moved = bed.wait_placed("the victim's addresses hosted by survivors", &list);
+    let took = t0.elapsed();
+    for n in moved.values() {
+        assert_ne!(*n, victim);
+    }
+    let new_owner = moved[&public(201)];
+    let (read, at) = reader.join().unwrap();
+    assert_eq!(
+        read,
+        Err(ErrorKind::ConnectionReset),
+        "the idle client was not reset by a tickle"
+    );
+    eprintln!(
+        "power-off: all addresses re-hosted after {took:?}, idle client reset after {:?}",
+        at - t0
+    );
+    // The client reaches the address at its new home, and its neighbour
+    // entry shows the new owner's MAC.
+    let mac = mac_of(bed.c.nodes[new_owner].ns.name(), "eth1");
+    let c = bed.c.client.name().to_string();
+    let r = wait_for("a new connection to the moved address", LIMIT, POLL, || {
+        let s = bed
+            .c
+            .client
+            .run(move || TcpStream::connect_timeout(&server, Duration::from_millis(500)).is_ok())
+            .unwrap();
+        s.then_some(())
+    });
+    assert!(r.is_ok(), "{}", bed.logs());
+    let n = neighbour(&c, public(201));
+    assert!(
+        n.contains(&mac),
+        "client neighbour entry {n:?} lacks new MAC {mac}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    sampler.finish();
+}
+
+#[test]
+fn failover_cluster_disable_moveip_link_down_and_reloadips() {
+    require_root();
+    let list = [201, 202, 203, 204, 205, 206];
+    let bed = Bed::new("foc2", &list);
+    let sampler = Sampler::start(&bed);
+    bed.wait_placed("every address hosted exactly once", &list);
+
+    // disable node 1: it hosts nothing; enable: it gets addresses back.
+    let (ok, text) = bed.cli(0, &["-n", "1", "disable"]);
+    assert!(ok, "disable: {text}");
+    let r = wait_for("node 1 empty after disable", LIMIT, POLL, || {
+        let p = bed.placement(&list)?;
+        p.values().all(|&n| n != 1).then_some(())
+    });
+    assert!(r.is_ok(), "{}", bed.logs());
+    let (ok, text) = bed.cli(0, &["-n", "1", "enable"]);
+    assert!(ok, "enable: {text}");
+    let r = wait_for("node 1 hosts addresses after enable", LIMIT, POLL, || {
+        let p = bed.placement(&list)?;
+        (p.values().filter(|&&n| n == 1).count() == 2).then_some(())
+    });
+    assert!(r.is_ok(), "{}", bed.logs());
+
+    // moveip: release everywhere, take on the target.
+    let placed = bed.wait_placed("placed", &list);
+    let from = placed[&public(203)];
+    let to = (from + 1) % 3;
+    let (ok, text) = bed.cli(0, &["moveip", "198.51.100.203", &to.to_string()]);
+    assert!(ok, "moveip: {text}\n{}", bed.logs());
+    let r = wait_for("203 on the target", LIMIT, POLL, || {
+        let p = bed.placement(&list)?;
+        (p[&public(203)] == to).then_some(())
+    });
+    assert!(r.is_ok(), "{}", bed.logs());
+
+    // Link down on an owner's public interface: its addresses move away.
+    let placed = bed.wait_placed("placed", &list);
+    let owner = placed[&public(204)];
+    bed.c.nodes[owner]
+        .ns
+        .ip(&["link", "set", "eth1", "down"])
+        .unwrap();
+    let r = wait_for("204 away from the node with eth1 down", LIMIT, POLL, || {
+        let p = bed.placement(&list)?;
+        p.values().all(|&n| n != owner).then_some(())
+    });
+    assert!(r.is_ok(), "{}", bed.logs());
+    bed.c.nodes[owner]
+        .ns
+        .ip(&["link", "set", "eth1", "up"])
+        .unwrap();
+
+    // reloadips: add .207, remove .206 on every node.
+    let new_list = [201, 202, 203, 204, 205, 207];
+    for n in &bed.c.nodes {
+        std::fs::write(
+            n.config_dir.join("public_addresses"),
+            public_addresses(&new_list),
+        )
+        .unwrap();
+    }
+    let (ok, text) = bed.cli(0, &["reloadips"]);
+    assert!(ok, "reloadips: {text}\n{}", bed.logs());
+    bed.wait_placed("the reloaded list hosted exactly once", &new_list);
+    sampler.finish();
+}
+
+#[test]
+fn failover_cluster_sampler_catches_an_address_on_two_nodes() {
+    require_root();
+    // No daemons: the test itself puts one address on two nodes.
+    let c = TestCluster::new("focs", 2).unwrap();
+    let names: Vec<String> = c.nodes.iter().map(|n| n.ns.name().to_string()).collect();
+    let powered = Arc::new(Mutex::new(vec![true, true]));
+    c.nodes[0]
+        .ns
+        .ip(&["addr", "add", "198.51.100.250/24", "dev", "eth0"])
+        .unwrap();
+    let sampler = Sampler::start_on(names.clone(), Arc::clone(&powered));
+    std::thread::sleep(Duration::from_millis(200));
+    let (violations, samples, _) = sampler.stop();
+    assert!(samples > 3);
+    assert!(violations.is_empty(), "{violations:?}");
+    c.nodes[1]
+        .ns
+        .ip(&["addr", "add", "198.51.100.250/24", "dev", "eth0"])
+        .unwrap();
+    let sampler = Sampler::start_on(names, powered);
+    std::thread::sleep(Duration::from_millis(200));
+    let (violations, _, _) = sampler.stop();
+    assert!(
+        violations.iter().any(|v| v.contains("198.51.100.250")),
+        "{violations:?}"
+    );
+}

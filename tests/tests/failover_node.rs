@@ -1,0 +1,577 @@
+//! failoverd's node-local executor on a real kernel (needs root): each test
+//! builds a LAN (a bridge namespace), a node namespace plugged in as `eth0`
+//! (and `eth1` where two interfaces are needed) and a client namespace
+//! (`eth0`, 192.0.2.1/24 and 2001:db8::1/64, `arp_accept=1` so that a
+//! gratuitous ARP may create or update its neighbour entry).
+//!
+//! The executor runs on a current-thread runtime inside the node namespace
+//! (`NetNs::block_on`); the client's blocking actions (ping, TCP) run on
+//! blocking threads so that the executor's background tasks keep running.
+
+use std::io::{ErrorKind, Read};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use failoverd::node::{Executor, ExecutorConfig, NodeEvent, Taken};
+use failoverd::public_addresses::PublicAddress;
+use netlink::events::{Event, Events};
+use tests::netns::{require_root, wait_for, Lan, NetNs};
+
+static DIRS: AtomicU32 = AtomicU32::new(0);
+
+struct Rig {
+    lan: Lan,
+    node: Arc<NetNs>,
+    client: Arc<NetNs>,
+    dir: PathBuf,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Rig {
+    fn new(tag: &str, node_ifaces: &[&str]) -> Rig {
+        require_root();
+        let lan = Lan::new(&format!("{tag}s")).unwrap();
+        let node = NetNs::new(&format!("{tag}n")).unwrap();
+        let client = NetNs::new(&format!("{tag}c")).unwrap();
+        for i in node_ifaces {
+            lan.attach(&node, i).unwrap();
+        }
+        lan.attach(&client, "eth0").unwrap();
+        client
+            .ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"])
+            .unwrap();
+        client
+            .ip(&[
+                "-6",
+                "addr",
+                "add",
+                "2001:db8::1/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ])
+            .unwrap();
+        client
+            .exec_ok("sysctl", &["-qw", "net.ipv4.conf.eth0.arp_accept=1"])
+            .unwrap();
+        let n = DIRS.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ipf-f1-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(dir.join("hooks")).unwrap();
+        // A hook that logs its arguments, and one that fails: the failure is
+        // reported but does not undo the operation.
+        let log = dir.join("hooks.log");
+        write_hook(
+            &dir.join("hooks/10.log"),
+            &format!("#!/bin/sh\necho \"$@\" >> {}\n", log.display()),
+        );
+        write_hook(&dir.join("hooks/20.fail"), "#!/bin/sh\nexit 3\n");
+        Rig {
+            lan,
+            node: Arc::new(node),
+            client: Arc::new(client),
+            dir,
+        }
+    }
+
+    fn config(&self) -> ExecutorConfig {
+        ExecutorConfig {
+            garp_count: 3,
+            garp_interval: Duration::from_millis(100),
+            hooks_dir: Some(self.dir.join("hooks")),
+            hook_timeout: Duration::from_secs(5),
+            ..ExecutorConfig::default()
+        }
+    }
+
+    fn hook_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("hooks.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn write_hook(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn public(text: &str, ifaces: &[&str]) -> PublicAddress {
+    let (a, p) = text.split_once('/').unwrap();
+    PublicAddress {
+        addr: a.parse().unwrap(),
+        prefix: p.parse().unwrap(),
+        ifaces: ifaces.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// Runs blocking work off the runtime's only thread.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+fn pings(ns: &NetNs, addr: IpAddr) -> bool {
+    let a = addr.to_string();
+    ns.exec("ping", &["-c", "1", "-W", "1", &a])
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// `ip addr show dev IFACE` in `ns` contains `addr/`.
+fn has_addr(ns: &NetNs, iface: &str, addr: &str) -> bool {
+    ns.exec("ip", &["-o", "addr", "show", "dev", iface])
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {addr}/")))
+        .unwrap_or(false)
+}
+
+fn mac(ns: &NetNs, iface: &str) -> String {
+    let out = ns.exec_ok("cat", &[&format!("/sys/class/net/{iface}/address")]);
+    out.unwrap().trim().to_owned()
+}
+
+fn neighbour(ns: &NetNs, addr: &str) -> String {
+    ns.exec_ok("ip", &["neigh", "show", addr])
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn take_answers_with_our_mac_and_release_resets_clients() {
+    let rig = Rig::new("fn1", &["eth0"]);
+    let node_mac = mac(&rig.node, "eth0");
+    // The client believes the address is elsewhere: the announcement must
+    // correct that without any traffic from the client.
+    rig.client
+        .ip(&[
+            "neigh",
+            "replace",
+            "192.0.2.100",
+            "lladdr",
+            "02:00:00:00:00:99",
+            "dev",
+            "eth0",
+            "nud",
+            "stale",
+        ])
+        .unwrap();
+    let cfg = rig.config();
+    let node = Arc::clone(&rig.node);
+    let client = Arc::clone(&rig.client);
+    let failures = rig
+        .node
+        .block_on(move || async move {
+            let (ex, mut events) = Executor::start(cfg, None).await.unwrap();
+            let p = public("192.0.2.100/24", &["eth0"]);
+            let t = ex.take(&p).await.unwrap();
+            assert_eq!(
+                t,
+                Taken::Added {
+                    iface: "eth0".into()
+                }
+            );
+            let c = Arc::clone(&client);
+            let m = node_mac.clone();
+            blocking(move || {
+                wait_for(
+                    "the client's neighbour entry to show our MAC",
+                    Duration::from_secs(5),
+                    Duration::from_millis(20),
+                    || neighbour(&c, "192.0.2.100").contains(&m).then_some(()),
+                )
+                .unwrap();
+                assert!(pings(&c, "192.0.2.100".parse().unwrap()));
+            })
+            .await;
+            // A client connected to the address, blocked in a read.
+            let server: SocketAddr = "192.0.2.100:7001".parse().unwrap();
+            let n = Arc::clone(&node);
+            let listener = blocking(move || {
+                n.run(|| TcpListener::bind("0.0.0.0:7001").unwrap())
+                    .unwrap()
+            })
+            .await;
+            let c = Arc::clone(&client);
+            let mut stream = blocking(move || {
+                c.run(move || TcpStream::connect_timeout(&server, Duration::from_secs(3)).unwrap())
+                    .unwrap()
+            })
+            .await;
+            let (_accepted, _) = blocking(move || listener.accept().unwrap()).await;
+            let reader = std::thread::spawn(move || {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let mut buf = [0u8; 8];
+                stream.read(&mut buf)
+            });
+            ex.release("192.0.2.100".parse().unwrap()).await.unwrap();
+            let read = blocking(move || reader.join().unwrap()).await;
+            match read {
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+                other => panic!("expected ECONNRESET after release, got {other:?}"),
+            }
+            assert!(ex.hosted().is_empty());
+            let c = Arc::clone(&client);
+            assert!(!blocking(move || pings(&c, "192.0.2.100".parse().unwrap())).await);
+            let mut failures = 0;
+            while let Ok(ev) = events.try_recv() {
+                if matches!(ev, NodeEvent::HookFailed(_)) {
+                    failures += 1;
+                }
+            }
+            let status = ex.status();
+            assert_eq!(status.hook_failures.len(), 2, "{status:?}");
+            ex.shutdown();
+            failures
+        })
+        .unwrap();
+    assert!(!has_addr(&rig.node, "eth0", "192.0.2.100"));
+    // The failing hook ran for takeip and releaseip and was reported.
+    assert_eq!(failures, 2);
+    assert_eq!(
+        rig.hook_log(),
+        [
+            "takeip eth0 192.0.2.100 24",
+            "releaseip eth0 192.0.2.100 24"
+        ]
+    );
+}
+
+#[test]
+fn ipv6_take_answers_and_redundant_operations_succeed() {
+    let rig = Rig::new("fn2", &["eth0"]);
+    let cfg = rig.config();
+    let client = Arc::clone(&rig.client);
+    rig.node
+        .block_on(move || async move {
+            let (ex, _events) = Executor::start(cfg, None).await.unwrap();
+            let p = public("2001:db8::100/64", &["eth0"]);
+            assert_eq!(
+                ex.take(&p).await.unwrap(),
+                Taken::Added {
+                    iface: "eth0".into()
+                }
+            );
+            assert_eq!(
+                ex.take(&p).await.unwrap(),
+                Taken::AlreadyHosted {
+                    iface: "eth0".into()
+                }
+            );
+            let c = Arc::clone(&client);
+            assert!(blocking(move || pings(&c, "2001:db8::100".parse().unwrap())).await);
+            ex.release(p.addr).await.unwrap();
+            // Releasing an address that is not there is a success.
+            ex.release(p.addr).await.unwrap();
+            ex.release("192.0.2.200".parse().unwrap()).await.unwrap();
+            // No usable interface: a clear error, nothing hosted.
+            let bad = public("192.0.2.101/24", &["nosuch0"]);
+            assert!(ex.take(&bad).await.is_err());
+            assert!(ex.hosted().is_empty());
+            ex.shutdown();
+        })
+        .unwrap();
+    assert!(!has_addr(&rig.node, "eth0", "2001:db8::100"));
+}
+
+#[test]
+fn removing_the_primary_of_a_subnet_keeps_the_secondary() {
+    let rig = Rig::new("fn3", &["eth0"]);
+    // Many distributions turn promote_secondaries on for every interface
+    // (and new namespaces inherit it): turn it off so that the executor
+    // must set it itself.
+    for key in [
+        "net.ipv4.conf.all.promote_secondaries=0",
+        "net.ipv4.conf.eth0.promote_secondaries=0",
+    ] {
+        rig.node.exec_ok("sysctl", &["-qw", key]).unwrap();
+    }
+    let cfg = rig.config();
+    let client = Arc::clone(&rig.client);
+    rig.node
+        .block_on(move || async move {
+            let (ex, _events) = Executor::start(cfg, None).await.unwrap();
+            let first = public("192.0.2.100/24", &["eth0"]);
+            let second = public("192.0.2.101/24", &["eth0"]);
+            for (_, r) in ex.take_many(&[first.clone(), second.clone()]).await {
+                r.unwrap();
+            }
+            let mut watch = Events::subscribe().unwrap();
+            ex.release(first.addr).await.unwrap();
+            // The kernel must not have removed the second one at all (the
+            // executor would restore it, hiding the loss from a ping).
+            let lost = tokio::time::timeout(Duration::from_millis(300), async {
+                loop {
+                    match watch.next().await {
+                        Some(Event::AddressRemoved { prefix, .. })
+                            if prefix.addr() == second.addr =>
+                        {
+                            return prefix
+                        }
+                        Some(_) => {}
+                        None => std::future::pending::<()>().await,
+                    }
+                }
+            })
+            .await;
+            assert!(lost.is_err(), "the secondary was removed with the primary");
+            let c = Arc::clone(&client);
+            assert!(blocking(move || pings(&c, "192.0.2.101".parse().unwrap())).await);
+            assert_eq!(ex.hosted().len(), 1);
+            ex.shutdown();
+        })
+        .unwrap();
+    assert!(has_addr(&rig.node, "eth0", "192.0.2.101"));
+    assert!(!has_addr(&rig.node, "eth0", "192.0.2.100"));
+}
+
+#[test]
+fn flushed_address_is_restored_at_once() {
+    let rig = Rig::new("fn4", &["eth0"]);
+    let cfg = rig.config();
+    let node = Arc::clone(&rig.node);
+    let client = Arc::clone(&rig.client);
+    rig.node
+        .block_on(move || async move {
+            let (ex, mut events) = Executor::start(cfg, None).await.unwrap();
+            ex.take(&public("192.0.2.100/24", &["eth0"])).await.unwrap();
+            let n = Arc::clone(&node);
+            blocking(move || n.ip(&["addr", "flush", "dev", "eth0"]).unwrap()).await;
+            // Wait (bounded) for the Restored event.
+            let restored = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some(ev) = events.recv().await {
+                    if let NodeEvent::Restored { addr } = ev {
+                        return addr;
+                    }
+                }
+                panic!("event channel closed");
+            })
+            .await
+            .expect("no Restored event within 5 s");
+            assert_eq!(restored, "192.0.2.100".parse::<IpAddr>().unwrap());
+            let n = Arc::clone(&node);
+            assert!(blocking(move || has_addr(&n, "eth0", "192.0.2.100")).await);
+            let c = Arc::clone(&client);
+            assert!(blocking(move || pings(&c, "192.0.2.100".parse().unwrap())).await);
+            ex.shutdown();
+        })
+        .unwrap();
+}
+
+#[test]
+fn link_down_moves_the_address_to_the_other_interface() {
+    let rig = Rig::new("fn5", &["eth0", "eth1"]);
+    let cfg = rig.config();
+    let node = Arc::clone(&rig.node);
+    let client = Arc::clone(&rig.client);
+    rig.node
+        .block_on(move || async move {
+            let (ex, mut events) = Executor::start(cfg, None).await.unwrap();
+            let p = public("192.0.2.100/24", &["eth0", "eth1"]);
+            assert_eq!(
+                ex.take(&p).await.unwrap(),
+                Taken::Added {
+                    iface: "eth0".into()
+                }
+            );
+            let n = Arc::clone(&node);
+            blocking(move || n.ip(&["link", "set", "eth0", "down"]).unwrap()).await;
+            let moved = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some(ev) = events.recv().await {
+                    if let NodeEvent::Moved { from, to, .. } = ev {
+                        return (from, to);
+                    }
+                }
+                panic!("event channel closed");
+            })
+            .await
+            .expect("no Moved event within 5 s");
+            assert_eq!(moved, ("eth0".to_owned(), "eth1".to_owned()));
+            assert_eq!(ex.hosted()[0].iface, "eth1");
+            let c = Arc::clone(&client);
+            assert!(blocking(move || pings(&c, "192.0.2.100".parse().unwrap())).await);
+            // Both links down: this node cannot host it any more.
+            let n = Arc::clone(&node);
+            blocking(move || n.ip(&["link", "set", "eth1", "down"]).unwrap()).await;
+            let cannot = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some(ev) = events.recv().await {
+                    if let NodeEvent::CannotHost { addr } = ev {
+                        return addr;
+                    }
+                }
+                panic!("event channel closed");
+            })
+            .await
+            .expect("no CannotHost event within 5 s");
+            assert_eq!(cannot, p.addr);
+            assert_eq!(ex.can_host(&p).await.unwrap(), None);
+            ex.shutdown();
+        })
+        .unwrap();
+    assert!(has_addr(&rig.node, "eth1", "192.0.2.100"));
+    assert!(!has_addr(&rig.node, "eth0", "192.0.2.100"));
+    let log = rig.hook_log();
+    assert!(
+        log.contains(&"updateip eth0 eth1 192.0.2.100 24".to_owned()),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn adoption_keeps_the_configured_address() {
+    let rig = Rig::new("fn6", &["eth0"]);
+    rig.node
+        .ip(&["addr", "add", "192.0.2.100/24", "dev", "eth0"])
+        .unwrap();
+    let cfg = rig.config();
+    rig.node
+        .block_on(move || async move {
+            let mut watch = Events::subscribe().unwrap();
+            let (ex, _events) = Executor::start(cfg, None).await.unwrap();
+            let known = [
+                public("192.0.2.100/24", &["eth0"]),
+                public("192.0.2.101/24", &["eth0"]),
+            ];
+            let adopted = ex.adopt(&known).await.unwrap();
+            assert_eq!(adopted, ["192.0.2.100".parse::<IpAddr>().unwrap()]);
+            // A take of the adopted address changes nothing.
+            assert_eq!(
+                ex.take(&known[0]).await.unwrap(),
+                Taken::AlreadyHosted {
+                    iface: "eth0".into()
+                }
+            );
+            let check = ex.check(&known).await.unwrap();
+            assert!(
+                check.missing.is_empty() && check.unexpected.is_empty(),
+                "{check:?}"
+            );
+            // No address event at all: the address was never removed.
+            let quiet = tokio::time::timeout(Duration::from_millis(500), async {
+                loop {
+                    match watch.next().await {
+                        Some(Event::AddressRemoved { prefix, .. })
+                        | Some(Event::AddressAdded { prefix, .. }) => return prefix,
+                        Some(_) => {}
+                        None => std::future::pending::<()>().await,
+                    }
+                }
+            })
+            .await;
+            assert!(quiet.is_err(), "unexpected address event {quiet:?}");
+            // drop_all removes what was adopted.
+            assert_eq!(ex.drop_all().await.unwrap(), 1);
+            ex.shutdown();
+        })
+        .unwrap();
+    assert!(!has_addr(&rig.node, "eth0", "192.0.2.100"));
+    // Adoption runs no hook; drop_all runs releaseip.
+    assert_eq!(rig.hook_log(), ["releaseip eth0 192.0.2.100 24"]);
+}
+
+/// The address moves from a node that died (`old`, its link cut) to the
+/// executor's node: the take fetches the address's clients from conntrackd
+/// (a stand-in service on an in-process router) and tickles them, so the
+/// idle client blocked in a read is reset at once; HOSTED is published.
+#[test]
+fn take_tickles_the_clients_conntrackd_lists() {
+    use transport::msg::conntrack::{GetConnections, TrackedConnection, GET_CONNECTIONS};
+    use transport::msg::failover::{Hosted, HOSTED};
+    use transport::proto::decode_payload;
+    use transport::router::Router;
+
+    let rig = Rig::new("fn7", &["eth0"]);
+    let old = NetNs::new("fn7o").unwrap();
+    let old_port = rig.lan.attach(&old, "eth0").unwrap();
+    old.ip(&["addr", "add", "192.0.2.100/24", "dev", "eth0"])
+        .unwrap();
+    let server: SocketAddr = "192.0.2.100:7002".parse().unwrap();
+    let listener = old.run(move || TcpListener::bind(server).unwrap()).unwrap();
+    let mut stream = rig
+        .client
+        .run(move || TcpStream::connect_timeout(&server, Duration::from_secs(3)).unwrap())
+        .unwrap();
+    let (_accepted, _) = listener.accept().unwrap();
+    let tracked = TrackedConnection {
+        client: stream.local_addr().unwrap(),
+        server,
+    };
+    // The old owner dies: its cable is pulled; the client does not notice.
+    rig.lan.set_port(&old_port, false).unwrap();
+    let reader = std::thread::spawn(move || {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        let start = std::time::Instant::now();
+        (stream.read(&mut buf), start.elapsed())
+    });
+    let cfg = rig.config();
+    let (asked, hosted) = rig
+        .node
+        .block_on(move || async move {
+            let router = Router::new(0);
+            let (fo, _fo_in) = router.connect("failoverd").await.unwrap();
+            let (ct, mut ct_in) = router.connect("conntrackd").await.unwrap();
+            ct.subscribe(HOSTED).await.unwrap();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let fake = tokio::spawn(async move {
+                while let Some(m) = ct_in.recv().await {
+                    match m.header.opcode {
+                        GET_CONNECTIONS => {
+                            let req: GetConnections = decode_payload(&m.payload).unwrap();
+                            let _ = tx.send(Err(req.address));
+                            ct.reply(&m, &vec![tracked]).await.unwrap();
+                        }
+                        HOSTED => {
+                            let h: Hosted = decode_payload(&m.payload).unwrap();
+                            let _ = tx.send(Ok(h.addresses));
+                        }
+                        _ => {}
+                    }
+                }
+            });
+            let (ex, _events) = Executor::start(cfg, Some(fo)).await.unwrap();
+            ex.take(&public("192.0.2.100/24", &["eth0"])).await.unwrap();
+            let mut asked = None;
+            let mut hosted = None;
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some(m) = rx.recv().await {
+                    match m {
+                        Err(a) => asked = Some(a),
+                        Ok(h) if !h.is_empty() => hosted = Some(h),
+                        Ok(_) => {}
+                    }
+                    if asked.is_some() && hosted.is_some() {
+                        break;
+                    }
+                }
+            })
+            .await;
+            // Let the tickle rounds run before stopping.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            ex.shutdown();
+            fake.abort();
+            (asked, hosted)
+        })
+        .unwrap();
+    let (read, waited) = reader.join().unwrap();
+    let addr: IpAddr = "192.0.2.100".parse().unwrap();
+    assert_eq!(asked, Some(addr));
+    assert_eq!(hosted, Some(vec![addr]));
+    match read {
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("expected the idle client to be reset, got {other:?} after {waited:?}"),
+    }
+}
