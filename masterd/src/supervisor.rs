@@ -102,7 +102,24 @@ pub fn start(specs: Vec<ChildSpec>, backoff: Backoff, grace: Duration) -> Superv
     SupervisorHandle { status, children }
 }
 
+/// A cloneable view of the children's status that outlives
+/// [`SupervisorHandle::shutdown`] (for the status service).
+#[derive(Debug, Clone)]
+pub struct StatusView(Arc<Mutex<Vec<ChildStatus>>>);
+
+impl StatusView {
+    /// A snapshot of every child's status, in start order.
+    pub fn get(&self) -> Vec<ChildStatus> {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
 impl SupervisorHandle {
+    /// A view of the status that stays valid after shutdown.
+    pub fn view(&self) -> StatusView {
+        StatusView(Arc::clone(&self.status))
+    }
+
     /// A snapshot of every child's status, in start order.
     pub fn status(&self) -> Vec<ChildStatus> {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
