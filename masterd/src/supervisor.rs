@@ -5,7 +5,8 @@
 //! after the [`Backoff`] delay. [`SupervisorHandle::shutdown`] stops the
 //! children in the reverse order of their start (SIGTERM, then SIGKILL after a
 //! grace period), so that failoverd can release its addresses while the
-//! transport under it still runs.
+//! transport under it still runs. Children get `PR_SET_PDEATHSIG` SIGKILL:
+//! when masterd dies, so do they.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -155,7 +156,20 @@ async fn supervise(
         if *stop.borrow() {
             break;
         }
-        let mut child = match Command::new(&spec.program).args(&spec.args).spawn() {
+        let mut cmd = Command::new(&spec.program);
+        cmd.args(&spec.args);
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes one async-signal-safe system call (prctl), touching no
+        // memory shared with the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                // If masterd dies (even by SIGKILL), its daemons die with it:
+                // a restarted masterd must not find stale ones holding the
+                // socket and the addresses.
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
+        let mut child = match cmd.spawn() {
             Ok(child) => child,
             Err(e) => {
                 tracing::error!(daemon = %spec.name, program = %spec.program.display(), error = %e, "cannot start daemon");
