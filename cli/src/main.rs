@@ -3,6 +3,7 @@
 use clap::Parser;
 
 mod ctx;
+mod generate;
 mod ipalloc;
 #[allow(dead_code)] // used by the state-reading commands as they land
 mod output;
@@ -25,6 +26,9 @@ enum Command {
     /// Plan an IP allocation offline: CTDB takeover-test input on stdin,
     /// `ADDRESS PNN` lines out.
     Ipalloc(ipalloc::IpallocArgs),
+    /// Write the man pages or shell completions into a directory (packaging).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +37,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Ping(args) => ping::run(&ctx, &args),
         Command::Ipalloc(args) => ipalloc::run(&args),
+        Command::Generate(args) => generate::run(<Cli as clap::CommandFactory>::command(), &args),
     }
 }
