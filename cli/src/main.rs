@@ -6,6 +6,7 @@ use transport::msg::cluster::AdminOp;
 mod cluster;
 mod ctx;
 mod ip;
+mod generate;
 mod ipalloc;
 #[allow(dead_code)] // used by the state-reading commands as they land
 mod output;
@@ -63,6 +64,9 @@ enum Command {
     /// Unregister a connection: CLIENT-IP:PORT SERVER-IP:PORT, or pairs on
     /// stdin.
     Deltickle(tickles::PairArgs),
+    /// Write the man pages or shell completions into a directory (packaging).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,5 +95,6 @@ fn main() -> anyhow::Result<()> {
         Command::Gettickles(args) => tickles::get(&ctx, &args),
         Command::Addtickle(args) => tickles::change(&ctx, &args, true),
         Command::Deltickle(args) => tickles::change(&ctx, &args, false),
+        Command::Generate(args) => generate::run(<Cli as clap::CommandFactory>::command(), &args),
     }
 }

@@ -5,7 +5,8 @@
 //! after the [`Backoff`] delay. [`SupervisorHandle::shutdown`] stops the
 //! children in the reverse order of their start (SIGTERM, then SIGKILL after a
 //! grace period), so that failoverd can release its addresses while the
-//! transport under it still runs.
+//! transport under it still runs. Children get `PR_SET_PDEATHSIG` SIGKILL:
+//! when masterd dies, so do they.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -102,7 +103,24 @@ pub fn start(specs: Vec<ChildSpec>, backoff: Backoff, grace: Duration) -> Superv
     SupervisorHandle { status, children }
 }
 
+/// A cloneable view of the children's status that outlives
+/// [`SupervisorHandle::shutdown`] (for the status service).
+#[derive(Debug, Clone)]
+pub struct StatusView(Arc<Mutex<Vec<ChildStatus>>>);
+
+impl StatusView {
+    /// A snapshot of every child's status, in start order.
+    pub fn get(&self) -> Vec<ChildStatus> {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
 impl SupervisorHandle {
+    /// A view of the status that stays valid after shutdown.
+    pub fn view(&self) -> StatusView {
+        StatusView(Arc::clone(&self.status))
+    }
+
     /// A snapshot of every child's status, in start order.
     pub fn status(&self) -> Vec<ChildStatus> {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
@@ -138,7 +156,20 @@ async fn supervise(
         if *stop.borrow() {
             break;
         }
-        let mut child = match Command::new(&spec.program).args(&spec.args).spawn() {
+        let mut cmd = Command::new(&spec.program);
+        cmd.args(&spec.args);
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes one async-signal-safe system call (prctl), touching no
+        // memory shared with the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                // If masterd dies (even by SIGKILL), its daemons die with it:
+                // a restarted masterd must not find stale ones holding the
+                // socket and the addresses.
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
+        let mut child = match cmd.spawn() {
             Ok(child) => child,
             Err(e) => {
                 tracing::error!(daemon = %spec.name, program = %spec.program.display(), error = %e, "cannot start daemon");

@@ -1,10 +1,404 @@
-//! `bench memory`.
+//! `bench memory [--connections N] [--addresses N]`: resident memory of one
+//! node's daemons, idle in a running 3-node cluster with N public addresses
+//! (default 64) and N tracked connections (default 10,000, registered with
+//! conntrackd's ADD_CONNECTIONS on node 0), in the multi-process model (sum
+//! over masterd and its daemons) and the single-process model (masterd's one
+//! process). RSS and PSS come from `/proc/PID/smaps_rollup`.
+//!
+//! The baseline is keepalived's RSS (all its processes, one VRRP instance
+//! with the same N addresses, idle in a namespace) when keepalived is
+//! installed; otherwise the figures have no baseline.
+//!
+//! masterd runs the daemons that are built (release profile); the figures'
+//! stderr lines say which. Connections are only registered when conntrackd
+//! runs; the `connections_tracked` figure says how many it accepted.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use transport::client::Client;
+use transport::msg::conntrack::{TrackedConnection, ADD_CONNECTIONS};
+use transport::msg::master::{MasterStatus, GET_STATUS};
+use transport::proto::service::{CONNTRACKD, MASTERD};
+use transport::proto::Address;
+
+use crate::bench::Figure;
+use crate::cluster::{bin_path, Node, TestCluster};
+
+const BENCH: &str = "memory";
+
+struct Args {
+    connections: usize,
+    addresses: usize,
+}
+
+fn parse(args: &[String]) -> Result<Args> {
+    let mut a = Args {
+        connections: 10_000,
+        addresses: 64,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut num = |name: &str| -> Result<usize> {
+            let v = it
+                .next()
+                .with_context(|| format!("{name} needs a number"))?;
+            v.parse()
+                .with_context(|| format!("{name}: '{v}' is not a number"))
+        };
+        match arg.as_str() {
+            "--connections" => a.connections = num("--connections")?,
+            "--addresses" => a.addresses = num("--addresses")?,
+            other => bail!("memory: unknown argument '{other}'"),
+        }
+    }
+    if a.addresses == 0 || a.addresses > 250 {
+        bail!("--addresses: 1 to 250");
+    }
+    Ok(a)
+}
+
+/// Public address `i` (203.0.113.1 onwards).
+fn public(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(203, 0, 113, u8::try_from(i + 1).unwrap_or(u8::MAX))
+}
+
+/// RSS and PSS of a process, in kB.
+fn rss_pss(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        text.lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some((field("Rss:")?, field("Pss:")?))
+}
 
 /// Runs the `memory` scenario.
 ///
 /// # Errors
 ///
-/// Always, until this scenario is built.
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("benchmark scenario 'memory' is not built yet (its issue is still open)")
+/// When the cluster cannot be built, masterd does not become ready, or a
+/// process cannot be measured.
+pub fn run(args: &[String]) -> Result<()> {
+    let a = parse(args)?;
+    let masterd = bin_path("masterd")?;
+    let multi: Vec<&str> = masterd::daemons::ALL
+        .iter()
+        .filter(|d| bin_path(d.name).is_ok())
+        .map(|d| d.name)
+        .collect();
+    let single: Vec<&str> = multi
+        .iter()
+        .copied()
+        .filter(|d| masterd::single::entry(d).is_some())
+        .collect();
+    eprintln!(
+        "memory: 3 nodes, {} public addresses, {} connections; multi-process daemons: {}; single-process daemons: {}",
+        a.addresses,
+        a.connections,
+        multi.join(","),
+        single.join(",")
+    );
+
+    let keepalived = keepalived_rss(a.addresses)?;
+    if let Some((rss, pss)) = keepalived {
+        Figure::plain(BENCH, "keepalived_rss", kb_to_mb(rss), "MB").print();
+        Figure::plain(BENCH, "keepalived_pss", kb_to_mb(pss), "MB").print();
+    } else {
+        eprintln!("memory: keepalived not installed: no baseline");
+    }
+    let figure = |metric: &str, kb: u64, base: Option<u64>| match base {
+        Some(b) => Figure::with_baseline(BENCH, metric, kb_to_mb(kb), "MB", kb_to_mb(b)).print(),
+        None => Figure::plain(BENCH, metric, kb_to_mb(kb), "MB").print(),
+    };
+
+    let cluster = TestCluster::new("bm-mem", 3)?;
+    let mut pa = String::new();
+    for i in 0..a.addresses {
+        pa.push_str(&format!("{}/24 eth0\n", public(i)));
+    }
+    for node in &cluster.nodes {
+        std::fs::write(
+            node.config_dir.join("ipfailover.toml"),
+            format!(
+                "[transport]\nrun_dir = \"{}\"\n[logging]\nlevel = \"warn\"\n",
+                node.run_dir.display()
+            ),
+        )?;
+        std::fs::write(node.config_dir.join("public_addresses"), &pa)?;
+    }
+
+    // Multi-process model.
+    let mut procs = start_all(&cluster, &masterd, &multi, false)?;
+    let tracked = if multi.contains(&"conntrackd") {
+        register(&cluster.nodes[0], a.connections, a.addresses)?
+    } else {
+        0
+    };
+    Figure::plain(
+        BENCH,
+        "connections_tracked",
+        f64::from(u32::try_from(tracked).unwrap_or(u32::MAX)),
+        "conns",
+    )
+    .print();
+    std::thread::sleep(Duration::from_secs(3));
+    let st = status(&cluster.nodes[0]).context("masterd status on node 0")?;
+    let mut total = (0u64, 0u64);
+    let mut pids = vec![("masterd".to_owned(), st.pid)];
+    for d in &st.daemons {
+        if let Some(pid) = d.pid {
+            pids.push((d.name.clone(), pid));
+        }
+    }
+    for (name, pid) in &pids {
+        let (rss, pss) = rss_pss(*pid).with_context(|| format!("measuring {name} ({pid})"))?;
+        Figure::plain(BENCH, &format!("multi_rss_{name}"), kb_to_mb(rss), "MB").print();
+        total.0 += rss;
+        total.1 += pss;
+    }
+    figure("multi_rss_node", total.0, keepalived.map(|k| k.0));
+    figure("multi_pss_node", total.1, keepalived.map(|k| k.1));
+    for p in &mut procs {
+        terminate(p);
+    }
+    drop(procs);
+
+    // Single-process model.
+    let mut procs = start_all(&cluster, &masterd, &single, true)?;
+    if single.contains(&"conntrackd") {
+        register(&cluster.nodes[0], a.connections, a.addresses)?;
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let st = status(&cluster.nodes[0]).context("masterd status on node 0")?;
+    let (rss, pss) = rss_pss(st.pid).context("measuring masterd")?;
+    figure("single_rss_node", rss, keepalived.map(|k| k.0));
+    figure("single_pss_node", pss, keepalived.map(|k| k.1));
+    for p in &mut procs {
+        terminate(p);
+    }
+    Ok(())
+}
+
+fn kb_to_mb(kb: u64) -> f64 {
+    f64::from(u32::try_from(kb).unwrap_or(u32::MAX)) / 1024.0
+}
+
+/// Starts masterd on every node and waits until each is ready.
+fn start_all(
+    cluster: &TestCluster,
+    masterd: &Path,
+    daemons: &[&str],
+    single: bool,
+) -> Result<Vec<Child>> {
+    let mut procs = Vec::new();
+    for node in &cluster.nodes {
+        let mut cmd = node.ns.command(&masterd.to_string_lossy());
+        cmd.arg("--config-dir")
+            .arg(&node.config_dir)
+            .arg("--daemons")
+            .arg(daemons.join(","))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if single {
+            cmd.arg("--single-process");
+        }
+        procs.push(cmd.spawn().context("starting masterd")?);
+    }
+    let start = Instant::now();
+    for node in &cluster.nodes {
+        loop {
+            if status(node).is_some_and(|s| s.ready) {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("masterd on node {} not ready after 30 s", node.pnn);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(procs)
+}
+
+/// SIGTERM and wait (SIGKILL after 15 s).
+fn terminate(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn status(node: &Node) -> Option<MasterStatus> {
+    let sock = node.run_dir.join("transport.sock");
+    node.ns
+        .block_on(move || async move {
+            let (client, _incoming) = Client::connect_unix(&sock, "bench-memory").await.ok()?;
+            client
+                .request::<_, MasterStatus>(
+                    Address::local(MASTERD),
+                    GET_STATUS,
+                    &(),
+                    Duration::from_secs(2),
+                )
+                .await
+                .ok()
+        })
+        .ok()
+        .flatten()
+}
+
+/// Registers `n` connections with node 0's conntrackd, spread over the
+/// public addresses (clients in 198.51.100.0/24); returns how many were
+/// accepted (batches conntrackd refuses are counted as not tracked).
+fn register(node: &Node, n: usize, addresses: usize) -> Result<usize> {
+    let sock = node.run_dir.join("transport.sock");
+    node.ns.block_on(move || async move {
+        let (client, _incoming) = Client::connect_unix(&sock, "bench-memory")
+            .await
+            .context("connecting to transportd")?;
+        let conns: Vec<TrackedConnection> = (0..n)
+            .map(|i| TrackedConnection {
+                client: SocketAddr::new(
+                    IpAddr::V4(Ipv4Addr::new(
+                        198,
+                        51,
+                        100,
+                        u8::try_from(i % 250 + 1).unwrap_or(1),
+                    )),
+                    u16::try_from(10_000 + i / 250).unwrap_or(u16::MAX),
+                ),
+                server: SocketAddr::new(IpAddr::V4(public(i % addresses)), 445),
+            })
+            .collect();
+        let mut accepted = 0;
+        let mut refused = None;
+        for batch in conns.chunks(1000) {
+            match client
+                .request::<_, ()>(
+                    Address::local(CONNTRACKD),
+                    ADD_CONNECTIONS,
+                    &batch.to_vec(),
+                    Duration::from_secs(10),
+                )
+                .await
+            {
+                Ok(()) => accepted += batch.len(),
+                Err(e) => refused = Some(e.to_string()),
+            }
+        }
+        if let Some(e) = refused {
+            eprintln!("memory: conntrackd refused some connections: {e}");
+        }
+        Ok(accepted)
+    })?
+}
+
+/// keepalived's RSS and PSS (kB, summed over its processes), idle with one
+/// VRRP instance holding `addresses` virtual addresses, or None when it is
+/// not installed.
+fn keepalived_rss(addresses: usize) -> Result<Option<(u64, u64)>> {
+    let Ok(keepalived) = which("keepalived") else {
+        return Ok(None);
+    };
+    let ns = crate::netns::NetNs::new("bm-ka")?;
+    let peer = crate::netns::NetNs::new("bm-kp")?;
+    crate::netns::veth(&ns, "eth0", &peer, "eth0")?;
+    ns.ip(&["addr", "add", "192.0.2.10/24", "dev", "eth0"])?;
+    let dir = std::env::temp_dir().join(format!("ipf-bm-ka-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut conf = String::from(
+        "global_defs {\n  router_id bench\n}\nvrrp_instance VI_1 {\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority 100\n  advert_int 1\n  virtual_ipaddress {\n",
+    );
+    for i in 0..addresses {
+        conf.push_str(&format!("    {}/24\n", public(i)));
+    }
+    conf.push_str("  }\n}\n");
+    let conf_path = dir.join("keepalived.conf");
+    std::fs::write(&conf_path, conf)?;
+    let mut cmd = ns.command(&keepalived.to_string_lossy());
+    cmd.arg("--dont-fork")
+        .arg("--log-console")
+        .arg("-f")
+        .arg(&conf_path)
+        .arg("-p")
+        .arg(dir.join("keepalived.pid"))
+        .arg("-r")
+        .arg(dir.join("vrrp.pid"))
+        .arg("-c")
+        .arg(dir.join("checkers.pid"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let pid = ns.spawn(cmd)?;
+    // Let it start its children and settle as MASTER (it holds the addresses).
+    std::thread::sleep(Duration::from_secs(5));
+    let mut total = (0, 0);
+    let children = children_of(pid);
+    for &p in std::iter::once(&pid).chain(children.iter()) {
+        if let Some((rss, pss)) = rss_pss(p) {
+            total.0 += rss;
+            total.1 += pss;
+        }
+    }
+    for &p in &children {
+        if let Ok(raw) = i32::try_from(p) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(raw),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    ns.kill(pid);
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(peer);
+    Ok(Some(total))
+}
+
+/// Direct children of `pid` (from /proc/*/stat).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let child: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let ppid: u32 = stat
+            .rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        (ppid == pid).then_some(child)
+    })
+    .collect()
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf> {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin"] {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("{name} not found")
 }

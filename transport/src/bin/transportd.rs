@@ -2,6 +2,11 @@
 //! socket) and the other nodes (authenticated, encrypted TCP).
 //!
 //! `transportd --generate-key FILE` writes a new cluster key and exits.
+//!
+//! `transportd --config-dir DIR` takes everything from the node's
+//! configuration directory instead of flags: `ipfailover.toml`
+//! (`[transport]`, `[cluster] pnn`, `[logging] level`), the `nodes` file and
+//! the cluster key file. This is how masterd starts it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +28,11 @@ static ALLOC: CountingAlloc = CountingAlloc;
 #[derive(Debug, Parser)]
 #[command(name = "transportd", version, about)]
 struct Args {
+    /// Read ipfailover.toml, `nodes` and the cluster key from this directory
+    /// (the other flags except --log-level and --generate-key are then not
+    /// allowed; the log level comes from the file).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["run_dir", "nodes", "pnn", "port", "key", "group"])]
+    config_dir: Option<PathBuf>,
     /// Directory of the local socket (transport.sock).
     #[arg(long, default_value = transportd::DEFAULT_RUN_DIR)]
     run_dir: PathBuf,
@@ -64,14 +74,37 @@ fn main() -> ExitCode {
             }
         };
     }
+    let mut args = args;
+    let mut loaded = None;
+    if let Some(dir) = &args.config_dir {
+        match config::load(dir) {
+            Ok(l) => {
+                args.log_level.clone_from(&l.config.logging.level);
+                loaded = Some(l);
+            }
+            Err(e) => {
+                eprintln!("transportd: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let hook = match init_logging(&args.log_level) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("transportd: bad --log-level {:?}: {e}", args.log_level);
+            eprintln!("transportd: bad log level {:?}: {e}", args.log_level);
             return ExitCode::from(2);
         }
     };
-    match setup(args, hook) {
+    if let Some(l) = &loaded {
+        for w in &l.warnings {
+            tracing::warn!("{w}");
+        }
+    }
+    let setup = match loaded {
+        Some(l) => setup_from_config(&l, hook),
+        None => setup(args, hook),
+    };
+    match setup {
         Ok(config) => serve(config),
         Err(e) => {
             tracing::error!("{e}");
@@ -96,6 +129,35 @@ fn setup(args: Args, hook: LogLevelHook) -> Result<Config, String> {
         nodes,
         pnn: args.pnn,
         port: args.port,
+        key,
+        policy,
+        log_level: Some(hook),
+    })
+}
+
+/// The transportd configuration of a node's configuration directory.
+fn setup_from_config(loaded: &config::Loaded, hook: LogLevelHook) -> Result<Config, String> {
+    let t = &loaded.config.transport;
+    let nodes_path = loaded.dir.join("nodes");
+    let nodes = Nodes::load(&nodes_path).map_err(|e| e.to_string())?;
+    let key_path = loaded.resolve(&t.key_file);
+    let has_peers = nodes.len() > 1;
+    let key = if has_peers || key_path.exists() {
+        Some(key::ClusterKey::load(&key_path).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let policy = Policy::new(t.group.as_deref()).map_err(|e| {
+        format!(
+            "{}: [transport] group: {e}",
+            loaded.dir.join(config::FILE_NAME).display()
+        )
+    })?;
+    Ok(Config {
+        run_dir: t.run_dir.clone(),
+        nodes,
+        pnn: loaded.config.cluster.pnn,
+        port: t.port,
         key,
         policy,
         log_level: Some(hook),

@@ -1,0 +1,118 @@
+//! The multi-process model: each daemon is a child process
+//! (`BIN_DIR/<name> --config-dir DIR`), restarted with backoff when it
+//! exits on its own ([`crate::supervisor`]).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use transport::controls::LogLevelHook;
+use transport::msg::master::{DaemonState, DaemonStatus, Model};
+
+use crate::backoff::Backoff;
+use crate::service::{self, Shared};
+use crate::setup::NodeConfig;
+use crate::supervisor::{self, ChildSpec, ChildState, ChildStatus};
+use crate::{MasterError, Options};
+
+/// The directory of masterd's own executable: where the daemons are
+/// installed beside it (/usr/libexec/ipfailover, or target/<profile>).
+///
+/// # Errors
+///
+/// [`MasterError::OwnExe`].
+pub fn default_bin_dir() -> Result<PathBuf, MasterError> {
+    let exe = std::env::current_exe().map_err(MasterError::OwnExe)?;
+    Ok(exe
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf))
+}
+
+/// The child specs of `opts.daemons`, checking each binary exists.
+///
+/// # Errors
+///
+/// [`MasterError::MissingBinary`] for the first daemon without a binary.
+pub fn specs(
+    opts: &Options,
+    bin_dir: &Path,
+    config_dir: &Path,
+) -> Result<Vec<ChildSpec>, MasterError> {
+    opts.daemons
+        .iter()
+        .map(|d| {
+            let program = bin_dir.join(d.name);
+            if !program.is_file() {
+                return Err(MasterError::MissingBinary {
+                    daemon: d.name.to_owned(),
+                    path: program,
+                });
+            }
+            Ok(ChildSpec {
+                name: d.name.to_owned(),
+                program,
+                args: vec!["--config-dir".into(), config_dir.as_os_str().to_owned()],
+            })
+        })
+        .collect()
+}
+
+/// The wire form of a supervised child's status.
+pub fn to_status(c: &ChildStatus) -> DaemonStatus {
+    let (state, pid) = match c.state {
+        ChildState::Running { pid } => (DaemonState::Running, Some(pid)),
+        ChildState::Restarting => (DaemonState::Restarting, None),
+        ChildState::FailedToStart => (DaemonState::FailedToStart, None),
+        ChildState::Stopped => (DaemonState::Stopped, None),
+    };
+    DaemonStatus {
+        name: c.name.clone(),
+        state,
+        pid,
+        restarts: c.restarts,
+        last_exit: c.last_exit.clone(),
+    }
+}
+
+/// Runs the node's daemons as child processes until `shutdown` completes or
+/// a SHUTDOWN control reaches masterd; then stops them in reverse order.
+///
+/// # Errors
+///
+/// [`MasterError::MissingBinary`] before anything is started.
+pub async fn run(
+    cfg: NodeConfig,
+    opts: Options,
+    bin_dir: &Path,
+    log_hook: Option<LogLevelHook>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), MasterError> {
+    let specs = specs(&opts, bin_dir, cfg.dir())?;
+    let handle = supervisor::start(specs, Backoff::default(), opts.stop_grace);
+    let view = handle.view();
+    let shared = Shared::new(
+        Model::MultiProcess,
+        Arc::new(move || view.get().iter().map(to_status).collect()),
+    );
+    let (quit_tx, quit_rx) = watch::channel(false);
+    let service = tokio::spawn(service::run(
+        cfg.socket(),
+        opts.daemons.clone(),
+        Arc::clone(&shared),
+        log_hook,
+        quit_rx,
+    ));
+    let mut stop = shared.stop.subscribe();
+    tokio::select! {
+        () = shutdown => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    tracing::info!("stopping the daemons (reverse start order)");
+    let _ = crate::notify::notify("STOPPING=1");
+    handle.shutdown().await;
+    quit_tx.send_replace(true);
+    let _ = service.await;
+    tracing::info!("all daemons stopped");
+    Ok(())
+}

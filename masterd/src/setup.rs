@@ -1,0 +1,166 @@
+//! Loading and validating a node's configuration directory before anything
+//! starts: `ipfailover.toml`, `nodes`, the cluster key and
+//! `public_addresses` (optional: a node without it hosts no public address).
+//! Everything is checked up front so that a bad file stops masterd with an
+//! error naming the file and line, and nothing is started.
+
+use std::path::{Path, PathBuf};
+
+use transport::nodes::Nodes;
+use transport::transportd::key::ClusterKey;
+
+use crate::MasterError;
+
+/// The CTDB-format nodes file's name in the configuration directory.
+pub const NODES_FILE: &str = "nodes";
+/// The CTDB-format public addresses file's name.
+pub const PUBLIC_ADDRESSES_FILE: &str = "public_addresses";
+
+/// A validated configuration directory.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The loaded `ipfailover.toml` (and its directory).
+    pub loaded: config::Loaded,
+    /// The nodes file.
+    pub nodes: Nodes,
+    /// The cluster key, when the file exists (required with more than one
+    /// node).
+    pub key: Option<ClusterKey>,
+    /// How many public addresses `public_addresses` lists (0 without it).
+    pub public_addresses: usize,
+}
+
+impl NodeConfig {
+    /// The configuration directory.
+    pub fn dir(&self) -> &Path {
+        &self.loaded.dir
+    }
+
+    /// The run directory (transport.sock lives there).
+    pub fn run_dir(&self) -> PathBuf {
+        self.loaded.config.transport.run_dir.clone()
+    }
+
+    /// transportd's socket.
+    pub fn socket(&self) -> PathBuf {
+        transport::transportd::socket_path(&self.run_dir())
+    }
+}
+
+/// Loads and checks every file of the configuration directory `dir`.
+///
+/// # Errors
+///
+/// [`MasterError::Config`], [`MasterError::Nodes`], [`MasterError::NoNodes`],
+/// [`MasterError::Key`], [`MasterError::PublicAddresses`], each naming the
+/// file (and line where there is one).
+pub fn load(dir: &Path) -> Result<NodeConfig, MasterError> {
+    let loaded = config::load(dir)?;
+    let nodes_path = dir.join(NODES_FILE);
+    let nodes = Nodes::load(&nodes_path)?;
+    if nodes.iter().next().is_none() {
+        return Err(MasterError::NoNodes { path: nodes_path });
+    }
+    let key_path = loaded.resolve(&loaded.config.transport.key_file);
+    let key = if nodes.iter().nth(1).is_some() || key_path.exists() {
+        Some(ClusterKey::load(&key_path)?)
+    } else {
+        None
+    };
+    let pa_path = dir.join(PUBLIC_ADDRESSES_FILE);
+    let public_addresses = if pa_path.exists() {
+        failoverd::public_addresses::load(&pa_path)?.len()
+    } else {
+        0
+    };
+    Ok(NodeConfig {
+        loaded,
+        nodes,
+        key,
+        public_addresses,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir(tag: &str, files: &[(&str, &str)]) -> Dir {
+        let d = std::env::temp_dir().join(format!("masterd-setup-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        for (name, text) in files {
+            let p = d.join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        Dir(d)
+    }
+
+    const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n";
+
+    #[test]
+    fn a_good_directory_loads() {
+        let d = dir(
+            "good",
+            &[
+                ("nodes", "192.0.2.10\n192.0.2.11\n"),
+                ("cluster.key", KEY),
+                (
+                    "public_addresses",
+                    "192.0.2.201/24 eth0\n192.0.2.202/24 eth0\n",
+                ),
+                ("ipfailover.toml", "[logging]\nlevel = \"debug\"\n"),
+            ],
+        );
+        let c = load(&d.0).unwrap();
+        assert_eq!(c.public_addresses, 2);
+        assert!(c.key.is_some());
+        assert_eq!(c.loaded.config.logging.level, "debug");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let d = dir(
+            "badtoml",
+            &[
+                ("nodes", "192.0.2.10\n"),
+                ("ipfailover.toml", "\n[cluster]\nbogus = 1\n"),
+            ],
+        );
+        let e = load(&d.0).unwrap_err().to_string();
+        assert!(e.contains("ipfailover.toml:3"), "{e}");
+
+        let d = dir(
+            "badpa",
+            &[
+                ("nodes", "192.0.2.10\n"),
+                (
+                    "public_addresses",
+                    "192.0.2.201/24 eth0\n192.0.2.300/24 eth0\n",
+                ),
+            ],
+        );
+        let e = load(&d.0).unwrap_err().to_string();
+        assert!(e.contains("public_addresses:2"), "{e}");
+
+        let d = dir("nonodes", &[]);
+        let e = load(&d.0).unwrap_err().to_string();
+        assert!(e.contains("nodes"), "{e}");
+    }
+
+    #[test]
+    fn several_nodes_need_the_key() {
+        let d = dir("nokey", &[("nodes", "192.0.2.10\n192.0.2.11\n")]);
+        let e = load(&d.0).unwrap_err().to_string();
+        assert!(e.contains("cluster.key"), "{e}");
+    }
+}

@@ -1,0 +1,302 @@
+//! The single-process model: every daemon is a task of masterd's process.
+//!
+//! transportd runs in-process too (its library [`transport::transportd`]),
+//! still serving its Unix socket so that the CLI and every in-process daemon
+//! reach it the same way as in the multi-process model; node-to-node links
+//! are its usual TCP links. A daemon task that fails or panics is restarted
+//! with the same [`Backoff`] as a crashed process.
+//!
+//! Each daemon has an in-process entry point in [`entry`]: a function from
+//! an [`InProcessCtx`] to the daemon's `run` future. A daemon without one
+//! cannot run in this model; masterd says so before starting anything.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use transport::client::{Client, ClientError, Incoming};
+use transport::controls::LogLevelHook;
+use transport::msg::master::{DaemonState, DaemonStatus, Model};
+use transport::transportd::{self, peercred::Policy};
+
+use crate::backoff::Backoff;
+use crate::service::{self, Shared};
+use crate::setup::NodeConfig;
+use crate::{MasterError, Options};
+
+/// What an in-process daemon gets.
+pub struct InProcessCtx {
+    /// The node's validated configuration.
+    pub config: NodeConfig,
+    /// The process-wide log-level hook (one subscriber for all daemons).
+    pub log_hook: Option<LogLevelHook>,
+    /// Becomes true when the daemon must stop.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl InProcessCtx {
+    /// A future that completes when the daemon must stop.
+    pub fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.shutdown.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    /// Connects to the node's transportd as `name`, retrying for up to 5 s
+    /// while it starts, and installs the log-level hook.
+    ///
+    /// # Errors
+    ///
+    /// The last connection error after 5 s.
+    pub async fn connect(&self, name: &str) -> Result<(Client, Incoming), ClientError> {
+        let socket = self.config.socket();
+        let mut attempt = 0;
+        loop {
+            match Client::connect_unix(&socket, name).await {
+                Ok((client, incoming)) => {
+                    if let Some(hook) = &self.log_hook {
+                        let hook = Arc::clone(hook);
+                        client.set_log_level_hook(move |set| hook(set));
+                    }
+                    return Ok((client, incoming));
+                }
+                Err(e) if attempt >= 50 => return Err(e),
+                Err(_) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// A daemon's in-process entry point.
+pub type Entry = fn(InProcessCtx) -> BoxFuture<'static, Result<(), String>>;
+
+/// The in-process entry point of daemon `name`, if this build has one.
+///
+/// clusterd, conntrackd and failoverd get theirs when their library `run`
+/// functions exist: `|ctx| async move { let (client, incoming) =
+/// ctx.connect("clusterd").await?; clusterd::run(.., client, incoming,
+/// ctx.shutdown_signal()).await }.boxed()`.
+pub fn entry(name: &str) -> Option<Entry> {
+    match name {
+        "transportd" => Some(run_transportd),
+        _ => None,
+    }
+}
+
+/// transportd's configuration from the node's configuration directory (as
+/// `transportd --config-dir` builds it).
+///
+/// # Errors
+///
+/// When `[transport] group` names no group.
+pub fn transportd_config(
+    cfg: &NodeConfig,
+    log_hook: Option<LogLevelHook>,
+) -> Result<transportd::Config, String> {
+    let t = &cfg.loaded.config.transport;
+    let policy = Policy::new(t.group.as_deref()).map_err(|e| format!("[transport] group: {e}"))?;
+    Ok(transportd::Config {
+        run_dir: t.run_dir.clone(),
+        nodes: cfg.nodes.clone(),
+        pnn: cfg.loaded.config.cluster.pnn,
+        port: t.port,
+        key: cfg.key.clone(),
+        policy,
+        log_level: log_hook,
+    })
+}
+
+fn run_transportd(ctx: InProcessCtx) -> BoxFuture<'static, Result<(), String>> {
+    async move {
+        let config = transportd_config(&ctx.config, ctx.log_hook.clone())?;
+        let daemon = transportd::Daemon::bind(config)
+            .await
+            .map_err(|e| e.to_string())?;
+        daemon.run(ctx.shutdown_signal()).await;
+        Ok(())
+    }
+    .boxed()
+}
+
+struct Task {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+    name: &'static str,
+}
+
+/// Runs the node's daemons as tasks of this process until `shutdown`
+/// completes or a SHUTDOWN control reaches masterd; then stops them in
+/// reverse order.
+///
+/// # Errors
+///
+/// [`MasterError::NotInProcess`] (before anything starts) for a daemon
+/// without an in-process entry point.
+pub async fn run(
+    cfg: NodeConfig,
+    opts: Options,
+    log_hook: Option<LogLevelHook>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), MasterError> {
+    let mut entries = Vec::new();
+    for d in &opts.daemons {
+        let e = entry(d.name).ok_or_else(|| MasterError::NotInProcess {
+            daemon: d.name.to_owned(),
+        })?;
+        entries.push((d.name, e));
+    }
+    let status = Arc::new(Mutex::new(
+        entries
+            .iter()
+            .map(|(name, _)| DaemonStatus {
+                name: (*name).to_owned(),
+                state: DaemonState::Restarting,
+                pid: None,
+                restarts: 0,
+                last_exit: None,
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let view = Arc::clone(&status);
+    let shared = Shared::new(
+        Model::SingleProcess,
+        Arc::new(move || view.lock().map(|s| s.clone()).unwrap_or_default()),
+    );
+    let mut tasks = Vec::new();
+    for (index, (name, entry)) in entries.into_iter().enumerate() {
+        let (stop, stop_rx) = watch::channel(false);
+        let handle = tokio::spawn(supervise(
+            name,
+            entry,
+            index,
+            cfg.clone(),
+            log_hook.clone(),
+            Arc::clone(&status),
+            stop_rx,
+        ));
+        tasks.push(Task { stop, handle, name });
+        if index == 0 {
+            // Let transportd bind its socket before the others connect.
+            wait_for_socket(&cfg.socket()).await;
+        }
+    }
+    let (quit_tx, quit_rx) = watch::channel(false);
+    let service = tokio::spawn(service::run(
+        cfg.socket(),
+        opts.daemons.clone(),
+        Arc::clone(&shared),
+        log_hook,
+        quit_rx,
+    ));
+    let mut stop = shared.stop.subscribe();
+    tokio::select! {
+        () = shutdown => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    tracing::info!("stopping the daemons (reverse start order)");
+    let _ = crate::notify::notify("STOPPING=1");
+    for task in tasks.into_iter().rev() {
+        task.stop.send_replace(true);
+        let abort = task.handle.abort_handle();
+        if tokio::time::timeout(opts.stop_grace, task.handle)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                daemon = task.name,
+                "did not stop in time; aborting its task"
+            );
+            abort.abort();
+        }
+    }
+    quit_tx.send_replace(true);
+    let _ = service.await;
+    tracing::info!("all daemons stopped");
+    Ok(())
+}
+
+async fn wait_for_socket(path: &Path) {
+    for _ in 0..50 {
+        if path.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn set(status: &Mutex<Vec<DaemonStatus>>, index: usize, f: impl FnOnce(&mut DaemonStatus)) {
+    if let Ok(mut all) = status.lock() {
+        if let Some(s) = all.get_mut(index) {
+            f(s);
+        }
+    }
+}
+
+async fn supervise(
+    name: &'static str,
+    entry: Entry,
+    index: usize,
+    cfg: NodeConfig,
+    log_hook: Option<LogLevelHook>,
+    status: Arc<Mutex<Vec<DaemonStatus>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::default();
+    let mut first = true;
+    while !*stop.borrow() {
+        let ctx = InProcessCtx {
+            config: cfg.clone(),
+            log_hook: log_hook.clone(),
+            shutdown: stop.clone(),
+        };
+        set(&status, index, |s| {
+            s.state = DaemonState::Running;
+            s.pid = Some(std::process::id());
+            if !first {
+                s.restarts += 1;
+            }
+        });
+        if first {
+            tracing::info!(daemon = name, "started (in-process)");
+        } else {
+            tracing::warn!(daemon = name, "restarted (in-process)");
+        }
+        first = false;
+        backoff.started(Instant::now());
+        // A task of its own, so that a panic ends only this daemon.
+        let outcome = tokio::spawn(entry(ctx)).await;
+        if *stop.borrow() {
+            break;
+        }
+        let how = match outcome {
+            Ok(Ok(())) => "returned".to_owned(),
+            Ok(Err(e)) => format!("failed: {e}"),
+            Err(e) if e.is_panic() => "panicked".to_owned(),
+            Err(e) => format!("cancelled: {e}"),
+        };
+        tracing::error!(daemon = name, exit = %how, "daemon task ended unexpectedly");
+        set(&status, index, |s| {
+            s.state = DaemonState::Restarting;
+            s.pid = None;
+            s.last_exit = Some(how);
+        });
+        let delay = backoff.exited(Instant::now());
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    set(&status, index, |s| {
+        s.state = DaemonState::Stopped;
+        s.pid = None;
+    });
+}
