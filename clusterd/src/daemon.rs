@@ -3,9 +3,9 @@
 //!
 //! * Peer messages ([`ClusterMsg`]: heartbeats, leader membership, admin
 //!   forwarding) travel as [`PEER`] events to `(pnn, CLUSTERD)`, addressed
-//!   directly by PNN through transportd. A message whose `from` does not
-//!   match the frame's source PNN (which transportd sets from the
-//!   authenticated link) is dropped.
+//!   directly by PNN through transportd. A message that does not come from
+//!   a `clusterd` service, or whose `from` does not match the frame's source
+//!   PNN (which transportd sets from the authenticated link), is dropped.
 //! * [`MEMBERSHIP`] events go to `(LOCAL, BROADCAST_SERVICE)` on every change
 //!   and again every [`REPUBLISH`] (so late subscribers catch up).
 //! * [`GET_MEMBERSHIP`] requests are answered with the published membership;
@@ -346,7 +346,8 @@ async fn receiver(client: Client, mut incoming: Incoming, inputs: mpsc::Sender<I
                         continue;
                     }
                 };
-                if claimed_sender(&cm) != msg.header.src.pnn {
+                let src = msg.header.src;
+                if src.service != CLUSTERD || claimed_sender(&cm) != src.pnn {
                     tracing::warn!(from = %msg.header.src, "peer message claims another sender; dropped");
                     continue;
                 }
