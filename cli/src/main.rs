@@ -5,8 +5,8 @@ use transport::msg::cluster::AdminOp;
 
 mod cluster;
 mod ctx;
-mod ip;
 mod generate;
+mod ip;
 mod ipalloc;
 #[allow(dead_code)] // used by the state-reading commands as they land
 mod output;

@@ -98,7 +98,9 @@ impl TestCluster {
             .with_context(|| format!("creating {}", scratch.display()))?;
         let key = random_key_hex()?;
         let mut nodes = Vec::with_capacity(n);
-        let mut nodes_file = String::from("# ipfailover test cluster\n");
+        // No comment line: in CTDB's format a `#` line is a deleted node and
+        // takes a PNN.
+        let mut nodes_file = String::new();
         for i in 0..n {
             let host = u8::try_from(10 + i).context("too many nodes")?;
             let addr = Ipv4Addr::new(192, 0, 2, host);
@@ -240,7 +242,8 @@ mod tests {
         require_root();
         let c = TestCluster::new("t-cl", 3).unwrap();
         let nodes = std::fs::read_to_string(c.nodes[1].config_dir.join("nodes")).unwrap();
-        assert!(nodes.contains("192.0.2.12"), "{nodes}");
+        // Line N is node N.
+        assert_eq!(nodes.lines().nth(2), Some("192.0.2.12"), "{nodes}");
         let ping = |ns: &NetNs, to: &str| {
             ns.exec("ping", &["-c", "1", "-W", "1", to])
                 .map(|o| o.status.success())

@@ -225,9 +225,7 @@ impl Bed {
     }
 }
 
-/// Starts transportd; it finds its pnn from the address it can bind (the
-/// test cluster's nodes file starts with a comment line, which CTDB counts
-/// as a deleted node 0, so transport pnns are the nodes' index + 1).
+/// Starts transportd; it finds its pnn from the address it can bind.
 fn start_transportd(node: &Node) {
     let log = std::fs::File::create(node.run_dir.join("transportd.log")).unwrap();
     let bin = bin_path("transportd").unwrap();
