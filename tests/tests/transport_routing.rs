@@ -60,6 +60,14 @@ fn requests_and_broadcasts_cross_nodes_and_errors_come_back() {
             .await
             .unwrap();
         assert_eq!(got, "0:hello");
+        // A 300 KB request and reply span several Noise chunks each way.
+        let big = "x".repeat(300_000);
+        let got: String = c1
+            .request(Address::new(0, CLUSTERD), ECHO, &big, TIMEOUT)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 300_002);
+        assert!(got.starts_with("0:xxx"));
 
         // A broadcast from node 1 reaches the subscribers of both nodes,
         // but not the non-subscribed sender.

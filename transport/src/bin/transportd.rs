@@ -10,10 +10,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
-use tracing_subscriber::{layer::SubscriberExt, reload, util::SubscriberInitExt, EnvFilter};
 
 use transport::controls::LogLevelHook;
 use transport::nodes::Nodes;
@@ -88,7 +86,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    let hook = match init_logging(&args.log_level) {
+    let hook = match transport::logging::init(&args.log_level) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("transportd: bad log level {:?}: {e}", args.log_level);
@@ -219,26 +217,4 @@ async fn signals() {
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = int.recv() => tracing::info!("SIGINT"),
     }
-}
-
-fn init_logging(level: &str) -> Result<LogLevelHook, String> {
-    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-    let (layer, handle) = reload::Layer::new(filter);
-    tracing_subscriber::registry()
-        .with(layer)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .try_init()
-        .map_err(|e| e.to_string())?;
-    let current = Arc::new(std::sync::Mutex::new(level.to_owned()));
-    Ok(Arc::new(move |set: Option<&str>| {
-        let mut cur = current
-            .lock()
-            .map_err(|_| "log level lock poisoned".to_owned())?;
-        if let Some(new) = set {
-            let filter = EnvFilter::try_new(new).map_err(|e| format!("bad filter {new:?}: {e}"))?;
-            handle.reload(filter).map_err(|e| e.to_string())?;
-            new.clone_into(&mut cur);
-        }
-        Ok(cur.clone())
-    }))
 }

@@ -23,7 +23,7 @@ use super::Shared;
 /// Queue limit of one local client (bytes not yet read by it).
 pub const LOCAL_QUEUE_LIMIT: usize = 32 * 1024 * 1024;
 const READ_BUF: usize = 64 * 1024;
-const KEEP: usize = 1024 * 1024;
+const KEEP: usize = 4 * 1024 * 1024;
 
 /// Accepts local clients until shutdown.
 pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {

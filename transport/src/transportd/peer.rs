@@ -34,7 +34,7 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const PLAIN_BUF: usize = 256 * 1024;
-const KEEP: usize = 1024 * 1024;
+const KEEP: usize = 4 * 1024 * 1024;
 /// Plaintext sealed per write (a few chunks), bounding the send buffer.
 const SEAL_BATCH: usize = 8 * MAX_CHUNK;
 

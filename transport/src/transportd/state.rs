@@ -226,12 +226,7 @@ impl State {
         conn: u64,
         outbox: Arc<Outbox>,
     ) -> Result<u16, RemoteError> {
-        if name.is_empty() || name.len() > 64 || name == "transport" {
-            return Err(RemoteError::new(
-                ErrorCode::BadRequest,
-                format!("service name {name:?} is empty, too long or reserved"),
-            ));
-        }
+        service::check_name(name)?;
         let id = match service::well_known_id(name) {
             Some(id) => {
                 if self.services.contains_key(&id) {
