@@ -491,6 +491,10 @@ fn all_nodes_agree_after_a_partition_heals() {
     let want2 = tracked(&during2);
     b.wait_all(&[0, 1], public(0), &want0, "changes on the majority side");
     b.wait_all(&[2], public(2), &want2, "changes on the cut-off node");
+    // Stay cut off past conntrackd's peer timeout (3 missed announcements
+    // of 1 s), so that both sides forget each other and must re-sync on
+    // contact rather than rely on TCP retransmissions alone.
+    std::thread::sleep(Duration::from_secs(4));
     // Node 2 has not seen them while cut off.
     assert_ne!(b.query(2, public(0)).as_deref(), Some(&want0[..]));
 
