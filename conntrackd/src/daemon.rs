@@ -655,6 +655,7 @@ impl Shell {
                     .table()
                     .counts()
                     .into_iter()
+                    .filter(|(_, n)| *n > 0)
                     .map(|(address, n)| AddressCount {
                         address,
                         connections: u64::try_from(n).unwrap_or(u64::MAX),
