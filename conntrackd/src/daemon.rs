@@ -327,8 +327,9 @@ impl Shell {
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.update_hosts().await;
         loop {
+            // Unbiased: a flood of peer messages (a snapshot being applied)
+            // must not starve the kernel's events, nor the reverse.
             tokio::select! {
-                biased;
                 () = &mut shutdown => return Ok(()),
                 () = &mut stop => return Ok(()),
                 m = incoming.recv() => {
@@ -655,6 +656,7 @@ impl Shell {
                     .table()
                     .counts()
                     .into_iter()
+                    .filter(|(_, n)| *n > 0)
                     .map(|(address, n)| AddressCount {
                         address,
                         connections: u64::try_from(n).unwrap_or(u64::MAX),

@@ -2,7 +2,7 @@
 //! connected to which public IP, learned from the kernel and by registration,
 //! and replicated to every node.
 //!
-//! This crate holds the pure core, with no I/O and no clock:
+//! The pure core, with no I/O and no clock:
 //!
 //! * [`table`]: the compact per-address table and its replication merge
 //!   (idempotent, order-independent, versioned per reporter and address);
@@ -12,8 +12,9 @@
 //! * [`engine`]: one node's conntrackd as a state machine (inputs: dumps,
 //!   events, requests, peer messages, `now`; outputs: messages to send).
 //!
-//! [`daemon`] is the async shell around [`engine::Engine`]: sock_diag dumps,
-//! conntrack events, failoverd's hosted addresses and the transport.
+//! The only module that does I/O is [`daemon`], the async shell around
+//! [`engine::Engine`] (sock_diag dumps, conntrack events, failoverd's hosted
+//! addresses and the transport).
 
 pub mod daemon;
 pub mod engine;

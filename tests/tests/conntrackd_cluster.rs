@@ -26,6 +26,11 @@ use transport::proto::{Address, BROADCAST_SERVICE, LOCAL};
 const LIMIT: Duration = Duration::from_secs(20);
 const EVERY: Duration = Duration::from_millis(100);
 
+/// Node 0's IPv6 public address.
+fn public6() -> IpAddr {
+    "2001:db8::50".parse().unwrap()
+}
+
 fn public(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(192, 0, 2, 50 + u8::try_from(i).unwrap()))
 }
@@ -51,6 +56,18 @@ impl Bed {
             node.ns
                 .ip(&["addr", "add", &format!("{}/24", public(i)), "dev", "eth0"])
                 .unwrap();
+            if i == 0 {
+                node.ns
+                    .ip(&[
+                        "addr",
+                        "add",
+                        &format!("{}/64", public6()),
+                        "dev",
+                        "eth0",
+                        "nodad",
+                    ])
+                    .unwrap();
+            }
             std::fs::write(
                 node.config_dir.join("ipfailover.toml"),
                 format!(
@@ -91,6 +108,9 @@ impl Bed {
         cmd.arg("--config-dir").arg(&node.config_dir);
         if host {
             cmd.args(["--host", &public(i).to_string()]);
+            if i == 0 {
+                cmd.args(["--host", &public6().to_string()]);
+            }
         }
         cmd.stdout(Stdio::null()).stderr(log);
         self.conntrackd[i] = Some(node.spawn(cmd).unwrap());
@@ -469,6 +489,10 @@ fn all_nodes_agree_after_a_partition_heals() {
     let want2 = tracked(&during2);
     b.wait_all(&[0, 1], public(0), &want0, "changes on the majority side");
     b.wait_all(&[2], public(2), &want2, "changes on the cut-off node");
+    // Stay cut off past conntrackd's peer timeout (3 missed announcements
+    // of 1 s), so that both sides forget each other and must re-sync on
+    // contact rather than rely on TCP retransmissions alone.
+    std::thread::sleep(Duration::from_secs(4));
     // Node 2 has not seen them while cut off.
     assert_ne!(b.query(2, public(0)).as_deref(), Some(&want0[..]));
 
@@ -491,4 +515,29 @@ fn all_nodes_agree_after_a_partition_heals() {
     drop((during0, during2));
     drop(b);
     assert!(!ip_netns_left("ctp"));
+}
+
+#[test]
+fn bad_configuration_is_refused_with_file_and_line() {
+    let dir = std::env::temp_dir().join(format!("ipfailover-ct-badconf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("ipfailover.toml"),
+        "[conntrack]\nscan_interval_ms = 1000\nno_such_key = 1\n",
+    )
+    .unwrap();
+    let out = Command::new(bin_path("conntrackd").unwrap())
+        .arg("--config-dir")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ipfailover.toml") && err.contains('3'),
+        "{err}"
+    );
+    assert!(err.contains("no_such_key"), "{err}");
 }

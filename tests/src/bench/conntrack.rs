@@ -766,8 +766,7 @@ mod net {
     }
 
     fn latency(o: &Opts, c: &TestCluster, base: u64) -> Result<()> {
-        // Several ports, so that no client port is reused within the run (a
-        // reused 4-tuple is one conntrack entry, replaced, not a new one).
+        // Several ports, so that the client's port range is not exhausted.
         let targets: Vec<SocketAddr> = (0..LATENCY_PORTS)
             .map(|i| SocketAddr::new(PUBLIC, LATENCY_PORT + i))
             .collect();
@@ -780,15 +779,26 @@ mod net {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
-        // Accepts and closes, so that the backlogs never fill.
+        // Accepts, so that the backlogs never fill, and closes 500 ms later:
+        // the client closes first and keeps its port in TIME_WAIT, so no
+        // 4-tuple is reused within the run (a reused one replaces its
+        // conntrack entry instead of adding one).
         let acceptor = std::thread::spawn(move || {
+            let mut held: std::collections::VecDeque<(Instant, TcpStream)> =
+                std::collections::VecDeque::new();
             while !stop2.load(Ordering::Relaxed) {
                 let mut any = false;
                 for l in &listeners {
                     if let Ok((s, _)) = l.accept() {
-                        drop(s);
+                        held.push_back((Instant::now(), s));
                         any = true;
                     }
+                }
+                while held
+                    .front()
+                    .is_some_and(|(t, _)| t.elapsed() > Duration::from_millis(500))
+                {
+                    held.pop_front();
                 }
                 if !any {
                     std::thread::sleep(Duration::from_micros(200));
