@@ -38,7 +38,7 @@ impl NodeConfig {
 
     /// The run directory (transport.sock lives there).
     pub fn run_dir(&self) -> PathBuf {
-        self.loaded.config.transport.run_dir.clone()
+        self.loaded.resolve(&self.loaded.config.transport.run_dir)
     }
 
     /// transportd's socket.

@@ -105,7 +105,7 @@ pub fn transportd_config(
     let t = &cfg.loaded.config.transport;
     let policy = Policy::new(t.group.as_deref()).map_err(|e| format!("[transport] group: {e}"))?;
     Ok(transportd::Config {
-        run_dir: t.run_dir.clone(),
+        run_dir: cfg.run_dir(),
         nodes: cfg.nodes.clone(),
         pnn: cfg.loaded.config.cluster.pnn,
         port: t.port,

@@ -1,5 +1,6 @@
-//! The demo runs end to end (2 nodes) and cleans up after itself: exit 0,
-//! and none of its namespaces left.
+//! The demo runs end to end (3 nodes: with 2 and no cluster lock the
+//! survivor has no majority and must not take over) and cleans up after
+//! itself: exit 0, and none of its namespaces left.
 
 use std::process::Command;
 
@@ -11,7 +12,7 @@ fn the_demo_runs_end_to_end_and_cleans_up() {
     require_root();
     let demo = bin_path("demo").unwrap();
     let child = Command::new(&demo)
-        .args(["--nodes", "2"])
+        .args(["--nodes", "3"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -245,3 +245,44 @@ fn a_single_process_daemon_without_entry_point_is_refused_up_front() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("single-process"), "{err}");
 }
+
+/// With failoverd built: every public address gets hosted, and SIGTERM to
+/// every masterd leaves no public address configured on any node.
+#[test]
+fn sigterm_leaves_no_public_address_behind() {
+    require_root();
+    if bin_path("failoverd").is_err() {
+        eprintln!("failoverd is not built: nothing hosts addresses, test skipped");
+        return;
+    }
+    let c = TestCluster::new("md-addr", 2).unwrap();
+    let pa = "192.0.2.201/24 eth0\n192.0.2.202/24 eth0\n192.0.2.203/24 eth0\n";
+    for n in &c.nodes {
+        write_config(n, Some(pa));
+    }
+    let daemons = available_daemons();
+    let mut ms: Vec<Masterd> = c
+        .nodes
+        .iter()
+        .map(|n| Masterd::start(n, &["--daemons", &daemons], None, None))
+        .collect();
+    let hosted = |n: &tests::cluster::Node| -> usize {
+        let text =
+            n.ns.exec_ok("ip", &["-4", "-o", "addr", "show", "dev", "eth0"])
+                .unwrap_or_default();
+        ["192.0.2.201/", "192.0.2.202/", "192.0.2.203/"]
+            .iter()
+            .filter(|a| text.contains(*a))
+            .count()
+    };
+    wait("every public address hosted", LIMIT, || {
+        (c.nodes.iter().map(hosted).sum::<usize>() == 3).then_some(())
+    });
+    for m in &mut ms {
+        let st = m.terminate(LIMIT).expect("masterd stops");
+        assert!(st.success(), "{st:?}");
+    }
+    for n in &c.nodes {
+        assert_eq!(hosted(n), 0, "node {} still has public addresses", n.pnn);
+    }
+}

@@ -99,11 +99,19 @@ fn run(args: Args) -> Result<(), MasterError> {
     for w in &cfg.loaded.warnings {
         tracing::warn!("{w}");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(if args.single_process { 2 } else { 1 })
-        .enable_all()
-        .build()
-        .map_err(MasterError::Runtime)?;
+    // Multi-process: one thread is plenty for a supervisor (and the children's
+    // PR_SET_PDEATHSIG then follows the main thread, which lives as long as
+    // masterd). Single-process: two workers, as transportd alone uses.
+    let runtime = if args.single_process {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    }
+    .enable_all()
+    .build()
+    .map_err(MasterError::Runtime)?;
     runtime.block_on(async move {
         tracing::info!(
             config_dir = %cfg.dir().display(),

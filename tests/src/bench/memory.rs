@@ -137,8 +137,13 @@ pub fn run(args: &[String]) -> Result<()> {
 
     // Multi-process model.
     let mut procs = start_all(&cluster, &masterd, &multi, false)?;
+    let hosted = if multi.contains(&"failoverd") {
+        wait_hosted(&cluster, a.addresses)
+    } else {
+        Vec::new()
+    };
     let tracked = if multi.contains(&"conntrackd") {
-        register(&cluster.nodes[0], a.connections, a.addresses)?
+        register(&cluster.nodes[0], a.connections, &hosted)?
     } else {
         0
     };
@@ -174,7 +179,12 @@ pub fn run(args: &[String]) -> Result<()> {
     // Single-process model.
     let mut procs = start_all(&cluster, &masterd, &single, true)?;
     if single.contains(&"conntrackd") {
-        register(&cluster.nodes[0], a.connections, a.addresses)?;
+        let hosted = if single.contains(&"failoverd") {
+            wait_hosted(&cluster, a.addresses)
+        } else {
+            Vec::new()
+        };
+        register(&cluster.nodes[0], a.connections, &hosted)?;
     }
     std::thread::sleep(Duration::from_secs(3));
     let st = status(&cluster.nodes[0]).context("masterd status on node 0")?;
@@ -266,11 +276,51 @@ fn status(node: &Node) -> Option<MasterStatus> {
         .flatten()
 }
 
+/// Waits (30 s at most) until every public address is on some node's eth0;
+/// returns those on node 0's.
+fn wait_hosted(cluster: &TestCluster, addresses: usize) -> Vec<Ipv4Addr> {
+    let start = Instant::now();
+    loop {
+        let mut all = 0;
+        let mut mine = Vec::new();
+        for node in &cluster.nodes {
+            let Ok(text) = node
+                .ns
+                .exec_ok("ip", &["-4", "-o", "addr", "show", "dev", "eth0"])
+            else {
+                continue;
+            };
+            for i in 0..addresses {
+                if text.contains(&format!(" {}/", public(i))) {
+                    all += 1;
+                    if node.pnn == 0 {
+                        mine.push(public(i));
+                    }
+                }
+            }
+        }
+        if all >= addresses || start.elapsed() > Duration::from_secs(30) {
+            eprintln!(
+                "memory: {all} of {addresses} public addresses hosted, {} on node 0",
+                mine.len()
+            );
+            return mine;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Registers `n` connections with node 0's conntrackd, spread over the
-/// public addresses (clients in 198.51.100.0/24); returns how many were
-/// accepted (batches conntrackd refuses are counted as not tracked).
-fn register(node: &Node, n: usize, addresses: usize) -> Result<usize> {
+/// addresses node 0 hosts (all public addresses when none is known), with
+/// clients in 198.51.100.0/24; returns how many were accepted (batches
+/// conntrackd refuses are counted as not tracked).
+fn register(node: &Node, n: usize, hosted: &[Ipv4Addr]) -> Result<usize> {
     let sock = node.run_dir.join("transport.sock");
+    let servers: Vec<Ipv4Addr> = if hosted.is_empty() {
+        (0..64).map(public).collect()
+    } else {
+        hosted.to_vec()
+    };
     node.ns.block_on(move || async move {
         let (client, _incoming) = Client::connect_unix(&sock, "bench-memory")
             .await
@@ -286,7 +336,7 @@ fn register(node: &Node, n: usize, addresses: usize) -> Result<usize> {
                     )),
                     u16::try_from(10_000 + i / 250).unwrap_or(u16::MAX),
                 ),
-                server: SocketAddr::new(IpAddr::V4(public(i % addresses)), 445),
+                server: SocketAddr::new(IpAddr::V4(servers[i % servers.len()]), 445),
             })
             .collect();
         let mut accepted = 0;
@@ -302,7 +352,14 @@ fn register(node: &Node, n: usize, addresses: usize) -> Result<usize> {
                 .await
             {
                 Ok(()) => accepted += batch.len(),
-                Err(e) => refused = Some(e.to_string()),
+                Err(e) => {
+                    let mut e = e.to_string();
+                    if e.len() > 200 {
+                        e.truncate(200);
+                        e.push_str("...");
+                    }
+                    refused = Some(e);
+                }
             }
         }
         if let Some(e) = refused {

@@ -300,6 +300,12 @@ fn hosts(cluster: &TestCluster, alive: &[usize]) -> Vec<Vec<usize>> {
 /// The real failover: power off the node hosting 192.0.2.201 and watch.
 fn failover(cluster: &TestCluster, cli: &Path, logs: &Path) -> Result<()> {
     let n = cluster.nodes.len();
+    if n == 2 {
+        eprintln!(
+            "    note: without a cluster lock, the survivor of a 2-node cluster has no\n    \
+             majority and must not take over (CTDB's rule); use 3 nodes or more to see a takeover"
+        );
+    }
     let all: Vec<usize> = (0..n).collect();
     let before = hosts(cluster, &all);
     let victim = before

@@ -152,7 +152,7 @@ fn setup_from_config(loaded: &config::Loaded, hook: LogLevelHook) -> Result<Conf
         )
     })?;
     Ok(Config {
-        run_dir: t.run_dir.clone(),
+        run_dir: loaded.resolve(&t.run_dir),
         nodes,
         pnn: loaded.config.cluster.pnn,
         port: t.port,
