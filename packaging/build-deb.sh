@@ -10,9 +10,18 @@ if ! cargo deb --version >/dev/null 2>&1; then
     exit 1
 fi
 target="${CARGO_TARGET_DIR:-target}"
-cargo build --release --locked --workspace --bins
-rm -rf "$target/release/man" "$target/release/completions"
-"$target/release/ipfailover" generate man "$target/release/man"
-"$target/release/ipfailover" generate completions "$target/release/completions"
-cargo deb --locked --no-build -p masterd "$@"
+# IPF_PROFILE=dev packages the debug build (the test suite uses it to check
+# the package's contents without a second, release build).
+profile="${IPF_PROFILE:-release}"
+if [ "$profile" = release ]; then
+    cargo build --release --locked --workspace --bins
+    out="$target/release"
+else
+    cargo build --profile "$profile" --locked --workspace --bins
+    out="$target/debug"
+fi
+rm -rf "$out/man" "$out/completions"
+"$out/ipfailover" generate man "$out/man"
+"$out/ipfailover" generate completions "$out/completions"
+cargo deb --locked --no-build --profile "$profile" -p masterd "$@"
 ls -1 "$target"/debian/ipfailover_*.deb

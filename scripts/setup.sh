@@ -38,3 +38,10 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: cargo not found; install Rust (rustup) first" >&2
     exit 1
 fi
+
+# cargo-deb builds the Debian package (packaging/build-deb.sh; the package
+# test checks its contents).
+if ! cargo deb --version >/dev/null 2>&1; then
+    echo "setup: installing cargo-deb" >&2
+    cargo install cargo-deb --locked --quiet
+fi

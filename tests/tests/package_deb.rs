@@ -42,13 +42,25 @@ fn find_deb() -> Option<PathBuf> {
     debs.pop()
 }
 
+/// Builds the package from the binaries this test run uses (the debug
+/// build under `cargo test`, so no second, release build is needed); never
+/// reuses an older .deb, which could hide a packaging change.
 fn package() -> PathBuf {
-    if let Some(deb) = find_deb() {
-        return deb;
-    }
+    let debian = target_dir().join("debian");
+    let _ = std::fs::remove_dir_all(&debian);
+    let profile = if bin_path("masterd")
+        .unwrap()
+        .parent()
+        .is_some_and(|d| d.ends_with("release"))
+    {
+        "release"
+    } else {
+        "dev"
+    };
     let status = Command::new("bash")
         .arg(workspace_root().join("packaging/build-deb.sh"))
         .env("CARGO_TARGET_DIR", target_dir())
+        .env("IPF_PROFILE", profile)
         .status()
         .unwrap();
     assert!(
