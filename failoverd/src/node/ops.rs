@@ -44,6 +44,10 @@ struct State {
     hosted: BTreeMap<IpAddr, HostedAddress>,
     announcers: HashMap<IpAddr, JoinHandle<()>>,
     link_override: HashMap<String, bool>,
+    /// Kernel usability (admin up and carrier) of every link, by name, from
+    /// the last dump and the link events since: announcers consult it
+    /// instead of asking the kernel once per address and round.
+    links: HashMap<String, bool>,
     hook_failures: VecDeque<super::HookFailure>,
     /// Addresses already reported as CannotHost (reported once per loss).
     cannot_host: HashSet<IpAddr>,
@@ -260,7 +264,11 @@ impl Inner {
     /// Interface name → usable (admin up, carrier, not forced down).
     pub(super) async fn usable_map(&self) -> Result<HashMap<String, bool>, NodeError> {
         let links = self.nl.links().await?;
-        let st = self.lock();
+        let mut st = self.lock();
+        st.links = links
+            .iter()
+            .map(|l| (l.name.clone(), l.is_usable()))
+            .collect();
         Ok(links
             .into_iter()
             .map(|l| {
@@ -272,8 +280,14 @@ impl Inner {
     }
 
     async fn link_usable(&self, iface: &str) -> bool {
-        if self.lock().link_override.get(iface) == Some(&false) {
-            return false;
+        {
+            let st = self.lock();
+            if st.link_override.get(iface) == Some(&false) {
+                return false;
+            }
+            if let Some(up) = st.links.get(iface) {
+                return *up;
+            }
         }
         match self.nl.link(iface).await {
             Ok(l) => l.is_usable(),
@@ -1033,9 +1047,11 @@ async fn monitor(inner: Weak<Inner>, mut events: Events) {
                         schedule_reconcile(inner);
                     }
                     Event::Link(state) => {
+                        inner.lock().links.insert(state.name.clone(), state.is_usable());
                         tokio::spawn(async move { inner.on_link(&state.name).await });
                     }
                     Event::LinkRemoved { name, .. } => {
+                        inner.lock().links.remove(&name);
                         tokio::spawn(async move { inner.on_link(&name).await });
                     }
                     _ => {}
