@@ -37,6 +37,7 @@ struct Bed {
     c: TestCluster,
     eth1_ports: Vec<String>,
     powered: Arc<Mutex<Vec<bool>>>,
+    failoverd_pids: Mutex<Vec<u32>>,
 }
 
 fn public_addresses(list: &[u8]) -> String {
@@ -81,6 +82,7 @@ impl Bed {
         }
         let bed = Bed {
             powered: Arc::new(Mutex::new(vec![true; c.nodes.len()])),
+            failoverd_pids: Mutex::new(vec![0; c.nodes.len()]),
             c,
             eth1_ports,
         };
@@ -120,11 +122,20 @@ impl Bed {
         })
         .unwrap();
         for name in ["clusterd", "conntrackd", "failoverd"] {
-            let mut d = node.ns.command(bin_path(name).unwrap().to_str().unwrap());
-            d.args(["--config-dir", node.config_dir.to_str().unwrap()])
-                .stdout(Stdio::null())
-                .stderr(self.log(i, name));
-            node.spawn(d).unwrap();
+            self.start_daemon(i, name);
+        }
+    }
+
+    /// Starts one daemon of node `i`; remembers failoverd's pid.
+    fn start_daemon(&self, i: usize, name: &str) {
+        let node = &self.c.nodes[i];
+        let mut d = node.ns.command(bin_path(name).unwrap().to_str().unwrap());
+        d.args(["--config-dir", node.config_dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(self.log(i, name));
+        let pid = node.spawn(d).unwrap();
+        if name == "failoverd" {
+            self.failoverd_pids.lock().unwrap()[i] = pid;
         }
     }
 
@@ -566,7 +577,39 @@ fn failover_cluster_disable_moveip_link_down_and_reloadips() {
     }
     let (ok, text) = bed.cli(0, &["reloadips"]);
     assert!(ok, "reloadips: {text}\n{}", bed.logs());
-    bed.wait_placed("the reloaded list hosted exactly once", &new_list);
+    let placed = bed.wait_placed("the reloaded list hosted exactly once", &new_list);
+
+    // Restart without a blip: SIGKILL an owner's failoverd and start it
+    // again; its addresses never leave its kernel and nothing moves.
+    let owner = placed[&public(201)];
+    let pid = bed.failoverd_pids.lock().unwrap()[owner];
+    assert!(bed.c.nodes[owner].ns.kill(pid));
+    bed.start_daemon(owner, "failoverd");
+    let ns = bed.c.nodes[owner].ns.name().to_string();
+    let mine: Vec<IpAddr> = placed
+        .iter()
+        .filter(|(_, &n)| n == owner)
+        .map(|(a, _)| *a)
+        .collect();
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        let now = addresses_on(&ns);
+        for a in &mine {
+            assert!(
+                now.contains(a),
+                "{a} vanished from node {owner} during a failoverd restart\n{}",
+                bed.logs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The restarted failoverd answers and reports them as hosted.
+    let r = wait_for("the restarted failoverd to answer", LIMIT, POLL, || {
+        let (ok, text) = bed.cli(owner, &["ip", "-v"]);
+        (ok && text.contains(&format!("{} node[{owner}] active[eth1]", public(201)))).then_some(())
+    });
+    assert!(r.is_ok(), "{}", bed.logs());
+    assert_eq!(bed.wait_placed("placed", &new_list), placed);
     sampler.finish();
 }
 

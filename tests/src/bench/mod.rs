@@ -11,6 +11,7 @@ pub mod alloc;
 pub mod cluster;
 pub mod conntrack;
 pub mod failover;
+pub mod failover_node;
 pub mod memory;
 pub mod netlink;
 pub mod netlink_diag;

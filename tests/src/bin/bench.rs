@@ -18,6 +18,7 @@ const SCENARIOS: &[&str] = &[
     "conntrack",
     "failover",
     "memory",
+    "failover-node",
 ];
 
 fn main() -> ExitCode {
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
         "alloc" => bench::alloc::run(&rest),
         "conntrack" => bench::conntrack::run(&rest),
         "failover" => bench::failover::run(&rest),
+        "failover-node" => bench::failover_node::run(&rest),
         "memory" => bench::memory::run(&rest),
         other => Err(anyhow::anyhow!(
             "unknown scenario '{other}'; scenarios: {}",
