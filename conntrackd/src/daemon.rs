@@ -47,16 +47,8 @@ use crate::engine::{self, Engine, Out};
 use crate::msg::{self, Msg, Request, Response};
 use crate::table::{Conn, Pnn};
 
-/// failoverd's `HOSTED` event opcode (transport::msg::failover, owned by
-/// failoverd; mirrored here until it lands there).
-pub const HOSTED: u32 = 0x0002_0001;
-
-/// The payload of [`HOSTED`] (same serde shape as failoverd's `Hosted`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hosted {
-    /// The public addresses configured on this node.
-    pub addresses: Vec<IpAddr>,
-}
+/// failoverd's `HOSTED` event and its payload, which conntrackd follows.
+pub use transport::msg::failover::{Hosted, HOSTED};
 
 /// Event between conntrackd instances: the sender's hosted addresses,
 /// broadcast on change and every announce interval (also its liveness).
