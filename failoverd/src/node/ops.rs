@@ -114,6 +114,9 @@ async fn order_for_removal(nl: &Netlink, iface: &str, prefixes: &mut [IpPrefix])
     prefixes.sort_by_key(|p| std::cmp::Reverse(rank.get(&p.addr()).copied().unwrap_or(0)));
 }
 
+/// The most `drop_all` waits for the reset of local connections before it
+/// removes the addresses (the safety rule comes first).
+const DROP_RESET_LIMIT: Duration = Duration::from_millis(200);
 /// How long one dump may take before it is asked again.
 const DUMP_RETRY: Duration = Duration::from_millis(250);
 /// Dump attempts before giving up.
@@ -718,7 +721,18 @@ impl Inner {
             // wait for it): reset the connections while the addresses are
             // still configured.
             drop(op);
-            self.reset_connections(&targets, thorough).await;
+            if thorough {
+                self.reset_connections(&targets, true).await;
+            } else if tokio::time::timeout(
+                DROP_RESET_LIMIT,
+                self.reset_connections(&targets, false),
+            )
+            .await
+            .is_err()
+            {
+                // drop_all (lease lost): removing the addresses comes first.
+                tracing::warn!("resetting connections took too long: removing the addresses now");
+            }
             // Phase 3: remove, unless taken again in between.
             let _op = self.op.lock().await;
             {
