@@ -8,9 +8,11 @@
 //! the leader asks its own failoverd for its report like any other node's.
 //!
 //! Safety duties of this module:
-//! * When the membership says the lease is not valid, or clusterd has not
-//!   confirmed a valid lease for `lease` (it is polled every `lease / 3`),
-//!   every public address is dropped at once ([`Executor::drop_all`]).
+//! * When the membership says the lease is not valid, every public address
+//!   is dropped at once ([`Executor::drop_all`]); so it is when clusterd has
+//!   not confirmed a valid lease for `max(2 × lease, 1 s)` (it is polled
+//!   four times in that time), i.e. clusterd died. Once the lease is valid
+//!   again the node asks the leader for a run to get addresses back.
 //! * TAKE is refused unless it comes from the leader this node follows, for
 //!   a generation not older than this node's, while the lease is valid; a
 //!   take that completes after the lease was lost is undone.
@@ -186,6 +188,9 @@ struct LeaderState {
     waiters: Vec<(u64, Message)>,
     moves: VecDeque<(MoveIp, Message)>,
     force_rebalance: Vec<Pnn>,
+    /// This node dropped its addresses (lease lost): once the lease is back
+    /// it asks for a run, or nothing would give them back.
+    lost_lease: bool,
 }
 
 /// Runs failoverd until `shutdown` resolves, a SHUTDOWN control arrives or
@@ -228,13 +233,17 @@ pub async fn run(
     client.subscribe(IPREALLOCATED).await?;
 
     let lease = ctx.settings.lease.max(Duration::from_millis(1));
-    let poll_every = (lease / 3).max(Duration::from_millis(10));
+    // Without word from clusterd for this long, drop everything. Not one
+    // lease: a loaded node (hundreds of announcements) must not drop its
+    // addresses because one poll answer came late; see docs/failoverd.md.
+    let watchdog = (lease * 2).max(Duration::from_secs(1));
+    let poll_every = watchdog / 4;
     let mut poll = tokio::time::interval(poll_every);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (memb_tx, mut memb_rx) = mpsc::unbounded_channel::<Membership>();
     // Until clusterd confirms a valid lease, adopted addresses may stay
     // only for one lease.
-    let mut lease_deadline = Instant::now() + lease;
+    let mut lease_deadline = Instant::now() + watchdog;
     let mut dropped_for_watchdog = false;
     let mut adopted = false;
     let mut leader = LeaderState {
@@ -275,7 +284,7 @@ pub async fn run(
                 let tx = memb_tx.clone();
                 tokio::spawn(async move {
                     let r: Result<Membership, _> = client
-                        .request(Address::local(CLUSTERD), GET_MEMBERSHIP, &(), lease)
+                        .request(Address::local(CLUSTERD), GET_MEMBERSHIP, &(), watchdog)
                         .await;
                     if let Ok(m) = r {
                         let _ = tx.send(m);
@@ -288,7 +297,7 @@ pub async fn run(
                     adopt(&ctx, m.lease_ok).await;
                 }
                 if m.lease_ok {
-                    lease_deadline = Instant::now() + lease;
+                    lease_deadline = Instant::now() + watchdog;
                     dropped_for_watchdog = false;
                 }
                 on_membership(&ctx, &mut leader, m).await;
@@ -296,7 +305,8 @@ pub async fn run(
             () = tokio::time::sleep_until(lease_deadline), if !dropped_for_watchdog => {
                 dropped_for_watchdog = true;
                 if !ctx.exec.hosted().is_empty() {
-                    tracing::error!("clusterd has not confirmed the lease for {lease:?}: dropping every public address");
+                    tracing::error!("clusterd has not confirmed the lease for {watchdog:?}: dropping every public address");
+                    leader.lost_lease = true;
                 }
                 drop_all(&ctx).await;
             }
@@ -378,6 +388,7 @@ async fn on_membership(ctx: &Ctx, leader: &mut LeaderState, m: Membership) {
         );
     }
     if !m.lease_ok {
+        leader.lost_lease = true;
         drop_all(ctx).await;
     }
     let now_leader = is_leader(&m);
@@ -432,6 +443,11 @@ async fn on_membership(ctx: &Ctx, leader: &mut LeaderState, m: Membership) {
                 }
             }
         }
+    }
+    if m.lease_ok && leader.lost_lease {
+        leader.lost_lease = false;
+        tracing::info!("lease valid again: asking for a takeover run");
+        request_run(ctx, leader);
     }
 }
 

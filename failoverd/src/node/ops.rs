@@ -65,6 +65,8 @@ pub(super) struct Inner {
     client: Option<Client>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     hooks_tx: mpsc::UnboundedSender<HookJob>,
+    /// The hooks (to skip the queue when the directory has none).
+    hooks: Hooks,
     /// A coalesced reconcile is queued and has not started yet.
     reconcile_pending: AtomicBool,
 }
@@ -72,10 +74,14 @@ pub(super) struct Inner {
 /// One event for the hook runner, and who waits for its outcome.
 type HookJob = (HookEvent, oneshot::Sender<HookOutcome>);
 
-/// Waits for queued hooks (an empty outcome if the runner has stopped).
-async fn wait_hooks(waits: Vec<oneshot::Receiver<HookOutcome>>) {
-    for w in waits {
-        let _ = w.await;
+/// Waits for queued hooks. The runner handles jobs in order, so waiting for
+/// the last one is waiting for all (one wake-up instead of one per address:
+/// a current-thread runtime took a scheduler tick per wake-up, 3.7 s for 256).
+/// Returns at once if the runner has stopped.
+async fn wait_hooks(mut waits: Vec<oneshot::Receiver<HookOutcome>>) {
+    if let Some(last) = waits.pop() {
+        drop(waits);
+        let _ = last.await;
     }
 }
 
@@ -106,6 +112,39 @@ async fn order_for_removal(nl: &Netlink, iface: &str, prefixes: &mut [IpPrefix])
         .map(|(i, p)| (p.addr(), i))
         .collect();
     prefixes.sort_by_key(|p| std::cmp::Reverse(rank.get(&p.addr()).copied().unwrap_or(0)));
+}
+
+/// The most `drop_all` waits for the reset of local connections before it
+/// removes the addresses (the safety rule comes first).
+const DROP_RESET_LIMIT: Duration = Duration::from_millis(200);
+/// How long one dump may take before it is asked again.
+const DUMP_RETRY: Duration = Duration::from_millis(250);
+/// Dump attempts before giving up.
+const DUMP_ATTEMPTS: u32 = 20;
+
+/// `nl.links()`, asked again when it has not answered within
+/// [`DUMP_RETRY`]. Under load a dump on the shared rtnetlink handle was
+/// seen to stay unanswered for seconds until another request went out; a
+/// fresh request gets it going. Bounded: [`DUMP_ATTEMPTS`] tries.
+async fn links_of(nl: &Netlink) -> Result<Vec<netlink::link::LinkState>, NodeError> {
+    for _ in 1..DUMP_ATTEMPTS {
+        if let Ok(r) = tokio::time::timeout(DUMP_RETRY, nl.links()).await {
+            return Ok(r?);
+        }
+        tracing::debug!("link dump slow: asking again");
+    }
+    Ok(nl.links().await?)
+}
+
+/// `nl.all_addresses()` with the same retry as [`links_of`].
+async fn addresses_of(nl: &Netlink) -> Result<Vec<(u32, IpPrefix)>, NodeError> {
+    for _ in 1..DUMP_ATTEMPTS {
+        if let Ok(r) = tokio::time::timeout(DUMP_RETRY, nl.all_addresses()).await {
+            return Ok(r?);
+        }
+        tracing::debug!("address dump slow: asking again");
+    }
+    Ok(nl.all_addresses().await?)
 }
 
 fn prefix_of(p: &PublicAddress) -> Result<IpPrefix, NodeError> {
@@ -178,6 +217,7 @@ impl Inner {
         let hooks = Hooks::new(config.hooks_dir.clone(), config.hook_timeout);
         let inner = Arc::new(Inner {
             hooks_tx,
+            hooks: hooks.clone(),
             reconcile_pending: AtomicBool::new(false),
             config,
             nl,
@@ -263,7 +303,7 @@ impl Inner {
 
     /// Interface name → usable (admin up, carrier, not forced down).
     pub(super) async fn usable_map(&self) -> Result<HashMap<String, bool>, NodeError> {
-        let links = self.nl.links().await?;
+        let links = links_of(&self.nl).await?;
         let mut st = self.lock();
         st.links = links
             .iter()
@@ -300,6 +340,11 @@ impl Inner {
     /// lock); the receiver gets the outcome.
     fn queue_hook(&self, ev: HookEvent) -> oneshot::Receiver<HookOutcome> {
         let (tx, rx) = oneshot::channel();
+        if self.hooks.list().is_empty() {
+            // No hook to run: do not go through the runner at all.
+            let _ = tx.send(HookOutcome::default());
+            return rx;
+        }
         // A send error means the runner has stopped (shutdown): the
         // receiver then reports an empty outcome.
         let _ = self.hooks_tx.send((ev, tx));
@@ -382,9 +427,9 @@ impl Inner {
         known: &[PublicAddress],
     ) -> Result<Vec<IpAddr>, NodeError> {
         let _op = self.op.lock().await;
-        let links = self.nl.links().await?;
+        let links = links_of(&self.nl).await?;
         let names: HashMap<u32, String> = links.into_iter().map(|l| (l.index, l.name)).collect();
-        let present = self.nl.all_addresses().await?;
+        let present = addresses_of(&self.nl).await?;
         let mut adopted = Vec::new();
         for p in known {
             let found = present.iter().find_map(|(index, prefix)| {
@@ -648,7 +693,8 @@ impl Inner {
         }
         if !unknown.is_empty() {
             // Leftovers: configured in the kernel but not hosted.
-            if let (Ok(links), Ok(present)) = (self.nl.links().await, self.nl.all_addresses().await)
+            if let (Ok(links), Ok(present)) =
+                (links_of(&self.nl).await, addresses_of(&self.nl).await)
             {
                 let names: HashMap<u32, String> =
                     links.into_iter().map(|l| (l.index, l.name)).collect();
@@ -675,7 +721,18 @@ impl Inner {
             // wait for it): reset the connections while the addresses are
             // still configured.
             drop(op);
-            self.reset_connections(&targets, thorough).await;
+            if thorough {
+                self.reset_connections(&targets, true).await;
+            } else if tokio::time::timeout(
+                DROP_RESET_LIMIT,
+                self.reset_connections(&targets, false),
+            )
+            .await
+            .is_err()
+            {
+                // drop_all (lease lost): removing the addresses comes first.
+                tracing::warn!("resetting connections took too long: removing the addresses now");
+            }
             // Phase 3: remove, unless taken again in between.
             let _op = self.op.lock().await;
             {
@@ -823,7 +880,7 @@ impl Inner {
                 return;
             }
         };
-        let (Ok(links), Ok(present)) = (self.nl.links().await, self.nl.all_addresses().await)
+        let (Ok(links), Ok(present)) = (links_of(&self.nl).await, addresses_of(&self.nl).await)
         else {
             return;
         };
@@ -928,9 +985,9 @@ impl Inner {
     }
 
     pub(super) async fn check(&self, known: &[PublicAddress]) -> Result<Discrepancies, NodeError> {
-        let links = self.nl.links().await?;
+        let links = links_of(&self.nl).await?;
         let names: HashMap<u32, String> = links.into_iter().map(|l| (l.index, l.name)).collect();
-        let present = self.nl.all_addresses().await?;
+        let present = addresses_of(&self.nl).await?;
         let present: HashSet<(String, IpAddr)> = present
             .into_iter()
             .filter_map(|(i, p)| Some((names.get(&i)?.clone(), p.addr())))

@@ -38,20 +38,18 @@ const PORT: u16 = 7446;
 const POLL: Duration = Duration::from_millis(20);
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// The i-th public address (0-based), in 198.51.100.0/24 then
-/// 203.0.113.0/24 (up to 500 addresses).
+/// The i-th public address (0-based): 198.51.100.1-254 then
+/// 203.0.113.1-254, skipping the client's .100 (up to 506 addresses).
 fn public(i: usize) -> IpAddr {
-    let (net, host) = if i < 250 {
-        (100, i + 1)
+    let per_net = 253;
+    let (net, k) = if i < per_net {
+        ([198, 51, 100], i)
     } else {
-        (113, i - 249)
+        ([203, 0, 113], i - per_net)
     };
-    let host = u8::try_from(host).expect("at most 500 public addresses");
-    if net == 100 {
-        IpAddr::V4(Ipv4Addr::new(198, 51, 100, host))
-    } else {
-        IpAddr::V4(Ipv4Addr::new(203, 0, 113, host))
-    }
+    let host = if k < 99 { k + 1 } else { k + 2 };
+    let host = u8::try_from(host).expect("at most 506 public addresses");
+    IpAddr::V4(Ipv4Addr::new(net[0], net[1], net[2], host))
 }
 
 fn is_public(a: IpAddr) -> bool {
@@ -176,10 +174,19 @@ impl Bed {
         Ok(())
     }
 
-    fn power_off(&mut self, i: usize) -> Result<()> {
+    /// The first half of a power-off: both cables pulled. The measuring
+    /// threads start right after; [`Bed::kill`] then SIGKILLs the daemons
+    /// (which can take seconds on a loaded machine with hundreds of
+    /// addresses, and must not delay the measurement's start).
+    fn unplug(&mut self, i: usize) -> Result<()> {
         self.powered[i] = false;
         self.c.lan.set_port(&self.eth1_ports[i], false)?;
-        self.c.power_off(i)
+        self.c.lan.set_port(&self.c.nodes[i].port, false)
+    }
+
+    /// The second half of a power-off: SIGKILL of the node's daemons.
+    fn kill(&self, i: usize) {
+        self.c.nodes[i].kill_all();
     }
 
     /// A reboot: the kernel forgets its public addresses, the cables are
@@ -278,7 +285,13 @@ impl Bed {
             for name in ["clusterd", "failoverd"] {
                 let p = self.c.scratch.join(format!("node{i}-{name}.log"));
                 let text = std::fs::read_to_string(&p).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                let tail: Vec<&str> = text
+                    .lines()
+                    .rev()
+                    .filter(|l| !l.contains("netlink_proto"))
+                    .map(|l| if l.len() > 300 { &l[..300] } else { l })
+                    .take(25)
+                    .collect();
                 out.push_str(&format!("--- node{i} {name}\n"));
                 for l in tail.iter().rev() {
                     out.push_str(l);
@@ -399,8 +412,9 @@ fn trial(bed: &mut Bed) -> Result<Trial> {
         .cli(survivors[0], &["leader"])
         .is_ok_and(|t| t.trim() == victim.to_string());
     let t0 = Instant::now();
-    bed.power_off(victim)?;
+    bed.unplug(victim)?;
     let connector = in_client(bed, move || first_connect(server));
+    bed.kill(victim);
     let connected = connector
         .join()
         .map_err(|_| anyhow::anyhow!("connector panicked"))??
@@ -423,7 +437,7 @@ fn trial(bed: &mut Bed) -> Result<Trial> {
     Ok(result)
 }
 
-fn mass(profile: &str, count: usize) -> Result<f64> {
+fn mass(profile: &str, count: usize) -> Result<(f64, f64)> {
     let addrs: Vec<IpAddr> = (0..count).map(public).collect();
     let mut bed = Bed::new(
         &format!("bfm{}", &profile[..1]),
@@ -439,6 +453,13 @@ fn mass(profile: &str, count: usize) -> Result<f64> {
     wait_for("node 0 hosting every address", LIMIT, POLL, || {
         let p = bed.placement()?;
         p.values().all(|&n| n == 0).then_some(())
+    })
+    .with_context(|| {
+        format!(
+            "node 0 has {} addresses\n{}",
+            addresses_on(bed.c.nodes[0].ns.name()).len(),
+            bed.logs()
+        )
     })?;
     bed.powered[1] = true;
     bed.start(1)?;
@@ -459,8 +480,34 @@ fn mass(profile: &str, count: usize) -> Result<f64> {
     eprintln!("mass: node 0 hosts {} addresses", on0.len());
     let targets: Vec<SocketAddr> = on0.iter().map(|a| SocketAddr::new(*a, PORT)).collect();
     let t0 = Instant::now();
-    bed.power_off(0)?;
-    let done = in_client(&bed, move || {
+    if std::env::var_os("FAILOVER_BENCH_LOGS").is_some() {
+        eprintln!(
+            "T0 at {:?} (since the epoch)",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)
+        );
+    }
+    bed.unplug(0)?;
+    let ns1 = bed.c.nodes[1].ns.name().to_string();
+    // Node 1 must end up with every address (it may already host some if
+    // node 0 lost its lease once during the set-up).
+    let want = count;
+    if on0.len() != count {
+        eprintln!(
+            "warning: node 0 hosts {} of {count} addresses at T0 (its lease flapped during the set-up)",
+            on0.len()
+        );
+    }
+    let configured = std::thread::spawn(move || {
+        let end = Instant::now() + LIMIT;
+        while Instant::now() < end {
+            if addresses_on(&ns1).len() >= want {
+                return Some(Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    });
+    let connector = in_client(&bed, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -484,13 +531,29 @@ fn mass(profile: &str, count: usize) -> Result<f64> {
             let all = futures::future::join_all(tasks).await;
             all.into_iter().try_fold(t0, |acc, t| t.map(|t| t.max(acc)))
         })
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("mass connector panicked"))??;
+    });
+    bed.kill(0);
+    let done = connector
+        .join()
+        .map_err(|_| anyhow::anyhow!("mass connector panicked"))??;
     let Some(last) = done else {
         bail!("not every address of the dead node answered within {LIMIT:?}");
     };
-    Ok((last - t0).as_secs_f64() * 1e3)
+    if let Some(dir) = std::env::var_os("FAILOVER_BENCH_LOGS") {
+        // Keep every log of the mass run for inspection.
+        let dir = std::path::PathBuf::from(dir);
+        for e in std::fs::read_dir(&bed.c.scratch)?.flatten() {
+            let name = e.file_name();
+            if name.to_string_lossy().ends_with(".log") {
+                let _ = std::fs::copy(e.path(), dir.join(name));
+            }
+        }
+    }
+    let configured = configured
+        .join()
+        .map_err(|_| anyhow::anyhow!("configured-poller panicked"))?
+        .map_or(f64::NAN, |t| (t - t0).as_secs_f64() * 1e3);
+    Ok(((last - t0).as_secs_f64() * 1e3, configured))
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T> {
@@ -514,8 +577,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let trials: usize = arg(args, "--trials", 10)?;
     let profile: String = arg(args, "--profile", "both".to_string())?;
     let mass_count: usize = arg(args, "--mass", 256)?;
-    if trials == 0 || trials > 100 || mass_count > 500 {
-        bail!("--trials 1..=100, --mass 0..=500");
+    if trials == 0 || trials > 100 || mass_count > 506 {
+        bail!("--trials 1..=100, --mass 0..=506");
     }
     let profiles: Vec<&str> = match profile.as_str() {
         "both" => vec!["default", "fast"],
@@ -606,7 +669,14 @@ pub fn run(args: &[String]) -> Result<()> {
         )
         .print();
         if mass_count > 0 {
-            let m = mass(p, mass_count)?;
+            let (m, configured) = mass(p, mass_count)?;
+            Figure::plain(
+                "failover",
+                &format!("{p}_mass{mass_count}_all_configured"),
+                configured,
+                "ms",
+            )
+            .print();
             Figure::with_baseline(
                 "failover",
                 &format!("{p}_mass{mass_count}_all_answer"),
