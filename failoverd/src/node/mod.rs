@@ -175,9 +175,6 @@ pub enum NodeError {
         /// The kernel's answer.
         reason: String,
     },
-    /// The executor's runtime is shutting down.
-    #[error("the executor has stopped")]
-    Stopped,
 }
 
 /// One address hosted on this node.

@@ -154,45 +154,20 @@ fn prefix_of(p: &PublicAddress) -> Result<IpPrefix, NodeError> {
     })
 }
 
-/// Runs a future that is not `Send` on a blocking thread of the current
-/// runtime and waits for it. netlink's `SegmentSender::send` and
-/// `KillTcp::execute` keep raw pointers (iovec, mmsghdr) across an `.await`,
-/// so their futures cannot be spawned or held by a spawned task. The thread
-/// is created by the runtime's own threads, so it shares their network
-/// namespace. `None` when the thread panicked or the runtime is shutting down.
-async fn run_unsend<F, Fut, T>(make: F) -> Option<T>
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T>,
-    T: Send + 'static,
-{
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || handle.block_on(make()))
-        .await
-        .ok()
-}
-
-/// Sends segments through the shared raw sockets (see [`run_unsend`]).
+/// Sends segments through the shared raw sockets.
 async fn send_segments(
     sender: &Arc<SegmentSender>,
     segments: Vec<TcpSegment>,
 ) -> Result<netlink::packet::sender::SendStats, NodeError> {
-    let sender = Arc::clone(sender);
-    match run_unsend(move || async move { sender.send(&segments).await }).await {
-        Some(r) => Ok(r?),
-        None => Err(NodeError::Stopped),
-    }
+    Ok(sender.send(&segments).await?)
 }
 
-/// killtcp on one interface (see [`run_unsend`]).
+/// killtcp on one interface.
 async fn kill_connections(
     kill: KillTcp,
     conns: Vec<Connection>,
 ) -> Result<netlink::killtcp::KillReport, NodeError> {
-    match run_unsend(move || async move { kill.execute(&conns).await }).await {
-        Some(r) => Ok(r?),
-        None => Err(NodeError::Stopped),
-    }
+    Ok(kill.execute(&conns).await?)
 }
 
 fn set_promote(iface: &str) {

@@ -26,6 +26,50 @@ use super::{build_garp, build_na, ArpKind, TcpSegment, MAX_LEN};
 
 /// Segments per `sendmmsg` call.
 const BATCH: usize = 64;
+
+/// The iovec and mmsghdr arrays of one `sendmmsg` batch.
+///
+/// They hold raw pointers into buffers and addresses that live in the same
+/// async function frame as the arrays (and into the arrays themselves), so
+/// they stay valid wherever that frame is polled: the future may move to
+/// another thread between polls and still be sound.
+struct MsgArrays {
+    iovs: [libc::iovec; BATCH],
+    msgs: [libc::mmsghdr; BATCH],
+}
+
+// SAFETY: the raw pointers inside point only at data owned by the async fn
+// frame that owns this value (see the type's doc); nothing they point at is
+// shared with another thread, so moving the whole frame across threads is
+// sound.
+unsafe impl Send for MsgArrays {}
+
+impl MsgArrays {
+    fn new() -> Self {
+        MsgArrays {
+            // SAFETY: iovec is plain old data; all-zero is valid.
+            iovs: unsafe { zeroed() },
+            // SAFETY: mmsghdr is plain old data; all-zero is valid.
+            msgs: unsafe { zeroed() },
+        }
+    }
+
+    /// `sendmmsg` of messages `done..done + rest` on `fd`.
+    fn sendmmsg(&mut self, fd: std::os::fd::RawFd, done: usize, rest: u32) -> io::Result<usize> {
+        if done >= BATCH {
+            return Ok(0);
+        }
+        // SAFETY: `done < BATCH`, and msgs[done..done + rest] point at live
+        // buffers, iovecs and addresses of the caller's frame that outlive
+        // the call.
+        let r = unsafe { libc::sendmmsg(fd, self.msgs.as_mut_ptr().add(done), rest, 0) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(usize::try_from(r).expect("non-negative"))
+        }
+    }
+}
 /// Receive buffer asked for a capture socket (forced: we are root).
 const CAPTURE_RCVBUF: libc::c_int = 16 << 20;
 const ETH_P_ALL: u16 = 0x0003;
@@ -369,33 +413,24 @@ impl SegmentSender {
                 Err(_) => stats.failed += 1,
             }
         }
-        // SAFETY: iovec is plain old data; all-zero is valid.
-        let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
-        // SAFETY: mmsghdr is plain old data; all-zero is valid.
-        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        for i in 0..n {
-            iovs[i].iov_base = bufs[i].as_mut_ptr().cast();
-            iovs[i].iov_len = lens[i];
-            msgs[i].msg_hdr.msg_name = (&raw mut addrs[i].0).cast();
-            msgs[i].msg_hdr.msg_namelen = addrs[i].1;
-            msgs[i].msg_hdr.msg_iov = &raw mut iovs[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
+        let mut arrays = MsgArrays::new();
+        {
+            let MsgArrays { iovs, msgs } = &mut arrays;
+            for i in 0..n {
+                iovs[i].iov_base = bufs[i].as_mut_ptr().cast();
+                iovs[i].iov_len = lens[i];
+                msgs[i].msg_hdr.msg_name = (&raw mut addrs[i].0).cast();
+                msgs[i].msg_hdr.msg_namelen = addrs[i].1;
+                msgs[i].msg_hdr.msg_iov = &raw mut iovs[i];
+                msgs[i].msg_hdr.msg_iovlen = 1;
+            }
         }
         let mut done = 0;
         while done < n {
             let rest = u32::try_from(n - done).expect("BATCH fits in u32");
             let r = fd
                 .async_io(Interest::WRITABLE, |fd| {
-                    // SAFETY: msgs[done..n] point at live buffers, iovecs
-                    // and addresses that outlive the call.
-                    let r = unsafe {
-                        libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr().add(done), rest, 0)
-                    };
-                    if r < 0 {
-                        Err(io::Error::last_os_error())
-                    } else {
-                        Ok(usize::try_from(r).expect("non-negative"))
-                    }
+                    arrays.sendmmsg(fd.as_raw_fd(), done, rest)
                 })
                 .await;
             match r {
@@ -597,4 +632,18 @@ impl Capture {
             }),
         }
     }
+}
+
+/// Compile-time check: the sending futures are `Send`, so daemons can
+/// spawn them on a multi-threaded runtime (this fails to compile otherwise).
+#[cfg(test)]
+#[allow(dead_code)]
+fn sending_futures_are_send(
+    sender: &SegmentSender,
+    kill: &crate::killtcp::KillTcp,
+    conns: &[crate::sockdiag::Connection],
+) {
+    fn assert_send<T: Send>(_: &T) {}
+    assert_send(&sender.send(&[]));
+    assert_send(&kill.execute(conns));
 }
