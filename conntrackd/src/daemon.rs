@@ -536,6 +536,11 @@ impl Shell {
     async fn on_message(&mut self, m: Message) {
         let h = m.header;
         match (h.kind, h.opcode) {
+            // Only this node's own daemons say what this node hosts; another
+            // node cannot rewrite it.
+            (Kind::Event, HOSTED) if h.src.pnn != self.pnn => {
+                tracing::warn!(from = %h.src, "HOSTED from another node: ignored");
+            }
             (Kind::Event, HOSTED) => match decode_payload::<Hosted>(&m.payload) {
                 Ok(hosted) => self.set_hosted(&hosted.addresses).await,
                 Err(e) => tracing::warn!(error = %e, from = %h.src, "bad HOSTED event"),

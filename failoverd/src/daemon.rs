@@ -642,7 +642,20 @@ async fn on_message(
     let op = msg.header.opcode;
     if msg.header.kind == Kind::Event {
         match op {
+            // Membership decides whether this node may hold addresses: only
+            // this node's own clusterd is believed.
+            MEMBERSHIP
+                if msg.header.src.pnn != ctx.client.pnn() || msg.header.src.service != CLUSTERD =>
+            {
+                tracing::warn!(from = %msg.header.src, "MEMBERSHIP not from this node's clusterd: ignored");
+            }
             MEMBERSHIP => match msg.decode_payload::<Membership>() {
+                Ok(m) if m.this_node != ctx.client.pnn() => {
+                    tracing::warn!(
+                        this_node = m.this_node,
+                        "MEMBERSHIP for another node: ignored"
+                    );
+                }
                 Ok(m) => {
                     let _ = memb_tx.send(m);
                 }

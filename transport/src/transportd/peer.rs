@@ -63,6 +63,12 @@ async fn accept(mut stream: TcpStream, from: SocketAddr, shared: Arc<Shared>) {
     let own = shared.pnn;
     let nodes = &shared.nodes;
     let expected = nodes.pnn_of(from.ip());
+    if expected.is_none() {
+        // Not a node address: refuse before spending a handshake (buffers,
+        // a task for up to the handshake timeout) on it.
+        tracing::warn!(peer = %from, "connection from an address that is not in the nodes file: closed");
+        return;
+    }
     let check_peer = |pnn: u32| -> Result<(), String> {
         if pnn == own {
             return Err(format!("node {pnn} is this node"));
