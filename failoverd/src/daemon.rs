@@ -931,15 +931,12 @@ async fn release(ctx: &Ctx, from: Pnn, req: ReleaseIps) -> Result<StepResult, (E
             };
         }
     }
-    let hosted: Vec<IpAddr> = {
-        let h: std::collections::BTreeSet<IpAddr> =
-            ctx.exec.hosted().iter().map(|h| h.public.addr).collect();
-        req.ips
-            .iter()
-            .map(|(a, _)| *a)
-            .filter(|a| h.contains(a))
-            .collect()
-    };
+    // Every requested address goes to the executor, not only those it lists
+    // as hosted right now: it removes kernel leftovers too (an address added
+    // at run time before a crash, or one whose take is still in flight when
+    // this list would have been made), and a release must never be
+    // acknowledged while the address is still configured here.
+    let hosted: Vec<IpAddr> = req.ips.iter().map(|(a, _)| *a).collect();
     let mut failed = Vec::new();
     if !hosted.is_empty() {
         for (addr, r) in ctx.exec.release_many(&hosted).await {
