@@ -304,6 +304,12 @@ pub async fn run(
             }
             () = tokio::time::sleep_until(lease_deadline), if !dropped_for_watchdog => {
                 dropped_for_watchdog = true;
+                // Until clusterd speaks again, this node holds no lease: a
+                // TAKE arriving now must be refused, not served from the
+                // last (valid) membership.
+                if let Some(m) = ctx.lock().membership.as_mut() {
+                    m.lease_ok = false;
+                }
                 if !ctx.exec.hosted().is_empty() {
                     tracing::error!("clusterd has not confirmed the lease for {watchdog:?}: dropping every public address");
                     leader.lost_lease = true;
