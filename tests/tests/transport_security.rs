@@ -159,3 +159,71 @@ fn unprivileged_local_user_is_refused_and_group_member_accepted() {
     let out = ping_as((4321, 4321), &open.socket());
     assert!(!out.status.success(), "a non-member was allowed: {out:?}");
 }
+
+/// A TCP connection to the peer port from an address that is not in the
+/// nodes file is closed at once, before any handshake (no buffers, no task
+/// held for the handshake time-out).
+#[test]
+fn peer_port_closes_connections_from_non_node_addresses_at_once() {
+    use std::io::Read;
+    require_root();
+    let pair = Pair::new("tr-stranger", true).unwrap();
+    let d1 = pair.start(1).unwrap();
+    // Namespace a reaches node 1 from 192.0.2.9, which no nodes line names.
+    pair.a
+        .ip(&["addr", "add", "192.0.2.9/32", "dev", "eth0"])
+        .unwrap();
+    pair.a
+        .ip(&[
+            "route",
+            "replace",
+            "192.0.2.2/32",
+            "dev",
+            "eth0",
+            "src",
+            "192.0.2.9",
+        ])
+        .unwrap();
+    let outcome = pair
+        .a
+        .run(|| -> Result<(usize, Duration), String> {
+            let start = std::time::Instant::now();
+            let mut conn = loop {
+                match std::net::TcpStream::connect_timeout(
+                    &std::net::SocketAddr::from(([192, 0, 2, 2], transport_support::PORT)),
+                    Duration::from_secs(1),
+                ) {
+                    Ok(c) => break c,
+                    Err(e) if start.elapsed() > Duration::from_secs(10) => {
+                        return Err(format!("cannot connect: {e}"))
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            };
+            let connected = std::time::Instant::now();
+            // transportd's handshake time-out is 5 s: closed well before 3 s
+            // means it did not wait for a handshake.
+            conn.set_read_timeout(Some(Duration::from_secs(3)))
+                .map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 16];
+            match conn.read(&mut buf) {
+                Ok(n) => Ok((n, connected.elapsed())),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    Ok((0, connected.elapsed()))
+                }
+                Err(e) => Err(format!("not closed: {e}")),
+            }
+        })
+        .unwrap();
+    let (n, after) = outcome.unwrap_or_else(|e| panic!("{e}\n{}", d1.log_text()));
+    assert_eq!(n, 0, "transportd sent {n} bytes to a stranger");
+    assert!(
+        after < Duration::from_secs(3),
+        "closed only after {after:?}"
+    );
+    assert!(
+        d1.log_text().contains("not in the nodes file"),
+        "{}",
+        d1.log_text()
+    );
+}
