@@ -641,3 +641,97 @@ fn failover_cluster_sampler_catches_an_address_on_two_nodes() {
         "{violations:?}"
     );
 }
+
+/// A MEMBERSHIP event that does not come from the node's own clusterd (here:
+/// a local client forging "lease lost") is not believed: the node keeps its
+/// addresses. (Before the check, failoverd dropped everything at once.)
+#[test]
+fn failover_cluster_forged_membership_is_ignored() {
+    use transport::client::Client;
+    use transport::msg::cluster::{Membership, GET_MEMBERSHIP, MEMBERSHIP};
+    use transport::proto::service::{BROADCAST_SERVICE, CLUSTERD, LOCAL};
+    use transport::proto::Address;
+
+    require_root();
+    let list = [201, 202, 203];
+    let bed = Bed::new("foc4", &list);
+    let placed = bed.wait_placed("every address hosted exactly once", &list);
+    let socket = bed.c.nodes[0].run_dir.join("transport.sock");
+    let mine: Vec<IpAddr> = placed
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(a, _)| *a)
+        .collect();
+    assert!(!mine.is_empty(), "node 0 hosts nothing: {placed:?}");
+    let node0 = bed.c.nodes[0].ns.name().to_string();
+    let forging = AtomicBool::new(true);
+    let (sent, missing) = std::thread::scope(|s| {
+        // Watch node 0's kernel while the forgeries arrive, and a little after.
+        let watcher = s.spawn(|| {
+            let mut missing = Vec::new();
+            let mut after = 0;
+            while after < 25 {
+                if !forging.load(Ordering::Relaxed) {
+                    after += 1;
+                }
+                let now = addresses_on(&node0);
+                for a in &mine {
+                    if !now.contains(a) && !missing.contains(a) {
+                        missing.push(*a);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            missing
+        });
+        let sent = bed.c.nodes[0]
+            .ns
+            .block_on(move || async move {
+                let (client, _incoming) = Client::connect_unix(&socket, "forger").await.unwrap();
+                let mut m: Membership = client
+                    .request(
+                        Address::local(CLUSTERD),
+                        GET_MEMBERSHIP,
+                        &(),
+                        Duration::from_secs(5),
+                    )
+                    .await
+                    .unwrap();
+                assert!(m.lease_ok, "node 0 should hold a lease: {m:?}");
+                m.lease_ok = false;
+                let mut sent = 0;
+                for _ in 0..20 {
+                    if client
+                        .event(Address::new(LOCAL, BROADCAST_SERVICE), MEMBERSHIP, &m)
+                        .await
+                        .is_ok()
+                    {
+                        sent += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                sent
+            })
+            .unwrap();
+        forging.store(false, Ordering::Relaxed);
+        (sent, watcher.join().unwrap())
+    });
+    assert!(sent > 0, "no forged event could be sent");
+    assert!(
+        missing.is_empty(),
+        "the forged membership removed {missing:?} from node 0\n{}",
+        bed.logs()
+    );
+    assert_eq!(
+        bed.placement(&list).as_ref(),
+        Some(&placed),
+        "the forged membership moved addresses\n{}",
+        bed.logs()
+    );
+    assert!(
+        bed.logs()
+            .contains("MEMBERSHIP not from this node's clusterd"),
+        "{}",
+        bed.logs()
+    );
+}
