@@ -6,7 +6,6 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::sync::watch;
 use transport::controls::LogLevelHook;
 use transport::msg::master::{DaemonState, DaemonStatus, Model};
 
@@ -95,24 +94,14 @@ pub async fn run(
         Model::MultiProcess,
         Arc::new(move || view.get().iter().map(to_status).collect()),
     );
-    let (quit_tx, quit_rx) = watch::channel(false);
-    let service = tokio::spawn(service::run(
+    service::serve_until_stopped(
         cfg.socket(),
         opts.daemons.clone(),
-        Arc::clone(&shared),
+        shared,
         log_hook,
-        quit_rx,
-    ));
-    let mut stop = shared.stop.subscribe();
-    tokio::select! {
-        () = shutdown => {}
-        _ = stop.wait_for(|s| *s) => {}
-    }
-    tracing::info!("stopping the daemons (reverse start order)");
-    let _ = crate::notify::notify("STOPPING=1");
-    handle.shutdown().await;
-    quit_tx.send_replace(true);
-    let _ = service.await;
-    tracing::info!("all daemons stopped");
+        shutdown,
+        handle.shutdown(),
+    )
+    .await;
     Ok(())
 }

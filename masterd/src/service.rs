@@ -8,6 +8,7 @@
 //! masterd lifetime). A SHUTDOWN control sent to masterd fires
 //! [`Shared::stop`], which the model's main loop treats like SIGTERM.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -190,4 +191,31 @@ async fn all_answer(client: &Client, daemons: &[DaemonDef]) -> bool {
         }
     }
     true
+}
+
+/// What both models do once their daemons run: serve masterd's status on
+/// `socket`, wait until `shutdown` completes or a SHUTDOWN control arrives,
+/// then run `stop_daemons` (the model's own reverse-order stop) and end the
+/// service.
+pub async fn serve_until_stopped<S: Future<Output = ()>>(
+    socket: PathBuf,
+    daemons: Vec<DaemonDef>,
+    shared: Arc<Shared>,
+    log_hook: Option<LogLevelHook>,
+    shutdown: impl Future<Output = ()>,
+    stop_daemons: S,
+) {
+    let (quit_tx, quit_rx) = watch::channel(false);
+    let service = tokio::spawn(run(socket, daemons, Arc::clone(&shared), log_hook, quit_rx));
+    let mut stop = shared.stop.subscribe();
+    tokio::select! {
+        () = shutdown => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    tracing::info!("stopping the daemons (reverse start order)");
+    let _ = crate::notify::notify("STOPPING=1");
+    stop_daemons.await;
+    quit_tx.send_replace(true);
+    let _ = service.await;
+    tracing::info!("all daemons stopped");
 }

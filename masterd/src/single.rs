@@ -189,38 +189,31 @@ pub async fn run(
             wait_for_socket(&cfg.socket()).await;
         }
     }
-    let (quit_tx, quit_rx) = watch::channel(false);
-    let service = tokio::spawn(service::run(
+    let stop_tasks = async {
+        for task in tasks.into_iter().rev() {
+            task.stop.send_replace(true);
+            let abort = task.handle.abort_handle();
+            if tokio::time::timeout(opts.stop_grace, task.handle)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    daemon = task.name,
+                    "did not stop in time; aborting its task"
+                );
+                abort.abort();
+            }
+        }
+    };
+    service::serve_until_stopped(
         cfg.socket(),
         opts.daemons.clone(),
         Arc::clone(&shared),
         log_hook,
-        quit_rx,
-    ));
-    let mut stop = shared.stop.subscribe();
-    tokio::select! {
-        () = shutdown => {}
-        _ = stop.wait_for(|s| *s) => {}
-    }
-    tracing::info!("stopping the daemons (reverse start order)");
-    let _ = crate::notify::notify("STOPPING=1");
-    for task in tasks.into_iter().rev() {
-        task.stop.send_replace(true);
-        let abort = task.handle.abort_handle();
-        if tokio::time::timeout(opts.stop_grace, task.handle)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                daemon = task.name,
-                "did not stop in time; aborting its task"
-            );
-            abort.abort();
-        }
-    }
-    quit_tx.send_replace(true);
-    let _ = service.await;
-    tracing::info!("all daemons stopped");
+        shutdown,
+        stop_tasks,
+    )
+    .await;
     Ok(())
 }
 

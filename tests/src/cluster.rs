@@ -50,6 +50,31 @@ impl Node {
         Ok(pid)
     }
 
+    /// masterd's status on this node (through its transportd), or None when
+    /// it does not answer within 2 s.
+    pub fn masterd_status(&self) -> Option<transport::msg::master::MasterStatus> {
+        use transport::msg::master::{MasterStatus, GET_STATUS};
+        use transport::proto::{service::MASTERD, Address};
+        let sock = self.run_dir.join("transport.sock");
+        self.ns
+            .block_on(move || async move {
+                let (client, _incoming) = transport::client::Client::connect_unix(&sock, "test")
+                    .await
+                    .ok()?;
+                client
+                    .request::<_, MasterStatus>(
+                        Address::local(MASTERD),
+                        GET_STATUS,
+                        &(),
+                        std::time::Duration::from_secs(2),
+                    )
+                    .await
+                    .ok()
+            })
+            .ok()
+            .flatten()
+    }
+
     /// Kills (SIGKILL) every process started for this node.
     pub fn kill_all(&self) {
         let pids: Vec<u32> = std::mem::take(&mut *self.pids.lock().expect("pid list poisoned"));

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use transport::client::Client;
 use transport::msg::conntrack::{TrackedConnection, ADD_CONNECTIONS};
-use transport::msg::master::{MasterStatus, GET_STATUS};
-use transport::proto::service::{CONNTRACKD, MASTERD};
+use transport::msg::master::MasterStatus;
+use transport::proto::service::CONNTRACKD;
 use transport::proto::Address;
 
 use crate::bench::Figure;
@@ -258,22 +258,7 @@ fn terminate(child: &mut Child) {
 }
 
 fn status(node: &Node) -> Option<MasterStatus> {
-    let sock = node.run_dir.join("transport.sock");
-    node.ns
-        .block_on(move || async move {
-            let (client, _incoming) = Client::connect_unix(&sock, "bench-memory").await.ok()?;
-            client
-                .request::<_, MasterStatus>(
-                    Address::local(MASTERD),
-                    GET_STATUS,
-                    &(),
-                    Duration::from_secs(2),
-                )
-                .await
-                .ok()
-        })
-        .ok()
-        .flatten()
+    node.masterd_status()
 }
 
 /// Waits (30 s at most) until every public address is on some node's eth0;

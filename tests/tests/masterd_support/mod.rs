@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tests::cluster::{bin_path, Node};
-use transport::client::Client;
-use transport::msg::master::{MasterStatus, GET_STATUS};
-use transport::proto::service::MASTERD;
-use transport::proto::Address;
+use transport::msg::master::MasterStatus;
 
 /// The daemons whose binaries are built next to masterd, in start order:
 /// transportd today; clusterd, conntrackd and failoverd once they exist.
@@ -110,22 +107,7 @@ impl Drop for Masterd {
 
 /// masterd's status on `node`, or None when it does not answer.
 pub fn status(node: &Node) -> Option<MasterStatus> {
-    let sock = node.run_dir.join("transport.sock");
-    node.ns
-        .block_on(move || async move {
-            let (client, _incoming) = Client::connect_unix(&sock, "masterd-test").await.ok()?;
-            client
-                .request::<_, MasterStatus>(
-                    Address::local(MASTERD),
-                    GET_STATUS,
-                    &(),
-                    Duration::from_secs(2),
-                )
-                .await
-                .ok()
-        })
-        .ok()
-        .flatten()
+    node.masterd_status()
 }
 
 /// Polls `f` every 50 ms for at most `limit`.
