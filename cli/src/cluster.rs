@@ -507,6 +507,7 @@ mod tests {
             this_node: this,
             lease_ok: true,
             reassignable: vec![],
+            lease: Default::default(),
         }
     }
 

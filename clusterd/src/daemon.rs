@@ -8,6 +8,10 @@
 //!   PNN (which transportd sets from the authenticated link), is dropped.
 //! * [`MEMBERSHIP`] events go to `(LOCAL, BROADCAST_SERVICE)` on every change
 //!   and again every [`REPUBLISH`] (so late subscribers catch up).
+//! * [`LEASE`] events go to `(LOCAL, BROADCAST_SERVICE)` when this node's
+//!   lease starts, ends, or has been extended by a quarter lease: failoverd
+//!   drops its public IPs when the last lease end it heard of passes, so a
+//!   dead or hung clusterd cannot leave them configured.
 //! * [`GET_MEMBERSHIP`] requests are answered with the published membership;
 //!   [`ADMIN`] requests run (or are forwarded by) the shell and are answered
 //!   with an [`AdminOutcome`] or an error naming the cause.
@@ -28,14 +32,16 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use transport::client::{Client, ClientError, Incoming};
-use transport::msg::cluster::{AdminCommand, AdminOutcome, ADMIN, GET_MEMBERSHIP, MEMBERSHIP};
+use transport::msg::cluster::{
+    AdminCommand, AdminOutcome, ADMIN, GET_MEMBERSHIP, LEASE, MEMBERSHIP,
+};
 use transport::proto::service::{BROADCAST_SERVICE, CLUSTERD, LOCAL};
 use transport::proto::{Address, ErrorCode, Kind, Message};
 
 use crate::health::{self, HealthCheck};
 use crate::lock::{LockError, LockSpec};
 use crate::membership::{Config, Timing};
-use crate::msg::{ClusterMsg, Membership};
+use crate::msg::{ClusterMsg, Lease, LeaseUpdate, Membership};
 use crate::nodes::{NodesError, NodesFile, Pnn};
 use crate::shell::{self, AdminError, Input, Link, ADMIN_TIMEOUT};
 
@@ -244,6 +250,7 @@ pub async fn connect(socket: &Path, patience: Duration) -> Result<(Client, Incom
 enum Out {
     Peer { to: Pnn, payload: Vec<u8> },
     Publish(Membership),
+    Lease(LeaseUpdate),
 }
 
 /// [`Link`] over the transport client: encodes into a reused buffer and
@@ -279,6 +286,13 @@ impl Link for TransportLink {
         );
         let _ = self.tx.send(Out::Publish(membership.clone()));
     }
+
+    fn lease(&mut self, pnn: Pnn, lease: &Lease) {
+        let _ = self.tx.send(Out::Lease(LeaseUpdate {
+            this_node: pnn,
+            lease: *lease,
+        }));
+    }
 }
 
 /// `0:OK 1:DISCONNECTED|INACTIVE ...` for the log.
@@ -310,6 +324,13 @@ async fn sender(client: Client, mut rx: mpsc::UnboundedReceiver<Out>) {
                 Some(Out::Peer { to, payload }) => {
                     client.event_raw(Address::new(to, CLUSTERD), PEER, payload).await
                 }
+                Some(Out::Lease(l)) => match postcard::to_allocvec(&l) {
+                    Ok(bytes) => client.event_raw(broadcast, LEASE, bytes).await,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot encode the lease");
+                        Ok(())
+                    }
+                },
                 Some(Out::Publish(m)) => match postcard::to_allocvec(&m) {
                     Ok(bytes) => {
                         last = Some(bytes.clone());
