@@ -456,8 +456,8 @@ fn cluster_forms_and_agrees_for_2_to_7_nodes() {
                     slack = slack.min(left);
                 }
             }
-            for i in 0..n {
-                let sent = sim.nodes[i].updates - before[i];
+            for (i, before) in before.iter().enumerate() {
+                let sent = sim.nodes[i].updates - before;
                 assert!(
                     (8..=8 * 4 + 2).contains(&sent),
                     "n={n}: node {i} sent {sent} lease updates in 8 leases"
