@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use failoverd::node::{Executor, ExecutorConfig, NodeEvent, Taken};
+use failoverd::node::{DropMode, Executor, ExecutorConfig, NodeEvent, Taken};
 use failoverd::public_addresses::PublicAddress;
 use netlink::events::{Event, Events};
 use tests::netns::{require_root, wait_for, Lan, NetNs};
@@ -471,7 +471,7 @@ fn adoption_keeps_the_configured_address() {
             .await;
             assert!(quiet.is_err(), "unexpected address event {quiet:?}");
             // drop_all removes what was adopted.
-            assert_eq!(ex.drop_all().await.unwrap(), 1);
+            assert_eq!(ex.drop_all(DropMode::RemoveFirst).await.unwrap(), 1);
             ex.shutdown();
         })
         .unwrap();
