@@ -38,6 +38,7 @@ struct Bed {
     eth1_ports: Vec<String>,
     powered: Arc<Mutex<Vec<bool>>>,
     failoverd_pids: Mutex<Vec<u32>>,
+    clusterd_pids: Mutex<Vec<u32>>,
 }
 
 fn public_addresses(list: &[u8]) -> String {
@@ -83,6 +84,7 @@ impl Bed {
         let bed = Bed {
             powered: Arc::new(Mutex::new(vec![true; c.nodes.len()])),
             failoverd_pids: Mutex::new(vec![0; c.nodes.len()]),
+            clusterd_pids: Mutex::new(vec![0; c.nodes.len()]),
             c,
             eth1_ports,
         };
@@ -134,8 +136,10 @@ impl Bed {
             .stdout(Stdio::null())
             .stderr(self.log(i, name));
         let pid = node.spawn(d).unwrap();
-        if name == "failoverd" {
-            self.failoverd_pids.lock().unwrap()[i] = pid;
+        match name {
+            "failoverd" => self.failoverd_pids.lock().unwrap()[i] = pid,
+            "clusterd" => self.clusterd_pids.lock().unwrap()[i] = pid,
+            _ => {}
         }
     }
 
@@ -734,4 +738,82 @@ fn failover_cluster_forged_membership_is_ignored() {
         "{}",
         bed.logs()
     );
+}
+
+/// A node whose clusterd hangs (SIGSTOP) and which is cut off from the
+/// others (nftables) loses its lease without anybody saying so — its
+/// clusterd cannot publish it, the leader cannot release anything there: its
+/// failoverd must remove its addresses when the lease end
+/// clusterd last told of passes, before the leader may give them to another
+/// node (lease + margin after the last heartbeat). The sampler fails the
+/// test if an address is ever seen on two nodes. (With the earlier watchdog
+/// of max(2 x lease, 1 s), the node kept its addresses ~400 ms after the
+/// survivors had taken them.)
+#[test]
+fn failover_cluster_hung_clusterd_drops_addresses_before_they_move() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    require_root();
+    let list = [201, 202, 203, 204, 205, 206];
+    let bed = Bed::new("foc5", &list);
+    let placed = bed.wait_placed("every address hosted exactly once", &list);
+    // A node that hosts something; not node 0 (the leader) if possible, so
+    // that the run that moves the addresses is not delayed by an election.
+    let victim = placed
+        .values()
+        .copied()
+        .find(|n| *n != 0)
+        .unwrap_or_else(|| *placed.values().next().unwrap());
+    let theirs: Vec<IpAddr> = placed
+        .iter()
+        .filter(|(_, n)| **n == victim)
+        .map(|(a, _)| *a)
+        .collect();
+    let pid = bed.clusterd_pids.lock().unwrap()[victim];
+    let others: Vec<String> = (0..bed.c.nodes.len())
+        .filter(|i| *i != victim)
+        .map(|i| bed.c.nodes[i].addr.to_string())
+        .collect();
+    let sampler = Sampler::start(&bed);
+    let t0 = Instant::now();
+    // Hung and cut off: nobody can tell its failoverd anything any more.
+    kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGSTOP).unwrap();
+    bed.c.nodes[victim].ns.cut_from(&others).unwrap();
+    let victim_ns = bed.c.nodes[victim].ns.name().to_string();
+    let gone = wait_for(
+        "the hung node to drop its addresses",
+        LIMIT,
+        Duration::from_millis(5),
+        || addresses_on(&victim_ns).is_empty().then_some(()),
+    );
+    let dropped_after = t0.elapsed();
+    let moved = match wait_for("its addresses on the other nodes", LIMIT, POLL, || {
+        let p = bed.placement(&list)?;
+        theirs.iter().all(|a| p[a] != victim).then_some(p)
+    }) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGCONT);
+            panic!("{e}\n{}", bed.logs());
+        }
+    };
+    let moved_after = t0.elapsed();
+    eprintln!(
+        "clusterd of node {victim} stopped: its addresses {theirs:?} removed after {dropped_after:?}, \
+         hosted elsewhere after {moved_after:?}: {moved:?}"
+    );
+    kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGCONT).unwrap();
+    bed.c.nodes[victim].ns.heal().unwrap();
+    assert!(gone.is_ok(), "{}", bed.logs());
+    let log = std::fs::read_to_string(bed.c.scratch.join(format!("node{victim}-failoverd.log")))
+        .unwrap_or_default();
+    assert!(
+        log.contains("the lease ended without renewal"),
+        "node {victim}'s failoverd did not act on the lease end:\n{}",
+        bed.logs()
+    );
+    // Resumed, the node rejoins; every address stays hosted exactly once.
+    bed.wait_placed("placed after clusterd resumed", &list);
+    sampler.finish();
 }
