@@ -28,8 +28,8 @@ use transport::msg::cluster::{
 use transport::proto::service::{CLUSTERD, LOCAL};
 use transport::proto::{Address, ErrorCode};
 
-use crate::ctx::{block_on, Ctx};
-use crate::output::{machine, Format, Nodes};
+use crate::ctx::{block_on, daemon_error, Ctx, Targets};
+use crate::output::{machine, Format, Nodes, Report};
 
 /// Arguments of `nodestatus`.
 #[derive(Debug, clap::Args)]
@@ -316,20 +316,7 @@ fn queried(ctx: &Ctx) -> u32 {
 }
 
 fn clusterd_error(pnn: u32, e: ClientError) -> anyhow::Error {
-    let node = if pnn == LOCAL {
-        "this node".to_string()
-    } else {
-        format!("node {pnn}")
-    };
-    match &e {
-        ClientError::Remote { error, .. } if error.code == ErrorCode::UnknownService => {
-            anyhow::anyhow!("clusterd is not running on {node}")
-        }
-        ClientError::Remote { error, .. } if error.code == ErrorCode::NodeUnreachable => {
-            anyhow::anyhow!("{node} is not connected")
-        }
-        _ => anyhow::Error::new(e).context(format!("asking clusterd on {node}")),
-    }
+    anyhow::anyhow!(daemon_error(CLUSTERD, pnn, &e))
 }
 
 async fn get_membership(ctx: &Ctx, client: &Client, pnn: u32) -> Result<Membership> {
@@ -391,33 +378,92 @@ pub fn listnodes(ctx: &Ctx, args: &ListnodesArgs) -> Result<()> {
     Ok(())
 }
 
-/// `pnn`: the queried node's PNN.
+/// `pnn`'s output: the node's PNN (CTDB prints it alone, also with `-X`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PnnReport(pub Pnn);
+
+impl Report for PnnReport {
+    fn human(&self) -> String {
+        format!("{}\n", self.0)
+    }
+    fn header(&self) -> Vec<&'static str> {
+        vec!["PNN"]
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        vec![vec![self.0.to_string()]]
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({ "pnn": self.0 })
+    }
+    fn machine_one(&self, _sep: char) -> String {
+        self.human()
+    }
+}
+
+/// `leader`'s output: the leader a node follows (CTDB prints it alone,
+/// also with `-X`; `UNKNOWN` when there is none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderReport(pub Option<Pnn>);
+
+impl Report for LeaderReport {
+    fn human(&self) -> String {
+        match self.0 {
+            Some(l) => format!("{l}\n"),
+            None => "UNKNOWN\n".to_string(),
+        }
+    }
+    fn header(&self) -> Vec<&'static str> {
+        vec!["Leader"]
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        vec![vec![self.0.map_or_else(|| "UNKNOWN".to_string(), |l| l.to_string())]]
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({ "leader": self.0 })
+    }
+    fn machine_one(&self, _sep: char) -> String {
+        self.human()
+    }
+}
+
+/// Asks every target node's clusterd for its membership and prints one
+/// report per node made by `report`.
+fn per_node<R: Report>(ctx: &Ctx, report: impl Fn(&Membership) -> R) -> Result<()> {
+    block_on(async {
+        let (client, _incoming) = ctx.connect().await?;
+        let targets = ctx.targets(&client).await?;
+        let pnns = match &targets {
+            Targets::One(p) => vec![*p],
+            Targets::Many(l) => l.clone(),
+        };
+        let results: Vec<(u32, Result<Membership, String>)> = ctx
+            .ask_each(&client, &pnns, CLUSTERD, GET_MEMBERSHIP, &())
+            .await?;
+        let reports = results
+            .into_iter()
+            .map(|(pnn, r)| (pnn, r.map(|m| report(&m))))
+            .collect();
+        ctx.print_reports(&targets, reports)
+    })
+}
+
+/// `pnn`: the queried node's PNN (each node's with `-n all`).
 ///
 /// # Errors
 ///
 /// No transportd or clusterd.
 pub fn pnn(ctx: &Ctx) -> Result<()> {
-    let m = block_on_value(fetch(ctx))?;
-    match ctx.format {
-        Format::Json => println!("{}", serde_json::json!({ "pnn": m.this_node })),
-        _ => println!("{}", m.this_node),
-    }
-    Ok(())
+    per_node(ctx, |m| PnnReport(m.this_node))
 }
 
-/// `leader`: the leader the queried node follows.
+/// `leader`: the leader the queried node follows (each node's with `-n
+/// all`, which shows at a glance whether they agree).
 ///
 /// # Errors
 ///
 /// No transportd or clusterd.
 pub fn leader(ctx: &Ctx) -> Result<()> {
-    let m = block_on_value(fetch(ctx))?;
-    match (ctx.format, m.leader) {
-        (Format::Json, l) => println!("{}", serde_json::json!({ "leader": l })),
-        (_, Some(l)) => println!("{l}"),
-        (_, None) => println!("UNKNOWN"),
-    }
-    Ok(())
+    per_node(ctx, |m| LeaderReport(m.leader))
 }
 
 /// `disable`, `enable`, `stop`, `continue`, `ban`, `unban` on this node or

@@ -1,13 +1,20 @@
 //! What every command shares: the global options (CTDB's `-n`, `-X`, `-x`,
-//! `-t`, plus `--run-dir` and `--json`) and the connection to transportd.
+//! `-t`, plus `--run-dir` and `--json`), the connection to transportd, the
+//! nodes a command addresses, and the operator's wording of a daemon that
+//! did not answer (not running, node not connected, timed out).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use transport::client::{Client, Incoming};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use transport::client::{Client, ClientError, Incoming};
+use transport::proto::control::{PeerList, LIST_PEERS};
+use transport::proto::service::{well_known_name, TRANSPORT};
+use transport::proto::{Address, ErrorCode, LOCAL};
 
-use crate::output::{parse_nodes, Format, Nodes};
+use crate::output::{parse_nodes, render_many, render_one, Format, Nodes, Report};
 
 /// Global options, accepted before or after the command name.
 #[derive(Debug, clap::Args)]
@@ -52,7 +59,6 @@ pub struct Ctx {
     /// The nodes addressed with `-n`.
     pub nodes: Nodes,
     /// The output format.
-    #[allow(dead_code)] // read by the state-reading commands as they land
     pub format: Format,
     /// Time limit of each request.
     pub timeout: Duration,
@@ -120,6 +126,189 @@ impl Ctx {
         }
     }
 }
+
+/// The nodes a reading command addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    /// One node: CTDB's output as is.
+    One(u32),
+    /// Several nodes: one block per node (see [`crate::output`]).
+    Many(Vec<u32>),
+}
+
+impl Ctx {
+    /// Resolves `-n` for a reading command: this node, the given PNNs, or
+    /// every node of the nodes file (`all`: this one and every configured
+    /// peer, connected or not, so a node that is down is reported).
+    ///
+    /// # Errors
+    ///
+    /// transportd does not list its peers.
+    pub async fn targets(&self, client: &Client) -> Result<Targets> {
+        Ok(match &self.nodes {
+            Nodes::Local => Targets::One(client.pnn()),
+            Nodes::List(l) if l.len() == 1 => Targets::One(l[0]),
+            Nodes::List(l) => Targets::Many(l.clone()),
+            Nodes::All => Targets::Many(self.all_nodes(client, false).await?),
+        })
+    }
+
+    /// This node and its peers (only the connected ones if `connected`),
+    /// in PNN order.
+    ///
+    /// # Errors
+    ///
+    /// transportd does not answer `LIST_PEERS`.
+    pub async fn all_nodes(&self, client: &Client, connected: bool) -> Result<Vec<u32>> {
+        let list: PeerList = client
+            .request(Address::local(TRANSPORT), LIST_PEERS, &(), self.timeout)
+            .await
+            .map_err(|e| anyhow::anyhow!(daemon_error(TRANSPORT, LOCAL, &e)))?;
+        let mut all: Vec<u32> = list
+            .peers
+            .iter()
+            .filter(|p| p.connected || !connected)
+            .map(|p| p.pnn)
+            .collect();
+        all.push(client.pnn());
+        all.sort_unstable();
+        all.dedup();
+        Ok(all)
+    }
+
+    /// Sends `req` to `service` on each node at once and collects each
+    /// answer, or the operator's reason why there is none.
+    ///
+    /// # Errors
+    ///
+    /// The request cannot be encoded.
+    pub async fn ask_each<Req, Resp>(
+        &self,
+        client: &Client,
+        pnns: &[u32],
+        service: u16,
+        opcode: u32,
+        req: &Req,
+    ) -> Result<Vec<(u32, Result<Resp, String>)>>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let dsts: Vec<Address> = pnns.iter().map(|&p| Address::new(p, service)).collect();
+        let answers = client
+            .request_each(&dsts, opcode, req, self.timeout)
+            .await
+            .context("encoding the request")?;
+        Ok(answers
+            .into_iter()
+            .map(|(dst, r)| (dst.pnn, r.map_err(|e| daemon_error(service, dst.pnn, &e))))
+            .collect())
+    }
+
+    /// Sends `req` to `service` on one node.
+    ///
+    /// # Errors
+    ///
+    /// The operator's reason why there is no answer (see [`daemon_error`]).
+    pub async fn ask<Req, Resp>(
+        &self,
+        client: &Client,
+        pnn: u32,
+        service: u16,
+        opcode: u32,
+        req: &Req,
+    ) -> Result<Resp>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        client
+            .request(Address::new(pnn, service), opcode, req, self.timeout)
+            .await
+            .map_err(|e| anyhow::anyhow!(daemon_error(service, pnn, &e)))
+    }
+
+    /// Prints one report, or one per node; a node without an answer is
+    /// reported on stderr, and then the command fails with [`Exit`]`(1)`.
+    ///
+    /// # Errors
+    ///
+    /// One node and no answer: its reason. Several: [`Exit`] if any failed.
+    pub fn print_reports<R: Report>(
+        &self,
+        targets: &Targets,
+        mut results: Vec<(u32, Result<R, String>)>,
+    ) -> Result<()> {
+        if let (Targets::One(_), Some((_, r))) = (targets, results.pop()) {
+            let r = r.map_err(anyhow::Error::msg)?;
+            print!("{}", render_one(&r, self.format));
+            return Ok(());
+        }
+        print!("{}", render_many(&results, self.format));
+        let mut failed = false;
+        for (_, r) in &results {
+            if let Err(e) = r {
+                eprintln!("{e}");
+                failed = true;
+            }
+        }
+        if failed {
+            return Err(Exit(1).into());
+        }
+        Ok(())
+    }
+}
+
+/// The operator's reason why `service` on node `pnn` gave no answer:
+/// "failoverd is not running on node 1", "node 2 is not connected",
+/// "conntrackd on node 0 did not answer within 2s", or the daemon's own
+/// message for a refused request.
+pub fn daemon_error(service: u16, pnn: u32, e: &ClientError) -> String {
+    let name = well_known_name(service).map_or_else(|| format!("service {service}"), |n| {
+        if n == "transport" {
+            "transportd".to_string()
+        } else {
+            n.to_string()
+        }
+    });
+    let node = if pnn == LOCAL {
+        "this node".to_string()
+    } else {
+        format!("node {pnn}")
+    };
+    match e {
+        ClientError::Remote { error, .. } => match error.code {
+            ErrorCode::UnknownService => format!("{name} is not running on {node}"),
+            ErrorCode::NodeUnreachable => format!("{node} is not connected"),
+            ErrorCode::ShuttingDown => format!("{name} on {node} is shutting down"),
+            ErrorCode::UnknownOpcode => format!(
+                "{name} on {node} does not know this request (is it an older version?)"
+            ),
+            _ => error.message.clone(),
+        },
+        ClientError::Timeout { after, .. } => {
+            format!("{name} on {node} did not answer within {}s", after.as_secs_f64())
+        }
+        ClientError::Closed { .. } => "transportd closed the connection".to_string(),
+        ClientError::Payload { source, .. } => {
+            format!("{name} on {node} sent a reply this command cannot read: {source}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Ends the command with this exit status after its output (and its
+/// reasons on stderr) have been printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit(pub u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
 
 /// Runs an async command body on a small runtime.
 ///

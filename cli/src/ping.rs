@@ -54,8 +54,8 @@ async fn ping(ctx: &Ctx) -> Result<()> {
             .await;
         match answer {
             Ok(reply) => println!(
-                "response from {pnn} time={:.6} sec  ({} clients)",
-                start.elapsed().as_secs_f64(),
+                "response from {pnn} time={} sec  ({} clients)",
+                crate::output::seconds(start.elapsed()),
                 reply.clients
             ),
             Err(err) => {
