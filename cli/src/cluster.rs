@@ -25,7 +25,7 @@ use transport::msg::cluster::{
     AdminCommand, AdminOp, AdminOutcome, Membership, NodeFlags, NodeInfo, Pnn, ADMIN,
     GET_MEMBERSHIP,
 };
-use transport::proto::service::{CLUSTERD, LOCAL};
+use transport::proto::service::CLUSTERD;
 use transport::proto::{Address, ErrorCode};
 
 use crate::ctx::{block_on, daemon_error, Ctx, Targets};
@@ -307,11 +307,12 @@ pub fn already_message(target: Pnn, op: AdminOp) -> String {
     }
 }
 
-/// The node a reading command asks: the first `-n` node, else this one.
-fn queried(ctx: &Ctx) -> u32 {
+/// The node whose view `status`/`nodestatus` show: the first `-n` node,
+/// else this one (`-n all`: this one; the view is cluster-wide).
+fn queried(ctx: &Ctx, client: &Client) -> u32 {
     match &ctx.nodes {
-        Nodes::List(l) => l.first().copied().unwrap_or(LOCAL),
-        Nodes::Local | Nodes::All => LOCAL,
+        Nodes::List(l) => l.first().copied().unwrap_or(client.pnn()),
+        Nodes::Local | Nodes::All => client.pnn(),
     }
 }
 
@@ -333,7 +334,7 @@ async fn get_membership(ctx: &Ctx, client: &Client, pnn: u32) -> Result<Membersh
 
 async fn fetch(ctx: &Ctx) -> Result<Membership> {
     let (client, _incoming) = ctx.connect().await?;
-    get_membership(ctx, &client, queried(ctx)).await
+    get_membership(ctx, &client, queried(ctx, &client)).await
 }
 
 /// `status`.
@@ -372,8 +373,10 @@ pub fn nodestatus(ctx: &Ctx, args: &NodestatusArgs) -> Result<()> {
 /// The nodes file cannot be read (`Failed to read nodes from "FILE"`).
 pub fn listnodes(ctx: &Ctx, args: &ListnodesArgs) -> Result<()> {
     let file = args.config_dir.join("nodes");
-    let nodes = transport::nodes::Nodes::load(&file)
-        .with_context(|| format!("Failed to read nodes from \"{}\"", file.display()))?;
+    // The load error names the file and the cause (not chained again).
+    let nodes = transport::nodes::Nodes::load(&file).map_err(|e| {
+        anyhow::anyhow!("Failed to read nodes from \"{}\": {e}", file.display())
+    })?;
     print!("{}", render_listnodes(&nodes, ctx.format));
     Ok(())
 }
@@ -482,7 +485,7 @@ pub fn admin(ctx: &Ctx, op: AdminOp) -> Result<()> {
         let targets: Vec<Pnn> = match &ctx.nodes {
             Nodes::Local => vec![client.pnn()],
             Nodes::List(l) => l.clone(),
-            Nodes::All => get_membership(ctx, &client, LOCAL)
+            Nodes::All => get_membership(ctx, &client, client.pnn())
                 .await?
                 .nodes
                 .iter()
@@ -504,10 +507,16 @@ pub fn admin(ctx: &Ctx, op: AdminOp) -> Result<()> {
                 Ok(AdminOutcome::Done) => {}
                 Ok(AdminOutcome::Already) => println!("{}", already_message(target, op)),
                 Ok(AdminOutcome::Invalid) => failed.push(format!("node {target}: invalid command")),
-                Err(ClientError::Remote { error, .. }) if error.code == ErrorCode::BadRequest => {
+                // clusterd's own refusals: no such node, target silent.
+                Err(ClientError::Remote { error, .. })
+                    if matches!(
+                        error.code,
+                        ErrorCode::BadRequest | ErrorCode::NodeUnreachable
+                    ) =>
+                {
                     failed.push(error.message.clone());
                 }
-                Err(e) => failed.push(format!("{:#}", clusterd_error(LOCAL, e))),
+                Err(e) => failed.push(format!("{:#}", clusterd_error(client.pnn(), e))),
             }
         }
         if !failed.is_empty() {

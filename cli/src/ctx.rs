@@ -119,9 +119,9 @@ impl Ctx {
                 )
             }),
             Err(_) => anyhow::bail!(
-                "transportd at {} did not answer within {:?}",
+                "transportd at {} did not answer within {}s",
                 socket.display(),
-                self.timeout
+                self.timeout.as_secs_f64()
             ),
         }
     }
@@ -239,10 +239,12 @@ impl Ctx {
         targets: &Targets,
         mut results: Vec<(u32, Result<R, String>)>,
     ) -> Result<()> {
-        if let (Targets::One(_), Some((_, r))) = (targets, results.pop()) {
-            let r = r.map_err(anyhow::Error::msg)?;
-            print!("{}", render_one(&r, self.format));
-            return Ok(());
+        if let Targets::One(_) = targets {
+            if let Some((_, r)) = results.pop() {
+                let r = r.map_err(anyhow::Error::msg)?;
+                print!("{}", render_one(&r, self.format));
+                return Ok(());
+            }
         }
         print!("{}", render_many(&results, self.format));
         let mut failed = false;

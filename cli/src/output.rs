@@ -6,7 +6,7 @@
 //! One node: exactly CTDB's output. Several nodes (`-n all`, `-n 0,2`):
 //! * human form: each node's CTDB block after a `>> NODE: PNN <<` line,
 //!   blank line first, as CTDB's `onnode` prints them;
-//! * `-X`: one header row with a leading `Node` column, then every node's
+//! * `-X`: one header row with a leading `PNN` column, then every node's
 //!   rows prefixed with its PNN;
 //! * `--json`: an array of `{"pnn": N, ...}` objects (the one-node JSON
 //!   under `"result"`, or `"error"` for a node that did not answer).
@@ -96,7 +96,7 @@ pub fn render_many<R: Report>(results: &[(u32, Result<R, String>)], format: Form
             for (pnn, r) in results {
                 if let Ok(r) = r {
                     header.get_or_insert_with(|| {
-                        let mut h = vec!["Node"];
+                        let mut h = vec!["PNN"];
                         h.extend(r.header());
                         h
                     });
@@ -219,7 +219,7 @@ mod tests {
         );
         assert_eq!(
             render_many(&results, Format::Machine('|')),
-            "|Node|Value|\n|0|7|\n|2|9|\n"
+            "|PNN|Value|\n|0|7|\n|2|9|\n"
         );
         let v: serde_json::Value =
             serde_json::from_str(&render_many(&results, Format::Json)).unwrap();
