@@ -374,9 +374,8 @@ pub fn nodestatus(ctx: &Ctx, args: &NodestatusArgs) -> Result<()> {
 pub fn listnodes(ctx: &Ctx, args: &ListnodesArgs) -> Result<()> {
     let file = args.config_dir.join("nodes");
     // The load error names the file and the cause (not chained again).
-    let nodes = transport::nodes::Nodes::load(&file).map_err(|e| {
-        anyhow::anyhow!("Failed to read nodes from \"{}\": {e}", file.display())
-    })?;
+    let nodes = transport::nodes::Nodes::load(&file)
+        .map_err(|e| anyhow::anyhow!("Failed to read nodes from \"{}\": {e}", file.display()))?;
     print!("{}", render_listnodes(&nodes, ctx.format));
     Ok(())
 }
@@ -419,7 +418,9 @@ impl Report for LeaderReport {
         vec!["Leader"]
     }
     fn rows(&self) -> Vec<Vec<String>> {
-        vec![vec![self.0.map_or_else(|| "UNKNOWN".to_string(), |l| l.to_string())]]
+        vec![vec![self
+            .0
+            .map_or_else(|| "UNKNOWN".to_string(), |l| l.to_string())]]
     }
     fn json(&self) -> serde_json::Value {
         serde_json::json!({ "leader": self.0 })

@@ -86,7 +86,7 @@ impl Ctx {
         };
         if !(args.timeout > 0.0 && args.timeout <= 3600.0) {
             anyhow::bail!(
-                "-t {}: the timeout must be between 0 and 3600 seconds",
+                "-t {}: the timeout must be more than 0 and at most 3600 seconds",
                 args.timeout
             );
         }
@@ -112,12 +112,12 @@ impl Ctx {
     pub async fn connect(&self) -> Result<(Client, Incoming)> {
         let socket = self.socket();
         match tokio::time::timeout(self.timeout, Client::connect_unix(&socket, "cli")).await {
-            Ok(r) => r.with_context(|| {
-                format!(
-                    "cannot connect to transportd at {}: is ipfailover running on this node?",
-                    socket.display()
-                )
-            }),
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(ClientError::Connect { source, .. })) => anyhow::bail!(
+                "cannot connect to transportd at {}: {source} (is ipfailover running on this node?)",
+                socket.display()
+            ),
+            Ok(Err(e)) => anyhow::bail!("transportd at {} refused the connection: {e}", socket.display()),
             Err(_) => anyhow::bail!(
                 "transportd at {} did not answer within {}s",
                 socket.display(),
@@ -266,13 +266,16 @@ impl Ctx {
 /// "conntrackd on node 0 did not answer within 2s", or the daemon's own
 /// message for a refused request.
 pub fn daemon_error(service: u16, pnn: u32, e: &ClientError) -> String {
-    let name = well_known_name(service).map_or_else(|| format!("service {service}"), |n| {
-        if n == "transport" {
-            "transportd".to_string()
-        } else {
-            n.to_string()
-        }
-    });
+    let name = well_known_name(service).map_or_else(
+        || format!("service {service}"),
+        |n| {
+            if n == "transport" {
+                "transportd".to_string()
+            } else {
+                n.to_string()
+            }
+        },
+    );
     let node = if pnn == LOCAL {
         "this node".to_string()
     } else {
@@ -283,13 +286,16 @@ pub fn daemon_error(service: u16, pnn: u32, e: &ClientError) -> String {
             ErrorCode::UnknownService => format!("{name} is not running on {node}"),
             ErrorCode::NodeUnreachable => format!("{node} is not connected"),
             ErrorCode::ShuttingDown => format!("{name} on {node} is shutting down"),
-            ErrorCode::UnknownOpcode => format!(
-                "{name} on {node} does not know this request (is it an older version?)"
-            ),
+            ErrorCode::UnknownOpcode => {
+                format!("{name} on {node} does not know this request (is it an older version?)")
+            }
             _ => error.message.clone(),
         },
         ClientError::Timeout { after, .. } => {
-            format!("{name} on {node} did not answer within {}s", after.as_secs_f64())
+            format!(
+                "{name} on {node} did not answer within {}s",
+                after.as_secs_f64()
+            )
         }
         ClientError::Closed { .. } => "transportd closed the connection".to_string(),
         ClientError::Payload { source, .. } => {

@@ -212,7 +212,11 @@ mod tests {
 
     #[test]
     fn several_nodes_like_onnode_and_with_a_node_column() {
-        let results = vec![(0, Ok(Two(7))), (1, Err("node 1 is not connected".into())), (2, Ok(Two(9)))];
+        let results = vec![
+            (0, Ok(Two(7))),
+            (1, Err("node 1 is not connected".into())),
+            (2, Ok(Two(9))),
+        ];
         assert_eq!(
             render_many(&results, Format::Human),
             "\n>> NODE: 0 <<\nvalue 7\n\n>> NODE: 2 <<\nvalue 9\n"

@@ -130,9 +130,19 @@ fn public_ips(pnn: u32) -> PublicIps {
         },
     ];
     let mut ips = vec![
-        pip("198.51.100.1", Some(0), (pnn == 0).then_some("eth1"), &["eth1", "eth2"]),
+        pip(
+            "198.51.100.1",
+            Some(0),
+            (pnn == 0).then_some("eth1"),
+            &["eth1", "eth2"],
+        ),
         pip("198.51.100.2", None, None, &["eth1", "eth2"]),
-        pip("2001:db8::1", Some(0), (pnn == 0).then_some("eth1"), &["eth1"]),
+        pip(
+            "2001:db8::1",
+            Some(0),
+            (pnn == 0).then_some("eth1"),
+            &["eth1"],
+        ),
     ];
     if pnn == 0 {
         ips.insert(2, pip("198.51.100.3", None, None, &["eth2"]));
@@ -180,20 +190,45 @@ fn master_status(pnn: u32) -> MasterStatus {
         ready: pnn == 0,
         uptime_ms: 3_723_000,
         daemons: vec![
-            d("transportd", DaemonState::Running, Some(4101 + pnn * 100), 0, None),
-            d("clusterd", DaemonState::Running, Some(4102 + pnn * 100), 0, None),
-            d("conntrackd", DaemonState::Running, Some(4107 + pnn * 100), 1, Some("signal: 9 (SIGKILL)")),
+            d(
+                "transportd",
+                DaemonState::Running,
+                Some(4101 + pnn * 100),
+                0,
+                None,
+            ),
+            d(
+                "clusterd",
+                DaemonState::Running,
+                Some(4102 + pnn * 100),
+                0,
+                None,
+            ),
+            d(
+                "conntrackd",
+                DaemonState::Running,
+                Some(4107 + pnn * 100),
+                1,
+                Some("signal: 9 (SIGKILL)"),
+            ),
             if pnn == 0 {
                 d("failoverd", DaemonState::Running, Some(4104), 0, None)
             } else {
-                d("failoverd", DaemonState::Restarting, None, 3, Some("exit status: 1"))
+                d(
+                    "failoverd",
+                    DaemonState::Restarting,
+                    None,
+                    3,
+                    Some("exit status: 1"),
+                )
             },
         ],
     }
 }
 
 fn admin(p: &[u8]) -> Result<Vec<u8>, RemoteError> {
-    let cmd: AdminCommand = decode_payload(p).map_err(|e| RemoteError::new(ErrorCode::BadRequest, e.to_string()))?;
+    let cmd: AdminCommand =
+        decode_payload(p).map_err(|e| RemoteError::new(ErrorCode::BadRequest, e.to_string()))?;
     let outcome = match (cmd.target, cmd.op) {
         (t, _) if t > 2 => {
             return Err(RemoteError::new(
@@ -358,9 +393,18 @@ const CASES: &[Case] = &[
     c("nodestatus-0,2", &["nodestatus", "0,2"]),
     c("nodestatus-bad-node", &["nodestatus", "5"]),
     c("listnodes", &["listnodes", "--config-dir", "$RUN_DIR/etc"]),
-    c("listnodes-X", &["-X", "listnodes", "--config-dir", "$RUN_DIR/etc"]),
-    c("listnodes-json", &["--json", "listnodes", "--config-dir", "$RUN_DIR/etc"]),
-    c("listnodes-missing", &["listnodes", "--config-dir", "$RUN_DIR/nope"]),
+    c(
+        "listnodes-X",
+        &["-X", "listnodes", "--config-dir", "$RUN_DIR/etc"],
+    ),
+    c(
+        "listnodes-json",
+        &["--json", "listnodes", "--config-dir", "$RUN_DIR/etc"],
+    ),
+    c(
+        "listnodes-missing",
+        &["listnodes", "--config-dir", "$RUN_DIR/nope"],
+    ),
     c("pnn", &["pnn"]),
     c("pnn-X", &["-X", "pnn"]),
     c("pnn-json", &["--json", "pnn"]),
@@ -401,8 +445,14 @@ const CASES: &[Case] = &[
     c("gettickles-X", &["-X", "gettickles", "198.51.100.1"]),
     c("gettickles-json", &["--json", "gettickles", "198.51.100.1"]),
     c("gettickles-port", &["gettickles", "198.51.100.1", "445"]),
-    c("gettickles-n-all", &["-n", "all", "gettickles", "198.51.100.1"]),
-    c("gettickles-n-all-X", &["-n", "all", "-X", "gettickles", "198.51.100.1"]),
+    c(
+        "gettickles-n-all",
+        &["-n", "all", "gettickles", "198.51.100.1"],
+    ),
+    c(
+        "gettickles-n-all-X",
+        &["-n", "all", "-X", "gettickles", "198.51.100.1"],
+    ),
     // masterd
     c("daemons", &["daemons"]),
     c("daemons-X", &["-X", "daemons"]),
@@ -420,15 +470,27 @@ const CASES: &[Case] = &[
     c("ipreallocate", &["ipreallocate"]),
     c("sync", &["sync"]),
     c("gratarp", &["gratarp", "198.51.100.1", "eth1"]),
-    c("tickle", &["tickle", "203.0.113.7:40000", "198.51.100.1:445"]),
+    c(
+        "tickle",
+        &["tickle", "203.0.113.7:40000", "198.51.100.1:445"],
+    ),
     stdin(
         "tickle-stdin",
         &["tickle"],
         "203.0.113.7:40000 198.51.100.1:445\n203.0.113.8:40001 198.51.100.1:2049\n",
     ),
-    c("killtcp", &["killtcp", "eth1", "203.0.113.7:40000", "198.51.100.1:445"]),
-    c("addtickle", &["addtickle", "203.0.113.9:40002", "198.51.100.1:445"]),
-    c("deltickle", &["deltickle", "203.0.113.9:40002", "198.51.100.1:445"]),
+    c(
+        "killtcp",
+        &["killtcp", "eth1", "203.0.113.7:40000", "198.51.100.1:445"],
+    ),
+    c(
+        "addtickle",
+        &["addtickle", "203.0.113.9:40002", "198.51.100.1:445"],
+    ),
+    c(
+        "deltickle",
+        &["deltickle", "203.0.113.9:40002", "198.51.100.1:445"],
+    ),
     stdin(
         "addtickle-stdin",
         &["addtickle"],
@@ -459,12 +521,24 @@ const CASES: &[Case] = &[
     c("bad-timeout", &["-t", "0", "ip"]),
     c("addip-no-prefix", &["addip", "198.51.100.9", "eth1"]),
     c("addip-long-prefix", &["addip", "198.51.100.9/33", "eth1"]),
-    c("setifacelink-bad-state", &["setifacelink", "eth1", "sideways"]),
+    c(
+        "setifacelink-bad-state",
+        &["setifacelink", "eth1", "sideways"],
+    ),
     c("tickle-one-endpoint", &["tickle", "203.0.113.7:40000"]),
     stdin("tickle-bad-stdin", &["tickle"], "203.0.113.7:40000\n"),
-    c("gettickles-bad-port", &["gettickles", "198.51.100.1", "99999"]),
-    c("addtickle-bad-endpoint", &["addtickle", "203.0.113.9", "198.51.100.1:445"]),
-    c("action-n-all", &["-n", "all", "addip", "198.51.100.9/24", "eth1"]),
+    c(
+        "gettickles-bad-port",
+        &["gettickles", "198.51.100.1", "99999"],
+    ),
+    c(
+        "addtickle-bad-endpoint",
+        &["addtickle", "203.0.113.9", "198.51.100.1:445"],
+    ),
+    c(
+        "action-n-all",
+        &["-n", "all", "addip", "198.51.100.9/24", "eth1"],
+    ),
     c("nodestatus-bad-list", &["nodestatus", "0,x"]),
     // daemons absent or hung
     on(Setup::NoSocket, "no-transportd-status", &["status"]),
@@ -472,13 +546,29 @@ const CASES: &[Case] = &[
     on(Setup::Stuck, "stuck-transportd", &["-t", "0.5", "status"]),
     on(Setup::NoDaemons, "no-clusterd", &["status"]),
     on(Setup::NoDaemons, "no-failoverd", &["ip"]),
-    on(Setup::NoDaemons, "no-conntrackd", &["gettickles", "198.51.100.1"]),
+    on(
+        Setup::NoDaemons,
+        "no-conntrackd",
+        &["gettickles", "198.51.100.1"],
+    ),
     on(Setup::NoDaemons, "no-masterd", &["daemons"]),
     on(Setup::NoDaemons, "no-clusterd-disable", &["disable"]),
     on(Setup::HungFailoverd, "hung-failoverd", &["-t", "0.5", "ip"]),
-    on(Setup::HungNode1, "hung-node-ip-all", &["-t", "0.5", "ip", "all"]),
-    on(Setup::HungNode1, "hung-node-ifaces-n-all", &["-t", "0.5", "-n", "all", "ifaces"]),
-    on(Setup::HungNode1, "hung-node-daemons-n-all-json", &["-t", "0.5", "-n", "all", "--json", "daemons"]),
+    on(
+        Setup::HungNode1,
+        "hung-node-ip-all",
+        &["-t", "0.5", "ip", "all"],
+    ),
+    on(
+        Setup::HungNode1,
+        "hung-node-ifaces-n-all",
+        &["-t", "0.5", "-n", "all", "ifaces"],
+    ),
+    on(
+        Setup::HungNode1,
+        "hung-node-daemons-n-all-json",
+        &["-t", "0.5", "-n", "all", "--json", "daemons"],
+    ),
     c("down-node-ip-n2", &["-n", "2", "ip"]),
 ];
 
@@ -507,7 +597,11 @@ fn transcript(case: &Case, base: &Path) -> String {
         Setup::Stuck => stuck = Some(support::stuck_socket(&run_dir)),
     }
     let rd = run_dir.display().to_string();
-    let args: Vec<String> = case.args.iter().map(|a| a.replace("$RUN_DIR", &rd)).collect();
+    let args: Vec<String> = case
+        .args
+        .iter()
+        .map(|a| a.replace("$RUN_DIR", &rd))
+        .collect();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ipfailover"))
         .arg("--run-dir")
         .arg(&run_dir)
@@ -549,7 +643,9 @@ fn transcript(case: &Case, base: &Path) -> String {
     }
     t.push_str(&format!(
         "--- exit status {}\n--- stdout\n{}--- stderr\n{}--- requests\n",
-        status.code().map_or_else(|| "signal".to_string(), |c| c.to_string()),
+        status
+            .code()
+            .map_or_else(|| "signal".to_string(), |c| c.to_string()),
         clean(&out.stdout),
         clean(&out.stderr),
     ));
@@ -580,12 +676,12 @@ fn diff(expected: &str, actual: &str) -> String {
             out.push_str(&format!("  {}\n", a[i]));
             i += 1;
             j += 1;
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push_str(&format!("+ {}\n", b[j]));
-            j += 1;
-        } else {
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
             out.push_str(&format!("- {}\n", a[i]));
             i += 1;
+        } else {
+            out.push_str(&format!("+ {}\n", b[j]));
+            j += 1;
         }
     }
     out

@@ -27,13 +27,16 @@ use transport::proto::control::{PeerInfo, PeerList, RegisterReply, LIST_PEERS, R
 use transport::proto::service::{well_known_name, TRANSPORT};
 use transport::proto::{encode_payload, Address, ErrorCode, Kind, RemoteError, LOCAL};
 
+/// Computes a reply from a request payload.
+pub type AnswerFn = Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, RemoteError> + Send + Sync>;
+
 /// How a scripted daemon answers one opcode.
 #[derive(Clone)]
 pub enum Answer {
     /// This reply payload (or error) whatever the request.
     Fixed(Result<Vec<u8>, RemoteError>),
     /// Computed from the request payload.
-    Func(Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, RemoteError> + Send + Sync>),
+    Func(AnswerFn),
     /// Never answer (a hung daemon).
     Silent,
 }
@@ -143,7 +146,13 @@ impl Fake {
                     .enable_all()
                     .build()
                     .unwrap();
-                rt.block_on(serve(std_listener, Arc::new(script), log, describe, stopped));
+                rt.block_on(serve(
+                    std_listener,
+                    Arc::new(script),
+                    log,
+                    describe,
+                    stopped,
+                ));
             })
         };
         Fake {
