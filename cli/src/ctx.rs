@@ -117,7 +117,13 @@ impl Ctx {
                 "cannot connect to transportd at {}: {source} (is ipfailover running on this node?)",
                 socket.display()
             ),
-            Ok(Err(e)) => anyhow::bail!("transportd at {} refused the connection: {e}", socket.display()),
+            Ok(Err(e @ ClientError::Register { .. })) => {
+                anyhow::bail!("transportd at {} refused this command: {e}", socket.display())
+            }
+            Ok(Err(e)) => anyhow::bail!(
+                "transportd at {} did not complete the connection: {e}",
+                socket.display()
+            ),
             Err(_) => anyhow::bail!(
                 "transportd at {} did not answer within {}s",
                 socket.display(),

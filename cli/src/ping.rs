@@ -60,7 +60,10 @@ async fn ping(ctx: &Ctx) -> Result<()> {
             ),
             Err(err) => {
                 failed += 1;
-                println!("Unable to get ping response from node {pnn}: {err}");
+                println!(
+                    "Unable to get ping response from node {pnn}: {}",
+                    crate::ctx::daemon_error(TRANSPORT, pnn, &err)
+                );
             }
         }
     }

@@ -31,7 +31,7 @@ use transport::msg::failover::{
     MOVE_IP, RELOAD_IPS, SET_IFACE_LINK, TICKLE,
 };
 use transport::msg::master::{DaemonState, DaemonStatus, MasterStatus, Model, GET_STATUS};
-use transport::proto::control::LIST_PEERS;
+use transport::proto::control::{LIST_PEERS, PING};
 use transport::proto::service::{CLUSTERD, CONNTRACKD, FAILOVERD, MASTERD};
 use transport::proto::{decode_payload, encode_payload, ErrorCode, RemoteError};
 
@@ -56,6 +56,7 @@ fn describe(opcode: u32, p: &[u8]) -> String {
     }
     match opcode {
         LIST_PEERS => "LIST_PEERS".into(),
+        PING => "PING".into(),
         GET_MEMBERSHIP => "GET_MEMBERSHIP".into(),
         ADMIN => d::<AdminCommand>("ADMIN", p),
         GET_PUBLIC_IPS => "GET_PUBLIC_IPS".into(),
@@ -342,6 +343,8 @@ enum Setup {
     NoSocket,
     /// A socket nobody answers on.
     Stuck,
+    /// A socket file nobody listens on.
+    Stale,
 }
 
 struct Case {
@@ -379,6 +382,9 @@ const fn stdin(name: &'static str, args: &'static [&'static str], input: &'stati
 }
 
 const CASES: &[Case] = &[
+    // transportd (round-trip times are replaced by T)
+    c("ping", &["ping"]),
+    c("ping-n-all", &["-n", "all", "ping"]),
     // clusterd's reading commands
     c("status", &["status"]),
     c("status-X", &["-X", "status"]),
@@ -544,6 +550,7 @@ const CASES: &[Case] = &[
     on(Setup::NoSocket, "no-transportd-status", &["status"]),
     on(Setup::NoSocket, "no-transportd-ip", &["ip"]),
     on(Setup::Stuck, "stuck-transportd", &["-t", "0.5", "status"]),
+    on(Setup::Stale, "stale-socket", &["ifaces"]),
     on(Setup::NoDaemons, "no-clusterd", &["status"]),
     on(Setup::NoDaemons, "no-failoverd", &["ip"]),
     on(
@@ -595,6 +602,7 @@ fn transcript(case: &Case, base: &Path) -> String {
         Setup::HungFailoverd => fake = Some(Fake::start(&run_dir, hung_failoverd(), describe)),
         Setup::NoSocket => {}
         Setup::Stuck => stuck = Some(support::stuck_socket(&run_dir)),
+        Setup::Stale => support::stale_socket(&run_dir),
     }
     let rd = run_dir.display().to_string();
     let args: Vec<String> = case
@@ -635,7 +643,16 @@ fn transcript(case: &Case, base: &Path) -> String {
     drop(fake);
     drop(stuck);
     let _ = std::fs::remove_dir_all(&run_dir);
-    let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(&rd, "$RUN_DIR");
+    let clean = |b: &[u8]| {
+        let s = String::from_utf8_lossy(b).replace(&rd, "$RUN_DIR");
+        // ping's round-trip time is the one figure that is not scripted.
+        s.lines()
+            .map(|l| match (l.find(" time="), l.find(" sec")) {
+                (Some(a), Some(b)) if a < b => format!("{} time=T{}\n", &l[..a], &l[b..]),
+                _ => format!("{l}\n"),
+            })
+            .collect::<String>()
+    };
     let mut t = format!("$ ipfailover {}\n", case.args.join(" "));
     if !case.stdin.is_empty() {
         t.push_str("--- stdin\n");

@@ -23,9 +23,13 @@ use tokio::net::UnixListener;
 use tokio::sync::watch;
 use transport::client::Link;
 use transport::controls::answer_message;
-use transport::proto::control::{PeerInfo, PeerList, RegisterReply, LIST_PEERS, REGISTER};
+use transport::proto::control::{
+    PeerInfo, PeerList, PingReply, PingRequest, RegisterReply, LIST_PEERS, PING, REGISTER,
+};
 use transport::proto::service::{well_known_name, TRANSPORT};
-use transport::proto::{encode_payload, Address, ErrorCode, Kind, RemoteError, LOCAL};
+use transport::proto::{
+    decode_payload, encode_payload, Address, ErrorCode, Kind, RemoteError, LOCAL,
+};
 
 /// Computes a reply from a request payload.
 pub type AnswerFn = Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, RemoteError> + Send + Sync>;
@@ -253,43 +257,56 @@ async fn connection(
             name(dst.service),
             describe(header.opcode, &msg.payload)
         ));
-        let answer: Option<Result<Vec<u8>, RemoteError>> = if dst.service == TRANSPORT {
-            Some(transport_control(&script, header.opcode))
-        } else {
-            match script.nodes.get(&dst.pnn) {
-                None => Some(Err(RemoteError::new(
-                    ErrorCode::NodeUnreachable,
-                    format!("node {} is not connected to node {}", dst.pnn, script.this),
-                ))),
-                Some(node) if !node.connected => Some(Err(RemoteError::new(
-                    ErrorCode::NodeUnreachable,
-                    format!("node {} is not connected to node {}", dst.pnn, script.this),
-                ))),
-                Some(node) => match node.services.get(&dst.service) {
+        let answer: Option<Result<Vec<u8>, RemoteError>> =
+            if dst.service == TRANSPORT && dst.pnn == script.this {
+                Some(transport_control(&script, header.opcode, &msg.payload))
+            } else {
+                match script.nodes.get(&dst.pnn) {
                     None => Some(Err(RemoteError::new(
-                        ErrorCode::UnknownService,
-                        format!("no service {:#06x} on node {}", dst.service, dst.pnn),
+                        ErrorCode::NodeUnreachable,
+                        format!("node {} is not connected to node {}", dst.pnn, script.this),
                     ))),
-                    Some(ops) => match ops.get(&header.opcode) {
+                    Some(node) if !node.connected => Some(Err(RemoteError::new(
+                        ErrorCode::NodeUnreachable,
+                        format!("node {} is not connected to node {}", dst.pnn, script.this),
+                    ))),
+                    Some(_) if dst.service == TRANSPORT => {
+                        Some(transport_control(&script, header.opcode, &msg.payload))
+                    }
+                    Some(node) => match node.services.get(&dst.service) {
                         None => Some(Err(RemoteError::new(
-                            ErrorCode::UnknownOpcode,
-                            format!("unknown opcode {:#010x}", header.opcode),
+                            ErrorCode::UnknownService,
+                            format!("no service {:#06x} on node {}", dst.service, dst.pnn),
                         ))),
-                        Some(Answer::Fixed(r)) => Some(r.clone()),
-                        Some(Answer::Func(f)) => Some(f(&msg.payload)),
-                        Some(Answer::Silent) => None,
+                        Some(ops) => match ops.get(&header.opcode) {
+                            None => Some(Err(RemoteError::new(
+                                ErrorCode::UnknownOpcode,
+                                format!("unknown opcode {:#010x}", header.opcode),
+                            ))),
+                            Some(Answer::Fixed(r)) => Some(r.clone()),
+                            Some(Answer::Func(f)) => Some(f(&msg.payload)),
+                            Some(Answer::Silent) => None,
+                        },
                     },
-                },
-            }
-        };
+                }
+            };
         if let Some(result) = answer {
             let _ = outgoing.send(answer_message(&header, result)).await;
         }
     }
 }
 
-fn transport_control(script: &Script, opcode: u32) -> Result<Vec<u8>, RemoteError> {
+fn transport_control(script: &Script, opcode: u32, payload: &[u8]) -> Result<Vec<u8>, RemoteError> {
     match opcode {
+        PING => {
+            let req: PingRequest = decode_payload(payload)
+                .map_err(|e| RemoteError::new(ErrorCode::BadRequest, e.to_string()))?;
+            Ok(encode_payload(&PingReply {
+                data: req.data,
+                clients: 4,
+            })
+            .unwrap())
+        }
         LIST_PEERS => {
             let peers = script
                 .nodes
@@ -313,6 +330,11 @@ fn transport_control(script: &Script, opcode: u32) -> Result<Vec<u8>, RemoteErro
             format!("transport control {other:#010x} not scripted"),
         )),
     }
+}
+
+/// Leaves a socket file nobody listens on (a transportd that died).
+pub fn stale_socket(run_dir: &Path) {
+    drop(stuck_socket(run_dir));
 }
 
 /// Binds `run_dir/transport.sock` and never accepts: a transportd that
