@@ -2,9 +2,11 @@
 //! [all|PNNs]`, `listnodes`, `pnn`, `leader`, and the node administration
 //! `disable`, `enable`, `stop`, `continue`, `ban SECONDS`, `unban`.
 //!
-//! Reading commands ask one node's clusterd for its membership
-//! (`GET_MEMBERSHIP` to `(PNN, CLUSTERD)`, through the local transportd):
-//! this node, or the first node given with `-n`. Administration commands go
+//! Reading commands ask clusterd for its membership (`GET_MEMBERSHIP` to
+//! `(PNN, CLUSTERD)`, through the local transportd). `status` and
+//! `nodestatus` show one node's view: this node's, or the first node given
+//! with `-n`; `pnn` and `leader` answer for each `-n` node (one block per
+//! node, see [`crate::output`]). Administration commands go
 //! to the local clusterd as `ADMIN { target, op }`, which forwards them to
 //! the target; with `-n all` or a list they act on each of those nodes.
 //! `listnodes` only reads the nodes file and works without any daemon.

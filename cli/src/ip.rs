@@ -3,11 +3,15 @@
 //! `reloadips`, `ipreallocate` (alias `sync`), `gratarp`, `tickle`,
 //! `killtcp`.
 //!
-//! Every command talks to failoverd (service FAILOVERD) on the node chosen
-//! with `-n` (default: this node); `ipreallocate` and `moveip` go to this
-//! node's failoverd, which forwards them to the leader. The rendering
-//! functions are pure and tested against CTDB's expected outputs
-//! (ctdb/tests/UNIT/tool).
+//! Every command talks to failoverd (service FAILOVERD). The reading
+//! commands (`ip`, `ipinfo`, `ifaces`) ask the node(s) chosen with `-n`
+//! (default: this node; several nodes give one block per node, see
+//! [`crate::output`]); `ip all` and `ip -n all` merge every connected
+//! node's answer as CTDB does. Actions address one node; `ipreallocate` and
+//! `moveip` go to this node's failoverd, which forwards them to the leader.
+//! Arguments are checked before anything is contacted. The reports are
+//! pure values, tested against CTDB's expected outputs (ctdb/tests/UNIT/tool)
+//! here and byte for byte on the binary in cli/tests/golden.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;

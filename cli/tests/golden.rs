@@ -560,21 +560,21 @@ const CASES: &[Case] = &[
     ),
     on(Setup::NoDaemons, "no-masterd", &["daemons"]),
     on(Setup::NoDaemons, "no-clusterd-disable", &["disable"]),
-    on(Setup::HungFailoverd, "hung-failoverd", &["-t", "0.5", "ip"]),
+    on(Setup::HungFailoverd, "hung-failoverd", &["-t", "1", "ip"]),
     on(
         Setup::HungNode1,
         "hung-node-ip-all",
-        &["-t", "0.5", "ip", "all"],
+        &["-t", "1", "ip", "all"],
     ),
     on(
         Setup::HungNode1,
         "hung-node-ifaces-n-all",
-        &["-t", "0.5", "-n", "all", "ifaces"],
+        &["-t", "1", "-n", "all", "ifaces"],
     ),
     on(
         Setup::HungNode1,
         "hung-node-daemons-n-all-json",
-        &["-t", "0.5", "-n", "all", "--json", "daemons"],
+        &["-t", "1", "-n", "all", "--json", "daemons"],
     ),
     c("down-node-ip-n2", &["-n", "2", "ip"]),
 ];
