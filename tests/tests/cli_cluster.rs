@@ -62,7 +62,10 @@ fn n_all_reaches_every_node_and_reports_a_lost_one() {
     let table = text(&out.stdout);
     assert!(out.status.success(), "{table}{}", text(&out.stderr));
     let mut lines = table.lines();
-    assert_eq!(lines.next(), Some("|PNN|Daemon|State|PID|Restarts|LastExit|"));
+    assert_eq!(
+        lines.next(),
+        Some("|PNN|Daemon|State|PID|Restarts|LastExit|")
+    );
     for pnn in 0..3 {
         let row = format!("|{pnn}|masterd|ready|");
         assert!(table.contains(&row), "no {row} in\n{table}");
@@ -108,7 +111,8 @@ fn n_all_reaches_every_node_and_reports_a_lost_one() {
     );
     let err = text(&out.stderr);
     assert!(
-        err == "node 2 is not connected\n" || err == "clusterd on node 2 did not answer within 2s\n",
+        err == "node 2 is not connected\n"
+            || err == "clusterd on node 2 did not answer within 2s\n",
         "{err}"
     );
 }
