@@ -871,6 +871,25 @@ mod tests {
     }
 
     #[test]
+    fn a_node_without_interfaces_says_so_like_ctdb() {
+        let r = PublicIps {
+            pnn: 3,
+            can_host: false,
+            ips: Vec::new(),
+            ifaces: Vec::new(),
+        };
+        assert_eq!(
+            render_ifaces(&r, Format::Human),
+            "No interfaces configured on node 3\n"
+        );
+        // -X stays parseable: the header alone.
+        assert_eq!(
+            render_ifaces(&r, Format::Machine('|')),
+            "|Name|LinkStatus|References|\n"
+        );
+    }
+
+    #[test]
     fn ip_mask_is_checked() {
         assert_eq!(
             parse_ip_mask("192.0.2.5/24").unwrap(),
