@@ -336,7 +336,11 @@ async fn get_membership(ctx: &Ctx, client: &Client, pnn: u32) -> Result<Membersh
 
 async fn fetch(ctx: &Ctx) -> Result<Membership> {
     let (client, _incoming) = ctx.connect().await?;
-    get_membership(ctx, &client, queried(ctx, &client)).await
+    let pnn = queried(ctx, &client);
+    if let Nodes::List(_) = &ctx.nodes {
+        ctx.check_nodes(&client, &[pnn]).await?;
+    }
+    get_membership(ctx, &client, pnn).await
 }
 
 /// `status`.

@@ -153,10 +153,30 @@ impl Ctx {
     pub async fn targets(&self, client: &Client) -> Result<Targets> {
         Ok(match &self.nodes {
             Nodes::Local => Targets::One(client.pnn()),
-            Nodes::List(l) if l.len() == 1 => Targets::One(l[0]),
-            Nodes::List(l) => Targets::Many(l.clone()),
+            Nodes::List(l) => {
+                self.check_nodes(client, l).await?;
+                if l.len() == 1 {
+                    Targets::One(l[0])
+                } else {
+                    Targets::Many(l.clone())
+                }
+            }
             Nodes::All => Targets::Many(self.all_nodes(client, false).await?),
         })
+    }
+
+    /// Refuses a PNN that is not a node of the nodes file, as CTDB does
+    /// (`Node 5 does not exist`), before anything is asked of it.
+    ///
+    /// # Errors
+    ///
+    /// The first unknown PNN; transportd does not list its peers.
+    pub async fn check_nodes(&self, client: &Client, pnns: &[u32]) -> Result<()> {
+        let all = self.all_nodes(client, false).await?;
+        if let Some(p) = pnns.iter().find(|p| !all.contains(p)) {
+            anyhow::bail!("Node {p} does not exist");
+        }
+        Ok(())
     }
 
     /// This node and its peers (only the connected ones if `connected`),

@@ -116,11 +116,15 @@ pub fn run(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
     block_on(dispatch(ctx, cmd))
 }
 
-/// The single node an action addresses.
-fn one_node(ctx: &Ctx, client: &Client) -> Result<u32> {
+/// The single node an action addresses (a PNN that is not a node is
+/// refused before anything is sent).
+async fn one_node(ctx: &Ctx, client: &Client) -> Result<u32> {
     match &ctx.nodes {
         Nodes::Local => Ok(client.pnn()),
-        Nodes::List(l) if l.len() == 1 => Ok(l[0]),
+        Nodes::List(l) if l.len() == 1 => {
+            ctx.check_nodes(client, l).await?;
+            Ok(l[0])
+        }
         _ => bail!("this command acts on one node: give -n PNN (not a list or 'all')"),
     }
 }
@@ -235,7 +239,7 @@ async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
             ctx.print_reports(&targets, reports)?;
         }
         IpCommand::Setifacelink { iface, .. } => {
-            let pnn = one_node(ctx, &client)?;
+            let pnn = one_node(ctx, &client).await?;
             let req = SetIfaceLink {
                 iface: iface.clone(),
                 up,
@@ -244,7 +248,7 @@ async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
         }
         IpCommand::Addip { iface, .. } => {
             let (addr, prefix) = addip.context("addip: address checked above")?;
-            let pnn = one_node(ctx, &client)?;
+            let pnn = one_node(ctx, &client).await?;
             let req = AddIp {
                 addr,
                 prefix,
@@ -253,7 +257,7 @@ async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
             act::<_, ()>(ctx, &client, pnn, ADD_IP, &req).await?;
         }
         IpCommand::Delip { ip } => {
-            let pnn = one_node(ctx, &client)?;
+            let pnn = one_node(ctx, &client).await?;
             act::<_, ()>(ctx, &client, pnn, DEL_IP, &DelIp { addr: *ip }).await?;
         }
         IpCommand::Moveip { ip, pnn } => {
@@ -280,7 +284,7 @@ async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
         }
         IpCommand::Ipreallocate => ipreallocate(ctx, &client).await?,
         IpCommand::Gratarp { ip, iface } => {
-            let pnn = one_node(ctx, &client)?;
+            let pnn = one_node(ctx, &client).await?;
             let req = Gratarp {
                 addr: *ip,
                 iface: iface.clone(),
@@ -288,11 +292,11 @@ async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
             act::<_, ()>(ctx, &client, pnn, GRATARP, &req).await?;
         }
         IpCommand::Tickle { .. } => {
-            let pnn = one_node(ctx, &client)?;
+            let pnn = one_node(ctx, &client).await?;
             act::<_, ()>(ctx, &client, pnn, TICKLE, &pairs).await?;
         }
         IpCommand::Killtcp { iface, .. } => {
-            let pnn = one_node(ctx, &client)?;
+            let pnn = one_node(ctx, &client).await?;
             let req = KillTcp {
                 iface: iface.clone(),
                 connections: pairs,

@@ -230,6 +230,9 @@ pub fn change(ctx: &Ctx, args: &PairArgs, add: bool) -> Result<()> {
     };
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
+        if let Nodes::List(l) = &ctx.nodes {
+            ctx.check_nodes(&client, l).await?;
+        }
         for pnn in targets(ctx)? {
             let () = ctx
                 .ask(&client, pnn, CONNTRACKD, opcode, &pairs)

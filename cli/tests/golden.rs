@@ -577,6 +577,16 @@ const CASES: &[Case] = &[
         &["-t", "1", "-n", "all", "--json", "daemons"],
     ),
     c("down-node-ip-n2", &["-n", "2", "ip"]),
+    c("no-such-node-ip", &["-n", "5", "ip"]),
+    c("no-such-node-status", &["-n", "5", "status"]),
+    c(
+        "no-such-node-gettickles",
+        &["-n", "0,5", "gettickles", "198.51.100.1"],
+    ),
+    c(
+        "no-such-node-gratarp",
+        &["-n", "5", "gratarp", "198.51.100.1", "eth1"],
+    ),
 ];
 
 fn golden_dir() -> PathBuf {
