@@ -512,6 +512,17 @@ const CASES: &[Case] = &[
     c("stop-n-0,1", &["-n", "0,1", "stop"]),
     c("stop-n-all", &["-n", "all", "stop"]),
     c("stop-bad-node", &["-n", "7", "stop"]),
+    // the offline planner (CTDB's takeover-test input and output)
+    stdin(
+        "ipalloc",
+        &["ipalloc", "--node-states", "0,0,0x20"],
+        "198.51.100.1 -1\n198.51.100.2 -1\n198.51.100.3 -1\n198.51.100.4 2\n",
+    ),
+    stdin(
+        "ipalloc-bad-input",
+        &["ipalloc", "--node-states", "0,0"],
+        "198.51.100.1 7\n",
+    ),
     // bad arguments: checked before anything is contacted
     c("no-command", &[]),
     c("unknown-command", &["frobnicate"]),
