@@ -31,7 +31,7 @@ use transport::proto::service::CLUSTERD;
 use transport::proto::{Address, ErrorCode};
 
 use crate::ctx::{block_on, daemon_error, Ctx, Targets};
-use crate::output::{machine, Format, Nodes, Report};
+use crate::output::{emit, machine, Format, Nodes, Report};
 
 /// Arguments of `nodestatus`.
 #[derive(Debug, clap::Args)]
@@ -350,7 +350,7 @@ async fn fetch(ctx: &Ctx) -> Result<Membership> {
 /// No transportd or clusterd.
 pub fn status(ctx: &Ctx) -> Result<()> {
     let m = block_on_value(fetch(ctx))?;
-    print!("{}", render_status(&m, ctx.format));
+    emit(&render_status(&m, ctx.format))?;
     Ok(())
 }
 
@@ -363,7 +363,7 @@ pub fn nodestatus(ctx: &Ctx, args: &NodestatusArgs) -> Result<()> {
     let sel = parse_selection(args.nodes.as_deref())?;
     let m = block_on_value(fetch(ctx))?;
     let (text, code) = render_nodestatus(&m, &sel, ctx.format)?;
-    print!("{text}");
+    emit(&text)?;
     if code != 0 {
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
@@ -382,7 +382,7 @@ pub fn listnodes(ctx: &Ctx, args: &ListnodesArgs) -> Result<()> {
     // The load error names the file and the cause (not chained again).
     let nodes = transport::nodes::Nodes::load(&file)
         .map_err(|e| anyhow::anyhow!("Failed to read nodes from \"{}\": {e}", file.display()))?;
-    print!("{}", render_listnodes(&nodes, ctx.format));
+    emit(&render_listnodes(&nodes, ctx.format))?;
     Ok(())
 }
 
@@ -512,7 +512,7 @@ pub fn admin(ctx: &Ctx, op: AdminOp) -> Result<()> {
                 .await;
             match r {
                 Ok(AdminOutcome::Done) => {}
-                Ok(AdminOutcome::Already) => println!("{}", already_message(target, op)),
+                Ok(AdminOutcome::Already) => emit(&format!("{}\n", already_message(target, op)))?,
                 Ok(AdminOutcome::Invalid) => failed.push(format!("node {target}: invalid command")),
                 // clusterd's own refusals: no such node, target silent.
                 Err(ClientError::Remote { error, .. })

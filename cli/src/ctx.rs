@@ -14,7 +14,7 @@ use transport::proto::control::{PeerList, LIST_PEERS};
 use transport::proto::service::{well_known_name, TRANSPORT};
 use transport::proto::{Address, ErrorCode, LOCAL};
 
-use crate::output::{parse_nodes, render_many, render_one, Format, Nodes, Report};
+use crate::output::{emit, parse_nodes, render_many, render_one, Format, Nodes, Report};
 
 /// Global options, accepted before or after the command name.
 #[derive(Debug, clap::Args)]
@@ -268,11 +268,11 @@ impl Ctx {
         if let Targets::One(_) = targets {
             if let Some((_, r)) = results.pop() {
                 let r = r.map_err(anyhow::Error::msg)?;
-                print!("{}", render_one(&r, self.format));
+                emit(&render_one(&r, self.format))?;
                 return Ok(());
             }
         }
-        print!("{}", render_many(&results, self.format));
+        emit(&render_many(&results, self.format))?;
         let mut failed = false;
         for (_, r) in &results {
             if let Err(e) = r {

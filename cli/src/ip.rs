@@ -28,7 +28,7 @@ use transport::msg::failover::{
 use transport::proto::service::FAILOVERD;
 
 use crate::ctx::{block_on, Ctx, Exit, Targets};
-use crate::output::{parse_nodes, render_one, Nodes, Report};
+use crate::output::{emit, parse_nodes, render_one, Nodes, Report};
 
 /// The public-IP commands (flattened into the top-level command list).
 #[derive(Debug, clap::Subcommand)]
@@ -197,7 +197,7 @@ async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
                     rows: merge_all(&reports),
                     verbose: *verbose,
                 };
-                print!("{}", render_one(&report, ctx.format));
+                emit(&render_one(&report, ctx.format))?;
                 if failed {
                     return Err(Exit(1).into());
                 }

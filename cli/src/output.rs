@@ -46,6 +46,23 @@ pub fn machine(header: &[&str], rows: &[Vec<String>], sep: char) -> String {
     out
 }
 
+/// Writes a command's output to stdout. A reader that went away (`ipfailover
+/// ip | head -1`) ends the command quietly with status 0 instead of a
+/// panic, as a pipe reader expects.
+///
+/// # Errors
+///
+/// [`crate::ctx::Exit`]`(0)` on a closed pipe; any other write error.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(crate::ctx::Exit(0).into()),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+    }
+}
+
 /// Pretty JSON text with a final newline.
 pub fn json_text(v: &serde_json::Value) -> String {
     format!("{v:#}\n")
