@@ -101,6 +101,7 @@ fn membership(this: u32) -> Membership {
         this_node: this,
         lease_ok: true,
         reassignable: vec![],
+        lease: Default::default(),
     }
 }
 
