@@ -30,7 +30,7 @@ use transport::msg::cluster::{
 use transport::proto::service::CLUSTERD;
 use transport::proto::{Address, ErrorCode};
 
-use crate::ctx::{block_on, daemon_error, Ctx, Targets};
+use crate::ctx::{block_on, daemon_error, Ctx};
 use crate::output::{emit, machine, Format, Nodes, Report};
 
 /// Arguments of `nodestatus`.
@@ -442,10 +442,7 @@ fn per_node<R: Report>(ctx: &Ctx, report: impl Fn(&Membership) -> R) -> Result<(
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
         let targets = ctx.targets(&client).await?;
-        let pnns = match &targets {
-            Targets::One(p) => vec![*p],
-            Targets::Many(l) => l.clone(),
-        };
+        let pnns = targets.pnns();
         let results: Vec<(u32, Result<Membership, String>)> = ctx
             .ask_each(&client, &pnns, CLUSTERD, GET_MEMBERSHIP, &())
             .await?;

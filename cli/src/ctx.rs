@@ -142,6 +142,16 @@ pub enum Targets {
     Many(Vec<u32>),
 }
 
+impl Targets {
+    /// The nodes, in order.
+    pub fn pnns(&self) -> Vec<u32> {
+        match self {
+            Targets::One(p) => vec![*p],
+            Targets::Many(l) => l.clone(),
+        }
+    }
+}
+
 impl Ctx {
     /// Resolves `-n` for a reading command: this node, the given PNNs, or
     /// every node of the nodes file (`all`: this one and every configured

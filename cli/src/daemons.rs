@@ -17,7 +17,7 @@ use anyhow::Result;
 use transport::msg::master::{DaemonStatus, MasterStatus, GET_STATUS};
 use transport::proto::service::MASTERD;
 
-use crate::ctx::{block_on, Ctx, Targets};
+use crate::ctx::{block_on, Ctx};
 use crate::output::Report;
 
 /// `daemons`' output for one node.
@@ -134,10 +134,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
         let targets = ctx.targets(&client).await?;
-        let pnns = match &targets {
-            Targets::One(p) => vec![*p],
-            Targets::Many(l) => l.clone(),
-        };
+        let pnns = targets.pnns();
         let results: Vec<(u32, Result<MasterStatus, String>)> = ctx
             .ask_each(&client, &pnns, MASTERD, GET_STATUS, &())
             .await?;

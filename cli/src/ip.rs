@@ -313,10 +313,7 @@ async fn ask_targets(
     client: &Client,
     targets: &Targets,
 ) -> Result<Vec<(u32, Result<PublicIps, String>)>> {
-    let pnns = match targets {
-        Targets::One(p) => vec![*p],
-        Targets::Many(l) => l.clone(),
-    };
+    let pnns = targets.pnns();
     ctx.ask_each(client, &pnns, FAILOVERD, GET_PUBLIC_IPS, &())
         .await
 }

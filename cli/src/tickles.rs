@@ -19,7 +19,7 @@ use transport::msg::conntrack::{
 use transport::proto::service::CONNTRACKD;
 use transport::proto::LOCAL;
 
-use crate::ctx::{block_on, Ctx, Targets};
+use crate::ctx::{block_on, Ctx};
 use crate::output::{Nodes, Report};
 
 /// Arguments of `ipfailover gettickles`.
@@ -162,10 +162,7 @@ pub fn get(ctx: &Ctx, args: &GetArgs) -> Result<()> {
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
         let targets = ctx.targets(&client).await?;
-        let pnns = match &targets {
-            Targets::One(p) => vec![*p],
-            Targets::Many(l) => l.clone(),
-        };
+        let pnns = targets.pnns();
         let req = GetConnections {
             address: args.address,
             port: args.port,

@@ -809,16 +809,7 @@ impl Inner {
             for (_, (addr, err)) in self.remove_from_kernel(&targets).await {
                 failed.insert(addr, err);
             }
-            if let Err(e) = self
-                .nft
-                .update()
-                .remove(NftSet::Blocked, &ips)
-                .remove(NftSet::Tracked, &ips)
-                .execute()
-                .await
-            {
-                tracing::warn!(error = %e, "cannot unblock released addresses");
-            }
+            self.clear_sets(&ips).await;
             tracing::info!(count = ips.len(), "released addresses: {ips:?}");
             for (a, iface, len) in &targets {
                 if !failed.contains_key(a) {
@@ -838,6 +829,20 @@ impl Inner {
                 None => (*a, Ok(())),
             })
             .collect()
+    }
+
+    /// Takes released addresses out of the blocked and tracked sets.
+    async fn clear_sets(&self, ips: &[IpAddr]) {
+        if let Err(e) = self
+            .nft
+            .update()
+            .remove(NftSet::Blocked, ips)
+            .remove(NftSet::Tracked, ips)
+            .execute()
+            .await
+        {
+            tracing::warn!(error = %e, "cannot take released addresses out of the nftables sets");
+        }
     }
 
     /// Removes `targets` (address, interface, prefix length) from the
@@ -953,16 +958,7 @@ impl Inner {
             let _ =
                 tokio::time::timeout(DROP_RESET_LIMIT, self.reset_connections(&all, false)).await;
         }
-        if let Err(e) = self
-            .nft
-            .update()
-            .remove(NftSet::Blocked, &ips)
-            .remove(NftSet::Tracked, &ips)
-            .execute()
-            .await
-        {
-            tracing::warn!(error = %e, "cannot clear the nftables sets of dropped addresses");
-        }
+        self.clear_sets(&ips).await;
         drop(op);
         tracing::info!(count = ips.len(), "dropped addresses: {ips:?}");
         let waits: Vec<_> = all
