@@ -62,6 +62,7 @@ use crate::alloc::{Algorithm, Tunables};
 use crate::leader::{self, RunError, RunReport, RunSettings};
 use crate::node::{DropMode, Executor, ExecutorConfig, NodeError, NodeEvent};
 use crate::public_addresses::{self, PublicAddress, PublicAddressesError};
+use crate::record;
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +100,9 @@ pub struct Settings {
     pub release_timeout: Duration,
     /// Time limit of the other requests of a run.
     pub request_timeout: Duration,
+    /// The record of configured addresses (`<run_dir>/failoverd.hosted`),
+    /// for adoption after a crash; `None` keeps none (nothing is adopted).
+    pub record_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -124,6 +128,7 @@ impl Settings {
             lease: Duration::from_millis(c.cluster.dead_after_ms()),
             release_timeout: Duration::from_millis(c.failover.release_timeout_ms),
             request_timeout: Duration::from_millis(c.failover.release_timeout_ms.max(1_000)),
+            record_file: Some(loaded.resolve(&c.transport.run_dir).join(record::FILE_NAME)),
         }
     }
 }
@@ -148,6 +153,8 @@ struct LeaseTrack {
     memb_at: u64,
     /// When the lease ends (`None`: not valid).
     until: Option<Instant>,
+    /// When the current unbroken lease began (`CLOCK_MONOTONIC` ns).
+    since_ns: u64,
 }
 
 impl LeaseTrack {
@@ -348,7 +355,11 @@ pub async fn run(
                 if let Some(m) = apply_news(&ctx, news) {
                     if !adopted {
                         adopted = true;
-                        adopt(&ctx, m.lease_ok).await;
+                        let since = {
+                            let s = ctx.lock();
+                            (m.lease_ok && s.lease.since_ns > 0).then_some(s.lease.since_ns)
+                        };
+                        adopt(&ctx, since).await;
                     }
                     on_membership(&ctx, &mut leader, m).await;
                 }
@@ -376,7 +387,7 @@ pub async fn run(
             () = tokio::time::sleep_until(adopt_by), if !adopted => {
                 adopted = true;
                 tracing::warn!("no word from clusterd since the start: removing leftover public addresses");
-                adopt(&ctx, false).await;
+                adopt(&ctx, None).await;
             }
             _ = poll.tick() => {
                 let client = ctx.client.clone();
@@ -411,25 +422,91 @@ pub async fn run(
 }
 
 /// Adopts the public addresses already in the kernel (restart without a
-/// blip); drops them at once unless the lease is valid.
-async fn adopt(ctx: &Ctx, lease_ok: bool) {
-    if ctx.settings.disabled {
-        return;
+/// blip) that the record says this node configured during its current
+/// unbroken lease (`lease_since_ns`; `None`: no valid lease); removes every
+/// other public address it finds, and any recorded one that is no longer in
+/// public_addresses. See [`record`].
+async fn adopt(ctx: &Ctx, lease_since_ns: Option<u64>) {
+    let recorded = ctx.settings.record_file.as_deref().and_then(record::load);
+    let ok = if ctx.settings.disabled {
+        BTreeMap::new()
+    } else {
+        record::adoptable(recorded.as_ref(), &record::boot_id(), lease_since_ns)
+    };
+    let publics: Vec<PublicAddress> = ctx.lock().publics.values().cloned().collect();
+    let keep: Vec<(PublicAddress, u64)> = publics
+        .iter()
+        .filter_map(|p| ok.get(&p.addr).map(|at| (p.clone(), *at)))
+        .collect();
+    let adopted = match ctx.exec.adopt(&keep).await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!(error = %e, "adoption of configured addresses failed");
+            Vec::new()
+        }
+    };
+    if !adopted.is_empty() {
+        tracing::info!(
+            ?adopted,
+            "public addresses configured before a restart: adopted"
+        );
+        let mut s = ctx.lock();
+        for a in &adopted {
+            s.owners.insert(*a, ctx.pnn);
+        }
     }
-    match ctx.exec.adopt(&ctx.settings.publics).await {
-        Ok(list) => {
-            if !list.is_empty() {
-                tracing::info!(adopted = ?list, lease_ok, "public addresses found in the kernel");
-            }
-            let mut s = ctx.lock();
-            for a in &list {
-                s.owners.insert(*a, ctx.pnn);
+    // Everything else that may be in the kernel is not ours to keep: public
+    // addresses configured but not adopted, and recorded addresses that are
+    // no longer listed (an `addip` before the crash, a reloadips since).
+    let unlisted = recorded
+        .iter()
+        .flat_map(|r| r.entries.keys())
+        .filter(|a| !publics.iter().any(|p| p.addr == **a))
+        .copied();
+    let mut remove: Vec<IpAddr> = match ctx.exec.check(&publics).await {
+        Ok(d) => d.unexpected,
+        Err(_) => publics
+            .iter()
+            .map(|p| p.addr)
+            .filter(|a| !adopted.contains(a))
+            .collect(),
+    };
+    remove.extend(unlisted);
+    if !remove.is_empty() {
+        tracing::warn!(
+            addresses = ?remove,
+            lease_since_ns,
+            "public addresses this node may not keep (configured before its lease last broke, unknown to the record, or no longer listed): removing any left in the kernel"
+        );
+        for (addr, r) in ctx.exec.release_many(&remove).await {
+            if let Err(e) = r {
+                tracing::error!(%addr, error = %e, "cannot remove a leftover address");
             }
         }
-        Err(e) => tracing::warn!(error = %e, "adoption of configured addresses failed"),
     }
-    if !lease_ok {
+    if lease_since_ns.is_none() {
         drop_all(ctx).await;
+    }
+    write_record(ctx);
+}
+
+/// Rewrites the record of configured addresses from the executor's hosted
+/// set (on every change).
+fn write_record(ctx: &Ctx) {
+    let Some(path) = ctx.settings.record_file.as_deref() else {
+        return;
+    };
+    let r = record::Record {
+        boot_id: record::boot_id(),
+        entries: ctx
+            .exec
+            .hosted()
+            .into_iter()
+            .map(|h| (h.public.addr, h.since_ns))
+            .collect(),
+    };
+    if let Err(e) = record::store(path, &r) {
+        tracing::warn!(file = %path.display(), error = %e, "cannot write the record of configured addresses");
     }
 }
 
@@ -448,6 +525,7 @@ fn apply_news(ctx: &Ctx, news: News) -> Option<Membership> {
     if lease.at_ns >= s.lease.lease_at {
         s.lease.lease_at = lease.at_ns;
         s.lease.until = lease_end(&lease);
+        s.lease.since_ns = lease.since_ns;
     }
     let valid = s.lease.valid_now();
     ctx.exec.set_lease(if valid { s.lease.until } else { None });
@@ -707,6 +785,10 @@ fn on_node_event(ctx: &Ctx, leader: &mut LeaderState, ev: NodeEvent) {
             request_run(ctx, leader);
         }
         NodeEvent::HookFailed(f) => tracing::warn!(failure = ?f, "event hook failed"),
+        NodeEvent::HostedChanged(_) => {
+            write_record(ctx);
+            tracing::debug!(event = ?ev, "node event");
+        }
         other => tracing::debug!(event = ?other, "node event"),
     }
 }

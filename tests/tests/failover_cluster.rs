@@ -817,3 +817,111 @@ fn failover_cluster_hung_clusterd_drops_addresses_before_they_move() {
     bed.wait_placed("placed after clusterd resumed", &list);
     sampler.finish();
 }
+
+/// Node `i`'s clusterd's membership, asked over node `i`'s transportd.
+fn membership_of(bed: &Bed, i: usize) -> Option<transport::msg::cluster::Membership> {
+    use transport::client::Client;
+    use transport::msg::cluster::GET_MEMBERSHIP;
+    use transport::proto::service::CLUSTERD;
+    use transport::proto::Address;
+    let socket = bed.c.nodes[i].run_dir.join("transport.sock");
+    bed.c.nodes[i]
+        .ns
+        .block_on(move || async move {
+            let (client, _incoming) = Client::connect_unix(&socket, "test").await.ok()?;
+            client
+                .request(
+                    Address::local(CLUSTERD),
+                    GET_MEMBERSHIP,
+                    &(),
+                    Duration::from_secs(2),
+                )
+                .await
+                .ok()
+        })
+        .ok()
+        .flatten()
+}
+
+/// A crashed failoverd leaves its addresses configured; while it is down
+/// its node is cut off, so its lease breaks and the survivors take those
+/// addresses (both nodes have them now: nothing runs on the crashed node to
+/// remove them — the limit docs/failoverd.md states). When the node is back
+/// with a valid lease and failoverd restarts, it must not adopt them: they
+/// were configured before the lease last broke (its record of configured
+/// addresses says when). It removes them, and from then on every address is
+/// hosted exactly once, the sampler watching.
+#[test]
+fn failover_cluster_restart_after_a_lease_break_does_not_adopt() {
+    require_root();
+    let list = [201, 202, 203, 204, 205, 206];
+    let bed = Bed::new("foc6", &list);
+    let placed = bed.wait_placed("every address hosted exactly once", &list);
+    let victim = placed
+        .values()
+        .copied()
+        .find(|n| *n != 0)
+        .unwrap_or_else(|| *placed.values().next().unwrap());
+    let theirs: Vec<IpAddr> = placed
+        .iter()
+        .filter(|(_, n)| **n == victim)
+        .map(|(a, _)| *a)
+        .collect();
+    let others: Vec<String> = (0..bed.c.nodes.len())
+        .filter(|i| *i != victim)
+        .map(|i| bed.c.nodes[i].addr.to_string())
+        .collect();
+    let pid = bed.failoverd_pids.lock().unwrap()[victim];
+    assert!(bed.c.nodes[victim].ns.kill(pid));
+    bed.c.nodes[victim].ns.cut_from(&others).unwrap();
+    let victim_ns = bed.c.nodes[victim].ns.name().to_string();
+    let elsewhere = wait_for(
+        "the survivors to take the cut-off node's addresses",
+        LIMIT,
+        POLL,
+        || {
+            let mut seen = Vec::new();
+            for (i, n) in bed.c.nodes.iter().enumerate() {
+                if i != victim {
+                    seen.extend(addresses_on(n.ns.name()));
+                }
+            }
+            theirs.iter().all(|a| seen.contains(a)).then_some(())
+        },
+    );
+    assert!(elsewhere.is_ok(), "{}", bed.logs());
+    // The crashed node still has them: nothing removed them.
+    assert!(theirs.iter().all(|a| addresses_on(&victim_ns).contains(a)));
+    bed.c.nodes[victim].ns.heal().unwrap();
+    let lease = wait_for("the node's lease to be valid again", LIMIT, POLL, || {
+        membership_of(&bed, victim).filter(|m| m.lease_ok)
+    });
+    assert!(lease.is_ok(), "{}", bed.logs());
+    bed.start_daemon(victim, "failoverd");
+    let gone = wait_for(
+        "the restarted failoverd to remove them",
+        LIMIT,
+        Duration::from_millis(10),
+        || {
+            let now = addresses_on(&victim_ns);
+            theirs.iter().all(|a| !now.contains(a)).then_some(())
+        },
+    );
+    assert!(gone.is_ok(), "{}", bed.logs());
+    let sampler = Sampler::start(&bed);
+    bed.wait_placed("every address hosted exactly once again", &list);
+    std::thread::sleep(Duration::from_millis(500));
+    sampler.finish();
+    let log = std::fs::read_to_string(bed.c.scratch.join(format!("node{victim}-failoverd.log")))
+        .unwrap_or_default();
+    assert!(
+        log.contains("may not keep"),
+        "the restarted failoverd did not refuse to adopt:\n{}",
+        bed.logs()
+    );
+    assert!(
+        !log.contains("configured before a restart: adopted"),
+        "the restarted failoverd adopted addresses:\n{}",
+        bed.logs()
+    );
+}

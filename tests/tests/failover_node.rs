@@ -443,7 +443,9 @@ fn adoption_keeps_the_configured_address() {
                 public("192.0.2.100/24", &["eth0"]),
                 public("192.0.2.101/24", &["eth0"]),
             ];
-            let adopted = ex.adopt(&known).await.unwrap();
+            let recorded: Vec<(PublicAddress, u64)> =
+                known.iter().map(|p| (p.clone(), 0)).collect();
+            let adopted = ex.adopt(&recorded).await.unwrap();
             assert_eq!(adopted, ["192.0.2.100".parse::<IpAddr>().unwrap()]);
             // A take of the adopted address changes nothing.
             assert_eq!(

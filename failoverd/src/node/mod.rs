@@ -228,6 +228,10 @@ pub struct HostedAddress {
     pub public: PublicAddress,
     /// The interface it is configured on now.
     pub iface: String,
+    /// When this node configured it (`CLOCK_MONOTONIC` ns, read before the
+    /// kernel request; for an adopted address, what the record said). See
+    /// [`crate::record`].
+    pub since_ns: u64,
 }
 
 /// What `take` did.
@@ -362,7 +366,9 @@ impl Executor {
     ///
     /// [`NodeError::Addr`] / [`NodeError::Link`] when the kernel's
     /// addresses or links cannot be listed.
-    pub async fn adopt(&self, known: &[PublicAddress]) -> Result<Vec<IpAddr>, NodeError> {
+    /// `known` pairs each address with when it was configured (from
+    /// [`crate::record`]; 0 when unknown).
+    pub async fn adopt(&self, known: &[(PublicAddress, u64)]) -> Result<Vec<IpAddr>, NodeError> {
         self.inner.adopt(known).await
     }
 

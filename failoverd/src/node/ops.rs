@@ -429,14 +429,14 @@ impl Inner {
 
     pub(super) async fn adopt(
         self: &Arc<Self>,
-        known: &[PublicAddress],
+        known: &[(PublicAddress, u64)],
     ) -> Result<Vec<IpAddr>, NodeError> {
         let _op = self.op.lock().await;
         let links = links_of(&self.nl).await?;
         let names: HashMap<u32, String> = links.into_iter().map(|l| (l.index, l.name)).collect();
         let present = addresses_of(&self.nl).await?;
         let mut adopted = Vec::new();
-        for p in known {
+        for (p, since_ns) in known {
             let found = present.iter().find_map(|(index, prefix)| {
                 let name = names.get(index)?;
                 (prefix.addr() == p.addr && p.ifaces.contains(name)).then(|| name.clone())
@@ -454,6 +454,7 @@ impl Inner {
                 HostedAddress {
                     public: p.clone(),
                     iface: iface.clone(),
+                    since_ns: *since_ns,
                 },
             );
             drop(st);
@@ -575,6 +576,8 @@ impl Inner {
             }
         }
         let mut added: Vec<(usize, String)> = Vec::new();
+        // Before the kernel request: never later than the real time.
+        let since_ns = transport::msg::cluster::monotonic_ns();
         for (iface, items) in &by_iface {
             if items.iter().any(|(_, p)| p.addr().is_ipv4()) {
                 set_promote(iface);
@@ -620,6 +623,7 @@ impl Inner {
                             HostedAddress {
                                 public: p.clone(),
                                 iface: iface.clone(),
+                                since_ns,
                             },
                         );
                     }
