@@ -20,6 +20,7 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use transport::client::{Client, ClientError};
@@ -27,7 +28,8 @@ use transport::msg::cluster::{
     AdminCommand, AdminOp, AdminOutcome, Membership, NodeFlags, NodeInfo, Pnn, ADMIN,
     GET_MEMBERSHIP,
 };
-use transport::proto::service::CLUSTERD;
+use transport::msg::failover::{IpStatus, GET_IP_STATUS};
+use transport::proto::service::{CLUSTERD, FAILOVERD};
 use transport::proto::{Address, ErrorCode};
 
 use crate::ctx::{block_on, daemon_error, Ctx};
@@ -343,15 +345,85 @@ async fn fetch(ctx: &Ctx) -> Result<Membership> {
     get_membership(ctx, &client, pnn).await
 }
 
-/// `status`.
+/// How long `status` waits for failoverd's part (it must not hang on a
+/// failoverd that is stuck: the membership is the main answer).
+const IP_STATUS_WAIT: Duration = Duration::from_secs(1);
+
+/// `status`: clusterd's view in CTDB's format, then (human and JSON forms)
+/// the queried node's public-IP problems from failoverd, if any.
 ///
 /// # Errors
 ///
 /// No transportd or clusterd.
 pub fn status(ctx: &Ctx) -> Result<()> {
-    let m = block_on_value(fetch(ctx))?;
-    emit(&render_status(&m, ctx.format))?;
+    let (m, ips) = block_on_value(async {
+        let m = fetch(ctx).await?;
+        if let Format::Machine(_) = ctx.format {
+            // CTDB's machine form has no place for it.
+            return Ok((m, Err(String::new())));
+        }
+        let (client, _incoming) = ctx.connect().await?;
+        let ips: Result<IpStatus, _> = client
+            .request(
+                Address::new(m.this_node, FAILOVERD),
+                GET_IP_STATUS,
+                &(),
+                ctx.timeout.min(IP_STATUS_WAIT),
+            )
+            .await;
+        Ok::<_, anyhow::Error>((m, ips.map_err(|e| e.to_string())))
+    })?;
+    let mut text = render_status(&m, ctx.format);
+    text.push_str(&render_ip_status(m.this_node, &ips, ctx.format));
+    if let Format::Json = ctx.format {
+        // One JSON document: the membership's, with the public-IP part.
+        let mut v: serde_json::Value = serde_json::from_str(&render_status(&m, ctx.format))?;
+        v["public_ips"] = match &ips {
+            Ok(s) => serde_json::to_value(s)?,
+            Err(e) => serde_json::json!({ "error": e }),
+        };
+        text = format!("{v:#}\n");
+    }
+    emit(&text)?;
     Ok(())
+}
+
+/// The public-IP part of `status` (human form only; empty when all is
+/// well, so that the output is CTDB's).
+pub fn render_ip_status(pnn: Pnn, ips: &Result<IpStatus, String>, format: Format) -> String {
+    if !matches!(format, Format::Human) {
+        return String::new();
+    }
+    let mut out = String::new();
+    match ips {
+        Err(e) => {
+            let _ = writeln!(out, "Public IPs of node {pnn}: unknown (failoverd: {e})");
+        }
+        Ok(s) => {
+            if !s.missing.is_empty() || !s.unexpected.is_empty() {
+                let _ = writeln!(out, "Public IP problems on node {pnn}:");
+                for a in &s.missing {
+                    let _ = writeln!(
+                        out,
+                        "  {a}: assigned to this node but not configured in the kernel"
+                    );
+                }
+                for a in &s.unexpected {
+                    let _ = writeln!(
+                        out,
+                        "  {a}: configured in the kernel but not hosted by this node"
+                    );
+                }
+            }
+            if !s.hook_failures.is_empty() {
+                let _ = writeln!(out, "Failed event hooks on node {pnn} (oldest first):");
+                for f in &s.hook_failures {
+                    let _ = writeln!(out, "  {} {}: {}", f.hook, f.event, f.reason);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `nodestatus`; exits with the OR of the shown nodes' flags.

@@ -26,9 +26,9 @@ use transport::msg::conntrack::{
     GetConnections, TrackedConnection, ADD_CONNECTIONS, GET_CONNECTIONS, REMOVE_CONNECTIONS,
 };
 use transport::msg::failover::{
-    AddIp, ConnectionPair, DelIp, Gratarp, IfaceInfo, KillTcp, MoveIp, PublicIp, PublicIps,
-    ReloadSummary, SetIfaceLink, ADD_IP, DEL_IP, GET_PUBLIC_IPS, GRATARP, IPREALLOCATE, KILLTCP,
-    MOVE_IP, RELOAD_IPS, SET_IFACE_LINK, TICKLE,
+    AddIp, ConnectionPair, DelIp, Gratarp, HookFailureInfo, IfaceInfo, IpStatus, KillTcp, MoveIp,
+    PublicIp, PublicIps, ReloadSummary, SetIfaceLink, ADD_IP, DEL_IP, GET_IP_STATUS,
+    GET_PUBLIC_IPS, GRATARP, IPREALLOCATE, KILLTCP, MOVE_IP, RELOAD_IPS, SET_IFACE_LINK, TICKLE,
 };
 use transport::msg::master::{DaemonState, DaemonStatus, MasterStatus, Model, GET_STATUS};
 use transport::proto::control::{LIST_PEERS, PING};
@@ -60,6 +60,7 @@ fn describe(opcode: u32, p: &[u8]) -> String {
         GET_MEMBERSHIP => "GET_MEMBERSHIP".into(),
         ADMIN => d::<AdminCommand>("ADMIN", p),
         GET_PUBLIC_IPS => "GET_PUBLIC_IPS".into(),
+        GET_IP_STATUS => "GET_IP_STATUS".into(),
         SET_IFACE_LINK => d::<SetIfaceLink>("SET_IFACE_LINK", p),
         ADD_IP => d::<AddIp>("ADD_IP", p),
         DEL_IP => d::<DelIp>("DEL_IP", p),
@@ -250,11 +251,32 @@ fn admin(p: &[u8]) -> Result<Vec<u8>, RemoteError> {
     Ok(encode_payload(&outcome).unwrap())
 }
 
+/// Node 0 has a problem of every kind; the others have none.
+fn ip_status(pnn: u32) -> IpStatus {
+    let mut s = IpStatus {
+        pnn,
+        lease_ok: true,
+        hosted: vec![ip("198.51.100.201")],
+        ..IpStatus::default()
+    };
+    if pnn == 0 {
+        s.missing = vec![ip("198.51.100.202")];
+        s.unexpected = vec![ip("198.51.100.209")];
+        s.hook_failures = vec![HookFailureInfo {
+            hook: "/etc/ipfailover/events/50.nfs".into(),
+            event: "takeip eth1 198.51.100.201 24".into(),
+            reason: "exit status 3".into(),
+        }];
+    }
+    s
+}
+
 fn full_node(pnn: u32) -> Node {
     Node::up()
         .reply(CLUSTERD, GET_MEMBERSHIP, &membership(pnn))
         .func(CLUSTERD, ADMIN, admin)
         .reply(FAILOVERD, GET_PUBLIC_IPS, &public_ips(pnn))
+        .reply(FAILOVERD, GET_IP_STATUS, &ip_status(pnn))
         .reply(FAILOVERD, SET_IFACE_LINK, &())
         .func(FAILOVERD, ADD_IP, |p| {
             let req: AddIp = decode_payload(p).unwrap();

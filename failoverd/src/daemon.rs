@@ -50,10 +50,10 @@ use transport::msg::cluster::{
 };
 use transport::msg::conntrack::TrackedConnection;
 use transport::msg::failover::{
-    AddIp, ConnectionPair, DelIp, Gratarp, IfaceInfo, KillTcp, MoveIp, PublicIp, PublicIps,
-    ReleaseIps, ReloadSummary, SetIfaceLink, StepResult, TakeIps, ADD_IP, DEL_IP, GET_PUBLIC_IPS,
-    GRATARP, IPREALLOCATE, IPREALLOCATED, KILLTCP, MOVE_IP, RELEASE_IPS, RELOAD_IPS,
-    SET_IFACE_LINK, TAKE_IPS, TICKLE,
+    AddIp, ConnectionPair, DelIp, Gratarp, HookFailureInfo, IfaceInfo, IpStatus, KillTcp, MoveIp,
+    PublicIp, PublicIps, ReleaseIps, ReloadSummary, SetIfaceLink, StepResult, TakeIps, ADD_IP,
+    DEL_IP, GET_IP_STATUS, GET_PUBLIC_IPS, GRATARP, IPREALLOCATE, IPREALLOCATED, KILLTCP, MOVE_IP,
+    RELEASE_IPS, RELOAD_IPS, SET_IFACE_LINK, TAKE_IPS, TICKLE,
 };
 use transport::proto::service::{CLUSTERD, FAILOVERD};
 use transport::proto::{Address, ErrorCode, Message};
@@ -991,6 +991,11 @@ async fn serve(ctx: &Ctx, msg: Message) {
                 .map_err(|e| (ErrorCode::Internal, e.to_string())),
             Err(e) => Err(e),
         },
+        GET_IP_STATUS => {
+            let status = ip_status(ctx).await;
+            reply(ctx, &msg, &status).await;
+            return;
+        }
         KILLTCP => match decode::<KillTcp>(&msg) {
             Ok(req) => match ctx.exec.killtcp(&tracked(&req.connections)).await {
                 Ok(n) => {
@@ -1213,6 +1218,54 @@ async fn take(ctx: &Ctx, from: Pnn, req: TakeIps) -> Result<StepResult, (ErrorCo
         }
     }
     Ok(StepResult { failed })
+}
+
+/// This node's public-IP health: the kernel against the hosted set and the
+/// last run's assignments, and the latest hook failures.
+async fn ip_status(ctx: &Ctx) -> IpStatus {
+    let (publics, assigned, lease_ok) = {
+        let s = ctx.lock();
+        let assigned: Vec<IpAddr> = s
+            .owners
+            .iter()
+            .filter(|(_, o)| **o == ctx.pnn)
+            .map(|(a, _)| *a)
+            .collect();
+        (
+            s.publics.values().cloned().collect::<Vec<_>>(),
+            assigned,
+            s.lease.valid_now(),
+        )
+    };
+    let status = ctx.exec.status();
+    let hosted: Vec<IpAddr> = status.hosted.iter().map(|h| h.public.addr).collect();
+    let (mut missing, unexpected) = match ctx.exec.check(&publics).await {
+        Ok(d) => (d.missing, d.unexpected),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot compare the kernel's addresses");
+            (Vec::new(), Vec::new())
+        }
+    };
+    // Given to this node by the last run but not hosted (a take failed).
+    missing.extend(assigned.iter().filter(|a| !hosted.contains(a)));
+    missing.sort();
+    missing.dedup();
+    IpStatus {
+        pnn: ctx.pnn,
+        lease_ok,
+        hosted,
+        missing,
+        unexpected,
+        hook_failures: status
+            .hook_failures
+            .iter()
+            .map(|f| HookFailureInfo {
+                hook: f.hook.display().to_string(),
+                event: f.event.clone(),
+                reason: f.reason.clone(),
+            })
+            .collect(),
+    }
 }
 
 fn add_ip(ctx: &Ctx, req: AddIp) -> Result<(), (ErrorCode, String)> {
