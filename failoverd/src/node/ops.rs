@@ -813,7 +813,9 @@ impl Inner {
             for (_, (addr, err)) in self.remove_from_kernel(&targets).await {
                 failed.insert(addr, err);
             }
-            self.clear_sets(&ips).await;
+            // A retaken address is unblocked but stays tracked.
+            let removed: Vec<IpAddr> = targets.iter().map(|(a, _, _)| *a).collect();
+            self.clear_sets(&ips, &removed).await;
             tracing::info!(count = ips.len(), "released addresses: {ips:?}");
             for (a, iface, len) in &targets {
                 if !failed.contains_key(a) {
@@ -836,12 +838,13 @@ impl Inner {
     }
 
     /// Takes released addresses out of the blocked and tracked sets.
-    async fn clear_sets(&self, ips: &[IpAddr]) {
+    /// Unblocks `unblock` and stops tracking `untrack`.
+    async fn clear_sets(&self, unblock: &[IpAddr], untrack: &[IpAddr]) {
         if let Err(e) = self
             .nft
             .update()
-            .remove(NftSet::Blocked, ips)
-            .remove(NftSet::Tracked, ips)
+            .remove(NftSet::Blocked, unblock)
+            .remove(NftSet::Tracked, untrack)
             .execute()
             .await
         {
@@ -962,7 +965,7 @@ impl Inner {
             let _ =
                 tokio::time::timeout(DROP_RESET_LIMIT, self.reset_connections(&all, false)).await;
         }
-        self.clear_sets(&ips).await;
+        self.clear_sets(&ips, &ips).await;
         drop(op);
         tracing::info!(count = ips.len(), "dropped addresses: {ips:?}");
         let waits: Vec<_> = all
