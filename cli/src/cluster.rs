@@ -371,7 +371,8 @@ pub fn status(ctx: &Ctx) -> Result<()> {
                 ctx.timeout.min(IP_STATUS_WAIT),
             )
             .await;
-        Ok::<_, anyhow::Error>((m, ips.map_err(|e| e.to_string())))
+        let ips = ips.map_err(|e| daemon_error(FAILOVERD, m.this_node, &e));
+        Ok::<_, anyhow::Error>((m, ips))
     })?;
     let mut text = render_status(&m, ctx.format);
     text.push_str(&render_ip_status(m.this_node, &ips, ctx.format));
@@ -397,7 +398,7 @@ pub fn render_ip_status(pnn: Pnn, ips: &Result<IpStatus, String>, format: Format
     let mut out = String::new();
     match ips {
         Err(e) => {
-            let _ = writeln!(out, "Public IPs of node {pnn}: unknown (failoverd: {e})");
+            let _ = writeln!(out, "Public IPs of node {pnn}: unknown ({e})");
         }
         Ok(s) => {
             if !s.missing.is_empty() || !s.unexpected.is_empty() {
