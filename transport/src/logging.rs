@@ -19,7 +19,7 @@
 //! ```
 
 use std::io::IsTerminal;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -57,14 +57,21 @@ impl Sink {
     /// [`Sink::Journald`] when `$JOURNAL_STREAM` names this process's
     /// stderr, [`Sink::Stderr`] otherwise.
     pub fn detect() -> Sink {
-        let Ok(value) = std::env::var("JOURNAL_STREAM") else {
+        let value = std::env::var("JOURNAL_STREAM").ok();
+        Sink::for_stream(value.as_deref(), std::io::stderr().as_raw_fd())
+    }
+
+    /// [`Sink::Journald`] when `journal_stream` (a `$JOURNAL_STREAM`
+    /// value) names the open file `fd`, [`Sink::Stderr`] otherwise.
+    pub fn for_stream(journal_stream: Option<&str>, fd: RawFd) -> Sink {
+        let Some(value) = journal_stream else {
             return Sink::Stderr;
         };
-        match nix::sys::stat::fstat(std::io::stderr().as_raw_fd()) {
+        match nix::sys::stat::fstat(fd) {
             Ok(st) => {
                 #[allow(clippy::useless_conversion)] // st_dev/st_ino are u64 on most targets only
                 let (dev, ino) = (u64::from(st.st_dev), u64::from(st.st_ino));
-                if journal_stream_names(&value, dev, ino) {
+                if journal_stream_names(value, dev, ino) {
                     Sink::Journald
                 } else {
                     Sink::Stderr
@@ -184,5 +191,24 @@ mod tests {
         assert!(!journal_stream_names("8", 8, 12345));
         assert!(!journal_stream_names("a:b", 8, 12345));
         assert!(!journal_stream_names("8:12345:1", 8, 12345));
+    }
+
+    #[test]
+    fn the_sink_is_journald_only_for_the_named_file() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("logging-sink-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = std::fs::File::create(dir.join("a")).unwrap();
+        let b = std::fs::File::create(dir.join("b")).unwrap();
+        let m = a.metadata().unwrap();
+        let value = format!("{}:{}", m.dev(), m.ino());
+        assert_eq!(
+            Sink::for_stream(Some(&value), a.as_raw_fd()),
+            Sink::Journald
+        );
+        assert_eq!(Sink::for_stream(Some(&value), b.as_raw_fd()), Sink::Stderr);
+        assert_eq!(Sink::for_stream(None, a.as_raw_fd()), Sink::Stderr);
+        assert_eq!(Sink::for_stream(Some(&value), -1), Sink::Stderr);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
