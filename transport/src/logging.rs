@@ -8,8 +8,9 @@
 //! (what systemd sets when a unit's standard error goes to the journal, see
 //! systemd.exec(5)), so that a daemon started by hand from a shell under a
 //! systemd session, whose stderr is a terminal, still writes plain text.
-//! Journal entries carry the level as `PRIORITY`, the span and event fields
-//! as journal fields, and the binary's name as `SYSLOG_IDENTIFIER`.
+//! Journal entries carry the level as `PRIORITY` (syslog's meaning: info is
+//! 6, debug 7), the span and event fields as journal fields (prefixed
+//! `F_`), and the binary's name as `SYSLOG_IDENTIFIER`.
 //!
 //! ```no_run
 //! # async fn demo(client: transport::client::Client) -> Result<(), transport::logging::LoggingError> {
@@ -112,7 +113,7 @@ pub fn init_with(filter: &str, sink: Sink) -> Result<LogLevelHook, LoggingError>
     let (layer, handle) = reload::Layer::new(parsed);
     let (journald, journal_error) = match sink {
         Sink::Journald => match tracing_journald::layer() {
-            Ok(l) => (Some(l), None),
+            Ok(l) => (Some(l.with_priority_mappings(syslog_priorities())), None),
             Err(e) => (None, Some(e)),
         },
         Sink::Stderr => (None, None),
@@ -132,6 +133,20 @@ pub fn init_with(filter: &str, sink: Sink) -> Result<LogLevelHook, LoggingError>
         tracing::warn!(error = %e, "cannot reach the systemd journal; logging to stderr");
     }
     Ok(hook(handle, filter))
+}
+
+/// syslog's meaning of the levels (what `journalctl -p info` expects):
+/// INFO is informational (6), DEBUG and TRACE are debug (7); the crate's
+/// default would file INFO as notice (5).
+fn syslog_priorities() -> tracing_journald::PriorityMappings {
+    use tracing_journald::Priority;
+    tracing_journald::PriorityMappings {
+        error: Priority::Error,
+        warn: Priority::Warning,
+        info: Priority::Informational,
+        debug: Priority::Debug,
+        trace: Priority::Debug,
+    }
 }
 
 /// The `LOG_LEVEL` hook over a reloadable filter, starting at `initial`.
