@@ -297,3 +297,81 @@ async fn supervise(
         s.pid = None;
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Panics on its first run, fails on its second, then runs until told
+    /// to stop.
+    fn flaky(ctx: InProcessCtx) -> BoxFuture<'static, Result<(), String>> {
+        async move {
+            match CALLS.fetch_add(1, Ordering::SeqCst) {
+                0 => panic!("flaky daemon panics (test)"),
+                1 => Err("flaky daemon fails (test)".to_owned()),
+                _ => {
+                    ctx.shutdown_signal().await;
+                    Ok(())
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn config() -> (NodeConfig, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("masterd-single-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("nodes"), "192.0.2.10\n").unwrap();
+        (crate::setup::load(&dir).unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_or_failing_daemon_task_is_restarted_then_stopped() {
+        let (cfg, dir) = config();
+        let status = Arc::new(Mutex::new(vec![DaemonStatus {
+            name: "flaky".into(),
+            state: DaemonState::Restarting,
+            pid: None,
+            restarts: 0,
+            last_exit: None,
+        }]));
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(supervise(
+            "flaky",
+            flaky,
+            0,
+            cfg,
+            None,
+            Arc::clone(&status),
+            stop_rx,
+        ));
+        let snapshot = || status.lock().unwrap()[0].clone();
+        // Bounded: 100 ms and 200 ms of backoff, well within 10 s.
+        let mut waited = 0;
+        while CALLS.load(Ordering::SeqCst) < 3 && waited < 200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        assert_eq!(CALLS.load(Ordering::SeqCst), 3);
+        let s = snapshot();
+        assert_eq!(s.state, DaemonState::Running);
+        assert_eq!(s.restarts, 2);
+        assert_eq!(s.pid, Some(std::process::id()));
+        assert_eq!(
+            s.last_exit.as_deref(),
+            Some("failed: flaky daemon fails (test)")
+        );
+        stop.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        let s = snapshot();
+        assert_eq!(s.state, DaemonState::Stopped);
+        assert_eq!(s.restarts, 2, "a stop is not a restart");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
