@@ -8,7 +8,8 @@
 //! what a running daemon logs (and, in the single-process model, governs
 //! every daemon at once); a daemon that stops on its own (a `SHUTDOWN`
 //! control sent to failoverd's service) is restarted by masterd, counted,
-//! and hosts addresses again; a power-off (cable pulled, masterd SIGKILLed)
+//! and hosts addresses again; so is transportd (and the daemons that lose
+//! their connection to it), after which the node serves again; a power-off (cable pulled, masterd SIGKILLed)
 //! moves the victim's addresses to the survivors, the client's idle
 //! connection to one of them is reset by a tickle and a new connection
 //! reaches it at its new home; SIGTERM to the surviving masterds leaves no
@@ -33,7 +34,7 @@ use transport::msg::master::{DaemonState, MasterStatus, Model};
 use transport::proto::control::{
     LogLevelReply, LogLevelRequest, PingReply, PingRequest, LOG_LEVEL, PING, SHUTDOWN,
 };
-use transport::proto::service::{FAILOVERD, TRANSPORT};
+use transport::proto::service::{CLUSTERD, CONNTRACKD, FAILOVERD, TRANSPORT};
 use transport::proto::Address;
 
 const LIMIT: Duration = Duration::from_secs(40);
@@ -281,8 +282,35 @@ fn cluster_test(model: Model) {
             .ok()
             .map(|_| ())
     });
-    let placement_now = placed("every address hosted once after the restart", &powered);
+    placed("every address hosted once after the restart", &powered);
     assert!(tail(&logs[0]).contains("restarted"), "{}", tail(&logs[0]));
+
+    // transportd itself stops on its own: masterd restarts it, the daemons
+    // that lose their connection end and are restarted too, and the node
+    // serves again.
+    let before = status(n0).unwrap();
+    let _: Result<(), String> = request(n0, TRANSPORT, SHUTDOWN, ()); // the reply may be lost
+    wait("transportd and the daemons back", LIMIT, || {
+        status(n0).filter(|s| {
+            daemon(s, "transportd").restarts > daemon(&before, "transportd").restarts
+                && s.daemons.iter().all(|d| d.state == DaemonState::Running)
+        })
+    });
+    for svc in [CLUSTERD, CONNTRACKD, FAILOVERD] {
+        wait(
+            "every daemon answers after transportd's restart",
+            LIMIT,
+            || {
+                request::<_, PingReply>(n0, svc, PING, PingRequest { data: Vec::new() })
+                    .ok()
+                    .map(|_| ())
+            },
+        );
+    }
+    let placement_now = placed(
+        "every address hosted once after transportd's restart",
+        &powered,
+    );
 
     // Power-off: an idle client of the victim is reset by a tickle, the
     // victim's addresses move to the survivors, and the client reaches the
