@@ -6,6 +6,7 @@
 //! explicit `now`; [`lock`] runs CTDB-compatible cluster-lock helpers.
 
 pub mod daemon;
+pub mod entry;
 pub mod flags;
 pub mod health;
 pub mod lock;

@@ -18,6 +18,7 @@
 
 pub mod daemon;
 pub mod engine;
+pub mod entry;
 pub mod msg;
 pub mod reporter;
 pub mod table;

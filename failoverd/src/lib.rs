@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod daemon;
+pub mod entry;
 pub mod leader;
 pub mod node;
 pub mod public_addresses;

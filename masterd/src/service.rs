@@ -36,7 +36,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// The daemons' status.
     pub status: StatusSource,
-    /// Set to true by a SHUTDOWN control.
+    /// Set to true by a SHUTDOWN control, and when the daemons are being
+    /// stopped for any reason.
     pub stop: watch::Sender<bool>,
 }
 
@@ -92,7 +93,10 @@ pub async fn run(
         let (client, incoming) = match Client::connect_unix(&socket, "masterd").await {
             Ok(c) => c,
             Err(e) => {
-                if !warned && shared.started.elapsed() > Duration::from_secs(5) {
+                // While the daemons are being stopped, transportd going
+                // away is expected.
+                let stopping = *shared.stop.borrow();
+                if !warned && !stopping && shared.started.elapsed() > Duration::from_secs(5) {
                     tracing::warn!(socket = %socket.display(), error = %e, "cannot reach transportd yet");
                     warned = true;
                 }
@@ -213,6 +217,7 @@ pub async fn serve_until_stopped<S: Future<Output = ()>>(
         _ = stop.wait_for(|s| *s) => {}
     }
     tracing::info!("stopping the daemons (reverse start order)");
+    shared.stop.send_replace(true);
     let _ = crate::notify::notify("STOPPING=1");
     stop_daemons.await;
     quit_tx.send_replace(true);

@@ -7,8 +7,11 @@
 //! with the same [`Backoff`] as a crashed process.
 //!
 //! Each daemon has an in-process entry point in [`entry`]: a function from
-//! an [`InProcessCtx`] to the daemon's `run` future. A daemon without one
-//! cannot run in this model; masterd says so before starting anything.
+//! an [`InProcessCtx`] to the daemon library's `entry::run_in_process`
+//! future, the same code its binary runs (settings loaded from the
+//! configuration directory, a connection to transportd's socket, the
+//! daemon's `run`), so a restart re-reads the configuration as a restarted
+//! process would.
 
 use std::future::Future;
 use std::path::Path;
@@ -19,7 +22,6 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use transport::client::{Client, ClientError, Incoming};
 use transport::controls::LogLevelHook;
 use transport::msg::master::{DaemonState, DaemonStatus, Model};
 use transport::transportd::{self, peercred::Policy};
@@ -47,49 +49,51 @@ impl InProcessCtx {
             let _ = rx.wait_for(|s| *s).await;
         }
     }
-
-    /// Connects to the node's transportd as `name`, retrying for up to 5 s
-    /// while it starts, and installs the log-level hook.
-    ///
-    /// # Errors
-    ///
-    /// The last connection error after 5 s.
-    pub async fn connect(&self, name: &str) -> Result<(Client, Incoming), ClientError> {
-        let socket = self.config.socket();
-        let mut attempt = 0;
-        loop {
-            match Client::connect_unix(&socket, name).await {
-                Ok((client, incoming)) => {
-                    if let Some(hook) = &self.log_hook {
-                        let hook = Arc::clone(hook);
-                        client.set_log_level_hook(move |set| hook(set));
-                    }
-                    return Ok((client, incoming));
-                }
-                Err(e) if attempt >= 50 => return Err(e),
-                Err(_) => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
 }
 
 /// A daemon's in-process entry point.
 pub type Entry = fn(InProcessCtx) -> BoxFuture<'static, Result<(), String>>;
 
-/// The in-process entry point of daemon `name`, if this build has one.
-///
-/// clusterd, conntrackd and failoverd get theirs when their library `run`
-/// functions exist: `|ctx| async move { let (client, incoming) =
-/// ctx.connect("clusterd").await?; clusterd::run(.., client, incoming,
-/// ctx.shutdown_signal()).await }.boxed()`.
+/// The in-process entry point of daemon `name`: each daemon's library
+/// `entry` function, the one its binary runs too.
 pub fn entry(name: &str) -> Option<Entry> {
     match name {
         "transportd" => Some(run_transportd),
+        "clusterd" => Some(run_clusterd),
+        "conntrackd" => Some(run_conntrackd),
+        "failoverd" => Some(run_failoverd),
         _ => None,
     }
+}
+
+fn run_clusterd(ctx: InProcessCtx) -> BoxFuture<'static, Result<(), String>> {
+    async move {
+        let shutdown = ctx.shutdown_signal();
+        clusterd::entry::run_in_process(ctx.config.dir(), ctx.log_hook, shutdown)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .boxed()
+}
+
+fn run_conntrackd(ctx: InProcessCtx) -> BoxFuture<'static, Result<(), String>> {
+    async move {
+        let shutdown = ctx.shutdown_signal();
+        conntrackd::entry::run_in_process(ctx.config.dir(), ctx.log_hook, shutdown)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .boxed()
+}
+
+fn run_failoverd(ctx: InProcessCtx) -> BoxFuture<'static, Result<(), String>> {
+    async move {
+        let shutdown = ctx.shutdown_signal();
+        failoverd::entry::run_in_process(ctx.config.dir(), ctx.log_hook, shutdown)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .boxed()
 }
 
 /// transportd's configuration from the node's configuration directory (as
@@ -292,4 +296,82 @@ async fn supervise(
         s.state = DaemonState::Stopped;
         s.pid = None;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Panics on its first run, fails on its second, then runs until told
+    /// to stop.
+    fn flaky(ctx: InProcessCtx) -> BoxFuture<'static, Result<(), String>> {
+        async move {
+            match CALLS.fetch_add(1, Ordering::SeqCst) {
+                0 => panic!("flaky daemon panics (test)"),
+                1 => Err("flaky daemon fails (test)".to_owned()),
+                _ => {
+                    ctx.shutdown_signal().await;
+                    Ok(())
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn config() -> (NodeConfig, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("masterd-single-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("nodes"), "192.0.2.10\n").unwrap();
+        (crate::setup::load(&dir).unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_or_failing_daemon_task_is_restarted_then_stopped() {
+        let (cfg, dir) = config();
+        let status = Arc::new(Mutex::new(vec![DaemonStatus {
+            name: "flaky".into(),
+            state: DaemonState::Restarting,
+            pid: None,
+            restarts: 0,
+            last_exit: None,
+        }]));
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(supervise(
+            "flaky",
+            flaky,
+            0,
+            cfg,
+            None,
+            Arc::clone(&status),
+            stop_rx,
+        ));
+        let snapshot = || status.lock().unwrap()[0].clone();
+        // Bounded: 100 ms and 200 ms of backoff, well within 10 s.
+        let mut waited = 0;
+        while CALLS.load(Ordering::SeqCst) < 3 && waited < 200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        assert_eq!(CALLS.load(Ordering::SeqCst), 3);
+        let s = snapshot();
+        assert_eq!(s.state, DaemonState::Running);
+        assert_eq!(s.restarts, 2);
+        assert_eq!(s.pid, Some(std::process::id()));
+        assert_eq!(
+            s.last_exit.as_deref(),
+            Some("failed: flaky daemon fails (test)")
+        );
+        stop.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        let s = snapshot();
+        assert_eq!(s.state, DaemonState::Stopped);
+        assert_eq!(s.restarts, 2, "a stop is not a restart");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -2,10 +2,10 @@
 //! multi-process model starts the daemons, reports readiness to systemd,
 //! restarts a killed daemon and reports it, and stops everything on
 //! SIGTERM; masterd's death takes its daemons with it; the single-process
-//! model runs the same cluster.
+//! model starts every daemon in one process and reports readiness too.
+//! tests/masterd_cluster.rs runs one whole-cluster test in both models.
 //!
-//! The daemons run are those built next to masterd (transportd today;
-//! clusterd, conntrackd and failoverd once their binaries exist).
+//! The multi-process daemons run are those built next to masterd.
 
 mod masterd_support;
 
@@ -185,14 +185,12 @@ fn single_process_model_runs_the_same_cluster() {
     }
     let notify = NotifySocket::new(&c.scratch, "notify-s");
     let log0 = c.scratch.join("single0.log");
-    // In-process entry points exist for transportd today (the others are
-    // added when their libraries land; see masterd::single::entry).
-    let daemons: Vec<&str> = masterd::daemons::ALL
+    // Every daemon has an in-process entry point.
+    let daemons = masterd::daemons::ALL
         .iter()
-        .filter(|d| masterd::single::entry(d.name).is_some())
         .map(|d| d.name)
-        .collect();
-    let daemons = daemons.join(",");
+        .collect::<Vec<_>>()
+        .join(",");
     let mut m0 = Masterd::start(
         &c.nodes[0],
         &["--single-process", "--daemons", &daemons],
@@ -219,31 +217,6 @@ fn single_process_model_runs_the_same_cluster() {
     assert!(m0.terminate(LIMIT).expect("stops").success());
     assert!(!c.nodes[0].run_dir.join("transport.sock").exists());
     assert!(m1.terminate(LIMIT).expect("stops").success());
-}
-
-#[test]
-fn a_single_process_daemon_without_entry_point_is_refused_up_front() {
-    let missing = masterd::daemons::ALL
-        .iter()
-        .find(|d| masterd::single::entry(d.name).is_none());
-    let Some(missing) = missing else {
-        return; // every daemon runs in-process: nothing to refuse
-    };
-    let dir = std::env::temp_dir().join(format!("masterd-noentry-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("nodes"), "192.0.2.10\n").unwrap();
-    let out = std::process::Command::new(bin_path("masterd").unwrap())
-        .arg("--config-dir")
-        .arg(&dir)
-        .arg("--single-process")
-        .arg("--daemons")
-        .arg(format!("transportd,{}", missing.name))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    std::fs::remove_dir_all(&dir).unwrap();
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("single-process"), "{err}");
 }
 
 /// With failoverd built: every public address gets hosted, and SIGTERM to

@@ -1,5 +1,16 @@
-//! Logging set-up shared by every daemon binary: a `tracing` subscriber whose
-//! filter can be changed at run time through the `LOG_LEVEL` common control.
+//! Logging set-up shared by every daemon binary and masterd: one `tracing`
+//! subscriber whose filter can be changed at run time through the
+//! `LOG_LEVEL` common control, writing to systemd's journal when the process
+//! runs under systemd and plain text on stderr otherwise.
+//!
+//! The sink is chosen once, at [`init`], by [`Sink::detect`]: journald when
+//! `$JOURNAL_STREAM` names the device and inode of this process's stderr
+//! (what systemd sets when a unit's standard error goes to the journal, see
+//! systemd.exec(5)), so that a daemon started by hand from a shell under a
+//! systemd session, whose stderr is a terminal, still writes plain text.
+//! Journal entries carry the level as `PRIORITY` (syslog's meaning: info is
+//! 6, debug 7), the span and event fields as journal fields (prefixed
+//! `F_`), and the binary's name as `SYSLOG_IDENTIFIER`.
 //!
 //! ```no_run
 //! # async fn demo(client: transport::client::Client) -> Result<(), transport::logging::LoggingError> {
@@ -8,6 +19,8 @@
 //! # Ok(()) }
 //! ```
 
+use std::io::IsTerminal;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -32,21 +45,108 @@ pub enum LoggingError {
     AlreadyInstalled(String),
 }
 
-/// Installs a stderr `tracing` subscriber with `filter` (e.g. `"info"` or
-/// `"transport=debug,info"`) and returns the hook answering `LOG_LEVEL`.
+/// Where log events go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// Plain text on stderr (colours only when stderr is a terminal).
+    Stderr,
+    /// systemd's journal, through its native socket (structured fields).
+    Journald,
+}
+
+impl Sink {
+    /// [`Sink::Journald`] when `$JOURNAL_STREAM` names this process's
+    /// stderr, [`Sink::Stderr`] otherwise.
+    pub fn detect() -> Sink {
+        let value = std::env::var("JOURNAL_STREAM").ok();
+        Sink::for_stream(value.as_deref(), std::io::stderr().as_raw_fd())
+    }
+
+    /// [`Sink::Journald`] when `journal_stream` (a `$JOURNAL_STREAM`
+    /// value) names the open file `fd`, [`Sink::Stderr`] otherwise.
+    pub fn for_stream(journal_stream: Option<&str>, fd: RawFd) -> Sink {
+        let Some(value) = journal_stream else {
+            return Sink::Stderr;
+        };
+        match nix::sys::stat::fstat(fd) {
+            Ok(st) => {
+                #[allow(clippy::useless_conversion)] // st_dev/st_ino are u64 on most targets only
+                let (dev, ino) = (u64::from(st.st_dev), u64::from(st.st_ino));
+                if journal_stream_names(value, dev, ino) {
+                    Sink::Journald
+                } else {
+                    Sink::Stderr
+                }
+            }
+            Err(_) => Sink::Stderr,
+        }
+    }
+}
+
+/// Does a `$JOURNAL_STREAM` value (`DEVICE:INODE`, both decimal) name the
+/// file with device `dev` and inode `ino`?
+pub fn journal_stream_names(value: &str, dev: u64, ino: u64) -> bool {
+    let Some((d, i)) = value.trim().split_once(':') else {
+        return false;
+    };
+    matches!((d.parse::<u64>(), i.parse::<u64>()), (Ok(d), Ok(i)) if d == dev && i == ino)
+}
+
+/// Installs the process's `tracing` subscriber with `filter` (e.g. `"info"`
+/// or `"transport=debug,info"`) on the sink [`Sink::detect`] chooses, and
+/// returns the hook answering `LOG_LEVEL`. When the journal cannot be
+/// reached, logs go to stderr and a warning says why.
 ///
 /// # Errors
 /// [`LoggingError::BadFilter`], [`LoggingError::AlreadyInstalled`] (in a
 /// single-process node, install once and share the hook).
 pub fn init(filter: &str) -> Result<LogLevelHook, LoggingError> {
+    init_with(filter, Sink::detect())
+}
+
+/// [`init`] on a given sink.
+///
+/// # Errors
+/// As [`init`].
+pub fn init_with(filter: &str, sink: Sink) -> Result<LogLevelHook, LoggingError> {
     let parsed = parse(filter)?;
     let (layer, handle) = reload::Layer::new(parsed);
+    let (journald, journal_error) = match sink {
+        Sink::Journald => match tracing_journald::layer() {
+            Ok(l) => (Some(l.with_priority_mappings(syslog_priorities())), None),
+            Err(e) => (None, Some(e)),
+        },
+        Sink::Stderr => (None, None),
+    };
+    let text = journald.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+    });
     tracing_subscriber::registry()
         .with(layer)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(journald)
+        .with(text)
         .try_init()
         .map_err(|e| LoggingError::AlreadyInstalled(e.to_string()))?;
+    if let Some(e) = journal_error {
+        tracing::warn!(error = %e, "cannot reach the systemd journal; logging to stderr");
+    }
     Ok(hook(handle, filter))
+}
+
+/// syslog's meaning of the levels (what `journalctl -p info` expects):
+/// INFO is informational (6), DEBUG and TRACE are debug (7); the crate's
+/// default would file INFO as notice (5).
+fn syslog_priorities() -> tracing_journald::PriorityMappings {
+    use tracing_journald::Priority;
+    tracing_journald::PriorityMappings {
+        error: Priority::Error,
+        warn: Priority::Warning,
+        info: Priority::Informational,
+        debug: Priority::Debug,
+        trace: Priority::Debug,
+    }
 }
 
 /// The `LOG_LEVEL` hook over a reloadable filter, starting at `initial`.
@@ -94,5 +194,36 @@ mod tests {
         drop(subscriber);
         // With the subscriber gone, setting fails instead of pretending.
         assert!(hook(Some("info")).is_err());
+    }
+
+    #[test]
+    fn journal_stream_must_name_the_same_device_and_inode() {
+        assert!(journal_stream_names("8:12345", 8, 12345));
+        assert!(journal_stream_names("8:12345\n", 8, 12345));
+        assert!(!journal_stream_names("8:12346", 8, 12345));
+        assert!(!journal_stream_names("9:12345", 8, 12345));
+        assert!(!journal_stream_names("", 8, 12345));
+        assert!(!journal_stream_names("8", 8, 12345));
+        assert!(!journal_stream_names("a:b", 8, 12345));
+        assert!(!journal_stream_names("8:12345:1", 8, 12345));
+    }
+
+    #[test]
+    fn the_sink_is_journald_only_for_the_named_file() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("logging-sink-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = std::fs::File::create(dir.join("a")).unwrap();
+        let b = std::fs::File::create(dir.join("b")).unwrap();
+        let m = a.metadata().unwrap();
+        let value = format!("{}:{}", m.dev(), m.ino());
+        assert_eq!(
+            Sink::for_stream(Some(&value), a.as_raw_fd()),
+            Sink::Journald
+        );
+        assert_eq!(Sink::for_stream(Some(&value), b.as_raw_fd()), Sink::Stderr);
+        assert_eq!(Sink::for_stream(None, a.as_raw_fd()), Sink::Stderr);
+        assert_eq!(Sink::for_stream(Some(&value), -1), Sink::Stderr);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

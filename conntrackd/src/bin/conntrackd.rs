@@ -1,18 +1,15 @@
 //! `conntrackd`: the tracked-connection table of one node (see
 //! docs/conntrackd.md). Reads `ipfailover.toml` from `--config-dir`,
 //! connects to transportd's socket in the run directory and runs until
-//! SIGTERM, SIGINT or a SHUTDOWN control.
+//! SIGTERM, SIGINT or a SHUTDOWN control. The daemon itself is
+//! [`conntrackd::entry::run`], which masterd's single-process model runs too.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use clap::Parser;
-use tracing_subscriber::{layer::SubscriberExt, reload, util::SubscriberInitExt, EnvFilter};
 
-use conntrackd::daemon::{self, Options};
-use transport::client::Client;
+use conntrackd::entry;
 
 /// Tracks the TCP clients of the public addresses and replicates them to
 /// every node.
@@ -28,47 +25,29 @@ struct Args {
     hosted: Vec<std::net::IpAddr>,
 }
 
-/// How long to retry connecting while transportd starts.
-const CONNECT_FOR: Duration = Duration::from_secs(10);
-
 fn main() -> ExitCode {
     let args = Args::parse();
-    let loaded = match config::load(&args.config_dir) {
+    let mut loaded = match entry::load(&args.config_dir) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("conntrackd: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let filter = match EnvFilter::try_new(&loaded.config.logging.level) {
-        Ok(f) => f,
+    loaded.options.initial_hosted = args.hosted;
+    let hook = match transport::logging::init(&loaded.log_level) {
+        Ok(h) => h,
         Err(e) => {
             eprintln!(
-                "conntrackd: bad logging level {:?} in {}: {e}",
-                loaded.config.logging.level,
-                loaded.dir.join(config::FILE_NAME).display()
+                "conntrackd: {} [logging] level: {e}",
+                args.config_dir.join(config::FILE_NAME).display()
             );
             return ExitCode::FAILURE;
         }
     };
-    let (layer, handle) = reload::Layer::new(filter);
-    tracing_subscriber::registry()
-        .with(layer)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .init();
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    let run_dir = loaded.resolve(&loaded.config.transport.run_dir);
-    let incarnation = match daemon::next_incarnation(&run_dir.join("conntrackd.incarnation")) {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut opts = Options::from_config(&loaded.config, incarnation);
-    opts.initial_hosted = args.hosted;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -80,49 +59,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let socket = run_dir.join("transport.sock");
-        let start = Instant::now();
-        let (client, incoming) = loop {
-            match Client::connect_unix(&socket, "conntrackd").await {
-                Ok(c) => break c,
-                Err(e) if start.elapsed() < CONNECT_FOR => {
-                    tracing::debug!(error = %e, "transportd not ready yet");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => {
-                    eprintln!(
-                        "conntrackd: cannot connect to transportd at {}: {e}",
-                        socket.display()
-                    );
-                    return ExitCode::FAILURE;
-                }
-            }
-        };
-        let handle = Arc::new(handle);
-        client.set_log_level_hook(move |level| {
-            if let Some(level) = level {
-                let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-                handle.reload(f).map_err(|e| e.to_string())?;
-            }
-            handle
-                .with_current(|f| f.to_string())
-                .map_err(|e| e.to_string())
-        });
-        let shutdown = async {
-            let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-            match term {
-                Ok(mut term) => {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = tokio::signal::ctrl_c() => {}
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        };
-        match daemon::run(opts, client, incoming, shutdown).await {
+        match entry::run(loaded, Some(hook), signals()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
@@ -131,4 +68,20 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn signals() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; stop with SHUTDOWN");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
 }

@@ -6,18 +6,14 @@
 //! transportd's socket `<run_dir>/transport.sock` (retrying for a few seconds
 //! while it starts) and runs until SIGTERM/SIGINT or a SHUTDOWN control,
 //! then drops its public addresses. A bad configuration is reported with its
-//! file and line and exits with code 1 before anything is applied.
+//! file and line and exits with code 1 before anything is applied. The
+//! daemon itself is [`failoverd::entry::run`], which masterd's
+//! single-process model runs too.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use failoverd::daemon::{self, Settings};
-use failoverd::public_addresses::{self, PublicAddressesError};
-use transport::client::{Client, ClientError, Incoming};
-
-/// How long failoverd waits for transportd's socket at start.
-const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
+use failoverd::entry;
 
 const USAGE: &str = "usage: failoverd [--config-dir DIR]";
 
@@ -57,27 +53,14 @@ fn main() -> ExitCode {
             };
         }
     };
-    let loaded = match config::load(&dir) {
+    let loaded = match entry::load(&dir) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("failoverd: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let path = dir.join("public_addresses");
-    let publics = match public_addresses::load(&path) {
-        Ok(p) => p,
-        Err(PublicAddressesError::Read { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            Vec::new()
-        }
-        Err(e) => {
-            eprintln!("failoverd: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let hook = match transport::logging::init(&loaded.config.logging.level) {
+    let hook = match transport::logging::init(&loaded.log_level) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("failoverd: {e}");
@@ -87,10 +70,6 @@ fn main() -> ExitCode {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    let socket = loaded
-        .resolve(&loaded.config.transport.run_dir)
-        .join("transport.sock");
-    let settings = Settings::from_config(&loaded, path, publics);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -103,18 +82,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let (client, incoming) = match connect(&socket, CONNECT_PATIENCE).await {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!(
-                    "failoverd: cannot connect to transportd at {}: {e}",
-                    socket.display()
-                );
-                return ExitCode::FAILURE;
-            }
-        };
-        client.set_log_level_hook(move |level| hook(level));
-        match daemon::run(settings, client, incoming, signals()).await {
+        match entry::run(loaded, Some(hook), signals()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
@@ -123,21 +91,6 @@ fn main() -> ExitCode {
             }
         }
     })
-}
-
-/// Connects to transportd, retrying while its socket is not there yet.
-async fn connect(socket: &Path, patience: Duration) -> Result<(Client, Incoming), ClientError> {
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        match Client::connect_unix(socket, "failoverd").await {
-            Ok(c) => return Ok(c),
-            Err(e @ ClientError::Connect { .. }) if tokio::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e, "transportd not ready yet");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -99,19 +99,10 @@ fn run(args: Args) -> Result<(), MasterError> {
     for w in &cfg.loaded.warnings {
         tracing::warn!("{w}");
     }
-    // Multi-process: one thread is plenty for a supervisor (and the children's
-    // PR_SET_PDEATHSIG then follows the main thread, which lives as long as
-    // masterd). Single-process: two workers, as transportd alone uses.
-    let runtime = if args.single_process {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(2);
-        b
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-    }
-    .enable_all()
-    .build()
-    .map_err(MasterError::Runtime)?;
+    let runtime = runtime_builder(args.single_process)
+        .enable_all()
+        .build()
+        .map_err(MasterError::Runtime)?;
     runtime.block_on(async move {
         tracing::info!(
             config_dir = %cfg.dir().display(),
@@ -124,6 +115,29 @@ fn run(args: Args) -> Result<(), MasterError> {
             multi::run(cfg, opts, &bin_dir, hook, signals()).await
         }
     })
+}
+
+/// Multi-process: one thread is plenty for a supervisor (and the children's
+/// PR_SET_PDEATHSIG then follows the main thread, which lives as long as
+/// masterd). Single-process: two workers by default;
+/// `IPFAILOVER_MASTERD_THREADS=N` sets the number (1: one thread for the
+/// whole node).
+fn runtime_builder(single_process: bool) -> tokio::runtime::Builder {
+    if !single_process {
+        return tokio::runtime::Builder::new_current_thread();
+    }
+    match std::env::var("IPFAILOVER_MASTERD_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(2)
+    {
+        0 | 1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -1,4 +1,5 @@
-//! `bench memory [--connections N] [--addresses N]`: resident memory of one
+//! `bench memory [--connections N] [--addresses N] [--model multi|single|both]`:
+//! resident memory of one
 //! node's daemons, idle in a running 3-node cluster with N public addresses
 //! (default 64) and N tracked connections (default 10,000, registered with
 //! conntrackd's ADD_CONNECTIONS on node 0), in the multi-process model (sum
@@ -33,12 +34,16 @@ const BENCH: &str = "memory";
 struct Args {
     connections: usize,
     addresses: usize,
+    multi: bool,
+    single: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
     let mut a = Args {
         connections: 10_000,
         addresses: 64,
+        multi: true,
+        single: true,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -52,6 +57,12 @@ fn parse(args: &[String]) -> Result<Args> {
         match arg.as_str() {
             "--connections" => a.connections = num("--connections")?,
             "--addresses" => a.addresses = num("--addresses")?,
+            "--model" => match it.next().map(String::as_str) {
+                Some("multi") => (a.multi, a.single) = (true, false),
+                Some("single") => (a.multi, a.single) = (false, true),
+                Some("both") => (a.multi, a.single) = (true, true),
+                other => bail!("--model: multi, single or both, not {other:?}"),
+            },
             other => bail!("memory: unknown argument '{other}'"),
         }
     }
@@ -68,6 +79,18 @@ fn public(i: usize) -> Ipv4Addr {
 
 /// RSS and PSS of a process, in kB.
 fn rss_pss(pid: u32) -> Option<(u64, u64)> {
+    rollup(pid).map(|r| (r.rss, r.pss))
+}
+
+/// The figures of `/proc/PID/smaps_rollup` the bench reports, in kB.
+struct Rollup {
+    rss: u64,
+    pss: u64,
+    /// Anonymous (heap, stacks): the part a process does not share.
+    anon: u64,
+}
+
+fn rollup(pid: u32) -> Option<Rollup> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
     let field = |name: &str| -> Option<u64> {
         text.lines()
@@ -77,7 +100,11 @@ fn rss_pss(pid: u32) -> Option<(u64, u64)> {
             .parse()
             .ok()
     };
-    Some((field("Rss:")?, field("Pss:")?))
+    Some(Rollup {
+        rss: field("Rss:")?,
+        pss: field("Pss:")?,
+        anon: field("Anonymous:")?,
+    })
 }
 
 /// Runs the `memory` scenario.
@@ -135,66 +162,91 @@ pub fn run(args: &[String]) -> Result<()> {
         std::fs::write(node.config_dir.join("public_addresses"), &pa)?;
     }
 
-    // Multi-process model.
-    let mut procs = start_all(&cluster, &masterd, &multi, false)?;
-    let hosted = if multi.contains(&"failoverd") {
-        wait_hosted(&cluster, a.addresses)
+    if a.multi {
+        let mut procs = start_all(&cluster, &masterd, &multi, false)?;
+        let tracked = settle(&cluster, &a, &multi)?;
+        connections_figure("multi_connections_tracked", tracked);
+        let st = status(&cluster.nodes[0]).context("masterd status on node 0")?;
+        let mut total = (0u64, 0u64);
+        let mut pids = vec![("masterd".to_owned(), st.pid)];
+        for d in &st.daemons {
+            if let Some(pid) = d.pid {
+                pids.push((d.name.clone(), pid));
+            }
+        }
+        let mut threads = 0;
+        for (name, pid) in &pids {
+            let r = rollup(*pid).with_context(|| format!("measuring {name} ({pid})"))?;
+            Figure::plain(BENCH, &format!("multi_rss_{name}"), kb_to_mb(r.rss), "MB").print();
+            Figure::plain(BENCH, &format!("multi_anon_{name}"), kb_to_mb(r.anon), "MB").print();
+            total.0 += r.rss;
+            total.1 += r.pss;
+            threads += thread_count(*pid).unwrap_or(0);
+        }
+        figure("multi_rss_node", total.0, keepalived.map(|k| k.0));
+        figure("multi_pss_node", total.1, keepalived.map(|k| k.1));
+        Figure::plain(BENCH, "multi_threads_node", f64::from(threads), "threads").print();
+        for p in &mut procs {
+            terminate(p);
+        }
+    }
+
+    if a.single {
+        let mut procs = start_all(&cluster, &masterd, &single, true)?;
+        let tracked = settle(&cluster, &a, &single)?;
+        connections_figure("single_connections_tracked", tracked);
+        let st = status(&cluster.nodes[0]).context("masterd status on node 0")?;
+        let r = rollup(st.pid).context("measuring masterd")?;
+        figure("single_rss_node", r.rss, keepalived.map(|k| k.0));
+        figure("single_pss_node", r.pss, keepalived.map(|k| k.1));
+        Figure::plain(BENCH, "single_anon_node", kb_to_mb(r.anon), "MB").print();
+        let threads = thread_count(st.pid).unwrap_or(0);
+        Figure::plain(BENCH, "single_threads_node", f64::from(threads), "threads").print();
+        for p in &mut procs {
+            terminate(p);
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the addresses are hosted, registers the connections with
+/// node 0's conntrackd (when they run), then lets the node idle for 3 s.
+/// Returns how many connections conntrackd accepted.
+fn settle(cluster: &TestCluster, a: &Args, daemons: &[&str]) -> Result<usize> {
+    let hosted = if daemons.contains(&"failoverd") {
+        wait_hosted(cluster, a.addresses)
     } else {
         Vec::new()
     };
-    let tracked = if multi.contains(&"conntrackd") {
+    let tracked = if daemons.contains(&"conntrackd") {
         register(&cluster.nodes[0], a.connections, &hosted)?
     } else {
         0
     };
+    std::thread::sleep(Duration::from_secs(3));
+    Ok(tracked)
+}
+
+fn connections_figure(metric: &str, tracked: usize) {
     Figure::plain(
         BENCH,
-        "connections_tracked",
+        metric,
         f64::from(u32::try_from(tracked).unwrap_or(u32::MAX)),
         "conns",
     )
     .print();
-    std::thread::sleep(Duration::from_secs(3));
-    let st = status(&cluster.nodes[0]).context("masterd status on node 0")?;
-    let mut total = (0u64, 0u64);
-    let mut pids = vec![("masterd".to_owned(), st.pid)];
-    for d in &st.daemons {
-        if let Some(pid) = d.pid {
-            pids.push((d.name.clone(), pid));
-        }
-    }
-    for (name, pid) in &pids {
-        let (rss, pss) = rss_pss(*pid).with_context(|| format!("measuring {name} ({pid})"))?;
-        Figure::plain(BENCH, &format!("multi_rss_{name}"), kb_to_mb(rss), "MB").print();
-        total.0 += rss;
-        total.1 += pss;
-    }
-    figure("multi_rss_node", total.0, keepalived.map(|k| k.0));
-    figure("multi_pss_node", total.1, keepalived.map(|k| k.1));
-    for p in &mut procs {
-        terminate(p);
-    }
-    drop(procs);
+}
 
-    // Single-process model.
-    let mut procs = start_all(&cluster, &masterd, &single, true)?;
-    if single.contains(&"conntrackd") {
-        let hosted = if single.contains(&"failoverd") {
-            wait_hosted(&cluster, a.addresses)
-        } else {
-            Vec::new()
-        };
-        register(&cluster.nodes[0], a.connections, &hosted)?;
-    }
-    std::thread::sleep(Duration::from_secs(3));
-    let st = status(&cluster.nodes[0]).context("masterd status on node 0")?;
-    let (rss, pss) = rss_pss(st.pid).context("measuring masterd")?;
-    figure("single_rss_node", rss, keepalived.map(|k| k.0));
-    figure("single_pss_node", pss, keepalived.map(|k| k.1));
-    for p in &mut procs {
-        terminate(p);
-    }
-    Ok(())
+/// The number of threads of a process (`Threads:` in /proc/PID/status).
+fn thread_count(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("Threads:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn kb_to_mb(kb: u64) -> f64 {

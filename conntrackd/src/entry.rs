@@ -1,0 +1,132 @@
+//! conntrackd's entry point, shared by the `conntrackd` binary and masterd's
+//! single-process model: load the options from a configuration directory
+//! ([`load`]: `ipfailover.toml` and a new incarnation), then connect to the
+//! node's transportd and run until shutdown ([`run`]). The binary adds only
+//! argument parsing, logging and a runtime; masterd only its supervision.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use transport::client::{Client, ClientError, Incoming};
+use transport::controls::LogLevelHook;
+
+use crate::daemon::{self, DaemonError, Options};
+
+/// How long conntrackd waits for transportd's socket at start.
+pub const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Why conntrackd cannot start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// `ipfailover.toml` is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// transportd's socket did not accept a connection in time.
+    #[error("conntrackd: cannot connect to transportd at {}: {source}", socket.display())]
+    Connect {
+        /// The socket.
+        socket: PathBuf,
+        /// The last error.
+        #[source]
+        source: ClientError,
+    },
+    /// The daemon stopped with an error.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+}
+
+/// What [`load`] reads from the configuration directory.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The daemon's options (with this run's incarnation).
+    pub options: Options,
+    /// transportd's socket.
+    pub socket: PathBuf,
+    /// The `[logging] level` filter.
+    pub log_level: String,
+    /// Warnings of the configuration loader (deprecated keys...).
+    pub warnings: Vec<String>,
+}
+
+/// conntrackd's options from the configuration directory `dir`; takes the
+/// next incarnation from `<run_dir>/conntrackd.incarnation`.
+///
+/// # Errors
+///
+/// [`EntryError::Config`] naming file and line, or
+/// [`DaemonError::Incarnation`] when the incarnation file cannot be written.
+pub fn load(dir: &Path) -> Result<Loaded, EntryError> {
+    let loaded = config::load(dir)?;
+    let run_dir = loaded.resolve(&loaded.config.transport.run_dir);
+    let incarnation = daemon::next_incarnation(&run_dir.join("conntrackd.incarnation"))?;
+    Ok(Loaded {
+        options: Options::from_config(&loaded.config, incarnation),
+        socket: run_dir.join("transport.sock"),
+        log_level: loaded.config.logging.level.clone(),
+        warnings: loaded.warnings.clone(),
+    })
+}
+
+/// Connects to transportd at `socket` as `conntrackd`, retrying for up to
+/// `patience` while it starts.
+///
+/// # Errors
+///
+/// [`EntryError::Connect`] with the last error once `patience` has passed.
+pub async fn connect(socket: &Path, patience: Duration) -> Result<(Client, Incoming), EntryError> {
+    let start = Instant::now();
+    loop {
+        match Client::connect_unix(socket, "conntrackd").await {
+            Ok(c) => return Ok(c),
+            Err(e) if start.elapsed() < patience => {
+                tracing::debug!(error = %e, "transportd not ready yet");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(source) => {
+                return Err(EntryError::Connect {
+                    socket: socket.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// Connects to transportd (retrying for [`CONNECT_PATIENCE`]), answers
+/// `LOG_LEVEL` with `log_hook`, and runs conntrackd until `shutdown`
+/// completes, a `SHUTDOWN` control arrives or transportd closes.
+///
+/// # Errors
+///
+/// [`EntryError::Connect`], or the daemon's error.
+pub async fn run(
+    loaded: Loaded,
+    log_hook: Option<LogLevelHook>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), EntryError> {
+    let (client, incoming) = connect(&loaded.socket, CONNECT_PATIENCE).await?;
+    if let Some(hook) = log_hook {
+        client.set_log_level_hook(move |level| hook(level));
+    }
+    daemon::run(loaded.options, client, incoming, shutdown).await?;
+    Ok(())
+}
+
+/// [`load`] then [`run`]: the whole daemon from its configuration
+/// directory (masterd's single-process model).
+///
+/// # Errors
+///
+/// As [`load`] and [`run`].
+pub async fn run_in_process(
+    dir: &Path,
+    log_hook: Option<LogLevelHook>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), EntryError> {
+    let loaded = load(dir)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    run(loaded, log_hook, shutdown).await
+}

@@ -1,0 +1,149 @@
+//! failoverd's entry point, shared by the `failoverd` binary and masterd's
+//! single-process model: load the settings from a configuration directory
+//! ([`load`]: `ipfailover.toml` and `public_addresses`), then connect to the
+//! node's transportd and run until shutdown, dropping every public address
+//! on the way out ([`run`]). The binary adds only argument parsing, logging
+//! and a runtime; masterd only its supervision.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use transport::client::{Client, ClientError, Incoming};
+use transport::controls::LogLevelHook;
+
+use crate::daemon::{self, DaemonError, Settings};
+use crate::public_addresses::{self, PublicAddressesError};
+
+/// How long failoverd waits for transportd's socket at start.
+pub const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Why failoverd cannot start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// `ipfailover.toml` is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// `public_addresses` is unreadable or invalid.
+    #[error(transparent)]
+    PublicAddresses(#[from] PublicAddressesError),
+    /// transportd's socket did not accept a connection in time.
+    #[error("cannot connect to transportd at {}: {source}", socket.display())]
+    Connect {
+        /// The socket.
+        socket: PathBuf,
+        /// The last error.
+        #[source]
+        source: ClientError,
+    },
+    /// The daemon stopped with an error.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+}
+
+/// What [`load`] reads from the configuration directory.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The daemon's settings.
+    pub settings: Settings,
+    /// transportd's socket.
+    pub socket: PathBuf,
+    /// The `[logging] level` filter.
+    pub log_level: String,
+    /// Warnings of the configuration loader (deprecated keys...).
+    pub warnings: Vec<String>,
+}
+
+/// failoverd's settings from the configuration directory `dir`
+/// (`public_addresses` absent: no public addresses).
+///
+/// # Errors
+///
+/// [`EntryError::Config`] or [`EntryError::PublicAddresses`], naming file
+/// and line.
+pub fn load(dir: &Path) -> Result<Loaded, EntryError> {
+    let loaded = config::load(dir)?;
+    let path = dir.join("public_addresses");
+    let publics = match public_addresses::load(&path) {
+        Ok(p) => p,
+        Err(PublicAddressesError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Vec::new()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let socket = loaded
+        .resolve(&loaded.config.transport.run_dir)
+        .join("transport.sock");
+    Ok(Loaded {
+        settings: Settings::from_config(&loaded, path, publics),
+        socket,
+        log_level: loaded.config.logging.level.clone(),
+        warnings: loaded.warnings.clone(),
+    })
+}
+
+/// Connects to transportd at `socket` as `failoverd`, retrying while its
+/// socket is not there yet.
+///
+/// # Errors
+///
+/// [`EntryError::Connect`] with the last error once `patience` has passed.
+pub async fn connect(socket: &Path, patience: Duration) -> Result<(Client, Incoming), EntryError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match Client::connect_unix(socket, "failoverd").await {
+            Ok(c) => return Ok(c),
+            Err(e @ ClientError::Connect { .. }) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "transportd not ready yet");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(source) => {
+                return Err(EntryError::Connect {
+                    socket: socket.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// Connects to transportd (retrying for [`CONNECT_PATIENCE`]), answers
+/// `LOG_LEVEL` with `log_hook`, and runs failoverd until `shutdown`
+/// completes, a `SHUTDOWN` control arrives or transportd closes; every
+/// public address is dropped before it returns.
+///
+/// # Errors
+///
+/// [`EntryError::Connect`], or the daemon's error.
+pub async fn run(
+    loaded: Loaded,
+    log_hook: Option<LogLevelHook>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), EntryError> {
+    let (client, incoming) = connect(&loaded.socket, CONNECT_PATIENCE).await?;
+    if let Some(hook) = log_hook {
+        client.set_log_level_hook(move |level| hook(level));
+    }
+    daemon::run(loaded.settings, client, incoming, shutdown).await?;
+    Ok(())
+}
+
+/// [`load`] then [`run`]: the whole daemon from its configuration
+/// directory (masterd's single-process model).
+///
+/// # Errors
+///
+/// As [`load`] and [`run`].
+pub async fn run_in_process(
+    dir: &Path,
+    log_hook: Option<LogLevelHook>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), EntryError> {
+    let loaded = load(dir)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    run(loaded, log_hook, shutdown).await
+}
