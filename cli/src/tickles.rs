@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::{bail, Context, Result};
 
 use transport::msg::conntrack::{
-    GetConnections, TrackedConnection, ADD_CONNECTIONS, GET_CONNECTIONS, REMOVE_CONNECTIONS,
+    get_connections, GetConnections, TrackedConnection, ADD_CONNECTIONS, REMOVE_CONNECTIONS,
 };
 use transport::proto::service::CONNTRACKD;
 use transport::proto::{Address, LOCAL};
@@ -148,23 +148,23 @@ pub fn get(ctx: &Ctx, args: &GetArgs) -> Result<()> {
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
         for pnn in targets(ctx)? {
-            let conns: Vec<TrackedConnection> = client
-                .request(
-                    Address::new(pnn, CONNTRACKD),
-                    GET_CONNECTIONS,
-                    &GetConnections {
-                        address: args.address,
-                        port: args.port,
-                    },
-                    ctx.timeout,
+            // Paged: an address may have more connections than one message.
+            let conns: Vec<TrackedConnection> = get_connections(
+                &client,
+                Address::new(pnn, CONNTRACKD),
+                GetConnections {
+                    address: args.address,
+                    port: args.port,
+                },
+                ctx.timeout,
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot read the connections of {} from conntrackd: is it running?",
+                    args.address
                 )
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot read the connections of {} from conntrackd: is it running?",
-                        args.address
-                    )
-                })?;
+            })?;
             print!("{}", render(args.address, &conns, ctx.format));
         }
         Ok(())

@@ -69,6 +69,15 @@ fn main() -> ExitCode {
     };
     let mut opts = Options::from_config(&loaded.config, incarnation);
     opts.initial_hosted = args.hosted;
+    let nodes_path = loaded.dir.join("nodes");
+    match std::fs::read_to_string(&nodes_path) {
+        Ok(text) => opts.nodes = Some(daemon::node_pnns(&text)),
+        Err(e) => tracing::warn!(
+            file = %nodes_path.display(),
+            error = %e,
+            "no nodes file: replication from any node is accepted"
+        ),
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
