@@ -539,14 +539,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 ///   start, connection to transportd, peer discovery, snapshot request, the
 ///   snapshot over the encrypted link, applying it). Baseline: the
 ///   in-memory join of the same run (`join_total_ms`);
-/// * `net_latency_p50_ms` / `_p99_ms` / `_max_ms`: a client opens real TCP
-///   connections to node 0's public address at `--rate` per second for
-///   `--secs` (closing each at once; conntrack NEW is the input); a poller
-///   on node 1 asks its conntrackd for the count of that address every
-///   millisecond. Connection k counts as arrived when node 1 holds k new
-///   connections (events and batches keep their order); its latency is that
-///   moment minus the moment just before its `connect()`.
-///   `net_latency_rate` is the rate actually achieved.
+/// * `net_latency_p50_ms` / `_p99_ms` / `_max_ms`: [`CLIENT_THREADS`]
+///   client threads open real TCP connections to node 0's public address
+///   at `--rate` per second in all for `--secs`, each on a fixed schedule
+///   (connection k is due at k/rate), keeping them open until the end of
+///   the run (a closed connection now leaves the table at once, which
+///   would hide arrivals in the count); conntrack NEW is the input. A
+///   poller on node 1 asks its conntrackd for the count of that address
+///   every millisecond. The k-th connection started counts as arrived when
+///   node 1 holds k new connections; its latency is that moment minus the
+///   moment just before its `connect()`. `net_latency_rate` is the rate
+///   actually achieved.
 mod net {
     use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
     use std::process::Stdio;
@@ -569,6 +572,28 @@ mod net {
     const PUBLIC1: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 51));
     const LATENCY_PORT: u16 = 8080;
     const LATENCY_PORTS: u16 = 8;
+    /// Threads of the load client: one blocking `connect()` takes 50-100 µs
+    /// of CPU here, and one thread fell behind 10,000/s whenever it was
+    /// descheduled; several threads on one schedule catch up.
+    const CLIENT_THREADS: usize = 4;
+
+    /// Raises this process's open-file limit to `n` (both ends of every
+    /// connection of the latency run stay open): root may raise the hard
+    /// limit too. Uses util-linux `prlimit` on our own pid.
+    fn raise_nofile(n: usize) -> Result<()> {
+        let pid = std::process::id().to_string();
+        let out = std::process::Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--nofile={n}:{n}")])
+            .output()
+            .context("running prlimit (util-linux) to raise the open-file limit")?;
+        if !out.status.success() {
+            bail!(
+                "prlimit --nofile={n} failed: {}; raise `ulimit -n` to {n} first",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
 
     fn ms(d: Duration) -> f64 {
         d.as_secs_f64() * 1e3
@@ -777,34 +802,6 @@ mod net {
             l.set_nonblocking(true)?;
             listeners.push(l);
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        // Accepts, so that the backlogs never fill, and closes 500 ms later:
-        // the client closes first and keeps its port in TIME_WAIT, so no
-        // 4-tuple is reused within the run (a reused one replaces its
-        // conntrack entry instead of adding one).
-        let acceptor = std::thread::spawn(move || {
-            let mut held: std::collections::VecDeque<(Instant, TcpStream)> =
-                std::collections::VecDeque::new();
-            while !stop2.load(Ordering::Relaxed) {
-                let mut any = false;
-                for l in &listeners {
-                    if let Ok((s, _)) = l.accept() {
-                        held.push_back((Instant::now(), s));
-                        any = true;
-                    }
-                }
-                while held
-                    .front()
-                    .is_some_and(|(t, _)| t.elapsed() > Duration::from_millis(500))
-                {
-                    held.pop_front();
-                }
-                if !any {
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-            }
-        });
         #[allow(
             clippy::cast_possible_truncation,
             clippy::cast_sign_loss,
@@ -813,6 +810,29 @@ mod net {
         // rate <= 100,000 and secs <= 10: at most 1,000,000.
         let total = (o.rate as f64 * o.secs) as usize;
         let rate = o.rate;
+        // Both ends of every connection, plus the daemons' sockets and files.
+        raise_nofile(2 * total + 4096)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        // Accepts, so that the backlogs never fill, and holds every
+        // connection until the end of the run: no 4-tuple is reused, and no
+        // close removes an entry while arrivals are being counted.
+        let acceptor = std::thread::spawn(move || {
+            let mut held: Vec<TcpStream> = Vec::new();
+            while !stop2.load(Ordering::Relaxed) {
+                let mut any = false;
+                for l in &listeners {
+                    if let Ok((s, _)) = l.accept() {
+                        held.push(s);
+                        any = true;
+                    }
+                }
+                if !any {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            held.len()
+        });
         // Poller on node 1.
         let sock1 = socket(&c.nodes[1]);
         let done = Arc::new(AtomicBool::new(false));
@@ -840,29 +860,66 @@ mod net {
                 anyhow::Ok(samples)
             })
         });
-        let started = c.client.run(move || -> Result<Vec<Instant>> {
-            let start = Instant::now();
-            let mut t0 = Vec::with_capacity(total);
-            for k in 0..total {
-                #[allow(clippy::cast_precision_loss)]
-                let due = start + Duration::from_secs_f64(k as f64 / rate as f64);
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
-                t0.push(Instant::now());
-                let target = targets[k % targets.len()];
-                let s = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
-                drop(s);
-            }
-            Ok(t0)
-        })??;
+        // The load: CLIENT_THREADS threads in the client namespace, thread j
+        // opening connections j, j + T, j + 2T, ... each at its due time.
+        let start = Instant::now() + Duration::from_millis(20);
+        let client_ns = &c.client;
+        let runs: Vec<Result<(Vec<Instant>, Vec<TcpStream>)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..CLIENT_THREADS)
+                .map(|j| {
+                    let targets = targets.clone();
+                    s.spawn(move || {
+                        client_ns.run(move || -> Result<(Vec<Instant>, Vec<TcpStream>)> {
+                            let mut t0 = Vec::with_capacity(total / CLIENT_THREADS + 1);
+                            let mut open = Vec::with_capacity(total / CLIENT_THREADS + 1);
+                            for k in (j..total).step_by(CLIENT_THREADS) {
+                                #[allow(clippy::cast_precision_loss)]
+                                let due = start + Duration::from_secs_f64(k as f64 / rate as f64);
+                                let now = Instant::now();
+                                if due > now {
+                                    std::thread::sleep(due - now);
+                                }
+                                t0.push(Instant::now());
+                                let target = targets[k % targets.len()];
+                                open.push(TcpStream::connect_timeout(
+                                    &target,
+                                    Duration::from_secs(5),
+                                )?);
+                            }
+                            Ok((t0, open))
+                        })?
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .map_err(|_| anyhow::anyhow!("a client thread panicked"))?
+                })
+                .collect()
+        });
         done.store(true, Ordering::Relaxed);
         let samples = poller
             .join()
             .map_err(|_| anyhow::anyhow!("poller panicked"))??;
+        let mut started = Vec::with_capacity(total);
+        let mut open = Vec::with_capacity(total);
+        for r in runs {
+            let (t0, streams) = r?;
+            started.extend(t0);
+            open.extend(streams);
+        }
+        started.sort_unstable();
         stop.store(true, Ordering::Relaxed);
-        let _ = acceptor.join();
+        let accepted = acceptor
+            .join()
+            .map_err(|_| anyhow::anyhow!("acceptor panicked"))?;
+        drop(open);
+        eprintln!(
+            "latency run: {} connections opened by {CLIENT_THREADS} threads, {accepted} accepted",
+            started.len()
+        );
         let (Some(first), Some(last)) = (started.first(), started.last()) else {
             bail!("no connection made");
         };
