@@ -127,7 +127,7 @@ impl Bed {
             for name in ["failoverd", "conntrackd"] {
                 let p = self.c.scratch.join(format!("node{i}-{name}.log"));
                 let text = std::fs::read_to_string(&p).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                let tail: Vec<&str> = text.lines().rev().take(60).collect();
                 out.push_str(&format!("--- node{i} {name} (last lines)\n"));
                 for l in tail.iter().rev() {
                     out.push_str(l);
@@ -304,7 +304,7 @@ fn a_failover_tickles_exactly_the_connections_that_were_open() {
     let out_path = bed.c.scratch.join("tickles.txt");
     let err_path = bed.c.scratch.join("tcpdump.err");
     let mut dump = bed.c.client.command("tcpdump");
-    dump.args(["-n", "-t", "-l", "-i", "eth0"])
+    dump.args(["-n", "-t", "-l", "--immediate-mode", "-i", "eth0"])
         .arg(format!("tcp and src host {PUBLIC} and src port {PORT}"))
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap());
