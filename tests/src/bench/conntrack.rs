@@ -539,12 +539,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 ///   start, connection to transportd, peer discovery, snapshot request, the
 ///   snapshot over the encrypted link, applying it). Baseline: the
 ///   in-memory join of the same run (`join_total_ms`);
-/// * `net_latency_p50_ms` / `_p99_ms` / `_max_ms`: [`CLIENT_THREADS`]
-///   client threads open real TCP connections to node 0's public address
-///   at `--rate` per second in all for `--secs`, each on a fixed schedule
-///   (connection k is due at k/rate), keeping them open until the end of
+/// * `net_latency_p50_ms` / `_p99_ms` / `_max_ms`: 16 client threads
+///   open real TCP connections to node 0's public address at `--rate` per
+///   second in all for `--secs`, each on a fixed schedule (connection k is
+///   due at k/rate). Every connection stays established until the end of
 ///   the run (a closed connection now leaves the table at once, which
-///   would hide arrivals in the count); conntrack NEW is the input. A
+///   would hide arrivals in the count): the server never accepts (deep
+///   accept queues) and the client's FIN is dropped in its own namespace;
+///   conntrack NEW is the input. A
 ///   poller on node 1 asks its conntrackd for the count of that address
 ///   every millisecond. The k-th connection started counts as arrived when
 ///   node 1 holds k new connections; its latency is that moment minus the
@@ -572,27 +574,35 @@ mod net {
     const PUBLIC1: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 51));
     const LATENCY_PORT: u16 = 8080;
     const LATENCY_PORTS: u16 = 8;
-    /// Threads of the load client: one blocking `connect()` takes 50-100 µs
-    /// of CPU here, and one thread fell behind 10,000/s whenever it was
-    /// descheduled; several threads on one schedule catch up.
-    const CLIENT_THREADS: usize = 4;
+    /// Threads of the load client: a blocking `connect()` waits a
+    /// handshake (0.1-1 ms on this loaded machine); one thread reached
+    /// 10,000/s in one run of five, four threads 9,070/s; each thread
+    /// here owns every 16th connection of one schedule.
+    const CLIENT_THREADS: usize = 16;
 
-    /// Raises this process's open-file limit to `n` (both ends of every
-    /// connection of the latency run stay open): root may raise the hard
-    /// limit too. Uses util-linux `prlimit` on our own pid.
-    fn raise_nofile(n: usize) -> Result<()> {
-        let pid = std::process::id().to_string();
-        let out = std::process::Command::new("prlimit")
-            .args(["--pid", &pid, &format!("--nofile={n}:{n}")])
-            .output()
-            .context("running prlimit (util-linux) to raise the open-file limit")?;
-        if !out.status.success() {
-            bail!(
-                "prlimit --nofile={n} failed: {}; raise `ulimit -n` to {n} first",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
+    /// A listener on `addr` whose accept queue holds `somaxconn`
+    /// connections (set high in the node's namespace): the latency run never
+    /// accepts, so that a connection stays established, without a file
+    /// descriptor, until the listener closes.
+    fn deep_listener(addr: SocketAddr) -> Result<TcpListener> {
+        use nix::sys::socket::{
+            bind, listen, setsockopt, socket, sockopt::ReuseAddr, AddressFamily, Backlog, SockFlag,
+            SockType, SockaddrIn,
+        };
+        use std::os::fd::AsRawFd;
+        let SocketAddr::V4(v4) = addr else {
+            bail!("the latency run listens on IPv4 only, not {addr}");
+        };
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        setsockopt(&fd, ReuseAddr, &true)?;
+        bind(fd.as_raw_fd(), &SockaddrIn::from(v4))?;
+        listen(&fd, Backlog::MAXALLOWABLE)?;
+        Ok(TcpListener::from(fd))
     }
 
     fn ms(d: Duration) -> f64 {
@@ -795,12 +805,26 @@ mod net {
         let targets: Vec<SocketAddr> = (0..LATENCY_PORTS)
             .map(|i| SocketAddr::new(PUBLIC, LATENCY_PORT + i))
             .collect();
+        // Every connection of the run stays established until the end
+        // (a closed one now leaves the table at once, which would hide
+        // arrivals in the count), without a file descriptor on either side:
+        // the server never accepts (deep accept queues), and the client
+        // closes at once but its FIN (or RST) never leaves its namespace.
+        c.nodes[0]
+            .ns
+            .exec_ok("sysctl", &["-qw", "net.core.somaxconn=65535"])?;
+        c.client.exec_ok(
+            "nft",
+            &[&format!(
+                "add table inet bench_hold; \
+                 add chain inet bench_hold out {{ type filter hook output priority 0; }}; \
+                 add rule inet bench_hold out ip daddr {PUBLIC} tcp flags & (fin | rst) != 0 drop"
+            )],
+        )?;
         let mut listeners = Vec::new();
         for t in &targets {
             let t = *t;
-            let l = c.nodes[0].ns.run(move || TcpListener::bind(t))??;
-            l.set_nonblocking(true)?;
-            listeners.push(l);
+            listeners.push(c.nodes[0].ns.run(move || deep_listener(t))??);
         }
         #[allow(
             clippy::cast_possible_truncation,
@@ -810,29 +834,9 @@ mod net {
         // rate <= 100,000 and secs <= 10: at most 1,000,000.
         let total = (o.rate as f64 * o.secs) as usize;
         let rate = o.rate;
-        // Both ends of every connection, plus the daemons' sockets and files.
-        raise_nofile(2 * total + 4096)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        // Accepts, so that the backlogs never fill, and holds every
-        // connection until the end of the run: no 4-tuple is reused, and no
-        // close removes an entry while arrivals are being counted.
-        let acceptor = std::thread::spawn(move || {
-            let mut held: Vec<TcpStream> = Vec::new();
-            while !stop2.load(Ordering::Relaxed) {
-                let mut any = false;
-                for l in &listeners {
-                    if let Ok((s, _)) = l.accept() {
-                        held.push(s);
-                        any = true;
-                    }
-                }
-                if !any {
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-            }
-            held.len()
-        });
+        if total > 8 * 65_535 {
+            bail!("{total} connections exceed the accept queues of the latency run");
+        }
         // Poller on node 1.
         let sock1 = socket(&c.nodes[1]);
         let done = Arc::new(AtomicBool::new(false));
@@ -864,14 +868,13 @@ mod net {
         // opening connections j, j + T, j + 2T, ... each at its due time.
         let start = Instant::now() + Duration::from_millis(20);
         let client_ns = &c.client;
-        let runs: Vec<Result<(Vec<Instant>, Vec<TcpStream>)>> = std::thread::scope(|s| {
+        let runs: Vec<Result<Vec<Instant>>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..CLIENT_THREADS)
                 .map(|j| {
                     let targets = targets.clone();
                     s.spawn(move || {
-                        client_ns.run(move || -> Result<(Vec<Instant>, Vec<TcpStream>)> {
+                        client_ns.run(move || -> Result<Vec<Instant>> {
                             let mut t0 = Vec::with_capacity(total / CLIENT_THREADS + 1);
-                            let mut open = Vec::with_capacity(total / CLIENT_THREADS + 1);
                             for k in (j..total).step_by(CLIENT_THREADS) {
                                 #[allow(clippy::cast_precision_loss)]
                                 let due = start + Duration::from_secs_f64(k as f64 / rate as f64);
@@ -881,12 +884,10 @@ mod net {
                                 }
                                 t0.push(Instant::now());
                                 let target = targets[k % targets.len()];
-                                open.push(TcpStream::connect_timeout(
-                                    &target,
-                                    Duration::from_secs(5),
-                                )?);
+                                // Closed at once; its FIN is dropped.
+                                drop(TcpStream::connect_timeout(&target, Duration::from_secs(5))?);
                             }
-                            Ok((t0, open))
+                            Ok(t0)
                         })?
                     })
                 })
@@ -904,20 +905,13 @@ mod net {
             .join()
             .map_err(|_| anyhow::anyhow!("poller panicked"))??;
         let mut started = Vec::with_capacity(total);
-        let mut open = Vec::with_capacity(total);
         for r in runs {
-            let (t0, streams) = r?;
-            started.extend(t0);
-            open.extend(streams);
+            started.extend(r?);
         }
         started.sort_unstable();
-        stop.store(true, Ordering::Relaxed);
-        let accepted = acceptor
-            .join()
-            .map_err(|_| anyhow::anyhow!("acceptor panicked"))?;
-        drop(open);
+        drop(listeners);
         eprintln!(
-            "latency run: {} connections opened by {CLIENT_THREADS} threads, {accepted} accepted",
+            "latency run: {} connections opened by {CLIENT_THREADS} threads",
             started.len()
         );
         let (Some(first), Some(last)) = (started.first(), started.last()) else {
