@@ -666,7 +666,7 @@ mod net {
                 format!(
                     "[transport]\nrun_dir = \"{}\"\n\n[conntrack]\nscan_interval_ms = 3600000\n\
                      sync_interval_ms = 60000\ngrace_period_ms = 3600000\n\n\
-                     [logging]\nlevel = \"info\"\n",
+                     [logging]\nlevel = \"info,conntrackd=debug\"\n",
                     node.run_dir.display()
                 ),
             )?;
@@ -933,17 +933,26 @@ mod net {
             }
         }
         if missing > 0 {
-            let log = std::fs::read_to_string(c.nodes[0].run_dir.join("conntrackd.log"))
-                .unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            eprintln!(
-                "node 0 conntrackd log (last lines, newest first):\n{}",
-                tail.join("\n")
-            );
+            for node in &c.nodes {
+                let log = std::fs::read_to_string(node.run_dir.join("conntrackd.log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                eprintln!(
+                    "node {} conntrackd log (last lines, newest first):\n{}",
+                    node.pnn,
+                    tail.join("\n")
+                );
+            }
             bail!(
-                "{missing} of {} connections never reached node 1 (last count {:?})",
+                "{missing} of {} connections never reached node 1 (last count {:?}, highest {:?}, \
+                 {} samples, the last {:?} after the first connection)",
                 started.len(),
-                samples.last().map(|x| x.1)
+                samples.last().map(|x| x.1),
+                samples.iter().map(|x| x.1).max(),
+                samples.len(),
+                samples
+                    .last()
+                    .map(|x| x.0.saturating_duration_since(*first))
             );
         }
         let max = lat.iter().copied().fold(0.0, f64::max);
