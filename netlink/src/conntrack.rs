@@ -81,8 +81,10 @@ const CTA_PROTO_DST_PORT: u16 = 3;
 const NFGENMSG_LEN: usize = 4;
 /// `IPPROTO_TCP`.
 const PROTO_TCP: u8 = 6;
-/// Kernel receive buffer asked for: bursts of thousands of connections fit.
-const RECV_BUFFER: usize = 4 * 1024 * 1024;
+/// Kernel receive buffer asked for (forced above `rmem_max` when allowed):
+/// with update events a connection costs about three messages (~1 KB), so
+/// 16 MiB holds a stall of a second or more at 10,000 new connections/s.
+const RECV_BUFFER: usize = 16 * 1024 * 1024;
 
 /// A conntrack event for a TCP connection to or from a watched address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

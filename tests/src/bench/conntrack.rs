@@ -910,8 +910,13 @@ mod net {
         }
         started.sort_unstable();
         drop(listeners);
+        let overruns = std::fs::read_to_string(c.nodes[0].run_dir.join("conntrackd.log"))
+            .unwrap_or_default()
+            .matches("conntrack events lost")
+            .count();
         eprintln!(
-            "latency run: {} connections opened by {CLIENT_THREADS} threads",
+            "latency run: {} connections opened by {CLIENT_THREADS} threads; \
+             node 0 saw {overruns} event overruns",
             started.len()
         );
         let (Some(first), Some(last)) = (started.first(), started.last()) else {
