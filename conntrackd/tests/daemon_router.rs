@@ -357,14 +357,19 @@ async fn an_address_with_more_than_one_message_of_connections_is_served_whole() 
             address: public(0),
             port: Some(2049),
         },
-        T,
+        Duration::from_secs(30),
     )
     .await
     .unwrap();
     assert!(none.is_empty());
     // The single-message request cannot carry it, and says so.
     let err = c0
-        .request::<_, Vec<TrackedConnection>>(Address::local(CONNTRACKD), GET_CONNECTIONS, &q, T)
+        .request::<_, Vec<TrackedConnection>>(
+            Address::local(CONNTRACKD),
+            GET_CONNECTIONS,
+            &q,
+            Duration::from_secs(30),
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("GET_CONNECTIONS_PAGE"), "{err}");

@@ -938,15 +938,27 @@ mod net {
             }
         }
         if missing > 0 {
+            // Is node 0's conntrackd still answering, and what does it hold?
+            let sock0 = socket(&c.nodes[0]);
+            let node0_count = c.nodes[0].ns.block_on(move || async move {
+                let (cl, _) = Client::connect_unix(&sock0, "bench-diag").await.ok()?;
+                count(&cl, PUBLIC).await
+            });
+            eprintln!(
+                "node 0 holds {:?} connections of the address (base {base})",
+                node0_count
+            );
             for node in &c.nodes {
-                let log = std::fs::read_to_string(node.run_dir.join("conntrackd.log"))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                eprintln!(
-                    "node {} conntrackd log (last lines, newest first):\n{}",
-                    node.pnn,
-                    tail.join("\n")
-                );
+                for daemon in ["conntrackd", "transportd"] {
+                    let log = std::fs::read_to_string(node.run_dir.join(format!("{daemon}.log")))
+                        .unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                    eprintln!(
+                        "node {} {daemon} log (last lines, newest first):\n{}",
+                        node.pnn,
+                        tail.join("\n")
+                    );
+                }
             }
             bail!(
                 "{missing} of {} connections never reached node 1 (last count {:?}, highest {:?}, \
