@@ -474,17 +474,13 @@ impl Shell {
                 v.push(Conn::new(c.remote, c.local.port()));
             }
         }
-        for (address, v) in &mut by_addr {
-            if let Some(r) = self.registered.get(address) {
-                v.extend(r.iter().copied());
-                v.sort_unstable();
-                v.dedup();
-            }
-        }
         let now = self.now();
         let mut outs = Vec::new();
+        let none = std::collections::HashSet::new();
         for (address, conns) in by_addr {
-            match self.engine.on_dump(address, &conns, now) {
+            // Registered connections are kept (no dump shows them).
+            let registered = self.registered.get(&address).unwrap_or(&none);
+            match self.engine.on_dump_with(address, &conns, registered, now) {
                 Ok(o) => outs.extend(o),
                 Err(e) => tracing::warn!(error = %e, %address, "dump refused"),
             }

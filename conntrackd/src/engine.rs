@@ -264,20 +264,45 @@ impl Engine {
         conns: &[Conn],
         now: Duration,
     ) -> Result<Vec<Out>, EngineError> {
+        self.on_dump_with(address, conns, &std::collections::HashSet::new(), now)
+    }
+
+    /// [`Engine::on_dump`] for a node that also holds `registered`
+    /// connections on `address` (explicit registrations, which no dump
+    /// shows): they are never removed by the dump, and a full report
+    /// includes them. The cost follows the dump and the view, not a merge
+    /// of the two lists (a million registrations made every dump a sort and
+    /// a diff of a million).
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::on_dump`].
+    pub fn on_dump_with<S: std::hash::BuildHasher>(
+        &mut self,
+        address: IpAddr,
+        conns: &[Conn],
+        registered: &std::collections::HashSet<Conn, S>,
+        now: Duration,
+    ) -> Result<Vec<Out>, EngineError> {
         let address = address.to_canonical();
         let mut out = Vec::new();
         if !self.hosts(address) {
             return Ok(out);
         }
-        let (add, remove) = self.table.diff(address, self.pnn, conns)?;
+        let (add, mut remove) = self.table.diff(address, self.pnn, conns)?;
         if self.fresh.remove(&address) || !self.reporter.knows(address) {
             // First report since the takeover or in this incarnation: a full
             // sync, so that a view left by an earlier run (relayed back by a
             // peer) is replaced and peers that expired ours start afresh.
-            let msgs = self.reporter.sync(address, conns);
+            let mut all: Vec<Conn> = conns.iter().map(|c| canonical(*c)).collect();
+            all.extend(registered.iter().copied());
+            all.sort_unstable();
+            all.dedup();
+            let msgs = self.reporter.sync(address, &all);
             self.local(msgs, now, &mut out);
             return Ok(out);
         }
+        remove.retain(|c| !registered.contains(c));
         for c in remove {
             self.change(address, OpKind::Remove, c, now, &mut out);
         }

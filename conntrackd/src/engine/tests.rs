@@ -611,3 +611,28 @@ fn whole_table_requests_are_served_at_most_once_a_second_per_peer() {
     let later = net.node(0).on_peer(1, &all, now + SNAPSHOT_EVERY).unwrap();
     assert!(!later.is_empty());
 }
+
+#[test]
+fn a_dump_keeps_registered_connections_and_a_full_report_includes_them() {
+    let mut net = Net::new(2);
+    net.hosts(&[(a(), Some(0))]);
+    let registered: std::collections::HashSet<Conn> = [c(9, 1), c(9, 2)].into_iter().collect();
+    // The first report is a full sync: the kernel's and the registered.
+    let now = net.now;
+    let outs = net
+        .node(0)
+        .on_dump_with(a(), &[c(1, 1)], &registered, now)
+        .unwrap();
+    net.deliver(0, outs);
+    net.assert_all(a(), &[c(1, 1), c(9, 1), c(9, 2)]);
+    // A later dump without them removes only what the kernel lost.
+    let outs = net
+        .node(0)
+        .on_dump_with(a(), &[c(2, 2)], &registered, now)
+        .unwrap();
+    net.deliver(0, outs);
+    net.assert_all(a(), &[c(2, 2), c(9, 1), c(9, 2)]);
+    // Without the registrations, a dump removes them.
+    net.dump(0, a(), &[c(2, 2)]);
+    net.assert_all(a(), &[c(2, 2)]);
+}
