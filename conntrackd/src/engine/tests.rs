@@ -631,8 +631,10 @@ fn a_dump_keeps_registered_connections_and_a_full_report_includes_them() {
         .on_dump_with(a(), &[c(2, 2)], &registered, now)
         .unwrap();
     net.deliver(0, outs);
+    net.tick(TICK);
     net.assert_all(a(), &[c(2, 2), c(9, 1), c(9, 2)]);
     // Without the registrations, a dump removes them.
     net.dump(0, a(), &[c(2, 2)]);
+    net.tick(TICK);
     net.assert_all(a(), &[c(2, 2)]);
 }
