@@ -14,12 +14,13 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::{bail, Context, Result};
 
 use transport::msg::conntrack::{
-    GetConnections, TrackedConnection, ADD_CONNECTIONS, GET_CONNECTIONS, REMOVE_CONNECTIONS,
+    get_connections, GetConnections, GetConnectionsError, TrackedConnection, ADD_CONNECTIONS,
+    REMOVE_CONNECTIONS,
 };
 use transport::proto::service::CONNTRACKD;
-use transport::proto::LOCAL;
+use transport::proto::{Address, LOCAL};
 
-use crate::ctx::{block_on, Ctx};
+use crate::ctx::{block_on, daemon_error, Ctx};
 use crate::output::{Nodes, Report};
 
 /// Arguments of `ipfailover gettickles`.
@@ -162,14 +163,28 @@ pub fn get(ctx: &Ctx, args: &GetArgs) -> Result<()> {
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
         let targets = ctx.targets(&client).await?;
-        let pnns = targets.pnns();
-        let req = GetConnections {
+        let query = GetConnections {
             address: args.address,
             port: args.port,
         };
-        let results: Vec<(u32, Result<Vec<TrackedConnection>, String>)> = ctx
-            .ask_each(&client, &pnns, CONNTRACKD, GET_CONNECTIONS, &req)
-            .await?;
+        // Paged (an address may have more connections than one message);
+        // every node is asked at once.
+        let fetches = targets.pnns().into_iter().map(|pnn| {
+            let client = &client;
+            async move {
+                let r = get_connections(client, Address::new(pnn, CONNTRACKD), query, ctx.timeout)
+                    .await
+                    .map_err(|e| match e {
+                        GetConnectionsError::Request { source, .. } => {
+                            daemon_error(CONNTRACKD, pnn, &source)
+                        }
+                        other => other.to_string(),
+                    });
+                (pnn, r)
+            }
+        });
+        let results: Vec<(u32, Result<Vec<TrackedConnection>, String>)> =
+            futures::future::join_all(fetches).await;
         let reports = results
             .into_iter()
             .map(|(pnn, r)| {

@@ -23,7 +23,8 @@ use transport::msg::cluster::{
     AdminCommand, AdminOp, AdminOutcome, Membership, NodeFlags, NodeInfo, ADMIN, GET_MEMBERSHIP,
 };
 use transport::msg::conntrack::{
-    GetConnections, TrackedConnection, ADD_CONNECTIONS, GET_CONNECTIONS, REMOVE_CONNECTIONS,
+    page_after, ConnectionsPage, GetConnections, GetConnectionsPage, TrackedConnection,
+    ADD_CONNECTIONS, GET_CONNECTIONS, GET_CONNECTIONS_PAGE, PAGE_CONNECTIONS, REMOVE_CONNECTIONS,
 };
 use transport::msg::failover::{
     AddIp, ConnectionPair, DelIp, Gratarp, HookFailureInfo, IfaceInfo, IpStatus, KillTcp, MoveIp,
@@ -71,6 +72,7 @@ fn describe(opcode: u32, p: &[u8]) -> String {
         TICKLE => d::<Vec<ConnectionPair>>("TICKLE", p),
         KILLTCP => d::<KillTcp>("KILLTCP", p),
         GET_CONNECTIONS => d::<GetConnections>("GET_CONNECTIONS", p),
+        GET_CONNECTIONS_PAGE => d::<GetConnectionsPage>("GET_CONNECTIONS_PAGE", p),
         ADD_CONNECTIONS => d::<Vec<TrackedConnection>>("ADD_CONNECTIONS", p),
         REMOVE_CONNECTIONS => d::<Vec<TrackedConnection>>("REMOVE_CONNECTIONS", p),
         GET_STATUS => "GET_STATUS".into(),
@@ -315,6 +317,16 @@ fn full_node(pnn: u32) -> Node {
         .reply(FAILOVERD, TICKLE, &())
         .reply(FAILOVERD, KILLTCP, &1u32)
         .reply(CONNTRACKD, GET_CONNECTIONS, &connections(pnn))
+        .func(CONNTRACKD, GET_CONNECTIONS_PAGE, move |p| {
+            let req: GetConnectionsPage = decode_payload(p).unwrap();
+            let all = connections(pnn);
+            let (page, more) = page_after(&all, req.after, PAGE_CONNECTIONS);
+            Ok(encode_payload(&ConnectionsPage {
+                conns: page.to_vec(),
+                more,
+            })
+            .unwrap())
+        })
         .reply(CONNTRACKD, ADD_CONNECTIONS, &())
         .reply(CONNTRACKD, REMOVE_CONNECTIONS, &())
         .reply(MASTERD, GET_STATUS, &master_status(pnn))

@@ -35,10 +35,11 @@ use netlink::sockdiag::SockDiag;
 use serde::{Deserialize, Serialize};
 use transport::client::{Client, ClientError, Incoming};
 use transport::msg::conntrack::{
-    AddressCount, GetConnections, TrackedConnection, ADD_CONNECTIONS, GET_CONNECTIONS, GET_COUNTS,
-    REMOVE_CONNECTIONS, REPLICATION,
+    page_after, AddressCount, ConnectionsPage, GetConnections, GetConnectionsPage,
+    TrackedConnection, ADD_CONNECTIONS, GET_CONNECTIONS, GET_CONNECTIONS_PAGE, GET_COUNTS,
+    PAGE_CONNECTIONS, REMOVE_CONNECTIONS, REPLICATION,
 };
-use transport::proto::service::CONNTRACKD;
+use transport::proto::service::{CONNTRACKD, FAILOVERD};
 use transport::proto::{
     decode_payload, encode_payload, Address, ErrorCode, Kind, Message, ALL_NODES,
 };
@@ -65,6 +66,10 @@ pub struct Announce {
 
 /// Most messages handled in one burst before the engine is polled.
 const BURST: usize = 4096;
+/// How long the sorted list of one [`GET_CONNECTIONS_PAGE`] listing is kept
+/// for its next pages (a later page after that is cut from a new list by
+/// the same cursor).
+const PAGE_LIST_TTL: Duration = Duration::from_secs(10);
 
 /// The daemon's settings.
 #[derive(Debug, Clone)]
@@ -84,6 +89,23 @@ pub struct Options {
     /// Addresses hosted from the start (before failoverd says anything;
     /// tests and benchmarks).
     pub initial_hosted: Vec<IpAddr>,
+    /// The PNNs of the nodes file: replication from or about any other node
+    /// is refused. `None`: not checked.
+    pub nodes: Option<Vec<Pnn>>,
+}
+
+/// The PNNs of the live nodes of a CTDB-format nodes file: a node's PNN is
+/// the index of its line among the non-blank lines; a `#` line is a deleted
+/// node (it takes a PNN but is not a node). Pure; the addresses themselves
+/// are transportd's and clusterd's business.
+pub fn node_pnns(text: &str) -> Vec<Pnn> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .filter(|(_, l)| !l.starts_with('#'))
+        .filter_map(|(i, _)| Pnn::try_from(i).ok())
+        .collect()
 }
 
 impl Options {
@@ -102,6 +124,7 @@ impl Options {
             announce_interval: Duration::from_secs(1),
             incarnation,
             initial_hosted: Vec::new(),
+            nodes: None,
         }
     }
 }
@@ -166,7 +189,15 @@ struct Peer {
     last_seen: Instant,
 }
 
+/// The sorted connections of the last paged listing.
+struct PageList {
+    query: GetConnections,
+    conns: Vec<Conn>,
+    made: Instant,
+}
+
 struct Shell {
+    page_list: Option<PageList>,
     client: Client,
     pnn: Pnn,
     opts: Options,
@@ -247,8 +278,12 @@ pub async fn run(
             None
         }
     };
-    let engine = Engine::new(pnn, opts.incarnation, opts.engine, Duration::ZERO);
+    let mut engine = Engine::new(pnn, opts.incarnation, opts.engine, Duration::ZERO);
+    if let Some(nodes) = &opts.nodes {
+        engine = engine.with_nodes(nodes.iter().copied());
+    }
     let mut shell = Shell {
+        page_list: None,
         client: client.clone(),
         pnn,
         hosted: opts
@@ -282,6 +317,13 @@ pub async fn run(
         }
     }
     result
+}
+
+fn tracked(address: IpAddr, c: Conn) -> TrackedConnection {
+    TrackedConnection {
+        client: c.client,
+        server: SocketAddr::new(address, c.public_port),
+    }
 }
 
 fn canonical(c: Conn) -> Conn {
@@ -383,7 +425,9 @@ impl Shell {
         let now = self.now();
         let (kind, c) = match ev {
             Ok(ConntrackEvent::New(c)) => (msg::OpKind::Add, c),
-            Ok(ConntrackEvent::Destroy(c)) => (msg::OpKind::Remove, c),
+            // A FIN or RST: the connection is going away, no tickle is
+            // owed to it (the DESTROY comes only after TIME_WAIT).
+            Ok(ConntrackEvent::Destroy(c) | ConntrackEvent::Closing(c)) => (msg::OpKind::Remove, c),
             Ok(ConntrackEvent::Lost) => {
                 tracing::info!("conntrack events lost; dumping again");
                 self.scan_due = true;
@@ -430,17 +474,13 @@ impl Shell {
                 v.push(Conn::new(c.remote, c.local.port()));
             }
         }
-        for (address, v) in &mut by_addr {
-            if let Some(r) = self.registered.get(address) {
-                v.extend(r.iter().copied());
-                v.sort_unstable();
-                v.dedup();
-            }
-        }
         let now = self.now();
         let mut outs = Vec::new();
+        let none = std::collections::HashSet::new();
         for (address, conns) in by_addr {
-            match self.engine.on_dump(address, &conns, now) {
+            // Registered connections are kept (no dump shows them).
+            let registered = self.registered.get(&address).unwrap_or(&none);
+            match self.engine.on_dump_with(address, &conns, registered, now) {
                 Ok(o) => outs.extend(o),
                 Err(e) => tracing::warn!(error = %e, %address, "dump refused"),
             }
@@ -536,10 +576,10 @@ impl Shell {
     async fn on_message(&mut self, m: Message) {
         let h = m.header;
         match (h.kind, h.opcode) {
-            // Only this node's own daemons say what this node hosts; another
-            // node cannot rewrite it.
-            (Kind::Event, HOSTED) if h.src.pnn != self.pnn => {
-                tracing::warn!(from = %h.src, "HOSTED from another node: ignored");
+            // Only this node's own failoverd says what this node hosts;
+            // another node, or another local client, cannot rewrite it.
+            (Kind::Event, HOSTED) if h.src.pnn != self.pnn || h.src.service != FAILOVERD => {
+                tracing::warn!(from = %h.src, "HOSTED not from this node's failoverd: ignored");
             }
             (Kind::Event, HOSTED) => match decode_payload::<Hosted>(&m.payload) {
                 Ok(hosted) => self.set_hosted(&hosted.addresses).await,
@@ -581,6 +621,13 @@ impl Shell {
     }
 
     async fn on_announce(&mut self, from: Pnn, a: Announce) {
+        if self.opts.nodes.as_ref().is_some_and(|n| !n.contains(&from)) {
+            tracing::warn!(
+                peer = from,
+                "HOSTS from a node not in the nodes file: ignored"
+            );
+            return;
+        }
         let now = Instant::now();
         let hosted: Vec<IpAddr> = a.hosted.iter().map(|x| x.to_canonical()).collect();
         let (new_contact, changed) = match self.peers.get_mut(&from) {
@@ -624,6 +671,54 @@ impl Shell {
         }
     }
 
+    /// The connections of `q.address` (to `q.port` only if given), sorted
+    /// in [`TrackedConnection`]'s order.
+    fn sorted_connections(&self, q: GetConnections) -> Vec<Conn> {
+        let mut conns = self.engine.table().connections(q.address.to_canonical());
+        if let Some(p) = q.port {
+            conns.retain(|c| c.public_port == p);
+        }
+        conns.sort_unstable();
+        conns.dedup();
+        conns
+    }
+
+    /// One page of a listing: the first page takes a sorted snapshot that
+    /// the following pages (same query, within [`PAGE_LIST_TTL`]) are cut
+    /// from, so a listing of a million connections sorts once.
+    fn page(&mut self, q: GetConnectionsPage) -> ConnectionsPage {
+        let query = GetConnections {
+            address: q.query.address.to_canonical(),
+            port: q.query.port,
+        };
+        let fresh = self
+            .page_list
+            .as_ref()
+            .is_some_and(|l| l.query == query && l.made.elapsed() < PAGE_LIST_TTL);
+        if q.after.is_none() || !fresh {
+            self.page_list = Some(PageList {
+                query,
+                conns: self.sorted_connections(query),
+                made: Instant::now(),
+            });
+        }
+        let Some(list) = &self.page_list else {
+            return ConnectionsPage {
+                conns: Vec::new(),
+                more: false,
+            };
+        };
+        // Within one address, `Conn`'s order (client, port) is
+        // `TrackedConnection`'s (client, (address, port)).
+        let after = q.after.map(|t| Conn::new(t.client, t.server.port()));
+        let (page, more) = page_after(&list.conns, after, PAGE_CONNECTIONS);
+        let conns = page.iter().map(|c| tracked(query.address, *c)).collect();
+        if !more {
+            self.page_list = None;
+        }
+        ConnectionsPage { conns, more }
+    }
+
     async fn on_request(&mut self, op: u32, m: &Message) -> Result<Vec<u8>, (ErrorCode, String)> {
         let bad = |e: transport::proto::PayloadError| (ErrorCode::BadRequest, e.to_string());
         let enc = |r: Result<Vec<u8>, transport::proto::PayloadError>| {
@@ -633,19 +728,25 @@ impl Shell {
             GET_CONNECTIONS => {
                 let q: GetConnections = decode_payload(&m.payload).map_err(bad)?;
                 let address = q.address.to_canonical();
-                let mut conns = self.engine.table().connections(address);
-                if let Some(p) = q.port {
-                    conns.retain(|c| c.public_port == p);
-                }
-                conns.sort_unstable();
-                let list: Vec<TrackedConnection> = conns
+                let list: Vec<TrackedConnection> = self
+                    .sorted_connections(q)
                     .into_iter()
-                    .map(|c| TrackedConnection {
-                        client: c.client,
-                        server: SocketAddr::new(address, c.public_port),
-                    })
+                    .map(|c| tracked(address, c))
                     .collect();
-                enc(encode_payload(&list))
+                encode_payload(&list).map_err(|e| {
+                    (
+                        ErrorCode::Internal,
+                        format!(
+                            "{} connections of {address} do not fit one message ({e}): \
+                             ask with GET_CONNECTIONS_PAGE",
+                            list.len()
+                        ),
+                    )
+                })
+            }
+            GET_CONNECTIONS_PAGE => {
+                let q: GetConnectionsPage = decode_payload(&m.payload).map_err(bad)?;
+                enc(encode_payload(&self.page(q)))
             }
             GET_COUNTS => {
                 let mut counts: Vec<AddressCount> = self

@@ -21,6 +21,12 @@
 //!   behind on one asks for a sync. This repairs what no gap reveals: a lost
 //!   last message, a lost periodic sync, a partition that healed.
 //! * A joining node asks one peer for a snapshot ([`Msg::SnapshotRequest`]).
+//!   A peer is served a snapshot (or a full sync of every hosted address) at
+//!   most once per [`SNAPSHOT_EVERY`]: a confused or hostile peer cannot make
+//!   this node send its whole table in a loop.
+//! * With the nodes file given ([`Engine::with_nodes`]), messages from a node
+//!   that is not in it, or about a reporter that is not in it, are refused:
+//!   no view is ever created for a made-up reporter.
 //! * When the address moves away, this node's view stays until the table's
 //!   grace period expires, so the new host can tickle those clients.
 
@@ -33,6 +39,10 @@ use foldhash::{HashMap, HashSet};
 use crate::msg::{Msg, OpKind, Request, Response, MAX_MSG_BYTES, MAX_VERSIONS};
 use crate::reporter::Reporter;
 use crate::table::{Conn, Pnn, Table, TableError, Version};
+
+/// Least time between two snapshots (or two whole-table sync requests)
+/// served to one peer. A restarting node asks once per start.
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
 
 /// Timings of one node's conntrackd.
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +88,14 @@ pub enum EngineError {
     /// The table refused the connection.
     #[error(transparent)]
     Table(#[from] TableError),
+    /// A message from, or about, a node that is not in the nodes file.
+    #[error("message from pnn {from} names pnn {pnn}, which is not in the nodes file")]
+    UnknownNode {
+        /// The sender.
+        from: Pnn,
+        /// The node it names (the sender itself or a reporter).
+        pnn: Pnn,
+    },
 }
 
 /// One node's conntrackd, pure.
@@ -96,6 +114,10 @@ pub struct Engine {
     last_sync: Duration,
     /// When a sync was last asked of a view with a gap.
     asked: HashMap<(Pnn, IpAddr), Duration>,
+    /// When each peer was last served a snapshot or a whole-table sync.
+    served: HashMap<Pnn, Duration>,
+    /// The nodes of the nodes file (`None`: anyone, for tests).
+    nodes: Option<HashSet<Pnn>>,
 }
 
 impl Engine {
@@ -113,7 +135,41 @@ impl Engine {
             fresh: HashSet::default(),
             last_sync: now,
             asked: HashMap::default(),
+            served: HashMap::default(),
+            nodes: None,
         }
+    }
+
+    /// Accepts messages only from and about the nodes `pnns` (the live
+    /// lines of the nodes file).
+    #[must_use]
+    pub fn with_nodes(mut self, pnns: impl IntoIterator<Item = Pnn>) -> Self {
+        self.nodes = Some(pnns.into_iter().collect());
+        self
+    }
+
+    fn check_node(&self, from: Pnn, pnn: Pnn) -> Result<(), EngineError> {
+        match &self.nodes {
+            Some(n) if !n.contains(&pnn) => Err(EngineError::UnknownNode { from, pnn }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `peer` may be served a whole table now (and notes it).
+    fn may_serve(&mut self, peer: Pnn, now: Duration) -> bool {
+        let due = self
+            .served
+            .get(&peer)
+            .is_none_or(|t| now.saturating_sub(*t) >= SNAPSHOT_EVERY);
+        if due {
+            self.served.insert(peer, now);
+        } else {
+            tracing::info!(
+                peer,
+                "whole-table request again within {SNAPSHOT_EVERY:?}: ignored"
+            );
+        }
+        due
     }
 
     /// Uses at most `chunk` connections per sync chunk (tests).
@@ -208,20 +264,45 @@ impl Engine {
         conns: &[Conn],
         now: Duration,
     ) -> Result<Vec<Out>, EngineError> {
+        self.on_dump_with(address, conns, &std::collections::HashSet::new(), now)
+    }
+
+    /// [`Engine::on_dump`] for a node that also holds `registered`
+    /// connections on `address` (explicit registrations, which no dump
+    /// shows): they are never removed by the dump, and a full report
+    /// includes them. The cost follows the dump and the view, not a merge
+    /// of the two lists (a million registrations made every dump a sort and
+    /// a diff of a million).
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::on_dump`].
+    pub fn on_dump_with<S: std::hash::BuildHasher>(
+        &mut self,
+        address: IpAddr,
+        conns: &[Conn],
+        registered: &std::collections::HashSet<Conn, S>,
+        now: Duration,
+    ) -> Result<Vec<Out>, EngineError> {
         let address = address.to_canonical();
         let mut out = Vec::new();
         if !self.hosts(address) {
             return Ok(out);
         }
-        let (add, remove) = self.table.diff(address, self.pnn, conns)?;
+        let (add, mut remove) = self.table.diff(address, self.pnn, conns)?;
         if self.fresh.remove(&address) || !self.reporter.knows(address) {
             // First report since the takeover or in this incarnation: a full
             // sync, so that a view left by an earlier run (relayed back by a
             // peer) is replaced and peers that expired ours start afresh.
-            let msgs = self.reporter.sync(address, conns);
+            let mut all: Vec<Conn> = conns.iter().map(|c| canonical(*c)).collect();
+            all.extend(registered.iter().copied());
+            all.sort_unstable();
+            all.dedup();
+            let msgs = self.reporter.sync(address, &all);
             self.local(msgs, now, &mut out);
             return Ok(out);
         }
+        remove.retain(|c| !registered.contains(c));
         for c in remove {
             self.change(address, OpKind::Remove, c, now, &mut out);
         }
@@ -338,21 +419,29 @@ impl Engine {
         now: Duration,
     ) -> Result<Vec<Out>, EngineError> {
         let mut out = Vec::new();
+        self.check_node(from, from)?;
         match msg {
-            Msg::Deltas(_) | Msg::Sync(_) => {
+            Msg::Deltas(d) => {
+                self.check_node(from, d.reporter)?;
+                self.table.apply(msg, now)?;
+            }
+            Msg::Sync(chunk) => {
+                self.check_node(from, chunk.reporter)?;
                 self.table.apply(msg, now)?;
             }
             Msg::SyncRequest { address, .. } => {
                 let targets: Vec<IpAddr> = match address {
                     Some(a) if self.hosts(*a) => vec![a.to_canonical()],
                     Some(_) => Vec::new(),
-                    None => self.hosted.iter().copied().collect(),
+                    None if self.may_serve(from, now) => self.hosted.iter().copied().collect(),
+                    None => Vec::new(),
                 };
                 for a in targets {
                     self.full_sync(a, now, &mut out);
                 }
             }
             Msg::Versions { reporter, versions } => {
+                self.check_node(from, *reporter)?;
                 for (address, v) in versions {
                     let address = address.to_canonical();
                     let behind = self
@@ -364,7 +453,7 @@ impl Engine {
                     }
                 }
             }
-            Msg::SnapshotRequest { .. } => {
+            Msg::SnapshotRequest { .. } if self.may_serve(from, now) => {
                 out.extend(
                     self.table
                         .snapshot(usize::MAX)
@@ -372,6 +461,7 @@ impl Engine {
                         .map(|m| Out::To(from, m)),
                 );
             }
+            Msg::SnapshotRequest { .. } => {}
         }
         Ok(out)
     }

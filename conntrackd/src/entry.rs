@@ -60,11 +60,22 @@ pub fn load(dir: &Path) -> Result<Loaded, EntryError> {
     let loaded = config::load(dir)?;
     let run_dir = loaded.resolve(&loaded.config.transport.run_dir);
     let incarnation = daemon::next_incarnation(&run_dir.join("conntrackd.incarnation"))?;
+    let mut options = Options::from_config(&loaded.config, incarnation);
+    let mut warnings = loaded.warnings.clone();
+    // Replication from or about nodes outside the nodes file is refused.
+    let nodes_path = loaded.dir.join("nodes");
+    match std::fs::read_to_string(&nodes_path) {
+        Ok(text) => options.nodes = Some(daemon::node_pnns(&text)),
+        Err(e) => warnings.push(format!(
+            "{}: {e}: replication from any node is accepted",
+            nodes_path.display()
+        )),
+    }
     Ok(Loaded {
-        options: Options::from_config(&loaded.config, incarnation),
+        options,
         socket: run_dir.join("transport.sock"),
         log_level: loaded.config.logging.level.clone(),
-        warnings: loaded.warnings.clone(),
+        warnings,
     })
 }
 

@@ -39,12 +39,19 @@ struct Bed {
     c: TestCluster,
     rt: tokio::runtime::Runtime,
     conntrackd: Vec<Option<u32>>,
-    /// Kept open so that events sent through it are delivered.
-    senders: Vec<Client>,
+    /// Per node, a client registered as `failoverd` (conntrackd believes
+    /// HOSTED only from this node's failoverd), kept open so that events
+    /// sent through it are delivered.
+    failoverd: Vec<Option<Client>>,
 }
 
 impl Bed {
     fn new(tag: &str, n: usize) -> Bed {
+        Bed::with_scan(tag, n, 500)
+    }
+
+    /// A bed whose conntrackd dump the kernel's sockets every `scan_ms`.
+    fn with_scan(tag: &str, n: usize, scan_ms: u64) -> Bed {
         require_root();
         let c = TestCluster::new(tag, n).unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -71,7 +78,7 @@ impl Bed {
             std::fs::write(
                 node.config_dir.join("ipfailover.toml"),
                 format!(
-                    "[transport]\nrun_dir = \"{}\"\n\n[conntrack]\nscan_interval_ms = 500\n\
+                    "[transport]\nrun_dir = \"{}\"\n\n[conntrack]\nscan_interval_ms = {scan_ms}\n\
                      sync_interval_ms = 1000\n\n[logging]\nlevel = \"debug\"\n",
                     node.run_dir.display()
                 ),
@@ -90,9 +97,9 @@ impl Bed {
         }
         Bed {
             conntrackd: vec![None; n],
+            failoverd: (0..n).map(|_| None).collect(),
             c,
             rt,
-            senders: Vec::new(),
         }
     }
 
@@ -227,11 +234,20 @@ impl Bed {
         (out.status.success(), text)
     }
 
-    /// Sends failoverd's HOSTED event on node `i`, as failoverd would.
+    /// Sends failoverd's HOSTED event on node `i`, as failoverd would (from
+    /// a client registered as `failoverd`).
     fn send_hosted(&mut self, i: usize, addresses: Vec<IpAddr>) {
         let node = &self.c.nodes[i];
-        let c = self.rt.block_on(async {
-            let c = Self::client(node).await.expect("connect to transportd");
+        let sock = node.run_dir.join("transport.sock");
+        let slot = &mut self.failoverd[i];
+        self.rt.block_on(async {
+            if slot.is_none() {
+                let (c, _incoming) = Client::connect_unix(&sock, "failoverd")
+                    .await
+                    .expect("connect to transportd as failoverd");
+                *slot = Some(c);
+            }
+            let c = slot.as_ref().expect("just connected");
             c.event(
                 Address::new(LOCAL, BROADCAST_SERVICE),
                 HOSTED,
@@ -239,9 +255,7 @@ impl Bed {
             )
             .await
             .expect("send HOSTED");
-            c
         });
-        self.senders.push(c);
     }
 }
 
@@ -419,8 +433,8 @@ fn connections_appear_everywhere_close_everywhere_and_survive_a_restart() {
     assert!(ok, "{out}");
     b.wait_all(&all, public(1), &[], "deltickle from stdin");
 
-    // Closing removes them everywhere (the next sock_diag scan sees them
-    // gone; conntrack's DESTROY comes only after TIME_WAIT).
+    // Closing removes them everywhere (conntrack's update to FIN_WAIT; see
+    // also closed_connections_leave_every_node_without_a_scan).
     drop(pairs0);
     b.wait_all(&all, public(0), &[], "closed connections gone everywhere");
 
@@ -450,6 +464,64 @@ fn connections_appear_everywhere_close_everywhere_and_survive_a_restart() {
     drop((pairs1, pairs2, more0));
     drop(b);
     assert!(!ip_netns_left("ctc"));
+}
+
+/// A connection closed by its client, or by the server, leaves the table
+/// of every node promptly: the conntrack update to a closing TCP state
+/// removes it, not the next sock_diag dump (set to 10 minutes here, so
+/// this fails if removal waits for a dump) nor conntrack's DESTROY (after
+/// TIME_WAIT, 2 minutes).
+#[test]
+fn closed_connections_leave_every_node_without_a_scan() {
+    const PROMPT: Duration = Duration::from_secs(5);
+    let mut b = Bed::with_scan("ctx", 2, 600_000);
+    b.start_conntrackd(0, true);
+    b.start_conntrackd(1, true);
+    let both = [0, 1];
+    let a0 = SocketAddr::new(public(0), 445);
+    let l0 = listen(&b.c.nodes[0].ns, a0);
+    // conntrackd's first dump happens at its start: wait until node 0
+    // answers before connecting, so that the connections are learned from
+    // conntrack events alone.
+    wait_for("node 0's conntrackd", LIMIT, EVERY, || {
+        b.counts(0).map(|_| ())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", b.logs()));
+    let mut pairs = connect(&b.c.client, &l0, a0, 6);
+    b.wait_all(
+        &both,
+        public(0),
+        &tracked(&pairs),
+        "six connections everywhere",
+    );
+
+    // Two closed by the client, one by the server (its client stays open,
+    // in CLOSE_WAIT): all three leave, the other three stay.
+    let by_server = pairs.remove(5);
+    let by_client = [pairs.remove(0), pairs.remove(0)];
+    let (client_end, server_end) = by_server;
+    drop(server_end);
+    drop(by_client);
+    let want = tracked(&pairs);
+    let mut sorted = want.clone();
+    sorted.sort_unstable();
+    let start = std::time::Instant::now();
+    let r = wait_for("closed connections gone everywhere", PROMPT, EVERY, || {
+        both.iter()
+            .all(|i| b.query(*i, public(0)).as_deref() == Some(&sorted[..]))
+            .then_some(())
+    });
+    if let Err(e) = r {
+        let seen: Vec<_> = both.iter().map(|i| b.query(*i, public(0))).collect();
+        panic!("{e}: want {sorted:?}, nodes hold {seen:?}\n{}", b.logs());
+    }
+    eprintln!(
+        "closed connections gone everywhere after {:?}",
+        start.elapsed()
+    );
+    drop((client_end, pairs));
+    drop(b);
+    assert!(!ip_netns_left("ctx"));
 }
 
 #[test]

@@ -488,7 +488,9 @@ fn adoption_keeps_the_configured_address() {
 /// idle client blocked in a read is reset at once; HOSTED is published.
 #[test]
 fn take_tickles_the_clients_conntrackd_lists() {
-    use transport::msg::conntrack::{GetConnections, TrackedConnection, GET_CONNECTIONS};
+    use transport::msg::conntrack::{
+        ConnectionsPage, GetConnectionsPage, TrackedConnection, GET_CONNECTIONS_PAGE,
+    };
     use transport::msg::failover::{Hosted, HOSTED};
     use transport::proto::decode_payload;
     use transport::router::Router;
@@ -531,10 +533,14 @@ fn take_tickles_the_clients_conntrackd_lists() {
             let fake = tokio::spawn(async move {
                 while let Some(m) = ct_in.recv().await {
                     match m.header.opcode {
-                        GET_CONNECTIONS => {
-                            let req: GetConnections = decode_payload(&m.payload).unwrap();
-                            let _ = tx.send(Err(req.address));
-                            ct.reply(&m, &vec![tracked]).await.unwrap();
+                        GET_CONNECTIONS_PAGE => {
+                            let req: GetConnectionsPage = decode_payload(&m.payload).unwrap();
+                            let _ = tx.send(Err(req.query.address));
+                            let page = ConnectionsPage {
+                                conns: vec![tracked],
+                                more: false,
+                            };
+                            ct.reply(&m, &page).await.unwrap();
                         }
                         HOSTED => {
                             let h: Hosted = decode_payload(&m.payload).unwrap();

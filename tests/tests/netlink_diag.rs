@@ -306,7 +306,7 @@ fn conntrack_events_follow_a_connection(server_ip: &str, tag: &str) {
     let all: HashSet<_> = seen.into_iter().chain(more).collect();
     for event in &all {
         match event {
-            ConntrackEvent::New(c) | ConntrackEvent::Destroy(c) => {
+            ConntrackEvent::New(c) | ConntrackEvent::Destroy(c) | ConntrackEvent::Closing(c) => {
                 assert_eq!(c.local.ip(), public, "unwatched event {event:?}")
             }
             ConntrackEvent::Lost => {}

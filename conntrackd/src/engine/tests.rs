@@ -531,3 +531,110 @@ fn an_address_dropped_from_the_configuration_expires() {
     net.assert_all(a(), &[]);
     net.assert_all(b(), &[c6(1, 1)]);
 }
+
+#[test]
+fn messages_from_or_about_nodes_outside_the_nodes_file_are_refused() {
+    let now = Duration::from_secs(100);
+    let config = Config::default();
+    let mut e = Engine::new(0, 1, config, now).with_nodes([0, 1, 2]);
+    e.set_hosts(&[(a(), Some(1))], now);
+    // Node 1 reports its own view: accepted.
+    let mut r1 = Reporter::new(1, 1);
+    let good = r1.sync(a(), &[c(1, 1)]);
+    for m in &good {
+        e.on_peer(1, m, now).unwrap();
+    }
+    assert_eq!(e.table().connections(a()), vec![c(1, 1)]);
+    // Node 1 relays a view of node 7, which is not in the nodes file.
+    let mut r7 = Reporter::new(7, 1);
+    for m in r7.sync(a(), &[c(7, 7)]) {
+        let err = e.on_peer(1, &m, now).unwrap_err();
+        assert_eq!(err, EngineError::UnknownNode { from: 1, pnn: 7 });
+    }
+    let (_, deltas) = r7.change(a(), OpKind::Add, c(7, 8));
+    for m in deltas.into_iter().chain(r7.flush()) {
+        assert!(e.on_peer(1, &m, now).is_err());
+    }
+    let versions = Msg::Versions {
+        reporter: 7,
+        versions: vec![(a(), Version::new(1, 5))],
+    };
+    assert!(e.on_peer(1, &versions, now).is_err());
+    // A message from node 9 itself, even about node 1.
+    let mut r1b = Reporter::new(1, 1);
+    for m in r1b.sync(a(), &[c(9, 9)]) {
+        assert_eq!(
+            e.on_peer(9, &m, now).unwrap_err(),
+            EngineError::UnknownNode { from: 9, pnn: 9 }
+        );
+    }
+    // No view for the made-up reporter, nothing of theirs in the table.
+    assert_eq!(e.table().reporters(a()), vec![1]);
+    assert_eq!(e.table().connections(a()), vec![c(1, 1)]);
+    // Without the nodes file, anyone is accepted (tests).
+    let mut open = Engine::new(0, 1, config, now);
+    open.set_hosts(&[(a(), Some(1))], now);
+    for m in Reporter::new(7, 1).sync(a(), &[c(7, 7)]) {
+        open.on_peer(1, &m, now).unwrap();
+    }
+    assert_eq!(open.table().reporters(a()), vec![7]);
+}
+
+#[test]
+fn whole_table_requests_are_served_at_most_once_a_second_per_peer() {
+    let mut net = Net::new(2);
+    net.hosts(&[(a(), Some(0))]);
+    net.dump(0, a(), &[c(1, 1), c(2, 2)]);
+    let snapshot = Msg::SnapshotRequest { from: 1 };
+    let all = Msg::SyncRequest {
+        from: 1,
+        address: None,
+    };
+    let now = net.now;
+    let first = net.node(0).on_peer(1, &snapshot, now).unwrap();
+    assert!(!first.is_empty());
+    // Again at once, and a whole-table sync request: nothing.
+    for m in [&snapshot, &all] {
+        let again = net.node(0).on_peer(1, m, now + SNAPSHOT_EVERY / 2).unwrap();
+        assert!(again.is_empty(), "{again:?}");
+    }
+    // Another peer is served.
+    let other = Msg::SnapshotRequest { from: 2 };
+    assert!(!net.node(0).on_peer(2, &other, now).unwrap().is_empty());
+    // A sync request for one address is not limited.
+    let one = Msg::SyncRequest {
+        from: 1,
+        address: Some(a()),
+    };
+    assert!(!net.node(0).on_peer(1, &one, now).unwrap().is_empty());
+    // After the interval, served again.
+    let later = net.node(0).on_peer(1, &all, now + SNAPSHOT_EVERY).unwrap();
+    assert!(!later.is_empty());
+}
+
+#[test]
+fn a_dump_keeps_registered_connections_and_a_full_report_includes_them() {
+    let mut net = Net::new(2);
+    net.hosts(&[(a(), Some(0))]);
+    let registered: std::collections::HashSet<Conn> = [c(9, 1), c(9, 2)].into_iter().collect();
+    // The first report is a full sync: the kernel's and the registered.
+    let now = net.now;
+    let outs = net
+        .node(0)
+        .on_dump_with(a(), &[c(1, 1)], &registered, now)
+        .unwrap();
+    net.deliver(0, outs);
+    net.assert_all(a(), &[c(1, 1), c(9, 1), c(9, 2)]);
+    // A later dump without them removes only what the kernel lost.
+    let outs = net
+        .node(0)
+        .on_dump_with(a(), &[c(2, 2)], &registered, now)
+        .unwrap();
+    net.deliver(0, outs);
+    net.tick(TICK);
+    net.assert_all(a(), &[c(2, 2), c(9, 1), c(9, 2)]);
+    // Without the registrations, a dump removes them.
+    net.dump(0, a(), &[c(2, 2)]);
+    net.tick(TICK);
+    net.assert_all(a(), &[c(2, 2)]);
+}

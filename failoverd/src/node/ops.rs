@@ -22,7 +22,7 @@ use netlink::sockdiag::{canonical, Connection, SockDiag};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use transport::client::Client;
-use transport::msg::conntrack::{GetConnections, TrackedConnection, GET_CONNECTIONS};
+use transport::msg::conntrack::{get_connections, GetConnections, TrackedConnection};
 use transport::msg::failover::{Hosted, HOSTED};
 use transport::proto::service::CONNTRACKD;
 use transport::proto::{Address, BROADCAST_SERVICE, LOCAL};
@@ -407,14 +407,14 @@ impl Inner {
             address: addr,
             port: None,
         };
-        let r: Result<Vec<TrackedConnection>, _> = client
-            .request(
-                Address::new(LOCAL, CONNTRACKD),
-                GET_CONNECTIONS,
-                &req,
-                self.config.conntrack_timeout,
-            )
-            .await;
+        // Paged: an address may have more connections than one message.
+        let r = get_connections(
+            client,
+            Address::new(LOCAL, CONNTRACKD),
+            req,
+            self.config.conntrack_timeout,
+        )
+        .await;
         match r {
             Ok(list) => list
                 .into_iter()

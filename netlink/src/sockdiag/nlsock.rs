@@ -197,8 +197,30 @@ impl NlSocket {
 
     /// Sets the kernel receive buffer (for event listeners that must not
     /// overrun under bursts).
+    /// Uses `SO_RCVBUFFORCE` (needs CAP_NET_ADMIN, above `rmem_max`) and
+    /// falls back to `SO_RCVBUF`.
     pub(crate) fn set_recv_buffer(&self, bytes: usize) -> io::Result<()> {
-        self.fd.get_ref().set_rx_buf_sz(bytes)
+        let value = libc::c_int::try_from(bytes).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "receive buffer over 2 GiB")
+        })?;
+        let fd = self.fd.get_ref().as_raw_fd();
+        // SAFETY: `fd` is this socket's open fd; the option value is a
+        // c_int on the stack whose size is passed alongside.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                std::ptr::from_ref(&value).cast(),
+                libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>())
+                    .expect("size of c_int fits socklen_t"),
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            self.fd.get_ref().set_rx_buf_sz(bytes)
+        }
     }
 
     /// Makes room for one datagram of `bytes` in the kernel send buffer

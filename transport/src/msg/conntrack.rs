@@ -9,10 +9,20 @@
 //! Replication between conntrackd instances uses the conntrackd crate's own
 //! messages and the opcodes [`REPLICATION`] reserved here so that no other
 //! daemon takes them.
+//!
+//! An address may have more connections than one message holds (a 4 MiB
+//! payload is about 250,000 IPv4 connections): [`GET_CONNECTIONS_PAGE`]
+//! serves them a page at a time, and [`get_connections`] is the client side
+//! that every consumer (failoverd's tickles, the CLI's `gettickles`) calls to
+//! get the whole list.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::client::{Client, ClientError};
+use crate::proto::Address;
 
 /// Request [`GetConnections`] → `Vec<TrackedConnection>`: the connections of
 /// a public address (only those to `port` if given), every reporter's.
@@ -26,6 +36,17 @@ pub const REMOVE_CONNECTIONS: u32 = 0x0003_0003;
 /// Request `()` → `Vec<AddressCount>`: the number of tracked connections of
 /// every address that has any.
 pub const GET_COUNTS: u32 = 0x0003_0004;
+/// Request [`GetConnectionsPage`] → [`ConnectionsPage`]: one page of the
+/// connections of a public address, in ascending order, after a cursor.
+/// Use [`get_connections`] rather than this directly.
+pub const GET_CONNECTIONS_PAGE: u32 = 0x0003_0005;
+/// Most connections in one [`ConnectionsPage`]: 40 bytes each at worst
+/// (two IPv6 socket addresses), so a page stays far below the 4 MiB payload
+/// limit.
+pub const PAGE_CONNECTIONS: usize = 65_536;
+/// Most pages [`get_connections`] asks for (a bound on its loop: 268 million
+/// connections).
+pub const MAX_PAGES: usize = 4096;
 /// Event between conntrackd instances (node to node): one replication
 /// message of the conntrackd crate (deltas, sync chunks, versions, requests).
 pub const REPLICATION: u32 = 0x0003_0100;
@@ -46,6 +67,133 @@ pub struct TrackedConnection {
     pub client: SocketAddr,
     /// The public address and port it connected to.
     pub server: SocketAddr,
+}
+
+/// The payload of [`GET_CONNECTIONS_PAGE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GetConnectionsPage {
+    /// The public address and port filter, as in [`GET_CONNECTIONS`].
+    pub query: GetConnections,
+    /// The cursor: only connections ordered after this one (`None`: from
+    /// the first). The order is [`TrackedConnection`]'s `Ord`.
+    pub after: Option<TrackedConnection>,
+}
+
+/// The answer to [`GET_CONNECTIONS_PAGE`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConnectionsPage {
+    /// At most [`PAGE_CONNECTIONS`] connections, ascending, all after the
+    /// cursor.
+    pub conns: Vec<TrackedConnection>,
+    /// Whether more connections follow the last one of this page.
+    pub more: bool,
+}
+
+/// Why [`get_connections`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GetConnectionsError {
+    /// A page request failed (timeout, closed transport, refused).
+    #[error("connections of {address}: {source}")]
+    Request {
+        /// The public address asked for.
+        address: IpAddr,
+        /// Why.
+        #[source]
+        source: ClientError,
+    },
+    /// conntrackd said more follow but its page did not move past the
+    /// cursor (a broken server): stop rather than loop.
+    #[error("connections of {address}: conntrackd's page {page} did not advance the cursor")]
+    Stalled {
+        /// The public address asked for.
+        address: IpAddr,
+        /// The page (from 0).
+        page: usize,
+    },
+    /// More than [`MAX_PAGES`] pages.
+    #[error("connections of {address}: more than {MAX_PAGES} pages")]
+    TooMany {
+        /// The public address asked for.
+        address: IpAddr,
+    },
+    /// The whole list did not arrive within the time limit.
+    #[error("connections of {address}: not all pages within {limit:?}")]
+    Timeout {
+        /// The public address asked for.
+        address: IpAddr,
+        /// The limit.
+        limit: Duration,
+    },
+}
+
+/// All connections of `query.address` (only to `query.port` if given) that
+/// the conntrackd at `dst` tracks, sorted, fetched page by page
+/// ([`GET_CONNECTIONS_PAGE`]) so that any number fits; `timeout` bounds the
+/// whole exchange. Pages are cut by a cursor, so a connection present for the
+/// whole exchange is returned exactly once even if the table changes between
+/// pages (conntrackd also serves the pages of one listing from one snapshot
+/// when it can).
+///
+/// Call it as
+/// `get_connections(&client, Address::new(LOCAL, CONNTRACKD), GetConnections { address, port: None }, timeout)`.
+///
+/// # Errors
+///
+/// [`GetConnectionsError`]: a failed or timed-out page request, a server
+/// that does not advance, more than [`MAX_PAGES`] pages.
+pub async fn get_connections(
+    client: &Client,
+    dst: Address,
+    query: GetConnections,
+    timeout: Duration,
+) -> Result<Vec<TrackedConnection>, GetConnectionsError> {
+    let address = query.address;
+    let fetch = async {
+        let mut all: Vec<TrackedConnection> = Vec::new();
+        let mut after = None;
+        for page in 0..MAX_PAGES {
+            let req = GetConnectionsPage { query, after };
+            let got: ConnectionsPage = client
+                .request(dst, GET_CONNECTIONS_PAGE, &req, timeout)
+                .await
+                .map_err(|source| GetConnectionsError::Request { address, source })?;
+            let last = got.conns.last().copied();
+            // Every connection of the page must follow the cursor, in order.
+            let ordered = got.conns.windows(2).all(|w| w[0] < w[1])
+                && match (after, got.conns.first()) {
+                    (Some(a), Some(first)) => a < *first,
+                    _ => true,
+                };
+            if !ordered || (got.more && last.is_none()) {
+                return Err(GetConnectionsError::Stalled { address, page });
+            }
+            all.extend(got.conns);
+            if !got.more {
+                return Ok(all);
+            }
+            after = last;
+        }
+        Err(GetConnectionsError::TooMany { address })
+    };
+    tokio::time::timeout(timeout, fetch)
+        .await
+        .map_err(|_| GetConnectionsError::Timeout {
+            address,
+            limit: timeout,
+        })?
+}
+
+/// The page of `sorted` (ascending, distinct) that follows `after`: at most
+/// `max` connections and whether more follow. The server side of
+/// [`GET_CONNECTIONS_PAGE`], pure.
+pub fn page_after<T: Ord + Copy>(sorted: &[T], after: Option<T>, max: usize) -> (&[T], bool) {
+    let start = match after {
+        Some(a) => sorted.partition_point(|c| *c <= a),
+        None => 0,
+    };
+    let rest = sorted.get(start..).unwrap_or(&[]);
+    let n = rest.len().min(max.max(1));
+    (&rest[..n], rest.len() > n)
 }
 
 /// One line of the [`GET_COUNTS`] answer.
@@ -71,6 +219,7 @@ mod tests {
             ADD_CONNECTIONS,
             REMOVE_CONNECTIONS,
             GET_COUNTS,
+            GET_CONNECTIONS_PAGE,
             REPLICATION,
         ];
         for (i, a) in all.iter().enumerate() {
@@ -103,5 +252,53 @@ mod tests {
         }];
         let bytes = encode_payload(&v).unwrap();
         assert_eq!(decode_payload::<Vec<TrackedConnection>>(&bytes).unwrap(), v);
+    }
+
+    #[test]
+    fn pages_cover_a_sorted_list_exactly_once() {
+        let list: Vec<u32> = (0..10).map(|x| x * 2).collect();
+        assert_eq!(page_after(&list, None, 4), (&list[0..4], true));
+        assert_eq!(page_after(&list, Some(6), 4), (&list[4..8], true));
+        assert_eq!(page_after(&list, Some(7), 4), (&list[4..8], true));
+        assert_eq!(page_after(&list, Some(14), 4), (&list[8..10], false));
+        assert_eq!(page_after(&list, Some(18), 4), (&list[10..], false));
+        assert_eq!(page_after(&list, Some(100), 4), (&list[10..], false));
+        assert_eq!(page_after::<u32>(&[], None, 4), (&[][..], false));
+        // Walking by the last element of each page yields the list.
+        let mut got = Vec::new();
+        let mut after = None;
+        for _ in 0..20 {
+            let (page, more) = page_after(&list, after, 3);
+            got.extend_from_slice(page);
+            after = page.last().copied();
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(got, list);
+    }
+
+    #[test]
+    fn a_full_page_fits_one_payload() {
+        let v6 = |port| {
+            SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::new(
+                    0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff,
+                )),
+                port,
+            )
+        };
+        let page = ConnectionsPage {
+            conns: vec![
+                TrackedConnection {
+                    client: v6(u16::MAX),
+                    server: v6(u16::MAX),
+                };
+                PAGE_CONNECTIONS
+            ],
+            more: true,
+        };
+        let bytes = encode_payload(&page).unwrap();
+        assert!(bytes.len() <= crate::proto::MAX_PAYLOAD, "{}", bytes.len());
     }
 }
