@@ -221,6 +221,20 @@ pub struct Member {
     scratch: Vec<NodeFlags>,
 }
 
+/// The change counter of a generation (the bits above the PNN byte) never
+/// exceeds this: [`Member`] saturates there rather than wrap to a small
+/// generation that every peer would take for an old one.
+pub const MAX_GENERATION_COUNTER: u64 = 1 << 48;
+
+/// A peer message whose generation counter is more than this above the
+/// highest counter this node has seen is implausible and dropped whole (a
+/// bug or corruption on an authenticated peer). Honest generations differ
+/// by the number of membership changes made while two nodes did not talk:
+/// 2^32 of them take over a century at one change a second, so a node
+/// joining an old cluster still takes its generation. One accepted message
+/// can raise the counter by at most this, far below the saturation point.
+pub const MAX_GENERATION_JUMP: u64 = 1 << 32;
+
 fn idx(pnn: Pnn) -> usize {
     // Pnn is u32; usize is at least 32 bits on every supported target.
     usize::try_from(pnn).expect("usize holds u32")
@@ -603,7 +617,7 @@ impl Member {
     }
 
     fn on_heartbeat(&mut self, now: Duration, hb: &Heartbeat) {
-        if hb.to != self.pnn || hb.from == self.pnn {
+        if hb.to != self.pnn || hb.from == self.pnn || !self.plausible_generation(hb.generation) {
             return;
         }
         let dead_after = self.t().dead_after;
@@ -648,7 +662,10 @@ impl Member {
     }
 
     fn on_update(&mut self, u: &MembershipUpdate) {
-        if u.from == self.pnn || u.nodes.len() != self.peers.len() {
+        if u.from == self.pnn
+            || u.nodes.len() != self.peers.len()
+            || !self.plausible_generation(u.generation)
+        {
             return;
         }
         if let Some(mine) = &self.leader_update {
@@ -673,12 +690,20 @@ impl Member {
         }
     }
 
+    /// Is a peer's `generation` within [`MAX_GENERATION_JUMP`] changes of
+    /// the highest one seen?
+    fn plausible_generation(&self, generation: u64) -> bool {
+        generation >> 8 <= (self.max_gen >> 8).saturating_add(MAX_GENERATION_JUMP)
+    }
+
     /// A generation above every one seen, unique to this node: the low 8
     /// bits are the PNN's, so two nodes never make the same number for
-    /// different memberships.
+    /// different memberships. The change counter above them saturates at
+    /// [`MAX_GENERATION_COUNTER`] instead of wrapping.
     fn next_generation(&self) -> u64 {
         let own = u64::from(self.pnn) & 0xff;
-        (((self.max_gen >> 8) + 1) << 8) | own
+        let counter = ((self.max_gen >> 8) + 1).min(MAX_GENERATION_COUNTER);
+        (counter << 8) | own
     }
 
     fn step(&mut self, now: Duration, out: &mut Vec<Output>) {
