@@ -921,3 +921,35 @@ fn a_huge_peer_generation_can_neither_wrap_nor_pin_the_generation() {
     assert!(last[0] > before_change, "{last:?}");
     assert_eq!(sim.active_leaders(), vec![0]);
 }
+
+/// The exact cost of a leader's death (no lock): the followers' promise to
+/// the dead leader runs `lease + margin` after its last heartbeat, the
+/// successor becomes active within an interval of that, and then waits
+/// `lease + margin` for leases earlier leaders may have granted (see
+/// docs/clusterd.md, "Why leader failover waits two leases"). Measured:
+/// within `2 (lease + margin) + interval` (+ one simulation step), and not
+/// before `2 (lease + margin) - interval` (the second wait is really kept).
+#[test]
+fn leader_death_makes_its_ips_reassignable_within_two_leases_and_an_interval() {
+    for cfg in [fast(), Config::default()] {
+        let t = cfg.timing;
+        let hold = t.lease + t.margin;
+        for phase in 0..5u32 {
+            let mut sim = Sim::new(3, cfg);
+            sim.run(settle(&t) + t.interval * phase / 5);
+            assert_eq!(sim.active_leaders(), vec![0]);
+            sim.kill(0);
+            let took = sim
+                .run_until(settle(&t), |s| s.nodes[1].m.may_reassign(0, s.local(1)))
+                .expect("old leader's IPs reassignable");
+            assert!(
+                took <= hold * 2 + t.interval + sim.dt,
+                "{t:?} phase {phase}: reassignable after {took:?}"
+            );
+            assert!(
+                took + t.interval >= hold * 2,
+                "{t:?} phase {phase}: reassignable already after {took:?}"
+            );
+        }
+    }
+}
