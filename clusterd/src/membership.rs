@@ -980,3 +980,35 @@ impl Member {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn member() -> Member {
+        let file = NodesFile::parse(Path::new("nodes"), "192.0.2.1\n192.0.2.2\n").unwrap();
+        Member::new(Config::default(), &file, 1, Duration::ZERO).unwrap()
+    }
+
+    #[test]
+    fn next_generation_saturates_instead_of_wrapping() {
+        let mut m = member();
+        m.max_gen = (MAX_GENERATION_COUNTER << 8) | 7;
+        let g = m.next_generation();
+        assert_eq!(g, (MAX_GENERATION_COUNTER << 8) | 1);
+        m.max_gen = u64::MAX; // cannot happen through inputs; still no wrap
+        assert_eq!(m.next_generation(), (MAX_GENERATION_COUNTER << 8) | 1);
+    }
+
+    #[test]
+    fn plausible_generations_are_within_the_jump_of_the_highest_seen() {
+        let mut m = member();
+        m.max_gen = 5 << 8;
+        assert!(m.plausible_generation(0));
+        assert!(m.plausible_generation((5 + MAX_GENERATION_JUMP) << 8 | 0xff));
+        assert!(!m.plausible_generation((6 + MAX_GENERATION_JUMP) << 8));
+        assert!(!m.plausible_generation(u64::MAX));
+    }
+}
