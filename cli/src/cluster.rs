@@ -2,9 +2,11 @@
 //! [all|PNNs]`, `listnodes`, `pnn`, `leader`, and the node administration
 //! `disable`, `enable`, `stop`, `continue`, `ban SECONDS`, `unban`.
 //!
-//! Reading commands ask one node's clusterd for its membership
-//! (`GET_MEMBERSHIP` to `(PNN, CLUSTERD)`, through the local transportd):
-//! this node, or the first node given with `-n`. Administration commands go
+//! Reading commands ask clusterd for its membership (`GET_MEMBERSHIP` to
+//! `(PNN, CLUSTERD)`, through the local transportd). `status` and
+//! `nodestatus` show one node's view: this node's, or the first node given
+//! with `-n`; `pnn` and `leader` answer for each `-n` node (one block per
+//! node, see [`crate::output`]). Administration commands go
 //! to the local clusterd as `ADMIN { target, op }`, which forwards them to
 //! the target; with `-n all` or a list they act on each of those nodes.
 //! `listnodes` only reads the nodes file and works without any daemon.
@@ -18,6 +20,7 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use transport::client::{Client, ClientError};
@@ -25,11 +28,12 @@ use transport::msg::cluster::{
     AdminCommand, AdminOp, AdminOutcome, Membership, NodeFlags, NodeInfo, Pnn, ADMIN,
     GET_MEMBERSHIP,
 };
-use transport::proto::service::{CLUSTERD, LOCAL};
+use transport::msg::failover::{IpStatus, GET_IP_STATUS};
+use transport::proto::service::{CLUSTERD, FAILOVERD};
 use transport::proto::{Address, ErrorCode};
 
-use crate::ctx::{block_on, Ctx};
-use crate::output::{machine, Format, Nodes};
+use crate::ctx::{block_on, daemon_error, Ctx};
+use crate::output::{emit, machine, Format, Nodes, Report};
 
 /// Arguments of `nodestatus`.
 #[derive(Debug, clap::Args)]
@@ -307,29 +311,17 @@ pub fn already_message(target: Pnn, op: AdminOp) -> String {
     }
 }
 
-/// The node a reading command asks: the first `-n` node, else this one.
-fn queried(ctx: &Ctx) -> u32 {
+/// The node whose view `status`/`nodestatus` show: the first `-n` node,
+/// else this one (`-n all`: this one; the view is cluster-wide).
+fn queried(ctx: &Ctx, client: &Client) -> u32 {
     match &ctx.nodes {
-        Nodes::List(l) => l.first().copied().unwrap_or(LOCAL),
-        Nodes::Local | Nodes::All => LOCAL,
+        Nodes::List(l) => l.first().copied().unwrap_or(client.pnn()),
+        Nodes::Local | Nodes::All => client.pnn(),
     }
 }
 
 fn clusterd_error(pnn: u32, e: ClientError) -> anyhow::Error {
-    let node = if pnn == LOCAL {
-        "this node".to_string()
-    } else {
-        format!("node {pnn}")
-    };
-    match &e {
-        ClientError::Remote { error, .. } if error.code == ErrorCode::UnknownService => {
-            anyhow::anyhow!("clusterd is not running on {node}")
-        }
-        ClientError::Remote { error, .. } if error.code == ErrorCode::NodeUnreachable => {
-            anyhow::anyhow!("{node} is not connected")
-        }
-        _ => anyhow::Error::new(e).context(format!("asking clusterd on {node}")),
-    }
+    anyhow::anyhow!(daemon_error(CLUSTERD, pnn, &e))
 }
 
 async fn get_membership(ctx: &Ctx, client: &Client, pnn: u32) -> Result<Membership> {
@@ -346,18 +338,93 @@ async fn get_membership(ctx: &Ctx, client: &Client, pnn: u32) -> Result<Membersh
 
 async fn fetch(ctx: &Ctx) -> Result<Membership> {
     let (client, _incoming) = ctx.connect().await?;
-    get_membership(ctx, &client, queried(ctx)).await
+    let pnn = queried(ctx, &client);
+    if let Nodes::List(_) = &ctx.nodes {
+        ctx.check_nodes(&client, &[pnn]).await?;
+    }
+    get_membership(ctx, &client, pnn).await
 }
 
-/// `status`.
+/// How long `status` waits for failoverd's part (it must not hang on a
+/// failoverd that is stuck: the membership is the main answer).
+const IP_STATUS_WAIT: Duration = Duration::from_secs(1);
+
+/// `status`: clusterd's view in CTDB's format, then (human and JSON forms)
+/// the queried node's public-IP problems from failoverd, if any.
 ///
 /// # Errors
 ///
 /// No transportd or clusterd.
 pub fn status(ctx: &Ctx) -> Result<()> {
-    let m = block_on_value(fetch(ctx))?;
-    print!("{}", render_status(&m, ctx.format));
+    let (m, ips) = block_on_value(async {
+        let m = fetch(ctx).await?;
+        if let Format::Machine(_) = ctx.format {
+            // CTDB's machine form has no place for it.
+            return Ok((m, Err(String::new())));
+        }
+        let (client, _incoming) = ctx.connect().await?;
+        let ips: Result<IpStatus, _> = client
+            .request(
+                Address::new(m.this_node, FAILOVERD),
+                GET_IP_STATUS,
+                &(),
+                ctx.timeout.min(IP_STATUS_WAIT),
+            )
+            .await;
+        let ips = ips.map_err(|e| daemon_error(FAILOVERD, m.this_node, &e));
+        Ok::<_, anyhow::Error>((m, ips))
+    })?;
+    let mut text = render_status(&m, ctx.format);
+    text.push_str(&render_ip_status(m.this_node, &ips, ctx.format));
+    if let Format::Json = ctx.format {
+        // One JSON document: the membership's, with the public-IP part.
+        let mut v: serde_json::Value = serde_json::from_str(&render_status(&m, ctx.format))?;
+        v["public_ips"] = match &ips {
+            Ok(s) => serde_json::to_value(s)?,
+            Err(e) => serde_json::json!({ "error": e }),
+        };
+        text = format!("{v:#}\n");
+    }
+    emit(&text)?;
     Ok(())
+}
+
+/// The public-IP part of `status` (human form only; empty when all is
+/// well, so that the output is CTDB's).
+pub fn render_ip_status(pnn: Pnn, ips: &Result<IpStatus, String>, format: Format) -> String {
+    if !matches!(format, Format::Human) {
+        return String::new();
+    }
+    let mut out = String::new();
+    match ips {
+        Err(e) => {
+            let _ = writeln!(out, "Public IPs of node {pnn}: unknown ({e})");
+        }
+        Ok(s) => {
+            if !s.missing.is_empty() || !s.unexpected.is_empty() {
+                let _ = writeln!(out, "Public IP problems on node {pnn}:");
+                for a in &s.missing {
+                    let _ = writeln!(
+                        out,
+                        "  {a}: assigned to this node but not configured in the kernel"
+                    );
+                }
+                for a in &s.unexpected {
+                    let _ = writeln!(
+                        out,
+                        "  {a}: configured in the kernel but not hosted by this node"
+                    );
+                }
+            }
+            if !s.hook_failures.is_empty() {
+                let _ = writeln!(out, "Failed event hooks on node {pnn} (oldest first):");
+                for f in &s.hook_failures {
+                    let _ = writeln!(out, "  {} {}: {}", f.hook, f.event, f.reason);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `nodestatus`; exits with the OR of the shown nodes' flags.
@@ -369,7 +436,7 @@ pub fn nodestatus(ctx: &Ctx, args: &NodestatusArgs) -> Result<()> {
     let sel = parse_selection(args.nodes.as_deref())?;
     let m = block_on_value(fetch(ctx))?;
     let (text, code) = render_nodestatus(&m, &sel, ctx.format)?;
-    print!("{text}");
+    emit(&text)?;
     if code != 0 {
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
@@ -385,39 +452,98 @@ pub fn nodestatus(ctx: &Ctx, args: &NodestatusArgs) -> Result<()> {
 /// The nodes file cannot be read (`Failed to read nodes from "FILE"`).
 pub fn listnodes(ctx: &Ctx, args: &ListnodesArgs) -> Result<()> {
     let file = args.config_dir.join("nodes");
+    // The load error names the file and the cause (not chained again).
     let nodes = transport::nodes::Nodes::load(&file)
-        .with_context(|| format!("Failed to read nodes from \"{}\"", file.display()))?;
-    print!("{}", render_listnodes(&nodes, ctx.format));
+        .map_err(|e| anyhow::anyhow!("Failed to read nodes from \"{}\": {e}", file.display()))?;
+    emit(&render_listnodes(&nodes, ctx.format))?;
     Ok(())
 }
 
-/// `pnn`: the queried node's PNN.
+/// `pnn`'s output: the node's PNN (CTDB prints it alone, also with `-X`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PnnReport(pub Pnn);
+
+impl Report for PnnReport {
+    fn human(&self) -> String {
+        format!("{}\n", self.0)
+    }
+    fn header(&self) -> Vec<&'static str> {
+        vec!["PNN"]
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        vec![vec![self.0.to_string()]]
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({ "pnn": self.0 })
+    }
+    fn machine_one(&self, _sep: char) -> String {
+        self.human()
+    }
+}
+
+/// `leader`'s output: the leader a node follows (CTDB prints it alone,
+/// also with `-X`; `UNKNOWN` when there is none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderReport(pub Option<Pnn>);
+
+impl Report for LeaderReport {
+    fn human(&self) -> String {
+        match self.0 {
+            Some(l) => format!("{l}\n"),
+            None => "UNKNOWN\n".to_string(),
+        }
+    }
+    fn header(&self) -> Vec<&'static str> {
+        vec!["Leader"]
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        vec![vec![self
+            .0
+            .map_or_else(|| "UNKNOWN".to_string(), |l| l.to_string())]]
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({ "leader": self.0 })
+    }
+    fn machine_one(&self, _sep: char) -> String {
+        self.human()
+    }
+}
+
+/// Asks every target node's clusterd for its membership and prints one
+/// report per node made by `report`.
+fn per_node<R: Report>(ctx: &Ctx, report: impl Fn(&Membership) -> R) -> Result<()> {
+    block_on(async {
+        let (client, _incoming) = ctx.connect().await?;
+        let targets = ctx.targets(&client).await?;
+        let pnns = targets.pnns();
+        let results: Vec<(u32, Result<Membership, String>)> = ctx
+            .ask_each(&client, &pnns, CLUSTERD, GET_MEMBERSHIP, &())
+            .await?;
+        let reports = results
+            .into_iter()
+            .map(|(pnn, r)| (pnn, r.map(|m| report(&m))))
+            .collect();
+        ctx.print_reports(&targets, reports)
+    })
+}
+
+/// `pnn`: the queried node's PNN (each node's with `-n all`).
 ///
 /// # Errors
 ///
 /// No transportd or clusterd.
 pub fn pnn(ctx: &Ctx) -> Result<()> {
-    let m = block_on_value(fetch(ctx))?;
-    match ctx.format {
-        Format::Json => println!("{}", serde_json::json!({ "pnn": m.this_node })),
-        _ => println!("{}", m.this_node),
-    }
-    Ok(())
+    per_node(ctx, |m| PnnReport(m.this_node))
 }
 
-/// `leader`: the leader the queried node follows.
+/// `leader`: the leader the queried node follows (each node's with `-n
+/// all`, which shows at a glance whether they agree).
 ///
 /// # Errors
 ///
 /// No transportd or clusterd.
 pub fn leader(ctx: &Ctx) -> Result<()> {
-    let m = block_on_value(fetch(ctx))?;
-    match (ctx.format, m.leader) {
-        (Format::Json, l) => println!("{}", serde_json::json!({ "leader": l })),
-        (_, Some(l)) => println!("{l}"),
-        (_, None) => println!("UNKNOWN"),
-    }
-    Ok(())
+    per_node(ctx, |m| LeaderReport(m.leader))
 }
 
 /// `disable`, `enable`, `stop`, `continue`, `ban`, `unban` on this node or
@@ -436,7 +562,7 @@ pub fn admin(ctx: &Ctx, op: AdminOp) -> Result<()> {
         let targets: Vec<Pnn> = match &ctx.nodes {
             Nodes::Local => vec![client.pnn()],
             Nodes::List(l) => l.clone(),
-            Nodes::All => get_membership(ctx, &client, LOCAL)
+            Nodes::All => get_membership(ctx, &client, client.pnn())
                 .await?
                 .nodes
                 .iter()
@@ -456,12 +582,18 @@ pub fn admin(ctx: &Ctx, op: AdminOp) -> Result<()> {
                 .await;
             match r {
                 Ok(AdminOutcome::Done) => {}
-                Ok(AdminOutcome::Already) => println!("{}", already_message(target, op)),
+                Ok(AdminOutcome::Already) => emit(&format!("{}\n", already_message(target, op)))?,
                 Ok(AdminOutcome::Invalid) => failed.push(format!("node {target}: invalid command")),
-                Err(ClientError::Remote { error, .. }) if error.code == ErrorCode::BadRequest => {
+                // clusterd's own refusals: no such node, target silent.
+                Err(ClientError::Remote { error, .. })
+                    if matches!(
+                        error.code,
+                        ErrorCode::BadRequest | ErrorCode::NodeUnreachable
+                    ) =>
+                {
                     failed.push(error.message.clone());
                 }
-                Err(e) => failed.push(format!("{:#}", clusterd_error(LOCAL, e))),
+                Err(e) => failed.push(format!("{:#}", clusterd_error(client.pnn(), e))),
             }
         }
         if !failed.is_empty() {
@@ -507,6 +639,7 @@ mod tests {
             this_node: this,
             lease_ok: true,
             reassignable: vec![],
+            lease: Default::default(),
         }
     }
 

@@ -1,13 +1,20 @@
 //! What every command shares: the global options (CTDB's `-n`, `-X`, `-x`,
-//! `-t`, plus `--run-dir` and `--json`) and the connection to transportd.
+//! `-t`, plus `--run-dir` and `--json`), the connection to transportd, the
+//! nodes a command addresses, and the operator's wording of a daemon that
+//! did not answer (not running, node not connected, timed out).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use transport::client::{Client, Incoming};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use transport::client::{Client, ClientError, Incoming};
+use transport::proto::control::{PeerList, LIST_PEERS};
+use transport::proto::service::{well_known_name, TRANSPORT};
+use transport::proto::{Address, ErrorCode, LOCAL};
 
-use crate::output::{parse_nodes, Format, Nodes};
+use crate::output::{emit, parse_nodes, render_many, render_one, Format, Nodes, Report};
 
 /// Global options, accepted before or after the command name.
 #[derive(Debug, clap::Args)]
@@ -52,7 +59,6 @@ pub struct Ctx {
     /// The nodes addressed with `-n`.
     pub nodes: Nodes,
     /// The output format.
-    #[allow(dead_code)] // read by the state-reading commands as they land
     pub format: Format,
     /// Time limit of each request.
     pub timeout: Duration,
@@ -80,7 +86,7 @@ impl Ctx {
         };
         if !(args.timeout > 0.0 && args.timeout <= 3600.0) {
             anyhow::bail!(
-                "-t {}: the timeout must be between 0 and 3600 seconds",
+                "-t {}: the timeout must be more than 0 and at most 3600 seconds",
                 args.timeout
             );
         }
@@ -106,20 +112,247 @@ impl Ctx {
     pub async fn connect(&self) -> Result<(Client, Incoming)> {
         let socket = self.socket();
         match tokio::time::timeout(self.timeout, Client::connect_unix(&socket, "cli")).await {
-            Ok(r) => r.with_context(|| {
-                format!(
-                    "cannot connect to transportd at {}: is ipfailover running on this node?",
-                    socket.display()
-                )
-            }),
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(ClientError::Connect { source, .. })) => anyhow::bail!(
+                "cannot connect to transportd at {}: {source} (is ipfailover running on this node?)",
+                socket.display()
+            ),
+            Ok(Err(e @ ClientError::Register { .. })) => {
+                anyhow::bail!("transportd at {} refused this command: {e}", socket.display())
+            }
+            Ok(Err(e)) => anyhow::bail!(
+                "transportd at {} did not complete the connection: {e}",
+                socket.display()
+            ),
             Err(_) => anyhow::bail!(
-                "transportd at {} did not answer within {:?}",
+                "transportd at {} did not answer within {}s",
                 socket.display(),
-                self.timeout
+                self.timeout.as_secs_f64()
             ),
         }
     }
 }
+
+/// The nodes a reading command addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    /// One node: CTDB's output as is.
+    One(u32),
+    /// Several nodes: one block per node (see [`crate::output`]).
+    Many(Vec<u32>),
+}
+
+impl Targets {
+    /// The nodes, in order.
+    pub fn pnns(&self) -> Vec<u32> {
+        match self {
+            Targets::One(p) => vec![*p],
+            Targets::Many(l) => l.clone(),
+        }
+    }
+}
+
+impl Ctx {
+    /// Resolves `-n` for a reading command: this node, the given PNNs, or
+    /// every node of the nodes file (`all`: this one and every configured
+    /// peer, connected or not, so a node that is down is reported).
+    ///
+    /// # Errors
+    ///
+    /// transportd does not list its peers.
+    pub async fn targets(&self, client: &Client) -> Result<Targets> {
+        Ok(match &self.nodes {
+            Nodes::Local => Targets::One(client.pnn()),
+            Nodes::List(l) => {
+                self.check_nodes(client, l).await?;
+                if l.len() == 1 {
+                    Targets::One(l[0])
+                } else {
+                    Targets::Many(l.clone())
+                }
+            }
+            Nodes::All => Targets::Many(self.all_nodes(client, false).await?),
+        })
+    }
+
+    /// Refuses a PNN that is not a node of the nodes file, as CTDB does
+    /// (`Node 5 does not exist`), before anything is asked of it.
+    ///
+    /// # Errors
+    ///
+    /// The first unknown PNN; transportd does not list its peers.
+    pub async fn check_nodes(&self, client: &Client, pnns: &[u32]) -> Result<()> {
+        let all = self.all_nodes(client, false).await?;
+        if let Some(p) = pnns.iter().find(|p| !all.contains(p)) {
+            anyhow::bail!("Node {p} does not exist");
+        }
+        Ok(())
+    }
+
+    /// This node and its peers (only the connected ones if `connected`),
+    /// in PNN order.
+    ///
+    /// # Errors
+    ///
+    /// transportd does not answer `LIST_PEERS`.
+    pub async fn all_nodes(&self, client: &Client, connected: bool) -> Result<Vec<u32>> {
+        let list: PeerList = client
+            .request(Address::local(TRANSPORT), LIST_PEERS, &(), self.timeout)
+            .await
+            .map_err(|e| anyhow::anyhow!(daemon_error(TRANSPORT, LOCAL, &e)))?;
+        let mut all: Vec<u32> = list
+            .peers
+            .iter()
+            .filter(|p| p.connected || !connected)
+            .map(|p| p.pnn)
+            .collect();
+        all.push(client.pnn());
+        all.sort_unstable();
+        all.dedup();
+        Ok(all)
+    }
+
+    /// Sends `req` to `service` on each node at once and collects each
+    /// answer, or the operator's reason why there is none.
+    ///
+    /// # Errors
+    ///
+    /// The request cannot be encoded.
+    pub async fn ask_each<Req, Resp>(
+        &self,
+        client: &Client,
+        pnns: &[u32],
+        service: u16,
+        opcode: u32,
+        req: &Req,
+    ) -> Result<Vec<(u32, Result<Resp, String>)>>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let dsts: Vec<Address> = pnns.iter().map(|&p| Address::new(p, service)).collect();
+        let answers = client
+            .request_each(&dsts, opcode, req, self.timeout)
+            .await
+            .context("encoding the request")?;
+        Ok(answers
+            .into_iter()
+            .map(|(dst, r)| (dst.pnn, r.map_err(|e| daemon_error(service, dst.pnn, &e))))
+            .collect())
+    }
+
+    /// Sends `req` to `service` on one node.
+    ///
+    /// # Errors
+    ///
+    /// The operator's reason why there is no answer (see [`daemon_error`]).
+    pub async fn ask<Req, Resp>(
+        &self,
+        client: &Client,
+        pnn: u32,
+        service: u16,
+        opcode: u32,
+        req: &Req,
+    ) -> Result<Resp>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        client
+            .request(Address::new(pnn, service), opcode, req, self.timeout)
+            .await
+            .map_err(|e| anyhow::anyhow!(daemon_error(service, pnn, &e)))
+    }
+
+    /// Prints one report, or one per node; a node without an answer is
+    /// reported on stderr, and then the command fails with [`Exit`]`(1)`.
+    ///
+    /// # Errors
+    ///
+    /// One node and no answer: its reason. Several: [`Exit`] if any failed.
+    pub fn print_reports<R: Report>(
+        &self,
+        targets: &Targets,
+        mut results: Vec<(u32, Result<R, String>)>,
+    ) -> Result<()> {
+        if let Targets::One(_) = targets {
+            if let Some((_, r)) = results.pop() {
+                let r = r.map_err(anyhow::Error::msg)?;
+                emit(&render_one(&r, self.format))?;
+                return Ok(());
+            }
+        }
+        emit(&render_many(&results, self.format))?;
+        let mut failed = false;
+        for (_, r) in &results {
+            if let Err(e) = r {
+                eprintln!("{e}");
+                failed = true;
+            }
+        }
+        if failed {
+            return Err(Exit(1).into());
+        }
+        Ok(())
+    }
+}
+
+/// The operator's reason why `service` on node `pnn` gave no answer:
+/// "failoverd is not running on node 1", "node 2 is not connected",
+/// "conntrackd on node 0 did not answer within 2s", or the daemon's own
+/// message for a refused request.
+pub fn daemon_error(service: u16, pnn: u32, e: &ClientError) -> String {
+    let name = well_known_name(service).map_or_else(
+        || format!("service {service}"),
+        |n| {
+            if n == "transport" {
+                "transportd".to_string()
+            } else {
+                n.to_string()
+            }
+        },
+    );
+    let node = if pnn == LOCAL {
+        "this node".to_string()
+    } else {
+        format!("node {pnn}")
+    };
+    match e {
+        ClientError::Remote { error, .. } => match error.code {
+            ErrorCode::UnknownService => format!("{name} is not running on {node}"),
+            ErrorCode::NodeUnreachable => format!("{node} is not connected"),
+            ErrorCode::ShuttingDown => format!("{name} on {node} is shutting down"),
+            ErrorCode::UnknownOpcode => {
+                format!("{name} on {node} does not know this request (is it an older version?)")
+            }
+            _ => error.message.clone(),
+        },
+        ClientError::Timeout { after, .. } => {
+            format!(
+                "{name} on {node} did not answer within {}s",
+                after.as_secs_f64()
+            )
+        }
+        ClientError::Closed { .. } => "transportd closed the connection".to_string(),
+        ClientError::Payload { source, .. } => {
+            format!("{name} on {node} sent a reply this command cannot read: {source}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Ends the command with this exit status after its output (and its
+/// reasons on stderr) have been printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit(pub u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
 
 /// Runs an async command body on a small runtime.
 ///

@@ -3,11 +3,15 @@
 //! `reloadips`, `ipreallocate` (alias `sync`), `gratarp`, `tickle`,
 //! `killtcp`.
 //!
-//! Every command talks to failoverd (service FAILOVERD) on the node chosen
-//! with `-n` (default: this node); `ipreallocate` and `moveip` go to this
-//! node's failoverd, which forwards them to the leader. The rendering
-//! functions are pure and tested against CTDB's expected outputs
-//! (ctdb/tests/UNIT/tool).
+//! Every command talks to failoverd (service FAILOVERD). The reading
+//! commands (`ip`, `ipinfo`, `ifaces`) ask the node(s) chosen with `-n`
+//! (default: this node; several nodes give one block per node, see
+//! [`crate::output`]); `ip all` and `ip -n all` merge every connected
+//! node's answer as CTDB does. Actions address one node; `ipreallocate` and
+//! `moveip` go to this node's failoverd, which forwards them to the leader.
+//! Arguments are checked before anything is contacted. The reports are
+//! pure values, tested against CTDB's expected outputs (ctdb/tests/UNIT/tool)
+//! here and byte for byte on the binary in cli/tests/golden.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -21,12 +25,10 @@ use transport::msg::failover::{
     SetIfaceLink, ADD_IP, DEL_IP, GET_PUBLIC_IPS, GRATARP, IPREALLOCATE, KILLTCP, MOVE_IP,
     RELOAD_IPS, SET_IFACE_LINK, TICKLE,
 };
-use transport::proto::control::{PeerList, LIST_PEERS};
-use transport::proto::service::{FAILOVERD, TRANSPORT};
-use transport::proto::Address;
+use transport::proto::service::FAILOVERD;
 
-use crate::ctx::{block_on, Ctx};
-use crate::output::{machine, parse_nodes, Format, Nodes};
+use crate::ctx::{block_on, Ctx, Exit, Targets};
+use crate::output::{emit, parse_nodes, render_one, Nodes, Report};
 
 /// The public-IP commands (flattened into the top-level command list).
 #[derive(Debug, clap::Subcommand)]
@@ -114,193 +116,213 @@ pub fn run(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
     block_on(dispatch(ctx, cmd))
 }
 
-fn failoverd(pnn: u32) -> Address {
-    Address::new(pnn, FAILOVERD)
-}
-
-/// The single node a per-node command addresses.
-fn one_node(ctx: &Ctx, client: &Client) -> Result<u32> {
+/// The single node an action addresses (a PNN that is not a node is
+/// refused before anything is sent).
+async fn one_node(ctx: &Ctx, client: &Client) -> Result<u32> {
     match &ctx.nodes {
         Nodes::Local => Ok(client.pnn()),
-        Nodes::List(l) if l.len() == 1 => Ok(l[0]),
-        _ => bail!("this command takes a single node (-n PNN)"),
+        Nodes::List(l) if l.len() == 1 => {
+            ctx.check_nodes(client, l).await?;
+            Ok(l[0])
+        }
+        _ => bail!("this command acts on one node: give -n PNN (not a list or 'all')"),
     }
 }
 
-async fn connected_nodes(ctx: &Ctx, client: &Client) -> Result<Vec<u32>> {
-    let list: PeerList = client
-        .request(Address::local(TRANSPORT), LIST_PEERS, &(), ctx.timeout)
-        .await
-        .context("listing the nodes")?;
-    let mut all: Vec<u32> = list
-        .peers
-        .iter()
-        .filter(|p| p.connected)
-        .map(|p| p.pnn)
-        .collect();
-    all.push(client.pnn());
-    all.sort_unstable();
-    all.dedup();
-    Ok(all)
-}
-
-async fn get_ips(ctx: &Ctx, client: &Client, pnn: u32) -> Result<PublicIps> {
-    client
-        .request(failoverd(pnn), GET_PUBLIC_IPS, &(), ctx.timeout)
-        .await
-        .with_context(|| format!("asking failoverd on node {pnn} for its public IPs"))
+/// Sends an action to failoverd on `pnn`; a refusal becomes the daemon's
+/// own message.
+async fn act<Req: serde::Serialize + ?Sized, Resp: serde::de::DeserializeOwned>(
+    ctx: &Ctx,
+    client: &Client,
+    pnn: u32,
+    opcode: u32,
+    req: &Req,
+) -> Result<Resp> {
+    ctx.ask(client, pnn, FAILOVERD, opcode, req).await
 }
 
 async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
+    // Arguments are checked before anything is contacted.
+    let all = match cmd {
+        IpCommand::Ip { all, .. } => match all.as_deref() {
+            None => false,
+            Some("all") => true,
+            Some(other) => bail!("ip: unexpected argument '{other}' (expected 'all')"),
+        },
+        _ => false,
+    };
+    let up = match cmd {
+        IpCommand::Setifacelink { state, .. } => match state.as_str() {
+            "up" => true,
+            "down" => false,
+            other => bail!("setifacelink: state must be 'up' or 'down', not '{other}'"),
+        },
+        _ => false,
+    };
+    let addip = match cmd {
+        IpCommand::Addip { ip_mask, .. } => Some(parse_ip_mask(ip_mask)?),
+        _ => None,
+    };
+    let pairs = match cmd {
+        IpCommand::Tickle { src, dst } | IpCommand::Killtcp { src, dst, .. } => {
+            pairs_from(*src, *dst)?
+        }
+        _ => Vec::new(),
+    };
+    let reload_nodes = match cmd {
+        IpCommand::Reloadips { nodes: Some(n) } => Some(parse_nodes(n).map_err(|e| anyhow!(e))?),
+        _ => None,
+    };
     let (client, _incoming) = ctx.connect().await?;
     match cmd {
-        IpCommand::Ip { all, verbose } => {
-            let all = match all.as_deref() {
-                None => false,
-                Some("all") => true,
-                Some(other) => bail!("ip: unexpected argument '{other}' (expected 'all')"),
-            };
-            let (title, rows) = if all || ctx.nodes == Nodes::All {
+        IpCommand::Ip { verbose, .. } => {
+            if all || ctx.nodes == Nodes::All {
+                let nodes = ctx.all_nodes(&client, true).await?;
+                let answers: Vec<(u32, Result<PublicIps, String>)> = ctx
+                    .ask_each(&client, &nodes, FAILOVERD, GET_PUBLIC_IPS, &())
+                    .await?;
                 let mut reports = Vec::new();
-                for pnn in connected_nodes(ctx, &client).await? {
-                    if let Ok(r) = get_ips(ctx, &client, pnn).await {
-                        reports.push(r);
+                let mut failed = false;
+                for (_, r) in answers {
+                    match r {
+                        Ok(r) => reports.push(r),
+                        Err(e) => {
+                            eprintln!("{e}");
+                            failed = true;
+                        }
                     }
                 }
-                ("Public IPs on ALL nodes".to_string(), merge_all(&reports))
+                let report = IpReport {
+                    title: "Public IPs on ALL nodes".to_string(),
+                    rows: merge_all(&reports),
+                    verbose: *verbose,
+                };
+                emit(&render_one(&report, ctx.format))?;
+                if failed {
+                    return Err(Exit(1).into());
+                }
             } else {
-                let pnn = one_node(ctx, &client)?;
-                let r = get_ips(ctx, &client, pnn).await?;
-                (format!("Public IPs on node {pnn}"), node_rows(&r))
-            };
-            print!("{}", render_ip(&title, &rows, *verbose, ctx.format));
+                let targets = ctx.targets(&client).await?;
+                let results = ask_targets(ctx, &client, &targets).await?;
+                let reports = results
+                    .into_iter()
+                    .map(|(pnn, r)| {
+                        (
+                            pnn,
+                            r.map(|r| IpReport {
+                                title: format!("Public IPs on node {pnn}"),
+                                rows: node_rows(&r),
+                                verbose: *verbose,
+                            }),
+                        )
+                    })
+                    .collect();
+                ctx.print_reports(&targets, reports)?;
+            }
         }
         IpCommand::Ipinfo { ip } => {
-            let pnn = one_node(ctx, &client)?;
-            let r = get_ips(ctx, &client, pnn).await?;
-            print!("{}", render_ipinfo(&r, *ip)?);
+            let targets = ctx.targets(&client).await?;
+            let results = ask_targets(ctx, &client, &targets).await?;
+            let reports = results
+                .into_iter()
+                .map(|(pnn, r)| (pnn, r.and_then(|r| IpinfoReport::new(&r, *ip))))
+                .collect();
+            ctx.print_reports(&targets, reports)?;
         }
         IpCommand::Ifaces => {
-            let pnn = one_node(ctx, &client)?;
-            let r = get_ips(ctx, &client, pnn).await?;
-            print!("{}", render_ifaces(&r, ctx.format));
+            let targets = ctx.targets(&client).await?;
+            let results = ask_targets(ctx, &client, &targets).await?;
+            let reports = results
+                .into_iter()
+                .map(|(pnn, r)| (pnn, r.map(IfacesReport)))
+                .collect();
+            ctx.print_reports(&targets, reports)?;
         }
-        IpCommand::Setifacelink { iface, state } => {
-            let up = match state.as_str() {
-                "up" => true,
-                "down" => false,
-                other => bail!("setifacelink: state must be 'up' or 'down', not '{other}'"),
-            };
-            let pnn = one_node(ctx, &client)?;
+        IpCommand::Setifacelink { iface, .. } => {
+            let pnn = one_node(ctx, &client).await?;
             let req = SetIfaceLink {
                 iface: iface.clone(),
                 up,
             };
-            client
-                .request::<_, ()>(failoverd(pnn), SET_IFACE_LINK, &req, ctx.timeout)
-                .await
-                .map_err(remote_message)?;
+            act::<_, ()>(ctx, &client, pnn, SET_IFACE_LINK, &req).await?;
         }
-        IpCommand::Addip { ip_mask, iface } => {
-            let (addr, prefix) = parse_ip_mask(ip_mask)?;
-            let pnn = one_node(ctx, &client)?;
+        IpCommand::Addip { iface, .. } => {
+            let (addr, prefix) = addip.context("addip: address checked above")?;
+            let pnn = one_node(ctx, &client).await?;
             let req = AddIp {
                 addr,
                 prefix,
                 ifaces: iface.split(',').map(str::to_string).collect(),
             };
-            client
-                .request::<_, ()>(failoverd(pnn), ADD_IP, &req, ctx.timeout)
-                .await
-                .map_err(remote_message)?;
+            act::<_, ()>(ctx, &client, pnn, ADD_IP, &req).await?;
         }
         IpCommand::Delip { ip } => {
-            let pnn = one_node(ctx, &client)?;
-            client
-                .request::<_, ()>(failoverd(pnn), DEL_IP, &DelIp { addr: *ip }, ctx.timeout)
-                .await
-                .map_err(remote_message)?;
+            let pnn = one_node(ctx, &client).await?;
+            act::<_, ()>(ctx, &client, pnn, DEL_IP, &DelIp { addr: *ip }).await?;
         }
         IpCommand::Moveip { ip, pnn } => {
             let req = MoveIp {
                 addr: *ip,
                 pnn: *pnn,
             };
-            client
-                .request::<_, ()>(failoverd(client.pnn()), MOVE_IP, &req, ctx.timeout)
+            act::<_, ()>(ctx, &client, client.pnn(), MOVE_IP, &req)
                 .await
-                .map_err(|e| anyhow!("Failed to move IP {ip} to node {pnn}: {}", remote(&e)))?;
+                .map_err(|e| anyhow!("Failed to move IP {ip} to node {pnn}: {e:#}"))?;
         }
-        IpCommand::Reloadips { nodes } => {
-            let targets = match nodes.as_deref().map(parse_nodes) {
-                None | Some(Ok(Nodes::All)) => connected_nodes(ctx, &client).await?,
-                Some(Ok(Nodes::List(l))) => l,
-                Some(Ok(Nodes::Local)) => vec![client.pnn()],
-                Some(Err(e)) => bail!(e),
+        IpCommand::Reloadips { .. } => {
+            let targets = match reload_nodes {
+                None | Some(Nodes::All) => ctx.all_nodes(&client, true).await?,
+                Some(Nodes::List(l)) => l,
+                Some(Nodes::Local) => vec![client.pnn()],
             };
             for pnn in targets {
-                let _: ReloadSummary = client
-                    .request(failoverd(pnn), RELOAD_IPS, &(), ctx.timeout)
+                let _: ReloadSummary = act(ctx, &client, pnn, RELOAD_IPS, &())
                     .await
-                    .map_err(|e| anyhow!("reloadips on node {pnn}: {}", remote(&e)))?;
+                    .map_err(|e| anyhow!("reloadips on node {pnn}: {e:#}"))?;
             }
             ipreallocate(ctx, &client).await?;
         }
         IpCommand::Ipreallocate => ipreallocate(ctx, &client).await?,
         IpCommand::Gratarp { ip, iface } => {
-            let pnn = one_node(ctx, &client)?;
+            let pnn = one_node(ctx, &client).await?;
             let req = Gratarp {
                 addr: *ip,
                 iface: iface.clone(),
             };
-            client
-                .request::<_, ()>(failoverd(pnn), GRATARP, &req, ctx.timeout)
-                .await
-                .map_err(remote_message)?;
+            act::<_, ()>(ctx, &client, pnn, GRATARP, &req).await?;
         }
-        IpCommand::Tickle { src, dst } => {
-            let pairs = pairs_from(*src, *dst)?;
-            let pnn = one_node(ctx, &client)?;
-            client
-                .request::<_, ()>(failoverd(pnn), TICKLE, &pairs, ctx.timeout)
-                .await
-                .map_err(remote_message)?;
+        IpCommand::Tickle { .. } => {
+            let pnn = one_node(ctx, &client).await?;
+            act::<_, ()>(ctx, &client, pnn, TICKLE, &pairs).await?;
         }
-        IpCommand::Killtcp { iface, src, dst } => {
-            let pairs = pairs_from(*src, *dst)?;
-            let pnn = one_node(ctx, &client)?;
+        IpCommand::Killtcp { iface, .. } => {
+            let pnn = one_node(ctx, &client).await?;
             let req = KillTcp {
                 iface: iface.clone(),
                 connections: pairs,
             };
-            let _: u32 = client
-                .request(failoverd(pnn), KILLTCP, &req, ctx.timeout)
-                .await
-                .map_err(remote_message)?;
+            let _: u32 = act(ctx, &client, pnn, KILLTCP, &req).await?;
         }
     }
     Ok(())
 }
 
-async fn ipreallocate(ctx: &Ctx, client: &Client) -> Result<()> {
-    let _: u64 = client
-        .request(failoverd(client.pnn()), IPREALLOCATE, &(), ctx.timeout)
+/// `GET_PUBLIC_IPS` from every target node.
+async fn ask_targets(
+    ctx: &Ctx,
+    client: &Client,
+    targets: &Targets,
+) -> Result<Vec<(u32, Result<PublicIps, String>)>> {
+    let pnns = targets.pnns();
+    ctx.ask_each(client, &pnns, FAILOVERD, GET_PUBLIC_IPS, &())
         .await
-        .map_err(|e| anyhow!("ipreallocate failed: {}", remote(&e)))?;
+}
+
+async fn ipreallocate(ctx: &Ctx, client: &Client) -> Result<()> {
+    let _: u64 = act(ctx, client, client.pnn(), IPREALLOCATE, &())
+        .await
+        .map_err(|e| anyhow!("ipreallocate failed: {e:#}"))?;
     Ok(())
-}
-
-/// The operator's message of a refused request (the daemon's text), or the
-/// whole error otherwise.
-fn remote(e: &transport::client::ClientError) -> String {
-    match e {
-        transport::client::ClientError::Remote { error, .. } => error.message.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn remote_message(e: transport::client::ClientError) -> anyhow::Error {
-    anyhow!(remote(&e))
 }
 
 fn parse_ip_mask(s: &str) -> Result<(IpAddr, u8)> {
@@ -387,14 +409,13 @@ pub fn node_rows(r: &PublicIps) -> Vec<IpRow> {
     rows
 }
 
-/// `ip all`: every node's addresses, the owner from the node that hosts it
-/// (else any node's belief), the interfaces from the owner's view.
+/// `ip all`, as CTDB merges it: every address any node lists, owned by
+/// the node that says it hosts it (`-1` when no answering node does), with
+/// the interfaces as that owner sees them (empty when unowned).
 pub fn merge_all(reports: &[PublicIps]) -> Vec<IpRow> {
     let mut rows: BTreeMap<IpAddr, IpRow> = BTreeMap::new();
-    let mut from_owner: BTreeMap<IpAddr, bool> = BTreeMap::new();
     for r in reports {
         for i in r.ips.iter().filter(|i| !i.configured.is_empty()) {
-            let is_owner = i.active.is_some();
             let row = rows.entry(i.addr).or_insert_with(|| IpRow {
                 addr: i.addr,
                 pnn: -1,
@@ -402,156 +423,316 @@ pub fn merge_all(reports: &[PublicIps]) -> Vec<IpRow> {
                 available: Vec::new(),
                 configured: Vec::new(),
             });
-            let had_owner = from_owner.get(&i.addr).copied().unwrap_or(false);
-            if is_owner && !had_owner {
+            if i.owner == Some(r.pnn) {
                 row.pnn = i64::from(r.pnn);
                 row.active = i.active.clone();
                 row.available = i.available.clone();
                 row.configured = i.configured.clone();
-                from_owner.insert(i.addr, true);
-            } else if !had_owner && row.pnn == -1 {
-                row.pnn = pnn_i64(i.owner);
             }
         }
     }
     rows.into_values().collect()
 }
 
-/// Renders `ip` as CTDB does (human, `-v`, `-X`).
-pub fn render_ip(title: &str, rows: &[IpRow], verbose: bool, format: Format) -> String {
-    match format {
-        Format::Machine(sep) => {
-            let mut header = vec!["Public IP", "Node"];
-            if verbose {
-                header.extend([
-                    "ActiveInterfaces",
-                    "AvailableInterfaces",
-                    "ConfiguredInterfaces",
-                ]);
-            }
-            let lines: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    let mut v = vec![r.addr.to_string(), r.pnn.to_string()];
-                    if verbose {
-                        v.push(r.active.clone().unwrap_or_default());
-                        v.push(r.available.join(","));
-                        v.push(r.configured.join(","));
-                    }
-                    v
-                })
-                .collect();
-            machine(&header, &lines, sep)
-        }
-        Format::Json => {
-            let mut out = String::from("[");
-            for (i, r) in rows.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
+/// `ip`'s output: a title and rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpReport {
+    /// `Public IPs on node N` or `Public IPs on ALL nodes`.
+    pub title: String,
+    /// The addresses, in address order (IPv4 first).
+    pub rows: Vec<IpRow>,
+    /// `-v`: with the interfaces.
+    pub verbose: bool,
+}
+
+impl Report for IpReport {
+    fn human(&self) -> String {
+        let mut out = format!("{}\n", self.title);
+        for r in &self.rows {
+            if self.verbose {
                 out.push_str(&format!(
-                    "{{\"address\":\"{}\",\"node\":{},\"active\":\"{}\",\"available\":\"{}\",\"configured\":\"{}\"}}",
+                    "{} node[{}] active[{}] available[{}] configured[{}]\n",
                     r.addr,
                     r.pnn,
                     r.active.clone().unwrap_or_default(),
                     r.available.join(","),
                     r.configured.join(",")
                 ));
+            } else {
+                out.push_str(&format!("{} {}\n", r.addr, r.pnn));
             }
-            out.push_str("]\n");
-            out
         }
-        Format::Human => {
-            let mut out = format!("{title}\n");
-            for r in rows {
-                if verbose {
-                    out.push_str(&format!(
-                        "{} node[{}] active[{}] available[{}] configured[{}]\n",
-                        r.addr,
-                        r.pnn,
-                        r.active.clone().unwrap_or_default(),
-                        r.available.join(","),
-                        r.configured.join(",")
-                    ));
-                } else {
-                    out.push_str(&format!("{} {}\n", r.addr, r.pnn));
+        out
+    }
+
+    fn header(&self) -> Vec<&'static str> {
+        let mut header = vec!["Public IP", "Node"];
+        if self.verbose {
+            header.extend([
+                "ActiveInterfaces",
+                "AvailableInterfaces",
+                "ConfiguredInterfaces",
+            ]);
+        }
+        header
+    }
+
+    fn rows(&self) -> Vec<Vec<String>> {
+        self.rows
+            .iter()
+            .map(|r| {
+                let mut v = vec![r.addr.to_string(), r.pnn.to_string()];
+                if self.verbose {
+                    v.push(r.active.clone().unwrap_or_default());
+                    v.push(r.available.join(","));
+                    v.push(r.configured.join(","));
                 }
-            }
-            out
-        }
+                v
+            })
+            .collect()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::Value::Array(
+            self.rows
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "address": r.addr,
+                        "node": r.pnn,
+                        "active": r.active,
+                        "available": r.available,
+                        "configured": r.configured,
+                    })
+                })
+                .collect(),
+        )
     }
 }
 
+#[cfg(test)] // the tests' shorthand for one node's output
+/// Renders `ip` as CTDB does (human, `-v`, `-X`), or as JSON.
+pub fn render_ip(
+    title: &str,
+    rows: &[IpRow],
+    verbose: bool,
+    format: crate::output::Format,
+) -> String {
+    render_one(
+        &IpReport {
+            title: title.to_string(),
+            rows: rows.to_vec(),
+            verbose,
+        },
+        format,
+    )
+}
+
+/// One interface line of `ipinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpinfoIface {
+    /// Its name.
+    pub name: String,
+    /// Link usable.
+    pub up: bool,
+    /// Addresses on it.
+    pub references: u32,
+    /// The address is on it.
+    pub active: bool,
+}
+
+/// `ipinfo`'s output for one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpinfoReport {
+    /// The reporting node.
+    pub pnn: u32,
+    /// The address.
+    pub addr: IpAddr,
+    /// Its owner as the node believes, -1 for none.
+    pub current: i64,
+    /// Its configured interfaces, in order.
+    pub ifaces: Vec<IpinfoIface>,
+}
+
+impl IpinfoReport {
+    /// The report of `addr` from a node's answer.
+    ///
+    /// # Errors
+    ///
+    /// "Node N does not know about IP A" when the node does not list it.
+    pub fn new(r: &PublicIps, addr: IpAddr) -> Result<IpinfoReport, String> {
+        let Some(ip): Option<&PublicIp> = r
+            .ips
+            .iter()
+            .find(|i| i.addr == addr && !i.configured.is_empty())
+        else {
+            return Err(format!("Node {} does not know about IP {addr}", r.pnn));
+        };
+        let ifaces = ip
+            .configured
+            .iter()
+            .map(|name| {
+                let info = r.ifaces.iter().find(|i| i.name == *name);
+                IpinfoIface {
+                    name: name.clone(),
+                    up: info.is_some_and(|i| i.link_up),
+                    references: info.map_or(0, |i| i.references),
+                    active: ip.active.as_deref() == Some(name),
+                }
+            })
+            .collect();
+        Ok(IpinfoReport {
+            pnn: r.pnn,
+            addr,
+            current: pnn_i64(ip.owner),
+            ifaces,
+        })
+    }
+}
+
+fn up_down(up: bool) -> &'static str {
+    if up {
+        "up"
+    } else {
+        "down"
+    }
+}
+
+impl Report for IpinfoReport {
+    fn human(&self) -> String {
+        let mut out = format!(
+            "Public IP[{a}] info on node {}\nIP:{a}\nCurrentNode:{}\nNumInterfaces:{}\n",
+            self.pnn,
+            self.current,
+            self.ifaces.len(),
+            a = self.addr,
+        );
+        for (n, i) in self.ifaces.iter().enumerate() {
+            out.push_str(&format!(
+                "Interface[{}]: Name:{} Link:{} References:{}{}\n",
+                n + 1,
+                i.name,
+                up_down(i.up),
+                i.references,
+                if i.active { " (active)" } else { "" }
+            ));
+        }
+        out
+    }
+
+    fn header(&self) -> Vec<&'static str> {
+        vec![
+            "Public IP",
+            "CurrentNode",
+            "Interface",
+            "LinkStatus",
+            "References",
+            "Active",
+        ]
+    }
+
+    fn rows(&self) -> Vec<Vec<String>> {
+        self.ifaces
+            .iter()
+            .map(|i| {
+                vec![
+                    self.addr.to_string(),
+                    self.current.to_string(),
+                    i.name.clone(),
+                    u8::from(i.up).to_string(),
+                    i.references.to_string(),
+                    u8::from(i.active).to_string(),
+                ]
+            })
+            .collect()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "address": self.addr,
+            "current_node": self.current,
+            "interfaces": self.ifaces.iter().map(|i| serde_json::json!({
+                "name": i.name,
+                "link": up_down(i.up),
+                "references": i.references,
+                "active": i.active,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[cfg(test)] // the tests' shorthand for one node's output
 /// Renders `ipinfo` as CTDB does.
 ///
 /// # Errors
 ///
 /// "Node N does not know about IP A" when the node does not list it.
 pub fn render_ipinfo(r: &PublicIps, addr: IpAddr) -> Result<String> {
-    let Some(ip): Option<&PublicIp> = r
-        .ips
-        .iter()
-        .find(|i| i.addr == addr && !i.configured.is_empty())
-    else {
-        bail!("Node {} does not know about IP {addr}", r.pnn);
-    };
-    let mut out = format!(
-        "Public IP[{addr}] info on node {}\nIP:{addr}\nCurrentNode:{}\nNumInterfaces:{}\n",
-        r.pnn,
-        pnn_i64(ip.owner),
-        ip.configured.len()
-    );
-    for (n, name) in ip.configured.iter().enumerate() {
-        let info = r.ifaces.iter().find(|i| i.name == *name);
-        let link = if info.is_some_and(|i| i.link_up) {
-            "up"
-        } else {
-            "down"
-        };
-        let refs = info.map_or(0, |i| i.references);
-        let active = if ip.active.as_deref() == Some(name) {
-            " (active)"
-        } else {
-            ""
-        };
-        out.push_str(&format!(
-            "Interface[{}]: Name:{name} Link:{link} References:{refs}{active}\n",
-            n + 1
-        ));
-    }
-    Ok(out)
+    let report = IpinfoReport::new(r, addr).map_err(anyhow::Error::msg)?;
+    Ok(report.human())
 }
 
-/// Renders `ifaces` as CTDB does.
-pub fn render_ifaces(r: &PublicIps, format: Format) -> String {
-    match format {
-        Format::Machine(sep) => {
-            let rows: Vec<Vec<String>> = r
+/// `ifaces`' output for one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfacesReport(pub PublicIps);
+
+impl Report for IfacesReport {
+    fn human(&self) -> String {
+        let r = &self.0;
+        if r.ifaces.is_empty() {
+            return format!("No interfaces configured on node {}\n", r.pnn);
+        }
+        let mut out = format!("Interfaces on node {}\n", r.pnn);
+        for i in &r.ifaces {
+            out.push_str(&format!(
+                "name:{} link:{} references:{}\n",
+                i.name,
+                up_down(i.link_up),
+                i.references
+            ));
+        }
+        out
+    }
+
+    fn header(&self) -> Vec<&'static str> {
+        vec!["Name", "LinkStatus", "References"]
+    }
+
+    fn rows(&self) -> Vec<Vec<String>> {
+        self.0
+            .ifaces
+            .iter()
+            .map(|i| {
+                vec![
+                    i.name.clone(),
+                    u8::from(i.link_up).to_string(),
+                    i.references.to_string(),
+                ]
+            })
+            .collect()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::Value::Array(
+            self.0
                 .ifaces
                 .iter()
                 .map(|i| {
-                    vec![
-                        i.name.clone(),
-                        u8::from(i.link_up).to_string(),
-                        i.references.to_string(),
-                    ]
+                    serde_json::json!({
+                        "name": i.name,
+                        "link": up_down(i.link_up),
+                        "references": i.references,
+                    })
                 })
-                .collect();
-            machine(&["Name", "LinkStatus", "References"], &rows, sep)
-        }
-        _ => {
-            let mut out = format!("Interfaces on node {}\n", r.pnn);
-            for i in &r.ifaces {
-                out.push_str(&format!(
-                    "name:{} link:{} references:{}\n",
-                    i.name,
-                    if i.link_up { "up" } else { "down" },
-                    i.references
-                ));
-            }
-            out
-        }
+                .collect(),
+        )
     }
+}
+
+#[cfg(test)] // the tests' shorthand for one node's output
+/// Renders `ifaces` as CTDB does.
+pub fn render_ifaces(r: &PublicIps, format: crate::output::Format) -> String {
+    render_one(&IfacesReport(r.clone()), format)
 }
 
 #[cfg(test)]
@@ -559,6 +740,7 @@ mod tests {
     use transport::msg::failover::IfaceInfo;
 
     use super::*;
+    use crate::output::Format;
 
     fn ip(addr: &str, owner: Option<u32>, active: Option<&str>) -> PublicIp {
         PublicIp {
@@ -686,6 +868,25 @@ mod tests {
         assert_eq!(
             render_ifaces(&r, Format::Machine('|')),
             "|Name|LinkStatus|References|\n|eth2|1|2|\n|eth1|1|4|\n"
+        );
+    }
+
+    #[test]
+    fn a_node_without_interfaces_says_so_like_ctdb() {
+        let r = PublicIps {
+            pnn: 3,
+            can_host: false,
+            ips: Vec::new(),
+            ifaces: Vec::new(),
+        };
+        assert_eq!(
+            render_ifaces(&r, Format::Human),
+            "No interfaces configured on node 3\n"
+        );
+        // -X stays parseable: the header alone.
+        assert_eq!(
+            render_ifaces(&r, Format::Machine('|')),
+            "|Name|LinkStatus|References|\n"
         );
     }
 

@@ -4,7 +4,7 @@
 //! address in CTDB's order, exactly as CTDB's `ctdb_takeover_tests ipalloc`
 //! does. Nothing is contacted or changed: it answers "what moves if ...".
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context};
@@ -110,8 +110,5 @@ pub fn run(args: &IpallocArgs) -> anyhow::Result<()> {
         .context("cannot read stdin")?;
     let input = input(args, &text)?;
     let result = allocate(&input)?;
-    std::io::stdout()
-        .write_all(format_result(&result).as_bytes())
-        .context("cannot write stdout")?;
-    Ok(())
+    crate::output::emit(&format_result(&result))
 }

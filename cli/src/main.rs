@@ -5,10 +5,10 @@ use transport::msg::cluster::AdminOp;
 
 mod cluster;
 mod ctx;
+mod daemons;
 mod generate;
 mod ip;
 mod ipalloc;
-#[allow(dead_code)] // used by the state-reading commands as they land
 mod output;
 mod ping;
 mod tickles;
@@ -64,13 +64,31 @@ enum Command {
     /// Unregister a connection: CLIENT-IP:PORT SERVER-IP:PORT, or pairs on
     /// stdin.
     Deltickle(tickles::PairArgs),
+    /// Show the daemons masterd runs on a node: state, pid, restarts, last
+    /// exit (no ctdb equivalent).
+    Daemons,
     /// Write the man pages or shell completions into a directory (packaging).
     #[command(hide = true)]
     Generate(generate::GenerateArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the command; errors are printed by `main`, bare as CTDB prints
+/// them, and give exit status 1 (or the status an [`ctx::Exit`] carries).
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(ctx::Exit(code)) = e.downcast_ref::<ctx::Exit>() {
+                return std::process::ExitCode::from(*code);
+            }
+            eprintln!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = ctx::Ctx::new(&cli.global)?;
     match cli.command {
         Command::Ping(args) => ping::run(&ctx, &args),
@@ -95,6 +113,7 @@ fn main() -> anyhow::Result<()> {
         Command::Gettickles(args) => tickles::get(&ctx, &args),
         Command::Addtickle(args) => tickles::change(&ctx, &args, true),
         Command::Deltickle(args) => tickles::change(&ctx, &args, false),
+        Command::Daemons => daemons::run(&ctx),
         Command::Generate(args) => generate::run(<Cli as clap::CommandFactory>::command(), &args),
     }
 }

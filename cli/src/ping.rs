@@ -11,7 +11,7 @@ use transport::proto::service::TRANSPORT;
 use transport::proto::Address;
 
 use crate::ctx::{block_on, Ctx};
-use crate::output::Nodes;
+use crate::output::{emit, Nodes};
 
 /// Arguments of `ipfailover ping` (it uses the global `-n`).
 #[derive(Debug, clap::Args)]
@@ -53,14 +53,17 @@ async fn ping(ctx: &Ctx) -> Result<()> {
             )
             .await;
         match answer {
-            Ok(reply) => println!(
-                "response from {pnn} time={:.6} sec  ({} clients)",
-                start.elapsed().as_secs_f64(),
+            Ok(reply) => emit(&format!(
+                "response from {pnn} time={} sec  ({} clients)\n",
+                crate::output::seconds(start.elapsed()),
                 reply.clients
-            ),
+            ))?,
             Err(err) => {
                 failed += 1;
-                println!("Unable to get ping response from node {pnn}: {err}");
+                emit(&format!(
+                    "Unable to get ping response from node {pnn}: {}\n",
+                    crate::ctx::daemon_error(TRANSPORT, pnn, &err)
+                ))?;
             }
         }
     }

@@ -17,10 +17,10 @@ use transport::msg::conntrack::{
     GetConnections, TrackedConnection, ADD_CONNECTIONS, GET_CONNECTIONS, REMOVE_CONNECTIONS,
 };
 use transport::proto::service::CONNTRACKD;
-use transport::proto::{Address, LOCAL};
+use transport::proto::LOCAL;
 
 use crate::ctx::{block_on, Ctx};
-use crate::output::{machine, Format, Nodes};
+use crate::output::{Nodes, Report};
 
 /// Arguments of `ipfailover gettickles`.
 #[derive(Debug, clap::Args)]
@@ -86,60 +86,74 @@ pub fn parse_pairs(text: &str) -> Result<Vec<TrackedConnection>> {
     Ok(out)
 }
 
+/// `gettickles`' output for one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicklesReport {
+    /// The public address asked about.
+    pub address: IpAddr,
+    /// Its connections, client first.
+    pub conns: Vec<TrackedConnection>,
+}
+
+impl Report for TicklesReport {
+    fn human(&self) -> String {
+        let mut s = format!(
+            "Connections for IP: {}\nNum connections: {}\n",
+            self.address,
+            self.conns.len()
+        );
+        for c in &self.conns {
+            let _ = writeln!(s, "SRC: {}   DST: {}", c.client, c.server);
+        }
+        s
+    }
+
+    fn header(&self) -> Vec<&'static str> {
+        vec!["Source IP", "Port", "Destination IP", "Port"]
+    }
+
+    fn rows(&self) -> Vec<Vec<String>> {
+        self.conns
+            .iter()
+            .map(|c| {
+                vec![
+                    c.client.ip().to_string(),
+                    c.client.port().to_string(),
+                    c.server.ip().to_string(),
+                    c.server.port().to_string(),
+                ]
+            })
+            .collect()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "address": self.address,
+            "connections": self.conns.iter().map(|c| serde_json::json!({
+                "client": c.client.to_string(),
+                "server": c.server.to_string(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[cfg(test)] // the tests' shorthand for one node's output
 /// Renders the connections of `address` as `ctdb gettickles` does.
-pub fn render(address: IpAddr, conns: &[TrackedConnection], format: Format) -> String {
-    match format {
-        Format::Machine(sep) => {
-            let rows: Vec<Vec<String>> = conns
-                .iter()
-                .map(|c| {
-                    vec![
-                        c.client.ip().to_string(),
-                        c.client.port().to_string(),
-                        c.server.ip().to_string(),
-                        c.server.port().to_string(),
-                    ]
-                })
-                .collect();
-            machine(&["Source IP", "Port", "Destination IP", "Port"], &rows, sep)
-        }
-        Format::Human => {
-            let mut s = format!(
-                "Connections for IP: {address}\nNum connections: {}\n",
-                conns.len()
-            );
-            for c in conns {
-                let _ = writeln!(s, "SRC: {}   DST: {}", c.client, c.server);
-            }
-            s
-        }
-        Format::Json => {
-            let items: Vec<String> = conns
-                .iter()
-                .map(|c| {
-                    format!(
-                        "{{\"client\":\"{}\",\"server\":\"{}\"}}",
-                        c.client, c.server
-                    )
-                })
-                .collect();
-            format!(
-                "{{\"address\":\"{address}\",\"connections\":[{}]}}\n",
-                items.join(",")
-            )
-        }
-    }
+pub fn render(
+    address: IpAddr,
+    conns: &[TrackedConnection],
+    format: crate::output::Format,
+) -> String {
+    crate::output::render_one(
+        &TicklesReport {
+            address,
+            conns: conns.to_vec(),
+        },
+        format,
+    )
 }
 
-fn targets(ctx: &Ctx) -> Result<Vec<u32>> {
-    match &ctx.nodes {
-        Nodes::Local => Ok(vec![LOCAL]),
-        Nodes::List(l) => Ok(l.clone()),
-        Nodes::All => bail!("-n all is not supported here: name one node"),
-    }
-}
-
-/// `gettickles`.
+/// `gettickles` (`-n PNN|list|all` as every reading command).
 ///
 /// # Errors
 ///
@@ -147,28 +161,38 @@ fn targets(ctx: &Ctx) -> Result<Vec<u32>> {
 pub fn get(ctx: &Ctx, args: &GetArgs) -> Result<()> {
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
-        for pnn in targets(ctx)? {
-            let conns: Vec<TrackedConnection> = client
-                .request(
-                    Address::new(pnn, CONNTRACKD),
-                    GET_CONNECTIONS,
-                    &GetConnections {
+        let targets = ctx.targets(&client).await?;
+        let pnns = targets.pnns();
+        let req = GetConnections {
+            address: args.address,
+            port: args.port,
+        };
+        let results: Vec<(u32, Result<Vec<TrackedConnection>, String>)> = ctx
+            .ask_each(&client, &pnns, CONNTRACKD, GET_CONNECTIONS, &req)
+            .await?;
+        let reports = results
+            .into_iter()
+            .map(|(pnn, r)| {
+                (
+                    pnn,
+                    r.map(|conns| TicklesReport {
                         address: args.address,
-                        port: args.port,
-                    },
-                    ctx.timeout,
+                        conns,
+                    }),
                 )
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot read the connections of {} from conntrackd: is it running?",
-                        args.address
-                    )
-                })?;
-            print!("{}", render(args.address, &conns, ctx.format));
-        }
-        Ok(())
+            })
+            .collect();
+        ctx.print_reports(&targets, reports)
     })
+}
+
+/// The nodes `addtickle`/`deltickle` register with.
+fn targets(ctx: &Ctx) -> Result<Vec<u32>> {
+    match &ctx.nodes {
+        Nodes::Local => Ok(vec![LOCAL]),
+        Nodes::List(l) => Ok(l.clone()),
+        Nodes::All => bail!("-n all is not supported here: name the node(s) with -n PNN[,PNN]"),
+    }
 }
 
 /// `addtickle` (`add` true) and `deltickle`.
@@ -203,13 +227,16 @@ pub fn change(ctx: &Ctx, args: &PairArgs, add: bool) -> Result<()> {
     };
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
+        if let Nodes::List(l) = &ctx.nodes {
+            ctx.check_nodes(&client, l).await?;
+        }
         for pnn in targets(ctx)? {
-            let () = client
-                .request(Address::new(pnn, CONNTRACKD), opcode, &pairs, ctx.timeout)
+            let () = ctx
+                .ask(&client, pnn, CONNTRACKD, opcode, &pairs)
                 .await
                 .with_context(|| {
                     format!(
-                        "conntrackd refused to {} the connection(s)",
+                        "cannot {} the connection(s)",
                         if add { "add" } else { "remove" }
                     )
                 })?;
@@ -221,6 +248,7 @@ pub fn change(ctx: &Ctx, args: &PairArgs, add: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::Format;
 
     fn conns() -> Vec<TrackedConnection> {
         vec![

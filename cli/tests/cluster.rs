@@ -80,3 +80,25 @@ fn ban_zero_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Invalid ban time"));
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    // More output than a pipe holds, to a pipe whose reader is closed at
+    // once: a write fails with EPIPE, which must not be a panic.
+    let d = scratch("pipe");
+    let nodes: String = (1..=12_000).map(|i| format!("2001:db8::{i:x}\n")).collect();
+    std::fs::write(d.join("nodes"), nodes).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ipfailover"))
+        .args(["listnodes", "--config-dir", d.to_str().unwrap()])
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -8,6 +8,10 @@
 //!   PNN (which transportd sets from the authenticated link), is dropped.
 //! * [`MEMBERSHIP`] events go to `(LOCAL, BROADCAST_SERVICE)` on every change
 //!   and again every [`REPUBLISH`] (so late subscribers catch up).
+//! * [`LEASE`] events go to `(LOCAL, BROADCAST_SERVICE)` when this node's
+//!   lease starts, ends, or has been extended by a quarter lease: failoverd
+//!   drops its public IPs when the last lease end it heard of passes, so a
+//!   dead or hung clusterd cannot leave them configured.
 //! * [`GET_MEMBERSHIP`] requests are answered with the published membership;
 //!   [`ADMIN`] requests run (or are forwarded by) the shell and are answered
 //!   with an [`AdminOutcome`] or an error naming the cause.
@@ -33,14 +37,16 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use transport::client::{Client, ClientError, Incoming};
-use transport::msg::cluster::{AdminCommand, AdminOutcome, ADMIN, GET_MEMBERSHIP, MEMBERSHIP};
+use transport::msg::cluster::{
+    AdminCommand, AdminOutcome, ADMIN, GET_MEMBERSHIP, LEASE, MEMBERSHIP,
+};
 use transport::proto::service::{BROADCAST_SERVICE, CLUSTERD, LOCAL};
 use transport::proto::{Address, ErrorCode, Kind, Message};
 
 use crate::health::{self, HealthCheck};
 use crate::lock::{LockError, LockSpec};
 use crate::membership::{Config, Timing};
-use crate::msg::{ClusterMsg, Membership};
+use crate::msg::{ClusterMsg, Lease, LeaseUpdate, Membership};
 use crate::nodes::{NodesError, NodesFile, Pnn};
 use crate::shell::{self, AdminError, Input, Link, ADMIN_TIMEOUT};
 
@@ -251,6 +257,7 @@ pub async fn connect(socket: &Path, patience: Duration) -> Result<(Client, Incom
 /// What the link hands to the sender task.
 enum Out {
     Publish(Membership),
+    Lease(LeaseUpdate),
 }
 
 /// [`Link`] over the transport client: encodes into a reused buffer and
@@ -292,6 +299,13 @@ impl Link for TransportLink {
         );
         let _ = self.tx.send(Out::Publish(membership.clone()));
     }
+
+    fn lease(&mut self, pnn: Pnn, lease: &Lease) {
+        let _ = self.tx.send(Out::Lease(LeaseUpdate {
+            this_node: pnn,
+            lease: *lease,
+        }));
+    }
 }
 
 /// `0:OK 1:DISCONNECTED|INACTIVE ...` for the log.
@@ -314,12 +328,22 @@ impl std::fmt::Display for NodesSummary<'_> {
 async fn sender(client: Client, mut rx: mpsc::UnboundedReceiver<Out>) {
     let broadcast = Address::new(LOCAL, BROADCAST_SERVICE);
     let mut last: Option<Vec<u8>> = None;
+    // A lease update (sent every quarter lease in steady state) is encoded
+    // here: no allocation per update.
+    let mut lease_buf = [0u8; 64];
     let mut tick = tokio::time::interval(REPUBLISH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let res = tokio::select! {
             out = rx.recv() => match out {
                 None => return,
+                Some(Out::Lease(l)) => match postcard::to_slice(&l, &mut lease_buf) {
+                    Ok(bytes) => client.event_bytes(broadcast, LEASE, bytes).await,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot encode the lease");
+                        Ok(())
+                    }
+                },
                 Some(Out::Publish(m)) => match postcard::to_allocvec(&m) {
                     Ok(bytes) => {
                         tick.reset();

@@ -1,7 +1,9 @@
 //! The membership state machine: heartbeats, connectivity, leader, quorum,
 //! leases, node flags and the published [`Membership`]. Pure: no I/O, no
 //! clock. Every input carries `now`, this node's monotonic time (a
-//! [`Duration`] since an arbitrary origin); outputs are pushed into a
+//! [`Duration`] since an arbitrary origin; the daemon uses the host's
+//! `CLOCK_MONOTONIC`, so that published lease times mean the same to every
+//! process of the node and never repeat across a restart); outputs are pushed into a
 //! caller-owned `Vec<Output>` that a thin async shell carries out (send a
 //! message, publish, take or release the cluster lock).
 //!
@@ -38,8 +40,8 @@ use std::time::Duration;
 
 use crate::flags::NodeFlags;
 use crate::msg::{
-    AdminOp, AdminOutcome, AdminReply, AdminRequest, ClusterMsg, Heartbeat, Membership,
-    MembershipUpdate, NodeInfo, NodeState,
+    duration_ns, AdminOp, AdminOutcome, AdminReply, AdminRequest, ClusterMsg, Heartbeat, Lease,
+    Membership, MembershipUpdate, NodeInfo, NodeState,
 };
 use crate::nodes::{NodesError, NodesFile, Pnn};
 
@@ -160,6 +162,11 @@ pub enum Output {
     Publish(Membership),
     /// This node's lease changed (false: drop public IPs now).
     Lease(bool),
+    /// Tell the node's daemons how long the lease runs: sent when it starts
+    /// or ends and whenever its end has moved by a quarter lease since the
+    /// last one (so at most about four times per lease, whatever the
+    /// heartbeat rate). Times are `now`'s clock in nanoseconds.
+    LeaseUpdate(Lease),
     /// Start the cluster-lock helper; answer with [`Member::lock_event`].
     TakeLock,
     /// Kill the cluster-lock helper (release, or cancel a pending attempt).
@@ -218,7 +225,13 @@ pub struct Member {
     max_gen: u64,
     published: Membership,
     last_lease: bool,
+    /// Start of the current unbroken lease.
+    lease_since: Option<Duration>,
+    /// The lease end last told to the daemons ([`Output::LeaseUpdate`]).
+    lease_told: Option<Duration>,
     scratch: Vec<NodeFlags>,
+    /// Scratch for the leader's support expiries (no allocation per step).
+    scratch_until: Vec<Duration>,
 }
 
 /// The change counter of a generation (the bits above the PNN byte) never
@@ -289,6 +302,7 @@ impl Member {
             pnn,
             configured: nodes.configured(),
             scratch: Vec::with_capacity(peers.len()),
+            scratch_until: Vec::with_capacity(peers.len()),
             peers,
             started: now,
             next_hb: now,
@@ -310,8 +324,11 @@ impl Member {
                 this_node: pnn,
                 lease_ok: false,
                 reassignable: Vec::new(),
+                lease: Lease::default(),
             },
             last_lease: false,
+            lease_since: None,
+            lease_told: None,
         };
         m.published.nodes = m.local_view_infos();
         m.published.generation = m.next_generation();
@@ -455,6 +472,79 @@ impl Member {
     #[must_use]
     pub fn lease_ok(&self, now: Duration) -> bool {
         self.is_active_leader(now) || self.lease_until.is_some_and(|u| now < u)
+    }
+
+    /// Until when this node's lease stays valid without further input, or
+    /// `None` if it is not valid at `now`: the later of the lease an active
+    /// leader granted and, on the active leader itself, the moment its
+    /// support would fall below what leading needs; never more than one
+    /// lease after `now` (a leader that needs nobody else's support renews
+    /// it at every step, so the daemons still learn when clusterd stops).
+    pub fn lease_expiry(&mut self, now: Duration) -> Option<Duration> {
+        if !self.lease_ok(now) {
+            return None;
+        }
+        let lease = self.t().lease;
+        let mut until = self.lease_until.filter(|u| now < *u);
+        if self.is_active_leader(now) {
+            // Votes needed, this node's own included (see is_active_leader).
+            let needed = if self.cfg.lock {
+                self.configured.div_ceil(2)
+            } else {
+                self.configured / 2 + 1
+            };
+            let leader_until = if needed <= 1 {
+                now + lease
+            } else {
+                self.scratch_until.clear();
+                for p in &self.peers {
+                    if p.deleted || p.supports != Some(self.pnn) {
+                        continue;
+                    }
+                    if let Some(s) = p.support_echo {
+                        if now < s + lease {
+                            self.scratch_until.push(s + lease);
+                        }
+                    }
+                }
+                // The (needed - 1)-th latest support end: when it passes,
+                // fewer than needed - 1 peers support this node.
+                let k = needed - 1;
+                if self.scratch_until.len() < k {
+                    now
+                } else {
+                    let i = self.scratch_until.len() - k;
+                    *self.scratch_until.select_nth_unstable(i).1
+                }
+            };
+            until = Some(until.map_or(leader_until, |u| u.max(leader_until)));
+        }
+        until.map(|u| u.min(now + lease))
+    }
+
+    /// This node's lease at `now`, for the daemons.
+    fn lease_info(&self, now: Duration, expiry: Option<Duration>) -> Lease {
+        match (expiry, self.lease_since) {
+            (Some(e), Some(since)) => Lease {
+                at_ns: duration_ns(now),
+                expires_ns: duration_ns(e),
+                since_ns: duration_ns(since).max(1),
+            },
+            _ => Lease {
+                at_ns: duration_ns(now),
+                expires_ns: 0,
+                since_ns: 0,
+            },
+        }
+    }
+
+    /// The membership as of `now` (the published one with this node's lease
+    /// brought up to date): the answer to "get membership".
+    pub fn current(&mut self, now: Duration) -> Membership {
+        let expiry = self.lease_expiry(now);
+        let mut m = self.published.clone();
+        m.lease = self.lease_info(now, expiry);
+        m
     }
 
     /// On the active leader: node `pnn`'s lease has certainly expired in its
@@ -902,7 +992,18 @@ impl Member {
         let lease_changed = lease != self.last_lease;
         if lease_changed {
             self.last_lease = lease;
+            self.lease_since = lease.then_some(now);
             out.push(Output::Lease(lease));
+        }
+        let expiry = if lease { self.lease_expiry(now) } else { None };
+        let tell = match (expiry, self.lease_told) {
+            (Some(e), Some(told)) => lease_changed || e >= told + self.t().lease / 4,
+            (Some(_), None) | (None, Some(_)) => true,
+            (None, None) => false,
+        };
+        if tell {
+            self.lease_told = expiry;
+            out.push(Output::LeaseUpdate(self.lease_info(now, expiry)));
         }
         let mut reassign_changed = false;
         if active {
@@ -934,6 +1035,7 @@ impl Member {
             }
         }
         self.published.lease_ok = lease;
+        self.published.lease = self.lease_info(now, expiry);
         if reassign_changed {
             self.published.reassignable = if active {
                 (0..self.peers.len())

@@ -19,7 +19,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::nodes::Pnn;
-pub use transport::msg::cluster::{AdminOp, AdminOutcome, Membership, NodeFlags, NodeInfo};
+pub use transport::msg::cluster::{
+    duration_ns, AdminOp, AdminOutcome, Lease, LeaseUpdate, Membership, NodeFlags, NodeInfo,
+};
 
 /// Sent by every node to every other configured node each `interval`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,8 +5,12 @@
 //! The transport is abstracted as [`Link`] (send to a peer's clusterd,
 //! publish to local subscribers), so the same shell runs over the real
 //! transport, an in-process router, or channels in tests. Inputs come in on
-//! one mpsc channel ([`Input`]). The shell's clock is tokio's monotonic
-//! `Instant`, measured from the moment [`run`] starts.
+//! one mpsc channel ([`Input`]). The shell's clock is tokio's `Instant`
+//! (which is `CLOCK_MONOTONIC`), offset so that it reads the host's
+//! `CLOCK_MONOTONIC` ([`monotonic_ns`]) at the moment [`run`] starts: the
+//! lease times it publishes are points on the clock every process of the
+//! node shares, and they never repeat when clusterd restarts (tests with
+//! tokio's paused time still see one consistent clock).
 
 use std::future::Future;
 use std::time::Duration;
@@ -16,8 +20,9 @@ use tokio::time::Instant;
 
 use crate::lock::{self, LockAnswer, LockSpec};
 use crate::membership::{Config, LockEvent, Member, Output};
-use crate::msg::{AdminOp, AdminOutcome, ClusterMsg, Membership};
+use crate::msg::{AdminOp, AdminOutcome, ClusterMsg, Lease, Membership};
 use crate::nodes::{NodesError, NodesFile, Pnn};
+use transport::msg::cluster::monotonic_ns;
 
 /// How long an admin command waits for the target's reply.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,6 +37,12 @@ pub trait Link: Send {
     fn send(&mut self, to: Pnn, msg: &ClusterMsg);
     /// Publishes membership to this node's subscribers.
     fn publish(&mut self, membership: &Membership);
+    /// Tells this node's subscribers how long its lease runs (often: at
+    /// most about four times per lease). A link that serves no daemon that
+    /// holds public IPs (tests) may ignore it.
+    fn lease(&mut self, pnn: Pnn, lease: &Lease) {
+        let _ = (pnn, lease);
+    }
 }
 
 /// An admin command's result as the requester sees it.
@@ -100,7 +111,9 @@ pub async fn run<L: Link>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodesError> {
     let origin = Instant::now();
-    let clock = move || Instant::now().saturating_duration_since(origin);
+    let mono_origin = Duration::from_nanos(monotonic_ns());
+    let clock = move || mono_origin + Instant::now().saturating_duration_since(origin);
+    let instant_of = move |at: Duration| origin + at.saturating_sub(mono_origin);
     let cfg = Config {
         lock: lock_spec.is_some(),
         ..cfg
@@ -120,6 +133,7 @@ pub async fn run<L: Link>(
             match o {
                 Output::Send { to, msg } => link.send(to, &msg),
                 Output::Publish(m) => link.publish(&m),
+                Output::LeaseUpdate(l) => link.lease(pnn, &l),
                 Output::Lease(ok) => {
                     tracing::info!(
                         pnn,
@@ -159,7 +173,7 @@ pub async fn run<L: Link>(
                 }
             }
         }
-        let deadline = origin + member.next_deadline(clock());
+        let deadline = instant_of(member.next_deadline(clock()));
         let admin_deadline = pending.iter().map(|p| p.deadline).min();
         tokio::select! {
             () = &mut shutdown => break,
@@ -193,7 +207,7 @@ pub async fn run<L: Link>(
                     Input::Msg(msg) => member.receive(now, &msg, &mut out),
                     Input::Health(ok) => member.set_healthy(now, ok, &mut out),
                     Input::Get(reply) => {
-                        let _ = reply.send(member.membership().clone());
+                        let _ = reply.send(member.current(now));
                     }
                     Input::Admin { target, op, reply } => {
                         let exists = usize::try_from(target)

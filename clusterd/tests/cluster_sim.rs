@@ -7,7 +7,11 @@
 //! 2. if the active leader's view says node N's IPs may be reassigned, N's
 //!    own lease has already expired (N may not host IPs any more);
 //! 3. every live node's published `lease_ok` equals its lease at that instant
-//!    (lease loss is published at once).
+//!    (lease loss is published at once);
+//! 4. if the active leader may reassign node N's IPs, the last lease end N
+//!    told its daemons (`Output::LeaseUpdate`, what failoverd drops its IPs
+//!    by when clusterd goes silent) has passed in real time, alive or dead;
+//!    and those lease updates never go back in time.
 //!
 //! Scenario tests then check liveness: detection times and agreement on the
 //! membership within a bound.
@@ -41,6 +45,13 @@ struct SimNode {
     ppm: i64,
     published: Option<Membership>,
     admin_replies: usize,
+    /// The last lease end told to the node's daemons (its clock), kept
+    /// across the node's death: its failoverd would still act on it.
+    told: Option<Duration>,
+    /// `at` of the last lease update (its clock).
+    told_at: Duration,
+    /// Lease updates sent so far.
+    updates: usize,
 }
 
 struct Sim {
@@ -95,6 +106,9 @@ impl Sim {
                     ppm: 0,
                     published: None,
                     admin_replies: 0,
+                    told: None,
+                    told_at: Duration::ZERO,
+                    updates: 0,
                 }
             })
             .collect();
@@ -128,6 +142,14 @@ impl Sim {
         node.offset + Duration::from_nanos(skewed as u64)
     }
 
+    /// The real time at which node i's clock reads `local`.
+    fn real_of(&self, i: usize, local: Duration) -> Duration {
+        let node = &self.nodes[i];
+        let ns = local.saturating_sub(node.offset).as_nanos() as i128;
+        let real = ns * 1_000_000 / (1_000_000 + i128::from(node.ppm));
+        Duration::from_nanos(real as u64)
+    }
+
     fn local(&self, i: usize) -> Duration {
         self.local_at(i, self.now)
     }
@@ -157,6 +179,18 @@ impl Sim {
                     self.nodes[i].published = Some(m.clone());
                 }
                 Output::Lease(_) => {}
+                Output::LeaseUpdate(l) => {
+                    let at = Duration::from_nanos(l.at_ns);
+                    assert!(
+                        at >= self.nodes[i].told_at,
+                        "node {i}: lease update at {at:?} after one at {:?}",
+                        self.nodes[i].told_at
+                    );
+                    self.nodes[i].told_at = at;
+                    self.nodes[i].updates += 1;
+                    self.nodes[i].told =
+                        (l.expires_ns > 0).then(|| Duration::from_nanos(l.expires_ns));
+                }
                 Output::TakeLock => {
                     let ev = match self.lock_holder {
                         None => {
@@ -265,12 +299,23 @@ impl Sim {
         for &l in &leaders {
             let tl = self.local(l);
             for n in 0..self.n() {
-                if n == l || !self.nodes[n].alive {
+                if n == l || self.file.nodes[n].is_deleted() {
                     continue;
                 }
                 if self.nodes[l].m.may_reassign(n as Pnn, tl) {
+                    if let Some(told) = self.nodes[n].told {
+                        // failoverd needs time to remove its addresses: the
+                        // margin, less what clock-rate drift may eat of it.
+                        let slack = self.cfg.timing.margin / 2;
+                        assert!(
+                            self.real_of(n, told) + slack <= self.now,
+                            "t={:?}: leader {l} may reassign node {n}'s IPs but {n} told its daemons its lease runs until {:?} (real)",
+                            self.now,
+                            self.real_of(n, told)
+                        );
+                    }
                     assert!(
-                        !self.nodes[n].m.lease_ok(self.local(n)),
+                        !self.nodes[n].alive || !self.nodes[n].m.lease_ok(self.local(n)),
                         "t={:?}: leader {l} may reassign node {n}'s IPs but {n}'s lease is still valid",
                         self.now
                     );
@@ -397,6 +442,31 @@ fn cluster_forms_and_agrees_for_2_to_7_nodes() {
                 "n={n}: every node has a lease"
             );
             assert_eq!(sim.active_leaders(), vec![0]);
+            // Steady state: the daemons hear of the lease about four times
+            // per lease (not once per heartbeat), and always before it ends.
+            let before: Vec<usize> = sim.nodes.iter().map(|x| x.updates).collect();
+            let span = cfg.timing.lease * 8;
+            let mut slack = Duration::MAX;
+            let end = sim.now + span;
+            while sim.now < end {
+                sim.step();
+                for i in 0..n {
+                    let told = sim.nodes[i].told.expect("a told lease");
+                    let left = sim.real_of(i, told).saturating_sub(sim.now);
+                    slack = slack.min(left);
+                }
+            }
+            for (i, before) in before.iter().enumerate() {
+                let sent = sim.nodes[i].updates - before;
+                assert!(
+                    (8..=8 * 4 + 2).contains(&sent),
+                    "n={n}: node {i} sent {sent} lease updates in 8 leases"
+                );
+            }
+            assert!(
+                slack >= cfg.timing.lease / 4,
+                "n={n}: the told lease came within {slack:?} of running out"
+            );
         }
     }
 }

@@ -7,7 +7,9 @@
 //! writer and dispatcher tasks run there too); the transportds run on
 //! another runtime and are not counted (transportd has its own rule:
 //! `transport/src/transportd/alloc.rs`). After a warm-up (cluster formed,
-//! buffers grown), the count over three seconds of heartbeating must be 0.
+//! buffers grown, channel blocks recycled), the count over three seconds of
+//! heartbeating (and of the lease updates and membership republishes that
+//! go with it) must be 0.
 //!
 //! A membership change does allocate (the new membership is cloned,
 //! encoded, logged); on a loaded machine the fast profile may flap. So an
@@ -174,8 +176,12 @@ fn heartbeats_through_real_transportds_allocate_nothing() {
     }
     let gens = || [0, 1].map(|i| generations[i].load(Ordering::SeqCst));
 
-    // Warm-up: the cluster forms (membership published), buffers grow.
-    std::thread::sleep(Duration::from_secs(3));
+    // Warm-up: the cluster forms (membership published), buffers grow, and
+    // the channels' block lists reach their steady size (tokio's mpsc
+    // allocates a block of 32 slots until the first ones are recycled: the
+    // sender task's channel carries a lease update every quarter lease, so
+    // that takes a few seconds).
+    std::thread::sleep(Duration::from_secs(6));
     let mut measured = None;
     for _ in 0..5 {
         let g0 = gens();

@@ -8,21 +8,30 @@
 //! the leader asks its own failoverd for its report like any other node's.
 //!
 //! Safety duties of this module:
-//! * When the membership says the lease is not valid, every public address
-//!   is dropped at once ([`Executor::drop_all`]); so it is when clusterd has
-//!   not confirmed a valid lease for `max(2 × lease, 1 s)` (it is polled
-//!   four times in that time), i.e. clusterd died. Once the lease is valid
-//!   again the node asks the leader for a run to get addresses back.
+//! * **The lease.** clusterd tells this node's daemons when its lease ends
+//!   (`LEASE` events about four times per lease, and `Membership::lease`),
+//!   as `CLOCK_MONOTONIC` instants. failoverd keeps the latest (ordered by
+//!   the news' own timestamp, so an old poll answer never undoes newer
+//!   news), hands it to the executor's lease gate, and when it passes
+//!   without renewal — clusterd said the lease ended, or clusterd is dead
+//!   or hung — every public address is removed at once
+//!   ([`Executor::drop_all`] with [`DropMode::RemoveFirst`]). The leader
+//!   gives a node's addresses away only a margin after that instant. Once
+//!   the lease is valid again the node asks the leader for a run to get
+//!   addresses back.
 //! * TAKE is refused unless it comes from the leader this node follows, for
-//!   a generation not older than this node's, while the lease is valid; a
-//!   take that completes after the lease was lost is undone.
+//!   a generation not older than this node's, while the lease is valid; the
+//!   same check runs again under the executor's operation lock right before
+//!   the kernel is touched, and the executor's lease gate undoes an add that
+//!   raced with the end of the lease.
 //! * On shutdown (SIGTERM, SHUTDOWN control) the addresses are dropped:
 //!   once this daemon is gone nothing would drop them when the lease lapses.
 //!   A crash (SIGKILL) leaves them; the restarted daemon adopts them — but
 //!   only once clusterd confirms a valid lease (then the leader cannot have
 //!   given them away: it needs this node's report or its lease to lapse).
-//!   If the first membership says the lease is not valid, the leftovers are
-//!   adopted and dropped at once.
+//!   If the first membership says the lease is not valid, or clusterd says
+//!   nothing within one lease of the start, the leftovers are adopted and
+//!   dropped at once.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -36,21 +45,24 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use transport::client::{Client, ClientError, Incoming};
-use transport::msg::cluster::{Membership, Pnn, GET_MEMBERSHIP, MEMBERSHIP};
+use transport::msg::cluster::{
+    monotonic_ns, Lease, LeaseUpdate, Membership, Pnn, GET_MEMBERSHIP, LEASE, MEMBERSHIP,
+};
 use transport::msg::conntrack::TrackedConnection;
 use transport::msg::failover::{
-    AddIp, ConnectionPair, DelIp, Gratarp, IfaceInfo, KillTcp, MoveIp, PublicIp, PublicIps,
-    ReleaseIps, ReloadSummary, SetIfaceLink, StepResult, TakeIps, ADD_IP, DEL_IP, GET_PUBLIC_IPS,
-    GRATARP, IPREALLOCATE, IPREALLOCATED, KILLTCP, MOVE_IP, RELEASE_IPS, RELOAD_IPS,
-    SET_IFACE_LINK, TAKE_IPS, TICKLE,
+    AddIp, ConnectionPair, DelIp, Gratarp, HookFailureInfo, IfaceInfo, IpStatus, KillTcp, MoveIp,
+    PublicIp, PublicIps, ReleaseIps, ReloadSummary, SetIfaceLink, StepResult, TakeIps, ADD_IP,
+    DEL_IP, GET_IP_STATUS, GET_PUBLIC_IPS, GRATARP, IPREALLOCATE, IPREALLOCATED, KILLTCP, MOVE_IP,
+    RELEASE_IPS, RELOAD_IPS, SET_IFACE_LINK, TAKE_IPS, TICKLE,
 };
 use transport::proto::service::{CLUSTERD, FAILOVERD};
 use transport::proto::{Address, ErrorCode, Message};
 
 use crate::alloc::{Algorithm, Tunables};
 use crate::leader::{self, RunError, RunReport, RunSettings};
-use crate::node::{Executor, ExecutorConfig, NodeError, NodeEvent};
+use crate::node::{DropMode, Executor, ExecutorConfig, NodeError, NodeEvent};
 use crate::public_addresses::{self, PublicAddress, PublicAddressesError};
+use crate::record;
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +100,9 @@ pub struct Settings {
     pub release_timeout: Duration,
     /// Time limit of the other requests of a run.
     pub request_timeout: Duration,
+    /// The record of configured addresses (`<run_dir>/failoverd.hosted`),
+    /// for adoption after a crash; `None` keeps none (nothing is adopted).
+    pub record_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -113,6 +128,7 @@ impl Settings {
             lease: Duration::from_millis(c.cluster.dead_after_ms()),
             release_timeout: Duration::from_millis(c.failover.release_timeout_ms),
             request_timeout: Duration::from_millis(c.failover.release_timeout_ms.max(1_000)),
+            record_file: Some(loaded.resolve(&c.transport.run_dir).join(record::FILE_NAME)),
         }
     }
 }
@@ -125,7 +141,54 @@ struct Shared {
     /// Who this node believes hosts each address (told by runs).
     owners: BTreeMap<IpAddr, Pnn>,
     membership: Option<Membership>,
+    lease: LeaseTrack,
 }
+
+/// What failoverd knows of this node's lease.
+#[derive(Debug, Default)]
+struct LeaseTrack {
+    /// `at_ns` of the newest lease news applied.
+    lease_at: u64,
+    /// `at_ns` of the newest membership applied.
+    memb_at: u64,
+    /// When the lease ends (`None`: not valid).
+    until: Option<Instant>,
+    /// When the current unbroken lease began (`CLOCK_MONOTONIC` ns).
+    since_ns: u64,
+}
+
+impl LeaseTrack {
+    fn valid_now(&self) -> bool {
+        self.until.is_some_and(|u| Instant::now() < u)
+    }
+}
+
+/// The tokio instant of a lease's end (`None` when not valid).
+fn lease_end(lease: &Lease) -> Option<Instant> {
+    if lease.expires_ns == 0 {
+        return None;
+    }
+    let now_ns = monotonic_ns();
+    let now = Instant::now();
+    if lease.expires_ns > now_ns {
+        Some(now + lease.remaining(now_ns))
+    } else {
+        Some(now)
+    }
+}
+
+/// News from clusterd, in the order the loop receives them.
+#[derive(Debug)]
+enum News {
+    Membership(Membership),
+    Lease(Lease),
+}
+
+/// How often clusterd is asked for the membership besides its events (only
+/// a safety net: the events carry everything).
+const POLL_EVERY: Duration = Duration::from_millis(250);
+/// Time limit of that request.
+const POLL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Something a request task asks the loop to do.
 #[derive(Debug)]
@@ -219,7 +282,10 @@ pub async fn run(
             .collect(),
         owners: BTreeMap::new(),
         membership: None,
+        lease: LeaseTrack::default(),
     };
+    // No lease until clusterd says so.
+    exec.set_lease(None);
     let (trigger_tx, mut triggers) = mpsc::unbounded_channel();
     let ctx = Ctx {
         client: client.clone(),
@@ -230,21 +296,17 @@ pub async fn run(
         triggers: trigger_tx,
     };
     client.subscribe(MEMBERSHIP).await?;
+    client.subscribe(LEASE).await?;
     client.subscribe(IPREALLOCATED).await?;
 
     let lease = ctx.settings.lease.max(Duration::from_millis(1));
-    // Without word from clusterd for this long, drop everything. Not one
-    // lease: a loaded node (hundreds of announcements) must not drop its
-    // addresses because one poll answer came late; see docs/failoverd.md.
-    let watchdog = (lease * 2).max(Duration::from_secs(1));
-    let poll_every = watchdog / 4;
-    let mut poll = tokio::time::interval(poll_every);
+    let mut poll = tokio::time::interval(POLL_EVERY);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (memb_tx, mut memb_rx) = mpsc::unbounded_channel::<Membership>();
-    // Until clusterd confirms a valid lease, adopted addresses may stay
-    // only for one lease.
-    let mut lease_deadline = Instant::now() + watchdog;
-    let mut dropped_for_watchdog = false;
+    let (memb_tx, mut memb_rx) = mpsc::unbounded_channel::<News>();
+    // Addresses left in the kernel by a crashed predecessor are adopted when
+    // clusterd first speaks; without a word from it within a lease (and a
+    // little), they are removed.
+    let adopt_by = Instant::now() + lease + Duration::from_millis(100);
     let mut adopted = false;
     let mut leader = LeaderState {
         backoff: Duration::from_millis(50),
@@ -267,7 +329,17 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        let lease_until = ctx.lock().lease.until;
+        let lease_end = async {
+            match lease_until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            // News first: a renewal already queued must not lose to the
+            // lease timer.
+            biased;
             () = &mut shutdown => break Ok(()),
             () = &mut shutdown_control => break Ok(()),
             () = &mut closed => break Err(DaemonError::TransportClosed),
@@ -279,42 +351,55 @@ pub async fn run(
             Some(t) = triggers.recv() => match t {
                 Trigger::Run => request_run(&ctx, &mut leader),
             },
+            Some(news) = memb_rx.recv() => {
+                if let Some(m) = apply_news(&ctx, news) {
+                    if !adopted {
+                        adopted = true;
+                        let since = {
+                            let s = ctx.lock();
+                            (m.lease_ok && s.lease.since_ns > 0).then_some(s.lease.since_ns)
+                        };
+                        adopt(&ctx, since).await;
+                    }
+                    on_membership(&ctx, &mut leader, m).await;
+                }
+            }
+            () = lease_end => {
+                // The last lease end clusterd told of has passed without a
+                // renewal: clusterd said it ended, or it is dead or hung.
+                let stored = {
+                    let mut s = ctx.lock();
+                    s.lease.until = None;
+                    s.membership.as_mut().map(|m| {
+                        m.lease_ok = false;
+                        m.clone()
+                    })
+                };
+                ctx.exec.set_lease(None);
+                if !ctx.exec.hosted().is_empty() {
+                    tracing::error!("the lease ended without renewal from clusterd: dropping every public address");
+                }
+                match stored {
+                    Some(m) => on_membership(&ctx, &mut leader, m).await,
+                    None => drop_all(&ctx).await,
+                }
+            }
+            () = tokio::time::sleep_until(adopt_by), if !adopted => {
+                adopted = true;
+                tracing::warn!("no word from clusterd since the start: removing leftover public addresses");
+                adopt(&ctx, None).await;
+            }
             _ = poll.tick() => {
                 let client = ctx.client.clone();
                 let tx = memb_tx.clone();
                 tokio::spawn(async move {
                     let r: Result<Membership, _> = client
-                        .request(Address::local(CLUSTERD), GET_MEMBERSHIP, &(), watchdog)
+                        .request(Address::local(CLUSTERD), GET_MEMBERSHIP, &(), POLL_TIMEOUT)
                         .await;
                     if let Ok(m) = r {
-                        let _ = tx.send(m);
+                        let _ = tx.send(News::Membership(m));
                     }
                 });
-            }
-            Some(m) = memb_rx.recv() => {
-                if !adopted {
-                    adopted = true;
-                    adopt(&ctx, m.lease_ok).await;
-                }
-                if m.lease_ok {
-                    lease_deadline = Instant::now() + watchdog;
-                    dropped_for_watchdog = false;
-                }
-                on_membership(&ctx, &mut leader, m).await;
-            }
-            () = tokio::time::sleep_until(lease_deadline), if !dropped_for_watchdog => {
-                dropped_for_watchdog = true;
-                // Until clusterd speaks again, this node holds no lease: a
-                // TAKE arriving now must be refused, not served from the
-                // last (valid) membership.
-                if let Some(m) = ctx.lock().membership.as_mut() {
-                    m.lease_ok = false;
-                }
-                if !ctx.exec.hosted().is_empty() {
-                    tracing::error!("clusterd has not confirmed the lease for {watchdog:?}: dropping every public address");
-                    leader.lost_lease = true;
-                }
-                drop_all(&ctx).await;
             }
             done = job_done => {
                 if let Some(done) = done {
@@ -337,30 +422,138 @@ pub async fn run(
 }
 
 /// Adopts the public addresses already in the kernel (restart without a
-/// blip); drops them at once unless the lease is valid.
-async fn adopt(ctx: &Ctx, lease_ok: bool) {
-    if ctx.settings.disabled {
-        return;
+/// blip) that the record says this node configured during its current
+/// unbroken lease (`lease_since_ns`; `None`: no valid lease); removes every
+/// other public address it finds, and any recorded one that is no longer in
+/// public_addresses. See [`record`].
+async fn adopt(ctx: &Ctx, lease_since_ns: Option<u64>) {
+    let recorded = ctx.settings.record_file.as_deref().and_then(record::load);
+    let ok = if ctx.settings.disabled {
+        BTreeMap::new()
+    } else {
+        record::adoptable(recorded.as_ref(), &record::boot_id(), lease_since_ns)
+    };
+    let publics: Vec<PublicAddress> = ctx.lock().publics.values().cloned().collect();
+    let keep: Vec<(PublicAddress, u64)> = publics
+        .iter()
+        .filter_map(|p| ok.get(&p.addr).map(|at| (p.clone(), *at)))
+        .collect();
+    let adopted = match ctx.exec.adopt(&keep).await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!(error = %e, "adoption of configured addresses failed");
+            Vec::new()
+        }
+    };
+    if !adopted.is_empty() {
+        tracing::info!(
+            ?adopted,
+            "public addresses configured before a restart: adopted"
+        );
+        let mut s = ctx.lock();
+        for a in &adopted {
+            s.owners.insert(*a, ctx.pnn);
+        }
     }
-    match ctx.exec.adopt(&ctx.settings.publics).await {
-        Ok(list) => {
-            if !list.is_empty() {
-                tracing::info!(adopted = ?list, lease_ok, "public addresses found in the kernel");
-            }
-            let mut s = ctx.lock();
-            for a in &list {
-                s.owners.insert(*a, ctx.pnn);
+    // Everything else that may be in the kernel is not ours to keep: public
+    // addresses configured but not adopted, and recorded addresses that are
+    // no longer listed (an `addip` before the crash, a reloadips since).
+    let unlisted = recorded
+        .iter()
+        .flat_map(|r| r.entries.keys())
+        .filter(|a| !publics.iter().any(|p| p.addr == **a))
+        .copied();
+    let mut remove: Vec<IpAddr> = match ctx.exec.check(&publics).await {
+        Ok(d) => d.unexpected,
+        Err(_) => publics
+            .iter()
+            .map(|p| p.addr)
+            .filter(|a| !adopted.contains(a))
+            .collect(),
+    };
+    remove.extend(unlisted);
+    if !remove.is_empty() {
+        tracing::warn!(
+            addresses = ?remove,
+            lease_since_ns,
+            "public addresses this node may not keep (configured before its lease last broke, unknown to the record, or no longer listed): removing any left in the kernel"
+        );
+        for (addr, r) in ctx.exec.release_many(&remove).await {
+            if let Err(e) = r {
+                tracing::error!(%addr, error = %e, "cannot remove a leftover address");
             }
         }
-        Err(e) => tracing::warn!(error = %e, "adoption of configured addresses failed"),
     }
-    if !lease_ok {
+    if lease_since_ns.is_none() {
         drop_all(ctx).await;
+    }
+    write_record(ctx);
+}
+
+/// Rewrites the record of configured addresses from the executor's hosted
+/// set (on every change).
+fn write_record(ctx: &Ctx) {
+    let Some(path) = ctx.settings.record_file.as_deref() else {
+        return;
+    };
+    let r = record::Record {
+        boot_id: record::boot_id(),
+        entries: ctx
+            .exec
+            .hosted()
+            .into_iter()
+            .map(|h| (h.public.addr, h.since_ns))
+            .collect(),
+    };
+    if let Err(e) = record::store(path, &r) {
+        tracing::warn!(file = %path.display(), error = %e, "cannot write the record of configured addresses");
+    }
+}
+
+/// Applies news from clusterd to the lease tracker and the executor's lease
+/// gate, in the order of the news' own timestamps. Returns the membership
+/// the loop must act on: the new one, or the stored one when only the
+/// lease's validity changed; `None` when nothing changed for it (or the
+/// news was older than what is known).
+fn apply_news(ctx: &Ctx, news: News) -> Option<Membership> {
+    let (lease, membership) = match news {
+        News::Membership(m) => (m.lease, Some(m)),
+        News::Lease(l) => (l, None),
+    };
+    let mut s = ctx.lock();
+    let was_valid = s.lease.valid_now();
+    if lease.at_ns >= s.lease.lease_at {
+        s.lease.lease_at = lease.at_ns;
+        s.lease.until = lease_end(&lease);
+        s.lease.since_ns = lease.since_ns;
+    }
+    let valid = s.lease.valid_now();
+    ctx.exec.set_lease(if valid { s.lease.until } else { None });
+    match membership {
+        Some(mut m) if m.lease.at_ns >= s.lease.memb_at => {
+            s.lease.memb_at = m.lease.at_ns;
+            m.lease_ok = valid;
+            Some(m)
+        }
+        Some(_) => {
+            tracing::debug!("membership older than the one applied: ignored");
+            None
+        }
+        None if valid != was_valid => s.membership.clone().map(|mut m| {
+            m.lease_ok = valid;
+            m
+        }),
+        None => None,
     }
 }
 
 async fn drop_all(ctx: &Ctx) {
-    match ctx.exec.drop_all().await {
+    let mode = if ctx.lock().lease.valid_now() {
+        DropMode::ResetFirst
+    } else {
+        DropMode::RemoveFirst
+    };
+    match ctx.exec.drop_all(mode).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(count = n, "dropped every public address"),
         Err(e) => tracing::error!(error = %e, "dropping public addresses failed"),
@@ -592,6 +785,10 @@ fn on_node_event(ctx: &Ctx, leader: &mut LeaderState, ev: NodeEvent) {
             request_run(ctx, leader);
         }
         NodeEvent::HookFailed(f) => tracing::warn!(failure = ?f, "event hook failed"),
+        NodeEvent::HostedChanged(_) => {
+            write_record(ctx);
+            tracing::debug!(event = ?ev, "node event");
+        }
         other => tracing::debug!(event = ?other, "node event"),
     }
 }
@@ -642,7 +839,7 @@ async fn on_message(
     ctx: &Ctx,
     leader: &mut LeaderState,
     msg: Message,
-    memb_tx: &mpsc::UnboundedSender<Membership>,
+    memb_tx: &mpsc::UnboundedSender<News>,
 ) {
     use transport::proto::Kind;
     let op = msg.header.opcode;
@@ -663,9 +860,23 @@ async fn on_message(
                     );
                 }
                 Ok(m) => {
-                    let _ = memb_tx.send(m);
+                    let _ = memb_tx.send(News::Membership(m));
                 }
                 Err(e) => tracing::warn!(error = %e, "bad MEMBERSHIP event"),
+            },
+            LEASE
+                if msg.header.src.pnn != ctx.client.pnn() || msg.header.src.service != CLUSTERD =>
+            {
+                tracing::warn!(from = %msg.header.src, "LEASE not from this node's clusterd: ignored");
+            }
+            LEASE => match msg.decode_payload::<LeaseUpdate>() {
+                Ok(u) if u.this_node != ctx.client.pnn() => {
+                    tracing::warn!(this_node = u.this_node, "LEASE for another node: ignored");
+                }
+                Ok(u) => {
+                    let _ = memb_tx.send(News::Lease(u.lease));
+                }
+                Err(e) => tracing::warn!(error = %e, "bad LEASE event"),
             },
             IPREALLOCATED => {
                 let exec = ctx.exec.clone();
@@ -780,6 +991,11 @@ async fn serve(ctx: &Ctx, msg: Message) {
                 .map_err(|e| (ErrorCode::Internal, e.to_string())),
             Err(e) => Err(e),
         },
+        GET_IP_STATUS => {
+            let status = ip_status(ctx).await;
+            reply(ctx, &msg, &status).await;
+            return;
+        }
         KILLTCP => match decode::<KillTcp>(&msg) {
             Ok(req) => match ctx.exec.killtcp(&tracked(&req.connections)).await {
                 Ok(n) => {
@@ -917,7 +1133,7 @@ fn check_run_request(
             format!("stale run: generation {generation} < {}", m.generation),
         ));
     }
-    if need_lease && !m.lease_ok {
+    if need_lease && !(m.lease_ok && s.lease.valid_now()) {
         return Err((
             ErrorCode::Refused,
             format!("node {}: lease not valid", ctx.pnn),
@@ -977,13 +1193,16 @@ async fn take(ctx: &Ctx, from: Pnn, req: TakeIps) -> Result<StepResult, (ErrorCo
             .collect()
     };
     let mut taken = Vec::new();
-    for (addr, r) in ctx.exec.take_many(&publics).await {
+    // Checked again under the executor's operation lock: the take may have
+    // waited there for an earlier operation while the run was overtaken.
+    let still = || check_run_request(ctx, from, req.generation, true).map_err(|(_, why)| why);
+    for (addr, r) in ctx.exec.take_many_if(&publics, &still).await {
         match r {
             Ok(_) => taken.push(addr),
             Err(e) => failed.push((addr, e.to_string())),
         }
     }
-    let lease_ok = ctx.lock().membership.as_ref().is_some_and(|m| m.lease_ok);
+    let lease_ok = ctx.lock().lease.valid_now();
     if !lease_ok {
         // The lease lapsed while taking: undo (the loop drops everything too).
         let _ = ctx.exec.release_many(&taken).await;
@@ -999,6 +1218,54 @@ async fn take(ctx: &Ctx, from: Pnn, req: TakeIps) -> Result<StepResult, (ErrorCo
         }
     }
     Ok(StepResult { failed })
+}
+
+/// This node's public-IP health: the kernel against the hosted set and the
+/// last run's assignments, and the latest hook failures.
+async fn ip_status(ctx: &Ctx) -> IpStatus {
+    let (publics, assigned, lease_ok) = {
+        let s = ctx.lock();
+        let assigned: Vec<IpAddr> = s
+            .owners
+            .iter()
+            .filter(|(_, o)| **o == ctx.pnn)
+            .map(|(a, _)| *a)
+            .collect();
+        (
+            s.publics.values().cloned().collect::<Vec<_>>(),
+            assigned,
+            s.lease.valid_now(),
+        )
+    };
+    let status = ctx.exec.status();
+    let hosted: Vec<IpAddr> = status.hosted.iter().map(|h| h.public.addr).collect();
+    let (mut missing, unexpected) = match ctx.exec.check(&publics).await {
+        Ok(d) => (d.missing, d.unexpected),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot compare the kernel's addresses");
+            (Vec::new(), Vec::new())
+        }
+    };
+    // Given to this node by the last run but not hosted (a take failed).
+    missing.extend(assigned.iter().filter(|a| !hosted.contains(a)));
+    missing.sort();
+    missing.dedup();
+    IpStatus {
+        pnn: ctx.pnn,
+        lease_ok,
+        hosted,
+        missing,
+        unexpected,
+        hook_failures: status
+            .hook_failures
+            .iter()
+            .map(|f| HookFailureInfo {
+                hook: f.hook.display().to_string(),
+                event: f.event.clone(),
+                reason: f.reason.clone(),
+            })
+            .collect(),
+    }
 }
 
 fn add_ip(ctx: &Ctx, req: AddIp) -> Result<(), (ErrorCode, String)> {

@@ -7,3 +7,4 @@ pub mod daemon;
 pub mod leader;
 pub mod node;
 pub mod public_addresses;
+pub mod record;

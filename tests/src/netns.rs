@@ -128,6 +128,42 @@ impl NetNs {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Drops all IPv4 traffic between this namespace and `peers`, both
+    /// ways, with an nftables table of its own (`ipftest_cut`): a network
+    /// partition as the other side sees it. [`NetNs::heal`] removes it.
+    ///
+    /// # Errors
+    ///
+    /// When `nft` fails.
+    pub fn cut_from(&self, peers: &[String]) -> Result<()> {
+        let mut script = String::from(
+            "table inet ipftest_cut {\n\
+             chain in { type filter hook input priority 0; }\n\
+             chain out { type filter hook output priority 0; }\n}\n",
+        );
+        for a in peers {
+            script.push_str(&format!(
+                "add rule inet ipftest_cut in ip saddr {a} drop\n\
+                 add rule inet ipftest_cut out ip daddr {a} drop\n"
+            ));
+        }
+        let file = std::env::temp_dir().join(format!("{}-cut.nft", self.name));
+        std::fs::write(&file, script)?;
+        let r = self.exec_ok("nft", &["-f", &file.to_string_lossy()]);
+        let _ = std::fs::remove_file(&file);
+        r.map(|_| ())
+    }
+
+    /// Removes what [`NetNs::cut_from`] added.
+    ///
+    /// # Errors
+    ///
+    /// When `nft` fails.
+    pub fn heal(&self) -> Result<()> {
+        self.exec_ok("nft", &["delete", "table", "inet", "ipftest_cut"])
+            .map(|_| ())
+    }
+
     /// A `Command` that runs `prog` inside the namespace (through
     /// `ip netns exec`), for callers that want to set up stdio themselves.
     pub fn command(&self, prog: &str) -> Command {

@@ -38,6 +38,7 @@ struct Bed {
     eth1_ports: Vec<String>,
     powered: Arc<Mutex<Vec<bool>>>,
     failoverd_pids: Mutex<Vec<u32>>,
+    clusterd_pids: Mutex<Vec<u32>>,
 }
 
 fn public_addresses(list: &[u8]) -> String {
@@ -83,6 +84,7 @@ impl Bed {
         let bed = Bed {
             powered: Arc::new(Mutex::new(vec![true; c.nodes.len()])),
             failoverd_pids: Mutex::new(vec![0; c.nodes.len()]),
+            clusterd_pids: Mutex::new(vec![0; c.nodes.len()]),
             c,
             eth1_ports,
         };
@@ -134,8 +136,10 @@ impl Bed {
             .stdout(Stdio::null())
             .stderr(self.log(i, name));
         let pid = node.spawn(d).unwrap();
-        if name == "failoverd" {
-            self.failoverd_pids.lock().unwrap()[i] = pid;
+        match name {
+            "failoverd" => self.failoverd_pids.lock().unwrap()[i] = pid,
+            "clusterd" => self.clusterd_pids.lock().unwrap()[i] = pid,
+            _ => {}
         }
     }
 
@@ -732,6 +736,192 @@ fn failover_cluster_forged_membership_is_ignored() {
         bed.logs()
             .contains("MEMBERSHIP not from this node's clusterd"),
         "{}",
+        bed.logs()
+    );
+}
+
+/// A node whose clusterd hangs (SIGSTOP) and which is cut off from the
+/// others (nftables) loses its lease without anybody saying so — its
+/// clusterd cannot publish it, the leader cannot release anything there: its
+/// failoverd must remove its addresses when the lease end
+/// clusterd last told of passes, before the leader may give them to another
+/// node (lease + margin after the last heartbeat). The sampler fails the
+/// test if an address is ever seen on two nodes. (With the earlier watchdog
+/// of max(2 x lease, 1 s), the node kept its addresses ~400 ms after the
+/// survivors had taken them.)
+#[test]
+fn failover_cluster_hung_clusterd_drops_addresses_before_they_move() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    require_root();
+    let list = [201, 202, 203, 204, 205, 206];
+    let bed = Bed::new("foc5", &list);
+    let placed = bed.wait_placed("every address hosted exactly once", &list);
+    // A node that hosts something; not node 0 (the leader) if possible, so
+    // that the run that moves the addresses is not delayed by an election.
+    let victim = placed
+        .values()
+        .copied()
+        .find(|n| *n != 0)
+        .unwrap_or_else(|| *placed.values().next().unwrap());
+    let theirs: Vec<IpAddr> = placed
+        .iter()
+        .filter(|(_, n)| **n == victim)
+        .map(|(a, _)| *a)
+        .collect();
+    let pid = bed.clusterd_pids.lock().unwrap()[victim];
+    let others: Vec<String> = (0..bed.c.nodes.len())
+        .filter(|i| *i != victim)
+        .map(|i| bed.c.nodes[i].addr.to_string())
+        .collect();
+    let sampler = Sampler::start(&bed);
+    let t0 = Instant::now();
+    // Hung and cut off: nobody can tell its failoverd anything any more.
+    kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGSTOP).unwrap();
+    bed.c.nodes[victim].ns.cut_from(&others).unwrap();
+    let victim_ns = bed.c.nodes[victim].ns.name().to_string();
+    let gone = wait_for(
+        "the hung node to drop its addresses",
+        LIMIT,
+        Duration::from_millis(5),
+        || addresses_on(&victim_ns).is_empty().then_some(()),
+    );
+    let dropped_after = t0.elapsed();
+    let moved = match wait_for("its addresses on the other nodes", LIMIT, POLL, || {
+        let p = bed.placement(&list)?;
+        theirs.iter().all(|a| p[a] != victim).then_some(p)
+    }) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGCONT);
+            panic!("{e}\n{}", bed.logs());
+        }
+    };
+    let moved_after = t0.elapsed();
+    eprintln!(
+        "clusterd of node {victim} stopped: its addresses {theirs:?} removed after {dropped_after:?}, \
+         hosted elsewhere after {moved_after:?}: {moved:?}"
+    );
+    kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGCONT).unwrap();
+    bed.c.nodes[victim].ns.heal().unwrap();
+    assert!(gone.is_ok(), "{}", bed.logs());
+    let log = std::fs::read_to_string(bed.c.scratch.join(format!("node{victim}-failoverd.log")))
+        .unwrap_or_default();
+    assert!(
+        log.contains("the lease ended without renewal"),
+        "node {victim}'s failoverd did not act on the lease end:\n{}",
+        bed.logs()
+    );
+    // Resumed, the node rejoins; every address stays hosted exactly once.
+    bed.wait_placed("placed after clusterd resumed", &list);
+    sampler.finish();
+}
+
+/// Node `i`'s clusterd's membership, asked over node `i`'s transportd.
+fn membership_of(bed: &Bed, i: usize) -> Option<transport::msg::cluster::Membership> {
+    use transport::client::Client;
+    use transport::msg::cluster::GET_MEMBERSHIP;
+    use transport::proto::service::CLUSTERD;
+    use transport::proto::Address;
+    let socket = bed.c.nodes[i].run_dir.join("transport.sock");
+    bed.c.nodes[i]
+        .ns
+        .block_on(move || async move {
+            let (client, _incoming) = Client::connect_unix(&socket, "test").await.ok()?;
+            client
+                .request(
+                    Address::local(CLUSTERD),
+                    GET_MEMBERSHIP,
+                    &(),
+                    Duration::from_secs(2),
+                )
+                .await
+                .ok()
+        })
+        .ok()
+        .flatten()
+}
+
+/// A crashed failoverd leaves its addresses configured; while it is down
+/// its node is cut off, so its lease breaks and the survivors take those
+/// addresses (both nodes have them now: nothing runs on the crashed node to
+/// remove them — the limit docs/failoverd.md states). When the node is back
+/// with a valid lease and failoverd restarts, it must not adopt them: they
+/// were configured before the lease last broke (its record of configured
+/// addresses says when). It removes them, and from then on every address is
+/// hosted exactly once, the sampler watching.
+#[test]
+fn failover_cluster_restart_after_a_lease_break_does_not_adopt() {
+    require_root();
+    let list = [201, 202, 203, 204, 205, 206];
+    let bed = Bed::new("foc6", &list);
+    let placed = bed.wait_placed("every address hosted exactly once", &list);
+    let victim = placed
+        .values()
+        .copied()
+        .find(|n| *n != 0)
+        .unwrap_or_else(|| *placed.values().next().unwrap());
+    let theirs: Vec<IpAddr> = placed
+        .iter()
+        .filter(|(_, n)| **n == victim)
+        .map(|(a, _)| *a)
+        .collect();
+    let others: Vec<String> = (0..bed.c.nodes.len())
+        .filter(|i| *i != victim)
+        .map(|i| bed.c.nodes[i].addr.to_string())
+        .collect();
+    let pid = bed.failoverd_pids.lock().unwrap()[victim];
+    assert!(bed.c.nodes[victim].ns.kill(pid));
+    bed.c.nodes[victim].ns.cut_from(&others).unwrap();
+    let victim_ns = bed.c.nodes[victim].ns.name().to_string();
+    let elsewhere = wait_for(
+        "the survivors to take the cut-off node's addresses",
+        LIMIT,
+        POLL,
+        || {
+            let mut seen = Vec::new();
+            for (i, n) in bed.c.nodes.iter().enumerate() {
+                if i != victim {
+                    seen.extend(addresses_on(n.ns.name()));
+                }
+            }
+            theirs.iter().all(|a| seen.contains(a)).then_some(())
+        },
+    );
+    assert!(elsewhere.is_ok(), "{}", bed.logs());
+    // The crashed node still has them: nothing removed them.
+    assert!(theirs.iter().all(|a| addresses_on(&victim_ns).contains(a)));
+    bed.c.nodes[victim].ns.heal().unwrap();
+    let lease = wait_for("the node's lease to be valid again", LIMIT, POLL, || {
+        membership_of(&bed, victim).filter(|m| m.lease_ok)
+    });
+    assert!(lease.is_ok(), "{}", bed.logs());
+    bed.start_daemon(victim, "failoverd");
+    let gone = wait_for(
+        "the restarted failoverd to remove them",
+        LIMIT,
+        Duration::from_millis(10),
+        || {
+            let now = addresses_on(&victim_ns);
+            theirs.iter().all(|a| !now.contains(a)).then_some(())
+        },
+    );
+    assert!(gone.is_ok(), "{}", bed.logs());
+    let sampler = Sampler::start(&bed);
+    bed.wait_placed("every address hosted exactly once again", &list);
+    std::thread::sleep(Duration::from_millis(500));
+    sampler.finish();
+    let log = std::fs::read_to_string(bed.c.scratch.join(format!("node{victim}-failoverd.log")))
+        .unwrap_or_default();
+    assert!(
+        log.contains("may not keep"),
+        "the restarted failoverd did not refuse to adopt:\n{}",
+        bed.logs()
+    );
+    assert!(
+        !log.contains("configured before a restart: adopted"),
+        "the restarted failoverd adopted addresses:\n{}",
         bed.logs()
     );
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use failoverd::node::{Executor, ExecutorConfig, NodeEvent, Taken};
+use failoverd::node::{DropMode, Executor, ExecutorConfig, NodeEvent, Taken};
 use failoverd::public_addresses::PublicAddress;
 use netlink::events::{Event, Events};
 use tests::netns::{require_root, wait_for, Lan, NetNs};
@@ -443,7 +443,9 @@ fn adoption_keeps_the_configured_address() {
                 public("192.0.2.100/24", &["eth0"]),
                 public("192.0.2.101/24", &["eth0"]),
             ];
-            let adopted = ex.adopt(&known).await.unwrap();
+            let recorded: Vec<(PublicAddress, u64)> =
+                known.iter().map(|p| (p.clone(), 0)).collect();
+            let adopted = ex.adopt(&recorded).await.unwrap();
             assert_eq!(adopted, ["192.0.2.100".parse::<IpAddr>().unwrap()]);
             // A take of the adopted address changes nothing.
             assert_eq!(
@@ -471,7 +473,7 @@ fn adoption_keeps_the_configured_address() {
             .await;
             assert!(quiet.is_err(), "unexpected address event {quiet:?}");
             // drop_all removes what was adopted.
-            assert_eq!(ex.drop_all().await.unwrap(), 1);
+            assert_eq!(ex.drop_all(DropMode::RemoveFirst).await.unwrap(), 1);
             ex.shutdown();
         })
         .unwrap();
@@ -574,4 +576,124 @@ fn take_tickles_the_clients_conntrackd_lists() {
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         other => panic!("expected the idle client to be reset, got {other:?} after {waited:?}"),
     }
+}
+
+/// The public addresses 192.0.2.150.. configured in the current namespace.
+async fn kernel_publics(nl: &netlink::link::Netlink) -> Vec<IpAddr> {
+    nl.all_addresses()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, p)| p.addr())
+        .filter(|a| matches!(a, IpAddr::V4(v) if v.octets()[..3] == [192, 0, 2] && v.octets()[3] >= 150))
+        .collect()
+}
+
+/// The lease gate and drop_all against takes in flight (the daemon calls
+/// drop_all when the lease ends): a closed or expired gate refuses a take and
+/// adds nothing; drop_all started 0–9 ms after a take of 64 addresses always
+/// leaves none of them in the kernel and nothing hosted, whichever of the two
+/// gets to the kernel first; and drop_all removes a hosted address while a
+/// slow takeip hook of its take is still running, without waiting for it.
+#[test]
+fn lease_gate_and_drop_all_racing_takes_leave_nothing_configured() {
+    use failoverd::node::NodeError;
+    use tokio::time::Instant;
+
+    let rig = Rig::new("fn9", &["eth0"]);
+    let marker = rig.dir.join("slow-hook-done");
+    write_hook(
+        &rig.dir.join("hooks/30.slow"),
+        &format!(
+            "#!/bin/sh\n[ \"$1\" = takeip ] || exit 0\nsleep 3\ntouch {}\n",
+            marker.display()
+        ),
+    );
+    let hooks = rig.config();
+    let marker2 = marker.clone();
+    rig.node
+        .block_on(move || async move {
+            let nl = netlink::link::Netlink::new().unwrap();
+            let plain = ExecutorConfig {
+                hooks_dir: None,
+                garp_count: 1,
+                ..ExecutorConfig::default()
+            };
+            let (ex, _events) = Executor::start(plain, None).await.unwrap();
+            let one = public("192.0.2.150/24", &["eth0"]);
+            ex.set_lease(None);
+            assert!(matches!(
+                ex.take(&one).await,
+                Err(NodeError::NoLease { .. })
+            ));
+            ex.set_lease(Some(Instant::now()));
+            assert!(matches!(
+                ex.take(&one).await,
+                Err(NodeError::NoLease { .. })
+            ));
+            assert!(kernel_publics(&nl).await.is_empty());
+
+            let many: Vec<PublicAddress> = (0..64)
+                .map(|i| public(&format!("192.0.2.{}/24", 150 + i), &["eth0"]))
+                .collect();
+            let mut outcomes = Vec::new();
+            for delay_ms in 0..10u64 {
+                ex.set_lease(Some(Instant::now() + Duration::from_secs(60)));
+                let taker = ex.clone();
+                let list = many.clone();
+                let take = tokio::spawn(async move { taker.take_many(&list).await });
+                if delay_ms == 0 {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                }
+                let dropped = ex.drop_all(DropMode::RemoveFirst).await.unwrap();
+                let taken = take
+                    .await
+                    .unwrap()
+                    .iter()
+                    .filter(|(_, r)| r.is_ok())
+                    .count();
+                outcomes.push((delay_ms, taken, dropped));
+                let left = kernel_publics(&nl).await;
+                assert!(
+                    left.is_empty() && ex.hosted().is_empty(),
+                    "delay {delay_ms} ms: take ok for {taken}, drop_all removed {dropped}; \
+                     still configured: {left:?}, hosted: {:?}",
+                    ex.hosted()
+                );
+            }
+            eprintln!("(delay ms, takes that succeeded, dropped): {outcomes:?}");
+            ex.shutdown();
+
+            // A take whose takeip hook is slow: drop_all does not wait for it.
+            let (ex, _events) = Executor::start(hooks, None).await.unwrap();
+            ex.set_lease(Some(Instant::now() + Duration::from_secs(60)));
+            let taker = ex.clone();
+            let take = tokio::spawn(async move { taker.take(&one).await });
+            let end = Instant::now() + Duration::from_secs(5);
+            while ex.hosted().is_empty() && Instant::now() < end {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(ex.hosted().len(), 1, "the take did not add the address");
+            let dropper = ex.clone();
+            let drop_task =
+                tokio::spawn(async move { dropper.drop_all(DropMode::RemoveFirst).await });
+            let end = Instant::now() + Duration::from_secs(2);
+            while !kernel_publics(&nl).await.is_empty() && Instant::now() < end {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(
+                kernel_publics(&nl).await.is_empty(),
+                "drop_all left the address while the take's hook ran"
+            );
+            assert!(
+                !marker2.exists(),
+                "the slow hook finished first: the test proves nothing"
+            );
+            let _ = take.await.unwrap();
+            drop_task.await.unwrap().unwrap();
+            ex.shutdown();
+        })
+        .unwrap();
 }

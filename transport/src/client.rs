@@ -198,13 +198,69 @@ pub enum LinkError {
 
 /// A connection to a transport: where frames go and where they come from.
 ///
-/// Dropping every [`Client`] handle closes the connection; the incoming side
-/// ending means the transport closed it.
+/// Usually handed to [`Client::connect`]; code that speaks the protocol by
+/// hand (a fake transport in a test) may use the two sides directly.
+/// Dropping every [`Client`] handle (or the [`LinkSender`]) closes the
+/// connection; the incoming side ending means the other end closed it.
 #[derive(Debug)]
 pub struct Link {
+    /// Frames to the other end.
+    pub outgoing: LinkSender,
+    /// Frames from the other end.
+    pub incoming: LinkReceiver,
+}
+
+/// The sending side of a [`Link`].
+#[derive(Debug)]
+pub struct LinkSender {
     out: Out,
-    incoming: LinkRx,
     tap: Arc<TapSlot>,
+    /// Close a stream link when dropped (false once a Client took over).
+    close_on_drop: bool,
+}
+
+/// The link is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the link is closed")]
+pub struct LinkClosed;
+
+impl LinkSender {
+    /// Sends one message, waiting for room (a stream link queues at most
+    /// [`OUTGOING_LIMIT`] bytes).
+    ///
+    /// # Errors
+    /// [`LinkClosed`] once the link is closed (or the payload is over
+    /// [`MAX_PAYLOAD`], which would close a stream).
+    pub async fn send(&self, msg: Message) -> Result<(), LinkClosed> {
+        match &self.out {
+            Out::Channel(tx) => tx.send(msg).await.map_err(|_| LinkClosed),
+            Out::Stream(q) => q
+                .push(&msg.header, &msg.payload)
+                .await
+                .map_err(|_| LinkClosed),
+        }
+    }
+}
+
+impl Drop for LinkSender {
+    fn drop(&mut self) {
+        // Dropping the sending side closes a stream link (the writer drains
+        // and shuts the stream down), as dropping a channel's sender does.
+        if let (true, Out::Stream(q)) = (self.close_on_drop, &self.out) {
+            q.close();
+        }
+    }
+}
+
+/// The receiving side of a [`Link`].
+#[derive(Debug)]
+pub struct LinkReceiver(LinkRx);
+
+impl LinkReceiver {
+    /// The next message, or `None` once the link is closed.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.0.recv().await
+    }
 }
 
 /// The sending side of a link.
@@ -261,9 +317,12 @@ impl Link {
         incoming: mpsc::UnboundedReceiver<Message>,
     ) -> Link {
         Link {
-            out: Out::Channel(outgoing),
-            incoming: LinkRx::Channel(incoming),
-            tap: Arc::default(),
+            outgoing: LinkSender {
+                out: Out::Channel(outgoing),
+                tap: Arc::default(),
+                close_on_drop: true,
+            },
+            incoming: LinkReceiver(LinkRx::Channel(incoming)),
         }
     }
 
@@ -272,7 +331,8 @@ impl Link {
     pub fn into_channels(
         self,
     ) -> Option<(mpsc::Sender<Message>, mpsc::UnboundedReceiver<Message>)> {
-        match (self.out, self.incoming) {
+        let Link { outgoing, incoming } = self;
+        match (outgoing.out.clone(), incoming.0) {
             (Out::Channel(tx), LinkRx::Channel(rx)) => Some((tx, rx)),
             _ => None,
         }
@@ -298,9 +358,12 @@ impl Link {
             Arc::clone(&tap),
         ));
         Link {
-            out: Out::Stream(queue),
-            incoming: LinkRx::Stream(in_rx),
-            tap,
+            outgoing: LinkSender {
+                out: Out::Stream(queue),
+                tap,
+                close_on_drop: true,
+            },
+            incoming: LinkReceiver(LinkRx::Stream(in_rx)),
         }
     }
 }
@@ -788,10 +851,11 @@ impl Client {
     /// [`CONTROL_TIMEOUT`]), [`ClientError::Closed`] if the link closes.
     pub async fn connect(link: Link, name: &str) -> Result<(Client, Incoming), ClientError> {
         let Link {
-            out: outgoing,
-            incoming: mut link_rx,
-            tap,
+            outgoing: mut sender,
+            incoming: LinkReceiver(mut link_rx),
         } = link;
+        let outgoing = sender.out.clone();
+        let tap = Arc::clone(&sender.tap);
         let closed = || ClientError::Closed {
             service: name.to_owned(),
         };
@@ -843,6 +907,11 @@ impl Client {
             }
             other => return Err(handshake(format!("answer of kind {other:?}"))),
         };
+        // Registered: the Client's Inner owns the sending side from here on
+        // (and closes a stream link when the last handle is dropped). On the
+        // error returns above, dropping `sender` closed the link.
+        sender.close_on_drop = false;
+        drop(sender);
         let (shutdown, _) = watch::channel(false);
         let (closed, _) = watch::channel(false);
         let inner = Arc::new(Inner {

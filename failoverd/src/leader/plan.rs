@@ -302,6 +302,7 @@ mod tests {
             this_node: 0,
             lease_ok: true,
             reassignable: reassignable.to_vec(),
+            lease: Default::default(),
         }
     }
 

@@ -27,6 +27,16 @@
 //! is hosted and only on a link that is usable (admin up and carrier).
 //! State-changing operations (take, release, update, healing) are
 //! serialised by one operation lock, so they never interleave on one address.
+//!
+//! **The lease gate** ([`Executor::set_lease`]): the daemon tells the
+//! executor until when this node may hold public addresses. Every path that
+//! adds an address (take, move between interfaces, self-healing) checks the
+//! gate before the kernel request and again, together with recording the
+//! address as hosted, after it: an add that raced with the end of the lease
+//! is undone at once. [`Executor::drop_all`] closes the gate and removes
+//! every hosted or half-released address from the kernel *before* it waits
+//! for the operation lock, so neither a take waiting on hooks nor a release
+//! resetting connections can delay it; connections are reset afterwards.
 
 mod hooks;
 mod ops;
@@ -154,6 +164,29 @@ pub enum NodeError {
         /// The address.
         addr: IpAddr,
     },
+    /// This node's lease is not valid (or ended during the operation): it
+    /// may not configure public addresses.
+    #[error("cannot configure {addr}: this node's lease is not valid")]
+    NoLease {
+        /// The address.
+        addr: IpAddr,
+    },
+    /// The operation's own precondition (checked under the operation lock)
+    /// no longer holds, e.g. the run it belongs to was overtaken.
+    #[error("{addr}: {reason}")]
+    Stale {
+        /// The address.
+        addr: IpAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A release was overtaken by a take of the same address: the address is
+    /// still configured here.
+    #[error("{addr} was taken again while it was being released: still configured")]
+    Retaken {
+        /// The address.
+        addr: IpAddr,
+    },
     /// The prefix length does not fit the address.
     #[error("bad prefix /{prefix} for {addr}")]
     BadPrefix {
@@ -177,6 +210,17 @@ pub enum NodeError {
     },
 }
 
+/// How [`Executor::drop_all`] orders removal and connection resets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropMode {
+    /// Remove the addresses at once, reset local connections afterwards
+    /// (the lease ended).
+    RemoveFirst,
+    /// Reset local connections first (at most 200 ms), then remove (an
+    /// orderly stop while the lease is still valid).
+    ResetFirst,
+}
+
 /// One address hosted on this node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HostedAddress {
@@ -184,6 +228,10 @@ pub struct HostedAddress {
     pub public: PublicAddress,
     /// The interface it is configured on now.
     pub iface: String,
+    /// When this node configured it (`CLOCK_MONOTONIC` ns, read before the
+    /// kernel request; for an adopted address, what the record said). See
+    /// [`crate::record`].
+    pub since_ns: u64,
 }
 
 /// What `take` did.
@@ -318,7 +366,9 @@ impl Executor {
     ///
     /// [`NodeError::Addr`] / [`NodeError::Link`] when the kernel's
     /// addresses or links cannot be listed.
-    pub async fn adopt(&self, known: &[PublicAddress]) -> Result<Vec<IpAddr>, NodeError> {
+    /// `known` pairs each address with when it was configured (from
+    /// [`crate::record`]; 0 when unknown).
+    pub async fn adopt(&self, known: &[(PublicAddress, u64)]) -> Result<Vec<IpAddr>, NodeError> {
         self.inner.adopt(known).await
     }
 
@@ -331,7 +381,10 @@ impl Executor {
     /// [`NodeError::NoUsableInterface`], [`NodeError::BadPrefix`],
     /// [`NodeError::Kernel`] when the kernel refuses the address.
     pub async fn take(&self, public: &PublicAddress) -> Result<Taken, NodeError> {
-        let mut r = self.inner.take_many(std::slice::from_ref(public)).await;
+        let mut r = self
+            .inner
+            .take_many(std::slice::from_ref(public), &|| Ok(()))
+            .await;
         match r.pop() {
             Some((_, result)) => result,
             None => unreachable!("take_many answers once per address"),
@@ -346,12 +399,26 @@ impl Executor {
     /// while the link is down), asks conntrackd for their clients and
     /// tickles them (one tickle per round, `tickle_count` rounds), then
     /// runs the `takeip IFACE ADDRESS PREFIX` hooks. The address answers
-    /// before the hooks run. One result per address, in order.
+    /// before the hooks run. One result per address, in order. Refused
+    /// ([`NodeError::NoLease`]) while the lease gate is closed.
     pub async fn take_many(
         &self,
         publics: &[PublicAddress],
     ) -> Vec<(IpAddr, Result<Taken, NodeError>)> {
-        self.inner.take_many(publics).await
+        self.inner.take_many(publics, &|| Ok(())).await
+    }
+
+    /// [`Executor::take_many`], with `still` checked under the operation
+    /// lock right before the kernel is touched: when it fails (the run this
+    /// take belongs to was overtaken while the take waited for an earlier
+    /// operation), nothing is added and every address gets
+    /// [`NodeError::Stale`] with its reason.
+    pub async fn take_many_if(
+        &self,
+        publics: &[PublicAddress],
+        still: &(dyn Fn() -> Result<(), String> + Sync),
+    ) -> Vec<(IpAddr, Result<Taken, NodeError>)> {
+        self.inner.take_many(publics, still).await
     }
 
     /// Releases one address: see [`Executor::release_many`]. Releasing an
@@ -361,7 +428,7 @@ impl Executor {
     ///
     /// [`NodeError::Kernel`] when the kernel refuses the removal.
     pub async fn release(&self, addr: IpAddr) -> Result<(), NodeError> {
-        let mut r = self.inner.release_many(&[addr], true).await;
+        let mut r = self.inner.release_many(&[addr]).await;
         match r.pop() {
             Some((_, result)) => result,
             None => unreachable!("release_many answers once per address"),
@@ -377,7 +444,7 @@ impl Executor {
     /// that is not hosted (a leftover) is removed too, from whichever
     /// interface carries it. One result per address, in order.
     pub async fn release_many(&self, addrs: &[IpAddr]) -> Vec<(IpAddr, Result<(), NodeError>)> {
-        self.inner.release_many(addrs, true).await
+        self.inner.release_many(addrs).await
     }
 
     /// Moves a hosted address to `new_iface` (one of its listed interfaces):
@@ -393,32 +460,32 @@ impl Executor {
         self.inner.update(addr, new_iface).await
     }
 
-    /// Releases every hosted address at once (lease lost, shutdown): the
-    /// fast path — block, destroy local sockets, remove all addresses in
-    /// one pipelined request per interface, unblock, then the `releaseip`
-    /// hooks (no killtcp of conntrackd's other clients: it could take
+    /// Releases every address at once and closes the lease gate until the
+    /// next [`Executor::set_lease`] (lease lost, shutdown). With
+    /// [`DropMode::RemoveFirst`] (lease lost: the leader may give the
+    /// addresses away a margin after the lease ended) every hosted or
+    /// half-released address is removed from the kernel first, in one
+    /// pipelined request per interface and without waiting for any other
+    /// operation; local sockets are destroyed afterwards. With
+    /// [`DropMode::ResetFirst`] (orderly shutdown with a valid lease) local
+    /// connections are reset first (bounded by 200 ms) so that clients see
+    /// a reset. Then the nftables sets are cleared and the `releaseip` hooks
+    /// run (no killtcp of conntrackd's other clients: it could take
     /// seconds). Returns the number of addresses released.
     ///
     /// # Errors
     ///
     /// The first error met; the other addresses are still removed.
-    pub async fn drop_all(&self) -> Result<usize, NodeError> {
-        let all: Vec<IpAddr> = self.inner.hosted_ips();
-        let results = self.inner.release_many(&all, false).await;
-        let mut count = 0;
-        let mut first = None;
-        for (_, r) in results {
-            match r {
-                Ok(()) => count += 1,
-                Err(e) => {
-                    first.get_or_insert(e);
-                }
-            }
-        }
-        match first {
-            Some(e) => Err(e),
-            None => Ok(count),
-        }
+    pub async fn drop_all(&self, mode: DropMode) -> Result<usize, NodeError> {
+        self.inner.drop_all(mode).await
+    }
+
+    /// Opens the lease gate until `until` (`None`: closed). Until the first
+    /// call the gate is open without limit (an executor driven directly,
+    /// without clusterd, as in tests and benchmarks); the daemon closes it
+    /// at start and opens it from clusterd's lease news.
+    pub fn set_lease(&self, until: Option<tokio::time::Instant>) {
+        self.inner.set_lease(until);
     }
 
     /// The addresses hosted now, sorted.

@@ -30,7 +30,7 @@ use transport::proto::{Address, BROADCAST_SERVICE, LOCAL};
 use super::hooks::{HookEvent, HookOutcome, Hooks};
 use super::plan::choose_interface;
 use super::{
-    Discrepancies, ExecutorConfig, HostedAddress, NodeError, NodeEvent, NodeStatus, Taken,
+    Discrepancies, DropMode, ExecutorConfig, HostedAddress, NodeError, NodeEvent, NodeStatus, Taken,
 };
 use crate::public_addresses::PublicAddress;
 
@@ -39,9 +39,26 @@ const MAX_HOOK_FAILURES: usize = 16;
 /// Interval of the HOSTED re-publication and of the kernel resync.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(3);
 
+/// The lease gate: may addresses be configured now?
+#[derive(Debug, Default, Clone, Copy)]
+enum Permit {
+    /// No daemon manages the lease (an executor driven directly).
+    #[default]
+    Unlimited,
+    /// Until this instant.
+    Until(tokio::time::Instant),
+    /// Closed.
+    Closed,
+}
+
 #[derive(Debug, Default)]
 struct State {
     hosted: BTreeMap<IpAddr, HostedAddress>,
+    permit: Permit,
+    /// Addresses a release has taken out of `hosted` but not yet removed
+    /// from the kernel (it resets their connections first): address →
+    /// (interface, prefix length). `drop_all` removes these too.
+    releasing: HashMap<IpAddr, (String, u8)>,
     announcers: HashMap<IpAddr, JoinHandle<()>>,
     link_override: HashMap<String, bool>,
     /// Kernel usability (admin up and carrier) of every link, by name, from
@@ -147,6 +164,15 @@ async fn addresses_of(nl: &Netlink) -> Result<Vec<(u32, IpPrefix)>, NodeError> {
     Ok(nl.all_addresses().await?)
 }
 
+/// The lease gate is open now.
+fn permitted(st: &State) -> bool {
+    match st.permit {
+        Permit::Unlimited => true,
+        Permit::Until(t) => tokio::time::Instant::now() < t,
+        Permit::Closed => false,
+    }
+}
+
 fn prefix_of(p: &PublicAddress) -> Result<IpPrefix, NodeError> {
     IpPrefix::new(p.addr, p.prefix).map_err(|_| NodeError::BadPrefix {
         addr: p.addr,
@@ -225,6 +251,10 @@ impl Inner {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn set_lease(&self, until: Option<tokio::time::Instant>) {
+        self.lock().permit = until.map_or(Permit::Closed, Permit::Until);
     }
 
     fn emit(&self, ev: NodeEvent) {
@@ -399,14 +429,14 @@ impl Inner {
 
     pub(super) async fn adopt(
         self: &Arc<Self>,
-        known: &[PublicAddress],
+        known: &[(PublicAddress, u64)],
     ) -> Result<Vec<IpAddr>, NodeError> {
         let _op = self.op.lock().await;
         let links = links_of(&self.nl).await?;
         let names: HashMap<u32, String> = links.into_iter().map(|l| (l.index, l.name)).collect();
         let present = addresses_of(&self.nl).await?;
         let mut adopted = Vec::new();
-        for p in known {
+        for (p, since_ns) in known {
             let found = present.iter().find_map(|(index, prefix)| {
                 let name = names.get(index)?;
                 (prefix.addr() == p.addr && p.ifaces.contains(name)).then(|| name.clone())
@@ -424,6 +454,7 @@ impl Inner {
                 HostedAddress {
                     public: p.clone(),
                     iface: iface.clone(),
+                    since_ns: *since_ns,
                 },
             );
             drop(st);
@@ -448,13 +479,51 @@ impl Inner {
     pub(super) async fn take_many(
         self: &Arc<Self>,
         publics: &[PublicAddress],
+        still: &(dyn Fn() -> Result<(), String> + Sync),
     ) -> Vec<(IpAddr, Result<Taken, NodeError>)> {
         let (results, waits) = {
             let _op = self.op.lock().await;
-            self.take_locked(publics).await
+            let refuse = |e: &dyn Fn(IpAddr) -> NodeError| {
+                publics.iter().map(|p| (p.addr, Err(e(p.addr)))).collect()
+            };
+            if let Err(reason) = still() {
+                (
+                    refuse(&|addr| NodeError::Stale {
+                        addr,
+                        reason: reason.clone(),
+                    }),
+                    Vec::new(),
+                )
+            } else if !permitted(&self.lock()) {
+                (refuse(&|addr| NodeError::NoLease { addr }), Vec::new())
+            } else {
+                self.take_locked(publics).await
+            }
         };
         wait_hooks(waits).await;
         results
+    }
+
+    /// `addr` is still hosted and the lease gate open (one critical
+    /// section: see take_locked).
+    fn still_hosted_and_permitted(&self, addr: IpAddr) -> bool {
+        let st = self.lock();
+        permitted(&st) && st.hosted.contains_key(&addr)
+    }
+
+    /// Removes freshly added prefixes again (an add that raced with the
+    /// end of the lease).
+    async fn undo_adds(&self, by_iface: &BTreeMap<String, Vec<IpPrefix>>) {
+        for (iface, prefixes) in by_iface {
+            if let Err(e) = self
+                .nl
+                .del_addresses(iface, prefixes.iter().copied())
+                .execute()
+                .await
+            {
+                tracing::error!(%iface, error = %e, "cannot undo addresses added as the lease ended");
+            }
+        }
     }
 
     async fn take_locked(
@@ -507,6 +576,8 @@ impl Inner {
             }
         }
         let mut added: Vec<(usize, String)> = Vec::new();
+        // Before the kernel request: never later than the real time.
+        let since_ns = transport::msg::cluster::monotonic_ns();
         for (iface, items) in &by_iface {
             if items.iter().any(|(_, p)| p.addr().is_ipv4()) {
                 set_promote(iface);
@@ -537,21 +608,45 @@ impl Inner {
             }
         }
         if !added.is_empty() {
-            let ips: Vec<IpAddr> = added.iter().map(|(i, _)| publics[*i].addr).collect();
-            {
+            // Recording the addresses as hosted and checking the lease gate
+            // happen under one lock, so drop_all either sees them hosted or
+            // this sees the gate closed and undoes the adds.
+            let allowed = {
                 let mut st = self.lock();
-                for (i, iface) in &added {
-                    let p = &publics[*i];
-                    st.cannot_host.remove(&p.addr);
-                    st.hosted.insert(
-                        p.addr,
-                        HostedAddress {
-                            public: p.clone(),
-                            iface: iface.clone(),
-                        },
-                    );
+                let ok = permitted(&st);
+                if ok {
+                    for (i, iface) in &added {
+                        let p = &publics[*i];
+                        st.cannot_host.remove(&p.addr);
+                        st.hosted.insert(
+                            p.addr,
+                            HostedAddress {
+                                public: p.clone(),
+                                iface: iface.clone(),
+                                since_ns,
+                            },
+                        );
+                    }
                 }
+                ok
+            };
+            if !allowed {
+                let mut undo: BTreeMap<String, Vec<IpPrefix>> = BTreeMap::new();
+                for (i, iface) in &added {
+                    if let Ok(p) = prefix_of(&publics[*i]) {
+                        undo.entry(iface.clone()).or_default().push(p);
+                    }
+                    results[*i] = Some(Err(NodeError::NoLease {
+                        addr: publics[*i].addr,
+                    }));
+                }
+                tracing::warn!("the lease ended while taking addresses: removed them again");
+                self.undo_adds(&undo).await;
+                added.clear();
             }
+        }
+        if !added.is_empty() {
+            let ips: Vec<IpAddr> = added.iter().map(|(i, _)| publics[*i].addr).collect();
             for (i, iface) in &added {
                 let rounds = self.config.garp_count;
                 self.spawn_announcer(publics[*i].addr, iface, rounds, true);
@@ -643,7 +738,6 @@ impl Inner {
     pub(super) async fn release_many(
         self: &Arc<Self>,
         addrs: &[IpAddr],
-        thorough: bool,
     ) -> Vec<(IpAddr, Result<(), NodeError>)> {
         // Phase 1, under the operation lock: forget, block.
         let op = self.op.lock().await;
@@ -655,6 +749,7 @@ impl Inner {
             let mut st = self.lock();
             for a in addrs {
                 if let Some(h) = st.hosted.remove(a) {
+                    st.releasing.insert(*a, (h.iface.clone(), h.public.prefix));
                     targets.push((*a, h.iface, h.public.prefix));
                     st.cannot_host.remove(a);
                     removed_hosted = true;
@@ -673,9 +768,12 @@ impl Inner {
             {
                 let names: HashMap<u32, String> =
                     links.into_iter().map(|l| (l.index, l.name)).collect();
+                let mut st = self.lock();
                 for (index, prefix) in present {
                     if unknown.contains(&prefix.addr()) {
                         if let Some(name) = names.get(&index) {
+                            st.releasing
+                                .insert(prefix.addr(), (name.clone(), prefix.len()));
                             targets.push((prefix.addr(), name.clone(), prefix.len()));
                         }
                     }
@@ -692,69 +790,32 @@ impl Inner {
             if let Err(e) = self.nft.update().add(NftSet::Blocked, &ips).execute().await {
                 tracing::warn!(error = %e, "cannot block released addresses");
             }
-            // Phase 2, unlocked (killtcp may take a while; drop_all must not
-            // wait for it): reset the connections while the addresses are
-            // still configured.
+            // Phase 2, unlocked (killtcp may take up to killtcp_timeout):
+            // reset the connections while the addresses are still
+            // configured. The addresses are in `releasing`, so a drop_all
+            // meanwhile removes them without waiting for this.
             drop(op);
-            if thorough {
-                self.reset_connections(&targets, true).await;
-            } else if tokio::time::timeout(
-                DROP_RESET_LIMIT,
-                self.reset_connections(&targets, false),
-            )
-            .await
-            .is_err()
-            {
-                // drop_all (lease lost): removing the addresses comes first.
-                tracing::warn!("resetting connections took too long: removing the addresses now");
-            }
-            // Phase 3: remove, unless taken again in between.
+            self.reset_connections(&targets, true).await;
+            // Phase 3: remove. An address taken again in between stays
+            // configured, and its release is reported as failed: a release
+            // is acknowledged only when the address is gone.
             let _op = self.op.lock().await;
             {
-                let st = self.lock();
-                targets.retain(|(a, _, _)| !st.hosted.contains_key(a));
-            }
-            let mut by_iface: BTreeMap<&str, Vec<IpPrefix>> = BTreeMap::new();
-            for (a, iface, len) in &targets {
-                if let Ok(p) = IpPrefix::new(*a, *len) {
-                    by_iface.entry(iface).or_default().push(p);
-                }
-            }
-            for (iface, mut prefixes) in by_iface {
-                order_for_removal(&self.nl, iface, &mut prefixes).await;
-                if let Err(e) = self
-                    .nl
-                    .del_addresses(iface, prefixes.iter().copied())
-                    .execute()
-                    .await
-                {
-                    let reason = e.to_string();
-                    let present = present_on(&self.nl, iface).await;
-                    for p in &prefixes {
-                        if present.contains(&p.addr()) {
-                            failed.insert(
-                                p.addr(),
-                                NodeError::Kernel {
-                                    op: "remove",
-                                    addr: p.addr(),
-                                    iface: iface.to_owned(),
-                                    reason: reason.clone(),
-                                },
-                            );
-                        }
+                let mut st = self.lock();
+                for (a, _, _) in &targets {
+                    st.releasing.remove(a);
+                    if st.hosted.contains_key(a) {
+                        failed.insert(*a, NodeError::Retaken { addr: *a });
                     }
                 }
+                targets.retain(|(a, _, _)| !st.hosted.contains_key(a));
             }
-            if let Err(e) = self
-                .nft
-                .update()
-                .remove(NftSet::Blocked, &ips)
-                .remove(NftSet::Tracked, &ips)
-                .execute()
-                .await
-            {
-                tracing::warn!(error = %e, "cannot unblock released addresses");
+            for (_, (addr, err)) in self.remove_from_kernel(&targets).await {
+                failed.insert(addr, err);
             }
+            // A retaken address is unblocked but stays tracked.
+            let removed: Vec<IpAddr> = targets.iter().map(|(a, _, _)| *a).collect();
+            self.clear_sets(&ips, &removed).await;
             tracing::info!(count = ips.len(), "released addresses: {ips:?}");
             for (a, iface, len) in &targets {
                 if !failed.contains_key(a) {
@@ -774,6 +835,156 @@ impl Inner {
                 None => (*a, Ok(())),
             })
             .collect()
+    }
+
+    /// Takes released addresses out of the blocked and tracked sets.
+    /// Unblocks `unblock` and stops tracking `untrack`.
+    async fn clear_sets(&self, unblock: &[IpAddr], untrack: &[IpAddr]) {
+        if let Err(e) = self
+            .nft
+            .update()
+            .remove(NftSet::Blocked, unblock)
+            .remove(NftSet::Tracked, untrack)
+            .execute()
+            .await
+        {
+            tracing::warn!(error = %e, "cannot take released addresses out of the nftables sets");
+        }
+    }
+
+    /// Removes `targets` (address, interface, prefix length) from the
+    /// kernel: one pipelined request per interface, secondaries first.
+    /// Returns the addresses the kernel still has after a failed request,
+    /// with the error.
+    async fn remove_from_kernel(
+        &self,
+        targets: &[(IpAddr, String, u8)],
+    ) -> Vec<(String, (IpAddr, NodeError))> {
+        let mut by_iface: BTreeMap<&str, Vec<IpPrefix>> = BTreeMap::new();
+        for (a, iface, len) in targets {
+            if let Ok(p) = IpPrefix::new(*a, *len) {
+                by_iface.entry(iface).or_default().push(p);
+            }
+        }
+        let mut failed = Vec::new();
+        for (iface, mut prefixes) in by_iface {
+            order_for_removal(&self.nl, iface, &mut prefixes).await;
+            if let Err(e) = self
+                .nl
+                .del_addresses(iface, prefixes.iter().copied())
+                .execute()
+                .await
+            {
+                let reason = e.to_string();
+                let present = present_on(&self.nl, iface).await;
+                for p in &prefixes {
+                    if present.contains(&p.addr()) {
+                        failed.push((
+                            iface.to_owned(),
+                            (
+                                p.addr(),
+                                NodeError::Kernel {
+                                    op: "remove",
+                                    addr: p.addr(),
+                                    iface: iface.to_owned(),
+                                    reason: reason.clone(),
+                                },
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        failed
+    }
+
+    /// See [`super::Executor::drop_all`].
+    pub(super) async fn drop_all(self: &Arc<Self>, mode: DropMode) -> Result<usize, NodeError> {
+        // Close the gate and see everything configured, in one critical
+        // section with every add's "record as hosted" (see take_locked).
+        let snapshot = |inner: &Inner| {
+            let mut st = inner.lock();
+            st.permit = Permit::Closed;
+            let mut t: Vec<(IpAddr, String, u8)> = st
+                .hosted
+                .values()
+                .map(|h| (h.public.addr, h.iface.clone(), h.public.prefix))
+                .collect();
+            t.extend(st.releasing.iter().map(|(a, (i, l))| (*a, i.clone(), *l)));
+            t
+        };
+        let first = snapshot(self);
+        if mode == DropMode::ResetFirst && !first.is_empty() {
+            let reset = self.reset_connections(&first, false);
+            if tokio::time::timeout(DROP_RESET_LIMIT, reset).await.is_err() {
+                tracing::warn!("resetting connections took too long: removing the addresses now");
+            }
+        }
+        // Remove without waiting for the operation lock: a take waiting for
+        // its hooks or a release resetting connections must not delay it.
+        let mut errors: Vec<(IpAddr, NodeError)> = self
+            .remove_from_kernel(&first)
+            .await
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        // Then, in turn with the other operations: forget them, clear the
+        // sets, reset what is left of their local connections, run hooks.
+        let op = self.op.lock().await;
+        let second = snapshot(self);
+        let late: Vec<(IpAddr, String, u8)> = second
+            .iter()
+            .filter(|t| !first.contains(t))
+            .cloned()
+            .collect();
+        if !late.is_empty() {
+            errors.extend(
+                self.remove_from_kernel(&late)
+                    .await
+                    .into_iter()
+                    .map(|(_, e)| e),
+            );
+        }
+        let mut all = first;
+        all.extend(late);
+        {
+            let mut st = self.lock();
+            st.hosted.clear();
+            for (_, t) in st.announcers.drain() {
+                t.abort();
+            }
+        }
+        if all.is_empty() {
+            return Ok(0);
+        }
+        self.publish();
+        let ips: Vec<IpAddr> = all.iter().map(|(a, _, _)| *a).collect();
+        if mode == DropMode::RemoveFirst {
+            // The sockets outlive their address: free them (their clients
+            // are tickled by the address's next owner).
+            let _ =
+                tokio::time::timeout(DROP_RESET_LIMIT, self.reset_connections(&all, false)).await;
+        }
+        self.clear_sets(&ips, &ips).await;
+        drop(op);
+        tracing::info!(count = ips.len(), "dropped addresses: {ips:?}");
+        let waits: Vec<_> = all
+            .iter()
+            .filter(|(a, _, _)| !errors.iter().any(|(e, _)| e == a))
+            .map(|(a, iface, len)| {
+                self.queue_hook(HookEvent::ReleaseIp {
+                    iface: iface.clone(),
+                    addr: *a,
+                    prefix: *len,
+                })
+            })
+            .collect();
+        wait_hooks(waits).await;
+        let count = all.len() - errors.len();
+        match errors.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(count),
+        }
     }
 
     pub(super) async fn update(
@@ -812,13 +1023,28 @@ impl Inner {
             return Ok(None);
         }
         let prefix = prefix_of(&h.public)?;
+        if !permitted(&self.lock()) {
+            return Err(NodeError::NoLease { addr });
+        }
         if addr.is_ipv4() {
             set_promote(new_iface);
         }
         self.nl.add_address(new_iface, prefix).execute().await?;
         self.stop_announcer(addr);
-        if let Some(e) = self.lock().hosted.get_mut(&addr) {
-            e.iface = new_iface.to_owned();
+        let allowed = {
+            let mut st = self.lock();
+            let ok = permitted(&st);
+            if ok {
+                if let Some(e) = st.hosted.get_mut(&addr) {
+                    e.iface = new_iface.to_owned();
+                }
+            }
+            ok
+        };
+        if !allowed {
+            let undo = BTreeMap::from([(new_iface.to_owned(), vec![prefix])]);
+            self.undo_adds(&undo).await;
+            return Err(NodeError::NoLease { addr });
         }
         if let Err(e) = self.nl.del_address(&h.iface, prefix).execute().await {
             // The old link may be gone with its addresses.
@@ -890,10 +1116,17 @@ impl Inner {
                 let Ok(prefix) = prefix_of(&h.public) else {
                     continue;
                 };
+                if !permitted(&self.lock()) {
+                    continue;
+                }
                 if addr.is_ipv4() {
                     set_promote(&h.iface);
                 }
                 match self.nl.add_address(&h.iface, prefix).execute().await {
+                    Ok(()) if !self.still_hosted_and_permitted(addr) => {
+                        let undo = BTreeMap::from([(h.iface.clone(), vec![prefix])]);
+                        self.undo_adds(&undo).await;
+                    }
                     Ok(()) => {
                         tracing::warn!(%addr, iface = %h.iface, "hosted address vanished from the kernel: restored");
                         self.spawn_announcer(addr, &h.iface, self.config.garp_count, false);

@@ -206,7 +206,13 @@ fn cpu_in_process(n: u32, window: Duration) -> Result<f64> {
     // Counts are far below 2^52.
     #[allow(clippy::cast_precision_loss)]
     let per = allocs as f64 / heartbeats;
-    Figure::plain("cluster", "allocations_per_heartbeat_in_process", per, "alloc").print();
+    Figure::plain(
+        "cluster",
+        "allocations_per_heartbeat_in_process",
+        per,
+        "alloc",
+    )
+    .print();
     Ok(per)
 }
 
@@ -298,19 +304,29 @@ fn allocations_real_transport(window: Duration, in_process: f64) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    wait_for("a converged membership", Duration::from_secs(20), POLL, || {
-        c.nodes.iter().all(|n| {
-            rt.block_on(get(&n.run_dir.join("transport.sock")))
-                .is_some_and(|m| m.lease_ok && m.nodes.iter().all(|x| x.flags.is_ok()))
-        })
-        .then_some(())
-    })?;
+    wait_for(
+        "a converged membership",
+        Duration::from_secs(20),
+        POLL,
+        || {
+            c.nodes
+                .iter()
+                .all(|n| {
+                    rt.block_on(get(&n.run_dir.join("transport.sock")))
+                        .is_some_and(|m| m.lease_ok && m.nodes.iter().all(|x| x.flags.is_ok()))
+                })
+                .then_some(())
+        },
+    )?;
     // Buffers grow during the first seconds.
     std::thread::sleep(Duration::from_secs(2));
     let generations = || -> Vec<Option<u64>> {
         c.nodes
             .iter()
-            .map(|n| rt.block_on(get(&n.run_dir.join("transport.sock"))).map(|m| m.generation))
+            .map(|n| {
+                rt.block_on(get(&n.run_dir.join("transport.sock")))
+                    .map(|m| m.generation)
+            })
             .collect()
     };
     let g0 = generations();

@@ -186,7 +186,7 @@ async fn measure(reps: usize) -> Result<Vec<Figure>> {
         r.with_context(|| format!("take {a}"))?;
     }
     let t = Instant::now();
-    let n = ex.drop_all().await?;
+    let n = ex.drop_all(failoverd::node::DropMode::RemoveFirst).await?;
     if n != 256 {
         bail!("drop_all released {n} addresses, expected 256");
     }

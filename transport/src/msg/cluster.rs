@@ -12,6 +12,18 @@
 //! * [`GET_MEMBERSHIP`] — request `()` to clusterd → [`Membership`].
 //! * [`ADMIN`] — request [`AdminCommand`] to the local clusterd →
 //!   [`AdminOutcome`]; clusterd forwards it to the target node's clusterd.
+//! * [`LEASE`] — event from clusterd to `(LOCAL, BROADCAST_SERVICE)` whenever
+//!   this node's lease starts, ends, or has been extended by a quarter lease
+//!   since the last one; payload [`LeaseUpdate`].
+//!
+//! # Time
+//!
+//! Lease times are points on the host's `CLOCK_MONOTONIC` ([`monotonic_ns`]),
+//! which every process of a node shares and which never goes back, also
+//! across a daemon's restart. failoverd turns [`Lease::expires_ns`] into a
+//! deadline of its own and drops its public IPs when it passes, whether or
+//! not clusterd is still alive to say so. [`Lease::at_ns`] orders lease news
+//! that arrive by different paths (events, poll answers).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -28,6 +40,67 @@ pub const MEMBERSHIP: u32 = 0x0001_0001;
 pub const GET_MEMBERSHIP: u32 = 0x0001_0002;
 /// Request [`AdminCommand`] → [`AdminOutcome`].
 pub const ADMIN: u32 = 0x0001_0003;
+/// Event: this node's lease (payload [`LeaseUpdate`]).
+pub const LEASE: u32 = 0x0001_0004;
+
+/// Now on the host's `CLOCK_MONOTONIC`, in nanoseconds.
+#[must_use]
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always
+    // exists on Linux, so the call cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
+/// Nanoseconds of a duration, saturating (585 years).
+#[must_use]
+pub fn duration_ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// This node's lease as clusterd knows it at `at_ns`. All times are
+/// `CLOCK_MONOTONIC` nanoseconds ([`monotonic_ns`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// When clusterd computed this.
+    pub at_ns: u64,
+    /// The lease is valid until then (0: not valid). Without further news
+    /// the node must not hold public IPs after this instant.
+    pub expires_ns: u64,
+    /// The lease has been valid without a break since then (0: not valid).
+    /// An address configured before this instant may have been given to
+    /// another node while this node had no lease.
+    pub since_ns: u64,
+}
+
+impl Lease {
+    /// The lease is valid at `now_ns`.
+    #[must_use]
+    pub fn valid_at(&self, now_ns: u64) -> bool {
+        self.expires_ns > now_ns
+    }
+
+    /// Time left at `now_ns` (zero when expired).
+    #[must_use]
+    pub fn remaining(&self, now_ns: u64) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.expires_ns.saturating_sub(now_ns))
+    }
+}
+
+/// Payload of [`LEASE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseUpdate {
+    /// The node whose lease this is (the publisher).
+    pub this_node: Pnn,
+    /// The lease.
+    pub lease: Lease,
+}
 
 /// A set of node flags (a CTDB `uint32_t flags` word).
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -204,6 +277,9 @@ pub struct Membership {
     /// their own view, so that their public IPs may be given away. Changes
     /// here do not change `generation`.
     pub reassignable: Vec<Pnn>,
+    /// This node's lease when this was published or answered; its `at_ns`
+    /// also orders memberships that arrive by different paths.
+    pub lease: Lease,
 }
 
 impl Membership {

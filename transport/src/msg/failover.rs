@@ -68,6 +68,40 @@ pub const GRATARP: u32 = 0x0002_000C;
 pub const TICKLE: u32 = 0x0002_000D;
 /// Request [`KillTcp`] → `u32` (connections reset): reset connections.
 pub const KILLTCP: u32 = 0x0002_000E;
+/// Request `()` → [`IpStatus`]: this node's public-IP health (for
+/// `ipfailover status`): what the kernel has against what this node should
+/// host, and the latest failed event hooks.
+pub const GET_IP_STATUS: u32 = 0x0002_000F;
+
+/// The answer to [`GET_IP_STATUS`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpStatus {
+    /// The reporting node.
+    pub pnn: Pnn,
+    /// Its lease is valid (it may host public IPs).
+    pub lease_ok: bool,
+    /// The public addresses it hosts.
+    pub hosted: Vec<IpAddr>,
+    /// Assigned to this node (hosted, or given to it by the last takeover
+    /// run) but not configured in the kernel.
+    pub missing: Vec<IpAddr>,
+    /// Public addresses configured in the kernel that this node does not
+    /// host.
+    pub unexpected: Vec<IpAddr>,
+    /// The latest failures of event hooks, oldest first (at most 16).
+    pub hook_failures: Vec<HookFailureInfo>,
+}
+
+/// One failed event hook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookFailureInfo {
+    /// The executable.
+    pub hook: String,
+    /// The event with its arguments (`takeip eth0 192.0.2.1 24`).
+    pub event: String,
+    /// What went wrong (`exit status 3`, `timed out after 30000 ms`, ...).
+    pub reason: String,
+}
 
 /// The payload of [`HOSTED`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

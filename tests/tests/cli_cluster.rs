@@ -1,0 +1,118 @@
+//! The `ipfailover` command against real daemons: a 3-node cluster in
+//! network namespaces, each node run by masterd. Checks what the scripted
+//! golden tests (cli/tests/golden.rs) cannot: that `-n all` really reaches
+//! every node's daemons over the transport, that `daemons` reads a live
+//! masterd, and that a node that goes away is reported per node, within
+//! the `-t` timeout, while the others still answer.
+
+mod masterd_support;
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use masterd_support::{available_daemons, status, wait, write_config, Masterd};
+use tests::cluster::{bin_path, Node, TestCluster};
+use tests::netns::require_root;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs `ipfailover ARGS` inside `node`'s namespace against its run dir.
+fn ipfailover(node: &Node, args: &[&str]) -> Output {
+    let bin = bin_path("ipfailover").unwrap();
+    let mut cmd = node.ns.command(bin.to_str().unwrap());
+    cmd.arg("--run-dir").arg(&node.run_dir).args(args);
+    cmd.output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn n_all_reaches_every_node_and_reports_a_lost_one() {
+    require_root();
+    let c = TestCluster::new("cli-all", 3).unwrap();
+    let pa = "192.0.2.201/24 eth0\n192.0.2.202/24 eth0\n";
+    for n in &c.nodes {
+        write_config(n, Some(pa));
+    }
+    let daemons = available_daemons();
+    let _masterds: Vec<Masterd> = c
+        .nodes
+        .iter()
+        .map(|n| Masterd::start(n, &["--daemons", &daemons], None, None))
+        .collect();
+    for n in &c.nodes {
+        wait("masterd ready", LIMIT, || status(n).filter(|s| s.ready));
+    }
+    let n0 = &c.nodes[0];
+
+    // pnn on every node, as onnode would show it.
+    let out = wait("every node answers pnn", LIMIT, || {
+        let o = ipfailover(n0, &["-n", "all", "pnn"]);
+        o.status.success().then_some(o)
+    });
+    assert_eq!(
+        text(&out.stdout),
+        "\n>> NODE: 0 <<\n0\n\n>> NODE: 1 <<\n1\n\n>> NODE: 2 <<\n2\n"
+    );
+
+    // masterd's status of every node, in one -X table.
+    let out = ipfailover(n0, &["-n", "all", "-X", "daemons"]);
+    let table = text(&out.stdout);
+    assert!(out.status.success(), "{table}{}", text(&out.stderr));
+    let mut lines = table.lines();
+    assert_eq!(
+        lines.next(),
+        Some("|PNN|Daemon|State|PID|Restarts|LastExit|")
+    );
+    for pnn in 0..3 {
+        let row = format!("|{pnn}|masterd|ready|");
+        assert!(table.contains(&row), "no {row} in\n{table}");
+        let transportd = format!("|{pnn}|transportd|running|");
+        assert!(table.contains(&transportd), "no {transportd} in\n{table}");
+    }
+
+    if bin_path("failoverd").is_ok() {
+        // Every node lists its interface; ip all shows both addresses hosted.
+        let out = wait("failoverd answers on every node", LIMIT, || {
+            let o = ipfailover(n0, &["-n", "all", "-X", "ifaces"]);
+            o.status.success().then_some(o)
+        });
+        let t = text(&out.stdout);
+        assert!(t.starts_with("|PNN|Name|LinkStatus|References|\n"), "{t}");
+        for pnn in 0..3 {
+            assert!(t.contains(&format!("|{pnn}|eth0|1|")), "{t}");
+        }
+        wait("both addresses hosted in ip all", LIMIT, || {
+            let o = ipfailover(n0, &["-X", "ip", "all"]);
+            let t = text(&o.stdout);
+            let hosted = t
+                .lines()
+                .filter(|l| l.starts_with("|192.0.2.20") && !l.ends_with("|-1|"))
+                .count();
+            (o.status.success() && hosted == 2).then_some(())
+        });
+    }
+
+    // Node 2 goes away: it is reported, the others still answer, and the
+    // command ends within its timeout (bounded here by LIMIT).
+    c.power_off(2).unwrap();
+    let start = Instant::now();
+    let out = wait("node 2 reported as gone", LIMIT, || {
+        let o = ipfailover(n0, &["-t", "2", "-n", "all", "pnn"]);
+        (!o.status.success()).then_some(o)
+    });
+    assert!(start.elapsed() < LIMIT);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout),
+        "\n>> NODE: 0 <<\n0\n\n>> NODE: 1 <<\n1\n"
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err == "node 2 is not connected\n"
+            || err == "clusterd on node 2 did not answer within 2s\n",
+        "{err}"
+    );
+}
