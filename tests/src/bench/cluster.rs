@@ -318,8 +318,10 @@ fn allocations_real_transport(window: Duration, in_process: f64) -> Result<()> {
                 .then_some(())
         },
     )?;
-    // Buffers grow during the first seconds.
-    std::thread::sleep(Duration::from_secs(2));
+    // Buffers grow, and tokio's channel blocks get recycled (the sender
+    // task's channel carries a lease update every quarter lease), during
+    // the first seconds.
+    std::thread::sleep(Duration::from_secs(6));
     let generations = || -> Vec<Option<u64>> {
         c.nodes
             .iter()
