@@ -16,12 +16,17 @@
 //!   [`ADMIN`] requests run (or are forwarded by) the shell and are answered
 //!   with an [`AdminOutcome`] or an error naming the cause.
 //!
-//! Heartbeat path: the shell's outputs are carried out synchronously by
-//! [`TransportLink`], which encodes with postcard into a reused buffer and
-//! hands the bytes to a sender task. The client API takes an owned
-//! `Vec<u8>` payload, so each sent heartbeat costs exactly one allocation of
-//! its encoded size (~30 bytes); each received one costs the `Message` the
-//! client library builds for it. Nothing else allocates per heartbeat.
+//! Heartbeat path, allocation-free in steady state: the shell's outputs are
+//! carried out synchronously by [`TransportLink`], which encodes with
+//! postcard into a reused buffer and copies the bytes into the client's
+//! write queue ([`Client::try_event_bytes`], a reused buffer too; a full
+//! queue drops the frame, as a lost packet: heartbeats repair it). Received
+//! peer messages are taken by a frame tap on the client's reader
+//! ([`Client::set_frame_tap`]): decoded from the borrowed read buffer and
+//! handed to the shell with a non-blocking send (dropped if the shell is
+//! 1024 inputs behind). Only membership changes and admin messages allocate.
+//! Measured by `clusterd/tests/no_alloc_transport.rs` against real
+//! transportds.
 //!
 //! [`shell`]: crate::shell
 
@@ -54,6 +59,9 @@ pub const REPUBLISH: Duration = Duration::from_secs(1);
 /// Room for one encoded peer message without reallocating (a heartbeat is
 /// about 30 bytes; a membership update of 256 nodes about 2.5 kB).
 const ENCODE_BUF: usize = 4096;
+
+/// Inputs (peer messages, admin commands...) that may wait for the shell.
+const INPUTS: usize = 1024;
 
 /// Errors of the clusterd daemon.
 #[derive(Debug, thiserror::Error)]
@@ -248,32 +256,37 @@ pub async fn connect(socket: &Path, patience: Duration) -> Result<(Client, Incom
 
 /// What the link hands to the sender task.
 enum Out {
-    Peer { to: Pnn, payload: Vec<u8> },
     Publish(Membership),
     Lease(LeaseUpdate),
 }
 
 /// [`Link`] over the transport client: encodes into a reused buffer and
-/// queues the bytes for the sender task.
+/// copies the bytes into the client's write queue; membership goes to the
+/// sender task.
 pub struct TransportLink {
+    client: Client,
     tx: mpsc::UnboundedSender<Out>,
     buf: Vec<u8>,
 }
 
 impl Link for TransportLink {
     fn send(&mut self, to: Pnn, msg: &ClusterMsg) {
-        let payload = match postcard::to_slice(msg, &mut self.buf) {
-            Ok(bytes) => bytes.to_vec(),
+        let dst = Address::new(to, CLUSTERD);
+        let res = match postcard::to_slice(msg, &mut self.buf) {
+            Ok(bytes) => self.client.try_event_bytes(dst, PEER, bytes),
             // Larger than the buffer (a membership of many nodes): rare.
             Err(_) => match postcard::to_allocvec(msg) {
-                Ok(v) => v,
+                Ok(v) => self.client.try_event_bytes(dst, PEER, &v),
                 Err(e) => {
                     tracing::error!(error = %e, to, "cannot encode a peer message");
                     return;
                 }
             },
         };
-        let _ = self.tx.send(Out::Peer { to, payload });
+        if let Err(e) = res {
+            // Lost like a dropped packet; heartbeats repair it.
+            tracing::debug!(error = %e, to, "peer message not sent");
+        }
     }
 
     fn publish(&mut self, membership: &Membership) {
@@ -315,17 +328,17 @@ impl std::fmt::Display for NodesSummary<'_> {
 async fn sender(client: Client, mut rx: mpsc::UnboundedReceiver<Out>) {
     let broadcast = Address::new(LOCAL, BROADCAST_SERVICE);
     let mut last: Option<Vec<u8>> = None;
+    // A lease update (sent every quarter lease in steady state) is encoded
+    // here: no allocation per update.
+    let mut lease_buf = [0u8; 64];
     let mut tick = tokio::time::interval(REPUBLISH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let res = tokio::select! {
             out = rx.recv() => match out {
                 None => return,
-                Some(Out::Peer { to, payload }) => {
-                    client.event_raw(Address::new(to, CLUSTERD), PEER, payload).await
-                }
-                Some(Out::Lease(l)) => match postcard::to_allocvec(&l) {
-                    Ok(bytes) => client.event_raw(broadcast, LEASE, bytes).await,
+                Some(Out::Lease(l)) => match postcard::to_slice(&l, &mut lease_buf) {
+                    Ok(bytes) => client.event_bytes(broadcast, LEASE, bytes).await,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot encode the lease");
                         Ok(())
@@ -333,9 +346,10 @@ async fn sender(client: Client, mut rx: mpsc::UnboundedReceiver<Out>) {
                 },
                 Some(Out::Publish(m)) => match postcard::to_allocvec(&m) {
                     Ok(bytes) => {
-                        last = Some(bytes.clone());
                         tick.reset();
-                        client.event_raw(broadcast, MEMBERSHIP, bytes).await
+                        let res = client.event_bytes(broadcast, MEMBERSHIP, &bytes).await;
+                        last = Some(bytes);
+                        res
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot encode the membership");
@@ -344,7 +358,7 @@ async fn sender(client: Client, mut rx: mpsc::UnboundedReceiver<Out>) {
                 },
             },
             _ = tick.tick() => match &last {
-                Some(bytes) => client.event_raw(broadcast, MEMBERSHIP, bytes.clone()).await,
+                Some(bytes) => client.event_bytes(broadcast, MEMBERSHIP, bytes).await,
                 None => Ok(()),
             },
         };
@@ -359,23 +373,6 @@ async fn sender(client: Client, mut rx: mpsc::UnboundedReceiver<Out>) {
 async fn receiver(client: Client, mut incoming: Incoming, inputs: mpsc::Sender<Input>) {
     while let Some(msg) = incoming.recv().await {
         match (msg.header.kind, msg.header.opcode) {
-            (Kind::Event, PEER) => {
-                let cm: ClusterMsg = match msg.decode_payload() {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(from = %msg.header.src, error = %e, "bad peer message");
-                        continue;
-                    }
-                };
-                let src = msg.header.src;
-                if src.service != CLUSTERD || claimed_sender(&cm) != src.pnn {
-                    tracing::warn!(from = %msg.header.src, "peer message claims another sender; dropped");
-                    continue;
-                }
-                if inputs.send(Input::Msg(cm)).await.is_err() {
-                    return;
-                }
-            }
             (Kind::Request, GET_MEMBERSHIP) => {
                 let (tx, rx) = oneshot::channel();
                 if inputs.send(Input::Get(tx)).await.is_err() {
@@ -419,6 +416,34 @@ async fn receiver(client: Client, mut incoming: Incoming, inputs: mpsc::Sender<I
             _ => {}
         }
     }
+}
+
+/// The frame tap that takes peer messages off the client's reader: decodes
+/// from the borrowed frame, checks the sender, hands the message to the
+/// shell without waiting (dropped, like a lost packet, if the shell is
+/// [`INPUTS`] inputs behind). No allocation for a heartbeat.
+fn peer_tap(inputs: mpsc::Sender<Input>) -> transport::client::FrameTap {
+    Box::new(move |frame| {
+        if frame.header.kind != Kind::Event || frame.header.opcode != PEER {
+            return false;
+        }
+        let src = frame.header.src;
+        let cm: ClusterMsg = match frame.decode_payload() {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(from = %src, error = %e, "bad peer message");
+                return true;
+            }
+        };
+        if src.service != CLUSTERD || claimed_sender(&cm) != src.pnn {
+            tracing::warn!(from = %src, "peer message claims another sender; dropped");
+            return true;
+        }
+        if let Err(e) = inputs.try_send(Input::Msg(cm)) {
+            tracing::debug!(from = %src, error = %e, "clusterd busy: peer message dropped");
+        }
+        true
+    })
 }
 
 /// The sender a peer message claims.
@@ -486,7 +511,8 @@ pub async fn run(
             clusterd: settings.pnn,
         });
     }
-    let (in_tx, in_rx) = mpsc::channel::<Input>(1024);
+    let (in_tx, in_rx) = mpsc::channel::<Input>(INPUTS);
+    client.set_frame_tap(peer_tap(in_tx.clone()));
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -509,6 +535,7 @@ pub async fn run(
         .map(|check| tokio::spawn(health::monitor(check, in_tx.clone(), stopped())));
     drop(in_tx);
     let link = TransportLink {
+        client: client.clone(),
         tx: out_tx,
         buf: vec![0; ENCODE_BUF],
     };
@@ -544,6 +571,7 @@ pub async fn run(
     )
     .await;
     let _ = stop_tx.send(true);
+    client.clear_frame_tap();
     receiver_task.abort();
     if let Some(t) = health_task {
         let _ = t.await;

@@ -234,6 +234,20 @@ pub struct Member {
     scratch_until: Vec<Duration>,
 }
 
+/// The change counter of a generation (the bits above the PNN byte) never
+/// exceeds this: [`Member`] saturates there rather than wrap to a small
+/// generation that every peer would take for an old one.
+pub const MAX_GENERATION_COUNTER: u64 = 1 << 48;
+
+/// A peer message whose generation counter is more than this above the
+/// highest counter this node has seen is implausible and dropped whole (a
+/// bug or corruption on an authenticated peer). Honest generations differ
+/// by the number of membership changes made while two nodes did not talk:
+/// 2^32 of them take over a century at one change a second, so a node
+/// joining an old cluster still takes its generation. One accepted message
+/// can raise the counter by at most this, far below the saturation point.
+pub const MAX_GENERATION_JUMP: u64 = 1 << 32;
+
 fn idx(pnn: Pnn) -> usize {
     // Pnn is u32; usize is at least 32 bits on every supported target.
     usize::try_from(pnn).expect("usize holds u32")
@@ -693,7 +707,7 @@ impl Member {
     }
 
     fn on_heartbeat(&mut self, now: Duration, hb: &Heartbeat) {
-        if hb.to != self.pnn || hb.from == self.pnn {
+        if hb.to != self.pnn || hb.from == self.pnn || !self.plausible_generation(hb.generation) {
             return;
         }
         let dead_after = self.t().dead_after;
@@ -738,7 +752,10 @@ impl Member {
     }
 
     fn on_update(&mut self, u: &MembershipUpdate) {
-        if u.from == self.pnn || u.nodes.len() != self.peers.len() {
+        if u.from == self.pnn
+            || u.nodes.len() != self.peers.len()
+            || !self.plausible_generation(u.generation)
+        {
             return;
         }
         if let Some(mine) = &self.leader_update {
@@ -763,12 +780,20 @@ impl Member {
         }
     }
 
+    /// Is a peer's `generation` within [`MAX_GENERATION_JUMP`] changes of
+    /// the highest one seen?
+    fn plausible_generation(&self, generation: u64) -> bool {
+        generation >> 8 <= (self.max_gen >> 8).saturating_add(MAX_GENERATION_JUMP)
+    }
+
     /// A generation above every one seen, unique to this node: the low 8
     /// bits are the PNN's, so two nodes never make the same number for
-    /// different memberships.
+    /// different memberships. The change counter above them saturates at
+    /// [`MAX_GENERATION_COUNTER`] instead of wrapping.
     fn next_generation(&self) -> u64 {
         let own = u64::from(self.pnn) & 0xff;
-        (((self.max_gen >> 8) + 1) << 8) | own
+        let counter = ((self.max_gen >> 8) + 1).min(MAX_GENERATION_COUNTER);
+        (counter << 8) | own
     }
 
     fn step(&mut self, now: Duration, out: &mut Vec<Output>) {
@@ -1055,5 +1080,37 @@ impl Member {
             });
             self.peers[i].update_sent = Some(now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn member() -> Member {
+        let file = NodesFile::parse(Path::new("nodes"), "192.0.2.1\n192.0.2.2\n").unwrap();
+        Member::new(Config::default(), &file, 1, Duration::ZERO).unwrap()
+    }
+
+    #[test]
+    fn next_generation_saturates_instead_of_wrapping() {
+        let mut m = member();
+        m.max_gen = (MAX_GENERATION_COUNTER << 8) | 7;
+        let g = m.next_generation();
+        assert_eq!(g, (MAX_GENERATION_COUNTER << 8) | 1);
+        m.max_gen = u64::MAX; // cannot happen through inputs; still no wrap
+        assert_eq!(m.next_generation(), (MAX_GENERATION_COUNTER << 8) | 1);
+    }
+
+    #[test]
+    fn plausible_generations_are_within_the_jump_of_the_highest_seen() {
+        let mut m = member();
+        m.max_gen = 5 << 8;
+        assert!(m.plausible_generation(0));
+        assert!(m.plausible_generation((5 + MAX_GENERATION_JUMP) << 8 | 0xff));
+        assert!(!m.plausible_generation((6 + MAX_GENERATION_JUMP) << 8));
+        assert!(!m.plausible_generation(u64::MAX));
     }
 }

@@ -421,3 +421,154 @@ fn clusterd_bad_configuration_exits_1_naming_the_file() {
     assert!(err.contains("none of this host's addresses"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Removes the drop rules [`isolate`] or [`deafen`] installed in `ns`.
+fn heal(ns: &NetNs) {
+    ns.exec_ok("nft", &["delete", "table", "inet", "ipftest"])
+        .unwrap();
+}
+
+/// Drops only what `ns` sends to `to`: `to` no longer hears `ns`, while
+/// `ns` still hears `to` (until the transport notices the silence and
+/// closes the link; its close still reaches `ns`).
+fn deafen(ns: &NetNs, to: &str) {
+    let nft = |args: &[&str]| {
+        ns.exec_ok("nft", args).unwrap();
+    };
+    nft(&["add", "table", "inet", "ipftest"]);
+    nft(&[
+        "add", "chain", "inet", "ipftest", "out", "{", "type", "filter", "hook", "output",
+        "priority", "0", ";", "}",
+    ]);
+    nft(&[
+        "add", "rule", "inet", "ipftest", "out", "ip", "daddr", to, "drop",
+    ]);
+}
+
+/// Every node of `live` publishes the same generation, leader and flags,
+/// with a valid lease: returns that membership.
+fn wait_agreement(c: &TestCluster, live: &[usize], limit: Duration) -> Membership {
+    let r = wait_for("every node agrees on the membership", limit, POLL, || {
+        let ms: Vec<Membership> = live
+            .iter()
+            .map(|&i| membership(c, i))
+            .collect::<Option<_>>()?;
+        let first = &ms[0];
+        let same = ms.iter().all(|m| {
+            m.lease_ok
+                && m.leader.is_some()
+                && m.generation == first.generation
+                && m.leader == first.leader
+                && m.nodes == first.nodes
+        });
+        same.then(|| first.clone())
+    });
+    r.unwrap_or_else(|e| panic!("{e}\n{}", logs(c)))
+}
+
+/// Nodes that publish themselves as leader with a valid lease.
+fn leading(c: &TestCluster, nodes: &[usize]) -> Vec<usize> {
+    nodes
+        .iter()
+        .copied()
+        .filter(|&i| {
+            membership(c, i)
+                .is_some_and(|m| m.lease_ok && m.leader == Some(u32::try_from(i).unwrap()))
+        })
+        .collect()
+}
+
+#[test]
+fn clusterd_partition_2_1_heals_to_one_leader_and_one_membership() {
+    require_root();
+    let c = TestCluster::new("cdh21", 3).unwrap();
+    for i in 0..3 {
+        start_node(&c, i, "");
+    }
+    assert_eq!(wait_converged(&c, &[0, 1, 2], Duration::from_secs(20)), 0);
+    let others: Vec<String> = c.nodes[1..].iter().map(|n| n.addr.to_string()).collect();
+    isolate(&c.nodes[0].ns, &others);
+    assert_eq!(wait_converged(&c, &[1, 2], Duration::from_secs(20)), 1);
+    wait_for(
+        "node 0 loses its lease",
+        Duration::from_secs(10),
+        POLL,
+        || membership(&c, 0).filter(|m| !m.lease_ok),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&c)));
+    // Heal: the transport reconnects, node 0 rejoins, and all three agree
+    // on one generation, one leader and the same flags.
+    heal(&c.nodes[0].ns);
+    let t0 = Instant::now();
+    let agreed = wait_agreement(&c, &[0, 1, 2], Duration::from_secs(20));
+    let took = t0.elapsed();
+    eprintln!(
+        "healed 2+1 partition: agreement on generation {} leader {:?} after {took:?}",
+        agreed.generation, agreed.leader
+    );
+    assert!(
+        agreed
+            .nodes
+            .iter()
+            .all(|n| !n.flags.contains(NodeFlags::DISCONNECTED)),
+        "{agreed:?}"
+    );
+    // The bound: transport redial backoff (≤ 2 s) + rejoin hold and
+    // promises (a few leases of 500 ms) + slack for a loaded machine.
+    assert!(took < Duration::from_secs(10), "agreement after {took:?}");
+    // And it stays that way: one leader, every node agreeing.
+    for _ in 0..10 {
+        let l = leading(&c, &[0, 1, 2]);
+        assert_eq!(l.len(), 1, "leaders after healing: {l:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_agreement(&c, &[0, 1, 2], Duration::from_secs(5));
+}
+
+#[test]
+fn clusterd_one_way_partition_lease_is_lost_and_at_most_one_leads() {
+    require_root();
+    let c = TestCluster::new("cd1w", 3).unwrap();
+    for i in 0..3 {
+        start_node(&c, i, "");
+    }
+    assert_eq!(wait_converged(&c, &[0, 1, 2], Duration::from_secs(20)), 0);
+    // Node 2 still hears the leader (node 0), but node 0 no longer hears
+    // node 2: the leader cannot ack node 2's heartbeats, so node 2's lease
+    // must lapse, even though it keeps hearing the leader for a while.
+    deafen(&c.nodes[2].ns, &c.nodes[0].addr.to_string());
+    let t0 = Instant::now();
+    let mut lost_after = None;
+    let mut polls = 0;
+    while t0.elapsed() < Duration::from_secs(8) {
+        polls += 1;
+        let l = leading(&c, &[0, 1, 2]);
+        assert!(
+            l.len() <= 1,
+            "several leaders during a one-way partition: {l:?}"
+        );
+        assert!(!l.contains(&2), "node 2 leads: {}", logs(&c));
+        let m2 = membership(&c, 2);
+        if lost_after.is_none() && m2.as_ref().is_some_and(|m| !m.lease_ok) {
+            lost_after = Some(t0.elapsed());
+        }
+        if let (Some(_), Some(m)) = (lost_after, &m2) {
+            assert!(
+                !m.lease_ok,
+                "node 2 regained a lease the leader cannot grant: {m:?}"
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+    let lost = lost_after.unwrap_or_else(|| panic!("node 2 kept its lease\n{}", logs(&c)));
+    eprintln!("one-way partition: node 2 lost its lease after {lost:?} ({polls} polls)");
+    // lease 500 ms + margin + polling: generous for a loaded machine.
+    assert!(lost < Duration::from_secs(3), "lease lost after {lost:?}");
+    // The leader side stays led by node 0 and sees node 2 disconnected.
+    let m0 = membership(&c, 0).unwrap();
+    assert_eq!(m0.leader, Some(0), "{m0:?}");
+    assert!(m0.lease_ok);
+    assert!(m0.flags(2).unwrap().contains(NodeFlags::DISCONNECTED));
+    heal(&c.nodes[2].ns);
+    wait_agreement(&c, &[0, 1, 2], Duration::from_secs(20));
+}

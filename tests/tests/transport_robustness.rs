@@ -121,3 +121,212 @@ fn bad_clients_are_disconnected_while_others_keep_working() {
         assert!(log.contains(reason), "log does not name {reason:?}:\n{log}");
     }
 }
+
+/// Sends SIGSTOP or SIGCONT to a process this test started.
+fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    nix::sys::signal::kill(pid, sig).unwrap();
+}
+
+/// Continues a stopped process when dropped (also when the test fails).
+struct Continue(u32);
+
+impl Drop for Continue {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0).unwrap_or(0));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// A node whose transportd stops (SIGSTOP: its kernel still ACKs TCP, so
+/// only the transport-level keepalive can tell) is declared unreachable
+/// within the idle time-out: a request to it then fails at once with
+/// `NodeUnreachable` instead of waiting its whole time-out. After SIGCONT
+/// the link comes back.
+#[test]
+fn stopped_peer_becomes_unreachable_and_reconnects_after_continue() {
+    use transport::client::ClientError;
+    use transport::proto::ErrorCode;
+    use transport::transportd::IDLE_TIMEOUT;
+    use transport_support::{wait_peer, Pair};
+    require_root();
+    let pair = Pair::new("tr-stop", true).unwrap();
+    let d0 = pair.start(0).unwrap();
+    let d1 = pair.start(1).unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let (c0, _i0) = connect(&d0, "cli").await.unwrap();
+        wait_peer(&c0, 1, true, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let ping = |c: &transport::client::Client| {
+            let c = c.clone();
+            async move {
+                c.request::<_, PingReply>(
+                    Address::new(1, TRANSPORT),
+                    PING,
+                    &PingRequest::default(),
+                    Duration::from_millis(500),
+                )
+                .await
+            }
+        };
+        ping(&c0).await.expect("node 1 answers before the stop");
+        signal(d1.pid, nix::sys::signal::Signal::SIGSTOP);
+        let _cont = Continue(d1.pid);
+        let stopped = std::time::Instant::now();
+        let bound = IDLE_TIMEOUT + Duration::from_secs(2);
+        let unreachable_after = loop {
+            match ping(&c0).await {
+                Err(ClientError::Remote { error, .. })
+                    if error.code == ErrorCode::NodeUnreachable =>
+                {
+                    break stopped.elapsed();
+                }
+                Ok(_) => panic!("a stopped node answered"),
+                Err(_) => {} // timed out: the link still looks up
+            }
+            assert!(
+                stopped.elapsed() < bound,
+                "still not unreachable after {:?}:\n{}",
+                stopped.elapsed(),
+                d0.log_text()
+            );
+        };
+        eprintln!("stopped peer unreachable after {unreachable_after:?}");
+        assert!(
+            d0.log_text().contains("nothing received for"),
+            "{}",
+            d0.log_text()
+        );
+        signal(d1.pid, nix::sys::signal::Signal::SIGCONT);
+        wait_peer(&c0, 1, true, Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}\n{}", d0.log_text(), d1.log_text()));
+        ping(&c0).await.expect("node 1 answers after SIGCONT");
+    });
+}
+
+/// A local client whose service stops reading is disconnected by
+/// transportd once its queue is over the limit (the client library no
+/// longer buffers without bound, so the backlog reaches transportd); the
+/// sender and transportd are unaffected. The client learns of the
+/// disconnection when its service reads again.
+#[test]
+fn local_client_that_stops_reading_is_disconnected() {
+    require_root();
+    let ns = NetNs::new("tr-slow").unwrap();
+    let scratch = Scratch::new("tr-slow");
+    let d = start(&ns, &scratch, "slow", &[]).unwrap();
+    runtime().block_on(async {
+        let (sink, mut unread) = connect(&d, "failoverd").await.unwrap();
+        let (sender, _i) = connect(&d, "cli").await.unwrap();
+        let payload = vec![0u8; 1024 * 1024];
+        let dst = Address::local(transport::proto::service::FAILOVERD);
+        let mut sent = 0usize;
+        let clients = |s: &transport::proto::control::Statistics| s.get("clients");
+        loop {
+            sender
+                .event_bytes(dst, 0x0002_0999, &payload)
+                .await
+                .unwrap();
+            sent += 1;
+            if sent % 8 == 0 && clients(&stats(&sender).await.unwrap()) == Some(1) {
+                break;
+            }
+            assert!(
+                sent < 600,
+                "600 MiB sent and the reader is still connected:\n{}",
+                d.log_text()
+            );
+        }
+        eprintln!("disconnected after {sent} MiB sent");
+        // 32 MiB in the client library + 32 MiB in transportd + sockets.
+        assert!(sent >= 64, "disconnected too early: {sent} MiB");
+        // The sink reads again: it drains what it holds and sees the end.
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut n = 0usize;
+            while unread.recv().await.is_some() {
+                n += 1;
+                assert!(n < 1000, "more messages than were sent");
+            }
+            n
+        })
+        .await
+        .expect("the sink's Incoming ends");
+        assert!(drained >= 30, "only {drained} messages were held");
+        tokio::time::timeout(Duration::from_secs(5), sink.closed())
+            .await
+            .expect("the sink's client sees the connection closed");
+        // The sender still works.
+        let s = stats(&sender).await.unwrap();
+        assert_eq!(clients(&s), Some(1), "{s:?}");
+    });
+    assert!(d.log_text().contains("does not read"), "{}", d.log_text());
+}
+
+/// At most MAX_HANDSHAKES connections from node addresses may sit in their
+/// handshake; the next one is closed at once, while the first ones are
+/// still held (until their handshake time-out).
+#[test]
+fn peer_handshakes_beyond_the_cap_are_closed_at_once() {
+    use std::io::Read;
+    use transport::transportd::MAX_HANDSHAKES;
+    use transport_support::Pair;
+    require_root();
+    let pair = Pair::new("tr-flood", true).unwrap();
+    let d0 = pair.start(0).unwrap();
+    // Node 1's address (namespace b) opens silent connections to node 0.
+    let outcome = pair
+        .b
+        .run(|| -> Result<(Duration, bool), String> {
+            let target = std::net::SocketAddr::from(([192, 0, 2, 1], transport_support::PORT));
+            let start = std::time::Instant::now();
+            let mut held = Vec::new();
+            while held.len() < MAX_HANDSHAKES {
+                match std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+                    Ok(c) => held.push(c),
+                    Err(e) if start.elapsed() > Duration::from_secs(10) => {
+                        return Err(format!("cannot connect: {e}"))
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+            // Let transportd accept them all before the extra one.
+            std::thread::sleep(Duration::from_millis(300));
+            let mut extra = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1))
+                .map_err(|e| e.to_string())?;
+            let t = std::time::Instant::now();
+            extra
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 16];
+            let closed_after = match extra.read(&mut buf) {
+                Ok(0) => t.elapsed(),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => t.elapsed(),
+                other => return Err(format!("extra connection not closed: {other:?}")),
+            };
+            // The first connection is still open (its handshake may wait).
+            held[0]
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .map_err(|e| e.to_string())?;
+            let first_open = matches!(
+                held[0].read(&mut buf),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut
+            );
+            Ok((closed_after, first_open))
+        })
+        .unwrap();
+    let (after, first_open) = outcome.unwrap_or_else(|e| panic!("{e}\n{}", d0.log_text()));
+    assert!(
+        after < Duration::from_secs(2),
+        "closed only after {after:?}"
+    );
+    assert!(first_open, "the capped connections were closed too");
+    assert!(
+        d0.log_text().contains("too many handshakes"),
+        "{}",
+        d0.log_text()
+    );
+}

@@ -8,11 +8,31 @@
 //! log level, shutdown) are answered here, for every service, and never show
 //! up in [`Incoming`].
 //!
-//! The connection itself is a [`Link`]: a pair of message channels. The
-//! in-process router hands out channel links directly; [`Link::from_stream`]
-//! turns any `AsyncRead + AsyncWrite` byte stream (a Unix socket, a test
-//! duplex pipe) into one by running a frame reader and a frame writer task.
-//! So the same client code runs over a socket and in-process.
+//! The connection itself is a [`Link`]. The in-process router hands out
+//! channel links (message channels); [`Link::from_stream`] turns any
+//! `AsyncRead + AsyncWrite` byte stream (a Unix socket, a test duplex pipe)
+//! into one by running a frame reader and a frame writer task. So the same
+//! client code runs over a socket and in-process.
+//!
+//! Memory and backpressure on a stream link (transportd's socket):
+//! * sending encodes the frame straight into the link's write queue (one
+//!   reused byte buffer, swapped with the writer task's): no allocation per
+//!   frame in steady state. The queue holds at most [`OUTGOING_LIMIT`] bytes;
+//!   async senders wait for room, `try_*` senders get
+//!   [`ClientError::QueueFull`];
+//! * the reader parses frames in place in a reused buffer. A [`FrameTap`]
+//!   installed with [`Client::set_frame_tap`] sees each frame borrowed, before
+//!   any copy, and may take it (clusterd's heartbeats: no allocation per
+//!   received frame). Other frames become [`Message`]s through a bounded
+//!   channel ([`LINK_CAPACITY`]) and then [`Incoming`], which holds at most
+//!   [`INCOMING_BUDGET`] bytes: a service that stops reading stops the
+//!   reader, so the frames back up in transportd, which disconnects it past
+//!   its own per-client limit (instead of this process growing without
+//!   bound).
+//!
+//! Replies are matched by request id and by sender: an answer whose source
+//! is not the request's destination (or, for `ALL_NODES`, not that service
+//! on some node) is dropped and counted (`mismatched_replies`).
 //!
 //! Registration: the first frame on a link is a `REGISTER` request to
 //! `(LOCAL, TRANSPORT)`; the reply gives this node's pnn and the service id.
@@ -35,15 +55,46 @@ use crate::proto::control::{
 };
 use crate::proto::service::TRANSPORT;
 use crate::proto::{
-    check, decode_payload, encode_payload, Address, Check, DecodeError, EncodeError, ErrorCode,
-    FrameRef, HeaderRepr, Kind, Message, PayloadError, RemoteError, LOCAL, MAX_PAYLOAD,
+    check, decode_payload, encode_frame, encode_payload, Address, Check, DecodeError, EncodeError,
+    ErrorCode, FrameRef, HeaderRepr, Kind, Message, PayloadError, RemoteError, ALL_NODES, LOCAL,
+    MAX_PAYLOAD,
 };
 
 /// How long registration and transport controls (subscribe...) may take.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Capacity of the outgoing channel of a link (backpressure on senders).
+/// Capacity of the outgoing channel of a channel link (backpressure on
+/// senders).
 pub const OUTGOING_CAPACITY: usize = 256;
+
+/// Bytes a stream link queues for the socket before senders wait (async
+/// sends) or are refused (`try_*` sends). One frame larger than this is
+/// still accepted into an empty queue.
+pub const OUTGOING_LIMIT: usize = 8 * 1024 * 1024;
+
+/// Frames a stream link's reader may queue for the dispatcher before it
+/// stops reading the socket.
+pub const LINK_CAPACITY: usize = 64;
+
+/// Bytes of messages (payload plus [`MESSAGE_OVERHEAD`] each) that may wait
+/// in [`Incoming`] before the dispatcher stops: as much as transportd queues
+/// for one client, so a service that stops reading is disconnected by
+/// transportd rather than growing this process.
+pub const INCOMING_BUDGET: usize = 32 * 1024 * 1024;
+
+/// What one queued message counts against [`INCOMING_BUDGET`] besides its
+/// payload (the header, the channel slot).
+pub const MESSAGE_OVERHEAD: usize = 128;
+
+/// Sees every frame addressed to this service that the link reads, borrowed,
+/// before the client library copies it into a [`Message`]; returns `true`
+/// when it took the frame (it is then not delivered anywhere else).
+///
+/// It runs on the link's reader task and must not block: hand work to
+/// another task with a non-blocking send (`try_send`). It must only take
+/// requests or events meant for the daemon, never replies (those answer this
+/// client's own requests) nor the common controls.
+pub type FrameTap = Box<dyn FnMut(&FrameRef<'_>) -> bool + Send>;
 
 /// Errors of the client library.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +156,13 @@ pub enum ClientError {
         /// What went wrong.
         reason: String,
     },
+    /// The write queue to the transport is over [`OUTGOING_LIMIT`] (a
+    /// non-waiting send; the transport does not read).
+    #[error("service {service}: the queue to the transport is full")]
+    QueueFull {
+        /// This client's registered name.
+        service: String,
+    },
     /// Connecting to the transport failed (socket path, ...).
     #[error("cannot connect to {target}: {source}")]
     Connect {
@@ -138,19 +196,148 @@ pub enum LinkError {
     },
 }
 
-/// A connection to a transport as two message channels.
+/// A connection to a transport: where frames go and where they come from.
 ///
-/// Dropping `outgoing` (all senders) closes the connection; `incoming` ending
-/// means the transport closed it.
+/// Usually handed to [`Client::connect`]; code that speaks the protocol by
+/// hand (a fake transport in a test) may use the two sides directly.
+/// Dropping every [`Client`] handle (or the [`LinkSender`]) closes the
+/// connection; the incoming side ending means the other end closed it.
 #[derive(Debug)]
 pub struct Link {
-    /// Frames to the transport.
-    pub outgoing: mpsc::Sender<Message>,
-    /// Frames from the transport.
-    pub incoming: mpsc::UnboundedReceiver<Message>,
+    /// Frames to the other end.
+    pub outgoing: LinkSender,
+    /// Frames from the other end.
+    pub incoming: LinkReceiver,
+}
+
+/// The sending side of a [`Link`].
+#[derive(Debug)]
+pub struct LinkSender {
+    out: Out,
+    tap: Arc<TapSlot>,
+    /// Close a stream link when dropped (false once a Client took over).
+    close_on_drop: bool,
+}
+
+/// The link is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the link is closed")]
+pub struct LinkClosed;
+
+impl LinkSender {
+    /// Sends one message, waiting for room (a stream link queues at most
+    /// [`OUTGOING_LIMIT`] bytes).
+    ///
+    /// # Errors
+    /// [`LinkClosed`] once the link is closed (or the payload is over
+    /// [`MAX_PAYLOAD`], which would close a stream).
+    pub async fn send(&self, msg: Message) -> Result<(), LinkClosed> {
+        match &self.out {
+            Out::Channel(tx) => tx.send(msg).await.map_err(|_| LinkClosed),
+            Out::Stream(q) => q
+                .push(&msg.header, &msg.payload)
+                .await
+                .map_err(|_| LinkClosed),
+        }
+    }
+}
+
+impl Drop for LinkSender {
+    fn drop(&mut self) {
+        // Dropping the sending side closes a stream link (the writer drains
+        // and shuts the stream down), as dropping a channel's sender does.
+        if let (true, Out::Stream(q)) = (self.close_on_drop, &self.out) {
+            q.close();
+        }
+    }
+}
+
+/// The receiving side of a [`Link`].
+#[derive(Debug)]
+pub struct LinkReceiver(LinkRx);
+
+impl LinkReceiver {
+    /// The next message, or `None` once the link is closed.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.0.recv().await
+    }
+}
+
+/// The sending side of a link.
+#[derive(Debug, Clone)]
+enum Out {
+    /// Messages to the in-process router.
+    Channel(mpsc::Sender<Message>),
+    /// Encoded frames for a stream's writer task.
+    Stream(Arc<FrameQueue>),
+}
+
+/// The receiving side of a link.
+#[derive(Debug)]
+enum LinkRx {
+    /// From the in-process router (which never blocks on delivery).
+    Channel(mpsc::UnboundedReceiver<Message>),
+    /// From a stream's reader task (bounded: backpressure on the socket).
+    Stream(mpsc::Receiver<Message>),
+}
+
+impl LinkRx {
+    async fn recv(&mut self) -> Option<Message> {
+        match self {
+            LinkRx::Channel(rx) => rx.recv().await,
+            LinkRx::Stream(rx) => rx.recv().await,
+        }
+    }
+}
+
+/// The installed [`FrameTap`], shared by the client and the link's reader.
+#[derive(Default)]
+struct TapSlot(Mutex<Option<FrameTap>>);
+
+impl std::fmt::Debug for TapSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TapSlot")
+    }
+}
+
+impl TapSlot {
+    /// Offers `frame` to the tap; true if it took it.
+    fn offer(&self, frame: &FrameRef<'_>) -> bool {
+        match self.0.lock() {
+            Ok(mut slot) => slot.as_mut().is_some_and(|tap| tap(frame)),
+            Err(_) => false,
+        }
+    }
 }
 
 impl Link {
+    /// A link over message channels (the in-process router's side).
+    pub(crate) fn from_channels(
+        outgoing: mpsc::Sender<Message>,
+        incoming: mpsc::UnboundedReceiver<Message>,
+    ) -> Link {
+        Link {
+            outgoing: LinkSender {
+                out: Out::Channel(outgoing),
+                tap: Arc::default(),
+                close_on_drop: true,
+            },
+            incoming: LinkReceiver(LinkRx::Channel(incoming)),
+        }
+    }
+
+    /// The raw channels of a channel link (tests that speak the protocol by
+    /// hand); `None` for a stream link.
+    pub fn into_channels(
+        self,
+    ) -> Option<(mpsc::Sender<Message>, mpsc::UnboundedReceiver<Message>)> {
+        let Link { outgoing, incoming } = self;
+        match (outgoing.out.clone(), incoming.0) {
+            (Out::Channel(tx), LinkRx::Channel(rx)) => Some((tx, rx)),
+            _ => None,
+        }
+    }
+
     /// Runs a framed connection over a byte stream (a Unix socket, a
     /// `tokio::io::duplex` pipe...) with a reader and a writer task.
     ///
@@ -161,14 +348,230 @@ impl Link {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let (out_tx, out_rx) = mpsc::channel(OUTGOING_CAPACITY);
-        let (in_tx, in_rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_stream(stream, in_tx, out_rx));
+        let queue = Arc::new(FrameQueue::new(OUTGOING_LIMIT));
+        let (in_tx, in_rx) = mpsc::channel(LINK_CAPACITY);
+        let tap: Arc<TapSlot> = Arc::default();
+        tokio::spawn(run_client_stream(
+            stream,
+            in_tx,
+            Arc::clone(&queue),
+            Arc::clone(&tap),
+        ));
         Link {
-            outgoing: out_tx,
-            incoming: in_rx,
+            outgoing: LinkSender {
+                out: Out::Stream(queue),
+                tap,
+                close_on_drop: true,
+            },
+            incoming: LinkReceiver(LinkRx::Stream(in_rx)),
         }
     }
+}
+
+/// Why a frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueueError {
+    Closed,
+    Full,
+}
+
+#[derive(Debug, Default)]
+struct QueueInner {
+    buf: Vec<u8>,
+    closed: bool,
+}
+
+/// Encoded frames waiting for a stream's writer task: one byte buffer that
+/// the writer swaps with its own (so both keep their capacity).
+#[derive(Debug)]
+struct FrameQueue {
+    inner: Mutex<QueueInner>,
+    /// Wakes the writer when frames arrive (or the queue closes).
+    data: tokio::sync::Notify,
+    /// Wakes senders waiting for room.
+    room: tokio::sync::Notify,
+    limit: usize,
+}
+
+impl FrameQueue {
+    fn new(limit: usize) -> Self {
+        FrameQueue {
+            inner: Mutex::new(QueueInner {
+                buf: Vec::with_capacity(64 * 1024),
+                closed: false,
+            }),
+            data: tokio::sync::Notify::new(),
+            room: tokio::sync::Notify::new(),
+            limit,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueInner> {
+        // Nothing panics while holding this lock; a poisoned queue is still
+        // a valid byte buffer.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Appends one frame; the payload length must already be checked.
+    fn try_push(&self, header: &HeaderRepr, payload: &[u8]) -> Result<(), QueueError> {
+        let was_empty = {
+            let mut q = self.lock();
+            if q.closed {
+                return Err(QueueError::Closed);
+            }
+            let len = crate::proto::HEADER_LEN + payload.len();
+            if !q.buf.is_empty() && q.buf.len() + len > self.limit {
+                return Err(QueueError::Full);
+            }
+            let was_empty = q.buf.is_empty();
+            if encode_frame(header, payload, &mut q.buf).is_err() {
+                // Only over MAX_PAYLOAD, which callers refuse first.
+                return Err(QueueError::Closed);
+            }
+            was_empty
+        };
+        if was_empty {
+            self.data.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Appends one frame, waiting while the queue is full.
+    async fn push(&self, header: &HeaderRepr, payload: &[u8]) -> Result<(), QueueError> {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_push(header, payload) {
+                Err(QueueError::Full) => room.await,
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits for queued bytes and swaps them into `spare` (emptied by the
+    /// caller). False once the queue is closed and drained.
+    async fn take(&self, spare: &mut Vec<u8>) -> bool {
+        loop {
+            let data = self.data.notified();
+            tokio::pin!(data);
+            data.as_mut().enable();
+            {
+                let mut q = self.lock();
+                if !q.buf.is_empty() {
+                    std::mem::swap(&mut q.buf, spare);
+                    drop(q);
+                    self.room.notify_waiters();
+                    return true;
+                }
+                if q.closed {
+                    return false;
+                }
+            }
+            data.await;
+        }
+    }
+
+    /// Refuses further frames; the writer drains what is queued and stops;
+    /// waiting senders are woken (and see `Closed`).
+    fn close(&self) {
+        self.lock().closed = true;
+        self.data.notify_one();
+        self.room.notify_waiters();
+    }
+}
+
+/// The client side of a stream link: frames read go to the tap or to `to_dispatcher`,
+/// frames queued in `queue` are written. When either direction ends the
+/// queue is closed, so senders see the connection closed.
+async fn run_client_stream<S>(
+    stream: S,
+    to_dispatcher: mpsc::Sender<Message>,
+    queue: Arc<FrameQueue>,
+    tap: Arc<TapSlot>,
+) where
+    S: AsyncRead + AsyncWrite + Send,
+{
+    let (read_half, write_half) = tokio::io::split(stream);
+    tokio::select! {
+        res = read_client_frames(read_half, to_dispatcher, &tap) => {
+            if let Err(err) = res {
+                tracing::warn!(%err, "transport link closed while reading");
+            }
+        }
+        res = write_queue(write_half, &queue) => {
+            if let Err(err) = res {
+                tracing::warn!(%err, "transport link closed while writing");
+            }
+        }
+    }
+    queue.close();
+}
+
+/// Reads frames until EOF or an error; each is offered to the tap, else
+/// becomes a message for the dispatcher (waiting while its channel is full,
+/// which stops reading the socket).
+async fn read_client_frames<R>(
+    mut reader: R,
+    tx: mpsc::Sender<Message>,
+    tap: &TapSlot,
+) -> Result<(), LinkError>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    loop {
+        let mut start = 0;
+        let need = loop {
+            let rest = buf.get(start..).unwrap_or_default();
+            match check(rest)? {
+                Check::Complete { frame_len } => {
+                    let (frame, _) = FrameRef::decode_prefix(rest)?;
+                    if !tap.offer(&frame) && tx.send(frame.to_message()).await.is_err() {
+                        return Ok(()); // nobody listens any more
+                    }
+                    start += frame_len;
+                }
+                Check::Incomplete { need } => break need,
+            }
+        };
+        buf.drain(..start);
+        // `need` is bounded by MAX_FRAME (check validated the header).
+        buf.reserve(need.saturating_sub(buf.len()));
+        let n = reader.read_buf(&mut buf).await?;
+        if n == 0 {
+            if buf.is_empty() {
+                return Ok(());
+            }
+            return Err(LinkError::Truncated {
+                have: buf.len(),
+                need,
+            });
+        }
+    }
+}
+
+/// Writes what `queue` holds until it is closed and drained; then shuts the
+/// writer down.
+async fn write_queue<W>(mut writer: W, queue: &FrameQueue) -> Result<(), LinkError>
+where
+    W: AsyncWrite + Unpin,
+{
+    const KEEP: usize = 1024 * 1024;
+    let mut spare: Vec<u8> = Vec::with_capacity(64 * 1024);
+    while queue.take(&mut spare).await {
+        writer.write_all(&spare).await?;
+        writer.flush().await?;
+        spare.clear();
+        if spare.capacity() > KEEP {
+            // Give memory back after a burst of large frames.
+            spare.shrink_to(KEEP);
+        }
+    }
+    writer.shutdown().await?;
+    Ok(())
 }
 
 /// Carries frames between a byte stream and a pair of channels until either
@@ -272,20 +675,37 @@ where
 
 /// Messages addressed to this service: requests (answer with
 /// [`Client::reply`]) and events. Ends when the connection closes.
+///
+/// Holds at most [`INCOMING_BUDGET`] bytes of messages: when the service
+/// does not read, the client stops reading its link.
 #[derive(Debug)]
 pub struct Incoming {
     rx: mpsc::UnboundedReceiver<Message>,
+    budget: Arc<tokio::sync::Semaphore>,
+}
+
+/// What `msg` counts against [`INCOMING_BUDGET`] (at most `u32::MAX`).
+fn message_cost(msg: &Message) -> u32 {
+    u32::try_from(msg.payload.len() + MESSAGE_OVERHEAD).unwrap_or(u32::MAX)
 }
 
 impl Incoming {
+    fn release(&self, msg: &Message) {
+        self.budget.add_permits(message_cost(msg) as usize);
+    }
+
     /// The next request or event, or `None` once the connection is closed.
     pub async fn recv(&mut self) -> Option<Message> {
-        self.rx.recv().await
+        let msg = self.rx.recv().await?;
+        self.release(&msg);
+        Some(msg)
     }
 
     /// A message if one is already queued.
     pub fn try_recv(&mut self) -> Option<Message> {
-        self.rx.try_recv().ok()
+        let msg = self.rx.try_recv().ok()?;
+        self.release(&msg);
+        Some(msg)
     }
 }
 
@@ -300,6 +720,7 @@ struct Counters {
     replies_sent: AtomicU64,
     messages_delivered: AtomicU64,
     controls_answered: AtomicU64,
+    mismatched_replies: AtomicU64,
 }
 
 impl Counters {
@@ -316,6 +737,7 @@ impl Counters {
                 ("replies_sent".into(), get(&self.replies_sent)),
                 ("messages_delivered".into(), get(&self.messages_delivered)),
                 ("controls_answered".into(), get(&self.controls_answered)),
+                ("mismatched_replies".into(), get(&self.mismatched_replies)),
             ],
         }
     }
@@ -325,23 +747,67 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A request waiting for its answer: where it went, and who waits.
+struct Waiter {
+    dst: Address,
+    tx: oneshot::Sender<Message>,
+}
+
 #[derive(Default)]
 struct Pending {
     closed: bool,
-    waiting: HashMap<u64, oneshot::Sender<Message>>,
+    waiting: HashMap<u64, Waiter>,
+}
+
+/// May an answer of `kind` from `src` answer a request this node (`own`)
+/// sent to `dst`? The service must be the one asked; the node the one asked
+/// (own node for `LOCAL`), any node for `ALL_NODES`. An error made by a
+/// transport on the destination's behalf (unreachable node, unknown
+/// service) carries the destination service as source and either the
+/// destination node (transportd) or this node (the in-process router), so
+/// an Error from this node passes too (local sources are set by the
+/// transport, not by the sender).
+fn answers(dst: Address, own: u32, src: Address, kind: Kind) -> bool {
+    let node_ok = match dst.pnn {
+        ALL_NODES => true,
+        LOCAL => src.pnn == own || src.pnn == LOCAL,
+        p => src.pnn == p || (kind == Kind::Error && src.pnn == own),
+    };
+    node_ok && src.service == dst.service
 }
 
 struct Inner {
     name: String,
     pnn: u32,
     service: u16,
-    outgoing: mpsc::Sender<Message>,
+    outgoing: Out,
+    tap: Arc<TapSlot>,
     pending: Mutex<Pending>,
     next_id: AtomicU64,
     shutdown: watch::Sender<bool>,
     closed: watch::Sender<bool>,
     log_hook: Mutex<Option<LogLevelHook>>,
     counters: Counters,
+}
+
+impl Inner {
+    /// Queues `msg` for the transport (waiting for room).
+    async fn send(&self, msg: Message) -> Result<(), ()> {
+        match &self.outgoing {
+            Out::Channel(tx) => tx.send(msg).await.map_err(|_| ()),
+            Out::Stream(q) => q.push(&msg.header, &msg.payload).await.map_err(|_| ()),
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: close the connection (the writer drains
+        // what is queued, then shuts the stream down).
+        if let Out::Stream(q) = &self.outgoing {
+            q.close();
+        }
+    }
 }
 
 /// A handle to a registered service's connection. Clone freely; the
@@ -385,9 +851,11 @@ impl Client {
     /// [`CONTROL_TIMEOUT`]), [`ClientError::Closed`] if the link closes.
     pub async fn connect(link: Link, name: &str) -> Result<(Client, Incoming), ClientError> {
         let Link {
-            outgoing,
-            incoming: mut link_rx,
+            outgoing: mut sender,
+            incoming: LinkReceiver(mut link_rx),
         } = link;
+        let outgoing = sender.out.clone();
+        let tap = Arc::clone(&sender.tap);
         let closed = || ClientError::Closed {
             service: name.to_owned(),
         };
@@ -409,7 +877,13 @@ impl Client {
             },
         )
         .map_err(|e| handshake(e.to_string()))?;
-        outgoing.send(req).await.map_err(|_| closed())?;
+        let sent = match &outgoing {
+            Out::Channel(tx) => tx.send(req).await.is_ok(),
+            Out::Stream(q) => q.push(&req.header, &req.payload).await.is_ok(),
+        };
+        if !sent {
+            return Err(closed());
+        }
         let answer = tokio::time::timeout(CONTROL_TIMEOUT, link_rx.recv())
             .await
             .map_err(|_| handshake(format!("no answer within {CONTROL_TIMEOUT:?}")))?
@@ -433,6 +907,11 @@ impl Client {
             }
             other => return Err(handshake(format!("answer of kind {other:?}"))),
         };
+        // Registered: the Client's Inner owns the sending side from here on
+        // (and closes a stream link when the last handle is dropped). On the
+        // error returns above, dropping `sender` closed the link.
+        sender.close_on_drop = false;
+        drop(sender);
         let (shutdown, _) = watch::channel(false);
         let (closed, _) = watch::channel(false);
         let inner = Arc::new(Inner {
@@ -440,6 +919,7 @@ impl Client {
             pnn: reg.pnn,
             service: reg.service,
             outgoing,
+            tap,
             pending: Mutex::new(Pending::default()),
             next_id: AtomicU64::new(1),
             shutdown,
@@ -448,14 +928,26 @@ impl Client {
             counters: Counters::default(),
         });
         let (user_tx, user_rx) = mpsc::unbounded_channel();
-        tokio::spawn(dispatch(Arc::downgrade(&inner), link_rx, user_tx));
+        let budget = Arc::new(tokio::sync::Semaphore::new(INCOMING_BUDGET));
+        tokio::spawn(dispatch(
+            Arc::downgrade(&inner),
+            link_rx,
+            user_tx,
+            Arc::clone(&budget),
+        ));
         tracing::debug!(
             service = name,
             pnn = reg.pnn,
             id = reg.service,
             "registered"
         );
-        Ok((Client { inner }, Incoming { rx: user_rx }))
+        Ok((
+            Client { inner },
+            Incoming {
+                rx: user_rx,
+                budget,
+            },
+        ))
     }
 
     /// Registers `name` over a byte stream (see [`Link::from_stream`]).
@@ -508,11 +1000,115 @@ impl Client {
                 },
             });
         }
-        self.inner
-            .outgoing
-            .send(msg)
-            .await
-            .map_err(|_| self.closed_error())
+        self.inner.send(msg).await.map_err(|()| self.closed_error())
+    }
+
+    fn check_payload(&self, dst: Address, opcode: u32, payload: &[u8]) -> Result<(), ClientError> {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(ClientError::Payload {
+                peer: dst,
+                opcode,
+                source: PayloadError::TooLarge {
+                    type_name: "raw payload",
+                    length: payload.len(),
+                    max: MAX_PAYLOAD,
+                },
+            });
+        }
+        Ok(())
+    }
+
+    fn event_header(&self, dst: Address, opcode: u32) -> HeaderRepr {
+        HeaderRepr {
+            kind: Kind::Event,
+            src: self.address(),
+            dst,
+            request_id: 0,
+            opcode,
+        }
+    }
+
+    /// Sends an event whose payload is already encoded, copying `payload`
+    /// into the link's write queue: without waiting, and on a stream link
+    /// without allocating (the queue's buffer is reused). For senders that
+    /// must not block and can lose a frame (heartbeats).
+    ///
+    /// # Errors
+    /// [`ClientError::QueueFull`] when the queue is over its limit (or the
+    /// in-process router's channel is full), [`ClientError::Closed`],
+    /// [`ClientError::Payload`] over [`MAX_PAYLOAD`].
+    pub fn try_event_bytes(
+        &self,
+        dst: Address,
+        opcode: u32,
+        payload: &[u8],
+    ) -> Result<(), ClientError> {
+        self.check_payload(dst, opcode, payload)?;
+        let header = self.event_header(dst, opcode);
+        let full = || ClientError::QueueFull {
+            service: self.inner.name.clone(),
+        };
+        match &self.inner.outgoing {
+            Out::Stream(q) => q.try_push(&header, payload).map_err(|e| match e {
+                QueueError::Full => full(),
+                QueueError::Closed => self.closed_error(),
+            })?,
+            Out::Channel(tx) => {
+                tx.try_send(Message::new(header, payload.to_vec()))
+                    .map_err(|e| match e {
+                        mpsc::error::TrySendError::Full(_) => full(),
+                        mpsc::error::TrySendError::Closed(_) => self.closed_error(),
+                    })?;
+            }
+        }
+        bump(&self.inner.counters.events_sent);
+        Ok(())
+    }
+
+    /// Sends an event whose payload is already encoded, waiting for room in
+    /// the write queue; on a stream link it allocates nothing.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`], [`ClientError::Payload`] over
+    /// [`MAX_PAYLOAD`].
+    pub async fn event_bytes(
+        &self,
+        dst: Address,
+        opcode: u32,
+        payload: &[u8],
+    ) -> Result<(), ClientError> {
+        self.check_payload(dst, opcode, payload)?;
+        let header = self.event_header(dst, opcode);
+        match &self.inner.outgoing {
+            Out::Stream(q) => q
+                .push(&header, payload)
+                .await
+                .map_err(|_| self.closed_error())?,
+            Out::Channel(tx) => tx
+                .send(Message::new(header, payload.to_vec()))
+                .await
+                .map_err(|_| self.closed_error())?,
+        }
+        bump(&self.inner.counters.events_sent);
+        Ok(())
+    }
+
+    /// Installs `tap` (replacing any earlier one): it sees each frame for
+    /// this service before the library copies it, and may take it. See
+    /// [`FrameTap`] for what it must and must not do. On a stream link the
+    /// frame is borrowed from the read buffer (no allocation); on a channel
+    /// link the router's message is borrowed.
+    pub fn set_frame_tap(&self, tap: FrameTap) {
+        if let Ok(mut slot) = self.inner.tap.0.lock() {
+            *slot = Some(tap);
+        }
+    }
+
+    /// Removes the frame tap.
+    pub fn clear_frame_tap(&self) {
+        if let Ok(mut slot) = self.inner.tap.0.lock() {
+            *slot = None;
+        }
     }
 
     /// Sends a request and waits for its typed reply.
@@ -607,7 +1203,7 @@ impl Client {
             if p.closed {
                 return Err(self.closed_error());
             }
-            p.waiting.insert(id, tx);
+            p.waiting.insert(id, Waiter { dst, tx });
         }
         let _guard = PendingGuard {
             inner: &self.inner,
@@ -674,13 +1270,7 @@ impl Client {
         opcode: u32,
         payload: Vec<u8>,
     ) -> Result<(), ClientError> {
-        let header = HeaderRepr {
-            kind: Kind::Event,
-            src: self.address(),
-            dst,
-            request_id: 0,
-            opcode,
-        };
+        let header = self.event_header(dst, opcode);
         self.send(Message::new(header, payload)).await?;
         bump(&self.inner.counters.events_sent);
         Ok(())
@@ -818,21 +1408,43 @@ fn decode_remote_error(payload: &[u8]) -> RemoteError {
 
 /// The dispatcher: owns the receiving side of the link.
 async fn dispatch(
-    inner: Weak<Inner>,
-    mut link_rx: mpsc::UnboundedReceiver<Message>,
+    weak: Weak<Inner>,
+    mut link_rx: LinkRx,
     user_tx: mpsc::UnboundedSender<Message>,
+    budget: Arc<tokio::sync::Semaphore>,
 ) {
     while let Some(msg) = link_rx.recv().await {
-        let Some(inner) = inner.upgrade() else {
+        let Some(inner) = weak.upgrade() else {
             break; // every Client handle is gone
         };
+        if let (Out::Channel(_), LinkRx::Channel(_)) = (&inner.outgoing, &link_rx) {
+            // A stream link's reader offered the frame already.
+            let frame = FrameRef {
+                header: msg.header,
+                payload: &msg.payload,
+            };
+            if inner.tap.offer(&frame) {
+                continue;
+            }
+        }
         match msg.header.kind {
             Kind::Reply | Kind::Error => {
-                let waiter = inner
-                    .pending
-                    .lock()
-                    .ok()
-                    .and_then(|mut p| p.waiting.remove(&msg.header.request_id));
+                let waiter = inner.pending.lock().ok().and_then(|mut p| {
+                    let id = msg.header.request_id;
+                    let expected = p.waiting.get(&id).map(|w| w.dst)?;
+                    if answers(expected, inner.pnn, msg.header.src, msg.header.kind) {
+                        p.waiting.remove(&id).map(|w| w.tx)
+                    } else {
+                        bump(&inner.counters.mismatched_replies);
+                        tracing::debug!(
+                            service = inner.name,
+                            from = %msg.header.src,
+                            %expected,
+                            "answer from the wrong sender dropped"
+                        );
+                        None
+                    }
+                });
                 match waiter {
                     Some(tx) => {
                         let c = &inner.counters;
@@ -851,7 +1463,17 @@ async fn dispatch(
             }
             Kind::Request | Kind::Event => {
                 bump(&inner.counters.messages_delivered);
+                // Wait for room in the service's budget without holding a
+                // strong handle (so dropping every Client still closes).
+                drop(inner);
+                let cost = message_cost(&msg);
+                match budget.acquire_many(cost).await {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => break,
+                }
+                let Some(inner) = weak.upgrade() else { break };
                 if let Err(mpsc::error::SendError(msg)) = user_tx.send(msg) {
+                    budget.add_permits(cost as usize);
                     if msg.header.kind == Kind::Request {
                         let err = RemoteError::new(
                             ErrorCode::ShuttingDown,
@@ -859,7 +1481,7 @@ async fn dispatch(
                         );
                         let mut answer = controls::error_message(&msg.header, &err);
                         answer.header.src = Address::new(inner.pnn, inner.service);
-                        let _ = inner.outgoing.send(answer).await;
+                        let _ = inner.send(answer).await;
                     }
                 }
             }
@@ -867,7 +1489,7 @@ async fn dispatch(
         }
     }
     // The link is closed: fail pending requests now.
-    if let Some(inner) = inner.upgrade() {
+    if let Some(inner) = weak.upgrade() {
         if let Ok(mut p) = inner.pending.lock() {
             p.closed = true;
             p.waiting.clear(); // dropping the senders wakes the requesters
@@ -892,7 +1514,7 @@ async fn answer_control(inner: &Inner, msg: Message) {
     let mut reply = controls::answer_message(&msg.header, answer.result);
     reply.header.src = Address::new(inner.pnn, inner.service);
     bump(&inner.counters.controls_answered);
-    let _ = inner.outgoing.send(reply).await;
+    let _ = inner.send(reply).await;
     if answer.shutdown {
         inner.shutdown.send_replace(true);
     }

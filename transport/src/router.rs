@@ -203,10 +203,7 @@ impl Router {
         let (out_tx, out_rx) = mpsc::channel(OUTGOING_CAPACITY);
         let (in_tx, in_rx) = mpsc::unbounded_channel();
         tokio::spawn(self.clone().serve(out_rx, in_tx));
-        Link {
-            outgoing: out_tx,
-            incoming: in_rx,
-        }
+        Link::from_channels(out_tx, in_rx)
     }
 
     /// Serves one client connection over a byte stream (a socket, a

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use transport::client::{Client, ClientError, Link};
+use transport::client::{Client, ClientError};
 use transport::proto::control::{
     self, LogLevelReply, LogLevelRequest, PeerList, PingReply, PingRequest, RegisterRequest,
     ServiceList, Statistics, VersionInfo,
@@ -145,10 +145,7 @@ async fn ephemeral_ids_and_duplicate_well_known_names() {
 async fn source_address_cannot_be_spoofed() {
     let router = Router::new(7);
     let (fo, mut fo_in) = router.connect("failoverd").await.unwrap();
-    let Link {
-        outgoing,
-        mut incoming,
-    } = router.link_client();
+    let (outgoing, mut incoming) = router.link_client().into_channels().unwrap();
     let reg = Message::with_payload(
         HeaderRepr {
             kind: Kind::Request,

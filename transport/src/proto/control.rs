@@ -38,6 +38,11 @@ pub const UNSUBSCRIBE: u32 = 0x0000_0102;
 pub const LIST_SERVICES: u32 = 0x0000_0103;
 /// Peer nodes: request `()`, reply [`PeerList`].
 pub const LIST_PEERS: u32 = 0x0000_0104;
+/// Link keepalive between two transportds: an Event with no payload from
+/// `(pnn, 0)` to `(peer, 0)`, sent on an otherwise idle peer link; consumed
+/// by the receiving transportd, never routed (an older transportd drops it
+/// too: events to service 0 are ignored).
+pub const KEEPALIVE: u32 = 0x0000_0105;
 
 /// Is `opcode` a common control (answered for every service)?
 pub const fn is_common(opcode: u32) -> bool {

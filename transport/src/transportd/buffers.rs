@@ -124,6 +124,8 @@ struct OutboxInner {
 pub struct Outbox {
     inner: Mutex<OutboxInner>,
     notify: Notify,
+    /// Wakes [`Outbox::wait_closed`].
+    closing: Notify,
     limit: usize,
     direct: Option<Arc<OwnedWriteHalf>>,
 }
@@ -144,6 +146,7 @@ impl Outbox {
                 busy: false,
             }),
             notify: Notify::new(),
+            closing: Notify::new(),
             limit,
             direct,
         }
@@ -264,6 +267,21 @@ impl Outbox {
     pub fn close(&self) {
         self.lock().closed = true;
         self.notify.notify_one();
+        self.closing.notify_waiters();
+    }
+
+    /// Resolves once [`Outbox::close`] has been called (e.g. by a router
+    /// that found the queue over its limit).
+    pub async fn wait_closed(&self) {
+        loop {
+            let closing = self.closing.notified();
+            tokio::pin!(closing);
+            closing.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            closing.await;
+        }
     }
 
     /// Has [`Outbox::close`] been called?

@@ -1,6 +1,9 @@
 //! The Unix socket side: accepts local clients, checks their credentials,
 //! registers them and routes their frames.
 //!
+//! A client that stops reading is disconnected once [`LOCAL_QUEUE_LIMIT`]
+//! bytes wait for it (its registration ends; it may reconnect).
+//!
 //! A connection's first frame must be a REGISTER request. A frame that is
 //! oversized, truncated (EOF mid-frame) or has a bad magic, version, kind,
 //! flags or reserved field closes that one connection with a logged reason;
@@ -85,6 +88,9 @@ async fn client(stream: UnixStream, shared: Arc<Shared>) {
         tokio::select! {
             r = reader => r,
             r = writer => r,
+            () = outbox.wait_closed() => Err(format!(
+                "the client does not read: over {LOCAL_QUEUE_LIMIT} bytes queued"
+            )),
             _ = stop.changed() => Ok(()),
         }
     };

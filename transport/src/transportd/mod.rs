@@ -22,6 +22,9 @@ mod peer;
 pub mod peercred;
 pub mod state;
 
+pub use local::LOCAL_QUEUE_LIMIT;
+pub use peer::{IDLE_TIMEOUT, KEEPALIVE_INTERVAL, MAX_HANDSHAKES, WRITE_TIMEOUT};
+
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;

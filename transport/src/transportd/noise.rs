@@ -56,6 +56,12 @@ pub enum NoiseError {
     /// The handshake did not finish in time.
     #[error("handshake timed out after {0:?}")]
     Timeout(Duration),
+    /// The peer sent nothing, not even a keepalive, for this long.
+    #[error("nothing received for {0:?} (peer stopped or unreachable)")]
+    Silent(Duration),
+    /// A write to the peer made no progress for this long.
+    #[error("write made no progress for {0:?} (peer does not read)")]
+    Stalled(Duration),
     /// The other side's hello is malformed or names the wrong node.
     #[error("handshake refused: {0}")]
     Refused(String),

@@ -10,6 +10,18 @@
 //! Frames from a peer are only ever delivered locally (see [`super::state`]).
 //! Any decryption failure, malformed frame or I/O error closes the link and
 //! is logged; the dialler then reconnects.
+//!
+//! A peer that stops (SIGSTOP, a hung host, a cut cable without RST) is
+//! noticed: each side sends a [`KEEPALIVE`] frame after [`KEEPALIVE_INTERVAL`]
+//! without other traffic; a link that receives nothing for [`IDLE_TIMEOUT`],
+//! or whose write makes no progress for [`WRITE_TIMEOUT`], is closed. Frames
+//! for that peer then fail at once with `NodeUnreachable` (instead of
+//! queueing unseen) and the dialler reconnects. TCP keepalive would not do:
+//! a stopped process's kernel still answers the probes.
+//!
+//! At most [`MAX_HANDSHAKES`] accepted connections may be in their handshake
+//! at once; more are closed at once (a flood from a node address cannot pin
+//! tasks and buffers for the handshake time-out each).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -19,7 +31,9 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-use crate::proto::{check, Check, HEADER_LEN};
+use crate::proto::control::KEEPALIVE;
+use crate::proto::service::TRANSPORT;
+use crate::proto::{check, Address, Check, Header, HeaderRepr, Kind, HEADER_LEN};
 
 use super::buffers::{trim, Outbox, ReadBuf};
 use super::noise::{self, Cipher, NoiseError, Opener, MAX_CHUNK, MAX_NOISE_MSG};
@@ -33,6 +47,14 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Largest reconnect delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// An idle link sends a keepalive this often.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
+/// A link that receives nothing (not even a keepalive) this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A link whose write makes no progress this long is closed.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Accepted connections allowed in their handshake at the same time.
+pub const MAX_HANDSHAKES: usize = 16;
 const PLAIN_BUF: usize = 256 * 1024;
 const KEEP: usize = 4 * 1024 * 1024;
 /// Plaintext sealed per write (a few chunks), bounding the send buffer.
@@ -41,13 +63,20 @@ const SEAL_BATCH: usize = 8 * MAX_CHUNK;
 /// Accepts peer links until shutdown.
 pub async fn listen(listener: TcpListener, shared: Arc<Shared>) {
     let mut stop = shared.stop.subscribe();
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, from)) => {
+                    let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
+                        shared.state().counters.handshake_failures += 1;
+                        tracing::warn!(peer = %from, max = MAX_HANDSHAKES, "too many handshakes in progress: connection closed");
+                        drop(stream);
+                        continue;
+                    };
                     let shared = Arc::clone(&shared);
-                    tokio::spawn(async move { accept(stream, from, shared).await });
+                    tokio::spawn(async move { accept(stream, from, shared, permit).await });
                 }
                 Err(err) => {
                     tracing::warn!(%err, "accept on the peer port failed");
@@ -58,7 +87,12 @@ pub async fn listen(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn accept(mut stream: TcpStream, from: SocketAddr, shared: Arc<Shared>) {
+async fn accept(
+    mut stream: TcpStream,
+    from: SocketAddr,
+    shared: Arc<Shared>,
+    handshake: tokio::sync::OwnedSemaphorePermit,
+) {
     let _ = stream.set_nodelay(true);
     let own = shared.pnn;
     let nodes = &shared.nodes;
@@ -82,7 +116,9 @@ async fn accept(mut stream: TcpStream, from: SocketAddr, shared: Arc<Shared>) {
             )),
         }
     };
-    match noise::respond(&mut stream, &shared.key, own, check_peer).await {
+    let answered = noise::respond(&mut stream, &shared.key, own, check_peer).await;
+    drop(handshake);
+    match answered {
         Ok((cipher, pnn)) => {
             tracing::info!(peer = pnn, %from, "peer link accepted");
             run_link(stream, cipher, pnn, &shared).await;
@@ -189,14 +225,39 @@ async fn run_link(stream: TcpStream, cipher: Cipher, pnn: u32, shared: &Shared) 
         .peer_up(pnn, link, Arc::clone(&outbox), Instant::now());
     let (mut rd, mut wr) = stream.into_split();
     let reader = read_link(&mut rd, &cipher, pnn, shared);
+    let mut keepalive = [0u8; HEADER_LEN];
+    HeaderRepr {
+        kind: Kind::Event,
+        src: Address::new(shared.pnn, TRANSPORT),
+        dst: Address::new(pnn, TRANSPORT),
+        request_id: 0,
+        opcode: KEEPALIVE,
+    }
+    .emit(&mut keepalive, 0)
+    .expect("a header fits its buffer, payload 0 is under the limit");
     let writer = async {
         let mut plain = Vec::with_capacity(PLAIN_BUF);
         let mut sealed = Vec::with_capacity(SEAL_BATCH + 64 * 1024);
         let mut nonce = 0u64;
-        while outbox.take(&mut plain).await {
+        loop {
+            // `take` is cancel-safe: on a time-out nothing was taken.
+            match tokio::time::timeout(KEEPALIVE_INTERVAL, outbox.take(&mut plain)).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(_) => plain.extend_from_slice(&keepalive),
+            }
             for batch in plain.chunks(SEAL_BATCH) {
                 noise::seal(&cipher, &mut nonce, batch, &mut sealed)?;
-                wr.write_all(&sealed).await?;
+                let mut rest = sealed.as_slice();
+                while !rest.is_empty() {
+                    let n = tokio::time::timeout(WRITE_TIMEOUT, wr.write(rest))
+                        .await
+                        .map_err(|_| NoiseError::Stalled(WRITE_TIMEOUT))??;
+                    if n == 0 {
+                        return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+                    }
+                    rest = &rest[n..];
+                }
             }
             trim(&mut plain, KEEP);
         }
@@ -238,7 +299,10 @@ async fn read_link(
     let mut need = HEADER_LEN;
     loop {
         raw.reserve(MAX_NOISE_MSG + 2, MAX_NOISE_MSG / 2);
-        if raw.fill(rd).await? == 0 {
+        let read = tokio::time::timeout(IDLE_TIMEOUT, raw.fill(rd))
+            .await
+            .map_err(|_| NoiseError::Silent(IDLE_TIMEOUT))?;
+        if read? == 0 {
             return Ok(());
         }
         loop {
@@ -263,7 +327,10 @@ async fn read_link(
                         break Ok(());
                     }
                     Ok(Check::Complete { frame_len }) => {
-                        st.route(Origin::Peer(pnn), &mut plain.data_mut()[..frame_len]);
+                        let frame = &mut plain.data_mut()[..frame_len];
+                        if !is_keepalive(frame) {
+                            st.route(Origin::Peer(pnn), frame);
+                        }
                         plain.consume(frame_len);
                     }
                 }
@@ -275,4 +342,11 @@ async fn read_link(
             outcome?;
         }
     }
+}
+
+/// Is `frame` a link keepalive (consumed here, never routed)?
+fn is_keepalive(frame: &[u8]) -> bool {
+    Header::new_checked(frame).is_ok_and(|h| {
+        h.kind() == Kind::Event && h.opcode() == KEEPALIVE && h.dst_service() == TRANSPORT
+    })
 }
