@@ -3,10 +3,10 @@
 //! conntrackd, failoverd) on 3 node namespaces and a client namespace.
 //!
 //! Each trial: every public address is hosted exactly once; the client
-//! holds an idle connection (blocked in a read) to 198.51.100.201 and its
+//! holds an idle connection (blocked in a read) to 198.51.100.1 and its
 //! connection is known to the survivors' conntrackd; at T0 the node hosting
-//! that address is powered off (both switch ports down, then SIGKILL of its
-//! daemons). Measured: T0 → the first new TCP connection to the address that
+//! that address is powered off (both switch ports down at once, then
+//! SIGKILL of its daemons). Measured: T0 → the first new TCP connection to the address that
 //! succeeds (attempts every few ms), and T0 → the idle connection's reset
 //! (the tickle). The node is then "rebooted" (its public addresses flushed,
 //! ports up, daemons restarted) for the next trial.
@@ -184,14 +184,36 @@ impl Bed {
         Ok(())
     }
 
-    /// The first half of a power-off: both cables pulled. The measuring
-    /// threads start right after; [`Bed::kill`] then SIGKILLs the daemons
-    /// (which can take seconds on a loaded machine with hundreds of
-    /// addresses, and must not delay the measurement's start).
-    fn unplug(&mut self, i: usize) -> Result<()> {
+    /// The first half of a power-off: both cables pulled at once, and T0.
+    /// The measuring threads start right after; [`Bed::kill`] then
+    /// SIGKILLs the daemons (which can take seconds on a loaded machine
+    /// with hundreds of addresses, and must not delay the measurement's
+    /// start).
+    ///
+    /// Both switch ports are set down by two pipelined requests on one
+    /// rtnetlink socket opened beforehand in the switch's namespace, and
+    /// T0 is taken right before them: a power-off cuts both cables at the
+    /// same instant. (Two `ip link set` processes in a row, as before,
+    /// pulled the cluster cable one or two process start-ups — 5-10 ms on
+    /// the loaded test machine — after T0, and that delay was counted as
+    /// failover time.) Returns T0 as an `Instant` and in ms since the epoch.
+    fn unplug(&mut self, i: usize) -> Result<(Instant, f64)> {
         self.powered[i] = false;
-        self.c.lan.set_port(&self.eth1_ports[i], false)?;
-        self.c.lan.set_port(&self.c.nodes[i].port, false)
+        let ports = [self.eth1_ports[i].clone(), self.c.nodes[i].port.clone()];
+        self.c.lan.switch().block_on(move || async move {
+            let nl = netlink::link::Netlink::new()?;
+            for p in &ports {
+                nl.link(p).await?;
+            }
+            let wall = epoch_ms(std::time::SystemTime::now());
+            let t0 = Instant::now();
+            futures::future::try_join(
+                nl.set_link_up(&ports[0], false),
+                nl.set_link_up(&ports[1], false),
+            )
+            .await?;
+            anyhow::Ok((t0, wall))
+        })?
     }
 
     /// The second half of a power-off: SIGKILL of the node's daemons.
@@ -424,14 +446,8 @@ fn trial(bed: &mut Bed, n: usize, phases: bool) -> Result<Trial> {
     let victim_led = bed
         .cli(survivors[0], &["leader"])
         .is_ok_and(|t| t.trim() == victim.to_string());
-    let capture = if phases {
-        Capture::start(bed, n)
-    } else {
-        None
-    };
-    let t0_wall = epoch_ms(std::time::SystemTime::now());
-    let t0 = Instant::now();
-    bed.unplug(victim)?;
+    let capture = if phases { Capture::start(bed, n) } else { None };
+    let (t0, t0_wall) = bed.unplug(victim)?;
     let connector = in_client(bed, move || first_connect(server));
     bed.kill(victim);
     let connected = connector
@@ -505,14 +521,10 @@ fn mass(profile: &str, count: usize) -> Result<(f64, f64)> {
         .collect();
     eprintln!("mass: node 0 hosts {} addresses", on0.len());
     let targets: Vec<SocketAddr> = on0.iter().map(|a| SocketAddr::new(*a, PORT)).collect();
-    let t0 = Instant::now();
+    let (t0, t0_wall) = bed.unplug(0)?;
     if std::env::var_os("FAILOVER_BENCH_LOGS").is_some() {
-        eprintln!(
-            "T0 at {:?} (since the epoch)",
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)
-        );
+        eprintln!("T0 at {t0_wall:.3} ms since the epoch");
     }
-    bed.unplug(0)?;
     let ns1 = bed.c.nodes[1].ns.name().to_string();
     // Node 1 must end up with every address (it may already host some if
     // node 0 lost its lease once during the set-up).
@@ -566,20 +578,25 @@ fn mass(profile: &str, count: usize) -> Result<(f64, f64)> {
         bail!("not every address of the dead node answered within {LIMIT:?}");
     };
     if let Some(dir) = std::env::var_os("FAILOVER_BENCH_LOGS") {
-        // Keep every log of the mass run for inspection.
-        let dir = std::path::PathBuf::from(dir);
-        for e in std::fs::read_dir(&bed.c.scratch)?.flatten() {
-            let name = e.file_name();
-            if name.to_string_lossy().ends_with(".log") {
-                let _ = std::fs::copy(e.path(), dir.join(name));
-            }
-        }
+        keep_logs(&bed, std::path::Path::new(&dir), &format!("{profile}-mass"))?;
     }
     let configured = configured
         .join()
         .map_err(|_| anyhow::anyhow!("configured-poller panicked"))?
         .map_or(f64::NAN, |t| (t - t0).as_secs_f64() * 1e3);
     Ok(((last - t0).as_secs_f64() * 1e3, configured))
+}
+
+/// Copies every log and capture of `bed` into `dir`, names prefixed with
+/// `tag` (`FAILOVER_BENCH_LOGS=DIR`: kept for inspection).
+fn keep_logs(bed: &Bed, dir: &std::path::Path, tag: &str) -> Result<()> {
+    for e in std::fs::read_dir(&bed.c.scratch)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".log") || name.ends_with(".txt") {
+            let _ = std::fs::copy(e.path(), dir.join(format!("{tag}-{name}")));
+        }
+    }
+    Ok(())
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T> {
@@ -663,6 +680,9 @@ pub fn run(args: &[String]) -> Result<()> {
                 Some(v) => reset.push(v),
                 None => not_reset += 1,
             }
+        }
+        if let Some(dir) = std::env::var_os("FAILOVER_BENCH_LOGS") {
+            keep_logs(&bed, std::path::Path::new(&dir), p)?;
         }
         drop(bed);
         print_phases(p, "", &follower_phases);
@@ -861,12 +881,21 @@ impl Capture {
             .and_then(|o| Ok((o, std::fs::File::create(&err)?)))
             .ok()?;
         let mut cmd = bed.c.client.command("tcpdump");
-        cmd.args(["-i", "eth0", "-n", "-l", "-tt", "--immediate-mode", "-s", "128"])
-            .arg(format!(
-                "arp or (tcp and src port {PORT} and tcp[tcpflags] & tcp-syn != 0)"
-            ))
-            .stdout(files.0)
-            .stderr(files.1);
+        cmd.args([
+            "-i",
+            "eth0",
+            "-n",
+            "-l",
+            "-tt",
+            "--immediate-mode",
+            "-s",
+            "128",
+        ])
+        .arg(format!(
+            "arp or (tcp and src port {PORT} and tcp[tcpflags] & tcp-syn != 0)"
+        ))
+        .stdout(files.0)
+        .stderr(files.1);
         let pid = match bed.c.client.spawn(cmd) {
             Ok(pid) => pid,
             Err(e) => {
@@ -960,9 +989,12 @@ fn phases_from_logs(bed: &Bed, victim: usize, addr: IpAddr, t0: f64) -> Phases {
             }
             if l.contains("takeover run timing") {
                 let us = |name: &str| field(&l, name).and_then(|v| v.parse::<f64>().ok());
-                if let (Some(g), Some(pl), Some(r), Some(tk)) =
-                    (us("gather_us"), us("plan_us"), us("release_us"), us("take_us"))
-                {
+                if let (Some(g), Some(pl), Some(r), Some(tk)) = (
+                    us("gather_us"),
+                    us("plan_us"),
+                    us("release_us"),
+                    us("take_us"),
+                ) {
                     if us("moved").unwrap_or(0.0) >= 1.0 {
                         runs.push((t - t0, g / 1e3, pl / 1e3, r / 1e3, tk / 1e3));
                     }
@@ -1029,7 +1061,13 @@ fn print_phases(profile: &str, tag: &str, trials: &[(Phases, f64, Option<f64>)])
         }
         let p50 = percentile(&mut v, 50.0);
         line.push_str(&format!(" {name} {p50:.1}"));
-        Figure::plain("failover", &format!("{profile}_{tag}phase_{name}_p50"), p50, "ms").print();
+        Figure::plain(
+            "failover",
+            &format!("{profile}_{tag}phase_{name}_p50"),
+            p50,
+            "ms",
+        )
+        .print();
     }
     eprintln!("{line}");
 }
