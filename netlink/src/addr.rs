@@ -440,14 +440,14 @@ impl Netlink {
                 after: DEFAULT_TIMEOUT,
             })?
             .map_err(|source| AddrError::Request {
-            op: "list",
-            interface: "*".into(),
-            address: IpPrefix {
-                addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                len: 0,
-            },
-            source: Box::new(source),
-        })?;
+                op: "list",
+                interface: "*".into(),
+                address: IpPrefix {
+                    addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    len: 0,
+                },
+                source: Box::new(source),
+            })?;
         Ok(msgs.iter().filter_map(decode_address).collect())
     }
 }

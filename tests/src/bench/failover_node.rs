@@ -177,7 +177,9 @@ async fn measure(reps: usize) -> Result<Vec<Figure>> {
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 let gap = last.elapsed();
                 last = Instant::now();
-                let mut worst = stall.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut worst = stall
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 *worst = (*worst).max(gap);
             }
         })
@@ -227,7 +229,9 @@ async fn measure(reps: usize) -> Result<Vec<Figure>> {
     // Let the announcers of the second take end too (garp_count = 1).
     tokio::time::sleep(Duration::from_millis(100)).await;
     ticker.abort();
-    let worst = *stall.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let worst = *stall
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     out.push(Figure::plain(
         BENCH,
         "runtime_stall_max_256",
