@@ -616,6 +616,17 @@ async fn on_membership(ctx: &Ctx, leader: &mut LeaderState, m: Membership) {
     } else if now_leader {
         let changed = old.as_ref().is_none_or(|o| run_key(o) != run_key(&m));
         if changed {
+            if old
+                .as_ref()
+                .is_none_or(|o| o.reassignable != m.reassignable)
+            {
+                // bench -- failover reads this line (failover phases).
+                tracing::info!(
+                    generation = m.generation,
+                    reassignable = ?m.reassignable,
+                    "reassignable nodes changed"
+                );
+            }
             leader.need_run = true;
             leader.retry_at = None;
             let overtaken = leader

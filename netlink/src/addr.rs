@@ -142,7 +142,7 @@ pub enum AddrError {
     /// The request did not complete in time.
     #[error("{op} of {count} address(es) on {interface} timed out after {after:?}")]
     Timeout {
-        /// `add` or `del`.
+        /// `add`, `del` or `list`.
         op: &'static str,
         /// The interface.
         interface: String,
@@ -386,17 +386,25 @@ impl Netlink {
     /// # Errors
     ///
     /// [`AddrError::Link`] when the interface does not exist,
-    /// [`AddrError::Request`] when the dump fails.
+    /// [`AddrError::Request`] when the dump fails, [`AddrError::Timeout`]
+    /// when it does not complete within [`DEFAULT_TIMEOUT`].
     pub async fn addresses(&self, interface: &str) -> Result<Vec<IpPrefix>, AddrError> {
         let link = self.link(interface).await?;
-        let msgs: Vec<AddressMessage> = self
+        let dump = self
             .handle
             .address()
             .get()
             .set_link_index_filter(link.index)
             .execute()
-            .try_collect()
+            .try_collect();
+        let msgs: Vec<AddressMessage> = tokio::time::timeout(DEFAULT_TIMEOUT, dump)
             .await
+            .map_err(|_| AddrError::Timeout {
+                op: "list",
+                interface: interface.into(),
+                count: 0,
+                after: DEFAULT_TIMEOUT,
+            })?
             .map_err(|source| AddrError::Request {
                 op: "list",
                 interface: interface.into(),
@@ -419,24 +427,27 @@ impl Netlink {
     ///
     /// # Errors
     ///
-    /// [`AddrError::Request`] when the dump fails.
+    /// [`AddrError::Request`] when the dump fails, [`AddrError::Timeout`]
+    /// when it does not complete within [`DEFAULT_TIMEOUT`].
     pub async fn all_addresses(&self) -> Result<Vec<(u32, IpPrefix)>, AddrError> {
-        let msgs: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .execute()
-            .try_collect()
+        let dump = self.handle.address().get().execute().try_collect();
+        let msgs: Vec<AddressMessage> = tokio::time::timeout(DEFAULT_TIMEOUT, dump)
             .await
+            .map_err(|_| AddrError::Timeout {
+                op: "list",
+                interface: "*".into(),
+                count: 0,
+                after: DEFAULT_TIMEOUT,
+            })?
             .map_err(|source| AddrError::Request {
-            op: "list",
-            interface: "*".into(),
-            address: IpPrefix {
-                addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                len: 0,
-            },
-            source: Box::new(source),
-        })?;
+                op: "list",
+                interface: "*".into(),
+                address: IpPrefix {
+                    addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    len: 0,
+                },
+                source: Box::new(source),
+            })?;
         Ok(msgs.iter().filter_map(decode_address).collect())
     }
 }

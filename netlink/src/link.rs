@@ -22,9 +22,12 @@ use tokio::task::JoinHandle;
 /// without the privilege the plain `SO_RCVBUF` (capped) is used. Best effort.
 const RX_BUF: libc::c_int = 4 << 20;
 
-/// Time limit of one link query: the kernel answers in microseconds, so this
-/// only fires when an answer was lost.
-const LINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Time limit of one link query or dump: the kernel answers in
+/// microseconds, so this only fires when an answer was lost. (A shorter
+/// limit with a retry does harm: the abandoned dump's remaining answers
+/// find no receiver — netlink_proto's "failed to forward response" — and
+/// the retry queues behind whatever delayed the first.)
+pub(crate) const LINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Errors of the link verbs.
 #[derive(Debug, thiserror::Error)]
@@ -227,15 +230,13 @@ impl Netlink {
     ///
     /// # Errors
     ///
-    /// [`LinkError::Netlink`] when the dump fails.
+    /// [`LinkError::Netlink`] when the dump fails, [`LinkError::Timeout`]
+    /// (named `*`) when it does not complete within 10 s.
     pub async fn links(&self) -> Result<Vec<LinkState>, LinkError> {
-        let msgs: Vec<LinkMessage> = self
-            .handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
+        let dump = self.handle.link().get().execute().try_collect();
+        let msgs: Vec<LinkMessage> = tokio::time::timeout(LINK_TIMEOUT, dump)
             .await
+            .map_err(|_| LinkError::Timeout { name: "*".into() })?
             .map_err(|source| LinkError::Netlink {
                 name: "*".into(),
                 source: Box::new(source),

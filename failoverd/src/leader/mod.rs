@@ -16,7 +16,7 @@ pub mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use transport::client::{Client, ClientError};
 use transport::msg::cluster::{Membership, NodeFlags, Pnn};
@@ -79,6 +79,38 @@ pub struct RunReport {
     pub plan: Plan,
     /// The new memory of who holds what (for the next run).
     pub last_owner: BTreeMap<IpAddr, Pnn>,
+    /// How long each step took.
+    pub timing: RunTiming,
+}
+
+/// How long each step of a run took (logged at info level as
+/// `takeover run timing`, which `bench -- failover` reads to break a
+/// failover down into phases).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunTiming {
+    /// GET_PUBLIC_IPS from every connected node.
+    pub gather: Duration,
+    /// Computing the plan.
+    pub plan: Duration,
+    /// RELEASE_IPS sent until every acknowledgement came.
+    pub release: Duration,
+    /// TAKE_IPS sent until every acknowledgement came.
+    pub take: Duration,
+}
+
+impl RunTiming {
+    /// Logs the timing of a run (one info line).
+    fn log(&self, generation: u64, moved: usize) {
+        tracing::info!(
+            generation,
+            moved,
+            gather_us = self.gather.as_micros(),
+            plan_us = self.plan.as_micros(),
+            release_us = self.release.as_micros(),
+            take_us = self.take.as_micros(),
+            "takeover run timing"
+        );
+    }
 }
 
 /// The nodes a run talks to: connected and not deleted.
@@ -136,7 +168,9 @@ pub async fn takeover_run(
     force_rebalance: &[Pnn],
     settings: RunSettings,
 ) -> Result<RunReport, RunError> {
+    let started = Instant::now();
     let reports = gather_reports(client, m, settings.request_timeout).await?;
+    let gathered = Instant::now();
     let plan = plan::plan(PlanInput {
         membership: m,
         reports: &reports,
@@ -144,6 +178,11 @@ pub async fn takeover_run(
         tunables: settings.tunables,
         force_rebalance,
     })?;
+    let mut timing = RunTiming {
+        gather: gathered - started,
+        plan: gathered.elapsed(),
+        ..RunTiming::default()
+    };
     tracing::debug!(
         generation = plan.generation,
         moved = plan.moved,
@@ -152,12 +191,14 @@ pub async fn takeover_run(
         "takeover run planned"
     );
     let mut memory = last_owner.clone();
-    let result = execute(client, &plan, &mut memory, settings).await;
+    let result = execute(client, &plan, &mut memory, settings, &mut timing).await;
+    timing.log(plan.generation, plan.moved);
     broadcast_ipreallocated(client, plan.generation).await;
     result?;
     Ok(RunReport {
         plan,
         last_owner: memory,
+        timing,
     })
 }
 
@@ -167,8 +208,11 @@ async fn execute(
     plan: &Plan,
     memory: &mut BTreeMap<IpAddr, Pnn>,
     settings: RunSettings,
+    timing: &mut RunTiming,
 ) -> Result<(), RunError> {
+    let started = Instant::now();
     let failed_release = release_step(client, plan.generation, &plan.releases, settings).await;
+    timing.release = started.elapsed();
     // Forget holders of released addresses; the takes set the new ones.
     for list in plan.releases.values() {
         for (addr, _) in list {
@@ -194,7 +238,9 @@ async fn execute(
         })
         .filter(|(_, v)| !v.is_empty())
         .collect();
+    let started = Instant::now();
     let take_failures = take_step(client, plan.generation, &takes, settings, memory).await;
+    timing.take = started.elapsed();
     if !failed_release.is_empty() {
         let list: Vec<String> = failed_release.iter().map(ToString::to_string).collect();
         return Err(RunError::Release(list.join(", ")));
@@ -363,7 +409,8 @@ pub async fn move_ip(
         ..Plan::default()
     };
     let mut memory = last_owner.clone();
-    let result = execute(client, &moving, &mut memory, settings).await;
+    let mut timing = RunTiming::default();
+    let result = execute(client, &moving, &mut memory, settings, &mut timing).await;
     broadcast_ipreallocated(client, m.generation).await;
     result.map(|()| memory)
 }

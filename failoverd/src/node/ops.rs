@@ -66,6 +66,13 @@ struct State {
     /// instead of asking the kernel once per address and round.
     links: HashMap<String, bool>,
     hook_failures: VecDeque<super::HookFailure>,
+    /// One frame sender per interface, opened on first use and kept.
+    /// Closing an `AF_PACKET` socket waits for an RCU grace period in the
+    /// kernel (`synchronize_net` in `packet_release`: ~10 ms on a loaded
+    /// machine), so a sender per announcement blocked a runtime thread that
+    /// long per address — 256 addresses kept both threads blocked for
+    /// seconds (slow mass releases, late lease news, lease flaps).
+    senders: HashMap<String, Arc<FrameSender>>,
     /// Addresses already reported as CannotHost (reported once per loss).
     cannot_host: HashSet<IpAddr>,
 }
@@ -134,33 +141,17 @@ async fn order_for_removal(nl: &Netlink, iface: &str, prefixes: &mut [IpPrefix])
 /// The most `drop_all` waits for the reset of local connections before it
 /// removes the addresses (the safety rule comes first).
 const DROP_RESET_LIMIT: Duration = Duration::from_millis(200);
-/// How long one dump may take before it is asked again.
-const DUMP_RETRY: Duration = Duration::from_millis(250);
-/// Dump attempts before giving up.
-const DUMP_ATTEMPTS: u32 = 20;
-
-/// `nl.links()`, asked again when it has not answered within
-/// [`DUMP_RETRY`]. Under load a dump on the shared rtnetlink handle was
-/// seen to stay unanswered for seconds until another request went out; a
-/// fresh request gets it going. Bounded: [`DUMP_ATTEMPTS`] tries.
+/// Every link of the namespace. (There was a retry after 250 ms here, for
+/// dumps "stalled on the shared rtnetlink handle"; the stall was the
+/// runtime's threads blocked in `close()` of per-announcement packet
+/// sockets, see `State::senders`, and the retry only abandoned dumps
+/// half-read. The dump has its own 10 s limit.)
 async fn links_of(nl: &Netlink) -> Result<Vec<netlink::link::LinkState>, NodeError> {
-    for _ in 1..DUMP_ATTEMPTS {
-        if let Ok(r) = tokio::time::timeout(DUMP_RETRY, nl.links()).await {
-            return Ok(r?);
-        }
-        tracing::debug!("link dump slow: asking again");
-    }
     Ok(nl.links().await?)
 }
 
-/// `nl.all_addresses()` with the same retry as [`links_of`].
+/// Every address of the namespace with its interface index.
 async fn addresses_of(nl: &Netlink) -> Result<Vec<(u32, IpPrefix)>, NodeError> {
-    for _ in 1..DUMP_ATTEMPTS {
-        if let Ok(r) = tokio::time::timeout(DUMP_RETRY, nl.all_addresses()).await {
-            return Ok(r?);
-        }
-        tracing::debug!("address dump slow: asking again");
-    }
     Ok(nl.all_addresses().await?)
 }
 
@@ -194,6 +185,17 @@ async fn kill_connections(
     conns: Vec<Connection>,
 ) -> Result<netlink::killtcp::KillReport, NodeError> {
     Ok(kill.execute(&conns).await?)
+}
+
+/// Drops a frame sender on the blocking pool: closing its socket waits for
+/// an RCU grace period, which must not stall a runtime thread.
+fn close_sender(sender: Arc<FrameSender>) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn_blocking(move || drop(sender));
+        }
+        Err(_) => drop(sender),
+    }
 }
 
 fn set_promote(iface: &str) {
@@ -301,9 +303,54 @@ impl Inner {
         {
             t.abort();
         }
-        for (_, t) in self.lock().announcers.drain() {
-            t.abort();
+        let senders = {
+            let mut st = self.lock();
+            for (_, t) in st.announcers.drain() {
+                t.abort();
+            }
+            std::mem::take(&mut st.senders)
+        };
+        for (_, s) in senders {
+            close_sender(s);
         }
+    }
+
+    /// The frame sender of `iface`, opened on first use (see
+    /// `State::senders`).
+    fn sender(&self, iface: &str) -> Result<Arc<FrameSender>, NodeError> {
+        if let Some(s) = self.lock().senders.get(iface) {
+            return Ok(Arc::clone(s));
+        }
+        let opened = Arc::new(FrameSender::open(iface)?);
+        let mut st = self.lock();
+        let kept = Arc::clone(st.senders.entry(iface.to_owned()).or_insert(opened.clone()));
+        drop(st);
+        if !Arc::ptr_eq(&kept, &opened) {
+            // Another task opened one meanwhile.
+            close_sender(opened);
+        }
+        Ok(kept)
+    }
+
+    /// Forgets the sender of `iface` (the interface is gone, or a send
+    /// failed: it may be bound to a deleted interface of the same name);
+    /// the next announcement opens a new one.
+    fn forget_sender(&self, iface: &str) {
+        let old = self.lock().senders.remove(iface);
+        if let Some(s) = old {
+            close_sender(s);
+        }
+    }
+
+    /// Sends one announcement of `addr` on `iface` through the interface's
+    /// kept sender. Returns the frames sent.
+    async fn announce_on(&self, iface: &str, addr: IpAddr) -> Result<usize, NodeError> {
+        let sender = self.sender(iface)?;
+        let r = sender.announce(addr).await;
+        if r.is_err() {
+            self.forget_sender(iface);
+        }
+        Ok(r?)
     }
 
     /// Interface name → usable (admin up, carrier, not forced down).
@@ -1155,7 +1202,7 @@ impl Inner {
         if !self.link_usable(&iface).await {
             return Ok(0);
         }
-        Ok(FrameSender::open(&iface)?.announce(addr).await?)
+        self.announce_on(&iface, addr).await
     }
 
     pub(super) async fn tickle(&self, conns: &[TrackedConnection]) -> Result<usize, NodeError> {
@@ -1228,19 +1275,12 @@ async fn announce_rounds(
     rounds: u32,
     tickle: bool,
 ) {
-    let sender = match FrameSender::open(&iface) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(%addr, %iface, error = %e, "cannot announce");
-            return;
-        }
-    };
     let mut segments: Option<Vec<TcpSegment>> = None;
     for round in 0..rounds.max(1) {
         let interval = {
             let Some(inner) = inner.upgrade() else { return };
             if inner.link_usable(&iface).await {
-                if let Err(e) = sender.announce(addr).await {
+                if let Err(e) = inner.announce_on(&iface, addr).await {
                     tracing::debug!(%addr, %iface, error = %e, "announcement failed");
                 }
             } else {
@@ -1317,6 +1357,7 @@ async fn monitor(inner: Weak<Inner>, mut events: Events) {
                     }
                     Event::LinkRemoved { name, .. } => {
                         inner.lock().links.remove(&name);
+                        inner.forget_sender(&name);
                         tokio::spawn(async move { inner.on_link(&name).await });
                     }
                     _ => {}

@@ -1,12 +1,12 @@
-//! `bench failover [--trials N] [--profile default|fast|both] [--mass N]`:
+//! `bench failover [--trials N] [--profile default|fast|both] [--mass N] [--no-phases]`:
 //! failover as a client sees it, with real daemons (transportd, clusterd,
 //! conntrackd, failoverd) on 3 node namespaces and a client namespace.
 //!
 //! Each trial: every public address is hosted exactly once; the client
-//! holds an idle connection (blocked in a read) to 198.51.100.201 and its
+//! holds an idle connection (blocked in a read) to 198.51.100.1 and its
 //! connection is known to the survivors' conntrackd; at T0 the node hosting
-//! that address is powered off (both switch ports down, then SIGKILL of its
-//! daemons). Measured: T0 → the first new TCP connection to the address that
+//! that address is powered off (both switch ports down at once, then
+//! SIGKILL of its daemons). Measured: T0 → the first new TCP connection to the address that
 //! succeeds (attempts every few ms), and T0 → the idle connection's reset
 //! (the tickle). The node is then "rebooted" (its public addresses flushed,
 //! ports up, daemons restarted) for the next trial.
@@ -19,6 +19,16 @@
 //! Its baseline is the single-address reconnect p50 of the same profile
 //! over the trials whose victim was not the leader (the mass victim is not
 //! the leader either), measured in the same run.
+//!
+//! Phases (unless `--no-phases`): each single-address trial is broken down
+//! into when a survivor's clusterd published the victim DISCONNECTED, when
+//! the leader's failoverd heard it was reassignable, when the moving run
+//! started, had its reports and its release acknowledgements, when the new
+//! owner added the address, when the client saw the first gratuitous ARP
+//! and the first SYN-ACK (tcpdump in the client's namespace), and when the
+//! run's takes were acknowledged — all in ms after T0, from the daemons'
+//! info lines (wall-clock timestamps) and the capture's. p50s are printed
+//! separately for trials whose victim led and those whose victim did not.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -174,14 +184,36 @@ impl Bed {
         Ok(())
     }
 
-    /// The first half of a power-off: both cables pulled. The measuring
-    /// threads start right after; [`Bed::kill`] then SIGKILLs the daemons
-    /// (which can take seconds on a loaded machine with hundreds of
-    /// addresses, and must not delay the measurement's start).
-    fn unplug(&mut self, i: usize) -> Result<()> {
+    /// The first half of a power-off: both cables pulled at once, and T0.
+    /// The measuring threads start right after; [`Bed::kill`] then
+    /// SIGKILLs the daemons (which can take seconds on a loaded machine
+    /// with hundreds of addresses, and must not delay the measurement's
+    /// start).
+    ///
+    /// Both switch ports are set down by two pipelined requests on one
+    /// rtnetlink socket opened beforehand in the switch's namespace, and
+    /// T0 is taken right before them: a power-off cuts both cables at the
+    /// same instant. (Two `ip link set` processes in a row, as before,
+    /// pulled the cluster cable one or two process start-ups — 5-10 ms on
+    /// the loaded test machine — after T0, and that delay was counted as
+    /// failover time.) Returns T0 as an `Instant` and in ms since the epoch.
+    fn unplug(&mut self, i: usize) -> Result<(Instant, f64)> {
         self.powered[i] = false;
-        self.c.lan.set_port(&self.eth1_ports[i], false)?;
-        self.c.lan.set_port(&self.c.nodes[i].port, false)
+        let ports = [self.eth1_ports[i].clone(), self.c.nodes[i].port.clone()];
+        self.c.lan.switch().block_on(move || async move {
+            let nl = netlink::link::Netlink::new()?;
+            for p in &ports {
+                nl.link(p).await?;
+            }
+            let wall = epoch_ms(std::time::SystemTime::now());
+            let t0 = Instant::now();
+            futures::future::try_join(
+                nl.set_link_up(&ports[0], false),
+                nl.set_link_up(&ports[1], false),
+            )
+            .await?;
+            anyhow::Ok((t0, wall))
+        })?
     }
 
     /// The second half of a power-off: SIGKILL of the node's daemons.
@@ -364,12 +396,24 @@ struct Trial {
     victim_led: bool,
     reconnect_ms: f64,
     reset_ms: Option<f64>,
+    phases: Option<Phases>,
 }
 
-fn trial(bed: &mut Bed) -> Result<Trial> {
-    let placed = bed.wait_settled()?;
-    // Let the last run's announcements finish.
-    std::thread::sleep(Duration::from_millis(300));
+/// One single-address failover; trial `n` (names its capture file). With
+/// `phases`, also breaks it down into phases (logs and a packet capture).
+fn trial(bed: &mut Bed, n: usize, phases: bool) -> Result<Trial> {
+    // Settled, and still the same 300 ms later (the last run's
+    // announcements are over, and no run was still moving addresses: a
+    // trial that starts while the address moves measures nothing).
+    let mut placed = bed.wait_settled()?;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = bed.wait_settled()?;
+        if now == placed {
+            break;
+        }
+        placed = now;
+    }
     let addr = public(0);
     let victim = placed[&addr];
     let server = SocketAddr::new(addr, PORT);
@@ -411,8 +455,8 @@ fn trial(bed: &mut Bed) -> Result<Trial> {
     let victim_led = bed
         .cli(survivors[0], &["leader"])
         .is_ok_and(|t| t.trim() == victim.to_string());
-    let t0 = Instant::now();
-    bed.unplug(victim)?;
+    let capture = if phases { Capture::start(bed, n) } else { None };
+    let (t0, t0_wall) = bed.unplug(victim)?;
     let connector = in_client(bed, move || first_connect(server));
     bed.kill(victim);
     let connected = connector
@@ -422,17 +466,24 @@ fn trial(bed: &mut Bed) -> Result<Trial> {
     let (reset, at) = reader
         .join()
         .map_err(|_| anyhow::anyhow!("reader panicked"))?;
+    let phases = phases.then(|| {
+        let mut p = phases_from_logs(bed, victim, addr, t0_wall);
+        if let Some(c) = capture {
+            (p.first_garp, p.syn_ack) = c.finish(bed, addr, t0_wall);
+        }
+        p
+    });
     let result = Trial {
         victim_led,
         reconnect_ms: (connected - t0).as_secs_f64() * 1e3,
         // A reset before T0 (something moved the address early) is no
         // measurement.
         reset_ms: (reset && at > t0).then(|| (at - t0).as_secs_f64() * 1e3),
+        phases,
     };
     if reset && at <= t0 {
         eprintln!("the idle client was reset before T0");
     }
-    let result = Trial { ..result };
     bed.power_on(victim)?;
     Ok(result)
 }
@@ -479,14 +530,10 @@ fn mass(profile: &str, count: usize) -> Result<(f64, f64)> {
         .collect();
     eprintln!("mass: node 0 hosts {} addresses", on0.len());
     let targets: Vec<SocketAddr> = on0.iter().map(|a| SocketAddr::new(*a, PORT)).collect();
-    let t0 = Instant::now();
+    let (t0, t0_wall) = bed.unplug(0)?;
     if std::env::var_os("FAILOVER_BENCH_LOGS").is_some() {
-        eprintln!(
-            "T0 at {:?} (since the epoch)",
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)
-        );
+        eprintln!("T0 at {t0_wall:.3} ms since the epoch");
     }
-    bed.unplug(0)?;
     let ns1 = bed.c.nodes[1].ns.name().to_string();
     // Node 1 must end up with every address (it may already host some if
     // node 0 lost its lease once during the set-up).
@@ -513,18 +560,26 @@ fn mass(profile: &str, count: usize) -> Result<(f64, f64)> {
             .build()
             .ok()?;
         rt.block_on(async move {
+            // One attempt per address at a time, each kept up to 250 ms:
+            // the client never resolved these addresses, so an attempt's
+            // SYN waits in the client's neighbour queue and leaves as soon
+            // as the new owner's gratuitous ARP resolves the address — the
+            // answer is seen without polling. (Attempts of 20 ms every
+            // 22 ms, as before, made the client open and close 11,600
+            // sockets a second, load that made the 30 ms leases of the
+            // fast profile flap on the 2 shared cores.)
             let tasks = targets.into_iter().map(|to| async move {
                 let end = tokio::time::Instant::now() + LIMIT;
                 while tokio::time::Instant::now() < end {
                     let c = tokio::time::timeout(
-                        Duration::from_millis(20),
+                        Duration::from_millis(250),
                         tokio::net::TcpStream::connect(to),
                     )
                     .await;
                     if matches!(c, Ok(Ok(_))) {
                         return Some(Instant::now());
                     }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 None
             });
@@ -540,20 +595,25 @@ fn mass(profile: &str, count: usize) -> Result<(f64, f64)> {
         bail!("not every address of the dead node answered within {LIMIT:?}");
     };
     if let Some(dir) = std::env::var_os("FAILOVER_BENCH_LOGS") {
-        // Keep every log of the mass run for inspection.
-        let dir = std::path::PathBuf::from(dir);
-        for e in std::fs::read_dir(&bed.c.scratch)?.flatten() {
-            let name = e.file_name();
-            if name.to_string_lossy().ends_with(".log") {
-                let _ = std::fs::copy(e.path(), dir.join(name));
-            }
-        }
+        keep_logs(&bed, std::path::Path::new(&dir), &format!("{profile}-mass"))?;
     }
     let configured = configured
         .join()
         .map_err(|_| anyhow::anyhow!("configured-poller panicked"))?
         .map_or(f64::NAN, |t| (t - t0).as_secs_f64() * 1e3);
     Ok(((last - t0).as_secs_f64() * 1e3, configured))
+}
+
+/// Copies every log and capture of `bed` into `dir`, names prefixed with
+/// `tag` (`FAILOVER_BENCH_LOGS=DIR`: kept for inspection).
+fn keep_logs(bed: &Bed, dir: &std::path::Path, tag: &str) -> Result<()> {
+    for e in std::fs::read_dir(&bed.c.scratch)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".log") || name.ends_with(".txt") {
+            let _ = std::fs::copy(e.path(), dir.join(format!("{tag}-{name}")));
+        }
+    }
+    Ok(())
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T> {
@@ -577,6 +637,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let trials: usize = arg(args, "--trials", 10)?;
     let profile: String = arg(args, "--profile", "both".to_string())?;
     let mass_count: usize = arg(args, "--mass", 256)?;
+    let phases = !args.iter().any(|a| a == "--no-phases");
     if trials == 0 || trials > 100 || mass_count > 506 {
         bail!("--trials 1..=100, --mass 0..=506");
     }
@@ -600,8 +661,9 @@ pub fn run(args: &[String]) -> Result<()> {
         let mut reset = Vec::new();
         let mut not_reset = 0usize;
         let mut follower_reconnect = Vec::new();
+        let (mut follower_phases, mut leader_phases) = (Vec::new(), Vec::new());
         for t in 0..trials {
-            let r = trial(&mut bed).with_context(|| format!("{p} trial {t}"))?;
+            let r = trial(&mut bed, t, phases).with_context(|| format!("{p} trial {t}"))?;
             eprintln!(
                 "{p} trial {t}: reconnect {:.1} ms, idle reset {}{}",
                 r.reconnect_ms,
@@ -613,6 +675,20 @@ pub fn run(args: &[String]) -> Result<()> {
                     ""
                 }
             );
+            if let Some(ph) = &r.phases {
+                let steps: Vec<String> = ph
+                    .named()
+                    .iter()
+                    .map(|(n, v)| v.map_or(format!("{n} -"), |v| format!("{n} {v:.1}")))
+                    .collect();
+                eprintln!("{p} trial {t} phases (ms after T0): {}", steps.join(", "));
+                let row = (ph.clone(), r.reconnect_ms, r.reset_ms);
+                if r.victim_led {
+                    leader_phases.push(row);
+                } else {
+                    follower_phases.push(row);
+                }
+            }
             reconnect.push(r.reconnect_ms);
             if !r.victim_led {
                 follower_reconnect.push(r.reconnect_ms);
@@ -622,7 +698,12 @@ pub fn run(args: &[String]) -> Result<()> {
                 None => not_reset += 1,
             }
         }
+        if let Some(dir) = std::env::var_os("FAILOVER_BENCH_LOGS") {
+            keep_logs(&bed, std::path::Path::new(&dir), p)?;
+        }
         drop(bed);
+        print_phases(p, "", &follower_phases);
+        print_phases(p, "leader_victim_", &leader_phases);
         let p50 = percentile(&mut reconnect.clone(), 50.0);
         Figure::plain("failover", &format!("{p}_reconnect_p50"), p50, "ms").print();
         Figure::plain(
@@ -688,4 +769,322 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// When each step of one failover happened, in ms after T0, from the
+/// daemons' logs (their info lines carry wall-clock timestamps) and a
+/// packet capture in the client's namespace. `None`: not seen.
+#[derive(Debug, Clone, Default)]
+struct Phases {
+    /// A survivor's clusterd publishes the victim DISCONNECTED.
+    disconnected: Option<f64>,
+    /// The leader's failoverd hears that the victim's addresses may be
+    /// given away (its lease certainly lapsed).
+    reassignable: Option<f64>,
+    /// The takeover run that moves them starts.
+    run_start: Option<f64>,
+    /// Its reports (GET_PUBLIC_IPS) are in.
+    reports: Option<f64>,
+    /// Its releases are acknowledged (plan included).
+    releases_acked: Option<f64>,
+    /// The new owner has added the address ("took addresses").
+    taken: Option<f64>,
+    /// The client sees the first gratuitous ARP for the address.
+    first_garp: Option<f64>,
+    /// The client sees the first SYN-ACK from the address.
+    syn_ack: Option<f64>,
+    /// The run's takes are acknowledged.
+    takes_acked: Option<f64>,
+}
+
+impl Phases {
+    /// The phases in the order they happen, with their names.
+    fn named(&self) -> [(&'static str, Option<f64>); 9] {
+        [
+            ("disconnected", self.disconnected),
+            ("reassignable", self.reassignable),
+            ("run_start", self.run_start),
+            ("reports", self.reports),
+            ("releases_acked", self.releases_acked),
+            ("taken", self.taken),
+            ("first_garp", self.first_garp),
+            ("syn_ack", self.syn_ack),
+            ("takes_acked", self.takes_acked),
+        ]
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn epoch_ms(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
+/// `line` without ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Days from 1970-01-01 to a civil date (proleptic Gregorian).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The leading RFC 3339 UTC timestamp of a tracing line
+/// (`2026-11-24T05:50:01.123456Z ...`), in ms since the epoch.
+fn log_time(line: &str) -> Option<f64> {
+    let ts = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(str::parse::<i64>);
+    let (y, mo, da) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.split(':');
+    let h: i64 = t.next()?.parse().ok()?;
+    let mi: i64 = t.next()?.parse().ok()?;
+    let s: f64 = t.next()?.parse().ok()?;
+    let whole = days_from_civil(y, mo, da) * 86_400 + h * 3_600 + mi * 60;
+    #[allow(clippy::cast_precision_loss)] // seconds since 1970: far below 2^52
+    Some((whole as f64 + s) * 1e3)
+}
+
+/// The value of `name=` in a tracing line (up to the next space).
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!(" {name}=");
+    let at = line.find(&key)? + key.len();
+    line[at..].split_whitespace().next()
+}
+
+/// Lines of a log written after `t0` (ms since the epoch), with their time.
+fn log_lines_after(path: &std::path::Path, t0: f64) -> Vec<(f64, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(strip_ansi)
+        .filter_map(|l| log_time(&l).filter(|&t| t >= t0).map(|t| (t, l)))
+        .collect()
+}
+
+/// `tcpdump` in the client's namespace, writing gratuitous ARPs and
+/// SYN-ACKs from public addresses to a file, for the phases a client sees.
+struct Capture {
+    pid: u32,
+    out: std::path::PathBuf,
+}
+
+impl Capture {
+    /// Starts the capture and waits (bounded) until tcpdump listens.
+    /// `None` (with a warning) when tcpdump cannot run.
+    fn start(bed: &Bed, n: usize) -> Option<Capture> {
+        let out = bed.c.scratch.join(format!("capture{n}.txt"));
+        let err = bed.c.scratch.join(format!("capture{n}.err"));
+        let files = std::fs::File::create(&out)
+            .and_then(|o| Ok((o, std::fs::File::create(&err)?)))
+            .ok()?;
+        let mut cmd = bed.c.client.command("tcpdump");
+        cmd.args([
+            "-i",
+            "eth0",
+            "-n",
+            "-l",
+            "-tt",
+            "--immediate-mode",
+            "-s",
+            "128",
+        ])
+        .arg(format!(
+            "arp or (tcp and src port {PORT} and tcp[tcpflags] & tcp-syn != 0)"
+        ))
+        .stdout(files.0)
+        .stderr(files.1);
+        let pid = match bed.c.client.spawn(cmd) {
+            Ok(pid) => pid,
+            Err(e) => {
+                eprintln!("warning: no packet capture ({e}): client-side phases not measured");
+                return None;
+            }
+        };
+        let listening = wait_for("tcpdump listening", Duration::from_secs(5), POLL, || {
+            std::fs::read_to_string(&err)
+                .is_ok_and(|t| t.contains("listening on"))
+                .then_some(())
+        });
+        if let Err(e) = listening {
+            eprintln!("warning: {e}: client-side phases not measured");
+            bed.c.client.kill(pid);
+            return None;
+        }
+        Some(Capture { pid, out })
+    }
+
+    /// Stops the capture; returns (first gratuitous ARP for `addr`, first
+    /// SYN-ACK from it), in ms after `t0` (ms since the epoch).
+    fn finish(self, bed: &Bed, addr: IpAddr, t0: f64) -> (Option<f64>, Option<f64>) {
+        // Let the last packets reach the file.
+        std::thread::sleep(Duration::from_millis(50));
+        bed.c.client.kill(self.pid);
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let (mut garp, mut syn_ack) = (None, None);
+        let announce = [format!("tell {addr},"), format!("Reply {addr} is-at")];
+        let answer = format!("IP {addr}.{PORT} >");
+        for line in text.lines() {
+            let Some(t) = line
+                .split_whitespace()
+                .next()
+                .and_then(|s| s.parse::<f64>().ok())
+                .map(|s| s * 1e3 - t0)
+                .filter(|&t| t >= 0.0)
+            else {
+                continue;
+            };
+            if garp.is_none() && announce.iter().any(|a| line.contains(a.as_str())) {
+                garp = Some(t);
+            }
+            if syn_ack.is_none() && line.contains(&answer) && line.contains("Flags [S.]") {
+                syn_ack = Some(t);
+            }
+        }
+        (garp, syn_ack)
+    }
+}
+
+/// The phases of the failover of `addr` from `victim` that began at `t0`
+/// (ms since the epoch), from the survivors' logs.
+fn phases_from_logs(bed: &Bed, victim: usize, addr: IpAddr, t0: f64) -> Phases {
+    let mut p = Phases::default();
+    let log = |i: usize, name: &str| {
+        log_lines_after(&bed.c.scratch.join(format!("node{i}-{name}.log")), t0)
+    };
+    let earliest = |a: Option<f64>, b: f64| Some(a.map_or(b, |a| a.min(b)));
+    let me = victim.to_string();
+    // (end, gather, plan, release, take) of every run that moved something.
+    let mut runs: Vec<(f64, f64, f64, f64, f64)> = Vec::new();
+    for s in (0..bed.c.nodes.len()).filter(|&i| i != victim) {
+        for (t, l) in log(s, "clusterd") {
+            let down = l.contains(" membership ")
+                && l.split_once("nodes=").is_some_and(|(_, nodes)| {
+                    nodes.split_whitespace().any(|n| {
+                        n.split_once(':')
+                            .is_some_and(|(pnn, f)| pnn == me && f.contains("DISCONNECTED"))
+                    })
+                });
+            if down {
+                p.disconnected = earliest(p.disconnected, t - t0);
+                break;
+            }
+        }
+        let took = [format!("{addr}]"), format!("{addr},")];
+        let mut seen_reassignable = false;
+        let mut seen_take = false;
+        for (t, l) in log(s, "failoverd") {
+            if !seen_reassignable && l.contains("reassignable nodes changed") {
+                let listed = field(&l, "reassignable").is_some_and(|v| {
+                    v.trim_matches(|c| c == '[' || c == ']')
+                        .split(',')
+                        .any(|x| x.trim() == me)
+                });
+                if listed {
+                    seen_reassignable = true;
+                    p.reassignable = earliest(p.reassignable, t - t0);
+                }
+            }
+            if l.contains("takeover run timing") {
+                let us = |name: &str| field(&l, name).and_then(|v| v.parse::<f64>().ok());
+                if let (Some(g), Some(pl), Some(r), Some(tk)) = (
+                    us("gather_us"),
+                    us("plan_us"),
+                    us("release_us"),
+                    us("take_us"),
+                ) {
+                    if us("moved").unwrap_or(0.0) >= 1.0 {
+                        runs.push((t - t0, g / 1e3, pl / 1e3, r / 1e3, tk / 1e3));
+                    }
+                }
+            }
+            if !seen_take
+                && l.contains("took addresses")
+                && took.iter().any(|a| l.contains(a.as_str()))
+            {
+                seen_take = true;
+                p.taken = earliest(p.taken, t - t0);
+            }
+        }
+    }
+    // The run that moved the address: the first to end after the new
+    // owner added it (or the first that moved anything).
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let run = runs
+        .iter()
+        .find(|r| p.taken.is_some_and(|t| r.0 >= t))
+        .or_else(|| runs.first());
+    if let Some(&(end, g, pl, r, tk)) = run {
+        let start = end - (g + pl + r + tk);
+        p.run_start = Some(start);
+        p.reports = Some(start + g);
+        p.releases_acked = Some(start + g + pl + r);
+        p.takes_acked = Some(end);
+    }
+    p
+}
+
+/// Prints the p50 of each phase over `trials` (stderr summary and one
+/// figure per phase, named `{profile}_{tag}phase_{name}_p50`).
+fn print_phases(profile: &str, tag: &str, trials: &[(Phases, f64, Option<f64>)]) {
+    if trials.is_empty() {
+        return;
+    }
+    let mut line = format!(
+        "{profile}: phases p50 (ms after T0){} over {} trials:",
+        if tag.is_empty() {
+            ""
+        } else {
+            ", victim also the leader"
+        },
+        trials.len()
+    );
+    let mut names: Vec<(&str, Vec<f64>)> = Phases::default()
+        .named()
+        .iter()
+        .map(|(n, _)| (*n, Vec::new()))
+        .collect();
+    for (p, _, _) in trials {
+        for (k, (_, v)) in p.named().iter().enumerate() {
+            if let Some(v) = v {
+                names[k].1.push(*v);
+            }
+        }
+    }
+    names.push(("connected", trials.iter().map(|t| t.1).collect()));
+    names.push(("idle_reset", trials.iter().filter_map(|t| t.2).collect()));
+    for (name, mut v) in names {
+        if v.is_empty() {
+            continue;
+        }
+        let p50 = percentile(&mut v, 50.0);
+        line.push_str(&format!(" {name} {p50:.1}"));
+        Figure::plain(
+            "failover",
+            &format!("{profile}_{tag}phase_{name}_p50"),
+            p50,
+            "ms",
+        )
+        .print();
+    }
+    eprintln!("{line}");
 }

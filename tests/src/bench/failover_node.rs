@@ -7,6 +7,9 @@
 //!   removed, unblocked), beside a bare `add_address` / `del_address`.
 //! * `take_256` / `release_256` / `drop_all_256`: 256 addresses at once,
 //!   beside one pipelined `add_addresses` / `del_addresses` of the same 256.
+//! * `runtime_stall_max_256`: the longest gap of a 1 ms ticker running on
+//!   the executor's (one-thread) runtime during the 256-address steps: how
+//!   long the executor kept the thread from doing anything else.
 //! * `heal_p50` / `heal_p99`: an address is deleted behind the executor's
 //!   back; time until the kernel reports it added again (self-healing),
 //!   beside the time until the kernel reports the deletion itself.
@@ -160,6 +163,27 @@ async fn measure(reps: usize) -> Result<Vec<Figure>> {
         .execute()
         .await?;
     let del256 = ms(t.elapsed());
+    // A 1 ms ticker on the same (one-thread) runtime: its longest gap is
+    // the longest time the executor kept the thread from running anything
+    // else (a blocking system call, a long computation).
+    let stall = std::sync::Arc::new(std::sync::Mutex::new(Duration::ZERO));
+    let ticker = {
+        let stall = std::sync::Arc::clone(&stall);
+        tokio::spawn(async move {
+            let mut last = Instant::now();
+            // Bounded: the task is aborted after the 256-address steps, and
+            // ends on its own after 10 minutes.
+            for _ in 0..600_000 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let gap = last.elapsed();
+                last = Instant::now();
+                let mut worst = stall
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                *worst = (*worst).max(gap);
+            }
+        })
+    };
     let t = Instant::now();
     for (a, r) in ex.take_many(&many).await {
         r.with_context(|| format!("take {a}"))?;
@@ -190,12 +214,29 @@ async fn measure(reps: usize) -> Result<Vec<Figure>> {
     if n != 256 {
         bail!("drop_all released {n} addresses, expected 256");
     }
+    // drop_all closes the lease gate (it is what a lost lease does); open
+    // it again for the rest of the measurements.
+    ex.set_lease(Some(
+        tokio::time::Instant::now() + Duration::from_secs(24 * 3600),
+    ));
     out.push(Figure::with_baseline(
         BENCH,
         "drop_all_256",
         ms(t.elapsed()),
         "ms",
         del256,
+    ));
+    // Let the announcers of the second take end too (garp_count = 1).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ticker.abort();
+    let worst = *stall
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    out.push(Figure::plain(
+        BENCH,
+        "runtime_stall_max_256",
+        ms(worst),
+        "ms",
     ));
 
     // Self-healing: delete behind its back, wait for the re-add.
