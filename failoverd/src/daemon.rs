@@ -1215,8 +1215,9 @@ async fn take(ctx: &Ctx, from: Pnn, req: TakeIps) -> Result<StepResult, (ErrorCo
     }
     let lease_ok = ctx.lock().lease.valid_now();
     if !lease_ok {
-        // The lease lapsed while taking: undo (the loop drops everything too).
-        let _ = ctx.exec.release_many(&taken).await;
+        // The lease lapsed while taking. The loop drops every address when
+        // the lease end passes (removal first, at once); a release here
+        // would wait for killtcp for nothing.
         return Err((
             ErrorCode::Refused,
             format!("node {}: lease lost while taking", ctx.pnn),

@@ -489,7 +489,8 @@ fn adoption_keeps_the_configured_address() {
 #[test]
 fn take_tickles_the_clients_conntrackd_lists() {
     use transport::msg::conntrack::{
-        ConnectionsPage, GetConnectionsPage, TrackedConnection, GET_CONNECTIONS_PAGE,
+        AddressCount, ConnectionsPage, GetConnectionsPage, TrackedConnection, GET_CONNECTIONS_PAGE,
+        GET_COUNTS,
     };
     use transport::msg::failover::{Hosted, HOSTED};
     use transport::proto::decode_payload;
@@ -533,6 +534,13 @@ fn take_tickles_the_clients_conntrackd_lists() {
             let fake = tokio::spawn(async move {
                 while let Some(m) = ct_in.recv().await {
                     match m.header.opcode {
+                        GET_COUNTS => {
+                            let counts = vec![AddressCount {
+                                address: tracked.server.ip(),
+                                connections: 1,
+                            }];
+                            ct.reply(&m, &counts).await.unwrap();
+                        }
                         GET_CONNECTIONS_PAGE => {
                             let req: GetConnectionsPage = decode_payload(&m.payload).unwrap();
                             let _ = tx.send(Err(req.query.address));

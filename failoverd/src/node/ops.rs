@@ -22,7 +22,9 @@ use netlink::sockdiag::{canonical, Connection, SockDiag};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use transport::client::Client;
-use transport::msg::conntrack::{get_connections, GetConnections, TrackedConnection};
+use transport::msg::conntrack::{
+    get_connections, AddressCount, GetConnections, TrackedConnection, GET_COUNTS,
+};
 use transport::msg::failover::{Hosted, HOSTED};
 use transport::proto::service::CONNTRACKD;
 use transport::proto::{Address, BROADCAST_SERVICE, LOCAL};
@@ -33,6 +35,9 @@ use super::{
     Discrepancies, DropMode, ExecutorConfig, HostedAddress, NodeError, NodeEvent, NodeStatus, Taken,
 };
 use crate::public_addresses::PublicAddress;
+
+/// Which addresses have tracked connections, fetched once per take.
+type CountsCell = tokio::sync::OnceCell<Option<HashSet<IpAddr>>>;
 
 /// Hook failures kept for the status.
 const MAX_HOOK_FAILURES: usize = 16;
@@ -426,6 +431,20 @@ impl Inner {
 
     /// Starts (replacing any running one) the announcement task of `addr`.
     fn spawn_announcer(self: &Arc<Self>, addr: IpAddr, iface: &str, rounds: u32, tickle: bool) {
+        let tickle = tickle.then(|| Arc::new(CountsCell::new()));
+        self.spawn_announcer_with(addr, iface, rounds, tickle);
+    }
+
+    /// [`Inner::spawn_announcer`]; announcers of one take share `tickle`,
+    /// so that one GET_COUNTS tells all of them which addresses have
+    /// clients worth a GET_CONNECTIONS (`None`: no tickles).
+    fn spawn_announcer_with(
+        self: &Arc<Self>,
+        addr: IpAddr,
+        iface: &str,
+        rounds: u32,
+        tickle: Option<Arc<CountsCell>>,
+    ) {
         let task = tokio::spawn(announce_rounds(
             Arc::downgrade(self),
             addr,
@@ -441,6 +460,32 @@ impl Inner {
     fn stop_announcer(&self, addr: IpAddr) {
         if let Some(t) = self.lock().announcers.remove(&addr) {
             t.abort();
+        }
+    }
+
+    /// The addresses conntrackd tracks connections of (`None` when it cannot
+    /// say: then every address is asked for its connections).
+    async fn with_connections(&self) -> Option<HashSet<IpAddr>> {
+        let client = self.client.as_ref()?;
+        let r: Result<Vec<AddressCount>, _> = client
+            .request(
+                Address::new(LOCAL, CONNTRACKD),
+                GET_COUNTS,
+                &(),
+                self.config.conntrack_timeout,
+            )
+            .await;
+        match r {
+            Ok(list) => Some(
+                list.into_iter()
+                    .filter(|c| c.connections > 0)
+                    .map(|c| canonical(c.address))
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::debug!(error = %e, "no connection counts from conntrackd");
+                None
+            }
         }
     }
 
@@ -694,9 +739,11 @@ impl Inner {
         }
         if !added.is_empty() {
             let ips: Vec<IpAddr> = added.iter().map(|(i, _)| publics[*i].addr).collect();
+            let counts = Arc::new(CountsCell::new());
             for (i, iface) in &added {
                 let rounds = self.config.garp_count;
-                self.spawn_announcer(publics[*i].addr, iface, rounds, true);
+                let tickle = Some(Arc::clone(&counts));
+                self.spawn_announcer_with(publics[*i].addr, iface, rounds, tickle);
                 results[*i] = Some(Ok(Taken::Added {
                     iface: iface.clone(),
                 }));
@@ -1273,7 +1320,7 @@ async fn announce_rounds(
     addr: IpAddr,
     iface: String,
     rounds: u32,
-    tickle: bool,
+    tickle: Option<Arc<CountsCell>>,
 ) {
     let mut segments: Option<Vec<TcpSegment>> = None;
     for round in 0..rounds.max(1) {
@@ -1286,9 +1333,19 @@ async fn announce_rounds(
             } else {
                 tracing::debug!(%addr, %iface, "link down: announcement skipped");
             }
-            if tickle && round < inner.config.tickle_count {
+            if let Some(counts) = tickle
+                .as_ref()
+                .filter(|_| round < inner.config.tickle_count)
+            {
                 if segments.is_none() {
-                    let list = inner.tracked(addr).await;
+                    // One GET_COUNTS per take, shared by its announcers: a
+                    // take of 256 addresses asks for the connections of
+                    // those that have any, not 256 times.
+                    let with = counts.get_or_init(|| inner.with_connections()).await;
+                    let list = match with {
+                        Some(set) if !set.contains(&canonical(addr)) => Vec::new(),
+                        _ => inner.tracked(addr).await,
+                    };
                     segments = Some(
                         list.iter()
                             .map(|c| TcpSegment::tickle(c.server, c.client))
