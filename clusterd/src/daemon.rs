@@ -241,17 +241,7 @@ pub fn local_addresses() -> Result<Vec<IpAddr>, DaemonError> {
 ///
 /// The last connection error once `patience` has passed.
 pub async fn connect(socket: &Path, patience: Duration) -> Result<(Client, Incoming), DaemonError> {
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        match Client::connect_unix(socket, "clusterd").await {
-            Ok(c) => return Ok(c),
-            Err(e @ ClientError::Connect { .. }) if tokio::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e, "transportd not ready yet");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    Ok(Client::connect_unix_patiently(socket, "clusterd", patience).await?)
 }
 
 /// What the link hands to the sender task.

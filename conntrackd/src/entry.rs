@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use transport::client::{Client, ClientError, Incoming};
 use transport::controls::LogLevelHook;
@@ -86,22 +86,12 @@ pub fn load(dir: &Path) -> Result<Loaded, EntryError> {
 ///
 /// [`EntryError::Connect`] with the last error once `patience` has passed.
 pub async fn connect(socket: &Path, patience: Duration) -> Result<(Client, Incoming), EntryError> {
-    let start = Instant::now();
-    loop {
-        match Client::connect_unix(socket, "conntrackd").await {
-            Ok(c) => return Ok(c),
-            Err(e) if start.elapsed() < patience => {
-                tracing::debug!(error = %e, "transportd not ready yet");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(source) => {
-                return Err(EntryError::Connect {
-                    socket: socket.to_path_buf(),
-                    source,
-                })
-            }
-        }
-    }
+    Client::connect_unix_patiently(socket, "conntrackd", patience)
+        .await
+        .map_err(|source| EntryError::Connect {
+            socket: socket.to_path_buf(),
+            source,
+        })
 }
 
 /// Connects to transportd (retrying for [`CONNECT_PATIENCE`]), answers

@@ -91,22 +91,12 @@ pub fn load(dir: &Path) -> Result<Loaded, EntryError> {
 ///
 /// [`EntryError::Connect`] with the last error once `patience` has passed.
 pub async fn connect(socket: &Path, patience: Duration) -> Result<(Client, Incoming), EntryError> {
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        match Client::connect_unix(socket, "failoverd").await {
-            Ok(c) => return Ok(c),
-            Err(e @ ClientError::Connect { .. }) if tokio::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e, "transportd not ready yet");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(source) => {
-                return Err(EntryError::Connect {
-                    socket: socket.to_path_buf(),
-                    source,
-                })
-            }
-        }
-    }
+    Client::connect_unix_patiently(socket, "failoverd", patience)
+        .await
+        .map_err(|source| EntryError::Connect {
+            socket: socket.to_path_buf(),
+            source,
+        })
 }
 
 /// Connects to transportd (retrying for [`CONNECT_PATIENCE`]), answers

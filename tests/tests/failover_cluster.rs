@@ -213,6 +213,27 @@ impl Bed {
         Some(out)
     }
 
+    /// A node that hosts something — not node 0 (the leader) if possible,
+    /// so that the run that moves its addresses waits for no election —
+    /// with its addresses and the other nodes' cluster addresses.
+    fn victim(&self, placed: &BTreeMap<IpAddr, usize>) -> (usize, Vec<IpAddr>, Vec<String>) {
+        let victim = placed
+            .values()
+            .copied()
+            .find(|n| *n != 0)
+            .unwrap_or_else(|| *placed.values().next().unwrap());
+        let theirs = placed
+            .iter()
+            .filter(|(_, n)| **n == victim)
+            .map(|(a, _)| *a)
+            .collect();
+        let others = (0..self.c.nodes.len())
+            .filter(|i| *i != victim)
+            .map(|i| self.c.nodes[i].addr.to_string())
+            .collect();
+        (victim, theirs, others)
+    }
+
     fn wait_placed(&self, what: &str, list: &[u8]) -> BTreeMap<IpAddr, usize> {
         match wait_for(what, LIMIT, POLL, || self.placement(list)) {
             Ok(p) => p,
@@ -758,23 +779,8 @@ fn failover_cluster_hung_clusterd_drops_addresses_before_they_move() {
     let list = [201, 202, 203, 204, 205, 206];
     let bed = Bed::new("foc5", &list);
     let placed = bed.wait_placed("every address hosted exactly once", &list);
-    // A node that hosts something; not node 0 (the leader) if possible, so
-    // that the run that moves the addresses is not delayed by an election.
-    let victim = placed
-        .values()
-        .copied()
-        .find(|n| *n != 0)
-        .unwrap_or_else(|| *placed.values().next().unwrap());
-    let theirs: Vec<IpAddr> = placed
-        .iter()
-        .filter(|(_, n)| **n == victim)
-        .map(|(a, _)| *a)
-        .collect();
+    let (victim, theirs, others) = bed.victim(&placed);
     let pid = bed.clusterd_pids.lock().unwrap()[victim];
-    let others: Vec<String> = (0..bed.c.nodes.len())
-        .filter(|i| *i != victim)
-        .map(|i| bed.c.nodes[i].addr.to_string())
-        .collect();
     let sampler = Sampler::start(&bed);
     let t0 = Instant::now();
     // Hung and cut off: nobody can tell its failoverd anything any more.
@@ -857,20 +863,7 @@ fn failover_cluster_restart_after_a_lease_break_does_not_adopt() {
     let list = [201, 202, 203, 204, 205, 206];
     let bed = Bed::new("foc6", &list);
     let placed = bed.wait_placed("every address hosted exactly once", &list);
-    let victim = placed
-        .values()
-        .copied()
-        .find(|n| *n != 0)
-        .unwrap_or_else(|| *placed.values().next().unwrap());
-    let theirs: Vec<IpAddr> = placed
-        .iter()
-        .filter(|(_, n)| **n == victim)
-        .map(|(a, _)| *a)
-        .collect();
-    let others: Vec<String> = (0..bed.c.nodes.len())
-        .filter(|i| *i != victim)
-        .map(|i| bed.c.nodes[i].addr.to_string())
-        .collect();
+    let (victim, theirs, others) = bed.victim(&placed);
     let pid = bed.failoverd_pids.lock().unwrap()[victim];
     assert!(bed.c.nodes[victim].ns.kill(pid));
     bed.c.nodes[victim].ns.cut_from(&others).unwrap();

@@ -4,6 +4,7 @@
 //! [`crate::client`].
 
 use std::path::Path;
+use std::time::Duration;
 
 use tokio::net::UnixStream;
 
@@ -28,5 +29,30 @@ impl Client {
                 source,
             })?;
         Client::from_stream(stream, name).await
+    }
+
+    /// [`Client::connect_unix`], tried again every 50 ms while the socket
+    /// cannot be reached (transportd is starting), for up to `patience`.
+    /// The daemons start this way.
+    ///
+    /// # Errors
+    /// The last error once `patience` has passed; a registration error at
+    /// once.
+    pub async fn connect_unix_patiently(
+        path: impl AsRef<Path>,
+        name: &str,
+        patience: Duration,
+    ) -> Result<(Client, Incoming), ClientError> {
+        let path = path.as_ref();
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match Client::connect_unix(path, name).await {
+                Err(e @ ClientError::Connect { .. }) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "transportd not ready yet");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
     }
 }
