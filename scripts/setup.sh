@@ -40,8 +40,10 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # cargo-deb builds the Debian package (packaging/build-deb.sh; the package
-# test checks its contents).
+# test checks its contents). Pinned: the test packages the debug build, which
+# cargo-deb 3.8 accepts with a warning that a later version may turn into an
+# error; a new machine must get the version this was tested with.
 if ! cargo deb --version >/dev/null 2>&1; then
     echo "setup: installing cargo-deb" >&2
-    cargo install cargo-deb --locked --quiet
+    cargo install cargo-deb --version 3.8.0 --locked --quiet
 fi
