@@ -174,6 +174,110 @@ impl TestCluster {
         })
     }
 
+    /// The log file of daemon `name` on node `pnn` in the scratch directory
+    /// (`node{pnn}-{name}.log`), opened for appending.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be opened.
+    pub fn log_file(&self, pnn: usize, name: &str) -> Result<std::fs::File> {
+        let path = self.scratch.join(format!("node{pnn}-{name}.log"));
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))
+    }
+
+    /// Starts node `pnn`'s transportd (as a process of the node, logging to
+    /// [`TestCluster::log_file`]) and waits up to 10 s for its socket.
+    /// Returns its pid.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be started or its socket does not appear.
+    pub fn start_transportd(&self, pnn: usize) -> Result<u32> {
+        let node = &self.nodes[pnn];
+        let sock = node.run_dir.join("transport.sock");
+        let _ = std::fs::remove_file(&sock);
+        let mut t = node.ns.command(&bin_path("transportd")?.to_string_lossy());
+        t.arg("--run-dir")
+            .arg(&node.run_dir)
+            .arg("--nodes")
+            .arg(node.config_dir.join("nodes"))
+            .arg("--key")
+            .arg(node.config_dir.join("cluster.key"))
+            .args(["--pnn", &pnn.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(self.log_file(pnn, "transportd")?);
+        let pid = node.spawn(t)?;
+        crate::netns::wait_for(
+            "transportd socket",
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_millis(20),
+            || sock.exists().then_some(()),
+        )?;
+        Ok(pid)
+    }
+
+    /// Starts daemon `name` (clusterd, conntrackd, failoverd) of node `pnn`
+    /// with its configuration directory, logging to
+    /// [`TestCluster::log_file`]. Returns its pid.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be started.
+    pub fn start_daemon(&self, pnn: usize, name: &str) -> Result<u32> {
+        let node = &self.nodes[pnn];
+        let mut d = node.ns.command(&bin_path(name)?.to_string_lossy());
+        d.arg("--config-dir")
+            .arg(&node.config_dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(self.log_file(pnn, name)?);
+        node.spawn(d)
+    }
+
+    /// Plugs a second port `eth1` of every node into the switch (for the
+    /// public addresses), makes the nodes answer ARP only on the interface
+    /// that has the address, and gives the client `client_cidr` too.
+    /// Returns the nodes' `eth1` switch ports, by PNN.
+    ///
+    /// # Errors
+    ///
+    /// When a link, sysctl or address cannot be set.
+    pub fn add_public_ports(&self, client_cidr: &str) -> Result<Vec<String>> {
+        let mut ports = Vec::new();
+        for n in &self.nodes {
+            ports.push(self.lan.attach(&n.ns, "eth1")?);
+            n.ns.ip(&["link", "set", "eth1", "up"])?;
+            for (k, v) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+                n.ns.exec_ok("sysctl", &["-qw", &format!("net.ipv4.conf.all.{k}={v}")])?;
+            }
+        }
+        self.client
+            .ip(&["addr", "add", client_cidr, "dev", "eth0"])?;
+        Ok(ports)
+    }
+
+    /// The last `lines` lines of the logs of `daemons` on every node, for a
+    /// failure message.
+    pub fn log_tails(&self, daemons: &[&str], lines: usize) -> String {
+        let mut out = String::new();
+        for i in 0..self.nodes.len() {
+            for name in daemons {
+                let p = self.scratch.join(format!("node{i}-{name}.log"));
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+                out.push_str(&format!("--- node{i} {name} (last lines)\n"));
+                for l in tail.iter().rev() {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
     /// Pulls node `pnn`'s cable and SIGKILLs its processes: a power-off as
     /// the rest of the cluster sees it.
     ///

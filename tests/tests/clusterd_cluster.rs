@@ -7,7 +7,7 @@
 //! are generous so a loaded machine does not fail the tests.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clusterd::{Membership, NodeFlags};
@@ -32,39 +32,8 @@ fn start_node(c: &TestCluster, i: usize, cluster_toml: &str) {
     // reads as a deleted node 0: write one where line N is node N.
     let nodes: String = c.nodes.iter().map(|n| format!("{}\n", n.addr)).collect();
     std::fs::write(node.config_dir.join("nodes"), nodes).unwrap();
-    let sock = node.run_dir.join("transport.sock");
-    let _ = std::fs::remove_file(&sock);
-    let log = |name: &str| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(c.scratch.join(format!("node{i}-{name}.log")))
-            .unwrap()
-    };
-    let mut t = node
-        .ns
-        .command(bin_path("transportd").unwrap().to_str().unwrap());
-    t.args(["--run-dir", node.run_dir.to_str().unwrap()])
-        .args(["--nodes", node.config_dir.join("nodes").to_str().unwrap()])
-        .args([
-            "--key",
-            node.config_dir.join("cluster.key").to_str().unwrap(),
-        ])
-        .args(["--pnn", &i.to_string()])
-        .stdout(Stdio::null())
-        .stderr(log("transportd"));
-    node.spawn(t).unwrap();
-    wait_for("transportd socket", Duration::from_secs(10), POLL, || {
-        sock.exists().then_some(())
-    })
-    .unwrap();
-    let mut d = node
-        .ns
-        .command(bin_path("clusterd").unwrap().to_str().unwrap());
-    d.args(["--config-dir", node.config_dir.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(log("clusterd"));
-    node.spawn(d).unwrap();
+    c.start_transportd(i).unwrap();
+    c.start_daemon(i, "clusterd").unwrap();
 }
 
 /// Node `i`'s membership as its clusterd answers GET_MEMBERSHIP.

@@ -14,10 +14,9 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::process::Stdio;
 use std::time::Duration;
 
-use tests::cluster::{bin_path, TestCluster};
+use tests::cluster::TestCluster;
 use tests::netns::{require_root, wait_for};
 use transport::client::Client;
 use transport::msg::conntrack::{get_connections, GetConnections, TrackedConnection};
@@ -44,18 +43,7 @@ struct Bed {
 impl Bed {
     fn new(tag: &str) -> Bed {
         let c = TestCluster::new(tag, 3).unwrap();
-        let mut eth1_ports = Vec::new();
-        for n in &c.nodes {
-            eth1_ports.push(c.lan.attach(&n.ns, "eth1").unwrap());
-            n.ns.ip(&["link", "set", "eth1", "up"]).unwrap();
-            for (k, v) in [("arp_ignore", "1"), ("arp_announce", "2")] {
-                n.ns.exec_ok("sysctl", &["-qw", &format!("net.ipv4.conf.all.{k}={v}")])
-                    .unwrap();
-            }
-        }
-        c.client
-            .ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", "eth0"])
-            .unwrap();
+        let eth1_ports = c.add_public_ports(&format!("{CLIENT}/24")).unwrap();
         for n in &c.nodes {
             let toml = format!(
                 "[transport]\nrun_dir = \"{}\"\n\n\
@@ -78,40 +66,10 @@ impl Bed {
         bed
     }
 
-    fn log(&self, i: usize, name: &str) -> std::fs::File {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.c.scratch.join(format!("node{i}-{name}.log")))
-            .unwrap()
-    }
-
     fn start(&self, i: usize) {
-        let node = &self.c.nodes[i];
-        let sock = node.run_dir.join("transport.sock");
-        let mut t = node
-            .ns
-            .command(bin_path("transportd").unwrap().to_str().unwrap());
-        t.args(["--run-dir", node.run_dir.to_str().unwrap()])
-            .args(["--nodes", node.config_dir.join("nodes").to_str().unwrap()])
-            .args([
-                "--key",
-                node.config_dir.join("cluster.key").to_str().unwrap(),
-            ])
-            .args(["--pnn", &i.to_string()])
-            .stdout(Stdio::null())
-            .stderr(self.log(i, "transportd"));
-        node.spawn(t).unwrap();
-        wait_for("transportd socket", Duration::from_secs(10), POLL, || {
-            sock.exists().then_some(())
-        })
-        .unwrap();
+        self.c.start_transportd(i).unwrap();
         for name in ["clusterd", "conntrackd", "failoverd"] {
-            let mut d = node.ns.command(bin_path(name).unwrap().to_str().unwrap());
-            d.args(["--config-dir", node.config_dir.to_str().unwrap()])
-                .stdout(Stdio::null())
-                .stderr(self.log(i, name));
-            node.spawn(d).unwrap();
+            self.c.start_daemon(i, name).unwrap();
         }
     }
 
@@ -122,20 +80,7 @@ impl Bed {
     }
 
     fn logs(&self) -> String {
-        let mut out = String::new();
-        for i in 0..self.c.nodes.len() {
-            for name in ["failoverd", "conntrackd"] {
-                let p = self.c.scratch.join(format!("node{i}-{name}.log"));
-                let text = std::fs::read_to_string(&p).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(60).collect();
-                out.push_str(&format!("--- node{i} {name} (last lines)\n"));
-                for l in tail.iter().rev() {
-                    out.push_str(l);
-                    out.push('\n');
-                }
-            }
-        }
-        out
+        self.c.log_tails(&["failoverd", "conntrackd"], 60)
     }
 
     /// The one node (among `candidates`) that has the public address.

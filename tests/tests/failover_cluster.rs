@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,20 +50,8 @@ fn public_addresses(list: &[u8]) -> String {
 impl Bed {
     fn new(tag: &str, addresses: &[u8]) -> Bed {
         let c = TestCluster::new(tag, 3).unwrap();
-        let mut eth1_ports = Vec::new();
-        for n in &c.nodes {
-            eth1_ports.push(c.lan.attach(&n.ns, "eth1").unwrap());
-            n.ns.ip(&["link", "set", "eth1", "up"]).unwrap();
-            // Answer ARP only on the interface that has the address, so the
-            // client learns eth1's MAC (the configured interface).
-            for (k, v) in [("arp_ignore", "1"), ("arp_announce", "2")] {
-                n.ns.exec_ok("sysctl", &["-qw", &format!("net.ipv4.conf.all.{k}={v}")])
-                    .unwrap();
-            }
-        }
-        c.client
-            .ip(&["addr", "add", "198.51.100.100/24", "dev", "eth0"])
-            .unwrap();
+        // The client learns eth1's MAC (the configured interface).
+        let eth1_ports = c.add_public_ports("198.51.100.100/24").unwrap();
         let nodes: String = c.nodes.iter().map(|n| format!("{}\n", n.addr)).collect();
         for n in &c.nodes {
             let toml = format!(
@@ -94,48 +82,17 @@ impl Bed {
         bed
     }
 
-    fn log(&self, i: usize, name: &str) -> std::fs::File {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.c.scratch.join(format!("node{i}-{name}.log")))
-            .unwrap()
-    }
-
     fn start(&self, i: usize) {
-        let node = &self.c.nodes[i];
-        let sock = node.run_dir.join("transport.sock");
-        let _ = std::fs::remove_file(&sock);
-        let mut t = node
-            .ns
-            .command(bin_path("transportd").unwrap().to_str().unwrap());
-        t.args(["--run-dir", node.run_dir.to_str().unwrap()])
-            .args(["--nodes", node.config_dir.join("nodes").to_str().unwrap()])
-            .args([
-                "--key",
-                node.config_dir.join("cluster.key").to_str().unwrap(),
-            ])
-            .args(["--pnn", &i.to_string()])
-            .stdout(Stdio::null())
-            .stderr(self.log(i, "transportd"));
-        node.spawn(t).unwrap();
-        wait_for("transportd socket", Duration::from_secs(10), POLL, || {
-            sock.exists().then_some(())
-        })
-        .unwrap();
+        self.c.start_transportd(i).unwrap();
         for name in ["clusterd", "conntrackd", "failoverd"] {
             self.start_daemon(i, name);
         }
     }
 
-    /// Starts one daemon of node `i`; remembers failoverd's pid.
+    /// Starts one daemon of node `i`; remembers failoverd's and clusterd's
+    /// pids.
     fn start_daemon(&self, i: usize, name: &str) {
-        let node = &self.c.nodes[i];
-        let mut d = node.ns.command(bin_path(name).unwrap().to_str().unwrap());
-        d.args(["--config-dir", node.config_dir.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(self.log(i, name));
-        let pid = node.spawn(d).unwrap();
+        let pid = self.c.start_daemon(i, name).unwrap();
         match name {
             "failoverd" => self.failoverd_pids.lock().unwrap()[i] = pid,
             "clusterd" => self.clusterd_pids.lock().unwrap()[i] = pid,
@@ -168,20 +125,7 @@ impl Bed {
     }
 
     fn logs(&self) -> String {
-        let mut out = String::new();
-        for i in 0..self.c.nodes.len() {
-            for name in ["clusterd", "failoverd"] {
-                let p = self.c.scratch.join(format!("node{i}-{name}.log"));
-                let text = std::fs::read_to_string(&p).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(25).collect();
-                out.push_str(&format!("--- node{i} {name} (last lines)\n"));
-                for l in tail.iter().rev() {
-                    out.push_str(l);
-                    out.push('\n');
-                }
-            }
-        }
-        out
+        self.c.log_tails(&["clusterd", "failoverd"], 25)
     }
 
     /// Which powered node hosts each public address (in `list`), if every
