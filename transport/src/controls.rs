@@ -135,6 +135,24 @@ pub fn error_message(request: &HeaderRepr, err: &RemoteError) -> Message {
     )
 }
 
+/// Completes on SIGTERM or SIGINT (logged): how every daemon binary learns
+/// that it must stop. If the handlers cannot be installed it never
+/// completes (logged): the daemon then stops only on the SHUTDOWN control.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; stop with the SHUTDOWN control");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

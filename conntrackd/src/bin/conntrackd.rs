@@ -59,7 +59,13 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        match entry::run(loaded, Some(hook), signals()).await {
+        match entry::run(
+            loaded,
+            Some(hook),
+            transport::controls::termination_signal(),
+        )
+        .await
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
@@ -68,20 +74,4 @@ fn main() -> ExitCode {
             }
         }
     })
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn signals() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; stop with SHUTDOWN");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
-    }
 }

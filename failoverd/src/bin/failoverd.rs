@@ -82,7 +82,13 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        match entry::run(loaded, Some(hook), signals()).await {
+        match entry::run(
+            loaded,
+            Some(hook),
+            transport::controls::termination_signal(),
+        )
+        .await
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
@@ -91,21 +97,4 @@ fn main() -> ExitCode {
             }
         }
     })
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn signals() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with the SHUTDOWN control");
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
-    }
 }

@@ -110,9 +110,16 @@ fn run(args: Args) -> Result<(), MasterError> {
             "masterd starting"
         );
         if args.single_process {
-            single::run(cfg, opts, hook, signals()).await
+            single::run(cfg, opts, hook, transport::controls::termination_signal()).await
         } else {
-            multi::run(cfg, opts, &bin_dir, hook, signals()).await
+            multi::run(
+                cfg,
+                opts,
+                &bin_dir,
+                hook,
+                transport::controls::termination_signal(),
+            )
+            .await
         }
     })
 }
@@ -137,21 +144,5 @@ fn runtime_builder(single_process: bool) -> tokio::runtime::Builder {
             b.worker_threads(n);
             b
         }
-    }
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn signals() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; stop with SHUTDOWN");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
     }
 }

@@ -179,7 +179,7 @@ fn serve(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        daemon.run(signals()).await;
+        daemon.run(transport::controls::termination_signal()).await;
         ExitCode::SUCCESS
     })
 }
@@ -200,21 +200,5 @@ fn runtime_builder() -> tokio::runtime::Builder {
             b.worker_threads(n);
             b
         }
-    }
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn signals() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; stop with SHUTDOWN");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
     }
 }
