@@ -14,10 +14,10 @@
 use std::fmt::Write as _;
 
 use anyhow::Result;
-use transport::msg::master::{DaemonStatus, MasterStatus, GET_STATUS};
+use transport::msg::master::{DaemonState, DaemonStatus, MasterStatus, GET_STATUS};
 use transport::proto::service::MASTERD;
 
-use crate::ctx::{block_on, Ctx};
+use crate::ctx::{block_on, Ctx, Exit};
 use crate::output::Report;
 
 /// `daemons`' output for one node.
@@ -125,7 +125,8 @@ impl Report for DaemonsReport {
     }
 }
 
-/// `daemons` on this node or the `-n` nodes.
+/// `daemons` on this node or the `-n` nodes; exit status 1 when a daemon
+/// shown is not running.
 ///
 /// # Errors
 ///
@@ -138,11 +139,20 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         let results: Vec<(u32, Result<MasterStatus, String>)> = ctx
             .ask_each(&client, &pnns, MASTERD, GET_STATUS, &())
             .await?;
+        // Like nodestatus: a script can tell from the exit status alone.
+        let down = results.iter().any(|(_, r)| {
+            r.as_ref()
+                .is_ok_and(|s| s.daemons.iter().any(|d| d.state != DaemonState::Running))
+        });
         let reports = results
             .into_iter()
             .map(|(pnn, r)| (pnn, r.map(|status| DaemonsReport { pnn, status })))
             .collect();
-        ctx.print_reports(&targets, reports)
+        ctx.print_reports(&targets, reports)?;
+        if down {
+            return Err(Exit(1).into());
+        }
+        Ok(())
     })
 }
 

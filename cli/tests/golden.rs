@@ -499,6 +499,7 @@ const CASES: &[Case] = &[
     c("daemons-X", &["-X", "daemons"]),
     c("daemons-json", &["--json", "daemons"]),
     c("daemons-n-all", &["-n", "all", "daemons"]),
+    c("daemons-n1-restarting", &["-n", "1", "daemons"]),
     // actions: no output; the request log shows what went where
     c("setifacelink", &["setifacelink", "eth2", "down"]),
     c("addip", &["addip", "198.51.100.9/24", "eth1,eth2"]),
