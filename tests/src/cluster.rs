@@ -259,6 +259,43 @@ impl TestCluster {
         Ok(ports)
     }
 
+    /// A listener on every node (`0.0.0.0:port`, in its namespace) that
+    /// accepts connections and keeps them open without answering, until
+    /// `stop` is set (at most 10 minutes): the idle server side of a
+    /// client's connection to a public address.
+    ///
+    /// # Errors
+    ///
+    /// When a port cannot be bound.
+    pub fn listen_everywhere(
+        &self,
+        port: u16,
+        stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        use std::time::{Duration, Instant};
+        for n in &self.nodes {
+            let l =
+                n.ns.run(move || -> std::io::Result<std::net::TcpListener> {
+                    let l = std::net::TcpListener::bind(("0.0.0.0", port))?;
+                    l.set_nonblocking(true)?;
+                    Ok(l)
+                })??;
+            let stop = std::sync::Arc::clone(stop);
+            std::thread::spawn(move || {
+                let mut kept = Vec::new();
+                let end = Instant::now() + Duration::from_secs(600);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                    match l.accept() {
+                        Ok((s, _)) => kept.push(s),
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
     /// The last `lines` lines of the logs of `daemons` on every node, for a
     /// failure message.
     pub fn log_tails(&self, daemons: &[&str], lines: usize) -> String {

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -355,31 +355,6 @@ fn neighbour(ns: &str, addr: IpAddr) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A listener on every node (0.0.0.0:PORT, in its namespace) that accepts
-/// and keeps connections open without answering.
-fn listen_everywhere(bed: &Bed, stop: &Arc<AtomicBool>) {
-    for n in &bed.c.nodes {
-        let l =
-            n.ns.run(|| {
-                let l = TcpListener::bind(("0.0.0.0", PORT)).unwrap();
-                l.set_nonblocking(true).unwrap();
-                l
-            })
-            .unwrap();
-        let stop = Arc::clone(stop);
-        std::thread::spawn(move || {
-            let mut kept = Vec::new();
-            let end = Instant::now() + Duration::from_secs(600);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-                match l.accept() {
-                    Ok((s, _)) => kept.push(s),
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-    }
-}
-
 #[test]
 fn failover_cluster_power_off_moves_addresses_and_resets_idle_clients() {
     require_root();
@@ -411,7 +386,7 @@ fn failover_cluster_power_off_moves_addresses_and_resets_idle_clients() {
     // An idle client connected to an address of the victim, blocked in a read.
     let victim = placed[&public(201)];
     let stop = Arc::new(AtomicBool::new(false));
-    listen_everywhere(&bed, &stop);
+    bed.c.listen_everywhere(PORT, &stop).unwrap();
     let server = SocketAddr::new(public(201), PORT);
     let stream = bed
         .c

@@ -19,7 +19,7 @@ mod masterd_support;
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -144,31 +144,6 @@ fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-/// A listener on every node (0.0.0.0:PORT) that accepts connections and
-/// keeps them open without answering.
-fn listen_everywhere(c: &TestCluster, stop: &Arc<AtomicBool>) {
-    for n in &c.nodes {
-        let l =
-            n.ns.run(|| {
-                let l = TcpListener::bind(("0.0.0.0", PORT)).unwrap();
-                l.set_nonblocking(true).unwrap();
-                l
-            })
-            .unwrap();
-        let stop = Arc::clone(stop);
-        std::thread::spawn(move || {
-            let mut kept = Vec::new();
-            let end = Instant::now() + Duration::from_secs(600);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
-                match l.accept() {
-                    Ok((s, _)) => kept.push(s),
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-    }
 }
 
 /// `ipfailover ARGS` against `node`'s sockets: success and output.
@@ -317,7 +292,7 @@ fn cluster_test(model: Model) {
     // address at its new home.
     let victim = placement_now[&public(201)];
     let stop = Arc::new(AtomicBool::new(false));
-    listen_everywhere(&c, &stop);
+    c.listen_everywhere(PORT, &stop).unwrap();
     let server = SocketAddr::new(public(201), PORT);
     let stream = c
         .client

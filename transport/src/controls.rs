@@ -135,6 +135,31 @@ pub fn error_message(request: &HeaderRepr, err: &RemoteError) -> Message {
     )
 }
 
+/// The end of a daemon binary's `main`: runs `run` on `runtime` (the
+/// binary chooses its kind) and turns the outcome into the exit status —
+/// 0, or 1 with the error logged and written to stderr as `NAME: ERROR`.
+pub fn run_to_exit<E: std::fmt::Display>(
+    name: &str,
+    runtime: std::io::Result<tokio::runtime::Runtime>,
+    run: impl std::future::Future<Output = Result<(), E>>,
+) -> std::process::ExitCode {
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Completes on SIGTERM or SIGINT (logged): how every daemon binary learns
 /// that it must stop. If the handlers cannot be installed it never
 /// completes (logged): the daemon then stops only on the SHUTDOWN control.

@@ -41,30 +41,15 @@ fn main() -> ExitCode {
         }
     };
     // One thread: clusterd's work is tiny and latency-bound.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("clusterd: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        match entry::run(
+    transport::controls::run_to_exit(
+        "clusterd",
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        entry::run(
             settings,
             Some(hook),
             transport::controls::termination_signal(),
-        )
-        .await
-        {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("clusterd: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    })
+        ),
+    )
 }

@@ -48,30 +48,15 @@ fn main() -> ExitCode {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("conntrackd: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        match entry::run(
+    transport::controls::run_to_exit(
+        "conntrackd",
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        entry::run(
             loaded,
             Some(hook),
             transport::controls::termination_signal(),
-        )
-        .await
-        {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        }
-    })
+        ),
+    )
 }
