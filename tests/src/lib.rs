@@ -10,5 +10,6 @@
 
 pub mod alloc_count;
 pub mod bench;
+pub mod chaos;
 pub mod cluster;
 pub mod netns;
