@@ -116,6 +116,9 @@ pub struct Bed {
     pub files: Mutex<Vec<BTreeSet<usize>>>,
     /// Whether each node is powered.
     pub powered: Mutex<Vec<bool>>,
+    /// When each node's conntrackd last started (its table of replicated
+    /// connections starts empty), in the log's time.
+    pub conntrackd_started: Mutex<Vec<super::serving::Micros>>,
     masterd: Vec<Mutex<Option<Child>>>,
     threads: Mutex<Threads>,
 }
@@ -193,6 +196,7 @@ impl Bed {
             files: Mutex::new(files),
             powered: Mutex::new(vec![true; opts.nodes]),
             masterd: (0..opts.nodes).map(|_| Mutex::new(None)).collect(),
+            conntrackd_started: Mutex::new(vec![0; opts.nodes]),
             threads: Mutex::new(Threads::new()),
             pool,
             opts,
@@ -251,9 +255,10 @@ impl Bed {
              [failover]\ngarp_count = 3\ngarp_interval_ms = 100\nrelease_timeout_ms = 3000\n\
              hook_timeout_ms = 1500\nnft_table = \"{NFT_TABLE}\"\n\n\
              [conntrack]\nscan_interval_ms = 200\n\n\
-             [logging]\nlevel = \"info\"\n",
+             [logging]\nlevel = \"{}\"\n",
             node.run_dir.display(),
             if self.opts.fast { "fast" } else { "default" },
+            std::env::var("CHAOS_LOG").unwrap_or_else(|_| "info".into()),
         );
         std::fs::write(node.config_dir.join("ipfailover.toml"), toml)
             .context("writing ipfailover.toml")
@@ -296,6 +301,7 @@ impl Bed {
             cmd.arg("--single-process");
         }
         let child = cmd.spawn().context("starting masterd")?;
+        self.conntrackd_started.lock().expect("started")[i] = self.log.now();
         *self.masterd[i].lock().expect("masterd") = Some(child);
         Ok(())
     }
@@ -378,6 +384,9 @@ impl Bed {
     /// control to its service (single-process: a daemon is a task).
     /// Returns whether it was done.
     pub fn kill_daemon(&self, i: usize, d: Daemon) -> bool {
+        if matches!(d, Daemon::Conntrackd | Daemon::Transportd) {
+            self.conntrackd_started.lock().expect("started")[i] = self.log.now();
+        }
         if self.opts.single {
             use transport::proto::control::SHUTDOWN;
             use transport::proto::service::{CLUSTERD, CONNTRACKD, FAILOVERD, TRANSPORT};
@@ -683,6 +692,23 @@ impl Bed {
     /// The last lines of every node's masterd log.
     pub fn log_tails(&self, lines: usize) -> String {
         self.c.log_tails(&["masterd"], lines)
+    }
+
+    /// Copies every log of the scratch directory to `dest` (created), so
+    /// that they outlive the bed. Returns `dest`.
+    ///
+    /// # Errors
+    ///
+    /// When `dest` cannot be created.
+    pub fn keep_logs(&self, dest: &std::path::Path) -> Result<PathBuf> {
+        std::fs::create_dir_all(dest)?;
+        for e in std::fs::read_dir(&self.c.scratch)?.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "log") {
+                let _ = std::fs::copy(&p, dest.join(e.file_name()));
+            }
+        }
+        Ok(dest.to_path_buf())
     }
 
     /// Stops the detector and load threads.

@@ -38,6 +38,8 @@ pub struct Idle {
     pub resets: u64,
     /// Other endings (EOF, timeouts).
     pub other_ends: u64,
+    /// How the last other ending looked.
+    pub last_other: String,
 }
 
 /// The shared state of the load threads.
@@ -170,28 +172,35 @@ fn idle(stop: &AtomicBool, log: &Log, load: &Load, a: IpAddr) {
         load.idle.lock().expect("load").entry(a).or_default().since = Some((log.now(), owner));
         let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
         let mut buf = [0u8; 16];
-        let ended_by_reset = loop {
+        let ended = loop {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
             match s.read(&mut buf) {
-                Ok(0) => break false,
+                Ok(0) => break Err("end of file".to_string()),
                 Ok(_) => {}
                 Err(e)
                     if matches!(
                         e.kind(),
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) => {}
-                Err(e) => break e.kind() == std::io::ErrorKind::ConnectionReset,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break Ok(()),
+                Err(e) => break Err(e.to_string()),
             }
         };
+        if stop.load(Ordering::Relaxed) {
+            // The listeners stop first at the end of a run: not a fault.
+            return;
+        }
         let mut m = load.idle.lock().expect("load");
         let i = m.entry(a).or_default();
         i.since = None;
-        if ended_by_reset {
-            i.resets += 1;
-        } else {
-            i.other_ends += 1;
+        match ended {
+            Ok(()) => i.resets += 1,
+            Err(how) => {
+                i.other_ends += 1;
+                i.last_other = how;
+            }
         }
     }
 }

@@ -212,7 +212,7 @@ pub struct Round {
 }
 
 /// What the plan depends on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanOptions {
     /// The seed.
     pub seed: u64,
@@ -226,12 +226,36 @@ pub struct PlanOptions {
     pub faults: usize,
     /// Profile timings.
     pub timing: Timing,
+    /// Only these kinds (empty: every kind).
+    pub only: Vec<Kind>,
+}
+
+/// The kinds named in `names` (as [`Kind::name`] prints them).
+///
+/// # Errors
+///
+/// When a name is not a kind; the message lists them.
+pub fn kinds_named(names: &[String]) -> anyhow::Result<Vec<Kind>> {
+    names
+        .iter()
+        .map(|n| {
+            Kind::ALL.iter().copied().find(|k| k.name() == *n).ok_or_else(|| {
+                let all: Vec<String> = Kind::ALL.iter().map(|k| k.name()).collect();
+                anyhow::anyhow!("unknown fault kind {n}; kinds: {}", all.join(", "))
+            })
+        })
+        .collect()
 }
 
 /// Draws the plan.
 pub fn plan(o: &PlanOptions) -> Vec<Round> {
     let mut r = Rng::new(o.seed);
-    let mut kinds: Vec<Kind> = Kind::ALL.to_vec();
+    let pool: Vec<Kind> = if o.only.is_empty() {
+        Kind::ALL.to_vec()
+    } else {
+        o.only.clone()
+    };
+    let mut kinds = pool.clone();
     r.shuffle(&mut kinds);
     let n = o.nodes.max(1);
     let lease = o.timing.lease_ms;
@@ -247,7 +271,7 @@ pub fn plan(o: &PlanOptions) -> Vec<Round> {
             let kind = if made < kinds.len() {
                 kinds[made]
             } else {
-                Kind::ALL[r.index(Kind::ALL.len())]
+                pool[r.index(pool.len())]
             };
             made += 1;
             let node = r.index(n);
@@ -310,6 +334,7 @@ mod tests {
             extras: 2,
             faults,
             timing: Timing::DEFAULT,
+            only: Vec::new(),
         }
     }
 
@@ -363,6 +388,17 @@ mod tests {
                 assert!(f.hold_ms >= 80);
             }
         }
+    }
+
+    #[test]
+    fn a_kind_filter_keeps_only_those_kinds() {
+        let mut o = opts(3, 30);
+        o.only = kinds_named(&["kill_masterd".into(), "admin_moveip".into()]).unwrap();
+        let kinds: Vec<Kind> = plan(&o).iter().flat_map(|r| &r.faults).map(|f| f.kind).collect();
+        assert_eq!(kinds.len(), 30);
+        assert!(kinds.iter().all(|k| matches!(k, Kind::KillMasterd | Kind::MoveIp)));
+        assert!(kinds.contains(&Kind::KillMasterd) && kinds.contains(&Kind::MoveIp));
+        assert!(kinds_named(&["nonsense".into()]).is_err());
     }
 
     #[test]

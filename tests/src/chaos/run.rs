@@ -64,6 +64,8 @@ pub struct Options {
     pub resolution_us: u64,
     /// Namespace tag.
     pub tag: String,
+    /// Only these fault kinds (by name; empty: all).
+    pub kinds: Vec<String>,
 }
 
 impl Default for Options {
@@ -79,6 +81,7 @@ impl Default for Options {
             converge_limit: Duration::from_secs(30),
             resolution_us: 0,
             tag: "chaos".into(),
+            kinds: Vec::new(),
         }
     }
 }
@@ -532,6 +535,7 @@ fn random(o: &Options) -> Result<Report> {
         extras: 2,
         faults: o.faults,
         timing: bed.timing,
+        only: plan::kinds_named(&o.kinds)?,
     });
     let mut d = Driver {
         bed: &bed,
@@ -545,7 +549,7 @@ fn random(o: &Options) -> Result<Report> {
     let mut report = Report::default();
     let mut windows = Vec::new();
     let mut worst = Duration::ZERO;
-    let mut not_reset = BTreeSet::new();
+    let mut not_reset = 0usize;
     for (r, round) in rounds.iter().enumerate() {
         if INTERRUPTED.load(Ordering::Relaxed) {
             report
@@ -554,6 +558,7 @@ fn random(o: &Options) -> Result<Report> {
             break;
         }
         let t0 = bed.log.now();
+        let before = idle_snapshot(&bed, t0);
         let start = Instant::now();
         let mut acts: Vec<(u64, usize, bool)> = Vec::new();
         for (k, f) in round.faults.iter().enumerate() {
@@ -595,7 +600,7 @@ fn random(o: &Options) -> Result<Report> {
                     to: bed.log.at(at),
                     kinds: kinds.clone(),
                 });
-                check_resets(&bed, t0, &placed, &mut not_reset, &mut report);
+                not_reset += check_resets(&bed, r, &kinds, t0, &before, &placed, &mut report);
             }
             Err(e) => {
                 report.liveness.push(format!(
@@ -635,6 +640,16 @@ fn random(o: &Options) -> Result<Report> {
         json!(round3(worst.as_secs_f64())),
         json!({}),
     ));
+    let idle = bed.load.idle.lock().expect("load").clone();
+    let resets: u64 = idle.values().map(|i| i.resets).sum();
+    let other_ends: u64 = idle.values().map(|i| i.other_ends).sum();
+    let other_how: BTreeSet<String> = idle.values().map(|i| i.last_other.clone()).filter(|s| !s.is_empty()).collect();
+    lines.push(line(
+        o,
+        "clients_not_reset",
+        json!(not_reset),
+        json!({ "idle_resets": resets, "idle_other_ends": other_ends, "other_ends_like": other_how }),
+    ));
     lines.push(line(
         o,
         "unexpected_exits",
@@ -649,37 +664,94 @@ fn random(o: &Options) -> Result<Report> {
         json!({}),
     ));
     report.lines.extend(lines);
+    keep_logs_on_failure(o, &bed, &mut report);
     Ok(report)
+}
+
+/// When something was found, the daemons' logs go to
+/// `$TMPDIR/ipf-chaos-logs-<tag>-<seed>-<pid>` (reported as a JSON line).
+fn keep_logs_on_failure(o: &Options, bed: &Bed, report: &mut Report) {
+    if report.ok() {
+        return;
+    }
+    let dest = std::env::temp_dir().join(format!(
+        "ipf-chaos-logs-{}-{}-{}",
+        bed.opts.tag,
+        o.seed,
+        std::process::id()
+    ));
+    if let Ok(d) = bed.keep_logs(&dest) {
+        report.lines.push(line(
+            o,
+            "logs_kept",
+            json!(d.display().to_string()),
+            json!({}),
+        ));
+    }
 }
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// Idle connections to addresses that changed hands must have been reset.
+/// conntrackd's full sync interval (`sync_interval_ms`, 5 s) plus 1 s: a
+/// conntrackd (re)started more recently may not know older connections
+/// of other nodes' addresses yet.
+const SYNC_US: Micros = 6_000_000;
+
+/// The idle connections open at a round's start that go to the address's
+/// owner then (and are old enough for conntrackd to have replicated them,
+/// 1 s): address -> (connected at, owner).
+fn idle_snapshot(bed: &Bed, round_start: Micros) -> BTreeMap<IpAddr, (Micros, usize)> {
+    let owners = bed.placed().unwrap_or_default();
+    let idle = bed.load.idle.lock().expect("load").clone();
+    idle.into_iter()
+        .filter_map(|(a, st)| {
+            let (since, Some(owner)) = st.since? else {
+                return None;
+            };
+            (since + 1_000_000 <= round_start && owners.get(&a) == Some(&owner))
+                .then_some((a, (since, owner)))
+        })
+        .collect()
+}
+
+/// An idle connection open at the round's start to an address that is on
+/// another node now must have been reset (by the old owner's release or
+/// the new owner's tickle).
 fn check_resets(
     bed: &Bed,
+    round: usize,
+    kinds: &[String],
     round_start: Micros,
+    before: &BTreeMap<IpAddr, (Micros, usize)>,
     placed: &BTreeMap<IpAddr, usize>,
-    reported: &mut BTreeSet<(IpAddr, Micros)>,
     report: &mut Report,
-) {
+) -> usize {
     let idle = bed.load.idle.lock().expect("load").clone();
-    for (a, st) in idle {
-        let Some((since, Some(owner))) = st.since else {
-            continue;
-        };
-        // Only connections old enough for conntrackd to have replicated.
-        if since + 1_000_000 > round_start {
-            continue;
-        }
-        if placed.get(&a).is_some_and(|now| *now != owner) && reported.insert((a, since)) {
-            report.liveness.push(format!(
-                "idle client of {a} (connected to node {owner}) not reset although {a} is on node {} now",
-                placed[&a]
-            ));
+    let mut n = 0;
+    for (a, (since, owner)) in before {
+        let still_open = idle
+            .get(a)
+            .and_then(|st| st.since)
+            .is_some_and(|(s, _)| s == *since);
+        if let (true, Some(now)) = (still_open, placed.get(a)) {
+            // The new owner knows the connection only if its conntrackd has
+            // run for a full sync interval (5 s) since it last started.
+            let fresh = bed.conntrackd_started.lock().expect("started")[*now] + SYNC_US
+                > round_start;
+            if now != owner && !fresh {
+                n += 1;
+                report.liveness.push(format!(
+                    "round {round} ({}): idle client of {a} (connected to node {owner} at {:.3}s) \
+                     not reset although {a} moved to node {now}",
+                    kinds.join(","),
+                    *since as f64 / 1e6,
+                ));
+            }
         }
     }
+    n
 }
 
 /// Violations, near misses, client-side violations, gaps, detector health.
@@ -719,19 +791,37 @@ fn summarise(
             }),
         ));
     }
-    let arp = bed.log.arp_violations.lock().expect("log").clone();
+    // Client side: consecutive probe rounds with the same MACs for one
+    // address are one episode.
+    let mut arp: Vec<(Micros, Micros, IpAddr, Vec<[u8; 6]>, u64)> = Vec::new();
+    let mut raw = bed.log.arp_violations.lock().expect("log").clone();
+    for r in &mut raw {
+        r.2.sort_unstable();
+    }
+    raw.sort_by_key(|r| (r.1, r.2.clone(), r.0));
+    for (t, a, macs) in raw {
+        match arp.last_mut() {
+            Some(last) if last.2 == a && last.3 == macs && t <= last.1 + 100_000 => {
+                last.1 = t;
+                last.4 += 1;
+            }
+            _ => arp.push((t, t, a, macs, 1)),
+        }
+    }
     let owner_of = |m: &[u8; 6]| bed.macs.iter().position(|x| x == m);
-    for (t, a, macs) in &arp {
+    for (from, to, a, macs, rounds) in &arp {
         lines.push(line(
             o,
             "arp_violation",
-            json!(1),
+            json!(round3((to - from) as f64 / 1000.0)),
             json!({
+                "unit": "ms",
                 "address": a.to_string(),
                 "macs": macs.iter().map(mac_text).collect::<Vec<_>>(),
                 "nodes": macs.iter().map(&owner_of).collect::<Vec<_>>(),
-                "at_s": round3(*t as f64 / 1e6),
-                "faults": kinds_at(*t),
+                "probe_rounds": rounds,
+                "at_s": round3(*from as f64 / 1e6),
+                "faults": kinds_at(*from),
             }),
         ));
     }
@@ -891,6 +981,7 @@ fn restarts(o: &Options) -> Result<Report> {
         json!({}),
     ));
     report.lines.extend(lines);
+    keep_logs_on_failure(o, &bed, &mut report);
     Ok(report)
 }
 

@@ -1,0 +1,212 @@
+//! The chaos duplicate detector against real kernels, without daemons: the
+//! test configures addresses and nftables lease elements by hand in node
+//! namespaces and checks what the detector (rtnetlink + nftables events in
+//! each node namespace, ARP probes from the client) reports.
+//!
+//! * An address configured on two nodes is reported with both nodes and an
+//!   overlap that lies within the bracket of the `ip` commands that made
+//!   it; the client sees two MACs answer one probe round.
+//! * With a guard set and a lease element of failoverd's kind (the
+//!   `inet`/`arp` tables of docs/failoverd.md), the node stops serving when
+//!   the element expires, without any event: another node taking the
+//!   address afterwards is no violation, neither in the kernel view nor
+//!   for the client (ARP requests for a guarded, unleased address are
+//!   dropped). Renewing the element makes it serve again: a violation.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tests::chaos::bed::{is_public, CLIENT_LL, CLIENT_V4};
+use tests::chaos::monitor::{self, Log, ProbeSetup, Threads};
+use tests::chaos::serving::{self, Ev, Micros};
+use tests::cluster::TestCluster;
+use tests::netns::require_root;
+
+struct Setup {
+    c: TestCluster,
+    log: Arc<Log>,
+    threads: Threads,
+    macs: Vec<[u8; 6]>,
+}
+
+fn mac(ns: &str, iface: &str) -> [u8; 6] {
+    let out = std::process::Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", iface])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let word = text
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let mut m = [0u8; 6];
+    for (b, p) in m.iter_mut().zip(word.split(':')) {
+        *b = u8::from_str_radix(p, 16).unwrap();
+    }
+    m
+}
+
+fn setup(tag: &str, targets: &[&str]) -> Setup {
+    let c = TestCluster::new(tag, 2).unwrap();
+    c.add_public_ports(&format!("{CLIENT_V4}/24")).unwrap();
+    c.client
+        .ip(&["addr", "add", &format!("{CLIENT_LL}/64"), "dev", "eth0", "nodad"])
+        .unwrap();
+    let log = Arc::new(Log::new(2, is_public));
+    let mut threads = Threads::new();
+    for (i, n) in c.nodes.iter().enumerate() {
+        monitor::start_node(&mut threads, &log, n.ns.name(), i, "ipfailover").unwrap();
+    }
+    monitor::start_client(
+        &mut threads,
+        &log,
+        ProbeSetup {
+            ns: c.client.name().to_string(),
+            iface: "eth0".into(),
+            mac: mac(c.client.name(), "eth0"),
+            ip4: CLIENT_V4,
+            ll6: CLIENT_LL,
+            targets: targets.iter().map(|t| t.parse().unwrap()).collect(),
+        },
+    )
+    .unwrap();
+    let t = log.now();
+    for i in 0..2 {
+        log.push(t, i, Ev::Reach(true));
+    }
+    let macs = c.nodes.iter().map(|n| mac(n.ns.name(), "eth1")).collect();
+    Setup {
+        c,
+        log,
+        threads,
+        macs,
+    }
+}
+
+/// Runs `ip ARGS` in node `i`'s namespace; returns the log times just
+/// before and just after.
+fn timed_ip(s: &Setup, i: usize, args: &[&str]) -> (Micros, Micros) {
+    let before = s.log.now();
+    s.c.nodes[i].ns.ip(args).unwrap();
+    (before, s.log.now())
+}
+
+#[test]
+fn chaos_detector_reports_an_address_on_two_nodes_with_its_overlap() {
+    require_root();
+    let mut s = setup("chd1", &["198.51.100.201"]);
+    let a: IpAddr = "198.51.100.201".parse().unwrap();
+    timed_ip(&s, 0, &["addr", "add", "198.51.100.201/24", "dev", "eth1"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let add1 = timed_ip(&s, 1, &["addr", "add", "198.51.100.201/24", "dev", "eth1"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let del0 = timed_ip(&s, 0, &["addr", "del", "198.51.100.201/24", "dev", "eth1"]);
+    std::thread::sleep(Duration::from_millis(200));
+    timed_ip(&s, 1, &["addr", "del", "198.51.100.201/24", "dev", "eth1"]);
+    std::thread::sleep(Duration::from_millis(100));
+    let end = s.log.now();
+    s.threads.stop();
+    let v = serving::violations(&serving::intervals(&s.log.snapshot(), end));
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!((v[0].addr, v[0].a, v[0].b), (a, 0, 1));
+    // The overlap lies within the bracket of the commands that made it.
+    let min = del0.0.saturating_sub(add1.1);
+    let max = del0.1 - add1.0;
+    let got = v[0].to - v[0].from;
+    assert!(
+        (min..=max).contains(&got),
+        "overlap {got} µs outside [{min}, {max}]"
+    );
+    eprintln!("overlap {got} µs, commands bracket [{min}, {max}] µs");
+    // The client saw both MACs answer one probe round.
+    let arp = s.log.arp_violations.lock().unwrap().clone();
+    assert!(!arp.is_empty(), "no ARP violation seen");
+    assert!(arp.iter().all(|(_, x, _)| *x == a));
+    let mut macs = arp[0].2.clone();
+    macs.sort_unstable();
+    let mut want = s.macs.clone();
+    want.sort_unstable();
+    assert_eq!(macs, want);
+    assert_eq!(s.log.garbage.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+const LEASE_TABLES: &str = "\
+table inet ipfailover {
+  set guard4 { type ipv4_addr; }
+  set lease4 { type ipv4_addr; flags timeout; }
+  chain pre { type filter hook prerouting priority raw; ip daddr @guard4 ip daddr != @lease4 drop; }
+  chain out { type filter hook output priority raw; ip saddr @guard4 ip saddr != @lease4 drop; }
+}
+table arp ipfailover {
+  set guard4 { type ipv4_addr; }
+  set lease4 { type ipv4_addr; flags timeout; }
+  chain input { type filter hook input priority 0; arp operation request arp daddr ip @guard4 arp daddr ip != @lease4 drop; }
+}
+";
+
+fn nft(s: &Setup, i: usize, script: &str) {
+    let file = s.c.scratch.join(format!("lease{i}.nft"));
+    std::fs::write(&file, script).unwrap();
+    s.c.nodes[i]
+        .ns
+        .exec_ok("nft", &["-f", &file.to_string_lossy()])
+        .unwrap();
+}
+
+#[test]
+fn chaos_detector_counts_an_address_serving_only_while_its_lease_element_lives() {
+    require_root();
+    let mut s = setup("chd2", &["198.51.100.202"]);
+    let a: IpAddr = "198.51.100.202".parse().unwrap();
+    // Node 1 hosts .202 under a 400 ms lease, then is "frozen": no renewal.
+    nft(&s, 1, LEASE_TABLES);
+    nft(
+        &s,
+        1,
+        "add element inet ipfailover guard4 { 198.51.100.202 }\n\
+         add element arp ipfailover guard4 { 198.51.100.202 }\n\
+         add element inet ipfailover lease4 { 198.51.100.202 timeout 400ms }\n\
+         add element arp ipfailover lease4 { 198.51.100.202 timeout 400ms }\n",
+    );
+    let leased = s.log.now();
+    timed_ip(&s, 1, &["addr", "add", "198.51.100.202/24", "dev", "eth1"]);
+    let t = Instant::now();
+    // After the element expired, node 0 takes the address.
+    std::thread::sleep(Duration::from_millis(700));
+    timed_ip(&s, 0, &["addr", "add", "198.51.100.202/24", "dev", "eth1"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let quiet_end = s.log.now();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let iv = serving::intervals(&s.log.snapshot(), quiet_end);
+    let v = serving::violations(&iv);
+    assert!(v.is_empty(), "{v:?}");
+    let node1 = &iv[&a][&1];
+    assert_eq!(node1.len(), 1, "{node1:?}");
+    let served = node1[0].1 - leased;
+    assert!(
+        (380_000..450_000).contains(&served),
+        "node 1 served until {served} µs after the lease was given (400 ms, jiffies)"
+    );
+    assert!(
+        s.log.arp_violations.lock().unwrap().is_empty(),
+        "the client saw two MACs although node 1's ARP was guarded"
+    );
+    // Renewed: node 1 serves again while node 0 does: a violation.
+    let renew = s.log.now();
+    nft(
+        &s,
+        1,
+        "add element inet ipfailover lease4 { 198.51.100.202 timeout 2s }\n\
+         add element arp ipfailover lease4 { 198.51.100.202 timeout 2s }\n",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let end = s.log.now();
+    s.threads.stop();
+    let v = serving::violations(&serving::intervals(&s.log.snapshot(), end));
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].from >= renew && v[0].to == end, "{v:?}");
+    assert!(!s.log.arp_violations.lock().unwrap().is_empty());
+}
