@@ -420,6 +420,29 @@ impl Bed {
         }
     }
 
+    /// Ends several daemons of node `i` at once (their pids read in one
+    /// status request, then SIGKILLed back to back); see
+    /// [`Bed::kill_daemon`]. Returns how many were ended.
+    pub fn kill_daemons(&self, i: usize, ds: &[Daemon]) -> usize {
+        if self.opts.single {
+            return ds.iter().filter(|d| self.kill_daemon(i, **d)).count();
+        }
+        let Some(st) = self.status(i) else { return 0 };
+        let pids: Vec<i32> = ds
+            .iter()
+            .filter_map(|d| {
+                st.daemons
+                    .iter()
+                    .find(|s| s.name == d.name())
+                    .and_then(|s| s.pid)
+                    .and_then(|p| i32::try_from(p).ok())
+            })
+            .collect();
+        pids.iter()
+            .filter(|p| kill(Pid::from_raw(**p), Signal::SIGKILL).is_ok())
+            .count()
+    }
+
     /// Every process whose network namespace is node `i`'s.
     pub fn node_pids(&self, i: usize) -> Vec<i32> {
         let path = format!("/run/netns/{}", self.c.nodes[i].ns.name());

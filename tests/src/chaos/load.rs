@@ -53,6 +53,21 @@ pub struct Load {
     pub idle: Mutex<std::collections::BTreeMap<IpAddr, Idle>>,
     /// Connections made.
     pub connects: std::sync::atomic::AtomicU64,
+    /// Bumped to make every idle connection send one byte (see [`Load::poke`]).
+    pub poke: std::sync::atomic::AtomicU64,
+    /// Idle connections found dead by a poke: the client had not been
+    /// reset when its server side went away.
+    pub ghosts: std::sync::atomic::AtomicU64,
+}
+
+impl Load {
+    /// Makes every idle connection send one byte now (the listener never
+    /// reads): a connection whose server side is gone is reset by the
+    /// kernel that receives it. Call, wait ~300 ms, then look at
+    /// [`Load::idle`]: what is open then is really open.
+    pub fn poke(&self) {
+        self.poke.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Starts the listeners of one node namespace: accept and close on
@@ -170,11 +185,19 @@ fn idle(stop: &AtomicBool, log: &Log, load: &Load, a: IpAddr) {
         };
         let owner = serving_node(log, a);
         load.idle.lock().expect("load").entry(a).or_default().since = Some((log.now(), owner));
-        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+        let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
         let mut buf = [0u8; 16];
+        let mut poked = load.poke.load(Ordering::Relaxed);
+        let mut poked_at: Option<Instant> = None;
         let ended = loop {
             if stop.load(Ordering::Relaxed) {
                 return;
+            }
+            let p = load.poke.load(Ordering::Relaxed);
+            if p != poked {
+                poked = p;
+                poked_at = Some(Instant::now());
+                let _ = std::io::Write::write(&mut s, b"p");
             }
             match s.read(&mut buf) {
                 Ok(0) => break Err("end of file".to_string()),
@@ -195,6 +218,9 @@ fn idle(stop: &AtomicBool, log: &Log, load: &Load, a: IpAddr) {
         let mut m = load.idle.lock().expect("load");
         let i = m.entry(a).or_default();
         i.since = None;
+        if poked_at.is_some_and(|t| t.elapsed() < Duration::from_millis(500)) {
+            load.ghosts.fetch_add(1, Ordering::Relaxed);
+        }
         match ended {
             Ok(()) => i.resets += 1,
             Err(how) => {

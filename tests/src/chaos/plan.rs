@@ -49,6 +49,9 @@ pub enum Kind {
     /// SIGKILL of one daemon (masterd restarts it). In the single-process
     /// model a daemon is a task: it is ended with a SHUTDOWN control.
     KillDaemon(Daemon),
+    /// SIGKILL of failoverd and clusterd of one node together (SHUTDOWN
+    /// controls in the single-process model).
+    KillFailoverdClusterd,
     /// SIGKILL of masterd (its daemons die with it); restarted after
     /// systemd's RestartSec (1 s).
     KillMasterd,
@@ -97,11 +100,12 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 24] = [
+    pub const ALL: [Kind; 25] = [
         Kind::KillDaemon(Daemon::Transportd),
         Kind::KillDaemon(Daemon::Clusterd),
         Kind::KillDaemon(Daemon::Conntrackd),
         Kind::KillDaemon(Daemon::Failoverd),
+        Kind::KillFailoverdClusterd,
         Kind::KillMasterd,
         Kind::KillNode,
         Kind::RestartNode,
@@ -128,6 +132,7 @@ impl Kind {
     pub fn name(self) -> String {
         match self {
             Kind::KillDaemon(d) => format!("kill_{}", d.name()),
+            Kind::KillFailoverdClusterd => "kill_failoverd_clusterd".into(),
             Kind::KillMasterd => "kill_masterd".into(),
             Kind::KillNode => "kill_node".into(),
             Kind::RestartNode => "restart_node".into(),

@@ -276,6 +276,16 @@ impl Driver<'_> {
                 }
                 Undo::Nothing
             }
+            Kind::KillFailoverdClusterd => {
+                let both = [Daemon::Failoverd, Daemon::Clusterd];
+                if bed.kill_daemons(i, &both) < 2 {
+                    *self.failed_actions.entry(f.kind.name()).or_default() += 1;
+                }
+                for dm in both {
+                    self.exits.killed(i, dm);
+                }
+                Undo::Nothing
+            }
             Kind::KillMasterd => {
                 bed.kill_masterd(i);
                 Undo::Nothing
@@ -557,6 +567,8 @@ fn random(o: &Options) -> Result<Report> {
                 .push(format!("interrupted before round {r}"));
             break;
         }
+        bed.load.poke();
+        std::thread::sleep(Duration::from_millis(300));
         let t0 = bed.log.now();
         let before = idle_snapshot(&bed, t0);
         let start = Instant::now();
@@ -648,7 +660,12 @@ fn random(o: &Options) -> Result<Report> {
         o,
         "clients_not_reset",
         json!(not_reset),
-        json!({ "idle_resets": resets, "idle_other_ends": other_ends, "other_ends_like": other_how }),
+        json!({
+            "idle_resets": resets,
+            "idle_other_ends": other_ends,
+            "other_ends_like": other_how,
+            "ghosts_found_by_poke": bed.load.ghosts.load(Ordering::Relaxed),
+        }),
     ));
     lines.push(line(
         o,
