@@ -648,6 +648,18 @@ pub(crate) async fn run_batch(
     bytes: Vec<u8>,
     seqs: Range<u32>,
 ) -> Result<(), NftError> {
+    run_batch_timed(table, op, bytes, seqs).await.map(|_| ())
+}
+
+/// [`run_batch`], returning when the batch was handed to the kernel (the
+/// kernel handles it within that `sendmsg`, and a process can be stopped
+/// only before or after it).
+pub(crate) async fn run_batch_timed(
+    table: &NftTable,
+    op: &'static str,
+    bytes: Vec<u8>,
+    seqs: Range<u32>,
+) -> Result<std::time::Instant, NftError> {
     let tname = || table.display.clone();
     let mut socket = NlSocket::open(NETLINK_NETFILTER).map_err(|source| NftError::Open {
         table: tname(),
@@ -664,6 +676,7 @@ pub(crate) async fn run_batch(
             .set_send_buffer(bytes.len().saturating_add(SMALL_BATCH))
             .map_err(io_err)?;
     }
+    let sent = std::time::Instant::now();
     tokio::time::timeout(BATCH_TIMEOUT, socket.send(&bytes))
         .await
         .map_err(|_| NftError::Timeout {
@@ -719,7 +732,7 @@ pub(crate) async fn run_batch(
             limit: BATCH_TIMEOUT,
         });
     }
-    Ok(())
+    Ok(sent)
 }
 
 #[cfg(test)]

@@ -57,8 +57,11 @@ fn setup(tag: &str) -> (NetNs, NetNs, Vec<TcpListener>) {
     (server, client, listeners)
 }
 
-/// Whether a TCP connect from the client to `addr` succeeds within 500 ms.
+/// Whether a TCP connect from the client to `addr` succeeds within 500 ms
+/// (after forgetting failed neighbour entries, which the kernel retries
+/// only slowly).
 fn reachable(client: &NetNs, addr: &str) -> bool {
+    client.ip(&["neigh", "flush", "dev", "eth0"]).unwrap();
     let sa = SocketAddr::new(ip(addr), PORT);
     client
         .run(move || TcpStream::connect_timeout(&sa, Duration::from_millis(500)).is_ok())
@@ -69,7 +72,6 @@ fn reachable(client: &NetNs, addr: &str) -> bool {
 /// what it knew, tries to connect (which sends an ARP request or a
 /// neighbour solicitation), and reads its neighbour table.
 fn resolved(client: &NetNs, addr: &str) -> bool {
-    client.ip(&["neigh", "flush", "dev", "eth0"]).unwrap();
     let _ = reachable(client, addr);
     let out = client
         .exec_ok("ip", &["neigh", "show", "to", addr, "dev", "eth0"])
@@ -186,8 +188,6 @@ fn a_guarded_address_answers_only_while_leased_and_the_kernel_ends_the_lease() {
     });
     let ruleset = server.exec_ok("nft", &["list", "ruleset"]).unwrap();
     assert!(!ruleset.contains("ipf_test_lease"), "{ruleset}");
-    // (The client's neighbour entry failed while NS went unanswered.)
-    client.ip(&["neigh", "flush", "dev", "eth0"]).unwrap();
     assert!(reachable(&client, A6));
 }
 
@@ -223,4 +223,50 @@ fn an_established_connection_stops_when_the_lease_runs_out() {
         got.is_err(),
         "data from an address whose lease ended reached the client: {got:?}"
     );
+}
+
+#[test]
+#[ignore = "a measurement, not a check"]
+fn renew_cost() {
+    require_root();
+    let (server, _client, _l) = setup("leasec");
+    let lease = KernelLease::new("ipf_test_leasec").unwrap();
+    let addrs: Vec<IpAddr> = (1..=200u8)
+        .map(|i| IpAddr::from([198, 51, 100, i]))
+        .collect();
+    run(&server, move || async move {
+        lease.install(&addrs).await.unwrap();
+        for n in [1usize, 16, 200] {
+            let mut ts = Vec::new();
+            for _ in 0..50 {
+                let t = Instant::now();
+                lease
+                    .renew(&addrs[..n], Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                ts.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            ts.sort_by(f64::total_cmp);
+            eprintln!(
+                "renew {n}: p50 {:.2} ms p90 {:.2} ms max {:.2}",
+                ts[25], ts[45], ts[49]
+            );
+        }
+        let mut ts = Vec::new();
+        for _ in 0..50 {
+            let t = Instant::now();
+            lease.guard(&addrs[..1]).await.unwrap();
+            ts.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        ts.sort_by(f64::total_cmp);
+        eprintln!("guard 1: p50 {:.2} ms", ts[25]);
+        let mut ts = Vec::new();
+        for _ in 0..50 {
+            let t = Instant::now();
+            lease.revoke(&addrs[..1]).await.unwrap();
+            ts.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        ts.sort_by(f64::total_cmp);
+        eprintln!("revoke 1: p50 {:.2} ms", ts[25]);
+    });
 }
