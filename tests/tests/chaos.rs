@@ -60,6 +60,7 @@ fn opts(tag: &str, seed: u64, faults: usize, fast: bool, single: bool) -> Option
         resolution_us: 0,
         tag: tag.into(),
         kinds: Vec::new(),
+        kernel_lease: true,
     }
 }
 
@@ -126,4 +127,35 @@ fn chaos_regression_frozen_node() {
 #[test]
 fn chaos_regression_failoverd_and_clusterd_killed_together() {
     regression("chg-fc", 1, "kill_failoverd_clusterd", false);
+}
+
+/// The detector is not blind: with failoverd's kernel lease turned off, a
+/// SIGKILLed masterd leaves its node's addresses configured and answering
+/// beside their new owners, and the run must report it.
+#[test]
+fn chaos_without_the_kernel_lease_a_masterd_kill_is_a_violation() {
+    require_root();
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut o = opts("chg-nl", 1, 2, false, false);
+    o.kinds = vec!["kill_masterd".into()];
+    o.kernel_lease = false;
+    let report = run::run(&o).expect("the chaos run could not be carried out");
+    let lines: Vec<String> = report.lines.iter().map(|l| l.to_string()).collect();
+    let kernel: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("\"metric\":\"violation\""))
+        .collect();
+    let client: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("\"metric\":\"arp_violation\""))
+        .collect();
+    assert!(
+        !kernel.is_empty() && !client.is_empty(),
+        "no violation reported without the kernel lease:\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        kernel.iter().all(|l| l.contains("kill_masterd")),
+        "{kernel:?}"
+    );
 }

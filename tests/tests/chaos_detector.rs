@@ -53,12 +53,19 @@ fn setup(tag: &str, targets: &[&str]) -> Setup {
     let c = TestCluster::new(tag, 2).unwrap();
     c.add_public_ports(&format!("{CLIENT_V4}/24")).unwrap();
     c.client
-        .ip(&["addr", "add", &format!("{CLIENT_LL}/64"), "dev", "eth0", "nodad"])
+        .ip(&[
+            "addr",
+            "add",
+            &format!("{CLIENT_LL}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
         .unwrap();
     let log = Arc::new(Log::new(2, is_public));
     let mut threads = Threads::new();
     for (i, n) in c.nodes.iter().enumerate() {
-        monitor::start_node(&mut threads, &log, n.ns.name(), i, "ipfailover").unwrap();
+        monitor::start_node(&mut threads, &log, n.ns.name(), i, "ipfailover_lease").unwrap();
     }
     monitor::start_client(
         &mut threads,
@@ -134,13 +141,13 @@ fn chaos_detector_reports_an_address_on_two_nodes_with_its_overlap() {
 }
 
 const LEASE_TABLES: &str = "\
-table inet ipfailover {
+table inet ipfailover_lease {
   set guard4 { type ipv4_addr; }
   set lease4 { type ipv4_addr; flags timeout; }
   chain pre { type filter hook prerouting priority raw; ip daddr @guard4 ip daddr != @lease4 drop; }
   chain out { type filter hook output priority raw; ip saddr @guard4 ip saddr != @lease4 drop; }
 }
-table arp ipfailover {
+table arp ipfailover_lease {
   set guard4 { type ipv4_addr; }
   set lease4 { type ipv4_addr; flags timeout; }
   chain input { type filter hook input priority 0; arp operation request arp daddr ip @guard4 arp daddr ip != @lease4 drop; }
@@ -166,10 +173,10 @@ fn chaos_detector_counts_an_address_serving_only_while_its_lease_element_lives()
     nft(
         &s,
         1,
-        "add element inet ipfailover guard4 { 198.51.100.202 }\n\
-         add element arp ipfailover guard4 { 198.51.100.202 }\n\
-         add element inet ipfailover lease4 { 198.51.100.202 timeout 400ms }\n\
-         add element arp ipfailover lease4 { 198.51.100.202 timeout 400ms }\n",
+        "add element inet ipfailover_lease guard4 { 198.51.100.202 }\n\
+         add element arp ipfailover_lease guard4 { 198.51.100.202 }\n\
+         add element inet ipfailover_lease lease4 { 198.51.100.202 timeout 400ms }\n\
+         add element arp ipfailover_lease lease4 { 198.51.100.202 timeout 400ms }\n",
     );
     let leased = s.log.now();
     timed_ip(&s, 1, &["addr", "add", "198.51.100.202/24", "dev", "eth1"]);
@@ -199,8 +206,8 @@ fn chaos_detector_counts_an_address_serving_only_while_its_lease_element_lives()
     nft(
         &s,
         1,
-        "add element inet ipfailover lease4 { 198.51.100.202 timeout 2s }\n\
-         add element arp ipfailover lease4 { 198.51.100.202 timeout 2s }\n",
+        "add element inet ipfailover_lease lease4 { 198.51.100.202 timeout 2s }\n\
+         add element arp ipfailover_lease lease4 { 198.51.100.202 timeout 2s }\n",
     );
     std::thread::sleep(Duration::from_millis(300));
     let end = s.log.now();

@@ -1,6 +1,6 @@
 //! `chaos [--nodes N] [--ips M] [--faults F] [--seed S] [--profile default|fast]
 //! [--model multi|single] [--scenario random|split-brain|restarts]
-//! [--converge-limit SECONDS] [--resolution-us US] [--tag TAG] [--kinds KIND,...]`
+//! [--converge-limit SECONDS] [--resolution-us US] [--tag TAG] [--kinds KIND,...] [--kernel-lease on|off]`
 //!
 //! Builds a cluster under masterd in network namespaces and injects faults
 //! (see `tests::chaos`); prints one JSON object per line on stdout, a human
@@ -16,7 +16,7 @@ use tests::chaos::run::{self, Options, Scenario};
 
 const USAGE: &str = "usage: chaos [--nodes N] [--ips M] [--faults F] [--seed S] \
 [--profile default|fast] [--model multi|single] [--scenario random|split-brain|restarts] \
-[--converge-limit SECONDS] [--resolution-us US] [--tag TAG] [--kinds KIND,KIND...]";
+[--converge-limit SECONDS] [--resolution-us US] [--tag TAG] [--kinds KIND,KIND...] [--kernel-lease on|off]";
 
 fn parse(args: &[String]) -> Result<Options> {
     let mut o = Options::default();
@@ -61,6 +61,13 @@ fn parse(args: &[String]) -> Result<Options> {
             }
             "--resolution-us" => o.resolution_us = v.parse().context("--resolution-us")?,
             "--tag" => o.tag = v.clone(),
+            "--kernel-lease" => {
+                o.kernel_lease = match v.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => bail!("--kernel-lease on|off"),
+                }
+            }
             "--kinds" => o.kinds = v.split(',').map(str::to_string).collect(),
             other => bail!("unknown option {other}\n{USAGE}"),
         }

@@ -31,6 +31,10 @@ use crate::cluster::{bin_path, TestCluster};
 pub const CUT_TABLE: &str = "ipfchaos";
 /// failoverd's nftables table (the default name, one per node namespace).
 pub const NFT_TABLE: &str = "ipfailover";
+/// The tables (inet and arp) of failoverd's kernel lease: `<nft_table>_lease`
+/// (docs/netlink-nft.md); the detector follows the inet one's guard and
+/// lease sets.
+pub const LEASE_TABLE: &str = "ipfailover_lease";
 /// The client's address in the public subnet.
 pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
 /// The client's link-local address (the source of its solicitations).
@@ -53,6 +57,9 @@ pub struct BedOptions {
     pub single: bool,
     /// A cluster lock file (CTDB's fcntl helper), if any.
     pub lock: Option<PathBuf>,
+    /// failoverd's `kernel_lease` (on by default; off only to show what
+    /// the detector sees without it).
+    pub kernel_lease: bool,
 }
 
 /// Is `a` one of the public ranges the bed uses (not the client)?
@@ -209,7 +216,7 @@ impl Bed {
         {
             let mut th = bed.threads.lock().expect("threads");
             for (i, n) in bed.c.nodes.iter().enumerate() {
-                monitor::start_node(&mut th, &bed.log, n.ns.name(), i, NFT_TABLE)?;
+                monitor::start_node(&mut th, &bed.log, n.ns.name(), i, LEASE_TABLE)?;
                 load::start_listeners(&mut th, n.ns.name())?;
             }
             let targets: Vec<IpAddr> = bed.pool.iter().map(|(a, _)| *a).collect();
@@ -253,11 +260,12 @@ impl Bed {
             "[transport]\nrun_dir = \"{}\"\n\n\
              [cluster]\nprofile = \"{}\"\n{lock}\n\
              [failover]\ngarp_count = 3\ngarp_interval_ms = 100\nrelease_timeout_ms = 3000\n\
-             hook_timeout_ms = 1500\nnft_table = \"{NFT_TABLE}\"\n\n\
+             hook_timeout_ms = 1500\nnft_table = \"{NFT_TABLE}\"\nkernel_lease = {}\n\n\
              [conntrack]\nscan_interval_ms = 200\n\n\
              [logging]\nlevel = \"{}\"\n",
             node.run_dir.display(),
             if self.opts.fast { "fast" } else { "default" },
+            self.opts.kernel_lease,
             std::env::var("CHAOS_LOG").unwrap_or_else(|_| "info".into()),
         );
         std::fs::write(node.config_dir.join("ipfailover.toml"), toml)
@@ -300,6 +308,9 @@ impl Bed {
         if self.opts.single {
             cmd.arg("--single-process");
         }
+        // Its own process group: a Ctrl-C meant for the chaos driver must
+        // not reach the cluster (the driver stops it itself).
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().context("starting masterd")?;
         self.conntrackd_started.lock().expect("started")[i] = self.log.now();
         *self.masterd[i].lock().expect("masterd") = Some(child);

@@ -244,10 +244,14 @@ pub fn kinds_named(names: &[String]) -> anyhow::Result<Vec<Kind>> {
     names
         .iter()
         .map(|n| {
-            Kind::ALL.iter().copied().find(|k| k.name() == *n).ok_or_else(|| {
-                let all: Vec<String> = Kind::ALL.iter().map(|k| k.name()).collect();
-                anyhow::anyhow!("unknown fault kind {n}; kinds: {}", all.join(", "))
-            })
+            Kind::ALL
+                .iter()
+                .copied()
+                .find(|k| k.name() == *n)
+                .ok_or_else(|| {
+                    let all: Vec<String> = Kind::ALL.iter().map(|k| k.name()).collect();
+                    anyhow::anyhow!("unknown fault kind {n}; kinds: {}", all.join(", "))
+                })
         })
         .collect()
 }
@@ -399,9 +403,15 @@ mod tests {
     fn a_kind_filter_keeps_only_those_kinds() {
         let mut o = opts(3, 30);
         o.only = kinds_named(&["kill_masterd".into(), "admin_moveip".into()]).unwrap();
-        let kinds: Vec<Kind> = plan(&o).iter().flat_map(|r| &r.faults).map(|f| f.kind).collect();
+        let kinds: Vec<Kind> = plan(&o)
+            .iter()
+            .flat_map(|r| &r.faults)
+            .map(|f| f.kind)
+            .collect();
         assert_eq!(kinds.len(), 30);
-        assert!(kinds.iter().all(|k| matches!(k, Kind::KillMasterd | Kind::MoveIp)));
+        assert!(kinds
+            .iter()
+            .all(|k| matches!(k, Kind::KillMasterd | Kind::MoveIp)));
         assert!(kinds.contains(&Kind::KillMasterd) && kinds.contains(&Kind::MoveIp));
         assert!(kinds_named(&["nonsense".into()]).is_err());
     }

@@ -66,6 +66,9 @@ pub struct Options {
     pub tag: String,
     /// Only these fault kinds (by name; empty: all).
     pub kinds: Vec<String>,
+    /// failoverd's kernel-enforced lease (`false` only to show the
+    /// duplicates it prevents).
+    pub kernel_lease: bool,
 }
 
 impl Default for Options {
@@ -82,6 +85,7 @@ impl Default for Options {
             resolution_us: 0,
             tag: "chaos".into(),
             kinds: Vec::new(),
+            kernel_lease: true,
         }
     }
 }
@@ -493,6 +497,7 @@ fn line(o: &Options, metric: &str, value: Value, extra: Value) -> Value {
         "profile": profile(o),
         "model": model(o),
         "seed": o.seed,
+        "kernel_lease": o.kernel_lease,
     });
     if let (Some(m), Value::Object(e)) = (v.as_object_mut(), extra) {
         m.extend(e);
@@ -510,6 +515,7 @@ fn bed_for(o: &Options, tag: &str, nodes: usize, lock: Option<std::path::PathBuf
         fast: o.fast,
         single: o.single,
         lock,
+        kernel_lease: o.kernel_lease,
     })?;
     let mut exits = Exits::new(nodes);
     if let Err(e) = converge(&bed, Duration::from_secs(60), &mut exits) {
@@ -655,7 +661,11 @@ fn random(o: &Options) -> Result<Report> {
     let idle = bed.load.idle.lock().expect("load").clone();
     let resets: u64 = idle.values().map(|i| i.resets).sum();
     let other_ends: u64 = idle.values().map(|i| i.other_ends).sum();
-    let other_how: BTreeSet<String> = idle.values().map(|i| i.last_other.clone()).filter(|s| !s.is_empty()).collect();
+    let other_how: BTreeSet<String> = idle
+        .values()
+        .map(|i| i.last_other.clone())
+        .filter(|s| !s.is_empty())
+        .collect();
     lines.push(line(
         o,
         "clients_not_reset",
@@ -755,8 +765,8 @@ fn check_resets(
         if let (true, Some(now)) = (still_open, placed.get(a)) {
             // The new owner knows the connection only if its conntrackd has
             // run for a full sync interval (5 s) since it last started.
-            let fresh = bed.conntrackd_started.lock().expect("started")[*now] + SYNC_US
-                > round_start;
+            let fresh =
+                bed.conntrackd_started.lock().expect("started")[*now] + SYNC_US > round_start;
             if now != owner && !fresh {
                 n += 1;
                 report.liveness.push(format!(
