@@ -781,6 +781,10 @@ fn check_resets(
     n
 }
 
+/// Consecutive client-side violations of one address by the same MACs:
+/// first and last probe round's time, address, MACs, rounds.
+type ArpEpisode = (Micros, Micros, IpAddr, Vec<[u8; 6]>, u64);
+
 /// Violations, near misses, client-side violations, gaps, detector health.
 fn summarise(
     o: &Options,
@@ -820,7 +824,7 @@ fn summarise(
     }
     // Client side: consecutive probe rounds with the same MACs for one
     // address are one episode.
-    let mut arp: Vec<(Micros, Micros, IpAddr, Vec<[u8; 6]>, u64)> = Vec::new();
+    let mut arp: Vec<ArpEpisode> = Vec::new();
     let mut raw = bed.log.arp_violations.lock().expect("log").clone();
     for r in &mut raw {
         r.2.sort_unstable();
