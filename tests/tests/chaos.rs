@@ -26,7 +26,12 @@ use tests::netns::require_root;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn check(o: Options) {
+/// Runs `o`; fails on any violation, convergence failure or unexpected
+/// exit, and on idle clients not reset when `resets` (see
+/// docs/RELIABILITY.md: in the fast profile on an overloaded machine,
+/// leases flap and a node that drops its addresses on a lease loss cannot
+/// reset its clients, so that check is reported, not asserted, there).
+fn check_with(o: Options, resets: bool) {
     require_root();
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let report = run::run(&o).expect("the chaos run could not be carried out");
@@ -34,17 +39,24 @@ fn check(o: Options) {
     for l in &lines {
         eprintln!("{l}");
     }
+    let unreset_ok = !resets || report.unreset.is_empty();
     assert!(
-        report.ok(),
-        "seed {} ({:?}, {}, {}): {} violation(s), liveness: {:#?}\n{}",
+        report.violations == 0 && report.liveness.is_empty() && unreset_ok,
+        "seed {} ({:?}, {}, {}): {} violation(s), liveness: {:#?}, not reset: {:#?}\n{}",
         o.seed,
         o.scenario,
         if o.fast { "fast" } else { "default" },
         if o.single { "single" } else { "multi" },
         report.violations,
         report.liveness,
+        report.unreset,
         lines.join("\n")
     );
+}
+
+fn check(o: Options) {
+    let resets = !o.fast;
+    check_with(o, resets);
 }
 
 fn opts(tag: &str, seed: u64, faults: usize, fast: bool, single: bool) -> Options {
@@ -136,7 +148,7 @@ fn chaos_regression_failoverd_and_clusterd_killed_together() {
 fn chaos_without_the_kernel_lease_a_masterd_kill_is_a_violation() {
     require_root();
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut o = opts("chg-nl", 1, 2, false, false);
+    let mut o = opts("chg-nl", 1, 4, false, false);
     o.kinds = vec!["kill_masterd".into()];
     o.kernel_lease = false;
     let report = run::run(&o).expect("the chaos run could not be carried out");

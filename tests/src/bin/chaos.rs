@@ -104,15 +104,19 @@ fn main() -> ExitCode {
             for f in &report.liveness {
                 eprintln!("chaos: LIVENESS: {f}");
             }
+            for f in &report.unreset {
+                eprintln!("chaos: NOT RESET: {f}");
+            }
             if report.ok() {
                 eprintln!("chaos: seed {}: no violation, no liveness failure", o.seed);
                 ExitCode::SUCCESS
             } else {
                 eprintln!(
-                    "chaos: seed {}: {} violation(s), {} liveness failure(s)",
+                    "chaos: seed {}: {} violation(s), {} liveness failure(s), {} client(s) not reset",
                     o.seed,
                     report.violations,
-                    report.liveness.len()
+                    report.liveness.len(),
+                    report.unreset.len()
                 );
                 ExitCode::FAILURE
             }

@@ -53,7 +53,7 @@ pub enum Kind {
     /// controls in the single-process model).
     KillFailoverdClusterd,
     /// SIGKILL of masterd (its daemons die with it); restarted after
-    /// systemd's RestartSec (1 s).
+    /// systemd's RestartSec (1 s) plus up to 2 s (a slow start).
     KillMasterd,
     /// Power-off: both cables pulled and every process killed; powered on
     /// (clean kernel state, masterd started) after `hold`.
@@ -304,7 +304,7 @@ pub fn plan(o: &PlanOptions) -> Vec<Round> {
             };
             let start_ms = r.range(0, 1000);
             let hold_ms = match kind {
-                Kind::KillMasterd => 1000 + r.range(0, 500),
+                Kind::KillMasterd => 1000 + r.range(0, 2000),
                 Kind::KillNode => r.range(500, 3000),
                 Kind::StopDaemonShort | Kind::StopNodeShort => (lease / 2).max(1),
                 Kind::StopDaemonLong | Kind::StopNodeLong => {
