@@ -1042,6 +1042,7 @@ fn split_brain(o: &Options) -> Result<Report> {
         exits.check(&bed);
         let t0 = bed.log.now();
         bed.partition(&group, false)?;
+        let cut_at = Instant::now();
         let other: Vec<usize> = (0..nodes).filter(|i| !group.contains(i)).collect();
         // Settle: leases lapse, the side allowed to lead takes everything.
         let end = Instant::now() + o.converge_limit;
@@ -1091,7 +1092,6 @@ fn split_brain(o: &Options) -> Result<Report> {
                 bed.log_tails(15)
             ));
         }
-        let partitioned_at = Instant::now();
         bed.heal_partitions();
         let healed = Instant::now();
         let conv = converge(&bed, o.converge_limit, &mut exits);
@@ -1142,7 +1142,7 @@ fn split_brain(o: &Options) -> Result<Report> {
                 "side_hosting": outcome.as_ref().map(|(s, _)| s.clone()),
                 "partition": [group.clone(), other.clone()],
                 "leaders": leaders,
-                "held_s": round3(partitioned_at.saturating_duration_since(healed).as_secs_f64()),
+                "held_s": round3(healed.saturating_duration_since(cut_at).as_secs_f64()),
                 "converge_after_heal_s": converge_s,
                 "violations": sub.violations,
                 "lock": lock_path.as_ref().map(|p| p.display().to_string()),
