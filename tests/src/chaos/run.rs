@@ -879,22 +879,23 @@ fn summarise(
         json!(round3(worst_overlap)),
         json!({}),
     ));
-    // Longest client gap per fault kind (a gap counts for every kind of
-    // the round it overlaps; "none" outside any round).
+    // Longest client gap per fault kind: a gap counts for every kind of
+    // the round (or restart) in which it began; "none" outside any.
     let gaps = bed.load.gaps.lock().expect("load").clone();
     let mut longest: BTreeMap<String, f64> = BTreeMap::new();
+    for w in windows {
+        for k in &w.kinds {
+            longest.entry(k.clone()).or_default();
+        }
+    }
     for (_, from, to) in &gaps {
         let ms = (to - from) as f64 / 1000.0;
-        let mut hit = false;
-        for w in windows.iter().filter(|w| *from <= w.to && *to >= w.from) {
-            hit = true;
-            for k in &w.kinds {
-                let e = longest.entry(k.clone()).or_default();
-                *e = e.max(ms);
-            }
-        }
-        if !hit {
-            let e = longest.entry("none".into()).or_default();
+        let kinds: Vec<String> = windows
+            .iter()
+            .find(|w| w.from <= *from && *from <= w.to)
+            .map_or_else(|| vec!["none".to_string()], |w| w.kinds.clone());
+        for k in kinds {
+            let e = longest.entry(k).or_default();
             *e = e.max(ms);
         }
     }
