@@ -677,6 +677,26 @@ impl Bed {
         )
     }
 
+    /// Whether node `i` sees a complete cluster: `ipfailover --json status`
+    /// answers with a valid lease, a leader, and every node OK.
+    pub fn members_ok(&self, i: usize) -> bool {
+        let (ok, text) = self.cli(i, &["--json", "status"]);
+        if !ok {
+            return false;
+        }
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return false;
+        };
+        v.get("lease_ok").and_then(serde_json::Value::as_bool) == Some(true)
+            && v.get("leader").is_some_and(serde_json::Value::is_u64)
+            && v.get("nodes")
+                .and_then(serde_json::Value::as_array)
+                .is_some_and(|ns| {
+                    ns.iter()
+                        .all(|n| n.get("state").and_then(serde_json::Value::as_str) == Some("OK"))
+                })
+    }
+
     /// The placement the nodes' address lists call for is met: every
     /// address some powered node lists is configured on exactly one
     /// powered node that lists it, and no other public address is

@@ -217,7 +217,14 @@ fn converge(
         match (bed.placed(), &stable) {
             (Some(p), Some((since, q))) if p == *q => {
                 if since.elapsed() >= STABLE {
-                    return Ok((*since, p));
+                    // And every node sees every node OK under a leader (a
+                    // node that has not rejoined yet would take addresses
+                    // after "convergence").
+                    let powered = bed.powered.lock().expect("powered").clone();
+                    if (0..bed.n()).all(|i| !powered[i] || bed.members_ok(i)) {
+                        return Ok((*since, p));
+                    }
+                    stable = None;
                 }
             }
             (Some(p), _) => stable = Some((Instant::now(), p)),
@@ -616,11 +623,6 @@ fn random(o: &Options) -> Result<Report> {
             Ok((at, placed)) => {
                 let took = at.saturating_duration_since(healed);
                 worst = worst.max(took);
-                windows.push(Window {
-                    from: t0,
-                    to: bed.log.at(at),
-                    kinds: kinds.clone(),
-                });
                 not_reset += check_resets(&bed, r, &kinds, t0, &before, &placed, &mut report);
             }
             Err(e) => {
@@ -629,15 +631,17 @@ fn random(o: &Options) -> Result<Report> {
                     kinds.join(","),
                     bed.log_tails(15)
                 ));
-                windows.push(Window {
-                    from: t0,
-                    to: bed.log.now(),
-                    kinds: kinds.clone(),
-                });
                 worst = worst.max(o.converge_limit);
             }
         }
         d.exits.check(&bed);
+        // The round's window runs until the next round begins: what the
+        // clients see until then is the round's doing.
+        windows.push(Window {
+            from: t0,
+            to: bed.log.now(),
+            kinds: kinds.clone(),
+        });
         eprintln!(
             "chaos: round {r}: {} converged after {:.2}s",
             kinds.join(", "),
