@@ -814,6 +814,36 @@ fn summarise(
             .map(|w| w.kinds.join(","))
             .unwrap_or_else(|| "none".into())
     };
+    // What made each edge of an overlap: an event of one of the two nodes
+    // at that instant (address added/removed, lease renewed/deleted...),
+    // or a lease element's computed expiry (known to one kernel tick, 4 ms
+    // at HZ=250: the kernel reports remaining time in whole jiffies).
+    let edge = |t: Micros, nodes: [usize; 2], addr: IpAddr| -> String {
+        let mut what = Vec::new();
+        for e in events.iter().filter(|e| nodes.contains(&e.node)) {
+            match e.ev {
+                serving::Ev::Addr(a, on) if a == addr && e.t == t => {
+                    what.push(format!(
+                        "node {} {}",
+                        e.node,
+                        if on { "add" } else { "remove" }
+                    ));
+                }
+                serving::Ev::Lease(a, Some(u)) if a == addr && u == t => {
+                    what.push(format!("node {} lease expiry", e.node));
+                }
+                serving::Ev::Lease(a, _) if a == addr && e.t == t => {
+                    what.push(format!("node {} lease change", e.node));
+                }
+                serving::Ev::Reach(_) if e.t == t => {
+                    what.push(format!("node {} cable", e.node));
+                }
+                _ => {}
+            }
+        }
+        what.dedup();
+        what.join(", ")
+    };
     for v in &real {
         lines.push(line(
             o,
@@ -826,6 +856,8 @@ fn summarise(
                 "node_b": v.b,
                 "at_s": round3(v.from as f64 / 1e6),
                 "faults": kinds_at(v.from),
+                "starts_with": edge(v.from, [v.a, v.b], v.addr),
+                "ends_with": edge(v.to, [v.a, v.b], v.addr),
             }),
         ));
     }
