@@ -926,10 +926,12 @@ fn summarise(
     }
     for (_, from, to) in &gaps {
         let ms = (to - from) as f64 / 1000.0;
-        let kinds: Vec<String> = windows
-            .iter()
-            .find(|w| w.from <= *from && *from <= w.to)
-            .map_or_else(|| vec!["none".to_string()], |w| w.kinds.clone());
+        let kinds: Vec<String> = match windows.iter().find(|w| w.from <= *from && *from <= w.to) {
+            Some(w) => w.kinds.clone(),
+            // Before the first fault: the cluster's start.
+            None if windows.first().is_none_or(|w| *from < w.from) => vec!["startup".into()],
+            None => vec!["none".into()],
+        };
         for k in kinds {
             let e = longest.entry(k).or_default();
             *e = e.max(ms);
