@@ -22,15 +22,28 @@
 //!   strict majority of the configured (non-deleted) nodes (itself included)
 //!   support it with an echo of one of its heartbeats sent less than `lease`
 //!   ago. With a lock: it supports itself and holds the lock. Only an active
-//!   leader acks leases and may have public IPs reassigned.
-//! * **Leases.** A node's lease runs to `s + lease`, where `s` is the send
-//!   time (its own clock) of a heartbeat that an active leader echoed. The
-//!   leader counts that lease until `r + lease + margin` (`r` = its receive
-//!   time), and, for leases granted by earlier leaders, until
-//!   `active_since + lease + margin`. A node's IPs are reassignable only after
-//!   both.
-//! * **Startup hold.** A (re)started node supports nobody for
-//!   `lease + margin`, since it forgot its promises.
+//!   leader publishes the membership others follow and may have public IPs
+//!   reassigned.
+//! * **Majority leases.** Every node grants its peers' leases: its echo of
+//!   a peer's stamp `s` is a grant (lease until `s + lease` on the peer's
+//!   clock) when it hears the peer both ways, has run for `lease + margin`
+//!   and has not fenced the peer. A node's lease is valid while grants from
+//!   ⌊c/2⌋ peers are in force (a strict majority with itself), or while it
+//!   is the active leader; with a lock also while the active leader's echo
+//!   says so (the old rule). No leader is needed to keep a lease, so a
+//!   leader change touches no other node.
+//! * **Certificates and fences.** A node certifies in its heartbeats the
+//!   peers whose lease is over as far as its grants go (not heard both
+//!   ways, nothing granted received in `lease + margin`) and promises not
+//!   to grant them for `lease + margin` after each such heartbeat. The
+//!   active leader may reassign node N's IPs when ⌈c/2⌉ nodes other than N
+//!   certify it (itself included), each counted until its echo of the
+//!   leader's stamp + `lease`; every strict majority contains one of them.
+//!   With a lock, also the old leader-echo rules.
+//! * **Incarnations.** An echo counts only if it echoes a stamp of this
+//!   instance ([`Member::with_incarnation`]).
+//! * **Startup hold.** A (re)started node supports nobody and grants
+//!   nothing for `lease + margin`, since it forgot its promises.
 //!
 //! Handling a heartbeat allocates nothing unless the published membership
 //! changes, and costs O(nodes).
@@ -52,7 +65,7 @@ pub struct Timing {
     pub interval: Duration,
     /// A peer silent (or deaf to us) this long is DISCONNECTED.
     pub dead_after: Duration,
-    /// Lease length, from the send time of an acked heartbeat.
+    /// Lease length, from the send time of a granted heartbeat.
     pub lease: Duration,
     /// Safety margin added by the side that must wait (clock-rate drift and
     /// scheduling delay).

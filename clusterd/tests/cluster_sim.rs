@@ -1050,6 +1050,9 @@ fn leader_death_makes_its_ips_reassignable_within_one_lease_and_margin() {
                     took + t.interval >= hold,
                     "{t:?} n={n} phase {phase}: reassignable already after {took:?}"
                 );
+                println!(
+                    "{t:?} n={n} phase {phase}: dead leader's IPs reassignable after {took:?}"
+                );
             }
         }
     }
@@ -1348,7 +1351,13 @@ fn a_restarted_node_grants_nothing_while_its_forgotten_fences_may_run() {
 /// and 1 then hear 3 again and grant it a lease once their fences end.
 #[test]
 fn a_certificate_counts_no_longer_than_its_fence() {
-    for cfg in [fast_lock(), Config { lock: true, ..Config::default() }] {
+    for cfg in [
+        fast_lock(),
+        Config {
+            lock: true,
+            ..Config::default()
+        },
+    ] {
         let t = cfg.timing;
         let mut sim = Sim::new(4, cfg);
         sim.run_until(settle(&t), |s| {
