@@ -274,6 +274,8 @@ pub async fn run(
     let (exec, mut node_events) =
         Executor::start(settings.executor.clone(), Some(client.clone())).await?;
     tracing::info!(pnn, addresses = settings.publics.len(), "failoverd started");
+    let known: Vec<IpAddr> = settings.publics.iter().map(|p| p.addr).collect();
+    exec.guard(&known).await?;
     let shared = Shared {
         publics: settings
             .publics
