@@ -393,9 +393,10 @@ fn leader_death(tag: &str, clean: bool) {
     // from the client's namespace.
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let attempts = Arc::new(AtomicUsize::new(0));
+    let connector_stop = Arc::new(AtomicBool::new(false));
     let connector = {
         let (stop, failures, attempts) = (
-            Arc::clone(&stop),
+            Arc::clone(&connector_stop),
             Arc::clone(&failures),
             Arc::clone(&attempts),
         );
@@ -460,11 +461,13 @@ fn leader_death(tag: &str, clean: bool) {
     std::thread::sleep(AFTER);
     sampler_stop.store(true, Ordering::Relaxed);
     let seen = sampler.join().unwrap();
-    // The reader first: the listeners close what they kept when they stop.
+    // The reader and the connector first: the listeners close what they
+    // kept when they stop.
     reader_stop.store(true, Ordering::Relaxed);
     let read = reader.join().unwrap();
-    stop.store(true, Ordering::Relaxed);
+    connector_stop.store(true, Ordering::Relaxed);
     connector.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
 
     let how = if clean { "SIGTERM" } else { "power-off" };
     let moved_after = seen.moved_at.map(|m| m.saturating_duration_since(t0));
