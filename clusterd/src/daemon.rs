@@ -452,9 +452,11 @@ struct LegacyLog {
 const LEGACY_LOG_EVERY: Duration = Duration::from_secs(60);
 
 impl LegacyLog {
-    fn refused(&mut self, pnn: Pnn, now: std::time::Instant) {
+    /// Notes a refused heartbeat of `pnn`; logs (and returns true) at most
+    /// once per [`LEGACY_LOG_EVERY`] per peer.
+    fn refused(&mut self, pnn: Pnn, now: std::time::Instant) -> bool {
         match self.last.iter_mut().find(|(p, _)| *p == pnn) {
-            Some((_, at)) if now.duration_since(*at) < LEGACY_LOG_EVERY => return,
+            Some((_, at)) if now.duration_since(*at) < LEGACY_LOG_EVERY => return false,
             Some((_, at)) => *at = now,
             None => self.last.push((pnn, now)),
         }
@@ -462,6 +464,7 @@ impl LegacyLog {
             peer = pnn,
             "node {pnn} runs an older clusterd (heartbeat wire format 1, leases granted by the leader alone): its heartbeats are refused and it counts as disconnected; upgrade every node to the same clusterd"
         );
+        true
     }
 }
 
@@ -603,4 +606,22 @@ pub async fn run(
         return Err(DaemonError::TransportClosed);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{LegacyLog, LEGACY_LOG_EVERY};
+
+    #[test]
+    fn a_legacy_peer_is_named_once_a_minute() {
+        let mut log = LegacyLog::default();
+        let t = Instant::now();
+        assert!(log.refused(2, t));
+        assert!(!log.refused(2, t + Duration::from_secs(1)));
+        assert!(log.refused(1, t + Duration::from_secs(1)), "another peer");
+        assert!(!log.refused(2, t + LEGACY_LOG_EVERY - Duration::from_millis(1)));
+        assert!(log.refused(2, t + LEGACY_LOG_EVERY));
+    }
 }

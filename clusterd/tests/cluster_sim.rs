@@ -14,7 +14,9 @@
 //!    and those lease updates never go back in time.
 //!
 //! Scenario tests then check liveness: detection times and agreement on the
-//! membership within a bound.
+//! membership within a bound; and that when only the leader dies or
+//! restarts, no survivor's lease lapses at any step (majority leases,
+//! docs/clusterd.md "Leases").
 
 // Node indices here are below 8 and simulated times are seconds: every cast
 // between them fits.
