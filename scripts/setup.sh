@@ -13,6 +13,7 @@ PACKAGES=(
     tcpdump                      # packet captures in tests
     ctdb                         # CTDB's cluster-lock helper (ctdb_mutex_fcntl_helper)
     keepalived                   # the failover benchmark's baseline (VRRPv3)
+    stress-ng                    # the failover-load benchmark's CPU and spawn load
 )
 
 if [ "$(id -u)" -ne 0 ]; then

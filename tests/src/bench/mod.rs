@@ -13,6 +13,7 @@ pub mod conntrack;
 pub mod failover;
 pub mod failover_node;
 pub mod keepalived;
+pub mod load;
 pub mod memory;
 pub mod netlink;
 pub mod netlink_diag;
