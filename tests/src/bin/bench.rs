@@ -19,6 +19,7 @@ const SCENARIOS: &[&str] = &[
     "failover",
     "memory",
     "failover-node",
+    "failover-load",
 ];
 
 fn main() -> ExitCode {
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
         "conntrack" => bench::conntrack::run(&rest),
         "failover" => bench::failover::run(&rest),
         "failover-node" => bench::failover_node::run(&rest),
+        "failover-load" => bench::load::run(&rest),
         "memory" => bench::memory::run(&rest),
         other => Err(anyhow::anyhow!(
             "unknown scenario '{other}'; scenarios: {}",

@@ -1,0 +1,223 @@
+//! `bench failover-load [--minutes M] [--profile default|fast|both]
+//! [--cpu N] [--no-spawn]`: no failover without a fault. Three nodes under
+//! real masterds (six public addresses) sit idle for `M` minutes while
+//! `stress-ng` loads the machine — `N` CPU hogs (default twice the cores)
+//! and, unless `--no-spawn`, a process-spawning load — and nothing else
+//! happens. Counted: `false_failovers`, every change of an address's
+//! hosting node (or an address briefly hosted nowhere), sampled every
+//! 50 ms; `lease_losses`, the times a failoverd dropped its addresses for a
+//! lost lease (its log). Both are measured with the daemons of the lease
+//! path at real-time priority (`realtime_priority = 1`, the default: the
+//! value) and without (`0`: the baseline), one after the other in the same
+//! run. Targets: 0 and 0 for both profiles.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::bench::Figure;
+use crate::cluster::{bin_path, TestCluster};
+use crate::netns::wait_for;
+
+const PUBLIC: [u8; 6] = [201, 202, 203, 204, 205, 206];
+
+fn public(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(192, 0, 2, i)
+}
+
+/// The public addresses configured on `eth0` in namespace `ns`.
+fn addresses_on(ns: &str) -> Vec<Ipv4Addr> {
+    let Ok(out) = Command::new("ip")
+        .args(["-n", ns, "-o", "-4", "addr", "show", "dev", "eth0"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            f.find(|w| *w == "inet")?;
+            let a: Ipv4Addr = f.next()?.split('/').next()?.parse().ok()?;
+            PUBLIC.iter().any(|&i| public(i) == a).then_some(a)
+        })
+        .collect()
+}
+
+/// Address → the nodes hosting it now.
+fn placement(c: &TestCluster) -> BTreeMap<Ipv4Addr, Vec<usize>> {
+    let mut at: BTreeMap<Ipv4Addr, Vec<usize>> =
+        PUBLIC.iter().map(|&i| (public(i), Vec::new())).collect();
+    for (i, n) in c.nodes.iter().enumerate() {
+        for a in addresses_on(n.ns.name()) {
+            at.entry(a).or_default().push(i);
+        }
+    }
+    at
+}
+
+/// One idle period under load: (false failovers, lease losses).
+fn measure(
+    profile: &str,
+    realtime: u8,
+    minutes: f64,
+    cpu: usize,
+    spawn: bool,
+) -> Result<(usize, usize)> {
+    let c = TestCluster::new(&format!("bl{}{realtime}", &profile[..1]), 3)?;
+    let masterd = bin_path("masterd")?;
+    let mut logs = Vec::new();
+    for n in &c.nodes {
+        std::fs::write(
+            n.config_dir.join("ipfailover.toml"),
+            format!(
+                "[transport]\nrun_dir = \"{}\"\n\n[cluster]\nprofile = \"{profile}\"\n\
+                 realtime_priority = {realtime}\n\n[failover]\ngarp_count = 1\n\n\
+                 [logging]\nlevel = \"info\"\n",
+                n.run_dir.display()
+            ),
+        )?;
+        let pa: String = PUBLIC
+            .iter()
+            .map(|i| format!("192.0.2.{i}/24 eth0\n"))
+            .collect();
+        std::fs::write(n.config_dir.join("public_addresses"), pa)?;
+        let log_path = n.run_dir.join("masterd.log");
+        std::fs::create_dir_all(&n.run_dir)?;
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = n.ns.command(&masterd.to_string_lossy());
+        cmd.arg("--config-dir")
+            .arg(&n.config_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        n.spawn(cmd).context("starting masterd")?;
+        logs.push(log_path);
+    }
+    wait_for(
+        "every address hosted once",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || placement(&c).values().all(|v| v.len() == 1).then_some(()),
+    )?;
+    // Settle: the start's runs are over.
+    std::thread::sleep(Duration::from_secs(2));
+    let marks: Vec<u64> = logs
+        .iter()
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .collect();
+    let secs = (minutes * 60.0).max(1.0);
+    let mut stress = start_stress(cpu, spawn, secs)?;
+    let mut last = placement(&c);
+    let mut moves = 0usize;
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = placement(&c);
+        for (a, nodes) in &now {
+            if last.get(a) != Some(nodes) {
+                moves += 1;
+                eprintln!("{profile} rt{realtime}: {a} {:?} -> {nodes:?}", last.get(a));
+            }
+        }
+        last = now;
+    }
+    let _ = stress.kill();
+    let _ = stress.wait();
+    let mut losses = 0usize;
+    for (p, mark) in logs.iter().zip(marks) {
+        let text = std::fs::read(p).unwrap_or_default();
+        let from = usize::try_from(mark).unwrap_or(0).min(text.len());
+        let tail = String::from_utf8_lossy(&text[from..]);
+        losses += tail
+            .lines()
+            .filter(|l| {
+                l.contains("lease not valid: dropping public addresses")
+                    || l.contains("lease ended without renewal")
+            })
+            .count();
+    }
+    Ok((moves, losses))
+}
+
+/// stress-ng with `cpu` CPU hogs and, with `spawn`, a fork/exec load, for
+/// `secs` seconds (it also stops when killed).
+fn start_stress(cpu: usize, spawn: bool, secs: f64) -> Result<Child> {
+    let mut cmd = Command::new("stress-ng");
+    cmd.args(["--cpu", &cpu.to_string()]);
+    if spawn {
+        cmd.args(["--fork", "1", "--exec", "1"]);
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // minutes, positive
+    let secs = secs.ceil() as u64 + 5;
+    cmd.args(["--timeout", &format!("{secs}s"), "--quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd.spawn()
+        .context("starting stress-ng (scripts/setup.sh installs it)")
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("{name} needs a value")),
+    }
+}
+
+/// Runs the scenario.
+///
+/// # Errors
+///
+/// Bad arguments, or a cluster that does not start.
+pub fn run(args: &[String]) -> Result<()> {
+    crate::netns::require_root();
+    let minutes: f64 = arg(args, "--minutes", 10.0)?;
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    let cpu: usize = arg(args, "--cpu", 2 * cores)?;
+    let spawn = !args.iter().any(|a| a == "--no-spawn");
+    let profile: String = arg(args, "--profile", "both".to_string())?;
+    let profiles: Vec<&str> = match profile.as_str() {
+        "both" => vec!["default", "fast"],
+        "default" => vec!["default"],
+        "fast" => vec!["fast"],
+        other => bail!("--profile default|fast|both, not {other}"),
+    };
+    if !(0.05..=120.0).contains(&minutes) || cpu > 256 {
+        bail!("--minutes 0.05..=120, --cpu 0..=256");
+    }
+    for p in profiles {
+        let (base_moves, base_losses) = measure(p, 0, minutes, cpu, spawn)?;
+        let (moves, losses) = measure(p, 1, minutes, cpu, spawn)?;
+        #[allow(clippy::cast_precision_loss)] // counts
+        {
+            Figure::with_baseline(
+                "failover-load",
+                &format!("{p}_false_failovers"),
+                moves as f64,
+                "moves",
+                base_moves as f64,
+            )
+            .print();
+            Figure::with_baseline(
+                "failover-load",
+                &format!("{p}_lease_losses"),
+                losses as f64,
+                "drops",
+                base_losses as f64,
+            )
+            .print();
+        }
+        eprintln!(
+            "{p}: {minutes} min under stress-ng --cpu {cpu}{}: real-time {moves} moves / {losses} lease losses; normal scheduling {base_moves} / {base_losses}",
+            if spawn { " + fork/exec" } else { "" }
+        );
+    }
+    Ok(())
+}
