@@ -112,9 +112,10 @@ pub struct ClusterConfig {
     /// Real-time priority (SCHED_RR, 1-99) at which masterd runs the
     /// daemons of the heartbeat and lease path — transportd, clusterd and
     /// failoverd — in the multi-process model, which then also lock their
-    /// memory; 0 turns it off. Hooks and helpers they start run at normal
-    /// priority. (ctdbd and corosync run real-time for the same reason:
-    /// an ordinary load must not cost a node its lease.)
+    /// memory; 0 (the default) leaves them at normal scheduling. Hooks and
+    /// helpers they start run at normal priority. Off by default: measured
+    /// on a 2-core machine, real-time daemons lost their fast-profile
+    /// leases more often, not less (docs/BENCHMARKS.md, failover-load).
     pub realtime_priority: u8,
 }
 
@@ -130,7 +131,7 @@ impl Default for ClusterConfig {
             health_command: None,
             health_interval_ms: 5_000,
             health_timeout_ms: 10_000,
-            realtime_priority: 1,
+            realtime_priority: 0,
         }
     }
 }

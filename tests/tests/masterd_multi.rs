@@ -283,6 +283,9 @@ fn the_lease_path_runs_at_real_time_priority_with_locked_memory_and_hooks_do_not
     let c = TestCluster::new("md-rt", 1).unwrap();
     let n = &c.nodes[0];
     write_config(n, Some("192.0.2.201/24 eth0\n"));
+    let toml = n.config_dir.join("ipfailover.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, format!("{text}\n[cluster]\nrealtime_priority = 1\n")).unwrap();
     // A hook that records its own scheduling policy (field 41 of
     // /proc/self/stat: 0 normal, 2 SCHED_RR).
     let hooks = n.config_dir.join("events");

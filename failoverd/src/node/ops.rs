@@ -81,6 +81,15 @@ struct State {
     senders: HashMap<String, Arc<FrameSender>>,
     /// Addresses already reported as CannotHost (reported once per loss).
     cannot_host: HashSet<IpAddr>,
+    /// Counts unbroken leases: bumped whenever the gate closes or a new
+    /// lease arrives after the previous one ran out. See `leased_in`.
+    lease_epoch: u64,
+    /// The lease (epoch) in which each address got its kernel lease
+    /// element (a take, or an adoption). The keeper renews only addresses
+    /// of the current epoch: an address held across a lapse — frozen over
+    /// its lease end, say, while the leader gave it away — must never be
+    /// re-leased by the next lease's news before it is dropped.
+    leased_in: HashMap<IpAddr, u64>,
 }
 
 pub(super) struct Inner {
@@ -305,7 +314,21 @@ impl Inner {
     }
 
     pub(super) fn set_lease(&self, until: Option<tokio::time::Instant>) {
-        self.lock().permit = until.map_or(Permit::Closed, Permit::Until);
+        {
+            let mut st = self.lock();
+            let now = tokio::time::Instant::now();
+            let lapsed = match (st.permit, until) {
+                // Closing, or a lease after a closed gate: a new epoch.
+                (_, None) | (Permit::Closed, Some(_)) => true,
+                // News after the previous lease ran out: a new lease.
+                (Permit::Until(old), Some(_)) => old <= now,
+                (Permit::Unlimited, Some(_)) => false,
+            };
+            if lapsed {
+                st.lease_epoch += 1;
+            }
+            st.permit = until.map_or(Permit::Closed, Permit::Until);
+        }
         self.lease_wake.notify_one();
     }
 
@@ -327,15 +350,24 @@ impl Inner {
         let Some(lease) = &self.lease else {
             return Ok(());
         };
-        let end = match self.lock().permit {
-            Permit::Unlimited => return Ok(()),
-            Permit::Closed => return Err(None),
-            Permit::Until(t) => t.into_std(),
+        let (end, epoch) = {
+            let st = self.lock();
+            match st.permit {
+                Permit::Unlimited => return Ok(()),
+                Permit::Closed => return Err(None),
+                Permit::Until(t) => (t.into_std(), st.lease_epoch),
+            }
         };
         let refused = |e: netlink::nft::NftError| Some(e.to_string());
         lease.guard(ips).await.map_err(refused)?;
         match lease.renew_until(ips, end).await.map_err(refused)? {
-            Some(_) => Ok(()),
+            Some(_) => {
+                let mut st = self.lock();
+                for ip in ips {
+                    st.leased_in.insert(*ip, epoch);
+                }
+                Ok(())
+            }
             None => Err(None),
         }
     }
@@ -353,10 +385,14 @@ impl Inner {
         for _ in 0..3 {
             let (permit, addrs) = {
                 let st = self.lock();
+                // Only what was leased in this unbroken lease (see
+                // `State::leased_in`).
+                let epoch = st.lease_epoch;
                 let addrs: Vec<IpAddr> = st
                     .hosted
                     .keys()
                     .chain(st.releasing.keys())
+                    .filter(|a| st.leased_in.get(a) == Some(&epoch))
                     .copied()
                     .collect();
                 (st.permit, addrs)
@@ -670,6 +706,10 @@ impl Inner {
             if st.hosted.contains_key(&p.addr) {
                 continue;
             }
+            // Adopted during the current lease (the daemon checked that it
+            // was configured since this unbroken lease began).
+            let epoch = st.lease_epoch;
+            st.leased_in.insert(p.addr, epoch);
             st.hosted.insert(
                 p.addr,
                 HostedAddress {
@@ -1157,6 +1197,7 @@ impl Inner {
         let snapshot = |inner: &Inner| {
             let mut st = inner.lock();
             st.permit = Permit::Closed;
+            st.lease_epoch += 1;
             inner.lease_wake.notify_one();
             let mut t: Vec<(IpAddr, String, u8)> = st
                 .hosted
