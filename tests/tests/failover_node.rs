@@ -711,3 +711,85 @@ fn lease_gate_and_drop_all_racing_takes_leave_nothing_configured() {
         })
         .unwrap();
 }
+
+/// The executor's kernel lease: a taken address answers while the lease
+/// holds; when the lease runs out with nobody dropping the address (the
+/// daemon frozen, say), the kernel stops answering for it; and news of a
+/// *new* lease afterwards does not bring it back — only a new take does.
+/// (Renewing it would let a node answer for an address the leader gave
+/// away while its lease was broken.)
+#[test]
+fn the_kernel_lease_ends_with_the_lease_and_a_new_lease_does_not_revive_it() {
+    use tokio::time::Instant;
+    let rig = Rig::new("fn10", &["eth0"]);
+    let client = Arc::clone(&rig.client);
+    let table = format!("ipft{}", std::process::id() % 100_000);
+    rig.node
+        .block_on(move || async move {
+            let config = ExecutorConfig {
+                hooks_dir: None,
+                garp_count: 1,
+                kernel_lease: true,
+                nft_table: table,
+                ..ExecutorConfig::default()
+            };
+            let (ex, _events) = Executor::start(config, None).await.unwrap();
+            let one = public("192.0.2.160/24", &["eth0"]);
+            let addr = one.addr;
+            ex.guard(&[addr]).await.unwrap();
+            // Renewed as a daemon would (every 100 ms) for a while.
+            ex.set_lease(Some(Instant::now() + Duration::from_millis(400)));
+            ex.take(&one).await.unwrap();
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                ex.set_lease(Some(Instant::now() + Duration::from_millis(400)));
+            }
+            let c = Arc::clone(&client);
+            assert!(
+                blocking(move || pings(&c, addr)).await,
+                "leased: must answer"
+            );
+            // No more news: the lease runs out; nothing drops the address.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let c = Arc::clone(&client);
+            assert!(
+                !blocking(move || {
+                    let _ = c.ip(&["neigh", "flush", "dev", "eth0"]);
+                    pings(&c, addr)
+                })
+                .await,
+                "the lease ran out: the kernel must not answer"
+            );
+            // News of a new lease: the old address stays dark.
+            ex.set_lease(Some(Instant::now() + Duration::from_secs(10)));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let c = Arc::clone(&client);
+            assert!(
+                !blocking(move || {
+                    let _ = c.ip(&["neigh", "flush", "dev", "eth0"]);
+                    pings(&c, addr)
+                })
+                .await,
+                "a new lease must not revive an address held across a lapse"
+            );
+            // A drop and a new take under the new lease: answers again.
+            ex.drop_all(failoverd::node::DropMode::RemoveFirst)
+                .await
+                .unwrap();
+            ex.set_lease(Some(Instant::now() + Duration::from_secs(10)));
+            ex.take(&one).await.unwrap();
+            let c = Arc::clone(&client);
+            assert!(
+                blocking(move || {
+                    let _ = c.ip(&["neigh", "flush", "dev", "eth0"]);
+                    pings(&c, addr)
+                })
+                .await,
+                "retaken under the new lease: must answer"
+            );
+            ex.drop_all(failoverd::node::DropMode::RemoveFirst)
+                .await
+                .unwrap();
+        })
+        .unwrap();
+}
