@@ -65,6 +65,11 @@ pub struct PlanInput<'a> {
     pub tunables: Tunables,
     /// Nodes LCP2 may move addresses to although they hold some.
     pub force_rebalance: &'a [Pnn],
+    /// Connected nodes left out of allocation because they keep failing
+    /// runs ([`crate::core::leader`]): their report may be missing; they
+    /// are treated like a disconnected node whose lease has not lapsed
+    /// (they may still hold addresses) and get nothing new.
+    pub unresponsive: &'a BTreeSet<Pnn>,
 }
 
 /// The outcome of planning.
@@ -134,11 +139,19 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         let connected = !n
             .flags
             .intersects(NodeFlags::DISCONNECTED | NodeFlags::DELETED);
-        if connected && !input.reports.contains_key(&n.pnn) {
+        if connected && !input.reports.contains_key(&n.pnn) && !input.unresponsive.contains(&n.pnn)
+        {
             return Err(PlanError::MissingReport(n.pnn));
         }
     }
-    let blocked = blocked_nodes(m);
+    let mut blocked = blocked_nodes(m);
+    blocked.extend(
+        input
+            .unresponsive
+            .iter()
+            .copied()
+            .filter(|&p| p != m.this_node && !input.reports.contains_key(&p)),
+    );
 
     // Who hosts what now (claims), who knows what, and beliefs.
     let mut claims: BTreeMap<IpAddr, BTreeSet<Pnn>> = BTreeMap::new();
@@ -207,7 +220,11 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     let mut nodes = vec![NodeState::with_flags(NodeFlags::DISCONNECTED.bits()); node_count];
     for n in &m.nodes {
         if let Some(slot) = nodes.get_mut(n.pnn as usize) {
-            *slot = NodeState::with_flags(n.flags.bits());
+            let mut flags = n.flags;
+            if blocked.contains(&n.pnn) {
+                flags |= NodeFlags::BANNED;
+            }
+            *slot = NodeState::with_flags(flags.bits());
         }
     }
     let ips: Vec<IpEntry> = knowers
@@ -342,6 +359,7 @@ mod tests {
             last_owner: &last,
             tunables: Tunables::default(),
             force_rebalance: &[],
+            unresponsive: &BTreeSet::new(),
         })
     }
 
