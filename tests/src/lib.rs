@@ -12,3 +12,4 @@ pub mod alloc_count;
 pub mod bench;
 pub mod cluster;
 pub mod netns;
+pub mod sim;

@@ -18,10 +18,14 @@
 //!   the leader for a run ([`NodeAction::RequestRun`]) every
 //!   `rerequest_every` until the leader answers one of those requests (a run
 //!   that started after the request completed: [`NodeCore::run_seen`]).
+//!   A newly started failoverd does the same: its leader cannot see the
+//!   restart.
 //! * **Run requests** (hole 5). TAKE and RELEASE are accepted only from the
-//!   leader this node follows, for a generation not older than the highest
-//!   generation this node has seen in any membership, TAKE or RELEASE —
-//!   refused ones included, since they prove a newer run exists — and a
+//!   leader this node follows, for a generation not older than its current
+//!   membership's nor than the highest generation seen in any TAKE or
+//!   RELEASE — refused ones included, since they prove a newer run exists
+//!   (a generation this node made up while it was cut off proves nothing:
+//!   the leader it joins may have a lower one) — and a
 //!   TAKE only while the lease is valid. So a TAKE of an old run that
 //!   arrives after a RELEASE of a newer one (another path, a lagging
 //!   membership) is refused.
@@ -161,7 +165,9 @@ pub struct NodeCore {
     /// When the current unbroken lease began (ns; 0: not valid).
     since_ns: u64,
     membership: Option<Membership>,
-    /// The highest generation seen in a membership, TAKE or RELEASE.
+    /// The highest generation seen in a TAKE or RELEASE (the current
+    /// membership's counts too, but not older memberships: a generation this
+    /// node made up while cut off says nothing about runs).
     max_generation: u64,
     /// The lease flapped and no run was seen since it came back.
     want_run: bool,
@@ -186,7 +192,10 @@ impl NodeCore {
             since_ns: 0,
             membership: None,
             max_generation: 0,
-            want_run: false,
+            // A (re)started failoverd asks for a run once its lease is
+            // valid: the leader cannot see a failoverd restart (clusterd
+            // stayed up), and the restart may have removed addresses.
+            want_run: true,
             epoch: 0,
             rerequest_at: None,
             leftovers: BTreeSet::new(),
@@ -232,10 +241,12 @@ impl NodeCore {
         self.membership.as_ref().and_then(|m| m.leader)
     }
 
-    /// The highest generation seen.
+    /// The highest generation seen in a run request or the current
+    /// membership.
     #[must_use]
     pub fn max_generation(&self) -> u64 {
         self.max_generation
+            .max(self.membership.as_ref().map_or(0, |m| m.generation))
     }
 
     /// Addresses that may be in the kernel although no plan assigned them
@@ -277,7 +288,6 @@ impl NodeCore {
         if let Some(m) = membership {
             if m.lease.at_ns >= self.memb_at || self.membership.is_none() {
                 self.memb_at = m.lease.at_ns;
-                self.max_generation = self.max_generation.max(m.generation);
                 let mut m = m;
                 m.lease_ok = valid;
                 self.membership = Some(m.clone());
@@ -394,10 +404,10 @@ impl NodeCore {
     }
 
     fn check_run(&mut self, from: Pnn, generation: u64) -> Result<(), Refusal> {
-        let seen = self.max_generation;
-        // Evidence of a newer run even when refused below.
-        self.max_generation = seen.max(generation);
         let m = self.membership.as_ref().ok_or(Refusal::NoMembership)?;
+        let seen = self.max_generation.max(m.generation);
+        // Evidence of a newer run even when refused below.
+        self.max_generation = self.max_generation.max(generation);
         if m.leader != Some(from) {
             return Err(Refusal::NotLeader {
                 from,

@@ -67,6 +67,11 @@ fn following(pnn: Pnn, leader: Pnn, generation: u64, until: Duration) -> NodeCor
     let mut out = Vec::new();
     n.news(MS, News::Membership(m), &mut out);
     assert!(n.lease_valid(MS));
+    assert!(
+        out.contains(&NodeAction::RequestRun { leader, epoch: 0 }),
+        "a started node asks for a run: {out:?}"
+    );
+    n.run_seen(0);
     n
 }
 
