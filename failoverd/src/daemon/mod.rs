@@ -380,10 +380,20 @@ async fn drop_all(ctx: &Ctx) {
     } else {
         DropMode::RemoveFirst
     };
+    let before: Vec<IpAddr> = ctx.exec.hosted().iter().map(|h| h.public.addr).collect();
     match ctx.exec.drop_all(mode).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(count = n, "dropped every public address"),
-        Err(e) => tracing::error!(error = %e, "dropping public addresses failed"),
+        Err(e) => {
+            // Which ones are still there is not known: each is a leftover
+            // until a removal says it is gone (hole 6).
+            tracing::error!(error = %e, "dropping public addresses failed: removing them again later");
+            let now = lease::now();
+            let mut s = ctx.lock();
+            for a in before {
+                s.node.leftover(now, a);
+            }
+        }
     }
 }
 

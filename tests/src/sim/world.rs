@@ -44,6 +44,9 @@ use super::rng::Rng;
 
 const MS: Duration = Duration::from_millis(1);
 const US: Duration = Duration::from_micros(1);
+/// How much later a request may arrive and still reach the executor's
+/// operation lock before an earlier one (scheduling on a loaded host).
+const OVERTAKE: Duration = Duration::from_millis(5);
 /// Steps one schedule may take before it counts as a busy loop.
 const STEP_CAP: u64 = 5_000_000;
 
@@ -178,6 +181,14 @@ pub enum Violation {
         /// What was still wrong.
         why: String,
     },
+    /// An address configured on a node that its failoverd neither hosts
+    /// nor tracks as a leftover: no plan would ever see it (hole 6).
+    Untracked {
+        /// The address.
+        addr: IpAddr,
+        /// The node.
+        node: usize,
+    },
     /// A queue grew past its bound.
     Unbounded {
         /// Which.
@@ -279,6 +290,9 @@ enum Fault {
     PowerOn(usize),
     FreezeClusterd(usize, Duration),
     FreezeFailoverd(usize, Duration),
+    /// failoverd hangs for good (stuck in the kernel, a hook it waits for):
+    /// its clusterd goes on, so its node stays connected (hole 3).
+    HangFailoverd(usize),
     SlowHooks(usize, bool),
     RemovalFails(usize, bool),
     Admin(usize, AdminOp),
@@ -290,6 +304,8 @@ enum Fault {
     Ipreallocate(usize),
     AddIp(usize, IpAddr),
     DelIp(usize, IpAddr),
+    /// `delip` of an address the node hosts now, if any.
+    DelHosted(usize),
     ReloadIps(usize),
     /// End of the fault phase: heal everything.
     Quiet,
@@ -376,6 +392,8 @@ struct Fo {
     owners: BTreeMap<IpAddr, Pnn>,
     hosted: BTreeSet<IpAddr>,
     ops: VecDeque<(Op, Duration)>,
+    /// When the last operation was queued.
+    last_enqueued: Option<Duration>,
     op_running: bool,
     job: Option<Job>,
     pending: BTreeMap<u64, Pending>,
@@ -645,6 +663,7 @@ impl World {
             owners: BTreeMap::new(),
             hosted: BTreeSet::new(),
             ops: VecDeque::new(),
+            last_enqueued: None,
             op_running: false,
             job: None,
             pending: BTreeMap::new(),
@@ -733,6 +752,7 @@ impl World {
                 other => trace!(self, "node {i}: {other:?}"),
             }
             match a {
+                NodeAction::SetLease(None) if self.bug == Some(Bug::NoDropOnLeaseLoss) => {}
                 NodeAction::SetLease(until) => {
                     let k = &mut self.nodes[i].kernel;
                     k.lease_end = until;
@@ -747,11 +767,13 @@ impl World {
                     let node = &mut self.nodes[i];
                     node.kernel.lease_end = None;
                     node.kernel.lease_set.clear();
-                    if let Some(fo) = node.fo.as_mut() {
-                        for a in std::mem::take(&mut fo.hosted) {
-                            node.kernel.configured.remove(&a);
-                        }
-                    }
+                    let hosted: Vec<IpAddr> = node
+                        .fo
+                        .as_ref()
+                        .map(|f| f.hosted.iter().copied().collect())
+                        .unwrap_or_default();
+                    // A failed removal here is a leftover like any other.
+                    self.remove(i, &hosted);
                 }
                 NodeAction::RequestRun { leader, epoch } => {
                     if self.bug == Some(Bug::NoRerequest) {
@@ -795,8 +817,25 @@ impl World {
         } else {
             self.rng.between(US * 20, MS)
         };
+        // Requests are served by tasks on two worker threads: one that
+        // arrived shortly after another (within OVERTAKE, a loaded
+        // scheduler) may reach the operation lock first.
+        let overtake = self.rng.chance(0.5);
+        let now = self.now;
         if let Some(fo) = self.nodes[i].fo.as_mut() {
-            fo.ops.push_back((op, d));
+            let waiting = fo.ops.len().saturating_sub(usize::from(fo.op_running));
+            let recent = fo.last_enqueued.is_some_and(|t| now < t + OVERTAKE);
+            fo.last_enqueued = Some(now);
+            if overtake
+                && recent
+                && waiting >= 1
+                && matches!(op, Op::Release { .. } | Op::Take { .. })
+            {
+                let at = fo.ops.len() - 1;
+                fo.ops.insert(at, (op, d));
+            } else {
+                fo.ops.push_back((op, d));
+            }
         }
         self.next_op(i);
     }
@@ -888,6 +927,7 @@ impl World {
             fo.hosted.remove(&a);
             node.kernel.lease_set.remove(&a);
             if broken {
+                trace!(self, "node {i}: removing {a} failed");
                 failed.push(a);
                 if self.bug != Some(Bug::ForgetLeftovers) {
                     fo.core.removed(now, a, false);
@@ -1517,7 +1557,7 @@ impl World {
             let short = self.rng.between(t.interval, t.lease * 2);
             let d = if self.rng.chance(0.5) { long } else { short };
             let addr = self.addrs[self.rng.index(self.addrs.len())];
-            match self.rng.below(22) {
+            match self.rng.below(23) {
                 0 => {
                     self.push(
                         at,
@@ -1568,8 +1608,11 @@ impl World {
                     self.push(at, Ev::Fault(Fault::SlowHooks(a, true)));
                     self.push(at + d, Ev::Fault(Fault::SlowHooks(a, false)));
                 }
-                11 => {
+                11 | 21 => {
+                    // Removals fail for a while; an operator deletes an
+                    // address meanwhile.
                     self.push(at, Ev::Fault(Fault::RemovalFails(a, true)));
+                    self.push(at + MS, Ev::Fault(Fault::DelHosted(a)));
                     self.push(at + d, Ev::Fault(Fault::RemovalFails(a, false)));
                 }
                 12 => {
@@ -1640,7 +1683,11 @@ impl World {
                     self.start_clusterd(i);
                 }
             }
-            Fault::CrashFailoverd(i) => self.nodes[i].fo = None,
+            Fault::CrashFailoverd(i) => {
+                if self.nodes[i].fo_frozen_until != Duration::MAX {
+                    self.nodes[i].fo = None;
+                }
+            }
             Fault::StartFailoverd(i) => {
                 if self.nodes[i].powered && self.nodes[i].fo.is_none() {
                     self.start_failoverd(i);
@@ -1661,7 +1708,12 @@ impl World {
                 }
             }
             Fault::FreezeClusterd(i, d) => self.nodes[i].cd_frozen_until = self.now + d,
-            Fault::FreezeFailoverd(i, d) => self.nodes[i].fo_frozen_until = self.now + d,
+            Fault::FreezeFailoverd(i, d) => {
+                if self.nodes[i].fo_frozen_until != Duration::MAX {
+                    self.nodes[i].fo_frozen_until = self.now + d;
+                }
+            }
+            Fault::HangFailoverd(i) => self.nodes[i].fo_frozen_until = Duration::MAX,
             Fault::SlowHooks(i, on) => self.nodes[i].slow_hooks = on,
             Fault::RemovalFails(i, on) => self.nodes[i].removal_fails = on,
             Fault::Admin(i, op) => {
@@ -1695,9 +1747,10 @@ impl World {
             Fault::DelIp(i, a) => {
                 if self.fo_runs(i) {
                     let now = self.local(i);
+                    let forget = self.bug;
                     let known = self.nodes[i].fo.as_mut().is_some_and(|fo| {
                         let known = fo.publics.remove(&a);
-                        if known {
+                        if known && forget != Some(Bug::ForgetLeftovers) {
                             // Tracked until its removal succeeds.
                             fo.core.leftover(now, a);
                         }
@@ -1710,6 +1763,15 @@ impl World {
                 }
             }
             Fault::ReloadIps(i) => self.reload(i),
+            Fault::DelHosted(i) => {
+                let hosted = self.nodes[i]
+                    .fo
+                    .as_ref()
+                    .and_then(|f| f.hosted.iter().next().copied());
+                if let Some(a) = hosted {
+                    self.fault(Fault::DelIp(i, a));
+                }
+            }
             Fault::Quiet => {
                 for row in &mut self.link {
                     row.fill(true);
@@ -1721,7 +1783,9 @@ impl World {
                     node.slow_hooks = false;
                     node.removal_fails = false;
                     node.cd_frozen_until = node.cd_frozen_until.min(self.now);
-                    node.fo_frozen_until = node.fo_frozen_until.min(self.now);
+                    if node.fo_frozen_until != Duration::MAX {
+                        node.fo_frozen_until = node.fo_frozen_until.min(self.now);
+                    }
                     if !node.powered {
                         self.fault(Fault::PowerOn(i));
                     }
@@ -1729,7 +1793,16 @@ impl World {
                     self.fault(Fault::StartFailoverd(i));
                     self.fault(Fault::Admin(i, AdminOp::Enable));
                     self.fault(Fault::Admin(i, AdminOp::Unban));
-                    self.reload(i);
+                    // Back to the file (only where addip/delip changed it:
+                    // a reloadips asks for a run, which must not hide a
+                    // missing re-request).
+                    let changed = self.nodes[i]
+                        .fo
+                        .as_ref()
+                        .is_some_and(|f| f.publics != self.nodes[i].file);
+                    if changed {
+                        self.reload(i);
+                    }
                 }
             }
         }
@@ -1747,7 +1820,9 @@ impl World {
         let gone: Vec<IpAddr> = fo.publics.difference(&file).copied().collect();
         fo.publics = file;
         for a in &gone {
-            fo.core.leftover(now, *a);
+            if self.bug != Some(Bug::ForgetLeftovers) {
+                fo.core.leftover(now, *a);
+            }
         }
         if !gone.is_empty() {
             self.enqueue(i, Op::Remove(gone));
@@ -1802,6 +1877,9 @@ impl World {
             }
             Net::Fo(m) => {
                 if !self.fo_runs(to) {
+                    if self.hung(to) {
+                        return;
+                    }
                     if self.nodes[to].powered && self.nodes[to].fo.is_some() {
                         let at = self.nodes[to].fo_frozen_until;
                         self.push(
@@ -1832,7 +1910,7 @@ impl World {
                 if self.nodes[node].fo.as_ref().is_some_and(|f| f.inc == inc) {
                     if self.fo_runs(node) {
                         self.fo_news(node, news);
-                    } else {
+                    } else if !self.hung(node) {
                         let at = self.nodes[node].fo_frozen_until;
                         self.push(at, Ev::News { node, inc, news });
                     }
@@ -1843,6 +1921,9 @@ impl World {
                     return;
                 };
                 if fo.inc != inc {
+                    return;
+                }
+                if self.hung(node) {
                     return;
                 }
                 if !self.fo_runs_now(node) {
@@ -1859,6 +1940,11 @@ impl World {
             }
             Ev::Fault(f) => self.fault(f),
         }
+    }
+
+    /// Node i's failoverd hangs for good.
+    fn hung(&self, i: usize) -> bool {
+        self.nodes[i].fo_frozen_until == Duration::MAX && self.nodes[i].fo.is_some()
     }
 
     fn fo_runs_now(&self, i: usize) -> bool {
@@ -1927,6 +2013,20 @@ impl World {
         None
     }
 
+    fn check_tracked(&self) -> Option<Violation> {
+        for (i, n) in self.nodes.iter().enumerate() {
+            let Some(fo) = n.fo.as_ref().filter(|f| f.adopted) else {
+                continue;
+            };
+            for &a in &n.kernel.configured {
+                if !fo.hosted.contains(&a) && !fo.core.leftovers().contains(&a) {
+                    return Some(Violation::Untracked { addr: a, node: i });
+                }
+            }
+        }
+        None
+    }
+
     fn check_queues(&self) -> Option<Violation> {
         if self.queue.len() > 100_000 {
             return Some(Violation::Unbounded {
@@ -1954,13 +2054,31 @@ impl World {
     /// listed address served by exactly one node that lists it, nothing
     /// configured that does not serve).
     fn unconverged(&self) -> Option<String> {
+        // A hung failoverd on the leader stops every run: clusterd does not
+        // know (a known limit, see docs/failoverd.md). Not this check's job.
+        for i in 0..self.nodes.len() {
+            if self.hung(i)
+                && self.nodes[i]
+                    .cd
+                    .as_ref()
+                    .is_some_and(|m| m.membership().leader == Some(pnn(i)))
+            {
+                return None;
+            }
+        }
         let mut listed: BTreeSet<IpAddr> = BTreeSet::new();
-        for n in &self.nodes {
-            if let Some(fo) = &n.fo {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(fo) = n.fo.as_ref().filter(|_| !self.hung(i)) {
                 listed.extend(fo.publics.iter().copied());
             }
         }
         for &a in &listed {
+            // A hung node may still hold it: it must stay there (hole 3).
+            if (0..self.nodes.len())
+                .any(|i| self.hung(i) && self.nodes[i].kernel.configured.contains(&a))
+            {
+                continue;
+            }
             let servers: Vec<usize> = (0..self.nodes.len())
                 .filter(|&i| self.serves(i, a))
                 .collect();
@@ -1977,6 +2095,9 @@ impl World {
             }
         }
         for (i, n) in self.nodes.iter().enumerate() {
+            if self.hung(i) {
+                continue;
+            }
             for &a in &n.kernel.configured {
                 if !self.serves(i, a) {
                     return Some(format!("{a} configured on node {i} without serving"));
@@ -2023,7 +2144,11 @@ impl World {
                     self.fo_tick(i);
                 }
             }
-            if let Some(v) = self.check_safety().or_else(|| self.check_queues()) {
+            if let Some(v) = self
+                .check_safety()
+                .or_else(|| self.check_tracked())
+                .or_else(|| self.check_queues())
+            {
                 violation = Some(v);
                 break;
             }
