@@ -137,14 +137,15 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// Defaults for `pnn` and a lease of `lease`: re-request every lease
-    /// (at least 50 ms), retry leftovers every second.
+    /// Defaults for `pnn` and a lease of `lease`: re-request every two
+    /// leases (at least 200 ms: only a lost request or answer needs it),
+    /// retry leftovers every second.
     #[must_use]
     pub fn new(pnn: Pnn, lease: Duration) -> NodeConfig {
         NodeConfig {
             pnn,
             disabled: false,
-            rerequest_every: lease.max(Duration::from_millis(50)),
+            rerequest_every: (lease * 2).max(Duration::from_millis(200)),
             leftover_retry: Duration::from_secs(1),
         }
     }

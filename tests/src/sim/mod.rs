@@ -25,7 +25,7 @@ pub mod world;
 
 use std::time::{Duration, Instant};
 
-pub use world::{Bug, Outcome, Profile, Violation, World};
+pub use world::{Bug, Fault, Outcome, Profile, Violation, World};
 
 /// What to run.
 #[derive(Debug, Clone, Copy)]

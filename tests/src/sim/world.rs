@@ -272,8 +272,10 @@ enum Ev {
     Fault(Fault),
 }
 
+/// A fault or admin action (scenario tests schedule them by hand).
 #[derive(Debug, Clone)]
-enum Fault {
+#[allow(missing_docs)]
+pub enum Fault {
     Link {
         from: usize,
         to: usize,
@@ -492,8 +494,17 @@ impl World {
     /// Never for the generated nodes file.
     #[must_use]
     pub fn new(profile: Profile, seed: u64, bug: Option<Bug>) -> World {
+        World::build(profile, seed, bug, None)
+    }
+
+    fn build(
+        profile: Profile,
+        seed: u64,
+        bug: Option<Bug>,
+        fixed: Option<(usize, usize)>,
+    ) -> World {
         let mut rng = Rng::new(seed);
-        let n = 3 + rng.index(3);
+        let n = fixed.map_or_else(|| 3 + rng.index(3), |(n, _)| n);
         let text: String = (1..=n).map(|i| format!("192.0.2.{i}\n")).collect();
         let file = NodesFile::parse(Path::new("sim/nodes"), &text).expect("generated nodes file");
         let cfg = Config {
@@ -501,14 +512,15 @@ impl World {
             lock: false,
             can_lead: true,
         };
-        let addrs: Vec<IpAddr> = (0..2 + rng.index(5)).map(addr).collect();
+        let count = fixed.map_or_else(|| 2 + rng.index(5), |(_, a)| a);
+        let addrs: Vec<IpAddr> = (0..count).map(addr).collect();
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
             let offset = Duration::from_secs(1000 * (i as u64 + 1));
             let ppm = rng.range_i64(-profile.max_ppm, profile.max_ppm);
             // Most nodes list every address; some miss one.
             let mut list: BTreeSet<IpAddr> = addrs.iter().copied().collect();
-            if rng.chance(0.3) {
+            if fixed.is_none() && rng.chance(0.3) {
                 let a = addrs[rng.index(addrs.len())];
                 list.remove(&a);
             }
@@ -552,7 +564,9 @@ impl World {
             w.start_clusterd(i);
             w.start_failoverd(i);
         }
-        w.schedule_faults();
+        if fixed.is_none() {
+            w.schedule_faults();
+        }
         w
     }
 
@@ -1994,20 +2008,21 @@ impl World {
     }
 
     fn check_safety(&self) -> Option<Violation> {
-        let mut all: BTreeSet<IpAddr> = self.addrs.iter().copied().collect();
-        for n in &self.nodes {
-            all.extend(n.kernel.configured.iter().copied());
-        }
-        for a in all {
-            let servers: Vec<usize> = (0..self.nodes.len())
-                .filter(|&i| self.serves(i, a))
-                .collect();
-            if servers.len() > 1 {
-                return Some(Violation::TwoServers {
-                    addr: a,
-                    nodes: servers,
-                    at: self.now,
-                });
+        let n = self.nodes.len();
+        for i in 0..n {
+            for &a in &self.nodes[i].kernel.configured {
+                if !self.serves(i, a) {
+                    continue;
+                }
+                if let Some(j) = (i + 1..n).find(|&j| self.serves(j, a)) {
+                    let mut nodes = vec![i, j];
+                    nodes.extend((j + 1..n).filter(|&k| self.serves(k, a)));
+                    return Some(Violation::TwoServers {
+                        addr: a,
+                        nodes,
+                        at: self.now,
+                    });
+                }
             }
         }
         None
@@ -2111,6 +2126,68 @@ impl World {
     /// bound passed.
     pub fn run(&mut self) -> Outcome {
         let end = self.quiet_at + self.profile.bound;
+        let (mut violation, convergence) = self.drive(end, true);
+        if violation.is_none() && convergence.is_none() {
+            let why = self
+                .unconverged()
+                .unwrap_or_else(|| "ran out of events".into());
+            violation = Some(Violation::NoConvergence {
+                why: format!("after {:?}: {why}", self.profile.bound),
+            });
+        }
+        Outcome {
+            steps: self.steps,
+            violation,
+            convergence,
+        }
+    }
+
+    /// A cluster of `nodes` nodes (3 to 5; every node lists every
+    /// address) with no random faults, for scenario tests: add faults with
+    /// [`World::schedule`], run with [`World::run_until`].
+    ///
+    /// # Panics
+    ///
+    /// Never for the generated nodes file.
+    #[must_use]
+    pub fn scenario(profile: Profile, seed: u64, bug: Option<Bug>, nodes: usize, addrs: usize) -> World {
+        let mut w = World::build(profile, seed, bug, Some((nodes, addrs)));
+        w.quiet_at = Duration::MAX;
+        w
+    }
+
+    /// Injects `fault` at simulated time `at`.
+    pub fn schedule(&mut self, at: Duration, fault: Fault) {
+        self.push(at, Ev::Fault(fault));
+    }
+
+    /// Runs until simulated time `end`; returns the first violation of the
+    /// safety, tracking or queue invariants.
+    pub fn run_until(&mut self, end: Duration) -> Option<Violation> {
+        self.drive(end, false).0
+    }
+
+    /// Simulated time.
+    #[must_use]
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// The public addresses of this cluster.
+    #[must_use]
+    pub fn addresses(&self) -> &[IpAddr] {
+        &self.addrs
+    }
+
+    /// The nodes serving `a` now.
+    #[must_use]
+    pub fn servers(&self, a: IpAddr) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| self.serves(i, a)).collect()
+    }
+
+    /// Runs to `end` or the first violation; with `converge`, also stops
+    /// once converged after the faults (returning how long that took).
+    fn drive(&mut self, end: Duration, converge: bool) -> (Option<Violation>, Option<Duration>) {
         let mut violation = None;
         let mut convergence = None;
         while let Some(t) = self.next_time() {
@@ -2152,7 +2229,7 @@ impl World {
                 violation = Some(v);
                 break;
             }
-            if self.now >= self.quiet_at && self.unconverged().is_none() {
+            if converge && self.now >= self.quiet_at && self.unconverged().is_none() {
                 convergence = Some(self.now - self.quiet_at);
                 break;
             }
@@ -2165,18 +2242,6 @@ impl World {
             // Always move on: at least a microsecond per step.
             self.now += US;
         }
-        if violation.is_none() && convergence.is_none() {
-            let why = self
-                .unconverged()
-                .unwrap_or_else(|| "ran out of events".into());
-            violation = Some(Violation::NoConvergence {
-                why: format!("after {:?}: {why}", self.profile.bound),
-            });
-        }
-        Outcome {
-            steps: self.steps,
-            violation,
-            convergence,
-        }
+        (violation, convergence)
     }
 }
