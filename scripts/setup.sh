@@ -9,6 +9,7 @@ PACKAGES=(
     nftables                     # nft, to check the table from tests
     iproute2                     # ip netns, veth, bridges
     iputils-ping                 # reachability checks in tests
+    iputils-arping               # ARP checks by hand (docs)
     tcpdump                      # packet captures in tests
     ctdb                         # CTDB's cluster-lock helper (ctdb_mutex_fcntl_helper)
 )

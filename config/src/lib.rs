@@ -207,6 +207,11 @@ pub struct FailoverConfig {
     pub release_timeout_ms: u64,
     /// Name of the nftables table (family inet) that ipfailover owns.
     pub nft_table: String,
+    /// Enforce the lease in the kernel (nftables tables
+    /// `<nft_table>_lease`, families inet and arp): a node stops answering
+    /// for its public addresses when its lease ends even if every process
+    /// of ipfailover is dead or frozen.
+    pub kernel_lease: bool,
 }
 
 impl Default for FailoverConfig {
@@ -221,6 +226,7 @@ impl Default for FailoverConfig {
             hook_timeout_ms: 30_000,
             release_timeout_ms: 9_000,
             nft_table: "ipfailover".into(),
+            kernel_lease: true,
         }
     }
 }

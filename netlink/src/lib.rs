@@ -9,6 +9,7 @@ pub mod addr;
 pub mod conntrack;
 pub mod events;
 pub mod killtcp;
+pub mod lease;
 pub mod link;
 pub mod nft;
 pub mod packet;

@@ -59,16 +59,16 @@ pub const DEFAULT_TABLE: &str = "ipfailover";
 /// `NFT_TABLE_MAXNAMELEN` (256) minus the terminating NUL.
 const MAX_NAME: usize = 255;
 /// `NFT_MSG_NEWSETELEM`.
-const NFT_MSG_NEWSETELEM: u16 = 12;
+pub(crate) const NFT_MSG_NEWSETELEM: u16 = 12;
 /// `NFT_MSG_DESTROYTABLE` (Linux >= 6.3): delete, and no error if missing.
 const NFT_MSG_DESTROYTABLE: u16 = 26;
 /// `NFT_MSG_DESTROYSETELEM` (Linux >= 6.3): delete, no error if missing.
-const NFT_MSG_DESTROYSETELEM: u16 = 30;
+pub(crate) const NFT_MSG_DESTROYSETELEM: u16 = 30;
 /// Elements per set-element message: keeps each message far below the
 /// 64 KiB netlink attribute limit (an IPv6 element takes ~36 bytes).
-const ELEMS_PER_MSG: usize = 512;
+pub(crate) const ELEMS_PER_MSG: usize = 512;
 /// Priority `raw`.
-const PRIORITY_RAW: i32 = -300;
+pub(crate) const PRIORITY_RAW: i32 = -300;
 /// Priority `filter`.
 const PRIORITY_FILTER: i32 = 0;
 /// How long the kernel may take to answer one batch.
@@ -376,7 +376,7 @@ impl RemoveRequest<'_> {
 
 /// A finished batch: its bytes (one datagram) and the sequence numbers
 /// that ask for an acknowledgement.
-fn finish(batch: Batch) -> (Vec<u8>, Range<u32>) {
+pub(crate) fn finish(batch: Batch) -> (Vec<u8>, Range<u32>) {
     let finalized = batch.finalize();
     let mut bytes = Vec::new();
     for page in &finalized {
@@ -388,10 +388,11 @@ fn finish(batch: Batch) -> (Vec<u8>, Range<u32>) {
 /// A set-element message of our own type and flags (nftnl's own always
 /// uses `NLM_F_EXCL` on add and `DELSETELEM` on delete, which fail the whole
 /// transaction on a present or missing element).
-struct ElemsMsg<'s, K> {
-    set: &'s Set<'s, K>,
-    ty: u16,
-    flags: u16,
+pub(crate) struct ElemsMsg<'s, K> {
+    pub(crate) set: &'s Set<'s, K>,
+    pub(crate) family: ProtoFamily,
+    pub(crate) ty: u16,
+    pub(crate) flags: u16,
 }
 
 // SAFETY: `write` emits one header and the set's elements; callers put at
@@ -405,7 +406,7 @@ unsafe impl<K> NlMsg for ElemsMsg<'_, K> {
             let header = sys::nftnl_nlmsg_build_hdr(
                 buf.cast(),
                 self.ty,
-                ProtoFamily::Inet as u16,
+                self.family as u16,
                 self.flags,
                 seq,
             );
@@ -415,9 +416,9 @@ unsafe impl<K> NlMsg for ElemsMsg<'_, K> {
 }
 
 #[allow(clippy::cast_possible_truncation)] // NLM_F_* flags are below 0x1000
-const FLAGS_ADD: u16 = (libc::NLM_F_CREATE | libc::NLM_F_ACK) as u16;
+pub(crate) const FLAGS_ADD: u16 = (libc::NLM_F_CREATE | libc::NLM_F_ACK) as u16;
 #[allow(clippy::cast_possible_truncation)] // NLM_F_ACK is 4
-const FLAGS_ACK: u16 = libc::NLM_F_ACK as u16;
+pub(crate) const FLAGS_ACK: u16 = libc::NLM_F_ACK as u16;
 
 fn add_elems<K: SetKey>(
     batch: &mut Batch,
@@ -435,6 +436,7 @@ fn add_elems<K: SetKey>(
         batch.add(
             &ElemsMsg {
                 set: &set,
+                family: ProtoFamily::Inet,
                 ty,
                 flags,
             },
@@ -443,7 +445,7 @@ fn add_elems<K: SetKey>(
     }
 }
 
-fn split(addrs: &[IpAddr]) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
+pub(crate) fn split(addrs: &[IpAddr]) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
     for addr in addrs {
@@ -640,12 +642,24 @@ unsafe impl NlMsg for DestroyTable<'_> {
 
 /// Sends one batch and collects an answer for every sequence number in
 /// `seqs` (or the first error, after a short drain).
-async fn run_batch(
+pub(crate) async fn run_batch(
     table: &NftTable,
     op: &'static str,
     bytes: Vec<u8>,
     seqs: Range<u32>,
 ) -> Result<(), NftError> {
+    run_batch_timed(table, op, bytes, seqs).await.map(|_| ())
+}
+
+/// [`run_batch`], returning when the batch was handed to the kernel (the
+/// kernel handles it within that `sendmsg`, and a process can be stopped
+/// only before or after it).
+pub(crate) async fn run_batch_timed(
+    table: &NftTable,
+    op: &'static str,
+    bytes: Vec<u8>,
+    seqs: Range<u32>,
+) -> Result<std::time::Instant, NftError> {
     let tname = || table.display.clone();
     let mut socket = NlSocket::open(NETLINK_NETFILTER).map_err(|source| NftError::Open {
         table: tname(),
@@ -662,6 +676,7 @@ async fn run_batch(
             .set_send_buffer(bytes.len().saturating_add(SMALL_BATCH))
             .map_err(io_err)?;
     }
+    let sent = std::time::Instant::now();
     tokio::time::timeout(BATCH_TIMEOUT, socket.send(&bytes))
         .await
         .map_err(|_| NftError::Timeout {
@@ -717,7 +732,7 @@ async fn run_batch(
             limit: BATCH_TIMEOUT,
         });
     }
-    Ok(())
+    Ok(sent)
 }
 
 #[cfg(test)]

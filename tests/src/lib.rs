@@ -9,6 +9,7 @@
 //! 203.0.113.0/24, 2001:db8::/32).
 
 pub mod alloc_count;
+pub mod arp;
 pub mod bench;
 pub mod cluster;
 pub mod netns;

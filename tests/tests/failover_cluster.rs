@@ -783,6 +783,20 @@ fn failover_cluster_restart_after_a_lease_break_does_not_adopt() {
     let bed = Bed::new("foc6", &list);
     let placed = bed.wait_placed("every address hosted exactly once", &list);
     let (victim, theirs, others) = bed.victim(&placed);
+    let leased = || {
+        bed.c.nodes[victim]
+            .ns
+            .exec_ok(
+                "nft",
+                &["list", "set", "inet", "ipfailover_lease", "lease4"],
+            )
+            .unwrap()
+    };
+    let has = |listing: &str, a: &IpAddr| {
+        listing.contains(&format!("{a} ")) || listing.contains(&format!("{a},"))
+    };
+    let before = leased();
+    assert!(theirs.iter().all(|a| has(&before, a)), "{before}");
     let pid = bed.failoverd_pids.lock().unwrap()[victim];
     assert!(bed.c.nodes[victim].ns.kill(pid));
     bed.c.nodes[victim].ns.cut_from(&others).unwrap();
@@ -802,8 +816,17 @@ fn failover_cluster_restart_after_a_lease_break_does_not_adopt() {
         },
     );
     assert!(elsewhere.is_ok(), "{}", bed.logs());
-    // The crashed node still has them: nothing removed them.
+    // The crashed node still has them configured (nothing removed them),
+    // but the kernel no longer lets it answer for them: their lease
+    // elements ran out with the lease.
     assert!(theirs.iter().all(|a| addresses_on(&victim_ns).contains(a)));
+    let after = leased();
+    for a in &theirs {
+        assert!(
+            !has(&after, a),
+            "{a} still leased in the kernel of the cut-off node: {after}"
+        );
+    }
     bed.c.nodes[victim].ns.heal().unwrap();
     let lease = wait_for("the node's lease to be valid again", LIMIT, POLL, || {
         membership_of(&bed, victim).filter(|m| m.lease_ok)

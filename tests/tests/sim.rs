@@ -99,7 +99,11 @@ fn regression(profile: Profile, seed: u64, bug: Bug) -> Violation {
 /// ended (here: it never drops them): served on two nodes.
 #[test]
 fn hole1_node_that_keeps_addresses_after_its_lease_is_caught() {
-    let v = regression(Profile::default_profile(), SEED_HOLE1, Bug::NoDropOnLeaseLoss);
+    let v = regression(
+        Profile::default_profile(),
+        SEED_HOLE1,
+        Bug::NoDropOnLeaseLoss,
+    );
     assert!(matches!(v, Violation::TwoServers { .. }), "{v:?}");
 }
 
@@ -151,7 +155,10 @@ fn hole3_a_hung_failoverd_does_not_block_other_failovers() {
     let (w, on_2) = hung_node_then_death(None);
     for a in on_2 {
         let s = w.servers(a);
-        assert!(s == [0] || s == [1], "{a} served by {s:?} after node 2 died");
+        assert!(
+            s == [0] || s == [1],
+            "{a} served by {s:?} after node 2 died"
+        );
     }
     let (w, on_2) = hung_node_then_death(Some(Bug::NoExclusion));
     assert!(
@@ -167,5 +174,9 @@ fn one_seed_replays_one_schedule() {
     let b = run_one(p, 42, None);
     assert_eq!(a.steps, b.steps);
     assert_eq!(a.convergence, b.convergence);
-    assert_ne!(run_one(p, 43, None).steps, a.steps, "another seed, another schedule");
+    assert_ne!(
+        run_one(p, 43, None).steps,
+        a.steps,
+        "another seed, another schedule"
+    );
 }

@@ -194,6 +194,8 @@ pub async fn run(
     let (exec, mut node_events) =
         Executor::start(settings.executor.clone(), Some(client.clone())).await?;
     tracing::info!(pnn, addresses = settings.publics.len(), "failoverd started");
+    let known: Vec<IpAddr> = settings.publics.iter().map(|p| p.addr).collect();
+    exec.guard(&known).await?;
     let lease_len = settings.lease.max(Duration::from_millis(1));
     let node = NodeCore::new(NodeConfig {
         disabled: settings.disabled,

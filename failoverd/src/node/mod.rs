@@ -79,6 +79,11 @@ pub struct ExecutorConfig {
     pub conntrack_timeout: Duration,
     /// Overall time limit of killtcp for one release.
     pub killtcp_timeout: Duration,
+    /// Enforce the lease in the kernel (`netlink::lease`, tables
+    /// `<nft_table>_lease`): hosted addresses stop answering when the lease
+    /// ends even if no process of ours is alive. Off for an executor driven
+    /// directly (tests, benchmarks), on in the daemon by default.
+    pub kernel_lease: bool,
 }
 
 impl ExecutorConfig {
@@ -96,6 +101,7 @@ impl ExecutorConfig {
             nft_table: f.nft_table.clone(),
             conntrack_timeout: Duration::from_millis(500),
             killtcp_timeout: Duration::from_millis(1_000),
+            kernel_lease: f.kernel_lease,
         }
     }
 }
@@ -113,6 +119,7 @@ impl Default for ExecutorConfig {
             nft_table: "ipfailover".into(),
             conntrack_timeout: Duration::from_millis(500),
             killtcp_timeout: Duration::from_millis(1_000),
+            kernel_lease: false,
         }
     }
 }
@@ -486,6 +493,19 @@ impl Executor {
     /// at start and opens it from clusterd's lease news.
     pub fn set_lease(&self, until: Option<tokio::time::Instant>) {
         self.inner.set_lease(until);
+    }
+
+    /// Puts addresses under the kernel lease (with
+    /// [`ExecutorConfig::kernel_lease`]): from now on this host answers for
+    /// them only while it holds a lease element for them, so a leftover
+    /// copy (added by hand, left by a crash) never answers. The daemon
+    /// guards every public address it knows at start; takes guard theirs.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Nft`] when the kernel refuses.
+    pub async fn guard(&self, addrs: &[IpAddr]) -> Result<(), NodeError> {
+        self.inner.guard(addrs).await
     }
 
     /// The addresses hosted now, sorted.

@@ -14,12 +14,13 @@ use std::time::Duration;
 use netlink::addr::IpPrefix;
 use netlink::events::{Event, Events};
 use netlink::killtcp::KillTcp;
+use netlink::lease::KernelLease;
 use netlink::link::{self as nllink, Netlink};
 use netlink::nft::{NftSet, NftTable};
 use netlink::packet::sender::{FrameSender, SegmentSender};
 use netlink::packet::TcpSegment;
 use netlink::sockdiag::{canonical, Connection, SockDiag};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use transport::client::Client;
 use transport::msg::conntrack::{
@@ -86,6 +87,12 @@ pub(super) struct Inner {
     config: ExecutorConfig,
     nl: Netlink,
     nft: NftTable,
+    /// The kernel lease (`<nft_table>_lease`), when configured: see
+    /// [`lease_keeper`].
+    lease: Option<KernelLease>,
+    /// Wakes [`lease_keeper`]: the lease gate changed (or addresses were
+    /// adopted).
+    lease_wake: Arc<Notify>,
     segments: Arc<SegmentSender>,
     state: Mutex<State>,
     op: tokio::sync::Mutex<()>,
@@ -141,6 +148,28 @@ async fn order_for_removal(nl: &Netlink, iface: &str, prefixes: &mut [IpPrefix])
         .map(|(i, p)| (p.addr(), i))
         .collect();
     prefixes.sort_by_key(|p| std::cmp::Reverse(rank.get(&p.addr()).copied().unwrap_or(0)));
+}
+
+/// A kernel lease renewal slower than this is redone at once (see
+/// `Inner::renew_kernel_lease`).
+const RENEW_SLOP: Duration = Duration::from_millis(2);
+
+/// Keeps the kernel lease (`netlink::lease`) in step with the lease gate:
+/// renews the element of every hosted address whenever the daemon gives
+/// news of the lease (four times a lease), and revokes them all when the
+/// gate closes. It waits for nothing but its wake-up and the kernel: no
+/// operation lock, hook or request can delay it — and if it is delayed
+/// anyway (the process is frozen or dead), the elements run out by
+/// themselves when the lease does, which is the point.
+async fn lease_keeper(inner: Weak<Inner>, lease: KernelLease, wake: Arc<Notify>) {
+    let mut leased_before = false;
+    loop {
+        wake.notified().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        inner.renew_kernel_lease(&lease, &mut leased_before).await;
+    }
 }
 
 /// The most `drop_all` waits for the reset of local connections before it
@@ -217,6 +246,16 @@ impl Inner {
         let nl = Netlink::new()?;
         let nft = NftTable::new(&config.nft_table)?;
         nft.install().execute().await?;
+        let lease = if config.kernel_lease {
+            let lease = KernelLease::new(&format!("{}_lease", config.nft_table))?;
+            // Keeps the elements a previous failoverd left: they end when
+            // its last renewal runs out, not now and not later.
+            lease.install(&[]).await?;
+            Some(lease)
+        } else {
+            None
+        };
+        let lease_wake = Arc::new(Notify::new());
         let events_stream = Events::subscribe()?;
         let segments = Arc::new(SegmentSender::open()?);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -230,6 +269,8 @@ impl Inner {
             config,
             nl,
             nft,
+            lease: lease.clone(),
+            lease_wake: Arc::clone(&lease_wake),
             segments,
             state: Mutex::new(State::default()),
             op: tokio::sync::Mutex::new(()),
@@ -249,6 +290,9 @@ impl Inner {
                 inner.hosted_tx.subscribe(),
             )));
         }
+        if let Some(lease) = lease {
+            tasks.push(tokio::spawn(lease_keeper(weak.clone(), lease, lease_wake)));
+        }
         if let Some(every) = inner.config.garp_refresh {
             tasks.push(tokio::spawn(refresh(weak, every)));
         }
@@ -262,6 +306,93 @@ impl Inner {
 
     pub(super) fn set_lease(&self, until: Option<tokio::time::Instant>) {
         self.lock().permit = until.map_or(Permit::Closed, Permit::Until);
+        self.lease_wake.notify_one();
+    }
+
+    /// Adds addresses to the kernel lease's guard sets: from now on they
+    /// answer only while this node holds a lease element for them.
+    pub(super) async fn guard(&self, addrs: &[IpAddr]) -> Result<(), NodeError> {
+        if let Some(lease) = &self.lease {
+            lease.guard(addrs).await?;
+        }
+        Ok(())
+    }
+
+    /// Before adding `ips` to the kernel: guards them and gives them a
+    /// lease element ending with the gate's lease, so that they answer from
+    /// the first packet and stop answering when the lease ends even if no
+    /// process of ours is left to remove them. Err when they must not be
+    /// added (the lease is over, or the kernel refused).
+    async fn lease_for_take(&self, ips: &[IpAddr]) -> Result<(), NodeError> {
+        let Some(lease) = &self.lease else {
+            return Ok(());
+        };
+        let end = match self.lock().permit {
+            Permit::Unlimited => return Ok(()),
+            Permit::Closed => None,
+            Permit::Until(t) => Some(t.into_std()),
+        };
+        let Some(end) = end else {
+            return Err(NodeError::NoLease { addr: ips[0] });
+        };
+        lease.guard(ips).await?;
+        match lease.renew_until(ips, end).await? {
+            Some(_) => Ok(()),
+            None => Err(NodeError::NoLease { addr: ips[0] }),
+        }
+    }
+
+    /// Renews the kernel lease of every hosted or releasing address to the
+    /// gate's lease end, or revokes them all when the gate is closed. A
+    /// renewal that took long (the process was stopped between reading the
+    /// clock and the kernel's commit, so the element may outlive the lease
+    /// by that much) is redone at once, at most three times. A gate that has
+    /// been closed since the start (the lease not known yet) revokes
+    /// nothing: a restarted failoverd leaves its predecessor's elements to
+    /// run out when that lease does, so that addresses it adopts do not
+    /// blip.
+    async fn renew_kernel_lease(&self, lease: &KernelLease, leased_before: &mut bool) {
+        for _ in 0..3 {
+            let (permit, addrs) = {
+                let st = self.lock();
+                let addrs: Vec<IpAddr> = st
+                    .hosted
+                    .keys()
+                    .chain(st.releasing.keys())
+                    .copied()
+                    .collect();
+                (st.permit, addrs)
+            };
+            let end = match permit {
+                Permit::Unlimited => return,
+                Permit::Closed if !*leased_before => return,
+                Permit::Closed => None,
+                Permit::Until(t) => {
+                    *leased_before = true;
+                    Some(t.into_std())
+                }
+            };
+            let outcome = match end {
+                Some(end) if !addrs.is_empty() => lease.renew_until(&addrs, end).await,
+                Some(_) => return,
+                None => lease.revoke_all().await.map(|()| None),
+            };
+            match outcome {
+                Ok(Some(took)) if took > RENEW_SLOP => {
+                    tracing::warn!(
+                        took_ms = took.as_secs_f64() * 1e3,
+                        "kernel lease renewal was slow: renewing again"
+                    );
+                }
+                Ok(_) => return,
+                Err(e) => {
+                    // The elements run out by themselves: safe, but the
+                    // addresses stop answering until a renewal succeeds.
+                    tracing::error!(error = %e, "cannot renew the kernel lease");
+                    return;
+                }
+            }
+        }
     }
 
     fn emit(&self, ev: NodeEvent) {
@@ -564,6 +695,7 @@ impl Inner {
                 tracing::warn!(error = %e, "cannot add adopted addresses to the tracked set");
             }
             self.publish();
+            self.lease_wake.notify_one();
         }
         Ok(adopted)
     }
@@ -668,6 +800,16 @@ impl Inner {
             }
         }
         let mut added: Vec<(usize, String)> = Vec::new();
+        let to_add: Vec<IpAddr> = by_iface.values().flatten().map(|(_, p)| p.addr()).collect();
+        if !to_add.is_empty() {
+            if let Err(e) = self.lease_for_take(&to_add).await {
+                tracing::warn!(error = %e, "no kernel lease for the addresses to take: not adding them");
+                for (i, p) in by_iface.values().flatten() {
+                    results[*i] = Some(Err(NodeError::NoLease { addr: p.addr() }));
+                }
+                by_iface.clear();
+            }
+        }
         // Before the kernel request: never later than the real time.
         let since_ns = transport::msg::cluster::monotonic_ns();
         for (iface, items) in &by_iface {
@@ -910,6 +1052,11 @@ impl Inner {
             // A retaken address is unblocked but stays tracked.
             let removed: Vec<IpAddr> = targets.iter().map(|(a, _, _)| *a).collect();
             self.clear_sets(&ips, &removed).await;
+            if let Some(lease) = &self.lease {
+                if let Err(e) = lease.revoke(&removed).await {
+                    tracing::warn!(error = %e, "cannot revoke the kernel lease of released addresses (it runs out by itself)");
+                }
+            }
             tracing::info!(count = ips.len(), "released addresses: {ips:?}");
             for (a, iface, len) in &targets {
                 if !failed.contains_key(a) {
@@ -999,6 +1146,7 @@ impl Inner {
         let snapshot = |inner: &Inner| {
             let mut st = inner.lock();
             st.permit = Permit::Closed;
+            inner.lease_wake.notify_one();
             let mut t: Vec<(IpAddr, String, u8)> = st
                 .hosted
                 .values()

@@ -50,6 +50,9 @@ const OVERTAKE: Duration = Duration::from_millis(5);
 /// Steps one schedule may take before it counts as a busy loop.
 const STEP_CAP: u64 = 5_000_000;
 
+/// Addresses to release, with their new owners.
+type Releases = Vec<(IpAddr, Option<Pnn>)>;
+
 /// A deliberately broken variant, to show the simulator finds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bug {
@@ -1338,8 +1341,7 @@ impl World {
             .iter()
             .map(|(&n, v)| (n, v.iter().map(|(a, _)| *a).collect()))
             .collect();
-        let sends: Vec<(Pnn, Vec<(IpAddr, Option<Pnn>)>)> =
-            p.releases.iter().map(|(&n, v)| (n, v.clone())).collect();
+        let sends: Vec<(Pnn, Releases)> = p.releases.iter().map(|(&n, v)| (n, v.clone())).collect();
         let generation = p.generation;
         let deadline = self.local(i) + self.profile.release_timeout;
         let empty = pending.is_empty();
@@ -2150,7 +2152,13 @@ impl World {
     ///
     /// Never for the generated nodes file.
     #[must_use]
-    pub fn scenario(profile: Profile, seed: u64, bug: Option<Bug>, nodes: usize, addrs: usize) -> World {
+    pub fn scenario(
+        profile: Profile,
+        seed: u64,
+        bug: Option<Bug>,
+        nodes: usize,
+        addrs: usize,
+    ) -> World {
         let mut w = World::build(profile, seed, bug, Some((nodes, addrs)));
         w.quiet_at = Duration::MAX;
         w
@@ -2182,7 +2190,9 @@ impl World {
     /// The nodes serving `a` now.
     #[must_use]
     pub fn servers(&self, a: IpAddr) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|&i| self.serves(i, a)).collect()
+        (0..self.nodes.len())
+            .filter(|&i| self.serves(i, a))
+            .collect()
     }
 
     /// Runs to `end` or the first violation; with `converge`, also stops
