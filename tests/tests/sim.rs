@@ -122,9 +122,9 @@ fn hole6_failed_removal_stays_a_tracked_leftover() {
     assert!(matches!(v, Violation::Untracked { .. }), "{v:?}");
 }
 
-const SEED_HOLE1: u64 = 6;
-const SEED_HOLE2: u64 = 21;
-const SEED_HOLE6: u64 = 11;
+const SEED_HOLE1: u64 = 5;
+const SEED_HOLE2: u64 = 32;
+const SEED_HOLE6: u64 = 7;
 
 /// Hole 3: node 3's failoverd hangs for good (its clusterd goes on, so it
 /// stays connected); then node 2 dies. Its addresses must be served again

@@ -311,6 +311,11 @@ pub enum Fault {
     DelIp(usize, IpAddr),
     /// `delip` of an address the node hosts now, if any.
     DelHosted(usize),
+    /// Cut the current leader and one other node (`with` modulo the
+    /// others) from the rest, both ways.
+    PartitionLeader {
+        with: usize,
+    },
     ReloadIps(usize),
     /// End of the fault phase: heal everything.
     Quiet,
@@ -409,9 +414,8 @@ struct Fo {
 #[derive(Debug, Clone, Default)]
 struct Kernel {
     configured: BTreeSet<IpAddr>,
-    lease_set: BTreeSet<IpAddr>,
-    /// Node-local time the lease elements expire.
-    lease_end: Option<Duration>,
+    /// The lease elements: address → node-local expiry.
+    lease: BTreeMap<IpAddr, Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -669,9 +673,8 @@ impl World {
         }
         let now = self.local(i);
         let node = &mut self.nodes[i];
-        // The executor re-creates its nftables table: no lease element
-        // survives (every public address stays guarded).
-        node.kernel.lease_set.clear();
+        // The lease elements of the predecessor stay until they expire (a
+        // restart keeps them, as the real executor does).
         node.fo = Some(Fo {
             inc,
             core: NodeCore::new(NodeConfig::new(pnn(i), lease)),
@@ -771,10 +774,18 @@ impl World {
             match a {
                 NodeAction::SetLease(None) if self.bug == Some(Bug::NoDropOnLeaseLoss) => {}
                 NodeAction::SetLease(until) => {
-                    let k = &mut self.nodes[i].kernel;
-                    k.lease_end = until;
-                    if until.is_none() {
-                        k.lease_set.clear();
+                    // The keeper renews the element of every hosted
+                    // address, or revokes every element.
+                    let node = &mut self.nodes[i];
+                    match until {
+                        None => node.kernel.lease.clear(),
+                        Some(u) => {
+                            if let Some(fo) = node.fo.as_ref() {
+                                for a in &fo.hosted {
+                                    node.kernel.lease.insert(*a, u);
+                                }
+                            }
+                        }
                     }
                 }
                 NodeAction::DropAll => {
@@ -782,8 +793,7 @@ impl World {
                         continue;
                     }
                     let node = &mut self.nodes[i];
-                    node.kernel.lease_end = None;
-                    node.kernel.lease_set.clear();
+                    node.kernel.lease.clear();
                     let hosted: Vec<IpAddr> = node
                         .fo
                         .as_ref()
@@ -898,8 +908,10 @@ impl World {
                         fo.hosted.insert(a);
                         fo.owners.insert(a, pnn(i));
                         node.kernel.configured.insert(a);
-                        node.kernel.lease_set.insert(a);
-                        node.kernel.lease_end = fo.core.lease_until();
+                        // The element first, then the address.
+                        if let Some(u) = fo.core.lease_until() {
+                            node.kernel.lease.insert(a, u);
+                        }
                     }
                 }
                 let reply = FoMsg::Step {
@@ -942,7 +954,10 @@ impl World {
                 return failed;
             };
             fo.hosted.remove(&a);
-            node.kernel.lease_set.remove(&a);
+            if !broken {
+                // Revoked after the address is gone.
+                node.kernel.lease.remove(&a);
+            }
             if broken {
                 trace!(self, "node {i}: removing {a} failed");
                 failed.push(a);
@@ -1573,7 +1588,7 @@ impl World {
             let short = self.rng.between(t.interval, t.lease * 2);
             let d = if self.rng.chance(0.5) { long } else { short };
             let addr = self.addrs[self.rng.index(self.addrs.len())];
-            match self.rng.below(23) {
+            match self.rng.below(24) {
                 0 => {
                     self.push(
                         at,
@@ -1648,6 +1663,10 @@ impl World {
                 17 => self.push(at, Ev::Fault(Fault::AddIp(a, addr))),
                 18 => self.push(at, Ev::Fault(Fault::DelIp(a, addr))),
                 19 => self.push(at, Ev::Fault(Fault::ReloadIps(a))),
+                22 => {
+                    self.push(at, Ev::Fault(Fault::PartitionLeader { with: b }));
+                    self.push(at + long, Ev::Fault(Fault::Partition(vec![true; n])));
+                }
                 20 => {
                     // A one-way cut of one node from every other.
                     for o in (0..n).filter(|&o| o != a) {
@@ -1779,6 +1798,20 @@ impl World {
                 }
             }
             Fault::ReloadIps(i) => self.reload(i),
+            Fault::PartitionLeader { with } => {
+                let leader = (0..n).find(|&i| {
+                    self.nodes[i]
+                        .cd
+                        .as_ref()
+                        .is_some_and(|m| m.membership().leader == Some(pnn(i)))
+                });
+                if let Some(l) = leader {
+                    let others: Vec<usize> = (0..n).filter(|&i| i != l).collect();
+                    let mate = others[with % others.len()];
+                    let side: Vec<bool> = (0..n).map(|i| i == l || i == mate).collect();
+                    self.fault(Fault::Partition(side));
+                }
+            }
             Fault::DelHosted(i) => {
                 let hosted = self.nodes[i]
                     .fo
@@ -1989,7 +2022,7 @@ impl World {
             } else if self.nodes[i].fo.is_some() && self.nodes[i].powered {
                 consider(self.nodes[i].fo_frozen_until);
             }
-            if let Some(end) = self.nodes[i].kernel.lease_end {
+            for &end in self.nodes[i].kernel.lease.values() {
                 // Serving changes then (checked by the invariant).
                 let r = self.real_of(i, end);
                 if r > self.now {
@@ -2005,8 +2038,7 @@ impl World {
         let n = &self.nodes[i];
         n.powered
             && n.kernel.configured.contains(&a)
-            && n.kernel.lease_set.contains(&a)
-            && n.kernel.lease_end.is_some_and(|e| self.local(i) < e)
+            && n.kernel.lease.get(&a).is_some_and(|&e| self.local(i) < e)
     }
 
     fn check_safety(&self) -> Option<Violation> {
