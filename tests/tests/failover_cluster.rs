@@ -860,3 +860,57 @@ fn failover_cluster_restart_after_a_lease_break_does_not_adopt() {
         bed.logs()
     );
 }
+
+/// Hole 3 with real processes: node H's failoverd hangs (SIGSTOP; its
+/// clusterd goes on, so H stays connected and keeps its lease), then node D
+/// powers off. Every run fails on H's missing report until the leader
+/// leaves H out (three runs); then D's addresses move to node 0, while H's
+/// own stay with it (it may still hold them).
+#[test]
+fn failover_cluster_hung_failoverd_does_not_block_another_failover() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    require_root();
+    let list = [201, 202, 203, 204, 205, 206];
+    let bed = Bed::new("foc7", &list);
+    let placed = bed.wait_placed("every address hosted exactly once", &list);
+    let (dying, theirs, _) = bed.victim(&placed);
+    let hung = (1..3).find(|&i| i != dying).unwrap();
+    let on_hung: Vec<IpAddr> = placed
+        .iter()
+        .filter(|(_, n)| **n == hung)
+        .map(|(a, _)| *a)
+        .collect();
+    let pid = bed.failoverd_pids.lock().unwrap()[hung];
+    let pid = Pid::from_raw(i32::try_from(pid).unwrap());
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let t0 = Instant::now();
+    bed.power_off(dying);
+    let moved = wait_for("the dead node's addresses on node 0", LIMIT, POLL, || {
+        let p = bed.placement(&list)?;
+        theirs.iter().all(|a| p[a] == 0).then_some(p)
+    });
+    let after = t0.elapsed();
+    kill(pid, Signal::SIGCONT).unwrap();
+    let moved = match moved {
+        Ok(p) => p,
+        Err(e) => panic!("{e}\n{}", bed.logs()),
+    };
+    eprintln!(
+        "failoverd of node {hung} stopped, node {dying} off: its addresses {theirs:?} on node 0 after {after:?}"
+    );
+    for a in &on_hung {
+        assert_eq!(
+            moved[a], hung,
+            "{a} was given away from the hung node: {moved:?}"
+        );
+    }
+    let log =
+        std::fs::read_to_string(bed.c.scratch.join("node0-failoverd.log")).unwrap_or_default();
+    assert!(
+        log.contains(&format!("left_out={{{hung}}}")),
+        "node 0 never left node {hung} out:\n{}",
+        bed.logs()
+    );
+}
