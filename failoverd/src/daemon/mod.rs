@@ -271,6 +271,17 @@ pub async fn run(
                 ctx.lock().node.news(lease::now(), news, &mut node_out);
                 if first {
                     adopted = true;
+                    // The gate and the lease watch know the lease before
+                    // adoption: it may wait for hooks, the watch does not.
+                    let until = {
+                        let s = ctx.lock();
+                        s.node
+                            .lease_until()
+                            .filter(|_| s.node.lease_valid(lease::now()))
+                            .map(lease::instant)
+                    };
+                    ctx.exec.set_lease(until);
+                    ctx.lease_tx.send_replace(until);
                     let since = {
                         let s = ctx.lock();
                         (s.node.lease_valid(lease::now()) && s.node.lease_since_ns() > 0)
