@@ -458,6 +458,18 @@ pub struct World {
     out: Vec<Output>,
     /// Print what happens to stderr (`SIM_TRACE=1`).
     trace: bool,
+    /// Per node: when its processes are due (real time), cached.
+    wake: Vec<Wake>,
+    /// Nodes whose `wake` must be recomputed.
+    dirty: Vec<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Wake {
+    cd: Option<Duration>,
+    fo: Option<Duration>,
+    /// A thaw or a lease element's expiry.
+    other: Option<Duration>,
 }
 
 macro_rules! trace {
@@ -566,6 +578,8 @@ impl World {
             quiet_at: profile.fault_phase,
             out: Vec::new(),
             trace: std::env::var_os("SIM_TRACE").is_some(),
+            wake: Vec::new(),
+            dirty: Vec::new(),
         };
         for i in 0..n {
             w.start_clusterd(i);
@@ -1948,6 +1962,11 @@ impl World {
     }
 
     fn handle(&mut self, ev: Ev) {
+        match &ev {
+            Ev::Deliver { to, .. } => self.touch(*to),
+            Ev::News { node, .. } | Ev::OpDone { node, .. } => self.touch(*node),
+            Ev::Fault(_) => self.dirty.fill(true),
+        }
         match ev {
             Ev::Deliver { from, to, msg } => {
                 // A link that went down meanwhile loses what was in flight.
@@ -2001,36 +2020,65 @@ impl World {
     }
 
     /// The next real instant something happens.
-    fn next_time(&self) -> Option<Duration> {
-        let mut best = self.queue.keys().next().map(|(t, _)| *t);
-        let mut consider = |t: Duration| {
-            best = Some(best.map_or(t, |b| b.min(t)));
+    /// When node i's processes are due and when its serving may change
+    /// (real times).
+    fn node_wake(&self, i: usize) -> Wake {
+        let mut w = Wake::default();
+        let mut other = |t: Duration| {
+            w.other = Some(w.other.map_or(t, |b: Duration| b.min(t)));
         };
-        for i in 0..self.nodes.len() {
-            if self.cd_runs(i) {
-                if let Some(m) = self.nodes[i].cd.as_ref() {
-                    let local = self.local(i);
-                    consider(self.real_of(i, m.next_deadline(local)));
-                }
-            } else if self.nodes[i].cd.is_some() && self.nodes[i].powered {
-                consider(self.nodes[i].cd_frozen_until);
+        if self.cd_runs(i) {
+            if let Some(m) = self.nodes[i].cd.as_ref() {
+                let local = self.local(i);
+                w.cd = Some(self.real_of(i, m.next_deadline(local)));
             }
-            if self.fo_runs(i) {
-                if let Some(d) = self.fo_deadline(i) {
-                    consider(self.real_of(i, d));
-                }
-            } else if self.nodes[i].fo.is_some() && self.nodes[i].powered {
-                consider(self.nodes[i].fo_frozen_until);
+        } else if self.nodes[i].cd.is_some() && self.nodes[i].powered {
+            other(self.nodes[i].cd_frozen_until);
+        }
+        if self.fo_runs(i) {
+            if let Some(d) = self.fo_deadline(i) {
+                w.fo = Some(self.real_of(i, d));
             }
-            for &end in self.nodes[i].kernel.lease.values() {
-                // Serving changes then (checked by the invariant).
-                let r = self.real_of(i, end);
-                if r > self.now {
-                    consider(r);
-                }
+        } else if self.nodes[i].fo.is_some() && self.nodes[i].powered {
+            other(self.nodes[i].fo_frozen_until);
+        }
+        for &end in self.nodes[i].kernel.lease.values() {
+            // Serving changes then (checked by the invariant).
+            let r = self.real_of(i, end);
+            if r > self.now {
+                other(r);
+            }
+        }
+        w
+    }
+
+    /// The next real instant something happens (recomputing only the nodes
+    /// something happened to).
+    fn next_time(&mut self) -> Option<Duration> {
+        let n = self.nodes.len();
+        self.wake.resize(n, Wake::default());
+        self.dirty.resize(n, true);
+        let mut best = self.queue.keys().next().map(|(t, _)| *t);
+        for i in 0..n {
+            if self.dirty[i] {
+                self.wake[i] = self.node_wake(i);
+                self.dirty[i] = false;
+            }
+            for t in [self.wake[i].cd, self.wake[i].fo, self.wake[i].other]
+                .into_iter()
+                .flatten()
+            {
+                best = Some(best.map_or(t, |b| b.min(t)));
             }
         }
         best
+    }
+
+    /// Something happened to node i: recompute when it is due.
+    fn touch(&mut self, i: usize) {
+        if let Some(d) = self.dirty.get_mut(i) {
+            *d = true;
+        }
     }
 
     /// Does node i serve `a` now (configured, leased, lease alive)?
@@ -2248,18 +2296,21 @@ impl World {
                 let ev = entry.remove();
                 self.handle(ev);
             }
+            // Processes due at the step's start (one made due by an event
+            // of this step runs at the next, a microsecond later).
             for i in 0..self.nodes.len() {
-                if self.cd_runs(i) {
-                    let local = self.local(i);
-                    let due = self.nodes[i]
-                        .cd
-                        .as_ref()
-                        .is_some_and(|m| m.next_deadline(local) <= local);
-                    if due {
-                        self.cd_tick(i);
-                    }
+                let w = self.wake.get(i).copied().unwrap_or_default();
+                let now = self.now;
+                let due = |t: Option<Duration>| t.is_some_and(|t| t <= now);
+                if due(w.other) {
+                    self.touch(i);
                 }
-                if self.fo_runs(i) && self.fo_deadline(i).is_some_and(|d| d <= self.local(i)) {
+                if self.cd_runs(i) && due(w.cd) {
+                    self.touch(i);
+                    self.cd_tick(i);
+                }
+                if self.fo_runs(i) && due(w.fo) {
+                    self.touch(i);
                     self.fo_tick(i);
                 }
             }
