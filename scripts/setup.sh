@@ -12,6 +12,7 @@ PACKAGES=(
     iputils-arping               # ARP checks by hand (docs)
     tcpdump                      # packet captures in tests
     ctdb                         # CTDB's cluster-lock helper (ctdb_mutex_fcntl_helper)
+    keepalived                   # the failover benchmark's baseline (VRRPv3)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,6 +1,17 @@
-//! `bench failover [--trials N] [--profile default|fast|both] [--mass N] [--no-phases]`:
+//! `bench failover [--trials N] [--profile default|fast|both] [--mass N]
+//! [--keepalived-mass N] [--no-keepalived] [--no-phases]`:
 //! failover as a client sees it, with real daemons (transportd, clusterd,
-//! conntrackd, failoverd) on 3 node namespaces and a client namespace.
+//! conntrackd, failoverd) on 3 node namespaces and a client namespace,
+//! beside keepalived on the same topology in the same run (the baseline,
+//! `bench::keepalived`: VRRPv3, one instance per address, its default 1 s
+//! adverts for the default profile and 10 ms adverts for the fast one).
+//!
+//! Every figure counts every kind of victim: even trials kill the leader
+//! (the address is moved to it first if needed), odd trials a follower;
+//! `*_reconnect_p50` is over all trials, `*_victim_leader` and
+//! `*_victim_not_leader` split them, each with keepalived's reconnect p50
+//! as baseline. Mass failover runs once with node 0 leading and once with
+//! node 0 unable to lead.
 //!
 //! Each trial: every public address is hosted exactly once; the client
 //! holds an idle connection (blocked in a read) to 198.51.100.1 and its
@@ -15,10 +26,10 @@
 //! only makes the majority), with `NoIPFailback = 1`; nodes 0 and 2 start
 //! first, so node 0 hosts them all, then node 1 joins (and, without
 //! failback, takes none); node 0 is powered off; measured T0 → every one of
-//! its addresses accepts a new connection from the client.
-//! Its baseline is the single-address reconnect p50 of the same profile
-//! over the trials whose victim was not the leader (the mass victim is not
-//! the leader either), measured in the same run.
+//! its addresses accepts a new connection from the client. Its baseline is
+//! the single-address reconnect p50 of the same profile and victim kind,
+//! measured in the same run; the same with `--keepalived-mass` addresses
+//! (default 64) has keepalived's time for as many addresses as baseline.
 //!
 //! Phases (unless `--no-phases`): each single-address trial is broken down
 //! into when a survivor's clusterd published the victim DISCONNECTED, when
@@ -44,13 +55,13 @@ use crate::bench::{percentile, Figure};
 use crate::cluster::{bin_path, TestCluster};
 use crate::netns::wait_for;
 
-const PORT: u16 = 7446;
+pub(crate) const PORT: u16 = 7446;
 const POLL: Duration = Duration::from_millis(20);
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// The i-th public address (0-based): 198.51.100.1-254 then
 /// 203.0.113.1-254, skipping the client's .100 (up to 506 addresses).
-fn public(i: usize) -> IpAddr {
+pub(crate) fn public(i: usize) -> IpAddr {
     let per_net = 253;
     let (net, k) = if i < per_net {
         ([198, 51, 100], i)
@@ -97,18 +108,7 @@ impl Bed {
         non_leaders: &[usize],
     ) -> Result<Bed> {
         let c = TestCluster::new(tag, 3)?;
-        let mut eth1_ports = Vec::new();
-        for n in &c.nodes {
-            eth1_ports.push(c.lan.attach(&n.ns, "eth1")?);
-            n.ns.ip(&["link", "set", "eth1", "up"])?;
-            for (k, v) in [("arp_ignore", "1"), ("arp_announce", "2")] {
-                n.ns.exec_ok("sysctl", &["-qw", &format!("net.ipv4.conf.all.{k}={v}")])?;
-            }
-        }
-        c.client
-            .ip(&["addr", "add", "198.51.100.100/24", "dev", "eth0"])?;
-        c.client
-            .ip(&["addr", "add", "203.0.113.100/24", "dev", "eth0"])?;
+        let eth1_ports = public_lan(&c)?;
         let nodes: String = c.nodes.iter().map(|n| format!("{}\n", n.addr)).collect();
         let (garp_interval, scan) = if profile == "fast" {
             (20, 100)
@@ -346,7 +346,7 @@ impl Bed {
 }
 
 /// The public addresses configured in namespace `ns`.
-fn addresses_on(ns: &str) -> Vec<IpAddr> {
+pub(crate) fn addresses_on(ns: &str) -> Vec<IpAddr> {
     let Ok(out) = Command::new("ip")
         .args(["-n", ns, "-o", "-4", "addr", "show"])
         .output()
@@ -364,13 +364,42 @@ fn addresses_on(ns: &str) -> Vec<IpAddr> {
         .collect()
 }
 
+/// Gives every node a public port `eth1` on the LAN (the client's side of
+/// it has 198.51.100.100/24 and 203.0.113.100/24), the topology of the
+/// benchmark for ipfailover and for keepalived alike. Returns the switch
+/// ports of the `eth1`s.
+pub(crate) fn public_lan(c: &TestCluster) -> Result<Vec<String>> {
+    let mut eth1_ports = Vec::new();
+    for n in &c.nodes {
+        eth1_ports.push(c.lan.attach(&n.ns, "eth1")?);
+        n.ns.ip(&["link", "set", "eth1", "up"])?;
+        for (k, v) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+            n.ns.exec_ok("sysctl", &["-qw", &format!("net.ipv4.conf.all.{k}={v}")])?;
+        }
+    }
+    c.client
+        .ip(&["addr", "add", "198.51.100.100/24", "dev", "eth0"])?;
+    c.client
+        .ip(&["addr", "add", "203.0.113.100/24", "dev", "eth0"])?;
+    Ok(eth1_ports)
+}
+
 /// Runs `f` on a new thread inside the client's namespace (not joined).
 fn in_client<F, R>(bed: &Bed, f: F) -> std::thread::JoinHandle<Result<R>>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    let path = format!("/run/netns/{}", bed.c.client.name());
+    in_ns(bed.c.client.name(), f)
+}
+
+/// Runs `f` on a new thread inside namespace `ns` (not joined).
+pub(crate) fn in_ns<F, R>(ns: &str, f: F) -> std::thread::JoinHandle<Result<R>>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || -> Result<R> {
         let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
         nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
@@ -381,7 +410,7 @@ where
 
 /// Tries new connections to `to` until one succeeds (bounded by LIMIT);
 /// returns when it did.
-fn first_connect(to: SocketAddr) -> Option<Instant> {
+pub(crate) fn first_connect(to: SocketAddr) -> Option<Instant> {
     let end = Instant::now() + LIMIT;
     while Instant::now() < end {
         if TcpStream::connect_timeout(&to, Duration::from_millis(10)).is_ok() {
@@ -401,7 +430,26 @@ struct Trial {
 
 /// One single-address failover; trial `n` (names its capture file). With
 /// `phases`, also breaks it down into phases (logs and a packet capture).
-fn trial(bed: &mut Bed, n: usize, phases: bool) -> Result<Trial> {
+fn trial(bed: &mut Bed, n: usize, phases: bool, leader_victim: bool) -> Result<Trial> {
+    // The victim kind asked for: move the address to the leader, or away
+    // from it, first (a figure counts over every kind of victim).
+    let settled = bed.wait_settled()?;
+    let leader: Option<usize> =
+        (0..3).find_map(|i| bed.cli(i, &["leader"]).ok()?.trim().parse().ok());
+    if let Some(leader) = leader {
+        let at = settled[&public(0)];
+        let want = if leader_victim {
+            leader
+        } else {
+            (0..3).find(|&i| i != leader).unwrap_or(0)
+        };
+        if (at == leader) != leader_victim {
+            let _ = bed.cli(
+                leader,
+                &["moveip", &public(0).to_string(), &want.to_string()],
+            );
+        }
+    }
     // Settled, and still the same 300 ms later (the last run's
     // announcements are over, and no run was still moving addresses: a
     // trial that starts while the address moves measures nothing).
@@ -488,17 +536,19 @@ fn trial(bed: &mut Bed, n: usize, phases: bool) -> Result<Trial> {
     Ok(result)
 }
 
-fn mass(profile: &str, count: usize) -> Result<(f64, f64)> {
+/// Mass failover of `count` addresses hosted by node 0, which leads when
+/// `victim_leads` (it starts first, with node 2) and otherwise cannot
+/// lead.
+fn mass(profile: &str, count: usize, victim_leads: bool) -> Result<(f64, f64)> {
     let addrs: Vec<IpAddr> = (0..count).map(public).collect();
+    let non_leaders: &[usize] = if victim_leads { &[] } else { &[0] };
     let mut bed = Bed::new(
-        &format!("bfm{}", &profile[..1]),
+        &format!("bfm{}{}", &profile[..1], u8::from(victim_leads)),
         profile,
         vec![addrs.clone(), addrs.clone(), Vec::new()],
         "[tunables]\nNoIPFailback = 1\n",
         &[0, 2],
-        // Node 0 cannot lead, so the victim is not the leader: the figure
-        // compares with single-address trials whose victim did not lead.
-        &[0],
+        non_leaders,
     )?;
     bed.powered[1] = false;
     wait_for("node 0 hosting every address", LIMIT, POLL, || {
@@ -638,6 +688,11 @@ pub fn run(args: &[String]) -> Result<()> {
     let profile: String = arg(args, "--profile", "both".to_string())?;
     let mass_count: usize = arg(args, "--mass", 256)?;
     let phases = !args.iter().any(|a| a == "--no-phases");
+    let baseline = !args.iter().any(|a| a == "--no-keepalived");
+    let kl_mass: usize = arg(args, "--keepalived-mass", 64)?;
+    if kl_mass > 255 {
+        bail!("--keepalived-mass 0..=255 (one VRRP instance per address)");
+    }
     if trials == 0 || trials > 100 || mass_count > 506 {
         bail!("--trials 1..=100, --mass 0..=506");
     }
@@ -648,6 +703,45 @@ pub fn run(args: &[String]) -> Result<()> {
         other => bail!("--profile default|fast|both, not {other}"),
     };
     for p in profiles {
+        // The baseline first, on the same topology, in the same run.
+        let kl = if baseline {
+            Some(super::keepalived::measure(p, trials, kl_mass, 3)?)
+        } else {
+            None
+        };
+        let kl_p50 = kl
+            .as_ref()
+            .map(|k| percentile(&mut k.reconnect.clone(), 50.0));
+        if let Some(k) = &kl {
+            let mut r = k.reconnect.clone();
+            Figure::plain(
+                "failover",
+                &format!("keepalived_{p}_reconnect_p50"),
+                percentile(&mut r, 50.0),
+                "ms",
+            )
+            .print();
+            Figure::plain(
+                "failover",
+                &format!("keepalived_{p}_reconnect_p99"),
+                percentile(&mut r, 99.0),
+                "ms",
+            )
+            .print();
+            if !k.mass_all.is_empty() {
+                Figure::plain(
+                    "failover",
+                    &format!("keepalived_{p}_mass{kl_mass}_all_answer_p50"),
+                    percentile(&mut k.mass_all.clone(), 50.0),
+                    "ms",
+                )
+                .print();
+            }
+        }
+        let with_kl = |metric: String, value: f64| match kl_p50 {
+            Some(b) => Figure::with_baseline("failover", &metric, value, "ms", b),
+            None => Figure::plain("failover", &metric, value, "ms"),
+        };
         let list: Vec<IpAddr> = (0..6).map(public).collect();
         let mut bed = Bed::new(
             &format!("bf{}", &p[..1]),
@@ -661,9 +755,13 @@ pub fn run(args: &[String]) -> Result<()> {
         let mut reset = Vec::new();
         let mut not_reset = 0usize;
         let mut follower_reconnect = Vec::new();
+        let mut leader_reconnect = Vec::new();
+        let (mut follower_reset, mut leader_reset) = (Vec::new(), Vec::new());
         let (mut follower_phases, mut leader_phases) = (Vec::new(), Vec::new());
         for t in 0..trials {
-            let r = trial(&mut bed, t, phases).with_context(|| format!("{p} trial {t}"))?;
+            // Half the trials kill the leader, half a follower.
+            let r =
+                trial(&mut bed, t, phases, t % 2 == 0).with_context(|| format!("{p} trial {t}"))?;
             eprintln!(
                 "{p} trial {t}: reconnect {:.1} ms, idle reset {}{}",
                 r.reconnect_ms,
@@ -690,8 +788,12 @@ pub fn run(args: &[String]) -> Result<()> {
                 }
             }
             reconnect.push(r.reconnect_ms);
-            if !r.victim_led {
+            if r.victim_led {
+                leader_reconnect.push(r.reconnect_ms);
+                leader_reset.extend(r.reset_ms);
+            } else {
                 follower_reconnect.push(r.reconnect_ms);
+                follower_reset.extend(r.reset_ms);
             }
             match r.reset_ms {
                 Some(v) => reset.push(v),
@@ -705,14 +807,41 @@ pub fn run(args: &[String]) -> Result<()> {
         print_phases(p, "", &follower_phases);
         print_phases(p, "leader_victim_", &leader_phases);
         let p50 = percentile(&mut reconnect.clone(), 50.0);
-        Figure::plain("failover", &format!("{p}_reconnect_p50"), p50, "ms").print();
-        Figure::plain(
-            "failover",
-            &format!("{p}_reconnect_p99"),
+        // Over every trial, whichever node died, beside keepalived's.
+        with_kl(format!("{p}_reconnect_p50"), p50).print();
+        with_kl(
+            format!("{p}_reconnect_p99"),
             percentile(&mut reconnect, 99.0),
-            "ms",
         )
         .print();
+        for (kind, rec, res) in [
+            ("leader", &leader_reconnect, &leader_reset),
+            ("not_leader", &follower_reconnect, &follower_reset),
+        ] {
+            if rec.is_empty() {
+                eprintln!("{p}: no trial whose victim was {kind}");
+                continue;
+            }
+            with_kl(
+                format!("{p}_reconnect_p50_victim_{kind}"),
+                percentile(&mut rec.clone(), 50.0),
+            )
+            .print();
+            with_kl(
+                format!("{p}_reconnect_p99_victim_{kind}"),
+                percentile(&mut rec.clone(), 99.0),
+            )
+            .print();
+            if !res.is_empty() {
+                Figure::plain(
+                    "failover",
+                    &format!("{p}_idle_reset_p50_victim_{kind}"),
+                    percentile(&mut res.clone(), 50.0),
+                    "ms",
+                )
+                .print();
+            }
+        }
         if !reset.is_empty() {
             Figure::plain(
                 "failover",
@@ -737,35 +866,50 @@ pub fn run(args: &[String]) -> Result<()> {
             "trials",
         )
         .print();
-        let follower_p50 = if follower_reconnect.is_empty() {
-            p50
-        } else {
-            percentile(&mut follower_reconnect, 50.0)
-        };
-        Figure::plain(
-            "failover",
-            &format!("{p}_reconnect_p50_victim_not_leader"),
-            follower_p50,
-            "ms",
-        )
-        .print();
         if mass_count > 0 {
-            let (m, configured) = mass(p, mass_count)?;
-            Figure::plain(
-                "failover",
-                &format!("{p}_mass{mass_count}_all_configured"),
-                configured,
-                "ms",
-            )
-            .print();
-            Figure::with_baseline(
-                "failover",
-                &format!("{p}_mass{mass_count}_all_answer"),
-                m,
-                "ms",
-                follower_p50,
-            )
-            .print();
+            // Against the same profile's single-address reconnect p50 of
+            // the same victim kind.
+            for (leads, kind, rec) in [
+                (true, "leader", &leader_reconnect),
+                (false, "not_leader", &follower_reconnect),
+            ] {
+                let single = if rec.is_empty() {
+                    p50
+                } else {
+                    percentile(&mut rec.clone(), 50.0)
+                };
+                let (m, configured) = mass(p, mass_count, leads)?;
+                Figure::plain(
+                    "failover",
+                    &format!("{p}_mass{mass_count}_all_configured_victim_{kind}"),
+                    configured,
+                    "ms",
+                )
+                .print();
+                Figure::with_baseline(
+                    "failover",
+                    &format!("{p}_mass{mass_count}_all_answer_victim_{kind}"),
+                    m,
+                    "ms",
+                    single,
+                )
+                .print();
+            }
+        }
+        if let Some(k) = kl.as_ref().filter(|k| !k.mass_all.is_empty()) {
+            // The same count as keepalived's, against keepalived's.
+            let kl_m = percentile(&mut k.mass_all.clone(), 50.0);
+            for (leads, kind) in [(true, "leader"), (false, "not_leader")] {
+                let (m, _) = mass(p, kl_mass, leads)?;
+                Figure::with_baseline(
+                    "failover",
+                    &format!("{p}_mass{kl_mass}_all_answer_victim_{kind}"),
+                    m,
+                    "ms",
+                    kl_m,
+                )
+                .print();
+            }
         }
     }
     Ok(())

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod conntrack;
 pub mod failover;
 pub mod failover_node;
+pub mod keepalived;
 pub mod memory;
 pub mod netlink;
 pub mod netlink_diag;
