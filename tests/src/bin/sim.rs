@@ -1,4 +1,5 @@
-//! `sim --schedules N --seed S [--profile default|fast] [--inject-bug NAME]`:
+//! `sim --schedules N --seed S [--profile default|fast] [--inject-bug NAME]
+//! [--jobs J]`:
 //! the whole-node deterministic simulator (see `tests::sim`). Prints JSON
 //! lines; exits 1 when a violation was found.
 
@@ -9,12 +10,13 @@ use tests::sim::{self, Bug, Options, Profile};
 fn usage() -> String {
     let bugs: Vec<&str> = Bug::ALL.iter().map(|(n, _)| *n).collect();
     format!(
-        "usage: sim [--schedules N] [--seed S] [--profile default|fast] [--inject-bug NAME]; bugs: {}",
+        "usage: sim [--schedules N] [--seed S] [--profile default|fast] [--inject-bug NAME] [--jobs J]; bugs: {}",
         bugs.join(", ")
     )
 }
 
-fn parse(args: &[String]) -> Result<Options, String> {
+fn parse(args: &[String]) -> Result<(Options, u64), String> {
+    let mut jobs = 1;
     let mut opts = Options {
         schedules: 1000,
         seed: 1,
@@ -32,6 +34,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--schedules" => {
                 opts.schedules = value()?.parse().map_err(|e| format!("--schedules: {e}"))?;
             }
+            "--jobs" => jobs = value()?.parse().map_err(|e| format!("--jobs: {e}"))?,
             "--seed" => opts.seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
             "--profile" => {
                 let v = value()?;
@@ -45,19 +48,19 @@ fn parse(args: &[String]) -> Result<Options, String> {
             other => return Err(format!("unknown option {other}\n{}", usage())),
         }
     }
-    Ok(opts)
+    Ok((opts, jobs))
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts = match parse(&args) {
+    let (opts, jobs) = match parse(&args) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
-    let summary = sim::run(&opts, None);
+    let summary = sim::run_parallel(&opts, jobs);
     for f in &summary.found {
         eprintln!(
             "violation (replay: --schedules 1 --seed {}): {:?}",

@@ -78,9 +78,45 @@ pub fn run_one(profile: Profile, seed: u64, bug: Option<Bug>) -> Outcome {
 /// violations (`None`: never).
 #[must_use]
 pub fn run(opts: &Options, stop_after: Option<u64>) -> Summary {
+    run_part(opts, stop_after, 0, 1)
+}
+
+/// [`run`] on `jobs` threads (schedule `k` on thread `k % jobs`): the same
+/// schedules, the same totals.
+#[must_use]
+pub fn run_parallel(opts: &Options, jobs: u64) -> Summary {
+    let jobs = jobs.max(1);
+    let started = Instant::now();
+    let parts: Vec<Summary> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..jobs)
+            .map(|j| scope.spawn(move || run_part(opts, None, j, jobs)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut s = Summary::default();
+    for p in parts {
+        s.schedules += p.schedules;
+        s.steps += p.steps;
+        s.violations += p.violations;
+        s.found.extend(p.found);
+        if p.worst_convergence > s.worst_convergence {
+            s.worst_convergence = p.worst_convergence;
+            s.worst_seed = p.worst_seed;
+        }
+    }
+    s.found.sort_by_key(|f| f.seed);
+    s.found.truncate(10);
+    s.elapsed = started.elapsed();
+    s
+}
+
+fn run_part(opts: &Options, stop_after: Option<u64>, part: u64, parts: u64) -> Summary {
     let started = Instant::now();
     let mut s = Summary::default();
-    for k in 0..opts.schedules {
+    for k in (part..opts.schedules).step_by(usize::try_from(parts).unwrap_or(1)) {
         let seed = opts.seed.wrapping_add(k);
         let o = run_one(opts.profile, seed, opts.bug);
         s.schedules += 1;
