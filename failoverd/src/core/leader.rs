@@ -107,7 +107,14 @@ pub enum LeaderAction<W> {
     /// Leadership moved: route this request again (forward it if it came
     /// from this node, else refuse it).
     Reroute(W),
+    /// Too many requests wait for a run: refuse this one (the oldest).
+    Busy(W),
 }
+
+/// Requests waiting for a run or a move at most; the oldest is refused
+/// beyond (a node asks again, so waiting requests must not pile up while
+/// runs fail).
+pub const MAX_WAITING: usize = 256;
 
 /// How a run went, as the shell reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -320,6 +327,10 @@ impl<W> LeaderCore<W> {
         }
         self.need_run = true;
         self.waiters.push((self.next_seq, w));
+        if self.waiters.len() > MAX_WAITING {
+            let (_, oldest) = self.waiters.remove(0);
+            out.push(LeaderAction::Busy(oldest));
+        }
         self.start(now, out);
     }
 
@@ -330,6 +341,11 @@ impl<W> LeaderCore<W> {
             return;
         }
         self.moves.push_back((mv, w));
+        if self.moves.len() > MAX_WAITING {
+            if let Some((_, oldest)) = self.moves.pop_front() {
+                out.push(LeaderAction::Busy(oldest));
+            }
+        }
         self.start(now, out);
     }
 

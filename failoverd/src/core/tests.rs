@@ -443,3 +443,30 @@ fn left_out_node_keeps_its_addresses_and_others_move() {
         assert!(!list.contains(&ip(2)));
     }
 }
+
+#[test]
+fn waiting_requests_are_bounded_while_runs_fail() {
+    let (mut l, out) = leading(5, &[0, 0, 0]);
+    let seq = started(&out).expect("a run");
+    let mut out = Vec::new();
+    // The run never ends (a node hangs): requests keep coming.
+    let extra = 10u32;
+    let total = u32::try_from(super::leader::MAX_WAITING).expect("small") + extra;
+    for k in 0..total {
+        l.ipreallocate(ms(2), k, &mut out);
+    }
+    assert_eq!(l.queued(), super::leader::MAX_WAITING);
+    let busy: Vec<u32> = out
+        .iter()
+        .filter_map(|a| match a {
+            LeaderAction::Busy(w) => Some(*w),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        busy,
+        (0..extra).collect::<Vec<_>>(),
+        "the oldest are refused"
+    );
+    let _ = seq;
+}

@@ -142,6 +142,15 @@ impl Runs {
                 reply_error(ctx, &req, ErrorCode::Refused, why).await;
             }
             LeaderAction::Reroute(req) => route(ctx, leader, req, out).await,
+            LeaderAction::Busy(req) => {
+                reply_error(
+                    ctx,
+                    &req,
+                    ErrorCode::Refused,
+                    "too many requests wait for a run",
+                )
+                .await;
+            }
         }
     }
 

@@ -1180,6 +1180,7 @@ impl World {
                     }
                     LeaderAction::Answer(w, _) => self.answer(i, w, true),
                     LeaderAction::MoveDone(w, r) => self.answer(i, w, r.is_ok()),
+                    LeaderAction::Busy(w) => self.answer(i, w, false),
                     LeaderAction::Reroute(w) => {
                         let now = self.local(i);
                         let Some(fo) = self.nodes[i].fo.as_mut() else {
