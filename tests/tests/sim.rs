@@ -107,12 +107,15 @@ fn hole1_node_that_keeps_addresses_after_its_lease_is_caught() {
     assert!(matches!(v, Violation::TwoServers { .. }), "{v:?}");
 }
 
-/// Hole 2: without the repeated re-request after a flap (or a restart),
-/// dropped addresses stay unhosted.
+/// Hole 2: without the node's run request after a failoverd restart (or
+/// a lease flap), repeated until a run answers it, dropped addresses stay
+/// unhosted.
 #[test]
 fn hole2_rerequest_after_a_flap_rehosts_the_addresses() {
-    let v = regression(Profile::fast(), SEED_HOLE2, Bug::NoRerequest);
-    assert!(matches!(v, Violation::NoConvergence { .. }), "{v:?}");
+    for seed in SEEDS_HOLE2 {
+        let v = regression(Profile::fast(), seed, Bug::NoRerequest);
+        assert!(matches!(v, Violation::NoConvergence { .. }), "{v:?}");
+    }
 }
 
 /// Hole 6: a failed removal of a deleted address must stay tracked.
@@ -123,7 +126,11 @@ fn hole6_failed_removal_stays_a_tracked_leftover() {
 }
 
 const SEED_HOLE1: u64 = 5;
-const SEED_HOLE2: u64 = 32;
+/// Both restart a failoverd (which removes what it finds): the leader
+/// cannot see that, only the node's own request brings a run. (A lease
+/// flap the leader does not see is rare here: a flap long enough to lose
+/// the lease also disconnects the node in the leader's view.)
+const SEEDS_HOLE2: [u64; 2] = [32, 69];
 const SEED_HOLE6: u64 = 7;
 
 /// Hole 3: node 3's failoverd hangs for good (its clusterd goes on, so it
