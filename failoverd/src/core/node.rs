@@ -451,6 +451,15 @@ impl NodeCore {
         }
     }
 
+    /// `addr` is hosted here now (a take succeeded): it is no leftover, and
+    /// must not be removed by a retry.
+    pub fn hosts(&mut self, addr: IpAddr) {
+        self.leftovers.remove(&addr);
+        if self.leftovers.is_empty() {
+            self.leftover_at = None;
+        }
+    }
+
     /// The result of removing `addr` (a release, a drop, a leftover
     /// removal): gone, or still there.
     pub fn removed(&mut self, now: Duration, addr: IpAddr, gone: bool) {

@@ -232,6 +232,10 @@ fn leftovers_are_retried_until_removed() {
     assert_eq!(out, vec![NodeAction::RemoveLeftovers(vec![ip(7)])]);
     n.removed(ms(10) + retry * 2, ip(7), true);
     assert!(n.leftovers().is_empty());
+    // A leftover taken again is hosted: no retry may remove it.
+    n.removed(ms(20), ip(8), false);
+    n.hosts(ip(8));
+    assert!(n.leftovers().is_empty());
     out.clear();
     n.tick(ms(10) + retry * 4, &mut out);
     assert!(out.is_empty());

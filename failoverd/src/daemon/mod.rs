@@ -372,7 +372,7 @@ async fn on_node_action(
         }
         NodeAction::RemoveLeftovers(list) => {
             let ctx = ctx.clone();
-            tokio::spawn(async move { requests::remove(&ctx, &list).await });
+            tokio::spawn(async move { requests::remove_leftovers(&ctx, &list).await });
         }
         NodeAction::Membership(m) => {
             if m.lease_ok && !leader.active() && m.leader == Some(ctx.pnn) {

@@ -223,6 +223,23 @@ fn refused(e: &crate::core::Refusal) -> (ErrorCode, String) {
     (ErrorCode::Refused, e.to_string())
 }
 
+/// Tries again to remove the core's leftovers in `addrs`: only those still
+/// leftovers and not hosted now (one taken again meanwhile is hosted).
+pub(super) async fn remove_leftovers(ctx: &Ctx, addrs: &[IpAddr]) {
+    let hosted: Vec<IpAddr> = ctx.exec.hosted().iter().map(|h| h.public.addr).collect();
+    let still: Vec<IpAddr> = {
+        let s = ctx.lock();
+        addrs
+            .iter()
+            .copied()
+            .filter(|a| s.node.leftovers().contains(a) && !hosted.contains(a))
+            .collect()
+    };
+    for (addr, why) in remove(ctx, &still).await {
+        tracing::warn!(%addr, why, "a leftover address could not be removed yet");
+    }
+}
+
 /// Removes `addrs` from the kernel (a release, a forgotten address, a
 /// leftover); every one that could not be removed stays a leftover of the
 /// core. Returns the failures.
@@ -231,11 +248,17 @@ pub(super) async fn remove(ctx: &Ctx, addrs: &[IpAddr]) -> Vec<(IpAddr, String)>
         return Vec::new();
     }
     let results = ctx.exec.release_many(addrs).await;
+    // One taken again meanwhile (a newer take) is hosted, not a leftover.
+    let hosted: Vec<IpAddr> = ctx.exec.hosted().iter().map(|h| h.public.addr).collect();
     let now = lease::now();
     let mut s = ctx.lock();
     let mut failed = Vec::new();
     for (addr, r) in results {
-        s.node.removed(now, addr, r.is_ok());
+        if hosted.contains(&addr) {
+            s.node.hosts(addr);
+        } else {
+            s.node.removed(now, addr, r.is_ok());
+        }
         if let Err(e) = r {
             tracing::warn!(%addr, error = %e, "removal failed: kept as a leftover");
             failed.push((addr, e.to_string()));
@@ -311,6 +334,7 @@ async fn take(ctx: &Ctx, from: Pnn, req: TakeIps) -> Result<StepResult, (ErrorCo
         let mut s = ctx.lock();
         for a in &taken {
             s.owners.insert(*a, ctx.pnn);
+            s.node.hosts(*a);
         }
     }
     Ok(StepResult { failed })

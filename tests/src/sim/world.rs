@@ -355,6 +355,8 @@ enum Op {
         ips: Vec<IpAddr>,
     },
     Remove(Vec<IpAddr>),
+    /// A retry: only those still leftovers and not hosted when it runs.
+    RemoveLeftovers(Vec<IpAddr>),
 }
 
 #[derive(Debug, Clone)]
@@ -826,7 +828,7 @@ impl World {
                     }
                     self.send_fo(i, idx(leader), FoMsg::Realloc { id, mv: None });
                 }
-                NodeAction::RemoveLeftovers(list) => self.enqueue(i, Op::Remove(list)),
+                NodeAction::RemoveLeftovers(list) => self.enqueue(i, Op::RemoveLeftovers(list)),
                 NodeAction::Membership(mut m) => {
                     if self.bug == Some(Bug::SkipLeaseMargin) && m.leader == Some(pnn(i)) {
                         m.reassignable = m
@@ -920,6 +922,7 @@ impl World {
                             continue;
                         }
                         fo.hosted.insert(a);
+                        fo.core.hosts(a);
                         fo.owners.insert(a, pnn(i));
                         node.kernel.configured.insert(a);
                         // The element first, then the address.
@@ -948,6 +951,13 @@ impl World {
             }
             Op::Remove(ips) => {
                 self.remove(i, &ips);
+            }
+            Op::RemoveLeftovers(ips) => {
+                let still: Vec<IpAddr> = ips
+                    .into_iter()
+                    .filter(|a| fo.core.leftovers().contains(a) && !fo.hosted.contains(a))
+                    .collect();
+                self.remove(i, &still);
             }
         }
         let at = self.now + d;
