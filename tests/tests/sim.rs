@@ -187,3 +187,22 @@ fn one_seed_replays_one_schedule() {
         "another seed, another schedule"
     );
 }
+
+/// Schedules the first long run found violations in (at commit b075657),
+/// each fixed since: a new leader gave away an address that one node
+/// (correctly) believed to be on a cut-off node because another node's
+/// stale belief came first (the planner now pins an address when any
+/// belief names a blocked node); and after every clusterd restarted,
+/// generations started low again and a node that had seen high ones
+/// refused every run (the highest-generation count now starts again when
+/// the leader changes or the generation goes back).
+#[test]
+fn long_run_findings_stay_fixed() {
+    let p = Profile::default_profile();
+    for seed in [
+        12206, 19250, 75388, 98858, 18563, 30925, 35634, 51885, 58192, 74077, 86632, 92873, 98545,
+    ] {
+        let o = run_one(p, seed, None);
+        assert_eq!(o.violation, None, "seed {seed}");
+    }
+}

@@ -25,7 +25,9 @@
 //!   membership's nor than the highest generation seen in any TAKE or
 //!   RELEASE — refused ones included, since they prove a newer run exists
 //!   (a generation this node made up while it was cut off proves nothing:
-//!   the leader it joins may have a lower one) — and a
+//!   the leader it joins may have a lower one; and the count starts again
+//!   when the leader changes or the generation goes back — a restarted
+//!   clusterd or cluster starts low) — and a
 //!   TAKE only while the lease is valid. So a TAKE of an old run that
 //!   arrives after a RELEASE of a newer one (another path, a lagging
 //!   membership) is refused.
@@ -166,9 +168,10 @@ pub struct NodeCore {
     /// When the current unbroken lease began (ns; 0: not valid).
     since_ns: u64,
     membership: Option<Membership>,
-    /// The highest generation seen in a TAKE or RELEASE (the current
-    /// membership's counts too, but not older memberships: a generation this
-    /// node made up while cut off says nothing about runs).
+    /// The highest generation seen in a TAKE or RELEASE since the leader
+    /// last changed or the generation went back (the current membership's
+    /// counts too, but not older memberships: a generation this node made
+    /// up while cut off says nothing about runs).
     max_generation: u64,
     /// The lease flapped and no run was seen since it came back.
     want_run: bool,
@@ -289,6 +292,17 @@ impl NodeCore {
         if let Some(m) = membership {
             if m.lease.at_ns >= self.memb_at || self.membership.is_none() {
                 self.memb_at = m.lease.at_ns;
+                // Generations are comparable only within one run of the
+                // cluster under one leader: a new leader, or a generation
+                // that went back (clusterd restarted here, or the whole
+                // cluster did), starts the count again.
+                if self
+                    .membership
+                    .as_ref()
+                    .is_some_and(|o| o.leader != m.leader || m.generation < o.generation)
+                {
+                    self.max_generation = 0;
+                }
                 let mut m = m;
                 m.lease_ok = valid;
                 self.membership = Some(m.clone());

@@ -474,3 +474,17 @@ fn waiting_requests_are_bounded_while_runs_fail() {
     );
     let _ = seq;
 }
+
+/// Found by the simulator: every clusterd restarted (generations start
+/// low again); a node that had seen high generations must not refuse the
+/// new cluster's runs for ever.
+#[test]
+fn a_restarted_cluster_starts_the_generation_count_again() {
+    let mut n = following(1, 0, 5000, ms(5000));
+    assert_eq!(n.check_release(0, 5000), Ok(()));
+    let mut out = Vec::new();
+    let mut m = membership(1, Some(0), 300, &[0, 0, 0]);
+    m.lease = lease(ms(10), Some(ms(5000)));
+    n.news(ms(10), News::Membership(m), &mut out);
+    assert_eq!(n.check_take(ms(11), 0, 300), Ok(()));
+}

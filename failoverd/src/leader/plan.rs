@@ -157,7 +157,9 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     let mut claims: BTreeMap<IpAddr, BTreeSet<Pnn>> = BTreeMap::new();
     let mut knowers: BTreeMap<IpAddr, BTreeSet<Pnn>> = BTreeMap::new();
     let mut available: BTreeMap<IpAddr, BTreeSet<Pnn>> = BTreeMap::new();
-    let mut beliefs: BTreeMap<IpAddr, Pnn> = BTreeMap::new();
+    // Every node's belief, not only the first: they may disagree (a node
+    // that missed a run believes an older owner).
+    let mut beliefs: BTreeMap<IpAddr, BTreeSet<Pnn>> = BTreeMap::new();
     for (&pnn, report) in input.reports {
         for ip in &report.ips {
             knowers.entry(ip.addr).or_default().insert(pnn);
@@ -171,7 +173,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
             }
             if let Some(o) = ip.owner {
                 if o != pnn {
-                    beliefs.entry(ip.addr).or_insert(o);
+                    beliefs.entry(ip.addr).or_default().insert(o);
                 }
             }
         }
@@ -186,23 +188,20 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         if claims.contains_key(addr) {
             continue; // A reachable node hosts it: that claim is the truth.
         }
-        let remembered = input
-            .last_owner
-            .get(addr)
-            .copied()
-            .or_else(|| beliefs.get(addr).copied());
-        match remembered {
-            Some(o) if blocked.contains(&o) => {
+        let memory = input.last_owner.get(addr).copied();
+        let believed = beliefs.get(addr);
+        // Any holder that the memory or any node names and that cannot
+        // say whether it still holds it: the address stays with it (a
+        // belief naming a blocked node outranks a stale memory or another
+        // node's stale belief).
+        let blocked_holder = memory
+            .filter(|o| blocked.contains(o))
+            .or_else(|| believed.and_then(|b| b.iter().copied().find(|o| blocked.contains(o))));
+        match blocked_holder {
+            Some(o) => {
                 pinned.insert(*addr, o);
             }
-            // A belief naming a blocked node outranks a stale memory.
-            Some(_) if beliefs.get(addr).is_some_and(|b| blocked.contains(b)) => {
-                if let Some(&b) = beliefs.get(addr) {
-                    pinned.insert(*addr, b);
-                }
-            }
-            Some(_) => {}
-            None if !blocked.is_empty() => {
+            None if memory.is_none() && believed.is_none() && !blocked.is_empty() => {
                 held.insert(*addr);
             }
             None => {}
@@ -489,6 +488,25 @@ mod tests {
         let p = run(&m, reports, &[]).unwrap();
         assert!(p.held.is_empty());
         assert!(p.owner(ip(3)).is_some());
+    }
+
+    #[test]
+    fn any_belief_naming_a_blocked_node_pins_the_address() {
+        // Found by the simulator: node 0 missed the run that gave .3 to
+        // node 2 and still believes node 1 has it; node 1 knows better.
+        // Node 2 is cut off and may hold .3: it must not be given out.
+        let m = membership(&[0, 0, NodeFlags::DISCONNECTED.bits()], &[]);
+        let reports = vec![
+            report(0, &[1, 2, 3], &[1], &[(3, 1)]),
+            report(1, &[1, 2, 3], &[2], &[(3, 2)]),
+        ];
+        let p = run(&m, reports, &[]).unwrap();
+        assert_eq!(p.pinned.get(&ip(3)), Some(&2), "{p:?}");
+        assert!(p.takes.values().all(|v| !v.contains(&ip(3))));
+        assert!(p
+            .releases
+            .values()
+            .all(|v| v.iter().all(|(a, _)| *a != ip(3))));
     }
 
     #[test]
