@@ -413,6 +413,7 @@ async fn receiver(client: Client, mut incoming: Incoming, inputs: mpsc::Sender<I
 /// shell without waiting (dropped, like a lost packet, if the shell is
 /// [`INPUTS`] inputs behind). No allocation for a heartbeat.
 fn peer_tap(inputs: mpsc::Sender<Input>) -> transport::client::FrameTap {
+    let mut legacy = LegacyLog::default();
     Box::new(move |frame| {
         if frame.header.kind != Kind::Event || frame.header.opcode != PEER {
             return false;
@@ -429,6 +430,10 @@ fn peer_tap(inputs: mpsc::Sender<Input>) -> transport::client::FrameTap {
             tracing::warn!(from = %src, "peer message claims another sender; dropped");
             return true;
         }
+        if matches!(cm, ClusterMsg::LegacyHeartbeat(_)) {
+            legacy.refused(src.pnn, std::time::Instant::now());
+            return true;
+        }
         if let Err(e) = inputs.try_send(Input::Msg(cm)) {
             tracing::debug!(from = %src, error = %e, "clusterd busy: peer message dropped");
         }
@@ -436,10 +441,38 @@ fn peer_tap(inputs: mpsc::Sender<Input>) -> transport::client::FrameTap {
     })
 }
 
+/// Log of refused format-1 heartbeats: one line per peer per
+/// [`LEGACY_LOG_EVERY`], not one per heartbeat.
+#[derive(Default)]
+struct LegacyLog {
+    last: Vec<(Pnn, std::time::Instant)>,
+}
+
+/// How often a peer with the old heartbeat format is named in the log.
+const LEGACY_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl LegacyLog {
+    /// Notes a refused heartbeat of `pnn`; logs (and returns true) at most
+    /// once per [`LEGACY_LOG_EVERY`] per peer.
+    fn refused(&mut self, pnn: Pnn, now: std::time::Instant) -> bool {
+        match self.last.iter_mut().find(|(p, _)| *p == pnn) {
+            Some((_, at)) if now.duration_since(*at) < LEGACY_LOG_EVERY => return false,
+            Some((_, at)) => *at = now,
+            None => self.last.push((pnn, now)),
+        }
+        tracing::error!(
+            peer = pnn,
+            "node {pnn} runs an older clusterd (heartbeat wire format 1, leases granted by the leader alone): its heartbeats are refused and it counts as disconnected; upgrade every node to the same clusterd"
+        );
+        true
+    }
+}
+
 /// The sender a peer message claims.
 fn claimed_sender(m: &ClusterMsg) -> Pnn {
     match m {
         ClusterMsg::Heartbeat(h) => h.from,
+        ClusterMsg::LegacyHeartbeat(h) => h.from,
         ClusterMsg::Membership(u) => u.from,
         ClusterMsg::Admin(a) => a.from,
         ClusterMsg::AdminReply(r) => r.from,
@@ -573,4 +606,22 @@ pub async fn run(
         return Err(DaemonError::TransportClosed);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{LegacyLog, LEGACY_LOG_EVERY};
+
+    #[test]
+    fn a_legacy_peer_is_named_once_a_minute() {
+        let mut log = LegacyLog::default();
+        let t = Instant::now();
+        assert!(log.refused(2, t));
+        assert!(!log.refused(2, t + Duration::from_secs(1)));
+        assert!(log.refused(1, t + Duration::from_secs(1)), "another peer");
+        assert!(!log.refused(2, t + LEGACY_LOG_EVERY - Duration::from_millis(1)));
+        assert!(log.refused(2, t + LEGACY_LOG_EVERY));
+    }
 }

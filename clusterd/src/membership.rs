@@ -22,15 +22,28 @@
 //!   strict majority of the configured (non-deleted) nodes (itself included)
 //!   support it with an echo of one of its heartbeats sent less than `lease`
 //!   ago. With a lock: it supports itself and holds the lock. Only an active
-//!   leader acks leases and may have public IPs reassigned.
-//! * **Leases.** A node's lease runs to `s + lease`, where `s` is the send
-//!   time (its own clock) of a heartbeat that an active leader echoed. The
-//!   leader counts that lease until `r + lease + margin` (`r` = its receive
-//!   time), and, for leases granted by earlier leaders, until
-//!   `active_since + lease + margin`. A node's IPs are reassignable only after
-//!   both.
-//! * **Startup hold.** A (re)started node supports nobody for
-//!   `lease + margin`, since it forgot its promises.
+//!   leader publishes the membership others follow and may have public IPs
+//!   reassigned.
+//! * **Majority leases.** Every node grants its peers' leases: its echo of
+//!   a peer's stamp `s` is a grant (lease until `s + lease` on the peer's
+//!   clock) when it hears the peer both ways, has run for `lease + margin`
+//!   and has not fenced the peer. A node's lease is valid while grants from
+//!   ⌊c/2⌋ peers are in force (a strict majority with itself), or while it
+//!   is the active leader; with a lock also while the active leader's echo
+//!   says so (the old rule). No leader is needed to keep a lease, so a
+//!   leader change touches no other node.
+//! * **Certificates and fences.** A node certifies in its heartbeats the
+//!   peers whose lease is over as far as its grants go (not heard both
+//!   ways, nothing granted received in `lease + margin`) and promises not
+//!   to grant them for `lease + margin` after each such heartbeat. The
+//!   active leader may reassign node N's IPs when ⌈c/2⌉ nodes other than N
+//!   certify it (itself included), each counted until its echo of the
+//!   leader's stamp + `lease`; every strict majority contains one of them.
+//!   With a lock, also the old leader-echo rules.
+//! * **Incarnations.** An echo counts only if it echoes a stamp of this
+//!   instance ([`Member::with_incarnation`]).
+//! * **Startup hold.** A (re)started node supports nobody and grants
+//!   nothing for `lease + margin`, since it forgot its promises.
 //!
 //! Handling a heartbeat allocates nothing unless the published membership
 //! changes, and costs O(nodes).
@@ -41,7 +54,7 @@ use std::time::Duration;
 use crate::flags::NodeFlags;
 use crate::msg::{
     duration_ns, AdminOp, AdminOutcome, AdminReply, AdminRequest, ClusterMsg, Heartbeat, Lease,
-    Membership, MembershipUpdate, NodeInfo, NodeState,
+    Membership, MembershipUpdate, NodeInfo, NodeSet, NodeState,
 };
 use crate::nodes::{NodesError, NodesFile, Pnn};
 
@@ -52,7 +65,7 @@ pub struct Timing {
     pub interval: Duration,
     /// A peer silent (or deaf to us) this long is DISCONNECTED.
     pub dead_after: Duration,
-    /// Lease length, from the send time of an acked heartbeat.
+    /// Lease length, from the send time of a granted heartbeat.
     pub lease: Duration,
     /// Safety margin added by the side that must wait (clock-rate drift and
     /// scheduling delay).
@@ -201,6 +214,21 @@ struct Peer {
     generation: u64,
     granted_until: Option<Duration>,
     update_sent: Option<Duration>,
+    /// The peer's incarnation, from its newest accepted heartbeat.
+    incarnation: u64,
+    /// Our lease as this peer granted it: the newest stamp of ours it
+    /// echoed with `grant`, plus `lease` (our clock).
+    grant_end: Option<Duration>,
+    /// Our receive time of the newest stamp of this peer that we granted.
+    granted_rx: Option<Duration>,
+    /// We promised (by certifying this peer's lease over) not to grant it
+    /// before this time.
+    fence_until: Option<Duration>,
+    /// The nodes whose lease this peer certifies over, from its newest
+    /// heartbeat, and the echo (our stamp) that heartbeat carried: the
+    /// certificate counts until that echo + `lease`.
+    cert: NodeSet,
+    cert_echo: Option<Duration>,
 }
 
 /// One node's membership state machine.
@@ -232,6 +260,8 @@ pub struct Member {
     scratch: Vec<NodeFlags>,
     /// Scratch for the leader's support expiries (no allocation per step).
     scratch_until: Vec<Duration>,
+    /// This instance's incarnation (see [`Member::with_incarnation`]).
+    incarnation: u64,
 }
 
 /// The change counter of a generation (the bits above the PNN byte) never
@@ -295,6 +325,12 @@ impl Member {
                 generation: 0,
                 granted_until: None,
                 update_sent: None,
+                incarnation: 0,
+                grant_end: None,
+                granted_rx: None,
+                fence_until: None,
+                cert: NodeSet::EMPTY,
+                cert_echo: None,
             })
             .collect();
         let mut m = Self {
@@ -329,11 +365,32 @@ impl Member {
             last_lease: false,
             lease_since: None,
             lease_told: None,
+            // Unique per start on one clock; the daemon replaces it with
+            // one derived from the boot id too.
+            incarnation: duration_ns(now).rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15,
         };
         m.published.nodes = m.local_view_infos();
         m.published.generation = m.next_generation();
         m.max_gen = m.published.generation;
         Ok(m)
+    }
+
+    /// The same machine with incarnation `incarnation`, which must differ
+    /// from that of every earlier instance of this node whose heartbeats
+    /// may still be echoed (the daemon derives it from the kernel's boot id
+    /// and its start time). Call before the first input. Without it, the
+    /// incarnation is derived from the start time `now`, which is enough
+    /// while the clock never goes back (one boot, or a simulation).
+    #[must_use]
+    pub fn with_incarnation(mut self, incarnation: u64) -> Self {
+        self.incarnation = incarnation;
+        self
+    }
+
+    /// This instance's incarnation.
+    #[must_use]
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// This node's PNN.
@@ -471,12 +528,70 @@ impl Member {
     /// This node's lease is valid at `now` (it may host public IPs).
     #[must_use]
     pub fn lease_ok(&self, now: Duration) -> bool {
-        self.is_active_leader(now) || self.lease_until.is_some_and(|u| now < u)
+        self.is_active_leader(now)
+            || self.grants_ok(now)
+            || (self.cfg.lock && self.lease_until.is_some_and(|u| now < u))
+    }
+
+    /// Grants from peers this node's lease needs besides itself: with
+    /// itself, a strict majority of the configured nodes. 0 (a one-node
+    /// cluster) means grants never make a lease (activeness does).
+    fn grants_needed(&self) -> usize {
+        self.configured / 2
+    }
+
+    /// Enough peers' grants are in force at `now`.
+    fn grants_ok(&self, now: Duration) -> bool {
+        let k = self.grants_needed();
+        k > 0
+            && self
+                .peers
+                .iter()
+                .filter(|p| !p.deleted && p.grant_end.is_some_and(|g| now < g))
+                .count()
+                >= k
+    }
+
+    /// When the grants in force at `now` stop making a lease (the k-th
+    /// latest grant end), or `None` if they do not make one.
+    fn grant_expiry(&mut self, now: Duration) -> Option<Duration> {
+        let k = self.grants_needed();
+        if k == 0 {
+            return None;
+        }
+        self.scratch_until.clear();
+        for p in &self.peers {
+            if let Some(g) = p.grant_end.filter(|g| !p.deleted && now < *g) {
+                self.scratch_until.push(g);
+            }
+        }
+        if self.scratch_until.len() < k {
+            return None;
+        }
+        let i = self.scratch_until.len() - k;
+        Some(*self.scratch_until.select_nth_unstable(i).1)
+    }
+
+    /// This node certifies that peer `i`'s lease is over at `now`: it is
+    /// past its own startup hold (it forgot grants of an earlier
+    /// instance), does not hear `i` both ways, and granted `i` nothing
+    /// received in the last `lease + margin` — so every lease `i` holds by
+    /// a grant of ours ended at least `margin` ago (the granted stamp was
+    /// sent before we received it). Sending the certificate fences `i`
+    /// (no grant for `lease + margin`).
+    fn certifies(&self, i: usize, now: Duration) -> bool {
+        let p = &self.peers[i];
+        i != idx(self.pnn)
+            && !p.deleted
+            && now >= self.started + self.hold()
+            && !self.connected(pnn_of(i), now)
+            && p.granted_rx.is_none_or(|g| now >= g + self.hold())
     }
 
     /// Until when this node's lease stays valid without further input, or
-    /// `None` if it is not valid at `now`: the later of the lease an active
-    /// leader granted and, on the active leader itself, the moment its
+    /// `None` if it is not valid at `now`: the latest of the end of the
+    /// majority grants, the lease an active leader granted (with a cluster
+    /// lock only) and, on the active leader itself, the moment its
     /// support would fall below what leading needs; never more than one
     /// lease after `now` (a leader that needs nobody else's support renews
     /// it at every step, so the daemons still learn when clusterd stops).
@@ -485,7 +600,14 @@ impl Member {
             return None;
         }
         let lease = self.t().lease;
-        let mut until = self.lease_until.filter(|u| now < *u);
+        let mut until = if self.cfg.lock {
+            self.lease_until.filter(|u| now < *u)
+        } else {
+            None
+        };
+        if let Some(g) = self.grant_expiry(now) {
+            until = Some(until.map_or(g, |u| u.max(g)));
+        }
         if self.is_active_leader(now) {
             // Votes needed, this node's own included (see is_active_leader).
             let needed = if self.cfg.lock {
@@ -548,21 +670,43 @@ impl Member {
     }
 
     /// On the active leader: node `pnn`'s lease has certainly expired in its
-    /// own view, so its public IPs may be given to other nodes.
+    /// own view, so its public IPs may be given to other nodes. Needs
+    /// certificates (see docs/clusterd.md, "Leases") from at least half of
+    /// the configured nodes other than `pnn`, this one included: every
+    /// strict majority that could grant `pnn` a lease contains one of them.
+    /// With a cluster lock, also the leader-granted lease must be over.
     #[must_use]
     pub fn may_reassign(&self, pnn: Pnn, now: Duration) -> bool {
         if pnn == self.pnn || !self.is_active_leader(now) {
             return false;
         }
-        let Some(since) = self.active_since else {
-            return false;
-        };
-        if now < since + self.hold() {
+        let i = idx(pnn);
+        if self.peers.get(i).is_none_or(|p| p.deleted) || !self.certifies(i, now) {
             return false;
         }
-        self.peers
-            .get(idx(pnn))
-            .is_some_and(|p| p.granted_until.is_none_or(|g| now >= g))
+        if self.cfg.lock {
+            let Some(since) = self.active_since else {
+                return false;
+            };
+            if now < since + self.hold() || self.peers[i].granted_until.is_some_and(|g| now < g) {
+                return false;
+            }
+        }
+        let lease = self.t().lease;
+        let me = idx(self.pnn);
+        let certs = 1 + self
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|&(j, q)| {
+                j != i
+                    && j != me
+                    && !q.deleted
+                    && q.cert.contains(pnn)
+                    && q.cert_echo.is_some_and(|e| now < e + lease)
+            })
+            .count();
+        certs >= self.configured.div_ceil(2)
     }
 
     /// The earliest time after `now` at which something may change without
@@ -591,6 +735,10 @@ impl Member {
             consider(p.heard_us_at.map(|s| s + t.dead_after));
             consider(p.support_echo.map(|s| s + t.lease));
             consider(p.granted_until);
+            consider(p.grant_end);
+            consider(p.granted_rx.map(|g| g + t.lease + t.margin));
+            consider(p.fence_until);
+            consider(p.cert_echo.map(|e| e + t.lease));
         }
         best
     }
@@ -604,6 +752,8 @@ impl Member {
     pub fn receive(&mut self, now: Duration, msg: &ClusterMsg, out: &mut Vec<Output>) {
         match msg {
             ClusterMsg::Heartbeat(hb) => self.on_heartbeat(now, hb),
+            // Wire format 1: refused (the daemon logs it, naming the peer).
+            ClusterMsg::LegacyHeartbeat(_) => {}
             ClusterMsg::Membership(u) => self.on_update(u),
             ClusterMsg::Admin(req) => {
                 if req.target == self.pnn {
@@ -713,6 +863,8 @@ impl Member {
         let dead_after = self.t().dead_after;
         let lease = self.t().lease;
         let me = self.pnn;
+        let lock = self.cfg.lock;
+        let incarnation = self.incarnation;
         let Some(p) = self.peers.get_mut(idx(hb.from)) else {
             return;
         };
@@ -733,8 +885,12 @@ impl Member {
         p.supports = hb.supports;
         p.active = hb.active_leader;
         p.generation = hb.generation;
-        // An echo from the future is bogus: ignore it.
-        let echo = hb.echo.filter(|e| *e <= now);
+        p.incarnation = hb.incarnation;
+        // An echo from the future, or of another incarnation's stamp (one
+        // before a reboot restarted the clock), proves nothing: ignore it.
+        let echo = hb
+            .echo
+            .filter(|e| *e <= now && hb.echo_incarnation == incarnation);
         if let Some(e) = echo {
             if p.heard_us.is_none_or(|h| e > h) {
                 p.heard_us = Some(e);
@@ -742,7 +898,12 @@ impl Member {
             }
         }
         p.support_echo = if hb.supports == Some(me) { echo } else { None };
-        if hb.active_leader {
+        if let (true, Some(e)) = (hb.grant, echo) {
+            p.grant_end = Some(p.grant_end.map_or(e + lease, |g| g.max(e + lease)));
+        }
+        p.cert = hb.expired;
+        p.cert_echo = echo;
+        if lock && hb.active_leader {
             if let Some(e) = echo {
                 let until = e + lease;
                 self.lease_until = Some(self.lease_until.map_or(until, |u| u.max(until)));
@@ -843,13 +1004,31 @@ impl Member {
     fn send_heartbeats(&mut self, now: Duration, out: &mut Vec<Output>) {
         let active = self.is_active_leader(now);
         let hold = self.hold();
+        let mut expired = NodeSet::EMPTY;
+        for i in 0..self.peers.len() {
+            if self.certifies(i, now) {
+                expired.set(pnn_of(i), true);
+                // The promise that makes the certificate hold until the
+                // leader stops counting it (its echo + lease).
+                self.peers[i].fence_until = Some(now + hold);
+            }
+        }
+        // A (re)started node forgot its fences: it grants nothing before
+        // they would all have ended.
+        let may_grant = now >= self.started + hold;
         for i in 0..self.peers.len() {
             if i == idx(self.pnn) || self.peers[i].deleted {
                 continue;
             }
             let to = pnn_of(i);
+            let connected = self.connected(to, now);
             let p = &mut self.peers[i];
             let echo = p.last_rx.map(|_| p.last_stamp);
+            let grant =
+                may_grant && connected && echo.is_some() && p.fence_until.is_none_or(|f| now >= f);
+            if grant {
+                p.granted_rx = p.last_rx.max(p.granted_rx);
+            }
             if let (true, Some(r)) = (active, p.last_rx) {
                 let until = r + hold;
                 p.granted_until = Some(p.granted_until.map_or(until, |g| g.max(until)));
@@ -868,8 +1047,12 @@ impl Member {
                 msg: ClusterMsg::Heartbeat(Heartbeat {
                     from: self.pnn,
                     to,
+                    incarnation: self.incarnation,
                     stamp: now,
                     echo,
+                    echo_incarnation: p.incarnation,
+                    grant,
+                    expired,
                     flags: self.own_flags,
                     can_lead: self.cfg.can_lead,
                     supports: self.supports,
@@ -997,7 +1180,13 @@ impl Member {
         }
         let expiry = if lease { self.lease_expiry(now) } else { None };
         let tell = match (expiry, self.lease_told) {
-            (Some(e), Some(told)) => lease_changed || e >= told + self.t().lease / 4,
+            // A quarter lease further, or any later end when the told one
+            // is within a quarter lease of running out: the majority's
+            // grants may move the end in small steps.
+            (Some(e), Some(told)) => {
+                let q = self.t().lease / 4;
+                lease_changed || e >= told + q || (e > told && told < now + q)
+            }
             (Some(_), None) | (None, Some(_)) => true,
             (None, None) => false,
         };

@@ -23,19 +23,76 @@ pub use transport::msg::cluster::{
     duration_ns, AdminOp, AdminOutcome, Lease, LeaseUpdate, Membership, NodeFlags, NodeInfo,
 };
 
-/// Sent by every node to every other configured node each `interval`.
+/// A set of PNNs (at most [`crate::nodes::MAX_NODES`]) as a fixed-size
+/// bitmap, so a [`Heartbeat`] that carries one stays heap-free.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSet(pub [u64; 4]);
+
+impl NodeSet {
+    /// The empty set.
+    pub const EMPTY: Self = Self([0; 4]);
+
+    /// Is `pnn` in the set? (A PNN beyond the bitmap never is.)
+    #[must_use]
+    pub fn contains(&self, pnn: Pnn) -> bool {
+        let i = pnn as usize;
+        i < 256 && self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// Adds (`on`) or removes `pnn` (ignored beyond the bitmap).
+    pub fn set(&mut self, pnn: Pnn, on: bool) {
+        let i = pnn as usize;
+        if i < 256 {
+            let bit = 1u64 << (i % 64);
+            if on {
+                self.0[i / 64] |= bit;
+            } else {
+                self.0[i / 64] &= !bit;
+            }
+        }
+    }
+
+    /// No member.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0 == [0; 4]
+    }
+}
+
+/// Sent by every node to every other configured node each `interval`
+/// (wire format 2: [`ClusterMsg::Heartbeat`]).
+///
+/// Besides liveness and the vote it carries the two halves of the
+/// majority lease (docs/clusterd.md, "Leases"): `grant` says whether
+/// `echo` renews the receiver's lease, and `expired` lists the nodes whose
+/// lease the sender certifies is over, with a promise not to grant them
+/// before `lease + margin` after this heartbeat was sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// Sender.
     pub from: Pnn,
     /// Receiver (heartbeats are per peer because of `echo`).
     pub to: Pnn,
+    /// The sender's incarnation: unique per boot and clusterd start, so
+    /// that stamps of one incarnation are never taken for another's (a
+    /// reboot restarts the monotonic clock).
+    pub incarnation: u64,
     /// Sender's clock when this heartbeat was sent.
     pub stamp: Duration,
     /// The `stamp` of the newest heartbeat the sender received from `to`:
-    /// proof that `to` was heard. From an active leader, it is the ack that
-    /// renews `to`'s lease.
+    /// proof that `to` was heard.
     pub echo: Option<Duration>,
+    /// The incarnation of `to` that sent the echoed stamp: an echo of
+    /// another incarnation's stamp proves nothing and is ignored.
+    pub echo_incarnation: u64,
+    /// `echo` renews `to`'s lease (until `echo + lease` on `to`'s clock):
+    /// the sender hears `to` both ways and has promised nobody that `to`'s
+    /// lease is over.
+    pub grant: bool,
+    /// Nodes whose lease the sender certifies is over: it granted them
+    /// nothing for `lease + margin` and does not hear them, and promises
+    /// not to grant them before `stamp + lease + margin`.
+    pub expired: NodeSet,
     /// The flags the sender owns (UNHEALTHY, PERMANENTLY_DISABLED, BANNED,
     /// STOPPED).
     pub flags: NodeFlags,
@@ -46,6 +103,32 @@ pub struct Heartbeat {
     /// The sender was an active leader (quorum or lock) when it sent this.
     pub active_leader: bool,
     /// The membership generation the sender publishes.
+    pub generation: u64,
+}
+
+/// The heartbeat of wire format 1 (clusterd before majority leases). It is
+/// still decoded, only to name the peer in the log line that refuses it: a
+/// format-1 node grants leases only as leader and would not certify
+/// expiries, so the two formats cannot share a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyHeartbeat {
+    /// Sender.
+    pub from: Pnn,
+    /// Receiver.
+    pub to: Pnn,
+    /// Sender's clock.
+    pub stamp: Duration,
+    /// Echoed stamp.
+    pub echo: Option<Duration>,
+    /// Sender's flags.
+    pub flags: NodeFlags,
+    /// Leader capability.
+    pub can_lead: bool,
+    /// Vote.
+    pub supports: Option<Pnn>,
+    /// Active leader.
+    pub active_leader: bool,
+    /// Generation.
     pub generation: u64,
 }
 
@@ -97,14 +180,22 @@ pub struct AdminReply {
 }
 
 /// Everything one clusterd sends another.
+///
+/// The order of the variants is the wire format (postcard encodes the
+/// variant index): index 0 is the format-1 heartbeat, which a format-2
+/// node decodes only to refuse it with a log line naming the peer; the
+/// format-2 heartbeat is index 4, which a format-1 node cannot decode (it
+/// logs "bad peer message" naming the sender).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClusterMsg {
-    /// Periodic liveness, vote and lease ack.
-    Heartbeat(Heartbeat),
+    /// A heartbeat of wire format 1 (refused).
+    LegacyHeartbeat(LegacyHeartbeat),
     /// The leader's membership.
     Membership(MembershipUpdate),
     /// An admin command for the receiver.
     Admin(AdminRequest),
     /// The answer to an admin command.
     AdminReply(AdminReply),
+    /// Periodic liveness, vote, lease grant and expiry certificate.
+    Heartbeat(Heartbeat),
 }

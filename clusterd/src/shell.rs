@@ -24,6 +24,27 @@ use crate::msg::{AdminOp, AdminOutcome, ClusterMsg, Lease, Membership};
 use crate::nodes::{NodesError, NodesFile, Pnn};
 use transport::msg::cluster::monotonic_ns;
 
+/// This clusterd instance's incarnation: the kernel's boot id (a reboot
+/// restarts `CLOCK_MONOTONIC`, so stamps of an earlier boot could look
+/// recent) mixed with the start time on that clock (unique within a boot)
+/// and the pid. FNV-1a; a missing boot id leaves the start time, which
+/// still differs between instances of one boot.
+#[must_use]
+pub fn incarnation(start: Duration) -> u64 {
+    let boot = std::fs::read("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in boot
+        .iter()
+        .copied()
+        .chain(transport::msg::cluster::duration_ns(start).to_le_bytes())
+        .chain(std::process::id().to_le_bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// How long an admin command waits for the target's reply.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -118,7 +139,8 @@ pub async fn run<L: Link>(
         lock: lock_spec.is_some(),
         ..cfg
     };
-    let mut member = Member::new(cfg, nodes, pnn, clock())?;
+    let mut member =
+        Member::new(cfg, nodes, pnn, clock())?.with_incarnation(incarnation(mono_origin));
     let mut out: Vec<Output> = Vec::with_capacity(4 * nodes.len());
     let (lock_tx, mut lock_rx) = mpsc::channel::<(u64, LockEvent)>(8);
     let mut lock_task: Option<LockTask> = None;

@@ -14,7 +14,9 @@
 //!    and those lease updates never go back in time.
 //!
 //! Scenario tests then check liveness: detection times and agreement on the
-//! membership within a bound.
+//! membership within a bound; and that when only the leader dies or
+//! restarts, no survivor's lease lapses at any step (majority leases,
+//! docs/clusterd.md "Leases").
 
 // Node indices here are below 8 and simulated times are seconds: every cast
 // between them fits.
@@ -553,9 +555,12 @@ fn partition_3_2_only_majority_leads_and_minority_loses_leases() {
     assert!(sim.nodes[2].m.may_reassign(0, sim.local(2)));
     assert!(sim.nodes[2].m.may_reassign(1, sim.local(2)));
     sim.heal();
-    sim.run_until(settle(&t), |s| s.agree(&all(5)))
-        .expect("healed cluster agrees");
-    assert!((0..5).all(|i| sim.published(i).lease_ok));
+    // The majority certified 0's and 1's leases over and promised not to
+    // grant them for a lease and margin: they get leases again after that.
+    sim.run_until(settle(&t), |s| {
+        s.agree(&all(5)) && (0..5).all(|i| s.published(i).lease_ok)
+    })
+    .expect("healed cluster agrees and every node has a lease");
 }
 
 #[test]
@@ -630,11 +635,21 @@ fn one_way_partition_disconnects_both_sides() {
         assert!(!sim.nodes[0].m.connected(1, sim.local(0)));
         assert!(!sim.nodes[1].m.connected(0, sim.local(1)));
         assert_eq!(sim.active_leaders(), vec![0], "0 and 2 are a majority");
+        // 1 hears 2 both ways: with itself a majority of 3 grants its
+        // lease, so the leader may not give its IPs away (2 would have to
+        // certify its lease over, and 2 keeps granting it).
         assert!(
-            !sim.published(1).lease_ok,
-            "1's heartbeats never reach the leader"
+            sim.published(1).lease_ok,
+            "1 still has a majority (itself and 2)"
         );
+        assert!(!sim.nodes[0].m.may_reassign(1, sim.local(0)));
         assert!(sim.flags_seen_by(2, 1).contains(NodeFlags::DISCONNECTED));
+        // Cut 1 from 2 as well: now it loses its lease and, a lease plus
+        // margin later, the leader may reassign it.
+        sim.set_link(1, 2, false);
+        sim.run_until(settle(&t), |s| s.nodes[0].m.may_reassign(1, s.local(0)))
+            .expect("1 reassignable once 0 and 2 certify its lease over");
+        assert!(!sim.published(1).lease_ok);
         // The leader itself loses the way out: 0 hears 1 and 2, nobody hears 0.
         sim.heal();
         sim.run(settle(&t));
@@ -844,6 +859,18 @@ fn random_schedule(seed: u64, n: usize, lock: bool) {
                 sim.partition(&side);
             }
             4 => sim.heal(),
+            9 => {
+                // Asymmetric partition: one side stops hearing the other,
+                // which still hears it.
+                let side: Vec<usize> = (0..n).filter(|_| rng.below(2) == 0).collect();
+                for a in 0..n {
+                    for b in 0..n {
+                        if side.contains(&a) != side.contains(&b) && side.contains(&b) {
+                            sim.set_link(a, b, false);
+                        }
+                    }
+                }
+            }
             5 => {
                 let a = rng.below(n as u64) as usize;
                 let b = rng.below(n as u64) as usize;
@@ -903,6 +930,22 @@ fn random_schedule(seed: u64, n: usize, lock: bool) {
     );
 }
 
+/// The same schedules, many more seeds (25 s in a release build: `cargo
+/// test --release -p clusterd --test cluster_sim -- --ignored`; seeds
+/// 400..3000 passed too, 138 s).
+#[test]
+#[ignore = "long: run by hand after changing lease or leader rules"]
+fn random_fault_schedules_soak() {
+    for seed in 0..400u64 {
+        for n in 2..=7 {
+            random_schedule(seed * 1009 + n as u64 * 7 + 5, n, false);
+            random_schedule(seed * 1013 + n as u64 * 11 + 3, n, true);
+        }
+        let n = 3 + (seed % 5) as usize;
+        leader_death_schedule(seed * 17 + 1, n, seed % 2 == 0, seed % 7 == 0);
+    }
+}
+
 #[test]
 fn random_fault_schedules_keep_safety_and_converge() {
     for n in 2..=7 {
@@ -922,6 +965,10 @@ impl Sim {
             to: to as Pnn,
             stamp: self.local(from) + Duration::from_micros(1),
             echo: None,
+            echo_incarnation: 0,
+            grant: false,
+            expired: clusterd::msg::NodeSet::EMPTY,
+            incarnation: self.nodes[from].m.incarnation(),
             flags: NodeFlags::OK,
             can_lead: true,
             supports: Some(0),
@@ -993,33 +1040,362 @@ fn a_huge_peer_generation_can_neither_wrap_nor_pin_the_generation() {
 }
 
 /// The exact cost of a leader's death (no lock): the followers' promise to
-/// the dead leader runs `lease + margin` after its last heartbeat, the
-/// successor becomes active within an interval of that, and then waits
-/// `lease + margin` for leases earlier leaders may have granted (see
-/// docs/clusterd.md, "Why leader failover waits two leases"). Measured:
-/// within `2 (lease + margin) + interval` (+ one simulation step), and not
-/// before `2 (lease + margin) - interval` (the second wait is really kept).
+/// the dead leader runs `lease + margin` after its last heartbeat, and so do
+/// their certificates that its lease is over (it was granted nothing since);
+/// the successor becomes active when the promises end and may reassign the
+/// dead leader's IPs at once (see docs/clusterd.md, "Leader failover in one
+/// lease"). Measured: within `lease + margin + 2 intervals` (+ one
+/// simulation step), and not before `lease + margin - interval`.
 #[test]
-fn leader_death_makes_its_ips_reassignable_within_two_leases_and_an_interval() {
+fn leader_death_makes_its_ips_reassignable_within_one_lease_and_margin() {
     for cfg in [fast(), Config::default()] {
         let t = cfg.timing;
         let hold = t.lease + t.margin;
-        for phase in 0..5u32 {
-            let mut sim = Sim::new(3, cfg);
-            sim.run(settle(&t) + t.interval * phase / 5);
-            assert_eq!(sim.active_leaders(), vec![0]);
-            sim.kill(0);
-            let took = sim
-                .run_until(settle(&t), |s| s.nodes[1].m.may_reassign(0, s.local(1)))
-                .expect("old leader's IPs reassignable");
-            assert!(
-                took <= hold * 2 + t.interval + sim.dt,
-                "{t:?} phase {phase}: reassignable after {took:?}"
-            );
-            assert!(
-                took + t.interval >= hold * 2,
-                "{t:?} phase {phase}: reassignable already after {took:?}"
-            );
+        for n in [3, 5] {
+            for phase in 0..5u32 {
+                let mut sim = Sim::new(n, cfg);
+                sim.run(settle(&t) + t.interval * phase / 5);
+                assert_eq!(sim.active_leaders(), vec![0]);
+                sim.kill(0);
+                let took = sim
+                    .run_until(settle(&t), |s| s.nodes[1].m.may_reassign(0, s.local(1)))
+                    .expect("old leader's IPs reassignable");
+                assert!(
+                    took <= hold + t.interval * 2 + sim.dt,
+                    "{t:?} n={n} phase {phase}: reassignable after {took:?}"
+                );
+                assert!(
+                    took + t.interval >= hold,
+                    "{t:?} n={n} phase {phase}: reassignable already after {took:?}"
+                );
+                println!(
+                    "{t:?} n={n} phase {phase}: dead leader's IPs reassignable after {took:?}"
+                );
+            }
         }
+    }
+}
+
+impl Sim {
+    /// Runs `d`, asserting after every step that every node of `survivors`
+    /// has a valid lease and that the lease end it last told its daemons is
+    /// still ahead in real time (its failoverd never drops an address).
+    fn run_keeping_leases(&mut self, d: Duration, survivors: &[usize], what: &str) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+            for &i in survivors {
+                let t = self.local(i);
+                assert!(
+                    self.nodes[i].m.lease_ok(t),
+                    "{what}: t={:?}: survivor {i} lost its lease",
+                    self.now
+                );
+                let told = self.nodes[i].told.expect("a told lease");
+                assert!(
+                    self.real_of(i, told) > self.now,
+                    "{what}: t={:?}: survivor {i}'s told lease ran out",
+                    self.now
+                );
+            }
+        }
+    }
+}
+
+/// One schedule of "only the leader dies or restarts": `n` nodes, lock or
+/// not, clocks drifting, small link delays; the leader powers off at a
+/// random phase, or restarts after a random pause. No survivor's lease may
+/// lapse, at any step, until long after a new leader took over.
+fn leader_death_schedule(seed: u64, n: usize, lock: bool, default_profile: bool) {
+    let timing = if default_profile {
+        Timing::default_profile()
+    } else {
+        Timing::fast()
+    };
+    let cfg = Config {
+        timing,
+        lock,
+        can_lead: true,
+    };
+    let t = cfg.timing;
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut sim = Sim::new(n, cfg);
+    for node in &mut sim.nodes {
+        node.ppm = rng.below(4001) as i64 - 2000;
+    }
+    // Delays well inside what a lease tolerates in steady state.
+    let max_delay = (t.interval / 4).as_micros() as u64;
+    for a in 0..n {
+        for b in 0..n {
+            sim.delay[a][b] = Duration::from_micros(rng.below(max_delay + 1));
+        }
+    }
+    sim.run_until(settle(&t), |s| {
+        s.agree(&all(n)) && (0..n).all(|i| s.published(i).lease_ok)
+    })
+    .expect("cluster forms");
+    sim.run(t.interval * rng.below(37) as u32 / 7);
+    let leader = sim.active_leaders()[0];
+    let survivors: Vec<usize> = (0..n).filter(|&i| i != leader).collect();
+    let what = format!("seed {seed} n={n} lock={lock} default={default_profile}");
+    sim.kill(leader);
+    if rng.below(2) == 0 {
+        // A clean restart after a pause (a planned restart of the node).
+        let pause = t.interval * rng.below(40) as u32 / 4;
+        sim.run_keeping_leases(pause, &survivors, &what);
+        sim.restart(leader);
+    }
+    sim.run_keeping_leases(settle(&t) * 2, &survivors, &what);
+    assert_eq!(sim.active_leaders().len(), 1, "{what}: a leader again");
+}
+
+#[test]
+fn only_the_leader_dying_or_restarting_never_lapses_a_survivors_lease() {
+    for n in 3..=7 {
+        for seed in 0..6 {
+            leader_death_schedule(seed * 41 + n as u64, n, false, false);
+            leader_death_schedule(seed * 43 + n as u64, n, true, false);
+        }
+        leader_death_schedule(n as u64, n, false, true);
+        leader_death_schedule(n as u64 + 100, n, true, true);
+    }
+}
+
+/// The example of docs/clusterd.md ("Why the old rule waited two leases"),
+/// 5 nodes: 0 leads; node 1 is cut off and 0 loses its links to 2, 3 and
+/// 4, so {2, 3, 4} elect 2; 0's links to 2, 3, 4 come back and 0 follows
+/// the active leader 2, whose followers renew 0's lease; then 2 dies and 0
+/// is cut off again while 1 comes back to 3 and 4: {1, 3, 4} elect 1, which
+/// last heard 0 long before 0's latest lease. 1 must not reassign 0's IPs
+/// before that lease ended (checked at every step), and may reassign them,
+/// and the dead leader 2's, one lease and margin after they were last
+/// heard (not two).
+#[test]
+fn five_node_example_leader_failover_in_one_lease() {
+    for cfg in [fast(), Config::default()] {
+        let t = cfg.timing;
+        let hold = t.lease + t.margin;
+        let mut sim = Sim::new(5, cfg);
+        sim.run_until(settle(&t), |s| {
+            s.agree(&all(5)) && (0..5).all(|i| s.published(i).lease_ok)
+        })
+        .expect("cluster forms");
+        assert_eq!(sim.active_leaders(), vec![0]);
+        let cut = |sim: &mut Sim, a: usize, b: usize, up: bool| {
+            sim.set_link(a, b, up);
+            sim.set_link(b, a, up);
+        };
+        for j in [0, 2, 3, 4] {
+            cut(&mut sim, 1, j, false);
+        }
+        for j in [2, 3, 4] {
+            cut(&mut sim, 0, j, false);
+        }
+        sim.run_until(settle(&t), |s| {
+            s.active_leaders() == vec![2] && s.agree(&[2, 3, 4])
+        })
+        .expect("{2, 3, 4} elect 2");
+        for j in [2, 3, 4] {
+            cut(&mut sim, 0, j, true);
+        }
+        sim.run_until(settle(&t), |s| {
+            s.agree(&[0, 2, 3, 4]) && s.published(0).lease_ok
+        })
+        .expect("0 follows 2 with a lease");
+        assert_eq!(sim.active_leaders(), vec![2], "sticky: 2 keeps leading");
+        sim.run(t.lease * 2);
+        // 2 dies; 0 is cut off again; 1 comes back to 3 and 4.
+        sim.kill(2);
+        for j in [3, 4] {
+            cut(&mut sim, 0, j, false);
+            cut(&mut sim, 1, j, true);
+        }
+        let took = sim
+            .run_until(settle(&t) * 2, |s| {
+                s.active_leaders() == vec![1]
+                    && s.nodes[1].m.may_reassign(0, s.local(1))
+                    && s.nodes[1].m.may_reassign(2, s.local(1))
+            })
+            .expect("1 leads and may reassign 0's and 2's IPs");
+        assert!(!sim.published(0).lease_ok);
+        // One lease and margin (the promises to 2 and the certificates),
+        // one interval for 1 to hear 3's and 4's new certificates, and
+        // the time for 1, 3 and 4 to notice each other again.
+        assert!(
+            took <= hold + t.dead_after + t.interval * 3,
+            "{t:?}: reassignable after {took:?}"
+        );
+        assert!(took + t.interval >= hold, "{t:?}: already after {took:?}");
+        println!("{t:?}: 0's and 2's IPs reassignable {took:?} after 2's death");
+    }
+}
+
+/// A heartbeat of a peer that echoes a stamp of this node's earlier
+/// incarnation (a reboot restarted the clock, so the old stamp can look
+/// recent) grants nothing; the same echo of the current incarnation does.
+#[test]
+fn an_echo_from_before_a_reboot_grants_no_lease() {
+    let file = nodes_file(3);
+    let cfg = fast();
+    for current in [false, true] {
+        let now = Duration::from_secs(5);
+        let mut m = Member::new(cfg, &file, 0, now)
+            .unwrap()
+            .with_incarnation(77);
+        let mut out = Vec::new();
+        m.tick(now, &mut out);
+        for from in [1, 2] {
+            let hb = clusterd::msg::Heartbeat {
+                from,
+                to: 0,
+                incarnation: 1000 + u64::from(from),
+                stamp: Duration::from_secs(9),
+                echo: Some(now - MS),
+                echo_incarnation: if current { 77 } else { 76 },
+                grant: true,
+                expired: clusterd::msg::NodeSet::EMPTY,
+                flags: NodeFlags::OK,
+                can_lead: true,
+                supports: None,
+                active_leader: false,
+                generation: 0,
+            };
+            m.receive(now, &ClusterMsg::Heartbeat(hb), &mut out);
+        }
+        assert_eq!(m.lease_ok(now), current, "current incarnation: {current}");
+        assert_eq!(m.membership().lease_ok, current);
+    }
+}
+
+/// The wire format: a format-1 heartbeat (variant 0, the old field list)
+/// decodes as `LegacyHeartbeat`, which the machine ignores; a format-2
+/// heartbeat is variant 4, which a format-1 decoder rejects.
+#[test]
+fn legacy_heartbeats_are_recognised_and_ignored() {
+    use clusterd::msg::LegacyHeartbeat;
+    let old = LegacyHeartbeat {
+        from: 1,
+        to: 0,
+        stamp: Duration::from_millis(1500),
+        echo: Some(Duration::from_millis(20)),
+        flags: NodeFlags::OK,
+        can_lead: true,
+        supports: Some(1),
+        active_leader: true,
+        generation: 0x101,
+    };
+    // Format 1 as clusterd of session 2 sent it: variant 0, then the fields.
+    let bytes = postcard::to_allocvec(&ClusterMsg::LegacyHeartbeat(old)).unwrap();
+    assert_eq!(bytes[0], 0, "variant index 0");
+    let back: ClusterMsg = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(back, ClusterMsg::LegacyHeartbeat(old));
+    let file = nodes_file(2);
+    let now = Duration::from_secs(5);
+    let mut m = Member::new(fast(), &file, 0, now).unwrap();
+    let mut out = Vec::new();
+    for k in 0..10u32 {
+        m.receive(now + MS * k, &back, &mut out);
+    }
+    assert!(!m.connected(1, now + MS * 10), "refused: never connected");
+    let new = ClusterMsg::Heartbeat(clusterd::msg::Heartbeat {
+        from: 1,
+        to: 0,
+        incarnation: 3,
+        stamp: Duration::from_millis(1500),
+        echo: None,
+        echo_incarnation: 0,
+        grant: false,
+        expired: clusterd::msg::NodeSet::EMPTY,
+        flags: NodeFlags::OK,
+        can_lead: true,
+        supports: None,
+        active_leader: false,
+        generation: 0,
+    });
+    let bytes = postcard::to_allocvec(&new).unwrap();
+    assert_eq!(bytes[0], 4, "variant index 4");
+    // clusterd's message enum of format 1, for the old side's view.
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    enum FormatOne {
+        Heartbeat(LegacyHeartbeat),
+        Membership(clusterd::msg::MembershipUpdate),
+        Admin(clusterd::msg::AdminRequest),
+        AdminReply(clusterd::msg::AdminReply),
+    }
+    assert!(postcard::from_bytes::<FormatOne>(&bytes).is_err());
+    let old_bytes = postcard::to_allocvec(&ClusterMsg::LegacyHeartbeat(old)).unwrap();
+    assert!(matches!(
+        postcard::from_bytes::<FormatOne>(&old_bytes),
+        Ok(FormatOne::Heartbeat(h)) if h == old
+    ));
+}
+
+/// A restarted node forgot its fences (its promises not to grant a node
+/// whose lease it certified over): it grants nothing for a lease and margin
+/// after its start. Here node 1 certified node 2's lease over, restarts,
+/// hears 2 again at once, and its heartbeats no longer reach the leader,
+/// which keeps counting 1's certificate until it runs out.
+#[test]
+fn a_restarted_node_grants_nothing_while_its_forgotten_fences_may_run() {
+    for cfg in [fast(), Config::default()] {
+        let t = cfg.timing;
+        let mut sim = Sim::new(3, cfg);
+        sim.run_until(settle(&t), |s| {
+            s.agree(&all(3)) && (0..3).all(|i| s.published(i).lease_ok)
+        })
+        .expect("cluster forms");
+        for j in [0, 1] {
+            sim.set_link(2, j, false);
+            sim.set_link(j, 2, false);
+        }
+        sim.run_until(settle(&t), |s| s.nodes[0].m.may_reassign(2, s.local(0)))
+            .expect("2 reassignable");
+        sim.set_link(1, 0, false);
+        sim.restart(1);
+        sim.set_link(1, 2, true);
+        sim.set_link(2, 1, true);
+        // The invariants are checked at every step; 2 gets its lease back
+        // from 1 once 1's startup hold is over.
+        sim.run_until(settle(&t), |s| s.published(2).lease_ok)
+            .expect("2's lease comes back");
+    }
+}
+
+/// The leader counts a certificate only until its echo + `lease`, before
+/// the certifier's fence ends: here (4 nodes, cluster lock, so the leader
+/// stays active with half of the votes) certifier 2's heartbeats stop
+/// reaching the leader just after it certified node 3's lease over, and 2
+/// and 1 then hear 3 again and grant it a lease once their fences end.
+#[test]
+fn a_certificate_counts_no_longer_than_its_fence() {
+    for cfg in [
+        fast_lock(),
+        Config {
+            lock: true,
+            ..Config::default()
+        },
+    ] {
+        let t = cfg.timing;
+        let mut sim = Sim::new(4, cfg);
+        sim.run_until(settle(&t), |s| {
+            s.agree(&all(4)) && (0..4).all(|i| s.published(i).lease_ok)
+        })
+        .expect("cluster forms");
+        assert_eq!(sim.lock_holder, Some(0));
+        for j in [0, 1, 2] {
+            sim.set_link(3, j, false);
+            sim.set_link(j, 3, false);
+        }
+        sim.run_until(settle(&t), |s| s.nodes[0].m.may_reassign(3, s.local(0)))
+            .expect("3 reassignable");
+        sim.set_link(2, 0, false);
+        for j in [1, 2] {
+            sim.set_link(3, j, true);
+            sim.set_link(j, 3, true);
+        }
+        sim.run_until(settle(&t), |s| s.published(3).lease_ok)
+            .expect("3's lease comes back from 1 and 2");
+        assert_eq!(sim.active_leaders(), vec![0]);
     }
 }

@@ -109,6 +109,13 @@ pub struct ClusterConfig {
     pub health_interval_ms: u64,
     /// Time limit of one health-command run, in milliseconds.
     pub health_timeout_ms: u64,
+    /// Real-time priority (SCHED_RR, 1-99) at which masterd runs the
+    /// daemons of the heartbeat and lease path — transportd, clusterd and
+    /// failoverd — in the multi-process model, which then also lock their
+    /// memory; 0 turns it off. Hooks and helpers they start run at normal
+    /// priority. (ctdbd and corosync run real-time for the same reason:
+    /// an ordinary load must not cost a node its lease.)
+    pub realtime_priority: u8,
 }
 
 impl Default for ClusterConfig {
@@ -123,6 +130,7 @@ impl Default for ClusterConfig {
             health_command: None,
             health_interval_ms: 5_000,
             health_timeout_ms: 10_000,
+            realtime_priority: 1,
         }
     }
 }
@@ -412,6 +420,15 @@ pub fn parse(text: &str, file: &Path) -> Result<(Config, Vec<String>), ConfigErr
             "health_interval_ms and health_timeout_ms must be greater than 0".into(),
         ));
     }
+    if c.realtime_priority > 99 {
+        return Err(invalid(
+            find_key(text, "realtime_priority").unwrap_or(0..0),
+            format!(
+                "realtime_priority = {}: use 1-99 (SCHED_RR), or 0 for normal scheduling",
+                c.realtime_priority
+            ),
+        ));
+    }
     for (name, v) in [
         ("garp_interval_ms", config.failover.garp_interval_ms),
         ("hook_timeout_ms", config.failover.hook_timeout_ms),
@@ -592,6 +609,13 @@ mod tests {
         let (_, w) = p("[tunables]\n\nNoIPHostOnAllDisabled = 1\n").unwrap();
         assert_eq!(w.len(), 1);
         assert!(w[0].contains(":3:"), "{w:?}");
+    }
+
+    #[test]
+    fn realtime_priority_above_99_is_rejected() {
+        let e = err("[cluster]\nrealtime_priority = 100\n");
+        assert!(e.contains("realtime_priority = 100"), "{e}");
+        assert!(e.contains(":2"), "the error names the line: {e}");
     }
 
     #[test]

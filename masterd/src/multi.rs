@@ -37,6 +37,7 @@ pub fn specs(
     opts: &Options,
     bin_dir: &Path,
     config_dir: &Path,
+    realtime: u8,
 ) -> Result<Vec<ChildSpec>, MasterError> {
     opts.daemons
         .iter()
@@ -48,10 +49,15 @@ pub fn specs(
                     path: program,
                 });
             }
+            // The heartbeat and lease path: clusterd, the transport that
+            // carries its heartbeats and LEASE news, and failoverd, which
+            // renews the kernel lease. conntrackd's bulk work stays normal.
+            let on_lease_path = matches!(d.name, "transportd" | "clusterd" | "failoverd");
             Ok(ChildSpec {
                 name: d.name.to_owned(),
                 program,
                 args: vec!["--config-dir".into(), config_dir.as_os_str().to_owned()],
+                realtime: if on_lease_path { realtime } else { 0 },
             })
         })
         .collect()
@@ -87,7 +93,8 @@ pub async fn run(
     log_hook: Option<LogLevelHook>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), MasterError> {
-    let specs = specs(&opts, bin_dir, cfg.dir())?;
+    let realtime = cfg.loaded.config.cluster.realtime_priority;
+    let specs = specs(&opts, bin_dir, cfg.dir(), realtime)?;
     let handle = supervisor::start(specs, Backoff::default(), opts.stop_grace);
     let view = handle.view();
     let shared = Shared::new(

@@ -30,6 +30,10 @@ pub struct ChildSpec {
     pub program: PathBuf,
     /// Its arguments.
     pub args: Vec<OsString>,
+    /// Real-time priority (SCHED_RR) to start it at, 0 for none. Set with
+    /// `SCHED_RESET_ON_FORK`: what the daemon starts (hooks, lock helpers)
+    /// runs at normal priority.
+    pub realtime: u8,
 }
 
 /// What a supervised daemon is doing now.
@@ -143,6 +147,20 @@ fn set_state(status: &Mutex<Vec<ChildStatus>>, index: usize, f: impl FnOnce(&mut
     }
 }
 
+/// Logs whether a daemon started at real-time priority got it.
+fn report_realtime(name: &str, pid: u32) {
+    let Ok(pid) = i32::try_from(pid) else {
+        return;
+    };
+    // SAFETY: a plain system call on a pid; no memory is passed.
+    let policy = unsafe { libc::sched_getscheduler(pid) };
+    if policy >= 0 && (policy & !libc::SCHED_RESET_ON_FORK) == libc::SCHED_RR {
+        tracing::debug!(daemon = %name, pid, "running at real-time priority (SCHED_RR)");
+    } else {
+        tracing::warn!(daemon = %name, pid, "cannot run at real-time priority (needs CAP_SYS_NICE): normal scheduling");
+    }
+}
+
 async fn supervise(
     spec: ChildSpec,
     index: usize,
@@ -158,15 +176,29 @@ async fn supervise(
         }
         let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.args);
+        let realtime = spec.realtime;
         // SAFETY: the closure runs in the forked child before exec and only
-        // makes one async-signal-safe system call (prctl), touching no
-        // memory shared with the parent.
+        // makes async-signal-safe system calls (prctl, sched_setscheduler),
+        // touching no memory shared with the parent.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 // If masterd dies (even by SIGKILL), its daemons die with it:
                 // a restarted masterd must not find stale ones holding the
                 // socket and the addresses.
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+                if realtime > 0 {
+                    let param = libc::sched_param {
+                        sched_priority: i32::from(realtime),
+                    };
+                    // Failure (no CAP_SYS_NICE) leaves normal scheduling;
+                    // masterd reads the policy back and logs it.
+                    libc::sched_setscheduler(
+                        0,
+                        libc::SCHED_RR | libc::SCHED_RESET_ON_FORK,
+                        &raw const param,
+                    );
+                }
+                Ok(())
             });
         }
         let mut child = match cmd.spawn() {
@@ -192,6 +224,9 @@ async fn supervise(
                 s.restarts += 1;
             }
         });
+        if spec.realtime > 0 {
+            report_realtime(&spec.name, pid);
+        }
         if first {
             tracing::info!(daemon = %spec.name, pid, "started");
         } else {
@@ -252,6 +287,7 @@ mod tests {
 
     fn sh(name: &str, script: &str) -> ChildSpec {
         ChildSpec {
+            realtime: 0,
             name: name.into(),
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
@@ -343,6 +379,7 @@ mod tests {
     async fn a_missing_program_is_reported_not_fatal() {
         let h = start(
             vec![ChildSpec {
+                realtime: 0,
                 name: "ghost".into(),
                 program: "/nonexistent/ghostd".into(),
                 args: vec![],

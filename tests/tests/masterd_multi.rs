@@ -259,3 +259,72 @@ fn sigterm_leaves_no_public_address_behind() {
         assert_eq!(hosted(n), 0, "node {} still has public addresses", n.pnn);
     }
 }
+
+/// The scheduling policy of a process (`SCHED_RESET_ON_FORK` masked off).
+fn policy(pid: u32) -> i32 {
+    // SAFETY: a plain system call on a pid.
+    let p = unsafe { libc::sched_getscheduler(i32::try_from(pid).unwrap()) };
+    p & !libc::SCHED_RESET_ON_FORK
+}
+
+/// Locked memory of a process, in kB (`VmLck` of /proc/PID/status).
+fn locked_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_lease_path_runs_at_real_time_priority_with_locked_memory_and_hooks_do_not() {
+    require_root();
+    let c = TestCluster::new("md-rt", 1).unwrap();
+    let n = &c.nodes[0];
+    write_config(n, Some("192.0.2.201/24 eth0\n"));
+    // A hook that records its own scheduling policy (field 41 of
+    // /proc/self/stat: 0 normal, 2 SCHED_RR).
+    let hooks = n.config_dir.join("events");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let out = c.scratch.join("hook-policy");
+    let hook = hooks.join("10.policy");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\ncut -d' ' -f41 /proc/$$/stat >> {}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let m = Masterd::start(n, &["--daemons", &available_daemons()], None, None);
+    let s = wait("masterd ready", LIMIT, || status(n).filter(|s| s.ready));
+    for d in &s.daemons {
+        let pid = d.pid.expect("running");
+        let rt = matches!(d.name.as_str(), "transportd" | "clusterd" | "failoverd");
+        let want = if rt {
+            libc::SCHED_RR
+        } else {
+            libc::SCHED_OTHER
+        };
+        assert_eq!(policy(pid), want, "{} (pid {pid})", d.name);
+        if rt {
+            assert!(locked_kb(pid) > 0, "{} locked no memory", d.name);
+        } else {
+            assert_eq!(locked_kb(pid), 0, "{} locked memory", d.name);
+        }
+    }
+    // The one-node cluster takes its address and runs the takeip hook.
+    let policy_line = wait("the takeip hook ran", LIMIT, || {
+        std::fs::read_to_string(&out)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+    });
+    assert!(
+        policy_line.lines().all(|l| l.trim() == "0"),
+        "hooks must run at normal priority: {policy_line}"
+    );
+    drop(m);
+}

@@ -150,6 +150,7 @@ pub fn run_to_exit<E: std::fmt::Display>(
             return std::process::ExitCode::FAILURE;
         }
     };
+    lock_memory_if_realtime();
     match runtime.block_on(run) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -157,6 +158,29 @@ pub fn run_to_exit<E: std::fmt::Display>(
             eprintln!("{name}: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// A daemon started at real-time priority (masterd's
+/// `realtime_priority`) also locks its memory, so that a page fault under
+/// memory pressure cannot stall it past its lease: current and future
+/// pages, each locked when first touched (`MCL_ONFAULT`: no thread stack
+/// or heap reservation is filled in ahead of use). Normal daemons do not.
+pub fn lock_memory_if_realtime() {
+    // SAFETY: plain system calls on this process, no memory passed.
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    if policy < 0 || (policy & !libc::SCHED_RESET_ON_FORK) != libc::SCHED_RR {
+        return;
+    }
+    // SAFETY: as above.
+    let r = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) };
+    if r == 0 {
+        tracing::debug!("real-time priority: memory locked");
+    } else {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "real-time priority, but cannot lock memory"
+        );
     }
 }
 

@@ -322,23 +322,21 @@ impl Inner {
     /// lease element ending with the gate's lease, so that they answer from
     /// the first packet and stop answering when the lease ends even if no
     /// process of ours is left to remove them. Err when they must not be
-    /// added (the lease is over, or the kernel refused).
-    async fn lease_for_take(&self, ips: &[IpAddr]) -> Result<(), NodeError> {
+    /// added: `None` when the lease is over, else why the kernel refused.
+    async fn lease_for_take(&self, ips: &[IpAddr]) -> Result<(), Option<String>> {
         let Some(lease) = &self.lease else {
             return Ok(());
         };
         let end = match self.lock().permit {
             Permit::Unlimited => return Ok(()),
-            Permit::Closed => None,
-            Permit::Until(t) => Some(t.into_std()),
+            Permit::Closed => return Err(None),
+            Permit::Until(t) => t.into_std(),
         };
-        let Some(end) = end else {
-            return Err(NodeError::NoLease { addr: ips[0] });
-        };
-        lease.guard(ips).await?;
-        match lease.renew_until(ips, end).await? {
+        let refused = |e: netlink::nft::NftError| Some(e.to_string());
+        lease.guard(ips).await.map_err(refused)?;
+        match lease.renew_until(ips, end).await.map_err(refused)? {
             Some(_) => Ok(()),
-            None => Err(NodeError::NoLease { addr: ips[0] }),
+            None => Err(None),
         }
     }
 
@@ -802,10 +800,23 @@ impl Inner {
         let mut added: Vec<(usize, String)> = Vec::new();
         let to_add: Vec<IpAddr> = by_iface.values().flatten().map(|(_, p)| p.addr()).collect();
         if !to_add.is_empty() {
-            if let Err(e) = self.lease_for_take(&to_add).await {
-                tracing::warn!(error = %e, "no kernel lease for the addresses to take: not adding them");
-                for (i, p) in by_iface.values().flatten() {
-                    results[*i] = Some(Err(NodeError::NoLease { addr: p.addr() }));
+            if let Err(why) = self.lease_for_take(&to_add).await {
+                tracing::warn!(
+                    reason = why.as_deref().unwrap_or("the lease is over"),
+                    "no kernel lease for the addresses to take: not adding them"
+                );
+                for (iface, items) in &by_iface {
+                    for (i, p) in items {
+                        results[*i] = Some(Err(match &why {
+                            None => NodeError::NoLease { addr: p.addr() },
+                            Some(reason) => NodeError::Kernel {
+                                op: "lease",
+                                addr: p.addr(),
+                                iface: iface.clone(),
+                                reason: reason.clone(),
+                            },
+                        }));
+                    }
                 }
                 by_iface.clear();
             }

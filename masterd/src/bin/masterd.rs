@@ -77,7 +77,7 @@ fn run(args: Args) -> Result<(), MasterError> {
             }
         }
     } else {
-        multi::specs(&opts, &bin_dir, cfg.dir())?;
+        multi::specs(&opts, &bin_dir, cfg.dir(), 0)?; // binaries present
     }
     if args.check {
         println!(

@@ -72,6 +72,16 @@ impl KeepalivedBed {
         }
         let c = TestCluster::new(tag, 3)?;
         let eth1_ports = public_lan(&c)?;
+        // VRRP sends its adverts from an address of the interface.
+        for (i, n) in c.nodes.iter().enumerate() {
+            n.ns.ip(&[
+                "addr",
+                "add",
+                &format!("192.0.2.{}/24", 50 + i),
+                "dev",
+                "eth1",
+            ])?;
+        }
         let addrs: Vec<IpAddr> = (0..count).map(public).collect();
         let mut confs = Vec::new();
         for (i, n) in c.nodes.iter().enumerate() {
@@ -97,6 +107,11 @@ impl KeepalivedBed {
     fn start(&self, i: usize) -> Result<()> {
         let n = &self.c.nodes[i];
         let run = |f: &str| n.run_dir.join(f).to_string_lossy().into_owned();
+        // A SIGKILLed keepalived leaves its pid files, and the next one
+        // would take itself for a second copy.
+        for f in ["keepalived.pid", "vrrp.pid"] {
+            let _ = std::fs::remove_file(n.run_dir.join(f));
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -136,9 +151,24 @@ impl KeepalivedBed {
         }
     }
 
+    /// The last lines of every node's keepalived log.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for (i, n) in self.c.nodes.iter().enumerate() {
+            let text =
+                std::fs::read_to_string(n.run_dir.join("keepalived.log")).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!(
+                "--- node {i} keepalived\n{}\n",
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            ));
+        }
+        out
+    }
+
     /// Every address on node 0 and nowhere else.
     fn wait_on_node0(&self) -> Result<()> {
-        wait_for("keepalived: every address on node 0", LIMIT, POLL, || {
+        let placed = wait_for("keepalived: every address on node 0", LIMIT, POLL, || {
             let mut at: BTreeMap<IpAddr, Vec<usize>> = BTreeMap::new();
             for (i, n) in self.c.nodes.iter().enumerate() {
                 for a in addresses_on(n.ns.name()) {
@@ -149,7 +179,8 @@ impl KeepalivedBed {
                 .iter()
                 .all(|a| at.get(a).map(Vec::as_slice) == Some(&[0]))
                 .then_some(())
-        })
+        });
+        placed.with_context(|| self.logs())
     }
 
     /// Powers node 0 off and returns T0 → the first address answering and

@@ -170,6 +170,7 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    transport::controls::lock_memory_if_realtime();
     runtime.block_on(async move {
         let daemon = match transportd::Daemon::bind(config).await {
             Ok(d) => d,
