@@ -278,6 +278,13 @@ impl NodeCore {
 
     /// Applies news from clusterd.
     pub fn news(&mut self, now: Duration, news: News, out: &mut Vec<NodeAction>) {
+        // A lease end that passed before this news is a lease loss, even if
+        // the news renews the lease: this process may have been frozen
+        // across the end, and its addresses may have been given away
+        // meanwhile. Drop first, then take the new lease (found by the
+        // simulator: a thawed failoverd renewed the kernel lease of an
+        // address another node had taken).
+        self.expire(now, out);
         let (lease, membership) = match news {
             News::Membership(m) => (m.lease, Some(m)),
             News::Lease(l) => (l, None),
@@ -320,8 +327,8 @@ impl NodeCore {
         self.set_valid(now, valid, out);
     }
 
-    /// Timers: the lease end, re-requests, leftover removal.
-    pub fn tick(&mut self, now: Duration, out: &mut Vec<NodeAction>) {
+    /// The lease end passed without renewal: drop.
+    fn expire(&mut self, now: Duration, out: &mut Vec<NodeAction>) {
         if self.valid && !self.lease_valid(now) {
             if let Some(m) = self.membership.as_mut() {
                 m.lease_ok = false;
@@ -329,6 +336,11 @@ impl NodeCore {
             }
             self.set_valid(now, false, out);
         }
+    }
+
+    /// Timers: the lease end, re-requests, leftover removal.
+    pub fn tick(&mut self, now: Duration, out: &mut Vec<NodeAction>) {
+        self.expire(now, out);
         if self.rerequest_at.is_some_and(|at| now >= at) {
             self.rerequest_at = None;
             self.request(now, out);

@@ -136,7 +136,7 @@ fn rerequest_after_a_flap_repeats_until_a_run_is_seen() {
     out.clear();
     n.news(
         ms(600),
-        News::Lease(lease(ms(600), Some(ms(1100)))),
+        News::Lease(lease(ms(600), Some(ms(60_000)))),
         &mut out,
     );
     let asked: Vec<u64> = out
@@ -152,7 +152,6 @@ fn rerequest_after_a_flap_repeats_until_a_run_is_seen() {
     for k in 1..=3u64 {
         out.clear();
         let at = ms(600) + n.config().rerequest_every * u32::try_from(k).expect("small");
-        n.news(at, News::Lease(lease(at, Some(at + ms(500)))), &mut out);
         n.tick(at, &mut out);
         assert!(
             out.contains(&NodeAction::RequestRun { leader: 0, epoch }),
@@ -487,4 +486,26 @@ fn a_restarted_cluster_starts_the_generation_count_again() {
     m.lease = lease(ms(10), Some(ms(5000)));
     n.news(ms(10), News::Membership(m), &mut out);
     assert_eq!(n.check_take(ms(11), 0, 300), Ok(()));
+}
+
+/// Found by the long simulation run: failoverd frozen across its lease
+/// end, then thawed with a renewal queued. The renewal must not keep (and
+/// re-lease in the kernel) addresses held through the gap: drop first.
+#[test]
+fn a_renewal_after_the_end_passed_still_drops_first() {
+    let mut n = following(1, 0, 10, ms(500));
+    let mut out = Vec::new();
+    // No tick ran at 500 ms (frozen); at 800 ms a renewal is read.
+    n.news(
+        ms(800),
+        News::Lease(lease(ms(790), Some(ms(1300)))),
+        &mut out,
+    );
+    let drop = out.iter().position(|a| *a == NodeAction::DropAll);
+    let renew = out
+        .iter()
+        .position(|a| *a == NodeAction::SetLease(Some(ms(1300))));
+    assert!(drop.is_some() && renew.is_some(), "{out:?}");
+    assert!(drop < renew, "drop before the new lease: {out:?}");
+    assert!(n.lease_valid(ms(800)));
 }
