@@ -163,7 +163,12 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     for (&pnn, report) in input.reports {
         for ip in &report.ips {
             knowers.entry(ip.addr).or_default().insert(pnn);
-            if ip.active.is_some() {
+            // A leftover (configured, its removal not done yet: reported
+            // with no interface) is no claim to hold it: it does not
+            // serve, and it must not outrank a belief that a cut-off node
+            // holds the address (found by the simulator). It is a knower,
+            // so it is released wherever the address goes.
+            if ip.active.as_deref().is_some_and(|i| !i.is_empty()) {
                 claims.entry(ip.addr).or_default().insert(pnn);
             }
             if report.can_host && !ip.available.is_empty() && !ip.configured.is_empty() {
@@ -507,6 +512,23 @@ mod tests {
             .releases
             .values()
             .all(|v| v.iter().all(|(a, _)| *a != ip(3))));
+    }
+
+    #[test]
+    fn a_leftover_is_no_claim_against_a_blocked_holder() {
+        // Node 1 still has .3 configured as a leftover (reported with no
+        // interface); node 0 believes it is on the cut-off node 2.
+        let m = membership(&[0, 0, NodeFlags::DISCONNECTED.bits()], &[]);
+        let mut leftover = report(1, &[1, 2, 3], &[2, 3], &[]);
+        for i in &mut leftover.ips {
+            if i.addr == ip(3) {
+                i.active = Some(String::new());
+            }
+        }
+        let reports = vec![report(0, &[1, 2, 3], &[1], &[(3, 2)]), leftover];
+        let p = run(&m, reports, &[]).unwrap();
+        assert_eq!(p.pinned.get(&ip(3)), Some(&2), "{p:?}");
+        assert!(p.takes.values().all(|v| !v.contains(&ip(3))));
     }
 
     #[test]

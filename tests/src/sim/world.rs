@@ -1023,7 +1023,8 @@ impl World {
             .into_iter()
             .map(|a| {
                 let listed = fo.publics.contains(&a);
-                let here = fo.hosted.contains(&a) || fo.core.leftovers().contains(&a);
+                let hosted = fo.hosted.contains(&a);
+                let here = hosted || fo.core.leftovers().contains(&a);
                 PublicIp {
                     addr: a,
                     prefix: 24,
@@ -1037,7 +1038,9 @@ impl World {
                     } else {
                         Vec::new()
                     },
-                    active: here.then(|| "eth1".into()),
+                    // A leftover is reported with no interface, as the
+                    // daemon does.
+                    active: here.then(|| if hosted { "eth1".into() } else { String::new() }),
                     owner: if here {
                         Some(pnn(i))
                     } else {
