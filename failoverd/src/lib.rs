@@ -3,6 +3,7 @@
 //! runs, adding and removing addresses, announcements, tickles and event hooks.
 
 pub mod alloc;
+pub mod core;
 pub mod daemon;
 pub mod entry;
 pub mod leader;

@@ -14,3 +14,4 @@ pub mod bench;
 pub mod chaos;
 pub mod cluster;
 pub mod netns;
+pub mod sim;

@@ -28,6 +28,7 @@ use transport::proto::service::{ALL_NODES, BROADCAST_SERVICE, FAILOVERD};
 use transport::proto::Address;
 
 use crate::alloc::Tunables;
+use crate::core::{run, RunOrder, RunOutcome};
 use plan::{Plan, PlanError, PlanInput};
 
 /// Why a takeover run failed (the daemon retries it).
@@ -72,17 +73,6 @@ pub struct RunSettings {
     pub release_timeout: Duration,
 }
 
-/// What a completed run did.
-#[derive(Debug, Clone, Default)]
-pub struct RunReport {
-    /// The plan carried out.
-    pub plan: Plan,
-    /// The new memory of who holds what (for the next run).
-    pub last_owner: BTreeMap<IpAddr, Pnn>,
-    /// How long each step took.
-    pub timing: RunTiming,
-}
-
 /// How long each step of a run took (logged at info level as
 /// `takeover run timing`, which `bench -- failover` reads to break a
 /// failover down into phases).
@@ -115,26 +105,20 @@ impl RunTiming {
 
 /// The nodes a run talks to: connected and not deleted.
 pub fn connected_nodes(m: &Membership) -> Vec<Pnn> {
-    m.nodes
-        .iter()
-        .filter(|n| {
-            !n.flags
-                .intersects(NodeFlags::DISCONNECTED | NodeFlags::DELETED)
-        })
-        .map(|n| n.pnn)
-        .collect()
+    crate::core::run::connected_nodes(m)
 }
 
-/// Asks every connected node for its public IPs.
+/// Asks every connected node for its public IPs; returns the answers and
+/// the connected nodes that did not answer.
 ///
 /// # Errors
 ///
-/// [`RunError::Report`] for the first node that did not answer.
+/// [`RunError::Report`] when the request could not be sent at all.
 pub async fn gather_reports(
     client: &Client,
     m: &Membership,
     timeout: Duration,
-) -> Result<BTreeMap<Pnn, PublicIps>, RunError> {
+) -> Result<(BTreeMap<Pnn, PublicIps>, BTreeMap<Pnn, ClientError>), RunError> {
     let nodes = connected_nodes(m);
     let dsts: Vec<Address> = nodes.iter().map(|&p| Address::new(p, FAILOVERD)).collect();
     let answers = client
@@ -145,39 +129,64 @@ pub async fn gather_reports(
             source,
         })?;
     let mut reports = BTreeMap::new();
+    let mut missing = BTreeMap::new();
     for (dst, answer) in answers {
-        let report = answer.map_err(|source| RunError::Report {
-            pnn: dst.pnn,
-            source,
-        })?;
-        reports.insert(dst.pnn, report);
+        match answer {
+            Ok(report) => {
+                reports.insert(dst.pnn, report);
+            }
+            Err(e) => {
+                tracing::warn!(pnn = dst.pnn, error = %e, "no public-IP report");
+                missing.insert(dst.pnn, e);
+            }
+        }
     }
-    Ok(reports)
+    Ok((reports, missing))
 }
 
-/// One full takeover run for membership `m` (see the module docs).
+/// One full takeover run for `order` (see the module docs). Connected nodes
+/// that do not answer fail the run unless the leader core left them out
+/// (`order.unresponsive`).
 ///
-/// # Errors
-///
-/// [`RunError`]: the run must be retried. Takes that were acknowledged
-/// before a failure stay done.
+/// Never fails: how it went is the [`RunOutcome`] for
+/// [`crate::core::LeaderCore::run_finished`]; the first error, if any, is
+/// returned beside it for the log.
 pub async fn takeover_run(
     client: &Client,
-    m: &Membership,
-    last_owner: &BTreeMap<IpAddr, Pnn>,
-    force_rebalance: &[Pnn],
+    order: &RunOrder,
     settings: RunSettings,
-) -> Result<RunReport, RunError> {
+) -> (RunOutcome, Option<RunError>) {
+    let m = &order.membership;
     let started = Instant::now();
-    let reports = gather_reports(client, m, settings.request_timeout).await?;
+    let mut outcome = RunOutcome {
+        generation: m.generation,
+        ..RunOutcome::default()
+    };
+    let (reports, mut missing) = match gather_reports(client, m, settings.request_timeout).await {
+        Ok(r) => r,
+        Err(e) => return (outcome, Some(e)),
+    };
+    let (answered, missing_set) = run::sort_reports(m, reports.keys().copied());
+    outcome.answered = answered;
+    outcome.missing = missing_set.clone();
+    if let Some(&pnn) = missing_set.iter().find(|p| !order.unresponsive.contains(p)) {
+        let source = missing.remove(&pnn).unwrap_or_else(|| ClientError::Closed {
+            service: "failoverd".into(),
+        });
+        return (outcome, Some(RunError::Report { pnn, source }));
+    }
     let gathered = Instant::now();
-    let plan = plan::plan(PlanInput {
+    let plan = match plan::plan(PlanInput {
         membership: m,
         reports: &reports,
-        last_owner,
+        last_owner: &order.last_owner,
         tunables: settings.tunables,
-        force_rebalance,
-    })?;
+        force_rebalance: &order.force_rebalance,
+        unresponsive: &order.unresponsive,
+    }) {
+        Ok(p) => p,
+        Err(e) => return (outcome, Some(e.into())),
+    };
     let mut timing = RunTiming {
         gather: gathered - started,
         plan: gathered.elapsed(),
@@ -190,16 +199,21 @@ pub async fn takeover_run(
         held = plan.held.len(),
         "takeover run planned"
     );
-    let mut memory = last_owner.clone();
+    let mut memory = order.last_owner.clone();
     let result = execute(client, &plan, &mut memory, settings, &mut timing).await;
     timing.log(plan.generation, plan.moved);
     broadcast_ipreallocated(client, plan.generation).await;
-    result?;
-    Ok(RunReport {
-        plan,
-        last_owner: memory,
-        timing,
-    })
+    outcome.last_owner = Some(memory);
+    outcome.ok = result.is_ok();
+    outcome.complete = outcome.ok && run::complete(&plan, !missing_set.is_empty());
+    if outcome.ok {
+        tracing::info!(
+            generation = plan.generation,
+            moved = plan.moved,
+            "takeover run completed successfully"
+        );
+    }
+    (outcome, result.err())
 }
 
 /// Releases, waits, takes; updates `memory` with what was acknowledged.
@@ -214,30 +228,8 @@ async fn execute(
     let failed_release = release_step(client, plan.generation, &plan.releases, settings).await;
     timing.release = started.elapsed();
     // Forget holders of released addresses; the takes set the new ones.
-    for list in plan.releases.values() {
-        for (addr, _) in list {
-            if !failed_release.contains(addr) {
-                memory.remove(addr);
-            }
-        }
-    }
-    for (&addr, &p) in &plan.pinned {
-        memory.insert(addr, p);
-    }
-    let takes: BTreeMap<Pnn, Vec<IpAddr>> = plan
-        .takes
-        .iter()
-        .map(|(&n, v)| {
-            (
-                n,
-                v.iter()
-                    .copied()
-                    .filter(|a| !failed_release.contains(a))
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .filter(|(_, v)| !v.is_empty())
-        .collect();
+    run::forget_released(memory, plan, &failed_release);
+    let takes = run::takes_after_release(plan, &failed_release);
     let started = Instant::now();
     let take_failures = take_step(client, plan.generation, &takes, settings, memory).await;
     timing.take = started.elapsed();
@@ -326,19 +318,13 @@ async fn take_step(
                     tracing::warn!(pnn, %addr, why, "take failed");
                     failures.push(format!("{addr} on node {pnn}: {why}"));
                 }
-                for a in ips {
-                    if !bad.contains(a) {
-                        memory.insert(*a, pnn);
-                    }
-                }
+                run::record_take(memory, pnn, ips, Some(&bad));
             }
             Err(e) => {
                 tracing::warn!(pnn, error = %e, "take request failed");
                 failures.push(format!("node {pnn}: {e}"));
                 // Unknown outcome: the node may hold them now.
-                for a in ips {
-                    memory.insert(*a, pnn);
-                }
+                run::record_take(memory, pnn, ips, None);
             }
         }
     }
@@ -365,12 +351,19 @@ async fn broadcast_ipreallocated(client: &Client, generation: u64) {
 /// [`RunError::Report`], [`RunError::Release`], [`RunError::Take`].
 pub async fn move_ip(
     client: &Client,
-    m: &Membership,
-    last_owner: &BTreeMap<IpAddr, Pnn>,
+    order: &RunOrder,
     mv: MoveIp,
     settings: RunSettings,
 ) -> Result<BTreeMap<IpAddr, Pnn>, RunError> {
-    let reports = gather_reports(client, m, settings.request_timeout).await?;
+    let m = &order.membership;
+    let last_owner = &order.last_owner;
+    let (reports, mut missing) = gather_reports(client, m, settings.request_timeout).await?;
+    if let Some(&pnn) = missing.keys().find(|p| !order.unresponsive.contains(p)) {
+        let source = missing.remove(&pnn).unwrap_or_else(|| ClientError::Closed {
+            service: "failoverd".into(),
+        });
+        return Err(RunError::Report { pnn, source });
+    }
     let cannot = RunError::CannotMove {
         addr: mv.addr,
         pnn: mv.pnn,
@@ -392,6 +385,7 @@ pub async fn move_ip(
         last_owner,
         tunables: settings.tunables,
         force_rebalance: &[],
+        unresponsive: &order.unresponsive,
     })?;
     if p.pinned.contains_key(&mv.addr) || p.held.contains(&mv.addr) {
         return Err(cannot);

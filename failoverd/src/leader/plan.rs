@@ -65,6 +65,11 @@ pub struct PlanInput<'a> {
     pub tunables: Tunables,
     /// Nodes LCP2 may move addresses to although they hold some.
     pub force_rebalance: &'a [Pnn],
+    /// Connected nodes left out of allocation because they keep failing
+    /// runs ([`crate::core::leader`]): their report may be missing; they
+    /// are treated like a disconnected node whose lease has not lapsed
+    /// (they may still hold addresses) and get nothing new.
+    pub unresponsive: &'a BTreeSet<Pnn>,
 }
 
 /// The outcome of planning.
@@ -134,21 +139,36 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         let connected = !n
             .flags
             .intersects(NodeFlags::DISCONNECTED | NodeFlags::DELETED);
-        if connected && !input.reports.contains_key(&n.pnn) {
+        if connected && !input.reports.contains_key(&n.pnn) && !input.unresponsive.contains(&n.pnn)
+        {
             return Err(PlanError::MissingReport(n.pnn));
         }
     }
-    let blocked = blocked_nodes(m);
+    let mut blocked = blocked_nodes(m);
+    blocked.extend(
+        input
+            .unresponsive
+            .iter()
+            .copied()
+            .filter(|&p| p != m.this_node && !input.reports.contains_key(&p)),
+    );
 
     // Who hosts what now (claims), who knows what, and beliefs.
     let mut claims: BTreeMap<IpAddr, BTreeSet<Pnn>> = BTreeMap::new();
     let mut knowers: BTreeMap<IpAddr, BTreeSet<Pnn>> = BTreeMap::new();
     let mut available: BTreeMap<IpAddr, BTreeSet<Pnn>> = BTreeMap::new();
-    let mut beliefs: BTreeMap<IpAddr, Pnn> = BTreeMap::new();
+    // Every node's belief, not only the first: they may disagree (a node
+    // that missed a run believes an older owner).
+    let mut beliefs: BTreeMap<IpAddr, BTreeSet<Pnn>> = BTreeMap::new();
     for (&pnn, report) in input.reports {
         for ip in &report.ips {
             knowers.entry(ip.addr).or_default().insert(pnn);
-            if ip.active.is_some() {
+            // A leftover (configured, its removal not done yet: reported
+            // with no interface) is no claim to hold it: it does not
+            // serve, and it must not outrank a belief that a cut-off node
+            // holds the address (found by the simulator). It is a knower,
+            // so it is released wherever the address goes.
+            if ip.active.as_deref().is_some_and(|i| !i.is_empty()) {
                 claims.entry(ip.addr).or_default().insert(pnn);
             }
             if report.can_host && !ip.available.is_empty() && !ip.configured.is_empty() {
@@ -158,7 +178,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
             }
             if let Some(o) = ip.owner {
                 if o != pnn {
-                    beliefs.entry(ip.addr).or_insert(o);
+                    beliefs.entry(ip.addr).or_default().insert(o);
                 }
             }
         }
@@ -173,23 +193,20 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         if claims.contains_key(addr) {
             continue; // A reachable node hosts it: that claim is the truth.
         }
-        let remembered = input
-            .last_owner
-            .get(addr)
-            .copied()
-            .or_else(|| beliefs.get(addr).copied());
-        match remembered {
-            Some(o) if blocked.contains(&o) => {
+        let memory = input.last_owner.get(addr).copied();
+        let believed = beliefs.get(addr);
+        // Any holder that the memory or any node names and that cannot
+        // say whether it still holds it: the address stays with it (a
+        // belief naming a blocked node outranks a stale memory or another
+        // node's stale belief).
+        let blocked_holder = memory
+            .filter(|o| blocked.contains(o))
+            .or_else(|| believed.and_then(|b| b.iter().copied().find(|o| blocked.contains(o))));
+        match blocked_holder {
+            Some(o) => {
                 pinned.insert(*addr, o);
             }
-            // A belief naming a blocked node outranks a stale memory.
-            Some(_) if beliefs.get(addr).is_some_and(|b| blocked.contains(b)) => {
-                if let Some(&b) = beliefs.get(addr) {
-                    pinned.insert(*addr, b);
-                }
-            }
-            Some(_) => {}
-            None if !blocked.is_empty() => {
+            None if memory.is_none() && believed.is_none() && !blocked.is_empty() => {
                 held.insert(*addr);
             }
             None => {}
@@ -207,7 +224,11 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     let mut nodes = vec![NodeState::with_flags(NodeFlags::DISCONNECTED.bits()); node_count];
     for n in &m.nodes {
         if let Some(slot) = nodes.get_mut(n.pnn as usize) {
-            *slot = NodeState::with_flags(n.flags.bits());
+            let mut flags = n.flags;
+            if blocked.contains(&n.pnn) {
+                flags |= NodeFlags::BANNED;
+            }
+            *slot = NodeState::with_flags(flags.bits());
         }
     }
     let ips: Vec<IpEntry> = knowers
@@ -342,6 +363,7 @@ mod tests {
             last_owner: &last,
             tunables: Tunables::default(),
             force_rebalance: &[],
+            unresponsive: &BTreeSet::new(),
         })
     }
 
@@ -471,6 +493,42 @@ mod tests {
         let p = run(&m, reports, &[]).unwrap();
         assert!(p.held.is_empty());
         assert!(p.owner(ip(3)).is_some());
+    }
+
+    #[test]
+    fn any_belief_naming_a_blocked_node_pins_the_address() {
+        // Found by the simulator: node 0 missed the run that gave .3 to
+        // node 2 and still believes node 1 has it; node 1 knows better.
+        // Node 2 is cut off and may hold .3: it must not be given out.
+        let m = membership(&[0, 0, NodeFlags::DISCONNECTED.bits()], &[]);
+        let reports = vec![
+            report(0, &[1, 2, 3], &[1], &[(3, 1)]),
+            report(1, &[1, 2, 3], &[2], &[(3, 2)]),
+        ];
+        let p = run(&m, reports, &[]).unwrap();
+        assert_eq!(p.pinned.get(&ip(3)), Some(&2), "{p:?}");
+        assert!(p.takes.values().all(|v| !v.contains(&ip(3))));
+        assert!(p
+            .releases
+            .values()
+            .all(|v| v.iter().all(|(a, _)| *a != ip(3))));
+    }
+
+    #[test]
+    fn a_leftover_is_no_claim_against_a_blocked_holder() {
+        // Node 1 still has .3 configured as a leftover (reported with no
+        // interface); node 0 believes it is on the cut-off node 2.
+        let m = membership(&[0, 0, NodeFlags::DISCONNECTED.bits()], &[]);
+        let mut leftover = report(1, &[1, 2, 3], &[2, 3], &[]);
+        for i in &mut leftover.ips {
+            if i.addr == ip(3) {
+                i.active = Some(String::new());
+            }
+        }
+        let reports = vec![report(0, &[1, 2, 3], &[1], &[(3, 2)]), leftover];
+        let p = run(&m, reports, &[]).unwrap();
+        assert_eq!(p.pinned.get(&ip(3)), Some(&2), "{p:?}");
+        assert!(p.takes.values().all(|v| !v.contains(&ip(3))));
     }
 
     #[test]

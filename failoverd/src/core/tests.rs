@@ -1,0 +1,511 @@
+//! Unit tests of failoverd's core: each rule, and each hole it closes, with
+//! a test that tries to break it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use transport::msg::cluster::{Lease, Membership, NodeFlags, NodeInfo, Pnn};
+use transport::msg::failover::{MoveIp, PublicIp, PublicIps};
+
+use super::leader::{LeaderAction, LeaderConfig, LeaderCore, RunOutcome};
+use super::node::{News, NodeAction, NodeConfig, NodeCore, Refusal, Route};
+use crate::alloc::Tunables;
+use crate::leader::plan::{plan, PlanError, PlanInput};
+
+const MS: Duration = Duration::from_millis(1);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).expect("test times fit")
+}
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(203, 0, 113, last))
+}
+
+fn lease(at: Duration, until: Option<Duration>) -> Lease {
+    Lease {
+        at_ns: ns(at),
+        expires_ns: until.map_or(0, ns),
+        since_ns: until.map_or(0, |_| 1),
+    }
+}
+
+fn membership(this: Pnn, leader: Option<Pnn>, generation: u64, flags: &[u32]) -> Membership {
+    Membership {
+        generation,
+        leader,
+        nodes: flags
+            .iter()
+            .enumerate()
+            .map(|(i, &f)| NodeInfo {
+                pnn: Pnn::try_from(i).expect("few nodes"),
+                address: None,
+                flags: NodeFlags::from_bits(f),
+            })
+            .collect(),
+        this_node: this,
+        lease_ok: true,
+        reassignable: Vec::new(),
+        lease: Lease::default(),
+    }
+}
+
+fn node(pnn: Pnn) -> NodeCore {
+    NodeCore::new(NodeConfig::new(pnn, ms(500)))
+}
+
+/// A node following `leader` at `generation`, lease valid until `until`.
+fn following(pnn: Pnn, leader: Pnn, generation: u64, until: Duration) -> NodeCore {
+    let mut n = node(pnn);
+    let mut m = membership(pnn, Some(leader), generation, &[0, 0, 0]);
+    m.lease = lease(MS, Some(until));
+    let mut out = Vec::new();
+    n.news(MS, News::Membership(m), &mut out);
+    assert!(n.lease_valid(MS));
+    assert!(
+        out.contains(&NodeAction::RequestRun { leader, epoch: 0 }),
+        "a started node asks for a run: {out:?}"
+    );
+    n.run_seen(0);
+    n
+}
+
+#[test]
+fn lease_end_without_renewal_drops_everything() {
+    let mut n = following(1, 0, 10, ms(500));
+    assert_eq!(n.next_deadline(), Some(ms(500)));
+    let mut out = Vec::new();
+    n.tick(ms(499), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    n.tick(ms(500), &mut out);
+    assert!(out.contains(&NodeAction::DropAll), "{out:?}");
+    assert!(out.contains(&NodeAction::SetLease(None)), "{out:?}");
+    assert!(!n.lease_valid(ms(500)));
+    assert_eq!(
+        n.check_take(ms(500), 0, 10),
+        Err(Refusal::NoLease(1)),
+        "no take without a lease"
+    );
+}
+
+#[test]
+fn old_news_never_undoes_newer_news() {
+    let mut n = following(1, 0, 10, ms(500));
+    let mut out = Vec::new();
+    // Newer: the lease ended.
+    n.news(ms(100), News::Lease(lease(ms(100), None)), &mut out);
+    assert!(out.contains(&NodeAction::DropAll));
+    out.clear();
+    // An older poll answer saying it is valid: ignored.
+    let mut old = membership(1, Some(0), 10, &[0, 0, 0]);
+    old.lease = lease(ms(50), Some(ms(600)));
+    n.news(ms(101), News::Membership(old), &mut out);
+    assert!(!n.lease_valid(ms(101)));
+    assert!(!out
+        .iter()
+        .any(|a| matches!(a, NodeAction::SetLease(Some(_)))));
+}
+
+#[test]
+fn renewal_moves_the_deadline_and_the_kernel_lease() {
+    let mut n = following(1, 0, 10, ms(500));
+    let mut out = Vec::new();
+    n.news(
+        ms(200),
+        News::Lease(lease(ms(200), Some(ms(700)))),
+        &mut out,
+    );
+    assert_eq!(out, vec![NodeAction::SetLease(Some(ms(700)))]);
+    out.clear();
+    n.tick(ms(600), &mut out);
+    assert!(out.is_empty());
+}
+
+/// Hole 2: after a flap the node asks again and again until a run answers.
+#[test]
+fn rerequest_after_a_flap_repeats_until_a_run_is_seen() {
+    let mut n = following(1, 0, 10, ms(500));
+    let mut out = Vec::new();
+    n.tick(ms(500), &mut out);
+    assert!(n.wants_run());
+    out.clear();
+    n.news(
+        ms(600),
+        News::Lease(lease(ms(600), Some(ms(60_000)))),
+        &mut out,
+    );
+    let asked: Vec<u64> = out
+        .iter()
+        .filter_map(|a| match a {
+            NodeAction::RequestRun { leader: 0, epoch } => Some(*epoch),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked.len(), 1, "{out:?}");
+    let epoch = asked[0];
+    // The request is lost: asked again one period later, and again.
+    for k in 1..=3u64 {
+        out.clear();
+        let at = ms(600) + n.config().rerequest_every * u32::try_from(k).expect("small");
+        n.tick(at, &mut out);
+        assert!(
+            out.contains(&NodeAction::RequestRun { leader: 0, epoch }),
+            "round {k}: {out:?}"
+        );
+    }
+    // An answer from an earlier flap does not count.
+    n.run_seen(epoch.wrapping_sub(1));
+    assert!(n.wants_run());
+    n.run_seen(epoch);
+    assert!(!n.wants_run());
+    assert_eq!(n.next_deadline(), n.lease_until());
+}
+
+/// Hole 5: a TAKE of an old run after a RELEASE of a newer one — even a
+/// RELEASE refused because this node's membership lags — is refused.
+#[test]
+fn stale_take_after_newer_release_is_refused() {
+    let mut n = following(1, 0, 10, ms(500));
+    // Node 2 leads now (generation 12); this node still follows 0.
+    assert!(matches!(
+        n.check_release(2, 12),
+        Err(Refusal::NotLeader { .. })
+    ));
+    assert_eq!(
+        n.check_take(ms(10), 0, 10),
+        Err(Refusal::Stale { got: 10, seen: 12 })
+    );
+    // The same with an accepted release.
+    let mut n = following(1, 0, 10, ms(500));
+    assert_eq!(n.check_release(0, 11), Ok(()));
+    assert_eq!(
+        n.check_take(ms(10), 0, 10),
+        Err(Refusal::Stale { got: 10, seen: 11 })
+    );
+    assert_eq!(n.check_take(ms(10), 0, 11), Ok(()));
+    assert_eq!(n.max_generation(), 11);
+}
+
+#[test]
+fn take_only_from_the_followed_leader_and_not_when_disabled() {
+    let mut n = following(1, 0, 10, ms(500));
+    assert!(matches!(
+        n.check_take(ms(10), 2, 10),
+        Err(Refusal::NotLeader { .. })
+    ));
+    let mut d = NodeCore::new(NodeConfig {
+        disabled: true,
+        ..NodeConfig::new(1, ms(500))
+    });
+    assert_eq!(d.check_take(ms(10), 0, 10), Err(Refusal::NoMembership));
+}
+
+/// Hole 4: a request another node forwarded is never forwarded again.
+#[test]
+fn forwarded_requests_are_never_forwarded_again() {
+    let n = following(1, 0, 10, ms(500));
+    assert_eq!(n.route(1, false), Route::Forward(0));
+    assert_eq!(n.route(2, false), Route::Refuse);
+    assert_eq!(n.route(2, true), Route::Serve);
+    let alone = node(1);
+    assert_eq!(alone.route(1, false), Route::Refuse);
+}
+
+/// Hole 6: a failed removal stays tracked and is retried until it works.
+#[test]
+fn leftovers_are_retried_until_removed() {
+    let mut n = following(1, 0, 10, ms(5000));
+    n.removed(ms(10), ip(7), false);
+    assert_eq!(n.leftovers(), &BTreeSet::from([ip(7)]));
+    let retry = n.config().leftover_retry;
+    let mut out = Vec::new();
+    n.tick(ms(10) + retry, &mut out);
+    assert_eq!(out, vec![NodeAction::RemoveLeftovers(vec![ip(7)])]);
+    out.clear();
+    n.tick(ms(10) + retry * 2, &mut out);
+    assert_eq!(out, vec![NodeAction::RemoveLeftovers(vec![ip(7)])]);
+    n.removed(ms(10) + retry * 2, ip(7), true);
+    assert!(n.leftovers().is_empty());
+    // A leftover taken again is hosted: no retry may remove it.
+    n.removed(ms(20), ip(8), false);
+    n.hosts(ip(8));
+    assert!(n.leftovers().is_empty());
+    out.clear();
+    n.tick(ms(10) + retry * 4, &mut out);
+    assert!(out.is_empty());
+}
+
+type Actions = Vec<LeaderAction<u32>>;
+
+fn leading(generation: u64, flags: &[u32]) -> (LeaderCore<u32>, Actions) {
+    let mut l = LeaderCore::new(LeaderConfig::new(0));
+    let mut out = Vec::new();
+    l.membership(MS, &membership(0, Some(0), generation, flags), &mut out);
+    (l, out)
+}
+
+fn started(out: &Actions) -> Option<u64> {
+    out.iter().find_map(|a| match a {
+        LeaderAction::StartRun(o) | LeaderAction::StartMove(o, _) => Some(o.seq),
+        _ => None,
+    })
+}
+
+fn ok(answered: &[Pnn], complete: bool) -> RunOutcome {
+    RunOutcome {
+        answered: answered.iter().copied().collect(),
+        ok: true,
+        complete,
+        generation: 5,
+        last_owner: Some(BTreeMap::new()),
+        ..RunOutcome::default()
+    }
+}
+
+#[test]
+fn a_new_leader_runs_once_and_runs_are_serialised() {
+    let (mut l, out) = leading(5, &[0, 0, 0]);
+    let seq = started(&out).expect("a run");
+    let mut out = Vec::new();
+    l.request_run(ms(2), &mut out);
+    assert_eq!(started(&out), None, "one run at a time");
+    l.run_finished(ms(3), seq, ok(&[0, 1, 2], true), &mut out);
+    assert_eq!(started(&out), Some(seq + 1), "the wanted run follows");
+}
+
+#[test]
+fn a_failed_run_is_retried_with_backoff_forever() {
+    let (mut l, out) = leading(5, &[0, 0, 0]);
+    let mut seq = started(&out).expect("a run");
+    let mut now = ms(1);
+    let mut last_gap = Duration::ZERO;
+    for _ in 0..10 {
+        let mut out = Vec::new();
+        l.run_finished(now, seq, RunOutcome::default(), &mut out);
+        assert_eq!(started(&out), None, "not at once");
+        let at = l.next_deadline().expect("a retry is scheduled");
+        assert!(at - now >= last_gap && at - now <= ms(1000));
+        last_gap = at - now;
+        now = at;
+        l.tick(now, &mut out);
+        seq = started(&out).expect("retried");
+    }
+    assert_eq!(last_gap, ms(1000));
+}
+
+/// Hole 2 (leader side): a run that leaves something unhosted is followed
+/// by periodic runs until one is complete.
+#[test]
+fn incomplete_runs_repeat_until_complete() {
+    let (mut l, out) = leading(5, &[0, 0, 0]);
+    let seq = started(&out).expect("a run");
+    let mut out = Vec::new();
+    l.run_finished(ms(2), seq, ok(&[0, 1, 2], false), &mut out);
+    let at = l.next_deadline().expect("periodic run");
+    assert_eq!(at, ms(2) + LeaderConfig::new(0).period);
+    l.tick(at, &mut out);
+    let seq = started(&out).expect("periodic run started");
+    out.clear();
+    l.run_finished(at, seq, ok(&[0, 1, 2], true), &mut out);
+    assert_eq!(l.next_deadline(), None, "complete: no more runs");
+}
+
+/// Hole 3: a connected node that never answers is left out after three runs;
+/// answering brings it back.
+#[test]
+fn a_node_failing_runs_is_left_out_and_comes_back() {
+    let (mut l, out) = leading(5, &[0, 0, 0]);
+    let mut seq = started(&out).expect("a run");
+    let mut now = ms(1);
+    for round in 1..=3 {
+        let mut out = Vec::new();
+        let fail = RunOutcome {
+            answered: BTreeSet::from([0, 1]),
+            missing: BTreeSet::from([2]),
+            ..RunOutcome::default()
+        };
+        l.run_finished(now, seq, fail, &mut out);
+        assert_eq!(l.unresponsive().contains(&2), round >= 3, "round {round}");
+        now = l.next_deadline().expect("retry");
+        l.tick(now, &mut out);
+        let order = out
+            .iter()
+            .find_map(|a| match a {
+                LeaderAction::StartRun(o) => Some(o.clone()),
+                _ => None,
+            })
+            .expect("retried");
+        assert_eq!(order.unresponsive.contains(&2), round >= 3);
+        seq = order.seq;
+    }
+    let mut out = Vec::new();
+    l.run_finished(now, seq, ok(&[0, 1, 2], true), &mut out);
+    assert!(l.unresponsive().is_empty());
+}
+
+#[test]
+fn overtaken_job_is_aborted_and_waiters_reroute_when_leadership_moves() {
+    let (mut l, out) = leading(5, &[0, 0, 0]);
+    let seq = started(&out).expect("a run");
+    let mut out = Vec::new();
+    l.ipreallocate(ms(2), 77, &mut out);
+    l.move_ip(
+        ms(2),
+        MoveIp {
+            addr: ip(1),
+            pnn: 1,
+        },
+        78,
+        &mut out,
+    );
+    assert!(out.is_empty());
+    // A newer generation overtakes the run: aborted and restarted.
+    l.membership(ms(3), &membership(0, Some(0), 6, &[0, 1, 0]), &mut out);
+    assert!(out.contains(&LeaderAction::Abort));
+    let next = started(&out).expect("restarted");
+    assert!(next > seq);
+    out.clear();
+    // Leadership moves: the job is aborted, requests go back to the shell.
+    l.membership(ms(4), &membership(0, Some(1), 7, &[0, 0, 0]), &mut out);
+    assert!(out.contains(&LeaderAction::Abort));
+    assert!(out.contains(&LeaderAction::Reroute(77)));
+    assert!(!l.active());
+    assert_eq!(l.queued(), 0);
+}
+
+#[test]
+fn waiters_are_answered_only_by_a_run_that_started_after_them() {
+    let (mut l, out) = leading(5, &[0, 0, 0]);
+    let first = started(&out).expect("a run");
+    let mut out = Vec::new();
+    l.ipreallocate(ms(2), 9, &mut out);
+    l.run_finished(ms(3), first, ok(&[0, 1, 2], true), &mut out);
+    assert!(!out.iter().any(|a| matches!(a, LeaderAction::Answer(9, _))));
+    let second = started(&out).expect("the waiter's run");
+    out.clear();
+    l.run_finished(ms(4), second, ok(&[0, 1, 2], true), &mut out);
+    assert!(out.contains(&LeaderAction::Answer(9, 5)));
+}
+
+fn report(pnn: Pnn, known: &[u8], hosts: &[u8]) -> PublicIps {
+    PublicIps {
+        pnn,
+        can_host: true,
+        ips: known
+            .iter()
+            .map(|&k| PublicIp {
+                addr: ip(k),
+                prefix: 24,
+                configured: vec!["eth0".into()],
+                available: vec!["eth0".into()],
+                active: hosts.contains(&k).then(|| "eth0".into()),
+                owner: hosts.contains(&k).then_some(pnn),
+            })
+            .collect(),
+        ifaces: Vec::new(),
+    }
+}
+
+/// Hole 3 in the planner: with node 2 left out, the dead node 3's address
+/// moves, node 2's own stays with it, and node 2 gets nothing new.
+#[test]
+fn left_out_node_keeps_its_addresses_and_others_move() {
+    let mut m = membership(0, Some(0), 5, &[0, 0, 0, 1]);
+    m.reassignable = vec![3];
+    let reports = BTreeMap::from([
+        (0, report(0, &[1, 2, 3], &[1])),
+        (1, report(1, &[1, 2, 3], &[])),
+    ]);
+    let last = BTreeMap::from([(ip(1), 0), (ip(2), 2), (ip(3), 3)]);
+    let none = BTreeSet::new();
+    let input = PlanInput {
+        membership: &m,
+        reports: &reports,
+        last_owner: &last,
+        tunables: Tunables::default(),
+        force_rebalance: &[],
+        unresponsive: &none,
+    };
+    assert_eq!(plan(input), Err(PlanError::MissingReport(2)));
+    let out = BTreeSet::from([2]);
+    let p = plan(PlanInput {
+        unresponsive: &out,
+        ..input
+    })
+    .expect("plans without node 2");
+    assert_eq!(p.pinned.get(&ip(2)), Some(&2), "{p:?}");
+    assert!(p.owner(ip(3)).is_some_and(|o| o == 0 || o == 1), "{p:?}");
+    assert!(!p.takes.contains_key(&2));
+    assert!(!p.releases.contains_key(&2));
+    for list in p.takes.values() {
+        assert!(!list.contains(&ip(2)));
+    }
+}
+
+#[test]
+fn waiting_requests_are_bounded_while_runs_fail() {
+    let (mut l, out) = leading(5, &[0, 0, 0]);
+    let seq = started(&out).expect("a run");
+    let mut out = Vec::new();
+    // The run never ends (a node hangs): requests keep coming.
+    let extra = 10u32;
+    let total = u32::try_from(super::leader::MAX_WAITING).expect("small") + extra;
+    for k in 0..total {
+        l.ipreallocate(ms(2), k, &mut out);
+    }
+    assert_eq!(l.queued(), super::leader::MAX_WAITING);
+    let busy: Vec<u32> = out
+        .iter()
+        .filter_map(|a| match a {
+            LeaderAction::Busy(w) => Some(*w),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        busy,
+        (0..extra).collect::<Vec<_>>(),
+        "the oldest are refused"
+    );
+    let _ = seq;
+}
+
+/// Found by the simulator: every clusterd restarted (generations start
+/// low again); a node that had seen high generations must not refuse the
+/// new cluster's runs for ever.
+#[test]
+fn a_restarted_cluster_starts_the_generation_count_again() {
+    let mut n = following(1, 0, 5000, ms(5000));
+    assert_eq!(n.check_release(0, 5000), Ok(()));
+    let mut out = Vec::new();
+    let mut m = membership(1, Some(0), 300, &[0, 0, 0]);
+    m.lease = lease(ms(10), Some(ms(5000)));
+    n.news(ms(10), News::Membership(m), &mut out);
+    assert_eq!(n.check_take(ms(11), 0, 300), Ok(()));
+}
+
+/// Found by the long simulation run: failoverd frozen across its lease
+/// end, then thawed with a renewal queued. The renewal must not keep (and
+/// re-lease in the kernel) addresses held through the gap: drop first.
+#[test]
+fn a_renewal_after_the_end_passed_still_drops_first() {
+    let mut n = following(1, 0, 10, ms(500));
+    let mut out = Vec::new();
+    // No tick ran at 500 ms (frozen); at 800 ms a renewal is read.
+    n.news(
+        ms(800),
+        News::Lease(lease(ms(790), Some(ms(1300)))),
+        &mut out,
+    );
+    let drop = out.iter().position(|a| *a == NodeAction::DropAll);
+    let renew = out
+        .iter()
+        .position(|a| *a == NodeAction::SetLease(Some(ms(1300))));
+    assert!(drop.is_some() && renew.is_some(), "{out:?}");
+    assert!(drop < renew, "drop before the new lease: {out:?}");
+    assert!(n.lease_valid(ms(800)));
+}

@@ -1,0 +1,547 @@
+//! failoverd's daemon: the async shell around its core.
+//!
+//! `run(settings, client, incoming, shutdown)` connects the pure core
+//! ([`crate::core`]: every decision) to the world: clusterd's news, the
+//! transport, the node executor ([`crate::node`]) and tokio time. The shell
+//! decides nothing itself; each duty has its file:
+//!
+//! * this file: the loop — news from clusterd into [`NodeCore`], timers,
+//!   and carrying out the core's actions;
+//! * [`lease`]: the lease watch, a task of its own that removes every
+//!   public address when the lease end passes — nothing the loop does (a
+//!   hook, a queue, a lock, a request) can delay it (hole 1);
+//! * [`requests`]: the requests this node serves (GET_PUBLIC_IPS,
+//!   RELEASE_IPS, TAKE_IPS, the CLI's changes), each in its own task, so
+//!   the loop always answers;
+//! * [`runs`]: the leader's takeover runs and moves as tasks, and routing
+//!   of IPREALLOCATE / MOVE_IP;
+//! * [`adopt`]: adoption of the addresses a crashed predecessor left, and
+//!   the record that makes it safe.
+//!
+//! On shutdown (SIGTERM, SHUTDOWN control) the addresses are dropped: once
+//! this daemon is gone nothing would drop them when the lease lapses. A
+//! crash (SIGKILL) leaves them; the restarted daemon adopts those the record
+//! vouches for (see [`adopt`]).
+
+mod adopt;
+mod lease;
+mod requests;
+mod runs;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use transport::client::{Client, ClientError, Incoming};
+use transport::msg::cluster::{LeaseUpdate, Membership, Pnn, GET_MEMBERSHIP, LEASE, MEMBERSHIP};
+use transport::msg::failover::{MoveIp, IPREALLOCATE, IPREALLOCATED, MOVE_IP};
+use transport::proto::service::CLUSTERD;
+use transport::proto::{Address, ErrorCode, Message};
+
+use crate::alloc::{Algorithm, Tunables};
+use crate::core::{
+    LeaderAction, LeaderConfig, LeaderCore, News, NodeAction, NodeConfig, NodeCore, Route,
+};
+use crate::node::{DropMode, Executor, ExecutorConfig, NodeError, NodeEvent};
+use crate::public_addresses::{PublicAddress, PublicAddressesError};
+use crate::record;
+
+/// Errors that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The node executor could not start.
+    #[error("node executor: {0}")]
+    Executor(#[from] NodeError),
+    /// A transport operation failed (subscribe).
+    #[error("transport: {0}")]
+    Transport(#[from] ClientError),
+    /// public_addresses is invalid.
+    #[error("{0}")]
+    PublicAddresses(#[from] PublicAddressesError),
+    /// The connection to transportd closed.
+    #[error("the connection to transportd closed")]
+    TransportClosed,
+}
+
+/// Everything `run` needs besides the transport.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The node executor's settings.
+    pub executor: ExecutorConfig,
+    /// The public_addresses file (for `reloadips`).
+    pub public_addresses: PathBuf,
+    /// Its contents at start.
+    pub publics: Vec<PublicAddress>,
+    /// `[failover] disabled`: host nothing, offer nothing.
+    pub disabled: bool,
+    /// Allocation tunables.
+    pub tunables: Tunables,
+    /// The lease length (clusterd's `dead_after`).
+    pub lease: Duration,
+    /// Time limit of the release step of a run.
+    pub release_timeout: Duration,
+    /// Time limit of the other requests of a run.
+    pub request_timeout: Duration,
+    /// The record of configured addresses (`<run_dir>/failoverd.hosted`),
+    /// for adoption after a crash; `None` keeps none (nothing is adopted).
+    pub record_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Settings from a loaded configuration and this node's public
+    /// addresses (`path` is remembered for `reloadips`).
+    pub fn from_config(
+        loaded: &config::Loaded,
+        path: PathBuf,
+        publics: Vec<PublicAddress>,
+    ) -> Settings {
+        let c = &loaded.config;
+        let t = &c.tunables;
+        Settings {
+            executor: ExecutorConfig::from_config(loaded),
+            public_addresses: path,
+            publics,
+            disabled: c.failover.disabled,
+            tunables: Tunables {
+                no_ip_failback: *t.no_ip_failback.get_ref() != 0,
+                no_ip_takeover: *t.no_ip_takeover.get_ref() != 0,
+                algorithm: Algorithm::from_tunable(*t.ip_alloc_algorithm.get_ref()),
+            },
+            lease: Duration::from_millis(c.cluster.dead_after_ms()),
+            release_timeout: Duration::from_millis(c.failover.release_timeout_ms),
+            request_timeout: Duration::from_millis(c.failover.release_timeout_ms.max(1_000)),
+            record_file: Some(loaded.resolve(&c.transport.run_dir).join(record::FILE_NAME)),
+        }
+    }
+}
+
+/// State shared between the loop and the request tasks (a std mutex, never
+/// held across an await).
+#[derive(Debug)]
+struct Shared {
+    publics: BTreeMap<IpAddr, PublicAddress>,
+    /// Who this node believes hosts each address (told by runs).
+    owners: BTreeMap<IpAddr, Pnn>,
+    /// The node side of the core: lease, run checks, leftovers.
+    node: NodeCore,
+}
+
+/// How often clusterd is asked for the membership besides its events (only
+/// a safety net: the events carry everything).
+const POLL_EVERY: Duration = Duration::from_millis(250);
+/// Time limit of that request.
+const POLL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Something a request task asks the loop to do.
+#[derive(Debug)]
+enum Trigger {
+    /// Ask the leader for a takeover run (this node's list or interfaces
+    /// changed).
+    Run,
+    /// The leader answered the re-request of this lease flap.
+    RunSeen(u64),
+}
+
+#[derive(Clone)]
+struct Ctx {
+    client: Client,
+    exec: Executor,
+    shared: Arc<Mutex<Shared>>,
+    pnn: Pnn,
+    settings: Arc<Settings>,
+    triggers: mpsc::UnboundedSender<Trigger>,
+    /// The lease end the lease watch enforces.
+    lease_tx: Arc<watch::Sender<Option<Instant>>>,
+}
+
+impl Ctx {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        // A panic while holding this lock leaves plain data; keep going.
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn leader(&self) -> Option<Pnn> {
+        self.lock().node.leader()
+    }
+
+    /// The lease is valid now.
+    fn lease_valid(&self) -> bool {
+        self.lock().node.lease_valid(lease::now())
+    }
+}
+
+/// Runs failoverd until `shutdown` resolves, a SHUTDOWN control arrives or
+/// the transport closes. Drops every public address before returning.
+///
+/// # Errors
+///
+/// [`DaemonError::Executor`] when the executor cannot start,
+/// [`DaemonError::Transport`] when subscribing fails,
+/// [`DaemonError::TransportClosed`] when transportd went away.
+pub async fn run(
+    settings: Settings,
+    client: Client,
+    mut incoming: Incoming,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let pnn = client.pnn();
+    let (exec, mut node_events) =
+        Executor::start(settings.executor.clone(), Some(client.clone())).await?;
+    tracing::info!(pnn, addresses = settings.publics.len(), "failoverd started");
+    let known: Vec<IpAddr> = settings.publics.iter().map(|p| p.addr).collect();
+    exec.guard(&known).await?;
+    let lease_len = settings.lease.max(Duration::from_millis(1));
+    let node = NodeCore::new(NodeConfig {
+        disabled: settings.disabled,
+        ..NodeConfig::new(pnn, lease_len)
+    });
+    let shared = Shared {
+        publics: settings
+            .publics
+            .iter()
+            .map(|p| (p.addr, p.clone()))
+            .collect(),
+        owners: BTreeMap::new(),
+        node,
+    };
+    // No lease until clusterd says so.
+    exec.set_lease(None);
+    let (lease_tx, lease_rx) = watch::channel(None);
+    let watch_task = tokio::spawn(lease::watch(exec.clone(), lease_rx));
+    let (trigger_tx, mut triggers) = mpsc::unbounded_channel();
+    let ctx = Ctx {
+        client: client.clone(),
+        exec: exec.clone(),
+        shared: Arc::new(Mutex::new(shared)),
+        pnn,
+        settings: Arc::new(settings),
+        triggers: trigger_tx,
+        lease_tx: Arc::new(lease_tx),
+    };
+    client.subscribe(MEMBERSHIP).await?;
+    client.subscribe(LEASE).await?;
+    client.subscribe(IPREALLOCATED).await?;
+
+    let mut poll = tokio::time::interval(POLL_EVERY);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (memb_tx, mut memb_rx) = mpsc::unbounded_channel::<News>();
+    // Addresses left in the kernel by a crashed predecessor are adopted when
+    // clusterd first speaks; without a word from it within a lease (and a
+    // little), they are removed.
+    let adopt_by = Instant::now() + lease_len + Duration::from_millis(100);
+    let mut adopted = false;
+    let mut leader: LeaderCore<Message> = LeaderCore::new(LeaderConfig::new(pnn));
+    let mut runs = runs::Runs::default();
+    let shutdown_control = client.shutdown_requested();
+    let closed = client.closed();
+    tokio::pin!(shutdown, shutdown_control, closed);
+
+    let result = loop {
+        let deadline = {
+            let s = ctx.lock();
+            [s.node.next_deadline(), leader.next_deadline()]
+                .into_iter()
+                .flatten()
+                .min()
+        };
+        let timer = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(lease::instant(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let job_done = runs.done();
+        let mut node_out = Vec::new();
+        let mut leader_out = Vec::new();
+        tokio::select! {
+            // News first: a renewal already queued must not lose to the
+            // timers (the lease watch does not wait for the loop anyway).
+            biased;
+            () = &mut shutdown => break Ok(()),
+            () = &mut shutdown_control => break Ok(()),
+            () = &mut closed => break Err(DaemonError::TransportClosed),
+            Some(news) = memb_rx.recv() => {
+                let first = !adopted && matches!(news, News::Membership(_));
+                ctx.lock().node.news(lease::now(), news, &mut node_out);
+                if first {
+                    adopted = true;
+                    // The gate and the lease watch know the lease before
+                    // adoption: it may wait for hooks, the watch does not.
+                    let until = {
+                        let s = ctx.lock();
+                        s.node
+                            .lease_until()
+                            .filter(|_| s.node.lease_valid(lease::now()))
+                            .map(lease::instant)
+                    };
+                    ctx.exec.set_lease(until);
+                    ctx.lease_tx.send_replace(until);
+                    let since = {
+                        let s = ctx.lock();
+                        (s.node.lease_valid(lease::now()) && s.node.lease_since_ns() > 0)
+                            .then(|| s.node.lease_since_ns())
+                    };
+                    adopt::adopt(&ctx, since).await;
+                }
+            }
+            msg = incoming.recv() => match msg {
+                None => break Err(DaemonError::TransportClosed),
+                Some(msg) => on_message(&ctx, &mut leader, msg, &memb_tx, &mut leader_out).await,
+            },
+            Some(ev) = node_events.recv() => on_node_event(&ctx, &mut leader, ev, &mut leader_out),
+            Some(t) = triggers.recv() => match t {
+                Trigger::Run => request_run(&ctx, &mut leader, &mut leader_out),
+                Trigger::RunSeen(epoch) => ctx.lock().node.run_seen(epoch),
+            },
+            () = timer => {
+                let now = lease::now();
+                ctx.lock().node.tick(now, &mut node_out);
+                leader.tick(now, &mut leader_out);
+            }
+            () = tokio::time::sleep_until(adopt_by), if !adopted => {
+                adopted = true;
+                tracing::warn!("no word from clusterd since the start: removing leftover public addresses");
+                adopt::adopt(&ctx, None).await;
+            }
+            _ = poll.tick() => {
+                let client = ctx.client.clone();
+                let tx = memb_tx.clone();
+                tokio::spawn(async move {
+                    let r: Result<Membership, _> = client
+                        .request(Address::local(CLUSTERD), GET_MEMBERSHIP, &(), POLL_TIMEOUT)
+                        .await;
+                    if let Ok(m) = r {
+                        let _ = tx.send(News::Membership(m));
+                    }
+                });
+            }
+            (seq, done) = job_done => {
+                runs.finished(&ctx, &mut leader, seq, done, &mut leader_out).await;
+            }
+        }
+        // Carry out what the core decided (the node's actions may feed the
+        // leader side, whose actions are carried out after).
+        for a in node_out {
+            on_node_action(&ctx, &mut leader, a, &mut leader_out).await;
+        }
+        while !leader_out.is_empty() {
+            let actions = std::mem::take(&mut leader_out);
+            for a in actions {
+                runs.carry_out(&ctx, &mut leader, a, &mut leader_out).await;
+            }
+        }
+    };
+    runs.abort();
+    watch_task.abort();
+    drop_all(&ctx).await;
+    exec.shutdown();
+    tracing::info!(pnn, "failoverd stopped");
+    result
+}
+
+/// Carries out one action of the node core.
+async fn on_node_action(
+    ctx: &Ctx,
+    leader: &mut LeaderCore<Message>,
+    action: NodeAction,
+    leader_out: &mut Vec<LeaderAction<Message>>,
+) {
+    match action {
+        NodeAction::SetLease(until) => {
+            let until = until.map(lease::instant);
+            ctx.exec.set_lease(until);
+            ctx.lease_tx.send_replace(until);
+        }
+        NodeAction::DropAll => {
+            ctx.exec.set_lease(None);
+            ctx.lease_tx.send_replace(None);
+            if !ctx.exec.hosted().is_empty() {
+                tracing::error!("the lease is not valid: dropping every public address");
+            }
+            drop_all(ctx).await;
+        }
+        NodeAction::RequestRun { leader: to, epoch } => {
+            tracing::info!(leader = to, "lease valid again: asking for a takeover run");
+            runs::ask_for_run(ctx, to, Some(epoch));
+        }
+        NodeAction::RemoveLeftovers(list) => {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { requests::remove_leftovers(&ctx, &list).await });
+        }
+        NodeAction::Membership(m) => {
+            if m.lease_ok && !leader.active() && m.leader == Some(ctx.pnn) {
+                tracing::info!(generation = m.generation, "this node leads: takeover runs");
+            }
+            let was = leader.active();
+            leader.membership(lease::now(), &m, leader_out);
+            if was && !leader.active() {
+                tracing::info!(leader = ?m.leader, "this node no longer leads");
+            }
+        }
+    }
+}
+
+async fn drop_all(ctx: &Ctx) {
+    let mode = if ctx.lease_valid() {
+        DropMode::ResetFirst
+    } else {
+        DropMode::RemoveFirst
+    };
+    let before: Vec<IpAddr> = ctx.exec.hosted().iter().map(|h| h.public.addr).collect();
+    match ctx.exec.drop_all(mode).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(count = n, "dropped every public address"),
+        Err(e) => {
+            // Which ones are still there is not known: each is a leftover
+            // until a removal says it is gone (hole 6).
+            tracing::error!(error = %e, "dropping public addresses failed: removing them again later");
+            let now = lease::now();
+            let mut s = ctx.lock();
+            for a in before {
+                s.node.leftover(now, a);
+            }
+        }
+    }
+}
+
+/// A run is wanted: the leader schedules one, a follower asks the leader.
+fn request_run(ctx: &Ctx, leader: &mut LeaderCore<Message>, out: &mut Vec<LeaderAction<Message>>) {
+    if leader.active() {
+        leader.request_run(lease::now(), out);
+        return;
+    }
+    if let Some(to) = ctx.leader().filter(|&l| l != ctx.pnn) {
+        runs::ask_for_run(ctx, to, None);
+    }
+}
+
+fn on_node_event(
+    ctx: &Ctx,
+    leader: &mut LeaderCore<Message>,
+    ev: NodeEvent,
+    out: &mut Vec<LeaderAction<Message>>,
+) {
+    match ev {
+        NodeEvent::InterfacesChanged | NodeEvent::CannotHost { .. } => {
+            tracing::info!(event = ?ev, "interfaces changed: asking for a takeover run");
+            request_run(ctx, leader, out);
+        }
+        NodeEvent::HookFailed(f) => tracing::warn!(failure = ?f, "event hook failed"),
+        NodeEvent::HostedChanged(_) => {
+            adopt::write_record(ctx);
+            tracing::debug!(event = ?ev, "node event");
+        }
+        other => tracing::debug!(event = ?other, "node event"),
+    }
+}
+
+async fn reply<T: serde::Serialize + ?Sized>(ctx: &Ctx, req: &Message, value: &T) {
+    if let Err(e) = ctx.client.reply(req, value).await {
+        tracing::debug!(error = %e, "reply failed");
+    }
+}
+
+async fn reply_error(ctx: &Ctx, req: &Message, code: ErrorCode, message: impl Into<String>) {
+    if let Err(e) = ctx.client.reply_error(req, code, message).await {
+        tracing::debug!(error = %e, "error reply failed");
+    }
+}
+
+/// Routes a leader-only request (IPREALLOCATE, MOVE_IP): served here when
+/// this node leads, forwarded to the leader when it came from this node,
+/// refused when another node forwarded it (never bounced: hole 4).
+async fn route(
+    ctx: &Ctx,
+    leader: &mut LeaderCore<Message>,
+    msg: Message,
+    out: &mut Vec<LeaderAction<Message>>,
+) {
+    let route = ctx.lock().node.route(msg.header.src.pnn, leader.active());
+    match route {
+        Route::Serve if msg.header.opcode == MOVE_IP => match msg.decode_payload::<MoveIp>() {
+            Ok(mv) => leader.move_ip(lease::now(), mv, msg, out),
+            Err(e) => reply_error(ctx, &msg, ErrorCode::BadRequest, e.to_string()).await,
+        },
+        Route::Serve => leader.ipreallocate(lease::now(), msg, out),
+        Route::Forward(to) => runs::forward(ctx, msg, to),
+        Route::Refuse => {
+            let why = match ctx.leader() {
+                None => "no leader".to_string(),
+                Some(l) => format!("node {} does not lead (it follows {l})", ctx.pnn),
+            };
+            reply_error(ctx, &msg, ErrorCode::Refused, why).await;
+        }
+    }
+}
+
+async fn on_message(
+    ctx: &Ctx,
+    leader: &mut LeaderCore<Message>,
+    msg: Message,
+    memb_tx: &mpsc::UnboundedSender<News>,
+    out: &mut Vec<LeaderAction<Message>>,
+) {
+    use transport::proto::Kind;
+    let op = msg.header.opcode;
+    if msg.header.kind == Kind::Event {
+        match op {
+            // Membership decides whether this node may hold addresses: only
+            // this node's own clusterd is believed.
+            MEMBERSHIP
+                if msg.header.src.pnn != ctx.client.pnn() || msg.header.src.service != CLUSTERD =>
+            {
+                tracing::warn!(from = %msg.header.src, "MEMBERSHIP not from this node's clusterd: ignored");
+            }
+            MEMBERSHIP => match msg.decode_payload::<Membership>() {
+                Ok(m) if m.this_node != ctx.client.pnn() => {
+                    tracing::warn!(
+                        this_node = m.this_node,
+                        "MEMBERSHIP for another node: ignored"
+                    );
+                }
+                Ok(m) => {
+                    let _ = memb_tx.send(News::Membership(m));
+                }
+                Err(e) => tracing::warn!(error = %e, "bad MEMBERSHIP event"),
+            },
+            LEASE
+                if msg.header.src.pnn != ctx.client.pnn() || msg.header.src.service != CLUSTERD =>
+            {
+                tracing::warn!(from = %msg.header.src, "LEASE not from this node's clusterd: ignored");
+            }
+            LEASE => match msg.decode_payload::<LeaseUpdate>() {
+                Ok(u) if u.this_node != ctx.client.pnn() => {
+                    tracing::warn!(this_node = u.this_node, "LEASE for another node: ignored");
+                }
+                Ok(u) => {
+                    let _ = memb_tx.send(News::Lease(u.lease));
+                }
+                Err(e) => tracing::warn!(error = %e, "bad LEASE event"),
+            },
+            IPREALLOCATED => {
+                let exec = ctx.exec.clone();
+                tokio::spawn(async move {
+                    let _ = exec.ipreallocated().await;
+                });
+            }
+            _ => tracing::debug!(opcode = op, "unexpected event"),
+        }
+        return;
+    }
+    if msg.header.kind != Kind::Request {
+        return;
+    }
+    match op {
+        IPREALLOCATE | MOVE_IP => route(ctx, leader, msg, out).await,
+        _ => {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { requests::serve(&ctx, msg).await });
+        }
+    }
+}

@@ -1,0 +1,497 @@
+//! The requests this node serves, each in its own task so that the loop
+//! always answers: the leader's GET_PUBLIC_IPS, RELEASE_IPS and TAKE_IPS
+//! (checked by [`crate::core::NodeCore`]), and the CLI's changes and
+//! queries. Addresses whose removal fails, or that a change forgets before
+//! their release succeeded, become the core's leftovers (hole 6): reported
+//! as configured here and removed again until it works.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use transport::msg::cluster::Pnn;
+use transport::msg::conntrack::TrackedConnection;
+use transport::msg::failover::{
+    AddIp, ConnectionPair, DelIp, Gratarp, HookFailureInfo, IfaceInfo, IpStatus, KillTcp, PublicIp,
+    PublicIps, ReleaseIps, ReloadSummary, SetIfaceLink, StepResult, TakeIps, ADD_IP, DEL_IP,
+    GET_IP_STATUS, GET_PUBLIC_IPS, GRATARP, KILLTCP, RELEASE_IPS, RELOAD_IPS, SET_IFACE_LINK,
+    TAKE_IPS, TICKLE,
+};
+use transport::proto::{ErrorCode, Message};
+
+use super::{lease, reply, reply_error, Ctx, Trigger};
+use crate::node::NodeError;
+use crate::public_addresses::{self, PublicAddress, PublicAddressesError};
+
+/// Requests served by this node itself, each in its own task.
+pub(super) async fn serve(ctx: &Ctx, msg: Message) {
+    let result: Result<(), (ErrorCode, String)> = match msg.header.opcode {
+        GET_PUBLIC_IPS => match report(ctx).await {
+            Ok(r) => {
+                reply(ctx, &msg, &r).await;
+                Ok(())
+            }
+            Err(e) => Err((ErrorCode::Internal, e.to_string())),
+        },
+        RELEASE_IPS => match decode::<ReleaseIps>(&msg) {
+            Ok(req) => match release(ctx, msg.header.src.pnn, req).await {
+                Ok(r) => {
+                    reply(ctx, &msg, &r).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        TAKE_IPS => match decode::<TakeIps>(&msg) {
+            Ok(req) => match take(ctx, msg.header.src.pnn, req).await {
+                Ok(r) => {
+                    reply(ctx, &msg, &r).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        ADD_IP => match decode::<AddIp>(&msg) {
+            Ok(req) => add_ip(ctx, req),
+            Err(e) => Err(e),
+        }
+        .map(|()| {
+            let _ = ctx.triggers.send(Trigger::Run);
+        }),
+        DEL_IP => match decode::<DelIp>(&msg) {
+            Ok(req) => del_ip(ctx, req.addr).await,
+            Err(e) => Err(e),
+        }
+        .map(|()| {
+            let _ = ctx.triggers.send(Trigger::Run);
+        }),
+        RELOAD_IPS => match reload_ips(ctx).await {
+            Ok(summary) => {
+                let _ = ctx.triggers.send(Trigger::Run);
+                reply(ctx, &msg, &summary).await;
+                return;
+            }
+            Err(e) => Err(e),
+        },
+        SET_IFACE_LINK => match decode::<SetIfaceLink>(&msg) {
+            Ok(req) => set_iface_link(ctx, req).await,
+            Err(e) => Err(e),
+        },
+        GRATARP => match decode::<Gratarp>(&msg) {
+            Ok(req) => ctx
+                .exec
+                .announce(req.addr)
+                .await
+                .map(|_| ())
+                .map_err(|e| (ErrorCode::Refused, e.to_string())),
+            Err(e) => Err(e),
+        },
+        TICKLE => match decode::<Vec<ConnectionPair>>(&msg) {
+            Ok(pairs) => ctx
+                .exec
+                .tickle(&tracked(&pairs))
+                .await
+                .map(|_| ())
+                .map_err(|e| (ErrorCode::Internal, e.to_string())),
+            Err(e) => Err(e),
+        },
+        GET_IP_STATUS => {
+            let status = ip_status(ctx).await;
+            reply(ctx, &msg, &status).await;
+            return;
+        }
+        KILLTCP => match decode::<KillTcp>(&msg) {
+            Ok(req) => match ctx.exec.killtcp(&tracked(&req.connections)).await {
+                Ok(n) => {
+                    reply(ctx, &msg, &u32::try_from(n).unwrap_or(u32::MAX)).await;
+                    return;
+                }
+                Err(e) => Err((ErrorCode::Refused, e.to_string())),
+            },
+            Err(e) => Err(e),
+        },
+        other => Err((
+            ErrorCode::UnknownOpcode,
+            format!("failoverd does not serve opcode {other:#010x}"),
+        )),
+    };
+    match result {
+        Ok(()) => {
+            if !matches!(msg.header.opcode, GET_PUBLIC_IPS | RELEASE_IPS | TAKE_IPS) {
+                reply(ctx, &msg, &()).await;
+            }
+        }
+        Err((code, text)) => reply_error(ctx, &msg, code, text).await,
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(msg: &Message) -> Result<T, (ErrorCode, String)> {
+    transport::proto::decode_payload(&msg.payload)
+        .map_err(|e| (ErrorCode::BadRequest, format!("bad payload: {e}")))
+}
+
+fn tracked(pairs: &[ConnectionPair]) -> Vec<TrackedConnection> {
+    pairs
+        .iter()
+        .map(|p| TrackedConnection {
+            client: p.client,
+            server: p.server,
+        })
+        .collect()
+}
+
+/// This node's GET_PUBLIC_IPS answer.
+async fn report(ctx: &Ctx) -> Result<PublicIps, NodeError> {
+    let (publics, owners, leftovers) = {
+        let s = ctx.lock();
+        (
+            s.publics.clone(),
+            s.owners.clone(),
+            s.node.leftovers().clone(),
+        )
+    };
+    let mut names: Vec<String> = publics.values().flat_map(|p| p.ifaces.clone()).collect();
+    names.sort();
+    names.dedup();
+    let infos = ctx.exec.interfaces(&names).await?;
+    let up: HashMap<&str, bool> = infos.iter().map(|i| (i.name.as_str(), i.up)).collect();
+    let mut hosted: BTreeMap<IpAddr, String> = ctx
+        .exec
+        .hosted()
+        .into_iter()
+        .map(|h| (h.public.addr, h.iface))
+        .collect();
+    // A leftover may still be configured here: the leader must release it
+    // here before it gives it to anyone (hole 6).
+    for a in leftovers {
+        hosted.entry(a).or_default();
+    }
+    let can_host = !ctx.settings.disabled;
+    let mut ips: Vec<PublicIp> = publics
+        .values()
+        .map(|p| {
+            let active = hosted.get(&p.addr).cloned();
+            PublicIp {
+                addr: p.addr,
+                prefix: p.prefix,
+                configured: p.ifaces.clone(),
+                available: p
+                    .ifaces
+                    .iter()
+                    .filter(|i| can_host && up.get(i.as_str()).copied().unwrap_or(false))
+                    .cloned()
+                    .collect(),
+                owner: if active.is_some() {
+                    Some(ctx.pnn)
+                } else {
+                    owners.get(&p.addr).copied().filter(|&o| o != ctx.pnn)
+                },
+                active,
+            }
+        })
+        .collect();
+    for (addr, iface) in &hosted {
+        if !publics.contains_key(addr) {
+            ips.push(PublicIp {
+                addr: *addr,
+                prefix: 0,
+                configured: Vec::new(),
+                available: Vec::new(),
+                active: Some(iface.clone()),
+                owner: Some(ctx.pnn),
+            });
+        }
+    }
+    ips.sort_by_key(|a| a.addr);
+    Ok(PublicIps {
+        pnn: ctx.pnn,
+        can_host,
+        ips,
+        ifaces: infos
+            .into_iter()
+            .map(|i| IfaceInfo {
+                name: i.name,
+                link_up: i.up,
+                references: u32::try_from(i.references).unwrap_or(u32::MAX),
+            })
+            .collect(),
+    })
+}
+
+fn refused(e: &crate::core::Refusal) -> (ErrorCode, String) {
+    (ErrorCode::Refused, e.to_string())
+}
+
+/// Tries again to remove the core's leftovers in `addrs`: only those still
+/// leftovers and not hosted now (one taken again meanwhile is hosted).
+pub(super) async fn remove_leftovers(ctx: &Ctx, addrs: &[IpAddr]) {
+    let hosted: Vec<IpAddr> = ctx.exec.hosted().iter().map(|h| h.public.addr).collect();
+    let still: Vec<IpAddr> = {
+        let s = ctx.lock();
+        addrs
+            .iter()
+            .copied()
+            .filter(|a| s.node.leftovers().contains(a) && !hosted.contains(a))
+            .collect()
+    };
+    for (addr, why) in remove(ctx, &still).await {
+        tracing::warn!(%addr, why, "a leftover address could not be removed yet");
+    }
+}
+
+/// Removes `addrs` from the kernel (a release, a forgotten address, a
+/// leftover); every one that could not be removed stays a leftover of the
+/// core. Returns the failures.
+pub(super) async fn remove(ctx: &Ctx, addrs: &[IpAddr]) -> Vec<(IpAddr, String)> {
+    if addrs.is_empty() {
+        return Vec::new();
+    }
+    let results = ctx.exec.release_many(addrs).await;
+    // One taken again meanwhile (a newer take) is hosted, not a leftover.
+    let hosted: Vec<IpAddr> = ctx.exec.hosted().iter().map(|h| h.public.addr).collect();
+    let now = lease::now();
+    let mut s = ctx.lock();
+    let mut failed = Vec::new();
+    for (addr, r) in results {
+        if hosted.contains(&addr) {
+            s.node.hosts(addr);
+        } else {
+            s.node.removed(now, addr, r.is_ok());
+        }
+        if let Err(e) = r {
+            tracing::warn!(%addr, error = %e, "removal failed: kept as a leftover");
+            failed.push((addr, e.to_string()));
+        }
+    }
+    failed
+}
+
+async fn release(ctx: &Ctx, from: Pnn, req: ReleaseIps) -> Result<StepResult, (ErrorCode, String)> {
+    {
+        let mut s = ctx.lock();
+        s.node
+            .check_release(from, req.generation)
+            .map_err(|e| refused(&e))?;
+        for (addr, owner) in &req.ips {
+            match owner {
+                Some(o) => s.owners.insert(*addr, *o),
+                None => s.owners.remove(addr),
+            };
+        }
+    }
+    // Every requested address goes to the executor, not only those it lists
+    // as hosted right now: it removes kernel leftovers too (an address added
+    // at run time before a crash, or one whose take is still in flight when
+    // this list would have been made), and a release must never be
+    // acknowledged while the address is still configured here.
+    let hosted: Vec<IpAddr> = req.ips.iter().map(|(a, _)| *a).collect();
+    let failed = remove(ctx, &hosted).await;
+    Ok(StepResult { failed })
+}
+
+async fn take(ctx: &Ctx, from: Pnn, req: TakeIps) -> Result<StepResult, (ErrorCode, String)> {
+    let check = || {
+        ctx.lock()
+            .node
+            .check_take(lease::now(), from, req.generation)
+    };
+    check().map_err(|e| refused(&e))?;
+    let mut failed = Vec::new();
+    let publics: Vec<PublicAddress> = {
+        let s = ctx.lock();
+        req.ips
+            .iter()
+            .filter_map(|a| match s.publics.get(a) {
+                Some(p) => Some(p.clone()),
+                None => {
+                    failed.push((*a, "not in this node's public addresses".to_string()));
+                    None
+                }
+            })
+            .collect()
+    };
+    let mut taken = Vec::new();
+    // Checked again under the executor's operation lock: the take may have
+    // waited there for an earlier operation while the run was overtaken.
+    let still = || check().map_err(|e| e.to_string());
+    for (addr, r) in ctx.exec.take_many_if(&publics, &still).await {
+        match r {
+            Ok(_) => taken.push(addr),
+            Err(e) => failed.push((addr, e.to_string())),
+        }
+    }
+    if !ctx.lease_valid() {
+        // The lease lapsed while taking. The loop drops every address when
+        // the lease end passes (removal first, at once); a release here
+        // would wait for killtcp for nothing.
+        return Err((
+            ErrorCode::Refused,
+            format!("node {}: lease lost while taking", ctx.pnn),
+        ));
+    }
+    {
+        let mut s = ctx.lock();
+        for a in &taken {
+            s.owners.insert(*a, ctx.pnn);
+            s.node.hosts(*a);
+        }
+    }
+    Ok(StepResult { failed })
+}
+
+/// This node's public-IP health: the kernel against the hosted set and the
+/// last run's assignments, and the latest hook failures.
+async fn ip_status(ctx: &Ctx) -> IpStatus {
+    let (publics, assigned, lease_ok) = {
+        let s = ctx.lock();
+        let assigned: Vec<IpAddr> = s
+            .owners
+            .iter()
+            .filter(|(_, o)| **o == ctx.pnn)
+            .map(|(a, _)| *a)
+            .collect();
+        (
+            s.publics.values().cloned().collect::<Vec<_>>(),
+            assigned,
+            s.node.lease_valid(lease::now()),
+        )
+    };
+    let status = ctx.exec.status();
+    let hosted: Vec<IpAddr> = status.hosted.iter().map(|h| h.public.addr).collect();
+    let (mut missing, unexpected) = match ctx.exec.check(&publics).await {
+        Ok(d) => (d.missing, d.unexpected),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot compare the kernel's addresses");
+            (Vec::new(), Vec::new())
+        }
+    };
+    // Given to this node by the last run but not hosted (a take failed).
+    missing.extend(assigned.iter().filter(|a| !hosted.contains(a)));
+    missing.sort();
+    missing.dedup();
+    IpStatus {
+        pnn: ctx.pnn,
+        lease_ok,
+        hosted,
+        missing,
+        unexpected,
+        hook_failures: status
+            .hook_failures
+            .iter()
+            .map(|f| HookFailureInfo {
+                hook: f.hook.display().to_string(),
+                event: f.event.clone(),
+                reason: f.reason.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn add_ip(ctx: &Ctx, req: AddIp) -> Result<(), (ErrorCode, String)> {
+    let max = if req.addr.is_ipv4() { 32 } else { 128 };
+    if req.prefix > max || req.ifaces.is_empty() {
+        return Err((
+            ErrorCode::BadRequest,
+            format!("bad address {}/{} or no interface", req.addr, req.prefix),
+        ));
+    }
+    let mut s = ctx.lock();
+    if let Some(old) = s.publics.get(&req.addr) {
+        if old.prefix == req.prefix && old.ifaces == req.ifaces {
+            return Ok(());
+        }
+        return Err((
+            ErrorCode::Refused,
+            format!("Node {} already knows IP {} as {old}", ctx.pnn, req.addr),
+        ));
+    }
+    tracing::info!(addr = %req.addr, prefix = req.prefix, ifaces = ?req.ifaces, "addip");
+    s.publics.insert(
+        req.addr,
+        PublicAddress {
+            addr: req.addr,
+            prefix: req.prefix,
+            ifaces: req.ifaces,
+        },
+    );
+    Ok(())
+}
+
+async fn del_ip(ctx: &Ctx, addr: IpAddr) -> Result<(), (ErrorCode, String)> {
+    if ctx.lock().publics.remove(&addr).is_none() {
+        return Err((
+            ErrorCode::Refused,
+            format!("Node {} does not know about IP {addr}", ctx.pnn),
+        ));
+    }
+    tracing::info!(%addr, "delip");
+    // Forgotten by the list, but tracked until its removal succeeds.
+    ctx.lock().node.leftover(lease::now(), addr);
+    match remove(ctx, &[addr]).await.pop() {
+        None => Ok(()),
+        Some((_, why)) => Err((ErrorCode::Internal, why)),
+    }
+}
+
+async fn reload_ips(ctx: &Ctx) -> Result<ReloadSummary, (ErrorCode, String)> {
+    let new = match public_addresses::load(&ctx.settings.public_addresses) {
+        Ok(v) => v,
+        Err(PublicAddressesError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Vec::new()
+        }
+        Err(e) => return Err((ErrorCode::BadRequest, e.to_string())),
+    };
+    let old: Vec<PublicAddress> = ctx.lock().publics.values().cloned().collect();
+    let d = public_addresses::diff(&old, &new);
+    {
+        let mut s = ctx.lock();
+        for p in &d.removed {
+            s.publics.remove(&p.addr);
+        }
+        for p in &d.added {
+            s.publics.insert(p.addr, p.clone());
+        }
+        for c in &d.changed {
+            s.publics.insert(c.new.addr, c.new.clone());
+        }
+    }
+    let removed: Vec<IpAddr> = d.removed.iter().map(|p| p.addr).collect();
+    {
+        let now = lease::now();
+        let mut s = ctx.lock();
+        for a in &removed {
+            s.node.leftover(now, *a);
+        }
+    }
+    for (addr, why) in remove(ctx, &removed).await {
+        tracing::warn!(%addr, why, "reloadips: release failed; kept as a leftover");
+    }
+    let summary = ReloadSummary {
+        added: d.added.iter().map(|p| p.addr).collect(),
+        removed,
+        changed: d.changed.iter().map(|c| c.new.addr).collect(),
+    };
+    tracing::info!(?summary, "reloadips");
+    Ok(summary)
+}
+
+async fn set_iface_link(ctx: &Ctx, req: SetIfaceLink) -> Result<(), (ErrorCode, String)> {
+    let known = ctx
+        .lock()
+        .publics
+        .values()
+        .any(|p| p.ifaces.contains(&req.iface));
+    if !known {
+        return Err((
+            ErrorCode::Refused,
+            format!("Interface {} not configured on node {}", req.iface, ctx.pnn),
+        ));
+    }
+    let state = if req.up { None } else { Some(false) };
+    ctx.exec.set_link_override(&req.iface, state).await;
+    let _ = ctx.triggers.send(Trigger::Run);
+    Ok(())
+}
