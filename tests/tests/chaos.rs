@@ -111,6 +111,7 @@ fn chaos_restarts_multi_process() {
 }
 
 #[test]
+#[ignore = "open: in the single-process model a transportd task restarted by masterd leaves the node without peer links for ~30 s (docs/RELIABILITY.md, Chaos finding 8)"]
 fn chaos_restarts_single_process() {
     let mut o = opts("chrs-s", 1, 1, false, true);
     o.scenario = Scenario::Restarts;

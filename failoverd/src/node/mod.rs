@@ -84,6 +84,13 @@ pub struct ExecutorConfig {
     /// ends even if no process of ours is alive. Off for an executor driven
     /// directly (tests, benchmarks), on in the daemon by default.
     pub kernel_lease: bool,
+    /// News of a lease that comes more than this after the previous lease
+    /// ended starts a new lease for the kernel lease: addresses held
+    /// across it are not renewed (they must be dropped and taken again).
+    /// Half of `lease + margin`: a lease that broke and came back needs
+    /// the peers' fences to end, `lease + margin` after the break, so
+    /// later news is either the old lease, late, or a new one.
+    pub lapse_grace: Duration,
 }
 
 impl ExecutorConfig {
@@ -102,6 +109,12 @@ impl ExecutorConfig {
             conntrack_timeout: Duration::from_millis(500),
             killtcp_timeout: Duration::from_millis(1_000),
             kernel_lease: f.kernel_lease,
+            lapse_grace: {
+                let c = &loaded.config.cluster;
+                let dead_after = c.dead_after_ms();
+                let margin = c.heartbeat_interval_ms().max(dead_after / 5);
+                Duration::from_millis((dead_after + margin) / 2)
+            },
         }
     }
 }
@@ -120,6 +133,7 @@ impl Default for ExecutorConfig {
             conntrack_timeout: Duration::from_millis(500),
             killtcp_timeout: Duration::from_millis(1_000),
             kernel_lease: false,
+            lapse_grace: Duration::from_millis(20),
         }
     }
 }

@@ -81,8 +81,9 @@ struct State {
     senders: HashMap<String, Arc<FrameSender>>,
     /// Addresses already reported as CannotHost (reported once per loss).
     cannot_host: HashSet<IpAddr>,
-    /// Counts unbroken leases: bumped whenever the gate closes or a new
-    /// lease arrives after the previous one ran out. See `leased_in`.
+    /// Counts unbroken leases: bumped whenever the gate closes or news of
+    /// a lease comes more than `lapse_grace` after the previous one ran
+    /// out. See `leased_in`.
     lease_epoch: u64,
     /// The lease (epoch) in which each address got its kernel lease
     /// element (a take, or an adoption). The keeper renews only addresses
@@ -320,8 +321,9 @@ impl Inner {
             let lapsed = match (st.permit, until) {
                 // Closing, or a lease after a closed gate: a new epoch.
                 (_, None) | (Permit::Closed, Some(_)) => true,
-                // News after the previous lease ran out: a new lease.
-                (Permit::Until(old), Some(_)) => old <= now,
+                // News well after the previous lease ran out: a new
+                // lease (see `ExecutorConfig::lapse_grace`).
+                (Permit::Until(old), Some(_)) => old + self.config.lapse_grace <= now,
                 (Permit::Unlimited, Some(_)) => false,
             };
             if lapsed {

@@ -243,6 +243,17 @@ impl Daemon {
             socket,
             tcp,
         } = self;
+        // Connection tasks are spawned on their own and stop when told: if
+        // this future is dropped instead of finishing (an in-process
+        // transportd aborted by its supervisor), tell them, or they would
+        // keep the node's old links and registrations alive.
+        struct StopOnDrop(Arc<Shared>);
+        impl Drop for StopOnDrop {
+            fn drop(&mut self) {
+                self.0.request_stop();
+            }
+        }
+        let _stop_on_drop = StopOnDrop(Arc::clone(&shared));
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(local::serve(unix, Arc::clone(&shared)));
         if let Some((listener, own_addr)) = tcp {
