@@ -715,7 +715,7 @@ fn lease_gate_and_drop_all_racing_takes_leave_nothing_configured() {
 /// The executor's kernel lease: a taken address answers while the lease
 /// holds; when the lease runs out with nobody dropping the address (the
 /// daemon frozen, say), the kernel stops answering for it; and news of a
-/// *new* lease afterwards does not bring it back — only a new take does.
+/// *new* lease afterwards does not bring it back — only a take does.
 /// (Renewing it would let a node answer for an address the leader gave
 /// away while its lease was broken.)
 #[test]
@@ -771,6 +771,18 @@ fn the_kernel_lease_ends_with_the_lease_and_a_new_lease_does_not_revive_it() {
                 })
                 .await,
                 "a new lease must not revive an address held across a lapse"
+            );
+            // The leader taking it again under the new lease leases it
+            // again (it released it everywhere else first).
+            ex.take(&one).await.unwrap();
+            let c = Arc::clone(&client);
+            assert!(
+                blocking(move || {
+                    let _ = c.ip(&["neigh", "flush", "dev", "eth0"]);
+                    pings(&c, addr)
+                })
+                .await,
+                "taken again under the new lease: must answer"
             );
             // A drop and a new take under the new lease: answers again.
             ex.drop_all(failoverd::node::DropMode::RemoveFirst)

@@ -500,7 +500,7 @@ fn leader_death(tag: &str, clean: bool) {
         let log = bed.failoverd_log(*s);
         let log = log.get(log_start[*s]..).unwrap_or_default();
         assert!(
-            !log.contains("lease not valid: dropping public addresses"),
+            !log.contains("dropping every public address"),
             "survivor {s} dropped its addresses for a lost lease\n{}",
             bed.logs()
         );

@@ -839,6 +839,29 @@ impl Inner {
                 }
             }
         }
+        // An address already hosted, taken again by the leader under a
+        // lease in which it was not leased (its kernel element was left to
+        // run out across a lapse): the leader, which released it
+        // everywhere else first, gives it to this node in this lease, so
+        // it is leased again here.
+        let stale: Vec<IpAddr> = {
+            let st = self.lock();
+            publics
+                .iter()
+                .map(|p| p.addr)
+                .filter(|a| {
+                    st.hosted.contains_key(a) && st.leased_in.get(a) != Some(&st.lease_epoch)
+                })
+                .collect()
+        };
+        if !stale.is_empty() {
+            if let Err(why) = self.lease_for_take(&stale).await {
+                tracing::warn!(
+                    reason = why.as_deref().unwrap_or("the lease is over"),
+                    "cannot lease again addresses taken again: {stale:?}"
+                );
+            }
+        }
         let mut added: Vec<(usize, String)> = Vec::new();
         let to_add: Vec<IpAddr> = by_iface.values().flatten().map(|(_, p)| p.addr()).collect();
         if !to_add.is_empty() {

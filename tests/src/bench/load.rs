@@ -142,10 +142,7 @@ fn measure(
         let tail = String::from_utf8_lossy(&text[from..]);
         losses += tail
             .lines()
-            .filter(|l| {
-                l.contains("lease not valid: dropping public addresses")
-                    || l.contains("lease ended without renewal")
-            })
+            .filter(|l| l.contains("dropping every public address"))
             .count();
     }
     Ok((moves, losses))
