@@ -514,7 +514,8 @@ fn leader_death(tag: &str, clean: bool) {
     let failures = failures.lock().unwrap();
     // A survivor address that left its kernel is caught by the sampler and
     // the log check above; here a refused or reset connection fails at
-    // once; time-outs are reported (see below).
+    // once, and so do time-outs beyond one (a single 500 ms time-out is
+    // what a heavily loaded test machine can cause on its own).
     let timeouts = failures.iter().filter(|f| f.contains("timed out")).count();
     let others: Vec<&String> = failures
         .iter()
@@ -523,11 +524,11 @@ fn leader_death(tag: &str, clean: bool) {
     if timeouts > 0 {
         eprintln!("{timeouts} connection time-out(s) to survivor addresses: {failures:?}");
     }
-    // Open (session 3, after failoverd's core landed): 2-4 time-outs per
-    // run to survivor addresses that never left their kernels; reported
-    // until understood, while refused or reset connections still fail.
+    // (2-4 time-outs per run were a survivor address left dark by the
+    // kernel lease after a gate closing, until a take under the new lease
+    // leased it again: fixed in the executor.)
     assert!(
-        attempts.load(Ordering::Relaxed) > 50 && others.is_empty(),
+        attempts.load(Ordering::Relaxed) > 50 && others.is_empty() && timeouts <= 1,
         "connections to survivor addresses failed: {:?}",
         &failures[..failures.len().min(10)]
     );
