@@ -377,6 +377,26 @@ pub fn wait_for<T>(
     }
 }
 
+/// The IPv4 addresses configured on `iface` in namespace `ns` (`ip -o -4
+/// addr show`), in the kernel's order; empty when the namespace or the
+/// interface is not there.
+pub fn ipv4_on(ns: &str, iface: &str) -> Vec<std::net::Ipv4Addr> {
+    let Ok(out) = Command::new("ip")
+        .args(["-n", ns, "-o", "-4", "addr", "show", "dev", iface])
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            f.find(|w| *w == "inet")?;
+            f.next()?.split('/').next()?.parse().ok()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

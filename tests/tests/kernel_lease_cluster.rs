@@ -27,7 +27,6 @@ mod masterd_support;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use masterd_support::{status, Masterd};
@@ -62,22 +61,11 @@ fn write_config(node: &Node, kernel_lease: bool) {
     std::fs::write(node.config_dir.join("public_addresses"), pa).unwrap();
 }
 
-/// The public addresses configured in namespace `ns`.
+/// The public addresses configured on `eth0` in namespace `ns`.
 fn addresses_on(ns: &str) -> Vec<Ipv4Addr> {
-    let Ok(out) = Command::new("ip")
-        .args(["-n", ns, "-o", "-4", "addr", "show", "dev", "eth0"])
-        .output()
-    else {
-        return Vec::new();
-    };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            f.find(|w| *w == "inet")?;
-            let a: Ipv4Addr = f.next()?.split('/').next()?.parse().ok()?;
-            PUBLIC.iter().any(|&i| public(i) == a).then_some(a)
-        })
+    tests::netns::ipv4_on(ns, "eth0")
+        .into_iter()
+        .filter(|a| PUBLIC.iter().any(|&i| public(i) == *a))
         .collect()
 }
 

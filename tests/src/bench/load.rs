@@ -31,20 +31,9 @@ fn public(i: u8) -> Ipv4Addr {
 
 /// The public addresses configured on `eth0` in namespace `ns`.
 fn addresses_on(ns: &str) -> Vec<Ipv4Addr> {
-    let Ok(out) = Command::new("ip")
-        .args(["-n", ns, "-o", "-4", "addr", "show", "dev", "eth0"])
-        .output()
-    else {
-        return Vec::new();
-    };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            f.find(|w| *w == "inet")?;
-            let a: Ipv4Addr = f.next()?.split('/').next()?.parse().ok()?;
-            PUBLIC.iter().any(|&i| public(i) == a).then_some(a)
-        })
+    crate::netns::ipv4_on(ns, "eth0")
+        .into_iter()
+        .filter(|a| PUBLIC.iter().any(|&i| public(i) == *a))
         .collect()
 }
 
