@@ -107,6 +107,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EntryError> {
     let (client, incoming) = connect(&loaded.socket, CONNECT_PATIENCE).await?;
+    // The registration ends with this future (returned, failed, panicked
+    // or dropped), not when the last task it spawned drops its handle: in
+    // masterd's single-process model the daemon is restarted in the same
+    // process at once, and transportd refuses a name still registered.
+    let _registration = client.close_on_drop();
     if let Some(hook) = log_hook {
         client.set_log_level_hook(move |level| hook(level));
     }

@@ -330,3 +330,111 @@ fn peer_handshakes_beyond_the_cap_are_closed_at_once() {
         d0.log_text()
     );
 }
+
+/// Finding 8 of docs/RELIABILITY.md: transportd run as a task (masterd's
+/// single-process model), ended by a SHUTDOWN control or by aborting its
+/// task, and started again in the same process, is back with its peers at
+/// once. Node 1's links are accepted (node 0 dials it): before the fix, the
+/// stopped transportd's accepted link kept running, node 0 kept sending it
+/// keepalives and never dialled again, and the new transportd had no link to
+/// node 0 for as long as that lasted (30 s in chaos runs).
+#[test]
+fn in_process_transportd_restarted_relinks_with_its_peers_at_once() {
+    use transport::client::Client;
+    use transport::nodes::Nodes;
+    use transport::proto::control::SHUTDOWN;
+    use transport::transportd::{self, key::ClusterKey, peercred::Policy};
+    use transport_support::{wait_peer, Pair, PORT};
+    require_root();
+    let pair = Pair::new("tr-rst", true).unwrap();
+    let d0 = pair.start(0).unwrap();
+    let run_dir = pair.scratch.path("node1");
+    let nodes = Nodes::load(&pair.scratch.path("nodes")).unwrap();
+    let key = ClusterKey::load(&pair.scratch.path("key1")).unwrap();
+    let outcome = pair
+        .b
+        .block_on(move || async move {
+            let config = move || transportd::Config {
+                run_dir: run_dir.clone(),
+                nodes: nodes.clone(),
+                pnn: Some(1),
+                port: PORT,
+                key: Some(key.clone()),
+                policy: Policy::new(None).expect("no group"),
+                log_level: None,
+            };
+            let start = || async {
+                let d = transportd::Daemon::bind(config())
+                    .await
+                    .map_err(|e| format!("bind: {e}"))?;
+                let socket = d.socket().to_path_buf();
+                let task = tokio::spawn(d.run(std::future::pending()));
+                Ok::<_, String>((task, socket))
+            };
+            // Node 1 can reach node 0's transportd through the link.
+            let linked = |c: Client, limit: Duration| async move {
+                wait_peer(&c, 0, true, limit)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                c.request::<_, PingReply>(
+                    Address::new(0, TRANSPORT),
+                    PING,
+                    &PingRequest::default(),
+                    TIMEOUT,
+                )
+                .await
+                .map_err(|e| format!("ping node 0: {e}"))?;
+                Ok::<_, String>(())
+            };
+            let (mut task, socket) = start().await?;
+            let (c, _in) = Client::connect_unix(&socket, "cli")
+                .await
+                .map_err(|e| e.to_string())?;
+            linked(c.clone(), Duration::from_secs(10)).await?;
+            let mut figures = Vec::new();
+            for how in ["SHUTDOWN control", "task aborted"] {
+                if how == "task aborted" {
+                    task.abort();
+                    let _ = task.await;
+                } else {
+                    let (c, _in) = Client::connect_unix(&socket, "cli")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    // The reply may be lost as transportd stops.
+                    let _ = c
+                        .request::<(), ()>(Address::local(TRANSPORT), SHUTDOWN, &(), TIMEOUT)
+                        .await;
+                    tokio::time::timeout(TIMEOUT, task)
+                        .await
+                        .map_err(|_| "transportd did not stop on SHUTDOWN".to_owned())?
+                        .map_err(|e| e.to_string())?;
+                }
+                let stopped = std::time::Instant::now();
+                let (again, socket) = start().await?;
+                task = again;
+                let (c, _in) = Client::connect_unix(&socket, "cli")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // A restarted transportd process is back within about a
+                // second (node 0's redial backoff starts at 50 ms); the old
+                // link surviving meant no link at all.
+                linked(c, Duration::from_secs(5))
+                    .await
+                    .map_err(|e| format!("after {how}: {e}"))?;
+                figures.push((how, stopped.elapsed()));
+            }
+            task.abort();
+            Ok::<_, String>(figures)
+        })
+        .unwrap();
+    match outcome {
+        Ok(figures) => {
+            for (how, t) in figures {
+                eprintln!(
+                    "in-process transportd ended by {how}: linked with node 0 again after {t:?}"
+                );
+            }
+        }
+        Err(e) => panic!("{e}\nnode 0:\n{}", d0.log_text()),
+    }
+}

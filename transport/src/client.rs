@@ -36,10 +36,15 @@
 //!
 //! Registration: the first frame on a link is a `REGISTER` request to
 //! `(LOCAL, TRANSPORT)`; the reply gives this node's pnn and the service id.
+//! The registration lasts as long as the connection: until the last handle
+//! is dropped, or [`Client::close`] (a daemon whose spawned tasks may still
+//! hold handles closes it on its way out with [`Client::close_on_drop`], so
+//! that a restarted instance in the same process can register the name
+//! again at once).
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -786,6 +791,9 @@ struct Inner {
     next_id: AtomicU64,
     shutdown: watch::Sender<bool>,
     closed: watch::Sender<bool>,
+    /// [`Client::close`] was called: a channel link refuses to send (a
+    /// stream link's queue is closed instead).
+    shut: AtomicBool,
     log_hook: Mutex<Option<LogLevelHook>>,
     counters: Counters,
 }
@@ -794,9 +802,28 @@ impl Inner {
     /// Queues `msg` for the transport (waiting for room).
     async fn send(&self, msg: Message) -> Result<(), ()> {
         match &self.outgoing {
+            Out::Channel(_) if self.is_shut() => Err(()),
             Out::Channel(tx) => tx.send(msg).await.map_err(|_| ()),
             Out::Stream(q) => q.push(&msg.header, &msg.payload).await.map_err(|_| ()),
         }
+    }
+
+    fn is_shut(&self) -> bool {
+        self.shut.load(Ordering::Acquire)
+    }
+
+    /// Ends the connection for every handle: see [`Client::close`].
+    fn close(&self) {
+        self.shut.store(true, Ordering::Release);
+        if let Out::Stream(q) = &self.outgoing {
+            q.close();
+        }
+        if let Ok(mut p) = self.pending.lock() {
+            p.closed = true;
+            p.waiting.clear(); // dropping the senders wakes the requesters
+        }
+        // Also tells a channel link's dispatcher to drop its side.
+        self.closed.send_replace(true);
     }
 }
 
@@ -811,10 +838,25 @@ impl Drop for Inner {
 }
 
 /// A handle to a registered service's connection. Clone freely; the
-/// connection closes when the last clone is dropped.
+/// connection closes when the last clone is dropped (or on
+/// [`Client::close`]).
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+}
+
+/// Closes a client's connection when dropped, whatever other handles
+/// still exist: see [`Client::close_on_drop`]. Holds no handle itself.
+#[derive(Debug)]
+#[must_use = "the connection is closed when this guard is dropped"]
+pub struct CloseOnDrop(Weak<Inner>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.close();
+        }
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -924,6 +966,7 @@ impl Client {
             next_id: AtomicU64::new(1),
             shutdown,
             closed,
+            shut: AtomicBool::new(false),
             log_hook: Mutex::new(None),
             counters: Counters::default(),
         });
@@ -931,6 +974,7 @@ impl Client {
         let budget = Arc::new(tokio::sync::Semaphore::new(INCOMING_BUDGET));
         tokio::spawn(dispatch(
             Arc::downgrade(&inner),
+            inner.closed.subscribe(),
             link_rx,
             user_tx,
             Arc::clone(&budget),
@@ -1053,6 +1097,7 @@ impl Client {
                 QueueError::Full => full(),
                 QueueError::Closed => self.closed_error(),
             })?,
+            Out::Channel(_) if self.inner.is_shut() => return Err(self.closed_error()),
             Out::Channel(tx) => {
                 tx.try_send(Message::new(header, payload.to_vec()))
                     .map_err(|e| match e {
@@ -1084,6 +1129,7 @@ impl Client {
                 .push(&header, payload)
                 .await
                 .map_err(|_| self.closed_error())?,
+            Out::Channel(_) if self.inner.is_shut() => return Err(self.closed_error()),
             Out::Channel(tx) => tx
                 .send(Message::new(header, payload.to_vec()))
                 .await
@@ -1371,6 +1417,28 @@ impl Client {
         }
     }
 
+    /// Closes the connection now, for every handle of this client (clones
+    /// held by other tasks included): pending requests fail with
+    /// [`ClientError::Closed`], every later send fails, and the transport
+    /// ends the registration (on a stream link once the writer has sent
+    /// what was queued and shut the stream down; a channel link's
+    /// dispatcher drops its side, which frees the name in the in-process
+    /// router). Idempotent.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// A guard that [closes](Client::close) this client's connection when
+    /// it is dropped, even while other handles exist. A daemon's `run` keeps
+    /// one for its whole life, so its registration ends with it — returned,
+    /// failed, panicked or dropped — and not when the last task it spawned
+    /// lets go of its handle: in masterd's single-process model the daemon
+    /// is restarted in the same process within 100 ms, and transportd
+    /// refuses a name that is still registered.
+    pub fn close_on_drop(&self) -> CloseOnDrop {
+        CloseOnDrop(Arc::downgrade(&self.inner))
+    }
+
     /// Is the connection to the transport closed?
     pub fn is_closed(&self) -> bool {
         *self.inner.closed.borrow()
@@ -1409,11 +1477,22 @@ fn decode_remote_error(payload: &[u8]) -> RemoteError {
 /// The dispatcher: owns the receiving side of the link.
 async fn dispatch(
     weak: Weak<Inner>,
+    mut closed: watch::Receiver<bool>,
     mut link_rx: LinkRx,
     user_tx: mpsc::UnboundedSender<Message>,
     budget: Arc<tokio::sync::Semaphore>,
 ) {
-    while let Some(msg) = link_rx.recv().await {
+    // A closed stream link ends when the transport closes its side (after
+    // reading what was queued); a channel link has nothing to shut down but
+    // this receiver, so it is dropped at once.
+    let channel = matches!(link_rx, LinkRx::Channel(_));
+    loop {
+        let next = tokio::select! {
+            biased;
+            m = link_rx.recv() => m,
+            _ = closed.wait_for(|c| *c), if channel => None,
+        };
+        let Some(msg) = next else { break };
         let Some(inner) = weak.upgrade() else {
             break; // every Client handle is gone
         };

@@ -234,3 +234,51 @@ async fn transport_answers_on_behalf_of_the_destination_pass() {
         "{res:?}"
     );
 }
+
+/// A daemon's guard closes its connection when the daemon ends, although a
+/// task it spawned still holds a handle: the pending request fails at once,
+/// later sends fail, and the transport sees the stream end (so it frees the
+/// name for a restarted instance).
+#[tokio::test]
+async fn close_on_drop_ends_the_connection_while_clones_live() {
+    let (client, _incoming, mut fake) = connected(64 * 1024).await;
+    let guard = client.close_on_drop();
+    let held = client.clone();
+    let pending = tokio::spawn({
+        let held = held.clone();
+        async move {
+            held.request_raw(
+                Address::new(PNN, CLUSTERD),
+                0x0001_0001,
+                Vec::new(),
+                Duration::from_secs(30),
+            )
+            .await
+        }
+    });
+    let req = fake.read().await;
+    assert_eq!(req.header.kind, Kind::Request);
+    drop(client);
+    drop(guard);
+    let failed = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("the pending request ends at once")
+        .unwrap();
+    assert!(
+        matches!(failed, Err(ClientError::Closed { .. })),
+        "{failed:?}"
+    );
+    assert!(held.is_closed());
+    assert!(matches!(
+        held.event_bytes(Address::new(PNN, CLUSTERD), 0x0001_0002, b"x")
+            .await,
+        Err(ClientError::Closed { .. })
+    ));
+    // The transport's end reads EOF although `held` is alive.
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), fake.io.read_to_end(&mut rest))
+        .await
+        .expect("the stream ends at once")
+        .unwrap();
+    assert_eq!(n, 0, "unexpected bytes after close: {rest:?}");
+}

@@ -107,6 +107,38 @@ async fn unknown_service_gets_an_error_and_events_to_nowhere_are_dropped() {
     assert!(stats.get("errors_sent").unwrap() >= 1);
 }
 
+/// `close` frees a well-known name at once although handles of the closed
+/// client live on (tasks of a daemon that ended), and those handles can no
+/// longer send as that service.
+#[tokio::test]
+async fn a_closed_client_frees_its_name_while_handles_live() {
+    let router = Router::new(0);
+    let (c, _c_in) = router.connect("clusterd").await.unwrap();
+    let held = c.clone();
+    c.close();
+    drop(c);
+    let mut again = None;
+    for _ in 0..100 {
+        if let Ok(pair) = router.connect("clusterd").await {
+            again = Some(pair);
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let (again, mut again_in) = again.expect("name free again after close");
+    assert_eq!(again.service(), CLUSTERD);
+    assert!(held.is_closed());
+    assert!(matches!(
+        held.event(Address::local(CLUSTERD), NEWS, &"old").await,
+        Err(ClientError::Closed { .. })
+    ));
+    assert!(matches!(
+        held.try_event_bytes(Address::local(CLUSTERD), NEWS, b"old"),
+        Err(ClientError::Closed { .. })
+    ));
+    assert_nothing(&mut again_in).await;
+}
+
 #[tokio::test]
 async fn ephemeral_ids_and_duplicate_well_known_names() {
     let router = Router::new(0);

@@ -28,16 +28,24 @@ pub const LOCAL_QUEUE_LIMIT: usize = 32 * 1024 * 1024;
 const READ_BUF: usize = 64 * 1024;
 const KEEP: usize = 4 * 1024 * 1024;
 
-/// Accepts local clients until shutdown.
+/// Accepts local clients until shutdown, then waits for their connections
+/// to end (each ends on the stop signal).
+///
+/// The connections are tasks of a [`JoinSet`](tokio::task::JoinSet) owned by
+/// this future, so they cannot outlive it: when transportd runs as a task
+/// (masterd's single-process model) and that task is aborted, no
+/// registration of the stopped transportd stays behind.
 pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
     let mut stop = shared.stop.subscribe();
+    let mut clients = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            () = super::stopped(&mut stop) => break,
+            Some(_) = clients.join_next(), if !clients.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let shared = Arc::clone(&shared);
-                    tokio::spawn(async move { client(stream, shared).await });
+                    clients.spawn(async move { client(stream, shared).await });
                 }
                 Err(err) => {
                     tracing::warn!(%err, "accept on the local socket failed");
@@ -46,6 +54,8 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
             }
         }
     }
+    drop(listener);
+    while clients.join_next().await.is_some() {}
 }
 
 async fn client(stream: UnixStream, shared: Arc<Shared>) {
@@ -91,7 +101,8 @@ async fn client(stream: UnixStream, shared: Arc<Shared>) {
             () = outbox.wait_closed() => Err(format!(
                 "the client does not read: over {LOCAL_QUEUE_LIMIT} bytes queued"
             )),
-            _ = stop.changed() => Ok(()),
+            // Also a stop requested before this connection subscribed.
+            () = super::stopped(&mut stop) => Ok(()),
         }
     };
     outbox.close();

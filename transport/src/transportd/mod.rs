@@ -165,6 +165,13 @@ impl Shared {
     }
 }
 
+/// Resolves once a stop is requested: at once if it already was (a task
+/// that subscribed after the request must stop too, which
+/// `Receiver::changed` would miss).
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
 /// A bound but not yet running transportd: lets callers learn the pnn and
 /// socket before [`Daemon::run`].
 pub struct Daemon {

@@ -60,13 +60,23 @@ const KEEP: usize = 4 * 1024 * 1024;
 /// Plaintext sealed per write (a few chunks), bounding the send buffer.
 const SEAL_BATCH: usize = 8 * MAX_CHUNK;
 
-/// Accepts peer links until shutdown.
+/// Accepts peer links until shutdown, then waits for the accepted links to
+/// end (each ends on the stop signal).
+///
+/// The accepted links are tasks of a [`JoinSet`](tokio::task::JoinSet) owned
+/// by this future: if it is dropped (transportd's task aborted in masterd's
+/// single-process model) they are aborted with it, so no link of a stopped
+/// transportd outlives it. A surviving link would keep the peer's dialler
+/// content with a connection that leads nowhere, and the restarted
+/// transportd would have no link to that peer until the peer noticed.
 pub async fn listen(listener: TcpListener, shared: Arc<Shared>) {
     let mut stop = shared.stop.subscribe();
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let mut links = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            () = super::stopped(&mut stop) => break,
+            Some(_) = links.join_next(), if !links.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, from)) => {
                     let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
@@ -76,7 +86,13 @@ pub async fn listen(listener: TcpListener, shared: Arc<Shared>) {
                         continue;
                     };
                     let shared = Arc::clone(&shared);
-                    tokio::spawn(async move { accept(stream, from, shared, permit).await });
+                    links.spawn(async move {
+                        let mut stop = shared.stop.subscribe();
+                        tokio::select! {
+                            () = super::stopped(&mut stop) => {}
+                            () = accept(stream, from, Arc::clone(&shared), permit) => {}
+                        }
+                    });
                 }
                 Err(err) => {
                     tracing::warn!(%err, "accept on the peer port failed");
@@ -85,6 +101,10 @@ pub async fn listen(listener: TcpListener, shared: Arc<Shared>) {
             }
         }
     }
+    // Stop accepting at once (a restarted transportd binds the port again);
+    // the links end on the stop signal they have seen too.
+    drop(listener);
+    while links.join_next().await.is_some() {}
 }
 
 async fn accept(
@@ -145,7 +165,7 @@ pub async fn dial(pnn: u32, addr: SocketAddr, local: IpAddr, shared: Arc<Shared>
             Ok::<_, (bool, NoiseError)>((stream, cipher))
         };
         let outcome = tokio::select! {
-            _ = stop.changed() => return,
+            () = super::stopped(&mut stop) => return,
             r = attempt => r,
         };
         match outcome {
@@ -153,7 +173,7 @@ pub async fn dial(pnn: u32, addr: SocketAddr, local: IpAddr, shared: Arc<Shared>
                 tracing::info!(peer = pnn, %addr, "peer link established");
                 backoff = BACKOFF_MIN;
                 tokio::select! {
-                    _ = stop.changed() => return,
+                    () = super::stopped(&mut stop) => return,
                     () = run_link(stream, cipher, pnn, &shared) => {}
                 }
             }
@@ -170,7 +190,7 @@ pub async fn dial(pnn: u32, addr: SocketAddr, local: IpAddr, shared: Arc<Shared>
         let delay = rng.spread(backoff);
         backoff = (backoff * 2).min(BACKOFF_MAX);
         tokio::select! {
-            _ = stop.changed() => return,
+            () = super::stopped(&mut stop) => return,
             () = tokio::time::sleep(delay) => {}
         }
     }

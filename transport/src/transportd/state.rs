@@ -819,6 +819,35 @@ mod tests {
         assert_eq!(st.counters.misrouted, 1);
     }
 
+    /// A peer that comes back with a new link while its old one still looks
+    /// open (the old transportd's task or process has not been noticed
+    /// gone) is taken at once: the new link carries the frames, the old one
+    /// is closed, and the old link ending late does not take the new one
+    /// down.
+    #[test]
+    fn a_new_link_from_a_peer_replaces_its_old_one() {
+        let (mut st, _a, _b) = state_with_two_clients();
+        let old = Arc::new(Outbox::new(1 << 20, 0));
+        let new = Arc::new(Outbox::new(1 << 20, 0));
+        st.peer_up(2, 10, old.clone(), Instant::now());
+        st.peer_up(2, 11, new.clone(), Instant::now());
+        assert!(old.is_closed(), "the old link is not closed");
+        assert!(!new.is_closed());
+        st.peer_down(2, 10, Instant::now());
+        assert!(
+            st.peer_connected(2),
+            "the old link's end took the new one down"
+        );
+        let mut f = frame(Kind::Event, Address::new(2, 1), 0x10005, b"n");
+        st.route(Origin::Local(0x8000), &mut f);
+        let got = drain(&new);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].payload, b"n");
+        assert!(drain(&old).is_empty());
+        st.peer_down(2, 11, Instant::now());
+        assert!(!st.peer_connected(2));
+    }
+
     #[test]
     fn registration_rules() {
         let (mut st, _a, _b) = state_with_two_clients();
