@@ -97,8 +97,12 @@ fn in_process_failoverd_restarted_registers_at_once() {
                         ));
                         break;
                     }
+                    // (transportd may close a refused connection before
+                    // its answer is read.)
                     Err(e) => {
-                        result = Err(format!("round {round}: {e}"));
+                        result = Err(format!(
+                            "round {round}: the restarted failoverd cannot register {RESTART_DELAY:?} after the old one ended: {e}"
+                        ));
                         break;
                     }
                 }
