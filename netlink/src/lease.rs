@@ -27,6 +27,8 @@
 //!     }
 //!     chain guard_out {
 //!         type filter hook output priority raw - 10; policy accept;
+//!         # a TCP reset passes: it cannot serve (see "Resets" below)
+//!         meta l4proto tcp @th,104,8 & 0x04 != 0 accept
 //!         meta nfproto ipv4 ip saddr @guard4 ip saddr != @lease4 counter drop
 //!         meta nfproto ipv6 ip6 saddr @guard6 ip6 saddr != @lease6 counter drop
 //!         # neighbour advertisement (136) for a guarded target that is not leased
@@ -58,6 +60,15 @@
 //!   transaction before (an element is never absent, but the commit then
 //!   waits for an RCU grace period, ~16 ms here); [`KernelLease::revoke`]
 //!   and [`KernelLease::revoke_all`] end them at once.
+//! * **Resets** leave a guarded address whose lease ended: the output guard
+//!   lets every TCP segment with RST set through (and nothing else). A
+//!   reset answers nothing and starts nothing — the node still receives
+//!   nothing for the address and answers no ARP or neighbour solicitation —
+//!   but it lets a node that lost its lease reset its own clients when it
+//!   destroys their sockets, which it must do before it removes the address
+//!   (after that the kernel has no route from it). Without it those clients
+//!   hang until the new owner tickles them, which it can do only for the
+//!   connections its conntrackd knows.
 //! * [`KernelLease::install`] creates what is missing and replaces the
 //!   rules, and **keeps the elements** of every set: a restarted daemon
 //!   inherits the bound its predecessor left (a daemon that died keeps the
@@ -85,8 +96,8 @@ use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use nftnl::expr::{
-    Cmp, CmpOp, Counter, Expression, Ipv4HeaderField, Ipv6HeaderField, Meta, NetworkHeaderField,
-    Payload, Verdict,
+    Bitwise, Cmp, CmpOp, Counter, Expression, Ipv4HeaderField, Ipv6HeaderField, Meta,
+    NetworkHeaderField, Payload, Verdict,
 };
 use nftnl::nftnl_sys as sys;
 use nftnl::set::{Set, SetKey};
@@ -129,6 +140,9 @@ const BASE_NETWORK: u32 = 1;
 const BASE_TRANSPORT: u32 = 2;
 /// Before the main table's `raw` chains (which are at `raw`).
 const PRIORITY_GUARD: i32 = PRIORITY_RAW - 10;
+/// Offset of the flags byte in the TCP header, and its RST bit.
+const TCP_FLAGS: u32 = 13;
+const TCP_RST: u8 = 0x04;
 /// ICMPv6 neighbour solicitation and advertisement.
 const ICMPV6_NS: u8 = 135;
 const ICMPV6_NA: u8 = 136;
@@ -707,6 +721,23 @@ fn build_install(name: &CStr, guarded: &[IpAddr]) -> (Vec<u8>, Range<u32>) {
         FLAGS_ADD,
         None,
     );
+
+    // inet, out: a TCP reset passes (before the drops below).
+    {
+        let mut rule = Rule::new(&inet_out);
+        rule.add_expr(&Meta::L4Proto);
+        #[allow(clippy::cast_possible_truncation)] // IPPROTO_TCP is 6
+        rule.add_expr(&Cmp::new(CmpOp::Eq, libc::IPPROTO_TCP as u8));
+        rule.add_expr(&RawPayload {
+            base: BASE_TRANSPORT,
+            offset: TCP_FLAGS,
+            len: 1,
+        });
+        rule.add_expr(&Bitwise::new(TCP_RST, 0u8));
+        rule.add_expr(&Cmp::new(CmpOp::Neq, 0u8));
+        rule.add_expr(&Verdict::Accept);
+        batch.add(&rule, MsgType::Add);
+    }
 
     // inet: IP both ways.
     for (c, dst) in [(&inet_in, true), (&inet_out, false)] {

@@ -225,6 +225,58 @@ fn an_established_connection_stops_when_the_lease_runs_out() {
     );
 }
 
+/// Finding 5 of docs/RELIABILITY.md: a node that lost its lease must still
+/// reset its own idle clients when it destroys their sockets (a reset
+/// serves nothing). After the element ran out, the server's socket is reset
+/// (close with a zero linger: the kernel sends a RST, as sock_diag's
+/// destroy does) and the idle client sees it at once; before, the guard
+/// dropped it and the client stayed connected to nobody.
+#[test]
+fn a_reset_from_an_address_whose_lease_ran_out_reaches_the_client() {
+    require_root();
+    let (server, client, listeners) = setup("lease3");
+    let lease = KernelLease::new("ipf_test_lease3").unwrap();
+    let l = lease.clone();
+    run(&server, move || async move {
+        l.install(&[ip(A4)]).await.unwrap();
+        l.renew(&[ip(A4)], Duration::from_millis(400))
+            .await
+            .unwrap();
+    });
+    let sa = SocketAddr::new(ip(A4), PORT);
+    let stream = client
+        .run(move || TcpStream::connect_timeout(&sa, Duration::from_millis(300)))
+        .unwrap()
+        .expect("connect inside the lease");
+    let (accepted, _) = listeners[0].accept().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // The lease ran out (nothing else passes: the test above); the server
+    // resets the idle connection.
+    use std::io::Read;
+    let mut stream = stream;
+    nix::sys::socket::setsockopt(
+        &accepted,
+        nix::sys::socket::sockopt::Linger,
+        &libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )
+    .unwrap();
+    drop(accepted);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 4];
+    let got = stream.read(&mut buf);
+    assert!(
+        matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the idle client was not reset: {got:?}"
+    );
+    let l = lease.clone();
+    run(&server, move || async move { l.remove().await.unwrap() });
+}
+
 #[test]
 #[ignore = "a measurement, not a check"]
 fn renew_cost() {
