@@ -201,6 +201,8 @@ fn long_run_findings_stay_fixed() {
     let p = Profile::default_profile();
     for seed in [
         12206, 19250, 75388, 98858, 18563, 30925, 35634, 51885, 58192, 74077, 86632, 92873, 98545,
+        // Third long run: a stale memory freed an address a cut-off node held.
+        78014, 256741, 313116, 379452, 427874,
     ] {
         let o = run_one(p, seed, None);
         assert_eq!(o.violation, None, "seed {seed}");
