@@ -416,7 +416,14 @@ fn leader_death(tag: &str, clean: bool) {
                     let to = SocketAddr::new(*a, CONNECT_PORT);
                     attempts.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = TcpStream::connect_timeout(&to, Duration::from_millis(500)) {
-                        failures.lock().unwrap().push(format!("{to}: {e}"));
+                        // Wall-clock time, to find the moment in the logs.
+                        let at = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default();
+                        failures.lock().unwrap().push(format!(
+                            "{to}: {e} (tried at {:.3} s since the epoch)",
+                            at.as_secs_f64() - 0.5
+                        ));
                     }
                 }
                 std::thread::sleep(Duration::from_millis(10));
@@ -522,12 +529,21 @@ fn leader_death(tag: &str, clean: bool) {
         .collect();
     if timeouts > 0 {
         eprintln!("{timeouts} connection time-out(s) to survivor addresses: {failures:?}");
+        for s in &survivors {
+            let log = bed.failoverd_log(*s);
+            let log = log.get(log_start[*s]..).unwrap_or_default();
+            eprintln!("--- survivor {s}: failoverd since the leader's death ---\n{log}");
+        }
     }
-    // Open: a few runs still see 1-2 time-outs to survivor addresses that
-    // never left their kernels (2-4 in every run before the executor
-    // leased again an address taken again after a gate closing; none with
-    // kernel_lease = false). Reported until understood; refused or reset
-    // connections still fail the test.
+    // Time-outs are reported, not failed: 1-3 per run were a kernel-lease
+    // bug (a renewal with the timeout the element already had was a no-op
+    // in the kernel, so the element ran out under a healthy node; fixed,
+    // see `netlink::lease`, and tests/tests/netlink_lease.rs checks it).
+    // What remains on a machine whose CPUs are saturated (CPU pressure
+    // ~90 %) are survivors' renewals late by hundreds of ms, which
+    // failoverd logs as "kernel lease renewed after its elements ran out"
+    // (the load problem of #13 item 5). Refused or reset connections still
+    // fail the test.
     assert!(
         attempts.load(Ordering::Relaxed) > 50 && others.is_empty(),
         "connections to survivor addresses failed: {:?}",

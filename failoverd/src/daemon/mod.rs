@@ -354,6 +354,10 @@ async fn on_node_action(
 ) {
     match action {
         NodeAction::SetLease(until) => {
+            tracing::debug!(
+                ends_in_ms = until.map(|u| u.saturating_sub(lease::now()).as_secs_f64() * 1e3),
+                "lease applied"
+            );
             let until = until.map(lease::instant);
             ctx.exec.set_lease(until);
             ctx.lease_tx.send_replace(until);
@@ -520,6 +524,12 @@ async fn on_message(
                     tracing::warn!(this_node = u.this_node, "LEASE for another node: ignored");
                 }
                 Ok(u) => {
+                    let now = transport::msg::cluster::monotonic_ns();
+                    tracing::debug!(
+                        computed_ms_ago = now.saturating_sub(u.lease.at_ns) as f64 / 1e6,
+                        ends_in_ms = u.lease.expires_ns.saturating_sub(now) as f64 / 1e6,
+                        "lease news received"
+                    );
                     let _ = memb_tx.send(News::Lease(u.lease));
                 }
                 Err(e) => tracing::warn!(error = %e, "bad LEASE event"),
