@@ -271,7 +271,7 @@ async fn release(ctx: &Ctx, from: Pnn, req: ReleaseIps) -> Result<StepResult, (E
     {
         let mut s = ctx.lock();
         s.node
-            .check_release(from, req.generation)
+            .check_release(from, req.generation, req.run)
             .map_err(|e| refused(&e))?;
         for (addr, owner) in &req.ips {
             match owner {
@@ -294,7 +294,7 @@ async fn take(ctx: &Ctx, from: Pnn, req: TakeIps) -> Result<StepResult, (ErrorCo
     let check = || {
         ctx.lock()
             .node
-            .check_take(lease::now(), from, req.generation)
+            .check_take(lease::now(), from, req.generation, req.run)
     };
     check().map_err(|e| refused(&e))?;
     let mut failed = Vec::new();
