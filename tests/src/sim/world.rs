@@ -2269,6 +2269,9 @@ impl World {
                             f.core.max_generation()
                         )),
                     );
+                    if std::env::var_os("SIM_TRACE_CLUSTERD").is_some() {
+                        eprintln!("node {i} clusterd: {:#?}", n.cd);
+                    }
                 }
             }
         }
