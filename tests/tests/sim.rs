@@ -204,8 +204,9 @@ fn long_run_findings_stay_fixed() {
         // Third long run: a stale memory freed an address a cut-off node
         // held (78014); a TAKE of an older run after a newer run's RELEASE
         // (266168); a reloadips while no leader was known (289260); a node
-        // that kept a restarted leader's pre-crash update (332975, 527373).
-        78014, 256741, 313116, 379452, 427874, 266168, 289260, 332975, 527373,
+        // that kept a restarted leader's pre-crash update (332975, 527373,
+        // 775633, 940137).
+        78014, 256741, 313116, 379452, 427874, 266168, 289260, 332975, 527373, 775633, 940137,
     ] {
         let o = run_one(p, seed, None);
         assert_eq!(o.violation, None, "seed {seed}");
