@@ -41,7 +41,7 @@ use tokio::time::Instant;
 use transport::client::{Client, ClientError, Incoming};
 use transport::msg::cluster::{LeaseUpdate, Membership, Pnn, GET_MEMBERSHIP, LEASE, MEMBERSHIP};
 use transport::msg::failover::{MoveIp, IPREALLOCATE, IPREALLOCATED, MOVE_IP};
-use transport::proto::service::CLUSTERD;
+use transport::proto::service::{CLUSTERD, FAILOVERD};
 use transport::proto::{Address, ErrorCode, Message};
 
 use crate::alloc::{Algorithm, Tunables};
@@ -158,6 +158,10 @@ struct Ctx {
     triggers: mpsc::UnboundedSender<Trigger>,
     /// The lease end the lease watch enforces.
     lease_tx: Arc<watch::Sender<Option<Instant>>>,
+    /// Wakes the `ipreallocated` hook runner: events that come while a run
+    /// is pending make one run, not one each (a flood of IPREALLOCATED
+    /// cannot queue hook runs without bound).
+    ipreallocated: Arc<tokio::sync::Notify>,
 }
 
 impl Ctx {
@@ -214,6 +218,16 @@ pub async fn run(
     exec.set_lease(None);
     let (lease_tx, lease_rx) = watch::channel(None);
     let watch_task = tokio::spawn(lease::watch(exec.clone(), lease_rx));
+    let ipreallocated = Arc::new(tokio::sync::Notify::new());
+    let realloc_task = {
+        let (exec, wake) = (exec.clone(), Arc::clone(&ipreallocated));
+        tokio::spawn(async move {
+            loop {
+                wake.notified().await;
+                let _ = exec.ipreallocated().await;
+            }
+        })
+    };
     let (trigger_tx, mut triggers) = mpsc::unbounded_channel();
     let ctx = Ctx {
         client: client.clone(),
@@ -223,6 +237,7 @@ pub async fn run(
         settings: Arc::new(settings),
         triggers: trigger_tx,
         lease_tx: Arc::new(lease_tx),
+        ipreallocated,
     };
     client.subscribe(MEMBERSHIP).await?;
     client.subscribe(LEASE).await?;
@@ -341,6 +356,7 @@ pub async fn run(
     };
     runs.abort();
     watch_task.abort();
+    realloc_task.abort();
     drop_all(&ctx).await;
     exec.shutdown();
     tracing::info!(pnn, "failoverd stopped");
@@ -541,12 +557,18 @@ async fn on_message(
                 }
                 Err(e) => tracing::warn!(error = %e, "bad LEASE event"),
             },
-            IPREALLOCATED => {
-                let exec = ctx.exec.clone();
-                tokio::spawn(async move {
-                    let _ = exec.ipreallocated().await;
-                });
+            // Broadcast by the leader's failoverd after each run; from
+            // anything else it is ignored (#14: any local service could
+            // make every node run its hooks).
+            IPREALLOCATED if msg.header.src.service != FAILOVERD => {
+                // Logged once per thousand: a flood must not flood the log.
+                static IGNORED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = IGNORED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n % 1000 == 0 {
+                    tracing::warn!(from = %msg.header.src, ignored = n + 1, "IPREALLOCATED not from a failoverd: ignored");
+                }
             }
+            IPREALLOCATED => ctx.ipreallocated.notify_one(),
             _ => tracing::debug!(opcode = op, "unexpected event"),
         }
         return;
