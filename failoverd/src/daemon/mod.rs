@@ -41,7 +41,7 @@ use tokio::time::Instant;
 use transport::client::{Client, ClientError, Incoming};
 use transport::msg::cluster::{LeaseUpdate, Membership, Pnn, GET_MEMBERSHIP, LEASE, MEMBERSHIP};
 use transport::msg::failover::{MoveIp, IPREALLOCATE, IPREALLOCATED, MOVE_IP};
-use transport::proto::service::CLUSTERD;
+use transport::proto::service::{CLUSTERD, FAILOVERD};
 use transport::proto::{Address, ErrorCode, Message};
 
 use crate::alloc::{Algorithm, Tunables};
@@ -158,6 +158,10 @@ struct Ctx {
     triggers: mpsc::UnboundedSender<Trigger>,
     /// The lease end the lease watch enforces.
     lease_tx: Arc<watch::Sender<Option<Instant>>>,
+    /// Wakes the `ipreallocated` hook runner: events that come while a run
+    /// is pending make one run, not one each (a flood of IPREALLOCATED
+    /// cannot queue hook runs without bound).
+    ipreallocated: Arc<tokio::sync::Notify>,
 }
 
 impl Ctx {
@@ -214,6 +218,16 @@ pub async fn run(
     exec.set_lease(None);
     let (lease_tx, lease_rx) = watch::channel(None);
     let watch_task = tokio::spawn(lease::watch(exec.clone(), lease_rx));
+    let ipreallocated = Arc::new(tokio::sync::Notify::new());
+    let realloc_task = {
+        let (exec, wake) = (exec.clone(), Arc::clone(&ipreallocated));
+        tokio::spawn(async move {
+            loop {
+                wake.notified().await;
+                let _ = exec.ipreallocated().await;
+            }
+        })
+    };
     let (trigger_tx, mut triggers) = mpsc::unbounded_channel();
     let ctx = Ctx {
         client: client.clone(),
@@ -223,6 +237,7 @@ pub async fn run(
         settings: Arc::new(settings),
         triggers: trigger_tx,
         lease_tx: Arc::new(lease_tx),
+        ipreallocated,
     };
     client.subscribe(MEMBERSHIP).await?;
     client.subscribe(LEASE).await?;
@@ -294,9 +309,11 @@ pub async fn run(
                 None => break Err(DaemonError::TransportClosed),
                 Some(msg) => on_message(&ctx, &mut leader, msg, &memb_tx, &mut leader_out).await,
             },
-            Some(ev) = node_events.recv() => on_node_event(&ctx, &mut leader, ev, &mut leader_out),
+            Some(ev) = node_events.recv() => {
+                on_node_event(&ctx, &mut leader, ev, &mut node_out, &mut leader_out);
+            }
             Some(t) = triggers.recv() => match t {
-                Trigger::Run => request_run(&ctx, &mut leader, &mut leader_out),
+                Trigger::Run => request_run(&ctx, &mut leader, &mut node_out, &mut leader_out),
                 Trigger::RunSeen(epoch) => ctx.lock().node.run_seen(epoch),
             },
             () = timer => {
@@ -339,6 +356,7 @@ pub async fn run(
     };
     runs.abort();
     watch_task.abort();
+    realloc_task.abort();
     drop_all(&ctx).await;
     exec.shutdown();
     tracing::info!(pnn, "failoverd stopped");
@@ -354,6 +372,10 @@ async fn on_node_action(
 ) {
     match action {
         NodeAction::SetLease(until) => {
+            tracing::debug!(
+                ends_in_ms = until.map(|u| u.saturating_sub(lease::now()).as_secs_f64() * 1e3),
+                "lease applied"
+            );
             let until = until.map(lease::instant);
             ctx.exec.set_lease(until);
             ctx.lease_tx.send_replace(until);
@@ -367,7 +389,7 @@ async fn on_node_action(
             drop_all(ctx).await;
         }
         NodeAction::RequestRun { leader: to, epoch } => {
-            tracing::info!(leader = to, "lease valid again: asking for a takeover run");
+            tracing::info!(leader = to, "asking the leader for a takeover run");
             runs::ask_for_run(ctx, to, Some(epoch));
         }
         NodeAction::RemoveLeftovers(list) => {
@@ -410,27 +432,32 @@ async fn drop_all(ctx: &Ctx) {
     }
 }
 
-/// A run is wanted: the leader schedules one, a follower asks the leader.
-fn request_run(ctx: &Ctx, leader: &mut LeaderCore<Message>, out: &mut Vec<LeaderAction<Message>>) {
+/// A run is wanted: the leader schedules one; a follower's core asks the
+/// leader until a run answers (see [`NodeCore::run_wanted`]).
+fn request_run(
+    ctx: &Ctx,
+    leader: &mut LeaderCore<Message>,
+    node_out: &mut Vec<NodeAction>,
+    out: &mut Vec<LeaderAction<Message>>,
+) {
     if leader.active() {
         leader.request_run(lease::now(), out);
         return;
     }
-    if let Some(to) = ctx.leader().filter(|&l| l != ctx.pnn) {
-        runs::ask_for_run(ctx, to, None);
-    }
+    ctx.lock().node.run_wanted(lease::now(), node_out);
 }
 
 fn on_node_event(
     ctx: &Ctx,
     leader: &mut LeaderCore<Message>,
     ev: NodeEvent,
+    node_out: &mut Vec<NodeAction>,
     out: &mut Vec<LeaderAction<Message>>,
 ) {
     match ev {
         NodeEvent::InterfacesChanged | NodeEvent::CannotHost { .. } => {
             tracing::info!(event = ?ev, "interfaces changed: asking for a takeover run");
-            request_run(ctx, leader, out);
+            request_run(ctx, leader, node_out, out);
         }
         NodeEvent::HookFailed(f) => tracing::warn!(failure = ?f, "event hook failed"),
         NodeEvent::HostedChanged(_) => {
@@ -520,16 +547,28 @@ async fn on_message(
                     tracing::warn!(this_node = u.this_node, "LEASE for another node: ignored");
                 }
                 Ok(u) => {
+                    let now = transport::msg::cluster::monotonic_ns();
+                    tracing::debug!(
+                        computed_ms_ago = now.saturating_sub(u.lease.at_ns) as f64 / 1e6,
+                        ends_in_ms = u.lease.expires_ns.saturating_sub(now) as f64 / 1e6,
+                        "lease news received"
+                    );
                     let _ = memb_tx.send(News::Lease(u.lease));
                 }
                 Err(e) => tracing::warn!(error = %e, "bad LEASE event"),
             },
-            IPREALLOCATED => {
-                let exec = ctx.exec.clone();
-                tokio::spawn(async move {
-                    let _ = exec.ipreallocated().await;
-                });
+            // Broadcast by the leader's failoverd after each run; from
+            // anything else it is ignored (#14: any local service could
+            // make every node run its hooks).
+            IPREALLOCATED if msg.header.src.service != FAILOVERD => {
+                // Logged once per thousand: a flood must not flood the log.
+                static IGNORED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = IGNORED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n % 1000 == 0 {
+                    tracing::warn!(from = %msg.header.src, ignored = n + 1, "IPREALLOCATED not from a failoverd: ignored");
+                }
             }
+            IPREALLOCATED => ctx.ipreallocated.notify_one(),
             _ => tracing::debug!(opcode = op, "unexpected event"),
         }
         return;
