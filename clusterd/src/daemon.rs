@@ -328,6 +328,15 @@ async fn sender(client: Client, mut rx: mpsc::UnboundedReceiver<Out>) {
             out = rx.recv() => match out {
                 None => return,
                 Some(Out::Lease(l)) => match postcard::to_slice(&l, &mut lease_buf) {
+                    Ok(bytes) if tracing::enabled!(tracing::Level::DEBUG) => {
+                        let now = transport::msg::cluster::monotonic_ns();
+                        tracing::debug!(
+                            computed_ms_ago = now.saturating_sub(l.lease.at_ns) as f64 / 1e6,
+                            ends_in_ms = l.lease.expires_ns.saturating_sub(now) as f64 / 1e6,
+                            "lease update sent"
+                        );
+                        client.event_bytes(broadcast, LEASE, bytes).await
+                    }
                     Ok(bytes) => client.event_bytes(broadcast, LEASE, bytes).await,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot encode the lease");

@@ -920,8 +920,18 @@ impl Member {
             return;
         }
         if let Some(mine) = &self.leader_update {
-            if mine.from == u.from && mine.generation > u.generation {
-                return; // reordered: an older update
+            // Reordered: an older update — unless the leader's heartbeats
+            // announce exactly this generation: it restarted and counts
+            // from lower again, and the update kept is of its previous
+            // instance (found by failoverd's whole-node simulator, seed
+            // 332975: a node kept a restarted leader's pre-crash update and
+            // refused every new one, following no leader for good).
+            let announced = self.peers.get(idx(u.from)).map(|p| p.generation);
+            if mine.from == u.from
+                && mine.generation > u.generation
+                && announced != Some(u.generation)
+            {
+                return;
             }
         }
         self.max_gen = self.max_gen.max(u.generation);
@@ -1281,6 +1291,53 @@ mod tests {
     fn member() -> Member {
         let file = NodesFile::parse(Path::new("nodes"), "192.0.2.1\n192.0.2.2\n").unwrap();
         Member::new(Config::default(), &file, 1, Duration::ZERO).unwrap()
+    }
+
+    #[test]
+    fn an_update_of_a_restarted_leader_replaces_its_previous_instances() {
+        let file =
+            NodesFile::parse(Path::new("nodes"), "192.0.2.1\n192.0.2.2\n192.0.2.3\n").unwrap();
+        let mut m = Member::new(Config::default(), &file, 1, Duration::ZERO).unwrap();
+        let update = |generation| MembershipUpdate {
+            from: 0,
+            generation,
+            nodes: (0..3)
+                .map(|pnn| crate::msg::NodeState {
+                    pnn,
+                    flags: NodeFlags::OK,
+                })
+                .collect(),
+        };
+        let heartbeat = |generation, stamp| crate::msg::Heartbeat {
+            from: 0,
+            to: 1,
+            stamp,
+            echo: None,
+            echo_incarnation: 0,
+            grant: false,
+            expired: crate::msg::NodeSet::EMPTY,
+            incarnation: 7,
+            flags: NodeFlags::OK,
+            can_lead: true,
+            supports: Some(0),
+            active_leader: true,
+            generation,
+        };
+        m.on_update(&update(1280));
+        // The leader's heartbeats say 1280: an update 1024 is reordered.
+        m.on_heartbeat(
+            Duration::from_millis(10),
+            &heartbeat(1280, Duration::from_millis(5)),
+        );
+        m.on_update(&update(1024));
+        assert_eq!(m.leader_update.as_ref().map(|u| u.generation), Some(1280));
+        // The leader restarted and announces 1024 now: its update counts.
+        m.on_heartbeat(
+            Duration::from_millis(20),
+            &heartbeat(1024, Duration::from_millis(6)),
+        );
+        m.on_update(&update(1024));
+        assert_eq!(m.leader_update.as_ref().map(|u| u.generation), Some(1024));
     }
 
     #[test]

@@ -410,8 +410,23 @@ fn set_timeout_flag<K>(set: &Set<'_, K>) {
     }
 }
 
-/// Adds element messages for `keys` to `batch`, each with `timeout_ms`
-/// when given.
+/// How long a lease element lives, on an add.
+#[derive(Debug, Clone, Copy)]
+enum Life {
+    /// A timeout only: the expiry of a new element. A present element
+    /// keeps its expiry when the timeout is the one it already has.
+    Timeout(u64),
+    /// A timeout and an expiration of the same length: on Linux >= 6.10 a
+    /// present element's expiry is set again whatever its timeout was.
+    /// (With only a timeout equal to the element's, the kernel changes
+    /// nothing and says nothing: found when renewals a few ms apart, each
+    /// to "end minus now" rounded to the same ms, left the element to run
+    /// out — connections to a healthy node's addresses timed out.)
+    Refresh(u64),
+}
+
+/// Adds element messages for `keys` to `batch`, each with the `life`
+/// given.
 #[allow(clippy::cast_possible_truncation, clippy::too_many_arguments)] // attribute ids < 64; one message shape
 fn elems<K: SetKey>(
     batch: &mut Batch,
@@ -421,7 +436,7 @@ fn elems<K: SetKey>(
     keys: &[K],
     ty: u16,
     flags: u16,
-    timeout_ms: Option<u64>,
+    life: Option<Life>,
 ) {
     for chunk in keys.chunks(ELEMS_PER_MSG) {
         let set: Set<'_, K> = Set::new_named(set_name, 0, table, family);
@@ -440,8 +455,19 @@ fn elems<K: SetKey>(
                     data.as_ref().as_ptr().cast(),
                     data.len() as u32,
                 );
-                if let Some(ms) = timeout_ms {
-                    sys::nftnl_set_elem_set_u64(elem, sys::NFTNL_SET_ELEM_TIMEOUT as u16, ms);
+                match life {
+                    Some(Life::Timeout(ms)) => {
+                        sys::nftnl_set_elem_set_u64(elem, sys::NFTNL_SET_ELEM_TIMEOUT as u16, ms);
+                    }
+                    Some(Life::Refresh(ms)) => {
+                        sys::nftnl_set_elem_set_u64(elem, sys::NFTNL_SET_ELEM_TIMEOUT as u16, ms);
+                        sys::nftnl_set_elem_set_u64(
+                            elem,
+                            sys::NFTNL_SET_ELEM_EXPIRATION as u16,
+                            ms,
+                        );
+                    }
+                    None => {}
                 }
                 sys::nftnl_set_elem_add(set.as_ptr().as_ptr(), elem);
             }
@@ -518,10 +544,15 @@ fn build_elems(
                 // does (which costs an RCU grace period, ~16 ms here).
                 let passes: &[bool] = if in_place { &[false] } else { &[true, false] };
                 for &destroy in passes {
+                    // In place, the expiration must be given too (see
+                    // `Life::Refresh`); before 6.10 the add makes a new
+                    // element, whose expiry is its timeout.
                     let (ty, flags, t) = if destroy {
                         (NFT_MSG_DESTROYSETELEM, FLAGS_ACK, None)
+                    } else if in_place {
+                        (NFT_MSG_NEWSETELEM, FLAGS_ADD, Some(Life::Refresh(ms)))
                     } else {
-                        (NFT_MSG_NEWSETELEM, FLAGS_ADD, Some(ms))
+                        (NFT_MSG_NEWSETELEM, FLAGS_ADD, Some(Life::Timeout(ms)))
                     };
                     elems(&mut batch, table, family, LEASE4, &v4, ty, flags, t);
                     elems(&mut batch, table, family, LEASE6, v6_here, ty, flags, t);

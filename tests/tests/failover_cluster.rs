@@ -743,6 +743,99 @@ fn failover_cluster_hung_clusterd_drops_addresses_before_they_move() {
     sampler.finish();
 }
 
+/// Run steps forged by another local service of the leader's node (any
+/// member of the transport group can register one) are refused: a TAKE of
+/// an address another node hosts, with a huge generation, and a RELEASE
+/// with a huge run stamp (which would make the node refuse the leader's
+/// real runs as older). Nothing moves, and the leader's next run works.
+#[test]
+fn failover_cluster_forged_run_steps_are_refused() {
+    use transport::client::Client;
+    use transport::msg::failover::{ReleaseIps, StepResult, TakeIps, RELEASE_IPS, TAKE_IPS};
+    use transport::proto::service::FAILOVERD;
+    use transport::proto::Address;
+
+    require_root();
+    let list = [201, 202, 203];
+    let bed = Bed::new("foc7", &list);
+    let placed = bed.wait_placed("every address hosted exactly once", &list);
+    let leader = membership_of(&bed, 0)
+        .and_then(|m| m.leader)
+        .expect("a leader") as usize;
+    // An address hosted by a node that is not the target.
+    let target = (leader + 1) % 3;
+    let (&addr, _) = placed
+        .iter()
+        .find(|(_, n)| **n != target)
+        .expect("an address elsewhere");
+    let socket = bed.c.nodes[leader].run_dir.join("transport.sock");
+    let pnn = u32::try_from(target).unwrap();
+    let (take, release) = bed.c.nodes[leader]
+        .ns
+        .block_on(move || async move {
+            let (client, _incoming) = Client::connect_unix(&socket, "forger").await.unwrap();
+            let to = Address::new(pnn, FAILOVERD);
+            let take: Result<StepResult, _> = client
+                .request(
+                    to,
+                    TAKE_IPS,
+                    &TakeIps {
+                        generation: u64::MAX / 2,
+                        run: 1,
+                        ips: vec![addr],
+                    },
+                    Duration::from_secs(5),
+                )
+                .await;
+            let release: Result<StepResult, _> = client
+                .request(
+                    to,
+                    RELEASE_IPS,
+                    &ReleaseIps {
+                        generation: 0,
+                        run: u64::MAX,
+                        ips: Vec::new(),
+                    },
+                    Duration::from_secs(5),
+                )
+                .await;
+            (
+                take.map_err(|e| e.to_string()),
+                release.map_err(|e| e.to_string()),
+            )
+        })
+        .unwrap();
+    assert!(
+        take.as_ref()
+            .is_err_and(|e| e.contains("only from failoverd")),
+        "a forged TAKE was not refused: {take:?}"
+    );
+    assert!(
+        release
+            .as_ref()
+            .is_err_and(|e| e.contains("only from failoverd")),
+        "a forged RELEASE was not refused: {release:?}"
+    );
+    assert_eq!(
+        bed.placement(&list).as_ref(),
+        Some(&placed),
+        "a forged step moved an address\n{}",
+        bed.logs()
+    );
+    // The leader's own runs still work on the target: move an address there.
+    let (ok, out) = bed.cli(leader, &["moveip", &addr.to_string(), &target.to_string()]);
+    assert!(
+        ok,
+        "moveip after the forgeries failed: {out}\n{}",
+        bed.logs()
+    );
+    let moved = wait_for("the moved address on the target", LIMIT, POLL, || {
+        let p = bed.placement(&list)?;
+        (p.get(&addr) == Some(&target)).then_some(())
+    });
+    assert!(moved.is_ok(), "{}", bed.logs());
+}
+
 /// Node `i`'s clusterd's membership, asked over node `i`'s transportd.
 fn membership_of(bed: &Bed, i: usize) -> Option<transport::msg::cluster::Membership> {
     use transport::client::Client;

@@ -416,7 +416,14 @@ fn leader_death(tag: &str, clean: bool) {
                     let to = SocketAddr::new(*a, CONNECT_PORT);
                     attempts.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = TcpStream::connect_timeout(&to, Duration::from_millis(500)) {
-                        failures.lock().unwrap().push(format!("{to}: {e}"));
+                        // Wall-clock time, to find the moment in the logs.
+                        let at = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default();
+                        failures.lock().unwrap().push(format!(
+                            "{to}: {e} (tried at {:.3} s since the epoch)",
+                            at.as_secs_f64() - 0.5
+                        ));
                     }
                 }
                 std::thread::sleep(Duration::from_millis(10));
@@ -520,14 +527,32 @@ fn leader_death(tag: &str, clean: bool) {
         .iter()
         .filter(|f| !f.contains("timed out"))
         .collect();
+    // A time-out fails the test unless a survivor's failoverd logged that
+    // its kernel lease ran out before a renewal: then the machine was too
+    // busy to keep the survivor's lease going (heartbeats or lease news
+    // late by hundreds of ms, seen at CPU pressure ~90 %: the load problem
+    // of #13 item 5, not a leader-death one), which is reported. Before the
+    // kernel-lease fix (a renewal with the timeout the element already had
+    // was a no-op in the kernel, see `netlink::lease`) 1-3 time-outs came
+    // in most runs on any machine.
+    let mut starved = false;
     if timeouts > 0 {
         eprintln!("{timeouts} connection time-out(s) to survivor addresses: {failures:?}");
+        for s in &survivors {
+            let log = bed.failoverd_log(*s);
+            let log = log.get(log_start[*s]..).unwrap_or_default();
+            starved |= log.contains("kernel lease renewed after its elements ran out");
+            eprintln!("--- survivor {s}: failoverd since the leader's death ---\n{log}");
+        }
     }
-    // Open: a few runs still see 1-2 time-outs to survivor addresses that
-    // never left their kernels (2-4 in every run before the executor
-    // leased again an address taken again after a gate closing; none with
-    // kernel_lease = false). Reported until understood; refused or reset
-    // connections still fail the test.
+    assert!(
+        timeouts == 0 || starved,
+        "{timeouts} connection(s) to survivor addresses timed out with every kernel lease renewed in time: {:?}",
+        &failures[..failures.len().min(10)]
+    );
+    if timeouts > 0 {
+        eprintln!("NOTE: time-outs while a survivor's kernel lease ran out before its renewal (machine too busy): reported, not failed");
+    }
     assert!(
         attempts.load(Ordering::Relaxed) > 50 && others.is_empty(),
         "connections to survivor addresses failed: {:?}",

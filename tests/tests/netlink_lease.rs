@@ -225,6 +225,47 @@ fn an_established_connection_stops_when_the_lease_runs_out() {
     );
 }
 
+/// Found by the leader-death test: the lease keeper renews to "lease end
+/// minus now", and two renewals a few ms apart often ask for the same
+/// timeout in ms. The kernel takes an add of a present element with the
+/// timeout it already has as a no-op — the element kept its old expiry and
+/// ran out under a healthy node, whose clients then timed out. Every
+/// renewal must move the expiry.
+#[test]
+fn a_renewal_with_the_same_timeout_moves_the_expiry() {
+    require_root();
+    let (server, client, _listeners) = setup("lease3");
+    let lease = KernelLease::new("ipf_test_lease3").unwrap();
+    let l = lease.clone();
+    run(&server, move || async move {
+        l.install(&[ip(A4), ip(A6)]).await.unwrap();
+        l.renew(&[ip(A4), ip(A6)], Duration::from_millis(900))
+            .await
+            .unwrap();
+    });
+    let first = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    let l = lease.clone();
+    run(&server, move || async move {
+        l.renew(&[ip(A4), ip(A6)], Duration::from_millis(900))
+            .await
+            .unwrap();
+    });
+    let second = Instant::now();
+    // Past the first expiry, well inside the second.
+    std::thread::sleep(Duration::from_millis(1_000).saturating_sub(first.elapsed()));
+    assert!(
+        second.elapsed() < Duration::from_millis(800),
+        "the machine was too slow for this check ({:?} since the renewal)",
+        second.elapsed()
+    );
+    assert!(
+        reachable(&client, A4),
+        "renewed with the same timeout 500 ms later: the lease must run from the renewal"
+    );
+    assert!(reachable(&client, A6));
+}
+
 #[test]
 #[ignore = "a measurement, not a check"]
 fn renew_cost() {

@@ -201,6 +201,12 @@ fn long_run_findings_stay_fixed() {
     let p = Profile::default_profile();
     for seed in [
         12206, 19250, 75388, 98858, 18563, 30925, 35634, 51885, 58192, 74077, 86632, 92873, 98545,
+        // Third long run: a stale memory freed an address a cut-off node
+        // held (78014); a TAKE of an older run after a newer run's RELEASE
+        // (266168); a reloadips while no leader was known (289260); a node
+        // that kept a restarted leader's pre-crash update (332975, 527373,
+        // 775633, 940137).
+        78014, 256741, 313116, 379452, 427874, 266168, 289260, 332975, 527373, 775633, 940137,
     ] {
         let o = run_one(p, seed, None);
         assert_eq!(o.violation, None, "seed {seed}");

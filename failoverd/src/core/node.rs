@@ -105,6 +105,14 @@ pub enum Refusal {
         /// The highest generation seen.
         seen: u64,
     },
+    /// A step of a newer run of the same leader and generation was seen.
+    #[error("stale run: started at {got} ns, a run started at {seen} ns was seen")]
+    StaleRun {
+        /// The request's run stamp.
+        got: u64,
+        /// The newest run stamp seen.
+        seen: u64,
+    },
     /// The lease is not valid.
     #[error("node {0}: lease not valid")]
     NoLease(Pnn),
@@ -173,6 +181,9 @@ pub struct NodeCore {
     /// counts too, but not older memberships: a generation this node made
     /// up while cut off says nothing about runs).
     max_generation: u64,
+    /// The newest run seen in a TAKE or RELEASE that passed the checks:
+    /// (leader, generation, run stamp).
+    newest_run: Option<(Pnn, u64, u64)>,
     /// The lease flapped and no run was seen since it came back.
     want_run: bool,
     /// Counts lease losses; a run answer counts for the epoch it was asked
@@ -196,6 +207,7 @@ impl NodeCore {
             since_ns: 0,
             membership: None,
             max_generation: 0,
+            newest_run: None,
             // A (re)started failoverd asks for a run once its lease is
             // valid: the leader cannot see a failoverd restart (clusterd
             // stayed up), and the restart may have removed addresses.
@@ -407,6 +419,21 @@ impl NodeCore {
         self.rerequest_at = Some(now + self.cfg.rerequest_every);
     }
 
+    /// Something the leader must plan with changed here (the public
+    /// address list, an interface): ask it for a run — and keep asking every
+    /// `rerequest_every` until a run that started after the request answers
+    /// one, or until a leader is known to ask (found by the simulator, seed
+    /// 289260: a `reloadips` while this node knew no leader asked nobody,
+    /// and its addresses stayed unhosted). The leader side of this node
+    /// serves it itself (the shell's job).
+    pub fn run_wanted(&mut self, now: Duration, out: &mut Vec<NodeAction>) {
+        // A run that started before this change does not count.
+        self.epoch += 1;
+        self.want_run = true;
+        self.rerequest_at = None;
+        self.request(now, out);
+    }
+
     /// The leader answered a run request of `epoch`: a run that started
     /// after the request completed, so it saw this node with its lease.
     pub fn run_seen(&mut self, epoch: u64) {
@@ -416,14 +443,21 @@ impl NodeCore {
         }
     }
 
-    /// May a TAKE from `from` for `generation` be carried out now? Checked
-    /// on arrival and again right before the kernel is touched.
+    /// May a TAKE from `from` for `generation` and `run` (the run's stamp)
+    /// be carried out now? Checked on arrival and again right before the
+    /// kernel is touched.
     ///
     /// # Errors
     ///
     /// The [`Refusal`].
-    pub fn check_take(&mut self, now: Duration, from: Pnn, generation: u64) -> Result<(), Refusal> {
-        self.check_run(from, generation)?;
+    pub fn check_take(
+        &mut self,
+        now: Duration,
+        from: Pnn,
+        generation: u64,
+        run: u64,
+    ) -> Result<(), Refusal> {
+        self.check_run(from, generation, run)?;
         if self.cfg.disabled {
             return Err(Refusal::Disabled(self.cfg.pnn));
         }
@@ -454,8 +488,9 @@ impl NodeCore {
         now: Duration,
         from: Pnn,
         generation: u64,
+        run: u64,
     ) -> Result<(), Refusal> {
-        match self.check_run(from, generation) {
+        match self.check_run(from, generation, run) {
             Err(Refusal::NoMembership | Refusal::NotLeader { leader: None, .. })
                 if !self.lease_valid(now) =>
             {
@@ -465,7 +500,7 @@ impl NodeCore {
         }
     }
 
-    fn check_run(&mut self, from: Pnn, generation: u64) -> Result<(), Refusal> {
+    fn check_run(&mut self, from: Pnn, generation: u64, run: u64) -> Result<(), Refusal> {
         let m = self.membership.as_ref().ok_or(Refusal::NoMembership)?;
         let seen = self.max_generation.max(m.generation);
         // Evidence of a newer run even when refused below.
@@ -482,6 +517,24 @@ impl NodeCore {
                 got: generation,
                 seen,
             });
+        }
+        // Runs of one leader in one generation are told apart by their
+        // stamps: a step of an older run that comes after one of a newer
+        // run (delayed in the network, or waiting behind it for the
+        // operation lock) is stale — a TAKE of an address that the newer
+        // run released here and gave to another node would put it on two
+        // nodes (found by the simulator, seed 266168).
+        match self.newest_run {
+            Some((p, g, newest)) if p == from && g == generation => {
+                if run < newest {
+                    return Err(Refusal::StaleRun {
+                        got: run,
+                        seen: newest,
+                    });
+                }
+                self.newest_run = Some((p, g, run));
+            }
+            _ => self.newest_run = Some((from, generation, run)),
         }
         Ok(())
     }

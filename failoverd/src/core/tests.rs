@@ -87,7 +87,7 @@ fn lease_end_without_renewal_drops_everything() {
     assert!(out.contains(&NodeAction::SetLease(None)), "{out:?}");
     assert!(!n.lease_valid(ms(500)));
     assert_eq!(
-        n.check_take(ms(500), 0, 10),
+        n.check_take(ms(500), 0, 10, 0),
         Err(Refusal::NoLease(1)),
         "no take without a lease"
     );
@@ -166,6 +166,53 @@ fn rerequest_after_a_flap_repeats_until_a_run_is_seen() {
     assert_eq!(n.next_deadline(), n.lease_until());
 }
 
+/// Found by the simulator (seed 289260): a change of the address list
+/// while this node knows no leader (its clusterd just restarted) must
+/// still reach a leader: the node keeps asking until a run that started
+/// after the change answers.
+#[test]
+fn a_run_wanted_with_no_leader_known_is_asked_for_once_one_is() {
+    let mut n = following(1, 0, 10, ms(60_000));
+    let mut out = Vec::new();
+    // clusterd restarted: a membership with no leader, lease still valid.
+    let mut m = membership(1, None, 3, &[0, 0, 0]);
+    m.lease = lease(ms(20), Some(ms(60_000)));
+    n.news(ms(20), News::Membership(m), &mut out);
+    out.clear();
+    n.run_wanted(ms(30), &mut out);
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, NodeAction::RequestRun { .. })),
+        "nobody to ask yet: {out:?}"
+    );
+    assert!(n.wants_run());
+    // The leader is known again: it is asked at once (not at the next
+    // re-request), and again at the re-request while no run answers.
+    let mut m = membership(1, Some(2), 4, &[0, 0, 0]);
+    m.lease = lease(ms(40), Some(ms(60_000)));
+    n.news(ms(40), News::Membership(m), &mut out);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, NodeAction::RequestRun { leader: 2, .. })),
+        "asked the new leader at once: {out:?}"
+    );
+    out.clear();
+    let at = ms(40) + n.config().rerequest_every;
+    n.tick(at, &mut out);
+    let epoch = out
+        .iter()
+        .find_map(|a| match a {
+            NodeAction::RequestRun { leader: 2, epoch } => Some(*epoch),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("asked the new leader: {out:?}"));
+    // An answer to a request from before the change does not count.
+    n.run_seen(epoch.wrapping_sub(1));
+    assert!(n.wants_run());
+    n.run_seen(epoch);
+    assert!(!n.wants_run());
+}
+
 /// Hole 5: a TAKE of an old run after a RELEASE of a newer one — even a
 /// RELEASE refused because this node's membership lags — is refused.
 #[test]
@@ -173,36 +220,66 @@ fn stale_take_after_newer_release_is_refused() {
     let mut n = following(1, 0, 10, ms(500));
     // Node 2 leads now (generation 12); this node still follows 0.
     assert!(matches!(
-        n.check_release(ms(10), 2, 12),
+        n.check_release(ms(10), 2, 12, 0),
         Err(Refusal::NotLeader { .. })
     ));
     assert_eq!(
-        n.check_take(ms(10), 0, 10),
+        n.check_take(ms(10), 0, 10, 0),
         Err(Refusal::Stale { got: 10, seen: 12 })
     );
     // The same with an accepted release.
     let mut n = following(1, 0, 10, ms(500));
-    assert_eq!(n.check_release(ms(10), 0, 11), Ok(()));
+    assert_eq!(n.check_release(ms(10), 0, 11, 0), Ok(()));
     assert_eq!(
-        n.check_take(ms(10), 0, 10),
+        n.check_take(ms(10), 0, 10, 0),
         Err(Refusal::Stale { got: 10, seen: 11 })
     );
-    assert_eq!(n.check_take(ms(10), 0, 11), Ok(()));
+    assert_eq!(n.check_take(ms(10), 0, 11, 0), Ok(()));
     assert_eq!(n.max_generation(), 11);
+}
+
+/// Found by the simulator (seed 266168): within one leader and
+/// generation, a TAKE of an older run that comes after a step of a newer
+/// run (it waited in a frozen process's queue) is refused; the newer run's
+/// own steps, and the next leader's or generation's, are not.
+#[test]
+fn a_take_of_an_older_run_after_a_newer_runs_release_is_refused() {
+    let mut n = following(1, 0, 10, ms(500));
+    assert_eq!(n.check_take(ms(10), 0, 10, 100), Ok(()));
+    assert_eq!(n.check_release(ms(10), 0, 10, 300), Ok(()));
+    assert_eq!(
+        n.check_take(ms(10), 0, 10, 100),
+        Err(Refusal::StaleRun {
+            got: 100,
+            seen: 300
+        })
+    );
+    // The newer run's own take, and a later run's.
+    assert_eq!(n.check_take(ms(10), 0, 10, 300), Ok(()));
+    assert_eq!(n.check_take(ms(10), 0, 10, 400), Ok(()));
+    assert_eq!(
+        n.check_release(ms(10), 0, 10, 300),
+        Err(Refusal::StaleRun {
+            got: 300,
+            seen: 400
+        })
+    );
+    // A newer generation starts its own count (its leader's clock).
+    assert_eq!(n.check_release(ms(10), 0, 11, 5), Ok(()));
 }
 
 #[test]
 fn take_only_from_the_followed_leader_and_not_when_disabled() {
     let mut n = following(1, 0, 10, ms(500));
     assert!(matches!(
-        n.check_take(ms(10), 2, 10),
+        n.check_take(ms(10), 2, 10, 0),
         Err(Refusal::NotLeader { .. })
     ));
     let mut d = NodeCore::new(NodeConfig {
         disabled: true,
         ..NodeConfig::new(1, ms(500))
     });
-    assert_eq!(d.check_take(ms(10), 0, 10), Err(Refusal::NoMembership));
+    assert_eq!(d.check_take(ms(10), 0, 10, 0), Err(Refusal::NoMembership));
 }
 
 /// Hole 4: a request another node forwarded is never forwarded again.
@@ -480,12 +557,12 @@ fn waiting_requests_are_bounded_while_runs_fail() {
 #[test]
 fn a_restarted_cluster_starts_the_generation_count_again() {
     let mut n = following(1, 0, 5000, ms(5000));
-    assert_eq!(n.check_release(ms(11), 0, 5000), Ok(()));
+    assert_eq!(n.check_release(ms(11), 0, 5000, 0), Ok(()));
     let mut out = Vec::new();
     let mut m = membership(1, Some(0), 300, &[0, 0, 0]);
     m.lease = lease(ms(10), Some(ms(5000)));
     n.news(ms(10), News::Membership(m), &mut out);
-    assert_eq!(n.check_take(ms(11), 0, 300), Ok(()));
+    assert_eq!(n.check_take(ms(11), 0, 300, 0), Ok(()));
 }
 
 /// Found by the long simulation run: failoverd frozen across its lease
@@ -520,16 +597,16 @@ fn a_renewal_after_the_end_passed_still_drops_first() {
 fn only_a_node_without_leader_and_lease_accepts_any_release() {
     // No news at all yet.
     let mut n = node(1);
-    assert_eq!(n.check_release(ms(10), 0, 5), Ok(()));
-    assert_eq!(n.check_take(ms(10), 0, 5), Err(Refusal::NoMembership));
+    assert_eq!(n.check_release(ms(10), 0, 5, 0), Ok(()));
+    assert_eq!(n.check_take(ms(10), 0, 5, 0), Err(Refusal::NoMembership));
     // Membership without a leader and without a lease.
     let mut out = Vec::new();
     let mut m = membership(1, None, 3, &[0, 0, 0]);
     m.lease = lease(MS, None);
     n.news(MS, News::Membership(m), &mut out);
-    assert_eq!(n.check_release(ms(10), 2, 5), Ok(()));
+    assert_eq!(n.check_release(ms(10), 2, 5, 0), Ok(()));
     assert!(matches!(
-        n.check_take(ms(10), 2, 5),
+        n.check_take(ms(10), 2, 5, 0),
         Err(Refusal::NotLeader { leader: None, .. })
     ));
     // Following nobody but holding a lease (majority leases keep it while
@@ -538,18 +615,18 @@ fn only_a_node_without_leader_and_lease_accepts_any_release() {
     m.lease = lease(ms(20), Some(ms(500)));
     n.news(ms(20), News::Membership(m), &mut out);
     assert!(matches!(
-        n.check_release(ms(30), 2, 6),
+        n.check_release(ms(30), 2, 6, 0),
         Err(Refusal::NotLeader { leader: None, .. })
     ));
     // Following a leader: another node's release is refused, with or
     // without a lease.
     let mut f = following(1, 0, 10, ms(500));
     assert!(matches!(
-        f.check_release(ms(10), 2, 12),
+        f.check_release(ms(10), 2, 12, 0),
         Err(Refusal::NotLeader { .. })
     ));
     assert!(matches!(
-        f.check_release(ms(600), 2, 13),
+        f.check_release(ms(600), 2, 13, 0),
         Err(Refusal::NotLeader { .. })
     ));
     // The generation it carried still counts as evidence of a newer run.
@@ -557,7 +634,7 @@ fn only_a_node_without_leader_and_lease_accepts_any_release() {
     let mut m = membership(1, None, 3, &[0, 0, 0]);
     m.lease = lease(MS, None);
     n.news(MS, News::Membership(m), &mut out);
-    assert_eq!(n.check_release(ms(10), 0, 40), Ok(()));
+    assert_eq!(n.check_release(ms(10), 0, 40, 0), Ok(()));
     assert_eq!(n.max_generation(), 40);
 }
 

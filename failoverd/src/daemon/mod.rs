@@ -294,9 +294,11 @@ pub async fn run(
                 None => break Err(DaemonError::TransportClosed),
                 Some(msg) => on_message(&ctx, &mut leader, msg, &memb_tx, &mut leader_out).await,
             },
-            Some(ev) = node_events.recv() => on_node_event(&ctx, &mut leader, ev, &mut leader_out),
+            Some(ev) = node_events.recv() => {
+                on_node_event(&ctx, &mut leader, ev, &mut node_out, &mut leader_out);
+            }
             Some(t) = triggers.recv() => match t {
-                Trigger::Run => request_run(&ctx, &mut leader, &mut leader_out),
+                Trigger::Run => request_run(&ctx, &mut leader, &mut node_out, &mut leader_out),
                 Trigger::RunSeen(epoch) => ctx.lock().node.run_seen(epoch),
             },
             () = timer => {
@@ -354,6 +356,10 @@ async fn on_node_action(
 ) {
     match action {
         NodeAction::SetLease(until) => {
+            tracing::debug!(
+                ends_in_ms = until.map(|u| u.saturating_sub(lease::now()).as_secs_f64() * 1e3),
+                "lease applied"
+            );
             let until = until.map(lease::instant);
             ctx.exec.set_lease(until);
             ctx.lease_tx.send_replace(until);
@@ -367,7 +373,7 @@ async fn on_node_action(
             drop_all(ctx).await;
         }
         NodeAction::RequestRun { leader: to, epoch } => {
-            tracing::info!(leader = to, "lease valid again: asking for a takeover run");
+            tracing::info!(leader = to, "asking the leader for a takeover run");
             runs::ask_for_run(ctx, to, Some(epoch));
         }
         NodeAction::RemoveLeftovers(list) => {
@@ -410,27 +416,32 @@ async fn drop_all(ctx: &Ctx) {
     }
 }
 
-/// A run is wanted: the leader schedules one, a follower asks the leader.
-fn request_run(ctx: &Ctx, leader: &mut LeaderCore<Message>, out: &mut Vec<LeaderAction<Message>>) {
+/// A run is wanted: the leader schedules one; a follower's core asks the
+/// leader until a run answers (see [`NodeCore::run_wanted`]).
+fn request_run(
+    ctx: &Ctx,
+    leader: &mut LeaderCore<Message>,
+    node_out: &mut Vec<NodeAction>,
+    out: &mut Vec<LeaderAction<Message>>,
+) {
     if leader.active() {
         leader.request_run(lease::now(), out);
         return;
     }
-    if let Some(to) = ctx.leader().filter(|&l| l != ctx.pnn) {
-        runs::ask_for_run(ctx, to, None);
-    }
+    ctx.lock().node.run_wanted(lease::now(), node_out);
 }
 
 fn on_node_event(
     ctx: &Ctx,
     leader: &mut LeaderCore<Message>,
     ev: NodeEvent,
+    node_out: &mut Vec<NodeAction>,
     out: &mut Vec<LeaderAction<Message>>,
 ) {
     match ev {
         NodeEvent::InterfacesChanged | NodeEvent::CannotHost { .. } => {
             tracing::info!(event = ?ev, "interfaces changed: asking for a takeover run");
-            request_run(ctx, leader, out);
+            request_run(ctx, leader, node_out, out);
         }
         NodeEvent::HookFailed(f) => tracing::warn!(failure = ?f, "event hook failed"),
         NodeEvent::HostedChanged(_) => {
@@ -520,6 +531,12 @@ async fn on_message(
                     tracing::warn!(this_node = u.this_node, "LEASE for another node: ignored");
                 }
                 Ok(u) => {
+                    let now = transport::msg::cluster::monotonic_ns();
+                    tracing::debug!(
+                        computed_ms_ago = now.saturating_sub(u.lease.at_ns) as f64 / 1e6,
+                        ends_in_ms = u.lease.expires_ns.saturating_sub(now) as f64 / 1e6,
+                        "lease news received"
+                    );
                     let _ = memb_tx.send(News::Lease(u.lease));
                 }
                 Err(e) => tracing::warn!(error = %e, "bad LEASE event"),

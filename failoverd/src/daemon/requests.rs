@@ -16,6 +16,7 @@ use transport::msg::failover::{
     GET_IP_STATUS, GET_PUBLIC_IPS, GRATARP, KILLTCP, RELEASE_IPS, RELOAD_IPS, SET_IFACE_LINK,
     TAKE_IPS, TICKLE,
 };
+use transport::proto::service::FAILOVERD;
 use transport::proto::{ErrorCode, Message};
 
 use super::{lease, reply, reply_error, Ctx, Trigger};
@@ -24,7 +25,21 @@ use crate::public_addresses::{self, PublicAddress, PublicAddressesError};
 
 /// Requests served by this node itself, each in its own task.
 pub(super) async fn serve(ctx: &Ctx, msg: Message) {
-    let result: Result<(), (ErrorCode, String)> = match msg.header.opcode {
+    let op = msg.header.opcode;
+    // Run steps come only from the leader's failoverd: another local
+    // service of the leader's node (any member of the transport group can
+    // register one) must not move addresses, nor block the leader's runs
+    // with a made-up generation or run stamp (#14).
+    if matches!(op, RELEASE_IPS | TAKE_IPS) && msg.header.src.service != FAILOVERD {
+        tracing::warn!(from = %msg.header.src, opcode = op, "run step not from a failoverd: refused");
+        let why = format!(
+            "run steps are accepted only from failoverd, not {}",
+            msg.header.src
+        );
+        reply_error(ctx, &msg, ErrorCode::Refused, why).await;
+        return;
+    }
+    let result: Result<(), (ErrorCode, String)> = match op {
         GET_PUBLIC_IPS => match report(ctx).await {
             Ok(r) => {
                 reply(ctx, &msg, &r).await;
@@ -276,7 +291,7 @@ async fn release(ctx: &Ctx, from: Pnn, req: ReleaseIps) -> Result<StepResult, (E
     {
         let mut s = ctx.lock();
         s.node
-            .check_release(lease::now(), from, req.generation)
+            .check_release(lease::now(), from, req.generation, req.run)
             .map_err(|e| refused(&e))?;
         for (addr, owner) in &req.ips {
             match owner {
@@ -299,7 +314,7 @@ async fn take(ctx: &Ctx, from: Pnn, req: TakeIps) -> Result<StepResult, (ErrorCo
     let check = || {
         ctx.lock()
             .node
-            .check_take(lease::now(), from, req.generation)
+            .check_take(lease::now(), from, req.generation, req.run)
     };
     check().map_err(|e| refused(&e))?;
     let mut failed = Vec::new();

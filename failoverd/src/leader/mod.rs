@@ -225,13 +225,14 @@ async fn execute(
     timing: &mut RunTiming,
 ) -> Result<(), RunError> {
     let started = Instant::now();
-    let failed_release = release_step(client, plan.generation, &plan.releases, settings).await;
+    let run = run_stamp();
+    let failed_release = release_step(client, plan.generation, run, &plan.releases, settings).await;
     timing.release = started.elapsed();
     // Forget holders of released addresses; the takes set the new ones.
     run::forget_released(memory, plan, &failed_release);
     let takes = run::takes_after_release(plan, &failed_release);
     let started = Instant::now();
-    let take_failures = take_step(client, plan.generation, &takes, settings, memory).await;
+    let take_failures = take_step(client, plan.generation, run, &takes, settings, memory).await;
     timing.take = started.elapsed();
     if !failed_release.is_empty() {
         let list: Vec<String> = failed_release.iter().map(ToString::to_string).collect();
@@ -243,18 +244,35 @@ async fn execute(
     Ok(())
 }
 
+/// A run's stamp ([`ReleaseIps::run`]): this host's `CLOCK_MONOTONIC` in
+/// ns, strictly above every earlier stamp of this process (a restarted
+/// failoverd's clock goes on from where the host's is).
+fn run_stamp() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = transport::msg::cluster::monotonic_ns();
+    let prev = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now.max(last.saturating_add(1)))
+        })
+        .unwrap_or(0);
+    now.max(prev.saturating_add(1))
+}
+
 /// Sends every node its releases in parallel and waits for all (bounded by
 /// `release_timeout`). Returns the addresses whose release was not
 /// acknowledged on some node (they must not be taken).
 async fn release_step(
     client: &Client,
     generation: u64,
+    run: u64,
     releases: &BTreeMap<Pnn, Vec<(IpAddr, Option<Pnn>)>>,
     settings: RunSettings,
 ) -> BTreeSet<IpAddr> {
     let calls = releases.iter().map(|(&pnn, ips)| async move {
         let req = ReleaseIps {
             generation,
+            run,
             ips: ips.clone(),
         };
         let r: Result<StepResult, ClientError> = client
@@ -290,6 +308,7 @@ async fn release_step(
 async fn take_step(
     client: &Client,
     generation: u64,
+    run: u64,
     takes: &BTreeMap<Pnn, Vec<IpAddr>>,
     settings: RunSettings,
     memory: &mut BTreeMap<IpAddr, Pnn>,
@@ -297,6 +316,7 @@ async fn take_step(
     let calls = takes.iter().map(|(&pnn, ips)| async move {
         let req = TakeIps {
             generation,
+            run,
             ips: ips.clone(),
         };
         let r: Result<StepResult, ClientError> = client

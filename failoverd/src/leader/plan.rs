@@ -11,8 +11,12 @@
 //!   still hold its addresses (its lease has not certainly lapsed): every
 //!   address it held, by the leader's memory or by any node's belief, stays
 //!   assigned to it and is neither released nor taken anywhere. While such a
-//!   node exists, an address nobody reports hosting and nobody knows the
-//!   holder of is not given to anyone either (it may be that node's).
+//!   node exists, an address no reachable node reports hosting is not given
+//!   to anyone either, whatever the leader's memory or the beliefs say (they
+//!   may predate a run only that node saw): it may be that node's.
+//! * A connected node left out for failing runs (`unresponsive`) keeps what
+//!   the memory or any belief says it holds; an address nobody knows the
+//!   holder of is held back for it too.
 //! * Every connected node must have reported: a missing report fails the
 //!   plan (its addresses are unknown, so nothing may be moved safely).
 //! * Only the leader with a valid lease plans.
@@ -144,7 +148,8 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
             return Err(PlanError::MissingReport(n.pnn));
         }
     }
-    let mut blocked = blocked_nodes(m);
+    let cut_off = blocked_nodes(m);
+    let mut blocked = cut_off.clone();
     blocked.extend(
         input
             .unresponsive
@@ -206,6 +211,21 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
             Some(o) => {
                 pinned.insert(*addr, o);
             }
+            // A node cut off with its lease not certainly lapsed may hold
+            // any address no reachable node hosts, whatever the memory or
+            // the beliefs say: they may predate a run that gave it that
+            // address, which only the cut-off node saw (found by the
+            // simulator, seed 78014: the leader's memory and the reporting
+            // node's belief both named a reachable node that had released
+            // it). Held back until that node is reassignable (at most
+            // lease + margin).
+            None if !cut_off.is_empty() => {
+                held.insert(*addr);
+            }
+            // A node left out for failing runs is connected and may stay
+            // so for ever: holding every unclaimed address for it would
+            // block every other failover (hole 3). Only an address whose
+            // holder nobody knows is held back for it.
             None if memory.is_none() && believed.is_none() && !blocked.is_empty() => {
                 held.insert(*addr);
             }
@@ -512,6 +532,34 @@ mod tests {
             .releases
             .values()
             .all(|v| v.iter().all(|(a, _)| *a != ip(3))));
+    }
+
+    #[test]
+    fn stale_memory_and_beliefs_do_not_free_an_address_while_a_node_is_cut_off() {
+        // Found by the simulator (seed 78014): the leader missed the run
+        // that gave .3 to node 2 and remembers node 1; node 1's failoverd
+        // restarted since and believes node 1 too (or nothing); node 1 does
+        // not host .3. Node 2 is cut off with its lease running and hosts
+        // .3: it must not be given out until node 2 is reassignable.
+        let m = membership(&[0, 0, NodeFlags::DISCONNECTED.bits()], &[]);
+        for beliefs in [&[(3u8, 1 as Pnn)][..], &[]] {
+            let reports = vec![
+                report(0, &[1, 2, 3], &[1], beliefs),
+                report(1, &[1, 2, 3], &[2], beliefs),
+            ];
+            let p = run(&m, reports, &[(1, 0), (2, 1), (3, 1)]).unwrap();
+            assert!(p.held.contains(&ip(3)), "{p:?}");
+            assert_eq!(p.owner(ip(3)), None);
+            assert!(p.takes.values().all(|v| !v.contains(&ip(3))));
+        }
+        // Reassignable: given out.
+        let m = membership(&[0, 0, NodeFlags::DISCONNECTED.bits()], &[2]);
+        let reports = vec![
+            report(0, &[1, 2, 3], &[1], &[(3, 1)]),
+            report(1, &[1, 2, 3], &[2], &[(3, 1)]),
+        ];
+        let p = run(&m, reports, &[(1, 0), (2, 1), (3, 1)]).unwrap();
+        assert!(p.owner(ip(3)).is_some(), "{p:?}");
     }
 
     #[test]

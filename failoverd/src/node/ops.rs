@@ -172,14 +172,29 @@ const RENEW_SLOP: Duration = Duration::from_millis(2);
 /// anyway (the process is frozen or dead), the elements run out by
 /// themselves when the lease does, which is the point.
 async fn lease_keeper(inner: Weak<Inner>, lease: KernelLease, wake: Arc<Notify>) {
-    let mut leased_before = false;
+    let mut keeper = Keeper::default();
     loop {
         wake.notified().await;
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        inner.renew_kernel_lease(&lease, &mut leased_before).await;
+        inner.renew_kernel_lease(&lease, &mut keeper).await;
     }
+}
+
+/// What the lease keeper remembers between renewals.
+#[derive(Debug, Default)]
+struct Keeper {
+    /// A lease was ever renewed (a gate closed since the start revokes
+    /// nothing, see `renew_kernel_lease`).
+    leased_before: bool,
+    /// The end the elements were last renewed to, and the addresses: a
+    /// renewal after it is a gap in which they did not answer (logged, it
+    /// is what clients see as dropped packets).
+    last: Option<(std::time::Instant, Vec<IpAddr>)>,
+    /// Hosted addresses left out of the last renewal because they were not
+    /// leased in the current lease (logged when the set changes).
+    skipped: Vec<IpAddr>,
 }
 
 /// The most `drop_all` waits for the reset of local connections before it
@@ -383,31 +398,61 @@ impl Inner {
     /// nothing: a restarted failoverd leaves its predecessor's elements to
     /// run out when that lease does, so that addresses it adopts do not
     /// blip.
-    async fn renew_kernel_lease(&self, lease: &KernelLease, leased_before: &mut bool) {
+    async fn renew_kernel_lease(&self, lease: &KernelLease, keeper: &mut Keeper) {
         for _ in 0..3 {
-            let (permit, addrs) = {
+            let (permit, addrs, skipped) = {
                 let st = self.lock();
                 // Only what was leased in this unbroken lease (see
                 // `State::leased_in`).
                 let epoch = st.lease_epoch;
-                let addrs: Vec<IpAddr> = st
+                let (addrs, skipped): (Vec<IpAddr>, Vec<IpAddr>) = st
                     .hosted
                     .keys()
                     .chain(st.releasing.keys())
-                    .filter(|a| st.leased_in.get(a) == Some(&epoch))
-                    .copied()
-                    .collect();
-                (st.permit, addrs)
+                    .partition(|a| st.leased_in.get(a) == Some(&epoch));
+                (st.permit, addrs, skipped)
             };
+            if skipped != keeper.skipped {
+                if !skipped.is_empty() {
+                    tracing::warn!(
+                        ?skipped,
+                        "kernel lease: hosted addresses not leased in this lease are left to run out until taken again"
+                    );
+                }
+                keeper.skipped = skipped;
+            }
             let end = match permit {
                 Permit::Unlimited => return,
-                Permit::Closed if !*leased_before => return,
+                Permit::Closed if !keeper.leased_before => return,
                 Permit::Closed => None,
                 Permit::Until(t) => {
-                    *leased_before = true;
+                    keeper.leased_before = true;
                     Some(t.into_std())
                 }
             };
+            if let (Some((last_end, last_addrs)), Some(_)) = (&keeper.last, end) {
+                let now = std::time::Instant::now();
+                let gap: Vec<&IpAddr> = addrs.iter().filter(|a| last_addrs.contains(a)).collect();
+                if now > *last_end && !gap.is_empty() {
+                    tracing::warn!(
+                        late_ms = (now - *last_end).as_secs_f64() * 1e3,
+                        addresses = ?gap,
+                        "kernel lease renewed after its elements ran out: the addresses did not answer in between"
+                    );
+                }
+            }
+            keeper.last = match end {
+                Some(e) if !addrs.is_empty() => Some((e, addrs.clone())),
+                _ => None,
+            };
+            tracing::debug!(
+                ends_in_ms = end.map(|e| e
+                    .saturating_duration_since(std::time::Instant::now())
+                    .as_secs_f64()
+                    * 1e3),
+                count = addrs.len(),
+                "kernel lease: renewing"
+            );
             let outcome = match end {
                 Some(end) if !addrs.is_empty() => lease.renew_until(&addrs, end).await,
                 Some(_) => return,
@@ -419,6 +464,14 @@ impl Inner {
                         took_ms = took.as_secs_f64() * 1e3,
                         "kernel lease renewal was slow: renewing again"
                     );
+                }
+                Ok(None) if end.is_some() => {
+                    tracing::warn!(
+                        addresses = ?addrs,
+                        "kernel lease: the lease ended before the renewal reached the kernel: elements revoked"
+                    );
+                    keeper.last = None;
+                    return;
                 }
                 Ok(_) => return,
                 Err(e) => {

@@ -454,9 +454,12 @@ fn cold_start(bed: &mut StartBed) -> Result<StartTrial> {
         // Moving (a rebalance, or a lease flap on a loaded machine): the
         // figures stand, the next step needs a settled placement again.
         eprintln!("  the placement did not stay every address once: waiting");
-        wait_for("every address on exactly one node again", LIMIT, POLL, || {
-            bed.placement()
-        })
+        wait_for(
+            "every address on exactly one node again",
+            LIMIT,
+            POLL,
+            || bed.placement(),
+        )
         .with_context(|| bed.logs())?;
     }
     let mut phases = phases_from_logs(bed, t0_wall);

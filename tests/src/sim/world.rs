@@ -225,11 +225,14 @@ enum FoMsg {
     Release {
         id: u64,
         generation: u64,
+        /// The run's stamp: the leader's local time (ns) when it started.
+        run: u64,
         ips: Vec<(IpAddr, Option<Pnn>)>,
     },
     Take {
         id: u64,
         generation: u64,
+        run: u64,
         ips: Vec<IpAddr>,
     },
     /// Answer to Release/Take: `None` refused, else the failed addresses.
@@ -347,6 +350,7 @@ enum Op {
         from: usize,
         id: u64,
         generation: u64,
+        run: u64,
         ips: Vec<IpAddr>,
     },
     Release {
@@ -368,6 +372,7 @@ enum Phase {
     },
     Release {
         id: u64,
+        run: u64,
         plan: Plan,
         pending: BTreeMap<Pnn, Vec<IpAddr>>,
         failed: BTreeSet<IpAddr>,
@@ -903,6 +908,7 @@ impl World {
                 from,
                 id,
                 generation,
+                run,
                 ips,
             } => {
                 let generation = if self.bug == Some(Bug::AcceptStaleTake) {
@@ -911,7 +917,10 @@ impl World {
                     generation
                 };
                 // Checked again under the operation lock.
-                let ok = fo.core.check_take(now_local, pnn(from), generation).is_ok();
+                let ok = fo
+                    .core
+                    .check_take(now_local, pnn(from), generation, run)
+                    .is_ok();
                 let mut failed = Vec::new();
                 if ok {
                     let node = &mut self.nodes[i];
@@ -1073,12 +1082,17 @@ impl World {
             FoMsg::Release {
                 id,
                 generation,
+                run,
                 ips,
             } => {
                 let Some(fo) = self.nodes[i].fo.as_mut() else {
                     return;
                 };
-                if fo.core.check_release(now, pnn(from), generation).is_err() {
+                if fo
+                    .core
+                    .check_release(now, pnn(from), generation, run)
+                    .is_err()
+                {
                     self.send_fo(i, from, FoMsg::Step { id, failed: None });
                     return;
                 }
@@ -1094,6 +1108,7 @@ impl World {
             FoMsg::Take {
                 id,
                 generation,
+                run,
                 ips,
             } => {
                 let Some(fo) = self.nodes[i].fo.as_mut() else {
@@ -1104,7 +1119,7 @@ impl World {
                 } else {
                     generation
                 };
-                if fo.core.check_take(now, pnn(from), generation).is_err() {
+                if fo.core.check_take(now, pnn(from), generation, run).is_err() {
                     self.send_fo(i, from, FoMsg::Step { id, failed: None });
                     return;
                 }
@@ -1114,6 +1129,7 @@ impl World {
                         from,
                         id,
                         generation,
+                        run,
                         ips,
                     },
                 );
@@ -1388,12 +1404,16 @@ impl World {
             .collect();
         let sends: Vec<(Pnn, Releases)> = p.releases.iter().map(|(&n, v)| (n, v.clone())).collect();
         let generation = p.generation;
+        // The run's stamp: this node's clock (it goes on across failoverd
+        // restarts, as CLOCK_MONOTONIC does).
+        let run = u64::try_from(self.local(i).as_nanos()).unwrap_or(u64::MAX);
         let deadline = self.local(i) + self.profile.release_timeout;
         let empty = pending.is_empty();
         let fo = self.nodes[i].fo.as_mut().expect("checked");
         fo.job = Some(Job {
             phase: Phase::Release {
                 id,
+                run,
                 plan: p,
                 pending,
                 failed: BTreeSet::new(),
@@ -1410,6 +1430,7 @@ impl World {
                 FoMsg::Release {
                     id,
                     generation,
+                    run,
                     ips,
                 },
             );
@@ -1429,15 +1450,16 @@ impl World {
         let Some(job) = fo.job.take() else {
             return;
         };
-        let (p, pending, mut failed, mut memory, outcome) = match job.phase {
+        let (p, run, pending, mut failed, mut memory, outcome) = match job.phase {
             Phase::Release {
                 plan,
+                run,
                 pending,
                 failed,
                 memory,
                 outcome,
                 ..
-            } => (plan, pending, failed, memory, outcome),
+            } => (plan, run, pending, failed, memory, outcome),
             other => {
                 fo.job = Some(Job {
                     phase: other,
@@ -1475,6 +1497,7 @@ impl World {
                 FoMsg::Take {
                     id,
                     generation,
+                    run,
                     ips,
                 },
             );
@@ -1913,15 +1936,22 @@ impl World {
     fn want_run(&mut self, i: usize) {
         let now = self.local(i);
         let mut lo = Vec::new();
+        let mut no = Vec::new();
+        let one_shot = self.bug == Some(Bug::NoRerequest);
         let mut ask = None;
         if let Some(fo) = self.nodes[i].fo.as_mut() {
             if fo.leader.active() {
                 fo.leader.request_run(now, &mut lo);
-            } else {
+            } else if one_shot {
+                // The daemon before seed 289260: one request, to the
+                // leader known now, if any.
                 ask = fo.core.leader().filter(|&l| l != pnn(i));
+            } else {
+                fo.core.run_wanted(now, &mut no);
             }
         }
         self.leader_actions(i, lo);
+        self.node_actions(i, no);
         if let Some(l) = ask {
             let id = self.id();
             self.send_fo(i, idx(l), FoMsg::Realloc { id, mv: None });
@@ -2232,6 +2262,24 @@ impl World {
             violation = Some(Violation::NoConvergence {
                 why: format!("after {:?}: {why}", self.profile.bound),
             });
+            if self.trace {
+                for (i, n) in self.nodes.iter().enumerate() {
+                    eprintln!(
+                        "node {i}: powered {} kernel {:?} leases {:?} failoverd {:?}",
+                        n.powered,
+                        n.kernel.configured,
+                        n.kernel.lease.keys().collect::<Vec<_>>(),
+                        n.fo.as_ref().map(|f| (
+                            &f.publics,
+                            f.core.leftovers(),
+                            f.core.max_generation()
+                        )),
+                    );
+                    if std::env::var_os("SIM_TRACE_CLUSTERD").is_some() {
+                        eprintln!("node {i} clusterd: {:#?}", n.cd);
+                    }
+                }
+            }
         }
         Outcome {
             steps: self.steps,

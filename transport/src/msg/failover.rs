@@ -168,6 +168,11 @@ pub struct PublicIps {
 pub struct ReleaseIps {
     /// The membership generation of the run (a node refuses an older one).
     pub generation: u64,
+    /// The run's stamp: the leader host's `CLOCK_MONOTONIC` (ns) when the
+    /// run started, the same in all its steps. Within one leader and
+    /// generation a node refuses a step of a run older than one it has
+    /// seen (a TAKE delayed past a newer run's RELEASE must not be done).
+    pub run: u64,
     /// Each address with the node that will host it (`None`: nobody).
     pub ips: Vec<(IpAddr, Option<Pnn>)>,
 }
@@ -178,6 +183,8 @@ pub struct ReleaseIps {
 pub struct TakeIps {
     /// The membership generation of the run (a node refuses an older one).
     pub generation: u64,
+    /// The run's stamp (see [`ReleaseIps::run`]).
+    pub run: u64,
     /// The addresses.
     pub ips: Vec<IpAddr>,
 }
@@ -331,6 +338,7 @@ mod tests {
 
         let rel = ReleaseIps {
             generation: 7,
+            run: 123_456_789,
             ips: vec![(a, Some(1)), (a, None)],
         };
         let bytes = encode_payload(&rel).unwrap();
