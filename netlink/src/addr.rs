@@ -390,6 +390,7 @@ impl Netlink {
     /// when it does not complete within [`DEFAULT_TIMEOUT`].
     pub async fn addresses(&self, interface: &str) -> Result<Vec<IpPrefix>, AddrError> {
         let link = self.link(interface).await?;
+        let _one_dump = self.dumps.lock().await;
         let dump = self
             .handle
             .address()
@@ -430,6 +431,7 @@ impl Netlink {
     /// [`AddrError::Request`] when the dump fails, [`AddrError::Timeout`]
     /// when it does not complete within [`DEFAULT_TIMEOUT`].
     pub async fn all_addresses(&self) -> Result<Vec<(u32, IpPrefix)>, AddrError> {
+        let _one_dump = self.dumps.lock().await;
         let dump = self.handle.address().get().execute().try_collect();
         let msgs: Vec<AddressMessage> = tokio::time::timeout(DEFAULT_TIMEOUT, dump)
             .await

@@ -127,6 +127,12 @@ impl LinkState {
 pub struct Netlink {
     pub(crate) handle: rtnetlink::Handle,
     task: JoinHandle<()>,
+    /// Held for the whole of a dump: the kernel runs one dump at a time
+    /// per netlink socket and answers a second with `EBUSY` (seen at
+    /// failoverd's start, when its reconciliation and a leader's
+    /// GET_PUBLIC_IPS both listed the links: the report failed and so did
+    /// the leader's run). Concurrent dumps queue here instead.
+    pub(crate) dumps: tokio::sync::Mutex<()>,
 }
 
 impl Drop for Netlink {
@@ -175,7 +181,11 @@ impl Netlink {
             }
         }
         let task = tokio::spawn(conn);
-        Ok(Netlink { handle, task })
+        Ok(Netlink {
+            handle,
+            task,
+            dumps: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// Looks an interface up by name, like `ip link show NAME`.
@@ -233,6 +243,7 @@ impl Netlink {
     /// [`LinkError::Netlink`] when the dump fails, [`LinkError::Timeout`]
     /// (named `*`) when it does not complete within 10 s.
     pub async fn links(&self) -> Result<Vec<LinkState>, LinkError> {
+        let _one_dump = self.dumps.lock().await;
         let dump = self.handle.link().get().execute().try_collect();
         let msgs: Vec<LinkMessage> = tokio::time::timeout(LINK_TIMEOUT, dump)
             .await

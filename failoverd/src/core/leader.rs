@@ -16,7 +16,8 @@
 //!   point: takes are only sent after the releases they depend on were
 //!   acknowledged).
 //! * **A failed run is retried** after a backoff (`backoff_min`, doubling up
-//!   to `backoff_max`), forever. **A run that leaves an address some node
+//!   to `backoff_max`), forever, or at once when a node asks for a run
+//!   (IPREALLOCATE: a node that could not take part is ready now). **A run that leaves an address some node
 //!   may host unhosted** — held back or pinned because a node that may
 //!   still hold it cannot say so — is followed by another every `period`
 //!   until none is (hole 2: nothing else may trigger one).
@@ -319,12 +320,17 @@ impl<W> LeaderCore<W> {
     }
 
     /// An IPREALLOCATE to serve (the shell routed it here because this node
-    /// leads): answered after the next successful run.
+    /// leads): answered after the next successful run. It also cuts a
+    /// failed run's backoff short: the usual cause of a failure is a node
+    /// that could not take part yet (just started, no lease yet), and such
+    /// a node asks for a run as soon as it can (a node asks at most every
+    /// two leases, so this cannot make runs spin).
     pub fn ipreallocate(&mut self, now: Duration, w: W, out: &mut Vec<LeaderAction<W>>) {
         if !self.active {
             out.push(LeaderAction::Reroute(w));
             return;
         }
+        self.retry_at = None;
         self.need_run = true;
         self.waiters.push((self.next_seq, w));
         if self.waiters.len() > MAX_WAITING {

@@ -322,10 +322,22 @@ impl NodeCore {
                 {
                     self.max_generation = 0;
                 }
+                let learnt_leader = m.leader.is_some()
+                    && self
+                        .membership
+                        .as_ref()
+                        .is_none_or(|o| o.leader != m.leader);
                 let mut m = m;
                 m.lease_ok = valid;
                 self.membership = Some(m.clone());
                 out.push(NodeAction::Membership(m));
+                // A run wanted while no leader was known (the lease came
+                // first, e.g. in clusterd's startup hold): ask the new
+                // leader now, not at the next re-request (up to a second
+                // later).
+                if learnt_leader && valid && self.valid && self.want_run {
+                    self.request(now, out);
+                }
             }
         } else if valid != self.valid {
             if let Some(m) = self.membership.as_mut() {
@@ -455,13 +467,37 @@ impl NodeCore {
         Ok(())
     }
 
-    /// May a RELEASE from `from` for `generation` be carried out?
+    /// May a RELEASE from `from` for `generation` be carried out at `now`?
+    ///
+    /// As a TAKE (without the lease), except that a node that follows no
+    /// leader and holds no lease accepts it: a release only removes
+    /// addresses, and such a node may hold none (a (re)started node in
+    /// clusterd's startup hold, which follows nobody for `lease + margin`).
+    /// Refusing made every run of the leader fail while this node merely
+    /// knew the addresses — a node that restarted blocked every move in
+    /// the cluster for that long, and the addresses a run had already
+    /// released elsewhere for it stayed unhosted. A node that follows
+    /// another leader, or holds a lease, still refuses (a stale leader's
+    /// release must not remove what it may host).
     ///
     /// # Errors
     ///
     /// The [`Refusal`].
-    pub fn check_release(&mut self, from: Pnn, generation: u64, run: u64) -> Result<(), Refusal> {
-        self.check_run(from, generation, run)
+    pub fn check_release(
+        &mut self,
+        now: Duration,
+        from: Pnn,
+        generation: u64,
+        run: u64,
+    ) -> Result<(), Refusal> {
+        match self.check_run(from, generation, run) {
+            Err(Refusal::NoMembership | Refusal::NotLeader { leader: None, .. })
+                if !self.lease_valid(now) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     fn check_run(&mut self, from: Pnn, generation: u64, run: u64) -> Result<(), Refusal> {

@@ -186,12 +186,18 @@ fn a_run_wanted_with_no_leader_known_is_asked_for_once_one_is() {
         "nobody to ask yet: {out:?}"
     );
     assert!(n.wants_run());
-    // The leader is known again: the next re-request goes to it.
+    // The leader is known again: it is asked at once (not at the next
+    // re-request), and again at the re-request while no run answers.
     let mut m = membership(1, Some(2), 4, &[0, 0, 0]);
     m.lease = lease(ms(40), Some(ms(60_000)));
     n.news(ms(40), News::Membership(m), &mut out);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, NodeAction::RequestRun { leader: 2, .. })),
+        "asked the new leader at once: {out:?}"
+    );
     out.clear();
-    let at = ms(30) + n.config().rerequest_every;
+    let at = ms(40) + n.config().rerequest_every;
     n.tick(at, &mut out);
     let epoch = out
         .iter()
@@ -214,7 +220,7 @@ fn stale_take_after_newer_release_is_refused() {
     let mut n = following(1, 0, 10, ms(500));
     // Node 2 leads now (generation 12); this node still follows 0.
     assert!(matches!(
-        n.check_release(2, 12, 0),
+        n.check_release(ms(10), 2, 12, 0),
         Err(Refusal::NotLeader { .. })
     ));
     assert_eq!(
@@ -223,7 +229,7 @@ fn stale_take_after_newer_release_is_refused() {
     );
     // The same with an accepted release.
     let mut n = following(1, 0, 10, ms(500));
-    assert_eq!(n.check_release(0, 11, 0), Ok(()));
+    assert_eq!(n.check_release(ms(10), 0, 11, 0), Ok(()));
     assert_eq!(
         n.check_take(ms(10), 0, 10, 0),
         Err(Refusal::Stale { got: 10, seen: 11 })
@@ -240,7 +246,7 @@ fn stale_take_after_newer_release_is_refused() {
 fn a_take_of_an_older_run_after_a_newer_runs_release_is_refused() {
     let mut n = following(1, 0, 10, ms(500));
     assert_eq!(n.check_take(ms(10), 0, 10, 100), Ok(()));
-    assert_eq!(n.check_release(0, 10, 300), Ok(()));
+    assert_eq!(n.check_release(ms(10), 0, 10, 300), Ok(()));
     assert_eq!(
         n.check_take(ms(10), 0, 10, 100),
         Err(Refusal::StaleRun {
@@ -252,14 +258,14 @@ fn a_take_of_an_older_run_after_a_newer_runs_release_is_refused() {
     assert_eq!(n.check_take(ms(10), 0, 10, 300), Ok(()));
     assert_eq!(n.check_take(ms(10), 0, 10, 400), Ok(()));
     assert_eq!(
-        n.check_release(0, 10, 300),
+        n.check_release(ms(10), 0, 10, 300),
         Err(Refusal::StaleRun {
             got: 300,
             seen: 400
         })
     );
     // A newer generation starts its own count (its leader's clock).
-    assert_eq!(n.check_release(0, 11, 5), Ok(()));
+    assert_eq!(n.check_release(ms(10), 0, 11, 5), Ok(()));
 }
 
 #[test]
@@ -551,7 +557,7 @@ fn waiting_requests_are_bounded_while_runs_fail() {
 #[test]
 fn a_restarted_cluster_starts_the_generation_count_again() {
     let mut n = following(1, 0, 5000, ms(5000));
-    assert_eq!(n.check_release(0, 5000, 0), Ok(()));
+    assert_eq!(n.check_release(ms(11), 0, 5000, 0), Ok(()));
     let mut out = Vec::new();
     let mut m = membership(1, Some(0), 300, &[0, 0, 0]);
     m.lease = lease(ms(10), Some(ms(5000)));
@@ -579,4 +585,172 @@ fn a_renewal_after_the_end_passed_still_drops_first() {
     assert!(drop.is_some() && renew.is_some(), "{out:?}");
     assert!(drop < renew, "drop before the new lease: {out:?}");
     assert!(n.lease_valid(ms(800)));
+}
+
+/// A node with neither a leader nor a lease (in clusterd's startup hold)
+/// acknowledges releases (it may hold nothing; refusing failed every run
+/// while it merely knew the addresses), but never takes; a node that
+/// follows a leader, or holds a lease while following nobody, still
+/// refuses another node's release (a stale leader must not remove what it
+/// may host).
+#[test]
+fn only_a_node_without_leader_and_lease_accepts_any_release() {
+    // No news at all yet.
+    let mut n = node(1);
+    assert_eq!(n.check_release(ms(10), 0, 5, 0), Ok(()));
+    assert_eq!(n.check_take(ms(10), 0, 5, 0), Err(Refusal::NoMembership));
+    // Membership without a leader and without a lease.
+    let mut out = Vec::new();
+    let mut m = membership(1, None, 3, &[0, 0, 0]);
+    m.lease = lease(MS, None);
+    n.news(MS, News::Membership(m), &mut out);
+    assert_eq!(n.check_release(ms(10), 2, 5, 0), Ok(()));
+    assert!(matches!(
+        n.check_take(ms(10), 2, 5, 0),
+        Err(Refusal::NotLeader { leader: None, .. })
+    ));
+    // Following nobody but holding a lease (majority leases keep it while
+    // no leader is active): it may host addresses, so it refuses.
+    let mut m = membership(1, None, 3, &[0, 0, 0]);
+    m.lease = lease(ms(20), Some(ms(500)));
+    n.news(ms(20), News::Membership(m), &mut out);
+    assert!(matches!(
+        n.check_release(ms(30), 2, 6, 0),
+        Err(Refusal::NotLeader { leader: None, .. })
+    ));
+    // Following a leader: another node's release is refused, with or
+    // without a lease.
+    let mut f = following(1, 0, 10, ms(500));
+    assert!(matches!(
+        f.check_release(ms(10), 2, 12, 0),
+        Err(Refusal::NotLeader { .. })
+    ));
+    assert!(matches!(
+        f.check_release(ms(600), 2, 13, 0),
+        Err(Refusal::NotLeader { .. })
+    ));
+    // The generation it carried still counts as evidence of a newer run.
+    let mut n = node(1);
+    let mut m = membership(1, None, 3, &[0, 0, 0]);
+    m.lease = lease(MS, None);
+    n.news(MS, News::Membership(m), &mut out);
+    assert_eq!(n.check_release(ms(10), 0, 40, 0), Ok(()));
+    assert_eq!(n.max_generation(), 40);
+}
+
+/// A node whose lease came while it followed nobody asks the leader for a
+/// run as soon as it learns who leads, not at the next re-request.
+#[test]
+fn a_wanted_run_is_asked_for_as_soon_as_the_leader_is_known() {
+    let mut n = node(1);
+    let mut out = Vec::new();
+    let mut m = membership(1, None, 3, &[0, 0, 0]);
+    m.lease = lease(MS, Some(ms(500)));
+    n.news(MS, News::Membership(m), &mut out);
+    assert!(n.lease_valid(ms(2)));
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, NodeAction::RequestRun { .. })),
+        "nobody to ask: {out:?}"
+    );
+    let mut out = Vec::new();
+    let mut m = membership(1, Some(0), 4, &[0, 0, 0]);
+    m.lease = lease(ms(5), Some(ms(500)));
+    n.news(ms(5), News::Membership(m.clone()), &mut out);
+    assert!(
+        out.contains(&NodeAction::RequestRun {
+            leader: 0,
+            epoch: 0
+        }),
+        "asked at once: {out:?}"
+    );
+    // Only once per leader change: the same membership again asks nothing
+    // (the re-request timer does that).
+    let mut out = Vec::new();
+    m.lease = lease(ms(6), Some(ms(500)));
+    n.news(ms(6), News::Membership(m), &mut out);
+    assert!(!out
+        .iter()
+        .any(|a| matches!(a, NodeAction::RequestRun { .. })));
+}
+
+/// A failed run's backoff ends when a node asks for a run: the node that
+/// could not take part is ready.
+#[test]
+fn a_node_asking_for_a_run_cuts_the_backoff_short() {
+    let (mut l, out) = leading(5, &[0, 0, 0]);
+    let mut seq = started(&out).expect("a run");
+    let mut now = ms(1);
+    // Fail a few runs: the backoff grows.
+    for _ in 0..4 {
+        let mut out = Vec::new();
+        l.run_finished(now, seq, RunOutcome::default(), &mut out);
+        now = l.next_deadline().expect("a retry");
+        l.tick(now, &mut out);
+        seq = started(&out).expect("retried");
+    }
+    let mut out = Vec::new();
+    l.run_finished(now, seq, RunOutcome::default(), &mut out);
+    let retry = l.next_deadline().expect("a retry");
+    assert!(retry - now >= ms(400), "backoff grew to {:?}", retry - now);
+    assert_eq!(started(&out), None);
+    // A node asks: the run starts now.
+    l.ipreallocate(now + MS, 7, &mut out);
+    let seq = started(&out).expect("a run at once");
+    // It answers the request.
+    let mut out = Vec::new();
+    l.run_finished(now + ms(2), seq, ok(&[0, 1, 2], true), &mut out);
+    assert!(out.contains(&LeaderAction::Answer(7, 5)), "{out:?}");
+}
+
+/// A node without a lease offers nothing (its report lists no available
+/// interface): the plan gives it nothing and releases nothing elsewhere
+/// for it, so the healthy nodes keep their addresses until it can take.
+#[test]
+fn a_node_that_offers_nothing_gets_nothing_and_moves_nothing() {
+    let m = membership(0, Some(0), 5, &[0, 0, 0]);
+    let mut starting = report(2, &[1, 2, 3, 4, 5, 6], &[]);
+    starting.can_host = false;
+    for i in &mut starting.ips {
+        i.available.clear();
+    }
+    let reports = BTreeMap::from([
+        (0, report(0, &[1, 2, 3, 4, 5, 6], &[1, 2, 3])),
+        (1, report(1, &[1, 2, 3, 4, 5, 6], &[4, 5, 6])),
+        (2, starting),
+    ]);
+    let p = plan(PlanInput {
+        membership: &m,
+        reports: &reports,
+        last_owner: &BTreeMap::new(),
+        tunables: Tunables::default(),
+        force_rebalance: &[],
+        unresponsive: &BTreeSet::new(),
+    })
+    .expect("a plan");
+    assert_eq!(p.moved, 0, "{p:?}");
+    assert!(!p.takes.contains_key(&2), "{p:?}");
+    // Nothing a healthy node hosts is released there.
+    let own = |n: Pnn, hosts: &[u8]| {
+        p.releases
+            .get(&n)
+            .is_none_or(|r| r.iter().all(|(a, _)| !hosts.iter().any(|&k| ip(k) == *a)))
+    };
+    assert!(own(0, &[1, 2, 3]) && own(1, &[4, 5, 6]), "{p:?}");
+    // The same node offering: it gets a share, released elsewhere first.
+    let reports = BTreeMap::from([
+        (0, report(0, &[1, 2, 3, 4, 5, 6], &[1, 2, 3])),
+        (1, report(1, &[1, 2, 3, 4, 5, 6], &[4, 5, 6])),
+        (2, report(2, &[1, 2, 3, 4, 5, 6], &[])),
+    ]);
+    let p = plan(PlanInput {
+        membership: &m,
+        reports: &reports,
+        last_owner: &BTreeMap::new(),
+        tunables: Tunables::default(),
+        force_rebalance: &[],
+        unresponsive: &BTreeSet::new(),
+    })
+    .expect("a plan");
+    assert!(p.takes.get(&2).is_some_and(|t| !t.is_empty()), "{p:?}");
 }

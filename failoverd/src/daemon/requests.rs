@@ -182,7 +182,12 @@ async fn report(ctx: &Ctx) -> Result<PublicIps, NodeError> {
     for a in leftovers {
         hosted.entry(a).or_default();
     }
-    let can_host = !ctx.settings.disabled;
+    // A node without a valid lease cannot take anything now (a TAKE would
+    // be refused): it offers nothing, so that the leader does not release
+    // addresses elsewhere for it (they would stay unhosted until the run is
+    // retried after its lease comes, a blip on healthy nodes). Once its
+    // lease is valid it asks for a run and gets its share.
+    let can_host = !ctx.settings.disabled && ctx.lease_valid();
     let mut ips: Vec<PublicIp> = publics
         .values()
         .map(|p| {
@@ -286,7 +291,7 @@ async fn release(ctx: &Ctx, from: Pnn, req: ReleaseIps) -> Result<StepResult, (E
     {
         let mut s = ctx.lock();
         s.node
-            .check_release(from, req.generation, req.run)
+            .check_release(lease::now(), from, req.generation, req.run)
             .map_err(|e| refused(&e))?;
         for (addr, owner) in &req.ips {
             match owner {

@@ -1017,7 +1017,7 @@ fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// Lines of a log written after `t0` (ms since the epoch), with their time.
-fn log_lines_after(path: &std::path::Path, t0: f64) -> Vec<(f64, String)> {
+pub(crate) fn log_lines_after(path: &std::path::Path, t0: f64) -> Vec<(f64, String)> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .map(strip_ansi)

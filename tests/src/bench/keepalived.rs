@@ -67,6 +67,15 @@ fn config(i: usize, addrs: &[IpAddr], fast: bool) -> String {
 
 impl KeepalivedBed {
     fn new(tag: &str, count: usize, fast: bool) -> Result<KeepalivedBed> {
+        let bed = Self::build(tag, count, fast)?;
+        for i in 0..3 {
+            bed.start(i)?;
+        }
+        Ok(bed)
+    }
+
+    /// The bed with keepalived configured but not started.
+    fn build(tag: &str, count: usize, fast: bool) -> Result<KeepalivedBed> {
         if count == 0 || count > 255 {
             bail!("keepalived: 1..=255 addresses (one VRRP instance each)");
         }
@@ -91,17 +100,13 @@ impl KeepalivedBed {
         }
         let stop = Arc::new(AtomicBool::new(false));
         c.listen_everywhere(PORT, &stop)?;
-        let bed = KeepalivedBed {
+        Ok(KeepalivedBed {
             c,
             eth1_ports,
             addrs,
             confs,
             stop,
-        };
-        for i in 0..3 {
-            bed.start(i)?;
-        }
-        Ok(bed)
+        })
     }
 
     fn start(&self, i: usize) -> Result<()> {
@@ -298,6 +303,50 @@ pub fn measure(profile: &str, trials: usize, mass: usize, mass_trials: usize) ->
         reconnect,
         mass_all,
     })
+}
+
+/// keepalived's cold start with `count` addresses (1..=255): the three
+/// nodes' keepalived started at once (T0 right before the first spawn),
+/// until every address is configured on exactly one node, in ms — watched
+/// by the chaos tests' rtnetlink detector, as `bench start` watches
+/// ipfailover.
+///
+/// # Errors
+///
+/// When the bed cannot be built, keepalived is missing, or the addresses
+/// are not all hosted within a minute.
+pub fn measure_start(profile: &str, count: usize) -> Result<f64> {
+    use crate::chaos::monitor::{self, Log, Threads};
+    let bed = KeepalivedBed::build(&format!("bks{}", &profile[..1]), count, profile == "fast")?;
+    let log = Arc::new(Log::new(3, super::start::is_public));
+    let mut threads = Threads::new();
+    for (i, n) in bed.c.nodes.iter().enumerate() {
+        monitor::start_node(&mut threads, &log, n.ns.name(), i, "none")?;
+    }
+    let t0 = Instant::now();
+    let t0_log = log.at(t0);
+    for i in 0..3 {
+        bed.start(i)?;
+    }
+    wait_for("keepalived: every address on one node", LIMIT, POLL, || {
+        let p = log.placement();
+        bed.addrs
+            .iter()
+            .all(|a| p.get(a).is_some_and(|n| n.len() == 1))
+            .then_some(())
+    })
+    .with_context(|| bed.logs())?;
+    threads.stop();
+    // The exact moment, from the events' own stamps (not the poll's).
+    let (first, dups) = super::start::first_all_hosted(&log.snapshot(), &bed.addrs, t0_log);
+    if dups > 0 {
+        eprintln!(
+            "keepalived {profile}: an address was on two nodes {dups} times during the start"
+        );
+    }
+    let first = first.context("keepalived: no moment with every address once")?;
+    #[allow(clippy::cast_precision_loss)] // µs of a minute at most
+    Ok(first.saturating_sub(t0_log) as f64 / 1e3)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod load;
 pub mod memory;
 pub mod netlink;
 pub mod netlink_diag;
+pub mod start;
 pub mod transport;
 
 /// One measured figure, printed as one JSON line.
@@ -34,6 +35,12 @@ pub struct Figure {
     pub baseline: Option<f64>,
     /// `value / baseline`, if there is a baseline.
     pub ratio: Option<f64>,
+    /// The profile measured, for scenarios that name it (`bench start`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// The number of public addresses, for scenarios that name it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<usize>,
 }
 
 impl Figure {
@@ -51,6 +58,8 @@ impl Figure {
             unit: unit.into(),
             baseline: Some(baseline),
             ratio,
+            profile: None,
+            addresses: None,
         }
     }
 
@@ -63,7 +72,18 @@ impl Figure {
             unit: unit.into(),
             baseline: None,
             ratio: None,
+            profile: None,
+            addresses: None,
         }
+    }
+
+    /// The same figure naming its profile and number of addresses (two
+    /// more JSON fields).
+    #[must_use]
+    pub fn tagged(mut self, profile: &str, addresses: usize) -> Self {
+        self.profile = Some(profile.into());
+        self.addresses = Some(addresses);
+        self
     }
 
     /// Prints the JSON line on stdout and a readable line on stderr.
@@ -81,6 +101,9 @@ impl Figure {
                 "{:>10} {:<28} {:>12.2} {}",
                 self.bench, self.metric, self.value, self.unit
             ),
+        }
+        if let (Some(p), Some(n)) = (&self.profile, self.addresses) {
+            eprintln!("{:>10} ({p} profile, {n} addresses)", "");
         }
     }
 }

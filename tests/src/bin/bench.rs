@@ -1,6 +1,6 @@
 //! `bench SCENARIO [OPTIONS]`: prints one JSON line per figure (see
 //! `tests::bench`). Scenarios: transport, netlink, netlink-diag, cluster, alloc, conntrack,
-//! failover, memory.
+//! failover, memory, failover-node, failover-load, start.
 
 use std::process::ExitCode;
 
@@ -20,6 +20,7 @@ const SCENARIOS: &[&str] = &[
     "memory",
     "failover-node",
     "failover-load",
+    "start",
 ];
 
 fn main() -> ExitCode {
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
         "failover-node" => bench::failover_node::run(&rest),
         "failover-load" => bench::load::run(&rest),
         "memory" => bench::memory::run(&rest),
+        "start" => bench::start::run(&rest),
         other => Err(anyhow::anyhow!(
             "unknown scenario '{other}'; scenarios: {}",
             SCENARIOS.join(", ")

@@ -1025,6 +1025,8 @@ impl World {
 
     fn report(&self, i: usize) -> Option<PublicIps> {
         let fo = self.nodes[i].fo.as_ref()?;
+        // As the daemon: no lease, nothing offered (failoverd's report).
+        let can_host = fo.core.lease_valid(self.local(i));
         let mut all: BTreeSet<IpAddr> = fo.publics.clone();
         all.extend(fo.hosted.iter().copied());
         all.extend(fo.core.leftovers().iter().copied());
@@ -1042,7 +1044,7 @@ impl World {
                     } else {
                         Vec::new()
                     },
-                    available: if listed {
+                    available: if listed && can_host {
                         vec!["eth1".into()]
                     } else {
                         Vec::new()
@@ -1060,7 +1062,7 @@ impl World {
             .collect();
         Some(PublicIps {
             pnn: pnn(i),
-            can_host: true,
+            can_host,
             ips,
             ifaces: Vec::new(),
         })
@@ -1086,7 +1088,11 @@ impl World {
                 let Some(fo) = self.nodes[i].fo.as_mut() else {
                     return;
                 };
-                if fo.core.check_release(pnn(from), generation, run).is_err() {
+                if fo
+                    .core
+                    .check_release(now, pnn(from), generation, run)
+                    .is_err()
+                {
                     self.send_fo(i, from, FoMsg::Step { id, failed: None });
                     return;
                 }
