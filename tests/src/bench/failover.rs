@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::{percentile, Figure};
+use crate::bench::{arg, percentile, Figure};
 use crate::cluster::{bin_path, TestCluster};
 use crate::netns::wait_for;
 
@@ -664,16 +664,6 @@ fn keep_logs(bed: &Bed, dir: &std::path::Path, tag: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T> {
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("{name} needs a value")),
-    }
 }
 
 /// Runs the `failover` scenario.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::Figure;
+use crate::bench::{arg, Figure};
 use crate::cluster::{bin_path, TestCluster};
 use crate::netns::wait_for;
 
@@ -155,16 +155,6 @@ fn start_stress(cpu: usize, spawn: bool, secs: f64) -> Result<Child> {
         .stderr(Stdio::null());
     cmd.spawn()
         .context("starting stress-ng (scripts/setup.sh installs it)")
-}
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T> {
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("{name} needs a value")),
-    }
 }
 
 /// Runs the scenario.

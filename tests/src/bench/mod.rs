@@ -120,6 +120,23 @@ pub fn percentile(samples: &mut [f64], p: f64) -> f64 {
     samples[rank.clamp(1, samples.len()) - 1]
 }
 
+/// The value after `name` in a benchmark's arguments, parsed, or `default`
+/// when `name` is absent.
+///
+/// # Errors
+///
+/// When `name` has no value or it does not parse.
+pub fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> anyhow::Result<T> {
+    use anyhow::Context;
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("{name} needs a value")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

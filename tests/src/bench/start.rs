@@ -57,7 +57,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::failover::{public, public_lan};
-use crate::bench::{percentile, Figure};
+use crate::bench::{arg, percentile, Figure};
 use crate::chaos::monitor::{self, Log, Threads};
 use crate::chaos::serving::{self, Ev, Micros, Timed};
 use crate::cluster::{bin_path, TestCluster};
@@ -552,16 +552,6 @@ fn leader_of(bed: &StartBed) -> Option<usize> {
         let v = field(l, "leader")?;
         v.strip_prefix("Some(")?.strip_suffix(')')?.parse().ok()
     })
-}
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T> {
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("{name} needs a value")),
-    }
 }
 
 /// The load averages (1, 5, 15 min) from /proc/loadavg.
