@@ -91,6 +91,10 @@ fn heartbeats_through_real_transportds_allocate_nothing() {
     // The transportds, untracked, on a runtime of their own.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The transportds stop after the clusterds: with one signal for all, a
+    // clusterd could see its transportd close before its own stop (a
+    // TransportClosed error at the end, seen once in CI).
+    let (tstop_tx, tstop_rx) = tokio::sync::watch::channel(false);
     let mut daemons = Vec::new();
     for pnn in 0..2u32 {
         let cfg = transportd::Config {
@@ -103,7 +107,7 @@ fn heartbeats_through_real_transportds_allocate_nothing() {
             log_level: None,
         };
         let d = rt.block_on(transportd::Daemon::bind(cfg)).unwrap();
-        let mut stop = stop_rx.clone();
+        let mut stop = tstop_rx.clone();
         daemons.push(rt.spawn(d.run(async move {
             let _ = stop.wait_for(|s| *s).await;
         })));
@@ -204,6 +208,7 @@ fn heartbeats_through_real_transportds_allocate_nothing() {
     for t in threads {
         t.join().unwrap();
     }
+    tstop_tx.send_replace(true);
     for d in daemons {
         rt.block_on(d).unwrap();
     }
