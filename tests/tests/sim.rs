@@ -125,12 +125,12 @@ fn hole6_failed_removal_stays_a_tracked_leftover() {
     assert!(matches!(v, Violation::Untracked { .. }), "{v:?}");
 }
 
-const SEED_HOLE1: u64 = 5;
+const SEED_HOLE1: u64 = 112;
 /// Both restart a failoverd (which removes what it finds): the leader
 /// cannot see that, only the node's own request brings a run. (A lease
 /// flap the leader does not see is rare here: a flap long enough to lose
 /// the lease also disconnects the node in the leader's view.)
-const SEEDS_HOLE2: [u64; 2] = [32, 69];
+const SEEDS_HOLE2: [u64; 2] = [32, 130];
 const SEED_HOLE6: u64 = 7;
 
 /// Hole 3: node 3's failoverd hangs for good (its clusterd goes on, so it
