@@ -1,7 +1,8 @@
 //! failoverd as real processes: every node of a 3-node [`TestCluster`] runs
 //! transportd, clusterd, conntrackd and failoverd in its own namespace; the
 //! public addresses 198.51.100.201-206/24 live on each node's `eth1` (a
-//! second port on the same switch), the client has 198.51.100.100/24.
+//! second port on the same switch), the client has 198.51.100.100/24. The
+//! lease-loss tests add 198.51.100.210, which only node 1 lists.
 //!
 //! A sampler thread lists the public addresses configured in every powered
 //! node's namespace, over and over (a pass takes a few ms; passes are at most
@@ -48,15 +49,23 @@ fn public_addresses(list: &[u8]) -> String {
 }
 
 impl Bed {
+    /// Three nodes that all list `addresses`.
     fn new(tag: &str, addresses: &[u8]) -> Bed {
-        let c = TestCluster::new(tag, 3).unwrap();
+        Bed::with_lists(tag, &[addresses, addresses, addresses], true)
+    }
+
+    /// One node per list: node `i`'s public_addresses holds `lists[i]`;
+    /// failoverd's `kernel_lease` as given.
+    fn with_lists(tag: &str, lists: &[&[u8]], kernel_lease: bool) -> Bed {
+        let c = TestCluster::new(tag, lists.len()).unwrap();
         // The client learns eth1's MAC (the configured interface).
         let eth1_ports = c.add_public_ports("198.51.100.100/24").unwrap();
         let nodes: String = c.nodes.iter().map(|n| format!("{}\n", n.addr)).collect();
-        for n in &c.nodes {
+        for (n, addresses) in c.nodes.iter().zip(lists) {
             let toml = format!(
                 "[transport]\nrun_dir = \"{}\"\n\n\
-                 [failover]\ngarp_count = 3\ngarp_interval_ms = 100\nrelease_timeout_ms = 3000\n\n\
+                 [failover]\ngarp_count = 3\ngarp_interval_ms = 100\nrelease_timeout_ms = 3000\n\
+                 kernel_lease = {kernel_lease}\n\n\
                  [conntrack]\nscan_interval_ms = 200\n\n\
                  [logging]\nlevel = \"info,failoverd=debug\"\n",
                 n.run_dir.display()
@@ -1168,4 +1177,209 @@ fn failover_cluster_busy_failoverd_still_drops_at_its_lease_end() {
     );
     eprintln!("busy failoverd on node {victim}: its addresses {theirs:?} moved after {after:?}");
     sampler.finish();
+}
+
+/// What [`lease_loss`] saw.
+struct LeaseLoss {
+    /// How the idle client's read ended within [`RESET_WAIT`] of the drop
+    /// (`None`: it did not), and when, after the cut.
+    read: Option<(Result<usize, ErrorKind>, Duration)>,
+    /// When the cut-off node had removed all its addresses, after the cut.
+    dropped_after: Duration,
+    sampler: Sampler,
+    prober: tests::arp::ArpProber,
+    bed: Bed,
+}
+
+/// How long after the cut-off node dropped its addresses the idle client's
+/// read is waited for (a reset sent before the removal arrives at once).
+const RESET_WAIT: Duration = Duration::from_secs(5);
+/// The address only the victim lists.
+const ONLY_VICTIM: u8 = 210;
+
+/// Finding 5 (docs/RELIABILITY.md): node 1 alone lists 198.51.100.210, so
+/// no other node can ever take it and tickle its clients. An idle client
+/// holds a TCP connection to it; node 1 is cut off from the cluster
+/// network (nftables on the cluster addresses: the client still reaches
+/// it) and loses its lease. Whatever resets the client now can only come
+/// from node 1 itself, before it removes the address. The sampler (every
+/// address configured on at most one node) and an ARP prober (at most one
+/// MAC answering per round) watch throughout, while node 1's shared
+/// addresses move to the survivors.
+fn lease_loss(tag: &str, kernel_lease: bool) -> LeaseLoss {
+    const VICTIM: usize = 1;
+    let shared: [u8; 6] = [201, 202, 203, 204, 205, 206];
+    let mut with_only = shared.to_vec();
+    with_only.push(ONLY_VICTIM);
+    let bed = Bed::with_lists(tag, &[&shared[..], &with_only, &shared[..]], kernel_lease);
+    let mut placed = bed.wait_placed("every address hosted exactly once", &with_only);
+    assert_eq!(placed[&public(ONLY_VICTIM)], VICTIM, "{placed:?}");
+    if !placed
+        .iter()
+        .any(|(a, n)| *n == VICTIM && *a != public(ONLY_VICTIM))
+    {
+        // The victim must hold a shared address too: that is what the
+        // safety watch sees move.
+        let (ok, text) = bed.cli(0, &["moveip", "198.51.100.201", &VICTIM.to_string()]);
+        assert!(ok, "moveip: {text}\n{}", bed.logs());
+        placed = match wait_for("201 on the victim", LIMIT, POLL, || {
+            bed.placement(&with_only)
+                .filter(|p| p[&public(201)] == VICTIM)
+        }) {
+            Ok(p) => p,
+            Err(e) => panic!("{e}\n{}", bed.logs()),
+        };
+    }
+    let theirs: Vec<IpAddr> = placed
+        .iter()
+        .filter(|(a, n)| **n == VICTIM && **a != public(ONLY_VICTIM))
+        .map(|(a, _)| *a)
+        .collect();
+    let others: Vec<String> = [0, 2]
+        .iter()
+        .map(|&i| bed.c.nodes[i].addr.to_string())
+        .collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    bed.c.listen_everywhere(PORT, &stop).unwrap();
+    let server = SocketAddr::new(public(ONLY_VICTIM), PORT);
+    let stream = bed
+        .c
+        .client
+        .run(move || TcpStream::connect_timeout(&server, Duration::from_secs(5)))
+        .unwrap()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut reading = stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        reading
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        let r = reading.read(&mut buf);
+        let _ = tx.send((r.map_err(|e| e.kind()), Instant::now()));
+    });
+    let targets: Vec<std::net::Ipv4Addr> = with_only
+        .iter()
+        .map(|&i| std::net::Ipv4Addr::new(198, 51, 100, i))
+        .collect();
+    let prober = tests::arp::ArpProber::start(
+        &bed.c.client,
+        "eth0",
+        std::net::Ipv4Addr::new(198, 51, 100, 100),
+        targets,
+        Duration::from_millis(5),
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    let sampler = Sampler::start(&bed);
+    std::thread::sleep(Duration::from_millis(200));
+
+    let t0 = Instant::now();
+    bed.c.nodes[VICTIM].ns.cut_from(&others).unwrap();
+    let victim_ns = bed.c.nodes[VICTIM].ns.name().to_string();
+    let gone = wait_for(
+        "the cut-off node to drop its addresses",
+        LIMIT,
+        Duration::from_millis(5),
+        || addresses_on(&victim_ns).is_empty().then_some(()),
+    );
+    let dropped_after = t0.elapsed();
+    if let Err(e) = gone {
+        panic!("{e}\n{}", bed.logs());
+    }
+    let read = rx
+        .recv_timeout(RESET_WAIT)
+        .ok()
+        .map(|(r, at)| (r, at - t0));
+    // The survivors take the shared addresses (never 210: nobody else
+    // lists it) while the victim is still cut off.
+    let moved = wait_for("its shared addresses on the survivors", LIMIT, POLL, || {
+        let p = bed.placement(&shared)?;
+        theirs.iter().all(|a| p[a] != VICTIM).then_some(())
+    });
+    if let Err(e) = moved {
+        panic!("{e}\n{}", bed.logs());
+    }
+    // Unblocks the reader if it is still waiting (it reports nothing more).
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    bed.c.nodes[VICTIM].ns.heal().unwrap();
+    // Healed, the victim rejoins and hosts 210 again.
+    bed.wait_placed("every address hosted exactly once again", &with_only);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    LeaseLoss {
+        read,
+        dropped_after,
+        sampler,
+        prober,
+        bed,
+    }
+}
+
+/// No address on two nodes, no two MACs answering one address in a round.
+fn assert_safe(o: LeaseLoss) {
+    let replies = o.prober.finish().unwrap();
+    let d = tests::arp::duplicates(&replies);
+    assert!(
+        d.is_empty(),
+        "two MACs answered for one address in one round ({} rounds), first: {:?}\n{}",
+        d.len(),
+        d.first(),
+        o.bed.logs()
+    );
+    assert!(
+        replies.len() > 100,
+        "the prober saw almost nothing: {} replies",
+        replies.len()
+    );
+    o.sampler.finish();
+}
+
+/// With the kernel lease (the default), the node that lost its lease
+/// resets its own idle client before it removes the address: the client
+/// sees ECONNRESET, which only the cut-off node can have sent. (Before,
+/// failoverd removed the address first and destroyed the socket after;
+/// the reset then had no route and the client hung.)
+#[test]
+fn failover_cluster_a_node_that_loses_its_lease_resets_its_own_clients() {
+    require_root();
+    let o = lease_loss("foc9", true);
+    eprintln!(
+        "lease lost: addresses removed {:?} after the cut, idle client's read: {:?}",
+        o.dropped_after, o.read
+    );
+    let reset = matches!(o.read, Some((Err(ErrorKind::ConnectionReset), _)));
+    if !reset {
+        panic!(
+            "the idle client of {} (only the cut-off node lists it) was not reset within {RESET_WAIT:?} \
+             of the drop: {:?}\n{}",
+            public(ONLY_VICTIM),
+            o.read,
+            o.bed.logs()
+        );
+    }
+    assert_safe(o);
+}
+
+/// The same cut with `kernel_lease = false`: removal is then the only
+/// bound, so the node removes the address first and its reset cannot
+/// leave — the client is not reset (the test of the test above, and the
+/// order this configuration keeps). Safety holds the same way.
+#[test]
+fn failover_cluster_without_the_kernel_lease_a_node_that_loses_its_lease_removes_first() {
+    require_root();
+    let o = lease_loss("foca", false);
+    eprintln!(
+        "lease lost (no kernel lease): addresses removed {:?} after the cut, idle client's read: {:?}",
+        o.dropped_after, o.read
+    );
+    assert!(
+        o.read.is_none(),
+        "the idle client's read ended ({:?}): without the kernel lease the node must remove \
+         the address before it destroys the socket\n{}",
+        o.read,
+        o.bed.logs()
+    );
+    assert_safe(o);
 }

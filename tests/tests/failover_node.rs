@@ -805,3 +805,105 @@ fn the_kernel_lease_ends_with_the_lease_and_a_new_lease_does_not_revive_it() {
         })
         .unwrap();
 }
+
+/// Finding 5 (docs/RELIABILITY.md), at the executor: on a lost lease
+/// (`DropMode::LeaseLost`) with the kernel lease, the idle client of an
+/// address the kernel lease guards is reset before the address is removed
+/// (the guard keeps the node from serving it meanwhile, and lets the reset
+/// out). An address the executor never guarded (here one it adopted
+/// without the daemon's `guard`) is bounded by nothing but its removal, so
+/// it is removed first: its socket is destroyed only after, when its reset
+/// has no route, and its client is not reset. (With removal first for
+/// both, as before, neither client was reset.)
+#[test]
+fn drop_all_on_a_lost_lease_resets_the_clients_of_guarded_addresses_first() {
+    use tokio::time::Instant;
+    let rig = Rig::new("fn11", &["eth0"]);
+    // Configured before the executor starts: adopted, never guarded.
+    rig.node
+        .ip(&["addr", "add", "192.0.2.161/24", "dev", "eth0"])
+        .unwrap();
+    let node = Arc::clone(&rig.node);
+    let client = Arc::clone(&rig.client);
+    let table = format!("ipft{}", std::process::id() % 100_000);
+    let reads = rig
+        .node
+        .block_on(move || async move {
+            let config = ExecutorConfig {
+                hooks_dir: None,
+                garp_count: 1,
+                kernel_lease: true,
+                nft_table: table,
+                ..ExecutorConfig::default()
+            };
+            let (ex, _events) = Executor::start(config, None).await.unwrap();
+            let guarded = public("192.0.2.160/24", &["eth0"]);
+            let unguarded = public("192.0.2.161/24", &["eth0"]);
+            ex.guard(&[guarded.addr]).await.unwrap();
+            ex.set_lease(Some(Instant::now() + Duration::from_secs(60)));
+            ex.take(&guarded).await.unwrap();
+            assert_eq!(
+                ex.adopt(&[(unguarded.clone(), 0)]).await.unwrap(),
+                [unguarded.addr]
+            );
+            let n = Arc::clone(&node);
+            let listener = blocking(move || {
+                n.run(|| TcpListener::bind("0.0.0.0:7011").unwrap())
+                    .unwrap()
+            })
+            .await;
+            // One idle client of each address, blocked in a read.
+            let mut readers = Vec::new();
+            for addr in [guarded.addr, unguarded.addr] {
+                let c = Arc::clone(&client);
+                let server = SocketAddr::new(addr, 7011);
+                let mut stream = blocking(move || {
+                    c.run(move || {
+                        TcpStream::connect_timeout(&server, Duration::from_secs(3)).unwrap()
+                    })
+                    .unwrap()
+                })
+                .await;
+                readers.push(std::thread::spawn(move || {
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(3)))
+                        .unwrap();
+                    let mut buf = [0u8; 8];
+                    stream.read(&mut buf).map_err(|e| e.kind())
+                }));
+            }
+            let accepted = blocking(move || {
+                let a = listener.accept().unwrap().0;
+                let b = listener.accept().unwrap().0;
+                (listener, a, b)
+            })
+            .await;
+            // As the lease watch does when the lease ends.
+            ex.set_lease(None);
+            assert_eq!(ex.drop_all(DropMode::LeaseLost).await.unwrap(), 2);
+            let reads = blocking(move || {
+                readers
+                    .into_iter()
+                    .map(|r| r.join().unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            drop(accepted);
+            ex.shutdown();
+            reads
+        })
+        .unwrap();
+    assert!(!has_addr(&rig.node, "eth0", "192.0.2.160"));
+    assert!(!has_addr(&rig.node, "eth0", "192.0.2.161"));
+    assert_eq!(
+        reads[0],
+        Err(ErrorKind::ConnectionReset),
+        "the client of the guarded address was not reset"
+    );
+    assert!(
+        matches!(reads[1], Err(ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+        "the client of the unguarded address saw {:?}: its address must be removed before \
+         anything else (its reset then cannot leave)",
+        reads[1]
+    );
+}

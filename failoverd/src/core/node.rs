@@ -63,7 +63,8 @@ pub enum NodeAction {
     /// Addresses may be held until this instant (`None`: not at all): the
     /// executor's lease gate and the kernel's lease elements follow it.
     SetLease(Option<Duration>),
-    /// Remove every public address now, removal first (lease lost).
+    /// Remove every public address now without waiting for anything
+    /// (lease lost; the executor's `DropMode::LeaseLost`).
     DropAll,
     /// Ask `leader` for a takeover run (IPREALLOCATE); report its answer
     /// with [`NodeCore::run_seen`] and this `epoch`.

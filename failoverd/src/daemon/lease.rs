@@ -6,8 +6,10 @@
 //! [`watch`] is the only thing that acts on the lease end, and it is a task
 //! of its own: it sleeps until the end the loop last gave it and then
 //! closes the executor's gate and removes every public address
-//! ([`Executor::drop_all`], removal first, which does not wait for the
-//! executor's operation lock). Nothing the loop waits for — adoption's
+//! ([`Executor::drop_all`] with [`DropMode::LeaseLost`], which does not
+//! wait for the executor's operation lock: removal first, or, for the
+//! addresses the kernel lease guards, a bounded reset of their local
+//! connections first). Nothing the loop waits for — adoption's
 //! releases, a hook, a request, the lock of a slow operation — can delay it
 //! (hole 1). The loop only ever moves the end later (a renewal) or clears
 //! it (lease lost, which the loop then acts on itself too). The kernel's
@@ -58,7 +60,7 @@ pub(super) async fn watch(exec: Executor, mut until: watch::Receiver<Option<Inst
                 if !exec.hosted().is_empty() {
                     tracing::error!("the lease ended without renewal: dropping every public address");
                 }
-                match exec.drop_all(DropMode::RemoveFirst).await {
+                match exec.drop_all(DropMode::LeaseLost).await {
                     Ok(0) => {}
                     Ok(n) => tracing::warn!(count = n, "lease watch: dropped every public address"),
                     Err(e) => tracing::error!(error = %e, "lease watch: dropping public addresses failed"),

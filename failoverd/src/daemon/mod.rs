@@ -409,11 +409,16 @@ async fn on_node_action(
     }
 }
 
+/// Drops every public address: resets first while the lease is valid (an
+/// orderly stop); otherwise [`DropMode::LeaseLost`], which resets the
+/// clients of the addresses the kernel lease guards before removing them
+/// and removes any other address first (all of them with `kernel_lease =
+/// false`, where removal is the only bound).
 async fn drop_all(ctx: &Ctx) {
     let mode = if ctx.lease_valid() {
         DropMode::ResetFirst
     } else {
-        DropMode::RemoveFirst
+        DropMode::LeaseLost
     };
     let before: Vec<IpAddr> = ctx.exec.hosted().iter().map(|h| h.public.addr).collect();
     match ctx.exec.drop_all(mode).await {

@@ -36,7 +36,11 @@
 //! is undone at once. [`Executor::drop_all`] closes the gate and removes
 //! every hosted or half-released address from the kernel *before* it waits
 //! for the operation lock, so neither a take waiting on hooks nor a release
-//! resetting connections can delay it; connections are reset afterwards.
+//! resetting connections can delay it. When the lease is lost
+//! ([`DropMode::LeaseLost`]) the local connections of the addresses the
+//! kernel lease guards are reset (bounded) before they are removed — the
+//! guard already keeps the node from serving them, and lets the resets
+//! out — and those of any other address afterwards.
 
 mod hooks;
 mod ops;
@@ -232,14 +236,34 @@ pub enum NodeError {
 }
 
 /// How [`Executor::drop_all`] orders removal and connection resets.
+///
+/// The order decides whether the clients of this node's local sockets see
+/// a reset: a socket destroyed after its address was removed sends a reset
+/// the kernel cannot route (no route from an address the host no longer
+/// has), and its idle client hangs until the address's next owner tickles
+/// it — which it can do only for connections its conntrackd knows, and
+/// never for an address no other node may host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropMode {
     /// Remove the addresses at once, reset local connections afterwards
-    /// (the lease ended).
+    /// (their resets do not leave). The lease ended and removal is the only
+    /// bound: without the kernel lease.
     RemoveFirst,
     /// Reset local connections first (at most 200 ms), then remove (an
     /// orderly stop while the lease is still valid).
     ResetFirst,
+    /// The lease ended or was lost. Addresses the kernel lease guards
+    /// ([`ExecutorConfig::kernel_lease`], [`Executor::guard`]) have their
+    /// lease elements revoked, then their local connections reset (at
+    /// most 200 ms; the resets leave through the guard's exception for TCP
+    /// resets), then are removed; any other address is removed first, as
+    /// with [`DropMode::RemoveFirst`] (without the kernel lease: all of
+    /// them). Safe because with the kernel lease the guard, not the
+    /// removal, is what stops the node serving: a guarded address without
+    /// a live element takes no packet in and sends nothing but TCP resets,
+    /// and an element runs out at the lease end at the latest, before the
+    /// leader may give the address away (see `Inner::stop_serving`).
+    LeaseLost,
 }
 
 /// One address hosted on this node.
@@ -482,17 +506,22 @@ impl Executor {
     }
 
     /// Releases every address at once and closes the lease gate until the
-    /// next [`Executor::set_lease`] (lease lost, shutdown). With
-    /// [`DropMode::RemoveFirst`] (lease lost: the leader may give the
-    /// addresses away a margin after the lease ended) every hosted or
-    /// half-released address is removed from the kernel first, in one
-    /// pipelined request per interface and without waiting for any other
-    /// operation; local sockets are destroyed afterwards. With
-    /// [`DropMode::ResetFirst`] (orderly shutdown with a valid lease) local
-    /// connections are reset first (bounded by 200 ms) so that clients see
-    /// a reset. Then the nftables sets are cleared and the `releaseip` hooks
-    /// run (no killtcp of conntrackd's other clients: it could take
-    /// seconds). Returns the number of addresses released.
+    /// next [`Executor::set_lease`] (lease lost, shutdown). Every hosted or
+    /// half-released address is removed from the kernel in one pipelined
+    /// request per interface, without waiting for the operation lock, a
+    /// hook or any other operation. With [`DropMode::RemoveFirst`] it is
+    /// removed first and local sockets are destroyed afterwards (their
+    /// resets cannot leave). With [`DropMode::ResetFirst`] (orderly
+    /// shutdown with a valid lease) local connections are reset first
+    /// (bounded by 200 ms) so that clients see a reset. With
+    /// [`DropMode::LeaseLost`] (lease lost: the leader may give the
+    /// addresses away a margin after the lease ended) the addresses the
+    /// kernel lease guards stop being served at once (their elements are
+    /// revoked) and have their local connections reset before they are
+    /// removed (bounded by 200 ms), the others are removed first. Then the
+    /// nftables sets are cleared and the `releaseip` hooks run (no killtcp
+    /// of conntrackd's other clients: it could take seconds). Returns the
+    /// number of addresses released.
     ///
     /// # Errors
     ///

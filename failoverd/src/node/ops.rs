@@ -85,6 +85,12 @@ struct State {
     /// a lease comes more than `lapse_grace` after the previous one ran
     /// out. See `leased_in`.
     lease_epoch: u64,
+    /// Addresses this executor put in the kernel lease's guard sets (the
+    /// tables keep them: nothing takes an address out). Only these may be
+    /// reset before their removal when the lease is lost (see
+    /// [`DropMode::LeaseLost`]): for any other address the removal is the
+    /// only thing that stops this node serving it.
+    guarded: HashSet<IpAddr>,
     /// The lease (epoch) in which each address got its kernel lease
     /// element (a take, or an adoption). The keeper renews only addresses
     /// of the current epoch: an address held across a lapse — frozen over
@@ -197,8 +203,9 @@ struct Keeper {
     skipped: Vec<IpAddr>,
 }
 
-/// The most `drop_all` waits for the reset of local connections before it
-/// removes the addresses (the safety rule comes first).
+/// The most `drop_all` waits for the reset of local connections (and, on a
+/// lost lease, the revoke of their kernel lease elements) before it removes
+/// the addresses (the safety rule comes first).
 const DROP_RESET_LIMIT: Duration = Duration::from_millis(200);
 /// Every link of the namespace. (There was a retry after 250 ms here, for
 /// dumps "stalled on the shared rtnetlink handle"; the stall was the
@@ -354,6 +361,7 @@ impl Inner {
     pub(super) async fn guard(&self, addrs: &[IpAddr]) -> Result<(), NodeError> {
         if let Some(lease) = &self.lease {
             lease.guard(addrs).await?;
+            self.lock().guarded.extend(addrs.iter().copied());
         }
         Ok(())
     }
@@ -377,6 +385,7 @@ impl Inner {
         };
         let refused = |e: netlink::nft::NftError| Some(e.to_string());
         lease.guard(ips).await.map_err(refused)?;
+        self.lock().guarded.extend(ips.iter().copied());
         match lease.renew_until(ips, end).await.map_err(refused)? {
             Some(_) => {
                 let mut st = self.lock();
@@ -1268,6 +1277,63 @@ impl Inner {
         failed
     }
 
+    /// For [`DropMode::LeaseLost`]: the members of `targets` whose serving
+    /// the kernel lease bounds — those in its guard sets — with their lease
+    /// elements revoked now, so that from here on the guard stops this
+    /// node serving them (no packet in, nothing out but TCP resets, no
+    /// ARP/NA) and their local sockets can be reset before they are
+    /// removed: the resets leave through the guard's reset exception while
+    /// the kernel still has a route from the address.
+    ///
+    /// Why this is safe only with the kernel lease: without it, removal is
+    /// the only thing that stops the node serving, and must not wait for
+    /// anything. With it, the node stops serving a guarded address when
+    /// its element is gone — revoked here, and in any case run out at the
+    /// lease end, which is before the leader may give the address to
+    /// another node (`margin` after the end on the leader's clock): an
+    /// element still valid when the lease was reported lost early, or one a
+    /// renewal already under way sets again, still ends at that lease end.
+    /// A guarded address with no element (not leased in this lease, or
+    /// added but not yet leased) is not served at all. An address not in
+    /// the guard sets (a leftover this executor never guarded; every
+    /// address without the kernel lease) is left out: the caller removes
+    /// it first.
+    /// When the revoke fails or is not done by `by` (the deadline of the
+    /// resets), nothing is returned and everything is removed first, as
+    /// without the kernel lease.
+    async fn stop_serving(
+        &self,
+        targets: &[(IpAddr, String, u8)],
+        by: tokio::time::Instant,
+    ) -> Vec<(IpAddr, String, u8)> {
+        let Some(lease) = &self.lease else {
+            return Vec::new();
+        };
+        let covered: Vec<(IpAddr, String, u8)> = {
+            let st = self.lock();
+            targets
+                .iter()
+                .filter(|(a, _, _)| st.guarded.contains(a))
+                .cloned()
+                .collect()
+        };
+        if covered.is_empty() {
+            return covered;
+        }
+        let ips: Vec<IpAddr> = covered.iter().map(|(a, _, _)| *a).collect();
+        match tokio::time::timeout_at(by, lease.revoke(&ips)).await {
+            Ok(Ok(())) => covered,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot revoke the kernel lease of dropped addresses: removing them before resetting their connections");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!("revoking the kernel lease of dropped addresses took too long: removing them before resetting their connections");
+                Vec::new()
+            }
+        }
+    }
+
     /// See [`super::Executor::drop_all`].
     pub(super) async fn drop_all(self: &Arc<Self>, mode: DropMode) -> Result<usize, NodeError> {
         // Close the gate and see everything configured, in one critical
@@ -1286,20 +1352,43 @@ impl Inner {
             t
         };
         let first = snapshot(self);
-        if mode == DropMode::ResetFirst && !first.is_empty() {
-            let reset = self.reset_connections(&first, false);
-            if tokio::time::timeout(DROP_RESET_LIMIT, reset).await.is_err() {
-                tracing::warn!("resetting connections took too long: removing the addresses now");
-            }
-        }
+        // Which addresses get their local sockets reset before they are
+        // removed: all of them on an orderly stop, none when removal is
+        // the bound, the kernel lease's when that is the bound. Whatever is
+        // done before their removal is done by `reset_by`.
+        let reset_by = tokio::time::Instant::now() + DROP_RESET_LIMIT;
+        let reset_first: Vec<(IpAddr, String, u8)> = match mode {
+            DropMode::ResetFirst => first.clone(),
+            DropMode::RemoveFirst => Vec::new(),
+            DropMode::LeaseLost => self.stop_serving(&first, reset_by).await,
+        };
         // Remove without waiting for the operation lock: a take waiting for
         // its hooks or a release resetting connections must not delay it.
+        // First what nothing but the removal stops serving, then, after
+        // their resets (bounded), the others.
+        let remove_now: Vec<(IpAddr, String, u8)> = first
+            .iter()
+            .filter(|t| !reset_first.contains(t))
+            .cloned()
+            .collect();
         let mut errors: Vec<(IpAddr, NodeError)> = self
-            .remove_from_kernel(&first)
+            .remove_from_kernel(&remove_now)
             .await
             .into_iter()
             .map(|(_, e)| e)
             .collect();
+        if !reset_first.is_empty() {
+            let reset = self.reset_connections(&reset_first, false);
+            if tokio::time::timeout_at(reset_by, reset).await.is_err() {
+                tracing::warn!("resetting connections took too long: removing the addresses now");
+            }
+            errors.extend(
+                self.remove_from_kernel(&reset_first)
+                    .await
+                    .into_iter()
+                    .map(|(_, e)| e),
+            );
+        }
         // Then, in turn with the other operations: forget them, clear the
         // sets, reset what is left of their local connections, run hooks.
         let op = self.op.lock().await;
@@ -1331,9 +1420,12 @@ impl Inner {
         }
         self.publish();
         let ips: Vec<IpAddr> = all.iter().map(|(a, _, _)| *a).collect();
-        if mode == DropMode::RemoveFirst {
-            // The sockets outlive their address: free them (their clients
-            // are tickled by the address's next owner).
+        if mode != DropMode::ResetFirst {
+            // Sockets that outlive their address — of what was removed
+            // first, or accepted after the resets — are freed (their resets
+            // cannot leave any more: the kernel has no route from the
+            // address; their clients are tickled by the address's next
+            // owner, if it knows them).
             let _ =
                 tokio::time::timeout(DROP_RESET_LIMIT, self.reset_connections(&all, false)).await;
         }
