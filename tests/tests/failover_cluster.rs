@@ -1288,10 +1288,7 @@ fn lease_loss(tag: &str, kernel_lease: bool) -> LeaseLoss {
     if let Err(e) = gone {
         panic!("{e}\n{}", bed.logs());
     }
-    let read = rx
-        .recv_timeout(RESET_WAIT)
-        .ok()
-        .map(|(r, at)| (r, at - t0));
+    let read = rx.recv_timeout(RESET_WAIT).ok().map(|(r, at)| (r, at - t0));
     // The survivors take the shared addresses (never 210: nobody else
     // lists it) while the victim is still cut off.
     let moved = wait_for("its shared addresses on the survivors", LIMIT, POLL, || {
