@@ -162,6 +162,9 @@ struct Ctx {
     /// is pending make one run, not one each (a flood of IPREALLOCATED
     /// cannot queue hook runs without bound).
     ipreallocated: Arc<tokio::sync::Notify>,
+    /// Wakes the record writer ([`adopt::record_writer`]): the record's
+    /// fsync never runs in the loop.
+    record_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Ctx {
@@ -228,6 +231,14 @@ pub async fn run(
             }
         })
     };
+    let record_wake = Arc::new(tokio::sync::Notify::new());
+    let record_task = settings.record_file.clone().map(|path| {
+        tokio::spawn(adopt::record_writer(
+            exec.clone(),
+            path,
+            Arc::clone(&record_wake),
+        ))
+    });
     let (trigger_tx, mut triggers) = mpsc::unbounded_channel();
     let ctx = Ctx {
         client: client.clone(),
@@ -238,6 +249,7 @@ pub async fn run(
         triggers: trigger_tx,
         lease_tx: Arc::new(lease_tx),
         ipreallocated,
+        record_wake,
     };
     client.subscribe(MEMBERSHIP).await?;
     client.subscribe(LEASE).await?;
@@ -357,6 +369,9 @@ pub async fn run(
     runs.abort();
     watch_task.abort();
     realloc_task.abort();
+    if let Some(t) = record_task {
+        t.abort();
+    }
     drop_all(&ctx).await;
     exec.shutdown();
     tracing::info!(pnn, "failoverd stopped");
