@@ -1169,3 +1169,75 @@ fn failover_cluster_busy_failoverd_still_drops_at_its_lease_end() {
     eprintln!("busy failoverd on node {victim}: its addresses {theirs:?} moved after {after:?}");
     sampler.finish();
 }
+
+/// Issue 13 (the flap after a big take): a healthy node keeps its
+/// addresses while its failoverd's loop is busy. The restarted failoverd
+/// adopts its addresses, then removes a stray one at adoption, and its
+/// `releaseip` hook hangs for 20 s: the loop waits for it. clusterd's lease
+/// renewals must still reach the lease watch. (When the loop applied them,
+/// they queued behind the hook, the watch ran out on the last end it had,
+/// and the node dropped every address although its lease never lapsed —
+/// as after a take of 256 addresses, whose record write held the loop.)
+#[test]
+fn failover_cluster_busy_failoverd_keeps_a_valid_lease() {
+    use std::os::unix::fs::PermissionsExt;
+
+    require_root();
+    let list = [201, 202, 203, 204, 205, 206];
+    let bed = Bed::new("foc9", &list);
+    let placed = bed.wait_placed("every address hosted exactly once", &list);
+    let (victim, theirs, _) = bed.victim(&placed);
+    let stray = *placed.iter().find(|(_, n)| **n != victim).unwrap().0;
+    let node = &bed.c.nodes[victim];
+    let hooks = node.config_dir.join("events");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let hook = hooks.join("50.hang");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\ncase \"$1\" in releaseip) sleep 20;; esac\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log_path = bed.c.scratch.join(format!("node{victim}-failoverd.log"));
+    let pid = bed.failoverd_pids.lock().unwrap()[victim];
+    assert!(node.ns.kill(pid));
+    let log_from = std::fs::metadata(&log_path).map_or(0, |m| m.len());
+    // A stray copy of another node's address (guarded: it does not
+    // answer): the restarted failoverd removes it at adoption, and its
+    // releaseip hook then keeps the loop waiting.
+    node.ns
+        .exec_ok(
+            "ip",
+            &["addr", "add", &format!("{stray}/24"), "dev", "eth1"],
+        )
+        .unwrap();
+    bed.start_daemon(victim, "failoverd");
+    let victim_ns = node.ns.name().to_string();
+    let removing = wait_for(
+        "the stray address removed",
+        LIMIT,
+        Duration::from_millis(10),
+        || (!addresses_on(&victim_ns).contains(&stray)).then_some(()),
+    );
+    assert!(removing.is_ok(), "{}", bed.logs());
+    // Six leases (500 ms each) with the loop waiting for the hook.
+    let end = Instant::now() + Duration::from_secs(3);
+    let mut missing = Vec::new();
+    while Instant::now() < end && missing.is_empty() {
+        let here = addresses_on(&victim_ns);
+        missing = theirs.iter().filter(|a| !here.contains(a)).collect();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = std::fs::read(&log_path).unwrap_or_default();
+    let log = String::from_utf8_lossy(log.get(usize::try_from(log_from).unwrap()..).unwrap_or(&[]));
+    assert!(
+        missing.is_empty(),
+        "node {victim} dropped {missing:?} while its lease was valid:\n{log}\n{}",
+        bed.logs()
+    );
+    assert!(
+        !log.contains("the lease ended without renewal"),
+        "node {victim}'s lease watch ran out while its loop was busy:\n{log}"
+    );
+    eprintln!("busy failoverd on node {victim}: kept {theirs:?} for 3 s");
+}
