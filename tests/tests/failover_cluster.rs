@@ -1185,7 +1185,15 @@ fn failover_cluster_busy_failoverd_keeps_a_valid_lease() {
     require_root();
     let list = [201, 202, 203, 204, 205, 206];
     let bed = Bed::new("foc9", &list);
-    let placed = bed.wait_placed("every address hosted exactly once", &list);
+    bed.wait_placed("every address hosted exactly once", &list);
+    // Spread over the nodes (the first run may put all on one): the stray
+    // below is another node's.
+    let placed = wait_for("addresses on more than one node", LIMIT, POLL, || {
+        let p = bed.placement(&list)?;
+        let first = *p.values().next()?;
+        p.values().any(|n| *n != first).then_some(p)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", bed.logs()));
     let (victim, theirs, _) = bed.victim(&placed);
     let stray = *placed.iter().find(|(_, n)| **n != victim).unwrap().0;
     let node = &bed.c.nodes[victim];
@@ -1202,6 +1210,8 @@ fn failover_cluster_busy_failoverd_keeps_a_valid_lease() {
     let pid = bed.failoverd_pids.lock().unwrap()[victim];
     assert!(node.ns.kill(pid));
     let log_from = std::fs::metadata(&log_path).map_or(0, |m| m.len());
+    let clusterd_path = bed.c.scratch.join(format!("node{victim}-clusterd.log"));
+    let clusterd_from = std::fs::metadata(&clusterd_path).map_or(0, |m| m.len());
     // A stray copy of another node's address (guarded: it does not
     // answer): the restarted failoverd removes it at adoption, and its
     // releaseip hook then keeps the loop waiting.
@@ -1230,6 +1240,21 @@ fn failover_cluster_busy_failoverd_keeps_a_valid_lease() {
     }
     let log = std::fs::read(&log_path).unwrap_or_default();
     let log = String::from_utf8_lossy(log.get(usize::try_from(log_from).unwrap()..).unwrap_or(&[]));
+    let clusterd_log = std::fs::read(&clusterd_path).unwrap_or_default();
+    let clusterd_log = String::from_utf8_lossy(
+        clusterd_log
+            .get(usize::try_from(clusterd_from).unwrap()..)
+            .unwrap_or(&[]),
+    );
+    if clusterd_log.contains("lease lost") {
+        // The machine stalled long enough for clusterd itself to lose the
+        // lease (every node at once, on a loaded test machine): dropping
+        // was right, and this run cannot tell the two cases apart.
+        eprintln!(
+            "node {victim}'s clusterd lost its lease during the check (machine stall): nothing to conclude\n{clusterd_log}"
+        );
+        return;
+    }
     assert!(
         missing.is_empty(),
         "node {victim} dropped {missing:?} while its lease was valid:\n{log}\n{}",
