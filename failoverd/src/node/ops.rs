@@ -1126,21 +1126,37 @@ impl Inner {
                 }
             }
         }
+        let mut failed: HashMap<IpAddr, NodeError> = HashMap::new();
         if !unknown.is_empty() {
-            // Leftovers: configured in the kernel but not hosted.
-            if let (Ok(links), Ok(present)) =
-                (links_of(&self.nl).await, addresses_of(&self.nl).await)
-            {
-                let names: HashMap<u32, String> =
-                    links.into_iter().map(|l| (l.index, l.name)).collect();
-                let mut st = self.lock();
-                for (index, prefix) in present {
-                    if unknown.contains(&prefix.addr()) {
-                        if let Some(name) = names.get(&index) {
-                            st.releasing
-                                .insert(prefix.addr(), (name.clone(), prefix.len()));
-                            targets.push((prefix.addr(), name.clone(), prefix.len()));
+            // Leftovers: configured in the kernel but not hosted, on
+            // whichever link has them now (it may have been renamed).
+            match (links_of(&self.nl).await, addresses_of(&self.nl).await) {
+                (Ok(links), Ok(present)) => {
+                    let names: HashMap<u32, String> =
+                        links.into_iter().map(|l| (l.index, l.name)).collect();
+                    let mut st = self.lock();
+                    for (index, prefix) in present {
+                        if unknown.contains(&prefix.addr()) {
+                            if let Some(name) = names.get(&index) {
+                                st.releasing
+                                    .insert(prefix.addr(), (name.clone(), prefix.len()));
+                                targets.push((prefix.addr(), name.clone(), prefix.len()));
+                            }
                         }
+                    }
+                }
+                // Whether they are there is not known: not removed (hole 6).
+                (Err(e), _) | (_, Err(e)) => {
+                    for a in &unknown {
+                        failed.insert(
+                            *a,
+                            NodeError::Kernel {
+                                op: "remove",
+                                addr: *a,
+                                iface: "*".into(),
+                                reason: format!("cannot list the kernel's addresses: {e}"),
+                            },
+                        );
                     }
                 }
             }
@@ -1148,7 +1164,6 @@ impl Inner {
         if removed_hosted {
             self.publish();
         }
-        let mut failed: HashMap<IpAddr, NodeError> = HashMap::new();
         let mut waits = Vec::new();
         if !targets.is_empty() {
             let ips: Vec<IpAddr> = targets.iter().map(|(a, _, _)| *a).collect();
@@ -1225,7 +1240,10 @@ impl Inner {
     /// Removes `targets` (address, interface, prefix length) from the
     /// kernel: one pipelined request per interface, secondaries first.
     /// Returns the addresses the kernel still has after a failed request,
-    /// with the error.
+    /// with the error: still configured on any link, not only the one
+    /// named — a link renamed meanwhile keeps its addresses while a delete
+    /// by the old name finds no link (hole 6) — and all of them when even
+    /// that cannot be listed.
     async fn remove_from_kernel(
         &self,
         targets: &[(IpAddr, String, u8)],
@@ -1246,9 +1264,15 @@ impl Inner {
                 .await
             {
                 let reason = e.to_string();
-                let present = present_on(&self.nl, iface).await;
+                let present: Option<HashSet<IpAddr>> = match addresses_of(&self.nl).await {
+                    Ok(list) => Some(list.into_iter().map(|(_, p)| p.addr()).collect()),
+                    Err(e) => {
+                        tracing::warn!(%iface, error = %e, "cannot list addresses after a failed removal: counted as still there");
+                        None
+                    }
+                };
                 for p in &prefixes {
-                    if present.contains(&p.addr()) {
+                    if present.as_ref().is_none_or(|s| s.contains(&p.addr())) {
                         failed.push((
                             iface.to_owned(),
                             (
