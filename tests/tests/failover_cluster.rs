@@ -49,13 +49,19 @@ fn public_addresses(list: &[u8]) -> String {
 
 impl Bed {
     fn new(tag: &str, addresses: &[u8]) -> Bed {
+        Bed::with_toml(tag, addresses, "")
+    }
+
+    /// A bed whose nodes' ipfailover.toml starts with `extra` (sections of
+    /// its own, such as `[cluster]`).
+    fn with_toml(tag: &str, addresses: &[u8], extra: &str) -> Bed {
         let c = TestCluster::new(tag, 3).unwrap();
         // The client learns eth1's MAC (the configured interface).
         let eth1_ports = c.add_public_ports("198.51.100.100/24").unwrap();
         let nodes: String = c.nodes.iter().map(|n| format!("{}\n", n.addr)).collect();
         for n in &c.nodes {
             let toml = format!(
-                "[transport]\nrun_dir = \"{}\"\n\n\
+                "{extra}[transport]\nrun_dir = \"{}\"\n\n\
                  [failover]\ngarp_count = 3\ngarp_interval_ms = 100\nrelease_timeout_ms = 3000\n\n\
                  [conntrack]\nscan_interval_ms = 200\n\n\
                  [logging]\nlevel = \"info,failoverd=debug\"\n",
@@ -1171,7 +1177,8 @@ fn failover_cluster_busy_failoverd_still_drops_at_its_lease_end() {
 }
 
 /// Stops node `i`'s failoverd (SIGSTOP), does `first`, runs `ipfailover
-/// ARGS` against the node and resumes failoverd 300 ms later. The request
+/// ARGS` against the node and resumes failoverd 300 ms later (the bed's
+/// lease must be longer than that plus a quarter lease). The request
 /// waits in failoverd's socket beside the link events of `first`, and on
 /// resuming failoverd serves it long before a takeover run that those
 /// events ask for can reach it (a run needs the leader and a round of
@@ -1221,7 +1228,9 @@ fn rename_eth1(bed: &Bed, i: usize) {
 fn failover_cluster_renamed_interface_leftovers_are_removed_before_they_move() {
     require_root();
     let list = [201, 202, 203, 204, 205, 206];
-    let bed = Bed::new("foc9", &list);
+    // A 3 s lease: stopping a failoverd for 300 ms must not end it (the
+    // default 500 ms lease could run out while it is stopped).
+    let bed = Bed::with_toml("foc9", &list, "[cluster]\ndead_after_ms = 3000\n\n");
     let placed = bed.wait_placed("every address hosted exactly once", &list);
     let (victim, theirs, _) = bed.victim(&placed);
     let sampler = Sampler::start(&bed);
