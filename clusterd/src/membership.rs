@@ -262,6 +262,10 @@ pub struct Member {
     scratch_until: Vec<Duration>,
     /// This instance's incarnation (see [`Member::with_incarnation`]).
     incarnation: u64,
+    /// The certificates ([`Heartbeat::expired`]) of the last heartbeats
+    /// sent: a node certified anew goes out at once, since the leader
+    /// waits for it to reassign that node's addresses.
+    sent_expired: NodeSet,
 }
 
 /// The change counter of a generation (the bits above the PNN byte) never
@@ -368,6 +372,7 @@ impl Member {
             // Unique per start on one clock; the daemon replaces it with
             // one derived from the boot id too.
             incarnation: duration_ns(now).rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15,
+            sent_expired: NodeSet::EMPTY,
         };
         m.published.nodes = m.local_view_infos();
         m.published.generation = m.next_generation();
@@ -1005,10 +1010,24 @@ impl Member {
                 _ => {}
             }
         }
+        // A new certificate should not wait an interval either: the leader
+        // needs it (with ⌈c/2⌉ − 1 others) to reassign a dead node's
+        // addresses, so it would add up to an interval to every failover.
+        // (The shell wakes exactly when one becomes due: `granted_rx + H`
+        // and `last_rx + dead_after` are deadlines.)
+        if now < self.next_hb && self.certifies_anew(now) {
+            self.next_hb = now;
+        }
         if now >= self.next_hb {
             self.send_heartbeats(now, out);
         }
         self.publish(now, out);
+    }
+
+    /// Some peer is certified over now but was not in the last heartbeats.
+    fn certifies_anew(&self, now: Duration) -> bool {
+        (0..self.peers.len())
+            .any(|i| !self.sent_expired.contains(pnn_of(i)) && self.certifies(i, now))
     }
 
     fn send_heartbeats(&mut self, now: Duration, out: &mut Vec<Output>) {
@@ -1023,6 +1042,7 @@ impl Member {
                 self.peers[i].fence_until = Some(now + hold);
             }
         }
+        self.sent_expired = expired;
         // A (re)started node forgot its fences: it grants nothing before
         // they would all have ended.
         let may_grant = now >= self.started + hold;

@@ -1076,6 +1076,45 @@ fn leader_death_makes_its_ips_reassignable_within_one_lease_and_margin() {
     }
 }
 
+/// A follower's death costs one lease and margin after its last heartbeat,
+/// not an interval more: the survivors send their certificate that its
+/// lease is over the moment it holds, not with their next heartbeat (the
+/// leader needs ⌈c/2⌉ of them). Fails when certificates wait for the next
+/// scheduled heartbeat (up to `hold + interval`). Every phase of the
+/// heartbeat cycle, 3 and 5 nodes, both profiles.
+#[test]
+fn a_dead_followers_ips_become_reassignable_without_waiting_for_a_heartbeat() {
+    for cfg in [fast(), Config::default()] {
+        let t = cfg.timing;
+        let hold = t.lease + t.margin;
+        for n in [3, 5] {
+            let victim = n - 1;
+            for phase in 0..5u32 {
+                let mut sim = Sim::new(n, cfg);
+                sim.run(settle(&t) + t.interval * phase / 5);
+                assert_eq!(sim.active_leaders(), vec![0]);
+                sim.kill(victim);
+                let took = sim
+                    .run_until(settle(&t), |s| {
+                        s.nodes[0].m.may_reassign(victim as Pnn, s.local(0))
+                    })
+                    .expect("the dead follower's IPs reassignable");
+                // Its last heartbeat left at most an interval before the
+                // death; each hop (its heartbeat, a certificate) costs one
+                // simulation step.
+                assert!(
+                    took <= hold + sim.dt * 3,
+                    "{t:?} n={n} phase {phase}: reassignable after {took:?}"
+                );
+                assert!(
+                    took + t.interval >= hold,
+                    "{t:?} n={n} phase {phase}: reassignable already after {took:?}"
+                );
+            }
+        }
+    }
+}
+
 impl Sim {
     /// Runs `d`, asserting after every step that every node of `survivors`
     /// has a valid lease and that the lease end it last told its daemons is

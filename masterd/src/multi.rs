@@ -52,12 +52,19 @@ pub fn specs(
             // The heartbeat and lease path: clusterd, the transport that
             // carries its heartbeats and LEASE news, and failoverd, which
             // renews the kernel lease. conntrackd's bulk work stays normal.
-            let on_lease_path = matches!(d.name, "transportd" | "clusterd" | "failoverd");
+            // clusterd and transportd one step above failoverd: failoverd's
+            // bulk work (address and nftables batches, socket dumps) must
+            // not delay a heartbeat.
+            let priority = match d.name {
+                "failoverd" => realtime,
+                "transportd" | "clusterd" if realtime > 0 => realtime.saturating_add(1).min(99),
+                _ => 0,
+            };
             Ok(ChildSpec {
                 name: d.name.to_owned(),
                 program,
                 args: vec!["--config-dir".into(), config_dir.as_os_str().to_owned()],
-                realtime: if on_lease_path { realtime } else { 0 },
+                realtime: priority,
             })
         })
         .collect()

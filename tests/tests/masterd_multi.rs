@@ -267,6 +267,35 @@ fn policy(pid: u32) -> i32 {
     p & !libc::SCHED_RESET_ON_FORK
 }
 
+/// (real-time priority, policy) of every thread of a process: fields 40
+/// and 41 of /proc/PID/task/TID/stat.
+fn thread_policies(pid: u32) -> Vec<(String, u32, u32)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // The fields after the command name (which may hold spaces) start
+        // at field 3.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let (Some(prio), Some(pol)) = (f.get(40 - 3), f.get(41 - 3)) else {
+            continue;
+        };
+        out.push((
+            e.file_name().to_string_lossy().into_owned(),
+            prio.parse().unwrap_or(u32::MAX),
+            pol.parse().unwrap_or(u32::MAX),
+        ));
+    }
+    out
+}
+
 /// Locked memory of a process, in kB (`VmLck` of /proc/PID/status).
 fn locked_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -315,6 +344,19 @@ fn the_lease_path_runs_at_real_time_priority_with_locked_memory_and_hooks_do_not
         assert_eq!(policy(pid), want, "{} (pid {pid})", d.name);
         if rt {
             assert!(locked_kb(pid) > 0, "{} locked no memory", d.name);
+            // Every thread, not only the main one (SCHED_RESET_ON_FORK
+            // resets threads too); clusterd and transportd one step above
+            // failoverd.
+            let want_prio = if d.name == "failoverd" { 1 } else { 2 };
+            let threads = thread_policies(pid);
+            assert!(!threads.is_empty(), "{}: no threads read", d.name);
+            for (tid, prio, pol) in &threads {
+                assert!(
+                    *pol == 2 && *prio == want_prio,
+                    "{} thread {tid}: policy {pol}, priority {prio} (want SCHED_RR, {want_prio}): {threads:?}",
+                    d.name
+                );
+            }
         } else {
             assert_eq!(locked_kb(pid), 0, "{} locked memory", d.name);
         }

@@ -161,6 +161,47 @@ pub fn run_to_exit<E: std::fmt::Display>(
     }
 }
 
+/// Makes every thread of a runtime built by `builder` run at the
+/// real-time policy and priority of the calling thread, if that is
+/// real-time (masterd's `realtime_priority`): masterd sets it with
+/// `SCHED_RESET_ON_FORK`, which the kernel applies to every clone, threads
+/// included, so without this a runtime's worker and blocking threads run at
+/// normal priority while only the main thread is real-time. Processes the
+/// daemon starts (hooks, helpers) still start at normal priority. A thread
+/// that cannot take the policy stays normal (logged once per thread).
+pub fn keep_realtime(builder: &mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder {
+    // SAFETY: plain system calls on this thread; `param` outlives the call.
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    if policy < 0 || (policy & !libc::SCHED_RESET_ON_FORK) != libc::SCHED_RR {
+        return builder;
+    }
+    let mut param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: as above.
+    if unsafe { libc::sched_getparam(0, &raw mut param) } != 0 {
+        return builder;
+    }
+    let priority = param.sched_priority;
+    builder.on_thread_start(move || {
+        let param = libc::sched_param {
+            sched_priority: priority,
+        };
+        // SAFETY: a plain system call on the calling thread (tid 0).
+        let r = unsafe {
+            libc::sched_setscheduler(
+                0,
+                libc::SCHED_RR | libc::SCHED_RESET_ON_FORK,
+                &raw const param,
+            )
+        };
+        if r != 0 {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "a runtime thread cannot take real-time priority"
+            );
+        }
+    })
+}
+
 /// A daemon started at real-time priority (masterd's
 /// `realtime_priority`) also locks its memory, so that a page fault under
 /// memory pressure cannot stall it past its lease: current and future

@@ -43,9 +43,10 @@ fn main() -> ExitCode {
     // One thread: clusterd's work is tiny and latency-bound.
     transport::controls::run_to_exit(
         "clusterd",
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
+        transport::controls::keep_realtime(
+            tokio::runtime::Builder::new_current_thread().enable_all(),
+        )
+        .build(),
         entry::run(
             settings,
             Some(hook),

@@ -72,10 +72,12 @@ fn main() -> ExitCode {
     }
     transport::controls::run_to_exit(
         "failoverd",
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build(),
+        transport::controls::keep_realtime(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all(),
+        )
+        .build(),
         entry::run(
             loaded,
             Some(hook),

@@ -163,7 +163,7 @@ fn setup_from_config(loaded: &config::Loaded, hook: LogLevelHook) -> Result<Conf
 }
 
 fn serve(config: Config) -> ExitCode {
-    let runtime = match runtime_builder().enable_all().build() {
+    let runtime = match transport::controls::keep_realtime(runtime_builder().enable_all()).build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("transportd: cannot start the runtime: {e}");
