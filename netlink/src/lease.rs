@@ -126,6 +126,8 @@ use std::ffi::{c_void, CStr, CString};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nftnl::expr::{
@@ -192,8 +194,15 @@ const GUARD4: &CStr = c"guard4";
 const GUARD6: &CStr = c"guard6";
 const LEASE4: &CStr = c"lease4";
 const LEASE6: &CStr = c"lease6";
-/// The regular chain holding the cap rule, in both tables.
+/// The regular chain holding the cap rules, in both tables.
 const CAP: &CStr = c"cap";
+/// Every this many renewals (counted per [`KernelLease`] and its clones,
+/// the first included), a renewal empties the cap chains before it adds
+/// its rules. Deleting a rule makes the kernel's commit wait for an RCU
+/// grace period (8 to 16 ms here), so the others only insert: the chains
+/// grow by two rules per renewal, of which only the first two are ever
+/// evaluated.
+pub const COMPACT_EVERY: u32 = 256;
 /// `NFT_META_TIME_NS`.
 const NFT_META_TIME_NS: u32 = 30;
 /// `NFT_MSG_DELSETELEM` without elements: flush the set.
@@ -224,15 +233,27 @@ const ARP_OP: u32 = 6;
 const ARP_SPA: u32 = 14;
 const ARP_TPA: u32 = 24;
 
-/// The kernel lease tables (see the module documentation).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The kernel lease tables (see the module documentation). Clones share
+/// one count of renewals (see [`COMPACT_EVERY`]).
+#[derive(Debug, Clone)]
 pub struct KernelLease {
     /// Names and errors (`inet NAME`); the `arp` table has the same name.
     table: NftTable,
     name: CString,
     /// The kernel updates a present element's timeout on add (>= 6.10).
     in_place: bool,
+    /// Renewals sent through this value and its clones: every
+    /// [`COMPACT_EVERY`]th (the first included) empties the cap chains.
+    renewals: Arc<AtomicU32>,
 }
+
+impl PartialEq for KernelLease {
+    fn eq(&self, other: &KernelLease) -> bool {
+        self.table == other.table && self.in_place == other.in_place
+    }
+}
+
+impl Eq for KernelLease {}
 
 impl KernelLease {
     /// The tables called `name` (`inet` and `arp`).
@@ -254,6 +275,7 @@ impl KernelLease {
             table,
             name,
             in_place,
+            renewals: Arc::new(AtomicU32::new(0)),
         })
     }
 
@@ -381,7 +403,18 @@ impl KernelLease {
         ms: u64,
         cap_ns: u64,
     ) -> Result<Duration, NftError> {
-        let (bytes, seqs) = build_renewal(&self.name, addrs, stale, ms, cap_ns, self.in_place);
+        let compact = self.renewals.fetch_add(1, Ordering::Relaxed) % COMPACT_EVERY == 0;
+        let (bytes, seqs) = build_renewal(
+            &self.name,
+            addrs,
+            stale,
+            ms,
+            Cap {
+                ns: cap_ns,
+                compact,
+            },
+            self.in_place,
+        );
         let sent = run_batch_timed(&self.table, "renew", bytes, seqs).await?;
         Ok(sent.saturating_duration_since(read))
     }
@@ -695,15 +728,26 @@ fn build_elems(
     finish(batch)
 }
 
+/// The cap a renewal sets.
+#[derive(Debug, Clone, Copy)]
+struct Cap {
+    /// Wall-clock ns since the epoch.
+    ns: u64,
+    /// Empty the cap chains first (see [`COMPACT_EVERY`]).
+    compact: bool,
+}
+
 /// A renewal: the lease elements of `addrs`, the end of those of `stale`,
-/// and the cap (`meta time > cap_ns` drops) replacing the one the `cap`
-/// chains had, in one transaction.
+/// and the cap, in one transaction. The cap is two rules inserted at the
+/// head of each `cap` chain — `meta time > CAP counter drop`, then
+/// `return` — so the last renewal committed decides, whatever rules older
+/// renewals left below.
 fn build_renewal(
     name: &CStr,
     addrs: &[IpAddr],
     stale: &[IpAddr],
     ms: u64,
-    cap_ns: u64,
+    cap: Cap,
     in_place: bool,
 ) -> (Vec<u8>, Range<u32>) {
     let mut batch = Batch::new();
@@ -715,26 +759,52 @@ fn build_renewal(
     let arp = Table::new(name, ProtoFamily::Arp);
     // `meta time` is in host byte order; `cmp` compares bytes, so both
     // sides are big-endian (as nft does it: a `byteorder` first).
-    let cap = cap_ns.to_be_bytes();
+    let value = cap.ns.to_be_bytes();
     for (table, family) in [(&inet, ProtoFamily::Inet), (&arp, ProtoFamily::Arp)] {
         let chain = Chain::new(CAP, table);
-        batch.add(
-            &FlushChain {
-                family,
-                table: name,
-                chain: CAP,
-            },
-            MsgType::Del,
-        );
-        let mut rule = Rule::new(&chain);
-        rule.add_expr(&MetaTime);
-        rule.add_expr(&Hton64);
-        rule.add_expr(&Cmp::new(CmpOp::Gt, &cap[..]));
-        rule.add_expr(&Counter);
-        rule.add_expr(&Verdict::Drop);
-        batch.add(&rule, MsgType::Add);
+        if cap.compact {
+            batch.add(
+                &FlushChain {
+                    family,
+                    table: name,
+                    chain: CAP,
+                },
+                MsgType::Del,
+            );
+        }
+        // Each goes to the head: `return` first, then the drop before it.
+        let mut ret = Rule::new(&chain);
+        ret.add_expr(&Verdict::Return);
+        batch.add(&AtHead(&ret), MsgType::Add);
+        let mut drop = Rule::new(&chain);
+        drop.add_expr(&MetaTime);
+        drop.add_expr(&Hton64);
+        drop.add_expr(&Cmp::new(CmpOp::Gt, &value[..]));
+        drop.add_expr(&Counter);
+        drop.add_expr(&Verdict::Drop);
+        batch.add(&AtHead(&drop), MsgType::Add);
     }
     finish(batch)
+}
+
+/// A rule added at the head of its chain (`nft insert rule`): nftnl's add
+/// appends (`NLM_F_APPEND`).
+struct AtHead<'r>(&'r Rule<'r>);
+
+// SAFETY: the message nftnl writes for the rule, with one header flag
+// cleared: the same size, within the buffer nftnl guarantees.
+unsafe impl NlMsg for AtHead<'_> {
+    unsafe fn write(&self, buf: *mut c_void, seq: u32, msg_type: MsgType) {
+        // SAFETY: `buf` has room for the largest message (the caller's
+        // contract), and nftnl writes an `nlmsghdr` at its start, whose
+        // `nlmsg_flags` is the u16 at offset 6.
+        unsafe {
+            self.0.write(buf, seq, msg_type);
+            let flags = buf.cast::<u8>().add(6).cast::<u16>();
+            #[allow(clippy::cast_possible_truncation)] // NLM_F_APPEND is 0x800
+            flags.write_unaligned(flags.read_unaligned() & !(libc::NLM_F_APPEND as u16));
+        }
+    }
 }
 
 fn add_elems(batch: &mut Batch, name: &CStr, addrs: &[IpAddr], what: Elems, in_place: bool) {
@@ -1147,30 +1217,45 @@ mod tests {
     }
 
     #[test]
-    fn a_renewal_replaces_the_cap_in_both_tables_in_its_transaction() {
+    fn a_renewal_puts_the_cap_at_the_head_of_both_chains_in_its_transaction() {
         const NEWRULE: u16 = 6;
         let addrs: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap()];
         let stale: Vec<IpAddr> = vec!["192.0.2.9".parse().unwrap()];
-        let (bytes, _) = build_renewal(c"t", &addrs, &stale, 100, 0x0102_0304_0506_0708, true);
-        let kinds: Vec<u16> = types(&bytes).into_iter().map(|t| t & 0xff).collect();
-        // begin; elements (inet, arp); the stale ends (inet, arp); the cap:
-        // flush and add, inet then arp; end.
-        assert_eq!(
-            kinds[1..kinds.len() - 1].to_vec(),
-            vec![
+        for compact in [false, true] {
+            let cap = Cap {
+                ns: 0x0102_0304_0506_0708,
+                compact,
+            };
+            let (bytes, _) = build_renewal(c"t", &addrs, &stale, 100, cap, true);
+            let msgs: Vec<_> = crate::sockdiag::messages(&bytes)
+                .map(|m| m.expect("well-formed batch"))
+                .collect();
+            let kinds: Vec<u16> = msgs.iter().map(|m| m.ty & 0xff).collect();
+            // begin; elements (inet, arp); the stale ends (inet, arp); per
+            // table: (a flush when compacting,) return, drop; end.
+            let mut want = vec![
                 NFT_MSG_NEWSETELEM,
                 NFT_MSG_NEWSETELEM,
                 NFT_MSG_DESTROYSETELEM,
                 NFT_MSG_DESTROYSETELEM,
-                NFT_MSG_DELRULE,
-                NEWRULE,
-                NFT_MSG_DELRULE,
-                NEWRULE,
-            ]
-        );
-        // The cap goes in big-endian (compared after `byteorder hton`).
-        let be = 0x0102_0304_0506_0708_u64.to_be_bytes();
-        assert!(bytes.windows(8).any(|w| w == be));
+            ];
+            for _ in 0..2 {
+                if compact {
+                    want.push(NFT_MSG_DELRULE);
+                }
+                want.extend([NEWRULE, NEWRULE]);
+            }
+            assert_eq!(kinds[1..kinds.len() - 1].to_vec(), want);
+            // Rules are inserted at the head: no NLM_F_APPEND.
+            for m in msgs.iter().filter(|m| m.ty & 0xff == NEWRULE) {
+                let flags = u16::from_ne_bytes([m.whole[6], m.whole[7]]);
+                assert_eq!(flags & 0x800, 0, "appended: {flags:#x}");
+                assert_ne!(flags & 0x4, 0, "no ACK asked: {flags:#x}");
+            }
+            // The cap goes in big-endian (compared after `byteorder hton`).
+            let be = cap.ns.to_be_bytes();
+            assert!(bytes.windows(8).any(|w| w == be));
+        }
     }
 
     #[test]

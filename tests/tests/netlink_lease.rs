@@ -9,7 +9,7 @@
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use netlink::lease::{Clocks, KernelLease, TICK};
+use netlink::lease::{Clocks, KernelLease, COMPACT_EVERY, TICK};
 use tests::netns::{require_root, veth, NetNs};
 
 const A4: &str = "192.0.2.1";
@@ -188,15 +188,20 @@ fn a_guarded_address_answers_only_while_leased_and_the_kernel_ends_the_lease() {
     let listing = server
         .exec_ok("nft", &["list", "table", "inet", "ipf_test_lease"])
         .unwrap();
-    assert_eq!(listing.matches("drop").count(), 7, "{listing}");
+    let base_drops = |l: &str| {
+        l.lines()
+            .filter(|r| r.contains("drop") && !r.contains("meta time"))
+            .count()
+    };
+    assert_eq!(base_drops(&listing), 6, "{listing}");
     assert_eq!(listing.matches("jump cap").count(), 6, "{listing}");
-    assert_eq!(listing.matches("meta time >").count(), 1, "{listing}");
+    assert_cap_head(&server, "inet", "ipf_test_lease");
     let arp = server
         .exec_ok("nft", &["list", "table", "arp", "ipf_test_lease"])
         .unwrap();
-    assert_eq!(arp.matches("drop").count(), 3, "{arp}");
+    assert_eq!(base_drops(&arp), 2, "{arp}");
     assert_eq!(arp.matches("jump cap").count(), 2, "{arp}");
-    assert_eq!(arp.matches("meta time >").count(), 1, "{arp}");
+    assert_cap_head(&server, "arp", "ipf_test_lease");
 
     // Removed: nothing is left and the addresses answer without a lease.
     let l = lease.clone();
@@ -334,6 +339,31 @@ fn a_renewal_with_the_same_timeout_moves_the_expiry() {
         "renewed with the same timeout 500 ms later: the lease must run from the renewal"
     );
     assert!(reachable(&client, A6));
+}
+
+/// The rules of the `cap` chain of `table`, first first.
+fn cap_rules(server: &NetNs, family: &str, table: &str) -> Vec<String> {
+    let out = server
+        .exec_ok("nft", &["list", "chain", family, table, "cap"])
+        .unwrap();
+    out.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("meta time") || *l == "return")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The `cap` chain starts with the last renewal's pair: `meta time > CAP
+/// counter drop`, `return`.
+fn assert_cap_head(server: &NetNs, family: &str, table: &str) {
+    let rules = cap_rules(server, family, table);
+    assert!(
+        rules.len() >= 2
+            && rules[0].starts_with("meta time >")
+            && rules[0].ends_with("drop")
+            && rules[1] == "return",
+        "{family} {table} cap: {rules:?}"
+    );
 }
 
 /// How stale the clock readings of a "frozen" renewal are: long enough
@@ -537,10 +567,37 @@ fn renewals_keep_the_addresses_answering_under_the_cap() {
         .read_exact(&mut buf)
         .expect("the connection lived through the renewals");
     assert_eq!(&buf, b"late");
-    let cap = server
-        .exec_ok("nft", &["list", "chain", "inet", "ipf_test_leasek", "cap"])
-        .unwrap();
-    assert_eq!(cap.matches("meta time >").count(), 1, "{cap}");
+    // Renewals insert their pair at the head and delete nothing (deleting
+    // a rule costs a grace period), except every COMPACT_EVERYth, which
+    // empties the chains first. Through a compaction the addresses keep
+    // answering.
+    assert_cap_head(&server, "inet", "ipf_test_leasek");
+    assert_eq!(
+        cap_rules(&server, "inet", "ipf_test_leasek").len(),
+        2 * 21,
+        "one pair per renewal, none deleted"
+    );
+    let more = COMPACT_EVERY - 21 + 15;
+    let l = lease.clone();
+    run(&server, move || async move {
+        for _ in 0..more {
+            l.renew_until(&[ip(A4), ip(A6)], Instant::now() + Duration::from_secs(1))
+                .await
+                .unwrap()
+                .expect("a second left");
+        }
+    });
+    assert!(reachable(&client, A4), "after a compaction: TCP to {A4}");
+    assert!(resolved(&client, A4), "after a compaction: ARP for {A4}");
+    assert!(reachable(&client, A6), "after a compaction: TCP to {A6}");
+    for family in ["inet", "arp"] {
+        assert_cap_head(&server, family, "ipf_test_leasek");
+        assert_eq!(
+            cap_rules(&server, family, "ipf_test_leasek").len(),
+            2 * 15,
+            "{family}: emptied at renewal {COMPACT_EVERY}"
+        );
+    }
 }
 
 /// The cap is one value for every guarded address: a renewal of other
@@ -741,6 +798,18 @@ fn renew_cost() {
                 ts[25], ts[45], ts[49]
             );
         }
+        let mut ts = Vec::new();
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let t = Instant::now();
+            lease
+                .renew(&addrs[..1], Duration::from_secs(5))
+                .await
+                .unwrap();
+            ts.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        ts.sort_by(f64::total_cmp);
+        eprintln!("spaced renew 1: p50 {:.2} ms max {:.2}", ts[10], ts[19]);
         // A keeper's renewal after a broken lease: 16 renewed, 16 ended.
         let mut ts = Vec::new();
         for _ in 0..50 {
@@ -773,5 +842,38 @@ fn renew_cost() {
         }
         ts.sort_by(f64::total_cmp);
         eprintln!("revoke 1: p50 {:.2} ms", ts[25]);
+        // Again, with the cap chains grown by the renewals above (one pair
+        // per renewal, up to COMPACT_EVERY pairs).
+        let mut ts = Vec::new();
+        for _ in 0..30 {
+            let t = Instant::now();
+            lease
+                .renew(&addrs[..1], Duration::from_secs(5))
+                .await
+                .unwrap();
+            ts.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        ts.sort_by(f64::total_cmp);
+        eprintln!(
+            "renew 1 with ~{} pairs in the cap chains: p50 {:.2} ms",
+            220, ts[15]
+        );
+        // The renewal that empties the cap chains (a rule deletion: the
+        // commit waits for an RCU grace period).
+        for _ in 250..COMPACT_EVERY {
+            lease
+                .renew(&addrs[..1], Duration::from_secs(5))
+                .await
+                .unwrap();
+        }
+        let t = Instant::now();
+        lease
+            .renew(&addrs[..1], Duration::from_secs(5))
+            .await
+            .unwrap();
+        eprintln!(
+            "renew 1 that compacts (every {COMPACT_EVERY}): {:.2} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
     });
 }
