@@ -17,8 +17,10 @@
 //!     set guard4 { type ipv4_addr; }   set guard6 { type ipv6_addr; }
 //!     set lease4 { type ipv4_addr; flags timeout; }
 //!     set lease6 { type ipv6_addr; flags timeout; }
-//!     chain cap {        # replaced by every renewal (see "The cap")
+//!     chain cap {        # each renewal inserts its pair at the head (see "The cap")
 //!         meta time > CAP counter drop
+//!         return
+//!         (older renewals' pairs, never reached)
 //!     }
 //!     chain guard_in {   # before conntrack and everything else
 //!         type filter hook prerouting priority raw - 10; policy accept;
@@ -109,7 +111,12 @@
 //! so a caller must end, in the same transaction
 //! ([`KernelLease::renew_until_revoking`]), the elements of addresses
 //! whose own lease ended before this one (failoverd: those of an earlier
-//! lease epoch). Cost: one rule replaced in each table per renewal.
+//! lease epoch). Deleting a rule makes the kernel's commit wait for an RCU
+//! grace period (8 to 16 ms here), so a renewal deletes nothing: it
+//! inserts `meta time > CAP counter drop` and `return` at the head of each
+//! `cap` chain (the pair of the last renewal committed decides), and every
+//! [`COMPACT_EVERY`]th renewal empties the chains first. Cost: about 0.05
+//! ms per renewal, and one grace period every [`COMPACT_EVERY`] renewals.
 //!
 //! **Wall-clock steps.** The cap trusts `CLOCK_REALTIME` between a renewal
 //! and the next (a few ms to a quarter of a lease). A step backwards makes
