@@ -6,8 +6,11 @@
 //! happens. Counted: `false_failovers`, every change of an address's
 //! hosting node (or an address briefly hosted nowhere), sampled every
 //! 50 ms; `lease_losses`, the times a failoverd dropped its addresses for a
-//! lost lease (its log). Both are measured with the default scheduling
-//! (`realtime_priority = 0`) and with the daemons of the lease path at
+//! lost lease (its log; the watch's and the core's lines of one drop count
+//! once), and `clusterd_lease_losses`, the times a clusterd saw its lease
+//! lapse ("lease lost") — a drop without one is failoverd's alone.
+//! `LOAD_BENCH_LOGS=DIR` keeps every node's log. All are measured with the
+//! default scheduling (`realtime_priority = 0`) and with the daemons of the lease path at
 //! real-time priority (`realtime_priority = 1`, printed as `*_realtime`),
 //! one after the other in the same run. Targets: 0 and 0 for both
 //! profiles.
@@ -49,14 +52,8 @@ fn placement(c: &TestCluster) -> BTreeMap<Ipv4Addr, Vec<usize>> {
     at
 }
 
-/// One idle period under load: (false failovers, lease losses).
-fn measure(
-    profile: &str,
-    realtime: u8,
-    minutes: f64,
-    cpu: usize,
-    spawn: bool,
-) -> Result<(usize, usize)> {
+/// One idle period under load.
+fn measure(profile: &str, realtime: u8, minutes: f64, cpu: usize, spawn: bool) -> Result<Counts> {
     let c = TestCluster::new(&format!("bl{}{realtime}", &profile[..1]), 3)?;
     let masterd = bin_path("masterd")?;
     let mut logs = Vec::new();
@@ -124,17 +121,71 @@ fn measure(
         let _ = s.kill();
         let _ = s.wait();
     }
-    let mut losses = 0usize;
-    for (p, mark) in logs.iter().zip(marks) {
+    let mut counts = Counts {
+        moves,
+        ..Counts::default()
+    };
+    for (i, (p, mark)) in logs.iter().zip(marks).enumerate() {
         let text = std::fs::read(p).unwrap_or_default();
         let from = usize::try_from(mark).unwrap_or(0).min(text.len());
         let tail = String::from_utf8_lossy(&text[from..]);
-        losses += tail
-            .lines()
-            .filter(|l| l.contains("dropping every public address"))
-            .count();
+        let (failoverd, clusterd) = lease_events(&tail);
+        counts.losses += failoverd;
+        counts.clusterd_losses += clusterd;
+        if let Some(dir) = std::env::var_os("LOAD_BENCH_LOGS") {
+            let dir = std::path::Path::new(&dir);
+            std::fs::create_dir_all(dir)?;
+            std::fs::copy(p, dir.join(format!("{profile}-rt{realtime}-node{i}.log")))?;
+        }
     }
-    Ok((moves, losses))
+    Ok(counts)
+}
+
+/// What one idle period saw.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    /// Addresses that changed node (or were briefly on none).
+    moves: usize,
+    /// Times a failoverd dropped its addresses for a lost lease.
+    losses: usize,
+    /// Of which clusterd itself saw the lease lapse ("lease lost").
+    clusterd_losses: usize,
+}
+
+/// The lease events in one node's log: (failoverd drops, clusterd losses).
+/// A drop logs up to two lines (the lease watch and the core, within a few
+/// ms of each other): lines less than 100 ms apart count once.
+fn lease_events(log: &str) -> (usize, usize) {
+    let mut drops = 0;
+    let mut last: Option<f64> = None;
+    for l in log
+        .lines()
+        .filter(|l| l.contains("dropping every public address"))
+    {
+        let at = line_seconds(l);
+        let same = matches!((last, at), (Some(a), Some(b)) if (b - a).abs() < 0.1);
+        if !same {
+            drops += 1;
+        }
+        last = at.or(last);
+    }
+    let lost = log
+        .lines()
+        .filter(|l| l.contains("clusterd") && l.contains("lease lost"))
+        .count();
+    (drops, lost)
+}
+
+/// Seconds within the day of a log line's timestamp
+/// (`2026-12-07T07:01:49.144388Z ...`), if it has one.
+fn line_seconds(line: &str) -> Option<f64> {
+    let t = line.split_whitespace().next()?;
+    let time = t.split_once('T')?.1.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
 }
 
 /// stress-ng with `cpu` CPU hogs and, with `spawn`, a fork/exec load, for
@@ -179,21 +230,54 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("--minutes 0.05..=120, --cpu 0..=256");
     }
     for p in profiles {
-        let (base_moves, base_losses) = measure(p, 0, minutes, cpu, spawn)?;
-        let (moves, losses) = measure(p, 1, minutes, cpu, spawn)?;
+        let base = measure(p, 0, minutes, cpu, spawn)?;
+        let rt = measure(p, 1, minutes, cpu, spawn)?;
         #[allow(clippy::cast_precision_loss)] // counts
         for (metric, v, unit) in [
-            (format!("{p}_false_failovers"), base_moves, "moves"),
-            (format!("{p}_lease_losses"), base_losses, "drops"),
-            (format!("{p}_false_failovers_realtime"), moves, "moves"),
-            (format!("{p}_lease_losses_realtime"), losses, "drops"),
+            (format!("{p}_false_failovers"), base.moves, "moves"),
+            (format!("{p}_lease_losses"), base.losses, "drops"),
+            (
+                format!("{p}_clusterd_lease_losses"),
+                base.clusterd_losses,
+                "lapses",
+            ),
+            (format!("{p}_false_failovers_realtime"), rt.moves, "moves"),
+            (format!("{p}_lease_losses_realtime"), rt.losses, "drops"),
+            (
+                format!("{p}_clusterd_lease_losses_realtime"),
+                rt.clusterd_losses,
+                "lapses",
+            ),
         ] {
             Figure::plain("failover-load", &metric, v as f64, unit).print();
         }
         eprintln!(
-            "{p}: {minutes} min under stress-ng --cpu {cpu}{}: normal scheduling {base_moves} moves / {base_losses} lease losses; real-time {moves} / {losses}",
-            if spawn { " + fork/exec" } else { "" }
+            "{p}: {minutes} min under stress-ng --cpu {cpu}{}: normal scheduling {} moves / {} lease losses ({} seen by clusterd); real-time {} / {} ({})",
+            if spawn { " + fork/exec" } else { "" },
+            base.moves, base.losses, base.clusterd_losses, rt.moves, rt.losses, rt.clusterd_losses
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_drop_logged_twice_counts_once_and_clusterd_lapses_apart() {
+        let log = "\
+2026-12-07T07:01:49.144388Z ERROR failoverd::daemon::lease: the lease ended without renewal: dropping every public address
+2026-12-07T07:01:49.146020Z ERROR failoverd::daemon: the lease is not valid: dropping every public address
+2026-12-07T07:01:50.000000Z  INFO clusterd::shell: lease lost pnn=1 lease=false
+2026-12-07T07:01:50.001000Z ERROR failoverd::daemon: the lease is not valid: dropping every public address
+2026-12-07T07:01:50.050000Z  INFO clusterd::shell: lease valid pnn=1 lease=true
+no timestamp: the lease is not valid: dropping every public address
+";
+        // Three drops (the first logged twice; the untimed line is apart),
+        // one lapse that clusterd saw.
+        assert_eq!(lease_events(log), (3, 1));
+        assert_eq!(line_seconds("2026-12-07T01:02:03.5Z x"), Some(3723.5));
+        assert_eq!(line_seconds("garbage"), None);
+    }
 }
