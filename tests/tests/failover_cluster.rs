@@ -1307,6 +1307,32 @@ fn rename_eth1(bed: &Bed, i: usize) {
     ns.ip(&["link", "set", "dev", "pub1", "up"]).unwrap();
 }
 
+/// After a renamed node's addresses moved: no address was on two nodes, the
+/// sampler ran, the node's kernel has none of them left, and its failed
+/// removal was kept as a leftover.
+fn assert_renamed_node_cleared(
+    bed: &Bed,
+    node: usize,
+    violations: &[String],
+    samples: usize,
+    moved: bool,
+    left: &[IpAddr],
+) {
+    assert!(
+        violations.is_empty(),
+        "an address was configured on two nodes at once: {:?}\n{}",
+        &violations[..violations.len().min(10)],
+        bed.logs()
+    );
+    assert!(samples > 10, "the sampler hardly ran ({samples} samples)");
+    assert!(
+        moved && left.is_empty(),
+        "node {node} still has {left:?} on its renamed link\n{}",
+        bed.logs()
+    );
+    assert_leftover(bed, node);
+}
+
 /// Hole 6 with real processes: a removal that really fails. failoverd
 /// removes an address by interface name; once the interface is renamed
 /// (its addresses go with it) the delete finds no link, and the address is
@@ -1359,19 +1385,7 @@ fn failover_cluster_renamed_interface_leftovers_are_removed_before_they_move() {
     let left = addresses_on(&victim_ns);
     let (violations, samples, _) = sampler.stop();
     eprintln!("node {victim}: {theirs:?} off the renamed link and hosted elsewhere after {after:?}; left there: {left:?}");
-    assert!(
-        violations.is_empty(),
-        "an address was configured on two nodes at once: {:?}\n{}",
-        &violations[..violations.len().min(10)],
-        bed.logs()
-    );
-    assert!(samples > 10, "the sampler hardly ran ({samples} samples)");
-    assert!(
-        moved.is_ok() && left.is_empty(),
-        "node {victim} still has {left:?} on its renamed link\n{}",
-        bed.logs()
-    );
-    assert_leftover(&bed, victim);
+    assert_renamed_node_cleared(&bed, victim, &violations, samples, moved.is_ok(), &left);
 
     // reloadips on a second node whose interface was renamed: node 0 ends
     // up hosting everything.
@@ -1414,19 +1428,7 @@ fn failover_cluster_renamed_interface_leftovers_are_removed_before_they_move() {
     let left = addresses_on(&second_ns);
     let (violations, samples, _) = sampler.stop();
     eprintln!("node {second}: {mine:?} off the renamed link and on node 0 after {after:?}; left there: {left:?}");
-    assert!(
-        violations.is_empty(),
-        "an address was configured on two nodes at once: {:?}\n{}",
-        &violations[..violations.len().min(10)],
-        bed.logs()
-    );
-    assert!(samples > 10, "the sampler hardly ran ({samples} samples)");
-    assert!(
-        moved.is_ok() && left.is_empty(),
-        "node {second} still has {left:?} on its renamed link\n{}",
-        bed.logs()
-    );
-    assert_leftover(&bed, second);
+    assert_renamed_node_cleared(&bed, second, &violations, samples, moved.is_ok(), &left);
     // Which removal failed first: reloadips's own (the usual case), or a
     // run's release that got there first.
     let log = std::fs::read_to_string(bed.c.scratch.join(format!("node{second}-failoverd.log")))
