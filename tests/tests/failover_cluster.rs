@@ -1101,23 +1101,15 @@ fn failover_cluster_hung_failoverd_does_not_block_another_failover() {
     );
 }
 
-/// Hole 1 with real processes: failoverd's loop is kept busy (a restarted
-/// failoverd removes a stray address at adoption and its `releaseip` hook
-/// hangs for 20 s), and the node is cut off meanwhile. The lease watch, a
-/// task of its own, still removes the node's addresses at its lease end,
-/// before the survivors take them: the sampler never sees one on two
-/// nodes. (When the loop itself acted on the lease end, the node kept them
-/// until the hook returned.)
-#[test]
-fn failover_cluster_busy_failoverd_still_drops_at_its_lease_end() {
+/// Makes node `victim`'s failoverd busy: installs a `releaseip` hook that
+/// hangs for 20 s, kills failoverd, runs `between`, adds a stray copy of
+/// another node's address `stray` (guarded: it does not answer) and
+/// restarts failoverd, which removes it at adoption — its hook then keeps
+/// the loop waiting. Returns the node's namespace name once the stray is
+/// gone.
+fn restart_busy(bed: &Bed, victim: usize, stray: IpAddr, between: impl FnOnce()) -> String {
     use std::os::unix::fs::PermissionsExt;
 
-    require_root();
-    let list = [201, 202, 203, 204, 205, 206];
-    let bed = Bed::new("foc8", &list);
-    let placed = bed.wait_placed("every address hosted exactly once", &list);
-    let (victim, theirs, others) = bed.victim(&placed);
-    let stray = *placed.iter().find(|(_, n)| **n != victim).unwrap().0;
     let node = &bed.c.nodes[victim];
     let hooks = node.config_dir.join("events");
     std::fs::create_dir_all(&hooks).unwrap();
@@ -1130,6 +1122,7 @@ fn failover_cluster_busy_failoverd_still_drops_at_its_lease_end() {
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
     let pid = bed.failoverd_pids.lock().unwrap()[victim];
     assert!(node.ns.kill(pid));
+    between();
     // A stray copy of another node's address (guarded: it does not
     // answer): the restarted failoverd removes it at adoption, and its
     // releaseip hook then keeps the loop waiting.
@@ -1148,6 +1141,26 @@ fn failover_cluster_busy_failoverd_still_drops_at_its_lease_end() {
         || (!addresses_on(&victim_ns).contains(&stray)).then_some(()),
     );
     assert!(removing.is_ok(), "{}", bed.logs());
+    victim_ns
+}
+
+/// Hole 1 with real processes: failoverd's loop is kept busy (a restarted
+/// failoverd removes a stray address at adoption and its `releaseip` hook
+/// hangs for 20 s), and the node is cut off meanwhile. The lease watch, a
+/// task of its own, still removes the node's addresses at its lease end,
+/// before the survivors take them: the sampler never sees one on two
+/// nodes. (When the loop itself acted on the lease end, the node kept them
+/// until the hook returned.)
+#[test]
+fn failover_cluster_busy_failoverd_still_drops_at_its_lease_end() {
+    require_root();
+    let list = [201, 202, 203, 204, 205, 206];
+    let bed = Bed::new("foc8", &list);
+    let placed = bed.wait_placed("every address hosted exactly once", &list);
+    let (victim, theirs, others) = bed.victim(&placed);
+    let stray = *placed.iter().find(|(_, n)| **n != victim).unwrap().0;
+    let node = &bed.c.nodes[victim];
+    let victim_ns = restart_busy(&bed, victim, stray, || {});
     let t0 = Instant::now();
     let sampler = Sampler::start(&bed);
     node.ns.cut_from(&others).unwrap();
@@ -1186,8 +1199,6 @@ fn failover_cluster_busy_failoverd_still_drops_at_its_lease_end() {
 /// as after a take of 256 addresses, whose record write held the loop.)
 #[test]
 fn failover_cluster_busy_failoverd_keeps_a_valid_lease() {
-    use std::os::unix::fs::PermissionsExt;
-
     require_root();
     let list = [201, 202, 203, 204, 205, 206];
     let bed = Bed::new("foc9", &list);
@@ -1202,40 +1213,13 @@ fn failover_cluster_busy_failoverd_keeps_a_valid_lease() {
     .unwrap_or_else(|e| panic!("{e}\n{}", bed.logs()));
     let (victim, theirs, _) = bed.victim(&placed);
     let stray = *placed.iter().find(|(_, n)| **n != victim).unwrap().0;
-    let node = &bed.c.nodes[victim];
-    let hooks = node.config_dir.join("events");
-    std::fs::create_dir_all(&hooks).unwrap();
-    let hook = hooks.join("50.hang");
-    std::fs::write(
-        &hook,
-        "#!/bin/sh\ncase \"$1\" in releaseip) sleep 20;; esac\nexit 0\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
     let log_path = bed.c.scratch.join(format!("node{victim}-failoverd.log"));
-    let pid = bed.failoverd_pids.lock().unwrap()[victim];
-    assert!(node.ns.kill(pid));
-    let log_from = std::fs::metadata(&log_path).map_or(0, |m| m.len());
     let clusterd_path = bed.c.scratch.join(format!("node{victim}-clusterd.log"));
-    let clusterd_from = std::fs::metadata(&clusterd_path).map_or(0, |m| m.len());
-    // A stray copy of another node's address (guarded: it does not
-    // answer): the restarted failoverd removes it at adoption, and its
-    // releaseip hook then keeps the loop waiting.
-    node.ns
-        .exec_ok(
-            "ip",
-            &["addr", "add", &format!("{stray}/24"), "dev", "eth1"],
-        )
-        .unwrap();
-    bed.start_daemon(victim, "failoverd");
-    let victim_ns = node.ns.name().to_string();
-    let removing = wait_for(
-        "the stray address removed",
-        LIMIT,
-        Duration::from_millis(10),
-        || (!addresses_on(&victim_ns).contains(&stray)).then_some(()),
-    );
-    assert!(removing.is_ok(), "{}", bed.logs());
+    let (mut log_from, mut clusterd_from) = (0, 0);
+    let victim_ns = restart_busy(&bed, victim, stray, || {
+        log_from = std::fs::metadata(&log_path).map_or(0, |m| m.len());
+        clusterd_from = std::fs::metadata(&clusterd_path).map_or(0, |m| m.len());
+    });
     // Six leases (500 ms each) with the loop waiting for the hook.
     let end = Instant::now() + Duration::from_secs(3);
     let mut missing = Vec::new();
