@@ -17,36 +17,45 @@
 //!     set guard4 { type ipv4_addr; }   set guard6 { type ipv6_addr; }
 //!     set lease4 { type ipv4_addr; flags timeout; }
 //!     set lease6 { type ipv6_addr; flags timeout; }
+//!     chain cap {        # each renewal inserts its pair at the head (see "The cap")
+//!         meta time > CAP counter drop
+//!         return
+//!         (older renewals' pairs, never reached)
+//!     }
 //!     chain guard_in {   # before conntrack and everything else
 //!         type filter hook prerouting priority raw - 10; policy accept;
 //!         meta nfproto ipv4 ip daddr @guard4 ip daddr != @lease4 counter drop
+//!         meta nfproto ipv4 ip daddr @guard4 jump cap
 //!         meta nfproto ipv6 ip6 daddr @guard6 ip6 daddr != @lease6 counter drop
+//!         meta nfproto ipv6 ip6 daddr @guard6 jump cap
 //!         # neighbour solicitation (135) for a guarded target that is not leased
 //!         meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 135
 //!             @th,64,128 @guard6 @th,64,128 != @lease6 counter drop
+//!         meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 135
+//!             @th,64,128 @guard6 jump cap
 //!     }
 //!     chain guard_out {
 //!         type filter hook output priority raw - 10; policy accept;
 //!         # a TCP reset passes: it cannot serve (see "Resets" below)
 //!         meta l4proto tcp @th,104,8 & 0x04 != 0 accept
-//!         meta nfproto ipv4 ip saddr @guard4 ip saddr != @lease4 counter drop
-//!         meta nfproto ipv6 ip6 saddr @guard6 ip6 saddr != @lease6 counter drop
-//!         # neighbour advertisement (136) for a guarded target that is not leased
-//!         meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 136
-//!             @th,64,128 @guard6 @th,64,128 != @lease6 counter drop
+//!         (then the rules of guard_in with saddr, and type 136:
+//!          neighbour advertisements)
 //!     }
 //! }
 //! table arp NAME {
 //!     set guard4 { type ipv4_addr; }   set lease4 { type ipv4_addr; flags timeout; }
+//!     chain cap { meta time > CAP counter drop }   # the same cap
 //!     chain guard_in {   # ARP requests for a guarded address that is not leased
 //!         type filter hook input priority filter; policy accept;
 //!         arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp operation request
 //!             arp daddr ip @guard4 arp daddr ip != @lease4 counter drop
+//!         (the same match) arp daddr ip @guard4 jump cap
 //!     }
 //!     chain guard_out {  # ARP the kernel sends from such an address
 //!         type filter hook output priority filter; policy accept;
 //!         arp htype 1 arp ptype ip arp hlen 6 arp plen 4
 //!             arp saddr ip @guard4 arp saddr ip != @lease4 counter drop
+//!         (the same match) arp saddr ip @guard4 jump cap
 //!     }
 //! }
 //! ```
@@ -70,20 +79,51 @@
 //!   hang until the new owner tickles them, which it can do only for the
 //!   connections its conntrackd knows.
 //! * [`KernelLease::install`] creates what is missing and replaces the
-//!   rules, and **keeps the elements** of every set: a restarted daemon
-//!   inherits the bound its predecessor left (a daemon that died keeps the
-//!   kernel from answering once its last renewal runs out, and the next one
-//!   must not undo that, nor cut a valid lease short).
+//!   rules of the base chains, and **keeps the elements** of every set and
+//!   the cap: a restarted daemon inherits the bound its predecessor left (a
+//!   daemon that died keeps the kernel from answering once its last
+//!   renewal runs out, and the next one must not undo that, nor cut a
+//!   valid lease short). On tables of an older version it adds the cap
+//!   chains (empty: no cap until the first renewal).
 //!
 //! **Timing.** The kernel counts element timeouts in jiffies: an element
 //! given timeout τ at real time t expires within one tick of `t + τ`
 //! (msecs are rounded up to ticks, and the current tick started up to one
 //! tick before t). [`timeout_for`] therefore gives `end - now - TICK`, so an
 //! element expires no later than `end` plus the time between reading the
-//! clock and the kernel's commit; [`KernelLease::renew`] measures that time
-//! and the caller renews again at once when it is large (a process stopped
-//! between the two). `TICK` is 4 ms, one tick of `CONFIG_HZ=250` (Debian's
-//! kernels); a kernel with `CONFIG_HZ=100` would add up to 6 ms more.
+//! clock and the kernel's commit. `TICK` is 4 ms, one tick of
+//! `CONFIG_HZ=250` (Debian's kernels); a kernel with `CONFIG_HZ=100` would
+//! add up to 6 ms more.
+//!
+//! **The cap.** That time is unbounded: a process stopped (SIGSTOP, an
+//! overloaded host) between its clock reading and its `sendmsg` for F ms
+//! gives elements that outlive `end` by F, and past the leader's margin the
+//! address may already answer on another node. So every renewal also sets,
+//! in the same transaction, an absolute bound no delay can stretch: the
+//! `cap` chains drop a guarded address's traffic when `meta time` (the
+//! packet's wall-clock time, `CLOCK_REALTIME`, Linux >= 5.4) is past CAP,
+//! the renewal's end on the wall clock: `real + (end - mono) - TICK` from
+//! one [`Clocks`] reading (wall clock first, so a stop between the two
+//! readings only makes CAP earlier). A renewal committed late therefore
+//! sets CAP to its own end, already past or near: it can only cut early.
+//! The cap is one value for every guarded address, written by the last
+//! renewal committed: a renewal raises it for addresses it does not renew,
+//! so a caller must end, in the same transaction
+//! ([`KernelLease::renew_until_revoking`]), the elements of addresses
+//! whose own lease ended before this one (failoverd: those of an earlier
+//! lease epoch). Deleting a rule makes the kernel's commit wait for an RCU
+//! grace period (8 to 16 ms here), so a renewal deletes nothing: it
+//! inserts `meta time > CAP counter drop` and `return` at the head of each
+//! `cap` chain (the pair of the last renewal committed decides), and every
+//! [`COMPACT_EVERY`]th renewal empties the chains first. Cost: about 0.05
+//! ms per renewal, and one grace period every [`COMPACT_EVERY`] renewals.
+//!
+//! **Wall-clock steps.** The cap trusts `CLOCK_REALTIME` between a renewal
+//! and the next (a few ms to a quarter of a lease). A step backwards makes
+//! the cap later: the element timeouts still bound, as before the cap. A
+//! step forwards makes it earlier: the addresses stop answering until the
+//! next renewal. Slewing (NTP's normal mode) changes both by parts per
+//! million.
 //!
 //! Every call is one nfnetlink batch for both tables (one kernel
 //! transaction). Needs `CAP_NET_ADMIN`; acts on the network namespace of the
@@ -93,7 +133,9 @@ use std::ffi::{c_void, CStr, CString};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 use std::ptr::NonNull;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nftnl::expr::{
     Bitwise, Cmp, CmpOp, Counter, Expression, Ipv4HeaderField, Ipv6HeaderField, Meta,
@@ -123,10 +165,53 @@ pub fn timeout_for(now: Instant, end: Instant) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
 }
 
+/// One reading of both clocks, the wall clock first: the cap of a
+/// renewal to `end` is `real + (end - mono)` (less a tick), so a process
+/// stopped between the two readings only makes the cap earlier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clocks {
+    /// `CLOCK_REALTIME`, the clock of nftables' `meta time`.
+    pub real: SystemTime,
+    /// `CLOCK_MONOTONIC`, the clock lease ends are measured on.
+    pub mono: Instant,
+}
+
+impl Clocks {
+    /// Reads the wall clock, then the monotonic clock.
+    #[must_use]
+    pub fn now() -> Clocks {
+        let real = SystemTime::now();
+        let mono = Instant::now();
+        Clocks { real, mono }
+    }
+}
+
+/// The cap for an element that runs `left` from the reading `read`: ns
+/// since the epoch on the wall clock (0, which stops every guarded
+/// address, for a wall clock before 1970).
+fn cap_at(read: Clocks, left: Duration) -> u64 {
+    read.real
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|since| since.checked_add(left))
+        .map_or(0, |t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX))
+}
+
 const GUARD4: &CStr = c"guard4";
 const GUARD6: &CStr = c"guard6";
 const LEASE4: &CStr = c"lease4";
 const LEASE6: &CStr = c"lease6";
+/// The regular chain holding the cap rules, in both tables.
+const CAP: &CStr = c"cap";
+/// Every this many renewals (counted per [`KernelLease`] and its clones,
+/// the first included), a renewal empties the cap chains before it adds
+/// its rules. Deleting a rule makes the kernel's commit wait for an RCU
+/// grace period (8 to 16 ms here), so the others only insert: the chains
+/// grow by two rules per renewal, of which only the first two are ever
+/// evaluated.
+pub const COMPACT_EVERY: u32 = 256;
+/// `NFT_META_TIME_NS`.
+const NFT_META_TIME_NS: u32 = 30;
 /// `NFT_MSG_DELSETELEM` without elements: flush the set.
 const NFT_MSG_DELSETELEM: u16 = 14;
 /// `NFT_MSG_DELRULE` without a handle: every rule of the chain.
@@ -155,15 +240,27 @@ const ARP_OP: u32 = 6;
 const ARP_SPA: u32 = 14;
 const ARP_TPA: u32 = 24;
 
-/// The kernel lease tables (see the module documentation).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The kernel lease tables (see the module documentation). Clones share
+/// one count of renewals (see [`COMPACT_EVERY`]).
+#[derive(Debug, Clone)]
 pub struct KernelLease {
     /// Names and errors (`inet NAME`); the `arp` table has the same name.
     table: NftTable,
     name: CString,
     /// The kernel updates a present element's timeout on add (>= 6.10).
     in_place: bool,
+    /// Renewals sent through this value and its clones: every
+    /// [`COMPACT_EVERY`]th (the first included) empties the cap chains.
+    renewals: Arc<AtomicU32>,
 }
+
+impl PartialEq for KernelLease {
+    fn eq(&self, other: &KernelLease) -> bool {
+        self.table == other.table && self.in_place == other.in_place
+    }
+}
+
+impl Eq for KernelLease {}
 
 impl KernelLease {
     /// The tables called `name` (`inet` and `arp`).
@@ -185,6 +282,7 @@ impl KernelLease {
             table,
             name,
             in_place,
+            renewals: Arc::new(AtomicU32::new(0)),
         })
     }
 
@@ -217,49 +315,115 @@ impl KernelLease {
 
     /// Gives `addrs` a lease element that expires `timeout` after the
     /// kernel's commit (rounded up to a tick), replacing the elements they
-    /// had. Returns how long after the call started the request was handed
-    /// to the kernel (which handles it within that system call): the most
-    /// the elements can outlive the caller's clock reading by.
+    /// had, and sets the cap (see "The cap" in the module documentation)
+    /// to `timeout` plus a tick after the clock reading this call starts
+    /// with. Returns how long after that reading the request was handed to
+    /// the kernel (which handles it within that system call): the most
+    /// the elements can outlive the reading by (the cap does not).
     ///
     /// # Errors
     ///
-    /// As [`KernelLease::guard`].
+    /// As [`KernelLease::guard`] ([`NftError::TableMissing`] also when the
+    /// tables were installed by a version without the cap chains and not
+    /// installed again since).
     pub async fn renew(&self, addrs: &[IpAddr], timeout: Duration) -> Result<Duration, NftError> {
-        self.renew_from(Instant::now(), addrs, timeout).await
-    }
-
-    async fn renew_from(
-        &self,
-        started: Instant,
-        addrs: &[IpAddr],
-        timeout: Duration,
-    ) -> Result<Duration, NftError> {
+        let read = Clocks::now();
         let ms = u64::try_from(timeout.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
-        let (bytes, seqs) = build_elems(&self.name, addrs, Elems::Renew(ms), self.in_place);
-        let sent = run_batch_timed(&self.table, "renew", bytes, seqs).await?;
-        Ok(sent.saturating_duration_since(started))
+        let cap = cap_at(read, Duration::from_millis(ms).saturating_add(TICK));
+        self.commit_renewal(read.mono, addrs, &[], ms, cap).await
     }
 
     /// Gives `addrs` lease elements that expire no later than `end` (plus
-    /// the delay it returns, as [`KernelLease::renew`]), reading the clock right
-    /// before building the request (see [`timeout_for`]). When less than a
-    /// tick is left, revokes them instead and returns `None`.
+    /// the delay it returns, as [`KernelLease::renew`]) and sets the cap to
+    /// `end` minus a tick on the wall clock, reading the clocks right
+    /// before building the request (see [`timeout_for`] and [`Clocks`]).
+    /// When less than a tick is left, revokes them instead and returns
+    /// `None`.
     ///
     /// # Errors
     ///
-    /// As [`KernelLease::guard`].
+    /// As [`KernelLease::renew`].
     pub async fn renew_until(
         &self,
         addrs: &[IpAddr],
         end: Instant,
     ) -> Result<Option<Duration>, NftError> {
-        let now = Instant::now();
-        match timeout_for(now, end) {
-            Some(timeout) => self.renew_from(now, addrs, timeout).await.map(Some),
-            None => self.revoke(addrs).await.map(|()| None),
+        self.renew_until_at(addrs, &[], end, Clocks::now()).await
+    }
+
+    /// [`KernelLease::renew_until`], and ends the elements of `stale` in
+    /// the same transaction: addresses whose elements must not outlive
+    /// their own (earlier) lease now that this renewal moves the cap
+    /// later (a renewal raises the cap for every guarded address, and only
+    /// the cap bounds an element whose renewal was delayed; see "The cap").
+    ///
+    /// # Errors
+    ///
+    /// As [`KernelLease::renew`].
+    pub async fn renew_until_revoking(
+        &self,
+        addrs: &[IpAddr],
+        stale: &[IpAddr],
+        end: Instant,
+    ) -> Result<Option<Duration>, NftError> {
+        self.renew_until_at(addrs, stale, end, Clocks::now()).await
+    }
+
+    /// [`KernelLease::renew_until_revoking`] with the clock readings given
+    /// instead of taken: exists so that tests can renew as a process does
+    /// that was frozen for `Instant::now() - read.mono` between reading its
+    /// clocks and sending the request (the elements' relative timeouts
+    /// then outlive `end` by that much; the cap does not).
+    ///
+    /// # Errors
+    ///
+    /// As [`KernelLease::renew`].
+    pub async fn renew_until_at(
+        &self,
+        addrs: &[IpAddr],
+        stale: &[IpAddr],
+        end: Instant,
+        read: Clocks,
+    ) -> Result<Option<Duration>, NftError> {
+        match timeout_for(read.mono, end) {
+            Some(timeout) => {
+                let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+                let cap = cap_at(read, timeout);
+                self.commit_renewal(read.mono, addrs, stale, ms, cap)
+                    .await
+                    .map(Some)
+            }
+            None => {
+                let all: Vec<IpAddr> = addrs.iter().chain(stale).copied().collect();
+                self.revoke(&all).await.map(|()| None)
+            }
         }
+    }
+
+    async fn commit_renewal(
+        &self,
+        read: Instant,
+        addrs: &[IpAddr],
+        stale: &[IpAddr],
+        ms: u64,
+        cap_ns: u64,
+    ) -> Result<Duration, NftError> {
+        let compact = self.renewals.fetch_add(1, Ordering::Relaxed) % COMPACT_EVERY == 0;
+        let (bytes, seqs) = build_renewal(
+            &self.name,
+            addrs,
+            stale,
+            ms,
+            Cap {
+                ns: cap_ns,
+                compact,
+            },
+            self.in_place,
+        );
+        let sent = run_batch_timed(&self.table, "renew", bytes, seqs).await?;
+        Ok(sent.saturating_duration_since(read))
     }
 
     /// Ends the lease elements of `addrs` now (absent ones are fine).
@@ -334,6 +498,54 @@ impl Expression for RawPayload {
             sys::nftnl_expr_set_u32(e, sys::NFTNL_EXPR_PAYLOAD_OFFSET as u16, self.offset);
             sys::nftnl_expr_set_u32(e, sys::NFTNL_EXPR_PAYLOAD_LEN as u16, self.len);
             sys::nftnl_expr_set_u32(e, sys::NFTNL_EXPR_PAYLOAD_DREG as u16, 1);
+            expr
+        }
+    }
+}
+
+/// `meta time => reg 1`: ns since the epoch on the wall clock, in host
+/// byte order (`NFT_META_TIME_NS`, Linux >= 5.4, every family).
+struct MetaTime;
+
+impl Expression for MetaTime {
+    #[allow(clippy::cast_possible_truncation)] // libnftnl attribute ids are below 64
+    fn to_expr(&self, _rule: &Rule) -> NonNull<sys::nftnl_expr> {
+        // SAFETY: allocation is checked; the attributes set are the meta
+        // expression's own, with plain integer values.
+        unsafe {
+            let Some(expr) = NonNull::new(sys::nftnl_expr_alloc(c"meta".as_ptr())) else {
+                std::process::abort();
+            };
+            let e = expr.as_ptr();
+            sys::nftnl_expr_set_u32(e, sys::NFTNL_EXPR_META_KEY as u16, NFT_META_TIME_NS);
+            sys::nftnl_expr_set_u32(e, sys::NFTNL_EXPR_META_DREG as u16, 1);
+            expr
+        }
+    }
+}
+
+/// `byteorder reg 1 = hton(reg 1, 8, 8)`: one 64-bit value to big-endian.
+struct Hton64;
+
+impl Expression for Hton64 {
+    #[allow(clippy::cast_possible_truncation)] // libnftnl attribute ids are below 64
+    fn to_expr(&self, _rule: &Rule) -> NonNull<sys::nftnl_expr> {
+        // SAFETY: allocation is checked; the attributes set are the
+        // byteorder expression's own, with plain integer values.
+        unsafe {
+            let Some(expr) = NonNull::new(sys::nftnl_expr_alloc(c"byteorder".as_ptr())) else {
+                std::process::abort();
+            };
+            let e = expr.as_ptr();
+            sys::nftnl_expr_set_u32(e, sys::NFTNL_EXPR_BYTEORDER_SREG as u16, 1);
+            sys::nftnl_expr_set_u32(e, sys::NFTNL_EXPR_BYTEORDER_DREG as u16, 1);
+            sys::nftnl_expr_set_u32(
+                e,
+                sys::NFTNL_EXPR_BYTEORDER_OP as u16,
+                libc::NFT_BYTEORDER_HTON as u32,
+            );
+            sys::nftnl_expr_set_u32(e, sys::NFTNL_EXPR_BYTEORDER_LEN as u16, 8);
+            sys::nftnl_expr_set_u32(e, sys::NFTNL_EXPR_BYTEORDER_SIZE as u16, 8);
             expr
         }
     }
@@ -519,6 +731,90 @@ fn build_elems(
     in_place: bool,
 ) -> (Vec<u8>, Range<u32>) {
     let mut batch = Batch::new();
+    add_elems(&mut batch, name, addrs, what, in_place);
+    finish(batch)
+}
+
+/// The cap a renewal sets.
+#[derive(Debug, Clone, Copy)]
+struct Cap {
+    /// Wall-clock ns since the epoch.
+    ns: u64,
+    /// Empty the cap chains first (see [`COMPACT_EVERY`]).
+    compact: bool,
+}
+
+/// A renewal: the lease elements of `addrs`, the end of those of `stale`,
+/// and the cap, in one transaction. The cap is two rules inserted at the
+/// head of each `cap` chain — `meta time > CAP counter drop`, then
+/// `return` — so the last renewal committed decides, whatever rules older
+/// renewals left below.
+fn build_renewal(
+    name: &CStr,
+    addrs: &[IpAddr],
+    stale: &[IpAddr],
+    ms: u64,
+    cap: Cap,
+    in_place: bool,
+) -> (Vec<u8>, Range<u32>) {
+    let mut batch = Batch::new();
+    add_elems(&mut batch, name, addrs, Elems::Renew(ms), in_place);
+    if !stale.is_empty() {
+        add_elems(&mut batch, name, stale, Elems::Revoke, in_place);
+    }
+    let inet = Table::new(name, ProtoFamily::Inet);
+    let arp = Table::new(name, ProtoFamily::Arp);
+    // `meta time` is in host byte order; `cmp` compares bytes, so both
+    // sides are big-endian (as nft does it: a `byteorder` first).
+    let value = cap.ns.to_be_bytes();
+    for (table, family) in [(&inet, ProtoFamily::Inet), (&arp, ProtoFamily::Arp)] {
+        let chain = Chain::new(CAP, table);
+        if cap.compact {
+            batch.add(
+                &FlushChain {
+                    family,
+                    table: name,
+                    chain: CAP,
+                },
+                MsgType::Del,
+            );
+        }
+        // Each goes to the head: `return` first, then the drop before it.
+        let mut ret = Rule::new(&chain);
+        ret.add_expr(&Verdict::Return);
+        batch.add(&AtHead(&ret), MsgType::Add);
+        let mut drop = Rule::new(&chain);
+        drop.add_expr(&MetaTime);
+        drop.add_expr(&Hton64);
+        drop.add_expr(&Cmp::new(CmpOp::Gt, &value[..]));
+        drop.add_expr(&Counter);
+        drop.add_expr(&Verdict::Drop);
+        batch.add(&AtHead(&drop), MsgType::Add);
+    }
+    finish(batch)
+}
+
+/// A rule added at the head of its chain (`nft insert rule`): nftnl's add
+/// appends (`NLM_F_APPEND`).
+struct AtHead<'r>(&'r Rule<'r>);
+
+// SAFETY: the message nftnl writes for the rule, with one header flag
+// cleared: the same size, within the buffer nftnl guarantees.
+unsafe impl NlMsg for AtHead<'_> {
+    unsafe fn write(&self, buf: *mut c_void, seq: u32, msg_type: MsgType) {
+        // SAFETY: `buf` has room for the largest message (the caller's
+        // contract), and nftnl writes an `nlmsghdr` at its start, whose
+        // `nlmsg_flags` is the u16 at offset 6.
+        unsafe {
+            self.0.write(buf, seq, msg_type);
+            let flags = buf.cast::<u8>().add(6).cast::<u16>();
+            #[allow(clippy::cast_possible_truncation)] // NLM_F_APPEND is 0x800
+            flags.write_unaligned(flags.read_unaligned() & !(libc::NLM_F_APPEND as u16));
+        }
+    }
+}
+
+fn add_elems(batch: &mut Batch, name: &CStr, addrs: &[IpAddr], what: Elems, in_place: bool) {
     let inet = Table::new(name, ProtoFamily::Inet);
     let arp = Table::new(name, ProtoFamily::Arp);
     let (v4, v6) = split(addrs);
@@ -532,7 +828,7 @@ fn build_elems(
         match what {
             Elems::Guard => {
                 elems(
-                    &mut batch,
+                    batch,
                     table,
                     family,
                     GUARD4,
@@ -542,7 +838,7 @@ fn build_elems(
                     None,
                 );
                 elems(
-                    &mut batch,
+                    batch,
                     table,
                     family,
                     GUARD6,
@@ -568,13 +864,13 @@ fn build_elems(
                     } else {
                         (NFT_MSG_NEWSETELEM, FLAGS_ADD, Some(Life::Timeout(ms)))
                     };
-                    elems(&mut batch, table, family, LEASE4, &v4, ty, flags, t);
-                    elems(&mut batch, table, family, LEASE6, v6_here, ty, flags, t);
+                    elems(batch, table, family, LEASE4, &v4, ty, flags, t);
+                    elems(batch, table, family, LEASE6, v6_here, ty, flags, t);
                 }
             }
             Elems::Revoke => {
                 elems::<Ipv4Addr>(
-                    &mut batch,
+                    batch,
                     table,
                     family,
                     LEASE4,
@@ -584,7 +880,7 @@ fn build_elems(
                     None,
                 );
                 elems(
-                    &mut batch,
+                    batch,
                     table,
                     family,
                     LEASE6,
@@ -596,7 +892,6 @@ fn build_elems(
             }
         }
     }
-    finish(batch)
 }
 
 fn build_flush(name: &CStr) -> (Vec<u8>, Range<u32>) {
@@ -650,21 +945,35 @@ fn ip_field(v6: bool, dst: bool) -> Payload {
     })
 }
 
-/// `LOAD @guard LOAD != @lease counter drop`, the load expression given
-/// twice (a lookup consumes the register's meaning only, but each lookup
-/// reads reg 1 as loaded last).
-fn guarded_not_leased(
-    rule: &mut Rule<'_>,
+/// Two rules in `chain`, both after the matches `prefix` adds:
+/// `LOAD @guard LOAD != @lease counter drop` and `LOAD @guard jump cap`
+/// (the load expression is given before each lookup).
+fn guard_rules(
+    batch: &mut Batch,
+    chain: &Chain<'_>,
+    prefix: &dyn Fn(&mut Rule<'_>),
     load: &dyn Fn(&mut Rule<'_>),
     guard: &SetLookup,
     lease: &SetLookup,
 ) {
-    load(rule);
+    let mut rule = Rule::new(chain);
+    prefix(&mut rule);
+    load(&mut rule);
     rule.add_expr(guard);
-    load(rule);
+    load(&mut rule);
     rule.add_expr(lease);
     rule.add_expr(&Counter);
     rule.add_expr(&Verdict::Drop);
+    batch.add(&rule, MsgType::Add);
+
+    let mut rule = Rule::new(chain);
+    prefix(&mut rule);
+    load(&mut rule);
+    rule.add_expr(guard);
+    rule.add_expr(&Verdict::Jump {
+        chain: CAP.to_owned(),
+    });
+    batch.add(&rule, MsgType::Add);
 }
 
 #[allow(clippy::too_many_lines)] // one table layout, read top to bottom
@@ -694,8 +1003,16 @@ fn build_install(name: &CStr, guarded: &[IpAddr]) -> (Vec<u8>, Range<u32>) {
     batch.add(&arp_guard4, MsgType::Add);
     batch.add(&arp_lease4, MsgType::Add);
 
-    // Chains: created when missing; their rules are replaced (flush, add)
-    // in this same transaction, so the rules never disappear.
+    // The cap chains: created when missing, and otherwise kept with their
+    // rule (the cap a previous daemon's last renewal set, like the
+    // elements); only a renewal replaces it. Before the jumps to them.
+    let inet_cap = Chain::new(CAP, &inet);
+    let arp_cap = Chain::new(CAP, &arp);
+    batch.add(&inet_cap, MsgType::Add);
+    batch.add(&arp_cap, MsgType::Add);
+
+    // Base chains: created when missing; their rules are replaced (flush,
+    // add) in this same transaction, so the rules never disappear.
     let inet_in = chain(&inet, c"guard_in", Hook::PreRouting, PRIORITY_GUARD);
     let inet_out = chain(&inet, c"guard_out", Hook::Out, PRIORITY_GUARD);
     // The arp family's hooks are NF_ARP_IN (0) and NF_ARP_OUT (1), which
@@ -784,68 +1101,76 @@ fn build_install(name: &CStr, guarded: &[IpAddr]) -> (Vec<u8>, Range<u32>) {
                 SetLookup::new(&lease6, true),
             ),
         ] {
-            let mut rule = Rule::new(c);
-            nfproto(&mut rule, v6);
             let field = ip_field(v6, dst);
-            guarded_not_leased(&mut rule, &|r| r.add_expr(&field), &guard, &lease);
-            batch.add(&rule, MsgType::Add);
+            guard_rules(
+                &mut batch,
+                c,
+                &|r| nfproto(r, v6),
+                &|r| r.add_expr(&field),
+                &guard,
+                &lease,
+            );
         }
         // Neighbour discovery: the target address of an NS (in) or NA (out).
         let ty = if dst { ICMPV6_NS } else { ICMPV6_NA };
-        let mut rule = Rule::new(c);
-        nfproto(&mut rule, true);
-        rule.add_expr(&Meta::L4Proto);
-        #[allow(clippy::cast_possible_truncation)] // IPPROTO_ICMPV6 is 58
-        rule.add_expr(&Cmp::new(CmpOp::Eq, libc::IPPROTO_ICMPV6 as u8));
-        rule.add_expr(&RawPayload {
-            base: BASE_TRANSPORT,
-            offset: 0,
-            len: 1,
-        });
-        rule.add_expr(&Cmp::new(CmpOp::Eq, ty));
+        let prefix = |rule: &mut Rule<'_>| {
+            nfproto(rule, true);
+            rule.add_expr(&Meta::L4Proto);
+            #[allow(clippy::cast_possible_truncation)] // IPPROTO_ICMPV6 is 58
+            rule.add_expr(&Cmp::new(CmpOp::Eq, libc::IPPROTO_ICMPV6 as u8));
+            rule.add_expr(&RawPayload {
+                base: BASE_TRANSPORT,
+                offset: 0,
+                len: 1,
+            });
+            rule.add_expr(&Cmp::new(CmpOp::Eq, ty));
+        };
         let target = RawPayload {
             base: BASE_TRANSPORT,
             offset: 8,
             len: 16,
         };
-        guarded_not_leased(
-            &mut rule,
+        guard_rules(
+            &mut batch,
+            c,
+            &prefix,
             &|r| r.add_expr(&target),
             &SetLookup::new(&guard6, false),
             &SetLookup::new(&lease6, true),
         );
-        batch.add(&rule, MsgType::Add);
     }
 
     // arp: requests for, and anything sent from, a guarded address.
     for (c, request_only, offset) in [(&arp_in, true, ARP_TPA), (&arp_out, false, ARP_SPA)] {
-        let mut rule = Rule::new(c);
-        rule.add_expr(&RawPayload {
-            base: BASE_NETWORK,
-            offset: 0,
-            len: 6,
-        });
-        rule.add_expr(&Cmp::new(CmpOp::Eq, &ARP_ETH_IP4[..]));
-        if request_only {
+        let prefix = |rule: &mut Rule<'_>| {
             rule.add_expr(&RawPayload {
                 base: BASE_NETWORK,
-                offset: ARP_OP,
-                len: 2,
+                offset: 0,
+                len: 6,
             });
-            rule.add_expr(&Cmp::new(CmpOp::Eq, &ARP_REQUEST[..]));
-        }
+            rule.add_expr(&Cmp::new(CmpOp::Eq, &ARP_ETH_IP4[..]));
+            if request_only {
+                rule.add_expr(&RawPayload {
+                    base: BASE_NETWORK,
+                    offset: ARP_OP,
+                    len: 2,
+                });
+                rule.add_expr(&Cmp::new(CmpOp::Eq, &ARP_REQUEST[..]));
+            }
+        };
         let addr = RawPayload {
             base: BASE_NETWORK,
             offset,
             len: 4,
         };
-        guarded_not_leased(
-            &mut rule,
+        guard_rules(
+            &mut batch,
+            c,
+            &prefix,
             &|r| r.add_expr(&addr),
             &SetLookup::new(&arp_guard4, false),
             &SetLookup::new(&arp_lease4, true),
         );
-        batch.add(&rule, MsgType::Add);
     }
     finish(batch)
 }
@@ -896,6 +1221,63 @@ mod tests {
             kinds[1..kinds.len() - 1].to_vec(),
             vec![NFT_MSG_NEWSETELEM, NFT_MSG_NEWSETELEM]
         );
+    }
+
+    #[test]
+    fn a_renewal_puts_the_cap_at_the_head_of_both_chains_in_its_transaction() {
+        const NEWRULE: u16 = 6;
+        let addrs: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap()];
+        let stale: Vec<IpAddr> = vec!["192.0.2.9".parse().unwrap()];
+        for compact in [false, true] {
+            let cap = Cap {
+                ns: 0x0102_0304_0506_0708,
+                compact,
+            };
+            let (bytes, _) = build_renewal(c"t", &addrs, &stale, 100, cap, true);
+            let msgs: Vec<_> = crate::sockdiag::messages(&bytes)
+                .map(|m| m.expect("well-formed batch"))
+                .collect();
+            let kinds: Vec<u16> = msgs.iter().map(|m| m.ty & 0xff).collect();
+            // begin; elements (inet, arp); the stale ends (inet, arp); per
+            // table: (a flush when compacting,) return, drop; end.
+            let mut want = vec![
+                NFT_MSG_NEWSETELEM,
+                NFT_MSG_NEWSETELEM,
+                NFT_MSG_DESTROYSETELEM,
+                NFT_MSG_DESTROYSETELEM,
+            ];
+            for _ in 0..2 {
+                if compact {
+                    want.push(NFT_MSG_DELRULE);
+                }
+                want.extend([NEWRULE, NEWRULE]);
+            }
+            assert_eq!(kinds[1..kinds.len() - 1].to_vec(), want);
+            // Rules are inserted at the head: no NLM_F_APPEND.
+            for m in msgs.iter().filter(|m| m.ty & 0xff == NEWRULE) {
+                let flags = u16::from_ne_bytes([m.whole[6], m.whole[7]]);
+                assert_eq!(flags & 0x800, 0, "appended: {flags:#x}");
+                assert_ne!(flags & 0x4, 0, "no ACK asked: {flags:#x}");
+            }
+            // The cap goes in big-endian (compared after `byteorder hton`).
+            let be = cap.ns.to_be_bytes();
+            assert!(bytes.windows(8).any(|w| w == be));
+        }
+    }
+
+    #[test]
+    fn the_cap_is_the_reading_plus_what_is_left() {
+        let read = Clocks {
+            real: UNIX_EPOCH + Duration::from_secs(1_000),
+            mono: Instant::now(),
+        };
+        assert_eq!(cap_at(read, Duration::from_millis(96)), 1_000_096_000_000);
+        // A wall clock before 1970 caps at 0: nothing answers.
+        let before = Clocks {
+            real: UNIX_EPOCH - Duration::from_secs(1),
+            mono: read.mono,
+        };
+        assert_eq!(cap_at(before, Duration::from_secs(5)), 0);
     }
 
     #[test]

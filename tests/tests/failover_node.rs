@@ -907,3 +907,70 @@ fn drop_all_on_a_lost_lease_resets_the_clients_of_guarded_addresses_first() {
         reads[1]
     );
 }
+
+/// Hole 6 in the executor: a removal by interface name fails once the
+/// interface has been renamed (down, rename, up: its addresses stay on it).
+/// A release and `drop_all` report the failure — counted as done, the
+/// address was forgotten while still configured, and the leader could
+/// give it to another node — and a later release of the addresses, no
+/// longer hosted, finds them on the renamed link and removes them; the
+/// `releaseip` hook names that link.
+#[test]
+fn removal_from_a_renamed_interface_fails_until_found_under_its_new_name() {
+    let rig = Rig::new("fnr", &["eth0"]);
+    let cfg = rig.config();
+    let node = Arc::clone(&rig.node);
+    rig.node
+        .block_on(move || async move {
+            let (ex, _events) = Executor::start(cfg, None).await.unwrap();
+            let a = public("192.0.2.100/24", &["eth0"]);
+            let b = public("192.0.2.101/24", &["eth0"]);
+            ex.take(&a).await.unwrap();
+            ex.take(&b).await.unwrap();
+            let n = Arc::clone(&node);
+            blocking(move || {
+                n.ip(&["link", "set", "dev", "eth0", "down"]).unwrap();
+                n.ip(&["link", "set", "dev", "eth0", "name", "pub0"])
+                    .unwrap();
+                n.ip(&["link", "set", "dev", "pub0", "up"]).unwrap();
+            })
+            .await;
+            let r = ex.release(a.addr).await;
+            assert!(
+                r.is_err(),
+                "a release from the renamed link counted as done: {r:?}"
+            );
+            let n = Arc::clone(&node);
+            assert!(blocking(move || has_addr(&n, "pub0", "192.0.2.100")).await);
+            let r = ex.drop_all(DropMode::RemoveFirst).await;
+            assert!(
+                r.is_err(),
+                "drop_all from the renamed link counted as done: {r:?}"
+            );
+            assert!(ex.hosted().is_empty());
+            let n = Arc::clone(&node);
+            assert!(blocking(move || has_addr(&n, "pub0", "192.0.2.101")).await);
+            for (addr, r) in ex.release_many(&[a.addr, b.addr]).await {
+                assert!(r.is_ok(), "{addr}: {r:?}");
+            }
+            let n = Arc::clone(&node);
+            let gone = blocking(move || {
+                !has_addr(&n, "pub0", "192.0.2.100") && !has_addr(&n, "pub0", "192.0.2.101")
+            })
+            .await;
+            assert!(gone, "still on the renamed link after the second release");
+            ex.shutdown();
+        })
+        .unwrap();
+    let log = rig.hook_log();
+    for addr in ["192.0.2.100", "192.0.2.101"] {
+        assert!(
+            log.contains(&format!("releaseip pub0 {addr} 24")),
+            "{log:?}"
+        );
+        assert!(
+            !log.contains(&format!("releaseip eth0 {addr} 24")),
+            "{log:?}"
+        );
+    }
+}

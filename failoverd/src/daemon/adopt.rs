@@ -81,22 +81,55 @@ pub(super) async fn adopt(ctx: &Ctx, lease_since_ns: Option<u64>) {
     write_record(ctx);
 }
 
-/// Rewrites the record of configured addresses from the executor's hosted
-/// set (on every change).
+/// Asks the record writer ([`record_writer`]) to rewrite the record of
+/// configured addresses from the executor's hosted set (on every change).
+/// Never waits: the write (an fsync, milliseconds on a busy disk) happens
+/// in the writer's blocking thread, not in the daemon's loop, which must
+/// keep taking clusterd's lease renewals meanwhile.
 pub(super) fn write_record(ctx: &Ctx) {
-    let Some(path) = ctx.settings.record_file.as_deref() else {
-        return;
-    };
-    let r = record::Record {
-        boot_id: record::boot_id(),
-        entries: ctx
-            .exec
-            .hosted()
-            .into_iter()
-            .map(|h| (h.public.addr, h.since_ns))
-            .collect(),
-    };
-    if let Err(e) = record::store(path, &r) {
-        tracing::warn!(file = %path.display(), error = %e, "cannot write the record of configured addresses");
+    if ctx.settings.record_file.is_some() {
+        ctx.record_wake.notify_one();
+    }
+}
+
+/// Writes the record each time [`write_record`] asks, from the hosted set
+/// of that moment: changes that come during a write make one more write,
+/// not one each. A record that lags the kernel by a write is what a crash
+/// between a kernel change and its write always left (see [`record`]): an
+/// address missing from it is removed after a restart, not adopted; one
+/// listed but gone from the kernel is not adopted (adoption keeps only
+/// what it finds configured).
+pub(super) async fn record_writer(
+    exec: crate::node::Executor,
+    path: std::path::PathBuf,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+) {
+    loop {
+        wake.notified().await;
+        let r = record::Record {
+            boot_id: record::boot_id(),
+            entries: exec
+                .hosted()
+                .into_iter()
+                .map(|h| (h.public.addr, h.since_ns))
+                .collect(),
+        };
+        let count = r.entries.len();
+        let path = path.clone();
+        let started = std::time::Instant::now();
+        let stored =
+            tokio::task::spawn_blocking(move || record::store(&path, &r).map_err(|e| (path, e)))
+                .await;
+        match stored {
+            Ok(Ok(())) => tracing::debug!(
+                count,
+                took_ms = started.elapsed().as_secs_f64() * 1e3,
+                "record of configured addresses written"
+            ),
+            Ok(Err((path, e))) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot write the record of configured addresses");
+            }
+            Err(e) => tracing::warn!(error = %e, "the record writer failed"),
+        }
     }
 }

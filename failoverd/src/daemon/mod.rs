@@ -162,6 +162,9 @@ struct Ctx {
     /// is pending make one run, not one each (a flood of IPREALLOCATED
     /// cannot queue hook runs without bound).
     ipreallocated: Arc<tokio::sync::Notify>,
+    /// Wakes the record writer ([`adopt::record_writer`]): the record's
+    /// fsync never runs in the loop.
+    record_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Ctx {
@@ -228,6 +231,14 @@ pub async fn run(
             }
         })
     };
+    let record_wake = Arc::new(tokio::sync::Notify::new());
+    let record_task = settings.record_file.clone().map(|path| {
+        tokio::spawn(adopt::record_writer(
+            exec.clone(),
+            path,
+            Arc::clone(&record_wake),
+        ))
+    });
     let (trigger_tx, mut triggers) = mpsc::unbounded_channel();
     let ctx = Ctx {
         client: client.clone(),
@@ -238,7 +249,14 @@ pub async fn run(
         triggers: trigger_tx,
         lease_tx: Arc::new(lease_tx),
         ipreallocated,
+        record_wake,
     };
+    // clusterd's LEASE events skip the loop (see `lease_intake`): the
+    // reader's tap hands them to a task that applies them at once.
+    let (lease_news_tx, lease_news_rx) = mpsc::unbounded_channel::<LeaseUpdate>();
+    let (tapped_tx, mut tapped) = mpsc::unbounded_channel::<NodeAction>();
+    client.set_frame_tap(lease_tap(pnn, lease_news_tx));
+    let intake_task = tokio::spawn(lease_intake(ctx.clone(), lease_news_rx, tapped_tx));
     client.subscribe(MEMBERSHIP).await?;
     client.subscribe(LEASE).await?;
     client.subscribe(IPREALLOCATED).await?;
@@ -309,6 +327,7 @@ pub async fn run(
                 None => break Err(DaemonError::TransportClosed),
                 Some(msg) => on_message(&ctx, &mut leader, msg, &memb_tx, &mut leader_out).await,
             },
+            Some(a) = tapped.recv() => node_out.push(a),
             Some(ev) = node_events.recv() => {
                 on_node_event(&ctx, &mut leader, ev, &mut node_out, &mut leader_out);
             }
@@ -355,8 +374,13 @@ pub async fn run(
         }
     };
     runs.abort();
+    client.clear_frame_tap();
+    intake_task.abort();
     watch_task.abort();
     realloc_task.abort();
+    if let Some(t) = record_task {
+        t.abort();
+    }
     drop_all(&ctx).await;
     exec.shutdown();
     tracing::info!(pnn, "failoverd stopped");
@@ -371,15 +395,7 @@ async fn on_node_action(
     leader_out: &mut Vec<LeaderAction<Message>>,
 ) {
     match action {
-        NodeAction::SetLease(until) => {
-            tracing::debug!(
-                ends_in_ms = until.map(|u| u.saturating_sub(lease::now()).as_secs_f64() * 1e3),
-                "lease applied"
-            );
-            let until = until.map(lease::instant);
-            ctx.exec.set_lease(until);
-            ctx.lease_tx.send_replace(until);
-        }
+        NodeAction::SetLease(_) => apply_lease(ctx, &ctx.lock()),
         NodeAction::DropAll => {
             ctx.exec.set_lease(None);
             ctx.lease_tx.send_replace(None);
@@ -404,6 +420,90 @@ async fn on_node_action(
             leader.membership(lease::now(), &m, leader_out);
             if was && !leader.active() {
                 tracing::info!(leader = ?m.leader, "this node no longer leads");
+            }
+        }
+    }
+}
+
+/// Gives the executor's gate and the lease watch the core's lease end as
+/// it is now (`s` is the locked shared state: the loop and the lease
+/// intake both apply the core's decisions, and holding the core's lock
+/// while carrying them out keeps them in the core's order — an end the
+/// loop computed cannot overwrite a later one the intake applied meanwhile).
+fn apply_lease(ctx: &Ctx, s: &Shared) {
+    let now = lease::now();
+    let until = s.node.lease_until().filter(|_| s.node.lease_valid(now));
+    tracing::debug!(
+        ends_in_ms = until.map(|u| u.saturating_sub(now).as_secs_f64() * 1e3),
+        "lease applied"
+    );
+    let until = until.map(lease::instant);
+    ctx.exec.set_lease(until);
+    ctx.lease_tx.send_replace(until);
+}
+
+/// Takes the LEASE events of this node's clusterd off the transport
+/// client's reader (before they would queue behind the loop's other
+/// messages) and hands them to [`lease_intake`] without blocking. Anything
+/// else, or a LEASE from elsewhere, goes the usual way (the loop logs and
+/// ignores a forged one).
+fn lease_tap(pnn: Pnn, news: mpsc::UnboundedSender<LeaseUpdate>) -> transport::client::FrameTap {
+    use transport::proto::Kind;
+    Box::new(move |frame| {
+        if frame.header.kind != Kind::Event
+            || frame.header.opcode != LEASE
+            || frame.header.src.pnn != pnn
+            || frame.header.src.service != CLUSTERD
+        {
+            return false;
+        }
+        match frame.decode_payload::<LeaseUpdate>() {
+            Ok(u) if u.this_node == pnn => news.send(u).is_ok(),
+            _ => false,
+        }
+    })
+}
+
+/// Applies clusterd's lease news to the node core as it arrives, not when
+/// the loop gets to it: the loop may wait for a while (a hook at adoption,
+/// a slow request, the scheduler), and a renewal that waits behind it lets
+/// the lease watch run out on the previous end and drop every address —
+/// the node flapped although clusterd's lease never lapsed (seen right
+/// after a take of 256 addresses). The renewal is carried out here
+/// (gate and watch, under the core's lock); a lease loss closes the gate
+/// and tells the watch to drop at once (so a busy loop cannot delay the
+/// drop either); every other action of the core goes to the loop.
+///
+/// Safety is unchanged: this only carries out the core's own decisions
+/// sooner. The end given to the gate and the watch is always the core's,
+/// which is clusterd's told end; the watch still removes every address
+/// when it passes, and the kernel's lease elements expire by themselves.
+async fn lease_intake(
+    ctx: Ctx,
+    mut news: mpsc::UnboundedReceiver<LeaseUpdate>,
+    to_loop: mpsc::UnboundedSender<NodeAction>,
+) {
+    let mut out = Vec::new();
+    while let Some(u) = news.recv().await {
+        let now = transport::msg::cluster::monotonic_ns();
+        tracing::debug!(
+            computed_ms_ago = now.saturating_sub(u.lease.at_ns) as f64 / 1e6,
+            ends_in_ms = u.lease.expires_ns.saturating_sub(now) as f64 / 1e6,
+            "lease news received"
+        );
+        let s = &mut *ctx.lock();
+        s.node.news(lease::now(), News::Lease(u.lease), &mut out);
+        for a in out.drain(..) {
+            match a {
+                NodeAction::SetLease(_) => apply_lease(&ctx, s),
+                NodeAction::DropAll => {
+                    ctx.exec.set_lease(None);
+                    ctx.lease_tx.send_replace(Some(Instant::now()));
+                    let _ = to_loop.send(NodeAction::DropAll);
+                }
+                other => {
+                    let _ = to_loop.send(other);
+                }
             }
         }
     }

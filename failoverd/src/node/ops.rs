@@ -188,6 +188,43 @@ async fn lease_keeper(inner: Weak<Inner>, lease: KernelLease, wake: Arc<Notify>)
     }
 }
 
+/// What one keeper renewal does, address by address.
+#[derive(Debug, PartialEq, Eq)]
+struct KeeperSets {
+    /// Hosted or releasing, leased in this unbroken lease (see
+    /// `State::leased_in`): renewed.
+    renew: Vec<IpAddr>,
+    /// Hosted or releasing, not leased in this lease: left out.
+    skipped: Vec<IpAddr>,
+    /// Every address leased in an earlier lease, hosted or not (a take of
+    /// an earlier lease may still be in flight), and the skipped ones:
+    /// their elements are ended in the renewal's transaction, since the
+    /// renewal raises the kernel's cap for them too.
+    stale: Vec<IpAddr>,
+}
+
+fn keeper_sets(
+    hosted: impl Iterator<Item = IpAddr>,
+    leased_in: &HashMap<IpAddr, u64>,
+    epoch: u64,
+) -> KeeperSets {
+    let (renew, skipped): (Vec<IpAddr>, Vec<IpAddr>) =
+        hosted.partition(|a| leased_in.get(a) == Some(&epoch));
+    let stale: Vec<IpAddr> = leased_in
+        .iter()
+        .filter(|(_, e)| **e != epoch)
+        .map(|(a, _)| *a)
+        .chain(skipped.iter().copied())
+        .collect::<std::collections::BTreeSet<IpAddr>>()
+        .into_iter()
+        .collect();
+    KeeperSets {
+        renew,
+        skipped,
+        stale,
+    }
+}
+
 /// What the lease keeper remembers between renewals.
 #[derive(Debug, Default)]
 struct Keeper {
@@ -198,8 +235,9 @@ struct Keeper {
     /// renewal after it is a gap in which they did not answer (logged, it
     /// is what clients see as dropped packets).
     last: Option<(std::time::Instant, Vec<IpAddr>)>,
-    /// Hosted addresses left out of the last renewal because they were not
-    /// leased in the current lease (logged when the set changes).
+    /// Hosted addresses left out of the last renewal (and their elements
+    /// ended) because they were not leased in the current lease (logged
+    /// when the set changes).
     skipped: Vec<IpAddr>,
 }
 
@@ -375,31 +413,57 @@ impl Inner {
         let Some(lease) = &self.lease else {
             return Ok(());
         };
-        let (end, epoch) = {
-            let st = self.lock();
+        // Recorded before the kernel commit: a keeper renewal of a later
+        // lease that runs while this one is in flight then ends these
+        // elements (see `renew_kernel_lease`); restored if this fails.
+        let (end, epoch, before) = {
+            let mut st = self.lock();
             match st.permit {
                 Permit::Unlimited => return Ok(()),
                 Permit::Closed => return Err(None),
-                Permit::Until(t) => (t.into_std(), st.lease_epoch),
+                Permit::Until(t) => {
+                    let epoch = st.lease_epoch;
+                    let before: Vec<(IpAddr, Option<u64>)> = ips
+                        .iter()
+                        .map(|ip| (*ip, st.leased_in.insert(*ip, epoch)))
+                        .collect();
+                    (t.into_std(), epoch, before)
+                }
             }
         };
-        let refused = |e: netlink::nft::NftError| Some(e.to_string());
-        lease.guard(ips).await.map_err(refused)?;
-        self.lock().guarded.extend(ips.iter().copied());
-        match lease.renew_until(ips, end).await.map_err(refused)? {
-            Some(_) => {
-                let mut st = self.lock();
-                for ip in ips {
-                    st.leased_in.insert(*ip, epoch);
-                }
-                Ok(())
+        let outcome = match lease.guard(ips).await {
+            Ok(()) => {
+                self.lock().guarded.extend(ips.iter().copied());
+                lease.renew_until(ips, end).await
             }
-            None => Err(None),
+            Err(e) => Err(e),
+        };
+        if !matches!(outcome, Ok(Some(_))) {
+            let mut st = self.lock();
+            for (ip, prev) in before {
+                if st.leased_in.get(&ip) == Some(&epoch) {
+                    match prev {
+                        Some(p) => st.leased_in.insert(ip, p),
+                        None => st.leased_in.remove(&ip),
+                    };
+                }
+            }
+        }
+        match outcome {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(None),
+            Err(e) => Err(Some(e.to_string())),
         }
     }
 
     /// Renews the kernel lease of every hosted or releasing address to the
-    /// gate's lease end, or revokes them all when the gate is closed. A
+    /// gate's lease end, or revokes them all when the gate is closed. The
+    /// renewal moves the kernel's cap (one wall-clock bound for every
+    /// guarded address, see `netlink::lease`) to this lease's end, so it
+    /// also ends, in the same transaction, the elements of every address
+    /// leased in an earlier lease (their own lease is over; an element of
+    /// theirs can still be there only if its renewal was delayed, and the
+    /// raised cap must not let it answer). A
     /// renewal that took long (the process was stopped between reading the
     /// clock and the kernel's commit, so the element may outlive the lease
     /// by that much) is redone at once, at most three times. A gate that has
@@ -409,23 +473,25 @@ impl Inner {
     /// blip.
     async fn renew_kernel_lease(&self, lease: &KernelLease, keeper: &mut Keeper) {
         for _ in 0..3 {
-            let (permit, addrs, skipped) = {
+            let (permit, sets) = {
                 let st = self.lock();
-                // Only what was leased in this unbroken lease (see
-                // `State::leased_in`).
-                let epoch = st.lease_epoch;
-                let (addrs, skipped): (Vec<IpAddr>, Vec<IpAddr>) = st
-                    .hosted
-                    .keys()
-                    .chain(st.releasing.keys())
-                    .partition(|a| st.leased_in.get(a) == Some(&epoch));
-                (st.permit, addrs, skipped)
+                let sets = keeper_sets(
+                    st.hosted.keys().chain(st.releasing.keys()).copied(),
+                    &st.leased_in,
+                    st.lease_epoch,
+                );
+                (st.permit, sets)
             };
+            let KeeperSets {
+                renew: addrs,
+                skipped,
+                stale,
+            } = sets;
             if skipped != keeper.skipped {
                 if !skipped.is_empty() {
                     tracing::warn!(
                         ?skipped,
-                        "kernel lease: hosted addresses not leased in this lease are left to run out until taken again"
+                        "kernel lease: hosted addresses not leased in this lease do not answer until taken again (their elements are ended)"
                     );
                 }
                 keeper.skipped = skipped;
@@ -463,7 +529,15 @@ impl Inner {
                 "kernel lease: renewing"
             );
             let outcome = match end {
-                Some(end) if !addrs.is_empty() => lease.renew_until(&addrs, end).await,
+                Some(end) if !addrs.is_empty() => {
+                    lease.renew_until_revoking(&addrs, &stale, end).await
+                }
+                Some(_) if !stale.is_empty() => {
+                    if let Err(e) = lease.revoke(&stale).await {
+                        tracing::warn!(error = %e, "kernel lease: cannot end the elements of an earlier lease");
+                    }
+                    return;
+                }
                 Some(_) => return,
                 None => lease.revoke_all().await.map(|()| None),
             };
@@ -1135,21 +1209,37 @@ impl Inner {
                 }
             }
         }
+        let mut failed: HashMap<IpAddr, NodeError> = HashMap::new();
         if !unknown.is_empty() {
-            // Leftovers: configured in the kernel but not hosted.
-            if let (Ok(links), Ok(present)) =
-                (links_of(&self.nl).await, addresses_of(&self.nl).await)
-            {
-                let names: HashMap<u32, String> =
-                    links.into_iter().map(|l| (l.index, l.name)).collect();
-                let mut st = self.lock();
-                for (index, prefix) in present {
-                    if unknown.contains(&prefix.addr()) {
-                        if let Some(name) = names.get(&index) {
-                            st.releasing
-                                .insert(prefix.addr(), (name.clone(), prefix.len()));
-                            targets.push((prefix.addr(), name.clone(), prefix.len()));
+            // Leftovers: configured in the kernel but not hosted, on
+            // whichever link has them now (it may have been renamed).
+            match (links_of(&self.nl).await, addresses_of(&self.nl).await) {
+                (Ok(links), Ok(present)) => {
+                    let names: HashMap<u32, String> =
+                        links.into_iter().map(|l| (l.index, l.name)).collect();
+                    let mut st = self.lock();
+                    for (index, prefix) in present {
+                        if unknown.contains(&prefix.addr()) {
+                            if let Some(name) = names.get(&index) {
+                                st.releasing
+                                    .insert(prefix.addr(), (name.clone(), prefix.len()));
+                                targets.push((prefix.addr(), name.clone(), prefix.len()));
+                            }
                         }
+                    }
+                }
+                // Whether they are there is not known: not removed (hole 6).
+                (Err(e), _) | (_, Err(e)) => {
+                    for a in &unknown {
+                        failed.insert(
+                            *a,
+                            NodeError::Kernel {
+                                op: "remove",
+                                addr: *a,
+                                iface: "*".into(),
+                                reason: format!("cannot list the kernel's addresses: {e}"),
+                            },
+                        );
                     }
                 }
             }
@@ -1157,7 +1247,6 @@ impl Inner {
         if removed_hosted {
             self.publish();
         }
-        let mut failed: HashMap<IpAddr, NodeError> = HashMap::new();
         let mut waits = Vec::new();
         if !targets.is_empty() {
             let ips: Vec<IpAddr> = targets.iter().map(|(a, _, _)| *a).collect();
@@ -1234,7 +1323,10 @@ impl Inner {
     /// Removes `targets` (address, interface, prefix length) from the
     /// kernel: one pipelined request per interface, secondaries first.
     /// Returns the addresses the kernel still has after a failed request,
-    /// with the error.
+    /// with the error: still configured on any link, not only the one
+    /// named — a link renamed meanwhile keeps its addresses while a delete
+    /// by the old name finds no link (hole 6) — and all of them when even
+    /// that cannot be listed.
     async fn remove_from_kernel(
         &self,
         targets: &[(IpAddr, String, u8)],
@@ -1255,9 +1347,15 @@ impl Inner {
                 .await
             {
                 let reason = e.to_string();
-                let present = present_on(&self.nl, iface).await;
+                let present: Option<HashSet<IpAddr>> = match addresses_of(&self.nl).await {
+                    Ok(list) => Some(list.into_iter().map(|(_, p)| p.addr()).collect()),
+                    Err(e) => {
+                        tracing::warn!(%iface, error = %e, "cannot list addresses after a failed removal: counted as still there");
+                        None
+                    }
+                };
                 for p in &prefixes {
-                    if present.contains(&p.addr()) {
+                    if present.as_ref().is_none_or(|s| s.contains(&p.addr())) {
                         failed.push((
                             iface.to_owned(),
                             (
@@ -1844,5 +1942,41 @@ async fn publish_hosted(client: Client, mut rx: watch::Receiver<Vec<IpAddr>>) {
         {
             tracing::debug!(error = %e, "cannot publish HOSTED");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address")
+    }
+
+    /// Every address leased in an earlier lease is ended with the renewal
+    /// (the renewal raises the kernel's cap for it too): hosted across a
+    /// break, released, or a take of that lease still in flight.
+    #[test]
+    fn the_keeper_ends_every_element_of_an_earlier_lease() {
+        let (a, b, c, d, e) = (
+            ip("192.0.2.1"),
+            ip("192.0.2.2"),
+            ip("192.0.2.3"),
+            ip("192.0.2.4"),
+            ip("192.0.2.5"),
+        );
+        // a: hosted, this lease. b: hosted across a break. c: taken under
+        // the earlier lease, not hosted (yet). d: hosted, never leased.
+        // e: a take of this lease in flight (recorded, not hosted).
+        let leased_in: HashMap<IpAddr, u64> = [(a, 7), (b, 6), (c, 5), (e, 7)].into();
+        let sets = keeper_sets([a, b, d].into_iter(), &leased_in, 7);
+        assert_eq!(
+            sets,
+            KeeperSets {
+                renew: vec![a],
+                skipped: vec![b, d],
+                stale: vec![b, c, d],
+            }
+        );
     }
 }

@@ -115,6 +115,7 @@ impl Bed {
         } else {
             (1000, 200)
         };
+        let log_level = crate::bench::log_level();
         for (i, n) in c.nodes.iter().enumerate() {
             let lead = if non_leaders.contains(&i) {
                 "leader_capability = false\n"
@@ -124,7 +125,7 @@ impl Bed {
             let toml = format!(
                 "[transport]\nrun_dir = \"{}\"\n\n[cluster]\nprofile = \"{profile}\"\n{lead}\n\
                  [failover]\ngarp_interval_ms = {garp_interval}\nrelease_timeout_ms = 3000\n\n\
-                 [conntrack]\nscan_interval_ms = {scan}\n\n[logging]\nlevel = \"info\"\n\n{extra_toml}",
+                 [conntrack]\nscan_interval_ms = {scan}\n\n[logging]\nlevel = \"{log_level}\"\n\n{extra_toml}",
                 n.run_dir.display()
             );
             std::fs::write(n.config_dir.join("ipfailover.toml"), toml)?;
@@ -645,7 +646,14 @@ fn mass(profile: &str, count: usize, victim_leads: bool) -> Result<(f64, f64)> {
         bail!("not every address of the dead node answered within {LIMIT:?}");
     };
     if let Some(dir) = std::env::var_os("FAILOVER_BENCH_LOGS") {
-        keep_logs(&bed, std::path::Path::new(&dir), &format!("{profile}-mass"))?;
+        keep_logs(
+            &bed,
+            std::path::Path::new(&dir),
+            &format!(
+                "{profile}-mass{}",
+                if victim_leads { "-leader" } else { "" }
+            ),
+        )?;
     }
     let configured = configured
         .join()

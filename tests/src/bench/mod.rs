@@ -108,6 +108,13 @@ impl Figure {
     }
 }
 
+/// The daemons' `[logging] level` in the benches' beds: `info`, or
+/// `BENCH_LOG_LEVEL` (a tracing filter such as
+/// `info,failoverd=debug,clusterd=debug`) for an investigation.
+pub(crate) fn log_level() -> String {
+    std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".to_string())
+}
+
 /// The `p`-th percentile (0..=100) of unsorted samples, nearest-rank.
 pub fn percentile(samples: &mut [f64], p: f64) -> f64 {
     if samples.is_empty() {

@@ -124,11 +124,12 @@ impl StartBed {
         public_lan(&c)?;
         let addrs: Vec<IpAddr> = (0..count).map(public).collect();
         let garp_interval = if profile == "fast" { 20 } else { 1000 };
+        let log_level = crate::bench::log_level();
         for n in &c.nodes {
             let toml = format!(
                 "[transport]\nrun_dir = \"{}\"\n\n[cluster]\nprofile = \"{profile}\"\n\n\
                  [failover]\ngarp_interval_ms = {garp_interval}\nrelease_timeout_ms = 3000\n\n\
-                 [logging]\nlevel = \"info\"\n",
+                 [logging]\nlevel = \"{log_level}\"\n",
                 n.run_dir.display()
             );
             std::fs::write(n.config_dir.join("ipfailover.toml"), toml)?;
