@@ -623,6 +623,28 @@ mod tests {
 
     use super::{LegacyLog, LEGACY_LOG_EVERY};
 
+    /// failoverd bounds what it does after a lost lease by the margin it
+    /// reads from the configuration (`ClusterConfig::margin_ms`): it must
+    /// be the margin this daemon's leader waits.
+    #[test]
+    fn the_configured_margin_is_the_timing_margin() {
+        for text in [
+            "",
+            "[cluster]\nprofile = \"fast\"\n",
+            "[cluster]\ndead_after_ms = 3000\n",
+            "[cluster]\nheartbeat_interval_ms = 200\ndead_after_ms = 700\n",
+        ] {
+            let (c, _) = config::parse(text, std::path::Path::new("ipfailover.toml"))
+                .expect("test configuration");
+            let c = &c.cluster;
+            let t = super::timing(
+                Duration::from_millis(c.heartbeat_interval_ms()),
+                Duration::from_millis(c.dead_after_ms()),
+            );
+            assert_eq!(t.margin, Duration::from_millis(c.margin_ms()), "{text:?}");
+        }
+    }
+
     #[test]
     fn a_legacy_peer_is_named_once_a_minute() {
         let mut log = LegacyLog::default();

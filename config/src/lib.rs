@@ -152,6 +152,17 @@ impl ClusterConfig {
             .map_or(self.profile_values().1, |v| *v.get_ref())
     }
 
+    /// The leader's lease margin in force, in milliseconds: the larger of
+    /// one heartbeat interval and a fifth of `dead_after_ms`. The leader
+    /// gives a node's addresses to another node no earlier than this after
+    /// that node's lease ended (clock-rate drift, scheduling). clusterd's
+    /// `daemon::timing` computes the same (a clusterd test checks that they
+    /// agree); failoverd reads it here to keep what it does after a lost
+    /// lease inside it.
+    pub fn margin_ms(&self) -> u64 {
+        self.heartbeat_interval_ms().max(self.dead_after_ms() / 5)
+    }
+
     fn profile_values(&self) -> (u64, u64) {
         match self.profile {
             Profile::Default => (100, 500),
@@ -537,6 +548,7 @@ mod tests {
         assert!(w.is_empty());
         assert_eq!(c.cluster.heartbeat_interval_ms(), 100);
         assert_eq!(c.cluster.dead_after_ms(), 500);
+        assert_eq!(c.cluster.margin_ms(), 100);
         assert_eq!(c.cluster.realtime_priority, 1);
         assert_eq!(c.transport.port, 4379);
         assert_eq!(c.failover.garp_count, 3);
@@ -553,6 +565,9 @@ mod tests {
         );
         let (c, _) = p("[cluster]\nprofile = \"fast\"\ndead_after_ms = 50\n").unwrap();
         assert_eq!(c.cluster.dead_after_ms(), 50);
+        assert_eq!(c.cluster.margin_ms(), 10);
+        let (c, _) = p("[cluster]\ndead_after_ms = 3000\n").unwrap();
+        assert_eq!(c.cluster.margin_ms(), 600);
     }
 
     #[test]

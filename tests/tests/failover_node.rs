@@ -908,6 +908,194 @@ fn drop_all_on_a_lost_lease_resets_the_clients_of_guarded_addresses_first() {
     );
 }
 
+/// What [`lease_lost_drop`] saw.
+struct LeaseLostDrop {
+    /// How each idle client's read ended (within 3 s), and when after the
+    /// drop started.
+    reads: Vec<(Result<usize, ErrorKind>, Duration)>,
+    /// How long `drop_all` took.
+    drop_took: Duration,
+}
+
+/// `clients` idle clients of one guarded address (192.0.2.170) hosted
+/// under a lease with the default profile's 100 ms margin; then the lease
+/// ends `ended_ago` before the drop (`None`: it is reported lost 60 s
+/// before its end) and the executor drops on the lost lease, as the lease
+/// watch does.
+fn lease_lost_drop(
+    tag: &str,
+    port: u16,
+    clients: usize,
+    ended_ago: Option<Duration>,
+) -> LeaseLostDrop {
+    use tokio::time::Instant;
+    let rig = Rig::new(tag, &["eth0"]);
+    let node = Arc::clone(&rig.node);
+    let client = Arc::clone(&rig.client);
+    let table = format!("ipft{}", std::process::id() % 100_000);
+    let out = rig
+        .node
+        .block_on(move || async move {
+            let config = ExecutorConfig {
+                hooks_dir: None,
+                garp_count: 1,
+                kernel_lease: true,
+                nft_table: table,
+                lease_margin: Duration::from_millis(100),
+                ..ExecutorConfig::default()
+            };
+            let (ex, _events) = Executor::start(config, None).await.unwrap();
+            let one = public("192.0.2.170/24", &["eth0"]);
+            ex.guard(&[one.addr]).await.unwrap();
+            ex.set_lease(Some(Instant::now() + Duration::from_secs(60)));
+            ex.take(&one).await.unwrap();
+            let n = Arc::clone(&node);
+            let listener = blocking(move || {
+                n.run(move || TcpListener::bind(("0.0.0.0", port)).unwrap())
+                    .unwrap()
+            })
+            .await;
+            let server = SocketAddr::new(one.addr, port);
+            let streams = blocking(move || {
+                client
+                    .run(move || {
+                        (0..clients)
+                            .map(|_| {
+                                TcpStream::connect_timeout(&server, Duration::from_secs(3)).unwrap()
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap()
+            })
+            .await;
+            let accepted = blocking(move || {
+                let a: Vec<TcpStream> =
+                    (0..clients).map(|_| listener.accept().unwrap().0).collect();
+                (listener, a)
+            })
+            .await;
+            // One reader thread per idle client, blocked in a read.
+            let readers: Vec<_> = streams
+                .into_iter()
+                .map(|mut stream| {
+                    std::thread::spawn(move || {
+                        stream
+                            .set_read_timeout(Some(Duration::from_secs(3)))
+                            .unwrap();
+                        let mut buf = [0u8; 8];
+                        let r = stream.read(&mut buf).map_err(|e| e.kind());
+                        (r, std::time::Instant::now())
+                    })
+                })
+                .collect();
+            // Let every reader block first.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Some(ago) = ended_ago {
+                let end = Instant::now().checked_sub(ago).unwrap();
+                ex.set_lease(Some(end));
+            }
+            ex.set_lease(None);
+            let start = Instant::now();
+            assert_eq!(ex.drop_all(DropMode::LeaseLost).await.unwrap(), 1);
+            let drop_took = start.elapsed();
+            let reads = blocking(move || {
+                readers
+                    .into_iter()
+                    .map(|r| {
+                        let (read, at) = r.join().unwrap();
+                        (read, at.saturating_duration_since(start.into_std()))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            drop(accepted);
+            ex.shutdown();
+            LeaseLostDrop { reads, drop_took }
+        })
+        .unwrap();
+    assert!(
+        !has_addr(&rig.node, "eth0", "192.0.2.170"),
+        "the address is still configured after the drop"
+    );
+    out
+}
+
+/// The deadline of a drop on a lost lease counts from the lease end, not
+/// from the drop: when the lease ended a second ago (the lease watch fired
+/// late, the process was stopped) the leader may already have given the
+/// address away (its margin is 100 ms here), so the drop removes the
+/// address first, even though the kernel lease guards it — and the reset
+/// of its idle client, sent after the removal, has no route and never
+/// arrives. (With the resets' deadline counted from the drop's start, the
+/// address stayed configured for the resets and the client was reset.)
+#[test]
+fn drop_all_on_a_lost_lease_past_its_deadline_removes_first() {
+    let o = lease_lost_drop("fn13", 7013, 1, Some(Duration::from_secs(1)));
+    eprintln!(
+        "late drop on a lost lease: {:?}, took {:?}",
+        o.reads, o.drop_took
+    );
+    assert!(
+        matches!(
+            o.reads[0].0,
+            Err(ErrorKind::WouldBlock | ErrorKind::TimedOut)
+        ),
+        "the idle client saw {:?}: a drop past its deadline must remove the address before \
+         it resets anything (the reset then cannot leave)",
+        o.reads[0]
+    );
+}
+
+/// How long the resets before removal take, for 1 and 100 idle clients of
+/// a guarded address (printed: the resets of a drop on a lost lease must
+/// end a quarter of the leader's margin after the lease end, 25 ms in the
+/// default profile and 2.5 ms in the fast one). Two cases each: the lease
+/// was reported lost 60 s before its end (the elements may be live, so
+/// they are revoked first — an nftables transaction — and the budget is
+/// the 200 ms cap: every client must be reset, by this node, before the
+/// removal), and the lease ended just now (the elements have run out: no
+/// revoke; 25 ms; printed, since a loaded machine may need more).
+#[test]
+fn drop_all_on_a_lost_lease_resets_1_and_100_clients() {
+    let cases = [
+        ("fn14", 1, None),
+        ("fn15", 100, None),
+        ("fn16", 1, Some(Duration::ZERO)),
+        ("fn17", 100, Some(Duration::ZERO)),
+    ];
+    for (tag, n, ended_ago) in cases {
+        let o = lease_lost_drop(tag, 7014, n, ended_ago);
+        let mut at: Vec<Duration> = o
+            .reads
+            .iter()
+            .filter(|(r, _)| *r == Err(ErrorKind::ConnectionReset))
+            .map(|(_, t)| *t)
+            .collect();
+        at.sort();
+        let reset = at.len();
+        let case = match ended_ago {
+            None => "lost 60 s before its end (revoke, then resets)",
+            Some(_) => "ended just now (resets only)",
+        };
+        eprintln!(
+            "lease-lost drop, {n} idle clients, lease {case}: {reset} reset, first {:?}, \
+             median {:?}, last {:?} after the drop started; drop_all took {:?}",
+            at.first(),
+            at.get(at.len() / 2),
+            at.last(),
+            o.drop_took
+        );
+        if ended_ago.is_none() {
+            assert_eq!(
+                reset,
+                n,
+                "not every idle client was reset: {:?}",
+                &o.reads[..o.reads.len().min(5)]
+            );
+        }
+    }
+}
+
 /// Hole 6 in the executor: a removal by interface name fails once the
 /// interface has been renamed (down, rename, up: its addresses stay on it).
 /// A release and `drop_all` report the failure — counted as done, the

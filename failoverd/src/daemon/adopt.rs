@@ -76,7 +76,7 @@ pub(super) async fn adopt(ctx: &Ctx, lease_since_ns: Option<u64>) {
         }
     }
     if lease_since_ns.is_none() {
-        super::drop_all(ctx).await;
+        super::drop_all(ctx, true).await;
     }
     write_record(ctx);
 }

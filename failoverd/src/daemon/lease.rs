@@ -8,8 +8,10 @@
 //! closes the executor's gate and removes every public address
 //! ([`Executor::drop_all`] with [`DropMode::LeaseLost`], which does not
 //! wait for the executor's operation lock: removal first, or, for the
-//! addresses the kernel lease guards, a bounded reset of their local
-//! connections first). Nothing the loop waits for — adoption's
+//! addresses the kernel lease guards, a reset of their local connections
+//! first that ends by a quarter of the leader's margin after the lease end — the
+//! executor counts from the end its gate was given, so a watch that fires
+//! late leaves less, or nothing, and removes first). Nothing the loop waits for — adoption's
 //! releases, a hook, a request, the lock of a slow operation — can delay it
 //! (hole 1). The loop only ever moves the end later (a renewal) or clears
 //! it (lease lost, which the loop then acts on itself too). The kernel's

@@ -381,7 +381,7 @@ pub async fn run(
     if let Some(t) = record_task {
         t.abort();
     }
-    drop_all(&ctx).await;
+    drop_all(&ctx, false).await;
     exec.shutdown();
     tracing::info!(pnn, "failoverd stopped");
     result
@@ -402,7 +402,7 @@ async fn on_node_action(
             if !ctx.exec.hosted().is_empty() {
                 tracing::error!("the lease is not valid: dropping every public address");
             }
-            drop_all(ctx).await;
+            drop_all(ctx, true).await;
         }
         NodeAction::RequestRun { leader: to, epoch } => {
             tracing::info!(leader = to, "asking the leader for a takeover run");
@@ -509,13 +509,18 @@ async fn lease_intake(
     }
 }
 
-/// Drops every public address: resets first while the lease is valid (an
-/// orderly stop); otherwise [`DropMode::LeaseLost`], which resets the
-/// clients of the addresses the kernel lease guards before removing them
-/// and removes any other address first (all of them with `kernel_lease =
-/// false`, where removal is the only bound).
-async fn drop_all(ctx: &Ctx) {
-    let mode = if ctx.lease_valid() {
+/// Drops every public address. On a lost lease (`lost`, the core's
+/// `DropAll`) with [`DropMode::LeaseLost`]: the clients of the addresses
+/// the kernel lease guards are reset before their removal, any other
+/// address is removed first (all of them with `kernel_lease = false`,
+/// where removal is the only bound), and the resets end inside the
+/// leader's margin after the end of the lease that was lost — remembered
+/// by the executor's gate, so a late drop (a busy loop, a renewal that
+/// came after the end) removes first. On shutdown the same unless the
+/// lease is still valid: then resets first (an orderly stop), within the
+/// same margin after its end.
+async fn drop_all(ctx: &Ctx, lost: bool) {
+    let mode = if !lost && ctx.lease_valid() {
         DropMode::ResetFirst
     } else {
         DropMode::LeaseLost

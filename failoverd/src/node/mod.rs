@@ -38,9 +38,10 @@
 //! for the operation lock, so neither a take waiting on hooks nor a release
 //! resetting connections can delay it. When the lease is lost
 //! ([`DropMode::LeaseLost`]) the local connections of the addresses the
-//! kernel lease guards are reset (bounded) before they are removed — the
-//! guard already keeps the node from serving them, and lets the resets
-//! out — and those of any other address afterwards.
+//! kernel lease guards are reset before they are removed — the guard
+//! already keeps the node from serving them, and lets the resets out — by
+//! a deadline inside the leader's margin after the lease end, and those of
+//! any other address afterwards.
 
 mod hooks;
 mod ops;
@@ -95,6 +96,13 @@ pub struct ExecutorConfig {
     /// the peers' fences to end, `lease + margin` after the break, so
     /// later news is either the old lease, late, or a new one.
     pub lapse_grace: Duration,
+    /// clusterd's lease margin (`ClusterConfig::margin_ms`): the leader
+    /// gives this node's addresses to another node no earlier than this
+    /// after this node's lease ended. A drop on a lost lease
+    /// ([`DropMode::LeaseLost`]) resets connections before removing only
+    /// until a quarter of it has passed since the lease end, so the removal
+    /// is done well inside it (see [`DropMode::LeaseLost`]).
+    pub lease_margin: Duration,
 }
 
 impl ExecutorConfig {
@@ -115,10 +123,9 @@ impl ExecutorConfig {
             kernel_lease: f.kernel_lease,
             lapse_grace: {
                 let c = &loaded.config.cluster;
-                let dead_after = c.dead_after_ms();
-                let margin = c.heartbeat_interval_ms().max(dead_after / 5);
-                Duration::from_millis((dead_after + margin) / 2)
+                Duration::from_millis((c.dead_after_ms() + c.margin_ms()) / 2)
             },
+            lease_margin: Duration::from_millis(loaded.config.cluster.margin_ms()),
         }
     }
 }
@@ -138,6 +145,8 @@ impl Default for ExecutorConfig {
             killtcp_timeout: Duration::from_millis(1_000),
             kernel_lease: false,
             lapse_grace: Duration::from_millis(20),
+            // The default profile's.
+            lease_margin: Duration::from_millis(100),
         }
     }
 }
@@ -249,20 +258,37 @@ pub enum DropMode {
     /// (their resets do not leave). The lease ended and removal is the only
     /// bound: without the kernel lease.
     RemoveFirst,
-    /// Reset local connections first (at most 200 ms), then remove (an
-    /// orderly stop while the lease is still valid).
+    /// Reset local connections first, then remove (an orderly stop while
+    /// the lease is still valid): at most 200 ms, and no later than half
+    /// a quarter of the leader's margin after the lease end (as for
+    /// [`DropMode::LeaseLost`]).
     ResetFirst,
     /// The lease ended or was lost. Addresses the kernel lease guards
     /// ([`ExecutorConfig::kernel_lease`], [`Executor::guard`]) have their
-    /// lease elements revoked, then their local connections reset (at
-    /// most 200 ms; the resets leave through the guard's exception for TCP
-    /// resets), then are removed; any other address is removed first, as
-    /// with [`DropMode::RemoveFirst`] (without the kernel lease: all of
-    /// them). Safe because with the kernel lease the guard, not the
-    /// removal, is what stops the node serving: a guarded address without
-    /// a live element takes no packet in and sends nothing but TCP resets,
-    /// and an element runs out at the lease end at the latest, before the
-    /// leader may give the address away (see `Inner::stop_serving`).
+    /// lease elements revoked, then their local connections reset (the
+    /// resets leave through the guard's exception for TCP resets), then
+    /// are removed; any other address is removed first, as with
+    /// [`DropMode::RemoveFirst`] (without the kernel lease: all of them).
+    ///
+    /// The address stays *configured* during the resets, though not
+    /// served, and the rule is that no address is ever configured on two
+    /// nodes at once: the leader may give it away
+    /// [`ExecutorConfig::lease_margin`] after the lease end (at least half
+    /// of it in real time, with clock-rate drift and delays). So the
+    /// revoke and the resets must be done by a quarter of that margin
+    /// after the end of the lease the addresses were held under — the
+    /// gate's last end, or an earlier one that ended since the last drop,
+    /// not when the drop started (the lease watch may fire late) — and at
+    /// most 200 ms after the drop started; what is not done by then is
+    /// abandoned and the addresses removed at once. When that deadline has
+    /// passed (or less than a millisecond is left, or no lease end is
+    /// known) every address is removed first. The default profile's
+    /// 100 ms margin leaves 25 ms, the fast profile's 10 ms leaves 2.5 ms.
+    ///
+    /// Not serving is what the kernel lease gives: a guarded address
+    /// without a live element takes no packet in, sends nothing but TCP
+    /// resets and answers no ARP/NS, and an element runs out at the lease
+    /// end at the latest (see `Inner::stop_serving`).
     LeaseLost,
 }
 
@@ -513,12 +539,15 @@ impl Executor {
     /// removed first and local sockets are destroyed afterwards (their
     /// resets cannot leave). With [`DropMode::ResetFirst`] (orderly
     /// shutdown with a valid lease) local connections are reset first
-    /// (bounded by 200 ms) so that clients see a reset. With
-    /// [`DropMode::LeaseLost`] (lease lost: the leader may give the
-    /// addresses away a margin after the lease ended) the addresses the
-    /// kernel lease guards stop being served at once (their elements are
-    /// revoked) and have their local connections reset before they are
-    /// removed (bounded by 200 ms), the others are removed first. Then the
+    /// so that clients see a reset. With [`DropMode::LeaseLost`] (lease
+    /// lost: the leader may give the addresses away a margin after the
+    /// lease ended) the addresses the kernel lease guards stop being
+    /// served at once (their elements are revoked) and have their local
+    /// connections reset before they are removed, the others are removed
+    /// first. Resets before a removal end by a quarter of the leader's
+    /// margin ([`ExecutorConfig::lease_margin`]) after the end of the lease the
+    /// addresses were held under, and 200 ms after the start at most; when
+    /// that has passed the addresses are removed first. Then the
     /// nftables sets are cleared and the `releaseip` hooks run (no killtcp
     /// of conntrackd's other clients: it could take seconds). Returns the
     /// number of addresses released.

@@ -91,6 +91,13 @@ struct State {
     /// [`DropMode::LeaseLost`]): for any other address the removal is the
     /// only thing that stops this node serving it.
     guarded: HashSet<IpAddr>,
+    /// The end of the earliest lease that ended (the gate closed on it, or
+    /// news came only after it ran out) and whose addresses no `drop_all`
+    /// has removed yet: the addresses a drop removes may have been held
+    /// under it, so the drop counts its deadline from it, not from when
+    /// the drop started (the lease watch or the loop may act late; the
+    /// leader counts from the end). See [`drop_reset_by`].
+    ended: Option<tokio::time::Instant>,
     /// The lease (epoch) in which each address got its kernel lease
     /// element (a take, or an adoption). The keeper renews only addresses
     /// of the current epoch: an address held across a lapse — frozen over
@@ -245,6 +252,42 @@ struct Keeper {
 /// lost lease, the revoke of their kernel lease elements) before it removes
 /// the addresses (the safety rule comes first).
 const DROP_RESET_LIMIT: Duration = Duration::from_millis(200);
+/// `drop_all` resets before it removes only if at least this much is left
+/// before its deadline: less is not enough for the revoke of the kernel
+/// lease elements (one nftables transaction) and one socket's reset, and
+/// the addresses are then removed first.
+const MIN_RESET_BUDGET: Duration = Duration::from_millis(1);
+
+/// Until when `drop_all` may reset local connections before it removes the
+/// addresses, given the end of the lease they were held under as this
+/// executor knows it (`ended`: `None` when it was never given one), the
+/// leader's `margin` and the drop's start `now`; `None` means remove
+/// first.
+///
+/// The leader gives the addresses away `margin` after the lease end on its
+/// own clock; what clusterd guarantees (and its cluster simulator checks,
+/// clusterd/tests/cluster_sim.rs, with clock-rate drift and message delays)
+/// is that at least half the margin has passed in real time since the end
+/// this node was told. The resets get half of that: they end by
+/// `ended + margin / 4`, and never more than [`DROP_RESET_LIMIT`] after
+/// `now` (a lease reported lost before its end, an orderly stop). The last
+/// quarter is for the removal itself (one pipelined rtnetlink request per
+/// interface, under a millisecond for 100 addresses) and scheduling. The
+/// end is on this host's `CLOCK_MONOTONIC` (the clock of clusterd's LEASE
+/// events; tokio's `Instant` reads the same clock), so the deadline needs
+/// no conversion between clocks. When it has passed or less than
+/// [`MIN_RESET_BUDGET`] is left (a lease watch that fired late; the fast
+/// profile's 10 ms margin leaves 2.5 ms in all), the addresses are removed
+/// first. Without a known end: the limit.
+fn drop_reset_by(
+    ended: Option<tokio::time::Instant>,
+    margin: Duration,
+    now: tokio::time::Instant,
+) -> Option<tokio::time::Instant> {
+    let limit = now + DROP_RESET_LIMIT;
+    let by = ended.map_or(limit, |e| (e + margin / 4).min(limit));
+    (by >= now + MIN_RESET_BUDGET).then_some(by)
+}
 /// Every link of the namespace. (There was a retry after 250 ms here, for
 /// dumps "stalled on the shared rtnetlink handle"; the stall was the
 /// runtime's threads blocked in `close()` of per-announcement packet
@@ -388,6 +431,9 @@ impl Inner {
             };
             if lapsed {
                 st.lease_epoch += 1;
+                if let Permit::Until(old) = st.permit {
+                    st.ended = Some(st.ended.map_or(old, |e| e.min(old)));
+                }
             }
             st.permit = until.map_or(Permit::Closed, Permit::Until);
         }
@@ -1377,11 +1423,18 @@ impl Inner {
 
     /// For [`DropMode::LeaseLost`]: the members of `targets` whose serving
     /// the kernel lease bounds — those in its guard sets — with their lease
-    /// elements revoked now, so that from here on the guard stops this
-    /// node serving them (no packet in, nothing out but TCP resets, no
-    /// ARP/NA) and their local sockets can be reset before they are
-    /// removed: the resets leave through the guard's reset exception while
-    /// the kernel still has a route from the address.
+    /// elements revoked now if `revoke` (the lease was reported lost
+    /// before its end, so they may still be live), so that from here on
+    /// the guard stops this node serving them (no packet in, nothing out
+    /// but TCP resets, no ARP/NA) and their local sockets can be reset
+    /// before they are removed: the resets leave through the guard's reset
+    /// exception while the kernel still has a route from the address.
+    /// After the lease end the elements have run out already (their
+    /// timeouts, and the wall-clock cap, end there): no revoke then — one
+    /// nftables transaction that deletes elements takes 11–12 ms here,
+    /// half the budget of the resets in the default profile and far more
+    /// than the fast profile's (the keeper revokes them anyway once the
+    /// gate is closed, in the background).
     ///
     /// Why this is safe only with the kernel lease: without it, removal is
     /// the only thing that stops the node serving, and must not wait for
@@ -1397,12 +1450,13 @@ impl Inner {
     /// address without the kernel lease) is left out: the caller removes
     /// it first.
     /// When the revoke fails or is not done by `by` (the deadline of the
-    /// resets), nothing is returned and everything is removed first, as
-    /// without the kernel lease.
+    /// resets, see [`drop_reset_by`]), nothing is returned and
+    /// everything is removed first, as without the kernel lease.
     async fn stop_serving(
         &self,
         targets: &[(IpAddr, String, u8)],
         by: tokio::time::Instant,
+        revoke: bool,
     ) -> Vec<(IpAddr, String, u8)> {
         let Some(lease) = &self.lease else {
             return Vec::new();
@@ -1415,7 +1469,7 @@ impl Inner {
                 .cloned()
                 .collect()
         };
-        if covered.is_empty() {
+        if covered.is_empty() || !revoke {
             return covered;
         }
         let ips: Vec<IpAddr> = covered.iter().map(|(a, _, _)| *a).collect();
@@ -1436,8 +1490,22 @@ impl Inner {
     pub(super) async fn drop_all(self: &Arc<Self>, mode: DropMode) -> Result<usize, NodeError> {
         // Close the gate and see everything configured, in one critical
         // section with every add's "record as hosted" (see take_locked).
-        let snapshot = |inner: &Inner| {
+        // The first time, also the end of the lease the addresses were
+        // held under (see `State::ended`): the gate's if it was open, or an
+        // earlier one that ended since the last drop. It stays recorded
+        // until this drop has removed them, so that a drop that starts
+        // meanwhile (the lease watch's and the loop's come together) keeps
+        // the same deadline instead of removing first under the resets.
+        let snapshot = |inner: &Inner, first: bool| {
             let mut st = inner.lock();
+            let ended = if first {
+                if let Permit::Until(t) = st.permit {
+                    st.ended = Some(st.ended.map_or(t, |e| e.min(t)));
+                }
+                st.ended
+            } else {
+                None
+            };
             st.permit = Permit::Closed;
             st.lease_epoch += 1;
             inner.lease_wake.notify_one();
@@ -1447,19 +1515,38 @@ impl Inner {
                 .map(|h| (h.public.addr, h.iface.clone(), h.public.prefix))
                 .collect();
             t.extend(st.releasing.iter().map(|(a, (i, l))| (*a, i.clone(), *l)));
-            t
+            (t, ended)
         };
-        let first = snapshot(self);
+        let (first, ended) = snapshot(self, true);
         // Which addresses get their local sockets reset before they are
         // removed: all of them on an orderly stop, none when removal is
         // the bound, the kernel lease's when that is the bound. Whatever is
-        // done before their removal is done by `reset_by`.
-        let reset_by = tokio::time::Instant::now() + DROP_RESET_LIMIT;
-        let reset_first: Vec<(IpAddr, String, u8)> = match mode {
-            DropMode::ResetFirst => first.clone(),
-            DropMode::RemoveFirst => Vec::new(),
-            DropMode::LeaseLost => self.stop_serving(&first, reset_by).await,
+        // done before their removal is done by `reset_by`, inside the
+        // leader's margin after the lease end (see `drop_reset_by`): on a
+        // lost lease, without a known end, removal comes first.
+        let started = tokio::time::Instant::now();
+        let reset_by = match (mode, ended) {
+            (DropMode::RemoveFirst, _) | (DropMode::LeaseLost, None) => None,
+            (DropMode::ResetFirst | DropMode::LeaseLost, _) => {
+                drop_reset_by(ended, self.config.lease_margin, started)
+            }
         };
+        if reset_by.is_none() && mode != DropMode::RemoveFirst && !first.is_empty() {
+            tracing::info!(
+                ?mode,
+                late_ms = ended.map(|e| started.saturating_duration_since(e).as_secs_f64() * 1e3),
+                "too late to reset connections before removing the addresses: removing first"
+            );
+        }
+        let reset_first: Vec<(IpAddr, String, u8)> = match (mode, reset_by) {
+            (DropMode::ResetFirst, Some(_)) => first.clone(),
+            (DropMode::LeaseLost, Some(by)) => {
+                let live = ended.is_some_and(|e| e > started);
+                self.stop_serving(&first, by, live).await
+            }
+            (DropMode::RemoveFirst, _) | (_, None) => Vec::new(),
+        };
+        let revoked = started.elapsed();
         // Remove without waiting for the operation lock: a take waiting for
         // its hooks or a release resetting connections must not delay it.
         // First what nothing but the removal stops serving, then, after
@@ -1475,22 +1562,36 @@ impl Inner {
             .into_iter()
             .map(|(_, e)| e)
             .collect();
-        if !reset_first.is_empty() {
+        if let (false, Some(by)) = (reset_first.is_empty(), reset_by) {
+            let t = tokio::time::Instant::now();
             let reset = self.reset_connections(&reset_first, false);
-            if tokio::time::timeout_at(reset_by, reset).await.is_err() {
+            if tokio::time::timeout_at(by, reset).await.is_err() {
                 tracing::warn!("resetting connections took too long: removing the addresses now");
             }
+            let (reset, t) = (t.elapsed(), tokio::time::Instant::now());
             errors.extend(
                 self.remove_from_kernel(&reset_first)
                     .await
                     .into_iter()
                     .map(|(_, e)| e),
             );
+            tracing::debug!(
+                ?mode,
+                addresses = reset_first.len(),
+                revoke_ms = revoked.as_secs_f64() * 1e3,
+                reset_ms = reset.as_secs_f64() * 1e3,
+                remove_ms = t.elapsed().as_secs_f64() * 1e3,
+                left_ms = by
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .as_secs_f64()
+                    * 1e3,
+                "drop: reset before removal"
+            );
         }
         // Then, in turn with the other operations: forget them, clear the
         // sets, reset what is left of their local connections, run hooks.
         let op = self.op.lock().await;
-        let second = snapshot(self);
+        let (second, _) = snapshot(self, false);
         let late: Vec<(IpAddr, String, u8)> = second
             .iter()
             .filter(|t| !first.contains(t))
@@ -1503,6 +1604,13 @@ impl Inner {
                     .into_iter()
                     .map(|(_, e)| e),
             );
+        }
+        {
+            // Removed: the next drop counts from a later end, if any.
+            let mut st = self.lock();
+            if st.ended == ended {
+                st.ended = None;
+            }
         }
         let mut all = first;
         all.extend(late);
@@ -1518,7 +1626,7 @@ impl Inner {
         }
         self.publish();
         let ips: Vec<IpAddr> = all.iter().map(|(a, _, _)| *a).collect();
-        if mode != DropMode::ResetFirst {
+        if mode != DropMode::ResetFirst || reset_by.is_none() {
             // Sockets that outlive their address — of what was removed
             // first, or accepted after the resets — are freed (their resets
             // cannot leave any more: the kernel has no route from the
@@ -1951,6 +2059,44 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("test address")
+    }
+
+    /// The resets before a removal end inside the leader's margin, counted
+    /// from the lease end, not from the drop: a quarter of it, capped by
+    /// the limit when the lease was reported lost before its end; past
+    /// that, or with less than the minimum left, removal comes first.
+    #[test]
+    fn drop_resets_end_a_quarter_margin_after_the_lease_end() {
+        let ms = Duration::from_millis;
+        let us = Duration::from_micros;
+        let now = tokio::time::Instant::now();
+        let (default, fast) = (ms(100), ms(10));
+        // Ended just now: a quarter of the margin.
+        assert_eq!(drop_reset_by(Some(now), default, now), Some(now + ms(25)));
+        assert_eq!(drop_reset_by(Some(now), fast, now), Some(now + us(2_500)));
+        // The watch fired 10 ms late: 15 ms are left, not 25.
+        assert_eq!(
+            drop_reset_by(Some(now - ms(10)), default, now),
+            Some(now + ms(15))
+        );
+        // Past the deadline, or too little left: remove first.
+        assert_eq!(drop_reset_by(Some(now - ms(1_000)), default, now), None);
+        assert_eq!(drop_reset_by(Some(now - ms(25)), default, now), None);
+        assert_eq!(drop_reset_by(Some(now - us(24_500)), default, now), None);
+        assert_eq!(drop_reset_by(Some(now - ms(2)), fast, now), None);
+        assert_eq!(
+            drop_reset_by(Some(now - ms(1)), fast, now),
+            Some(now + us(1_500))
+        );
+        // Lost before its end (or an orderly stop): the limit.
+        assert_eq!(
+            drop_reset_by(Some(now + ms(60_000)), default, now),
+            Some(now + DROP_RESET_LIMIT)
+        );
+        assert_eq!(
+            drop_reset_by(None, default, now),
+            Some(now + DROP_RESET_LIMIT)
+        );
     }
 
     /// Every address leased in an earlier lease is ended with the renewal
