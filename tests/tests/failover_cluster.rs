@@ -1311,7 +1311,12 @@ fn lease_loss(tag: &str, kernel_lease: bool, extra_toml: &str) -> LeaseLoss {
     );
     let dropped_after = t0.elapsed();
     if let Err(e) = gone {
-        panic!("{e}\n{}", bed.logs());
+        let (violations, samples, _) = sampler.stop();
+        panic!(
+            "{e}\nsampler: {samples} samples, on two nodes: {:?}\n{}",
+            &violations[..violations.len().min(10)],
+            bed.logs()
+        );
     }
     let read = rx.recv_timeout(RESET_WAIT).ok().map(|(r, at)| (r, at - t0));
     // The survivors take the shared addresses (never 210: nobody else
@@ -1321,7 +1326,13 @@ fn lease_loss(tag: &str, kernel_lease: bool, extra_toml: &str) -> LeaseLoss {
         theirs.iter().all(|a| p[a] != VICTIM).then_some(())
     });
     if let Err(e) = moved {
-        panic!("{e}\n{}", bed.logs());
+        // A liveness failure (a loaded machine); say whether the rule held.
+        let (violations, samples, _) = sampler.stop();
+        panic!(
+            "{e}\nsampler: {samples} samples, on two nodes: {:?}\n{}",
+            &violations[..violations.len().min(10)],
+            bed.logs()
+        );
     }
     // Unblocks the reader if it is still waiting (it reports nothing more).
     let _ = stream.shutdown(std::net::Shutdown::Both);
@@ -1345,7 +1356,18 @@ fn drop_log(o: &LeaseLoss) -> Vec<String> {
     let log =
         std::fs::read_to_string(o.bed.c.scratch.join("node1-failoverd.log")).unwrap_or_default();
     log.lines()
-        .filter(|l| l.contains("drop: reset before removal") || l.contains("removing first"))
+        .filter(|l| {
+            [
+                "drop: reset before removal",
+                "removing first",
+                "took too long",
+                "reset local connections",
+                "lease ended without renewal",
+                "lease is not valid",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -1373,28 +1395,40 @@ fn assert_safe(o: LeaseLoss) {
 /// resets its own idle client before it removes the address: the client
 /// sees ECONNRESET, which only the cut-off node can have sent. (Before,
 /// failoverd removed the address first and destroyed the socket after;
-/// the reset then had no route and the client hung.)
+/// the reset then had no route and the client hung.) The resets must end a
+/// quarter of the margin (25 ms) after the lease end; when they do not (a
+/// loaded machine: these daemons run at normal priority), failoverd
+/// removes the address at once and says so, and the client is not reset —
+/// allowed, and printed, only with that message in its log. Either way
+/// the rule is checked first: no address configured on two nodes (the
+/// sampler), no two MACs answering one (the prober).
 #[test]
 fn failover_cluster_a_node_that_loses_its_lease_resets_its_own_clients() {
     require_root();
     let o = lease_loss("focl", true, "");
+    let log = drop_log(&o);
     eprintln!(
         "lease lost: addresses removed {:?} after the cut, idle client's read: {:?}\n{}",
         o.dropped_after,
         o.read,
-        drop_log(&o).join("\n")
+        log.join("\n")
     );
     let reset = matches!(o.read, Some((Err(ErrorKind::ConnectionReset), _)));
-    if !reset {
-        panic!(
-            "the idle client of {} (only the cut-off node lists it) was not reset within {RESET_WAIT:?} \
-             of the drop: {:?}\n{}",
-            public(ONLY_VICTIM),
-            o.read,
-            o.bed.logs()
-        );
-    }
+    let out_of_time = log
+        .iter()
+        .any(|l| l.contains("took too long") || l.contains("removing first"));
+    let read = o.read;
+    let logs = o.bed.logs();
     assert_safe(o);
+    if !reset && out_of_time {
+        eprintln!("not reset: the resets ran out of their budget and the address went first");
+    }
+    assert!(
+        reset || out_of_time,
+        "the idle client of {} (only the cut-off node lists it) was not reset within \
+         {RESET_WAIT:?} of the drop, and failoverd did not run out of time: {read:?}\n{logs}",
+        public(ONLY_VICTIM),
+    );
 }
 
 /// The same cut with `kernel_lease = false`: removal is then the only
@@ -1420,11 +1454,16 @@ fn failover_cluster_without_the_kernel_lease_a_node_that_loses_its_lease_removes
 }
 
 /// The same cut in the fast profile (10 ms heartbeats, 30 ms lease, 10 ms
-/// margin): the resets may use only 2.5 ms after the lease end, so whether
-/// the idle client is reset depends on how late the lease watch fired
-/// (printed, not asserted); what must hold is the rule — the sampler sees
-/// no address configured on two nodes, the prober no two MACs.
+/// margin): the resets could use only 2.5 ms after the lease end, less
+/// than the 3 ms minimum, so the node removes first and the idle client is
+/// not reset by it (printed, not asserted); what must hold is the rule — the sampler sees
+/// no address configured on two nodes, the prober no two MACs. Ignored by
+/// default, like every fast-profile test with real processes but chaos's
+/// (which does not assert liveness): in a debug build on a busy machine the
+/// survivors' 30 ms leases flap and the placement this test waits for may
+/// not come (a liveness failure, reported with the sampler's findings).
 #[test]
+#[ignore = "fast profile: needs a machine that schedules 10 ms heartbeats; run explicitly"]
 fn failover_cluster_fast_profile_a_node_that_loses_its_lease_keeps_the_rule() {
     require_root();
     let o = lease_loss("focf", true, "[cluster]\nprofile = \"fast\"\n\n");

@@ -9,10 +9,11 @@
 //! ([`Executor::drop_all`] with [`DropMode::LeaseLost`], which does not
 //! wait for the executor's operation lock: removal first, or, for the
 //! addresses the kernel lease guards, a reset of their local connections
-//! first that ends by a quarter of the leader's margin after the lease end — the
-//! executor counts from the end its gate was given, so a watch that fires
-//! late leaves less, or nothing, and removes first). Nothing the loop waits for — adoption's
-//! releases, a hook, a request, the lock of a slow operation — can delay it
+//! first that ends by a quarter of the leader's margin after the lease
+//! end — the executor counts from the end its gate was given, so a watch
+//! that fires late has less time, or none, and removes first). Nothing the
+//! loop waits for — adoption's releases, a hook, a request, the lock of a
+//! slow operation — can delay it
 //! (hole 1). The loop only ever moves the end later (a renewal) or clears
 //! it (lease lost, which the loop then acts on itself too). The kernel's
 //! lease elements are the last line: they expire by themselves even when

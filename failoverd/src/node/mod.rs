@@ -281,9 +281,10 @@ pub enum DropMode {
     /// not when the drop started (the lease watch may fire late) — and at
     /// most 200 ms after the drop started; what is not done by then is
     /// abandoned and the addresses removed at once. When that deadline has
-    /// passed (or less than a millisecond is left, or no lease end is
-    /// known) every address is removed first. The default profile's
-    /// 100 ms margin leaves 25 ms, the fast profile's 10 ms leaves 2.5 ms.
+    /// passed (or less than 3 ms is left, or no lease end is known) every
+    /// address is removed first. The default profile's 100 ms margin
+    /// leaves 25 ms; the fast profile's 10 ms leaves 2.5 ms, less than the
+    /// minimum, so there a lost lease always removes first.
     ///
     /// Not serving is what the kernel lease gives: a guarded address
     /// without a live element takes no packet in, sends nothing but TCP
@@ -547,7 +548,8 @@ impl Executor {
     /// first. Resets before a removal end by a quarter of the leader's
     /// margin ([`ExecutorConfig::lease_margin`]) after the end of the lease the
     /// addresses were held under, and 200 ms after the start at most; when
-    /// that has passed the addresses are removed first. Then the
+    /// that has passed (or less than 3 ms is left) the addresses are
+    /// removed first. Then the
     /// nftables sets are cleared and the `releaseip` hooks run (no killtcp
     /// of conntrackd's other clients: it could take seconds). Returns the
     /// number of addresses released.
