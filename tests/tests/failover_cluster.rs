@@ -1268,12 +1268,18 @@ fn lease_loss(tag: &str, kernel_lease: bool, extra_toml: &str) -> LeaseLoss {
     let stop = Arc::new(AtomicBool::new(false));
     bed.c.listen_everywhere(PORT, &stop).unwrap();
     let server = SocketAddr::new(public(ONLY_VICTIM), PORT);
-    let stream = bed
-        .c
-        .client
-        .run(move || TcpStream::connect_timeout(&server, Duration::from_secs(5)))
-        .unwrap()
-        .unwrap();
+    // Retried: on a loaded machine the victim's lease may flap right after
+    // the placement, and 210 is briefly gone ("no route to host").
+    let stream = match wait_for("a connection to 210", LIMIT, POLL, || {
+        bed.c
+            .client
+            .run(move || TcpStream::connect_timeout(&server, Duration::from_secs(2)))
+            .ok()?
+            .ok()
+    }) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}\n{}", bed.logs()),
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     let mut reading = stream.try_clone().unwrap();
     std::thread::spawn(move || {
