@@ -560,6 +560,12 @@ fn on_node_event(
             request_run(ctx, leader, node_out, out);
         }
         NodeEvent::HookFailed(f) => tracing::warn!(failure = ?f, "event hook failed"),
+        NodeEvent::Leftover { addr } => {
+            // Reported to the leader as configured here and removed again
+            // until it works, like any other leftover (hole 6).
+            tracing::warn!(%addr, "a copy no plan accounts for is configured: tracked as a leftover");
+            ctx.lock().node.leftover(lease::now(), addr);
+        }
         NodeEvent::HostedChanged(_) => {
             adopt::write_record(ctx);
             tracing::debug!(event = ?ev, "node event");
