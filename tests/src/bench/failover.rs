@@ -116,6 +116,7 @@ impl Bed {
             (1000, 200)
         };
         let log_level = crate::bench::log_level();
+        let cluster_extra = crate::bench::cluster_extra();
         for (i, n) in c.nodes.iter().enumerate() {
             let lead = if non_leaders.contains(&i) {
                 "leader_capability = false\n"
@@ -123,7 +124,7 @@ impl Bed {
                 ""
             };
             let toml = format!(
-                "[transport]\nrun_dir = \"{}\"\n\n[cluster]\nprofile = \"{profile}\"\n{lead}\n\
+                "[transport]\nrun_dir = \"{}\"\n\n[cluster]\nprofile = \"{profile}\"\n{lead}{cluster_extra}\n\
                  [failover]\ngarp_interval_ms = {garp_interval}\nrelease_timeout_ms = 3000\n\n\
                  [conntrack]\nscan_interval_ms = {scan}\n\n[logging]\nlevel = \"{log_level}\"\n\n{extra_toml}",
                 n.run_dir.display()
