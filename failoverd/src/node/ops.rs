@@ -91,6 +91,24 @@ struct State {
     /// its lease end, say, while the leader gave it away — must never be
     /// re-leased by the next lease's news before it is dropped.
     leased_in: HashMap<IpAddr, u64>,
+    /// `drop_all` calls under way: while any runs, the gate stays shut
+    /// whatever lease news come (see [`permitted`]). Otherwise a lease
+    /// that came back during a drop reopened it, and the heal (which runs
+    /// on the drop's own address removals) restored every hosted address
+    /// before the drop forgot them: configured, no longer hosted, known to
+    /// no plan (seen with 256 addresses: all of them, for 100 ms).
+    dropping: u32,
+}
+
+/// Counts a `drop_all` in [`State::dropping`] for as long as it lives
+/// (dropped at its end, or when its future is dropped half way).
+struct Dropping<'a>(&'a Inner);
+
+impl Drop for Dropping<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.dropping = st.dropping.saturating_sub(1);
+    }
 }
 
 pub(super) struct Inner {
@@ -254,6 +272,9 @@ async fn addresses_of(nl: &Netlink) -> Result<Vec<(u32, IpPrefix)>, NodeError> {
 
 /// The lease gate is open now.
 fn permitted(st: &State) -> bool {
+    if st.dropping > 0 {
+        return false;
+    }
     match st.permit {
         Permit::Unlimited => true,
         Permit::Until(t) => tokio::time::Instant::now() < t,
@@ -410,6 +431,9 @@ impl Inner {
         // elements (see `renew_kernel_lease`); restored if this fails.
         let (end, epoch, before) = {
             let mut st = self.lock();
+            if st.dropping > 0 {
+                return Err(None);
+            }
             match st.permit {
                 Permit::Unlimited => return Ok(()),
                 Permit::Closed => return Err(None),
@@ -1368,6 +1392,10 @@ impl Inner {
     pub(super) async fn drop_all(self: &Arc<Self>, mode: DropMode) -> Result<usize, NodeError> {
         // Close the gate and see everything configured, in one critical
         // section with every add's "record as hosted" (see take_locked).
+        // The gate stays shut until this drop has forgotten what it
+        // removes, even if news of a lease reopen it meanwhile (`dropping`).
+        self.lock().dropping += 1;
+        let _dropping = Dropping(self);
         let snapshot = |inner: &Inner| {
             let mut st = inner.lock();
             st.permit = Permit::Closed;
