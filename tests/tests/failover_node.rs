@@ -712,6 +712,64 @@ fn lease_gate_and_drop_all_racing_takes_leave_nothing_configured() {
         .unwrap();
 }
 
+/// A lease that comes back while `drop_all` runs (news of the next lease
+/// right after a lapse, as under load) must not let the heal — which runs
+/// on the drop's own removals — restore the addresses the drop then
+/// forgets: they would stay configured, hosted by no plan (seen in the
+/// 256-address failover: every address restored, then forgotten).
+#[test]
+fn a_lease_back_during_drop_all_does_not_restore_what_it_drops() {
+    use tokio::time::Instant;
+
+    let rig = Rig::new("fn12", &["eth0"]);
+    rig.node
+        .block_on(move || async move {
+            let nl = netlink::link::Netlink::new().unwrap();
+            let plain = ExecutorConfig {
+                hooks_dir: None,
+                garp_count: 1,
+                ..ExecutorConfig::default()
+            };
+            let (ex, _events) = Executor::start(plain, None).await.unwrap();
+            let many: Vec<PublicAddress> = (0..64)
+                .map(|i| public(&format!("192.0.2.{}/24", 150 + i), &["eth0"]))
+                .collect();
+            for delay_us in [0u64, 200, 500, 1000, 2000] {
+                ex.set_lease(Some(Instant::now() + Duration::from_secs(60)));
+                let taken = ex.take_many(&many).await;
+                assert!(taken.iter().all(|(_, r)| r.is_ok()), "{taken:?}");
+                let dropper = ex.clone();
+                let drop_task =
+                    tokio::spawn(async move { dropper.drop_all(DropMode::RemoveFirst).await });
+                if delay_us == 0 {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(Duration::from_micros(delay_us)).await;
+                }
+                // The next lease's news, while the drop removes.
+                ex.set_lease(Some(Instant::now() + Duration::from_secs(60)));
+                let dropped = drop_task.await.unwrap().unwrap();
+                // Let any heal the removals started finish.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let left = kernel_publics(&nl).await;
+                let hosted = ex.hosted();
+                assert!(
+                    left.iter()
+                        .all(|a| hosted.iter().any(|h| h.public.addr == *a)),
+                    "delay {delay_us} us: drop_all removed {dropped}; configured but not \
+                     hosted: {:?}",
+                    left.iter()
+                        .filter(|a| !hosted.iter().any(|h| h.public.addr == **a))
+                        .collect::<Vec<_>>()
+                );
+                ex.drop_all(DropMode::RemoveFirst).await.unwrap();
+                assert!(kernel_publics(&nl).await.is_empty());
+            }
+            ex.shutdown();
+        })
+        .unwrap();
+}
+
 /// The executor's kernel lease: a taken address answers while the lease
 /// holds; when the lease runs out with nobody dropping the address (the
 /// daemon frozen, say), the kernel stops answering for it; and news of a

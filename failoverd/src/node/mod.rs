@@ -91,6 +91,12 @@ pub struct ExecutorConfig {
     /// the peers' fences to end, `lease + margin` after the break, so
     /// later news is either the old lease, late, or a new one.
     pub lapse_grace: Duration,
+    /// How long past the lease end the kernel lease's elements may live
+    /// (`netlink::lease::KernelLease::with_slack`; the cap still stops
+    /// guarded traffic at the end): half the leader's margin, at most a
+    /// tick. Without it elements end up to two ticks early, and guarded
+    /// addresses go silent between renewals that come a little late.
+    pub lease_slack: Duration,
 }
 
 impl ExecutorConfig {
@@ -115,6 +121,11 @@ impl ExecutorConfig {
                 let margin = c.heartbeat_interval_ms().max(dead_after / 5);
                 Duration::from_millis((dead_after + margin) / 2)
             },
+            lease_slack: {
+                let c = &loaded.config.cluster;
+                let margin = c.heartbeat_interval_ms().max(c.dead_after_ms() / 5);
+                Duration::from_millis(margin / 2).min(netlink::lease::TICK)
+            },
         }
     }
 }
@@ -134,6 +145,7 @@ impl Default for ExecutorConfig {
             killtcp_timeout: Duration::from_millis(1_000),
             kernel_lease: false,
             lapse_grace: Duration::from_millis(20),
+            lease_slack: Duration::ZERO,
         }
     }
 }

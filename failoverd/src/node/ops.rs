@@ -91,6 +91,24 @@ struct State {
     /// its lease end, say, while the leader gave it away — must never be
     /// re-leased by the next lease's news before it is dropped.
     leased_in: HashMap<IpAddr, u64>,
+    /// `drop_all` calls under way: while any runs, the gate stays shut
+    /// whatever lease news come (see [`permitted`]). Otherwise a lease
+    /// that came back during a drop reopened it, and the heal (which runs
+    /// on the drop's own address removals) restored every hosted address
+    /// before the drop forgot them: configured, no longer hosted, known to
+    /// no plan (seen with 256 addresses: all of them, for 100 ms).
+    dropping: u32,
+}
+
+/// Counts a `drop_all` in [`State::dropping`] for as long as it lives
+/// (dropped at its end, or when its future is dropped half way).
+struct Dropping<'a>(&'a Inner);
+
+impl Drop for Dropping<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.dropping = st.dropping.saturating_sub(1);
+    }
 }
 
 pub(super) struct Inner {
@@ -273,6 +291,9 @@ fn copies_left(
 
 /// The lease gate is open now.
 fn permitted(st: &State) -> bool {
+    if st.dropping > 0 {
+        return false;
+    }
     match st.permit {
         Permit::Unlimited => true,
         Permit::Until(t) => tokio::time::Instant::now() < t,
@@ -329,7 +350,8 @@ impl Inner {
         let nft = NftTable::new(&config.nft_table)?;
         nft.install().execute().await?;
         let lease = if config.kernel_lease {
-            let lease = KernelLease::new(&format!("{}_lease", config.nft_table))?;
+            let lease = KernelLease::new(&format!("{}_lease", config.nft_table))?
+                .with_slack(config.lease_slack);
             // Keeps the elements a previous failoverd left: they end when
             // its last renewal runs out, not now and not later.
             lease.install(&[]).await?;
@@ -429,6 +451,9 @@ impl Inner {
         // elements (see `renew_kernel_lease`); restored if this fails.
         let (end, epoch, before) = {
             let mut st = self.lock();
+            if st.dropping > 0 {
+                return Err(None);
+            }
             match st.permit {
                 Permit::Unlimited => return Ok(()),
                 Permit::Closed => return Err(None),
@@ -1101,6 +1126,13 @@ impl Inner {
             }
         }
         if !added.is_empty() {
+            // Renew their elements now, with the lease's latest end: the
+            // ones the take gave them end with the lease it read before the
+            // adds, which a take of many addresses may outlast by more than
+            // the keeper waits for its next news (then the first packets
+            // after their announcement were dropped: 34 of 256 first SYNs).
+            // Before the announcers are spawned, so it runs ahead of them.
+            self.lease_wake.notify_one();
             let ips: Vec<IpAddr> = added.iter().map(|(i, _)| publics[*i].addr).collect();
             let counts = Arc::new(CountsCell::new());
             for (i, iface) in &added {
@@ -1559,6 +1591,10 @@ impl Inner {
     pub(super) async fn drop_all(self: &Arc<Self>, mode: DropMode) -> Result<usize, NodeError> {
         // Close the gate and see everything configured, in one critical
         // section with every add's "record as hosted" (see take_locked).
+        // The gate stays shut until this drop has forgotten what it
+        // removes, even if news of a lease reopen it meanwhile (`dropping`).
+        self.lock().dropping += 1;
+        let _dropping = Dropping(self);
         let snapshot = |inner: &Inner| {
             let mut st = inner.lock();
             st.permit = Permit::Closed;
