@@ -375,6 +375,7 @@ fn link_down_moves_the_address_to_the_other_interface() {
     let cfg = rig.config();
     let node = Arc::clone(&rig.node);
     let client = Arc::clone(&rig.client);
+    let log_path = rig.dir.join("hooks.log");
     rig.node
         .block_on(move || async move {
             let (ex, mut events) = Executor::start(cfg, None).await.unwrap();
@@ -416,6 +417,15 @@ fn link_down_moves_the_address_to_the_other_interface() {
             .expect("no CannotHost event within 5 s");
             assert_eq!(cannot, p.addr);
             assert_eq!(ex.can_host(&p).await.unwrap(), None);
+            // The updateip hook runs after the move, in the background:
+            // on a loaded machine it may not have run yet (at most 5 s).
+            for _ in 0..50 {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if log.contains("updateip eth0 eth1") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             ex.shutdown();
         })
         .unwrap();
