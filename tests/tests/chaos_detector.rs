@@ -12,16 +12,22 @@
 //!   address afterwards is no violation, neither in the kernel view nor
 //!   for the client (ARP requests for a guarded, unleased address are
 //!   dropped). Renewing the element makes it serve again: a violation.
+//! * With failoverd's own kernel lease (`netlink::lease`), the detector
+//!   reads the wall-clock cap each renewal sets, converted to its
+//!   timeline: an element that outlives its cap (a renewal frozen between
+//!   its clock reading and its commit) stops serving at the cap, and the
+//!   cap follows every renewal through a compaction of the chain.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use netlink::lease::{timeout_for, Clocks, KernelLease, COMPACT_EVERY, TICK};
 use tests::chaos::bed::{is_public, CLIENT_LL, CLIENT_V4};
 use tests::chaos::monitor::{self, Log, ProbeSetup, Threads};
 use tests::chaos::serving::{self, Ev, Micros};
 use tests::cluster::TestCluster;
-use tests::netns::require_root;
+use tests::netns::{require_root, veth, NetNs};
 
 struct Setup {
     c: TestCluster,
@@ -216,4 +222,168 @@ fn chaos_detector_counts_an_address_serving_only_while_its_lease_element_lives()
     assert_eq!(v.len(), 1, "{v:?}");
     assert!(v[0].from >= renew && v[0].to == end, "{v:?}");
     assert!(!s.log.arp_violations.lock().unwrap().is_empty());
+}
+
+/// The cap (ns since the epoch) of a renewal to `end` from the clock
+/// reading `read`, as netlink::lease computes it: the reading's wall
+/// clock plus the element's timeout.
+fn cap_ns(read: Clocks, end: Instant) -> u64 {
+    let timeout = timeout_for(read.mono, end).expect("time left");
+    let real = read.real.duration_since(std::time::UNIX_EPOCH).unwrap();
+    u64::try_from((real + timeout).as_nanos()).unwrap()
+}
+
+/// The cap events of the log: (when seen, the cap).
+fn caps(log: &Log) -> Vec<(Micros, Option<Micros>)> {
+    log.snapshot()
+        .iter()
+        .filter_map(|e| match e.ev {
+            Ev::Cap(c) => Some((e.t, c)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits (at most 2 s) until the log has `n` cap events.
+fn wait_caps(log: &Log, n: usize) -> Vec<(Micros, Option<Micros>)> {
+    let start = Instant::now();
+    loop {
+        let c = caps(log);
+        if c.len() >= n || start.elapsed() > Duration::from_secs(2) {
+            return c;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn chaos_detector_reads_the_cap_that_real_renewals_set() {
+    require_root();
+    const TABLE: &str = "ipfailover_lease";
+    let ns = NetNs::new("chd3").unwrap();
+    let peer = NetNs::new("chd3p").unwrap();
+    veth(&ns, "eth1", &peer, "eth0").unwrap();
+    let log = Arc::new(Log::new(1, is_public));
+    let mut threads = Threads::new();
+    monitor::start_node(&mut threads, &log, ns.name(), 0, TABLE).unwrap();
+    log.push(log.now(), 0, Ev::Reach(true));
+    let lease = KernelLease::new(TABLE).unwrap();
+    let a: IpAddr = "198.51.100.209".parse().unwrap();
+    let l = lease.clone();
+    ns.block_on(move || async move { l.install(&[a]).await.unwrap() })
+        .unwrap();
+
+    // 1. A renewal as failoverd's keeper makes it, to an end 2 s away: the
+    //    detector reads exactly the cap that was set, and on its timeline
+    //    it lies a tick (and the ms rounding) before the end.
+    let read = Clocks::now();
+    let end = read.mono + Duration::from_secs(2);
+    let l = lease.clone();
+    ns.block_on(move || async move { l.renew_until_at(&[a], &[], end, read).await.unwrap() })
+        .unwrap()
+        .expect("renewed");
+    let got = wait_caps(&log, 1);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let cap = got[0].1.expect("a cap");
+    assert_eq!(cap, log.wall(cap_ns(read, end)));
+    let want = log.at(end) - u64::try_from(TICK.as_micros()).unwrap();
+    eprintln!(
+        "cap on the timeline: {cap} µs, the lease end less a tick: {want} µs ({} µs apart)",
+        want.abs_diff(cap)
+    );
+    // Rounded down to whole ms; the two clock readings of the log and of
+    // the renewal are each a few µs apart (2 ms allows a preemption).
+    assert!(
+        cap <= want + 2_000 && want <= cap + 3_000,
+        "cap {cap} µs, lease end less a tick {want} µs"
+    );
+
+    // 2. A renewal frozen 3 s between its clock reading and its commit,
+    //    to an end 300 ms from now: its element lives 3.3 s, its cap ends
+    //    the address's serving at the lease end.
+    ns.ip(&["addr", "add", "198.51.100.209/24", "dev", "eth1"])
+        .unwrap();
+    let now = Clocks::now();
+    let frozen = Duration::from_secs(3);
+    let read = Clocks {
+        real: now.real - frozen,
+        mono: now.mono.checked_sub(frozen).unwrap(),
+    };
+    let end = now.mono + Duration::from_millis(300);
+    let l = lease.clone();
+    ns.block_on(move || async move { l.renew_until_at(&[a], &[], end, read).await.unwrap() })
+        .unwrap()
+        .expect("renewed");
+    let got = wait_caps(&log, 2);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1].1, Some(log.wall(cap_ns(read, end))));
+    std::thread::sleep(Duration::from_millis(500));
+    // Intervals as if the run went on 5 s with nothing else happening.
+    let horizon = log.now() + 5_000_000;
+    let events = log.snapshot();
+    let iv = serving::intervals(&events, horizon);
+    let served = &iv[&a][&0];
+    let end_at = log.at(end);
+    eprintln!(
+        "served {served:?}; lease end {end_at} µs; the element would last until {:?}",
+        events.iter().rev().find_map(|e| match e.ev {
+            Ev::Lease(x, u) if x == a => u,
+            _ => None,
+        })
+    );
+    assert_eq!(served.len(), 1, "{served:?}");
+    assert!(
+        served[0].1 <= end_at && served[0].1 + 6_000 >= end_at,
+        "serving ended at {} µs, the lease at {end_at} µs",
+        served[0].1
+    );
+    // Without the cap the detector would count the element's 3.3 s.
+    let no_cap: Vec<_> = events
+        .iter()
+        .copied()
+        .filter(|e| !matches!(e.ev, Ev::Cap(_)))
+        .collect();
+    let plain = serving::intervals(&no_cap, horizon);
+    assert!(plain[&a][&0][0].1 > end_at + 2_000_000, "{plain:?}");
+
+    // 3. Every renewal moves the cap, through the compaction of the
+    //    chain (the renewal that empties it and adds its pair in one
+    //    transaction): never a moment without a cap.
+    let renewals = usize::try_from(COMPACT_EVERY).unwrap();
+    let l = lease.clone();
+    let last = ns
+        .block_on(move || async move {
+            let mut last = None;
+            for _ in 0..renewals {
+                let read = Clocks::now();
+                let end = read.mono + Duration::from_secs(2);
+                l.renew_until_at(&[a], &[], end, read).await.unwrap();
+                last = Some(cap_ns(read, end));
+            }
+            last
+        })
+        .unwrap()
+        .unwrap();
+    let got = wait_caps(&log, 2 + renewals);
+    assert_eq!(got.len(), 2 + renewals, "cap events: {}", got.len());
+    assert!(
+        got.iter().all(|(_, c)| c.is_some()),
+        "a moment without a cap"
+    );
+    assert_eq!(got.last().unwrap().1, Some(log.wall(last)));
+    // The chain was compacted: the pair of the renewals since remain.
+    let listing = ns
+        .exec_ok("nft", &["-a", "list", "chain", "inet", TABLE, "cap"])
+        .unwrap();
+    let drops = listing.lines().filter(|l| l.contains("meta time")).count();
+    assert!(drops < 4, "not compacted: {drops} cap rules\n{listing}");
+
+    // 4. The tables removed: no cap.
+    let l = lease.clone();
+    ns.block_on(move || async move { l.remove().await.unwrap() })
+        .unwrap();
+    let got = wait_caps(&log, 3 + renewals);
+    assert_eq!(got.last().map(|c| c.1), Some(None), "{:?}", got.last());
+    threads.stop();
+    assert_eq!(log.garbage.load(std::sync::atomic::Ordering::Relaxed), 0);
 }

@@ -3,6 +3,14 @@
 //! client namespace that asks for every public address (ARP request, IPv6
 //! neighbour solicitation) every [`PROBE_INTERVAL`] and records who answers.
 //!
+//! The nftables events read: elements of the guard and lease sets, and
+//! the rules of the `cap` chain (the kernel lease's wall-clock bound, see
+//! [`super::serving::CapChain`]), all in the node's `inet` lease table
+//! (the `arp` table's cap is the same value, set in the same
+//! transaction). The cap changes as the transaction ends (NFT_MSG_NEWGEN),
+//! converted from `CLOCK_REALTIME` to the run's timeline with the two
+//! clocks read together at the start ([`Log::wall`]).
+//!
 //! Node threads stamp each message with `CLOCK_MONOTONIC` (the one clock
 //! of every namespace) as soon as `recv` returns it, and run at real-time
 //! priority (SCHED_FIFO) when allowed, so that the stamp is the kernel's
@@ -32,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::serving::{Ev, Micros, Timed};
+use super::serving::{wall_to_micros, CapChain, Ev, Micros, Timed};
 use super::wire;
 
 /// Interval between two rounds of ARP/NS probes from the client.
@@ -46,6 +54,8 @@ pub type ArpViolation = (Micros, IpAddr, Vec<[u8; 6]>);
 #[derive(Debug)]
 pub struct Log {
     base: Instant,
+    /// The wall clock (ns since the epoch) read together with `base`.
+    real_base_ns: u64,
     /// Every event, in arrival order per node.
     pub events: Mutex<Vec<Timed>>,
     /// The public addresses configured now, per node.
@@ -70,8 +80,14 @@ pub struct Log {
 impl Log {
     /// A log for `nodes` nodes; `public` says which addresses to follow.
     pub fn new(nodes: usize, public: fn(IpAddr) -> bool) -> Log {
+        // The wall clock first, then the monotonic one, back to back: the
+        // conversion is off by the time between them (well below a µs).
+        let real_base_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         Log {
             base: Instant::now(),
+            real_base_ns,
             events: Mutex::new(Vec::new()),
             configured: Mutex::new(vec![BTreeSet::new(); nodes]),
             garbage: AtomicU64::new(0),
@@ -93,6 +109,13 @@ impl Log {
     /// `t` (an `Instant`) in the log's time.
     pub fn at(&self, t: Instant) -> Micros {
         u64::try_from(t.saturating_duration_since(self.base).as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// A wall-clock time (ns since the epoch, nftables' `meta time`) in
+    /// the log's time (see [`wall_to_micros`] for the assumption about
+    /// wall-clock steps).
+    pub fn wall(&self, ns: u64) -> Micros {
+        wall_to_micros(ns, self.real_base_ns)
     }
 
     /// Records an event of `node` at time `t`.
@@ -322,7 +345,8 @@ fn poll2(a: &OwnedFd, b: Option<&OwnedFd>, ms: i32) -> (bool, bool) {
 }
 
 /// Starts node `node`'s detector thread in namespace `ns`. `nft_table` is
-/// failoverd's `inet` table (its guard and lease sets count).
+/// failoverd's `inet` lease table (its guard and lease sets and its cap chain
+/// count).
 ///
 /// # Errors
 ///
@@ -380,6 +404,7 @@ fn node_loop(
     let mut buf = vec![0u8; 1 << 16];
     // In a dump after an overrun: the addresses seen so far.
     let mut dumping: Option<BTreeSet<IpAddr>> = None;
+    let mut cap = CapState::default();
     while !stop.load(Ordering::Relaxed) {
         let (r_ready, n_ready) = poll2(route, Some(nft), 200);
         if r_ready {
@@ -446,12 +471,14 @@ fn node_loop(
                                 continue;
                             }
                             if let Some(e) = wire::nft_event(&m) {
-                                nft_to_events(log, t, node, table, e);
+                                nft_to_events(log, t, node, table, e, &mut cap);
                             }
                         }
                     }
                     Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                         log.overruns.fetch_add(1, Ordering::Relaxed);
+                        cap.chain.forget();
+                        cap.publish(log, log.now(), node);
                     }
                     Err(_) => break,
                 }
@@ -463,8 +490,58 @@ fn node_loop(
 /// NFPROTO_INET.
 const INET: u8 = 1;
 
-fn nft_to_events(log: &Log, t: Micros, node: usize, table: &str, e: wire::NftEvent) {
+/// The regular chain of failoverd's cap rules (netlink/src/lease.rs).
+const CAP_CHAIN: &str = "cap";
+
+/// One node's cap chain as seen, and the cap last reported.
+#[derive(Debug, Default)]
+struct CapState {
+    chain: CapChain,
+    /// The cap of the last [`Ev::Cap`] pushed (`None`: none, as at the
+    /// start).
+    reported: Option<Micros>,
+}
+
+impl CapState {
+    /// Pushes an [`Ev::Cap`] at `t` if the effective cap changed.
+    fn publish(&mut self, log: &Log, t: Micros, node: usize) {
+        let now = self.chain.effective().map(|ns| log.wall(ns));
+        if now != self.reported {
+            self.reported = now;
+            log.push(t, node, Ev::Cap(now));
+        }
+    }
+}
+
+fn nft_to_events(
+    log: &Log,
+    t: Micros,
+    node: usize,
+    table: &str,
+    e: wire::NftEvent,
+    cap: &mut CapState,
+) {
     match e {
+        wire::NftEvent::Rule {
+            add,
+            family,
+            table: tb,
+            chain,
+            handle,
+            cap: value,
+        } if family == INET && tb == table && chain == CAP_CHAIN => {
+            if add {
+                cap.chain.add(handle, value);
+            } else {
+                cap.chain.delete(handle);
+            }
+        }
+        wire::NftEvent::DelChain {
+            family,
+            table: tb,
+            chain,
+        } if family == INET && tb == table && chain == CAP_CHAIN => cap.chain.clear(),
+        wire::NftEvent::NewGen => cap.publish(log, t, node),
         wire::NftEvent::Elems {
             add,
             family,
@@ -502,6 +579,7 @@ fn nft_to_events(log: &Log, t: Micros, node: usize, table: &str, e: wire::NftEve
             _ => {}
         },
         wire::NftEvent::DelTable { family, table: tb } if family == INET && tb == table => {
+            cap.chain.clear();
             for v6 in [false, true] {
                 log.push(t, node, Ev::GuardClear(v6));
                 log.push(t, node, Ev::LeaseClear(v6));

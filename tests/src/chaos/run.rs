@@ -815,8 +815,9 @@ fn summarise(
             .unwrap_or_else(|| "none".into())
     };
     // What made each edge of an overlap: an event of one of the two nodes
-    // at that instant (address added/removed, lease renewed/deleted...),
-    // or a lease element's computed expiry (known to one kernel tick, 4 ms
+    // at that instant (address added/removed, lease renewed/deleted, cap
+    // moved...), the node's kernel lease cap passing (`cap`), or a lease
+    // element's computed expiry (known to one kernel tick, 4 ms
     // at HZ=250: the kernel reports remaining time in whole jiffies).
     let edge = |t: Micros, nodes: [usize; 2], addr: IpAddr| -> String {
         let mut what = Vec::new();
@@ -837,6 +838,14 @@ fn summarise(
                 }
                 serving::Ev::Reach(_) if e.t == t => {
                     what.push(format!("node {} cable", e.node));
+                }
+                // The node's kernel lease cap (its wall-clock bound) passed,
+                // or a renewal moved it.
+                serving::Ev::Cap(Some(c)) if c == t => {
+                    what.push(format!("node {} cap", e.node));
+                }
+                serving::Ev::Cap(_) if e.t == t => {
+                    what.push(format!("node {} cap change", e.node));
                 }
                 _ => {}
             }
@@ -957,6 +966,7 @@ fn summarise(
             "answers": bed.log.answers.load(Ordering::Relaxed),
             "connects": bed.load.connects.load(Ordering::Relaxed),
             "guarded": events.iter().any(|e| matches!(e.ev, serving::Ev::Guard(_, true))),
+            "caps": events.iter().filter(|e| matches!(e.ev, serving::Ev::Cap(Some(_)))).count(),
         }),
     ));
     lines

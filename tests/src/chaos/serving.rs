@@ -9,7 +9,11 @@
 //!   `guard4`/`guard6` set of the node's `inet` table: no rule drops its
 //!   traffic), or its element of `lease4`/`lease6` is alive (added or
 //!   renewed at time r with timeout T: alive until r + T, unless deleted
-//!   earlier; a deleted set or table clears its elements), and
+//!   earlier; a deleted set or table clears its elements) and t is before
+//!   the node's cap (the wall-clock bound `meta time > CAP drop` that
+//!   every renewal puts at the head of the table's `cap` chain, through
+//!   which guarded traffic passes: see [`CapChain`]; no cap rule, no
+//!   bound), and
 //! * the node reaches the client (its public port is plugged in and it is
 //!   powered: the chaos driver records these).
 //!
@@ -44,6 +48,73 @@ pub enum Ev {
     LeaseClear(bool),
     /// The node reaches the client (true) or not.
     Reach(bool),
+    /// The node's kernel lease cap changed (the end of one nftables
+    /// transaction): a guarded address serves only before this time;
+    /// `None`: no cap rule.
+    Cap(Option<Micros>),
+}
+
+/// The rules of one node's `cap` chain that the detector has seen, and
+/// which one decides (pure: the monitor feeds it the chain's rule events).
+///
+/// failoverd only ever inserts at the head of the chain (each renewal a
+/// pair `meta time > CAP counter drop`, `return`; netlink/src/lease.rs),
+/// so the rule evaluated first — the effective cap — is the cap rule
+/// inserted last that is still present: the one with the highest handle
+/// (the kernel numbers a table's rules in increasing order). A flush (the
+/// renewal that compacts the chain) deletes every rule one DELRULE at a
+/// time, in the same transaction as the new pair; the monitor reads the
+/// chain only at the end of a transaction (NFT_MSG_NEWGEN), so the
+/// moment without any rule inside it is never seen.
+///
+/// Rules present before the detector started, or whose events were lost
+/// in a receive-buffer overrun ([`CapChain::forget`]), are unknown: until
+/// the next renewal the node counts as having no cap, which can only
+/// lengthen its serving intervals (the detector errs towards reporting).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapChain {
+    /// Present cap rules: handle → CAP (wall-clock ns since the epoch).
+    rules: BTreeMap<u64, u64>,
+}
+
+impl CapChain {
+    /// A rule added (`cap`: its CAP if it is a cap rule).
+    pub fn add(&mut self, handle: u64, cap: Option<u64>) {
+        if let Some(c) = cap {
+            self.rules.insert(handle, c);
+        }
+    }
+
+    /// A rule deleted.
+    pub fn delete(&mut self, handle: u64) {
+        self.rules.remove(&handle);
+    }
+
+    /// The chain (or its table) deleted.
+    pub fn clear(&mut self) {
+        self.rules.clear();
+    }
+
+    /// Events were lost: forget every rule (see the type's documentation).
+    pub fn forget(&mut self) {
+        self.rules.clear();
+    }
+
+    /// The CAP of the rule that decides, if any.
+    pub fn effective(&self) -> Option<u64> {
+        self.rules.last_key_value().map(|(_, c)| *c)
+    }
+}
+
+/// A wall-clock time (`CLOCK_REALTIME`, ns since the epoch, the clock of
+/// nftables' `meta time`) on the detector's timeline, given the wall clock
+/// at the timeline's start (`real_base_ns`, read together with the
+/// monotonic start). Rounded up to the next µs: a packet at exactly CAP
+/// still passes. Assumes no wall-clock step during the run (slewing moves
+/// `CLOCK_MONOTONIC` and `CLOCK_REALTIME` alike); a step of S moves every
+/// later cap by S on this timeline.
+pub fn wall_to_micros(ns: u64, real_base_ns: u64) -> Micros {
+    ns.saturating_sub(real_base_ns).div_ceil(1000)
 }
 
 /// An event with its time and node.
@@ -65,6 +136,8 @@ struct St {
     configured: bool,
     guarded: bool,
     lease_until: Option<Micros>,
+    /// The node's cap (see [`Ev::Cap`]); `None`: none.
+    cap: Option<Micros>,
 }
 
 /// Serving intervals of every address on every node, up to `end`. Events
@@ -96,10 +169,15 @@ pub fn intervals(events: &[Timed], end: Micros) -> Intervals {
                     return;
                 }
                 let stop = if st.guarded {
-                    match st.lease_until {
-                        Some(u) if u > from => u.min(to),
-                        _ => return,
+                    let until = match (st.lease_until, st.cap) {
+                        (Some(u), Some(c)) => u.min(c),
+                        (Some(u), None) => u,
+                        (None, _) => return,
+                    };
+                    if until <= from {
+                        return;
                     }
+                    until.min(to)
                 } else {
                     to
                 };
@@ -112,7 +190,7 @@ pub fn intervals(events: &[Timed], end: Micros) -> Intervals {
                 let relevant = match e.ev {
                     Ev::Addr(x, _) | Ev::Guard(x, _) | Ev::Lease(x, _) => x == a,
                     Ev::GuardClear(f) | Ev::LeaseClear(f) => f == v6,
-                    Ev::Reach(_) => true,
+                    Ev::Reach(_) | Ev::Cap(_) => true,
                 };
                 if !relevant {
                     continue;
@@ -127,6 +205,7 @@ pub fn intervals(events: &[Timed], end: Micros) -> Intervals {
                     Ev::GuardClear(_) => st.guarded = false,
                     Ev::LeaseClear(_) => st.lease_until = None,
                     Ev::Reach(r) => reach = r,
+                    Ev::Cap(c) => st.cap = c,
                 }
             }
             emit(prev, end, &st, reach);
@@ -312,6 +391,130 @@ mod tests {
             ev(30, 0, Ev::GuardClear(true)),
         ];
         assert!(!intervals(&evs2, 100).contains_key(&x));
+    }
+
+    /// A renewal delayed between its clock reading and its commit leaves
+    /// an element that outlives the lease; the cap it sets does not.
+    #[test]
+    fn an_element_alive_past_the_cap_stops_serving_at_the_cap() {
+        let x = a("198.51.100.201");
+        let evs = [
+            ev(0, 0, Ev::Reach(true)),
+            ev(0, 1, Ev::Reach(true)),
+            ev(10, 0, Ev::Guard(x, true)),
+            ev(20, 0, Ev::Lease(x, Some(10_000))), // element: 10 ms
+            ev(20, 0, Ev::Cap(Some(800))),         // its cap: 0.8 ms
+            ev(30, 0, Ev::Addr(x, true)),
+            ev(900, 1, Ev::Addr(x, true)), // after the cap: no overlap
+        ];
+        let iv = intervals(&evs, 2000);
+        assert_eq!(iv[&x][&0], vec![(30, 800)]);
+        assert!(violations(&iv).is_empty());
+        // Taken at 700, before the cap: the overlap ends at the cap, not
+        // at the element's expiry.
+        let mut early = evs;
+        early[6] = ev(700, 1, Ev::Addr(x, true));
+        let v = violations(&intervals(&early, 20_000));
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!((v[0].from, v[0].to), (700, 800));
+        // Without the cap event the element decides: until 10 ms.
+        let plain: Vec<Timed> = early
+            .iter()
+            .copied()
+            .filter(|e| !matches!(e.ev, Ev::Cap(_)))
+            .collect();
+        let v = violations(&intervals(&plain, 20_000));
+        assert_eq!((v[0].from, v[0].to), (700, 10_000));
+    }
+
+    #[test]
+    fn a_later_renewals_higher_cap_resumes_serving() {
+        let x = a("198.51.100.201");
+        let evs = [
+            ev(0, 0, Ev::Reach(true)),
+            ev(10, 0, Ev::Guard(x, true)),
+            ev(20, 0, Ev::Addr(x, true)),
+            ev(100, 0, Ev::Lease(x, Some(5_000))),
+            ev(100, 0, Ev::Cap(Some(800))),
+            // Past the cap, the element still alive: not serving until
+            // the next renewal raises the cap.
+            ev(1_200, 0, Ev::Lease(x, Some(6_000))),
+            ev(1_200, 0, Ev::Cap(Some(1_500))),
+            // The cap rule deleted with nothing after it (its table's
+            // chain removed): the element alone decides again.
+            ev(2_000, 0, Ev::Cap(None)),
+        ];
+        let iv = intervals(&evs, 10_000);
+        assert_eq!(iv[&x][&0], vec![(100, 800), (1_200, 1_500), (2_000, 6_000)]);
+    }
+
+    #[test]
+    fn no_cap_serves_as_before_and_a_cap_leaves_unguarded_addresses_alone() {
+        let x = a("198.51.100.201");
+        let y = a("198.51.100.202");
+        let evs = [
+            ev(0, 0, Ev::Reach(true)),
+            ev(10, 0, Ev::Guard(x, true)),
+            ev(20, 0, Ev::Lease(x, Some(900))),
+            ev(30, 0, Ev::Addr(x, true)),
+            ev(30, 0, Ev::Addr(y, true)), // not guarded
+            ev(40, 0, Ev::Cap(None)),
+            ev(50, 0, Ev::Cap(Some(60))),
+        ];
+        let iv = intervals(&evs[..6], 2000);
+        assert_eq!(iv[&x][&0], vec![(30, 900)]);
+        let iv = intervals(&evs, 2000);
+        assert_eq!(iv[&x][&0], vec![(30, 60)]);
+        assert_eq!(iv[&y][&0], vec![(30, 2000)]);
+    }
+
+    #[test]
+    fn the_cap_chain_follows_the_head_through_a_compaction() {
+        let mut c = CapChain::default();
+        assert_eq!(c.effective(), None);
+        // A renewal's pair: `return` (no cap), then the drop at the head.
+        c.add(1, None);
+        c.add(2, Some(100));
+        assert_eq!(c.effective(), Some(100));
+        // A later renewal with an earlier cap (a shorter lease): the last
+        // one inserted decides, whatever its value.
+        c.add(3, None);
+        c.add(4, Some(90));
+        assert_eq!(c.effective(), Some(90));
+        c.add(5, None);
+        c.add(6, Some(300));
+        assert_eq!(c.effective(), Some(300));
+        // The head deleted alone: the pair below decides.
+        c.delete(6);
+        c.delete(5);
+        assert_eq!(c.effective(), Some(90));
+        // Compaction: every rule deleted, then a new pair, in one
+        // transaction (read at its end).
+        for h in 1..=4 {
+            c.delete(h);
+        }
+        c.add(7, None);
+        c.add(8, Some(400));
+        assert_eq!(c.effective(), Some(400));
+        // The chain or table deleted; events lost.
+        c.clear();
+        assert_eq!(c.effective(), None);
+        c.add(9, Some(500));
+        c.forget();
+        assert_eq!(c.effective(), None);
+        // Deleting an unknown rule (from before the detector) is fine.
+        c.delete(77);
+        assert_eq!(c.effective(), None);
+    }
+
+    #[test]
+    fn wall_clock_caps_land_on_the_timeline_rounded_up() {
+        let base = 1_765_000_000_000_000_000; // ns since the epoch
+        assert_eq!(wall_to_micros(base, base), 0);
+        assert_eq!(wall_to_micros(base + 1_500_000, base), 1_500);
+        assert_eq!(wall_to_micros(base + 1_500_001, base), 1_501);
+        // Before the run's start: at its start.
+        assert_eq!(wall_to_micros(base - 5, base), 0);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Bounded parsers (and two builders) for what the duplicate detector reads:
-//! netlink messages (rtnetlink address events, nftables set-element events)
-//! and the ARP replies and IPv6 neighbour advertisements a client sees.
+//! netlink messages (rtnetlink address events, nftables set-element, rule,
+//! chain, set, table and generation events) and the ARP replies and IPv6 neighbour advertisements a client sees.
 //!
 //! Layouts (netlink is host byte order, packets network byte order):
 //!
@@ -32,9 +32,21 @@ pub const NLMSG_DONE: u16 = 3;
 /// The nftables subsystem of nfnetlink.
 pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_DELCHAIN: u16 = 5;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_DELSET: u16 = 11;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
+const NFT_MSG_NEWGEN: u16 = 15;
+/// `NFT_META_TIME_NS`: the packet's wall-clock time, ns since the epoch.
+const NFT_META_TIME_NS: u32 = 30;
+/// `NFT_CMP_GT`.
+const NFT_CMP_GT: u32 = 4;
+/// `NFT_BYTEORDER_HTON`.
+const NFT_BYTEORDER_HTON: u32 = 1;
+/// `NF_DROP`.
+const NF_DROP: u32 = 0;
 
 /// One netlink message: its type and its payload (after the header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +192,36 @@ pub enum NftEvent {
         /// Table.
         table: String,
     },
+    /// A rule was added (NEWRULE) or deleted (DELRULE; a chain flush is
+    /// one DELRULE per rule).
+    Rule {
+        /// NEWRULE (true) or DELRULE.
+        add: bool,
+        /// Family.
+        family: u8,
+        /// Table.
+        table: String,
+        /// Chain.
+        chain: String,
+        /// The rule's handle (unique in its table, growing).
+        handle: u64,
+        /// For a rule `meta time > CAP ... drop` (failoverd's kernel lease
+        /// cap, netlink/src/lease.rs): CAP, in ns since the epoch on the
+        /// wall clock. `None` for any other rule.
+        cap: Option<u64>,
+    },
+    /// A chain was deleted (its rules with it).
+    DelChain {
+        /// Family.
+        family: u8,
+        /// Table.
+        table: String,
+        /// Chain.
+        chain: String,
+    },
+    /// The end of one committed transaction (NFT_MSG_NEWGEN, sent after
+    /// the transaction's other notifications).
+    NewGen,
 }
 
 fn c_string(v: &[u8]) -> String {
@@ -189,6 +231,63 @@ fn c_string(v: &[u8]) -> String {
 
 fn be64(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?))
+}
+
+fn be32(v: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?))
+}
+
+/// The attribute `ty` of a list, if present.
+fn attr<'a>(list: &[(u16, &'a [u8])], ty: u16) -> Option<&'a [u8]> {
+    list.iter().find(|(t, _)| *t == ty).map(|(_, v)| *v)
+}
+
+/// The CAP of a rule `meta time [byteorder hton] cmp gt CAP ... drop`,
+/// from its NFTA_RULE_EXPRESSIONS: a list of NFTA_LIST_ELEM, each with
+/// NFTA_EXPR_NAME and NFTA_EXPR_DATA (meta: key 2; byteorder: op 3; cmp:
+/// op 2, data 3 > NFTA_DATA_VALUE 1; immediate: data 2 > NFTA_DATA_VERDICT
+/// 2 > code 1; u32 values big-endian). The compared bytes are the
+/// register's: big-endian after a `byteorder hton` (what failoverd and
+/// nft write), host order without one.
+fn cap_of(exprs: &[u8]) -> Option<u64> {
+    let (list, _) = attrs(exprs);
+    let mut meta_time = false;
+    let mut hton = false;
+    let mut cap = None;
+    let mut drop = false;
+    for (ty, elem) in list {
+        if ty != 1 {
+            continue;
+        }
+        let (fields, _) = attrs(elem);
+        let name = attr(&fields, 1).map(c_string)?;
+        let (data, _) = attrs(attr(&fields, 2).unwrap_or(&[]));
+        match name.as_str() {
+            "meta" => meta_time = attr(&data, 2).and_then(be32) == Some(NFT_META_TIME_NS),
+            "byteorder" if meta_time => {
+                hton = attr(&data, 3).and_then(be32) == Some(NFT_BYTEORDER_HTON);
+            }
+            "cmp" if meta_time && cap.is_none() => {
+                if attr(&data, 2).and_then(be32) != Some(NFT_CMP_GT) {
+                    return None;
+                }
+                let (value, _) = attrs(attr(&data, 3)?);
+                let bytes: [u8; 8] = attr(&value, 1)?.try_into().ok()?;
+                cap = Some(if hton {
+                    u64::from_be_bytes(bytes)
+                } else {
+                    u64::from_ne_bytes(bytes)
+                });
+            }
+            "immediate" => {
+                let (verdict, _) = attrs(attr(&data, 2).unwrap_or(&[]));
+                let (code, _) = attrs(attr(&verdict, 2).unwrap_or(&[]));
+                drop = attr(&code, 1).and_then(be32) == Some(NF_DROP);
+            }
+            _ => {}
+        }
+    }
+    cap.filter(|_| drop)
 }
 
 /// Parses an nftables notification; `None` for messages the detector does
@@ -209,6 +308,20 @@ pub fn nft_event(m: &NlMsg<'_>) -> Option<NftEvent> {
         NFT_MSG_DELTABLE => Some(NftEvent::DelTable {
             family,
             table: text(1)?,
+        }),
+        NFT_MSG_NEWGEN => Some(NftEvent::NewGen),
+        NFT_MSG_DELCHAIN => Some(NftEvent::DelChain {
+            family,
+            table: text(1)?,
+            chain: text(3)?,
+        }),
+        t @ (NFT_MSG_NEWRULE | NFT_MSG_DELRULE) => Some(NftEvent::Rule {
+            add: t == NFT_MSG_NEWRULE,
+            family,
+            table: text(1)?,
+            chain: text(2)?,
+            handle: attr(&list, 3).and_then(be64)?,
+            cap: attr(&list, 4).and_then(cap_of),
         }),
         NFT_MSG_DELSET => Some(NftEvent::DelSet {
             family,
@@ -269,7 +382,13 @@ pub fn nft_is_garbage(m: &NlMsg<'_>) -> bool {
     m.ty >> 8 == NFNL_SUBSYS_NFTABLES
         && matches!(
             m.ty & 0xff,
-            NFT_MSG_DELTABLE | NFT_MSG_DELSET | NFT_MSG_NEWSETELEM | NFT_MSG_DELSETELEM
+            NFT_MSG_DELTABLE
+                | NFT_MSG_DELCHAIN
+                | NFT_MSG_NEWRULE
+                | NFT_MSG_DELRULE
+                | NFT_MSG_DELSET
+                | NFT_MSG_NEWSETELEM
+                | NFT_MSG_DELSETELEM
         )
         && nft_event(m).is_none()
 }
@@ -554,6 +673,158 @@ mod tests {
         assert!(nft_is_garbage(&messages(&buf).0[0]));
     }
 
+    /// An expression of a rule: NFTA_LIST_ELEM { NAME, DATA { attrs } }.
+    fn expr(name: &[u8], data: &[Vec<u8>]) -> Vec<u8> {
+        let mut e = nla(1, name);
+        e.extend(nla(2 | 0x8000, &data.concat()));
+        nla(1 | 0x8000, &e)
+    }
+
+    /// A NEWRULE/DELRULE notification as the kernel sends it for one of
+    /// failoverd's cap rules: `meta time`, `byteorder hton`, `cmp gt`,
+    /// `counter`, `immediate` with the verdict `code`.
+    fn rule_msg(ty: u16, handle: u64, chain: &[u8], cmp_op: u32, code: i32, hton: bool) -> Vec<u8> {
+        let cap: u64 = 0x1880_0000_0000_1234;
+        let mut exprs = expr(
+            b"meta\0",
+            &[nla(1, &1u32.to_be_bytes()), nla(2, &30u32.to_be_bytes())],
+        );
+        if hton {
+            exprs.extend(expr(
+                b"byteorder\0",
+                &[
+                    nla(1, &1u32.to_be_bytes()),
+                    nla(2, &1u32.to_be_bytes()),
+                    nla(3, &1u32.to_be_bytes()),
+                    nla(4, &8u32.to_be_bytes()),
+                    nla(5, &8u32.to_be_bytes()),
+                ],
+            ));
+        }
+        let value = if hton {
+            cap.to_be_bytes()
+        } else {
+            cap.to_ne_bytes()
+        };
+        exprs.extend(expr(
+            b"cmp\0",
+            &[
+                nla(1, &1u32.to_be_bytes()),
+                nla(2, &cmp_op.to_be_bytes()),
+                nla(3 | 0x8000, &nla(1, &value)),
+            ],
+        ));
+        exprs.extend(expr(
+            b"counter\0",
+            &[nla(1, &0u64.to_be_bytes()), nla(2, &0u64.to_be_bytes())],
+        ));
+        let verdict = nla(2 | 0x8000, &nla(1, &code.to_be_bytes()));
+        exprs.extend(expr(
+            b"immediate\0",
+            &[nla(1, &0u32.to_be_bytes()), nla(2 | 0x8000, &verdict)],
+        ));
+        let mut p = vec![1, 0, 0, 0]; // nfgenmsg: inet
+        p.extend(nla(1, b"ipfailover_lease\0")); // NFTA_RULE_TABLE
+        p.extend(nla(2, chain)); // NFTA_RULE_CHAIN
+        p.extend(nla(3, &handle.to_be_bytes())); // NFTA_RULE_HANDLE
+        p.extend(nla(4 | 0x8000, &exprs)); // NFTA_RULE_EXPRESSIONS
+        nlmsg((10 << 8) | ty, &p)
+    }
+
+    #[test]
+    fn nftables_cap_rules_chain_deletion_and_generation_end() {
+        let cap: u64 = 0x1880_0000_0000_1234;
+        let rule = |ty, handle, chain: &[u8], op, code, hton| {
+            let buf = rule_msg(ty, handle, chain, op, code, hton);
+            let (msgs, bad) = messages(&buf);
+            assert!(!bad);
+            assert!(!nft_is_garbage(&msgs[0]));
+            nft_event(&msgs[0])
+        };
+        let want = |add, handle, chain: &str, cap| {
+            Some(NftEvent::Rule {
+                add,
+                family: 1,
+                table: "ipfailover_lease".into(),
+                chain: chain.into(),
+                handle,
+                cap,
+            })
+        };
+        // `meta time > CAP counter drop`, as failoverd writes it.
+        assert_eq!(
+            rule(6, 41, b"cap\0", 4, 0, true),
+            want(true, 41, "cap", Some(cap))
+        );
+        // Without `byteorder` the register holds host order.
+        assert_eq!(
+            rule(6, 41, b"cap\0", 4, 0, false),
+            want(true, 41, "cap", Some(cap))
+        );
+        // Deleted (a flush is one DELRULE per rule).
+        assert_eq!(
+            rule(8, 41, b"cap\0", 4, 0, true),
+            want(false, 41, "cap", Some(cap))
+        );
+        // Not a cap: another comparison, or another verdict (-5: return).
+        assert_eq!(
+            rule(6, 42, b"cap\0", 0, 0, true),
+            want(true, 42, "cap", None)
+        );
+        assert_eq!(
+            rule(6, 43, b"cap\0", 4, -5, true),
+            want(true, 43, "cap", None)
+        );
+        assert_eq!(
+            rule(6, 44, b"guard_in\0", 4, 0, true),
+            want(true, 44, "guard_in", Some(cap))
+        );
+        // A rule without a handle is garbage.
+        let mut p = vec![1, 0, 0, 0];
+        p.extend(nla(1, b"t\0"));
+        p.extend(nla(2, b"cap\0"));
+        let buf = nlmsg((10 << 8) | 6, &p);
+        assert!(nft_is_garbage(&messages(&buf).0[0]));
+        // DELCHAIN: table 1, name 3.
+        let mut c = vec![1, 0, 0, 0];
+        c.extend(nla(1, b"ipfailover_lease\0"));
+        c.extend(nla(3, b"cap\0"));
+        let buf = nlmsg((10 << 8) | 5, &c);
+        assert_eq!(
+            nft_event(&messages(&buf).0[0]),
+            Some(NftEvent::DelChain {
+                family: 1,
+                table: "ipfailover_lease".into(),
+                chain: "cap".into()
+            })
+        );
+        // NEWGEN (generation id 7): the end of a transaction.
+        let mut g = vec![0, 0, 0, 7];
+        g.extend(nla(1, &7u32.to_be_bytes()));
+        let buf = nlmsg((10 << 8) | 15, &g);
+        assert_eq!(nft_event(&messages(&buf).0[0]), Some(NftEvent::NewGen));
+        // A real rule with random bytes changed or cut: no panic.
+        let good = rule_msg(6, 41, b"cap\0", 4, 0, true);
+        let mut r = Rng::new(7);
+        for _ in 0..5_000 {
+            let mut b = good.clone();
+            for _ in 0..1 + r.index(3) {
+                let i = r.index(b.len());
+                b[i] = r.next_u64().to_le_bytes()[0];
+            }
+            b.truncate(b.len() - r.index(b.len() / 2));
+            if r.chance(1, 2) {
+                // Keep the header's length true so the body is parsed.
+                let l = u32::try_from(b.len()).unwrap();
+                b[..4].copy_from_slice(&l.to_ne_bytes());
+            }
+            for m in &messages(&b).0 {
+                let _ = nft_event(m);
+                let _ = nft_is_garbage(m);
+            }
+        }
+    }
+
     #[test]
     fn truncated_netlink_is_reported_not_read() {
         let mut buf = nlmsg(RTM_NEWADDR, &[2, 24, 0, 0, 1, 0, 0, 0]);
@@ -638,7 +909,7 @@ mod tests {
                 let ty: u16 = if r.chance(1, 2) {
                     RTM_NEWADDR
                 } else {
-                    (10 << 8) | 12
+                    (10 << 8) | [12, 6, 8, 5, 15][r.index(5)]
                 };
                 b[4..6].copy_from_slice(&ty.to_ne_bytes());
             }
