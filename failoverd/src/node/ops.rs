@@ -639,9 +639,33 @@ impl Inner {
         }
     }
 
+    /// Whether `addr` may be announced now: it is hosted, the lease gate
+    /// is open and, with the kernel lease, it was leased in this lease.
+    /// Announcements leave through a packet socket, which the kernel
+    /// lease's ARP rules do not see, so this is their only guard: a node
+    /// whose lease has ended must not tell the clients to send to it while
+    /// the survivors serve its addresses. (Found by
+    /// `kernel_lease_cluster::a_frozen_node_leaves_no_duplicate`: a
+    /// gratuitous ARP round pending when every process of the node was
+    /// stopped went out at the SIGCONT, 3.3 s after the lease end and 4 ms
+    /// after the new owner's last answer.)
+    fn may_announce(&self, addr: IpAddr) -> bool {
+        let st = self.lock();
+        st.hosted.contains_key(&addr)
+            && permitted(&st)
+            && (self.lease.is_none()
+                || matches!(st.permit, Permit::Unlimited)
+                || st.leased_in.get(&addr) == Some(&st.lease_epoch))
+    }
+
     /// Sends one announcement of `addr` on `iface` through the interface's
-    /// kept sender. Returns the frames sent.
+    /// kept sender, if it may be announced (see `may_announce`). Returns
+    /// the frames sent.
     async fn announce_on(&self, iface: &str, addr: IpAddr) -> Result<usize, NodeError> {
+        if !self.may_announce(addr) {
+            tracing::debug!(%addr, %iface, "not announced: not hosted under the current lease");
+            return Ok(0);
+        }
         let sender = self.sender(iface)?;
         let r = sender.announce(addr).await;
         if r.is_err() {
