@@ -86,14 +86,25 @@
 //!   valid lease short). On tables of an older version it adds the cap
 //!   chains (empty: no cap until the first renewal).
 //!
-//! **Timing.** The kernel counts element timeouts in jiffies: an element
-//! given timeout τ at real time t expires within one tick of `t + τ`
-//! (msecs are rounded up to ticks, and the current tick started up to one
-//! tick before t). [`timeout_for`] therefore gives `end - now - TICK`, so an
-//! element expires no later than `end` plus the time between reading the
-//! clock and the kernel's commit. `TICK` is 4 ms, one tick of
+//! **Timing.** The kernel counts element timeouts in jiffies and rounds
+//! the milliseconds it is given *down* to whole ticks (Linux 6.18: 14 ms
+//! is kept as 12 ms); the element expires at the tick boundary that many
+//! ticks after the current one, which started up to a tick before the
+//! commit. So an element given a whole number `k` of ticks at time t
+//! expires in `(t + (k - 1)·TICK, t + k·TICK]`, whichever way a kernel
+//! rounds. [`timeout_for`] gives the largest whole number of ticks that
+//! fits before `end` (its caller adds the slack the leader's margin
+//! allows, [`KernelLease::with_slack`]), so an element expires no later
+//! than `end` plus the slack plus the time between reading the clock and
+//! the kernel's commit, and no earlier than two ticks before that. (Until
+//! session 6 it gave `end - now - TICK` in milliseconds, on the belief that
+//! kernels round up: elements then ended 4 to 12 ms before the lease end,
+//! and in the fast profile, whose renewals come every 10 ms with about 18
+//! ms left, guarded addresses stopped answering for a few ms between
+//! renewals whenever one was a little late: the first SYNs of 196 of 256
+//! addresses taken over were dropped.) `TICK` is 4 ms, one tick of
 //! `CONFIG_HZ=250` (Debian's kernels); a kernel with `CONFIG_HZ=100` would
-//! add up to 6 ms more.
+//! cut up to 6 ms more off the end.
 //!
 //! **The cap.** That time is unbounded: a process stopped (SIGSTOP, an
 //! overloaded host) between its clock reading and its `sendmsg` for F ms
@@ -102,7 +113,7 @@
 //! in the same transaction, an absolute bound no delay can stretch: the
 //! `cap` chains drop a guarded address's traffic when `meta time` (the
 //! packet's wall-clock time, `CLOCK_REALTIME`, Linux >= 5.4) is past CAP,
-//! the renewal's end on the wall clock: `real + (end - mono) - TICK` from
+//! the renewal's end on the wall clock: `real + (end - mono)` from
 //! one [`Clocks`] reading (wall clock first, so a stop between the two
 //! readings only makes CAP earlier). A renewal committed late therefore
 //! sets CAP to its own end, already past or near: it can only cut early.
@@ -155,14 +166,15 @@ use crate::nft::{
 pub const TICK: Duration = Duration::from_millis(4);
 
 /// The timeout that makes an element expire no later than `end`, for a
-/// clock read at `now` (both on one monotonic clock); `None` when nothing
-/// is left (revoke instead).
+/// clock read at `now` (both on one monotonic clock): the largest whole
+/// number of ticks that fits (see "Timing" in the module documentation);
+/// `None` when less than a tick is left (revoke instead).
 #[must_use]
 pub fn timeout_for(now: Instant, end: Instant) -> Option<Duration> {
-    let left = end.checked_duration_since(now)?.checked_sub(TICK)?;
-    // The kernel takes whole milliseconds: round down.
-    let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
-    (ms > 0).then(|| Duration::from_millis(ms))
+    let left = end.checked_duration_since(now)?;
+    let tick_ns = TICK.as_nanos();
+    let ticks = u64::try_from(left.as_nanos() / tick_ns).unwrap_or(u64::MAX);
+    (ticks > 0).then(|| TICK.saturating_mul(u32::try_from(ticks).unwrap_or(u32::MAX)))
 }
 
 /// One reading of both clocks, the wall clock first: the cap of a
@@ -252,6 +264,9 @@ pub struct KernelLease {
     /// Renewals sent through this value and its clones: every
     /// [`COMPACT_EVERY`]th (the first included) empties the cap chains.
     renewals: Arc<AtomicU32>,
+    /// How long past a renewal's end its elements may live (see
+    /// [`KernelLease::with_slack`]); the cap is the end itself.
+    slack: Duration,
 }
 
 impl PartialEq for KernelLease {
@@ -283,7 +298,23 @@ impl KernelLease {
             name,
             in_place,
             renewals: Arc::new(AtomicU32::new(0)),
+            slack: Duration::ZERO,
         })
+    }
+
+    /// Lets the elements of a renewal to `end` live up to `slack` past it
+    /// (at most [`TICK`]: more buys nothing), while the cap still stops
+    /// guarded traffic at `end` on the wall clock. Without slack an element
+    /// ends up to two ticks before `end`, and guarded addresses stop
+    /// answering between renewals whenever less than two ticks separate a
+    /// renewal's arrival from the previous end. Safe when the leader's
+    /// margin (how long after a node's lease end it may give the node's
+    /// addresses away) exceeds the slack: failoverd gives half the margin,
+    /// at most a tick.
+    #[must_use]
+    pub fn with_slack(mut self, slack: Duration) -> KernelLease {
+        self.slack = slack.min(TICK);
+        self
     }
 
     /// The tables' name.
@@ -335,12 +366,12 @@ impl KernelLease {
         self.commit_renewal(read.mono, addrs, &[], ms, cap).await
     }
 
-    /// Gives `addrs` lease elements that expire no later than `end` (plus
-    /// the delay it returns, as [`KernelLease::renew`]) and sets the cap to
-    /// `end` minus a tick on the wall clock, reading the clocks right
-    /// before building the request (see [`timeout_for`] and [`Clocks`]).
-    /// When less than a tick is left, revokes them instead and returns
-    /// `None`.
+    /// Gives `addrs` lease elements that expire no later than `end` plus
+    /// the slack ([`KernelLease::with_slack`]) plus the delay it returns
+    /// (as [`KernelLease::renew`]), and sets the cap to `end` on the wall
+    /// clock, reading the clocks right before building the request (see
+    /// [`timeout_for`] and [`Clocks`]). When `end` has passed or less than
+    /// a tick is left, revokes them instead and returns `None`.
     ///
     /// # Errors
     ///
@@ -387,10 +418,15 @@ impl KernelLease {
         end: Instant,
         read: Clocks,
     ) -> Result<Option<Duration>, NftError> {
-        match timeout_for(read.mono, end) {
+        let timeout = if end > read.mono {
+            timeout_for(read.mono, end + self.slack)
+        } else {
+            None
+        };
+        match timeout {
             Some(timeout) => {
                 let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-                let cap = cap_at(read, timeout);
+                let cap = cap_at(read, end.saturating_duration_since(read.mono));
                 self.commit_renewal(read.mono, addrs, stale, ms, cap)
                     .await
                     .map(Some)
@@ -1180,21 +1216,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timeout_ends_a_tick_before_the_lease() {
+    fn timeout_is_the_whole_ticks_that_fit_before_the_end() {
         let now = Instant::now();
         assert_eq!(
             timeout_for(now, now + Duration::from_millis(500)),
-            Some(Duration::from_millis(496))
+            Some(Duration::from_millis(500))
         );
-        // Rounded down to whole milliseconds.
+        // Whole ticks only, so that no kernel rounds it either way: 18.9 ms
+        // left is 4 ticks (16 ms), never 18 ms (which a kernel rounding
+        // down keeps as 16, and one rounding up as 20, past the end).
         assert_eq!(
-            timeout_for(now, now + Duration::from_micros(30_900)),
-            Some(Duration::from_millis(26))
+            timeout_for(now, now + Duration::from_micros(18_900)),
+            Some(Duration::from_millis(16))
         );
-        // Nothing left, or less than a tick and a millisecond: revoke.
-        assert_eq!(timeout_for(now, now + Duration::from_millis(4)), None);
-        assert_eq!(timeout_for(now, now + Duration::from_micros(4_999)), None);
+        assert_eq!(
+            timeout_for(now, now + Duration::from_millis(4)),
+            Some(Duration::from_millis(4))
+        );
+        // Less than a tick, or nothing left: revoke.
+        assert_eq!(timeout_for(now, now + Duration::from_micros(3_999)), None);
         assert_eq!(timeout_for(now + Duration::from_millis(1), now), None);
+        for us in (0..100_000u64).step_by(137) {
+            if let Some(t) = timeout_for(now, now + Duration::from_micros(us)) {
+                assert!(t <= Duration::from_micros(us), "{us} us: {t:?}");
+                assert!(t + TICK > Duration::from_micros(us), "{us} us: {t:?}");
+                assert_eq!(t.as_nanos() % TICK.as_nanos(), 0, "{us} us: {t:?}");
+            }
+        }
     }
 
     fn types(bytes: &[u8]) -> Vec<u16> {

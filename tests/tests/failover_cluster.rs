@@ -42,8 +42,13 @@ struct Bed {
 }
 
 fn public_addresses(list: &[u8]) -> String {
+    public_addresses_on(list, "eth1")
+}
+
+/// The public_addresses file of `list` on `ifaces` (`eth1,eth2`, say).
+fn public_addresses_on(list: &[u8], ifaces: &str) -> String {
     list.iter()
-        .map(|i| format!("198.51.100.{i}/24 eth1\n"))
+        .map(|i| format!("198.51.100.{i}/24 {ifaces}\n"))
         .collect()
 }
 
@@ -55,9 +60,23 @@ impl Bed {
     /// A bed whose nodes' ipfailover.toml starts with `extra` (sections of
     /// its own, such as `[cluster]`).
     fn with_toml(tag: &str, addresses: &[u8], extra: &str) -> Bed {
+        Bed::with_ifaces(tag, addresses, extra, false)
+    }
+
+    /// [`Bed::with_toml`]; with `eth2`, every node has a second public
+    /// interface `eth2` on the same switch, listed after `eth1` for every
+    /// address.
+    fn with_ifaces(tag: &str, addresses: &[u8], extra: &str, eth2: bool) -> Bed {
         let c = TestCluster::new(tag, 3).unwrap();
         // The client learns eth1's MAC (the configured interface).
         let eth1_ports = c.add_public_ports("198.51.100.100/24").unwrap();
+        if eth2 {
+            for n in &c.nodes {
+                c.lan.attach(&n.ns, "eth2").unwrap();
+                n.ns.ip(&["link", "set", "eth2", "up"]).unwrap();
+            }
+        }
+        let ifaces = if eth2 { "eth1,eth2" } else { "eth1" };
         let nodes: String = c.nodes.iter().map(|n| format!("{}\n", n.addr)).collect();
         for n in &c.nodes {
             let toml = format!(
@@ -71,7 +90,7 @@ impl Bed {
             std::fs::write(n.config_dir.join("nodes"), &nodes).unwrap();
             std::fs::write(
                 n.config_dir.join("public_addresses"),
-                public_addresses(addresses),
+                public_addresses_on(addresses, ifaces),
             )
             .unwrap();
         }
@@ -1435,6 +1454,92 @@ fn assert_leftover(bed: &Bed, i: usize) {
     assert!(
         log.contains("kept as a leftover"),
         "no failed removal was kept as a leftover on node {i}\n{}",
+        bed.logs()
+    );
+}
+
+/// The public addresses configured on `dev` in namespace `ns`.
+fn publics_on_dev(ns: &str, dev: &str) -> Vec<IpAddr> {
+    let Ok(out) = Command::new("ip")
+        .args(["-n", ns, "-o", "-4", "addr", "show", "dev", dev])
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            f.find(|w| *w == "inet")?;
+            let a: IpAddr = f.next()?.split('/').next()?.parse().ok()?;
+            is_public(a).then_some(a)
+        })
+        .collect()
+}
+
+/// Hole 6, a move between interfaces with real processes: every address
+/// is listed on `eth1,eth2`. A node's failoverd is stopped while its
+/// `eth1` is renamed to `pub1` (down, rename, up: the addresses stay on
+/// it); when it runs again, healing moves them to `eth2`, and the delete
+/// by the old name reaches nothing. The copies left on `pub1` must be
+/// reported as leftovers and removed — only they: the addresses stay
+/// hosted on `eth2`, on that node alone. (Before, the copies stayed on
+/// `pub1` untracked; and a leftover of an address hosted here would be
+/// forgotten at the redundant TAKE of the run that the link change asks
+/// for.)
+#[test]
+fn failover_cluster_a_move_off_a_renamed_interface_leaves_no_copy_behind() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    require_root();
+    let list = [201, 202, 203, 204, 205, 206];
+    let bed = Bed::with_ifaces("foca", &list, "[cluster]\ndead_after_ms = 3000\n\n", true);
+    let placed = bed.wait_placed("every address hosted exactly once", &list);
+    let (victim, theirs, _) = bed.victim(&placed);
+    let ns = bed.c.nodes[victim].ns.name().to_string();
+    let sampler = Sampler::start(&bed);
+    let pid = bed.failoverd_pids.lock().unwrap()[victim];
+    let pid = Pid::from_raw(i32::try_from(pid).unwrap());
+    kill(pid, Signal::SIGSTOP).unwrap();
+    rename_eth1(&bed, victim);
+    std::thread::sleep(Duration::from_millis(300));
+    let stranded = publics_on_dev(&ns, "pub1");
+    kill(pid, Signal::SIGCONT).unwrap();
+    assert!(
+        theirs.iter().all(|a| stranded.contains(a)),
+        "the rename did not keep {theirs:?} on pub1 ({stranded:?}): the test proves nothing"
+    );
+    let t0 = Instant::now();
+    let cleared = wait_for("only eth2 has the moved addresses", LIMIT, POLL, || {
+        let p = bed.placement(&list)?;
+        let on_eth2 = publics_on_dev(&ns, "eth2");
+        (publics_on_dev(&ns, "pub1").is_empty()
+            && theirs.iter().all(|a| p[a] == victim && on_eth2.contains(a)))
+        .then_some(())
+    });
+    let after = t0.elapsed();
+    let left = publics_on_dev(&ns, "pub1");
+    let (violations, samples, _) = sampler.stop();
+    eprintln!("node {victim}: {theirs:?} moved to eth2; waited {after:?} for pub1 to be cleared; left on pub1: {left:?}");
+    assert!(
+        violations.is_empty(),
+        "an address was configured on two nodes at once: {:?}\n{}",
+        &violations[..violations.len().min(10)],
+        bed.logs()
+    );
+    assert!(samples > 10, "the sampler hardly ran ({samples} samples)");
+    assert!(
+        cleared.is_ok(),
+        "node {victim}: pub1 still has {left:?}, eth2 {:?}\n{}",
+        publics_on_dev(&ns, "eth2"),
+        bed.logs()
+    );
+    let log = std::fs::read_to_string(bed.c.scratch.join(format!("node{victim}-failoverd.log")))
+        .unwrap_or_default();
+    assert!(
+        log.contains("tracked as a leftover"),
+        "node {victim}: no copy was reported as a leftover: the test proves nothing\n{}",
         bed.logs()
     );
 }

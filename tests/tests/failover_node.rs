@@ -376,6 +376,7 @@ fn link_down_moves_the_address_to_the_other_interface() {
     let cfg = rig.config();
     let node = Arc::clone(&rig.node);
     let client = Arc::clone(&rig.client);
+    let log_path = rig.dir.join("hooks.log");
     rig.node
         .block_on(move || async move {
             let (ex, mut events) = Executor::start(cfg, None).await.unwrap();
@@ -417,6 +418,15 @@ fn link_down_moves_the_address_to_the_other_interface() {
             .expect("no CannotHost event within 5 s");
             assert_eq!(cannot, p.addr);
             assert_eq!(ex.can_host(&p).await.unwrap(), None);
+            // The updateip hook runs after the move, in the background:
+            // on a loaded machine it may not have run yet (at most 5 s).
+            for _ in 0..50 {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if log.contains("updateip eth0 eth1") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             ex.shutdown();
         })
         .unwrap();
@@ -713,6 +723,64 @@ fn lease_gate_and_drop_all_racing_takes_leave_nothing_configured() {
         .unwrap();
 }
 
+/// A lease that comes back while `drop_all` runs (news of the next lease
+/// right after a lapse, as under load) must not let the heal — which runs
+/// on the drop's own removals — restore the addresses the drop then
+/// forgets: they would stay configured, hosted by no plan (seen in the
+/// 256-address failover: every address restored, then forgotten).
+#[test]
+fn a_lease_back_during_drop_all_does_not_restore_what_it_drops() {
+    use tokio::time::Instant;
+
+    let rig = Rig::new("fn12", &["eth0"]);
+    rig.node
+        .block_on(move || async move {
+            let nl = netlink::link::Netlink::new().unwrap();
+            let plain = ExecutorConfig {
+                hooks_dir: None,
+                garp_count: 1,
+                ..ExecutorConfig::default()
+            };
+            let (ex, _events) = Executor::start(plain, None).await.unwrap();
+            let many: Vec<PublicAddress> = (0..64)
+                .map(|i| public(&format!("192.0.2.{}/24", 150 + i), &["eth0"]))
+                .collect();
+            for delay_us in [0u64, 200, 500, 1000, 2000] {
+                ex.set_lease(Some(Instant::now() + Duration::from_secs(60)));
+                let taken = ex.take_many(&many).await;
+                assert!(taken.iter().all(|(_, r)| r.is_ok()), "{taken:?}");
+                let dropper = ex.clone();
+                let drop_task =
+                    tokio::spawn(async move { dropper.drop_all(DropMode::RemoveFirst).await });
+                if delay_us == 0 {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(Duration::from_micros(delay_us)).await;
+                }
+                // The next lease's news, while the drop removes.
+                ex.set_lease(Some(Instant::now() + Duration::from_secs(60)));
+                let dropped = drop_task.await.unwrap().unwrap();
+                // Let any heal the removals started finish.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let left = kernel_publics(&nl).await;
+                let hosted = ex.hosted();
+                assert!(
+                    left.iter()
+                        .all(|a| hosted.iter().any(|h| h.public.addr == *a)),
+                    "delay {delay_us} us: drop_all removed {dropped}; configured but not \
+                     hosted: {:?}",
+                    left.iter()
+                        .filter(|a| !hosted.iter().any(|h| h.public.addr == **a))
+                        .collect::<Vec<_>>()
+                );
+                ex.drop_all(DropMode::RemoveFirst).await.unwrap();
+                assert!(kernel_publics(&nl).await.is_empty());
+            }
+            ex.shutdown();
+        })
+        .unwrap();
+}
+
 /// The executor's kernel lease: a taken address answers while the lease
 /// holds; when the lease runs out with nobody dropping the address (the
 /// daemon frozen, say), the kernel stops answering for it; and news of a
@@ -936,6 +1004,239 @@ fn removal_from_a_renamed_interface_fails_until_found_under_its_new_name() {
             })
             .await;
             assert!(gone, "still on the renamed link after the second release");
+            ex.shutdown();
+        })
+        .unwrap();
+    let log = rig.hook_log();
+    for addr in ["192.0.2.100", "192.0.2.101"] {
+        assert!(
+            log.contains(&format!("releaseip pub0 {addr} 24")),
+            "{log:?}"
+        );
+        assert!(
+            !log.contains(&format!("releaseip eth0 {addr} 24")),
+            "{log:?}"
+        );
+    }
+}
+
+/// Waits (at most 5 s) until `events` has given one matching each of
+/// `wanted`; returns what each matched, in `wanted`'s order.
+async fn events_seen(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<NodeEvent>,
+    wanted: &[&(dyn Fn(&NodeEvent) -> bool + Sync)],
+) -> Vec<NodeEvent> {
+    let mut seen: Vec<Option<NodeEvent>> = vec![None; wanted.len()];
+    let all = tokio::time::timeout(Duration::from_secs(5), async {
+        while seen.iter().any(Option::is_none) {
+            let Some(ev) = events.recv().await else {
+                return;
+            };
+            for (slot, w) in seen.iter_mut().zip(wanted) {
+                if slot.is_none() && w(&ev) {
+                    *slot = Some(ev.clone());
+                }
+            }
+        }
+    })
+    .await;
+    assert!(all.is_ok(), "events within 5 s: {seen:?}");
+    seen.into_iter().flatten().collect()
+}
+
+/// Hole 6, a move between interfaces: the old interface is renamed (down,
+/// rename, up: its addresses stay on it) while the address cannot move,
+/// then the other interface comes up and healing moves the address there.
+/// The delete by the old name reaches nothing, so the renamed link keeps
+/// a copy the executor no longer tracks: it must be reported as a
+/// [`NodeEvent::Leftover`] (the daemon tracks it, and the leader gives
+/// the address away only after a release here, which fails while a copy
+/// is left), and `remove_leftovers` must then delete that copy and only
+/// it — the address stays hosted and answering on the new interface, no
+/// `releaseip` hook runs. A release of a hosted address whose copy is left
+/// on another link fails, and the leftover removal of an address no
+/// longer hosted removes it from wherever it is.
+#[test]
+fn a_move_off_a_renamed_interface_reports_the_old_copy_and_removes_only_it() {
+    let rig = Rig::new("fnm", &["eth0", "eth1"]);
+    let cfg = rig.config();
+    let node = Arc::clone(&rig.node);
+    let client = Arc::clone(&rig.client);
+    rig.node
+        .block_on(move || async move {
+            let (ex, mut events) = Executor::start(cfg, None).await.unwrap();
+            let p = public("192.0.2.100/24", &["eth0", "eth1"]);
+            let q = public("192.0.2.101/24", &["eth0", "eth1"]);
+            for x in [&p, &q] {
+                assert_eq!(
+                    ex.take(x).await.unwrap(),
+                    Taken::Added {
+                        iface: "eth0".into()
+                    }
+                );
+            }
+            let n = Arc::clone(&node);
+            blocking(move || {
+                n.ip(&["link", "set", "dev", "eth1", "down"]).unwrap();
+                n.ip(&["link", "set", "dev", "eth0", "down"]).unwrap();
+                n.ip(&["link", "set", "dev", "eth0", "name", "pub0"])
+                    .unwrap();
+                n.ip(&["link", "set", "dev", "pub0", "up"]).unwrap();
+            })
+            .await;
+            // Nowhere to go yet; then eth1 comes up and healing moves both.
+            let (pa, qa) = (p.addr, q.addr);
+            let cannot =
+                move |ev: &NodeEvent| matches!(ev, NodeEvent::CannotHost { addr } if *addr == pa);
+            events_seen(&mut events, &[&cannot]).await;
+            let n = Arc::clone(&node);
+            blocking(move || n.ip(&["link", "set", "dev", "eth1", "up"]).unwrap()).await;
+            let moved = |ev: &NodeEvent| matches!(ev, NodeEvent::Moved { addr, .. } if *addr == pa);
+            let left_p = |ev: &NodeEvent| matches!(ev, NodeEvent::Leftover { addr } if *addr == pa);
+            let left_q = |ev: &NodeEvent| matches!(ev, NodeEvent::Leftover { addr } if *addr == qa);
+            let seen = events_seen(&mut events, &[&moved, &left_p, &left_q]).await;
+            assert_eq!(
+                seen[0],
+                NodeEvent::Moved {
+                    addr: pa,
+                    from: "eth0".into(),
+                    to: "eth1".into()
+                }
+            );
+            let n = Arc::clone(&node);
+            let copies = blocking(move || {
+                [
+                    has_addr(&n, "pub0", "192.0.2.100"),
+                    has_addr(&n, "eth1", "192.0.2.100"),
+                    has_addr(&n, "pub0", "192.0.2.101"),
+                    has_addr(&n, "eth1", "192.0.2.101"),
+                ]
+            })
+            .await;
+            assert_eq!(
+                copies, [true; 4],
+                "pub0 .100, eth1 .100, pub0 .101, eth1 .101"
+            );
+            assert!(ex.hosted().iter().all(|h| h.iface == "eth1"));
+
+            // The leftover removal: the copy on pub0 goes, eth1's stays.
+            for (addr, r) in ex.remove_leftovers(&[pa]).await {
+                assert!(r.is_ok(), "{addr}: {r:?}");
+            }
+            let n = Arc::clone(&node);
+            let copies = blocking(move || {
+                [
+                    has_addr(&n, "pub0", "192.0.2.100"),
+                    has_addr(&n, "eth1", "192.0.2.100"),
+                ]
+            })
+            .await;
+            assert_eq!(copies, [false, true], "pub0 .100, eth1 .100");
+            assert_eq!(ex.hosted()[0].public.addr, pa);
+            assert_eq!(ex.hosted()[0].iface, "eth1");
+            let c = Arc::clone(&client);
+            assert!(
+                blocking(move || {
+                    let _ = c.ip(&["neigh", "flush", "dev", "eth0"]);
+                    pings(&c, pa)
+                })
+                .await,
+                "the hosted copy must still answer"
+            );
+
+            // A release of .101 (hosted on eth1, a copy on pub0) removes
+            // eth1's copy but is no success while pub0 has one; the
+            // leftover removal, .101 no longer hosted, removes that one.
+            let r = ex.release(qa).await;
+            assert!(
+                r.is_err(),
+                "a release that left a copy on pub0 counted as done: {r:?}"
+            );
+            let n = Arc::clone(&node);
+            assert!(blocking(move || has_addr(&n, "pub0", "192.0.2.101")).await);
+            for (addr, r) in ex.remove_leftovers(&[qa]).await {
+                assert!(r.is_ok(), "{addr}: {r:?}");
+            }
+            let n = Arc::clone(&node);
+            let gone = blocking(move || {
+                !has_addr(&n, "pub0", "192.0.2.101") && !has_addr(&n, "eth1", "192.0.2.101")
+            })
+            .await;
+            assert!(gone, ".101 still configured after the leftover removal");
+            ex.shutdown();
+        })
+        .unwrap();
+    let log = rig.hook_log();
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with("releaseip") && l.contains("192.0.2.100")),
+        "the hosted address was released: {log:?}"
+    );
+    assert!(
+        log.contains(&"releaseip pub0 192.0.2.101 24".to_owned()),
+        "{log:?}"
+    );
+}
+
+/// Hole 6, a removal the kernel calls done: the public interface is
+/// renamed (its addresses stay on it) and a new link takes its old name.
+/// A delete by that name reaches the new link, which answers "not there"
+/// — a success — while the renamed link still has the address. A release
+/// and `drop_all` verify by a dump and report the failure; the leftover
+/// removal then finds the addresses under the new name and removes them.
+#[test]
+fn a_removal_answered_by_a_new_link_of_the_old_name_is_verified() {
+    let rig = Rig::new("fnn", &["eth0"]);
+    let cfg = rig.config();
+    let node = Arc::clone(&rig.node);
+    rig.node
+        .block_on(move || async move {
+            let (ex, _events) = Executor::start(cfg, None).await.unwrap();
+            let a = public("192.0.2.100/24", &["eth0"]);
+            let b = public("192.0.2.101/24", &["eth0"]);
+            ex.take(&a).await.unwrap();
+            ex.take(&b).await.unwrap();
+            let n = Arc::clone(&node);
+            blocking(move || {
+                n.ip(&["link", "set", "dev", "eth0", "down"]).unwrap();
+                n.ip(&["link", "set", "dev", "eth0", "name", "pub0"])
+                    .unwrap();
+                n.ip(&["link", "set", "dev", "pub0", "up"]).unwrap();
+                // Left down: healing must not add the address to it.
+                n.ip(&[
+                    "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+                ])
+                .unwrap();
+            })
+            .await;
+            let r = ex.release(a.addr).await;
+            assert!(
+                r.is_err(),
+                "a release answered by the new eth0 counted as done: {r:?}"
+            );
+            let r = ex.drop_all(DropMode::RemoveFirst).await;
+            assert!(
+                r.is_err(),
+                "drop_all answered by the new eth0 counted as done: {r:?}"
+            );
+            let n = Arc::clone(&node);
+            let both = blocking(move || {
+                has_addr(&n, "pub0", "192.0.2.100") && has_addr(&n, "pub0", "192.0.2.101")
+            })
+            .await;
+            assert!(
+                both,
+                "the renamed link lost an address: the test proves nothing"
+            );
+            for (addr, r) in ex.remove_leftovers(&[a.addr, b.addr]).await {
+                assert!(r.is_ok(), "{addr}: {r:?}");
+            }
+            let n = Arc::clone(&node);
+            let gone = blocking(move || {
+                !has_addr(&n, "pub0", "192.0.2.100") && !has_addr(&n, "pub0", "192.0.2.101")
+            })
+            .await;
+            assert!(gone, "still on the renamed link after the leftover removal");
             ex.shutdown();
         })
         .unwrap();

@@ -243,20 +243,31 @@ fn refused(e: &crate::core::Refusal) -> (ErrorCode, String) {
     (ErrorCode::Refused, e.to_string())
 }
 
-/// Tries again to remove the core's leftovers in `addrs`: only those still
-/// leftovers and not hosted now (one taken again meanwhile is hosted).
+/// Tries again to remove the core's leftovers in `addrs` (those still
+/// leftovers). The executor decides under its operation lock what a
+/// leftover is: of a hosted address (taken again, or moved with a copy
+/// left on a renamed link), only the copies on other links; of one not
+/// hosted, every copy. Each stays a leftover until no copy is left.
 pub(super) async fn remove_leftovers(ctx: &Ctx, addrs: &[IpAddr]) {
-    let hosted: Vec<IpAddr> = ctx.exec.hosted().iter().map(|h| h.public.addr).collect();
     let still: Vec<IpAddr> = {
         let s = ctx.lock();
         addrs
             .iter()
             .copied()
-            .filter(|a| s.node.leftovers().contains(a) && !hosted.contains(a))
+            .filter(|a| s.node.leftovers().contains(a))
             .collect()
     };
-    for (addr, why) in remove(ctx, &still).await {
-        tracing::warn!(%addr, why, "a leftover address could not be removed yet");
+    if still.is_empty() {
+        return;
+    }
+    let results = ctx.exec.remove_leftovers(&still).await;
+    let now = lease::now();
+    let mut s = ctx.lock();
+    for (addr, r) in results {
+        s.node.removed(now, addr, r.is_ok());
+        if let Err(e) = r {
+            tracing::warn!(%addr, error = %e, "a leftover address could not be removed yet: kept as a leftover");
+        }
     }
 }
 
@@ -351,10 +362,14 @@ async fn take(ctx: &Ctx, from: Pnn, req: TakeIps) -> Result<StepResult, (ErrorCo
         ));
     }
     {
+        // A taken address that is a leftover stays one (no `hosts`): a
+        // copy may be left on another link (a redundant take of an address
+        // moved off a renamed link, a take of one left on a renamed link),
+        // and the next retry removes only such copies, never the hosted
+        // one, and ends the leftover once none is left (hole 6).
         let mut s = ctx.lock();
         for a in &taken {
             s.owners.insert(*a, ctx.pnn);
-            s.node.hosts(*a);
         }
     }
     Ok(StepResult { failed })

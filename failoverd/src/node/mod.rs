@@ -91,6 +91,12 @@ pub struct ExecutorConfig {
     /// the peers' fences to end, `lease + margin` after the break, so
     /// later news is either the old lease, late, or a new one.
     pub lapse_grace: Duration,
+    /// How long past the lease end the kernel lease's elements may live
+    /// (`netlink::lease::KernelLease::with_slack`; the cap still stops
+    /// guarded traffic at the end): half the leader's margin, at most a
+    /// tick. Without it elements end up to two ticks early, and guarded
+    /// addresses go silent between renewals that come a little late.
+    pub lease_slack: Duration,
 }
 
 impl ExecutorConfig {
@@ -115,6 +121,11 @@ impl ExecutorConfig {
                 let margin = c.heartbeat_interval_ms().max(dead_after / 5);
                 Duration::from_millis((dead_after + margin) / 2)
             },
+            lease_slack: {
+                let c = &loaded.config.cluster;
+                let margin = c.heartbeat_interval_ms().max(c.dead_after_ms() / 5);
+                Duration::from_millis(margin / 2).min(netlink::lease::TICK)
+            },
         }
     }
 }
@@ -134,6 +145,7 @@ impl Default for ExecutorConfig {
             killtcp_timeout: Duration::from_millis(1_000),
             kernel_lease: false,
             lapse_grace: Duration::from_millis(20),
+            lease_slack: Duration::ZERO,
         }
     }
 }
@@ -305,6 +317,16 @@ pub enum NodeEvent {
     },
     /// A hook exited non-zero, was killed by a signal or timed out.
     HookFailed(HookFailure),
+    /// A copy of `addr` that no plan accounts for is still configured
+    /// (hole 6): an add undone as the lease ended whose removal did not
+    /// work, or, after a move between interfaces, a copy left on a link
+    /// other than the new one (the old link was renamed). The daemon
+    /// tracks it as a leftover and removes it with
+    /// [`Executor::remove_leftovers`] until that works.
+    Leftover {
+        /// The address.
+        addr: IpAddr,
+    },
 }
 
 /// One interface, for `ipfailover ifaces`.
@@ -449,7 +471,7 @@ impl Executor {
     ///
     /// [`NodeError::Kernel`] when the kernel refuses the removal.
     pub async fn release(&self, addr: IpAddr) -> Result<(), NodeError> {
-        let mut r = self.inner.release_many(&[addr]).await;
+        let mut r = self.inner.release_many(&[addr], false).await;
         match r.pop() {
             Some((_, result)) => result,
             None => unreachable!("release_many answers once per address"),
@@ -465,7 +487,20 @@ impl Executor {
     /// that is not hosted (a leftover) is removed too, from whichever
     /// interface carries it. One result per address, in order.
     pub async fn release_many(&self, addrs: &[IpAddr]) -> Vec<(IpAddr, Result<(), NodeError>)> {
-        self.inner.release_many(addrs).await
+        self.inner.release_many(addrs, false).await
+    }
+
+    /// Removes leftovers (hole 6): copies of `addrs` that no plan accounts
+    /// for. Whether an address is hosted is decided under the operation
+    /// lock, and its hosted copy is never touched: of a hosted address,
+    /// only the copies on other links are deleted (left by a move whose old
+    /// link was renamed, see [`NodeEvent::Leftover`]; no block, reset or
+    /// hook); one not hosted is released from whichever links have it (as
+    /// [`Executor::release_many`]), unless a take hosts it before that
+    /// starts ([`NodeError::Retaken`]). Ok means no such copy is left,
+    /// verified by a dump. One result per address, in order.
+    pub async fn remove_leftovers(&self, addrs: &[IpAddr]) -> Vec<(IpAddr, Result<(), NodeError>)> {
+        self.inner.remove_leftovers(addrs).await
     }
 
     /// Moves a hosted address to `new_iface` (one of its listed interfaces):

@@ -116,6 +116,7 @@ impl Bed {
             (1000, 200)
         };
         let log_level = crate::bench::log_level();
+        let cluster_extra = crate::bench::cluster_extra();
         for (i, n) in c.nodes.iter().enumerate() {
             let lead = if non_leaders.contains(&i) {
                 "leader_capability = false\n"
@@ -123,7 +124,7 @@ impl Bed {
                 ""
             };
             let toml = format!(
-                "[transport]\nrun_dir = \"{}\"\n\n[cluster]\nprofile = \"{profile}\"\n{lead}\n\
+                "[transport]\nrun_dir = \"{}\"\n\n[cluster]\nprofile = \"{profile}\"\n{lead}{cluster_extra}\n\
                  [failover]\ngarp_interval_ms = {garp_interval}\nrelease_timeout_ms = 3000\n\n\
                  [conntrack]\nscan_interval_ms = {scan}\n\n[logging]\nlevel = \"{log_level}\"\n\n{extra_toml}",
                 n.run_dir.display()
@@ -164,7 +165,20 @@ impl Bed {
                 .open(self.c.scratch.join(format!("node{i}-{name}.log")))?)
         };
         let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
-        let mut t = node.ns.command(&path(&bin_path("transportd")?));
+        // As masterd starts them by default (`realtime_priority = 1`):
+        // failoverd at SCHED_RR 1, the heartbeat path (transportd,
+        // clusterd) one step above, conntrackd normal; `BENCH_REALTIME=0`
+        // runs them all at normal priority.
+        let command = |name: &str, prio: u8| -> Result<std::process::Command> {
+            let bin = path(&bin_path(name)?);
+            if prio == 0 || std::env::var("BENCH_REALTIME").is_ok_and(|v| v == "0") {
+                return Ok(node.ns.command(&bin));
+            }
+            let mut c = node.ns.command("chrt");
+            c.args(["--rr", "--reset-on-fork", &prio.to_string(), &bin]);
+            Ok(c)
+        };
+        let mut t = command("transportd", 2)?;
         t.args(["--run-dir", &path(&node.run_dir)])
             .args(["--nodes", &path(&node.config_dir.join("nodes"))])
             .args(["--key", &path(&node.config_dir.join("cluster.key"))])
@@ -175,8 +189,8 @@ impl Bed {
         wait_for("transportd socket", Duration::from_secs(10), POLL, || {
             sock.exists().then_some(())
         })?;
-        for name in ["clusterd", "conntrackd", "failoverd"] {
-            let mut d = node.ns.command(&path(&bin_path(name)?));
+        for (name, prio) in [("clusterd", 2), ("conntrackd", 0), ("failoverd", 1)] {
+            let mut d = command(name, prio)?;
             d.args(["--config-dir", &path(&node.config_dir)])
                 .stdout(Stdio::null())
                 .stderr(log(name)?);

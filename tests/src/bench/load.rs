@@ -61,10 +61,11 @@ fn measure(profile: &str, realtime: u8, minutes: f64, cpu: usize, spawn: bool) -
         std::fs::write(
             n.config_dir.join("ipfailover.toml"),
             format!(
-                "[transport]\nrun_dir = \"{}\"\n\n[cluster]\nprofile = \"{profile}\"\n\
+                "[transport]\nrun_dir = \"{}\"\n\n[cluster]\nprofile = \"{profile}\"\n{}\
                  realtime_priority = {realtime}\n\n[failover]\ngarp_count = 1\n\n\
                  [logging]\nlevel = \"info\"\n",
-                n.run_dir.display()
+                n.run_dir.display(),
+                super::cluster_extra()
             ),
         )?;
         let pa: String = PUBLIC

@@ -115,6 +115,17 @@ pub(crate) fn log_level() -> String {
     std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".to_string())
 }
 
+/// Extra `[cluster]` lines for the benches' beds, from `BENCH_CLUSTER`
+/// (for an experiment, e.g. `heartbeat_interval_ms = 5` and
+/// `dead_after_ms = 20` over a profile; `\n` separates lines): empty
+/// unless set. The figures printed are then those of that setting, not
+/// of the named profile.
+pub(crate) fn cluster_extra() -> String {
+    std::env::var("BENCH_CLUSTER")
+        .map(|v| format!("{}\n", v.replace("\\n", "\n")))
+        .unwrap_or_default()
+}
+
 /// The `p`-th percentile (0..=100) of unsorted samples, nearest-rank.
 pub fn percentile(samples: &mut [f64], p: f64) -> f64 {
     if samples.is_empty() {
