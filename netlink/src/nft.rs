@@ -195,6 +195,15 @@ pub enum NftError {
     },
 }
 
+impl NftError {
+    /// The kernel refused the transaction as busy (EBUSY), which a retry
+    /// can cure: seen on renewals at real-time priority under load.
+    #[must_use]
+    pub fn is_busy(&self) -> bool {
+        matches!(self, NftError::Kernel { errno, .. } if *errno == libc::EBUSY)
+    }
+}
+
 /// The ipfailover table of the current network namespace (a name, not a
 /// connection: every request opens its own netfilter socket in the
 /// namespace of the thread that executes it).
@@ -774,6 +783,9 @@ mod tests {
                 ..
             }
         ));
+        assert!(t.error("renew", libc::EBUSY).is_busy());
+        assert!(!t.error("renew", libc::EINVAL).is_busy());
+        assert!(!t.error("renew", libc::ENOENT).is_busy());
     }
 
     /// The message types of the netlink messages in a batch.

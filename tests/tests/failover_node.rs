@@ -9,7 +9,7 @@
 //! blocking threads so that the executor's background tasks keep running.
 
 use std::io::{ErrorKind, Read};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use std::time::Duration;
 use failoverd::node::{DropMode, Executor, ExecutorConfig, NodeEvent, Taken};
 use failoverd::public_addresses::PublicAddress;
 use netlink::events::{Event, Events};
+use tests::arp::ArpProber;
 use tests::netns::{require_root, wait_for, Lan, NetNs};
 
 static DIRS: AtomicU32 = AtomicU32::new(0);
@@ -1162,6 +1163,84 @@ fn drop_all_on_a_lost_lease_resets_1_and_100_clients() {
             );
         }
     }
+}
+
+/// A node whose lease has ended announces nothing: gratuitous ARPs leave
+/// through a packet socket, which the kernel lease's ARP rules do not see.
+/// Found by `kernel_lease_cluster::a_frozen_node_leaves_no_duplicate`
+/// under load: a node stopped (SIGSTOP) with announcement rounds pending
+/// sent them at its SIGCONT, 3.3 s after its lease ended, while the
+/// survivors served its addresses — two MACs for one address in one probe
+/// round, and clients sent to a node whose kernel drops their packets.
+/// Here the rounds are 300 ms apart and the lease ends 450 ms after the
+/// take with no news: the third round (600 ms) must not go out.
+#[test]
+fn no_announcement_after_the_lease_ends() {
+    use tokio::time::Instant;
+    let rig = Rig::new("fn13", &["eth0"]);
+    let text = mac(&rig.node, "eth0");
+    let mut node_mac = [0u8; 6];
+    for (b, p) in node_mac.iter_mut().zip(text.split(':')) {
+        *b = u8::from_str_radix(p, 16).unwrap();
+    }
+    let addr = Ipv4Addr::new(192, 0, 2, 161);
+    let t0 = std::time::Instant::now();
+    // One request at the start (nobody has the address yet), then only
+    // what the node sends by itself.
+    let prober = ArpProber::start(
+        &rig.client,
+        "eth0",
+        Ipv4Addr::new(192, 0, 2, 1),
+        vec![addr],
+        Duration::from_secs(60),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let table = format!("ipfa{}", std::process::id() % 100_000);
+    let (taken, end) = rig
+        .node
+        .block_on(move || async move {
+            let config = ExecutorConfig {
+                hooks_dir: None,
+                garp_count: 3,
+                garp_interval: Duration::from_millis(300),
+                kernel_lease: true,
+                nft_table: table,
+                ..ExecutorConfig::default()
+            };
+            let (ex, _events) = Executor::start(config, None).await.unwrap();
+            let one = public("192.0.2.161/24", &["eth0"]);
+            ex.guard(&[one.addr]).await.unwrap();
+            let end = Instant::now() + Duration::from_millis(450);
+            ex.set_lease(Some(end));
+            let taken = std::time::Instant::now();
+            ex.take(&one).await.unwrap();
+            // No news: the lease ends; the announcer's rounds go on.
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            ex.drop_all(DropMode::RemoveFirst).await.unwrap();
+            (taken, end.into_std())
+        })
+        .unwrap();
+    let replies = prober.finish().unwrap();
+    let announced: Vec<Duration> = replies
+        .iter()
+        .filter(|r| r.target == addr && r.mac == node_mac && r.gratuitous)
+        .map(|r| r.at)
+        .collect();
+    let (taken, end) = (taken - t0, end - t0);
+    eprintln!("taken at {taken:?}, lease end {end:?}, announcements at {announced:?}");
+    assert!(
+        announced.iter().filter(|t| **t < end).count() >= 2,
+        "the rounds inside the lease must go out: {announced:?} (lease end {end:?})"
+    );
+    let late: Vec<&Duration> = announced
+        .iter()
+        .filter(|t| **t > end + Duration::from_millis(2))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "announced after the lease ended ({end:?}): {late:?}"
+    );
 }
 
 /// Hole 6 in the executor: a removal by interface name fails once the

@@ -195,6 +195,24 @@ async fn order_for_removal(nl: &Netlink, iface: &str, prefixes: &mut [IpPrefix])
 /// `Inner::renew_kernel_lease`).
 const RENEW_SLOP: Duration = Duration::from_millis(2);
 
+/// A renewal the kernel refused as busy (EBUSY) is tried again this many
+/// times, each after [`BUSY_PAUSE`], while its lease has time left (a
+/// renewal whose end has passed revokes instead): otherwise the addresses
+/// stop answering until the next lease news, a quarter of a lease later.
+const BUSY_RETRIES: u32 = 3;
+
+/// The pause before a renewal refused as busy is retried. Not zero: at
+/// real-time priority an immediate retry can keep the kernel worker that
+/// would end the busy state (they run at normal priority) off the CPU.
+const BUSY_PAUSE: Duration = Duration::from_millis(1);
+
+/// After a failed renewal (`refused` busy refusals before it): the pause
+/// before retrying it, or `None` to give up (the elements then run out by
+/// themselves; the next lease news renews them).
+fn busy_retry(e: &netlink::nft::NftError, refused: u32) -> Option<Duration> {
+    (e.is_busy() && refused < BUSY_RETRIES).then_some(BUSY_PAUSE)
+}
+
 /// Keeps the kernel lease (`netlink::lease`) in step with the lease gate:
 /// renews the element of every hosted address whenever the daemon gives
 /// news of the lease (four times a lease), and revokes them all when the
@@ -558,13 +576,19 @@ impl Inner {
     /// raised cap must not let it answer). A
     /// renewal that took long (the process was stopped between reading the
     /// clock and the kernel's commit, so the element may outlive the lease
-    /// by that much) is redone at once, at most three times. A gate that has
+    /// by that much) is redone at once, at most three times; one the kernel
+    /// refused as busy is retried after a pause of a millisecond, at most
+    /// [`BUSY_RETRIES`] times (each retry reads the lease end again, and
+    /// revokes once it has passed). A gate that has
     /// been closed since the start (the lease not known yet) revokes
     /// nothing: a restarted failoverd leaves its predecessor's elements to
     /// run out when that lease does, so that addresses it adopts do not
     /// blip.
     async fn renew_kernel_lease(&self, lease: &KernelLease, keeper: &mut Keeper) {
-        for _ in 0..3 {
+        // Each pass renews, or returns; `slow` and `refused` bound the
+        // passes (three slow ones, BUSY_RETRIES refused ones).
+        let (mut slow, mut refused) = (0, 0);
+        while slow < 3 {
             let (permit, sets) = {
                 let st = self.lock();
                 let sets = keeper_sets(
@@ -635,6 +659,7 @@ impl Inner {
             };
             match outcome {
                 Ok(Some(took)) if took > RENEW_SLOP => {
+                    slow += 1;
                     tracing::warn!(
                         took_ms = took.as_secs_f64() * 1e3,
                         "kernel lease renewal was slow: renewing again"
@@ -649,6 +674,11 @@ impl Inner {
                     return;
                 }
                 Ok(_) => return,
+                Err(e) if busy_retry(&e, refused).is_some() => {
+                    refused += 1;
+                    tracing::warn!(error = %e, attempt = refused, "kernel lease renewal refused as busy: retrying");
+                    tokio::time::sleep(BUSY_PAUSE).await;
+                }
                 Err(e) => {
                     // The elements run out by themselves: safe, but the
                     // addresses stop answering until a renewal succeeds.
@@ -742,9 +772,33 @@ impl Inner {
         }
     }
 
+    /// Whether `addr` may be announced now: it is hosted, the lease gate
+    /// is open and, with the kernel lease, it was leased in this lease.
+    /// Announcements leave through a packet socket, which the kernel
+    /// lease's ARP rules do not see, so this is their only guard: a node
+    /// whose lease has ended must not tell the clients to send to it while
+    /// the survivors serve its addresses. (Found by
+    /// `kernel_lease_cluster::a_frozen_node_leaves_no_duplicate`: a
+    /// gratuitous ARP round pending when every process of the node was
+    /// stopped went out at the SIGCONT, 3.3 s after the lease end and 4 ms
+    /// after the new owner's last answer.)
+    fn may_announce(&self, addr: IpAddr) -> bool {
+        let st = self.lock();
+        st.hosted.contains_key(&addr)
+            && permitted(&st)
+            && (self.lease.is_none()
+                || matches!(st.permit, Permit::Unlimited)
+                || st.leased_in.get(&addr) == Some(&st.lease_epoch))
+    }
+
     /// Sends one announcement of `addr` on `iface` through the interface's
-    /// kept sender. Returns the frames sent.
+    /// kept sender, if it may be announced (see `may_announce`). Returns
+    /// the frames sent.
     async fn announce_on(&self, iface: &str, addr: IpAddr) -> Result<usize, NodeError> {
+        if !self.may_announce(addr) {
+            tracing::debug!(%addr, %iface, "not announced: not hosted under the current lease");
+            return Ok(0);
+        }
         let sender = self.sender(iface)?;
         let r = sender.announce(addr).await;
         if r.is_err() {
@@ -2385,6 +2439,27 @@ mod tests {
     /// Every address leased in an earlier lease is ended with the renewal
     /// (the renewal raises the kernel's cap for it too): hosted across a
     /// break, released, or a take of that lease still in flight.
+    #[test]
+    fn a_busy_renewal_is_retried_a_few_times_and_nothing_else_is() {
+        let err = |errno| netlink::nft::NftError::Kernel {
+            table: "inet t".into(),
+            op: "renew",
+            errno,
+        };
+        const EBUSY: i32 = 16; // Linux
+        const EINVAL: i32 = 22;
+        for refused in 0..BUSY_RETRIES {
+            assert_eq!(busy_retry(&err(EBUSY), refused), Some(BUSY_PAUSE));
+        }
+        assert_eq!(busy_retry(&err(EBUSY), BUSY_RETRIES), None);
+        assert_eq!(busy_retry(&err(EINVAL), 0), None);
+        let missing = netlink::nft::NftError::TableMissing {
+            table: "inet t".into(),
+            op: "renew",
+        };
+        assert_eq!(busy_retry(&missing, 0), None);
+    }
+
     #[test]
     fn the_keeper_ends_every_element_of_an_earlier_lease() {
         let (a, b, c, d, e) = (
