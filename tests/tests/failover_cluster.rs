@@ -223,10 +223,17 @@ impl Bed {
 
 /// The public (198.51.100.0/24) addresses configured in namespace `ns`.
 fn addresses_on(ns: &str) -> Vec<IpAddr> {
-    let Ok(out) = Command::new("ip")
-        .args(["-n", ns, "-o", "-4", "addr", "show"])
-        .output()
-    else {
+    publics(ns, None)
+}
+
+/// The public addresses configured in namespace `ns`, on `dev` only when
+/// given.
+fn publics(ns: &str, dev: Option<&str>) -> Vec<IpAddr> {
+    let mut args = vec!["-n", ns, "-o", "-4", "addr", "show"];
+    if let Some(dev) = dev {
+        args.extend(["dev", dev]);
+    }
+    let Ok(out) = Command::new("ip").args(&args).output() else {
         return Vec::new();
     };
     String::from_utf8_lossy(&out.stdout)
@@ -234,8 +241,7 @@ fn addresses_on(ns: &str) -> Vec<IpAddr> {
         .filter_map(|l| {
             let mut f = l.split_whitespace();
             f.find(|w| *w == "inet")?;
-            let a = f.next()?.split('/').next()?;
-            let a: IpAddr = a.parse().ok()?;
+            let a: IpAddr = f.next()?.split('/').next()?.parse().ok()?;
             is_public(a).then_some(a)
         })
         .collect()
@@ -1777,21 +1783,7 @@ fn assert_leftover(bed: &Bed, i: usize) {
 
 /// The public addresses configured on `dev` in namespace `ns`.
 fn publics_on_dev(ns: &str, dev: &str) -> Vec<IpAddr> {
-    let Ok(out) = Command::new("ip")
-        .args(["-n", ns, "-o", "-4", "addr", "show", "dev", dev])
-        .output()
-    else {
-        return Vec::new();
-    };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            f.find(|w| *w == "inet")?;
-            let a: IpAddr = f.next()?.split('/').next()?.parse().ok()?;
-            is_public(a).then_some(a)
-        })
-        .collect()
+    publics(ns, Some(dev))
 }
 
 /// Hole 6, a move between interfaces with real processes: every address

@@ -129,6 +129,14 @@ fn pings(ns: &NetNs, addr: IpAddr) -> bool {
 }
 
 /// `ip addr show dev IFACE` in `ns` contains `addr/`.
+/// Renames a link as an administrator would (down, rename, up): the
+/// addresses on it stay, under the new name.
+fn rename_link(ns: &NetNs, from: &str, to: &str) {
+    ns.ip(&["link", "set", "dev", from, "down"]).unwrap();
+    ns.ip(&["link", "set", "dev", from, "name", to]).unwrap();
+    ns.ip(&["link", "set", "dev", to, "up"]).unwrap();
+}
+
 fn has_addr(ns: &NetNs, iface: &str, addr: &str) -> bool {
     ns.exec("ip", &["-o", "addr", "show", "dev", iface])
         .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {addr}/")))
@@ -1264,10 +1272,7 @@ fn removal_from_a_renamed_interface_fails_until_found_under_its_new_name() {
             ex.take(&b).await.unwrap();
             let n = Arc::clone(&node);
             blocking(move || {
-                n.ip(&["link", "set", "dev", "eth0", "down"]).unwrap();
-                n.ip(&["link", "set", "dev", "eth0", "name", "pub0"])
-                    .unwrap();
-                n.ip(&["link", "set", "dev", "pub0", "up"]).unwrap();
+                rename_link(&n, "eth0", "pub0");
             })
             .await;
             let r = ex.release(a.addr).await;
@@ -1368,10 +1373,7 @@ fn a_move_off_a_renamed_interface_reports_the_old_copy_and_removes_only_it() {
             let n = Arc::clone(&node);
             blocking(move || {
                 n.ip(&["link", "set", "dev", "eth1", "down"]).unwrap();
-                n.ip(&["link", "set", "dev", "eth0", "down"]).unwrap();
-                n.ip(&["link", "set", "dev", "eth0", "name", "pub0"])
-                    .unwrap();
-                n.ip(&["link", "set", "dev", "pub0", "up"]).unwrap();
+                rename_link(&n, "eth0", "pub0");
             })
             .await;
             // Nowhere to go yet; then eth1 comes up and healing moves both.
@@ -1488,10 +1490,7 @@ fn a_removal_answered_by_a_new_link_of_the_old_name_is_verified() {
             ex.take(&b).await.unwrap();
             let n = Arc::clone(&node);
             blocking(move || {
-                n.ip(&["link", "set", "dev", "eth0", "down"]).unwrap();
-                n.ip(&["link", "set", "dev", "eth0", "name", "pub0"])
-                    .unwrap();
-                n.ip(&["link", "set", "dev", "pub0", "up"]).unwrap();
+                rename_link(&n, "eth0", "pub0");
                 // Left down: healing must not add the address to it.
                 n.ip(&[
                     "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
