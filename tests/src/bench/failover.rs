@@ -303,6 +303,12 @@ impl Bed {
             let l = n.ns.run(|| -> std::io::Result<TcpListener> {
                 let l = TcpListener::bind(("0.0.0.0", PORT))?;
                 l.set_nonblocking(true)?;
+                // A backlog for a mass failover's burst: std listens with
+                // 128, and the kernel drops a SYN that finds the accept
+                // queue full (the client then waits for its next attempt,
+                // which measured the bench's server, not the failover).
+                // listen() again on a listening socket only sets the backlog.
+                nix::sys::socket::listen(&l, nix::sys::socket::Backlog::MAXALLOWABLE)?;
                 Ok(l)
             })??;
             let stop = Arc::clone(&self.stop);
