@@ -444,7 +444,27 @@ impl Executor {
         config: ExecutorConfig,
         client: Option<transport::client::Client>,
     ) -> Result<(Executor, mpsc::UnboundedReceiver<NodeEvent>), NodeError> {
-        let (inner, rx) = Inner::start(config, client).await?;
+        Self::start_on(config, client, None).await
+    }
+
+    /// [`Executor::start`], with the kernel lease's keeper (the task that
+    /// renews the lease elements of every hosted address on each lease
+    /// news) on `lease_rt` when given: the runtime of the lease path, so
+    /// that no take, release or hook on the executor's own runtime delays
+    /// a renewal (a release holds a runtime thread in the kernel for up to
+    /// ~20 ms; with the lease's elements ending at the lease end, a
+    /// renewal that late lets them run out and the node's other addresses
+    /// stop answering in between).
+    ///
+    /// # Errors
+    ///
+    /// As [`Executor::start`].
+    pub async fn start_on(
+        config: ExecutorConfig,
+        client: Option<transport::client::Client>,
+        lease_rt: Option<&tokio::runtime::Handle>,
+    ) -> Result<(Executor, mpsc::UnboundedReceiver<NodeEvent>), NodeError> {
+        let (inner, rx) = Inner::start(config, client, lease_rt).await?;
         Ok((Executor { inner }, rx))
     }
 

@@ -415,6 +415,7 @@ impl Inner {
     pub(super) async fn start(
         config: ExecutorConfig,
         client: Option<Client>,
+        lease_rt: Option<&tokio::runtime::Handle>,
     ) -> Result<(Arc<Inner>, mpsc::UnboundedReceiver<NodeEvent>), NodeError> {
         let nl = Netlink::new()?;
         let nft = NftTable::new(&config.nft_table)?;
@@ -465,7 +466,11 @@ impl Inner {
             )));
         }
         if let Some(lease) = lease {
-            tasks.push(tokio::spawn(lease_keeper(weak.clone(), lease, lease_wake)));
+            let keeper = lease_keeper(weak.clone(), lease, lease_wake);
+            tasks.push(match lease_rt {
+                Some(rt) => rt.spawn(keeper),
+                None => tokio::spawn(keeper),
+            });
         }
         if let Some(every) = inner.config.garp_refresh {
             tasks.push(tokio::spawn(refresh(weak, every)));
