@@ -431,7 +431,8 @@ where
 
 /// Tries new connections to `to` until one succeeds (bounded by LIMIT);
 /// returns when it did.
-pub(crate) fn first_connect(to: SocketAddr) -> Option<Instant> {
+pub(crate) fn first_connect(to: SocketAddr, phase: Duration) -> Option<Instant> {
+    std::thread::sleep(phase);
     let end = Instant::now() + LIMIT;
     while Instant::now() < end {
         if TcpStream::connect_timeout(&to, Duration::from_millis(10)).is_ok() {
@@ -440,6 +441,22 @@ pub(crate) fn first_connect(to: SocketAddr) -> Option<Instant> {
         std::thread::sleep(Duration::from_millis(1));
     }
     None
+}
+
+/// One attempt of [`first_connect`] takes this long when nothing answers
+/// (the 10 ms connect timeout and the 1 ms pause).
+const ATTEMPT_PERIOD: Duration = Duration::from_millis(11);
+
+/// Where trial `n`'s client starts its attempts after T0: spread evenly
+/// over one attempt period, every tenth of it in turn. A real client
+/// connecting every 10 ms is not in step with the failure; a client that
+/// always starts at T0 is, and rounds every figure to the next multiple
+/// of 11 ms (a failover 2 ms faster could gain 11 ms or nothing).
+pub(crate) fn client_phase(n: usize) -> Duration {
+    // n % 10 < 10: fits in u32.
+    #[allow(clippy::cast_possible_truncation)]
+    let tenth = (n % 10) as u32;
+    ATTEMPT_PERIOD * tenth / 10
 }
 
 struct Trial {
@@ -526,7 +543,8 @@ fn trial(bed: &mut Bed, n: usize, phases: bool, leader_victim: bool) -> Result<T
         .is_ok_and(|t| t.trim() == victim.to_string());
     let capture = if phases { Capture::start(bed, n) } else { None };
     let (t0, t0_wall) = bed.unplug(victim)?;
-    let connector = in_client(bed, move || first_connect(server));
+    let phase = client_phase(n);
+    let connector = in_client(bed, move || first_connect(server, phase));
     bed.kill(victim);
     let connected = connector
         .join()

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::failover::{addresses_on, first_connect, in_ns, public, public_lan, PORT};
+use super::failover::{addresses_on, client_phase, first_connect, in_ns, public, public_lan, PORT};
 use crate::cluster::TestCluster;
 use crate::netns::wait_for;
 
@@ -189,8 +189,10 @@ impl KeepalivedBed {
     }
 
     /// Powers node 0 off and returns T0 → the first address answering and
-    /// T0 → all of them answering, in ms; then powers it on again.
-    fn trial(&mut self) -> Result<(f64, f64)> {
+    /// T0 → all of them answering, in ms; then powers it on again. Trial
+    /// `n`'s clients start at [`client_phase`]`(n)` after T0, as
+    /// ipfailover's do.
+    fn trial(&mut self, n: usize) -> Result<(f64, f64)> {
         self.wait_on_node0()?;
         // Let the last takeover's gratuitous ARPs settle.
         std::thread::sleep(Duration::from_millis(300));
@@ -214,13 +216,14 @@ impl KeepalivedBed {
             anyhow::Ok(t0)
         })??;
         self.kill(0);
+        let phase = client_phase(n);
         // Probes start after T0: an answer takes far longer than starting
         // a thread, and no probe can reach node 0 before it is gone.
         let probes: Vec<_> = targets
             .iter()
             .map(|t| {
                 let t = *t;
-                in_ns(self.c.client.name(), move || first_connect(t))
+                in_ns(self.c.client.name(), move || first_connect(t, phase))
             })
             .collect();
         let mut times = Vec::new();
@@ -280,7 +283,7 @@ pub fn measure(profile: &str, trials: usize, mass: usize, mass_trials: usize) ->
         let mut bed = KeepalivedBed::new(&format!("bk{}", &profile[..1]), 1, fast)?;
         for t in 0..trials {
             let (first, _) = bed
-                .trial()
+                .trial(t)
                 .with_context(|| format!("keepalived {profile} trial {t}"))?;
             eprintln!("keepalived {profile} trial {t}: reconnect {first:.1} ms");
             reconnect.push(first);
@@ -291,7 +294,7 @@ pub fn measure(profile: &str, trials: usize, mass: usize, mass_trials: usize) ->
         let mut bed = KeepalivedBed::new(&format!("bkm{}", &profile[..1]), mass, fast)?;
         for t in 0..mass_trials {
             let (_, all) = bed
-                .trial()
+                .trial(t)
                 .with_context(|| format!("keepalived {profile} mass trial {t}"))?;
             eprintln!(
                 "keepalived {profile} mass trial {t}: {mass} addresses answer after {all:.1} ms"
