@@ -1610,3 +1610,100 @@ fn renewals_go_on_while_the_executors_runtime_is_held_up() {
         })
         .unwrap();
 }
+
+/// A release answers once the address is gone from the kernel; taking it
+/// out of the blocked and tracked sets and ending its kernel lease
+/// element follow (each nftables removal waits for an RCU grace period).
+/// That clean-up must leave an address taken again in between alone: it
+/// answers (its tracking and the element its take gave it are kept) and
+/// is unblocked; an address released for good is unblocked, untracked and
+/// has no element left.
+#[test]
+fn the_clean_up_after_a_release_spares_an_address_taken_again() {
+    use tokio::time::Instant;
+    let rig = Rig::new("fn19", &["eth0"]);
+    let client = Arc::clone(&rig.client);
+    let node = Arc::clone(&rig.node);
+    let table = format!("ipfc{}", std::process::id() % 100_000);
+    rig.node
+        .block_on(move || async move {
+            let config = ExecutorConfig {
+                hooks_dir: None,
+                garp_count: 1,
+                kernel_lease: true,
+                nft_table: table.clone(),
+                ..ExecutorConfig::default()
+            };
+            let (ex, _events) = Executor::start(config, None).await.unwrap();
+            let again = public("192.0.2.163/24", &["eth0"]);
+            let gone = public("192.0.2.164/24", &["eth0"]);
+            ex.guard(&[again.addr, gone.addr]).await.unwrap();
+            // One lease news for the whole test: the keeper renews nothing
+            // on its own, so an element the clean-up ended stays ended.
+            ex.set_lease(Some(Instant::now() + Duration::from_secs(30)));
+            for (a, r) in ex.take_many(&[again.clone(), gone.clone()]).await {
+                r.unwrap_or_else(|e| panic!("take of {a}: {e}"));
+            }
+            for (a, r) in ex.release_many(&[again.addr, gone.addr]).await {
+                r.unwrap_or_else(|e| panic!("release of {a}: {e}"));
+            }
+            // Taken again at once: its take runs before or after the
+            // clean-up, whichever gets the operation lock first.
+            ex.take(&again).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let c = Arc::clone(&client);
+            let a = again.addr;
+            assert!(
+                blocking(move || {
+                    let _ = c.ip(&["neigh", "flush", "dev", "eth0"]);
+                    pings(&c, a)
+                })
+                .await,
+                "taken again: must answer after the release's clean-up"
+            );
+            let n = Arc::clone(&node);
+            let t = table.clone();
+            let sets = blocking(move || {
+                let list = |set: &str| {
+                    n.exec_ok("nft", &["list", "set", "inet", &t, set])
+                        .unwrap_or_default()
+                };
+                (list("blocked4"), list("public4"))
+            })
+            .await;
+            let n = Arc::clone(&node);
+            let t = table.clone();
+            let lease = blocking(move || {
+                n.exec_ok("nft", &["list", "table", "inet", &format!("{t}_lease")])
+                    .unwrap_or_default()
+            })
+            .await;
+            let (blocked, tracked) = sets;
+            let (ga, gg) = (again.addr.to_string(), gone.addr.to_string());
+            assert!(
+                !blocked.contains(&ga) && !blocked.contains(&gg),
+                "both unblocked after the clean-up: {blocked}"
+            );
+            assert!(
+                tracked.contains(&ga),
+                "the retaken address stays tracked: {tracked}"
+            );
+            assert!(
+                !tracked.contains(&gg),
+                "the released one is untracked: {tracked}"
+            );
+            ex.drop_all(DropMode::RemoveFirst).await.unwrap();
+            // Listed last: the lease set's element of the released one.
+            let lease_set = lease
+                .split("set lease4")
+                .nth(1)
+                .and_then(|s| s.split('}').next())
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                lease_set.contains(&ga) && !lease_set.contains(&gg),
+                "only the retaken address keeps a lease element: {lease_set}"
+            );
+        })
+        .unwrap();
+}

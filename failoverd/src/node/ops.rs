@@ -1444,14 +1444,10 @@ impl Inner {
             for (_, (addr, err)) in self.remove_from_kernel(&targets).await {
                 failed.insert(addr, err);
             }
-            // A retaken address is unblocked but stays tracked.
+            // Phase 4, not waited for: the nftables clean-up (see
+            // `clean_up_released`).
             let removed: Vec<IpAddr> = targets.iter().map(|(a, _, _)| *a).collect();
-            self.clear_sets(&ips, &removed).await;
-            if let Some(lease) = &self.lease {
-                if let Err(e) = lease.revoke(&removed).await {
-                    tracing::warn!(error = %e, "cannot revoke the kernel lease of released addresses (it runs out by itself)");
-                }
-            }
+            tokio::spawn(Arc::clone(self).clean_up_released(ips.clone(), removed));
             tracing::info!(count = ips.len(), "released addresses: {ips:?}");
             for (a, iface, len) in &targets {
                 if !failed.contains_key(a) {
@@ -1471,6 +1467,34 @@ impl Inner {
                 None => (*a, Ok(())),
             })
             .collect()
+    }
+
+    /// After a release: unblocks `unblock`, and stops tracking and ends
+    /// the kernel lease elements of `removed` (gone from the kernel) — of
+    /// those not hosted again by then: an address retaken meanwhile keeps
+    /// its tracking and the elements its take gave it (it stays blocked
+    /// only until this runs, right after the take). Runs under the
+    /// operation lock, after the release has answered: each nftables
+    /// removal waits for an RCU grace period in the kernel (12-23 ms
+    /// measured, docs/bench/failover-node.md), and with the addresses gone
+    /// their block, tracking and lease elements no longer matter, so the
+    /// release's answer — which every move of a live node's address waits
+    /// for — need not wait for it.
+    async fn clean_up_released(self: Arc<Self>, unblock: Vec<IpAddr>, removed: Vec<IpAddr>) {
+        let _op = self.op.lock().await;
+        let gone: Vec<IpAddr> = {
+            let st = self.lock();
+            removed
+                .into_iter()
+                .filter(|a| !st.hosted.contains_key(a))
+                .collect()
+        };
+        self.clear_sets(&unblock, &gone).await;
+        if let Some(lease) = &self.lease {
+            if let Err(e) = lease.revoke(&gone).await {
+                tracing::warn!(error = %e, "cannot revoke the kernel lease of released addresses (it runs out by itself)");
+            }
+        }
     }
 
     /// Takes released addresses out of the blocked and tracked sets.
