@@ -124,6 +124,20 @@ async fn client(stream: UnixStream, shared: Arc<Shared>) {
         }
     };
     outbox.close();
+    if service.is_none() {
+        // A refused registration: its Error answer is queued; write it (or
+        // give up after a second) so the client learns why.
+        let flush = async {
+            let mut spare = Vec::new();
+            while outbox.take(&mut spare).await {
+                if write_all(&wr, &spare).await.is_err() {
+                    return;
+                }
+                spare.clear();
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;
+    }
     {
         let mut st = shared.state();
         st.client_disconnected(conn, service);
