@@ -585,6 +585,17 @@ impl Shell {
                 Ok(hosted) => self.set_hosted(&hosted.addresses).await,
                 Err(e) => tracing::warn!(error = %e, from = %h.src, "bad HOSTED event"),
             },
+            // Replication and announcements come only from the other
+            // nodes' conntrackd: another service of a node (a root tool
+            // registered under any name) cannot add connections to the
+            // table nor say what a node hosts (#14).
+            (Kind::Event, HOSTS | REPLICATION) if h.src.service != CONNTRACKD => {
+                static IGNORED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = IGNORED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n % 1000 == 0 {
+                    tracing::warn!(from = %h.src, opcode = h.opcode, ignored = n + 1, "replication not from a conntrackd: ignored");
+                }
+            }
             (Kind::Event, HOSTS) if h.src.pnn != self.pnn => {
                 match decode_payload::<Announce>(&m.payload) {
                     Ok(a) => self.on_announce(h.src.pnn, a).await,

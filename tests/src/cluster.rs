@@ -197,6 +197,16 @@ impl TestCluster {
     ///
     /// When it cannot be started or its socket does not appear.
     pub fn start_transportd(&self, pnn: usize) -> Result<u32> {
+        self.start_transportd_with(pnn, &[])
+    }
+
+    /// [`TestCluster::start_transportd`] with `extra` flags (such as
+    /// `--group nogroup`).
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be started or its socket does not appear.
+    pub fn start_transportd_with(&self, pnn: usize, extra: &[&str]) -> Result<u32> {
         let node = &self.nodes[pnn];
         let sock = node.run_dir.join("transport.sock");
         let _ = std::fs::remove_file(&sock);
@@ -208,6 +218,7 @@ impl TestCluster {
             .arg("--key")
             .arg(node.config_dir.join("cluster.key"))
             .args(["--pnn", &pnn.to_string()])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(self.log_file(pnn, "transportd")?);
         let pid = node.spawn(t)?;

@@ -613,3 +613,68 @@ fn bad_configuration_is_refused_with_file_and_line() {
     );
     assert!(err.contains("no_such_key"), "{err}");
 }
+
+/// Replication comes only from the other nodes' conntrackd: a sync chunk
+/// sent by another service of node 0 (a root tool registered under any
+/// name) in node 0's name, listing a made-up client of node 0's address,
+/// does not reach node 1's table; the real replication still does (#14).
+#[test]
+fn replication_not_from_a_conntrackd_is_ignored() {
+    use conntrackd::msg::{encode, Msg, SyncChunk};
+    use conntrackd::{Conn, Version};
+    use transport::msg::conntrack::REPLICATION;
+
+    let mut b = Bed::new("ctforge", 2);
+    b.start_conntrackd(0, true);
+    b.start_conntrackd(1, true);
+    let a0 = SocketAddr::new(public(0), 445);
+    let l0 = listen(&b.c.nodes[0].ns, a0);
+    let pairs = connect(&b.c.client, &l0, a0, 1);
+    let real = tracked(&pairs);
+    b.wait_all(&[0, 1], public(0), &real, "the real connection everywhere");
+
+    let forged_client: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+    let chunk = Msg::Sync(SyncChunk {
+        reporter: 0,
+        address: public(0),
+        version: Version::new(u32::MAX, u64::MAX / 2),
+        index: 0,
+        total: 1,
+        conns: vec![Conn {
+            client: forged_client,
+            public_port: 445,
+        }],
+    });
+    let bytes = encode(&chunk).unwrap();
+    let sock = b.c.nodes[0].run_dir.join("transport.sock");
+    b.rt.block_on(async {
+        let (forger, _incoming) = Client::connect_unix(&sock, "forger").await.unwrap();
+        for _ in 0..3 {
+            forger
+                .event_raw(Address::new(1, CONNTRACKD), REPLICATION, bytes.clone())
+                .await
+                .unwrap();
+        }
+    });
+    // Node 1 keeps the real view for a while: the forged chunk (a newer
+    // version of node 0's view) would have replaced it.
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        let held = b.query(1, public(0));
+        assert_eq!(
+            held.as_deref(),
+            Some(&real[..]),
+            "node 1 took the forged sync\n{}",
+            b.logs()
+        );
+        std::thread::sleep(EVERY);
+    }
+    let log = std::fs::read_to_string(b.c.nodes[1].run_dir.join("conntrackd.log")).unwrap();
+    assert!(
+        log.contains("replication not from a conntrackd"),
+        "the forgery was not logged\n{log}"
+    );
+    drop(pairs);
+    drop(b);
+    assert!(!ip_netns_left("ctforge"));
+}

@@ -40,6 +40,8 @@ struct Bed {
     powered: Arc<Mutex<Vec<bool>>>,
     failoverd_pids: Mutex<Vec<u32>>,
     clusterd_pids: Mutex<Vec<u32>>,
+    /// Extra flags of every transportd (`--group nogroup`).
+    transportd_args: Vec<String>,
 }
 
 fn public_addresses(list: &[u8]) -> String {
@@ -76,6 +78,18 @@ impl Bed {
     /// failoverd's `kernel_lease` as given, ipfailover.toml starting with
     /// `extra`, and `eth2` as for [`Bed::with_ifaces`].
     fn with_config(tag: &str, lists: &[&[u8]], kernel_lease: bool, extra: &str, eth2: bool) -> Bed {
+        Bed::with_transportd_args(tag, lists, kernel_lease, extra, eth2, &[])
+    }
+
+    /// [`Bed::with_config`] whose transportds get the flags `args`.
+    fn with_transportd_args(
+        tag: &str,
+        lists: &[&[u8]],
+        kernel_lease: bool,
+        extra: &str,
+        eth2: bool,
+        args: &[&str],
+    ) -> Bed {
         let c = TestCluster::new(tag, lists.len()).unwrap();
         // The client learns eth1's MAC (the configured interface).
         let eth1_ports = c.add_public_ports("198.51.100.100/24").unwrap();
@@ -108,6 +122,7 @@ impl Bed {
             powered: Arc::new(Mutex::new(vec![true; c.nodes.len()])),
             failoverd_pids: Mutex::new(vec![0; c.nodes.len()]),
             clusterd_pids: Mutex::new(vec![0; c.nodes.len()]),
+            transportd_args: args.iter().map(|a| (*a).to_owned()).collect(),
             c,
             eth1_ports,
         };
@@ -118,7 +133,8 @@ impl Bed {
     }
 
     fn start(&self, i: usize) {
-        self.c.start_transportd(i).unwrap();
+        let args: Vec<&str> = self.transportd_args.iter().map(String::as_str).collect();
+        self.c.start_transportd_with(i, &args).unwrap();
         for name in ["clusterd", "conntrackd", "failoverd"] {
             self.start_daemon(i, name);
         }
@@ -1851,4 +1867,300 @@ fn failover_cluster_a_move_off_a_renamed_interface_leaves_no_copy_behind() {
         "node {victim}: no copy was reported as a leftover: the test proves nothing\n{}",
         bed.logs()
     );
+}
+
+/// An unprivileged member of the transport group: a uid with no passwd
+/// entry and `nogroup` (the group the trust test's transportds name) as its
+/// primary group.
+const MEMBER: (u32, u32) = (64_000, 65_534);
+
+/// Runs the test crate's `forge` client as [`MEMBER`] against node `i`'s
+/// socket: registers `name`, then sends `steps` (see src/bin/forge.rs).
+/// Returns its output.
+fn forge_as_member(bed: &Bed, i: usize, name: &str, steps: &[String]) -> String {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(env!("CARGO_BIN_EXE_forge"))
+        .arg(bed.c.nodes[i].run_dir.join("transport.sock"))
+        .arg(name)
+        .args(steps)
+        .uid(MEMBER.0)
+        .gid(MEMBER.1)
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A forge step: `kind` (request or event) to `(pnn, service)`.
+fn step<T: serde::Serialize>(kind: &str, pnn: &str, service: &str, op: u32, payload: &T) -> String {
+    let bytes = transport::proto::encode_payload(payload).unwrap();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{kind}:{pnn}:{service}:{op:#x}:{hex}")
+}
+
+/// Local trust (#14 item 1), with a real non-root member of the transport
+/// group (`--group nogroup`) on the leader's node and on another node:
+/// * the CLI's reads work for it (`ipfailover ip`, `status`);
+/// * it cannot register a daemon's name (clusterd, failoverd, conntrackd,
+///   masterd: refused by transportd, free or not);
+/// * its TAKE_IPS (huge generation, an address another node hosts) and
+///   RELEASE_IPS are refused by transportd and never reach a failoverd;
+///   its LEASE and IPREALLOCATED events are dropped; no address moves
+///   (the target's kernel is watched);
+/// * while a node's clusterd is down it can neither register as
+///   `clusterd` nor hand failoverd a lease that never ends: the node drops
+///   its addresses when its lease ends and the others take them, never on
+///   two nodes at once (the sampler watches every kernel).
+#[test]
+fn failover_cluster_group_member_cannot_forge() {
+    use std::os::unix::process::CommandExt;
+    use transport::msg::cluster::{monotonic_ns, Lease, LeaseUpdate, LEASE};
+    use transport::msg::failover::{
+        Ipreallocated, ReleaseIps, TakeIps, IPREALLOCATED, RELEASE_IPS, TAKE_IPS,
+    };
+    use transport::proto::control::{PingRequest, PING};
+
+    require_root();
+    let list = [201, 202, 203];
+    let bed = Bed::with_transportd_args(
+        "foct",
+        &[&list, &list, &list],
+        true,
+        "",
+        false,
+        &["--group", "nogroup"],
+    );
+    let placed = bed.wait_placed("every address hosted exactly once", &list);
+    let leader = membership_of(&bed, 0)
+        .and_then(|m| m.leader)
+        .expect("a leader") as usize;
+    let target = (leader + 1) % 3;
+    let (&addr, &host) = placed
+        .iter()
+        .find(|(_, n)| **n == (leader + 2) % 3)
+        .or_else(|| placed.iter().find(|(_, n)| **n != target))
+        .expect("an address hosted elsewhere than the target");
+
+    // The CLI's reads work for a member.
+    for args in [&["ip"][..], &["status"][..]] {
+        let out = Command::new(bin_path("ipfailover").unwrap())
+            .arg("--run-dir")
+            .arg(&bed.c.nodes[leader].run_dir)
+            .args(args)
+            .uid(MEMBER.0)
+            .gid(MEMBER.1)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "ipfailover {args:?} as a group member: {out:?}"
+        );
+        if args == ["ip"] {
+            assert!(text.contains(&addr.to_string()), "ipfailover ip: {text}");
+        }
+    }
+
+    // Daemon names: refused, whether registered (clusterd) or free (masterd).
+    for name in ["clusterd", "failoverd", "conntrackd", "masterd"] {
+        let out = forge_as_member(&bed, leader, name, &[]);
+        assert!(
+            out.starts_with("register refused") && out.contains("reserved for the daemons"),
+            "a group member registered as {name}: {out}"
+        );
+    }
+
+    // Run steps and events from the leader's node.
+    let target_ns = bed.c.nodes[target].ns.name().to_string();
+    let host_ns = bed.c.nodes[host].ns.name().to_string();
+    let watching = AtomicBool::new(true);
+    let (out, seen) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut seen = Vec::new();
+            let mut after = 0;
+            while after < 25 {
+                if !watching.load(Ordering::Relaxed) {
+                    after += 1;
+                }
+                if addresses_on(&target_ns).contains(&addr) {
+                    seen.push(format!("{addr} on the target, node {target}"));
+                }
+                if !addresses_on(&host_ns).contains(&addr) {
+                    seen.push(format!("{addr} gone from its host, node {host}"));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        });
+        let lease = LeaseUpdate {
+            this_node: u32::try_from(leader).unwrap(),
+            lease: Lease {
+                at_ns: monotonic_ns(),
+                expires_ns: u64::MAX,
+                since_ns: 1,
+            },
+        };
+        let steps = [
+            step(
+                "request",
+                &target.to_string(),
+                "2",
+                TAKE_IPS,
+                &TakeIps {
+                    generation: u64::MAX / 2,
+                    run: 1,
+                    ips: vec![addr],
+                },
+            ),
+            step(
+                "request",
+                &host.to_string(),
+                "2",
+                RELEASE_IPS,
+                &ReleaseIps {
+                    generation: u64::MAX / 2,
+                    run: u64::MAX,
+                    ips: vec![(addr, Some(u32::try_from(target).unwrap()))],
+                },
+            ),
+            step("event", "local", "broadcast", LEASE, &lease),
+            step(
+                "event",
+                "all",
+                "broadcast",
+                IPREALLOCATED,
+                &Ipreallocated {
+                    generation: u64::MAX / 2,
+                },
+            ),
+            step(
+                "request",
+                "local",
+                "0",
+                PING,
+                &PingRequest { data: vec![7] },
+            ),
+        ];
+        let out = forge_as_member(&bed, leader, "member", &steps);
+        std::thread::sleep(Duration::from_millis(300));
+        watching.store(false, Ordering::Relaxed);
+        (out, watcher.join().unwrap())
+    });
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.len() == 6 && lines[0].starts_with("register ok"),
+        "{out}"
+    );
+    for (i, what) in [(1, "TAKE_IPS"), (2, "RELEASE_IPS")] {
+        assert!(
+            lines[i].starts_with("reply err")
+                && lines[i].contains("Refused")
+                && lines[i].contains("not one the ipfailover command sends"),
+            "transportd did not refuse a member's {what}: {out}"
+        );
+    }
+    assert!(
+        lines[5].starts_with("reply ok"),
+        "a member's PING failed: {out}"
+    );
+    assert!(
+        seen.is_empty(),
+        "a forgery moved an address: {seen:?}\n{}",
+        bed.logs()
+    );
+    assert_eq!(
+        bed.placement(&list).as_ref(),
+        Some(&placed),
+        "a forgery moved an address\n{}",
+        bed.logs()
+    );
+    let tlog = std::fs::read_to_string(bed.c.scratch.join(format!("node{leader}-transportd.log")))
+        .unwrap_or_default();
+    assert!(
+        tlog.contains("frame from a local client refused") && tlog.contains("uid=64000"),
+        "the refusals were not logged with the uid:\n{tlog}"
+    );
+    assert!(
+        tlog.contains("local registration refused") && tlog.contains("clusterd"),
+        "the registrations were not logged:\n{tlog}"
+    );
+    assert!(
+        !bed.logs().contains("run step not from a failoverd"),
+        "a member's run step reached a failoverd\n{}",
+        bed.logs()
+    );
+
+    // A node's clusterd stops: the member can neither take its name nor
+    // keep the node's lease alive, so the node lets its addresses go.
+    let victim = (0..3)
+        .find(|i| *i != leader && placed.values().any(|n| n == i))
+        .expect("a follower hosting an address");
+    let theirs: Vec<IpAddr> = placed
+        .iter()
+        .filter(|(_, n)| **n == victim)
+        .map(|(a, _)| *a)
+        .collect();
+    let others: Vec<String> = (0..3)
+        .filter(|i| *i != victim)
+        .map(|i| bed.c.nodes[i].addr.to_string())
+        .collect();
+    let sampler = Sampler::start(&bed);
+    let pid = bed.clusterd_pids.lock().unwrap()[victim];
+    assert!(
+        bed.c.nodes[victim].ns.kill(pid),
+        "clusterd of node {victim} not killed"
+    );
+    // Cut off too, so the leader cannot release anything there: only the
+    // node's own lease end removes its addresses.
+    bed.c.nodes[victim].ns.cut_from(&others).unwrap();
+    let forging = AtomicBool::new(true);
+    let victim_ns = bed.c.nodes[victim].ns.name().to_string();
+    let (attempts, moved) = std::thread::scope(|s| {
+        let forger = s.spawn(|| {
+            let mut attempts = Vec::new();
+            for _ in 0..200 {
+                if !forging.load(Ordering::Relaxed) {
+                    break;
+                }
+                let lease = LeaseUpdate {
+                    this_node: u32::try_from(victim).unwrap(),
+                    lease: Lease {
+                        at_ns: monotonic_ns(),
+                        expires_ns: u64::MAX,
+                        since_ns: 1,
+                    },
+                };
+                let endless = [step("event", "local", "broadcast", LEASE, &lease)];
+                attempts.push(forge_as_member(&bed, victim, "clusterd", &endless));
+                attempts.push(forge_as_member(&bed, victim, "member", &endless));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            attempts
+        });
+        let moved = wait_for("the node's addresses on the others", LIMIT, POLL, || {
+            let p = bed.placement(&list)?;
+            (addresses_on(&victim_ns).is_empty() && theirs.iter().all(|a| p[a] != victim))
+                .then_some(p)
+        });
+        forging.store(false, Ordering::Relaxed);
+        (forger.join().unwrap(), moved)
+    });
+    bed.c.nodes[victim].ns.heal().unwrap();
+    if let Err(e) = moved {
+        panic!("{e}\n{}", bed.logs());
+    }
+    assert!(attempts.len() >= 2, "no forgery was tried");
+    for a in attempts.chunks(2) {
+        assert!(
+            a[0].starts_with("register refused"),
+            "a member registered as clusterd while it was down: {}",
+            a[0]
+        );
+    }
+    bed.start_daemon(victim, "clusterd");
+    bed.wait_placed("placed after clusterd restarted", &list);
+    sampler.finish();
 }

@@ -227,3 +227,155 @@ fn peer_port_closes_connections_from_non_node_addresses_at_once() {
         d1.log_text()
     );
 }
+
+/// An unprivileged member of the `--group` (a uid with no passwd entry,
+/// primary group `nogroup`).
+const MEMBER: (u32, u32) = (64_000, 65_534);
+
+/// Runs the test crate's `forge` client as [`MEMBER`]: registers `name` on
+/// `d`, sends `steps`; its output.
+fn forge_as_member(d: &transport_support::Daemon, name: &str, steps: &[String]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_forge"))
+        .arg(d.socket())
+        .arg(name)
+        .args(steps)
+        .uid(MEMBER.0)
+        .gid(MEMBER.1)
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn step(kind: &str, pnn: &str, service: &str, op: u32, payload: &[u8]) -> String {
+    let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{kind}:{pnn}:{service}:{op:#x}:{hex}")
+}
+
+/// Local trust (#14 item 1) against two real transportds with
+/// `--group nogroup`, with a real non-root member of that group:
+/// * it may not register any daemon name (`Refused`, logged with its uid
+///   and pid, counted), free or taken;
+/// * its daemon-only frames — TAKE_IPS and RELEASE_IPS to another node's
+///   failoverd, LEASE and MEMBERSHIP broadcasts, a heartbeat to a peer's
+///   clusterd, conntrackd replication, SUBSCRIBE, SHUTDOWN — are refused
+///   and reach no service (root clients registered as the daemons listen
+///   on both nodes), while transportd keeps running;
+/// * the CLI's requests still work for it (PING and LIST_PEERS of both
+///   nodes, `ipfailover ping -n all`).
+#[test]
+fn group_member_may_send_only_the_cli_requests() {
+    use transport::msg::cluster::{LEASE, MEMBERSHIP};
+    use transport::msg::conntrack::REPLICATION;
+    use transport::msg::failover::{RELEASE_IPS, TAKE_IPS};
+    use transport::proto::control::{
+        PingRequest, SubscribeRequest, LIST_PEERS, PING, SHUTDOWN, SUBSCRIBE,
+    };
+    use transport::proto::encode_payload;
+
+    require_root();
+    let pair = Pair::new("tr-grp", true).unwrap();
+    let group = ["--group", "nogroup"];
+    let d0 = pair.start_with(0, &group).unwrap();
+    let d1 = pair.start_with(1, &group).unwrap();
+    let rt = runtime();
+    // Root daemons listening on node 1 (failoverd, clusterd, conntrackd)
+    // and node 0 (failoverd, subscribed to the lease and membership).
+    let (root0, mut listeners) = rt.block_on(async {
+        let mut listeners = Vec::new();
+        for name in ["failoverd", "clusterd", "conntrackd"] {
+            let (c, i) = connect(&d1, name).await.unwrap();
+            listeners.push((c, i));
+        }
+        let (f0, i0) = connect(&d0, "failoverd").await.unwrap();
+        f0.subscribe(LEASE).await.unwrap();
+        f0.subscribe(MEMBERSHIP).await.unwrap();
+        listeners.push((f0, i0));
+        let (root0, _) = connect(&d0, "root").await.unwrap();
+        wait_peer(&root0, 1, true, Duration::from_secs(10))
+            .await
+            .unwrap();
+        (root0, listeners)
+    });
+
+    for name in ["clusterd", "failoverd", "conntrackd", "masterd"] {
+        let out = forge_as_member(&d0, name, &[]);
+        assert!(
+            out.starts_with("register refused")
+                && out.contains("Refused")
+                && out.contains("reserved for the daemons"),
+            "a group member registered as {name}: {out}"
+        );
+    }
+
+    let empty: &[u8] = &[];
+    let opaque = b"forged";
+    let ping = encode_payload(&PingRequest { data: vec![1] }).unwrap();
+    let sub = encode_payload(&SubscribeRequest { opcode: LEASE }).unwrap();
+    // Services: 0 transportd, 1 clusterd, 2 failoverd, 3 conntrackd;
+    // 0x0001_0100 is clusterd's heartbeat (PEER).
+    let forged = [
+        step("request", "1", "2", TAKE_IPS, opaque),
+        step("request", "1", "2", RELEASE_IPS, opaque),
+        step("event", "all", "broadcast", LEASE, opaque),
+        step("event", "local", "broadcast", MEMBERSHIP, opaque),
+        step("event", "1", "1", 0x0001_0100, opaque),
+        step("event", "1", "3", REPLICATION, opaque),
+        step("request", "local", "0", SUBSCRIBE, &sub),
+        step("request", "local", "0", SHUTDOWN, empty),
+        step("request", "local", "0", PING, &ping),
+        step("request", "1", "0", PING, &ping),
+        step("request", "1", "0", LIST_PEERS, empty),
+    ];
+    let out = forge_as_member(&d0, "member", &forged);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 12, "{out}");
+    assert!(lines[0].starts_with("register ok"), "{out}");
+    for i in [1, 2, 7, 8] {
+        assert!(
+            lines[i].starts_with("reply err") && lines[i].contains("Refused"),
+            "step {i} was not refused: {out}"
+        );
+    }
+    for i in [9, 10, 11] {
+        assert!(
+            lines[i].starts_with("reply ok"),
+            "a CLI request failed: {out}"
+        );
+    }
+    rt.block_on(async {
+        for (c, incoming) in &mut listeners {
+            let got = tokio::time::timeout(Duration::from_millis(300), incoming.recv()).await;
+            assert!(
+                got.is_err(),
+                "{} received a member's forgery: {got:?}",
+                c.name()
+            );
+        }
+        let s = stats(&root0).await.unwrap();
+        assert_eq!(s.get("registrations_refused"), Some(4), "{s:?}");
+        assert_eq!(s.get("frames_refused"), Some(8), "{s:?}");
+        assert!(s.get("uptime_ms").is_some(), "transportd stopped");
+    });
+    let log = d0.log_text();
+    assert!(
+        log.contains("local registration refused") && log.contains("uid=64000"),
+        "{log}"
+    );
+    assert!(log.contains("frame from a local client refused"), "{log}");
+    // The CLI itself, as the member.
+    let out = Command::new(bins().1)
+        .args(["ping", "-n", "all", "--run-dir"])
+        .arg(&d0.run_dir)
+        .uid(MEMBER.0)
+        .gid(MEMBER.1)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ipfailover ping -n all as a member: {out:?}"
+    );
+}

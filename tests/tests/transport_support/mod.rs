@@ -183,20 +183,22 @@ impl Pair {
 
     /// Starts node `pnn`'s transportd.
     pub fn start(&self, pnn: u32) -> Result<Daemon> {
+        self.start_with(pnn, &[])
+    }
+
+    /// Starts node `pnn`'s transportd with `extra` flags.
+    pub fn start_with(&self, pnn: u32, extra: &[&str]) -> Result<Daemon> {
         let ns = if pnn == 0 { &self.a } else { &self.b };
         let nodes = self.scratch.path("nodes");
         let key = self.scratch.path(&format!("key{pnn}"));
-        start(
-            ns,
-            &self.scratch,
-            &format!("node{pnn}"),
-            &[
-                "--nodes",
-                nodes.to_str().context("path")?,
-                "--key",
-                key.to_str().context("path")?,
-            ],
-        )
+        let mut args = vec![
+            "--nodes",
+            nodes.to_str().context("path")?,
+            "--key",
+            key.to_str().context("path")?,
+        ];
+        args.extend_from_slice(extra);
+        start(ns, &self.scratch, &format!("node{pnn}"), &args)
     }
 }
 

@@ -4,7 +4,11 @@
 //! A client that stops reading is disconnected once [`LOCAL_QUEUE_LIMIT`]
 //! bytes wait for it (its registration ends; it may reconnect).
 //!
-//! A connection's first frame must be a REGISTER request. A frame that is
+//! A connection's first frame must be a REGISTER request; a well-known
+//! service name only from root or transportd's own user. A client (a group
+//! member) may then send only what [`super::access`] allows: anything else
+//! is refused (a Request gets a `Refused` answer), counted and logged. A
+//! frame that is
 //! oversized, truncated (EOF mid-frame) or has a bad magic, version, kind,
 //! flags or reserved field closes that one connection with a logged reason;
 //! other connections are not affected.
@@ -16,10 +20,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::proto::{check, Check, ErrorCode, FrameRef, Kind, RemoteError, HEADER_LEN};
+use crate::proto::{check, Check, ErrorCode, FrameRef, Header, Kind, RemoteError, HEADER_LEN};
 
+use super::access::client_may_send;
 use super::buffers::{trim, Outbox, ReadBuf};
-use super::peercred::peer_credentials;
+use super::peercred::{peer_credentials, Credentials, Privilege};
 use super::state::{register_first, Origin};
 use super::Shared;
 
@@ -67,12 +72,15 @@ async fn client(stream: UnixStream, shared: Arc<Shared>) {
             return;
         }
     };
-    if let Err(reason) = shared.policy.check(&cred) {
-        shared.state().counters.clients_refused += 1;
-        tracing::warn!(uid = cred.uid, gid = cred.gid, pid = ?cred.pid, %reason, "local client refused");
-        refuse(stream, &reason).await;
-        return;
-    }
+    let privilege = match shared.policy.check(&cred) {
+        Ok(p) => p,
+        Err(reason) => {
+            shared.state().counters.clients_refused += 1;
+            tracing::warn!(uid = cred.uid, gid = cred.gid, pid = ?cred.pid, %reason, "local client refused");
+            refuse(stream, &reason).await;
+            return;
+        }
+    };
     shared.state().client_connected();
     let (mut rd, wr) = stream.into_split();
     let wr = Arc::new(wr);
@@ -84,7 +92,17 @@ async fn client(stream: UnixStream, shared: Arc<Shared>) {
     let mut service = None;
     let mut stop = shared.stop.subscribe();
     let result = {
-        let reader = read_loop(&mut rd, &shared, conn, &outbox, &mut service);
+        let reader = read_loop(
+            &mut rd,
+            &shared,
+            Peer {
+                conn,
+                cred,
+                privilege,
+            },
+            &outbox,
+            &mut service,
+        );
         let writer = async {
             let mut spare = Vec::with_capacity(READ_BUF);
             while outbox.take(&mut spare).await {
@@ -106,6 +124,20 @@ async fn client(stream: UnixStream, shared: Arc<Shared>) {
         }
     };
     outbox.close();
+    if service.is_none() {
+        // A refused registration: its Error answer is queued; write it (or
+        // give up after a second) so the client learns why.
+        let flush = async {
+            let mut spare = Vec::new();
+            while outbox.take(&mut spare).await {
+                if write_all(&wr, &spare).await.is_err() {
+                    return;
+                }
+                spare.clear();
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;
+    }
     {
         let mut st = shared.state();
         st.client_disconnected(conn, service);
@@ -136,14 +168,30 @@ async fn write_all(w: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Who is at the other end of a local connection.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    conn: u64,
+    cred: Credentials,
+    privilege: Privilege,
+}
+
+/// How many refused frames of one connection are logged one by one; after
+/// that, one line per [`LOG_REFUSED_EVERY`] (a flood must not flood the
+/// log).
+const LOG_REFUSED_FIRST: u64 = 8;
+const LOG_REFUSED_EVERY: u64 = 1000;
+
 /// Reads frames until EOF (`Ok`) or a bad frame / I/O error (`Err(reason)`).
 async fn read_loop(
     rd: &mut tokio::net::unix::OwnedReadHalf,
     shared: &Shared,
-    conn: u64,
+    peer: Peer,
     outbox: &Arc<Outbox>,
     service: &mut Option<u16>,
 ) -> Result<(), String> {
+    let conn = peer.conn;
+    let mut refused: u64 = 0;
     let mut buf = ReadBuf::new(READ_BUF);
     let mut need = HEADER_LEN;
     loop {
@@ -170,14 +218,43 @@ async fn read_loop(
                 Ok(Check::Complete { frame_len }) => {
                     let frame = &mut buf.data_mut()[..frame_len];
                     match *service {
-                        Some(id) => st.route(Origin::Local(id), frame),
-                        None => match register_first(&mut st, frame, conn, outbox) {
-                            Ok(id) => {
-                                tracing::debug!(conn, service = id, "local client registered");
-                                *service = Some(id);
+                        Some(id) => match allowed(peer.privilege, frame) {
+                            Ok(()) => st.route(Origin::Local(id), frame),
+                            Err(reason) => {
+                                refused += 1;
+                                if refused <= LOG_REFUSED_FIRST || refused % LOG_REFUSED_EVERY == 0
+                                {
+                                    tracing::warn!(
+                                        conn,
+                                        service = id,
+                                        uid = peer.cred.uid,
+                                        pid = ?peer.cred.pid,
+                                        refused,
+                                        %reason,
+                                        "frame from a local client refused"
+                                    );
+                                }
+                                st.refuse_local(id, frame, &reason);
                             }
-                            Err(reason) => break Err(reason),
                         },
+                        None => {
+                            match register_first(&mut st, frame, conn, outbox, peer.privilege) {
+                                Ok(id) => {
+                                    tracing::debug!(conn, service = id, "local client registered");
+                                    *service = Some(id);
+                                }
+                                Err(reason) => {
+                                    tracing::warn!(
+                                        conn,
+                                        uid = peer.cred.uid,
+                                        pid = ?peer.cred.pid,
+                                        %reason,
+                                        "local registration refused"
+                                    );
+                                    break Err(reason);
+                                }
+                            }
+                        }
                     }
                     buf.consume(frame_len);
                 }
@@ -190,6 +267,15 @@ async fn read_loop(
         }
         outcome?;
     }
+}
+
+/// May a client with `privilege` send `frame` (a whole checked frame)?
+fn allowed(privilege: Privilege, frame: &[u8]) -> Result<(), String> {
+    if privilege == Privilege::Daemon {
+        return Ok(());
+    }
+    let header = Header::new_checked(frame).map_err(|e| e.to_string())?;
+    client_may_send(header.kind(), header.dst_service(), header.opcode())
 }
 
 /// Answers the first request of a refused client with a `Refused` error

@@ -1,8 +1,10 @@
 //! transportd: the routing daemon of one node.
 //!
 //! * A Unix socket (`RUN_DIR/transport.sock`) where local daemons and the CLI
-//!   register a service name; only root and members of a configured group
-//!   may connect (`SO_PEERCRED`, see [`peercred`]).
+//!   register a service name; only root, transportd's own user and members
+//!   of a configured group may connect (`SO_PEERCRED`, see [`peercred`]),
+//!   and the group's members may send only the `ipfailover` command's
+//!   requests (see [`access`]).
 //! * One authenticated, encrypted TCP link per peer node (addresses from the
 //!   CTDB-format nodes file, port 4379 by default), see [`peer`] and
 //!   [`noise`].
@@ -13,6 +15,7 @@
 //! [`run`] is the whole daemon as a future; the binary only parses flags and
 //! sets up logging.
 
+pub mod access;
 pub mod alloc;
 pub mod buffers;
 pub mod key;

@@ -1,5 +1,8 @@
-//! Who may talk to transportd's Unix socket: root, or members of one
-//! configured group. The kernel tells us who connected (`SO_PEERCRED`: uid,
+//! Who may talk to transportd's Unix socket, and with what rights: root and
+//! transportd's own user are *daemons* (they may register the well-known
+//! service names and send every message); members of one configured group
+//! are *clients* (they may send only the requests the `ipfailover` command
+//! uses, see [`super::access`]). The kernel tells us who connected (`SO_PEERCRED`: uid,
 //! gid and pid of the connecting process at `connect()` time); membership is
 //! checked on the primary gid and on the supplementary groups of that process
 //! (from `/proc/PID/status`), so `sg`/`newgrp` and `usermod -aG` both work.
@@ -13,8 +16,24 @@ use std::path::Path;
 /// The local-client policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
-    /// Members of this group (by gid) are allowed besides root.
+    /// Members of this group (by gid) are allowed besides root, as clients.
     pub group: Option<(String, u32)>,
+    /// transportd's own effective uid: a process running as it is trusted
+    /// like root (the daemons may run as that user). 0 when transportd runs
+    /// as root.
+    pub daemon_uid: u32,
+}
+
+/// What an accepted local process may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privilege {
+    /// Root or transportd's own user: may register any name (the
+    /// well-known service names included) and send every message.
+    Daemon,
+    /// A member of the configured group: may register only a name that is
+    /// not well known, and send only the requests of
+    /// [`super::access::CLIENT_REQUESTS`] (and answers).
+    Client,
 }
 
 /// The credentials of a connected process.
@@ -46,13 +65,18 @@ pub enum GroupError {
 }
 
 impl Policy {
-    /// A policy allowing root and the members of `group` (if given).
+    /// A policy allowing root and this process's effective user as
+    /// daemons, and the members of `group` (if given) as clients.
     ///
     /// # Errors
     /// [`GroupError`] if the group does not exist.
     pub fn new(group: Option<&str>) -> Result<Self, GroupError> {
+        let daemon_uid = nix::unistd::geteuid().as_raw();
         let Some(name) = group else {
-            return Ok(Policy { group: None });
+            return Ok(Policy {
+                group: None,
+                daemon_uid,
+            });
         };
         let found = nix::unistd::Group::from_name(name).map_err(|source| GroupError::Lookup {
             name: name.to_owned(),
@@ -61,25 +85,27 @@ impl Policy {
         let group = found.ok_or_else(|| GroupError::Unknown(name.to_owned()))?;
         Ok(Policy {
             group: Some((name.to_owned(), group.gid.as_raw())),
+            daemon_uid,
         })
     }
 
-    /// Is a process with these credentials allowed? `Err` says why not.
+    /// Is a process with these credentials allowed, and as what? `Err`
+    /// says why not.
     ///
     /// # Errors
     /// A human-readable refusal reason (for the log and the client).
-    pub fn check(&self, cred: &Credentials) -> Result<(), String> {
-        if cred.uid == 0 {
-            return Ok(());
+    pub fn check(&self, cred: &Credentials) -> Result<Privilege, String> {
+        if cred.uid == 0 || cred.uid == self.daemon_uid {
+            return Ok(Privilege::Daemon);
         }
         if let Some((name, gid)) = &self.group {
             if cred.gid == *gid {
-                return Ok(());
+                return Ok(Privilege::Client);
             }
             if let Some(pid) = cred.pid {
                 let status = Path::new("/proc").join(pid.to_string()).join("status");
                 if supplementary_groups(&status).contains(gid) {
-                    return Ok(());
+                    return Ok(Privilege::Client);
                 }
             }
             return Err(format!(
@@ -144,10 +170,11 @@ mod tests {
             gid: 65534,
             pid: None,
         };
-        assert!(none.check(&root).is_ok());
+        assert_eq!(none.check(&root), Ok(Privilege::Daemon));
         assert!(none.check(&nobody).unwrap_err().contains("not root"));
         let grp = Policy {
             group: Some(("ipfailover".into(), 4242)),
+            daemon_uid: 0,
         };
         assert!(grp.check(&nobody).unwrap_err().contains("group ipfailover"));
         let member = Credentials {
@@ -155,7 +182,27 @@ mod tests {
             gid: 4242,
             pid: None,
         };
-        assert!(grp.check(&member).is_ok());
+        // A group member is a client, never a daemon.
+        assert_eq!(grp.check(&member), Ok(Privilege::Client));
+        assert_eq!(grp.check(&root), Ok(Privilege::Daemon));
+    }
+
+    #[test]
+    fn transportds_own_user_is_a_daemon() {
+        let policy = Policy {
+            group: Some(("ipfailover".into(), 4242)),
+            daemon_uid: 998,
+        };
+        let own = Credentials {
+            uid: 998,
+            gid: 998,
+            pid: None,
+        };
+        assert_eq!(policy.check(&own), Ok(Privilege::Daemon));
+        assert_eq!(
+            Policy::new(None).unwrap().daemon_uid,
+            nix::unistd::geteuid().as_raw()
+        );
     }
 
     #[test]

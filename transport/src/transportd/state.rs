@@ -36,6 +36,7 @@ use crate::proto::{
 };
 
 use super::buffers::{Outbox, PushError};
+use super::peercred::Privilege;
 
 /// A hasher for small integer keys (service ids, pnns, opcodes): the key
 /// itself, mixed once. Keys are chosen by local clients and peers, which are
@@ -101,6 +102,12 @@ pub struct Counters {
     pub clients_accepted: u64,
     /// Local connections refused by the credential check.
     pub clients_refused: u64,
+    /// Registrations of a well-known service name by a client that is not
+    /// root nor transportd's user (refused).
+    pub registrations_refused: u64,
+    /// Frames from a client (group member) that only daemons may send
+    /// (refused; see [`super::access`]).
+    pub frames_refused: u64,
     /// Local connections closed for a bad frame.
     pub bad_frames: u64,
     /// Peer links established.
@@ -215,19 +222,32 @@ impl State {
         }
     }
 
-    /// Registers a local connection under `name`.
+    /// Registers a local connection under `name`; a well-known name only
+    /// for a [`Privilege::Daemon`] (root or transportd's user).
     ///
     /// # Errors
-    /// `Refused` for a well-known name already registered, or when no
-    /// ephemeral id is left; `BadRequest` for an empty or reserved name.
+    /// `Refused` for a well-known name asked by a client or already
+    /// registered, or when no ephemeral id is left; `BadRequest` for an
+    /// empty or reserved name.
     pub fn register(
         &mut self,
         name: &str,
         conn: u64,
         outbox: Arc<Outbox>,
+        privilege: Privilege,
     ) -> Result<u16, RemoteError> {
         service::check_name(name)?;
         let id = match service::well_known_id(name) {
+            Some(_) if privilege != Privilege::Daemon => {
+                self.counters.registrations_refused += 1;
+                return Err(RemoteError::new(
+                    ErrorCode::Refused,
+                    format!(
+                        "service name {name} is reserved for the daemons: only root or \
+                         transportd's own user may register it"
+                    ),
+                ));
+            }
             Some(id) => {
                 if self.services.contains_key(&id) {
                     return Err(RemoteError::new(
@@ -324,6 +344,8 @@ impl State {
             ("clients", u64::from(self.clients)),
             ("clients_accepted", c.clients_accepted),
             ("clients_refused", c.clients_refused),
+            ("registrations_refused", c.registrations_refused),
+            ("frames_refused", c.frames_refused),
             ("bad_frames", c.bad_frames),
             ("links_up", c.links_up),
             (
@@ -485,6 +507,19 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Refuses a frame of local client `id` that only daemons may send:
+    /// counts it and answers a Request with a `Refused` error (`reason`).
+    pub fn refuse_local(&mut self, id: u16, frame: &mut [u8], reason: &str) {
+        self.counters.local_in += 1;
+        self.counters.frames_refused += 1;
+        let Ok(mut header) = Header::new_checked(&mut *frame) else {
+            return;
+        };
+        header.set_src_pnn(self.pnn);
+        header.set_src_service(id);
+        self.error_to_sender(frame, ErrorCode::Refused, format!("transportd: {reason}"));
     }
 
     /// Sends an Error frame back to the sender of `frame` if it is a Request.
@@ -652,6 +687,7 @@ pub fn register_first(
     frame: &[u8],
     conn: u64,
     outbox: &Arc<Outbox>,
+    privilege: Privilege,
 ) -> Result<u16, String> {
     let (req, _) = FrameRef::decode_prefix(frame).map_err(|e| e.to_string())?;
     let h = req.header;
@@ -663,7 +699,7 @@ pub fn register_first(
     }
     let result = decode_payload::<RegisterRequest>(req.payload)
         .map_err(|e| RemoteError::new(ErrorCode::BadRequest, e.to_string()))
-        .and_then(|r| state.register(&r.name, conn, Arc::clone(outbox)));
+        .and_then(|r| state.register(&r.name, conn, Arc::clone(outbox), privilege));
     let pnn = state.pnn();
     let mut answer_header = h.answer(Kind::Reply);
     answer_header.src = crate::proto::Address::new(pnn, TRANSPORT);
@@ -738,8 +774,15 @@ mod tests {
         );
         let a = Arc::new(Outbox::new(1 << 20, 0));
         let b = Arc::new(Outbox::new(1 << 20, 0));
-        assert_eq!(st.register("clusterd", 1, a.clone()).unwrap(), 1);
-        assert_eq!(st.register("cli", 2, b.clone()).unwrap(), 0x8000);
+        assert_eq!(
+            st.register("clusterd", 1, a.clone(), Privilege::Daemon)
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            st.register("cli", 2, b.clone(), Privilege::Client).unwrap(),
+            0x8000
+        );
         (st, a, b)
     }
 
@@ -853,15 +896,27 @@ mod tests {
         let (mut st, _a, _b) = state_with_two_clients();
         let o = Arc::new(Outbox::new(1 << 20, 0));
         assert_eq!(
-            st.register("clusterd", 3, o.clone()).unwrap_err().code,
+            st.register("clusterd", 3, o.clone(), Privilege::Daemon)
+                .unwrap_err()
+                .code,
             ErrorCode::Refused
         );
         assert_eq!(
-            st.register("", 3, o.clone()).unwrap_err().code,
+            st.register("", 3, o.clone(), Privilege::Daemon)
+                .unwrap_err()
+                .code,
             ErrorCode::BadRequest
         );
         st.client_disconnected(1, Some(1));
-        assert_eq!(st.register("clusterd", 3, o).unwrap(), 1);
+        // A client (group member) may not take a well-known name, even a
+        // free one.
+        let err = st
+            .register("clusterd", 3, o.clone(), Privilege::Client)
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::Refused);
+        assert!(err.message.contains("reserved for the daemons"), "{err}");
+        assert_eq!(st.counters.registrations_refused, 1);
+        assert_eq!(st.register("clusterd", 3, o, Privilege::Daemon).unwrap(), 1);
         let o = Arc::new(Outbox::new(1 << 20, 0));
         let req = encode_payload(&RegisterRequest { name: "x".into() }).unwrap();
         let f = frame(
@@ -870,14 +925,49 @@ mod tests {
             ctl::REGISTER,
             &req,
         );
-        let id = register_first(&mut st, &f, 9, &o).unwrap();
+        let id = register_first(&mut st, &f, 9, &o, Privilege::Client).unwrap();
         assert_eq!(id, 0x8001);
         let got = drain(&o);
         let r: RegisterReply = got[0].decode_payload().unwrap();
         assert_eq!((r.pnn, r.service), (1, 0x8001));
         let o = Arc::new(Outbox::new(1 << 20, 0));
         let f = frame(Kind::Event, Address::local(1), 0x10001, b"");
-        assert!(register_first(&mut st, &f, 10, &o).is_err());
+        assert!(register_first(&mut st, &f, 10, &o, Privilege::Daemon).is_err());
+        // A client's REGISTER of a well-known name gets a Refused answer.
+        let o = Arc::new(Outbox::new(1 << 20, 0));
+        let req = encode_payload(&RegisterRequest {
+            name: "failoverd".into(),
+        })
+        .unwrap();
+        let f = frame(
+            Kind::Request,
+            Address::local(TRANSPORT),
+            ctl::REGISTER,
+            &req,
+        );
+        let why = register_first(&mut st, &f, 11, &o, Privilege::Client).unwrap_err();
+        assert!(why.contains("failoverd"), "{why}");
+        let got = drain(&o);
+        assert_eq!(got[0].header.kind, Kind::Error);
+        let e: RemoteError = got[0].decode_payload().unwrap();
+        assert_eq!(e.code, ErrorCode::Refused);
+    }
+
+    #[test]
+    fn refused_client_frames_are_answered_and_counted_not_routed() {
+        let (mut st, a, b) = state_with_two_clients();
+        let mut f = frame(Kind::Request, Address::local(2), 0x0002_0005, b"take");
+        st.refuse_local(0x8000, &mut f, "not for clients");
+        let mut f = frame(Kind::Event, Address::local(1), 0x0001_0004, b"lease");
+        st.refuse_local(0x8000, &mut f, "not for clients");
+        assert!(drain(&a).is_empty(), "a refused frame reached clusterd");
+        let got = drain(&b);
+        assert_eq!(got.len(), 1, "only the request is answered");
+        assert_eq!(got[0].header.kind, Kind::Error);
+        let e: RemoteError = got[0].decode_payload().unwrap();
+        assert_eq!(e.code, ErrorCode::Refused);
+        assert!(e.message.contains("not for clients"), "{e}");
+        assert_eq!(st.counters.frames_refused, 2);
     }
 
     #[test]

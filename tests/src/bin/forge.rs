@@ -1,0 +1,131 @@
+//! A local transport client for the trust tests (#14): run as an
+//! unprivileged user, it registers a name and sends the frames it is given,
+//! printing what transportd answered. Not part of the product.
+//!
+//! ```text
+//! forge SOCKET NAME [STEP...]
+//! STEP = request:PNN:SERVICE:OPCODE:HEX | event:PNN:SERVICE:OPCODE:HEX
+//! ```
+//!
+//! PNN is a number, `local` or `all`; SERVICE a number or `broadcast`;
+//! OPCODE a number (`0x...` allowed); HEX the encoded payload (may be
+//! empty). Output, one line per step after `register ok PNN SERVICE` (or
+//! `register refused: ...`, exit 2): `reply ok HEX`, `reply err ERROR`, or
+//! `event sent`. Exit 1 on bad arguments.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use transport::client::Client;
+use transport::proto::{Address, ALL_NODES, BROADCAST_SERVICE, LOCAL};
+
+enum Step {
+    Request(Address, u32, Vec<u8>),
+    Event(Address, u32, Vec<u8>),
+}
+
+fn number(text: &str) -> Result<u64, String> {
+    let parsed = match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|e| format!("{text:?}: {e}"))
+}
+
+fn unhex(text: &str) -> Result<Vec<u8>, String> {
+    if text.len() % 2 != 0 {
+        return Err(format!("odd hex length in {text:?}"));
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+                .ok_or_else(|| format!("bad hex {text:?}"))
+        })
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_step(arg: &str) -> Result<Step, String> {
+    let parts: Vec<&str> = arg.splitn(5, ':').collect();
+    let [kind, pnn, service, opcode, payload] = parts[..] else {
+        return Err(format!("{arg:?}: want KIND:PNN:SERVICE:OPCODE:HEX"));
+    };
+    let pnn = match pnn {
+        "local" => LOCAL,
+        "all" => ALL_NODES,
+        n => u32::try_from(number(n)?).map_err(|e| format!("pnn {n}: {e}"))?,
+    };
+    let service = match service {
+        "broadcast" => BROADCAST_SERVICE,
+        s => u16::try_from(number(s)?).map_err(|e| format!("service {s}: {e}"))?,
+    };
+    let opcode = u32::try_from(number(opcode)?).map_err(|e| format!("opcode: {e}"))?;
+    let payload = unhex(payload)?;
+    let dst = Address::new(pnn, service);
+    match kind {
+        "request" => Ok(Step::Request(dst, opcode, payload)),
+        "event" => Ok(Step::Event(dst, opcode, payload)),
+        k => Err(format!("kind {k:?}: want request or event")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [socket, name, steps @ ..] = &args[..] else {
+        eprintln!("usage: forge SOCKET NAME [STEP...]");
+        return ExitCode::from(1);
+    };
+    let steps: Result<Vec<Step>, String> = steps.iter().map(|s| parse_step(s)).collect();
+    let steps = match steps {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("forge: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("forge: runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let client = match Client::connect_unix(socket, name).await {
+            Ok((c, _incoming)) => c,
+            Err(e) => {
+                println!("register refused: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        println!("register ok {} {}", client.pnn(), client.service());
+        for step in steps {
+            match step {
+                Step::Request(dst, op, payload) => {
+                    match client
+                        .request_raw(dst, op, payload, Duration::from_secs(5))
+                        .await
+                    {
+                        Ok(m) => println!("reply ok {}", hex(&m.payload)),
+                        Err(e) => println!("reply err {e}"),
+                    }
+                }
+                Step::Event(dst, op, payload) => match client.event_raw(dst, op, payload).await {
+                    Ok(()) => println!("event sent"),
+                    Err(e) => println!("event failed: {e}"),
+                },
+            }
+        }
+        // Let transportd read the last events before the connection ends.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ExitCode::SUCCESS
+    })
+}
