@@ -358,6 +358,13 @@ impl Loaded {
         self.dir.join(FILE_NAME)
     }
 
+    /// 1-based line and column of the first `KEY = ...` line of the file
+    /// ((1, 1) when the key is absent), for errors found after loading.
+    #[must_use]
+    pub fn key_position(&self, key: &str) -> (usize, usize) {
+        find_key(&self.text, key).map_or((1, 1), |s| text::line_col(&self.text, s.start))
+    }
+
     /// Checks `[cluster] pnn`, when set, against the nodes file: it must be
     /// a live (not `#deleted`) node.
     ///
@@ -371,8 +378,7 @@ impl Loaded {
         if nodes.is_live(pnn) {
             return Ok(());
         }
-        let (line, column) =
-            find_key(&self.text, "pnn").map_or((1, 1), |s| text::line_col(&self.text, s.start));
+        let (line, column) = self.key_position("pnn");
         Err(ConfigError::Invalid {
             file: self.file(),
             line,
