@@ -284,7 +284,8 @@ fn settings_are_read_from_the_config_dir() {
     std::fs::write(dir.join("ipfailover.toml"), "[cluster]\npnn = 1\n").unwrap();
     let e = Settings::load(&dir, Some(&local)).unwrap_err();
     assert!(
-        e.to_string().contains("ipfailover.toml:2:1: pnn = 1: not a node of"),
+        e.to_string()
+            .contains("ipfailover.toml:2:1: pnn = 1: not a node of"),
         "{e}"
     );
     std::fs::write(
@@ -293,6 +294,9 @@ fn settings_are_read_from_the_config_dir() {
     )
     .unwrap();
     let e = Settings::load(&dir, Some(&local)).unwrap_err();
-    assert!(e.to_string().contains("ipfailover.toml:2:1: cluster_lock"), "{e}");
+    assert!(
+        e.to_string().contains("ipfailover.toml:2:1: cluster_lock"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
