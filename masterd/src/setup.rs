@@ -7,9 +7,10 @@
 //!
 //! The checks are the daemons' own, not copies: the files are read by
 //! config's readers, and [`load`] runs transportd's directory checks
-//! ([`transport::node_config::load`]: nodes, pnn, key), clusterd's
+//! ([`transport::node_config::load`]: nodes, pnn, key), failoverd's
+//! ([`failoverd::entry::load`]: public_addresses) and clusterd's
 //! ([`clusterd::entry::load`]: this host's PNN, cluster lock, health command,
-//! timing) and failoverd's ([`failoverd::entry::load`]: public_addresses).
+//! timing), in that order.
 //! conntrackd reads only `ipfailover.toml` and `nodes`, both checked by the
 //! former. So `masterd --check` accepts exactly what the daemons accept.
 
@@ -68,8 +69,10 @@ pub fn load(dir: &Path) -> Result<NodeConfig, MasterError> {
     let loaded = config::load(dir)?;
     let transport::node_config::NodeTransport { nodes, key } =
         transport::node_config::load(&loaded)?;
-    clusterd::entry::load(dir).map_err(|e| MasterError::Clusterd(Box::new(e)))?;
+    // Every file is read before clusterd's checks of this host (which
+    // node it is) and of the settings' meaning.
     let failover = failoverd::entry::load(dir).map_err(|e| MasterError::Failoverd(Box::new(e)))?;
+    clusterd::entry::load(dir).map_err(|e| MasterError::Clusterd(Box::new(e)))?;
     Ok(NodeConfig {
         loaded,
         nodes,
