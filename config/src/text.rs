@@ -249,6 +249,26 @@ mod tests {
     }
 
     #[test]
+    fn a_file_over_the_limit_is_refused_and_one_at_it_is_read() {
+        let dir = std::env::temp_dir().join(format!("config-text-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("big");
+        std::fs::write(&path, vec![b'#'; MAX_FILE_BYTES + 1]).unwrap();
+        let e = read(&path).unwrap_err().to_string();
+        std::fs::write(&path, vec![b'#'; MAX_FILE_BYTES]).unwrap();
+        let at_limit = read(&path).map(|t| t.len());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            e,
+            format!(
+                "{}:1: larger than 1048576 bytes: not a configuration file",
+                path.display()
+            )
+        );
+        assert_eq!(at_limit.unwrap(), MAX_FILE_BYTES);
+    }
+
+    #[test]
     fn invalid_utf8_names_line_and_column() {
         let e = decode(b"ab\ncd\xffe".to_vec(), f())
             .unwrap_err()
