@@ -419,8 +419,10 @@ pub fn load(dir: &Path) -> Result<Loaded, ConfigError> {
 ///
 /// [`ConfigError::Invalid`] with the line and column of the first problem:
 /// bad TOML, an unknown section or key, a wrong type, or a value out of
-/// range.
+/// range; [`ConfigError::Text`] for a `\r` that does not end a line.
 pub fn parse(text: &str, file: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+    // The same line-end rule as every other file (TOML allows CRLF too).
+    text::check_line_ends(text, file)?;
     let config: Config = toml::from_str(text).map_err(|e| {
         let (line, column) = e.span().map_or((1, 1), |s| text::line_col(text, s.start));
         ConfigError::Invalid {
