@@ -765,8 +765,8 @@ pnn:2 192.168.20.43    OK (THIS NODE)
     #[test]
     fn listnodes_like_ctdb() {
         let nodes = transport::nodes::Nodes::parse(
-            "192.168.20.41\n#192.168.20.42\n\n192.168.20.43\n",
             std::path::Path::new("nodes"),
+            "192.168.20.41\n#192.168.20.42\n\n192.168.20.43\n",
         )
         .unwrap();
         assert_eq!(

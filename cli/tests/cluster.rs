@@ -83,13 +83,18 @@ fn ban_zero_is_refused() {
 
 #[test]
 fn a_reader_that_goes_away_ends_the_command_quietly() {
-    // More output than a pipe holds, to a pipe whose reader is closed at
-    // once: a write fails with EPIPE, which must not be a panic.
+    // Output to a pipe whose reader is already closed: the write fails with
+    // EPIPE, which must not be a panic. The nodes file holds at most 256
+    // nodes (less than a pipe buffer), so the reader is closed before the
+    // command starts: `sh` waits 200 ms, then execs it with the same stdout.
     let d = scratch("pipe");
-    let nodes: String = (1..=12_000).map(|i| format!("2001:db8::{i:x}\n")).collect();
+    let nodes: String = (1..=256).map(|i| format!("2001:db8::{i:x}\n")).collect();
     std::fs::write(d.join("nodes"), nodes).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ipfailover"))
-        .args(["listnodes", "--config-dir", d.to_str().unwrap()])
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("sleep 0.2; exec \"$0\" listnodes --config-dir \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_ipfailover"))
+        .arg(&d)
         .env("RUST_BACKTRACE", "0")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

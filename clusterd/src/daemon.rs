@@ -73,25 +73,37 @@ pub enum DaemonError {
     #[error(transparent)]
     Nodes(#[from] NodesError),
     /// The `cluster_lock` setting is invalid.
-    #[error("{file}: cluster_lock: {source}")]
+    #[error("{}:{line}:{column}: cluster_lock: {source}", file.display())]
     Lock {
         /// The configuration file.
         file: PathBuf,
+        /// 1-based line of the setting.
+        line: usize,
+        /// 1-based column of the setting.
+        column: usize,
         /// The cause.
         #[source]
         source: LockError,
     },
     /// `health_command` is set but empty.
-    #[error("{file}: health_command is empty")]
+    #[error("{}:{line}:{column}: health_command is empty", file.display())]
     EmptyHealth {
         /// The configuration file.
         file: PathBuf,
+        /// 1-based line of the setting.
+        line: usize,
+        /// 1-based column of the setting.
+        column: usize,
     },
     /// The heartbeat timing is inconsistent.
-    #[error("{file}: heartbeat timing: {reason}")]
+    #[error("{}:{line}:{column}: heartbeat timing: {reason}", file.display())]
     Timing {
         /// The configuration file.
         file: PathBuf,
+        /// 1-based line of the setting.
+        line: usize,
+        /// 1-based column of the setting.
+        column: usize,
         /// The violated relation.
         reason: &'static str,
     },
@@ -170,15 +182,30 @@ impl Settings {
             Duration::from_millis(c.heartbeat_interval_ms()),
             Duration::from_millis(c.dead_after_ms()),
         );
-        timing.check().map_err(|reason| DaemonError::Timing {
-            file: file.clone(),
-            reason,
+        timing.check().map_err(|reason| {
+            let key = if c.dead_after_ms.is_some() {
+                "dead_after_ms"
+            } else {
+                "heartbeat_interval_ms"
+            };
+            let (line, column) = loaded.key_position(key);
+            DaemonError::Timing {
+                file: file.clone(),
+                line,
+                column,
+                reason,
+            }
         })?;
         let lock = match c.cluster_lock.as_deref() {
             None => None,
-            Some(v) => Some(LockSpec::parse(v).map_err(|source| DaemonError::Lock {
-                file: file.clone(),
-                source,
+            Some(v) => Some(LockSpec::parse(v).map_err(|source| {
+                let (line, column) = loaded.key_position("cluster_lock");
+                DaemonError::Lock {
+                    file: file.clone(),
+                    line,
+                    column,
+                    source,
+                }
             })?),
         };
         let health = match c.health_command.as_deref() {
@@ -189,10 +216,18 @@ impl Settings {
                     Duration::from_millis(c.health_interval_ms),
                     Duration::from_millis(c.health_timeout_ms),
                 )
-                .ok_or(DaemonError::EmptyHealth { file: file.clone() })?,
+                .ok_or_else(|| {
+                    let (line, column) = loaded.key_position("health_command");
+                    DaemonError::EmptyHealth {
+                        file: file.clone(),
+                        line,
+                        column,
+                    }
+                })?,
             ),
         };
-        let nodes = NodesFile::read(&dir.join("nodes"))?;
+        let nodes = NodesFile::load(&dir.join("nodes"))?;
+        loaded.check_pnn(&nodes)?;
         let pnn = match (c.pnn, local) {
             (Some(p), _) => nodes.own_pnn(Some(p), &[])?,
             (None, Some(local)) => nodes.own_pnn(None, local)?,

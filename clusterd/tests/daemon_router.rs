@@ -283,13 +283,20 @@ fn settings_are_read_from_the_config_dir() {
     );
     std::fs::write(dir.join("ipfailover.toml"), "[cluster]\npnn = 1\n").unwrap();
     let e = Settings::load(&dir, Some(&local)).unwrap_err();
-    assert!(e.to_string().contains("PNN 1"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("ipfailover.toml:2:1: pnn = 1: not a node of"),
+        "{e}"
+    );
     std::fs::write(
         dir.join("ipfailover.toml"),
         "[cluster]\ncluster_lock = \"!\"\n",
     )
     .unwrap();
     let e = Settings::load(&dir, Some(&local)).unwrap_err();
-    assert!(e.to_string().contains("cluster_lock"), "{e}");
+    assert!(
+        e.to_string().contains("ipfailover.toml:2:1: cluster_lock"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

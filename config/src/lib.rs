@@ -9,8 +9,14 @@
 //!
 //! This crate is a leaf: it knows the settings of every daemon but none of
 //! their code, so masterd, each daemon and the CLI read the same file the
-//! same way. docs/configuration.md documents every key; a test checks that
-//! the two agree.
+//! same way. It also holds the one reader of each of CTDB's own files
+//! ([`nodes`], [`public_addresses`]) and the text rules they share
+//! ([`text`]). docs/configuration.md documents every key and rule; a test
+//! checks that the keys and the docs agree.
+
+pub mod nodes;
+pub mod public_addresses;
+pub mod text;
 
 use std::path::{Path, PathBuf};
 
@@ -26,18 +32,12 @@ pub const DEFAULT_CONFIG_DIR: &str = "/etc/ipfailover";
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file exists but cannot be read.
-    #[error("{file}: cannot read: {source}")]
-    Io {
-        /// The file.
-        file: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The file exists but cannot be read, or is not text.
+    #[error(transparent)]
+    Text(#[from] text::TextError),
     /// The file is not valid TOML, has an unknown key, or a value of the
     /// wrong type or out of range.
-    #[error("{file}:{line}:{column}: {message}")]
+    #[error("{}:{line}:{column}: {message}", file.display())]
     Invalid {
         /// The file.
         file: PathBuf,
@@ -339,6 +339,8 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// The configuration directory it was loaded from.
     pub dir: PathBuf,
+    /// The file's text ("" when absent), for positions of later checks.
+    text: String,
 }
 
 impl Loaded {
@@ -350,6 +352,44 @@ impl Loaded {
             self.dir.join(path)
         }
     }
+
+    /// The `ipfailover.toml` file of the directory.
+    pub fn file(&self) -> PathBuf {
+        self.dir.join(FILE_NAME)
+    }
+
+    /// 1-based line and column of the first `KEY = ...` line of the file
+    /// ((1, 1) when the key is absent), for errors found after loading.
+    #[must_use]
+    pub fn key_position(&self, key: &str) -> (usize, usize) {
+        find_key(&self.text, key).map_or((1, 1), |s| text::line_col(&self.text, s.start))
+    }
+
+    /// Checks `[cluster] pnn`, when set, against the nodes file: it must be
+    /// a live (not `#deleted`) node.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] at the `pnn` key.
+    pub fn check_pnn(&self, nodes: &nodes::NodesFile) -> Result<(), ConfigError> {
+        let Some(pnn) = self.config.cluster.pnn else {
+            return Ok(());
+        };
+        if nodes.is_live(pnn) {
+            return Ok(());
+        }
+        let (line, column) = self.key_position("pnn");
+        Err(ConfigError::Invalid {
+            file: self.file(),
+            line,
+            column,
+            message: format!(
+                "pnn = {pnn}: not a node of {} ({} entries, numbered from 0; #deleted entries cannot run)",
+                nodes.file.display(),
+                nodes.len()
+            ),
+        })
+    }
 }
 
 /// Loads `DIR/ipfailover.toml`; a missing file means all defaults.
@@ -359,16 +399,17 @@ impl Loaded {
 /// When the file exists but cannot be read, or is invalid (see [`parse`]).
 pub fn load(dir: &Path) -> Result<Loaded, ConfigError> {
     let file = dir.join(FILE_NAME);
-    let text = match std::fs::read_to_string(&file) {
+    let text = match text::read(&file) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(source) => return Err(ConfigError::Io { file, source }),
+        Err(e) if e.is_not_found() => String::new(),
+        Err(e) => return Err(e.into()),
     };
     let (config, warnings) = parse(&text, &file)?;
     Ok(Loaded {
         config,
         warnings,
         dir: dir.to_path_buf(),
+        text,
     })
 }
 
@@ -378,10 +419,12 @@ pub fn load(dir: &Path) -> Result<Loaded, ConfigError> {
 ///
 /// [`ConfigError::Invalid`] with the line and column of the first problem:
 /// bad TOML, an unknown section or key, a wrong type, or a value out of
-/// range.
+/// range; [`ConfigError::Text`] for a `\r` that does not end a line.
 pub fn parse(text: &str, file: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+    // The same line-end rule as every other file (TOML allows CRLF too).
+    text::check_line_ends(text, file)?;
     let config: Config = toml::from_str(text).map_err(|e| {
-        let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+        let (line, column) = e.span().map_or((1, 1), |s| text::line_col(text, s.start));
         ConfigError::Invalid {
             file: file.to_path_buf(),
             line,
@@ -390,7 +433,7 @@ pub fn parse(text: &str, file: &Path) -> Result<(Config, Vec<String>), ConfigErr
         }
     })?;
     let invalid = |span: std::ops::Range<usize>, message: String| {
-        let (line, column) = line_col(text, span.start);
+        let (line, column) = text::line_col(text, span.start);
         ConfigError::Invalid {
             file: file.to_path_buf(),
             line,
@@ -495,7 +538,7 @@ pub fn parse(text: &str, file: &Path) -> Result<(Config, Vec<String>), ConfigErr
     }
     let mut warnings = Vec::new();
     if let Some(v) = &t.no_ip_host_on_all_disabled {
-        let (line, _) = line_col(text, v.span().start);
+        let (line, _) = text::line_col(text, v.span().start);
         warnings.push(format!(
             "{}:{line}: NoIPHostOnAllDisabled is obsolete (CTDB 4.x ignores it too): unhealthy nodes never host addresses",
             file.display()
@@ -519,15 +562,6 @@ fn find_key(text: &str, name: &str) -> Option<std::ops::Range<usize>> {
         offset += line.len();
     }
     None
-}
-
-/// 1-based line and column of byte offset `at` in `text`.
-fn line_col(text: &str, at: usize) -> (usize, usize) {
-    let at = at.min(text.len());
-    let before = text.get(..at).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 #[cfg(test)]

@@ -94,20 +94,6 @@ pub struct Options {
     pub nodes: Option<Vec<Pnn>>,
 }
 
-/// The PNNs of the live nodes of a CTDB-format nodes file: a node's PNN is
-/// the index of its line among the non-blank lines; a `#` line is a deleted
-/// node (it takes a PNN but is not a node). Pure; the addresses themselves
-/// are transportd's and clusterd's business.
-pub fn node_pnns(text: &str) -> Vec<Pnn> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .enumerate()
-        .filter(|(_, l)| !l.starts_with('#'))
-        .filter_map(|(i, _)| Pnn::try_from(i).ok())
-        .collect()
-}
-
 impl Options {
     /// Settings from the `[conntrack]` section of ipfailover.toml.
     pub fn from_config(c: &config::Config, incarnation: u32) -> Options {

@@ -22,6 +22,10 @@ pub enum EntryError {
     /// `ipfailover.toml` is unreadable or invalid.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// The `nodes` file is invalid (read by config's reader, the same as
+    /// transportd's and clusterd's).
+    #[error(transparent)]
+    Nodes(#[from] config::nodes::NodesError),
     /// transportd's socket did not accept a connection in time.
     #[error("conntrackd: cannot connect to transportd at {}: {source}", socket.display())]
     Connect {
@@ -54,23 +58,29 @@ pub struct Loaded {
 ///
 /// # Errors
 ///
-/// [`EntryError::Config`] naming file and line, or
-/// [`DaemonError::Incarnation`] when the incarnation file cannot be written.
+/// [`EntryError::Config`] or [`EntryError::Nodes`] naming file and line,
+/// or [`DaemonError::Incarnation`] when the incarnation file cannot be
+/// written. The files are checked before the incarnation is taken.
 pub fn load(dir: &Path) -> Result<Loaded, EntryError> {
     let loaded = config::load(dir)?;
-    let run_dir = loaded.resolve(&loaded.config.transport.run_dir);
-    let incarnation = daemon::next_incarnation(&run_dir.join("conntrackd.incarnation"))?;
-    let mut options = Options::from_config(&loaded.config, incarnation);
     let mut warnings = loaded.warnings.clone();
     // Replication from or about nodes outside the nodes file is refused.
     let nodes_path = loaded.dir.join("nodes");
-    match std::fs::read_to_string(&nodes_path) {
-        Ok(text) => options.nodes = Some(daemon::node_pnns(&text)),
-        Err(e) => warnings.push(format!(
-            "{}: {e}: replication from any node is accepted",
-            nodes_path.display()
-        )),
-    }
+    let nodes = match config::nodes::NodesFile::load(&nodes_path) {
+        Ok(nodes) => Some(nodes.iter().map(|(pnn, _)| pnn).collect()),
+        Err(config::nodes::NodesError::Text(e)) if e.is_not_found() => {
+            warnings.push(format!(
+                "{}: no nodes file: replication from any node is accepted",
+                nodes_path.display()
+            ));
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let run_dir = loaded.resolve(&loaded.config.transport.run_dir);
+    let incarnation = daemon::next_incarnation(&run_dir.join("conntrackd.incarnation"))?;
+    let mut options = Options::from_config(&loaded.config, incarnation);
+    options.nodes = nodes;
     Ok(Loaded {
         options,
         socket: run_dir.join("transport.sock"),
@@ -135,4 +145,40 @@ pub async fn run_in_process(
         tracing::warn!("{w}");
     }
     run(loaded, log_hook, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A broken nodes file stops conntrackd before it takes an incarnation;
+    /// a good one gives the live PNNs.
+    #[test]
+    fn a_broken_nodes_file_is_refused_before_anything_is_written() {
+        let dir = std::env::temp_dir().join(format!("conntrackd-entry-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = dir.join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(
+            dir.join("ipfailover.toml"),
+            format!("[transport]\nrun_dir = {:?}\n", run.display().to_string()),
+        )
+        .unwrap();
+        std::fs::write(dir.join("nodes"), "192.0.2.1\n192.0.2.2 extra\n").unwrap();
+        let e = load(&dir).unwrap_err().to_string();
+        let incarnation_written = run.join("conntrackd.incarnation").exists();
+        std::fs::write(dir.join("nodes"), "192.0.2.1\n#192.0.2.2\n192.0.2.3\n").unwrap();
+        let good = load(&dir).map(|l| l.options.nodes);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            e,
+            format!(
+                "{}:2: bad node address \"192.0.2.2 extra\" (expected one IPv4 or IPv6 address)",
+                dir.join("nodes").display()
+            )
+        );
+        assert!(!incarnation_written);
+        assert_eq!(good.unwrap(), Some(vec![0, 2]));
+    }
 }

@@ -108,11 +108,7 @@ pub fn load(dir: &Path) -> Result<Loaded, EntryError> {
     let path = dir.join("public_addresses");
     let publics = match public_addresses::load(&path) {
         Ok(p) => p,
-        Err(PublicAddressesError::Read { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            Vec::new()
-        }
+        Err(e) if e.is_not_found() => Vec::new(),
         Err(e) => return Err(e.into()),
     };
     let socket = loaded

@@ -8,5 +8,8 @@ pub mod daemon;
 pub mod entry;
 pub mod leader;
 pub mod node;
-pub mod public_addresses;
 pub mod record;
+
+/// The public_addresses file, read by config's reader (the one reader of the
+/// file, shared with masterd and the CLI).
+pub use config::public_addresses;

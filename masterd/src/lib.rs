@@ -27,21 +27,17 @@ pub enum MasterError {
     /// `ipfailover.toml` cannot be read or is invalid (file, line, column).
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    /// The `nodes` file cannot be read or is invalid.
+    /// transportd's checks: the `nodes` file, `[cluster] pnn` or the
+    /// cluster key.
     #[error(transparent)]
-    Nodes(#[from] transport::nodes::NodesError),
-    /// The `nodes` file lists no node.
-    #[error("nodes file {path}: lists no node")]
-    NoNodes {
-        /// The file.
-        path: PathBuf,
-    },
-    /// The cluster key cannot be used.
+    NodeConfig(#[from] transport::node_config::NodeConfigError),
+    /// clusterd's checks (this host's PNN, cluster lock, health command,
+    /// timing).
     #[error(transparent)]
-    Key(#[from] transport::transportd::key::KeyError),
-    /// `public_addresses` cannot be read or is invalid.
+    Clusterd(Box<clusterd::daemon::DaemonError>),
+    /// failoverd's checks (`public_addresses`).
     #[error(transparent)]
-    PublicAddresses(#[from] failoverd::public_addresses::PublicAddressesError),
+    Failoverd(Box<failoverd::entry::EntryError>),
     /// `--daemons` names a daemon masterd does not know.
     #[error("unknown daemon '{name}' (known: transportd, clusterd, conntrackd, failoverd)")]
     UnknownDaemon {

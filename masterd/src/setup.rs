@@ -2,7 +2,17 @@
 //! starts: `ipfailover.toml`, `nodes`, the cluster key and
 //! `public_addresses` (optional: a node without it hosts no public address).
 //! Everything is checked up front so that a bad file stops masterd with an
-//! error naming the file and line, and nothing is started.
+//! error naming the file and line (`FILE:LINE[:COL]: what`), and nothing is
+//! started.
+//!
+//! The checks are the daemons' own, not copies: the files are read by
+//! config's readers, and [`load`] runs transportd's directory checks
+//! ([`transport::node_config::load`]: nodes, pnn, key), failoverd's
+//! ([`failoverd::entry::load`]: public_addresses) and clusterd's
+//! ([`clusterd::entry::load`]: this host's PNN, cluster lock, health command,
+//! timing), in that order.
+//! conntrackd reads only `ipfailover.toml` and `nodes`, both checked by the
+//! former. So `masterd --check` accepts exactly what the daemons accept.
 
 use std::path::{Path, PathBuf};
 
@@ -24,7 +34,7 @@ pub struct NodeConfig {
     /// The nodes file.
     pub nodes: Nodes,
     /// The cluster key, when the file exists (required with more than one
-    /// node).
+    /// live node).
     pub key: Option<ClusterKey>,
     /// How many public addresses `public_addresses` lists (0 without it).
     pub public_addresses: usize,
@@ -47,37 +57,27 @@ impl NodeConfig {
     }
 }
 
-/// Loads and checks every file of the configuration directory `dir`.
+/// Loads and checks every file of the configuration directory `dir`, with
+/// the daemons' own checks (see the module doc).
 ///
 /// # Errors
 ///
-/// [`MasterError::Config`], [`MasterError::Nodes`], [`MasterError::NoNodes`],
-/// [`MasterError::Key`], [`MasterError::PublicAddresses`], each naming the
-/// file (and line where there is one).
+/// [`MasterError::Config`], [`MasterError::NodeConfig`],
+/// [`MasterError::Clusterd`] or [`MasterError::Failoverd`], each naming the
+/// file and line.
 pub fn load(dir: &Path) -> Result<NodeConfig, MasterError> {
     let loaded = config::load(dir)?;
-    let nodes_path = dir.join(NODES_FILE);
-    let nodes = Nodes::load(&nodes_path)?;
-    if nodes.iter().next().is_none() {
-        return Err(MasterError::NoNodes { path: nodes_path });
-    }
-    let key_path = loaded.resolve(&loaded.config.transport.key_file);
-    let key = if nodes.iter().nth(1).is_some() || key_path.exists() {
-        Some(ClusterKey::load(&key_path)?)
-    } else {
-        None
-    };
-    let pa_path = dir.join(PUBLIC_ADDRESSES_FILE);
-    let public_addresses = if pa_path.exists() {
-        failoverd::public_addresses::load(&pa_path)?.len()
-    } else {
-        0
-    };
+    let transport::node_config::NodeTransport { nodes, key } =
+        transport::node_config::load(&loaded)?;
+    // Every file is read before clusterd's checks of this host (which
+    // node it is) and of the settings' meaning.
+    let failover = failoverd::entry::load(dir).map_err(|e| MasterError::Failoverd(Box::new(e)))?;
+    clusterd::entry::load(dir).map_err(|e| MasterError::Clusterd(Box::new(e)))?;
     Ok(NodeConfig {
         loaded,
         nodes,
         key,
-        public_addresses,
+        public_addresses: failover.settings.publics.len(),
     })
 }
 
@@ -118,7 +118,10 @@ mod tests {
                     "public_addresses",
                     "192.0.2.201/24 eth0\n192.0.2.202/24 eth0\n",
                 ),
-                ("ipfailover.toml", "[logging]\nlevel = \"debug\"\n"),
+                (
+                    "ipfailover.toml",
+                    "[cluster]\npnn = 1\n[logging]\nlevel = \"debug\"\n",
+                ),
             ],
         );
         let c = load(&d.0).unwrap();
@@ -143,6 +146,7 @@ mod tests {
             "badpa",
             &[
                 ("nodes", "192.0.2.10\n"),
+                ("ipfailover.toml", "[cluster]\npnn = 0\n"),
                 (
                     "public_addresses",
                     "192.0.2.201/24 eth0\n192.0.2.300/24 eth0\n",
@@ -161,6 +165,28 @@ mod tests {
     fn several_nodes_need_the_key() {
         let d = dir("nokey", &[("nodes", "192.0.2.10\n192.0.2.11\n")]);
         let e = load(&d.0).unwrap_err().to_string();
-        assert!(e.contains("cluster.key"), "{e}");
+        assert!(e.contains("cluster.key:1: cannot read"), "{e}");
+    }
+
+    /// clusterd's own checks run: a host none of whose addresses is a node
+    /// (and no pnn set) is refused as clusterd refuses it, and so are a bad
+    /// cluster lock and an empty health command.
+    #[test]
+    fn clusterd_checks_run() {
+        let d = dir("notme", &[("nodes", "192.0.2.10\n")]);
+        let e = load(&d.0).unwrap_err().to_string();
+        assert!(e.contains("nodes:1: none of this host's addresses"), "{e}");
+        let d = dir(
+            "badlock",
+            &[
+                ("nodes", "192.0.2.10\n"),
+                (
+                    "ipfailover.toml",
+                    "[cluster]\npnn = 0\ncluster_lock = \"!\"\n",
+                ),
+            ],
+        );
+        let e = load(&d.0).unwrap_err().to_string();
+        assert!(e.contains("ipfailover.toml:3:1: cluster_lock"), "{e}");
     }
 }

@@ -325,6 +325,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("masterd-single-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("nodes"), "192.0.2.10\n").unwrap();
+        std::fs::write(dir.join("ipfailover.toml"), "[cluster]\npnn = 0\n").unwrap();
         (crate::setup::load(&dir).unwrap(), dir)
     }
 

@@ -567,8 +567,32 @@ fn failover_cluster_disable_moveip_link_down_and_reloadips() {
         .ip(&["link", "set", "eth1", "up"])
         .unwrap();
 
-    // reloadips: add .207, remove .206 on every node.
+    // reloadips with a broken file changes nothing: every node's new file
+    // (.207 added, .206 removed) has a bad last line. The command fails
+    // naming the file and line; the old list stays hosted exactly once and
+    // .207 is hosted nowhere (placement() refuses anything outside the list).
     let new_list = [201, 202, 203, 204, 205, 207];
+    for n in &bed.c.nodes {
+        let broken = format!("{}198.51.100.208/33 eth1\n", public_addresses(&new_list));
+        std::fs::write(n.config_dir.join("public_addresses"), broken).unwrap();
+    }
+    let (ok, text) = bed.cli(0, &["reloadips"]);
+    assert!(!ok, "reloadips accepted a broken file: {text}");
+    assert!(
+        text.contains("public_addresses:7: bad prefix '33' for 198.51.100.208 (expected 1-32)"),
+        "{text}"
+    );
+    bed.wait_placed("the old list still hosted exactly once", &list);
+    let end = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < end {
+        for n in &bed.c.nodes {
+            let on = addresses_on(n.ns.name());
+            assert!(!on.contains(&public(207)), "{:?}\n{}", on, bed.logs());
+        }
+        std::thread::sleep(POLL);
+    }
+
+    // reloadips: add .207, remove .206 on every node.
     for n in &bed.c.nodes {
         std::fs::write(
             n.config_dir.join("public_addresses"),

@@ -46,8 +46,9 @@ fn a_bad_configuration_exits_1_naming_file_and_line_and_starts_nothing() {
     assert!(err.contains("garp_cuont"), "{err}");
     assert!(!run.exists(), "nothing may start: {} exists", run.display());
 
-    // A bad public_addresses line, same rule.
-    std::fs::write(dir.join("ipfailover.toml"), "").unwrap();
+    // A bad public_addresses line, same rule. (pnn = 0: 192.0.2.10 is not
+    // this host's, and masterd runs clusterd's check of which node it is.)
+    std::fs::write(dir.join("ipfailover.toml"), "[cluster]\npnn = 0\n").unwrap();
     std::fs::write(
         dir.join("public_addresses"),
         "192.0.2.201/24 eth0\n192.0.2.202/33 eth0\n",

@@ -174,6 +174,16 @@ fn the_package_holds_every_file_and_extracts_into_a_scratch_root() {
         )
         .unwrap();
     }
+    // The example's nodes are documentation addresses, none of them this
+    // host's: name the PNN, as clusterd (and so masterd --check) would
+    // otherwise rightly refuse the directory on this host.
+    let toml = std::fs::read_to_string(etc.join("ipfailover.toml")).unwrap();
+    assert!(toml.contains("# pnn = 0"), "the example shows the pnn key");
+    std::fs::write(
+        etc.join("ipfailover.toml"),
+        toml.replacen("# pnn = 0", "pnn = 0", 1),
+    )
+    .unwrap();
     std::fs::write(etc.join("cluster.key"), format!("{}\n", "ab".repeat(32))).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(

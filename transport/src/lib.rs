@@ -11,7 +11,9 @@
 //!   or the in-process router;
 //! * [`router`] — the in-process router (a whole node or cluster in one process);
 //! * [`transportd`] — the routing daemon (Unix socket + authenticated TCP to
-//!   peers), with [`nodes`] (the CTDB nodes file).
+//!   peers), with [`nodes`] (the CTDB nodes file, read by [`config::nodes`])
+//!   and [`node_config`] (the nodes file and cluster key of a configuration
+//!   directory, checked the same way for transportd and masterd).
 //!
 //! Layers: `proto` ← `controls` ← `client` ← `router` / `transportd`.
 //! This crate knows no daemon: message types shared between daemons and the
@@ -21,6 +23,7 @@ pub mod client;
 pub mod controls;
 pub mod logging;
 pub mod msg;
+pub mod node_config;
 pub mod nodes;
 pub mod proto;
 pub mod router;

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::path::Path;
 
 use transport::msg::cluster::Pnn;
 use transport::msg::conntrack::TrackedConnection;
@@ -470,29 +471,11 @@ async fn del_ip(ctx: &Ctx, addr: IpAddr) -> Result<(), (ErrorCode, String)> {
 }
 
 async fn reload_ips(ctx: &Ctx) -> Result<ReloadSummary, (ErrorCode, String)> {
-    let new = match public_addresses::load(&ctx.settings.public_addresses) {
-        Ok(v) => v,
-        Err(PublicAddressesError::Read { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            Vec::new()
-        }
-        Err(e) => return Err((ErrorCode::BadRequest, e.to_string())),
-    };
-    let old: Vec<PublicAddress> = ctx.lock().publics.values().cloned().collect();
-    let d = public_addresses::diff(&old, &new);
-    {
-        let mut s = ctx.lock();
-        for p in &d.removed {
-            s.publics.remove(&p.addr);
-        }
-        for p in &d.added {
-            s.publics.insert(p.addr, p.clone());
-        }
-        for c in &d.changed {
-            s.publics.insert(c.new.addr, c.new.clone());
-        }
-    }
+    // The whole file is read and checked before anything changes: a broken
+    // file is refused with its FILE:LINE error and changes nothing.
+    let new = read_for_reload(&ctx.settings.public_addresses)
+        .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+    let d = apply_reload(&mut ctx.lock().publics, &new);
     let removed: Vec<IpAddr> = d.removed.iter().map(|p| p.addr).collect();
     {
         let now = lease::now();
@@ -513,6 +496,39 @@ async fn reload_ips(ctx: &Ctx) -> Result<ReloadSummary, (ErrorCode, String)> {
     Ok(summary)
 }
 
+/// The list `reloadips` loads: the file at `path`, or nothing when it does
+/// not exist (as at start).
+///
+/// # Errors
+///
+/// The file's first problem, naming file and line.
+fn read_for_reload(path: &Path) -> Result<Vec<PublicAddress>, PublicAddressesError> {
+    match public_addresses::load(path) {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_not_found() => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes `publics` the reloaded list `new`; returns what changed.
+fn apply_reload(
+    publics: &mut BTreeMap<IpAddr, PublicAddress>,
+    new: &[PublicAddress],
+) -> public_addresses::Diff {
+    let old: Vec<PublicAddress> = publics.values().cloned().collect();
+    let d = public_addresses::diff(&old, new);
+    for p in &d.removed {
+        publics.remove(&p.addr);
+    }
+    for p in &d.added {
+        publics.insert(p.addr, p.clone());
+    }
+    for c in &d.changed {
+        publics.insert(c.new.addr, c.new.clone());
+    }
+    d
+}
+
 async fn set_iface_link(ctx: &Ctx, req: SetIfaceLink) -> Result<(), (ErrorCode, String)> {
     let known = ctx
         .lock()
@@ -529,4 +545,56 @@ async fn set_iface_link(ctx: &Ctx, req: SetIfaceLink) -> Result<(), (ErrorCode, 
     ctx.exec.set_link_override(&req.iface, state).await;
     let _ = ctx.triggers.send(Trigger::Run);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::IpAddr;
+
+    use super::{apply_reload, read_for_reload};
+    use crate::public_addresses::{self, PublicAddress};
+
+    fn publics(text: &str) -> BTreeMap<IpAddr, PublicAddress> {
+        public_addresses::parse(text, std::path::Path::new("old"))
+            .expect("test list")
+            .into_iter()
+            .map(|p| (p.addr, p))
+            .collect()
+    }
+
+    /// `reloadips` with a file that is broken on its last line changes
+    /// nothing: the error names the line and the configured list stays,
+    /// although the lines before it were valid changes.
+    #[test]
+    fn reloadips_with_a_broken_file_changes_nothing() {
+        let dir = std::env::temp_dir().join(format!("failoverd-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("public_addresses");
+        let mut configured = publics("192.0.2.1/24 eth0\n192.0.2.2/24 eth0\n");
+        let before = configured.clone();
+        std::fs::write(
+            &path,
+            "192.0.2.3/24 eth0\n192.0.2.4/24 eth0\n192.0.2.5/33 eth0\n",
+        )
+        .unwrap();
+        let e = read_for_reload(&path).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}:3: bad prefix '33' for 192.0.2.5 (expected 1-32)",
+                path.display()
+            )
+        );
+        assert_eq!(configured, before, "nothing applied");
+        // The same file fixed is applied whole.
+        std::fs::write(&path, "192.0.2.3/24 eth0\n192.0.2.2/24 eth0\n").unwrap();
+        let new = read_for_reload(&path).unwrap();
+        let d = apply_reload(&mut configured, &new);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(d.added.len(), 1);
+        assert_eq!(d.removed.len(), 1);
+        let now: Vec<String> = configured.keys().map(ToString::to_string).collect();
+        assert_eq!(now, ["192.0.2.2", "192.0.2.3"]);
+    }
 }

@@ -136,15 +136,8 @@ fn setup(args: Args, hook: LogLevelHook) -> Result<Config, String> {
 /// The transportd configuration of a node's configuration directory.
 fn setup_from_config(loaded: &config::Loaded, hook: LogLevelHook) -> Result<Config, String> {
     let t = &loaded.config.transport;
-    let nodes_path = loaded.dir.join("nodes");
-    let nodes = Nodes::load(&nodes_path).map_err(|e| e.to_string())?;
-    let key_path = loaded.resolve(&t.key_file);
-    let has_peers = nodes.len() > 1;
-    let key = if has_peers || key_path.exists() {
-        Some(key::ClusterKey::load(&key_path).map_err(|e| e.to_string())?)
-    } else {
-        None
-    };
+    let transport::node_config::NodeTransport { nodes, key } =
+        transport::node_config::load(loaded).map_err(|e| e.to_string())?;
     let policy = Policy::new(t.group.as_deref()).map_err(|e| {
         format!(
             "{}: [transport] group: {e}",

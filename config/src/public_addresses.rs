@@ -1,16 +1,22 @@
 //! The CTDB `public_addresses` file: the public IPs this node may host, one
-//! per line as `ADDRESS/PREFIX IFACE[,IFACE...]`.
+//! per line as `ADDRESS/PREFIX IFACE[,IFACE...]`. The one reader of the
+//! file: failoverd (at start and on `reloadips`), masterd and the CLI use it.
 //!
 //! Rules (CTDB `ctdb_set_public_addresses`): leading blanks are skipped; a
 //! line whose first non-blank character is `#` is a comment; blank lines are
 //! skipped; fields are separated by spaces or tabs; the interface list is
 //! required; the same address may not appear twice. Interfaces are kept in
-//! file order (the first usable one is preferred). IPv4 and IPv6.
+//! file order (the first usable one is preferred). IPv4 and IPv6. Line ends
+//! `\n` or `\r\n`.
 //!
 //! Stricter than CTDB, so mistakes are caught instead of guessed at: a
-//! prefix out of range (or 0), an interface name longer than 15 bytes, an
-//! empty interface list (`,`), and any extra field other than a trailing
-//! `# comment` are errors, each naming the file and line.
+//! prefix that is not plain digits or is out of range (or 0), an address
+//! that is not unicast, an interface name the kernel would refuse (longer
+//! than 15 bytes, `.`, `..`, or containing `/` or `:`), an empty interface
+//! list (`,`), any extra field other than a trailing `# comment`, and the
+//! text checks of [`crate::text`], each naming the file and line. Whether an
+//! interface exists is not checked here: one may appear later (a bond, a
+//! VLAN), and failoverd treats a missing one as down.
 //!
 //! [`parse`] is pure (text in, entries out); [`load`] is the thin file
 //! reader; [`diff`] compares two parsed files for `reloadips`.
@@ -19,6 +25,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+
+use crate::text::{self, TextError};
 
 /// Longest Linux interface name (IFNAMSIZ - 1).
 pub const MAX_IFACE_LEN: usize = 15;
@@ -47,6 +55,9 @@ pub enum LineError {
     /// The address part does not parse.
     #[error("bad address '{0}'")]
     BadAddress(String),
+    /// An address no host may have (unspecified, multicast, broadcast).
+    #[error("{0} is not a unicast address")]
+    NotUnicast(IpAddr),
     /// No `/PREFIX`.
     #[error("'{0}' has no /PREFIX")]
     MissingPrefix(String),
@@ -64,7 +75,7 @@ pub enum LineError {
     #[error("missing interface list after {0}")]
     MissingInterface(String),
     /// An interface name that cannot exist.
-    #[error("bad interface name '{0}' (1-15 bytes, no '/')")]
+    #[error("bad interface name '{0}' (1-15 bytes, not '.' or '..', no '/' or ':')")]
     BadInterface(String),
     /// The interface column has no names (`,`).
     #[error("empty interface list '{0}'")]
@@ -86,7 +97,7 @@ pub enum LineError {
 #[derive(Debug, thiserror::Error)]
 pub enum PublicAddressesError {
     /// A bad line.
-    #[error("{file}:{line}: {source}")]
+    #[error("{}:{line}: {source}", file.display())]
     Line {
         /// The file (or a label for text that did not come from a file).
         file: PathBuf,
@@ -96,15 +107,18 @@ pub enum PublicAddressesError {
         #[source]
         source: LineError,
     },
-    /// The file cannot be read.
-    #[error("cannot read {file}: {source}")]
-    Read {
-        /// The file.
-        file: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// Not acceptable text (unreadable, binary, bad line ends...).
+    #[error(transparent)]
+    Text(#[from] TextError),
+}
+
+impl PublicAddressesError {
+    /// True when the file does not exist (a node without the file hosts no
+    /// public address, as in CTDB).
+    #[must_use]
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, PublicAddressesError::Text(t) if t.is_not_found())
+    }
 }
 
 fn parse_line(text: &str) -> Result<Option<PublicAddress>, LineError> {
@@ -112,7 +126,7 @@ fn parse_line(text: &str) -> Result<Option<PublicAddress>, LineError> {
     if line.starts_with('#') {
         return Ok(None);
     }
-    let mut fields = line.split([' ', '\t', '\r']).filter(|f| !f.is_empty());
+    let mut fields = line.split([' ', '\t']).filter(|f| !f.is_empty());
     let Some(first) = fields.next() else {
         return Ok(None);
     };
@@ -122,10 +136,13 @@ fn parse_line(text: &str) -> Result<Option<PublicAddress>, LineError> {
     let addr: IpAddr = a
         .parse()
         .map_err(|_| LineError::BadAddress(a.to_string()))?;
+    if !crate::nodes::is_unicast(addr) {
+        return Err(LineError::NotUnicast(addr));
+    }
     let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix_n: u8 = prefix
-        .parse()
-        .ok()
+    let prefix_n: u8 = Some(prefix)
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|p| p.parse().ok())
         .filter(|p| (1..=max).contains(p))
         .ok_or_else(|| LineError::BadPrefix {
             addr,
@@ -138,7 +155,7 @@ fn parse_line(text: &str) -> Result<Option<PublicAddress>, LineError> {
         .ok_or_else(|| LineError::MissingInterface(first.to_string()))?;
     let mut ifaces = Vec::new();
     for name in iface_field.split(',').filter(|n| !n.is_empty()) {
-        if name.len() > MAX_IFACE_LEN || name.contains('/') {
+        if name.len() > MAX_IFACE_LEN || name == "." || name == ".." || name.contains(['/', ':']) {
             return Err(LineError::BadInterface(name.to_string()));
         }
         ifaces.push(name.to_string());
@@ -162,12 +179,12 @@ fn parse_line(text: &str) -> Result<Option<PublicAddress>, LineError> {
 ///
 /// # Errors
 ///
-/// [`PublicAddressesError::Line`] for the first bad line, with its number.
+/// [`PublicAddressesError::Line`] for the first bad line, with its number,
+/// or [`PublicAddressesError::Text`].
 pub fn parse(text: &str, file: &Path) -> Result<Vec<PublicAddress>, PublicAddressesError> {
     let mut out: Vec<PublicAddress> = Vec::new();
     let mut first_line: BTreeMap<IpAddr, usize> = BTreeMap::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
+    for (line, raw) in text::lines(text, file)? {
         let err = |source| PublicAddressesError::Line {
             file: file.to_path_buf(),
             line,
@@ -189,17 +206,14 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<PublicAddress>, PublicAddres
 }
 
 /// Reads and parses a public_addresses file. A missing file is an error
-/// here; the daemon decides whether that means "no public IPs" (CTDB warns
-/// and carries on).
+/// here ([`PublicAddressesError::is_not_found`]); the caller decides
+/// whether that means "no public IPs" (CTDB warns and carries on).
 ///
 /// # Errors
 ///
-/// [`PublicAddressesError::Read`] or [`PublicAddressesError::Line`].
+/// [`PublicAddressesError::Text`] or [`PublicAddressesError::Line`].
 pub fn load(path: &Path) -> Result<Vec<PublicAddress>, PublicAddressesError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PublicAddressesError::Read {
-        file: path.to_path_buf(),
-        source,
-    })?;
+    let text = text::read(path)?;
     parse(&text, path)
 }
 
@@ -327,6 +341,23 @@ mod tests {
             LineError::BadPrefix { max: 128, .. }
         ));
         assert!(p("2001:db8::1/128 eth0").is_ok());
+        assert!(matches!(
+            line_err("192.0.2.3/+24 eth0").1,
+            LineError::BadPrefix { .. }
+        ));
+        assert!(matches!(
+            line_err("224.0.0.1/24 eth0").1,
+            LineError::NotUnicast(_)
+        ));
+    }
+
+    #[test]
+    fn crlf_line_ends_are_accepted() {
+        let got = p("192.0.2.1/24 eth0\r\n\r\n192.0.2.2/24 eth0,eth1\r\n").unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].ifaces, vec!["eth0", "eth1"]);
+        let (line, _) = line_err("192.0.2.1/24 eth0\r\n192.0.2.2/24\r\n");
+        assert_eq!(line, 2);
     }
 
     #[test]
@@ -343,6 +374,12 @@ mod tests {
             line_err("192.0.2.3/24 eth0 eth1").1,
             LineError::ExtraField(_)
         ));
+        for bad in ["eth0:1", "..", "a/b"] {
+            assert!(matches!(
+                line_err(&format!("192.0.2.3/24 {bad}")).1,
+                LineError::BadInterface(_)
+            ));
+        }
     }
 
     #[test]
@@ -368,7 +405,7 @@ mod tests {
     #[test]
     fn load_reports_missing_file() {
         let e = load(Path::new("/nonexistent/ipfailover/public_addresses")).unwrap_err();
-        assert!(matches!(e, PublicAddressesError::Read { .. }));
+        assert!(e.is_not_found(), "{e:?}");
         assert!(e
             .to_string()
             .contains("/nonexistent/ipfailover/public_addresses"));
