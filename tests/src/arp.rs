@@ -20,7 +20,14 @@
 //! [`Reply::gratuitous`]: target address = sender address, or not
 //! addressed to the client): a node that announces an address tells the
 //! clients to send to it, which it must not do while another node serves
-//! the address.
+//! the address. An announcement counts in the round *after* the one it
+//! was received in: it collides with another MAC's answer to a request
+//! sent after it. Two answers to one request show both hosts had the
+//! address when the request arrived; an announcement received after
+//! another host's answer to the same round's request shows no overlap — a
+//! handover (release, then take and announce) completes within one 5 ms
+//! round since releases answer in ~2 ms, and was reported as a duplicate
+//! when an announcement counted in its own round.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -39,7 +46,8 @@ use crate::netns::NetNs;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reply {
     /// The probe round (1, 2, ...; 0: before the first) it answers: the
-    /// last one sent before the kernel received the reply.
+    /// last one sent before the kernel received the reply, or for an
+    /// announcement the next one (see [`round_of`]).
     pub round: u64,
     /// When the client's kernel received it, since the prober started
     /// (kernel timestamp).
@@ -207,6 +215,14 @@ fn poll_in(fd: &OwnedFd, ms: i32) -> bool {
     unsafe { libc::poll(&raw mut p, 1, ms) > 0 }
 }
 
+/// The round a reply counts in: [`round_at`] its kernel receive time for
+/// an answer; the round after that for an announcement, which collides
+/// only with answers to requests sent after it (see the module's doc).
+#[must_use]
+pub fn round_of(rounds: &[Duration], r: &Reply) -> u64 {
+    round_at(rounds, r.at).saturating_add(u64::from(r.gratuitous))
+}
+
 /// The round a reply received at `at` answers: how many rounds were sent
 /// at or before it (`rounds` in sending order).
 #[must_use]
@@ -352,7 +368,7 @@ impl ArpProber {
         let rounds = self.rounds.lock().expect("rounds").clone();
         let mut replies = std::mem::take(&mut *self.replies.lock().expect("replies"));
         for r in &mut replies {
-            r.round = round_at(&rounds, r.at);
+            r.round = round_of(&rounds, r);
         }
         Ok(replies)
     }
@@ -433,6 +449,34 @@ mod tests {
             ..r(2, 2)
         };
         assert_eq!(duplicates(&[r(1, 1), r(2, 1), garp]).len(), 1);
+    }
+
+    #[test]
+    fn an_announcement_collides_with_answers_to_later_requests_only() {
+        let ms = Duration::from_millis;
+        let rounds = [ms(0), ms(5), ms(10)];
+        let at = |at: Duration, m: u8, gratuitous: bool| {
+            let mut r = Reply {
+                at,
+                gratuitous,
+                ..reply(0, m)
+            };
+            r.round = round_of(&rounds, &r);
+            r
+        };
+        // Node 1 answers round 2's request (sent at 5 ms), is released,
+        // node 2 takes and announces at 8 ms: a handover, no overlap.
+        let handover = [at(ms(5), 1, false), at(ms(8), 2, true)];
+        assert!(duplicates(&handover).is_empty());
+        // Node 1 still answering round 3's request after node 2's
+        // announcement: both had it.
+        let both = [at(ms(8), 2, true), at(ms(10), 1, false)];
+        assert_eq!(duplicates(&both).len(), 1);
+        // Two answers to one request are a duplicate, announcements or not.
+        assert_eq!(
+            duplicates(&[at(ms(6), 1, false), at(ms(7), 2, false)]).len(),
+            1
+        );
     }
 
     #[test]
