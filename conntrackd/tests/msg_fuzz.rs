@@ -79,7 +79,10 @@ fn element_sizes_are_within_the_bound() {
         ("Op", std::mem::size_of::<Op>()),
         ("AddrOps", std::mem::size_of::<AddrOps>()),
         ("Conn", std::mem::size_of::<Conn>()),
-        ("(IpAddr, Version)", std::mem::size_of::<(IpAddr, Version)>()),
+        (
+            "(IpAddr, Version)",
+            std::mem::size_of::<(IpAddr, Version)>(),
+        ),
         ("(IpAddr, u64)", std::mem::size_of::<(IpAddr, u64)>()),
     ] {
         assert!(size <= 64, "{name} is {size} bytes: raise the bound");
