@@ -113,6 +113,7 @@ fn nlmsg_flags(whole: &[u8]) -> u16 {
 
 /// Netlink-aware mutation: forge a message or attribute length (u32 or u16
 /// at a 4-byte boundary, native order), or a message type.
+#[allow(clippy::ptr_arg)] // the harness's mutator type
 fn mutate_netlink(rng: &mut Rng, buf: &mut Vec<u8>) {
     if buf.len() < 4 {
         return;

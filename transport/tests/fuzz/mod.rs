@@ -137,6 +137,9 @@ pub enum Outcome {
     Invalid,
 }
 
+/// A format-aware mutation.
+pub type Mutator<'a> = &'a dyn Fn(&mut Rng, &mut Vec<u8>);
+
 /// One fuzz target.
 pub struct Target<'a> {
     /// Named in failures and in the summary.
@@ -149,7 +152,7 @@ pub struct Target<'a> {
     pub alloc_bound: fn(usize) -> usize,
     /// Extra, format-aware mutation (forged lengths, opcodes, counts);
     /// called for about a quarter of the mutated inputs.
-    pub mutate: Option<&'a dyn Fn(&mut Rng, &mut Vec<u8>)>,
+    pub mutate: Option<Mutator<'a>>,
     /// Decodes one input and checks what the format promises (round
     /// trips); panics on a broken promise.
     pub decode: &'a mut dyn FnMut(&[u8]) -> Outcome,
@@ -203,7 +206,7 @@ fn interesting(rng: &mut Rng, len: usize) -> u64 {
 pub fn varint(mut v: u64) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let b = (v & 0x7F) as u8;
+        let b = v.to_le_bytes()[0] & 0x7F;
         v >>= 7;
         if v == 0 {
             out.push(b);
@@ -323,7 +326,7 @@ pub fn run(mut t: Target<'_>) -> Report {
     assert!(!t.seeds.is_empty(), "{}: no seeds", t.name);
     let cases = env_u64("FUZZ_CASES").unwrap_or(t.default_cases);
     let seed = env_u64("FUZZ_SEED").unwrap_or(0x1FF0_2026);
-    let mut rng = Rng::new(seed ^ t.name.len() as u64);
+    let mut rng = Rng::new(seed ^ u64::try_from(t.name.len()).unwrap_or(0));
 
     // A watchdog: if the case counter stops moving, print where and abort
     // (a hang never returns to be caught otherwise).
@@ -364,7 +367,7 @@ pub fn run(mut t: Target<'_>) -> Report {
     let started = Instant::now();
     let mut input = Vec::with_capacity(MAX_INPUT);
     let seeds = t.seeds.clone();
-    let total = cases + seeds.len() as u64;
+    let total = cases + u64::try_from(seeds.len()).unwrap_or(0);
     for case in 0..total {
         progress.store(case, Ordering::Relaxed);
         if let Some(s) = usize::try_from(case).ok().and_then(|i| seeds.get(i)) {
