@@ -28,10 +28,11 @@ static GLOBAL: Counting = Counting;
 const SHORT: u64 = 50_000;
 
 /// postcard caps a sequence's preallocation to the bytes left, so a forged
-/// count costs at most `size_of::<element>()` per input byte; the largest
-/// element here is an `Op` (checked below).
+/// count costs at most `size_of::<element>()` per input byte, summed over
+/// nested sequences: `Deltas.groups` (`AddrOps`) holding `ops` (`Op`) is
+/// the deepest (checked below).
 fn bound(len: usize) -> usize {
-    64 * len + 4096
+    128 * len + 4096
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -86,6 +87,36 @@ fn element_sizes_are_within_the_bound() {
         ("(IpAddr, u64)", std::mem::size_of::<(IpAddr, u64)>()),
     ] {
         assert!(size <= 64, "{name} is {size} bytes: raise the bound");
+    }
+    assert!(std::mem::size_of::<AddrOps>() + std::mem::size_of::<Op>() <= 128);
+}
+
+/// Forged counts, explicitly, at both levels of a delta batch: counts
+/// beyond the input must fail; counts the input could hold (the largest
+/// preallocation) stay within the bound.
+#[test]
+fn huge_declared_counts_cost_at_most_the_bound() {
+    for tail in [0usize, 8, 100, 4000] {
+        let fits = u64::try_from(tail).expect("small");
+        for outer in [u64::MAX, u64::from(u32::MAX), fits] {
+            for inner in [u64::MAX, fits, fits / 2] {
+                // Msg::Deltas (variant 0), reporter 1, `outer` groups; the
+                // first: address V4 (variant 0) 203.0.113.10, `inner` ops.
+                let mut input = vec![0, 1];
+                input.extend(fuzz::varint(outer));
+                input.extend([0, 203, 0, 113, 10]);
+                input.extend(fuzz::varint(inner));
+                input.extend(std::iter::repeat_n(0x01, tail));
+                let (r, peak) = fuzz::peak_of(|| decode::<Msg>(&input));
+                if outer > fits || inner > fits {
+                    assert!(r.is_err(), "outer {outer} inner {inner} decoded");
+                }
+                assert!(
+                    peak <= bound(input.len()),
+                    "outer {outer} inner {inner} tail {tail}: held {peak} bytes"
+                );
+            }
+        }
     }
 }
 

@@ -608,4 +608,30 @@ fn huge_declared_counts_cost_at_most_the_bound() {
     check_one::<Statistics>("Statistics.counters", &[]);
     check_one::<PingRequest>("PingRequest.data", &[]);
     check_one::<String>("String", &[]);
+
+    // Nested: PublicIps.ips (PublicIp) holding `configured` (String), the
+    // deepest sum of element sizes (checked to stay within 128 bytes).
+    assert!(size_of::<PublicIp>() + size_of::<String>() <= 128);
+    for tail in [0usize, 100, 4000] {
+        let fits = u64::try_from(tail).expect("small");
+        for outer in [u64::MAX, fits] {
+            for inner in [u64::MAX, fits] {
+                // pnn 0, can_host 1, `outer` ips; the first: V4 (variant 0)
+                // 203.0.113.10, prefix 24, `inner` configured names.
+                let mut input = vec![0, 1];
+                input.extend(fuzz::varint(outer));
+                input.extend([0, 203, 0, 113, 10, 24]);
+                input.extend(fuzz::varint(inner));
+                input.extend(std::iter::repeat_n(0x01, tail));
+                let (r, peak) = fuzz::peak_of(|| decode_payload::<PublicIps>(&input));
+                if outer > fits || inner > fits {
+                    assert!(r.is_err(), "outer {outer} inner {inner} decoded");
+                }
+                assert!(
+                    peak <= bound(input.len()),
+                    "PublicIps outer {outer} inner {inner} tail {tail}: held {peak} bytes"
+                );
+            }
+        }
+    }
 }
