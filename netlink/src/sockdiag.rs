@@ -488,6 +488,9 @@ impl DestroyRequest<'_> {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
