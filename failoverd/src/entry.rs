@@ -53,31 +53,55 @@ pub enum EntryError {
 /// them — can delay a lease renewal. (Measured before: news 7.4 ms late
 /// during such a take, past the lease end; the new owner dropped all 256
 /// addresses 2 ms after taking them.)
-struct LeasePath(Option<tokio::runtime::Runtime>);
+///
+/// The kernel lease's keeper, which renews the lease elements on each
+/// news, runs on a second runtime of the lease path (one thread, same
+/// priority): a renewal can wait in the kernel for an RCU grace period
+/// (every 256th empties the cap chains; ending stale elements), 10–20 ms
+/// in which the thread can do nothing else — on the intake's thread that
+/// held up the next news past the lease end (seen in the failover bench,
+/// fast profile: the node dropped its addresses), on the daemon's runtime
+/// a release held the keeper up the same way.
+struct LeasePath(
+    Option<tokio::runtime::Runtime>,
+    Option<tokio::runtime::Runtime>,
+);
 
 impl LeasePath {
     fn new() -> Result<LeasePath, EntryError> {
-        let rt = transport::controls::keep_realtime(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("failoverd-lease")
-                .enable_all(),
-        )
-        .build()
-        .map_err(|e| EntryError::LeasePath(e.to_string()))?;
-        Ok(LeasePath(Some(rt)))
+        let build = |name: &str| {
+            transport::controls::keep_realtime(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name(name)
+                    .enable_all(),
+            )
+            .build()
+            .map_err(|e| EntryError::LeasePath(e.to_string()))
+        };
+        Ok(LeasePath(
+            Some(build("failoverd-lease")?),
+            Some(build("failoverd-keeper")?),
+        ))
     }
 
+    /// The intake's and the transport client's runtime.
     fn handle(&self) -> Option<tokio::runtime::Handle> {
         self.0.as_ref().map(|rt| rt.handle().clone())
+    }
+
+    /// The kernel lease keeper's runtime.
+    fn keeper(&self) -> Option<tokio::runtime::Handle> {
+        self.1.as_ref().map(|rt| rt.handle().clone())
     }
 }
 
 impl Drop for LeasePath {
     fn drop(&mut self) {
         // Dropped inside the daemon's runtime: a blocking shutdown would
-        // panic there. Its tasks end with the client, closed by then.
-        if let Some(rt) = self.0.take() {
+        // panic there. Their tasks end with the client and the executor,
+        // gone by then.
+        for rt in [self.0.take(), self.1.take()].into_iter().flatten() {
             rt.shutdown_background();
         }
     }
@@ -169,7 +193,18 @@ pub async fn run(
     if let Some(hook) = log_hook {
         client.set_log_level_hook(move |level| hook(level));
     }
-    daemon::run(loaded.settings, client, incoming, shutdown, &lease_rt).await?;
+    let keeper_rt = lease_path
+        .keeper()
+        .ok_or_else(|| EntryError::LeasePath("no keeper runtime".into()))?;
+    daemon::run(
+        loaded.settings,
+        client,
+        incoming,
+        shutdown,
+        &lease_rt,
+        &keeper_rt,
+    )
+    .await?;
     drop(lease_path);
     Ok(())
 }

@@ -185,9 +185,9 @@ impl Ctx {
 
 /// Runs failoverd until `shutdown` resolves, a SHUTDOWN control arrives or
 /// the transport closes. Drops every public address before returning.
-/// The intake of clusterd's lease news and the kernel lease's keeper run
-/// on `lease_rt` (the lease path's runtime, where the client's reader runs
-/// too: see `entry`).
+/// The intake of clusterd's lease news runs on `lease_rt` (the lease
+/// path's runtime, where the client's reader runs too), the kernel lease's
+/// keeper on `keeper_rt` (see `entry`).
 ///
 /// # Errors
 ///
@@ -200,12 +200,13 @@ pub async fn run(
     mut incoming: Incoming,
     shutdown: impl Future<Output = ()>,
     lease_rt: &tokio::runtime::Handle,
+    keeper_rt: &tokio::runtime::Handle,
 ) -> Result<(), DaemonError> {
     let pnn = client.pnn();
     let (exec, mut node_events) = Executor::start_on(
         settings.executor.clone(),
         Some(client.clone()),
-        Some(lease_rt),
+        Some(keeper_rt),
     )
     .await?;
     tracing::info!(pnn, addresses = settings.publics.len(), "failoverd started");

@@ -449,12 +449,13 @@ impl Executor {
 
     /// [`Executor::start`], with the kernel lease's keeper (the task that
     /// renews the lease elements of every hosted address on each lease
-    /// news) on `lease_rt` when given: the runtime of the lease path, so
-    /// that no take, release or hook on the executor's own runtime delays
-    /// a renewal (a release holds a runtime thread in the kernel for up to
-    /// ~20 ms; with the lease's elements ending at the lease end, a
-    /// renewal that late lets them run out and the node's other addresses
-    /// stop answering in between).
+    /// news) on `lease_rt` when given: a runtime of its own, so that no
+    /// take, release or hook on the executor's runtime delays a renewal
+    /// (a release holds a runtime thread in the kernel for up to ~20 ms;
+    /// with the lease's elements ending at the lease end, a renewal that
+    /// late lets them run out and the node's other addresses stop
+    /// answering in between) — and not the thread that reads the lease
+    /// news either, since a renewal can itself wait in the kernel.
     ///
     /// # Errors
     ///
