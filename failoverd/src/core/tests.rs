@@ -93,6 +93,52 @@ fn lease_end_without_renewal_drops_everything() {
     );
 }
 
+/// What the daemon relies on to carry out a `Membership` action late (the
+/// lease intake queues its actions for the loop): the action carries the
+/// membership of its moment, which a newer membership can overtake before
+/// the loop gets to it; the core's `membership()` is then the newer one,
+/// with the lease as the core knows it now. The daemon carries out that,
+/// never the action's copy (a new leader otherwise abandoned its first runs
+/// for an older membership without a leader).
+#[test]
+fn a_lease_news_membership_action_can_be_overtaken_and_the_core_has_the_newer() {
+    let mut n = node(0);
+    let mut out = Vec::new();
+    // Start: a membership without a leader and without a lease.
+    let mut early = membership(0, None, 512, &[0, 0, 0]);
+    early.lease = lease(ms(10), None);
+    n.news(ms(10), News::Membership(early), &mut out);
+    out.clear();
+    // The lease intake: the lease becomes valid; the core hands on its
+    // membership of that moment (no leader yet).
+    n.news(ms(20), News::Lease(lease(ms(20), Some(ms(50)))), &mut out);
+    let queued = out
+        .iter()
+        .find_map(|a| match a {
+            NodeAction::Membership(m) => Some(m.clone()),
+            _ => None,
+        })
+        .expect("the lease change is handed on with a membership");
+    assert_eq!(queued.leader, None);
+    assert!(queued.lease_ok);
+    out.clear();
+    // The loop applies a newer membership (this node leads) first.
+    let mut led = membership(0, Some(0), 768, &[0, 0, 0]);
+    led.lease = lease(ms(21), Some(ms(51)));
+    n.news(ms(21), News::Membership(led), &mut out);
+    let now = n.membership().expect("a membership");
+    assert_eq!(
+        (now.generation, now.leader, now.lease_ok),
+        (768, Some(0), true)
+    );
+    // Carried out late, the queued copy would say "no leader": the core's
+    // own is what the daemon uses.
+    assert_ne!(queued.leader, now.leader);
+    // And when the lease then ends, the core's membership says so.
+    n.tick(ms(60), &mut out);
+    assert!(!n.membership().expect("a membership").lease_ok);
+}
+
 #[test]
 fn old_news_never_undoes_newer_news() {
     let mut n = following(1, 0, 10, ms(500));

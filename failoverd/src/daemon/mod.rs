@@ -311,6 +311,14 @@ pub async fn run(
             () = &mut shutdown_control => break Ok(()),
             () = &mut closed => break Err(DaemonError::TransportClosed),
             Some(news) = memb_rx.recv() => {
+                if let News::Membership(m) = &news {
+                    tracing::debug!(
+                        generation = m.generation,
+                        leader = ?m.leader,
+                        at_ns = m.lease.at_ns,
+                        "membership news"
+                    );
+                }
                 let first = !adopted && matches!(news, News::Membership(_));
                 ctx.lock().node.news(lease::now(), news, &mut node_out);
                 if first {
@@ -424,6 +432,14 @@ async fn on_node_action(
             tokio::spawn(async move { requests::remove_leftovers(&ctx, &list).await });
         }
         NodeAction::Membership(m) => {
+            // The core's membership as it is now, not the action's copy:
+            // the lease intake queues its actions for this loop, and a copy
+            // it took (a lease news that made the lease valid) can arrive
+            // after a newer membership was applied here — carried out, it
+            // made a new leader abandon its first runs for a membership
+            // without a leader (start, fast profile: 1 trial in 3 waited
+            // ~250 ms for the next membership).
+            let m = ctx.lock().node.membership().cloned().unwrap_or(m);
             if m.lease_ok && !leader.active() && m.leader == Some(ctx.pnn) {
                 tracing::info!(generation = m.generation, "this node leads: takeover runs");
             }
