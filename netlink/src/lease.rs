@@ -363,7 +363,8 @@ impl KernelLease {
             .unwrap_or(u64::MAX)
             .max(1);
         let cap = cap_at(read, Duration::from_millis(ms).saturating_add(TICK));
-        self.commit_renewal(read.mono, addrs, &[], ms, cap).await
+        self.commit_renewal(read.mono, addrs, &[], ms, cap, true)
+            .await
     }
 
     /// Gives `addrs` lease elements that expire no later than `end` plus
@@ -418,6 +419,38 @@ impl KernelLease {
         end: Instant,
         read: Clocks,
     ) -> Result<Option<Duration>, NftError> {
+        self.renew_until_with(addrs, stale, end, read, true).await
+    }
+
+    /// [`KernelLease::renew_until`] for addresses about to be added (a
+    /// take): never empties the cap chains and is not counted towards
+    /// [`COMPACT_EVERY`]. A compaction waits for an RCU grace period (10–20
+    /// ms), and the first renewal of a new `KernelLease` compacts: a
+    /// restarted failoverd hosting nothing renews nothing until its first
+    /// take, which then paid that wait in the middle of a failover. The
+    /// renewals that follow (the keeper's) compact as before; the chains
+    /// grow by one pair per take in between.
+    ///
+    /// # Errors
+    ///
+    /// As [`KernelLease::renew`].
+    pub async fn renew_for_take(
+        &self,
+        addrs: &[IpAddr],
+        end: Instant,
+    ) -> Result<Option<Duration>, NftError> {
+        self.renew_until_with(addrs, &[], end, Clocks::now(), false)
+            .await
+    }
+
+    async fn renew_until_with(
+        &self,
+        addrs: &[IpAddr],
+        stale: &[IpAddr],
+        end: Instant,
+        read: Clocks,
+        counted: bool,
+    ) -> Result<Option<Duration>, NftError> {
         let timeout = if end > read.mono {
             timeout_for(read.mono, end + self.slack)
         } else {
@@ -427,7 +460,7 @@ impl KernelLease {
             Some(timeout) => {
                 let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
                 let cap = cap_at(read, end.saturating_duration_since(read.mono));
-                self.commit_renewal(read.mono, addrs, stale, ms, cap)
+                self.commit_renewal(read.mono, addrs, stale, ms, cap, counted)
                     .await
                     .map(Some)
             }
@@ -445,8 +478,9 @@ impl KernelLease {
         stale: &[IpAddr],
         ms: u64,
         cap_ns: u64,
+        counted: bool,
     ) -> Result<Duration, NftError> {
-        let compact = self.renewals.fetch_add(1, Ordering::Relaxed) % COMPACT_EVERY == 0;
+        let compact = counted && self.renewals.fetch_add(1, Ordering::Relaxed) % COMPACT_EVERY == 0;
         let (bytes, seqs) = build_renewal(
             &self.name,
             addrs,

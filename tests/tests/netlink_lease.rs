@@ -940,3 +940,57 @@ fn a_renewal_keeps_its_elements_to_within_a_tick_of_the_end() {
         }
     }
 }
+
+/// A take's renewal (`renew_for_take`) never empties the cap chains: the
+/// first renewal of a new `KernelLease` compacts (a grace period, 10–20
+/// ms), and a restarted failoverd hosting nothing renews nothing before
+/// its first take, which paid that wait in the middle of a failover. The
+/// chains a previous instance left stay, with the take's pair at the head;
+/// the next counted renewal (the keeper's) compacts them.
+#[test]
+fn a_takes_renewal_does_not_compact_and_the_next_renewal_does() {
+    require_root();
+    let (server, _client, _listeners) = setup("leasep");
+    let table = "ipf_test_leasep";
+    let before = KernelLease::new(table).unwrap();
+    run(&server, move || async move {
+        before.install(&[ip(A4)]).await.unwrap();
+        for _ in 0..5 {
+            before
+                .renew_until(&[ip(A4)], Instant::now() + Duration::from_secs(5))
+                .await
+                .unwrap()
+                .expect("seconds left");
+        }
+    });
+    assert_eq!(cap_rules(&server, "inet", table).len(), 2 * 5);
+    // A new instance, as a restarted failoverd: its take's renewal.
+    let after = KernelLease::new(table).unwrap();
+    let a = after.clone();
+    run(&server, move || async move {
+        a.install(&[]).await.unwrap();
+        a.renew_for_take(&[ip(A4)], Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap()
+            .expect("seconds left");
+    });
+    assert_cap_head(&server, "inet", table);
+    assert_eq!(
+        cap_rules(&server, "inet", table).len(),
+        2 * 6,
+        "the take's pair added, nothing emptied"
+    );
+    // The keeper's first renewal compacts.
+    run(&server, move || async move {
+        after
+            .renew_until(&[ip(A4)], Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap()
+            .expect("seconds left");
+    });
+    assert_eq!(
+        cap_rules(&server, "inet", table).len(),
+        2,
+        "emptied by the first counted renewal"
+    );
+}

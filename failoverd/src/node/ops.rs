@@ -549,7 +549,7 @@ impl Inner {
         let outcome = match lease.guard(ips).await {
             Ok(()) => {
                 self.lock().guarded.extend(ips.iter().copied());
-                lease.renew_until(ips, end).await
+                lease.renew_for_take(ips, end).await
             }
             Err(e) => Err(e),
         };
