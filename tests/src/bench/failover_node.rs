@@ -133,6 +133,10 @@ async fn measure(reps: usize) -> Result<Vec<Figure>> {
         let t = Instant::now();
         ex.release(one.addr).await?;
         rel.push(ms(t.elapsed()));
+        // A release answers before its nftables clean-up (an RCU grace
+        // period or two, on this one-thread runtime): let it finish, or
+        // the next bare add, which is the baseline, waits for it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     out.push(Figure::with_baseline(
         BENCH,
