@@ -13,5 +13,6 @@ pub mod arp;
 pub mod bench;
 pub mod chaos;
 pub mod cluster;
+pub mod forge;
 pub mod netns;
 pub mod sim;

@@ -1921,8 +1921,7 @@ fn forge_as_member(bed: &Bed, i: usize, name: &str, steps: &[String]) -> String 
 /// A forge step: `kind` (request or event) to `(pnn, service)`.
 fn step<T: serde::Serialize>(kind: &str, pnn: &str, service: &str, op: u32, payload: &T) -> String {
     let bytes = transport::proto::encode_payload(payload).unwrap();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{kind}:{pnn}:{service}:{op:#x}:{hex}")
+    tests::forge::step(kind, pnn, service, op, &bytes)
 }
 
 /// Local trust (#14 item 1), with a real non-root member of the transport

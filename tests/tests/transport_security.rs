@@ -250,10 +250,7 @@ fn forge_as_member(d: &transport_support::Daemon, name: &str, steps: &[String]) 
     )
 }
 
-fn step(kind: &str, pnn: &str, service: &str, op: u32, payload: &[u8]) -> String {
-    let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{kind}:{pnn}:{service}:{op:#x}:{hex}")
-}
+use tests::forge::step;
 
 /// Local trust (#14 item 1) against two real transportds with
 /// `--group nogroup`, with a real non-root member of that group:
