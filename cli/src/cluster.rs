@@ -32,7 +32,7 @@ use transport::msg::failover::{IpStatus, GET_IP_STATUS};
 use transport::proto::service::{CLUSTERD, FAILOVERD};
 use transport::proto::{Address, ErrorCode};
 
-use crate::ctx::{block_on, daemon_error, Ctx};
+use crate::ctx::{block_on, daemon_error, Ctx, Exit};
 use crate::output::{emit, machine, Format, Nodes, Report};
 
 /// Arguments of `nodestatus`.
@@ -555,7 +555,9 @@ pub fn leader(ctx: &Ctx) -> Result<()> {
 /// No transportd or clusterd; a node that does not exist or does not answer.
 pub fn admin(ctx: &Ctx, op: AdminOp) -> Result<()> {
     if let AdminOp::Ban { seconds: 0 } = op {
-        bail!("Invalid ban time 0: it must be greater than 0");
+        // ctdb's words and status (EINVAL).
+        eprintln!("Ban time cannot be zero");
+        return Err(Exit(22).into());
     }
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;

@@ -34,6 +34,9 @@ pub struct GlobalArgs {
     /// Machine-readable output: `|field|field|` rows after a header row.
     #[arg(short = 'X', global = true)]
     pub machine: bool,
+    /// The same as -X (ctdb's older spelling).
+    #[arg(short = 'Y', global = true)]
+    pub machine_y: bool,
     /// Machine-readable output with this separator instead of `|`.
     #[arg(short = 'x', global = true, value_name = "SEP")]
     pub separator: Option<char>,
@@ -44,11 +47,25 @@ pub struct GlobalArgs {
     #[arg(
         short = 't',
         long = "timeout",
+        visible_alias = "timelimit",
         global = true,
         value_name = "SECONDS",
         default_value_t = 10.0
     )]
     pub timeout: f64,
+    /// Give up (exit status 1) if the whole command runs longer than this
+    /// (default: $CTDB_TIMEOUT, else 120; 0: the default).
+    #[arg(
+        short = 'T',
+        long = "maxruntime",
+        global = true,
+        value_name = "SECONDS"
+    )]
+    pub maxruntime: Option<u64>,
+    /// ctdb's debug level of the tool itself (accepted for compatibility;
+    /// ipfailover's command logs nothing).
+    #[arg(short = 'd', long = "debug", global = true, value_name = "LEVEL")]
+    pub debug: Option<String>,
 }
 
 /// The parsed global options.
@@ -75,11 +92,14 @@ impl Ctx {
             None => Nodes::Local,
             Some(n) => parse_nodes(n).map_err(anyhow::Error::msg)?,
         };
+        if args.json && (args.machine || args.machine_y || args.separator.is_some()) {
+            anyhow::bail!("--json and -Y options are mutually exclusive");
+        }
         let format = if args.json {
             Format::Json
         } else if let Some(sep) = args.separator {
             Format::Machine(sep)
-        } else if args.machine {
+        } else if args.machine || args.machine_y {
             Format::Machine('|')
         } else {
             Format::Human

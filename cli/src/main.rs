@@ -12,6 +12,7 @@ mod ipalloc;
 mod output;
 mod ping;
 mod tickles;
+mod usage;
 
 /// Public-IP failover for clustered file servers: administration command.
 #[derive(Debug, Parser)]
@@ -72,10 +73,20 @@ enum Command {
     Generate(generate::GenerateArgs),
 }
 
-/// Runs the command; errors are printed by `main`, bare as CTDB prints
-/// them, and give exit status 1 (or the status an [`ctx::Exit`] carries).
+/// Parses the arguments (errors as ctdb reports them, [`usage`]) and runs
+/// the command.
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            return usage::report(&e, &<Cli as clap::CommandFactory>::command(), &args);
+        }
+    };
+    if let Err(e) = start_watchdog(cli.global.maxruntime) {
+        eprintln!("{e}");
+        return std::process::ExitCode::FAILURE;
+    }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -88,6 +99,36 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `-T` (ctdb's maxruntime): the whole command ends with status 1 after
+/// this many seconds; 0 or absent: `$CTDB_TIMEOUT`, else 120 s. Every
+/// request has its own `-t` limit too, so this is a backstop.
+fn start_watchdog(maxruntime: Option<u64>) -> Result<(), &'static str> {
+    let seconds = match maxruntime.filter(|s| *s > 0) {
+        Some(s) => s,
+        None => match std::env::var("CTDB_TIMEOUT") {
+            Ok(v) => v
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| "Invalid value CTDB_TIMEOUT")?,
+            Err(_) => 120,
+        },
+    };
+    if seconds == 0 {
+        return Ok(());
+    }
+    std::thread::Builder::new()
+        .name("maxruntime".into())
+        .spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(seconds));
+            eprintln!("Maximum runtime exceeded - exiting");
+            std::process::exit(1);
+        })
+        .map(|_| ())
+        .map_err(|_| "cannot start the -T watchdog thread")
+}
+
+/// Runs the command; errors are printed by `main`, bare as CTDB prints
+/// them, and give exit status 1 (or the status an [`ctx::Exit`] carries).
 fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = ctx::Ctx::new(&cli.global)?;
     match cli.command {

@@ -509,6 +509,9 @@ const CASES: &[Case] = &[
     c("moveip-refused", &["moveip", "198.51.100.1", "1"]),
     c("reloadips", &["reloadips"]),
     c("reloadips-0,1", &["reloadips", "0,1"]),
+    c("reloadips-0,2-down", &["reloadips", "0,2"]),
+    c("addip-known", &["addip", "198.51.100.1/24", "eth1"]),
+    c("delip-unknown", &["delip", "198.51.100.99"]),
     c("ipreallocate", &["ipreallocate"]),
     c("sync", &["sync"]),
     c("gratarp", &["gratarp", "198.51.100.1", "eth1"]),
@@ -593,6 +596,20 @@ const CASES: &[Case] = &[
         &["-n", "all", "addip", "198.51.100.9/24", "eth1"],
     ),
     c("nodestatus-bad-list", &["nodestatus", "0,x"]),
+    c("unknown-option", &["-q", "status"]),
+    c("extra-argument", &["pnn", "3"]),
+    c("json-and-X", &["--json", "-X", "ip"]),
+    // ctdb's global options: -Y, -d, -T, --timelimit
+    c("Y-status", &["-Y", "status"]),
+    c(
+        "d-T-timelimit",
+        &["-d", "NOTICE", "-T", "30", "--timelimit", "5", "pnn"],
+    ),
+    on(
+        Setup::Stuck,
+        "maxruntime",
+        &["-T", "1", "-t", "5", "status"],
+    ),
     // daemons absent or hung
     on(Setup::NoSocket, "no-transportd-status", &["status"]),
     on(Setup::NoSocket, "no-transportd-ip", &["ip"]),
@@ -671,6 +688,7 @@ fn transcript(case: &Case, base: &Path) -> String {
         .arg("--run-dir")
         .arg(&run_dir)
         .args(&args)
+        .env_remove("CTDB_TIMEOUT")
         .env("RUST_BACKTRACE", "0")
         .env("RUST_LIB_BACKTRACE", "0")
         .env_remove("CLICOLOR_FORCE")
