@@ -256,7 +256,10 @@ mod tests {
     #[test]
     fn errors_read_as_ctdb_prints_them() {
         let e = run(&["frob"]);
-        assert_eq!((e.stderr.as_str(), e.status), ("Unknown command 'frob'\n", 1));
+        assert_eq!(
+            (e.stderr.as_str(), e.status),
+            ("Unknown command 'frob'\n", 1)
+        );
         let e = run(&["moveip", "192.0.2"]);
         assert_eq!(e.stderr, "Invalid IP address 192.0.2\n");
         let e = run(&["moveip", "192.0.2.1", "x"]);
