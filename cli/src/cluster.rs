@@ -563,7 +563,12 @@ pub fn admin(ctx: &Ctx, op: AdminOp) -> Result<()> {
         let (client, _incoming) = ctx.connect().await?;
         let targets: Vec<Pnn> = match &ctx.nodes {
             Nodes::Local => vec![client.pnn()],
-            Nodes::List(l) => l.clone(),
+            Nodes::List(l) => {
+                if l.len() == 1 {
+                    ctx.check_nodes(&client, l).await?;
+                }
+                l.clone()
+            }
             Nodes::All => get_membership(ctx, &client, client.pnn())
                 .await?
                 .nodes

@@ -196,17 +196,51 @@ impl Ctx {
     }
 
     /// Refuses a PNN that is not a node of the nodes file, as CTDB does
-    /// (`Node 5 does not exist`), before anything is asked of it.
+    /// (`Node 5 does not exist`), before anything is asked of it; a single
+    /// node must also be connected (`Node 2 has status
+    /// DISCONNECTED|INACTIVE`, ctdb's `verify_pnn`).
     ///
     /// # Errors
     ///
-    /// The first unknown PNN; transportd does not list its peers.
+    /// The first unknown PNN, a single node that is down; transportd does
+    /// not list its peers.
     pub async fn check_nodes(&self, client: &Client, pnns: &[u32]) -> Result<()> {
+        let peers = self.peers(client).await?;
+        let known = |p: u32| p == client.pnn() || peers.iter().any(|q| q.pnn == p);
+        if let Some(p) = pnns.iter().find(|p| !known(**p)) {
+            anyhow::bail!("Node {p} does not exist");
+        }
+        // One node named with -n: as ctdb, a node that is not connected is
+        // refused at once instead of waiting for its answer.
+        if let [one] = pnns {
+            if peers.iter().any(|q| q.pnn == *one && !q.connected) {
+                anyhow::bail!("Node {one} has status DISCONNECTED|INACTIVE");
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every node of an explicit node list exists (connected
+    /// or not).
+    ///
+    /// # Errors
+    ///
+    /// `Node N does not exist`; transportd does not answer.
+    pub async fn check_exist(&self, client: &Client, pnns: &[u32]) -> Result<()> {
         let all = self.all_nodes(client, false).await?;
         if let Some(p) = pnns.iter().find(|p| !all.contains(p)) {
             anyhow::bail!("Node {p} does not exist");
         }
         Ok(())
+    }
+
+    /// transportd's peers (every node of the nodes file but this one).
+    async fn peers(&self, client: &Client) -> Result<Vec<transport::proto::control::PeerInfo>> {
+        let list: PeerList = client
+            .request(Address::local(TRANSPORT), LIST_PEERS, &(), self.timeout)
+            .await
+            .map_err(|e| anyhow::anyhow!(daemon_error(TRANSPORT, LOCAL, &e)))?;
+        Ok(list.peers)
     }
 
     /// This node and its peers (only the connected ones if `connected`),
@@ -216,12 +250,9 @@ impl Ctx {
     ///
     /// transportd does not answer `LIST_PEERS`.
     pub async fn all_nodes(&self, client: &Client, connected: bool) -> Result<Vec<u32>> {
-        let list: PeerList = client
-            .request(Address::local(TRANSPORT), LIST_PEERS, &(), self.timeout)
-            .await
-            .map_err(|e| anyhow::anyhow!(daemon_error(TRANSPORT, LOCAL, &e)))?;
-        let mut all: Vec<u32> = list
-            .peers
+        let mut all: Vec<u32> = self
+            .peers(client)
+            .await?
             .iter()
             .filter(|p| p.connected || !connected)
             .map(|p| p.pnn)

@@ -285,7 +285,7 @@ async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
             let targets = match reload_nodes {
                 Some(Nodes::All) => ctx.all_nodes(&client, true).await?,
                 Some(Nodes::List(l)) => {
-                    ctx.check_nodes(&client, &l).await?;
+                    ctx.check_exist(&client, &l).await?;
                     l
                 }
                 None | Some(Nodes::Local) => vec![one_node(ctx, &client).await?],

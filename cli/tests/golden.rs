@@ -551,6 +551,9 @@ const CASES: &[Case] = &[
     c("stop-n-0,1", &["-n", "0,1", "stop"]),
     c("stop-n-all", &["-n", "all", "stop"]),
     c("stop-bad-node", &["-n", "7", "stop"]),
+    c("down-node-disable-n2", &["-n", "2", "disable"]),
+    c("down-node-status-n2", &["-n", "2", "status"]),
+    c("down-node-delip-n2", &["-n", "2", "delip", "198.51.100.1"]),
     // the offline planner (CTDB's takeover-test input and output)
     stdin(
         "ipalloc",
