@@ -235,7 +235,11 @@ impl Ctx {
     }
 
     /// transportd's peers (every node of the nodes file but this one).
-    async fn peers(&self, client: &Client) -> Result<Vec<transport::proto::control::PeerInfo>> {
+    ///
+    /// # Errors
+    ///
+    /// transportd does not answer `LIST_PEERS`.
+    pub async fn peers(&self, client: &Client) -> Result<Vec<transport::proto::control::PeerInfo>> {
         let list: PeerList = client
             .request(Address::local(TRANSPORT), LIST_PEERS, &(), self.timeout)
             .await

@@ -13,6 +13,7 @@ mod output;
 mod ping;
 mod tickles;
 mod usage;
+mod vars;
 
 /// Public-IP failover for clustered file servers: administration command.
 #[derive(Debug, Parser)]
@@ -65,6 +66,14 @@ enum Command {
     /// Unregister a connection: CLIENT-IP:PORT SERVER-IP:PORT, or pairs on
     /// stdin.
     Deltickle(tickles::PairArgs),
+    /// List the allocation tunables (NoIPFailback, NoIPTakeover,
+    /// IPAllocAlgorithm) and their values.
+    Listvars,
+    /// Show one tunable's value.
+    Getvar(vars::GetvarArgs),
+    /// Set a tunable at run time on every connected node (or the -n nodes)
+    /// until failoverd restarts.
+    Setvar(vars::SetvarArgs),
     /// Show the daemons masterd runs on a node: state, pid, restarts, last
     /// exit (no ctdb equivalent).
     Daemons,
@@ -154,6 +163,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gettickles(args) => tickles::get(&ctx, &args),
         Command::Addtickle(args) => tickles::change(&ctx, &args, true),
         Command::Deltickle(args) => tickles::change(&ctx, &args, false),
+        Command::Listvars => vars::show(&ctx, None),
+        Command::Getvar(args) => vars::show(&ctx, Some(&args)),
+        Command::Setvar(args) => vars::set(&ctx, &args),
         Command::Daemons => daemons::run(&ctx),
         Command::Generate(args) => generate::run(<Cli as clap::CommandFactory>::command(), &args),
     }

@@ -28,8 +28,9 @@ use transport::msg::conntrack::{
 };
 use transport::msg::failover::{
     AddIp, ConnectionPair, DelIp, Gratarp, HookFailureInfo, IfaceInfo, IpStatus, KillTcp, MoveIp,
-    PublicIp, PublicIps, ReloadSummary, SetIfaceLink, ADD_IP, DEL_IP, GET_IP_STATUS,
-    GET_PUBLIC_IPS, GRATARP, IPREALLOCATE, KILLTCP, MOVE_IP, RELOAD_IPS, SET_IFACE_LINK, TICKLE,
+    PublicIp, PublicIps, ReloadSummary, SetIfaceLink, SetTunable, SetTunableOutcome, Tunable,
+    TunableList, ADD_IP, DEL_IP, GET_IP_STATUS, GET_PUBLIC_IPS, GET_TUNABLES, GRATARP,
+    IPREALLOCATE, KILLTCP, MOVE_IP, RELOAD_IPS, SET_IFACE_LINK, SET_TUNABLE, TICKLE,
 };
 use transport::msg::master::{DaemonState, DaemonStatus, MasterStatus, Model, GET_STATUS};
 use transport::proto::control::{LIST_PEERS, PING};
@@ -62,6 +63,8 @@ fn describe(opcode: u32, p: &[u8]) -> String {
         ADMIN => d::<AdminCommand>("ADMIN", p),
         GET_PUBLIC_IPS => "GET_PUBLIC_IPS".into(),
         GET_IP_STATUS => "GET_IP_STATUS".into(),
+        GET_TUNABLES => "GET_TUNABLES".into(),
+        SET_TUNABLE => d::<SetTunable>("SET_TUNABLE", p),
         SET_IFACE_LINK => d::<SetIfaceLink>("SET_IFACE_LINK", p),
         ADD_IP => d::<AddIp>("ADD_IP", p),
         DEL_IP => d::<DelIp>("DEL_IP", p),
@@ -273,6 +276,20 @@ fn ip_status(pnn: u32) -> IpStatus {
     s
 }
 
+fn tunables(pnn: u32) -> TunableList {
+    let t = |name: &str, value: u32| Tunable {
+        name: name.into(),
+        value,
+    };
+    TunableList {
+        tunables: vec![
+            t("NoIPFailback", pnn),
+            t("NoIPTakeover", 0),
+            t("IPAllocAlgorithm", 2),
+        ],
+    }
+}
+
 fn full_node(pnn: u32) -> Node {
     Node::up()
         .reply(CLUSTERD, GET_MEMBERSHIP, &membership(pnn))
@@ -316,6 +333,18 @@ fn full_node(pnn: u32) -> Node {
         .reply(FAILOVERD, GRATARP, &())
         .reply(FAILOVERD, TICKLE, &())
         .reply(FAILOVERD, KILLTCP, &1u32)
+        .reply(FAILOVERD, GET_TUNABLES, &tunables(pnn))
+        .func(FAILOVERD, SET_TUNABLE, |p| {
+            let req: SetTunable = decode_payload(p).unwrap();
+            if req.value > 2 {
+                Err(RemoteError::new(
+                    ErrorCode::BadRequest,
+                    "Invalid value 7 for IPAllocAlgorithm: it must be 0-2",
+                ))
+            } else {
+                Ok(encode_payload(&SetTunableOutcome::Set).unwrap())
+            }
+        })
         .reply(CONNTRACKD, GET_CONNECTIONS, &connections(pnn))
         .func(CONNTRACKD, GET_CONNECTIONS_PAGE, move |p| {
             let req: GetConnectionsPage = decode_payload(p).unwrap();
@@ -551,6 +580,23 @@ const CASES: &[Case] = &[
     c("stop-n-0,1", &["-n", "0,1", "stop"]),
     c("stop-n-all", &["-n", "all", "stop"]),
     c("stop-bad-node", &["-n", "7", "stop"]),
+    // tunables
+    c("listvars", &["listvars"]),
+    c("listvars-X", &["-X", "listvars"]),
+    c("listvars-json", &["--json", "listvars"]),
+    c("listvars-n-all", &["-n", "all", "listvars"]),
+    c("getvar", &["getvar", "noipfailback"]),
+    c("getvar-n1", &["-n", "1", "getvar", "NoIPFailback"]),
+    c("getvar-unknown", &["getvar", "MonitorInterval"]),
+    c("getvar-obsolete", &["getvar", "NoIPHostOnAllDisabled"]),
+    c("setvar", &["setvar", "NoIPFailback", "1"]),
+    c(
+        "setvar-n1-hex",
+        &["-n", "1", "setvar", "IPAllocAlgorithm", "0x1"],
+    ),
+    c("setvar-unknown", &["setvar", "RecoverTimeout", "30"]),
+    c("setvar-bad-value", &["setvar", "NoIPFailback", "yes"]),
+    c("setvar-refused", &["setvar", "IPAllocAlgorithm", "7"]),
     c("down-node-disable-n2", &["-n", "2", "disable"]),
     c("down-node-status-n2", &["-n", "2", "status"]),
     c("down-node-delip-n2", &["-n", "2", "delip", "198.51.100.1"]),

@@ -640,6 +640,62 @@ fn failover_cluster_disable_moveip_link_down_and_reloadips() {
     sampler.finish();
 }
 
+/// `setvar` at run time (#17): NoIPFailback set on every connected node
+/// keeps a node that comes back empty; set back to 0, the next run
+/// rebalances onto it. What the kernels hold is what is checked.
+#[test]
+fn failover_cluster_setvar_noipfailback_takes_effect_at_run_time() {
+    require_root();
+    let list = [201, 202, 203, 204, 205, 206];
+    let bed = Bed::new("focv", &list);
+    let sampler = Sampler::start(&bed);
+    bed.wait_placed("every address hosted exactly once", &list);
+
+    let (ok, text) = bed.cli(0, &["setvar", "NoIPFailback", "1"]);
+    assert!(ok, "setvar: {text}");
+    for i in 0..3 {
+        let (ok, text) = bed.cli(i, &["getvar", "noipfailback"]);
+        assert!(
+            ok && text == "noipfailback               = 1\n",
+            "node {i}: {text}"
+        );
+    }
+
+    let (ok, text) = bed.cli(0, &["-n", "1", "disable"]);
+    assert!(ok, "disable: {text}");
+    let r = wait_for("node 1 empty after disable", LIMIT, POLL, || {
+        let p = bed.placement(&list)?;
+        p.values().all(|&n| n != 1).then_some(())
+    });
+    assert!(r.is_ok(), "{}", bed.logs());
+    let (ok, text) = bed.cli(0, &["-n", "1", "enable"]);
+    assert!(ok, "enable: {text}");
+    let (ok, text) = bed.cli(0, &["ipreallocate"]);
+    assert!(ok, "ipreallocate: {text}");
+    // No failback: node 1 stays empty through the enable's run and ours.
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        let on = addresses_on(bed.c.nodes[1].ns.name());
+        assert!(
+            !on.iter().any(|a| is_public(*a)),
+            "node 1 took {on:?} back although NoIPFailback = 1\n{}",
+            bed.logs()
+        );
+        std::thread::sleep(POLL);
+    }
+
+    let (ok, text) = bed.cli(2, &["setvar", "NoIPFailback", "0"]);
+    assert!(ok, "setvar: {text}");
+    let (ok, text) = bed.cli(0, &["ipreallocate"]);
+    assert!(ok, "ipreallocate: {text}");
+    let r = wait_for("node 1 rebalanced onto", LIMIT, POLL, || {
+        let p = bed.placement(&list)?;
+        (p.values().filter(|&&n| n == 1).count() == 2).then_some(())
+    });
+    assert!(r.is_ok(), "{}", bed.logs());
+    sampler.finish();
+}
+
 #[test]
 fn failover_cluster_sampler_catches_an_address_on_two_nodes() {
     require_root();

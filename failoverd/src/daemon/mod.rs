@@ -130,6 +130,9 @@ struct Shared {
     owners: BTreeMap<IpAddr, Pnn>,
     /// The node side of the core: lease, run checks, leftovers.
     node: NodeCore,
+    /// The allocation tunables the runs this node leads use: the file's,
+    /// then whatever `setvar` set (until failoverd restarts, as CTDB).
+    tunables: Tunables,
 }
 
 /// How often clusterd is asked for the membership besides its events (only
@@ -225,6 +228,7 @@ pub async fn run(
             .collect(),
         owners: BTreeMap::new(),
         node,
+        tunables: settings.tunables,
     };
     // No lease until clusterd says so.
     exec.set_lease(None);

@@ -13,14 +13,15 @@ use transport::msg::cluster::Pnn;
 use transport::msg::conntrack::TrackedConnection;
 use transport::msg::failover::{
     AddIp, ConnectionPair, DelIp, Gratarp, HookFailureInfo, IfaceInfo, IpStatus, KillTcp, PublicIp,
-    PublicIps, ReleaseIps, ReloadSummary, SetIfaceLink, StepResult, TakeIps, ADD_IP, DEL_IP,
-    GET_IP_STATUS, GET_PUBLIC_IPS, GRATARP, KILLTCP, RELEASE_IPS, RELOAD_IPS, SET_IFACE_LINK,
-    TAKE_IPS, TICKLE,
+    PublicIps, ReleaseIps, ReloadSummary, SetIfaceLink, SetTunable, SetTunableOutcome, StepResult,
+    TakeIps, Tunable, TunableList, ADD_IP, DEL_IP, GET_IP_STATUS, GET_PUBLIC_IPS, GET_TUNABLES,
+    GRATARP, KILLTCP, RELEASE_IPS, RELOAD_IPS, SET_IFACE_LINK, SET_TUNABLE, TAKE_IPS, TICKLE,
 };
 use transport::proto::service::FAILOVERD;
 use transport::proto::{ErrorCode, Message};
 
 use super::{lease, reply, reply_error, Ctx, Trigger};
+use crate::alloc::TunableSet;
 use crate::node::NodeError;
 use crate::public_addresses::{self, PublicAddress, PublicAddressesError};
 
@@ -110,6 +111,40 @@ pub(super) async fn serve(ctx: &Ctx, msg: Message) {
                 .await
                 .map(|_| ())
                 .map_err(|e| (ErrorCode::Internal, e.to_string())),
+            Err(e) => Err(e),
+        },
+        GET_TUNABLES => {
+            let list = TunableList {
+                tunables: ctx
+                    .lock()
+                    .tunables
+                    .list()
+                    .into_iter()
+                    .map(|(name, value)| Tunable {
+                        name: name.to_string(),
+                        value,
+                    })
+                    .collect(),
+            };
+            reply(ctx, &msg, &list).await;
+            return;
+        }
+        SET_TUNABLE => match decode::<SetTunable>(&msg) {
+            Ok(req) => {
+                let r = ctx.lock().tunables.set_checked(&req.name, req.value);
+                match r {
+                    Ok(done) => {
+                        tracing::info!(name = %req.name, value = req.value, obsolete = (done == TunableSet::Obsolete), from = %msg.header.src, "tunable set");
+                        let outcome = match done {
+                            TunableSet::Set => SetTunableOutcome::Set,
+                            TunableSet::Obsolete => SetTunableOutcome::Obsolete,
+                        };
+                        reply(ctx, &msg, &outcome).await;
+                        return;
+                    }
+                    Err(why) => Err((ErrorCode::BadRequest, why)),
+                }
+            }
             Err(e) => Err(e),
         },
         GET_IP_STATUS => {

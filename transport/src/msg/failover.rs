@@ -72,6 +72,47 @@ pub const KILLTCP: u32 = 0x0002_000E;
 /// `ipfailover status`): what the kernel has against what this node should
 /// host, and the latest failed event hooks.
 pub const GET_IP_STATUS: u32 = 0x0002_000F;
+/// Request `()` → [`TunableList`]: this node's allocation tunables under
+/// CTDB's names, as it would use them if it led a takeover run (CTDB's
+/// `listvars`, `getvar`).
+pub const GET_TUNABLES: u32 = 0x0002_0010;
+/// Request [`SetTunable`] → [`SetTunableOutcome`]: change one tunable of
+/// this node at run time, until failoverd restarts (CTDB's `setvar`).
+pub const SET_TUNABLE: u32 = 0x0002_0011;
+
+/// One tunable and its value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tunable {
+    /// CTDB's name, e.g. `NoIPFailback`.
+    pub name: String,
+    /// Its value.
+    pub value: u32,
+}
+
+/// The answer to [`GET_TUNABLES`], in CTDB's `listvars` order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunableList {
+    /// The tunables.
+    pub tunables: Vec<Tunable>,
+}
+
+/// The payload of [`SET_TUNABLE`] (the name matches case-insensitively).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetTunable {
+    /// The name.
+    pub name: String,
+    /// The new value.
+    pub value: u32,
+}
+
+/// The answer to [`SET_TUNABLE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetTunableOutcome {
+    /// The value is in effect for the next takeover run this node leads.
+    Set,
+    /// A tunable CTDB has made obsolete: accepted, no effect.
+    Obsolete,
+}
 
 /// The answer to [`GET_IP_STATUS`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
