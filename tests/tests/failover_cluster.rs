@@ -696,6 +696,42 @@ fn failover_cluster_setvar_noipfailback_takes_effect_at_run_time() {
     sampler.finish();
 }
 
+/// A public address added by hand on a node that does not host it (a
+/// "rogue" copy, #17) is removed by that node on its own, as CTDB's
+/// recovery daemon does; the real owner keeps it throughout.
+#[test]
+fn failover_cluster_a_rogue_copy_added_by_hand_is_removed() {
+    require_root();
+    let list = [201, 202, 203];
+    let bed = Bed::new("focr", &list);
+    let placed = bed.wait_placed("every address hosted exactly once", &list);
+    let owner = placed[&public(201)];
+    let other = (owner + 1) % 3;
+    let ns = bed.c.nodes[other].ns.name().to_string();
+    let owner_ns = bed.c.nodes[owner].ns.name().to_string();
+    bed.c.nodes[other]
+        .ns
+        .ip(&["addr", "add", "198.51.100.201/24", "dev", "eth1"])
+        .unwrap();
+    assert!(addresses_on(&ns).contains(&public(201)));
+    let start = Instant::now();
+    let r = wait_for("the rogue copy removed", LIMIT, POLL, || {
+        assert!(
+            addresses_on(&owner_ns).contains(&public(201)),
+            "the owner lost 198.51.100.201 while a rogue copy was removed\n{}",
+            bed.logs()
+        );
+        (!addresses_on(&ns).contains(&public(201))).then_some(())
+    });
+    assert!(r.is_ok(), "{}", bed.logs());
+    eprintln!(
+        "rogue copy on node {other} removed after {:?}",
+        start.elapsed()
+    );
+    let placed = bed.wait_placed("every address hosted exactly once", &list);
+    assert_eq!(placed[&public(201)], owner, "{}", bed.logs());
+}
+
 #[test]
 fn failover_cluster_sampler_catches_an_address_on_two_nodes() {
     require_root();
