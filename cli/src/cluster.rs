@@ -578,6 +578,7 @@ pub fn admin(ctx: &Ctx, op: AdminOp) -> Result<()> {
                 .collect(),
         };
         let mut failed = Vec::new();
+        let mut changed = Vec::new();
         for target in targets {
             let r: Result<AdminOutcome, ClientError> = client
                 .request(
@@ -588,7 +589,7 @@ pub fn admin(ctx: &Ctx, op: AdminOp) -> Result<()> {
                 )
                 .await;
             match r {
-                Ok(AdminOutcome::Done) => {}
+                Ok(AdminOutcome::Done) => changed.push(target),
                 Ok(AdminOutcome::Already) => emit(&format!("{}\n", already_message(target, op)))?,
                 Ok(AdminOutcome::Invalid) => failed.push(format!("node {target}: invalid command")),
                 // clusterd's own refusals: no such node, target silent.
@@ -603,11 +604,70 @@ pub fn admin(ctx: &Ctx, op: AdminOp) -> Result<()> {
                 Err(e) => failed.push(format!("{:#}", clusterd_error(client.pnn(), e))),
             }
         }
+        if !changed.is_empty() {
+            // As ctdb: return once the flag shows in the membership and the
+            // takeover run that follows has finished, so that `disable &&
+            // check the addresses are gone` holds (also when another node
+            // of the list failed).
+            let waited = match wait_for_flags(ctx, &client, &changed, op).await {
+                Ok(()) => crate::ip::ipreallocate_within(ctx, &client, ctx.timeout).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = waited {
+                failed.push(format!("{e:#}"));
+            }
+        }
         if !failed.is_empty() {
             bail!("{}", failed.join("\n"));
         }
         Ok(())
     })
+}
+
+/// The flag an admin command changes, and whether it ends up set.
+fn flag_of(op: AdminOp) -> (NodeFlags, bool) {
+    match op {
+        AdminOp::Disable => (NodeFlags::PERMANENTLY_DISABLED, true),
+        AdminOp::Enable => (NodeFlags::PERMANENTLY_DISABLED, false),
+        AdminOp::Stop => (NodeFlags::STOPPED, true),
+        AdminOp::Continue => (NodeFlags::STOPPED, false),
+        AdminOp::Ban { .. } => (NodeFlags::BANNED, true),
+        AdminOp::Unban => (NodeFlags::BANNED, false),
+    }
+}
+
+/// How often [`wait_for_flags`] asks (ctdb: every second).
+const FLAGS_POLL: Duration = Duration::from_millis(50);
+
+/// Waits until this node's membership shows `op`'s flag on every target,
+/// for at most the request time limit (`-t`).
+async fn wait_for_flags(ctx: &Ctx, client: &Client, targets: &[Pnn], op: AdminOp) -> Result<()> {
+    let (flag, set) = flag_of(op);
+    let deadline = tokio::time::Instant::now() + ctx.timeout;
+    loop {
+        let pending: Vec<Pnn> = match get_membership(ctx, client, client.pnn()).await {
+            Ok(m) => targets
+                .iter()
+                .copied()
+                .filter(|t| {
+                    !m.nodes
+                        .iter()
+                        .any(|n| n.pnn == *t && n.flags.contains(flag) == set)
+                })
+                .collect(),
+            Err(_) => targets.to_vec(),
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "node(s) {pending:?}: the change is not in the membership after {}s",
+                ctx.timeout.as_secs_f64()
+            );
+        }
+        tokio::time::sleep(FLAGS_POLL).await;
+    }
 }
 
 /// [`block_on`] for a body that returns a value.

@@ -357,6 +357,28 @@ async fn ipreallocate(ctx: &Ctx, client: &Client) -> Result<()> {
     Ok(())
 }
 
+/// A takeover run, asked again until one succeeds or `within` has passed
+/// (after an admin command the cluster may be between leaders for a
+/// moment; ctdb asks until it gets an answer).
+///
+/// # Errors
+///
+/// The last failure, when none succeeded in time.
+pub(crate) async fn ipreallocate_within(
+    ctx: &Ctx,
+    client: &Client,
+    within: std::time::Duration,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match ipreallocate(ctx, client).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    }
+}
+
 fn parse_ip_mask(s: &str) -> Result<(IpAddr, u8)> {
     // ctdb's one message for every malformed ADDRESS/PREFIX.
     let invalid = || anyhow!("Invalid IP/Mask {s}");

@@ -84,6 +84,19 @@ fn describe(opcode: u32, p: &[u8]) -> String {
 }
 
 fn membership(this: u32) -> Membership {
+    membership_with(
+        this,
+        [
+            NodeFlags::OK,
+            NodeFlags::PERMANENTLY_DISABLED,
+            NodeFlags::DISCONNECTED,
+        ],
+    )
+}
+
+/// The cluster's membership with these node flags (an admin command
+/// changes them: the command waits until it sees the change).
+fn membership_with(this: u32, flags: [NodeFlags; 3]) -> Membership {
     Membership {
         generation: 654_321,
         leader: Some(0),
@@ -91,17 +104,17 @@ fn membership(this: u32) -> Membership {
             NodeInfo {
                 pnn: 0,
                 address: Some(ip("192.0.2.11")),
-                flags: NodeFlags::OK,
+                flags: flags[0],
             },
             NodeInfo {
                 pnn: 1,
                 address: Some(ip("192.0.2.12")),
-                flags: NodeFlags::PERMANENTLY_DISABLED,
+                flags: flags[1],
             },
             NodeInfo {
                 pnn: 2,
                 address: Some(ip("192.0.2.13")),
-                flags: NodeFlags::DISCONNECTED,
+                flags: flags[2],
             },
         ],
         this_node: this,
@@ -234,7 +247,11 @@ fn master_status(pnn: u32) -> MasterStatus {
     }
 }
 
-fn admin(p: &[u8]) -> Result<Vec<u8>, RemoteError> {
+type Flags = std::sync::Arc<std::sync::Mutex<[NodeFlags; 3]>>;
+
+/// clusterd's ADMIN: node 2 is down, node 1 already disabled, node 0
+/// already enabled; a change shows in the membership `flags` serves.
+fn admin(flags: &Flags, p: &[u8]) -> Result<Vec<u8>, RemoteError> {
     let cmd: AdminCommand =
         decode_payload(p).map_err(|e| RemoteError::new(ErrorCode::BadRequest, e.to_string()))?;
     let outcome = match (cmd.target, cmd.op) {
@@ -251,7 +268,20 @@ fn admin(p: &[u8]) -> Result<Vec<u8>, RemoteError> {
             ))
         }
         (1, AdminOp::Disable) | (0, AdminOp::Enable) => AdminOutcome::Already,
-        _ => AdminOutcome::Done,
+        (t, op) => {
+            let mut f = flags.lock().unwrap();
+            let n = &mut f[t as usize];
+            let bits = n.bits();
+            *n = NodeFlags::from_bits(match op {
+                AdminOp::Disable => bits | NodeFlags::PERMANENTLY_DISABLED.bits(),
+                AdminOp::Enable => bits & !NodeFlags::PERMANENTLY_DISABLED.bits(),
+                AdminOp::Stop => bits | NodeFlags::STOPPED.bits(),
+                AdminOp::Continue => bits & !NodeFlags::STOPPED.bits(),
+                AdminOp::Ban { .. } => bits | NodeFlags::BANNED.bits(),
+                AdminOp::Unban => bits & !NodeFlags::BANNED.bits(),
+            });
+            AdminOutcome::Done
+        }
     };
     Ok(encode_payload(&outcome).unwrap())
 }
@@ -291,9 +321,18 @@ fn tunables(pnn: u32) -> TunableList {
 }
 
 fn full_node(pnn: u32) -> Node {
+    let flags: Flags = std::sync::Arc::new(std::sync::Mutex::new([
+        NodeFlags::OK,
+        NodeFlags::PERMANENTLY_DISABLED,
+        NodeFlags::DISCONNECTED,
+    ]));
+    let seen = flags.clone();
     Node::up()
-        .reply(CLUSTERD, GET_MEMBERSHIP, &membership(pnn))
-        .func(CLUSTERD, ADMIN, admin)
+        .func(CLUSTERD, GET_MEMBERSHIP, move |_| {
+            let f = *seen.lock().unwrap();
+            Ok(encode_payload(&membership_with(pnn, f)).unwrap())
+        })
+        .func(CLUSTERD, ADMIN, move |p| admin(&flags, p))
         .reply(FAILOVERD, GET_PUBLIC_IPS, &public_ips(pnn))
         .reply(FAILOVERD, GET_IP_STATUS, &ip_status(pnn))
         .reply(FAILOVERD, SET_IFACE_LINK, &())

@@ -640,6 +640,48 @@ fn failover_cluster_disable_moveip_link_down_and_reloadips() {
     sampler.finish();
 }
 
+/// disable/enable, stop/continue, ban/unban return only once the flag is
+/// in effect and the takeover run after it has finished, as ctdb's do
+/// (#17): checked the moment each command returns, with no waiting, in the
+/// kernels of all nodes.
+#[test]
+fn failover_cluster_admin_commands_return_after_their_takeover_run() {
+    require_root();
+    let list = [201, 202, 203, 204, 205, 206];
+    let bed = Bed::new("foca", &list);
+    let sampler = Sampler::start(&bed);
+    bed.wait_placed("every address hosted exactly once", &list);
+    let pairs: [(&[&str], &[&str]); 3] = [
+        (&["disable"], &["enable"]),
+        (&["stop"], &["continue"]),
+        (&["ban", "60"], &["unban"]),
+    ];
+    for (on, off) in pairs {
+        let mut args = vec!["-n", "1"];
+        args.extend_from_slice(on);
+        let (ok, text) = bed.cli(0, &args);
+        assert!(ok, "{on:?}: {text}\n{}", bed.logs());
+        let p = bed.placement(&list);
+        assert!(
+            p.as_ref().is_some_and(|p| p.values().all(|&n| n != 1)),
+            "right after {on:?} returned: {p:?}\n{}",
+            bed.logs()
+        );
+        let mut args = vec!["-n", "1"];
+        args.extend_from_slice(off);
+        let (ok, text) = bed.cli(0, &args);
+        assert!(ok, "{off:?}: {text}\n{}", bed.logs());
+        let p = bed.placement(&list);
+        assert!(
+            p.as_ref()
+                .is_some_and(|p| p.values().filter(|&&n| n == 1).count() == 2),
+            "right after {off:?} returned: {p:?}\n{}",
+            bed.logs()
+        );
+    }
+    sampler.finish();
+}
+
 /// `setvar` at run time (#17): NoIPFailback set on every connected node
 /// keeps a node that comes back empty; set back to 0, the next run
 /// rebalances onto it. What the kernels hold is what is checked.
