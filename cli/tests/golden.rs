@@ -83,17 +83,6 @@ fn describe(opcode: u32, p: &[u8]) -> String {
     }
 }
 
-fn membership(this: u32) -> Membership {
-    membership_with(
-        this,
-        [
-            NodeFlags::OK,
-            NodeFlags::PERMANENTLY_DISABLED,
-            NodeFlags::DISCONNECTED,
-        ],
-    )
-}
-
 /// The cluster's membership with these node flags (an admin command
 /// changes them: the command waits until it sees the change).
 fn membership_with(this: u32, flags: [NodeFlags; 3]) -> Membership {
