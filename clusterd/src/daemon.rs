@@ -5,7 +5,9 @@
 //!   forwarding) travel as [`PEER`] events to `(pnn, CLUSTERD)`, addressed
 //!   directly by PNN through transportd. A message that does not come from
 //!   a `clusterd` service, or whose `from` does not match the frame's source
-//!   PNN (which transportd sets from the authenticated link), is dropped.
+//!   PNN (which transportd sets from the authenticated link), is dropped,
+//!   counted (`peer_messages_refused` in `STATISTICS`) and logged (the
+//!   first 8, then one in 1000).
 //! * [`MEMBERSHIP`] events go to `(LOCAL, BROADCAST_SERVICE)` on every change
 //!   and again every [`REPUBLISH`] (so late subscribers catch up).
 //! * [`LEASE`] events go to `(LOCAL, BROADCAST_SERVICE)` when this node's
@@ -33,6 +35,8 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -452,11 +456,49 @@ async fn receiver(client: Client, mut incoming: Incoming, inputs: mpsc::Sender<I
     }
 }
 
+/// Peer messages clusterd dropped, reported by `STATISTICS` (after the
+/// client's own counters).
+#[derive(Debug, Default)]
+pub struct PeerCounters {
+    /// Peer messages that claim another sender than the frame's source
+    /// (a `from` that is not the source PNN transportd stamped from the
+    /// authenticated link), or that do not come from a `clusterd`.
+    pub refused: AtomicU64,
+    /// Peer messages that do not decode.
+    pub undecodable: AtomicU64,
+}
+
+impl PeerCounters {
+    /// The counters as `STATISTICS` names them.
+    #[must_use]
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        vec![
+            (
+                "peer_messages_refused".to_owned(),
+                self.refused.load(Ordering::Relaxed),
+            ),
+            (
+                "peer_messages_undecodable".to_owned(),
+                self.undecodable.load(Ordering::Relaxed),
+            ),
+        ]
+    }
+}
+
+/// Should the `n`th (1-based) refusal of a kind be logged? The first 8,
+/// then one in 1000: a peer that keeps sending them cannot flood the log.
+fn log_nth(n: u64) -> bool {
+    n <= 8 || n % 1000 == 0
+}
+
 /// The frame tap that takes peer messages off the client's reader: decodes
 /// from the borrowed frame, checks the sender, hands the message to the
 /// shell without waiting (dropped, like a lost packet, if the shell is
 /// [`INPUTS`] inputs behind). No allocation for a heartbeat.
-fn peer_tap(inputs: mpsc::Sender<Input>) -> transport::client::FrameTap {
+fn peer_tap(
+    inputs: mpsc::Sender<Input>,
+    counters: Arc<PeerCounters>,
+) -> transport::client::FrameTap {
     let mut legacy = LegacyLog::default();
     Box::new(move |frame| {
         if frame.header.kind != Kind::Event || frame.header.opcode != PEER {
@@ -466,12 +508,26 @@ fn peer_tap(inputs: mpsc::Sender<Input>) -> transport::client::FrameTap {
         let cm: ClusterMsg = match frame.decode_payload() {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(from = %src, error = %e, "bad peer message");
+                let n = counters.undecodable.fetch_add(1, Ordering::Relaxed) + 1;
+                if log_nth(n) {
+                    tracing::warn!(from = %src, error = %e, count = n, "bad peer message");
+                }
                 return true;
             }
         };
-        if src.service != CLUSTERD || claimed_sender(&cm) != src.pnn {
-            tracing::warn!(from = %src, "peer message claims another sender; dropped");
+        let claimed = claimed_sender(&cm);
+        if src.service != CLUSTERD || claimed != src.pnn {
+            let n = counters.refused.fetch_add(1, Ordering::Relaxed) + 1;
+            if log_nth(n) {
+                tracing::warn!(
+                    from = %src,
+                    claimed,
+                    count = n,
+                    "peer message claims another sender (node {claimed}, from node {} service {}); dropped",
+                    src.pnn,
+                    src.service
+                );
+            }
             return true;
         }
         if matches!(cm, ClusterMsg::LegacyHeartbeat(_)) {
@@ -579,7 +635,9 @@ pub async fn run(
         });
     }
     let (in_tx, in_rx) = mpsc::channel::<Input>(INPUTS);
-    client.set_frame_tap(peer_tap(in_tx.clone()));
+    let counters = Arc::new(PeerCounters::default());
+    client.set_frame_tap(peer_tap(in_tx.clone(), Arc::clone(&counters)));
+    client.set_statistics_hook(move || counters.snapshot());
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
