@@ -9,6 +9,7 @@ mod daemons;
 mod generate;
 mod ip;
 mod ipalloc;
+mod node;
 mod output;
 mod ping;
 mod tickles;
@@ -74,6 +75,17 @@ enum Command {
     /// Set a tunable at run time on every connected node (or the -n nodes)
     /// until failoverd restarts.
     Setvar(vars::SetvarArgs),
+    /// Print ipfailover's version.
+    Version,
+    /// Print the pid of the node's masterd (ctdbd's, for ctdb).
+    Getpid,
+    /// Print the node's run state (RUNNING, STARTUP); with states given,
+    /// fail unless it is one of them.
+    Runstate(node::RunstateArgs),
+    /// Stop ipfailover on the node (its addresses are released).
+    Shutdown,
+    /// Check that a TCP port can be bound on this host (no daemon needed).
+    Checktcpport(node::ChecktcpportArgs),
     /// Show the daemons masterd runs on a node: state, pid, restarts, last
     /// exit (no ctdb equivalent).
     Daemons,
@@ -166,6 +178,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Listvars => vars::show(&ctx, None),
         Command::Getvar(args) => vars::show(&ctx, Some(&args)),
         Command::Setvar(args) => vars::set(&ctx, &args),
+        Command::Version => node::version(),
+        Command::Getpid => node::getpid(&ctx),
+        Command::Runstate(args) => node::runstate(&ctx, &args),
+        Command::Shutdown => node::shutdown(&ctx),
+        Command::Checktcpport(args) => node::checktcpport(&args),
         Command::Daemons => daemons::run(&ctx),
         Command::Generate(args) => generate::run(<Cli as clap::CommandFactory>::command(), &args),
     }

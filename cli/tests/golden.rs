@@ -33,7 +33,7 @@ use transport::msg::failover::{
     IPREALLOCATE, KILLTCP, MOVE_IP, RELOAD_IPS, SET_IFACE_LINK, SET_TUNABLE, TICKLE,
 };
 use transport::msg::master::{DaemonState, DaemonStatus, MasterStatus, Model, GET_STATUS};
-use transport::proto::control::{LIST_PEERS, PING};
+use transport::proto::control::{LIST_PEERS, PING, SHUTDOWN};
 use transport::proto::service::{CLUSTERD, CONNTRACKD, FAILOVERD, MASTERD};
 use transport::proto::{decode_payload, encode_payload, ErrorCode, RemoteError};
 
@@ -79,6 +79,7 @@ fn describe(opcode: u32, p: &[u8]) -> String {
         ADD_CONNECTIONS => d::<Vec<TrackedConnection>>("ADD_CONNECTIONS", p),
         REMOVE_CONNECTIONS => d::<Vec<TrackedConnection>>("REMOVE_CONNECTIONS", p),
         GET_STATUS => "GET_STATUS".into(),
+        SHUTDOWN => "SHUTDOWN".into(),
         other => format!("{other:#010x} ({} bytes)", p.len()),
     }
 }
@@ -387,6 +388,7 @@ fn full_node(pnn: u32) -> Node {
         .reply(CONNTRACKD, ADD_CONNECTIONS, &())
         .reply(CONNTRACKD, REMOVE_CONNECTIONS, &())
         .reply(MASTERD, GET_STATUS, &master_status(pnn))
+        .reply(MASTERD, SHUTDOWN, &())
 }
 
 /// The usual cluster: 0 (this node) and 1 up, 2 down.
@@ -625,6 +627,15 @@ const CASES: &[Case] = &[
     c("setvar-unknown", &["setvar", "RecoverTimeout", "30"]),
     c("setvar-bad-value", &["setvar", "NoIPFailback", "yes"]),
     c("setvar-refused", &["setvar", "IPAllocAlgorithm", "7"]),
+    // node commands
+    c("version", &["version"]),
+    c("getpid", &["getpid"]),
+    c("runstate", &["runstate"]),
+    c("runstate-running", &["runstate", "startup", "running"]),
+    c("runstate-n1-not-setup", &["-n", "1", "runstate", "setup"]),
+    c("runstate-invalid", &["runstate", "dancing"]),
+    c("shutdown-n1", &["-n", "1", "shutdown"]),
+    c("shutdown-n2-down", &["-n", "2", "shutdown"]),
     c("down-node-disable-n2", &["-n", "2", "disable"]),
     c("down-node-status-n2", &["-n", "2", "status"]),
     c("down-node-delip-n2", &["-n", "2", "delip", "198.51.100.1"]),

@@ -116,3 +116,58 @@ fn n_all_reaches_every_node_and_reports_a_lost_one() {
         "{err}"
     );
 }
+
+/// The node commands of #17 against real masterds: `getpid` is masterd's
+/// pid, `runstate` says RUNNING once every daemon answers, and `shutdown`
+/// stops the node's masterd (and so its daemons), after which the other
+/// nodes report it with ctdb's words.
+#[test]
+fn getpid_runstate_and_shutdown_on_real_nodes() {
+    require_root();
+    let c = TestCluster::new("cli-node", 3).unwrap();
+    for n in &c.nodes {
+        write_config(n, None);
+    }
+    let daemons = available_daemons();
+    let mut masterds: Vec<Masterd> = c
+        .nodes
+        .iter()
+        .map(|n| Masterd::start(n, &["--daemons", &daemons], None, None))
+        .collect();
+    for n in &c.nodes {
+        wait("masterd ready", LIMIT, || status(n).filter(|s| s.ready));
+    }
+    let n0 = &c.nodes[0];
+    let out = ipfailover(n0, &["getpid"]);
+    assert_eq!(text(&out.stdout), format!("{}\n", masterds[0].pid));
+    let out = ipfailover(n0, &["-n", "1", "getpid"]);
+    assert_eq!(text(&out.stdout), format!("{}\n", masterds[1].pid));
+    let out = ipfailover(n0, &["runstate", "running"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "RUNNING\n");
+    let out = ipfailover(n0, &["runstate", "setup"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout),
+        "CTDB not in required run state (got RUNNING)\n"
+    );
+
+    // shutdown on node 2 itself: returns once its transportd is gone, and
+    // its masterd has exited (status 0: asked to stop).
+    let start = Instant::now();
+    let out = ipfailover(&c.nodes[2], &["shutdown"]);
+    assert!(out.status.success(), "{out:?}");
+    let exited = wait("node 2's masterd exits", LIMIT, || {
+        masterds[2].child.try_wait().ok().flatten()
+    });
+    assert!(exited.success(), "masterd exited with {exited:?}");
+    eprintln!("shutdown took {:?}", start.elapsed());
+    let out = wait("node 2 reported as down", LIMIT, || {
+        let o = ipfailover(n0, &["-n", "2", "pnn"]);
+        (!o.status.success()).then_some(o)
+    });
+    assert_eq!(
+        text(&out.stderr),
+        "Node 2 has status DISCONNECTED|INACTIVE\n"
+    );
+}
