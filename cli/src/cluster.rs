@@ -142,6 +142,29 @@ fn machine_nodemap(nodes: &[&NodeInfo], this: Pnn, sep: char) -> String {
     machine(&NODEMAP_HEADER, &rows, sep)
 }
 
+/// One node in `ctdb status --json`'s form.
+fn ctdb_json_node(n: &NodeInfo, this: Pnn) -> serde_json::Value {
+    let f = n.flags;
+    serde_json::json!({
+        "pnn": n.pnn,
+        "address": address(n),
+        "partially_online": false,
+        "flags_raw": f.bits(),
+        "flags_ok": f.bits() == 0,
+        "flags": {
+            "disconnected": f.contains(NodeFlags::DISCONNECTED),
+            "unknown": f.contains(NodeFlags::UNKNOWN),
+            "disabled": f.contains(NodeFlags::PERMANENTLY_DISABLED),
+            "banned": f.contains(NodeFlags::BANNED),
+            "unhealthy": f.contains(NodeFlags::UNHEALTHY),
+            "deleted": f.contains(NodeFlags::DELETED),
+            "stopped": f.contains(NodeFlags::STOPPED),
+            "inactive": f.is_inactive(),
+        },
+        "this_node": n.pnn == this,
+    })
+}
+
 fn json_nodes(nodes: &[&NodeInfo], this: Pnn) -> serde_json::Value {
     serde_json::Value::Array(
         nodes
@@ -172,15 +195,40 @@ pub fn render_status(m: &Membership, format: Format) -> String {
     match format {
         Format::Machine(sep) => machine_nodemap(&all, m.this_node, sep),
         Format::Json => {
+            // CTDB's schema (`ctdb status --json`), ipfailover's own facts
+            // under "ipfailover".
+            let deleted = all
+                .iter()
+                .filter(|n| n.flags.contains(NodeFlags::DELETED))
+                .count();
+            let nodes: serde_json::Map<String, serde_json::Value> = all
+                .iter()
+                .map(|n| (n.pnn.to_string(), ctdb_json_node(n, m.this_node)))
+                .collect();
+            let vnn_map: Vec<serde_json::Value> = active
+                .iter()
+                .enumerate()
+                .map(|(i, p)| serde_json::json!({ "hash": i, "lmaster": p }))
+                .collect();
             let v = serde_json::json!({
-                "node_count": m.nodes.len(),
-                "nodes": json_nodes(&all, m.this_node),
-                "generation": m.generation,
-                "size": active.len(),
+                "node_status": {
+                    "node_count": m.nodes.len(),
+                    "deleted_node_count": deleted,
+                    "nodes": nodes,
+                },
+                "vnn_status": {
+                    "generation": m.generation,
+                    "size": active.len(),
+                    "vnn_map": vnn_map,
+                },
                 "recovery_mode": if normal { "NORMAL" } else { "RECOVERY" },
-                "leader": m.leader,
-                "this_node": m.this_node,
-                "lease_ok": m.lease_ok,
+                "recovery_mode_raw": u8::from(!normal),
+                // CTDB_UNKNOWN_PNN when there is none, as ctdb prints it.
+                "leader": m.leader.unwrap_or(u32::MAX),
+                "ipfailover": {
+                    "this_node": m.this_node,
+                    "lease_ok": m.lease_ok,
+                },
             });
             format!("{v:#}\n")
         }
@@ -379,7 +427,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
     if let Format::Json = ctx.format {
         // One JSON document: the membership's, with the public-IP part.
         let mut v: serde_json::Value = serde_json::from_str(&render_status(&m, ctx.format))?;
-        v["public_ips"] = match &ips {
+        v["ipfailover"]["public_ips"] = match &ips {
             Ok(s) => serde_json::to_value(s)?,
             Err(e) => serde_json::json!({ "error": e }),
         };
@@ -821,8 +869,14 @@ pnn:2 192.168.20.43    OK (THIS NODE)
         let m = three(0, [0, 0x04, 0]);
         let v: serde_json::Value = serde_json::from_str(&render_status(&m, Format::Json)).unwrap();
         assert_eq!(v["leader"], 0);
-        assert_eq!(v["nodes"][1]["state"], "DISABLED");
-        assert_eq!(v["nodes"][1]["flags"], 4);
+        let n1 = &v["node_status"]["nodes"]["1"];
+        assert_eq!(n1["flags_raw"], 4);
+        assert_eq!(n1["flags"]["disabled"], true);
+        assert_eq!(n1["flags"]["inactive"], false);
+        assert_eq!(n1["flags_ok"], false);
+        assert_eq!(v["node_status"]["node_count"], 3);
+        assert_eq!(v["vnn_status"]["size"], 3);
+        assert_eq!(v["recovery_mode_raw"], 0);
         let (j, code) = render_nodestatus(&m, &Selection::All, Format::Json).unwrap();
         let v: serde_json::Value = serde_json::from_str(&j).unwrap();
         assert_eq!(v.as_array().unwrap().len(), 3);
