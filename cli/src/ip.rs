@@ -223,6 +223,14 @@ async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
         IpCommand::Ipinfo { ip } => {
             let targets = ctx.targets(&client).await?;
             let results = ask_targets(ctx, &client, &targets).await?;
+            // One node that does not know the address: ctdb prints that on
+            // stdout, status 1.
+            if let (Targets::One(_), [(_, Ok(r))]) = (&targets, results.as_slice()) {
+                if let Err(e) = IpinfoReport::new(r, *ip) {
+                    emit(&format!("{e}\n"))?;
+                    return Err(Exit(1).into());
+                }
+            }
             let reports = results
                 .into_iter()
                 .map(|(pnn, r)| (pnn, r.and_then(|r| IpinfoReport::new(&r, *ip))))
