@@ -6,6 +6,7 @@ use transport::msg::cluster::AdminOp;
 mod cluster;
 mod ctx;
 mod daemons;
+mod event;
 mod generate;
 mod ip;
 mod ipalloc;
@@ -75,6 +76,13 @@ enum Command {
     /// Set a tunable at run time on every connected node (or the -n nodes)
     /// until failoverd restarts.
     Setvar(vars::SetvarArgs),
+    /// failoverd's hooks as ctdb's event scripts (component `legacy`):
+    /// status, run, script list|enable|disable.
+    #[command(subcommand)]
+    Event(event::EventCommand),
+    /// The hooks' status in an event's last run (ctdb's alias of `event
+    /// status legacy EVENT`; default event: monitor).
+    Scriptstatus(event::ScriptstatusArgs),
     /// Print ipfailover's version.
     Version,
     /// Print the pid of the node's masterd (ctdbd's, for ctdb).
@@ -178,6 +186,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Listvars => vars::show(&ctx, None),
         Command::Getvar(args) => vars::show(&ctx, Some(&args)),
         Command::Setvar(args) => vars::set(&ctx, &args),
+        Command::Event(cmd) => event::run(&ctx, &cmd),
+        Command::Scriptstatus(args) => event::scriptstatus(&ctx, &args),
         Command::Version => node::version(),
         Command::Getpid => node::getpid(&ctx),
         Command::Runstate(args) => node::runstate(&ctx, &args),

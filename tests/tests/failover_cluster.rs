@@ -682,6 +682,114 @@ fn failover_cluster_admin_commands_return_after_their_takeover_run() {
     sampler.finish();
 }
 
+/// failoverd's hooks as ctdb's event scripts (#17): `event status`,
+/// `event script list|enable|disable`, `event run`, `scriptstatus`, with
+/// ctdb's outputs and statuses, against real hooks run by a real node.
+#[test]
+fn failover_cluster_event_commands_show_and_steer_the_hooks() {
+    use std::os::unix::fs::PermissionsExt;
+
+    require_root();
+    let list = [201, 202, 203];
+    let bed = Bed::new("foce", &list);
+    bed.wait_placed("every address hosted exactly once", &list);
+    let dir = bed.c.nodes[0].config_dir.join("events");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, body, mode) in [
+        ("10.ok", "exit 0", 0o755),
+        ("20.fail", "exit 3", 0o755),
+        ("30.off", "exit 0", 0o644),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let cli = |args: &[&str]| -> (Option<i32>, String) {
+        let out = Command::new(bin_path("ipfailover").unwrap())
+            .arg("--run-dir")
+            .arg(&bed.c.nodes[0].run_dir)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    assert_eq!(
+        cli(&["event", "status", "legacy", "takeip"]),
+        (
+            Some(22),
+            "Event takeip has never run in legacy\n".to_string()
+        )
+    );
+    let (ok, text) = bed.cli(0, &["ipreallocate"]);
+    assert!(ok, "ipreallocate: {text}");
+    let (code, text) = wait_for("the ipreallocated hooks ran on node 0", LIMIT, POLL, || {
+        let r = cli(&["event", "status", "legacy", "ipreallocated"]);
+        (r.0 != Some(22)).then_some(r)
+    })
+    .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[0].starts_with("10.ok                OK         0."),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("20.fail              ERROR      0."),
+        "{text}"
+    );
+    assert_eq!(lines[2], "  OUTPUT: exit status 3");
+    assert_eq!(lines[3], "30.off               DISABLED  ");
+
+    assert_eq!(
+        cli(&["event", "script", "list", "legacy"]),
+        (Some(0), "* 10.ok\n* 20.fail\n  30.off\n".to_string())
+    );
+    assert_eq!(
+        cli(&["event", "script", "disable", "legacy", "20.fail"]).0,
+        Some(0)
+    );
+    assert_eq!(
+        cli(&["event", "script", "enable", "legacy", "30.off"]).0,
+        Some(0)
+    );
+    assert_eq!(
+        cli(&["event", "script", "list", "legacy"]),
+        (Some(0), "* 10.ok\n  20.fail\n* 30.off\n".to_string())
+    );
+    assert_eq!(
+        cli(&["event", "script", "enable", "legacy", "40.none"]),
+        (
+            Some(1),
+            "Script 40.none does not exist in legacy\n".to_string()
+        )
+    );
+    let (code, text) = cli(&["event", "run", "10", "legacy", "ipreallocated"]);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = cli(&["event", "status", "legacy", "ipreallocated"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("20.fail              DISABLED"), "{text}");
+    assert!(text.contains("30.off               OK"), "{text}");
+    assert_eq!(
+        cli(&["scriptstatus"]),
+        (
+            Some(0),
+            "Event monitor has never run in legacy\n".to_string()
+        )
+    );
+    assert_eq!(
+        cli(&["event", "status", "nosuch", "takeip"]),
+        (Some(2), "Event dir for nosuch does not exist\n".to_string())
+    );
+}
+
 /// `setvar` at run time (#17): NoIPFailback set on every connected node
 /// keeps a node that comes back empty; set back to 0, the next run
 /// rebalances onto it. What the kernels hold is what is checked.

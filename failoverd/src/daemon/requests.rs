@@ -17,12 +17,16 @@ use transport::msg::failover::{
     TakeIps, Tunable, TunableList, ADD_IP, DEL_IP, GET_IP_STATUS, GET_PUBLIC_IPS, GET_TUNABLES,
     GRATARP, KILLTCP, RELEASE_IPS, RELOAD_IPS, SET_IFACE_LINK, SET_TUNABLE, TAKE_IPS, TICKLE,
 };
+use transport::msg::failover::{
+    HookList, HookScript, HookScriptRun, HookStatus, RunEvent, SetHook, GET_HOOK_STATUS,
+    LIST_HOOKS, RUN_EVENT, SET_HOOK,
+};
 use transport::proto::service::FAILOVERD;
 use transport::proto::{ErrorCode, Message};
 
 use super::{lease, reply, reply_error, Ctx, Trigger};
 use crate::alloc::TunableSet;
-use crate::node::NodeError;
+use crate::node::{HookEvent, NodeError, ScriptResult, ScriptRun};
 use crate::public_addresses::{self, PublicAddress, PublicAddressesError};
 
 /// Requests served by this node itself, each in its own task.
@@ -147,6 +151,50 @@ pub(super) async fn serve(ctx: &Ctx, msg: Message) {
             }
             Err(e) => Err(e),
         },
+        GET_HOOK_STATUS => match decode::<String>(&msg) {
+            Ok(event) => {
+                let status = hook_status(ctx, ctx.exec.hook_status(&event));
+                reply(ctx, &msg, &status).await;
+                return;
+            }
+            Err(e) => Err(e),
+        },
+        LIST_HOOKS => {
+            let list = HookList {
+                dir_exists: ctx.exec.hooks_dir_exists(),
+                scripts: ctx
+                    .exec
+                    .hook_scripts()
+                    .into_iter()
+                    .map(|(p, enabled)| HookScript {
+                        name: file_name(&p),
+                        enabled,
+                    })
+                    .collect(),
+            };
+            reply(ctx, &msg, &list).await;
+            return;
+        }
+        SET_HOOK => match decode::<SetHook>(&msg) {
+            Ok(req) => {
+                tracing::info!(hook = %req.name, enabled = req.enabled, from = %msg.header.src, "hook enabled or disabled by hand");
+                ctx.exec
+                    .set_hook_enabled(&req.name, req.enabled)
+                    .map_err(|e| (ErrorCode::BadRequest, e))
+            }
+            Err(e) => Err(e),
+        },
+        RUN_EVENT => match decode::<RunEvent>(&msg) {
+            Ok(req) if req.args.first().is_some_and(|e| !e.is_empty()) => {
+                tracing::info!(args = ?req.args, from = %msg.header.src, "event hooks run by hand");
+                let outcome = ctx.exec.run_event(HookEvent::ByHand(req.args)).await;
+                let status = hook_status(ctx, Some(outcome.scripts));
+                reply(ctx, &msg, &status).await;
+                return;
+            }
+            Ok(_) => Err((ErrorCode::BadRequest, "no event given".to_string())),
+            Err(e) => Err(e),
+        },
         GET_IP_STATUS => {
             let status = ip_status(ctx).await;
             reply(ctx, &msg, &status).await;
@@ -174,6 +222,38 @@ pub(super) async fn serve(ctx: &Ctx, msg: Message) {
             }
         }
         Err((code, text)) => reply_error(ctx, &msg, code, text).await,
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// An event's last run in the protocol's form.
+fn hook_status(ctx: &Ctx, runs: Option<Vec<ScriptRun>>) -> HookStatus {
+    HookStatus {
+        dir_exists: ctx.exec.hooks_dir_exists(),
+        ran: runs.is_some(),
+        scripts: runs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| HookScriptRun {
+                name: r.name,
+                state: r.result.word().to_string(),
+                begin_unix_ms: r
+                    .begin
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                duration_us: u64::try_from(r.duration.as_micros()).unwrap_or(u64::MAX),
+                output: match r.result {
+                    ScriptResult::Error(why) | ScriptResult::CannotRun(why) => why,
+                    ScriptResult::TimedOut => "timed out".to_string(),
+                    ScriptResult::Ok | ScriptResult::Disabled => String::new(),
+                },
+            })
+            .collect(),
     }
 }
 

@@ -57,7 +57,9 @@ pub const CLIENT_REQUESTS: &[(To, u32, &str)] = &[
     (To::Service(CLUSTERD), cluster::ADMIN, "ADMIN"),
     // failoverd: `ip`, `ipinfo`, `ifaces`, `status`; `moveip`,
     // `ipreallocate`, `addip`, `delip`, `reloadips`, `setifacelink`,
-    // `gratarp`, `tickle`, `killtcp`; `listvars`, `getvar`, `setvar`.
+    // `gratarp`, `tickle`, `killtcp`; `listvars`, `getvar`, `setvar`;
+    // `event status`, `scriptstatus`, `event script list|enable|disable`
+    // (not `event run`: it hands arguments to the hooks, root only).
     (
         To::Service(FAILOVERD),
         failover::GET_PUBLIC_IPS,
