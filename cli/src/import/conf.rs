@@ -163,11 +163,12 @@ pub fn map(
         items
             .iter()
             .zip(&placed)
+            .rev()
             .filter_map(|(it, (s, _))| match it {
                 Item::Option { line, key: k, .. } if *s == Some(sec) && k == key => Some(*line),
                 _ => None,
             })
-            .last()
+            .next()
             .unwrap_or(0)
     };
     let mut conf = Conf::default();
@@ -260,7 +261,7 @@ pub fn map(
                             problems.push(refuse("only tcp is supported".into()));
                             continue;
                         }
-                        Line::ignored(at, what, "ipfailover's nodes always talk TCP ([transport] port)")
+                        Line::ignored(at, what, "ipfailover's nodes always talk TCP, on [transport] port")
                     }
                     ("cluster", "node address") => match value.parse::<IpAddr>() {
                         Ok(a) => {
@@ -289,7 +290,7 @@ pub fn map(
                     ("cluster", "leader timeout") => Line::ignored(
                         at,
                         what,
-                        "a leader is replaced when its heartbeats stop, after [cluster] dead_after_ms (500 ms by default)",
+                        "a leader is replaced when its heartbeats stop, after [cluster] dead_after_ms, 500 ms by default",
                     ),
                     ("cluster", "leader capability") => {
                         let d = set("cluster", "leader_capability", Value::Bool(bool_value.unwrap_or(true)));
@@ -298,7 +299,7 @@ pub fn map(
                     ("database", _) => Line::ignored(
                         at,
                         what,
-                        "ipfailover has no databases (they stay with ctdbd if it keeps running for Samba)",
+                        "ipfailover has no databases; they stay with ctdbd if it keeps running for Samba",
                     ),
                     ("legacy", "lmaster capability") => Line::ignored(
                         at,
@@ -333,7 +334,7 @@ pub fn map(
                     ("failover", _) => Line::ignored(
                         at,
                         what,
-                        "masterd stops failoverd first, which releases the node's addresses (docs/masterd.md)",
+                        "masterd stops failoverd first, which releases the node's addresses; docs/masterd.md",
                     ),
                     ("legacy", "realtime scheduling") => {
                         let p = u64::from(bool_value.unwrap_or(true));
@@ -419,7 +420,7 @@ pub fn map(
             format!("{}: {name} = {value}", l.at),
         );
         let deprecated = if *name == "recovery lock" {
-            " (`recovery lock` is the deprecated name of `cluster lock`)"
+            "; `recovery lock` is the deprecated name of `cluster lock`"
         } else {
             ""
         };
@@ -477,7 +478,7 @@ pub fn lock(value: &str, no_ctdb: bool) -> (String, String) {
     done.unwrap_or_else(|| {
         (
             value.to_string(),
-            format!("kept as it is: if ctdbd keeps running with this lock, ipfailover's leader and ctdbd's compete for it and ipfailover may get no leader: make this helper take a lock of its own (for ctdb_etcd_lock: `-c FILE` with another `locks_dir`), or import with --no-ctdb if ctdbd will not run any more"),
+            String::from("WARNING: kept as it is: if ctdbd keeps running with this lock, ipfailover's leader and ctdbd's compete for it and ipfailover may get no leader: make this helper take a lock of its own, for ctdb_etcd_lock with `-c FILE` naming another `locks_dir`, or import with --no-ctdb if ctdbd will not run any more"),
         )
     })
 }

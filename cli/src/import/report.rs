@@ -160,9 +160,11 @@ impl Toml {
     pub fn render(&self, from: &str) -> String {
         let mut out = format!(
             "# ipfailover.toml written by `ipfailover import-ctdb` from the CTDB\n\
-             # configuration in {from}. Each setting names the CTDB line it comes\n\
-             # from; every other setting has ipfailover's default\n\
-             # (docs/configuration.md).\n"
+             # configuration in\n\
+             #   {}\n\
+             # Each setting names the CTDB line it comes from; every other setting\n\
+             # has ipfailover's default (docs/configuration.md).\n",
+            comment(from)
         );
         for section in SECTIONS {
             let mut entries = self

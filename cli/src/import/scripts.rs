@@ -28,21 +28,33 @@ pub struct Hook {
 
 const SERVICE: &str = "it starts, stops and monitors a service: let systemd run the service, and check it with [cluster] health_command so that an unhealthy node gives its addresses away";
 
+/// What becomes of one of CTDB's own scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    /// ipfailover does it itself: how.
+    Builtin(&'static str),
+    /// Not needed: why.
+    NotNeeded(&'static str),
+    /// Not imported: what to do instead.
+    Instead(&'static str),
+}
+
 /// The rule for CTDB's own script `name` (`10.interface`), or `None` for a
-/// site's own script. `Ok` = built in or not needed; `Err` = not imported.
-fn rule(name: &str) -> Option<Result<&'static str, &'static str>> {
+/// site's own script.
+fn rule(name: &str) -> Option<Rule> {
+    use Rule::{Builtin, Instead as Err, NotNeeded};
     Some(match name {
-        "00.ctdb" => Ok("ctdbd's own housekeeping (tunables, databases): not needed by ipfailover"),
-        "01.reclock" => Ok("it checks ctdbd's cluster lock: clusterd watches its own cluster_lock"),
-        "10.interface" => Ok("built into failoverd: it adds and removes the addresses, follows interface links (an address leaves only a down interface, as CTDB_PARTIALLY_ONLINE_INTERFACES=yes), announces them and resets the connections of released ones"),
+        "00.ctdb" => NotNeeded("ctdbd's own housekeeping of tunables and databases"),
+        "01.reclock" => Builtin("clusterd watches its own cluster_lock"),
+        "10.interface" => Builtin("failoverd adds and removes the addresses, follows interface links (an address leaves only a down interface, as with CTDB_PARTIALLY_ONLINE_INTERFACES=yes), announces them and resets the connections of released ones"),
         "05.system" => Err("it monitors file system and memory use: check them with [cluster] health_command"),
         "20.multipathd" => Err("it monitors multipath devices: check them with [cluster] health_command"),
-        "06.nfs" | "60.nfs" => Err("it runs the NFS server and CTDB's NFS callout on takeip/releaseip (statd notification): run the NFS server under systemd, check it with [cluster] health_command, and write takeip/releaseip hooks if you need the callout"),
+        "06.nfs" | "60.nfs" => Err("it runs the NFS server and CTDB's NFS callout on takeip/releaseip for statd: run the NFS server under systemd, check it with [cluster] health_command, and write takeip/releaseip hooks if you need the callout"),
         "11.natgw" => Err("NAT gateway: ipfailover has no NAT gateway; keep a static route or a NAT rule of your own"),
         "11.routing" | "13.per_ip_routing" => Err("routes per interface or per public address: ipfailover adds no routes; write takeip/releaseip/updateip hooks that add them"),
         "15.network" => Err("network setup of ctdbd: configure the network with the system's tools"),
         "91.lvs" => Err("LVS load balancing: ipfailover has no LVS support"),
-        "95.database" => Ok("ctdbd's databases: not needed by ipfailover"),
+        "95.database" => NotNeeded("ctdbd's databases"),
         "70.iscsi" => Err("it starts iSCSI targets on ipreallocated: write an ipreallocated hook that does the same"),
         "31.clamd" | "40.vsftpd" | "41.httpd" | "46.update-keytabs" | "47.samba-dcerpcd"
         | "48.netbios" | "49.winbind" | "50.samba" => Err(SERVICE),
@@ -146,14 +158,27 @@ pub fn scan(dir: &Path, lines: &mut Vec<Line>) -> Result<Vec<Hook>, ImportError>
                         "a link to {} which is not on this host: ctdb counts it as disabled",
                         t.display()
                     ),
-                    _ => "disabled in CTDB (not executable)".into(),
+                    _ => "disabled in CTDB: not executable".into(),
                 };
                 lines.push(Line::ignored(at, "disabled", why));
                 continue;
             }
             match rule(script) {
-                Some(Ok(why)) => lines.push(Line::ignored(at, "enabled", why)),
-                Some(Err(why)) => lines.push(Line::not_imported(at, "enabled", why)),
+                Some(Rule::Builtin(how)) => {
+                    lines.push(Line::mapped(
+                        at,
+                        "enabled",
+                        format!("built into ipfailover: {how}"),
+                    ));
+                }
+                Some(Rule::NotNeeded(why)) => {
+                    lines.push(Line::ignored(
+                        at,
+                        "enabled",
+                        format!("{why}: not needed by ipfailover"),
+                    ));
+                }
+                Some(Rule::Instead(why)) => lines.push(Line::not_imported(at, "enabled", why)),
                 None => {
                     let bytes = std::fs::read(&path).map_err(|source| ImportError::Io {
                         path: path.clone(),
@@ -242,9 +267,10 @@ mod tests {
 
     #[test]
     fn ctdb_scripts_have_rules_and_others_are_a_sites_own() {
-        assert!(rule("10.interface").is_some_and(|r| r.is_ok()));
-        assert!(rule("11.natgw").is_some_and(|r| r.is_err()));
-        assert!(rule("50.samba").is_some_and(|r| r.is_err()));
+        assert!(matches!(rule("10.interface"), Some(Rule::Builtin(_))));
+        assert!(matches!(rule("00.ctdb"), Some(Rule::NotNeeded(_))));
+        assert!(matches!(rule("11.natgw"), Some(Rule::Instead(_))));
+        assert!(matches!(rule("50.samba"), Some(Rule::Instead(_))));
         assert!(rule("99.local").is_none());
     }
 

@@ -6,18 +6,18 @@
 
 use super::conf::number;
 use super::ini::Item;
-use super::report::{Line, Toml, Value};
+use super::report::{Line, Outcome, Toml, Value};
 use super::Problem;
 
 /// Why a group of tunables has no ipfailover equivalent.
-const RECOVERY: &str = "ipfailover has no recovery daemon and no database recovery: the leader is chosen by heartbeats and leases (docs/clusterd.md)";
+const RECOVERY: &str = "ipfailover has no recovery daemon and no database recovery: the leader is chosen by heartbeats and leases, docs/clusterd.md";
 const DATABASE: &str = "a database tunable: ipfailover has no databases";
-const MONITOR: &str = "ipfailover runs no monitor event: [cluster] health_command runs every health_interval_ms (5 s by default)";
+const MONITOR: &str = "ipfailover runs no monitor event: [cluster] health_command runs every health_interval_ms, 5 s by default";
 const BANS: &str = "ipfailover never bans a node by itself; `ipfailover ban SECONDS` does";
 const DIAGNOSTICS: &str = "a diagnostic of ctdbd: no ipfailover equivalent";
 const QUEUES: &str = "ctdbd's message queues: transportd bounds its own queues";
 const OBSOLETE: &str =
-    "obsolete in CTDB, which does not use it (ctdbd 4.17 refuses to start with it)";
+    "obsolete in CTDB, which does not use it; ctdbd 4.17 even refuses to start with it";
 
 /// How one tunable is handled.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +38,7 @@ enum Rule {
 const TUNABLES: &[(&str, Rule)] = &[
     ("MaxRedirectCount", Rule::Ignore(OBSOLETE)),
     ("SeqnumInterval", Rule::Ignore(DATABASE)),
-    ("ControlTimeout", Rule::Ignore("ipfailover's requests have their own time limits (`ipfailover -t`, [failover] release_timeout_ms)")),
+    ("ControlTimeout", Rule::Ignore("ipfailover's requests have their own time limits: `ipfailover -t`, [failover] release_timeout_ms")),
     ("TraverseTimeout", Rule::Ignore(DATABASE)),
     ("KeepaliveInterval", Rule::Keepalive),
     ("KeepaliveLimit", Rule::Keepalive),
@@ -47,7 +47,7 @@ const TUNABLES: &[(&str, Rule)] = &[
     ("ElectionTimeout", Rule::Ignore(RECOVERY)),
     ("TakeoverTimeout", Rule::Millis("failover", "release_timeout_ms")),
     ("MonitorInterval", Rule::Ignore(MONITOR)),
-    ("TickleUpdateInterval", Rule::Ignore("conntrackd sends each connection change at once and a full sync every [conntrack] sync_interval_ms (5 s by default)")),
+    ("TickleUpdateInterval", Rule::Ignore("conntrackd sends each connection change at once and a full sync every [conntrack] sync_interval_ms, 5 s by default")),
     ("EventScriptTimeout", Rule::Millis("failover", "hook_timeout_ms")),
     ("MonitorTimeoutCount", Rule::Ignore(MONITOR)),
     ("EventScriptUnhealthyOnTimeout", Rule::Ignore(OBSOLETE)),
@@ -57,8 +57,8 @@ const TUNABLES: &[(&str, Rule)] = &[
     ("DatabaseMaxDead", Rule::Ignore(DATABASE)),
     ("RerecoveryTimeout", Rule::Ignore(RECOVERY)),
     ("EnableBans", Rule::Ignore(BANS)),
-    ("DeterministicIPs", Rule::Ignore("obsolete in CTDB (IPAllocAlgorithm replaces it)")),
-    ("LCP2PublicIPs", Rule::Ignore("obsolete in CTDB (IPAllocAlgorithm replaces it)")),
+    ("DeterministicIPs", Rule::Ignore("obsolete in CTDB: IPAllocAlgorithm replaces it")),
+    ("LCP2PublicIPs", Rule::Ignore("obsolete in CTDB: IPAllocAlgorithm replaces it")),
     ("ReclockPingPeriod", Rule::Ignore(OBSOLETE)),
     ("NoIPFailback", Rule::Flag),
     ("DisableIPFailover", Rule::Ignore("obsolete in CTDB: ctdb.conf's [failover] disabled replaces it")),
@@ -67,7 +67,7 @@ const TUNABLES: &[(&str, Rule)] = &[
     ("RecdFailCount", Rule::Ignore(RECOVERY)),
     ("LogLatencyMs", Rule::Ignore(DIAGNOSTICS)),
     ("RecLockLatencyMs", Rule::Ignore(DIAGNOSTICS)),
-    ("RecoveryDropAllIPs", Rule::Ignore("a node that loses the cluster drops its addresses itself when its lease ends (within [cluster] dead_after_ms), not minutes later")),
+    ("RecoveryDropAllIPs", Rule::Ignore("a node that loses the cluster drops its addresses itself when its lease ends, within [cluster] dead_after_ms, not minutes later")),
     ("VerifyRecoveryLock", Rule::Ignore(OBSOLETE)),
     ("VacuumInterval", Rule::Ignore(DATABASE)),
     ("VacuumMaxRunTime", Rule::Ignore(DATABASE)),
@@ -187,10 +187,10 @@ pub fn map(
                 }
             }
             Rule::Keepalive => {
-                let i = usize::from(name == "KeepaliveLimit");
-                keepalive[i] = Some(n);
-                keepalive_lines.push((at, what));
-                continue;
+                keepalive[usize::from(name == "KeepaliveLimit")] = Some(n);
+                // Completed below, when both values are known.
+                keepalive_lines.push(lines.len());
+                Line::ignored(at, what, "")
             }
         };
         lines.push(out);
@@ -199,11 +199,13 @@ pub fn map(
         let interval = keepalive[0].unwrap_or(5);
         let limit = keepalive[1].unwrap_or(5);
         let why = format!(
-            "CTDB declares a silent node dead after KeepaliveInterval x KeepaliveLimit = {interval} s x {limit} = {} s; ipfailover's heartbeats do in 500 ms by default ([cluster] profile, dead_after_ms): set dead_after_ms yourself only if you need slower detection",
+            "CTDB declares a silent node dead after KeepaliveInterval x KeepaliveLimit = {interval} s x {limit} = {} s; ipfailover's heartbeats do in 500 ms by default, set by [cluster] profile and dead_after_ms: set dead_after_ms yourself only if you need slower detection",
             interval * limit
         );
-        for (at, what) in keepalive_lines {
-            lines.push(Line::ignored(at, what, why.clone()));
+        for index in keepalive_lines {
+            if let Some(l) = lines.get_mut(index) {
+                l.outcome = Outcome::Ignored(why.clone());
+            }
         }
     }
     if problems.is_empty() {
@@ -265,14 +267,18 @@ mod tests {
         assert_eq!(t, Toml::default());
         assert_eq!(l.len(), 3);
         assert!(
-            l[0].starts_with(
+            l[0].starts_with("ctdb.tunables:1: KeepaliveInterval=2: ignored (CTDB declares"),
+            "{l:?}"
+        );
+        assert!(l[0].contains("2 s x 3 = 6 s"), "{l:?}");
+        assert!(
+            l[1].starts_with(
                 "ctdb.tunables:2: RecoverTimeout=30: ignored (ipfailover has no recovery daemon"
             ),
             "{l:?}"
         );
-        assert!(l[1].contains("2 s x 3 = 6 s"), "{l:?}");
         assert!(
-            l[2].starts_with("ctdb.tunables:3: KeepaliveLimit=3"),
+            l[2].starts_with("ctdb.tunables:3: KeepaliveLimit=3: ignored (CTDB declares"),
             "{l:?}"
         );
     }
