@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n";
 
 /// At least this many cases, and this many checked by masterd (issue 17).
-const MIN_CASES: usize = 14;
+const MIN_CASES: usize = 17;
 const MIN_MASTERD: usize = 8;
 
 fn corpus() -> PathBuf {
@@ -438,4 +438,22 @@ fn the_packages_untouched_examples_are_replaced_without_force() {
     std::fs::remove_file(out.join("nodes")).expect("rm");
     let (status, _, _) = import_into(&out, &[]);
     assert_eq!(status, Some(1));
+}
+
+#[test]
+fn a_key_others_may_read_is_refused_and_nothing_written() {
+    let scratch = Scratch::new("badkey");
+    let key = scratch.0.join("open.key");
+    std::fs::write(&key, KEY).expect("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = scratch.0.join("out");
+    let (status, stdout, stderr) = import_into(&out, &["--key", &key.display().to_string()]);
+    assert_eq!(status, Some(1), "{stdout}{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("readable by other users"), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("{}:1: ", key.display())),
+        "{stderr}"
+    );
+    assert!(!out.exists());
 }

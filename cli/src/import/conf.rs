@@ -132,18 +132,16 @@ pub fn log_level(v: &str) -> Option<&'static str> {
     .map(|(_, ours)| *ours)
 }
 
-/// Maps the items of `ctdb.conf` (named `label` in the report).
-///
-/// # Errors
-///
-/// Every line ctdbd would refuse, each as a [`Problem`].
+/// Maps the items of `ctdb.conf` (named `label` in the report): what the
+/// rest of the import needs, and every line ctdbd would refuse, each as a
+/// [`Problem`] (the import is refused when there is any).
 pub fn map(
     items: &[Item],
     label: &str,
     opts: Options,
     toml: &mut Toml,
     lines: &mut Vec<Line>,
-) -> Result<Conf, Vec<Problem>> {
+) -> (Conf, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut section: Option<&'static str> = None;
     let mut unknown_section: Option<String> = None;
@@ -426,11 +424,7 @@ pub fn map(
         };
         l.outcome = Outcome::Mapped(format!("{d}: {note}{deprecated}"));
     }
-    if problems.is_empty() {
-        Ok(conf)
-    } else {
-        Err(problems)
-    }
+    (conf, problems)
 }
 
 /// The cluster lock ipfailover gets for CTDB's `value`, and what the report
@@ -493,7 +487,12 @@ mod tests {
         let items = ini::parse(&lines);
         let mut toml = Toml::default();
         let mut report = Vec::new();
-        let r = map(&items, "ctdb.conf", opts, &mut toml, &mut report);
+        let (conf, problems) = map(&items, "ctdb.conf", opts, &mut toml, &mut report);
+        let r = if problems.is_empty() {
+            Ok(conf)
+        } else {
+            Err(problems)
+        };
         (r, toml, report.iter().map(ToString::to_string).collect())
     }
 

@@ -180,10 +180,11 @@ pub fn prepare(args: &ImportArgs, old_key: Option<&Path>) -> Result<Import, Vec<
     match read_optional(&conf_path) {
         Ok(None) => lines.push(Line::ignored("ctdb.conf", "absent", "ctdbd's defaults")),
         Ok(Some(text)) => match config::text::lines(&text, &conf_path) {
-            Ok(l) => match conf::map(&ini::parse(&l), "ctdb.conf", opts, &mut toml, &mut lines) {
-                Ok(c) => conf = c,
-                Err(p) => errors.extend(problems(&conf_path, p)),
-            },
+            Ok(l) => {
+                let (c, p) = conf::map(&ini::parse(&l), "ctdb.conf", opts, &mut toml, &mut lines);
+                conf = c;
+                errors.extend(problems(&conf_path, p));
+            }
             Err(e) => errors.push(e.into()),
         },
         Err(e) => errors.push(e),
