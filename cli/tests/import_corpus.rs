@@ -197,6 +197,7 @@ fn every_case_gives_its_expected_report_and_directory() {
             if f.0 != "cluster.key" {
                 f.2 = String::from_utf8_lossy(&f.2)
                     .replace(&got.ctdb, "$CTDB")
+                    .replace(&out.display().to_string(), "$OUT")
                     .into_bytes();
             }
             if f.0 == "cluster.key" && generated {
@@ -267,7 +268,11 @@ fn every_case_gives_its_expected_report_and_directory() {
             continue;
         }
         for (name, mode, _) in &files {
-            let want_mode = if name == "cluster.key" { 0o600 } else { 0o644 };
+            let want_mode = if name == "cluster.key" || name == "ctdb_etcd_lock.conf" {
+                0o600
+            } else {
+                0o644
+            };
             if *mode != want_mode {
                 wrong.push(format!(
                     "{case}: {name} has mode {mode:o}, want {want_mode:o}"

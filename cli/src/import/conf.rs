@@ -64,15 +64,22 @@ pub struct Conf {
     pub node_address: Option<(usize, IpAddr)>,
     /// `[cluster] nodes list`: (line, value).
     pub nodes_list: Option<(usize, String)>,
+    /// Files the lock needs in OUT: (name, bytes).
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 /// Options of the import that change a mapping.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// `--ignore-failover-disabled`.
     pub ignore_failover_disabled: bool,
     /// `--no-ctdb`: ctdbd will not run beside ipfailover.
     pub no_ctdb: bool,
+    /// OUT, absolute (where a lock helper's own configuration goes).
+    pub out: String,
+    /// The text of CTDB's `etcd` file (ctdb_etcd_lock's configuration,
+    /// `$CTDB_BASE/etcd`), if there is one.
+    pub etcd_config: Option<String>,
 }
 
 /// ctdbd's boolean: `true`/`yes`/`false`/`no`, any case.
@@ -138,7 +145,7 @@ pub fn log_level(v: &str) -> Option<&'static str> {
 pub fn map(
     items: &[Item],
     label: &str,
-    opts: Options,
+    opts: &Options,
     toml: &mut Toml,
     lines: &mut Vec<Line>,
 ) -> (Conf, Vec<Problem>) {
@@ -408,7 +415,8 @@ pub fn map(
             ));
             continue;
         }
-        let (ours, note) = lock(value, opts.no_ctdb);
+        let (ours, note, file) = lock(value, opts);
+        conf.files.extend(file);
         let v = Value::Str(ours);
         let d = Toml::describe("cluster", "cluster_lock", &v);
         toml.set(
@@ -427,54 +435,114 @@ pub fn map(
     (conf, problems)
 }
 
-/// The cluster lock ipfailover gets for CTDB's `value`, and what the report
-/// says about it.
+/// The cluster lock ipfailover gets for CTDB's `value`, what the report
+/// says about it, and a file it needs in OUT.
 ///
 /// When ctdbd keeps running (for Samba's databases) it keeps holding its
 /// own cluster lock; an ipfailover leader asking for the same lock would
-/// wait for ever. So, unless `no_ctdb`, the lock is renamed where the
+/// wait for ever. So, unless `--no-ctdb`, the lock is renamed where the
 /// helper's arguments name it: a file for the fcntl helper (a plain path,
 /// or `!.../ctdb_mutex_fcntl_helper FILE ...`) gets `.ipfailover` appended,
-/// as does the RADOS helper's object (its 4th argument). Any other helper
-/// (etcd, a site's own) is kept as it is and the note says what to change.
+/// as does the RADOS helper's object (its 4th argument). `ctdb_etcd_lock`
+/// names its lock from its configuration file (`locks_dir`; ctdbd passes
+/// `CTDB_BASE`, so it reads CTDB's `etcd`): it gets a copy of that file in
+/// OUT with `_ipfailover` appended to `locks_dir`, through `-c FILE`. Any
+/// other helper is kept as it is, with a warning saying what to change.
 #[must_use]
-pub fn lock(value: &str, no_ctdb: bool) -> (String, String) {
-    if no_ctdb {
+pub fn lock(value: &str, opts: &Options) -> (String, String, Option<(String, Vec<u8>)>) {
+    let suffix = ".ipfailover";
+    let cmd = value.strip_prefix('!');
+    let words: Vec<&str> = cmd.unwrap_or("").split_whitespace().collect();
+    let program = words.first().copied().unwrap_or("");
+    let base = program.rsplit('/').next().unwrap_or(program);
+    if base == "ctdb_etcd_lock" && opts.no_ctdb {
+        return (
+            value.to_string(),
+            "WARNING: the same lock as ctdbd, but ctdb_etcd_lock asks `ctdb pnn` for its lock's name, which fails without ctdbd: use another lock helper".into(),
+            None,
+        );
+    }
+    if opts.no_ctdb {
         return (
             value.to_string(),
             "the same lock as ctdbd (--no-ctdb: ctdbd will not run beside ipfailover)".into(),
+            None,
         );
     }
-    let suffix = ".ipfailover";
-    let Some(cmd) = value.strip_prefix('!') else {
+    let Some(_) = cmd else {
         return (
             format!("{value}{suffix}"),
             format!("CTDB's fcntl helper on a file of its own beside ctdbd's (ctdbd keeps {value} for its databases)"),
+            None,
         );
     };
-    let words: Vec<&str> = cmd.split_whitespace().collect();
-    let program = words.first().copied().unwrap_or("");
-    let base = program.rsplit('/').next().unwrap_or(program);
-    let renamed = |index: usize, what: &str| -> Option<(String, String)> {
-        let old = words.get(index)?;
-        let mut new: Vec<String> = words.iter().map(|w| (*w).to_string()).collect();
-        new[index] = format!("{old}{suffix}");
-        Some((
-            format!("!{}", new.join(" ")),
-            format!("{base} with {what} of its own beside ctdbd's ({old})"),
-        ))
-    };
+    let renamed =
+        |index: usize, what: &str| -> Option<(String, String, Option<(String, Vec<u8>)>)> {
+            let old = words.get(index)?;
+            let mut new: Vec<String> = words.iter().map(|w| (*w).to_string()).collect();
+            new[index] = format!("{old}{suffix}");
+            Some((
+                format!("!{}", new.join(" ")),
+                format!("{base} with {what} of its own beside ctdbd's ({old})"),
+                None,
+            ))
+        };
+    let configured = words
+        .iter()
+        .any(|w| *w == "-c" || w.starts_with("--config") || (w.starts_with("-c") && w.len() > 2));
     let done = match base {
         "ctdb_mutex_fcntl_helper" => renamed(1, "a lock file"),
         "ctdb_mutex_ceph_rados_helper" => renamed(4, "a RADOS object"),
+        "ctdb_etcd_lock" if !configured && !opts.out.contains(char::is_whitespace) => {
+            Some(etcd(&words, opts))
+        }
         _ => None,
     };
     done.unwrap_or_else(|| {
         (
             value.to_string(),
-            String::from("WARNING: kept as it is: if ctdbd keeps running with this lock, ipfailover's leader and ctdbd's compete for it and ipfailover may get no leader: make this helper take a lock of its own, for ctdb_etcd_lock with `-c FILE` naming another `locks_dir`, or import with --no-ctdb if ctdbd will not run any more"),
+            String::from("WARNING: kept as it is: if ctdbd keeps running with this lock, ipfailover's leader and ctdbd's compete for it and ipfailover may get no leader: make this helper take a lock of its own (ctdb_etcd_lock: a configuration file with another `locks_dir`), or import with --no-ctdb if ctdbd will not run any more"),
+            None,
         )
     })
+}
+
+/// The name of ctdb_etcd_lock's own configuration in OUT.
+pub const ETCD_CONFIG: &str = "ctdb_etcd_lock.conf";
+
+/// ctdb_etcd_lock with `-c OUT/ctdb_etcd_lock.conf`: CTDB's `etcd` file
+/// (its `key = value` lines; the helper cannot read any other line) with
+/// `_ipfailover` appended to `locks_dir` (CTDB's default `_ctdb`).
+fn etcd(words: &[&str], opts: &Options) -> (String, String, Option<(String, Vec<u8>)>) {
+    let mut out = String::new();
+    let mut old_dir = None;
+    for line in opts.etcd_config.as_deref().unwrap_or("").lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if key.trim() == "locks_dir" {
+            old_dir = Some(value.trim().to_string());
+        } else {
+            out.push_str(line.trim());
+            out.push('\n');
+        }
+    }
+    let old = old_dir.unwrap_or_else(|| "_ctdb".into());
+    let new = format!("{old}_ipfailover");
+    out.push_str(&format!("locks_dir = {new}\n"));
+    let path = format!("{}/{ETCD_CONFIG}", opts.out.trim_end_matches('/'));
+    let mut cmd = vec![words[0].to_string(), "-c".into(), path.clone()];
+    cmd.extend(words[1..].iter().map(|w| (*w).to_string()));
+    let from = if opts.etcd_config.is_some() {
+        "CTDB's etcd file"
+    } else {
+        "CTDB's defaults"
+    };
+    (
+        format!("!{}", cmd.join(" ")),
+        format!("ctdb_etcd_lock with a lock of its own: {path} is {from} with locks_dir = {new} (ctdbd keeps {old}); the helper asks `ctdb pnn`, so ctdbd must be running"),
+        Some((ETCD_CONFIG.to_string(), out.into_bytes())),
+    )
 }
 
 #[cfg(test)]
@@ -487,7 +555,7 @@ mod tests {
         let items = ini::parse(&lines);
         let mut toml = Toml::default();
         let mut report = Vec::new();
-        let (conf, problems) = map(&items, "ctdb.conf", opts, &mut toml, &mut report);
+        let (conf, problems) = map(&items, "ctdb.conf", &opts, &mut toml, &mut report);
         let r = if problems.is_empty() {
             Ok(conf)
         } else {
@@ -558,7 +626,7 @@ mod tests {
             "[failover]\ndisabled = true\n",
             Options {
                 ignore_failover_disabled: true,
-                no_ctdb: false,
+                ..Options::default()
             },
         );
         assert!(r.is_ok());
@@ -634,30 +702,88 @@ mod tests {
 
     #[test]
     fn locks_get_their_own_name_beside_ctdbd() {
+        let beside = Options {
+            out: "/etc/ipfailover".into(),
+            ..Options::default()
+        };
+        let alone = Options {
+            no_ctdb: true,
+            ..beside.clone()
+        };
         assert_eq!(
-            lock("/cfs/.ctdb/reclock", false).0,
+            lock("/cfs/.ctdb/reclock", &beside).0,
             "/cfs/.ctdb/reclock.ipfailover"
         );
-        assert_eq!(lock("/cfs/.ctdb/reclock", true).0, "/cfs/.ctdb/reclock");
+        assert_eq!(lock("/cfs/.ctdb/reclock", &alone).0, "/cfs/.ctdb/reclock");
         assert_eq!(
             lock(
                 "!/usr/libexec/ctdb/ctdb_mutex_fcntl_helper /cfs/lock 10",
-                false
+                &beside
             )
             .0,
             "!/usr/libexec/ctdb/ctdb_mutex_fcntl_helper /cfs/lock.ipfailover 10"
         );
         assert_eq!(
-            lock("!/usr/libexec/ctdb/ctdb_mutex_ceph_rados_helper ceph client.admin rbd reclock 10", false).0,
+            lock("!/usr/libexec/ctdb/ctdb_mutex_ceph_rados_helper ceph client.admin rbd reclock 10", &beside).0,
             "!/usr/libexec/ctdb/ctdb_mutex_ceph_rados_helper ceph client.admin rbd reclock.ipfailover 10"
         );
-        let (v, note) = lock("!/usr/libexec/ctdb/ctdb_etcd_lock", false);
-        assert_eq!(v, "!/usr/libexec/ctdb/ctdb_etcd_lock");
-        assert!(note.contains("compete"), "{note}");
-        // A RADOS helper line too short to name an object is kept.
+        // A RADOS helper line too short to name an object, and an unknown
+        // helper, are kept with a warning.
+        for v in [
+            "!/x/ctdb_mutex_ceph_rados_helper ceph",
+            "!/usr/local/bin/my_lock a",
+        ] {
+            let (kept, note, file) = lock(v, &beside);
+            assert_eq!(kept, v);
+            assert!(
+                note.starts_with("WARNING") && note.contains("compete"),
+                "{note}"
+            );
+            assert!(file.is_none());
+        }
+    }
+
+    #[test]
+    fn the_etcd_helper_gets_a_locks_dir_of_its_own() {
+        let opts = Options {
+            out: "/etc/ipfailover".into(),
+            etcd_config: Some("port = 2379\nlocks_dir = _site\n\n# x\n".into()),
+            ..Options::default()
+        };
+        let (v, note, file) = lock("!/usr/libexec/ctdb/ctdb_etcd_lock -v", &opts);
         assert_eq!(
-            lock("!/x/ctdb_mutex_ceph_rados_helper ceph", false).0,
-            "!/x/ctdb_mutex_ceph_rados_helper ceph"
+            v,
+            "!/usr/libexec/ctdb/ctdb_etcd_lock -c /etc/ipfailover/ctdb_etcd_lock.conf -v"
         );
+        assert!(
+            note.contains("locks_dir = _site_ipfailover (ctdbd keeps _site)"),
+            "{note}"
+        );
+        let (name, bytes) = file.expect("a configuration file");
+        assert_eq!(name, ETCD_CONFIG);
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            "port = 2379\nlocks_dir = _site_ipfailover\n"
+        );
+        let (_, _, file) = lock(
+            "!/usr/libexec/ctdb/ctdb_etcd_lock",
+            &Options {
+                etcd_config: None,
+                ..opts.clone()
+            },
+        );
+        assert_eq!(file.unwrap().1, b"locks_dir = _ctdb_ipfailover\n");
+        // Its own -c, or no ctdbd: kept, with a warning.
+        let (v, note, _) = lock("!/usr/libexec/ctdb/ctdb_etcd_lock -c /etc/e", &opts);
+        assert_eq!(v, "!/usr/libexec/ctdb/ctdb_etcd_lock -c /etc/e");
+        assert!(note.starts_with("WARNING"), "{note}");
+        let (_, note, _) = lock(
+            "!/usr/libexec/ctdb/ctdb_etcd_lock",
+            &Options {
+                no_ctdb: true,
+                ..opts
+            },
+        );
+        assert!(note.contains("ctdb pnn"), "{note}");
     }
 }

@@ -172,16 +172,28 @@ pub fn prepare(args: &ImportArgs, old_key: Option<&Path>) -> Result<Import, Vec<
 
     // ctdb.conf
     let conf_path = dir.join("ctdb.conf");
+    let etcd_config = match read_optional(&dir.join("etcd")) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
     let opts = conf::Options {
         ignore_failover_disabled: args.ignore_failover_disabled,
         no_ctdb: args.no_ctdb,
+        out: std::path::absolute(&args.out)
+            .unwrap_or_else(|_| args.out.clone())
+            .display()
+            .to_string(),
+        etcd_config,
     };
     let mut conf = conf::Conf::default();
     match read_optional(&conf_path) {
         Ok(None) => lines.push(Line::ignored("ctdb.conf", "absent", "ctdbd's defaults")),
         Ok(Some(text)) => match config::text::lines(&text, &conf_path) {
             Ok(l) => {
-                let (c, p) = conf::map(&ini::parse(&l), "ctdb.conf", opts, &mut toml, &mut lines);
+                let (c, p) = conf::map(&ini::parse(&l), "ctdb.conf", &opts, &mut toml, &mut lines);
                 conf = c;
                 errors.extend(problems(&conf_path, p));
             }
@@ -508,6 +520,14 @@ pub fn prepare(args: &ImportArgs, old_key: Option<&Path>) -> Result<Import, Vec<
         files.push(write::File {
             name: "cluster.key".into(),
             bytes: b,
+            mode: 0o600,
+        });
+    }
+    for (name, bytes) in conf.files {
+        // It may hold the etcd password.
+        files.push(write::File {
+            name,
+            bytes,
             mode: 0o600,
         });
     }
