@@ -435,6 +435,10 @@ pub fn map(
     (conf, problems)
 }
 
+/// A cluster lock for ipfailover: its value, what the report says about
+/// it, and a file (name, bytes) it needs in OUT.
+pub type Lock = (String, String, Option<(String, Vec<u8>)>);
+
 /// The cluster lock ipfailover gets for CTDB's `value`, what the report
 /// says about it, and a file it needs in OUT.
 ///
@@ -449,7 +453,7 @@ pub fn map(
 /// OUT with `_ipfailover` appended to `locks_dir`, through `-c FILE`. Any
 /// other helper is kept as it is, with a warning saying what to change.
 #[must_use]
-pub fn lock(value: &str, opts: &Options) -> (String, String, Option<(String, Vec<u8>)>) {
+pub fn lock(value: &str, opts: &Options) -> Lock {
     let suffix = ".ipfailover";
     let cmd = value.strip_prefix('!');
     let words: Vec<&str> = cmd.unwrap_or("").split_whitespace().collect();
@@ -476,17 +480,16 @@ pub fn lock(value: &str, opts: &Options) -> (String, String, Option<(String, Vec
             None,
         );
     };
-    let renamed =
-        |index: usize, what: &str| -> Option<(String, String, Option<(String, Vec<u8>)>)> {
-            let old = words.get(index)?;
-            let mut new: Vec<String> = words.iter().map(|w| (*w).to_string()).collect();
-            new[index] = format!("{old}{suffix}");
-            Some((
-                format!("!{}", new.join(" ")),
-                format!("{base} with {what} of its own beside ctdbd's ({old})"),
-                None,
-            ))
-        };
+    let renamed = |index: usize, what: &str| -> Option<Lock> {
+        let old = words.get(index)?;
+        let mut new: Vec<String> = words.iter().map(|w| (*w).to_string()).collect();
+        new[index] = format!("{old}{suffix}");
+        Some((
+            format!("!{}", new.join(" ")),
+            format!("{base} with {what} of its own beside ctdbd's ({old})"),
+            None,
+        ))
+    };
     let configured = words
         .iter()
         .any(|w| *w == "-c" || w.starts_with("--config") || (w.starts_with("-c") && w.len() > 2));
@@ -513,7 +516,7 @@ pub const ETCD_CONFIG: &str = "ctdb_etcd_lock.conf";
 /// ctdb_etcd_lock with `-c OUT/ctdb_etcd_lock.conf`: CTDB's `etcd` file
 /// (its `key = value` lines; the helper cannot read any other line) with
 /// `_ipfailover` appended to `locks_dir` (CTDB's default `_ctdb`).
-fn etcd(words: &[&str], opts: &Options) -> (String, String, Option<(String, Vec<u8>)>) {
+fn etcd(words: &[&str], opts: &Options) -> Lock {
     let mut out = String::new();
     let mut old_dir = None;
     for line in opts.etcd_config.as_deref().unwrap_or("").lines() {
