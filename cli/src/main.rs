@@ -8,6 +8,7 @@ mod ctx;
 mod daemons;
 mod event;
 mod generate;
+mod import;
 mod ip;
 mod ipalloc;
 mod node;
@@ -97,6 +98,9 @@ enum Command {
     /// Show the daemons masterd runs on a node: state, pid, restarts, last
     /// exit (no ctdb equivalent).
     Daemons,
+    /// Write this node's ipfailover configuration from its CTDB one
+    /// (default /etc/ctdb), saying what each line became.
+    ImportCtdb(import::ImportArgs),
     /// Write the man pages or shell completions into a directory (packaging).
     #[command(hide = true)]
     Generate(generate::GenerateArgs),
@@ -194,6 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Shutdown => node::shutdown(&ctx),
         Command::Checktcpport(args) => node::checktcpport(&args),
         Command::Daemons => daemons::run(&ctx),
+        Command::ImportCtdb(args) => import::run(&args),
         Command::Generate(args) => generate::run(<Cli as clap::CommandFactory>::command(), &args),
     }
 }
