@@ -6,6 +6,7 @@ use transport::msg::cluster::AdminOp;
 mod cluster;
 mod ctx;
 mod daemons;
+mod debug;
 mod event;
 mod generate;
 mod import;
@@ -84,6 +85,11 @@ enum Command {
     /// The hooks' status in an event's last run (ctdb's alias of `event
     /// status legacy EVENT`; default event: monitor).
     Scriptstatus(event::ScriptstatusArgs),
+    /// Set the log level of the node's daemons (ERROR, WARNING, NOTICE,
+    /// INFO, DEBUG).
+    Setdebug(debug::SetdebugArgs),
+    /// Print the log level of the node's daemons.
+    Getdebug,
     /// Print ipfailover's version.
     Version,
     /// Print the pid of the node's masterd (ctdbd's, for ctdb).
@@ -192,6 +198,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Setvar(args) => vars::set(&ctx, &args),
         Command::Event(cmd) => event::run(&ctx, &cmd),
         Command::Scriptstatus(args) => event::scriptstatus(&ctx, &args),
+        Command::Setdebug(args) => debug::setdebug(&ctx, &args),
+        Command::Getdebug => debug::getdebug(&ctx),
         Command::Version => node::version(),
         Command::Getpid => node::getpid(&ctx),
         Command::Runstate(args) => node::runstate(&ctx, &args),

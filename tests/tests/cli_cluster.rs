@@ -118,7 +118,8 @@ fn n_all_reaches_every_node_and_reports_a_lost_one() {
 }
 
 /// The node commands of #17 against real masterds: `getpid` is masterd's
-/// pid, `runstate` says RUNNING once every daemon answers, and `shutdown`
+/// pid, `runstate` says RUNNING once every daemon answers, `setdebug` and
+/// `getdebug` reach every daemon, and `shutdown`
 /// stops the node's masterd (and so its daemons), after which the other
 /// nodes report it with ctdb's words.
 #[test]
@@ -150,6 +151,22 @@ fn getpid_runstate_and_shutdown_on_real_nodes() {
     assert_eq!(
         text(&out.stdout),
         "CTDB not in required run state (got RUNNING)\n"
+    );
+
+    // setdebug / getdebug on every daemon of a node, in ctdb's words.
+    let out = ipfailover(n0, &["-n", "1", "getdebug"]);
+    assert_eq!(text(&out.stdout), "NOTICE\n", "{out:?}");
+    let out = ipfailover(n0, &["-n", "1", "setdebug", "debug"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = ipfailover(n0, &["-n", "1", "getdebug"]);
+    assert_eq!(text(&out.stdout), "DEBUG\n", "{out:?}");
+    let out = ipfailover(n0, &["getdebug"]);
+    assert_eq!(text(&out.stdout), "NOTICE\n", "{out:?}");
+    let out = ipfailover(n0, &["setdebug", "LOUD"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "Invalid debug level 'LOUD'. Valid levels are:\n\tERROR | WARNING | NOTICE | INFO | DEBUG\n"
     );
 
     // shutdown on node 2 itself: returns once its transportd is gone, and
