@@ -268,7 +268,7 @@ fn run_event(ctx: &Ctx, component: &str, event: &str, args: &[String]) -> Result
 }
 
 /// `ctime(3)`: `Mon Dec  7 14:50:00 2026\n`, in local time.
-fn ctime(unix_ms: u64) -> String {
+pub(crate) fn ctime(unix_ms: u64) -> String {
     let secs = libc::time_t::try_from(unix_ms / 1000).unwrap_or(0);
     // SAFETY: `tm` is a plain C struct for which all-zero is valid;
     // localtime_r writes only into it and reads `secs`; both live for the

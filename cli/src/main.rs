@@ -92,6 +92,9 @@ enum Command {
     Getdebug,
     /// Print ipfailover's version.
     Version,
+    /// The node's time, masterd's start and the last membership change's
+    /// takeover run.
+    Uptime,
     /// Print the pid of the node's masterd (ctdbd's, for ctdb).
     Getpid,
     /// Print the node's run state (RUNNING, STARTUP); with states given,
@@ -202,6 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Getdebug => debug::getdebug(&ctx),
         Command::Version => node::version(),
         Command::Getpid => node::getpid(&ctx),
+        Command::Uptime => node::uptime(&ctx),
         Command::Runstate(args) => node::runstate(&ctx, &args),
         Command::Shutdown => node::shutdown(&ctx),
         Command::Checktcpport(args) => node::checktcpport(&args),

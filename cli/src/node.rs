@@ -105,6 +105,64 @@ pub fn runstate(ctx: &Ctx, args: &RunstateArgs) -> Result<()> {
     })
 }
 
+/// `(DDD HH:MM:SS)`, ctdb's age of a time.
+fn age(ms: u64) -> String {
+    let t = ms / 1000;
+    format!(
+        "({:03} {:02}:{:02}:{:02})",
+        t / 86_400,
+        t / 3600 % 24,
+        t / 60 % 60,
+        t % 60
+    )
+}
+
+/// `uptime`: ctdb's four lines: the node's time, when its masterd started,
+/// when the last membership change's takeover run ended, and how long
+/// that took from the change (`in progress` while it runs).
+///
+/// # Errors
+///
+/// No transportd, masterd or failoverd.
+pub fn uptime(ctx: &Ctx) -> Result<()> {
+    use transport::msg::failover::{RunTimes, GET_RUN_TIMES};
+    use transport::proto::service::FAILOVERD;
+    block_on(async {
+        let (client, _incoming) = ctx.connect().await?;
+        let pnn = one(ctx, &client).await?;
+        let m: MasterStatus = ctx.ask(&client, pnn, MASTERD, GET_STATUS, &()).await?;
+        let t: RunTimes = ctx.ask(&client, pnn, FAILOVERD, GET_RUN_TIMES, &()).await?;
+        let now = t.now_unix_ms;
+        let started = now.saturating_sub(m.uptime_ms);
+        let mut out = format!(
+            "Current time of node {pnn:<4}     :                {}",
+            crate::event::ctime(now)
+        );
+        out.push_str(&format!(
+            "Ctdbd start time              : {} {}",
+            age(m.uptime_ms),
+            crate::event::ctime(started)
+        ));
+        let last = t.run_done_unix_ms.or(t.changed_unix_ms).unwrap_or(started);
+        out.push_str(&format!(
+            "Time of last recovery/failover: {} {}",
+            age(now.saturating_sub(last)),
+            crate::event::ctime(last)
+        ));
+        match (t.changed_unix_ms, t.run_done_unix_ms) {
+            (Some(c), Some(d)) => {
+                #[allow(clippy::cast_precision_loss)] // milliseconds of a run
+                let secs = d.saturating_sub(c) as f64 / 1000.0;
+                out.push_str(&format!(
+                    "Duration of last recovery/failover: {secs:.6} seconds\n"
+                ));
+            }
+            _ => out.push_str("Duration of last recovery/failover: in progress\n"),
+        }
+        emit(&out)
+    })
+}
+
 /// `shutdown`: stops ipfailover on the node (masterd stops every daemon,
 /// the node's addresses are released first). On this node the command
 /// returns once transportd has gone away.

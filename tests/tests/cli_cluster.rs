@@ -153,6 +153,31 @@ fn getpid_runstate_and_shutdown_on_real_nodes() {
         "CTDB not in required run state (got RUNNING)\n"
     );
 
+    // uptime: ctdb's four lines; the last membership change's run ends.
+    let out = wait("node 1's last takeover run ended", LIMIT, || {
+        let o = ipfailover(n0, &["-n", "1", "uptime"]);
+        (o.status.success() && text(&o.stdout).contains(" seconds\n")).then_some(o)
+    });
+    let up = text(&out.stdout);
+    let lines: Vec<&str> = up.lines().collect();
+    assert_eq!(lines.len(), 4, "{up}");
+    assert!(
+        lines[0].starts_with("Current time of node 1        :                "),
+        "{up}"
+    );
+    assert!(
+        lines[1].starts_with("Ctdbd start time              : (000 00:00:"),
+        "{up}"
+    );
+    assert!(
+        lines[2].starts_with("Time of last recovery/failover: (000 00:00:"),
+        "{up}"
+    );
+    assert!(
+        lines[3].starts_with("Duration of last recovery/failover: 0."),
+        "{up}"
+    );
+
     // setdebug / getdebug on every daemon of a node, in ctdb's words.
     let out = ipfailover(n0, &["-n", "1", "getdebug"]);
     assert_eq!(text(&out.stdout), "NOTICE\n", "{out:?}");

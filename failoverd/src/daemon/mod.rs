@@ -40,7 +40,9 @@ use tokio::time::Instant;
 
 use transport::client::{Client, ClientError, Incoming};
 use transport::msg::cluster::{LeaseUpdate, Membership, Pnn, GET_MEMBERSHIP, LEASE, MEMBERSHIP};
-use transport::msg::failover::{MoveIp, IPREALLOCATE, IPREALLOCATED, MOVE_IP};
+use transport::msg::failover::{
+    Ipreallocated, MoveIp, RunTimes, IPREALLOCATE, IPREALLOCATED, MOVE_IP,
+};
 use transport::proto::service::{CLUSTERD, FAILOVERD};
 use transport::proto::{Address, ErrorCode, Message};
 
@@ -133,6 +135,16 @@ struct Shared {
     /// The allocation tunables the runs this node leads use: the file's,
     /// then whatever `setvar` set (until failoverd restarts, as CTDB).
     tunables: Tunables,
+    /// The last membership change seen and the end of its takeover run
+    /// (`ipfailover uptime`).
+    run_times: RunTimes,
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// How often clusterd is asked for the membership besides its events (only
@@ -254,6 +266,7 @@ pub async fn run(
         owners: BTreeMap::new(),
         node,
         tunables: settings.tunables,
+        run_times: RunTimes::default(),
     };
     // No lease until clusterd says so.
     exec.set_lease(None);
@@ -343,6 +356,14 @@ pub async fn run(
             () = &mut closed => break Err(DaemonError::TransportClosed),
             Some(news) = memb_rx.recv() => {
                 if let News::Membership(m) = &news {
+                    let mut s = ctx.lock();
+                    let t = &mut s.run_times;
+                    if t.changed_unix_ms.is_none() || t.generation != m.generation {
+                        t.generation = m.generation;
+                        t.changed_unix_ms = Some(unix_ms());
+                        t.run_done_unix_ms = None;
+                    }
+                    drop(s);
                     tracing::debug!(
                         generation = m.generation,
                         leader = ?m.leader,
@@ -772,7 +793,16 @@ async fn on_message(
                     tracing::warn!(from = %msg.header.src, ignored = n + 1, "IPREALLOCATED not from a failoverd: ignored");
                 }
             }
-            IPREALLOCATED => ctx.ipreallocated.notify_one(),
+            IPREALLOCATED => {
+                if let Ok(r) = msg.decode_payload::<Ipreallocated>() {
+                    let mut s = ctx.lock();
+                    let t = &mut s.run_times;
+                    if r.generation >= t.generation && t.run_done_unix_ms.is_none() {
+                        t.run_done_unix_ms = Some(unix_ms());
+                    }
+                }
+                ctx.ipreallocated.notify_one();
+            }
             _ => tracing::debug!(opcode = op, "unexpected event"),
         }
         return;

@@ -21,6 +21,7 @@ use transport::msg::failover::{
     HookList, HookScript, HookScriptRun, HookStatus, RunEvent, SetHook, GET_HOOK_STATUS,
     LIST_HOOKS, RUN_EVENT, SET_HOOK,
 };
+use transport::msg::failover::{RunTimes, GET_RUN_TIMES};
 use transport::proto::service::FAILOVERD;
 use transport::proto::{ErrorCode, Message};
 
@@ -195,6 +196,14 @@ pub(super) async fn serve(ctx: &Ctx, msg: Message) {
             Ok(_) => Err((ErrorCode::BadRequest, "no event given".to_string())),
             Err(e) => Err(e),
         },
+        GET_RUN_TIMES => {
+            let times = RunTimes {
+                now_unix_ms: super::unix_ms(),
+                ..ctx.lock().run_times.clone()
+            };
+            reply(ctx, &msg, &times).await;
+            return;
+        }
         GET_IP_STATUS => {
             let status = ip_status(ctx).await;
             reply(ctx, &msg, &status).await;

@@ -95,6 +95,25 @@ pub const SET_HOOK: u32 = 0x0002_0014;
 /// to the hooks as given.
 pub const RUN_EVENT: u32 = 0x0002_0015;
 
+/// Request `()` → [`RunTimes`]: when this node last saw the membership
+/// change and the takeover run for it end (CTDB's `uptime`: last
+/// recovery/failover).
+pub const GET_RUN_TIMES: u32 = 0x0002_0016;
+
+/// The answer to [`GET_RUN_TIMES`]; times in milliseconds since the Unix
+/// epoch, on the answering node's clock.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTimes {
+    /// The node's clock now.
+    pub now_unix_ms: u64,
+    /// The membership generation of the last change seen.
+    pub generation: u64,
+    /// When that generation was first seen (`None`: no membership yet).
+    pub changed_unix_ms: Option<u64>,
+    /// When the takeover run for it ended (IPREALLOCATED); `None`: not yet.
+    pub run_done_unix_ms: Option<u64>,
+}
+
 /// One hook's part in an event run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HookScriptRun {
