@@ -164,6 +164,9 @@ enum Trigger {
     /// Public addresses of this node found configured in the kernel
     /// although it does not host them ([`rogue_check`]).
     Rogue(Vec<IpAddr>),
+    /// The lease watch dropped this node's addresses at the lease end
+    /// (no renewal had reached it): its share must be taken again.
+    Lapsed,
 }
 
 /// How often the kernel is compared with what this node hosts, to remove
@@ -271,7 +274,8 @@ pub async fn run(
     // No lease until clusterd says so.
     exec.set_lease(None);
     let (lease_tx, lease_rx) = watch::channel(None);
-    let watch_task = tokio::spawn(lease::watch(exec.clone(), lease_rx));
+    let (trigger_tx, mut triggers) = mpsc::unbounded_channel();
+    let watch_task = tokio::spawn(lease::watch(exec.clone(), lease_rx, trigger_tx.clone()));
     let ipreallocated = Arc::new(tokio::sync::Notify::new());
     let realloc_task = {
         let (exec, wake) = (exec.clone(), Arc::clone(&ipreallocated));
@@ -290,7 +294,6 @@ pub async fn run(
             Arc::clone(&record_wake),
         ))
     });
-    let (trigger_tx, mut triggers) = mpsc::unbounded_channel();
     let ctx = Ctx {
         client: client.clone(),
         exec: exec.clone(),
@@ -406,6 +409,15 @@ pub async fn run(
                 Trigger::Run => request_run(&ctx, &mut leader, &mut node_out, &mut leader_out),
                 Trigger::RunSeen(epoch) => ctx.lock().node.run_seen(epoch),
                 Trigger::Rogue(list) => on_rogue(&ctx, list, &mut node_out),
+                Trigger::Lapsed => {
+                    // The lease may be valid again already (news queued
+                    // behind a freeze renew it before the core noticed the
+                    // end), so the core need not have seen a lapse: ask for
+                    // the run that takes this node's share back either way
+                    // (the leader side runs it itself).
+                    tracing::info!("addresses dropped at the lease end: asking for a takeover run");
+                    request_run(&ctx, &mut leader, &mut node_out, &mut leader_out);
+                }
             },
             () = timer => {
                 let now = lease::now();
@@ -513,22 +525,20 @@ async fn on_node_action(
             let ctx = ctx.clone();
             tokio::spawn(async move { requests::remove_leftovers(&ctx, &list).await });
         }
-        NodeAction::Membership(m) => {
-            // The core's membership as it is now, not the action's copy:
-            // the lease intake queues its actions for this loop, and a copy
-            // it took (a lease news that made the lease valid) can arrive
-            // after a newer membership was applied here — carried out, it
-            // made a new leader abandon its first runs for a membership
-            // without a leader (start, fast profile: 1 trial in 3 waited
-            // ~250 ms for the next membership).
-            let m = ctx.lock().node.membership().cloned().unwrap_or(m);
-            if m.lease_ok && !leader.active() && m.leader == Some(ctx.pnn) {
-                tracing::info!(generation = m.generation, "this node leads: takeover runs");
-            }
-            let was = leader.active();
-            leader.membership(lease::now(), &m, leader_out);
-            if was && !leader.active() {
-                tracing::info!(leader = ?m.leader, "this node no longer leads");
+        NodeAction::Membership(copy) => {
+            // The core's membership as it is now, not the action's copy
+            // (the lease intake runs beside this loop): but a lapse the core
+            // has got over meanwhile still goes first (`leader_feed`).
+            let current = ctx.lock().node.membership().cloned();
+            for m in crate::core::leader_feed(copy, current.as_ref()) {
+                if m.lease_ok && !leader.active() && m.leader == Some(ctx.pnn) {
+                    tracing::info!(generation = m.generation, "this node leads: takeover runs");
+                }
+                let was = leader.active();
+                leader.membership(lease::now(), &m, leader_out);
+                if was && !leader.active() {
+                    tracing::info!(leader = ?m.leader, lease_ok = m.lease_ok, "this node no longer leads");
+                }
             }
         }
     }
