@@ -795,8 +795,13 @@ struct Inner {
     /// stream link's queue is closed instead).
     shut: AtomicBool,
     log_hook: Mutex<Option<LogLevelHook>>,
+    stats_hook: Mutex<Option<StatisticsHook>>,
     counters: Counters,
 }
+
+/// The daemon's own counters, appended to the client's in the
+/// `STATISTICS` reply (see [`Client::set_statistics_hook`]).
+pub type StatisticsHook = Arc<dyn Fn() -> Vec<(String, u64)> + Send + Sync>;
 
 impl Inner {
     /// Queues `msg` for the transport (waiting for room).
@@ -968,6 +973,7 @@ impl Client {
             closed,
             shut: AtomicBool::new(false),
             log_hook: Mutex::new(None),
+            stats_hook: Mutex::new(None),
             counters: Counters::default(),
         });
         let (user_tx, user_rx) = mpsc::unbounded_channel();
@@ -1459,9 +1465,32 @@ impl Client {
         }
     }
 
-    /// The client's counters (as the `STATISTICS` control reports them).
+    /// Installs the hook whose counters the `STATISTICS` control reports
+    /// after the client's own (a daemon's refusals, its queues...).
+    pub fn set_statistics_hook<F>(&self, hook: F)
+    where
+        F: Fn() -> Vec<(String, u64)> + Send + Sync + 'static,
+    {
+        if let Ok(mut slot) = self.inner.stats_hook.lock() {
+            *slot = Some(Arc::new(hook));
+        }
+    }
+
+    /// The client's counters and the statistics hook's (as the
+    /// `STATISTICS` control reports them).
     pub fn statistics(&self) -> Statistics {
-        self.inner.counters.snapshot()
+        self.inner.statistics()
+    }
+}
+
+impl Inner {
+    fn statistics(&self) -> Statistics {
+        let mut s = self.counters.snapshot();
+        let hook = self.stats_hook.lock().ok().and_then(|h| h.clone());
+        if let Some(hook) = hook {
+            s.counters.extend(hook());
+        }
+        s
     }
 }
 
@@ -1581,7 +1610,7 @@ async fn dispatch(
 async fn answer_control(inner: &Inner, msg: Message) {
     let answer = {
         let hook = inner.log_hook.lock().ok().and_then(|h| h.clone());
-        let stats = || inner.counters.snapshot();
+        let stats = || inner.statistics();
         let ctx = ControlContext {
             name: &inner.name,
             clients: 0,

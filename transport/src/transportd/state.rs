@@ -102,6 +102,9 @@ pub struct Counters {
     pub clients_accepted: u64,
     /// Local connections refused by the credential check.
     pub clients_refused: u64,
+    /// Local connections refused because transportd's connection limits
+    /// were reached (in total, or of the connecting uid).
+    pub clients_over_limit: u64,
     /// Registrations of a well-known service name by a client that is not
     /// root nor transportd's user (refused).
     pub registrations_refused: u64,
@@ -344,6 +347,7 @@ impl State {
             ("clients", u64::from(self.clients)),
             ("clients_accepted", c.clients_accepted),
             ("clients_refused", c.clients_refused),
+            ("clients_over_limit", c.clients_over_limit),
             ("registrations_refused", c.registrations_refused),
             ("frames_refused", c.frames_refused),
             ("bad_frames", c.bad_frames),
