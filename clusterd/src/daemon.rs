@@ -14,7 +14,12 @@
 //!   dead or hung clusterd cannot leave them configured.
 //! * [`GET_MEMBERSHIP`] requests are answered with the published membership;
 //!   [`ADMIN`] requests run (or are forwarded by) the shell and are answered
-//!   with an [`AdminOutcome`] or an error naming the cause.
+//!   with an [`AdminOutcome`] or an error naming the cause. Both reach the
+//!   shell on a channel of their own, which it reads after the peers'
+//!   messages and its timers; at most [`ADMIN_IN_FLIGHT`] admin requests
+//!   ([`ADMIN_PER_CLIENT`] of one client) are served at once, more are
+//!   refused at once and counted (`admin_refused` in STATISTICS): a flood
+//!   of requests never takes a heartbeat's place (#14 item 2).
 //!
 //! Heartbeat path, allocation-free in steady state: the shell's outputs are
 //! carried out synchronously by [`TransportLink`], which encodes with
@@ -60,8 +65,33 @@ pub const REPUBLISH: Duration = Duration::from_secs(1);
 /// about 30 bytes; a membership update of 256 nodes about 2.5 kB).
 const ENCODE_BUF: usize = 4096;
 
-/// Inputs (peer messages, admin commands...) that may wait for the shell.
+/// Peer messages (and health results) that may wait for the shell.
 const INPUTS: usize = 1024;
+
+/// ADMIN requests served at once (each waits up to twice
+/// [`ADMIN_TIMEOUT`] for its target); more are refused at once
+/// (`admin_refused`). They reach the shell on a channel of their own,
+/// after the peers' messages: a flood cannot delay a heartbeat (#14).
+pub const ADMIN_IN_FLIGHT: usize = 32;
+/// ADMIN requests of one client (source address) served at once.
+pub const ADMIN_PER_CLIENT: usize = 4;
+
+/// Room of the local requests' channel: every admin request in flight and
+/// the one membership query the receiver waits for.
+const REQUESTS: usize = ADMIN_IN_FLIGHT + 2;
+
+/// clusterd's own counters, reported by the STATISTICS control after the
+/// transport client's.
+#[derive(Debug, Default)]
+struct Stats {
+    /// ADMIN requests refused because [`ADMIN_IN_FLIGHT`] or
+    /// [`ADMIN_PER_CLIENT`] were reached.
+    admin_refused: transport::limit::Refusals,
+    /// Peer messages dropped because the shell was [`INPUTS`] behind.
+    peer_dropped: std::sync::atomic::AtomicU64,
+    /// Peer messages handed to the shell.
+    peer_received: std::sync::atomic::AtomicU64,
+}
 
 /// Errors of the clusterd daemon.
 #[derive(Debug, thiserror::Error)]
@@ -404,7 +434,13 @@ async fn sender(client: Client, mut rx: mpsc::UnboundedReceiver<Out>) {
 }
 
 /// Handles messages from transportd until the connection closes.
-async fn receiver(client: Client, mut incoming: Incoming, inputs: mpsc::Sender<Input>) {
+async fn receiver(
+    client: Client,
+    mut incoming: Incoming,
+    inputs: mpsc::Sender<Input>,
+    admins: transport::limit::InFlight,
+    stats: std::sync::Arc<Stats>,
+) {
     while let Some(msg) = incoming.recv().await {
         match (msg.header.kind, msg.header.opcode) {
             (Kind::Request, GET_MEMBERSHIP) => {
@@ -435,8 +471,34 @@ async fn receiver(client: Client, mut incoming: Incoming, inputs: mpsc::Sender<I
                     }
                 };
                 // The answer may take up to ADMIN_TIMEOUT (a remote target):
-                // do not hold up heartbeats meanwhile.
-                tokio::spawn(admin(client.clone(), msg, cmd, inputs.clone()));
+                // do not hold up heartbeats meanwhile. At most
+                // ADMIN_IN_FLIGHT at once; over it refused, not queued.
+                match admins.try_acquire(msg.header.src) {
+                    Ok(permit) => {
+                        let (client, inputs) = (client.clone(), inputs.clone());
+                        tokio::spawn(async move {
+                            admin(client, msg, cmd, inputs).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(busy) => {
+                        if stats.admin_refused.note() {
+                            tracing::warn!(
+                                from = %msg.header.src,
+                                refused = stats.admin_refused.get(),
+                                reason = %busy,
+                                "admin request refused: clusterd is busy"
+                            );
+                        }
+                        let _ = client
+                            .reply_error(
+                                &msg,
+                                ErrorCode::Refused,
+                                format!("clusterd is busy: {busy}; try again"),
+                            )
+                            .await;
+                    }
+                }
             }
             (Kind::Request, op) => {
                 let _ = client
@@ -456,7 +518,10 @@ async fn receiver(client: Client, mut incoming: Incoming, inputs: mpsc::Sender<I
 /// from the borrowed frame, checks the sender, hands the message to the
 /// shell without waiting (dropped, like a lost packet, if the shell is
 /// [`INPUTS`] inputs behind). No allocation for a heartbeat.
-fn peer_tap(inputs: mpsc::Sender<Input>) -> transport::client::FrameTap {
+fn peer_tap(
+    inputs: mpsc::Sender<Input>,
+    stats: std::sync::Arc<Stats>,
+) -> transport::client::FrameTap {
     let mut legacy = LegacyLog::default();
     Box::new(move |frame| {
         if frame.header.kind != Kind::Event || frame.header.opcode != PEER {
@@ -478,8 +543,15 @@ fn peer_tap(inputs: mpsc::Sender<Input>) -> transport::client::FrameTap {
             legacy.refused(src.pnn, std::time::Instant::now());
             return true;
         }
-        if let Err(e) = inputs.try_send(Input::Msg(cm)) {
-            tracing::debug!(from = %src, error = %e, "clusterd busy: peer message dropped");
+        use std::sync::atomic::Ordering::Relaxed;
+        match inputs.try_send(Input::Msg(cm)) {
+            Ok(()) => {
+                stats.peer_received.fetch_add(1, Relaxed);
+            }
+            Err(e) => {
+                stats.peer_dropped.fetch_add(1, Relaxed);
+                tracing::debug!(from = %src, error = %e, "clusterd busy: peer message dropped");
+            }
         }
         true
     })
@@ -579,7 +651,25 @@ pub async fn run(
         });
     }
     let (in_tx, in_rx) = mpsc::channel::<Input>(INPUTS);
-    client.set_frame_tap(peer_tap(in_tx.clone()));
+    let (req_tx, req_rx) = mpsc::channel::<Input>(REQUESTS);
+    let stats = std::sync::Arc::new(Stats::default());
+    let admins = transport::limit::InFlight::new(ADMIN_IN_FLIGHT, ADMIN_PER_CLIENT);
+    {
+        let (stats, admins) = (std::sync::Arc::clone(&stats), admins.clone());
+        client.set_statistics_hook(move || {
+            use std::sync::atomic::Ordering::Relaxed;
+            vec![
+                ("admin_in_flight".to_owned(), admins.in_flight() as u64),
+                ("admin_refused".to_owned(), stats.admin_refused.get()),
+                (
+                    "peer_received".to_owned(),
+                    stats.peer_received.load(Relaxed),
+                ),
+                ("peer_dropped".to_owned(), stats.peer_dropped.load(Relaxed)),
+            ]
+        });
+    }
+    client.set_frame_tap(peer_tap(in_tx.clone(), std::sync::Arc::clone(&stats)));
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -591,9 +681,8 @@ pub async fn run(
     let sender_task = tokio::spawn(sender(client.clone(), out_rx));
     let (closed_tx, closed_rx) = oneshot::channel::<()>();
     let recv_client = client.clone();
-    let recv_inputs = in_tx.clone();
     let receiver_task = tokio::spawn(async move {
-        receiver(recv_client, incoming, recv_inputs).await;
+        receiver(recv_client, incoming, req_tx, admins, stats).await;
         let _ = closed_tx.send(());
     });
     let health_task = settings
@@ -627,12 +716,13 @@ pub async fn run(
         health = settings.health.is_some(),
         "clusterd running"
     );
-    let res = shell::run(
+    let res = shell::run_with_requests(
         settings.member,
         &settings.nodes,
         settings.pnn,
         settings.lock.clone(),
         in_rx,
+        req_rx,
         link,
         stop,
     )
