@@ -72,9 +72,14 @@ const INPUTS: usize = 1024;
 /// [`ADMIN_TIMEOUT`] for its target); more are refused at once
 /// (`admin_refused`). They reach the shell on a channel of their own,
 /// after the peers' messages: a flood cannot delay a heartbeat (#14).
-pub const ADMIN_IN_FLIGHT: usize = 32;
-/// ADMIN requests of one client (source address) served at once.
+pub const ADMIN_IN_FLIGHT: usize = 256;
+/// ADMIN requests of one client (source address) served at once. A group
+/// member has at most 32 connections (transportd's limit per uid), so one
+/// user cannot take every place.
 pub const ADMIN_PER_CLIENT: usize = 4;
+
+/// Payload bytes the admin requests in flight may hold.
+pub const ADMIN_BYTES: usize = 1024 * 1024;
 
 /// Room of the local requests' channel: every admin request in flight and
 /// the one membership query the receiver waits for.
@@ -473,7 +478,7 @@ async fn receiver(
                 // The answer may take up to ADMIN_TIMEOUT (a remote target):
                 // do not hold up heartbeats meanwhile. At most
                 // ADMIN_IN_FLIGHT at once; over it refused, not queued.
-                match admins.try_acquire(msg.header.src) {
+                match admins.try_acquire(msg.header.src, msg.payload.len()) {
                     Ok(permit) => {
                         let (client, inputs) = (client.clone(), inputs.clone());
                         tokio::spawn(async move {
@@ -653,7 +658,8 @@ pub async fn run(
     let (in_tx, in_rx) = mpsc::channel::<Input>(INPUTS);
     let (req_tx, req_rx) = mpsc::channel::<Input>(REQUESTS);
     let stats = std::sync::Arc::new(Stats::default());
-    let admins = transport::limit::InFlight::new(ADMIN_IN_FLIGHT, ADMIN_PER_CLIENT);
+    let admins =
+        transport::limit::InFlight::new(ADMIN_IN_FLIGHT, ADMIN_PER_CLIENT).with_bytes(ADMIN_BYTES);
     {
         let (stats, admins) = (std::sync::Arc::clone(&stats), admins.clone());
         client.set_statistics_hook(move || {

@@ -24,6 +24,7 @@ pub const LOG_EVERY: u64 = 1000;
 #[derive(Debug, Default)]
 struct Counts {
     total: usize,
+    bytes: usize,
     per: HashMap<Address, usize>,
 }
 
@@ -34,6 +35,7 @@ pub struct InFlight {
     counts: Arc<Mutex<Counts>>,
     total: usize,
     per_client: usize,
+    bytes: usize,
 }
 
 /// Why [`InFlight::try_acquire`] refused.
@@ -51,6 +53,16 @@ pub enum Busy {
         /// The limit.
         limit: usize,
     },
+    /// The requests in flight hold the daemon's limit of payload bytes.
+    #[error("the requests in flight hold {held} payload bytes; with {more} more the daemon's limit of {limit} would be passed")]
+    Bytes {
+        /// Bytes held now.
+        held: usize,
+        /// This request's bytes.
+        more: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// One admitted request: dropping it frees its place.
@@ -59,6 +71,7 @@ pub enum Busy {
 pub struct Permit {
     counts: Arc<Mutex<Counts>>,
     who: Address,
+    bytes: usize,
 }
 
 fn lock(m: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
@@ -74,17 +87,35 @@ impl InFlight {
             counts: Arc::new(Mutex::new(Counts::default())),
             total,
             per_client,
+            bytes: usize::MAX,
         }
     }
 
-    /// A place for a request of `who`, if both limits allow.
+    /// And at most `bytes` of payload held by the requests in flight (a
+    /// request larger than that alone is still admitted when none is in
+    /// flight, so every valid request can be served).
+    #[must_use]
+    pub fn with_bytes(mut self, bytes: usize) -> Self {
+        self.bytes = bytes;
+        self
+    }
+
+    /// A place for a request of `who` with `bytes` of payload, if the
+    /// limits allow.
     ///
     /// # Errors
     /// [`Busy`] naming the limit that is reached.
-    pub fn try_acquire(&self, who: Address) -> Result<Permit, Busy> {
+    pub fn try_acquire(&self, who: Address, bytes: usize) -> Result<Permit, Busy> {
         let mut c = lock(&self.counts);
         if c.total >= self.total {
             return Err(Busy::Total { limit: self.total });
+        }
+        if c.total > 0 && c.bytes.saturating_add(bytes) > self.bytes {
+            return Err(Busy::Bytes {
+                held: c.bytes,
+                more: bytes,
+                limit: self.bytes,
+            });
         }
         let mine = c.per.entry(who).or_insert(0);
         if *mine >= self.per_client {
@@ -94,9 +125,11 @@ impl InFlight {
         }
         *mine += 1;
         c.total += 1;
+        c.bytes = c.bytes.saturating_add(bytes);
         Ok(Permit {
             counts: Arc::clone(&self.counts),
             who,
+            bytes,
         })
     }
 
@@ -111,6 +144,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let mut c = lock(&self.counts);
         c.total = c.total.saturating_sub(1);
+        c.bytes = c.bytes.saturating_sub(self.bytes);
         if let Some(n) = c.per.get_mut(&self.who) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -163,20 +197,29 @@ mod tests {
 
     #[test]
     fn limits_in_total_and_per_client_and_places_come_back() {
-        let l = InFlight::new(3, 2);
+        let l = InFlight::new(3, 2).with_bytes(100);
         let a = Address::new(0, 100);
         let b = Address::new(1, 100);
-        let a1 = l.try_acquire(a).unwrap();
-        let a2 = l.try_acquire(a).unwrap();
-        assert_eq!(l.try_acquire(a).unwrap_err(), Busy::Client { limit: 2 });
-        let b1 = l.try_acquire(b).unwrap();
-        assert_eq!(l.try_acquire(b).unwrap_err(), Busy::Total { limit: 3 });
+        let a1 = l.try_acquire(a, 10).unwrap();
+        let a2 = l.try_acquire(a, 10).unwrap();
+        assert_eq!(l.try_acquire(a, 10).unwrap_err(), Busy::Client { limit: 2 });
+        assert!(matches!(
+            l.try_acquire(b, 81),
+            Err(Busy::Bytes { held: 20, .. })
+        ));
+        let b1 = l.try_acquire(b, 80).unwrap();
+        assert_eq!(l.try_acquire(b, 0).unwrap_err(), Busy::Total { limit: 3 });
         assert_eq!(l.in_flight(), 3);
         drop(a1);
-        let b2 = l.try_acquire(b).unwrap();
+        let b2 = l.try_acquire(b, 10).unwrap();
         drop((a2, b1, b2));
         assert_eq!(l.in_flight(), 0);
-        assert!(lock(&l.counts).per.is_empty(), "no entry per client left");
+        let c = lock(&l.counts);
+        assert!(c.per.is_empty(), "no entry per client left");
+        assert_eq!(c.bytes, 0);
+        drop(c);
+        let big = l.try_acquire(a, 1000).unwrap();
+        drop(big);
     }
 
     #[test]

@@ -677,7 +677,10 @@ fn a_full_table_refuses_what_peers_add() {
     let more = deltas(2, OpKind::Add, &[c(1, 4)]);
     assert!(matches!(
         e.on_peer(1, &more, now),
-        Err(EngineError::Full { stored: 3, limit: 3 })
+        Err(EngineError::Full {
+            stored: 3,
+            limit: 3
+        })
     ));
     assert_eq!(e.table().stored(), 3, "nothing added over the limit");
     assert!(e.room_for(1).is_err(), "a registration does not fit either");

@@ -13,7 +13,7 @@
 //! * [`requests`]: the requests this node serves (GET_PUBLIC_IPS,
 //!   RELEASE_IPS, TAKE_IPS, the CLI's changes), each in its own task, so
 //!   the loop always answers; at most [`REQUESTS_IN_FLIGHT`] of clients
-//!   ([`REQUESTS_PER_CLIENT`] of one) and [`DAEMON_REQUESTS_IN_FLIGHT`] of
+//!   ([`REQUESTS_PER_CLIENT`] of one, [`REQUESTS_BYTES`] of payload) and [`DAEMON_REQUESTS_IN_FLIGHT`] of
 //!   the failoverds at once, more refused at once and counted
 //!   (`requests_refused` in STATISTICS);
 //! * [`runs`]: the leader's takeover runs and moves as tasks, and routing
@@ -144,9 +144,14 @@ const POLL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Requests of local clients and other services (the `ipfailover`
 /// command, a file server) served at once; more are refused at once
 /// (`requests_refused`), never queued (#14 item 2).
-pub const REQUESTS_IN_FLIGHT: usize = 64;
-/// Of those, requests of one client (source address) at once.
-pub const REQUESTS_PER_CLIENT: usize = 8;
+pub const REQUESTS_IN_FLIGHT: usize = 256;
+/// Of those, requests of one client (source address) at once. A group
+/// member has at most 32 connections (transportd's limit per uid), so one
+/// user cannot take every place.
+pub const REQUESTS_PER_CLIENT: usize = 4;
+/// Payload bytes the clients' requests in flight may hold together (a
+/// TICKLE or KILLTCP list can be 4 MiB).
+pub const REQUESTS_BYTES: usize = 16 * 1024 * 1024;
 /// Requests of the failoverds (the leader's run steps and its
 /// GET_PUBLIC_IPS) served at once: a limit of their own, so that clients
 /// cannot take the runs' places.
@@ -171,7 +176,8 @@ struct Limits {
 impl Limits {
     fn new() -> Limits {
         Limits {
-            clients: transport::limit::InFlight::new(REQUESTS_IN_FLIGHT, REQUESTS_PER_CLIENT),
+            clients: transport::limit::InFlight::new(REQUESTS_IN_FLIGHT, REQUESTS_PER_CLIENT)
+                .with_bytes(REQUESTS_BYTES),
             daemons: transport::limit::InFlight::new(
                 DAEMON_REQUESTS_IN_FLIGHT,
                 DAEMON_REQUESTS_IN_FLIGHT,
@@ -210,7 +216,7 @@ impl Limits {
         } else {
             &self.clients
         };
-        limit.try_acquire(src).map_err(|busy| {
+        limit.try_acquire(src, msg.payload.len()).map_err(|busy| {
             if self.refused.note() {
                 tracing::warn!(
                     from = %src,
