@@ -321,7 +321,7 @@ fn floods_of_every_request_kind_leave_the_lease_and_other_clients_alone() {
             "member admin",
             target,
             true,
-            vec![flood(8_000, 2_000, "local", 1, ADMIN, &enable)],
+            vec![flood(60_000, 20_000, "local", 1, ADMIN, &enable)],
         ),
         (
             "member get_public_ips",
@@ -494,6 +494,7 @@ fn floods_of_every_request_kind_leave_the_lease_and_other_clients_alone() {
         "{conntrackd:?}"
     );
     assert!(transportd["clients_over_limit"] > 0, "{transportd:?}");
+    assert!(transportd["requests_throttled"] > 0, "{transportd:?}");
     let connect = outputs
         .iter()
         .find(|(w, _)| w == "member connections")

@@ -7,7 +7,11 @@
 //! ([`MAX_LOCAL_CLIENTS`]), for the group's members together
 //! ([`MAX_MEMBER_CLIENTS`]) and per member uid ([`MAX_CLIENTS_PER_UID`]);
 //! one over a limit is refused, counted (`clients_over_limit`) and logged
-//! (the first 8, then one per 1000).
+//! (the first 8, then one per 1000). A member's requests are also limited
+//! per uid (a burst of [`super::state::MEMBER_BURST`], then
+//! [`super::state::MEMBER_RATE`] per second; `requests_throttled`): the
+//! frames of a daemon's socket are read in order, and a burst of
+//! thousands queued in front of a heartbeat delays it past the lease.
 //!
 //! A connection's first frame must be a REGISTER request; a well-known
 //! service name only from root or transportd's own user. A client (a group
@@ -323,6 +327,7 @@ async fn read_loop(
             };
         }
         let mut st = shared.state();
+        let now = std::time::Instant::now();
         let outcome = loop {
             match check(buf.data()) {
                 Err(err) => break Err(format!("bad frame: {err}")),
@@ -333,7 +338,9 @@ async fn read_loop(
                 Ok(Check::Complete { frame_len }) => {
                     let frame = &mut buf.data_mut()[..frame_len];
                     match *service {
-                        Some(id) => match allowed(peer.privilege, frame) {
+                        Some(id) => match allowed(peer.privilege, frame).and_then(|()| {
+                            throttle(&mut st, peer.privilege, peer.cred.uid, frame, now)
+                        }) {
                             Ok(()) => st.route(Origin::Local(id), frame),
                             Err(reason) => {
                                 refused += 1;
@@ -391,6 +398,30 @@ fn allowed(privilege: Privilege, frame: &[u8]) -> Result<(), String> {
     }
     let header = Header::new_checked(frame).map_err(|e| e.to_string())?;
     client_may_send(header.kind(), header.dst_service(), header.opcode())
+}
+
+/// A group member's request over its uid's budget
+/// ([`super::state::MEMBER_BURST`], [`super::state::MEMBER_RATE`]) is
+/// refused (counted: `requests_throttled`).
+fn throttle(
+    st: &mut super::state::State,
+    privilege: Privilege,
+    uid: u32,
+    frame: &[u8],
+    now: std::time::Instant,
+) -> Result<(), String> {
+    if privilege == Privilege::Daemon {
+        return Ok(());
+    }
+    let request = Header::new_checked(frame).is_ok_and(|h| h.kind() == Kind::Request);
+    if !request || st.member_may_request(uid, now) {
+        return Ok(());
+    }
+    Err(format!(
+        "uid {uid} sends requests faster than {} per second (after a burst of {}): refused; try again",
+        super::state::MEMBER_RATE,
+        super::state::MEMBER_BURST
+    ))
 }
 
 /// Answers the first request of a refused client with a `Refused` error

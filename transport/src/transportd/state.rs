@@ -77,6 +77,22 @@ pub enum Origin {
     Internal,
 }
 
+/// Requests the group's members may send at once (every connection of one
+/// uid together), before [`MEMBER_RATE`] applies: a member cannot queue
+/// more than this in front of a daemon's heartbeats (the frames of one
+/// daemon's socket are read in order).
+pub const MEMBER_BURST: f64 = 512.0;
+/// Requests per second the group's members of one uid may send after the
+/// burst; over it they are refused by transportd (`requests_throttled`).
+pub const MEMBER_RATE: f64 = 2000.0;
+
+/// A token bucket (one per member uid).
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
 /// Counters reported by STATISTICS.
 #[derive(Debug, Clone, Default)]
 pub struct Counters {
@@ -111,6 +127,10 @@ pub struct Counters {
     /// Frames from a client (group member) that only daemons may send
     /// (refused; see [`super::access`]).
     pub frames_refused: u64,
+    /// Requests of the group's members refused because their uid sent
+    /// them faster than [`MEMBER_RATE`] (after a burst of
+    /// [`MEMBER_BURST`]).
+    pub requests_throttled: u64,
     /// Local connections closed for a bad frame.
     pub bad_frames: u64,
     /// Peer links established.
@@ -149,6 +169,8 @@ pub struct State {
     started: Instant,
     /// Outboxes to flush at the end of the current batch (capacity reused).
     to_flush: Vec<Arc<Outbox>>,
+    /// The request budget of each member uid.
+    buckets: HashMap<u32, Bucket>,
 }
 
 impl State {
@@ -184,6 +206,34 @@ impl State {
             shutdown: false,
             started: now,
             to_flush: Vec::with_capacity(64),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// May the group member `uid` send one more request now? Takes a
+    /// token of its bucket ([`MEMBER_BURST`], refilled at
+    /// [`MEMBER_RATE`]); false (counted) when it is empty.
+    pub fn member_may_request(&mut self, uid: u32, now: Instant) -> bool {
+        if self.buckets.len() > 4096 {
+            // Full buckets are the same as no bucket.
+            self.buckets.retain(|_, b| {
+                b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * MEMBER_RATE
+                    < MEMBER_BURST
+            });
+        }
+        let b = self.buckets.entry(uid).or_insert(Bucket {
+            tokens: MEMBER_BURST,
+            at: now,
+        });
+        let refill = now.saturating_duration_since(b.at).as_secs_f64() * MEMBER_RATE;
+        b.tokens = (b.tokens + refill).min(MEMBER_BURST);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            self.counters.requests_throttled += 1;
+            false
         }
     }
 
@@ -350,6 +400,7 @@ impl State {
             ("clients_over_limit", c.clients_over_limit),
             ("registrations_refused", c.registrations_refused),
             ("frames_refused", c.frames_refused),
+            ("requests_throttled", c.requests_throttled),
             ("bad_frames", c.bad_frames),
             ("links_up", c.links_up),
             (
@@ -1002,5 +1053,20 @@ mod tests {
         let peers: PeerList = got[2].decode_payload().unwrap();
         assert_eq!(peers.peers.len(), 2);
         assert!(!peers.peers[0].connected);
+    }
+
+    #[test]
+    fn a_member_uid_gets_a_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut st = State::new(0, Vec::new(), None, t0);
+        assert_eq!(MEMBER_BURST, 512.0);
+        assert!((0..512).all(|_| st.member_may_request(64_000, t0)));
+        assert!(!st.member_may_request(64_000, t0), "the burst is spent");
+        assert!(st.member_may_request(64_001, t0), "another uid has its own");
+        assert_eq!(st.counters.requests_throttled, 1);
+        let later = t0 + std::time::Duration::from_millis(10);
+        let refilled = (0..100).filter(|_| st.member_may_request(64_000, later)).count();
+        assert_eq!(MEMBER_RATE, 2000.0);
+        assert_eq!(refilled, 20, "10 ms of the rate");
     }
 }
