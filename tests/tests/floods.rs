@@ -362,7 +362,7 @@ fn floods_of_every_request_kind_leave_the_lease_and_other_clients_alone() {
             "peer admin",
             peer,
             false,
-            vec![flood(8_000, 2_000, &t, 1, ADMIN, &enable)],
+            vec![flood(60_000, 20_000, &t, 1, ADMIN, &enable)],
         ),
         (
             "peer get_public_ips",
