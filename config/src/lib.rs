@@ -284,7 +284,7 @@ impl Default for ConntrackConfig {
             scan_interval_ms: 10_000,
             sync_interval_ms: 5_000,
             grace_period_ms: 60_000,
-            max_connections: 1_000_000,
+            max_connections: 4_000_000,
         }
     }
 }

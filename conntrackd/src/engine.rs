@@ -132,7 +132,7 @@ pub struct Engine {
 
 /// Default of [`Engine::with_max_connections`] (`[conntrack]
 /// max_connections`).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1_000_000;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4_000_000;
 
 impl Engine {
     /// The conntrackd of node `pnn`; `incarnation` must grow with every start
