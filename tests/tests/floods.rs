@@ -246,8 +246,9 @@ fn flood_counts(out: &str) -> (u64, u64, u64) {
     (get("ok="), get("refused="), get("other="))
 }
 
-/// Floods every request kind at the leader's node (`target`) — from a
-/// group member there and from root on another node — while every node's
+/// Floods every request kind at the leader's node (`target`), one kind
+/// after the other — from a group member there and from root on another
+/// node — while every node's
 /// kernel is watched and a root client asks `ipfailover ip` on the target
 /// every 200 ms:
 /// * no address moves or disappears, anywhere, during the floods and a
@@ -257,7 +258,11 @@ fn flood_counts(out: &str) -> (u64, u64, u64) {
 /// * the refusals are counted: clusterd `admin_refused`, failoverd
 ///   `requests_refused`, conntrackd `registrations_refused` (the table
 ///   never holds more than [`MAX_CONNECTIONS`]), transportd
-///   `clients_over_limit`;
+///   `clients_over_limit` and `requests_throttled`;
+///
+/// Without clusterd's limit and channel, or without transportd's request
+/// budgets, the ADMIN floods (20,000 at once) cost the leader its lease
+/// and its addresses.
 /// * no daemon of the target passes [`RSS_LIMIT_KB`].
 #[test]
 fn floods_of_every_request_kind_leave_the_lease_and_other_clients_alone() {
