@@ -32,7 +32,7 @@ use transport::msg::failover::{IpStatus, GET_IP_STATUS};
 use transport::proto::service::{CLUSTERD, FAILOVERD};
 use transport::proto::{Address, ErrorCode};
 
-use crate::ctx::{block_on, daemon_error, Ctx};
+use crate::ctx::{block_on, daemon_error, Ctx, Exit};
 use crate::output::{emit, machine, Format, Nodes, Report};
 
 /// Arguments of `nodestatus`.
@@ -142,6 +142,29 @@ fn machine_nodemap(nodes: &[&NodeInfo], this: Pnn, sep: char) -> String {
     machine(&NODEMAP_HEADER, &rows, sep)
 }
 
+/// One node in `ctdb status --json`'s form.
+fn ctdb_json_node(n: &NodeInfo, this: Pnn) -> serde_json::Value {
+    let f = n.flags;
+    serde_json::json!({
+        "pnn": n.pnn,
+        "address": address(n),
+        "partially_online": false,
+        "flags_raw": f.bits(),
+        "flags_ok": f.bits() == 0,
+        "flags": {
+            "disconnected": f.contains(NodeFlags::DISCONNECTED),
+            "unknown": f.contains(NodeFlags::UNKNOWN),
+            "disabled": f.contains(NodeFlags::PERMANENTLY_DISABLED),
+            "banned": f.contains(NodeFlags::BANNED),
+            "unhealthy": f.contains(NodeFlags::UNHEALTHY),
+            "deleted": f.contains(NodeFlags::DELETED),
+            "stopped": f.contains(NodeFlags::STOPPED),
+            "inactive": f.is_inactive(),
+        },
+        "this_node": n.pnn == this,
+    })
+}
+
 fn json_nodes(nodes: &[&NodeInfo], this: Pnn) -> serde_json::Value {
     serde_json::Value::Array(
         nodes
@@ -172,15 +195,40 @@ pub fn render_status(m: &Membership, format: Format) -> String {
     match format {
         Format::Machine(sep) => machine_nodemap(&all, m.this_node, sep),
         Format::Json => {
+            // CTDB's schema (`ctdb status --json`), ipfailover's own facts
+            // under "ipfailover".
+            let deleted = all
+                .iter()
+                .filter(|n| n.flags.contains(NodeFlags::DELETED))
+                .count();
+            let nodes: serde_json::Map<String, serde_json::Value> = all
+                .iter()
+                .map(|n| (n.pnn.to_string(), ctdb_json_node(n, m.this_node)))
+                .collect();
+            let vnn_map: Vec<serde_json::Value> = active
+                .iter()
+                .enumerate()
+                .map(|(i, p)| serde_json::json!({ "hash": i, "lmaster": p }))
+                .collect();
             let v = serde_json::json!({
-                "node_count": m.nodes.len(),
-                "nodes": json_nodes(&all, m.this_node),
-                "generation": m.generation,
-                "size": active.len(),
+                "node_status": {
+                    "node_count": m.nodes.len(),
+                    "deleted_node_count": deleted,
+                    "nodes": nodes,
+                },
+                "vnn_status": {
+                    "generation": m.generation,
+                    "size": active.len(),
+                    "vnn_map": vnn_map,
+                },
                 "recovery_mode": if normal { "NORMAL" } else { "RECOVERY" },
-                "leader": m.leader,
-                "this_node": m.this_node,
-                "lease_ok": m.lease_ok,
+                "recovery_mode_raw": u8::from(!normal),
+                // CTDB_UNKNOWN_PNN when there is none, as ctdb prints it.
+                "leader": m.leader.unwrap_or(u32::MAX),
+                "ipfailover": {
+                    "this_node": m.this_node,
+                    "lease_ok": m.lease_ok,
+                },
             });
             format!("{v:#}\n")
         }
@@ -379,7 +427,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
     if let Format::Json = ctx.format {
         // One JSON document: the membership's, with the public-IP part.
         let mut v: serde_json::Value = serde_json::from_str(&render_status(&m, ctx.format))?;
-        v["public_ips"] = match &ips {
+        v["ipfailover"]["public_ips"] = match &ips {
             Ok(s) => serde_json::to_value(s)?,
             Err(e) => serde_json::json!({ "error": e }),
         };
@@ -555,13 +603,20 @@ pub fn leader(ctx: &Ctx) -> Result<()> {
 /// No transportd or clusterd; a node that does not exist or does not answer.
 pub fn admin(ctx: &Ctx, op: AdminOp) -> Result<()> {
     if let AdminOp::Ban { seconds: 0 } = op {
-        bail!("Invalid ban time 0: it must be greater than 0");
+        // ctdb's words and status (EINVAL).
+        eprintln!("Ban time cannot be zero");
+        return Err(Exit(22).into());
     }
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
         let targets: Vec<Pnn> = match &ctx.nodes {
             Nodes::Local => vec![client.pnn()],
-            Nodes::List(l) => l.clone(),
+            Nodes::List(l) => {
+                if l.len() == 1 {
+                    ctx.check_nodes(&client, l).await?;
+                }
+                l.clone()
+            }
             Nodes::All => get_membership(ctx, &client, client.pnn())
                 .await?
                 .nodes
@@ -571,6 +626,7 @@ pub fn admin(ctx: &Ctx, op: AdminOp) -> Result<()> {
                 .collect(),
         };
         let mut failed = Vec::new();
+        let mut changed = Vec::new();
         for target in targets {
             let r: Result<AdminOutcome, ClientError> = client
                 .request(
@@ -581,7 +637,7 @@ pub fn admin(ctx: &Ctx, op: AdminOp) -> Result<()> {
                 )
                 .await;
             match r {
-                Ok(AdminOutcome::Done) => {}
+                Ok(AdminOutcome::Done) => changed.push(target),
                 Ok(AdminOutcome::Already) => emit(&format!("{}\n", already_message(target, op)))?,
                 Ok(AdminOutcome::Invalid) => failed.push(format!("node {target}: invalid command")),
                 // clusterd's own refusals: no such node, target silent.
@@ -596,11 +652,70 @@ pub fn admin(ctx: &Ctx, op: AdminOp) -> Result<()> {
                 Err(e) => failed.push(format!("{:#}", clusterd_error(client.pnn(), e))),
             }
         }
+        if !changed.is_empty() {
+            // As ctdb: return once the flag shows in the membership and the
+            // takeover run that follows has finished, so that `disable &&
+            // check the addresses are gone` holds (also when another node
+            // of the list failed).
+            let waited = match wait_for_flags(ctx, &client, &changed, op).await {
+                Ok(()) => crate::ip::ipreallocate_within(ctx, &client, ctx.timeout).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = waited {
+                failed.push(format!("{e:#}"));
+            }
+        }
         if !failed.is_empty() {
             bail!("{}", failed.join("\n"));
         }
         Ok(())
     })
+}
+
+/// The flag an admin command changes, and whether it ends up set.
+fn flag_of(op: AdminOp) -> (NodeFlags, bool) {
+    match op {
+        AdminOp::Disable => (NodeFlags::PERMANENTLY_DISABLED, true),
+        AdminOp::Enable => (NodeFlags::PERMANENTLY_DISABLED, false),
+        AdminOp::Stop => (NodeFlags::STOPPED, true),
+        AdminOp::Continue => (NodeFlags::STOPPED, false),
+        AdminOp::Ban { .. } => (NodeFlags::BANNED, true),
+        AdminOp::Unban => (NodeFlags::BANNED, false),
+    }
+}
+
+/// How often [`wait_for_flags`] asks (ctdb: every second).
+const FLAGS_POLL: Duration = Duration::from_millis(50);
+
+/// Waits until this node's membership shows `op`'s flag on every target,
+/// for at most the request time limit (`-t`).
+async fn wait_for_flags(ctx: &Ctx, client: &Client, targets: &[Pnn], op: AdminOp) -> Result<()> {
+    let (flag, set) = flag_of(op);
+    let deadline = tokio::time::Instant::now() + ctx.timeout;
+    loop {
+        let pending: Vec<Pnn> = match get_membership(ctx, client, client.pnn()).await {
+            Ok(m) => targets
+                .iter()
+                .copied()
+                .filter(|t| {
+                    !m.nodes
+                        .iter()
+                        .any(|n| n.pnn == *t && n.flags.contains(flag) == set)
+                })
+                .collect(),
+            Err(_) => targets.to_vec(),
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "node(s) {pending:?}: the change is not in the membership after {}s",
+                ctx.timeout.as_secs_f64()
+            );
+        }
+        tokio::time::sleep(FLAGS_POLL).await;
+    }
 }
 
 /// [`block_on`] for a body that returns a value.
@@ -754,8 +869,14 @@ pnn:2 192.168.20.43    OK (THIS NODE)
         let m = three(0, [0, 0x04, 0]);
         let v: serde_json::Value = serde_json::from_str(&render_status(&m, Format::Json)).unwrap();
         assert_eq!(v["leader"], 0);
-        assert_eq!(v["nodes"][1]["state"], "DISABLED");
-        assert_eq!(v["nodes"][1]["flags"], 4);
+        let n1 = &v["node_status"]["nodes"]["1"];
+        assert_eq!(n1["flags_raw"], 4);
+        assert_eq!(n1["flags"]["disabled"], true);
+        assert_eq!(n1["flags"]["inactive"], false);
+        assert_eq!(n1["flags_ok"], false);
+        assert_eq!(v["node_status"]["node_count"], 3);
+        assert_eq!(v["vnn_status"]["size"], 3);
+        assert_eq!(v["recovery_mode_raw"], 0);
         let (j, code) = render_nodestatus(&m, &Selection::All, Format::Json).unwrap();
         let v: serde_json::Value = serde_json::from_str(&j).unwrap();
         assert_eq!(v.as_array().unwrap().len(), 3);

@@ -34,6 +34,9 @@ pub struct GlobalArgs {
     /// Machine-readable output: `|field|field|` rows after a header row.
     #[arg(short = 'X', global = true)]
     pub machine: bool,
+    /// The same as -X (ctdb's older spelling).
+    #[arg(short = 'Y', global = true)]
+    pub machine_y: bool,
     /// Machine-readable output with this separator instead of `|`.
     #[arg(short = 'x', global = true, value_name = "SEP")]
     pub separator: Option<char>,
@@ -44,11 +47,25 @@ pub struct GlobalArgs {
     #[arg(
         short = 't',
         long = "timeout",
+        visible_alias = "timelimit",
         global = true,
         value_name = "SECONDS",
         default_value_t = 10.0
     )]
     pub timeout: f64,
+    /// Give up (exit status 1) if the whole command runs longer than this
+    /// (default: $CTDB_TIMEOUT, else 120; 0: the default).
+    #[arg(
+        short = 'T',
+        long = "maxruntime",
+        global = true,
+        value_name = "SECONDS"
+    )]
+    pub maxruntime: Option<u64>,
+    /// ctdb's debug level of the tool itself (accepted for compatibility;
+    /// ipfailover's command logs nothing).
+    #[arg(short = 'd', long = "debug", global = true, value_name = "LEVEL")]
+    pub debug: Option<String>,
 }
 
 /// The parsed global options.
@@ -75,11 +92,14 @@ impl Ctx {
             None => Nodes::Local,
             Some(n) => parse_nodes(n).map_err(anyhow::Error::msg)?,
         };
+        if args.json && (args.machine || args.machine_y || args.separator.is_some()) {
+            anyhow::bail!("--json and -Y options are mutually exclusive");
+        }
         let format = if args.json {
             Format::Json
         } else if let Some(sep) = args.separator {
             Format::Machine(sep)
-        } else if args.machine {
+        } else if args.machine || args.machine_y {
             Format::Machine('|')
         } else {
             Format::Human
@@ -176,17 +196,55 @@ impl Ctx {
     }
 
     /// Refuses a PNN that is not a node of the nodes file, as CTDB does
-    /// (`Node 5 does not exist`), before anything is asked of it.
+    /// (`Node 5 does not exist`), before anything is asked of it; a single
+    /// node must also be connected (`Node 2 has status
+    /// DISCONNECTED|INACTIVE`, ctdb's `verify_pnn`).
     ///
     /// # Errors
     ///
-    /// The first unknown PNN; transportd does not list its peers.
+    /// The first unknown PNN, a single node that is down; transportd does
+    /// not list its peers.
     pub async fn check_nodes(&self, client: &Client, pnns: &[u32]) -> Result<()> {
+        let peers = self.peers(client).await?;
+        let known = |p: u32| p == client.pnn() || peers.iter().any(|q| q.pnn == p);
+        if let Some(p) = pnns.iter().find(|p| !known(**p)) {
+            anyhow::bail!("Node {p} does not exist");
+        }
+        // One node named with -n: as ctdb, a node that is not connected is
+        // refused at once instead of waiting for its answer.
+        if let [one] = pnns {
+            if peers.iter().any(|q| q.pnn == *one && !q.connected) {
+                anyhow::bail!("Node {one} has status DISCONNECTED|INACTIVE");
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every node of an explicit node list exists (connected
+    /// or not).
+    ///
+    /// # Errors
+    ///
+    /// `Node N does not exist`; transportd does not answer.
+    pub async fn check_exist(&self, client: &Client, pnns: &[u32]) -> Result<()> {
         let all = self.all_nodes(client, false).await?;
         if let Some(p) = pnns.iter().find(|p| !all.contains(p)) {
             anyhow::bail!("Node {p} does not exist");
         }
         Ok(())
+    }
+
+    /// transportd's peers (every node of the nodes file but this one).
+    ///
+    /// # Errors
+    ///
+    /// transportd does not answer `LIST_PEERS`.
+    pub async fn peers(&self, client: &Client) -> Result<Vec<transport::proto::control::PeerInfo>> {
+        let list: PeerList = client
+            .request(Address::local(TRANSPORT), LIST_PEERS, &(), self.timeout)
+            .await
+            .map_err(|e| anyhow::anyhow!(daemon_error(TRANSPORT, LOCAL, &e)))?;
+        Ok(list.peers)
     }
 
     /// This node and its peers (only the connected ones if `connected`),
@@ -196,12 +254,9 @@ impl Ctx {
     ///
     /// transportd does not answer `LIST_PEERS`.
     pub async fn all_nodes(&self, client: &Client, connected: bool) -> Result<Vec<u32>> {
-        let list: PeerList = client
-            .request(Address::local(TRANSPORT), LIST_PEERS, &(), self.timeout)
-            .await
-            .map_err(|e| anyhow::anyhow!(daemon_error(TRANSPORT, LOCAL, &e)))?;
-        let mut all: Vec<u32> = list
-            .peers
+        let mut all: Vec<u32> = self
+            .peers(client)
+            .await?
             .iter()
             .filter(|p| p.connected || !connected)
             .map(|p| p.pnn)

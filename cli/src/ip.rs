@@ -76,7 +76,7 @@ pub enum IpCommand {
     },
     /// Re-read public_addresses on nodes and apply the differences.
     Reloadips {
-        /// `all` or a list of PNNs (default: every node).
+        /// `all` or a list of PNNs (default: the node addressed, as ctdb).
         nodes: Option<String>,
     },
     /// Run a takeover run now and wait for it.
@@ -223,6 +223,14 @@ async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
         IpCommand::Ipinfo { ip } => {
             let targets = ctx.targets(&client).await?;
             let results = ask_targets(ctx, &client, &targets).await?;
+            // One node that does not know the address: ctdb prints that on
+            // stdout, status 1.
+            if let (Targets::One(_), [(_, Ok(r))]) = (&targets, results.as_slice()) {
+                if let Err(e) = IpinfoReport::new(r, *ip) {
+                    emit(&format!("{e}\n"))?;
+                    return Err(Exit(1).into());
+                }
+            }
             let reports = results
                 .into_iter()
                 .map(|(pnn, r)| (pnn, r.and_then(|r| IpinfoReport::new(&r, *ip))))
@@ -249,6 +257,11 @@ async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
         IpCommand::Addip { iface, .. } => {
             let (addr, prefix) = addip.context("addip: address checked above")?;
             let pnn = one_node(ctx, &client).await?;
+            // As ctdb: an address the node already lists is not an error.
+            if knows(ctx, &client, pnn, addr).await? {
+                eprintln!("Node already knows about IP {addr}");
+                return Ok(());
+            }
             let req = AddIp {
                 addr,
                 prefix,
@@ -258,6 +271,10 @@ async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
         }
         IpCommand::Delip { ip } => {
             let pnn = one_node(ctx, &client).await?;
+            if !knows(ctx, &client, pnn, *ip).await? {
+                eprintln!("Node does not know about IP address {ip}");
+                return Ok(());
+            }
             act::<_, ()>(ctx, &client, pnn, DEL_IP, &DelIp { addr: *ip }).await?;
         }
         IpCommand::Moveip { ip, pnn } => {
@@ -270,15 +287,27 @@ async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
                 .map_err(|e| anyhow!("Failed to move IP {ip} to node {pnn}: {e:#}"))?;
         }
         IpCommand::Reloadips { .. } => {
+            // As ctdb: no list means the node addressed (`-n`, else this
+            // one); every node is asked even when one fails, and the
+            // takeover run follows either way.
             let targets = match reload_nodes {
-                None | Some(Nodes::All) => ctx.all_nodes(&client, true).await?,
-                Some(Nodes::List(l)) => l,
-                Some(Nodes::Local) => vec![client.pnn()],
+                Some(Nodes::All) => ctx.all_nodes(&client, true).await?,
+                Some(Nodes::List(l)) => {
+                    ctx.check_exist(&client, &l).await?;
+                    l
+                }
+                None | Some(Nodes::Local) => vec![one_node(ctx, &client).await?],
             };
+            let mut failed = false;
             for pnn in targets {
-                let _: ReloadSummary = act(ctx, &client, pnn, RELOAD_IPS, &())
-                    .await
-                    .map_err(|e| anyhow!("reloadips on node {pnn}: {e:#}"))?;
+                let r: Result<ReloadSummary> = act(ctx, &client, pnn, RELOAD_IPS, &()).await;
+                if let Err(e) = r {
+                    eprintln!("reloadips on node {pnn}: {e:#}");
+                    failed = true;
+                }
+            }
+            if failed {
+                eprintln!("Failed to reload IPs on some nodes.");
             }
             ipreallocate(ctx, &client).await?;
         }
@@ -318,6 +347,17 @@ async fn ask_targets(
         .await
 }
 
+/// Does failoverd on `pnn` list `addr` among its public addresses?
+async fn knows(ctx: &Ctx, client: &Client, pnn: u32, addr: IpAddr) -> Result<bool> {
+    let ips: PublicIps = act(ctx, client, pnn, GET_PUBLIC_IPS, &())
+        .await
+        .map_err(|e| anyhow!("Failed to get Public IPs from node {pnn}: {e:#}"))?;
+    Ok(ips
+        .ips
+        .iter()
+        .any(|i| i.addr == addr && !i.configured.is_empty()))
+}
+
 async fn ipreallocate(ctx: &Ctx, client: &Client) -> Result<()> {
     let _: u64 = act(ctx, client, client.pnn(), IPREALLOCATE, &())
         .await
@@ -325,19 +365,37 @@ async fn ipreallocate(ctx: &Ctx, client: &Client) -> Result<()> {
     Ok(())
 }
 
+/// A takeover run, asked again until one succeeds or `within` has passed
+/// (after an admin command the cluster may be between leaders for a
+/// moment; ctdb asks until it gets an answer).
+///
+/// # Errors
+///
+/// The last failure, when none succeeded in time.
+pub(crate) async fn ipreallocate_within(
+    ctx: &Ctx,
+    client: &Client,
+    within: std::time::Duration,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match ipreallocate(ctx, client).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    }
+}
+
 fn parse_ip_mask(s: &str) -> Result<(IpAddr, u8)> {
-    let (a, m) = s
-        .split_once('/')
-        .ok_or_else(|| anyhow!("addip: '{s}' is not ADDRESS/PREFIX"))?;
-    let addr: IpAddr = a
-        .parse()
-        .map_err(|_| anyhow!("addip: '{a}' is not an IP address"))?;
-    let prefix: u8 = m
-        .parse()
-        .map_err(|_| anyhow!("addip: '{m}' is not a prefix length"))?;
+    // ctdb's one message for every malformed ADDRESS/PREFIX.
+    let invalid = || anyhow!("Invalid IP/Mask {s}");
+    let (a, m) = s.split_once('/').ok_or_else(invalid)?;
+    let addr: IpAddr = a.parse().map_err(|_| invalid())?;
+    let prefix: u8 = m.parse().map_err(|_| invalid())?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     if prefix > max {
-        bail!("addip: prefix /{prefix} is too long for {addr}");
+        return Err(invalid());
     }
     Ok((addr, prefix))
 }

@@ -6,12 +6,18 @@ use transport::msg::cluster::AdminOp;
 mod cluster;
 mod ctx;
 mod daemons;
+mod debug;
+mod event;
 mod generate;
+mod import;
 mod ip;
 mod ipalloc;
+mod node;
 mod output;
 mod ping;
 mod tickles;
+mod usage;
+mod vars;
 
 /// Public-IP failover for clustered file servers: administration command.
 #[derive(Debug, Parser)]
@@ -64,18 +70,65 @@ enum Command {
     /// Unregister a connection: CLIENT-IP:PORT SERVER-IP:PORT, or pairs on
     /// stdin.
     Deltickle(tickles::PairArgs),
+    /// List the allocation tunables (NoIPFailback, NoIPTakeover,
+    /// IPAllocAlgorithm) and their values.
+    Listvars,
+    /// Show one tunable's value.
+    Getvar(vars::GetvarArgs),
+    /// Set a tunable at run time on every connected node (or the -n nodes)
+    /// until failoverd restarts.
+    Setvar(vars::SetvarArgs),
+    /// failoverd's hooks as ctdb's event scripts (component `legacy`):
+    /// status, run, script list|enable|disable.
+    #[command(subcommand)]
+    Event(event::EventCommand),
+    /// The hooks' status in an event's last run (ctdb's alias of `event
+    /// status legacy EVENT`; default event: monitor).
+    Scriptstatus(event::ScriptstatusArgs),
+    /// Set the log level of the node's daemons (ERROR, WARNING, NOTICE,
+    /// INFO, DEBUG).
+    Setdebug(debug::SetdebugArgs),
+    /// Print the log level of the node's daemons.
+    Getdebug,
+    /// Print ipfailover's version.
+    Version,
+    /// The node's time, masterd's start and the last membership change's
+    /// takeover run.
+    Uptime,
+    /// Print the pid of the node's masterd (ctdbd's, for ctdb).
+    Getpid,
+    /// Print the node's run state (RUNNING, STARTUP); with states given,
+    /// fail unless it is one of them.
+    Runstate(node::RunstateArgs),
+    /// Stop ipfailover on the node (its addresses are released).
+    Shutdown,
+    /// Check that a TCP port can be bound on this host (no daemon needed).
+    Checktcpport(node::ChecktcpportArgs),
     /// Show the daemons masterd runs on a node: state, pid, restarts, last
     /// exit (no ctdb equivalent).
     Daemons,
+    /// Write this node's ipfailover configuration from its CTDB one
+    /// (default /etc/ctdb), saying what each line became.
+    ImportCtdb(import::ImportArgs),
     /// Write the man pages or shell completions into a directory (packaging).
     #[command(hide = true)]
     Generate(generate::GenerateArgs),
 }
 
-/// Runs the command; errors are printed by `main`, bare as CTDB prints
-/// them, and give exit status 1 (or the status an [`ctx::Exit`] carries).
+/// Parses the arguments (errors as ctdb reports them, [`usage`]) and runs
+/// the command.
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            return usage::report(&e, &<Cli as clap::CommandFactory>::command(), &args);
+        }
+    };
+    if let Err(e) = start_watchdog(cli.global.maxruntime) {
+        eprintln!("{e}");
+        return std::process::ExitCode::FAILURE;
+    }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -88,6 +141,36 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `-T` (ctdb's maxruntime): the whole command ends with status 1 after
+/// this many seconds; 0 or absent: `$CTDB_TIMEOUT`, else 120 s. Every
+/// request has its own `-t` limit too, so this is a backstop.
+fn start_watchdog(maxruntime: Option<u64>) -> Result<(), &'static str> {
+    let seconds = match maxruntime.filter(|s| *s > 0) {
+        Some(s) => s,
+        None => match std::env::var("CTDB_TIMEOUT") {
+            Ok(v) => v
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| "Invalid value CTDB_TIMEOUT")?,
+            Err(_) => 120,
+        },
+    };
+    if seconds == 0 {
+        return Ok(());
+    }
+    std::thread::Builder::new()
+        .name("maxruntime".into())
+        .spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(seconds));
+            eprintln!("Maximum runtime exceeded - exiting");
+            std::process::exit(1);
+        })
+        .map(|_| ())
+        .map_err(|_| "cannot start the -T watchdog thread")
+}
+
+/// Runs the command; errors are printed by `main`, bare as CTDB prints
+/// them, and give exit status 1 (or the status an [`ctx::Exit`] carries).
 fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = ctx::Ctx::new(&cli.global)?;
     match cli.command {
@@ -113,7 +196,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gettickles(args) => tickles::get(&ctx, &args),
         Command::Addtickle(args) => tickles::change(&ctx, &args, true),
         Command::Deltickle(args) => tickles::change(&ctx, &args, false),
+        Command::Listvars => vars::show(&ctx, None),
+        Command::Getvar(args) => vars::show(&ctx, Some(&args)),
+        Command::Setvar(args) => vars::set(&ctx, &args),
+        Command::Event(cmd) => event::run(&ctx, &cmd),
+        Command::Scriptstatus(args) => event::scriptstatus(&ctx, &args),
+        Command::Setdebug(args) => debug::setdebug(&ctx, &args),
+        Command::Getdebug => debug::getdebug(&ctx),
+        Command::Version => node::version(),
+        Command::Getpid => node::getpid(&ctx),
+        Command::Uptime => node::uptime(&ctx),
+        Command::Runstate(args) => node::runstate(&ctx, &args),
+        Command::Shutdown => node::shutdown(&ctx),
+        Command::Checktcpport(args) => node::checktcpport(&args),
         Command::Daemons => daemons::run(&ctx),
+        Command::ImportCtdb(args) => import::run(&args),
         Command::Generate(args) => generate::run(<Cli as clap::CommandFactory>::command(), &args),
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use transport::proto::control::{PeerList, PingReply, PingRequest, LIST_PEERS, PING};
 use transport::proto::service::TRANSPORT;
@@ -68,7 +68,8 @@ async fn ping(ctx: &Ctx) -> Result<()> {
         }
     }
     if failed > 0 {
-        bail!("{failed} node(s) did not answer");
+        // The per-node lines said it all (ctdb adds no summary either).
+        return Err(crate::ctx::Exit(1).into());
     }
     Ok(())
 }

@@ -28,11 +28,12 @@ use transport::msg::conntrack::{
 };
 use transport::msg::failover::{
     AddIp, ConnectionPair, DelIp, Gratarp, HookFailureInfo, IfaceInfo, IpStatus, KillTcp, MoveIp,
-    PublicIp, PublicIps, ReloadSummary, SetIfaceLink, ADD_IP, DEL_IP, GET_IP_STATUS,
-    GET_PUBLIC_IPS, GRATARP, IPREALLOCATE, KILLTCP, MOVE_IP, RELOAD_IPS, SET_IFACE_LINK, TICKLE,
+    PublicIp, PublicIps, ReloadSummary, SetIfaceLink, SetTunable, SetTunableOutcome, Tunable,
+    TunableList, ADD_IP, DEL_IP, GET_IP_STATUS, GET_PUBLIC_IPS, GET_TUNABLES, GRATARP,
+    IPREALLOCATE, KILLTCP, MOVE_IP, RELOAD_IPS, SET_IFACE_LINK, SET_TUNABLE, TICKLE,
 };
 use transport::msg::master::{DaemonState, DaemonStatus, MasterStatus, Model, GET_STATUS};
-use transport::proto::control::{LIST_PEERS, PING};
+use transport::proto::control::{LIST_PEERS, PING, SHUTDOWN};
 use transport::proto::service::{CLUSTERD, CONNTRACKD, FAILOVERD, MASTERD};
 use transport::proto::{decode_payload, encode_payload, ErrorCode, RemoteError};
 
@@ -62,6 +63,8 @@ fn describe(opcode: u32, p: &[u8]) -> String {
         ADMIN => d::<AdminCommand>("ADMIN", p),
         GET_PUBLIC_IPS => "GET_PUBLIC_IPS".into(),
         GET_IP_STATUS => "GET_IP_STATUS".into(),
+        GET_TUNABLES => "GET_TUNABLES".into(),
+        SET_TUNABLE => d::<SetTunable>("SET_TUNABLE", p),
         SET_IFACE_LINK => d::<SetIfaceLink>("SET_IFACE_LINK", p),
         ADD_IP => d::<AddIp>("ADD_IP", p),
         DEL_IP => d::<DelIp>("DEL_IP", p),
@@ -76,11 +79,14 @@ fn describe(opcode: u32, p: &[u8]) -> String {
         ADD_CONNECTIONS => d::<Vec<TrackedConnection>>("ADD_CONNECTIONS", p),
         REMOVE_CONNECTIONS => d::<Vec<TrackedConnection>>("REMOVE_CONNECTIONS", p),
         GET_STATUS => "GET_STATUS".into(),
+        SHUTDOWN => "SHUTDOWN".into(),
         other => format!("{other:#010x} ({} bytes)", p.len()),
     }
 }
 
-fn membership(this: u32) -> Membership {
+/// The cluster's membership with these node flags (an admin command
+/// changes them: the command waits until it sees the change).
+fn membership_with(this: u32, flags: [NodeFlags; 3]) -> Membership {
     Membership {
         generation: 654_321,
         leader: Some(0),
@@ -88,17 +94,17 @@ fn membership(this: u32) -> Membership {
             NodeInfo {
                 pnn: 0,
                 address: Some(ip("192.0.2.11")),
-                flags: NodeFlags::OK,
+                flags: flags[0],
             },
             NodeInfo {
                 pnn: 1,
                 address: Some(ip("192.0.2.12")),
-                flags: NodeFlags::PERMANENTLY_DISABLED,
+                flags: flags[1],
             },
             NodeInfo {
                 pnn: 2,
                 address: Some(ip("192.0.2.13")),
-                flags: NodeFlags::DISCONNECTED,
+                flags: flags[2],
             },
         ],
         this_node: this,
@@ -231,7 +237,11 @@ fn master_status(pnn: u32) -> MasterStatus {
     }
 }
 
-fn admin(p: &[u8]) -> Result<Vec<u8>, RemoteError> {
+type Flags = std::sync::Arc<std::sync::Mutex<[NodeFlags; 3]>>;
+
+/// clusterd's ADMIN: node 2 is down, node 1 already disabled, node 0
+/// already enabled; a change shows in the membership `flags` serves.
+fn admin(flags: &Flags, p: &[u8]) -> Result<Vec<u8>, RemoteError> {
     let cmd: AdminCommand =
         decode_payload(p).map_err(|e| RemoteError::new(ErrorCode::BadRequest, e.to_string()))?;
     let outcome = match (cmd.target, cmd.op) {
@@ -248,7 +258,20 @@ fn admin(p: &[u8]) -> Result<Vec<u8>, RemoteError> {
             ))
         }
         (1, AdminOp::Disable) | (0, AdminOp::Enable) => AdminOutcome::Already,
-        _ => AdminOutcome::Done,
+        (t, op) => {
+            let mut f = flags.lock().unwrap();
+            let n = &mut f[t as usize];
+            let bits = n.bits();
+            *n = NodeFlags::from_bits(match op {
+                AdminOp::Disable => bits | NodeFlags::PERMANENTLY_DISABLED.bits(),
+                AdminOp::Enable => bits & !NodeFlags::PERMANENTLY_DISABLED.bits(),
+                AdminOp::Stop => bits | NodeFlags::STOPPED.bits(),
+                AdminOp::Continue => bits & !NodeFlags::STOPPED.bits(),
+                AdminOp::Ban { .. } => bits | NodeFlags::BANNED.bits(),
+                AdminOp::Unban => bits & !NodeFlags::BANNED.bits(),
+            });
+            AdminOutcome::Done
+        }
     };
     Ok(encode_payload(&outcome).unwrap())
 }
@@ -273,10 +296,33 @@ fn ip_status(pnn: u32) -> IpStatus {
     s
 }
 
+fn tunables(pnn: u32) -> TunableList {
+    let t = |name: &str, value: u32| Tunable {
+        name: name.into(),
+        value,
+    };
+    TunableList {
+        tunables: vec![
+            t("NoIPFailback", pnn),
+            t("NoIPTakeover", 0),
+            t("IPAllocAlgorithm", 2),
+        ],
+    }
+}
+
 fn full_node(pnn: u32) -> Node {
+    let flags: Flags = std::sync::Arc::new(std::sync::Mutex::new([
+        NodeFlags::OK,
+        NodeFlags::PERMANENTLY_DISABLED,
+        NodeFlags::DISCONNECTED,
+    ]));
+    let seen = flags.clone();
     Node::up()
-        .reply(CLUSTERD, GET_MEMBERSHIP, &membership(pnn))
-        .func(CLUSTERD, ADMIN, admin)
+        .func(CLUSTERD, GET_MEMBERSHIP, move |_| {
+            let f = *seen.lock().unwrap();
+            Ok(encode_payload(&membership_with(pnn, f)).unwrap())
+        })
+        .func(CLUSTERD, ADMIN, move |p| admin(&flags, p))
         .reply(FAILOVERD, GET_PUBLIC_IPS, &public_ips(pnn))
         .reply(FAILOVERD, GET_IP_STATUS, &ip_status(pnn))
         .reply(FAILOVERD, SET_IFACE_LINK, &())
@@ -316,6 +362,18 @@ fn full_node(pnn: u32) -> Node {
         .reply(FAILOVERD, GRATARP, &())
         .reply(FAILOVERD, TICKLE, &())
         .reply(FAILOVERD, KILLTCP, &1u32)
+        .reply(FAILOVERD, GET_TUNABLES, &tunables(pnn))
+        .func(FAILOVERD, SET_TUNABLE, |p| {
+            let req: SetTunable = decode_payload(p).unwrap();
+            if req.value > 2 {
+                Err(RemoteError::new(
+                    ErrorCode::BadRequest,
+                    "Invalid value 7 for IPAllocAlgorithm: it must be 0-2",
+                ))
+            } else {
+                Ok(encode_payload(&SetTunableOutcome::Set).unwrap())
+            }
+        })
         .reply(CONNTRACKD, GET_CONNECTIONS, &connections(pnn))
         .func(CONNTRACKD, GET_CONNECTIONS_PAGE, move |p| {
             let req: GetConnectionsPage = decode_payload(p).unwrap();
@@ -330,6 +388,7 @@ fn full_node(pnn: u32) -> Node {
         .reply(CONNTRACKD, ADD_CONNECTIONS, &())
         .reply(CONNTRACKD, REMOVE_CONNECTIONS, &())
         .reply(MASTERD, GET_STATUS, &master_status(pnn))
+        .reply(MASTERD, SHUTDOWN, &())
 }
 
 /// The usual cluster: 0 (this node) and 1 up, 2 down.
@@ -509,6 +568,9 @@ const CASES: &[Case] = &[
     c("moveip-refused", &["moveip", "198.51.100.1", "1"]),
     c("reloadips", &["reloadips"]),
     c("reloadips-0,1", &["reloadips", "0,1"]),
+    c("reloadips-0,2-down", &["reloadips", "0,2"]),
+    c("addip-known", &["addip", "198.51.100.1/24", "eth1"]),
+    c("delip-unknown", &["delip", "198.51.100.99"]),
     c("ipreallocate", &["ipreallocate"]),
     c("sync", &["sync"]),
     c("gratarp", &["gratarp", "198.51.100.1", "eth1"]),
@@ -548,6 +610,35 @@ const CASES: &[Case] = &[
     c("stop-n-0,1", &["-n", "0,1", "stop"]),
     c("stop-n-all", &["-n", "all", "stop"]),
     c("stop-bad-node", &["-n", "7", "stop"]),
+    // tunables
+    c("listvars", &["listvars"]),
+    c("listvars-X", &["-X", "listvars"]),
+    c("listvars-json", &["--json", "listvars"]),
+    c("listvars-n-all", &["-n", "all", "listvars"]),
+    c("getvar", &["getvar", "noipfailback"]),
+    c("getvar-n1", &["-n", "1", "getvar", "NoIPFailback"]),
+    c("getvar-unknown", &["getvar", "MonitorInterval"]),
+    c("getvar-obsolete", &["getvar", "NoIPHostOnAllDisabled"]),
+    c("setvar", &["setvar", "NoIPFailback", "1"]),
+    c(
+        "setvar-n1-hex",
+        &["-n", "1", "setvar", "IPAllocAlgorithm", "0x1"],
+    ),
+    c("setvar-unknown", &["setvar", "RecoverTimeout", "30"]),
+    c("setvar-bad-value", &["setvar", "NoIPFailback", "yes"]),
+    c("setvar-refused", &["setvar", "IPAllocAlgorithm", "7"]),
+    // node commands
+    c("version", &["version"]),
+    c("getpid", &["getpid"]),
+    c("runstate", &["runstate"]),
+    c("runstate-running", &["runstate", "startup", "running"]),
+    c("runstate-n1-not-setup", &["-n", "1", "runstate", "setup"]),
+    c("runstate-invalid", &["runstate", "dancing"]),
+    c("shutdown-n1", &["-n", "1", "shutdown"]),
+    c("shutdown-n2-down", &["-n", "2", "shutdown"]),
+    c("down-node-disable-n2", &["-n", "2", "disable"]),
+    c("down-node-status-n2", &["-n", "2", "status"]),
+    c("down-node-delip-n2", &["-n", "2", "delip", "198.51.100.1"]),
     // the offline planner (CTDB's takeover-test input and output)
     stdin(
         "ipalloc",
@@ -593,6 +684,20 @@ const CASES: &[Case] = &[
         &["-n", "all", "addip", "198.51.100.9/24", "eth1"],
     ),
     c("nodestatus-bad-list", &["nodestatus", "0,x"]),
+    c("unknown-option", &["-q", "status"]),
+    c("extra-argument", &["pnn", "3"]),
+    c("json-and-X", &["--json", "-X", "ip"]),
+    // ctdb's global options: -Y, -d, -T, --timelimit
+    c("Y-status", &["-Y", "status"]),
+    c(
+        "d-T-timelimit",
+        &["-d", "NOTICE", "-T", "30", "--timelimit", "5", "pnn"],
+    ),
+    on(
+        Setup::Stuck,
+        "maxruntime",
+        &["-T", "1", "-t", "5", "status"],
+    ),
     // daemons absent or hung
     on(Setup::NoSocket, "no-transportd-status", &["status"]),
     on(Setup::NoSocket, "no-transportd-ip", &["ip"]),
@@ -671,6 +776,7 @@ fn transcript(case: &Case, base: &Path) -> String {
         .arg("--run-dir")
         .arg(&run_dir)
         .args(&args)
+        .env_remove("CTDB_TIMEOUT")
         .env("RUST_BACKTRACE", "0")
         .env("RUST_LIB_BACKTRACE", "0")
         .env_remove("CLICOLOR_FORCE")

@@ -5,7 +5,9 @@
 //!   forwarding) travel as [`PEER`] events to `(pnn, CLUSTERD)`, addressed
 //!   directly by PNN through transportd. A message that does not come from
 //!   a `clusterd` service, or whose `from` does not match the frame's source
-//!   PNN (which transportd sets from the authenticated link), is dropped.
+//!   PNN (which transportd sets from the authenticated link), is dropped,
+//!   counted (`peer_messages_refused` in `STATISTICS`) and logged (the
+//!   first 8, then one in 1000).
 //! * [`MEMBERSHIP`] events go to `(LOCAL, BROADCAST_SERVICE)` on every change
 //!   and again every [`REPUBLISH`] (so late subscribers catch up).
 //! * [`LEASE`] events go to `(LOCAL, BROADCAST_SERVICE)` when this node's
@@ -38,6 +40,8 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -92,10 +96,6 @@ struct Stats {
     /// ADMIN requests refused because [`ADMIN_IN_FLIGHT`] or
     /// [`ADMIN_PER_CLIENT`] were reached.
     admin_refused: transport::limit::Refusals,
-    /// Peer messages dropped because the shell was [`INPUTS`] behind.
-    peer_dropped: std::sync::atomic::AtomicU64,
-    /// Peer messages handed to the shell.
-    peer_received: std::sync::atomic::AtomicU64,
 }
 
 /// Errors of the clusterd daemon.
@@ -444,7 +444,7 @@ async fn receiver(
     mut incoming: Incoming,
     inputs: mpsc::Sender<Input>,
     admins: transport::limit::InFlight,
-    stats: std::sync::Arc<Stats>,
+    stats: Arc<Stats>,
 ) {
     while let Some(msg) = incoming.recv().await {
         match (msg.header.kind, msg.header.opcode) {
@@ -519,13 +519,61 @@ async fn receiver(
     }
 }
 
+/// Peer messages clusterd dropped, reported by `STATISTICS` (after the
+/// client's own counters).
+#[derive(Debug, Default)]
+pub struct PeerCounters {
+    /// Peer messages that claim another sender than the frame's source
+    /// (a `from` that is not the source PNN transportd stamped from the
+    /// authenticated link), or that do not come from a `clusterd`.
+    pub refused: AtomicU64,
+    /// Peer messages that do not decode.
+    pub undecodable: AtomicU64,
+    /// Peer messages handed to the state machine.
+    pub received: AtomicU64,
+    /// Peer messages dropped because the state machine was [`INPUTS`]
+    /// behind (a heartbeat lost like a packet; none in the flood test).
+    pub dropped: AtomicU64,
+}
+
+impl PeerCounters {
+    /// The counters as `STATISTICS` names them.
+    #[must_use]
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        vec![
+            (
+                "peer_messages_refused".to_owned(),
+                self.refused.load(Ordering::Relaxed),
+            ),
+            (
+                "peer_messages_undecodable".to_owned(),
+                self.undecodable.load(Ordering::Relaxed),
+            ),
+            (
+                "peer_received".to_owned(),
+                self.received.load(Ordering::Relaxed),
+            ),
+            (
+                "peer_dropped".to_owned(),
+                self.dropped.load(Ordering::Relaxed),
+            ),
+        ]
+    }
+}
+
+/// Should the `n`th (1-based) refusal of a kind be logged? The first 8,
+/// then one in 1000: a peer that keeps sending them cannot flood the log.
+fn log_nth(n: u64) -> bool {
+    n <= 8 || n % 1000 == 0
+}
+
 /// The frame tap that takes peer messages off the client's reader: decodes
 /// from the borrowed frame, checks the sender, hands the message to the
 /// shell without waiting (dropped, like a lost packet, if the shell is
 /// [`INPUTS`] inputs behind). No allocation for a heartbeat.
 fn peer_tap(
     inputs: mpsc::Sender<Input>,
-    stats: std::sync::Arc<Stats>,
+    counters: Arc<PeerCounters>,
 ) -> transport::client::FrameTap {
     let mut legacy = LegacyLog::default();
     Box::new(move |frame| {
@@ -536,25 +584,38 @@ fn peer_tap(
         let cm: ClusterMsg = match frame.decode_payload() {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(from = %src, error = %e, "bad peer message");
+                let n = counters.undecodable.fetch_add(1, Ordering::Relaxed) + 1;
+                if log_nth(n) {
+                    tracing::warn!(from = %src, error = %e, count = n, "bad peer message");
+                }
                 return true;
             }
         };
-        if src.service != CLUSTERD || claimed_sender(&cm) != src.pnn {
-            tracing::warn!(from = %src, "peer message claims another sender; dropped");
+        let claimed = claimed_sender(&cm);
+        if src.service != CLUSTERD || claimed != src.pnn {
+            let n = counters.refused.fetch_add(1, Ordering::Relaxed) + 1;
+            if log_nth(n) {
+                tracing::warn!(
+                    from = %src,
+                    claimed,
+                    count = n,
+                    "peer message claims another sender (node {claimed}, from node {} service {}); dropped",
+                    src.pnn,
+                    src.service
+                );
+            }
             return true;
         }
         if matches!(cm, ClusterMsg::LegacyHeartbeat(_)) {
             legacy.refused(src.pnn, std::time::Instant::now());
             return true;
         }
-        use std::sync::atomic::Ordering::Relaxed;
         match inputs.try_send(Input::Msg(cm)) {
             Ok(()) => {
-                stats.peer_received.fetch_add(1, Relaxed);
+                counters.received.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
-                stats.peer_dropped.fetch_add(1, Relaxed);
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(from = %src, error = %e, "clusterd busy: peer message dropped");
             }
         }
@@ -657,25 +718,23 @@ pub async fn run(
     }
     let (in_tx, in_rx) = mpsc::channel::<Input>(INPUTS);
     let (req_tx, req_rx) = mpsc::channel::<Input>(REQUESTS);
-    let stats = std::sync::Arc::new(Stats::default());
+    let stats = Arc::new(Stats::default());
     let admins =
         transport::limit::InFlight::new(ADMIN_IN_FLIGHT, ADMIN_PER_CLIENT).with_bytes(ADMIN_BYTES);
+    let counters = Arc::new(PeerCounters::default());
+    client.set_frame_tap(peer_tap(in_tx.clone(), Arc::clone(&counters)));
     {
-        let (stats, admins) = (std::sync::Arc::clone(&stats), admins.clone());
+        let (stats, admins) = (Arc::clone(&stats), admins.clone());
         client.set_statistics_hook(move || {
-            use std::sync::atomic::Ordering::Relaxed;
-            vec![
-                ("admin_in_flight".to_owned(), admins.in_flight() as u64),
-                ("admin_refused".to_owned(), stats.admin_refused.get()),
-                (
-                    "peer_received".to_owned(),
-                    stats.peer_received.load(Relaxed),
-                ),
-                ("peer_dropped".to_owned(), stats.peer_dropped.load(Relaxed)),
-            ]
+            let mut out = counters.snapshot();
+            out.push((
+                "admin_in_flight".to_owned(),
+                u64::try_from(admins.in_flight()).unwrap_or(u64::MAX),
+            ));
+            out.push(("admin_refused".to_owned(), stats.admin_refused.get()));
+            out
         });
     }
-    client.set_frame_tap(peer_tap(in_tx.clone(), std::sync::Arc::clone(&stats)));
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {

@@ -38,6 +38,8 @@ pub struct NodeConfig {
     pub key: Option<ClusterKey>,
     /// How many public addresses `public_addresses` lists (0 without it).
     pub public_addresses: usize,
+    /// Who may use transportd's socket (`[transport] group`, resolved).
+    pub policy: transport::transportd::peercred::Policy,
 }
 
 impl NodeConfig {
@@ -67,7 +69,7 @@ impl NodeConfig {
 /// file and line.
 pub fn load(dir: &Path) -> Result<NodeConfig, MasterError> {
     let loaded = config::load(dir)?;
-    let transport::node_config::NodeTransport { nodes, key } =
+    let transport::node_config::NodeTransport { nodes, key, policy } =
         transport::node_config::load(&loaded)?;
     // Every file is read before clusterd's checks of this host (which
     // node it is) and of the settings' meaning.
@@ -78,6 +80,7 @@ pub fn load(dir: &Path) -> Result<NodeConfig, MasterError> {
         nodes,
         key,
         public_addresses: failover.settings.publics.len(),
+        policy,
     })
 }
 

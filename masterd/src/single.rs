@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use transport::controls::LogLevelHook;
 use transport::msg::master::{DaemonState, DaemonStatus, Model};
-use transport::transportd::{self, peercred::Policy};
+use transport::transportd;
 
 use crate::backoff::Backoff;
 use crate::service::{self, Shared};
@@ -97,31 +97,25 @@ fn run_failoverd(ctx: InProcessCtx) -> BoxFuture<'static, Result<(), String>> {
 }
 
 /// transportd's configuration from the node's configuration directory (as
-/// `transportd --config-dir` builds it).
-///
-/// # Errors
-///
-/// When `[transport] group` names no group.
-pub fn transportd_config(
-    cfg: &NodeConfig,
-    log_hook: Option<LogLevelHook>,
-) -> Result<transportd::Config, String> {
+/// `transportd --config-dir` builds it; [`crate::setup::load`] has checked
+/// the group).
+#[must_use]
+pub fn transportd_config(cfg: &NodeConfig, log_hook: Option<LogLevelHook>) -> transportd::Config {
     let t = &cfg.loaded.config.transport;
-    let policy = Policy::new(t.group.as_deref()).map_err(|e| format!("[transport] group: {e}"))?;
-    Ok(transportd::Config {
+    transportd::Config {
         run_dir: cfg.run_dir(),
         nodes: cfg.nodes.clone(),
         pnn: cfg.loaded.config.cluster.pnn,
         port: t.port,
         key: cfg.key.clone(),
-        policy,
+        policy: cfg.policy.clone(),
         log_level: log_hook,
-    })
+    }
 }
 
 fn run_transportd(ctx: InProcessCtx) -> BoxFuture<'static, Result<(), String>> {
     async move {
-        let config = transportd_config(&ctx.config, ctx.log_hook.clone())?;
+        let config = transportd_config(&ctx.config, ctx.log_hook.clone());
         let daemon = transportd::Daemon::bind(config)
             .await
             .map_err(|e| e.to_string())?;

@@ -116,3 +116,100 @@ fn n_all_reaches_every_node_and_reports_a_lost_one() {
         "{err}"
     );
 }
+
+/// The node commands of #17 against real masterds: `getpid` is masterd's
+/// pid, `runstate` says RUNNING once every daemon answers, `setdebug` and
+/// `getdebug` reach every daemon, and `shutdown`
+/// stops the node's masterd (and so its daemons), after which the other
+/// nodes report it with ctdb's words.
+#[test]
+fn getpid_runstate_and_shutdown_on_real_nodes() {
+    require_root();
+    let c = TestCluster::new("cli-node", 3).unwrap();
+    for n in &c.nodes {
+        write_config(n, None);
+    }
+    let daemons = available_daemons();
+    let mut masterds: Vec<Masterd> = c
+        .nodes
+        .iter()
+        .map(|n| Masterd::start(n, &["--daemons", &daemons], None, None))
+        .collect();
+    for n in &c.nodes {
+        wait("masterd ready", LIMIT, || status(n).filter(|s| s.ready));
+    }
+    let n0 = &c.nodes[0];
+    let out = ipfailover(n0, &["getpid"]);
+    assert_eq!(text(&out.stdout), format!("{}\n", masterds[0].pid));
+    let out = ipfailover(n0, &["-n", "1", "getpid"]);
+    assert_eq!(text(&out.stdout), format!("{}\n", masterds[1].pid));
+    let out = ipfailover(n0, &["runstate", "running"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "RUNNING\n");
+    let out = ipfailover(n0, &["runstate", "setup"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout),
+        "CTDB not in required run state (got RUNNING)\n"
+    );
+
+    // uptime: ctdb's four lines; the last membership change's run ends.
+    let out = wait("node 1's last takeover run ended", LIMIT, || {
+        let o = ipfailover(n0, &["-n", "1", "uptime"]);
+        (o.status.success() && text(&o.stdout).contains(" seconds\n")).then_some(o)
+    });
+    let up = text(&out.stdout);
+    let lines: Vec<&str> = up.lines().collect();
+    assert_eq!(lines.len(), 4, "{up}");
+    assert!(
+        lines[0].starts_with("Current time of node 1        :                "),
+        "{up}"
+    );
+    assert!(
+        lines[1].starts_with("Ctdbd start time              : (000 00:00:"),
+        "{up}"
+    );
+    assert!(
+        lines[2].starts_with("Time of last recovery/failover: (000 00:00:"),
+        "{up}"
+    );
+    assert!(
+        lines[3].starts_with("Duration of last recovery/failover: 0."),
+        "{up}"
+    );
+
+    // setdebug / getdebug on every daemon of a node, in ctdb's words.
+    let out = ipfailover(n0, &["-n", "1", "getdebug"]);
+    assert_eq!(text(&out.stdout), "NOTICE\n", "{out:?}");
+    let out = ipfailover(n0, &["-n", "1", "setdebug", "debug"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = ipfailover(n0, &["-n", "1", "getdebug"]);
+    assert_eq!(text(&out.stdout), "DEBUG\n", "{out:?}");
+    let out = ipfailover(n0, &["getdebug"]);
+    assert_eq!(text(&out.stdout), "NOTICE\n", "{out:?}");
+    let out = ipfailover(n0, &["setdebug", "LOUD"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "Invalid debug level 'LOUD'. Valid levels are:\n\tERROR | WARNING | NOTICE | INFO | DEBUG\n"
+    );
+
+    // shutdown on node 2 itself: returns once its transportd is gone, and
+    // its masterd has exited (status 0: asked to stop).
+    let start = Instant::now();
+    let out = ipfailover(&c.nodes[2], &["shutdown"]);
+    assert!(out.status.success(), "{out:?}");
+    let exited = wait("node 2's masterd exits", LIMIT, || {
+        masterds[2].child.try_wait().ok().flatten()
+    });
+    assert!(exited.success(), "masterd exited with {exited:?}");
+    eprintln!("shutdown took {:?}", start.elapsed());
+    let out = wait("node 2 reported as down", LIMIT, || {
+        let o = ipfailover(n0, &["-n", "2", "pnn"]);
+        (!o.status.success()).then_some(o)
+    });
+    assert_eq!(
+        text(&out.stderr),
+        "Node 2 has status DISCONNECTED|INACTIVE\n"
+    );
+}

@@ -568,18 +568,20 @@ fn failover_cluster_disable_moveip_link_down_and_reloadips() {
         .unwrap();
 
     // reloadips with a broken file changes nothing: every node's new file
-    // (.207 added, .206 removed) has a bad last line. The command fails
-    // naming the file and line; the old list stays hosted exactly once and
-    // .207 is hosted nowhere (placement() refuses anything outside the list).
+    // (.207 added, .206 removed) has a bad last line. The command names the
+    // file and line and, as ctdb, says `Failed to reload IPs on some
+    // nodes.` and still runs the takeover run; the old list stays hosted
+    // exactly once and .207 is hosted nowhere (placement() refuses anything
+    // outside the list).
     let new_list = [201, 202, 203, 204, 205, 207];
     for n in &bed.c.nodes {
         let broken = format!("{}198.51.100.208/33 eth1\n", public_addresses(&new_list));
         std::fs::write(n.config_dir.join("public_addresses"), broken).unwrap();
     }
-    let (ok, text) = bed.cli(0, &["reloadips"]);
-    assert!(!ok, "reloadips accepted a broken file: {text}");
+    let (_, text) = bed.cli(0, &["reloadips", "all"]);
     assert!(
-        text.contains("public_addresses:7: bad prefix '33' for 198.51.100.208 (expected 1-32)"),
+        text.contains("public_addresses:7: bad prefix '33' for 198.51.100.208 (expected 1-32)")
+            && text.contains("Failed to reload IPs on some nodes."),
         "{text}"
     );
     bed.wait_placed("the old list still hosted exactly once", &list);
@@ -600,7 +602,7 @@ fn failover_cluster_disable_moveip_link_down_and_reloadips() {
         )
         .unwrap();
     }
-    let (ok, text) = bed.cli(0, &["reloadips"]);
+    let (ok, text) = bed.cli(0, &["reloadips", "all"]);
     assert!(ok, "reloadips: {text}\n{}", bed.logs());
     let placed = bed.wait_placed("the reloaded list hosted exactly once", &new_list);
 
@@ -636,6 +638,248 @@ fn failover_cluster_disable_moveip_link_down_and_reloadips() {
     assert!(r.is_ok(), "{}", bed.logs());
     assert_eq!(bed.wait_placed("placed", &new_list), placed);
     sampler.finish();
+}
+
+/// disable/enable, stop/continue, ban/unban return only once the flag is
+/// in effect and the takeover run after it has finished, as ctdb's do
+/// (#17): checked the moment each command returns, with no waiting, in the
+/// kernels of all nodes.
+#[test]
+fn failover_cluster_admin_commands_return_after_their_takeover_run() {
+    require_root();
+    let list = [201, 202, 203, 204, 205, 206];
+    let bed = Bed::new("foca", &list);
+    let sampler = Sampler::start(&bed);
+    bed.wait_placed("every address hosted exactly once", &list);
+    let pairs: [(&[&str], &[&str]); 3] = [
+        (&["disable"], &["enable"]),
+        (&["stop"], &["continue"]),
+        (&["ban", "60"], &["unban"]),
+    ];
+    for (on, off) in pairs {
+        let mut args = vec!["-n", "1"];
+        args.extend_from_slice(on);
+        let (ok, text) = bed.cli(0, &args);
+        assert!(ok, "{on:?}: {text}\n{}", bed.logs());
+        let p = bed.placement(&list);
+        assert!(
+            p.as_ref().is_some_and(|p| p.values().all(|&n| n != 1)),
+            "right after {on:?} returned: {p:?}\n{}",
+            bed.logs()
+        );
+        let mut args = vec!["-n", "1"];
+        args.extend_from_slice(off);
+        let (ok, text) = bed.cli(0, &args);
+        assert!(ok, "{off:?}: {text}\n{}", bed.logs());
+        let p = bed.placement(&list);
+        assert!(
+            p.as_ref()
+                .is_some_and(|p| p.values().filter(|&&n| n == 1).count() == 2),
+            "right after {off:?} returned: {p:?}\n{}",
+            bed.logs()
+        );
+    }
+    sampler.finish();
+}
+
+/// failoverd's hooks as ctdb's event scripts (#17): `event status`,
+/// `event script list|enable|disable`, `event run`, `scriptstatus`, with
+/// ctdb's outputs and statuses, against real hooks run by a real node.
+#[test]
+fn failover_cluster_event_commands_show_and_steer_the_hooks() {
+    use std::os::unix::fs::PermissionsExt;
+
+    require_root();
+    let list = [201, 202, 203];
+    let bed = Bed::new("foce", &list);
+    bed.wait_placed("every address hosted exactly once", &list);
+    let dir = bed.c.nodes[0].config_dir.join("events");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, body, mode) in [
+        ("10.ok", "exit 0", 0o755),
+        ("20.fail", "exit 3", 0o755),
+        ("30.off", "exit 0", 0o644),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let cli = |args: &[&str]| -> (Option<i32>, String) {
+        let out = Command::new(bin_path("ipfailover").unwrap())
+            .arg("--run-dir")
+            .arg(&bed.c.nodes[0].run_dir)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    assert_eq!(
+        cli(&["event", "status", "legacy", "takeip"]),
+        (
+            Some(22),
+            "Event takeip has never run in legacy\n".to_string()
+        )
+    );
+    let (ok, text) = bed.cli(0, &["ipreallocate"]);
+    assert!(ok, "ipreallocate: {text}");
+    let (code, text) = wait_for("the ipreallocated hooks ran on node 0", LIMIT, POLL, || {
+        let r = cli(&["event", "status", "legacy", "ipreallocated"]);
+        (r.0 != Some(22)).then_some(r)
+    })
+    .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[0].starts_with("10.ok                OK         0."),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("20.fail              ERROR      0."),
+        "{text}"
+    );
+    assert_eq!(lines[2], "  OUTPUT: exit status 3");
+    assert_eq!(lines[3], "30.off               DISABLED  ");
+
+    assert_eq!(
+        cli(&["event", "script", "list", "legacy"]),
+        (Some(0), "* 10.ok\n* 20.fail\n  30.off\n".to_string())
+    );
+    assert_eq!(
+        cli(&["event", "script", "disable", "legacy", "20.fail"]).0,
+        Some(0)
+    );
+    assert_eq!(
+        cli(&["event", "script", "enable", "legacy", "30.off"]).0,
+        Some(0)
+    );
+    assert_eq!(
+        cli(&["event", "script", "list", "legacy"]),
+        (Some(0), "* 10.ok\n  20.fail\n* 30.off\n".to_string())
+    );
+    assert_eq!(
+        cli(&["event", "script", "enable", "legacy", "40.none"]),
+        (
+            Some(1),
+            "Script 40.none does not exist in legacy\n".to_string()
+        )
+    );
+    let (code, text) = cli(&["event", "run", "10", "legacy", "ipreallocated"]);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = cli(&["event", "status", "legacy", "ipreallocated"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("20.fail              DISABLED"), "{text}");
+    assert!(text.contains("30.off               OK"), "{text}");
+    assert_eq!(
+        cli(&["scriptstatus"]),
+        (
+            Some(0),
+            "Event monitor has never run in legacy\n".to_string()
+        )
+    );
+    assert_eq!(
+        cli(&["event", "status", "nosuch", "takeip"]),
+        (Some(2), "Event dir for nosuch does not exist\n".to_string())
+    );
+}
+
+/// `setvar` at run time (#17): NoIPFailback set on every connected node
+/// keeps a node that comes back empty; set back to 0, the next run
+/// rebalances onto it. What the kernels hold is what is checked.
+#[test]
+fn failover_cluster_setvar_noipfailback_takes_effect_at_run_time() {
+    require_root();
+    let list = [201, 202, 203, 204, 205, 206];
+    let bed = Bed::new("focv", &list);
+    let sampler = Sampler::start(&bed);
+    bed.wait_placed("every address hosted exactly once", &list);
+
+    let (ok, text) = bed.cli(0, &["setvar", "NoIPFailback", "1"]);
+    assert!(ok, "setvar: {text}");
+    for i in 0..3 {
+        let (ok, text) = bed.cli(i, &["getvar", "noipfailback"]);
+        assert!(
+            ok && text == "noipfailback               = 1\n",
+            "node {i}: {text}"
+        );
+    }
+
+    let (ok, text) = bed.cli(0, &["-n", "1", "disable"]);
+    assert!(ok, "disable: {text}");
+    let r = wait_for("node 1 empty after disable", LIMIT, POLL, || {
+        let p = bed.placement(&list)?;
+        p.values().all(|&n| n != 1).then_some(())
+    });
+    assert!(r.is_ok(), "{}", bed.logs());
+    let (ok, text) = bed.cli(0, &["-n", "1", "enable"]);
+    assert!(ok, "enable: {text}");
+    let (ok, text) = bed.cli(0, &["ipreallocate"]);
+    assert!(ok, "ipreallocate: {text}");
+    // No failback: node 1 stays empty through the enable's run and ours.
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        let on = addresses_on(bed.c.nodes[1].ns.name());
+        assert!(
+            !on.iter().any(|a| is_public(*a)),
+            "node 1 took {on:?} back although NoIPFailback = 1\n{}",
+            bed.logs()
+        );
+        std::thread::sleep(POLL);
+    }
+
+    let (ok, text) = bed.cli(2, &["setvar", "NoIPFailback", "0"]);
+    assert!(ok, "setvar: {text}");
+    let (ok, text) = bed.cli(0, &["ipreallocate"]);
+    assert!(ok, "ipreallocate: {text}");
+    let r = wait_for("node 1 rebalanced onto", LIMIT, POLL, || {
+        let p = bed.placement(&list)?;
+        (p.values().filter(|&&n| n == 1).count() == 2).then_some(())
+    });
+    assert!(r.is_ok(), "{}", bed.logs());
+    sampler.finish();
+}
+
+/// A public address added by hand on a node that does not host it (a
+/// "rogue" copy, #17) is removed by that node on its own, as CTDB's
+/// recovery daemon does; the real owner keeps it throughout.
+#[test]
+fn failover_cluster_a_rogue_copy_added_by_hand_is_removed() {
+    require_root();
+    let list = [201, 202, 203];
+    let bed = Bed::new("focr", &list);
+    let placed = bed.wait_placed("every address hosted exactly once", &list);
+    let owner = placed[&public(201)];
+    let other = (owner + 1) % 3;
+    let ns = bed.c.nodes[other].ns.name().to_string();
+    let owner_ns = bed.c.nodes[owner].ns.name().to_string();
+    bed.c.nodes[other]
+        .ns
+        .ip(&["addr", "add", "198.51.100.201/24", "dev", "eth1"])
+        .unwrap();
+    assert!(addresses_on(&ns).contains(&public(201)));
+    let start = Instant::now();
+    let r = wait_for("the rogue copy removed", LIMIT, POLL, || {
+        assert!(
+            addresses_on(&owner_ns).contains(&public(201)),
+            "the owner lost 198.51.100.201 while a rogue copy was removed\n{}",
+            bed.logs()
+        );
+        (!addresses_on(&ns).contains(&public(201))).then_some(())
+    });
+    assert!(r.is_ok(), "{}", bed.logs());
+    eprintln!(
+        "rogue copy on node {other} removed after {:?}",
+        start.elapsed()
+    );
+    let placed = bed.wait_placed("every address hosted exactly once", &list);
+    assert_eq!(placed[&public(201)], owner, "{}", bed.logs());
 }
 
 #[test]

@@ -43,7 +43,7 @@ fn in_process_failoverd_restarted_registers_at_once() {
         .ns
         .block_on(move || async move {
             let cfg = masterd::setup::load(&dir).map_err(|e| e.to_string())?;
-            let config = masterd::single::transportd_config(&cfg, None)?;
+            let config = masterd::single::transportd_config(&cfg, None);
             let transportd = transport::transportd::Daemon::bind(config)
                 .await
                 .map_err(|e| e.to_string())?;

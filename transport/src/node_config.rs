@@ -1,7 +1,8 @@
 //! The transport side of a node's configuration directory: the `nodes` file
 //! (read by [`config::nodes`]), `[cluster] pnn` checked against it, and the
 //! cluster key, needed when the file lists more than one live node (or when
-//! the key file exists: a present key is always checked).
+//! the key file exists: a present key is always checked), and the
+//! `[transport] group` (it must exist on this host).
 //!
 //! transportd (`--config-dir`) and masterd (at start and for `--check`) both
 //! call [`load`], so masterd never accepts a directory that transportd then
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::nodes::{Nodes, NodesError};
 use crate::transportd::key::{ClusterKey, KeyError};
+use crate::transportd::peercred::{GroupError, Policy};
 
 /// What [`load`] reads.
 #[derive(Debug, Clone)]
@@ -20,6 +22,8 @@ pub struct NodeTransport {
     pub nodes: Nodes,
     /// The cluster key, when needed or present.
     pub key: Option<ClusterKey>,
+    /// Who may use the local socket (`[transport] group` resolved).
+    pub policy: Policy,
 }
 
 /// Why the transport configuration of a directory cannot be used.
@@ -42,6 +46,19 @@ pub enum NodeConfigError {
         #[source]
         source: KeyError,
     },
+    /// `[transport] group` names no group of this host.
+    #[error("{}:{line}:{column}: [transport] group: {source}", file.display())]
+    Group {
+        /// `ipfailover.toml`.
+        file: PathBuf,
+        /// 1-based line of the `group = ...` key.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The lookup's error.
+        #[source]
+        source: GroupError,
+    },
 }
 
 /// Reads the nodes file and the cluster key of the directory of `loaded`.
@@ -58,7 +75,16 @@ pub fn load(loaded: &config::Loaded) -> Result<NodeTransport, NodeConfigError> {
     } else {
         None
     };
-    Ok(NodeTransport { nodes, key })
+    let policy = Policy::new(loaded.config.transport.group.as_deref()).map_err(|source| {
+        let (line, column) = loaded.key_position("group");
+        NodeConfigError::Group {
+            file: loaded.file(),
+            line,
+            column,
+            source,
+        }
+    })?;
+    Ok(NodeTransport { nodes, key, policy })
 }
 
 /// The cluster key at `path`, with errors in the `FILE:1: what` form.

@@ -245,6 +245,75 @@ impl Tunables {
     }
 }
 
+/// What [`Tunables::set_checked`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunableSet {
+    /// The value is in effect.
+    Set,
+    /// An obsolete CTDB tunable: accepted, no effect (CTDB says "Setting
+    /// obsolete tunable variable").
+    Obsolete,
+}
+
+impl Tunables {
+    /// CTDB's obsolete IP tunables, accepted by [`Tunables::set_checked`]
+    /// with no effect and listed by nobody (CTDB lists none of them).
+    pub const OBSOLETE: &'static [&'static str] = &[
+        "DeterministicIPs",
+        "LCP2PublicIPs",
+        "DisableIPFailover",
+        "NoIPHostOnAllDisabled",
+    ];
+
+    /// The tunables and their values, in CTDB's `listvars` order.
+    #[must_use]
+    pub fn list(&self) -> [(&'static str, u32); 3] {
+        let algorithm = match self.algorithm {
+            Algorithm::Deterministic => 0,
+            Algorithm::NonDeterministic => 1,
+            Algorithm::Lcp2 => 2,
+        };
+        [
+            ("NoIPFailback", u32::from(self.no_ip_failback)),
+            ("NoIPTakeover", u32::from(self.no_ip_takeover)),
+            ("IPAllocAlgorithm", algorithm),
+        ]
+    }
+
+    /// Sets a tunable at run time with the configuration file's ranges
+    /// (`NoIPFailback` and `NoIPTakeover` 0 or 1, `IPAllocAlgorithm` 0-2),
+    /// so a value the file would refuse is not accepted here either.
+    ///
+    /// # Errors
+    ///
+    /// A name that is not a tunable (`No such tunable NAME`), a value out
+    /// of range (named).
+    pub fn set_checked(&mut self, name: &str, value: u32) -> Result<TunableSet, String> {
+        if Self::OBSOLETE.iter().any(|o| o.eq_ignore_ascii_case(name)) {
+            return Ok(TunableSet::Obsolete);
+        }
+        let Some((canonical, _)) = self
+            .list()
+            .into_iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        else {
+            return Err(format!("No such tunable {name}"));
+        };
+        let max = if canonical == "IPAllocAlgorithm" {
+            2
+        } else {
+            1
+        };
+        if value > max {
+            return Err(format!(
+                "Invalid value {value} for {canonical}: it must be 0-{max}"
+            ));
+        }
+        self.set(canonical, value).map_err(|e| e.to_string())?;
+        Ok(TunableSet::Set)
+    }
+}
+
 /// Everything one allocation run needs.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AllocInput {

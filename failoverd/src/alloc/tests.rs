@@ -731,3 +731,36 @@ fn merge_views_trusts_only_self_claims_and_the_last_one() {
     assert_eq!(m[1].owner, None);
     assert_eq!(m[1].known_on, KnownOn::Nodes([0, 2].into()));
 }
+
+#[test]
+fn set_checked_takes_the_files_ranges_and_ctdbs_names() {
+    let mut t = Tunables::default();
+    assert_eq!(t.set_checked("noipfailback", 1), Ok(TunableSet::Set));
+    assert!(t.no_ip_failback);
+    assert_eq!(t.set_checked("IPALLOCALGORITHM", 0), Ok(TunableSet::Set));
+    assert_eq!(t.algorithm, Algorithm::Deterministic);
+    assert_eq!(
+        t.set_checked("IPAllocAlgorithm", 3),
+        Err("Invalid value 3 for IPAllocAlgorithm: it must be 0-2".into())
+    );
+    assert_eq!(
+        t.set_checked("NoIPTakeover", 2),
+        Err("Invalid value 2 for NoIPTakeover: it must be 0-1".into())
+    );
+    assert_eq!(
+        t.set_checked("MonitorInterval", 1),
+        Err("No such tunable MonitorInterval".into())
+    );
+    assert_eq!(
+        t.set_checked("NoIPHostOnAllDisabled", 1),
+        Ok(TunableSet::Obsolete)
+    );
+    assert_eq!(
+        t.list(),
+        [
+            ("NoIPFailback", 1),
+            ("NoIPTakeover", 0),
+            ("IPAllocAlgorithm", 0)
+        ]
+    );
+}

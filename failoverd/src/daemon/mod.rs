@@ -43,7 +43,9 @@ use tokio::time::Instant;
 
 use transport::client::{Client, ClientError, Incoming};
 use transport::msg::cluster::{LeaseUpdate, Membership, Pnn, GET_MEMBERSHIP, LEASE, MEMBERSHIP};
-use transport::msg::failover::{MoveIp, IPREALLOCATE, IPREALLOCATED, MOVE_IP};
+use transport::msg::failover::{
+    Ipreallocated, MoveIp, RunTimes, IPREALLOCATE, IPREALLOCATED, MOVE_IP,
+};
 use transport::proto::service::{CLUSTERD, FAILOVERD};
 use transport::proto::{Address, ErrorCode, Message};
 
@@ -133,6 +135,19 @@ struct Shared {
     owners: BTreeMap<IpAddr, Pnn>,
     /// The node side of the core: lease, run checks, leftovers.
     node: NodeCore,
+    /// The allocation tunables the runs this node leads use: the file's,
+    /// then whatever `setvar` set (until failoverd restarts, as CTDB).
+    tunables: Tunables,
+    /// The last membership change seen and the end of its takeover run
+    /// (`ipfailover uptime`).
+    run_times: RunTimes,
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// How often clusterd is asked for the membership besides its events (only
@@ -239,6 +254,31 @@ enum Trigger {
     Run,
     /// The leader answered the re-request of this lease flap.
     RunSeen(u64),
+    /// Public addresses of this node found configured in the kernel
+    /// although it does not host them ([`rogue_check`]).
+    Rogue(Vec<IpAddr>),
+}
+
+/// How often the kernel is compared with what this node hosts, to remove
+/// public addresses configured here that no plan put here (by hand, or
+/// left by a crash): every second, as CTDB's recovery daemon checks.
+const ROGUE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// One comparison of the kernel with what this node hosts: the public
+/// addresses of this node's list that are configured here but not hosted
+/// go to the loop as [`Trigger::Rogue`].
+async fn rogue_check(ctx: Ctx) {
+    let publics: Vec<PublicAddress> = ctx.lock().publics.values().cloned().collect();
+    if publics.is_empty() {
+        return;
+    }
+    match ctx.exec.check(&publics).await {
+        Ok(d) if !d.unexpected.is_empty() => {
+            let _ = ctx.triggers.send(Trigger::Rogue(d.unexpected));
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "rogue address check failed"),
+    }
 }
 
 #[derive(Clone)]
@@ -320,6 +360,8 @@ pub async fn run(
             .collect(),
         owners: BTreeMap::new(),
         node,
+        tunables: settings.tunables,
+        run_times: RunTimes::default(),
     };
     // No lease until clusterd says so.
     exec.set_lease(None);
@@ -374,6 +416,8 @@ pub async fn run(
 
     let mut poll = tokio::time::interval(POLL_EVERY);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rogue = tokio::time::interval(ROGUE_CHECK_EVERY);
+    rogue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (memb_tx, mut memb_rx) = mpsc::unbounded_channel::<News>();
     // Addresses left in the kernel by a crashed predecessor are adopted when
     // clusterd first speaks; without a word from it within a lease (and a
@@ -412,6 +456,14 @@ pub async fn run(
             () = &mut closed => break Err(DaemonError::TransportClosed),
             Some(news) = memb_rx.recv() => {
                 if let News::Membership(m) = &news {
+                    let mut s = ctx.lock();
+                    let t = &mut s.run_times;
+                    if t.changed_unix_ms.is_none() || t.generation != m.generation {
+                        t.generation = m.generation;
+                        t.changed_unix_ms = Some(unix_ms());
+                        t.run_done_unix_ms = None;
+                    }
+                    drop(s);
                     tracing::debug!(
                         generation = m.generation,
                         leader = ?m.leader,
@@ -453,6 +505,7 @@ pub async fn run(
             Some(t) = triggers.recv() => match t {
                 Trigger::Run => request_run(&ctx, &mut leader, &mut node_out, &mut leader_out),
                 Trigger::RunSeen(epoch) => ctx.lock().node.run_seen(epoch),
+                Trigger::Rogue(list) => on_rogue(&ctx, list, &mut node_out),
             },
             () = timer => {
                 let now = lease::now();
@@ -463,6 +516,11 @@ pub async fn run(
                 adopted = true;
                 tracing::warn!("no word from clusterd since the start: removing leftover public addresses");
                 adopt::adopt(&ctx, None).await;
+            }
+            // After adoption: before it, a predecessor's addresses are
+            // not hosted yet and adoption decides about them.
+            _ = rogue.tick(), if adopted => {
+                tokio::spawn(rogue_check(ctx.clone()));
             }
             _ = poll.tick() => {
                 let client = ctx.client.clone();
@@ -504,6 +562,30 @@ pub async fn run(
     exec.shutdown();
     tracing::info!(pnn, "failoverd stopped");
     result
+}
+
+/// Public addresses configured here that this node does not host (an
+/// `ip addr add` by hand, a copy a crash left): CTDB's recovery daemon
+/// removes such copies, and so does this node — as leftovers (hole 6):
+/// reported to the leader as configured here until the removal is seen
+/// in a dump, retried until it works. An address taken meanwhile is left
+/// alone (the removal re-checks under the executor's operation lock).
+fn on_rogue(ctx: &Ctx, list: Vec<IpAddr>, out: &mut Vec<NodeAction>) {
+    let hosted: Vec<IpAddr> = ctx.exec.hosted().iter().map(|h| h.public.addr).collect();
+    let now = lease::now();
+    let mut s = ctx.lock();
+    let rogue: Vec<IpAddr> = list
+        .into_iter()
+        .filter(|a| !hosted.contains(a) && !s.node.leftovers().contains(a))
+        .collect();
+    if rogue.is_empty() {
+        return;
+    }
+    tracing::warn!(addresses = ?rogue, "public addresses configured here that this node does not host (added by hand or left behind): removing them");
+    for a in &rogue {
+        s.node.leftover(now, *a);
+    }
+    out.push(NodeAction::RemoveLeftovers(rogue));
 }
 
 /// Carries out one action of the node core.
@@ -814,7 +896,16 @@ async fn on_message(
                     tracing::warn!(from = %msg.header.src, ignored = ignored.get(), "IPREALLOCATED not from a failoverd: ignored");
                 }
             }
-            IPREALLOCATED => ctx.ipreallocated.notify_one(),
+            IPREALLOCATED => {
+                if let Ok(r) = msg.decode_payload::<Ipreallocated>() {
+                    let mut s = ctx.lock();
+                    let t = &mut s.run_times;
+                    if r.generation >= t.generation && t.run_done_unix_ms.is_none() {
+                        t.run_done_unix_ms = Some(unix_ms());
+                    }
+                }
+                ctx.ipreallocated.notify_one();
+            }
             _ => tracing::debug!(opcode = op, "unexpected event"),
         }
         return;

@@ -13,15 +13,21 @@ use transport::msg::cluster::Pnn;
 use transport::msg::conntrack::TrackedConnection;
 use transport::msg::failover::{
     AddIp, ConnectionPair, DelIp, Gratarp, HookFailureInfo, IfaceInfo, IpStatus, KillTcp, PublicIp,
-    PublicIps, ReleaseIps, ReloadSummary, SetIfaceLink, StepResult, TakeIps, ADD_IP, DEL_IP,
-    GET_IP_STATUS, GET_PUBLIC_IPS, GRATARP, KILLTCP, RELEASE_IPS, RELOAD_IPS, SET_IFACE_LINK,
-    TAKE_IPS, TICKLE,
+    PublicIps, ReleaseIps, ReloadSummary, SetIfaceLink, SetTunable, SetTunableOutcome, StepResult,
+    TakeIps, Tunable, TunableList, ADD_IP, DEL_IP, GET_IP_STATUS, GET_PUBLIC_IPS, GET_TUNABLES,
+    GRATARP, KILLTCP, RELEASE_IPS, RELOAD_IPS, SET_IFACE_LINK, SET_TUNABLE, TAKE_IPS, TICKLE,
 };
+use transport::msg::failover::{
+    HookList, HookScript, HookScriptRun, HookStatus, RunEvent, SetHook, GET_HOOK_STATUS,
+    LIST_HOOKS, RUN_EVENT, SET_HOOK,
+};
+use transport::msg::failover::{RunTimes, GET_RUN_TIMES};
 use transport::proto::service::FAILOVERD;
 use transport::proto::{ErrorCode, Message};
 
 use super::{lease, reply, reply_error, Ctx, Trigger};
-use crate::node::NodeError;
+use crate::alloc::TunableSet;
+use crate::node::{HookEvent, NodeError, ScriptResult, ScriptRun};
 use crate::public_addresses::{self, PublicAddress, PublicAddressesError};
 
 /// Requests served by this node itself, each in its own task.
@@ -112,6 +118,92 @@ pub(super) async fn serve(ctx: &Ctx, msg: Message) {
                 .map_err(|e| (ErrorCode::Internal, e.to_string())),
             Err(e) => Err(e),
         },
+        GET_TUNABLES => {
+            let list = TunableList {
+                tunables: ctx
+                    .lock()
+                    .tunables
+                    .list()
+                    .into_iter()
+                    .map(|(name, value)| Tunable {
+                        name: name.to_string(),
+                        value,
+                    })
+                    .collect(),
+            };
+            reply(ctx, &msg, &list).await;
+            return;
+        }
+        SET_TUNABLE => match decode::<SetTunable>(&msg) {
+            Ok(req) => {
+                let r = ctx.lock().tunables.set_checked(&req.name, req.value);
+                match r {
+                    Ok(done) => {
+                        tracing::info!(name = %req.name, value = req.value, obsolete = (done == TunableSet::Obsolete), from = %msg.header.src, "tunable set");
+                        let outcome = match done {
+                            TunableSet::Set => SetTunableOutcome::Set,
+                            TunableSet::Obsolete => SetTunableOutcome::Obsolete,
+                        };
+                        reply(ctx, &msg, &outcome).await;
+                        return;
+                    }
+                    Err(why) => Err((ErrorCode::BadRequest, why)),
+                }
+            }
+            Err(e) => Err(e),
+        },
+        GET_HOOK_STATUS => match decode::<String>(&msg) {
+            Ok(event) => {
+                let status = hook_status(ctx, ctx.exec.hook_status(&event));
+                reply(ctx, &msg, &status).await;
+                return;
+            }
+            Err(e) => Err(e),
+        },
+        LIST_HOOKS => {
+            let list = HookList {
+                dir_exists: ctx.exec.hooks_dir_exists(),
+                scripts: ctx
+                    .exec
+                    .hook_scripts()
+                    .into_iter()
+                    .map(|(p, enabled)| HookScript {
+                        name: file_name(&p),
+                        enabled,
+                    })
+                    .collect(),
+            };
+            reply(ctx, &msg, &list).await;
+            return;
+        }
+        SET_HOOK => match decode::<SetHook>(&msg) {
+            Ok(req) => {
+                tracing::info!(hook = %req.name, enabled = req.enabled, from = %msg.header.src, "hook enabled or disabled by hand");
+                ctx.exec
+                    .set_hook_enabled(&req.name, req.enabled)
+                    .map_err(|e| (ErrorCode::BadRequest, e))
+            }
+            Err(e) => Err(e),
+        },
+        RUN_EVENT => match decode::<RunEvent>(&msg) {
+            Ok(req) if req.args.first().is_some_and(|e| !e.is_empty()) => {
+                tracing::info!(args = ?req.args, from = %msg.header.src, "event hooks run by hand");
+                let outcome = ctx.exec.run_event(HookEvent::ByHand(req.args)).await;
+                let status = hook_status(ctx, Some(outcome.scripts));
+                reply(ctx, &msg, &status).await;
+                return;
+            }
+            Ok(_) => Err((ErrorCode::BadRequest, "no event given".to_string())),
+            Err(e) => Err(e),
+        },
+        GET_RUN_TIMES => {
+            let times = RunTimes {
+                now_unix_ms: super::unix_ms(),
+                ..ctx.lock().run_times.clone()
+            };
+            reply(ctx, &msg, &times).await;
+            return;
+        }
         GET_IP_STATUS => {
             let status = ip_status(ctx).await;
             reply(ctx, &msg, &status).await;
@@ -139,6 +231,38 @@ pub(super) async fn serve(ctx: &Ctx, msg: Message) {
             }
         }
         Err((code, text)) => reply_error(ctx, &msg, code, text).await,
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// An event's last run in the protocol's form.
+fn hook_status(ctx: &Ctx, runs: Option<Vec<ScriptRun>>) -> HookStatus {
+    HookStatus {
+        dir_exists: ctx.exec.hooks_dir_exists(),
+        ran: runs.is_some(),
+        scripts: runs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| HookScriptRun {
+                name: r.name,
+                state: r.result.word().to_string(),
+                begin_unix_ms: r
+                    .begin
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                duration_us: u64::try_from(r.duration.as_micros()).unwrap_or(u64::MAX),
+                output: match r.result {
+                    ScriptResult::Error(why) | ScriptResult::CannotRun(why) => why,
+                    ScriptResult::TimedOut => "timed out".to_string(),
+                    ScriptResult::Ok | ScriptResult::Disabled => String::new(),
+                },
+            })
+            .collect(),
     }
 }
 

@@ -99,7 +99,7 @@ impl Runs {
         out: &mut Vec<LeaderAction<Message>>,
     ) {
         let settings = RunSettings {
-            tunables: ctx.settings.tunables,
+            tunables: ctx.lock().tunables,
             request_timeout: ctx.settings.request_timeout,
             release_timeout: ctx.settings.release_timeout,
         };

@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::process::Command;
 
@@ -62,6 +62,9 @@ pub enum HookEvent {
     },
     /// A takeover run has ended.
     IpReallocated,
+    /// Run by hand (`ipfailover event run`): the event name and its
+    /// arguments as given.
+    ByHand(Vec<String>),
 }
 
 impl HookEvent {
@@ -101,7 +104,13 @@ impl HookEvent {
                 prefix.to_string(),
             ],
             HookEvent::IpReallocated => vec!["ipreallocated".into()],
+            HookEvent::ByHand(args) => args.clone(),
         }
+    }
+
+    /// The event's name (`takeip`, ...), as `event status` asks for it.
+    pub fn name(&self) -> String {
+        self.args().into_iter().next().unwrap_or_default()
     }
 }
 
@@ -135,6 +144,47 @@ impl fmt::Display for HookFailure {
     }
 }
 
+/// How one hook of an event ended, in the words of CTDB's `event status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptResult {
+    /// Exit status 0.
+    Ok,
+    /// Non-zero exit or a signal (the reason).
+    Error(String),
+    /// Killed at the time limit.
+    TimedOut,
+    /// Could not be started (the reason).
+    CannotRun(String),
+    /// In the directory but not executable: not run.
+    Disabled,
+}
+
+impl ScriptResult {
+    /// CTDB's word for it.
+    pub fn word(&self) -> &'static str {
+        match self {
+            ScriptResult::Ok => "OK",
+            ScriptResult::Error(_) => "ERROR",
+            ScriptResult::TimedOut => "TIMEDOUT",
+            ScriptResult::CannotRun(_) => "CANNOT RUN",
+            ScriptResult::Disabled => "DISABLED",
+        }
+    }
+}
+
+/// One hook's part in one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptRun {
+    /// The file name in the hooks directory.
+    pub name: String,
+    /// When it started (wall clock).
+    pub begin: SystemTime,
+    /// How long it ran.
+    pub duration: Duration,
+    /// How it ended.
+    pub result: ScriptResult,
+}
+
 /// What one event's hooks did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HookOutcome {
@@ -142,6 +192,9 @@ pub struct HookOutcome {
     pub ran: usize,
     /// Those that failed.
     pub failures: Vec<HookFailure>,
+    /// Every file of the directory, in order: how it ran or that it is
+    /// disabled.
+    pub scripts: Vec<ScriptRun>,
 }
 
 /// The hooks directory and the time limit of one hook.
@@ -157,16 +210,23 @@ impl Hooks {
         Hooks { dir, timeout }
     }
 
-    /// The executables that would run, in order. A missing or unreadable
-    /// directory gives none.
-    pub fn list(&self) -> Vec<PathBuf> {
+    /// The hooks directory, if any.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// Every hook file of the directory, in name order, and whether it is
+    /// enabled (executable). Names that start with `.` or end with `~` and
+    /// anything that is not a regular file are left out. A missing or
+    /// unreadable directory gives none.
+    pub fn entries(&self) -> Vec<(PathBuf, bool)> {
         let Some(dir) = &self.dir else {
             return Vec::new();
         };
         let Ok(entries) = std::fs::read_dir(dir) else {
             return Vec::new();
         };
-        let mut hooks: Vec<PathBuf> = entries
+        let mut hooks: Vec<(PathBuf, bool)> = entries
             .filter_map(Result::ok)
             .filter(|e| {
                 let name = e.file_name();
@@ -174,54 +234,135 @@ impl Hooks {
                 !name.starts_with('.') && !name.ends_with('~')
             })
             .map(|e| e.path())
-            .filter(|p| is_executable(p))
+            .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
+            .map(|p| {
+                let x = is_executable(&p);
+                (p, x)
+            })
             .collect();
         hooks.sort();
         hooks
+    }
+
+    /// The executables that would run, in order.
+    pub fn list(&self) -> Vec<PathBuf> {
+        self.entries()
+            .into_iter()
+            .filter_map(|(p, x)| x.then_some(p))
+            .collect()
+    }
+
+    /// Enables (sets the execute bits that reading allows) or disables
+    /// (clears every execute bit) hook `name` of the directory, as ctdb's
+    /// `event script enable|disable` does for a legacy script.
+    ///
+    /// # Errors
+    ///
+    /// `Script NAME does not exist in legacy` (no such file, or a name
+    /// with a `/`), or the chmod's error.
+    pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), String> {
+        let missing = || format!("Script {name} does not exist in legacy");
+        let Some(dir) = &self.dir else {
+            return Err(missing());
+        };
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(missing());
+        }
+        let path = dir.join(name);
+        let meta = std::fs::metadata(&path).map_err(|_| missing())?;
+        if !meta.is_file() {
+            return Err(format!("Script {} is not a file or a link", path.display()));
+        }
+        let mode = meta.permissions().mode();
+        // Execute where read is allowed (chmod +x under a 022 umask).
+        let new = if enabled {
+            mode | ((mode & 0o444) >> 2)
+        } else {
+            mode & !0o111
+        };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(new))
+            .map_err(|e| format!("cannot change {}: {e}", path.display()))
     }
 
     /// Runs every hook for `event`, one after the other.
     pub async fn run(&self, event: &HookEvent) -> HookOutcome {
         let mut outcome = HookOutcome::default();
         let args = event.args();
-        for hook in self.list() {
+        for (hook, enabled) in self.entries() {
+            let name = hook
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let begin = SystemTime::now();
+            if !enabled {
+                outcome.scripts.push(ScriptRun {
+                    name,
+                    begin,
+                    duration: Duration::ZERO,
+                    result: ScriptResult::Disabled,
+                });
+                continue;
+            }
             outcome.ran += 1;
-            if let Err(reason) = self.run_one(&hook, &args).await {
+            let started = Instant::now();
+            let result = self.run_one(&hook, &args).await;
+            let duration = started.elapsed();
+            if let Err((reason, _)) = &result {
                 let failure = HookFailure {
                     hook,
                     event: event.to_string(),
-                    reason,
+                    reason: reason.clone(),
                 };
                 tracing::warn!("{failure}");
                 outcome.failures.push(failure);
             } else {
                 tracing::debug!(hook = %hook.display(), %event, "hook succeeded");
             }
+            outcome.scripts.push(ScriptRun {
+                name,
+                begin,
+                duration,
+                result: match result {
+                    Ok(()) => ScriptResult::Ok,
+                    Err((_, r)) => r,
+                },
+            });
         }
         outcome
     }
 
-    async fn run_one(&self, hook: &Path, args: &[String]) -> Result<(), String> {
+    /// Runs one hook; a failure is its reason and how CTDB would call it.
+    async fn run_one(&self, hook: &Path, args: &[String]) -> Result<(), (String, ScriptResult)> {
         let mut child = Command::new(hook)
             .args(args)
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("cannot start: {e}"))?;
+            .map_err(|e| {
+                let r = format!("cannot start: {e}");
+                (r.clone(), ScriptResult::CannotRun(e.to_string()))
+            })?;
         match tokio::time::timeout(self.timeout, child.wait()).await {
             Ok(Ok(status)) if status.success() => Ok(()),
-            Ok(Ok(status)) => Err(match status.code() {
-                Some(code) => format!("exit status {code}"),
-                None => {
-                    use std::os::unix::process::ExitStatusExt;
-                    format!("killed by signal {}", status.signal().unwrap_or(0))
-                }
-            }),
-            Ok(Err(e)) => Err(format!("cannot wait: {e}")),
+            Ok(Ok(status)) => {
+                let r = match status.code() {
+                    Some(code) => format!("exit status {code}"),
+                    None => {
+                        use std::os::unix::process::ExitStatusExt;
+                        format!("killed by signal {}", status.signal().unwrap_or(0))
+                    }
+                };
+                Err((r.clone(), ScriptResult::Error(r)))
+            }
+            Ok(Err(e)) => {
+                let r = format!("cannot wait: {e}");
+                Err((r.clone(), ScriptResult::Error(r)))
+            }
             Err(_) => {
                 // Best effort: the child may have exited just now.
                 let _ = child.kill().await;
-                Err(format!("timed out after {} ms", self.timeout.as_millis()))
+                let r = format!("timed out after {} ms", self.timeout.as_millis());
+                Err((r, ScriptResult::TimedOut))
             }
         }
     }

@@ -47,7 +47,7 @@ mod hooks;
 mod ops;
 mod plan;
 
-pub use hooks::{HookEvent, HookFailure, HookOutcome, Hooks};
+pub use hooks::{HookEvent, HookFailure, HookOutcome, Hooks, ScriptResult, ScriptRun};
 pub use plan::choose_interface;
 
 use std::net::IpAddr;
@@ -572,6 +572,39 @@ impl Executor {
     /// verified by a dump. One result per address, in order.
     pub async fn remove_leftovers(&self, addrs: &[IpAddr]) -> Vec<(IpAddr, Result<(), NodeError>)> {
         self.inner.remove_leftovers(addrs).await
+    }
+
+    /// The last run of `event`'s hooks since start (`None`: never ran).
+    pub fn hook_status(&self, event: &str) -> Option<Vec<ScriptRun>> {
+        self.inner.hook_status(event)
+    }
+
+    /// The hooks directory's scripts and whether each is enabled.
+    pub fn hook_scripts(&self) -> Vec<(std::path::PathBuf, bool)> {
+        self.inner.hooks().entries()
+    }
+
+    /// Whether the hooks directory is configured and exists.
+    pub fn hooks_dir_exists(&self) -> bool {
+        self.inner
+            .hooks()
+            .dir()
+            .is_some_and(std::path::Path::is_dir)
+    }
+
+    /// Enables or disables one hook ([`Hooks::set_enabled`]).
+    ///
+    /// # Errors
+    ///
+    /// No such hook; the chmod failed.
+    pub fn set_hook_enabled(&self, name: &str, enabled: bool) -> Result<(), String> {
+        self.inner.hooks().set_enabled(name, enabled)
+    }
+
+    /// Runs `event`'s hooks now, in turn with those of address operations,
+    /// and waits for them (`ipfailover event run`).
+    pub async fn run_event(&self, event: HookEvent) -> HookOutcome {
+        self.inner.run_hooks(event).await
     }
 
     /// Moves a hosted address to `new_iface` (one of its listed interfaces):

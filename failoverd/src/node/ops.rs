@@ -72,6 +72,9 @@ struct State {
     /// instead of asking the kernel once per address and round.
     links: HashMap<String, bool>,
     hook_failures: VecDeque<super::HookFailure>,
+    /// The last run of each event's hooks (event name → every hook of the
+    /// directory then), for `ipfailover event status`.
+    hook_status: BTreeMap<String, Vec<super::hooks::ScriptRun>>,
     /// One frame sender per interface, opened on first use and kept.
     /// Closing an `AF_PACKET` socket waits for an RCU grace period in the
     /// kernel (`synchronize_net` in `packet_release`: ~10 ms on a loaded
@@ -851,7 +854,7 @@ impl Inner {
     /// lock); the receiver gets the outcome.
     fn queue_hook(&self, ev: HookEvent) -> oneshot::Receiver<HookOutcome> {
         let (tx, rx) = oneshot::channel();
-        if self.hooks.list().is_empty() {
+        if self.hooks.entries().is_empty() {
             // No hook to run: do not go through the runner at all.
             let _ = tx.send(HookOutcome::default());
             return rx;
@@ -862,12 +865,25 @@ impl Inner {
         rx
     }
 
+    /// The last run of `event`'s hooks, if they ran since start.
+    pub(super) fn hook_status(&self, event: &str) -> Option<Vec<super::hooks::ScriptRun>> {
+        self.lock().hook_status.get(event).cloned()
+    }
+
+    /// The hooks (event scripts).
+    pub(super) fn hooks(&self) -> &Hooks {
+        &self.hooks
+    }
+
     /// Runs the hooks of `ev` in turn and waits for them.
     pub(super) async fn run_hooks(&self, ev: HookEvent) -> HookOutcome {
         self.queue_hook(ev).await.unwrap_or_default()
     }
 
-    fn record(&self, outcome: &HookOutcome) {
+    fn record(&self, ev: &HookEvent, outcome: &HookOutcome) {
+        self.lock()
+            .hook_status
+            .insert(ev.name(), outcome.scripts.clone());
         if !outcome.failures.is_empty() {
             let mut st = self.lock();
             for f in &outcome.failures {
@@ -2271,7 +2287,7 @@ async fn hook_runner(inner: Weak<Inner>, hooks: Hooks, mut rx: mpsc::UnboundedRe
     while let Some((ev, done)) = rx.recv().await {
         let outcome = hooks.run(&ev).await;
         if let Some(inner) = inner.upgrade() {
-            inner.record(&outcome);
+            inner.record(&ev, &outcome);
         }
         // The waiter may have gone (cancelled request): fine.
         let _ = done.send(outcome);

@@ -687,14 +687,15 @@ impl Bed {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
             return false;
         };
-        v.get("lease_ok").and_then(serde_json::Value::as_bool) == Some(true)
-            && v.get("leader").is_some_and(serde_json::Value::is_u64)
-            && v.get("nodes")
-                .and_then(serde_json::Value::as_array)
-                .is_some_and(|ns| {
-                    ns.iter()
-                        .all(|n| n.get("state").and_then(serde_json::Value::as_str) == Some("OK"))
-                })
+        // CTDB's schema; the lease under "ipfailover", an unknown leader
+        // is CTDB_UNKNOWN_PNN.
+        v["ipfailover"]["lease_ok"].as_bool() == Some(true)
+            && v["leader"]
+                .as_u64()
+                .is_some_and(|l| l != u64::from(u32::MAX))
+            && v["node_status"]["nodes"]
+                .as_object()
+                .is_some_and(|ns| ns.values().all(|n| n["flags_ok"].as_bool() == Some(true)))
     }
 
     /// The placement the nodes' address lists call for is met: every

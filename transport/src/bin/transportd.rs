@@ -136,14 +136,8 @@ fn setup(args: Args, hook: LogLevelHook) -> Result<Config, String> {
 /// The transportd configuration of a node's configuration directory.
 fn setup_from_config(loaded: &config::Loaded, hook: LogLevelHook) -> Result<Config, String> {
     let t = &loaded.config.transport;
-    let transport::node_config::NodeTransport { nodes, key } =
+    let transport::node_config::NodeTransport { nodes, key, policy } =
         transport::node_config::load(loaded).map_err(|e| e.to_string())?;
-    let policy = Policy::new(t.group.as_deref()).map_err(|e| {
-        format!(
-            "{}: [transport] group: {e}",
-            loaded.dir.join(config::FILE_NAME).display()
-        )
-    })?;
     Ok(Config {
         run_dir: loaded.resolve(&t.run_dir),
         nodes,

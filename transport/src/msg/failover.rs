@@ -72,6 +72,141 @@ pub const KILLTCP: u32 = 0x0002_000E;
 /// `ipfailover status`): what the kernel has against what this node should
 /// host, and the latest failed event hooks.
 pub const GET_IP_STATUS: u32 = 0x0002_000F;
+/// Request `()` → [`TunableList`]: this node's allocation tunables under
+/// CTDB's names, as it would use them if it led a takeover run (CTDB's
+/// `listvars`, `getvar`).
+pub const GET_TUNABLES: u32 = 0x0002_0010;
+/// Request [`SetTunable`] → [`SetTunableOutcome`]: change one tunable of
+/// this node at run time, until failoverd restarts (CTDB's `setvar`).
+pub const SET_TUNABLE: u32 = 0x0002_0011;
+
+/// Request `String` (an event: `takeip`, `ipreallocated`, ...) →
+/// [`HookStatus`]: how each hook did in that event's last run (CTDB's
+/// `event status legacy EVENT`).
+pub const GET_HOOK_STATUS: u32 = 0x0002_0012;
+/// Request `()` → [`HookList`]: the hooks directory's scripts (CTDB's
+/// `event script list legacy`).
+pub const LIST_HOOKS: u32 = 0x0002_0013;
+/// Request [`SetHook`] → `()`: enable or disable one hook (CTDB's
+/// `event script enable|disable legacy NAME`).
+pub const SET_HOOK: u32 = 0x0002_0014;
+/// Request [`RunEvent`] → [`HookStatus`]: run an event's hooks now (CTDB's
+/// `event run TIMEOUT legacy EVENT ARGS...`). Root only: the arguments go
+/// to the hooks as given.
+pub const RUN_EVENT: u32 = 0x0002_0015;
+
+/// Request `()` → [`RunTimes`]: when this node last saw the membership
+/// change and the takeover run for it end (CTDB's `uptime`: last
+/// recovery/failover).
+pub const GET_RUN_TIMES: u32 = 0x0002_0016;
+
+/// The answer to [`GET_RUN_TIMES`]; times in milliseconds since the Unix
+/// epoch, on the answering node's clock.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTimes {
+    /// The node's clock now.
+    pub now_unix_ms: u64,
+    /// The membership generation of the last change seen.
+    pub generation: u64,
+    /// When that generation was first seen (`None`: no membership yet).
+    pub changed_unix_ms: Option<u64>,
+    /// When the takeover run for it ended (IPREALLOCATED); `None`: not yet.
+    pub run_done_unix_ms: Option<u64>,
+}
+
+/// One hook's part in an event run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookScriptRun {
+    /// Its file name in the hooks directory.
+    pub name: String,
+    /// `OK`, `ERROR`, `TIMEDOUT`, `CANNOT RUN` or `DISABLED`.
+    pub state: String,
+    /// When it started, milliseconds since the Unix epoch.
+    pub begin_unix_ms: u64,
+    /// How long it ran, microseconds.
+    pub duration_us: u64,
+    /// Why it failed (empty when it did not).
+    pub output: String,
+}
+
+/// The answer to [`GET_HOOK_STATUS`] and [`RUN_EVENT`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookStatus {
+    /// The hooks directory is configured and exists.
+    pub dir_exists: bool,
+    /// The event's hooks ran since failoverd started.
+    pub ran: bool,
+    /// Every hook of that run, in order.
+    pub scripts: Vec<HookScriptRun>,
+}
+
+/// One script of the hooks directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookScript {
+    /// Its file name.
+    pub name: String,
+    /// Executable: it runs.
+    pub enabled: bool,
+}
+
+/// The answer to [`LIST_HOOKS`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookList {
+    /// The hooks directory is configured and exists.
+    pub dir_exists: bool,
+    /// Its scripts, in the order they run.
+    pub scripts: Vec<HookScript>,
+}
+
+/// The payload of [`SET_HOOK`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetHook {
+    /// The script's file name.
+    pub name: String,
+    /// Enable (make executable) or disable.
+    pub enabled: bool,
+}
+
+/// The payload of [`RUN_EVENT`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunEvent {
+    /// The event and its arguments (`takeip eth1 192.0.2.1 24`).
+    pub args: Vec<String>,
+}
+
+/// One tunable and its value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tunable {
+    /// CTDB's name, e.g. `NoIPFailback`.
+    pub name: String,
+    /// Its value.
+    pub value: u32,
+}
+
+/// The answer to [`GET_TUNABLES`], in CTDB's `listvars` order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunableList {
+    /// The tunables.
+    pub tunables: Vec<Tunable>,
+}
+
+/// The payload of [`SET_TUNABLE`] (the name matches case-insensitively).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetTunable {
+    /// The name.
+    pub name: String,
+    /// The new value.
+    pub value: u32,
+}
+
+/// The answer to [`SET_TUNABLE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetTunableOutcome {
+    /// The value is in effect for the next takeover run this node leads.
+    Set,
+    /// A tunable CTDB has made obsolete: accepted, no effect.
+    Obsolete,
+}
 
 /// The answer to [`GET_IP_STATUS`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

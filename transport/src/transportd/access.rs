@@ -57,7 +57,9 @@ pub const CLIENT_REQUESTS: &[(To, u32, &str)] = &[
     (To::Service(CLUSTERD), cluster::ADMIN, "ADMIN"),
     // failoverd: `ip`, `ipinfo`, `ifaces`, `status`; `moveip`,
     // `ipreallocate`, `addip`, `delip`, `reloadips`, `setifacelink`,
-    // `gratarp`, `tickle`, `killtcp`.
+    // `gratarp`, `tickle`, `killtcp`; `listvars`, `getvar`, `setvar`;
+    // `event status`, `scriptstatus`, `event script list|enable|disable`
+    // (not `event run`: it hands arguments to the hooks, root only).
     (
         To::Service(FAILOVERD),
         failover::GET_PUBLIC_IPS,
@@ -85,6 +87,12 @@ pub const CLIENT_REQUESTS: &[(To, u32, &str)] = &[
     (To::Service(FAILOVERD), failover::GRATARP, "GRATARP"),
     (To::Service(FAILOVERD), failover::TICKLE, "TICKLE"),
     (To::Service(FAILOVERD), failover::KILLTCP, "KILLTCP"),
+    (
+        To::Service(FAILOVERD),
+        failover::GET_TUNABLES,
+        "GET_TUNABLES",
+    ),
+    (To::Service(FAILOVERD), failover::SET_TUNABLE, "SET_TUNABLE"),
     // conntrackd: `gettickles` (and its reads); `addtickle`, `deltickle`
     // (a file server registering its clients does the same).
     (

@@ -8,16 +8,36 @@
 //!   message the other accepts, nor read one.
 //! * Every Noise message travels as a 2-byte big-endian length followed by at
 //!   most [`MAX_NOISE_MSG`] bytes.
-//! * The handshake payloads are [`hello`]: `"IPFO"`, the protocol version and
-//!   the sender's PNN (big-endian u32). The responder checks the PNN against
-//!   its nodes file and the TCP source address (the caller's `accept` check);
-//!   the initiator checks the responder is the node it dialled.
+//! * Three messages (link version [`LINK_VERSION`]):
+//!   1. initiator → responder: Noise message 1, payload [`hello`] (`"IPFO"`,
+//!      the link version, the sender's PNN, big-endian u32). The responder
+//!      checks the version, then the PNN against its nodes file and the TCP
+//!      source address (the caller's `accept` check).
+//!   2. responder → initiator: Noise message 2, payload the responder's
+//!      hello; the initiator checks the responder is the node it dialled.
+//!   3. initiator → responder: the **key confirmation**, the first transport
+//!      message of the initiator (nonce 0), plaintext [`CONFIRM`].
+//!
+//!   Message 1 alone proves nothing: it has no freshness, so a host without
+//!   the key that sniffed one can replay it and the responder accepts it.
+//!   Message 3 is encrypted under keys that mix the responder's fresh
+//!   ephemeral key, so only the holder of the initiator's ephemeral secret
+//!   (and the cluster key) can produce it. [`respond`] returns only after a
+//!   valid confirmation, so the caller replaces a live link only for a peer
+//!   that proved it holds the key *in this handshake*; a replay ends with
+//!   [`NoiseError::Unconfirmed`].
+//! * An older node (link version 1: no confirmation; its hello carried the
+//!   frame protocol version 1 in the same byte) is refused with
+//!   [`NoiseError::Version`]; it refuses us as a malformed hello. The
+//!   prologue is unchanged so that the version can be read and named.
 //! * After the handshake the plaintext is a byte stream of frames, cut into
 //!   chunks of at most [`MAX_CHUNK`] bytes, each one Noise transport message.
 //!   Large frames span several chunks; small frames share one. Each direction
-//!   counts its nonces from 0 and the receiver expects exactly the next one,
-//!   so a replayed, reordered, dropped or injected chunk fails authentication:
-//!   the link is then closed (the caller logs why).
+//!   counts its nonces from [`FIRST_DATA_NONCE`] (nonce 0 of the initiator's
+//!   direction is the confirmation; the responder's is unused) and the
+//!   receiver expects exactly the next one, so a replayed, reordered,
+//!   dropped or injected chunk fails authentication: the link is then closed
+//!   (the caller logs why).
 //!
 //! Nothing here allocates per chunk: callers pass their own buffers.
 
@@ -43,6 +63,14 @@ pub const MAX_CHUNK: usize = MAX_NOISE_MSG - TAG_LEN;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Length of a handshake payload.
 pub const HELLO_LEN: usize = 9;
+/// The link handshake version in [`hello`]: 2 = with key confirmation.
+/// (Version 1, before it, wrote the frame protocol version, 1, there.)
+pub const LINK_VERSION: u8 = 2;
+/// Plaintext of the initiator's key confirmation (its transport nonce 0).
+pub const CONFIRM: &[u8; 12] = b"IPFO confirm";
+/// The first nonce of the frame stream, in both directions (nonce 0 of the
+/// initiator's direction is the confirmation).
+pub const FIRST_DATA_NONCE: u64 = 1;
 
 /// Why a link failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +93,19 @@ pub enum NoiseError {
     /// The other side's hello is malformed or names the wrong node.
     #[error("handshake refused: {0}")]
     Refused(String),
+    /// The other side speaks another link handshake version.
+    #[error("the peer speaks link handshake version {0}, this node version {LINK_VERSION} (key confirmation): an older ipfailover; upgrade every node to the same version")]
+    Version(u8),
+    /// The initiator sent a valid first message but no valid key
+    /// confirmation: a replayed first message (a host without the key), or
+    /// an initiator that went away during the handshake.
+    #[error("no key confirmation after a first message as node {pnn} ({why}): a replayed first message, or the initiator went away")]
+    Unconfirmed {
+        /// The PNN the first message named.
+        pnn: u32,
+        /// What came instead of a valid confirmation.
+        why: Box<NoiseError>,
+    },
     /// A chunk shorter than the authentication tag.
     #[error("chunk of {0} bytes is shorter than the authentication tag")]
     ShortChunk(usize),
@@ -74,11 +115,11 @@ pub enum NoiseError {
 /// (each keeps its own nonce).
 pub type Cipher = Arc<StatelessTransportState>;
 
-/// The handshake payload: `"IPFO"`, version 1, PNN.
+/// The handshake payload: `"IPFO"`, [`LINK_VERSION`], PNN.
 pub fn hello(pnn: u32) -> [u8; HELLO_LEN] {
     let mut b = [0u8; HELLO_LEN];
     b[..4].copy_from_slice(b"IPFO");
-    b[4] = crate::proto::VERSION;
+    b[4] = LINK_VERSION;
     b[5..].copy_from_slice(&pnn.to_be_bytes());
     b
 }
@@ -86,12 +127,14 @@ pub fn hello(pnn: u32) -> [u8; HELLO_LEN] {
 /// Parses a handshake payload.
 ///
 /// # Errors
-/// [`NoiseError::Refused`] if it is not a version-1 hello.
+/// [`NoiseError::Version`] for a hello of another link version,
+/// [`NoiseError::Refused`] if it is not a hello.
 pub fn parse_hello(payload: &[u8]) -> Result<u32, NoiseError> {
     match payload {
-        [b'I', b'P', b'F', b'O', v, p0, p1, p2, p3] if *v == crate::proto::VERSION => {
+        [b'I', b'P', b'F', b'O', v, p0, p1, p2, p3] if *v == LINK_VERSION => {
             Ok(u32::from_be_bytes([*p0, *p1, *p2, *p3]))
         }
+        [b'I', b'P', b'F', b'O', v, _, _, _, _] => Err(NoiseError::Version(*v)),
         _ => Err(NoiseError::Refused(format!(
             "malformed hello of {} bytes",
             payload.len()
@@ -135,10 +178,12 @@ async fn recv_msg<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<usi
 }
 
 /// Runs the initiator side: sends our hello, checks the responder is
-/// `expect_pnn`.
+/// `expect_pnn`, sends the key confirmation.
 ///
 /// # Errors
-/// I/O, a wrong key (decryption failure), a timeout, or the wrong node.
+/// I/O, a wrong key (decryption failure), a timeout, the wrong node, or a
+/// refusal by the responder (it closes the connection: wrong key, our
+/// address or pnn, an older version; its log says which).
 pub async fn initiate<S>(
     stream: &mut S,
     key: &ClusterKey,
@@ -154,7 +199,21 @@ where
         let mut payload = vec![0u8; MAX_NOISE_MSG];
         let n = hs.write_message(&hello(own_pnn), &mut msg)?;
         send_msg(stream, &msg[..n]).await?;
-        let n = recv_msg(stream, &mut msg).await?;
+        let n = match recv_msg(stream, &mut msg).await {
+            Err(NoiseError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                return Err(NoiseError::Refused(format!(
+                    "node {expect_pnn} closed the connection during the handshake ({e}): it \
+                     refused us (wrong cluster key, our address or pnn) or runs an older \
+                     ipfailover (link version 1); its log says which"
+                )));
+            }
+            r => r?,
+        };
         let p = hs.read_message(&msg[..n], &mut payload)?;
         let pnn = parse_hello(&payload[..p])?;
         if pnn != expect_pnn {
@@ -162,7 +221,10 @@ where
                 "dialled node {expect_pnn} but node {pnn} answered"
             )));
         }
-        Ok(Arc::new(hs.into_stateless_transport_mode()?))
+        let cipher = hs.into_stateless_transport_mode()?;
+        let n = cipher.write_message(0, CONFIRM, &mut msg)?;
+        send_msg(stream, &msg[..n]).await?;
+        Ok(Arc::new(cipher))
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
         .await
@@ -171,10 +233,15 @@ where
 
 /// Runs the responder side: reads the initiator's hello, asks `accept`
 /// whether that PNN may connect (nodes file + source address), answers with
-/// our hello. Returns the cipher and the peer's PNN.
+/// our hello, then waits for the initiator's key confirmation. Returns the
+/// cipher and the peer's PNN only once the initiator proved, in this
+/// handshake, that it holds the key: a replayed first message never gets
+/// that far.
 ///
 /// # Errors
-/// I/O, a wrong key (decryption failure), a timeout, or `accept`'s refusal.
+/// I/O, a wrong key (decryption failure), a timeout, another link version,
+/// `accept`'s refusal ([`NoiseError::Refused`]), or no valid confirmation
+/// ([`NoiseError::Unconfirmed`]).
 pub async fn respond<S, F>(
     stream: &mut S,
     key: &ClusterKey,
@@ -185,25 +252,48 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(u32) -> Result<(), String>,
 {
-    let run = async {
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let mut msg = vec![0u8; MAX_NOISE_MSG];
+    let mut payload = vec![0u8; MAX_NOISE_MSG];
+    let answered = async {
         let mut hs = builder(key)?.build_responder()?;
-        let mut msg = vec![0u8; MAX_NOISE_MSG];
-        let mut payload = vec![0u8; MAX_NOISE_MSG];
         let n = recv_msg(stream, &mut msg).await?;
         let p = hs.read_message(&msg[..n], &mut payload)?;
         let pnn = parse_hello(&payload[..p])?;
         accept(pnn).map_err(NoiseError::Refused)?;
         let n = hs.write_message(&hello(own_pnn), &mut msg)?;
         send_msg(stream, &msg[..n]).await?;
-        Ok((Arc::new(hs.into_stateless_transport_mode()?), pnn))
+        Ok::<_, NoiseError>((hs.into_stateless_transport_mode()?, pnn))
     };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
+    let (cipher, pnn) = tokio::time::timeout_at(deadline, answered)
         .await
-        .map_err(|_| NoiseError::Timeout(HANDSHAKE_TIMEOUT))?
+        .map_err(|_| NoiseError::Timeout(HANDSHAKE_TIMEOUT))??;
+    let confirmed = async {
+        let n = recv_msg(stream, &mut msg).await?;
+        let p = cipher.read_message(0, &msg[..n], &mut payload)?;
+        if payload[..p] != CONFIRM[..] {
+            return Err(NoiseError::Refused(format!(
+                "a confirmation of {p} bytes that is not the confirmation"
+            )));
+        }
+        Ok(())
+    };
+    match tokio::time::timeout_at(deadline, confirmed).await {
+        Ok(Ok(())) => Ok((Arc::new(cipher), pnn)),
+        Ok(Err(e)) => Err(NoiseError::Unconfirmed {
+            pnn,
+            why: Box::new(e),
+        }),
+        Err(_) => Err(NoiseError::Unconfirmed {
+            pnn,
+            why: Box::new(NoiseError::Timeout(HANDSHAKE_TIMEOUT)),
+        }),
+    }
 }
 
 /// Encrypts `plain` (any length) into `out` as length-prefixed chunks of at
-/// most [`MAX_CHUNK`] plaintext bytes, advancing `nonce`. `out` is cleared
+/// most [`MAX_CHUNK`] plaintext bytes, advancing `nonce` (which starts at
+/// [`FIRST_DATA_NONCE`] on a link). `out` is cleared
 /// first and only grows if it is too small (callers keep it).
 ///
 /// # Errors
@@ -235,10 +325,18 @@ pub fn seal(
 }
 
 /// The receiving side's chunk parser: feeds ciphertext bytes, yields
-/// plaintext.
-#[derive(Debug, Default)]
+/// plaintext. Expects the first chunk at [`FIRST_DATA_NONCE`].
+#[derive(Debug)]
 pub struct Opener {
     nonce: u64,
+}
+
+impl Default for Opener {
+    fn default() -> Self {
+        Opener {
+            nonce: FIRST_DATA_NONCE,
+        }
+    }
 }
 
 impl Opener {
@@ -306,9 +404,9 @@ mod tests {
         assert_eq!(pnn, 0);
         let plain: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let mut sealed = Vec::new();
-        let mut nonce = 0;
+        let mut nonce = FIRST_DATA_NONCE;
         seal(&a, &mut nonce, &plain, &mut sealed).unwrap();
-        assert_eq!(nonce, 4, "200000 bytes need 4 chunks");
+        assert_eq!(nonce, FIRST_DATA_NONCE + 4, "200000 bytes need 4 chunks");
         let mut opener = Opener::default();
         let mut got = Vec::new();
         let mut out = vec![0u8; MAX_CHUNK];
@@ -327,12 +425,12 @@ mod tests {
         let (a, b) = pair(key.clone(), key).await;
         let (a, (b, _)) = (a.unwrap(), b.unwrap());
         let mut sealed = Vec::new();
-        let mut nonce = 0;
+        let mut nonce = FIRST_DATA_NONCE;
         seal(&a, &mut nonce, b"hello", &mut sealed).unwrap();
         let mut out = vec![0u8; MAX_CHUNK];
         let mut opener = Opener::default();
         assert!(opener.open(&b, &sealed, &mut out).unwrap().is_some());
-        // The same chunk again: nonce 1 expected, chunk was sealed with 0.
+        // The same chunk again: nonce 2 expected, chunk was sealed with 1.
         assert!(matches!(
             opener.open(&b, &sealed, &mut out),
             Err(NoiseError::Crypto(_))
@@ -361,9 +459,165 @@ mod tests {
     #[test]
     fn hello_round_trips_and_rejects_garbage() {
         assert_eq!(parse_hello(&hello(7)).unwrap(), 7);
-        assert!(parse_hello(b"IPFO").is_err());
+        assert!(matches!(parse_hello(b"IPFO"), Err(NoiseError::Refused(_))));
         let mut h = hello(7);
-        h[4] = 2;
-        assert!(parse_hello(&h).is_err());
+        h[4] = 1;
+        assert!(matches!(parse_hello(&h), Err(NoiseError::Version(1))));
+        h[0] = b'X';
+        assert!(matches!(parse_hello(&h), Err(NoiseError::Refused(_))));
+    }
+
+    /// A stream that keeps a copy of everything written to it: what a host
+    /// on the wire sees of one direction.
+    struct Tap<S> {
+        inner: S,
+        written: Vec<u8>,
+    }
+
+    impl<S: AsyncRead + Unpin> AsyncRead for Tap<S> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+            if let std::task::Poll::Ready(Ok(n)) = polled {
+                self.written.extend_from_slice(&buf[..n]);
+            }
+            polled
+        }
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// Everything a real initiator sent (first message, confirmation, a
+    /// sealed frame), replayed by someone without the key to a fresh
+    /// responder: the first message passes the identity check (it is
+    /// genuine) but the responder never returns a link.
+    #[tokio::test(start_paused = true)]
+    async fn replayed_handshake_is_never_confirmed() {
+        let key = ClusterKey::from_bytes([5; 32]);
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        let mut tap = Tap {
+            inner: a,
+            written: Vec::new(),
+        };
+        let k2 = key.clone();
+        let (init, resp) = tokio::join!(initiate(&mut tap, &key, 0, 1), async move {
+            respond(&mut b, &k2, 1, |_| Ok(())).await
+        });
+        let cipher = init.unwrap();
+        resp.unwrap();
+        let mut sealed = Vec::new();
+        let mut nonce = FIRST_DATA_NONCE;
+        seal(&cipher, &mut nonce, b"frame", &mut sealed).unwrap();
+        let mut captured = tap.written;
+        captured.extend_from_slice(&sealed);
+
+        // The replay: the captured bytes, then the replayer waits; and the
+        // first message alone, then the replayer's side closes.
+        for (bytes, close) in [(captured.clone(), false), (captured[..59].to_vec(), true)] {
+            let (mut atk, mut b) = tokio::io::duplex(1 << 20);
+            let asked = std::sync::atomic::AtomicBool::new(false);
+            let replay = async {
+                atk.write_all(&bytes).await.unwrap();
+                if close {
+                    atk.shutdown().await.unwrap();
+                }
+                // Read the answer (message 2), keeping the connection
+                // open up to past the handshake time-out.
+                let mut sink = Vec::new();
+                let _ =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT * 2, atk.read_to_end(&mut sink)).await;
+            };
+            let resp = respond(&mut b, &key, 1, |pnn| {
+                asked.store(pnn == 0, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            });
+            let ((), resp) = tokio::join!(replay, resp);
+            assert!(
+                asked.load(std::sync::atomic::Ordering::Relaxed),
+                "the replayed first message was not even read as node 0's"
+            );
+            match resp {
+                Err(NoiseError::Unconfirmed { pnn: 0, why }) => {
+                    assert!(
+                        matches!(*why, NoiseError::Crypto(_) | NoiseError::Io(_)),
+                        "{why}"
+                    );
+                }
+                Err(other) => panic!("refused for another reason: {other}"),
+                Ok(_) => panic!("a replayed handshake made a link"),
+            }
+        }
+    }
+
+    /// An initiator that sends its first message and then nothing: the
+    /// responder gives up at the handshake time-out, as unconfirmed.
+    #[tokio::test(start_paused = true)]
+    async fn silent_initiator_is_unconfirmed_at_the_time_out() {
+        let key = ClusterKey::from_bytes([6; 32]);
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        let mut hs = builder(&key).unwrap().build_initiator().unwrap();
+        let mut msg = vec![0u8; MAX_NOISE_MSG];
+        let n = hs.write_message(&hello(0), &mut msg).unwrap();
+        send_msg(&mut a, &msg[..n]).await.unwrap();
+        let err = respond(&mut b, &key, 1, |_| Ok(())).await.unwrap_err();
+        assert!(
+            matches!(&err, NoiseError::Unconfirmed { why, .. } if matches!(**why, NoiseError::Timeout(_))),
+            "{err}"
+        );
+        drop(a);
+    }
+
+    /// A node of link version 1 (no confirmation) is refused by name, and
+    /// refuses us; our initiator says the peer closed the handshake.
+    #[tokio::test]
+    async fn older_link_version_is_refused_with_its_version() {
+        let key = ClusterKey::from_bytes([8; 32]);
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        let mut old = builder(&key).unwrap().build_initiator().unwrap();
+        let mut msg = vec![0u8; MAX_NOISE_MSG];
+        let mut v1 = hello(0);
+        v1[4] = 1;
+        let n = old.write_message(&v1, &mut msg).unwrap();
+        send_msg(&mut a, &msg[..n]).await.unwrap();
+        let err = respond(&mut b, &key, 1, |_| Ok(())).await.unwrap_err();
+        assert!(matches!(err, NoiseError::Version(1)), "{err}");
+        assert!(err.to_string().contains("older ipfailover"), "{err}");
+
+        // Our initiator against a responder that closes after message 1
+        // (what a version-1 node does with our hello).
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        let closer = async move {
+            let mut buf = vec![0u8; MAX_NOISE_MSG];
+            let _ = recv_msg(&mut b, &mut buf).await;
+        };
+        let (err, ()) = tokio::join!(initiate(&mut a, &key, 0, 1), closer);
+        let err = err.unwrap_err();
+        assert!(
+            matches!(&err, NoiseError::Refused(m) if m.contains("closed the connection during the handshake")),
+            "{err}"
+        );
     }
 }

@@ -5,7 +5,9 @@
 //! node's own address, so the receiver can check the source address against
 //! its nodes file. A lost link is dialled again with exponential backoff
 //! (50 ms doubling to 2 s, ±25 % jitter); an accepted link replaces an older
-//! one from the same node (the peer restarted).
+//! one from the same node (the peer restarted), but only once the dialler
+//! confirmed the key in this handshake ([`noise::respond`]): until then the
+//! live link carries on, so a replayed first message disturbs nothing.
 //!
 //! Frames from a peer are only ever delivered locally (see [`super::state`]).
 //! Any decryption failure, malformed frame or I/O error closes the link and
@@ -144,7 +146,17 @@ async fn accept(
             run_link(stream, cipher, pnn, &shared).await;
         }
         Err(err) => {
-            shared.state().counters.handshake_failures += 1;
+            {
+                let mut st = shared.state();
+                st.counters.handshake_failures += 1;
+                match &err {
+                    NoiseError::Refused(_) | NoiseError::Version(_) => {
+                        st.counters.handshakes_refused += 1;
+                    }
+                    NoiseError::Unconfirmed { .. } => st.counters.handshakes_unconfirmed += 1,
+                    _ => {}
+                }
+            }
             tracing::warn!(%from, %err, "peer handshake refused");
         }
     }
@@ -258,7 +270,7 @@ async fn run_link(stream: TcpStream, cipher: Cipher, pnn: u32, shared: &Shared) 
     let writer = async {
         let mut plain = Vec::with_capacity(PLAIN_BUF);
         let mut sealed = Vec::with_capacity(SEAL_BATCH + 64 * 1024);
-        let mut nonce = 0u64;
+        let mut nonce = noise::FIRST_DATA_NONCE;
         loop {
             // `take` is cancel-safe: on a time-out nothing was taken.
             match tokio::time::timeout(KEEPALIVE_INTERVAL, outbox.take(&mut plain)).await {

@@ -171,8 +171,17 @@ pub struct Counters {
     pub bad_frames: u64,
     /// Peer links established.
     pub links_up: u64,
-    /// Peer handshakes that failed (wrong key, unknown node, bad address).
+    /// Peer handshakes that failed (wrong key, unknown node, bad address),
+    /// on either side; includes the next two.
     pub handshake_failures: u64,
+    /// Accepted handshakes whose hello the responder refused: a key holder
+    /// naming a PNN that is not its address's (or this node's, or not in
+    /// the nodes file), or an older link version.
+    pub handshakes_refused: u64,
+    /// Accepted handshakes with a valid first message but no valid key
+    /// confirmation: replays of a sniffed first message (or an initiator
+    /// that went away mid-handshake). They never replace a link.
+    pub handshakes_unconfirmed: u64,
     /// Peer links closed on a decryption/authentication failure.
     pub decrypt_failures: u64,
 }
@@ -458,6 +467,8 @@ impl State {
                 u64::try_from(connected).unwrap_or(u64::MAX),
             ),
             ("handshake_failures", c.handshake_failures),
+            ("handshakes_refused", c.handshakes_refused),
+            ("handshakes_unconfirmed", c.handshakes_unconfirmed),
             ("decrypt_failures", c.decrypt_failures),
             ("allocations", super::alloc::allocations()),
             (
