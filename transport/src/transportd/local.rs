@@ -452,3 +452,33 @@ async fn refuse(mut stream: UnixStream, reason: &str) {
     }
     let _ = stream.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_limits_per_uid_for_members_and_in_total() {
+        let mut per_uid = HashMap::new();
+        assert!(admit(Privilege::Client, 64_000, 0, &per_uid).is_ok());
+        per_uid.insert(64_000, MAX_CLIENTS_PER_UID);
+        let e = admit(Privilege::Client, 64_000, 40, &per_uid).unwrap_err();
+        assert!(e.contains("of uid 64000"), "{e}");
+        assert!(admit(Privilege::Client, 64_001, 40, &per_uid).is_ok());
+        assert!(
+            admit(Privilege::Daemon, 0, 40, &per_uid).is_ok(),
+            "root is not a member"
+        );
+        for uid in 64_001..64_008 {
+            per_uid.insert(uid, MAX_CLIENTS_PER_UID);
+        }
+        let e = admit(Privilege::Client, 64_100, 300, &per_uid).unwrap_err();
+        assert!(e.contains("users other than root"), "{e}");
+        assert!(
+            admit(Privilege::Daemon, 0, 300, &per_uid).is_ok(),
+            "the daemons' places"
+        );
+        let e = admit(Privilege::Daemon, 0, MAX_LOCAL_CLIENTS, &per_uid).unwrap_err();
+        assert!(e.contains("transportd's limit"), "{e}");
+    }
+}
