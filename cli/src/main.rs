@@ -97,6 +97,10 @@ enum Command {
     Uptime,
     /// Print the pid of the node's masterd (ctdbd's, for ctdb).
     Getpid,
+    /// Print the node's capabilities (LEADER, LMASTER).
+    Getcapabilities,
+    /// Print the cluster lock setting.
+    Getreclock,
     /// Print the node's run state (RUNNING, STARTUP); with states given,
     /// fail unless it is one of them.
     Runstate(node::RunstateArgs),
@@ -206,6 +210,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Version => node::version(),
         Command::Getpid => node::getpid(&ctx),
         Command::Uptime => node::uptime(&ctx),
+        Command::Getcapabilities => node::getcapabilities(&ctx),
+        Command::Getreclock => node::getreclock(&ctx),
         Command::Runstate(args) => node::runstate(&ctx, &args),
         Command::Shutdown => node::shutdown(&ctx),
         Command::Checktcpport(args) => node::checktcpport(&args),

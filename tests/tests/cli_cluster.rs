@@ -178,6 +178,12 @@ fn getpid_runstate_and_shutdown_on_real_nodes() {
         "{up}"
     );
 
+    // getcapabilities / getreclock from clusterd's settings.
+    let out = ipfailover(n0, &["-n", "2", "getcapabilities"]);
+    assert_eq!(text(&out.stdout), "LEADER: YES\nLMASTER: NO\n", "{out:?}");
+    let out = ipfailover(n0, &["getreclock"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+
     // setdebug / getdebug on every daemon of a node, in ctdb's words.
     let out = ipfailover(n0, &["-n", "1", "getdebug"]);
     assert_eq!(text(&out.stdout), "NOTICE\n", "{out:?}");
