@@ -450,11 +450,10 @@ async fn receiver(
 ) {
     while let Some(msg) = incoming.recv().await {
         match (msg.header.kind, msg.header.opcode) {
-            (Kind::Request, GET_SETTINGS) => {
-                if client.reply(&msg, &fixed).await.is_err() {
-                    return;
-                }
+            (Kind::Request, GET_SETTINGS) if client.reply(&msg, &fixed).await.is_err() => {
+                return;
             }
+            (Kind::Request, GET_SETTINGS) => {}
             (Kind::Request, GET_MEMBERSHIP) => {
                 let (tx, rx) = oneshot::channel();
                 if inputs.send(Input::Get(tx)).await.is_err() {

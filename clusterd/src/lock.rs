@@ -230,7 +230,10 @@ mod tests {
 
     #[test]
     fn the_setting_reads_back_as_ctdb_writes_it() {
-        for v in ["/clusterfs/.ctdb/reclock", "!/usr/libexec/ctdb/ctdb_etcd_lock -v"] {
+        for v in [
+            "/clusterfs/.ctdb/reclock",
+            "!/usr/libexec/ctdb/ctdb_etcd_lock -v",
+        ] {
             assert_eq!(LockSpec::parse(v).unwrap().setting(), v);
         }
     }
