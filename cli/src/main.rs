@@ -62,6 +62,9 @@ enum Command {
     Ban(cluster::BanArgs),
     /// Lift a node's ban.
     Unban,
+    /// Allow (on) or forbid (off) the node to become leader, until its
+    /// clusterd restarts.
+    Setleaderrole(cluster::LeaderRoleArgs),
     /// The tracked connections of a public address (conntrackd).
     Gettickles(tickles::GetArgs),
     /// Register a connection with conntrackd: CLIENT-IP:PORT SERVER-IP:PORT,
@@ -197,6 +200,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
         ),
         Command::Unban => cluster::admin(&ctx, AdminOp::Unban),
+        Command::Setleaderrole(args) => cluster::admin(
+            &ctx,
+            AdminOp::SetLeaderRole {
+                on: args.role == cluster::Role::On,
+            },
+        ),
         Command::Gettickles(args) => tickles::get(&ctx, &args),
         Command::Addtickle(args) => tickles::change(&ctx, &args, true),
         Command::Deltickle(args) => tickles::change(&ctx, &args, false),

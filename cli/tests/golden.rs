@@ -271,6 +271,7 @@ fn admin(flags: &Flags, p: &[u8]) -> Result<Vec<u8>, RemoteError> {
                 AdminOp::Continue => bits & !NodeFlags::STOPPED.bits(),
                 AdminOp::Ban { .. } => bits | NodeFlags::BANNED.bits(),
                 AdminOp::Unban => bits & !NodeFlags::BANNED.bits(),
+                AdminOp::SetLeaderRole { .. } => bits,
             });
             AdminOutcome::Done
         }
@@ -646,6 +647,8 @@ const CASES: &[Case] = &[
     c("runstate-invalid", &["runstate", "dancing"]),
     c("shutdown-n1", &["-n", "1", "shutdown"]),
     c("getcapabilities", &["getcapabilities"]),
+    c("setleaderrole-off", &["setleaderrole", "off"]),
+    c("setleaderrole-bad", &["setleaderrole", "maybe"]),
     c(
         "getcapabilities-n1-X",
         &["-n", "1", "-X", "getcapabilities"],

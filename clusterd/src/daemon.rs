@@ -450,10 +450,29 @@ async fn receiver(
 ) {
     while let Some(msg) = incoming.recv().await {
         match (msg.header.kind, msg.header.opcode) {
-            (Kind::Request, GET_SETTINGS) if client.reply(&msg, &fixed).await.is_err() => {
-                return;
+            (Kind::Request, GET_SETTINGS) => {
+                let (tx, rx) = oneshot::channel();
+                if inputs.send(Input::CanLead(tx)).await.is_err() {
+                    return;
+                }
+                let res = match rx.await {
+                    Ok(can_lead) => {
+                        let now = ClusterSettings {
+                            can_lead,
+                            ..fixed.clone()
+                        };
+                        client.reply(&msg, &now).await
+                    }
+                    Err(_) => {
+                        client
+                            .reply_error(&msg, ErrorCode::ShuttingDown, "clusterd is stopping")
+                            .await
+                    }
+                };
+                if res.is_err() {
+                    return;
+                }
             }
-            (Kind::Request, GET_SETTINGS) => {}
             (Kind::Request, GET_MEMBERSHIP) => {
                 let (tx, rx) = oneshot::channel();
                 if inputs.send(Input::Get(tx)).await.is_err() {

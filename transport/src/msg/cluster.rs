@@ -321,6 +321,12 @@ pub enum AdminOp {
     },
     /// `unban`: clear BANNED.
     Unban,
+    /// `setleaderrole on|off`: the node's leader capability at run time
+    /// (until clusterd restarts; `leader_capability` is the lasting one).
+    SetLeaderRole {
+        /// May the node lead.
+        on: bool,
+    },
 }
 
 /// Payload of an [`ADMIN`] request: act on node `target` (clusterd forwards
