@@ -20,7 +20,8 @@ use std::net::{IpAddr, SocketAddr};
 use fuzz::{run, Counting, Outcome, Rng, Target};
 use serde::{de::DeserializeOwned, Serialize};
 use transport::msg::cluster::{
-    AdminCommand, AdminOp, AdminOutcome, Lease, LeaseUpdate, Membership, NodeFlags, NodeInfo,
+    AdminCommand, AdminOp, AdminOutcome, ClusterSettings, Lease, LeaseUpdate, Membership,
+    NodeFlags, NodeInfo,
 };
 use transport::msg::conntrack::{
     AddressCount, ConnectionsPage, GetConnections, GetConnectionsPage, TrackedConnection,
@@ -29,6 +30,10 @@ use transport::msg::failover::{
     AddIp, ConnectionPair, DelIp, Gratarp, HookFailureInfo, Hosted, IfaceInfo, IpStatus,
     Ipreallocated, KillTcp, MoveIp, PublicIp, PublicIps, ReleaseIps, ReloadSummary, SetIfaceLink,
     StepResult, TakeIps,
+};
+use transport::msg::failover::{
+    HookList, HookScript, HookScriptRun, HookStatus, RunEvent, RunTimes, SetHook, SetTunable,
+    SetTunableOutcome, Tunable, TunableList,
 };
 use transport::msg::master::{DaemonState, DaemonStatus, MasterStatus, Model};
 use transport::proto::control::{
@@ -372,6 +377,97 @@ fn failover_payloads() {
                 client: sa("198.51.100.7:40000"),
                 server: sa("203.0.113.10:445"),
             }],
+        }],
+    );
+}
+
+/// The operator commands' payloads (#17): tunables, hooks, run times,
+/// clusterd's settings and the leader-role admin command.
+#[test]
+fn operator_payloads() {
+    payload(
+        "TunableList",
+        vec![TunableList {
+            tunables: vec![Tunable {
+                name: "NoIPFailback".into(),
+                value: 1,
+            }],
+        }],
+    );
+    payload(
+        "SetTunable",
+        vec![SetTunable {
+            name: "IPAllocAlgorithm".into(),
+            value: 2,
+        }],
+    );
+    payload(
+        "SetTunableOutcome",
+        vec![SetTunableOutcome::Set, SetTunableOutcome::Obsolete],
+    );
+    payload(
+        "HookStatus",
+        vec![HookStatus {
+            dir_exists: true,
+            ran: true,
+            scripts: vec![HookScriptRun {
+                name: "50.nfs".into(),
+                state: "ERROR".into(),
+                begin_unix_ms: 1_796_655_000_000,
+                duration_us: 4_000,
+                output: "exit status 3".into(),
+            }],
+        }],
+    );
+    payload(
+        "HookList",
+        vec![HookList {
+            dir_exists: true,
+            scripts: vec![HookScript {
+                name: "10.ok".into(),
+                enabled: true,
+            }],
+        }],
+    );
+    payload(
+        "SetHook",
+        vec![SetHook {
+            name: "20.fail".into(),
+            enabled: false,
+        }],
+    );
+    payload(
+        "RunEvent",
+        vec![RunEvent {
+            args: vec![
+                "takeip".into(),
+                "eth1".into(),
+                "192.0.2.1".into(),
+                "24".into(),
+            ],
+        }],
+    );
+    payload(
+        "RunTimes",
+        vec![RunTimes {
+            now_unix_ms: 1_796_655_000_000,
+            generation: 7,
+            changed_unix_ms: Some(1_796_654_999_000),
+            run_done_unix_ms: None,
+        }],
+    );
+    payload(
+        "ClusterSettings",
+        vec![ClusterSettings {
+            can_lead: true,
+            cluster_lock: Some("!/usr/libexec/ctdb/ctdb_etcd_lock".into()),
+        }],
+    );
+    payload(
+        "AdminCommand (role)",
+        vec![AdminCommand {
+            target: 2,
+            op: AdminOp::SetLeaderRole { on: false },
         }],
     );
 }
