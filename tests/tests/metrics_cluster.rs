@@ -11,8 +11,9 @@
 //! masterd and its daemons killed) and checks through Prometheus's HTTP
 //! query API that the failover shows: the address's hosted gauge moved to
 //! a survivor, the survivors' takeover-run counters and duration
-//! histograms grew, the dead node's target is down, and no address stays
-//! unhosted.
+//! histograms grew, the new host's take histogram and announcements grew
+//! and a survivor led a run (failoverd's own counters), the dead node's
+//! target is down, and no address stays unhosted.
 
 mod masterd_support;
 
@@ -295,6 +296,14 @@ fn prometheus_sees_a_failover() {
         .map(instance)
         .collect();
     let runs_before = by_instance(&c.client, "ipfailover_takeover_runs_total");
+    let takes_before = by_instance(&c.client, "ipfailover_address_take_duration_seconds_count");
+    let led_query = format!(
+        "sum(ipfailover_takeover_runs_led_total{{instance=~\"{}\"}})",
+        survivors.join("|")
+    );
+    let led_before = query(&c.client, &led_query)
+        .and_then(|r| r.first().map(|(_, v)| *v))
+        .unwrap_or(0.0);
     let timed_before = by_instance(&c.client, "ipfailover_takeover_run_duration_seconds_count");
 
     // Power the victim off: cable cut, masterd and its daemons killed.
@@ -349,6 +358,18 @@ fn prometheus_sees_a_failover() {
     wait("no address unhosted", LIMIT, || {
         let u = by_instance(&c.client, "ipfailover_addresses_unhosted");
         (survivors.iter().all(|i| u.get(i) == Some(&0.0))).then_some(())
+    });
+    // failoverd's own counters: the new host timed its take and announced
+    // the address; a survivor led the run (the leader may have died).
+    wait("failoverd's take and run counters grow", LIMIT, || {
+        let takes = by_instance(&c.client, "ipfailover_address_take_duration_seconds_count");
+        let announced = by_instance(&c.client, "ipfailover_announcements_sent_total");
+        let led = query(&c.client, &led_query)?.first().map(|(_, v)| *v)?;
+        (takes.get(&new_host).copied().unwrap_or(0.0)
+            > takes_before.get(&new_host).copied().unwrap_or(0.0)
+            && announced.get(&new_host).is_some_and(|v| *v >= 1.0)
+            && led > led_before)
+            .then_some(())
     });
     let moved = by_instance(&c.client, "ipfailover_addresses_taken_total");
     assert!(moved.get(&new_host).is_some_and(|v| *v >= 1.0), "{moved:?}");

@@ -302,6 +302,8 @@ pub async fn run(
         ipreallocated,
         record_wake,
     };
+    // Operation counters for STATISTICS (metrics, ipfailover statistics).
+    client.set_statistics_hook(crate::counters::snapshot);
     // clusterd's LEASE events skip the loop (see `lease_intake`): the
     // reader's tap hands them to a task that applies them at once.
     let (lease_news_tx, lease_news_rx) = mpsc::unbounded_channel::<LeaseUpdate>();

@@ -324,9 +324,169 @@ pub fn encode(snap: &Snapshot, tracker: &Tracker) -> prometheus::Result<String> 
         }
     }
     transport(&r, snap)?;
+    let failoverd_stats = statistics_of(snap, "failoverd");
+    if let Some(f) = failoverd_stats {
+        failoverd(&r, f)?;
+    }
+    let mut families = r.gather();
+    if let Some(f) = failoverd_stats {
+        families.extend(failoverd_histograms(f));
+    }
     let mut out = String::new();
-    TextEncoder::new().encode_utf8(&r.gather(), &mut out)?;
+    TextEncoder::new().encode_utf8(&families, &mut out)?;
     Ok(out)
+}
+
+fn statistics_of<'a>(snap: &'a Snapshot, daemon: &str) -> Option<&'a Statistics> {
+    snap.statistics
+        .iter()
+        .find(|(d, _)| d == daemon)
+        .and_then(|(_, s)| s.as_ref())
+}
+
+/// failoverd's counters (failoverd/src/counters.rs) under their metric
+/// names: `(statistic, metric, help)`.
+const FAILOVERD_COUNTERS: [(&str, &str, &str); 7] = [
+    (
+        "announcements_sent",
+        "ipfailover_announcements_sent_total",
+        "Gratuitous ARPs and unsolicited neighbour advertisements this node sent.",
+    ),
+    (
+        "tickles_sent",
+        "ipfailover_tickles_sent_total",
+        "Tickle ACKs this node sent to the clients of addresses it took.",
+    ),
+    (
+        "resets_sent",
+        "ipfailover_resets_sent_total",
+        "Connections this node reset (killtcp, sock_diag destroy) on release or on request.",
+    ),
+    (
+        "hook_runs",
+        "ipfailover_hook_runs_total",
+        "Events for which this node ran its event hooks.",
+    ),
+    (
+        "hook_failures",
+        "ipfailover_hook_script_failures_total",
+        "Event hook scripts that failed on this node.",
+    ),
+    (
+        "takeover_runs_led",
+        "ipfailover_takeover_runs_led_total",
+        "Takeover runs this node led (as leader) that ended.",
+    ),
+    (
+        "takeover_runs_failed",
+        "ipfailover_takeover_run_failures_total",
+        "Takeover runs this node led in which a report, a release or a take failed.",
+    ),
+];
+
+/// failoverd's duration histograms: `(statistic prefix, metric, help)`.
+const FAILOVERD_HISTOGRAMS: [(&str, &str, &str); 3] = [
+    (
+        "take",
+        "ipfailover_address_take_duration_seconds",
+        "Duration of the take requests that added addresses on this node (address, announcement start, hooks).",
+    ),
+    (
+        "release",
+        "ipfailover_address_release_duration_seconds",
+        "Duration of the release requests that removed addresses from this node (resets, removal, hooks).",
+    ),
+    (
+        "takeover_run",
+        "ipfailover_takeover_run_led_duration_seconds",
+        "Duration of the takeover runs this node led, from gathering the reports to the last take.",
+    ),
+];
+
+fn failoverd(r: &Registry, f: &Statistics) -> prometheus::Result<()> {
+    for (stat, name, help) in FAILOVERD_COUNTERS {
+        if let Some(v) = f.get(stat) {
+            let c = IntCounter::new(name, help)?;
+            c.inc_by(v);
+            r.register(Box::new(c))?;
+        }
+    }
+    for (op, name, help) in [
+        (
+            "take",
+            "ipfailover_address_takes_total",
+            "Addresses this node was asked to take, by result (ok: added, failed).",
+        ),
+        (
+            "release",
+            "ipfailover_address_releases_total",
+            "Addresses this node was asked to release, by result (ok: removed, failed).",
+        ),
+    ] {
+        if let (Some(ok), Some(failed)) =
+            (f.get(&format!("{op}s")), f.get(&format!("{op}_failures")))
+        {
+            let c = counter_vec(r, name, help, &["result"])?;
+            c.with_label_values(&["ok"]).inc_by(ok);
+            c.with_label_values(&["failed"]).inc_by(failed);
+        }
+    }
+    Ok(())
+}
+
+/// A histogram family from failoverd's `PREFIX_us_le_BOUND`,
+/// `PREFIX_us_sum` and `PREFIX_count` counters; `None` when they are
+/// not all there.
+fn histogram_family(
+    f: &Statistics,
+    prefix: &str,
+    name: &str,
+    help: &str,
+) -> Option<prometheus::proto::MetricFamily> {
+    use prometheus::proto;
+    let le = format!("{prefix}_us_le_");
+    let mut buckets: Vec<(u64, u64)> = f
+        .counters
+        .iter()
+        .filter_map(|(n, v)| Some((n.strip_prefix(&le)?.parse::<u64>().ok()?, *v)))
+        .collect();
+    buckets.sort_unstable();
+    let sum_us = f.get(&format!("{prefix}_us_sum"))?;
+    let count = f.get(&format!("{prefix}_count"))?;
+    if buckets.is_empty() {
+        return None;
+    }
+    let mut h = proto::Histogram::default();
+    h.set_sample_count(count);
+    #[allow(clippy::cast_precision_loss)] // microseconds: exact below 2^53
+    h.set_sample_sum(sum_us as f64 / 1e6);
+    h.set_bucket(
+        buckets
+            .into_iter()
+            .map(|(bound_us, n)| {
+                let mut b = proto::Bucket::default();
+                #[allow(clippy::cast_precision_loss)]
+                b.set_upper_bound(bound_us as f64 / 1e6);
+                b.set_cumulative_count(n);
+                b
+            })
+            .collect(),
+    );
+    let mut m = proto::Metric::default();
+    m.set_histogram(h);
+    let mut fam = proto::MetricFamily::default();
+    fam.set_name(name.to_string());
+    fam.set_help(help.to_string());
+    fam.set_field_type(proto::MetricType::HISTOGRAM);
+    fam.set_metric(vec![m]);
+    Some(fam)
+}
+
+fn failoverd_histograms(f: &Statistics) -> Vec<prometheus::proto::MetricFamily> {
+    FAILOVERD_HISTOGRAMS
+        .iter()
+        .filter_map(|(prefix, name, help)| histogram_family(f, prefix, name, help))
+        .collect()
 }
 
 fn daemons(r: &Registry, snap: &Snapshot) -> prometheus::Result<()> {
@@ -346,7 +506,12 @@ fn daemons(r: &Registry, snap: &Snapshot) -> prometheus::Result<()> {
     for (daemon, s) in &snap.statistics {
         up.with_label_values(&[daemon.as_str()])
             .set(i64::from(s.is_some()));
-        for (name, v) in s.iter().flat_map(|s| s.counters.iter()) {
+        // Histogram buckets are exported as histograms (see `failoverd`).
+        for (name, v) in s
+            .iter()
+            .flat_map(|s| s.counters.iter())
+            .filter(|(n, _)| !n.contains("_us_le_"))
+        {
             stat.with_label_values(&[daemon.as_str(), name.as_str()])
                 .set(int(*v));
         }

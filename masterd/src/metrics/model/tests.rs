@@ -80,6 +80,7 @@ fn snapshot() -> Snapshot {
                 ])),
             ),
             ("failoverd".into(), None),
+            ("conntrackd".into(), Some(stats(&[("events_sent", 1)]))),
         ],
         peers: Some(PeerList {
             pnn: 1,
@@ -208,6 +209,69 @@ fn snapshot_maps_to_the_documented_series() {
     assert!(text.starts_with("# HELP "), "{text}");
 }
 
+/// failoverd's counters (failoverd/src/counters.rs) in their metrics.
+fn failoverd_stats() -> Statistics {
+    stats(&[
+        ("requests_sent", 5),
+        ("takes", 3),
+        ("take_failures", 1),
+        ("releases", 2),
+        ("release_failures", 0),
+        ("announcements_sent", 12),
+        ("tickles_sent", 4),
+        ("resets_sent", 6),
+        ("hook_runs", 7),
+        ("hook_failures", 1),
+        ("takeover_runs_led", 9),
+        ("takeover_runs_failed", 2),
+        ("take_us_le_1000", 1),
+        ("take_us_le_10000", 2),
+        ("take_us_sum", 7_500),
+        ("take_count", 2),
+        ("release_us_le_1000", 0),
+        ("release_us_sum", 2_000_000),
+        ("release_count", 1),
+    ])
+}
+
+#[test]
+fn failoverd_counters_become_counters_and_histograms() {
+    let mut snap = snapshot();
+    snap.statistics[1].1 = Some(failoverd_stats());
+    let text = encode(&snap, &Tracker::new()).unwrap();
+    for line in [
+        "ipfailover_daemon_up{daemon=\"failoverd\"} 1",
+        "ipfailover_announcements_sent_total 12",
+        "ipfailover_tickles_sent_total 4",
+        "ipfailover_resets_sent_total 6",
+        "ipfailover_hook_runs_total 7",
+        "ipfailover_hook_script_failures_total 1",
+        "ipfailover_takeover_runs_led_total 9",
+        "ipfailover_takeover_run_failures_total 2",
+        "ipfailover_address_takes_total{result=\"ok\"} 3",
+        "ipfailover_address_takes_total{result=\"failed\"} 1",
+        "ipfailover_address_releases_total{result=\"ok\"} 2",
+        "ipfailover_address_take_duration_seconds_bucket{le=\"0.001\"} 1",
+        "ipfailover_address_take_duration_seconds_bucket{le=\"0.01\"} 2",
+        "ipfailover_address_take_duration_seconds_bucket{le=\"+Inf\"} 2",
+        "ipfailover_address_take_duration_seconds_sum 0.0075",
+        "ipfailover_address_take_duration_seconds_count 2",
+        "ipfailover_address_release_duration_seconds_bucket{le=\"+Inf\"} 1",
+        "ipfailover_address_release_duration_seconds_sum 2",
+        "ipfailover_daemon_statistic{daemon=\"failoverd\",name=\"requests_sent\"} 5",
+    ] {
+        has(&text, line);
+    }
+    assert!(text.contains("# TYPE ipfailover_address_take_duration_seconds histogram"));
+    // Buckets are not repeated as plain statistics; a histogram without
+    // its counters (takeover_run here) is left out.
+    assert!(!text.contains("take_us_le_"), "{text}");
+    assert!(
+        !text.contains("ipfailover_takeover_run_led_duration_seconds"),
+        "{text}"
+    );
+}
+
 #[test]
 fn nothing_reached_is_still_a_scrape() {
     let snap = Snapshot {
@@ -294,7 +358,13 @@ fn every_metric_is_documented() {
     let doc = include_str!("../../../../docs/observability.md");
     let mut t = Tracker::new();
     t.membership(1, Duration::ZERO);
-    let text = encode(&snapshot(), &t).unwrap();
+    let mut snap = snapshot();
+    let mut f = failoverd_stats();
+    f.counters.push(("takeover_run_us_le_1000".into(), 0));
+    f.counters.push(("takeover_run_us_sum".into(), 0));
+    f.counters.push(("takeover_run_count".into(), 0));
+    snap.statistics[1].1 = Some(f);
+    let text = encode(&snap, &t).unwrap();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let name = rest.split(' ').next().unwrap();
