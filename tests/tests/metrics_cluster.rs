@@ -374,3 +374,86 @@ fn prometheus_sees_a_failover() {
     let moved = by_instance(&c.client, "ipfailover_addresses_taken_total");
     assert!(moved.get(&new_host).is_some_and(|v| *v >= 1.0), "{moved:?}");
 }
+
+/// The default `[metrics]` (127.0.0.1:9379) in the single-process model,
+/// where failoverd's counters live in masterd's own process, and
+/// `listen = ""`, which serves nothing.
+#[test]
+fn single_process_serves_the_default_and_empty_listen_serves_nothing() {
+    require_root();
+    assert!(
+        bin_path("failoverd").is_ok(),
+        "needs every daemon built: cargo build --workspace --bins"
+    );
+    let c = TestCluster::new("metsp", 2).unwrap();
+    for n in &c.nodes {
+        let metrics = if n.pnn == 1 {
+            "\n[metrics]\nlisten = \"\"\n"
+        } else {
+            ""
+        };
+        std::fs::write(
+            n.config_dir.join("ipfailover.toml"),
+            format!(
+                "[transport]\nrun_dir = \"{}\"\n{metrics}",
+                n.run_dir.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            n.config_dir.join("public_addresses"),
+            "192.0.2.201/24 eth0\n",
+        )
+        .unwrap();
+    }
+    let daemons = available_daemons();
+    let _m0 = Masterd::start(
+        &c.nodes[0],
+        &["--daemons", &daemons, "--single-process"],
+        None,
+        Some(&c.scratch.join("node0-masterd.log")),
+    );
+    let _m1 = Masterd::start(&c.nodes[1], &["--daemons", &daemons], None, None);
+    for n in &c.nodes {
+        wait("masterd ready", LIMIT, || status(n).filter(|s| s.ready));
+    }
+    let text = wait("node 0 serves the address's take", LIMIT, || {
+        let t = scrape(&c.nodes[0])?;
+        let ok = sample(&t, "ipfailover_addresses_unhosted") == Some(0.0)
+            && sample(&t, "ipfailover_address_lists_answered") == Some(2.0);
+        ok.then_some(t)
+    });
+    for d in [
+        "masterd",
+        "transportd",
+        "clusterd",
+        "conntrackd",
+        "failoverd",
+    ] {
+        assert_eq!(
+            sample(&text, &format!("ipfailover_daemon_up{{daemon=\"{d}\"}}")),
+            Some(1.0),
+            "{d} not up in\n{text}"
+        );
+    }
+    assert!(
+        text.contains("# TYPE ipfailover_address_take_duration_seconds histogram"),
+        "{text}"
+    );
+    let out = promtool_check(&text);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Node 1 serves nothing on 9379, on loopback or anywhere else.
+    assert_eq!(scrape(&c.nodes[1]), None);
+    assert_eq!(
+        http_get(
+            &c.nodes[0].ns,
+            &format!("{}:{PORT}", c.nodes[1].addr),
+            "/metrics"
+        ),
+        None
+    );
+}
