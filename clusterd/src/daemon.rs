@@ -16,7 +16,12 @@
 //!   dead or hung clusterd cannot leave them configured.
 //! * [`GET_MEMBERSHIP`] requests are answered with the published membership;
 //!   [`ADMIN`] requests run (or are forwarded by) the shell and are answered
-//!   with an [`AdminOutcome`] or an error naming the cause.
+//!   with an [`AdminOutcome`] or an error naming the cause. Both reach the
+//!   shell on a channel of their own, which it reads after the peers'
+//!   messages and its timers; at most [`ADMIN_IN_FLIGHT`] admin requests
+//!   ([`ADMIN_PER_CLIENT`] of one client) are served at once, more are
+//!   refused at once and counted (`admin_refused` in STATISTICS): a flood
+//!   of requests never takes a heartbeat's place (#14 item 2).
 //!
 //! Heartbeat path, allocation-free in steady state: the shell's outputs are
 //! carried out synchronously by [`TransportLink`], which encodes with
@@ -64,8 +69,34 @@ pub const REPUBLISH: Duration = Duration::from_secs(1);
 /// about 30 bytes; a membership update of 256 nodes about 2.5 kB).
 const ENCODE_BUF: usize = 4096;
 
-/// Inputs (peer messages, admin commands...) that may wait for the shell.
+/// Peer messages (and health results) that may wait for the shell.
 const INPUTS: usize = 1024;
+
+/// ADMIN requests served at once (each waits up to twice
+/// [`ADMIN_TIMEOUT`] for its target); more are refused at once
+/// (`admin_refused`). They reach the shell on a channel of their own,
+/// after the peers' messages: a flood cannot delay a heartbeat (#14).
+pub const ADMIN_IN_FLIGHT: usize = 256;
+/// ADMIN requests of one client (source address) served at once. A group
+/// member has at most 32 connections (transportd's limit per uid), so one
+/// user cannot take every place.
+pub const ADMIN_PER_CLIENT: usize = 4;
+
+/// Payload bytes the admin requests in flight may hold.
+pub const ADMIN_BYTES: usize = 1024 * 1024;
+
+/// Room of the local requests' channel: every admin request in flight and
+/// the one membership query the receiver waits for.
+const REQUESTS: usize = ADMIN_IN_FLIGHT + 2;
+
+/// clusterd's own counters, reported by the STATISTICS control after the
+/// transport client's.
+#[derive(Debug, Default)]
+struct Stats {
+    /// ADMIN requests refused because [`ADMIN_IN_FLIGHT`] or
+    /// [`ADMIN_PER_CLIENT`] were reached.
+    admin_refused: transport::limit::Refusals,
+}
 
 /// Errors of the clusterd daemon.
 #[derive(Debug, thiserror::Error)]
@@ -408,7 +439,13 @@ async fn sender(client: Client, mut rx: mpsc::UnboundedReceiver<Out>) {
 }
 
 /// Handles messages from transportd until the connection closes.
-async fn receiver(client: Client, mut incoming: Incoming, inputs: mpsc::Sender<Input>) {
+async fn receiver(
+    client: Client,
+    mut incoming: Incoming,
+    inputs: mpsc::Sender<Input>,
+    admins: transport::limit::InFlight,
+    stats: Arc<Stats>,
+) {
     while let Some(msg) = incoming.recv().await {
         match (msg.header.kind, msg.header.opcode) {
             (Kind::Request, GET_MEMBERSHIP) => {
@@ -439,8 +476,34 @@ async fn receiver(client: Client, mut incoming: Incoming, inputs: mpsc::Sender<I
                     }
                 };
                 // The answer may take up to ADMIN_TIMEOUT (a remote target):
-                // do not hold up heartbeats meanwhile.
-                tokio::spawn(admin(client.clone(), msg, cmd, inputs.clone()));
+                // do not hold up heartbeats meanwhile. At most
+                // ADMIN_IN_FLIGHT at once; over it refused, not queued.
+                match admins.try_acquire(msg.header.src, msg.payload.len()) {
+                    Ok(permit) => {
+                        let (client, inputs) = (client.clone(), inputs.clone());
+                        tokio::spawn(async move {
+                            admin(client, msg, cmd, inputs).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(busy) => {
+                        if stats.admin_refused.note() {
+                            tracing::warn!(
+                                from = %msg.header.src,
+                                refused = stats.admin_refused.get(),
+                                reason = %busy,
+                                "admin request refused: clusterd is busy"
+                            );
+                        }
+                        let _ = client
+                            .reply_error(
+                                &msg,
+                                ErrorCode::Refused,
+                                format!("clusterd is busy: {busy}; try again"),
+                            )
+                            .await;
+                    }
+                }
             }
             (Kind::Request, op) => {
                 let _ = client
@@ -466,6 +529,11 @@ pub struct PeerCounters {
     pub refused: AtomicU64,
     /// Peer messages that do not decode.
     pub undecodable: AtomicU64,
+    /// Peer messages handed to the state machine.
+    pub received: AtomicU64,
+    /// Peer messages dropped because the state machine was [`INPUTS`]
+    /// behind (a heartbeat lost like a packet; none in the flood test).
+    pub dropped: AtomicU64,
 }
 
 impl PeerCounters {
@@ -480,6 +548,14 @@ impl PeerCounters {
             (
                 "peer_messages_undecodable".to_owned(),
                 self.undecodable.load(Ordering::Relaxed),
+            ),
+            (
+                "peer_received".to_owned(),
+                self.received.load(Ordering::Relaxed),
+            ),
+            (
+                "peer_dropped".to_owned(),
+                self.dropped.load(Ordering::Relaxed),
             ),
         ]
     }
@@ -534,8 +610,14 @@ fn peer_tap(
             legacy.refused(src.pnn, std::time::Instant::now());
             return true;
         }
-        if let Err(e) = inputs.try_send(Input::Msg(cm)) {
-            tracing::debug!(from = %src, error = %e, "clusterd busy: peer message dropped");
+        match inputs.try_send(Input::Msg(cm)) {
+            Ok(()) => {
+                counters.received.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(from = %src, error = %e, "clusterd busy: peer message dropped");
+            }
         }
         true
     })
@@ -635,9 +717,24 @@ pub async fn run(
         });
     }
     let (in_tx, in_rx) = mpsc::channel::<Input>(INPUTS);
+    let (req_tx, req_rx) = mpsc::channel::<Input>(REQUESTS);
+    let stats = Arc::new(Stats::default());
+    let admins =
+        transport::limit::InFlight::new(ADMIN_IN_FLIGHT, ADMIN_PER_CLIENT).with_bytes(ADMIN_BYTES);
     let counters = Arc::new(PeerCounters::default());
     client.set_frame_tap(peer_tap(in_tx.clone(), Arc::clone(&counters)));
-    client.set_statistics_hook(move || counters.snapshot());
+    {
+        let (stats, admins) = (Arc::clone(&stats), admins.clone());
+        client.set_statistics_hook(move || {
+            let mut out = counters.snapshot();
+            out.push((
+                "admin_in_flight".to_owned(),
+                u64::try_from(admins.in_flight()).unwrap_or(u64::MAX),
+            ));
+            out.push(("admin_refused".to_owned(), stats.admin_refused.get()));
+            out
+        });
+    }
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -649,9 +746,8 @@ pub async fn run(
     let sender_task = tokio::spawn(sender(client.clone(), out_rx));
     let (closed_tx, closed_rx) = oneshot::channel::<()>();
     let recv_client = client.clone();
-    let recv_inputs = in_tx.clone();
     let receiver_task = tokio::spawn(async move {
-        receiver(recv_client, incoming, recv_inputs).await;
+        receiver(recv_client, incoming, req_tx, admins, stats).await;
         let _ = closed_tx.send(());
     });
     let health_task = settings
@@ -685,12 +781,13 @@ pub async fn run(
         health = settings.health.is_some(),
         "clusterd running"
     );
-    let res = shell::run(
+    let res = shell::run_with_requests(
         settings.member,
         &settings.nodes,
         settings.pnn,
         settings.lock.clone(),
         in_rx,
+        req_rx,
         link,
         stop,
     )

@@ -127,10 +127,37 @@ pub async fn run<L: Link>(
     nodes: &NodesFile,
     pnn: Pnn,
     lock_spec: Option<LockSpec>,
+    inputs: mpsc::Receiver<Input>,
+    link: L,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodesError> {
+    // No second channel: everything comes in on `inputs`.
+    let (_keep, requests) = mpsc::channel(1);
+    run_with_requests(cfg, nodes, pnn, lock_spec, inputs, requests, link, shutdown).await
+}
+
+/// [`run`] with a second, lower-priority channel for the local clients'
+/// requests (admin commands, membership queries): the peers' messages
+/// (`inputs`: heartbeats, membership updates) and the timers are always
+/// handled first, and a flood of requests cannot take their channel's
+/// room (#14 item 2). `requests` closing does not stop the shell.
+///
+/// # Errors
+///
+/// As [`run`].
+#[allow(clippy::too_many_arguments)]
+pub async fn run_with_requests<L: Link>(
+    cfg: Config,
+    nodes: &NodesFile,
+    pnn: Pnn,
+    lock_spec: Option<LockSpec>,
     mut inputs: mpsc::Receiver<Input>,
+    mut requests: mpsc::Receiver<Input>,
     mut link: L,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodesError> {
+    let mut requests_open = true;
+    let mut next_input: Option<Input> = None;
     let origin = Instant::now();
     let mono_origin = Duration::from_nanos(monotonic_ns());
     let clock = move || mono_origin + Instant::now().saturating_duration_since(origin);
@@ -197,7 +224,10 @@ pub async fn run<L: Link>(
         }
         let deadline = instant_of(member.next_deadline(clock()));
         let admin_deadline = pending.iter().map(|p| p.deadline).min();
+        // Biased: the timers and the peers' messages before the local
+        // requests (a flood of them must not delay a heartbeat).
         tokio::select! {
+            biased;
             () = &mut shutdown => break,
             () = tokio::time::sleep_until(deadline) => member.tick(clock(), &mut out),
             () = sleep_opt(admin_deadline) => {
@@ -224,33 +254,40 @@ pub async fn run<L: Link>(
             }
             input = inputs.recv() => {
                 let Some(input) = input else { break };
-                let now = clock();
-                match input {
-                    Input::Msg(msg) => member.receive(now, &msg, &mut out),
-                    Input::Health(ok) => member.set_healthy(now, ok, &mut out),
-                    Input::Get(reply) => {
-                        let _ = reply.send(member.current(now));
+                next_input = Some(input);
+            }
+            request = requests.recv(), if requests_open => match request {
+                Some(input) => next_input = Some(input),
+                None => requests_open = false,
+            },
+        }
+        if let Some(input) = next_input.take() {
+            let now = clock();
+            match input {
+                Input::Msg(msg) => member.receive(now, &msg, &mut out),
+                Input::Health(ok) => member.set_healthy(now, ok, &mut out),
+                Input::Get(reply) => {
+                    let _ = reply.send(member.current(now));
+                }
+                Input::Admin { target, op, reply } => {
+                    let exists = usize::try_from(target)
+                        .ok()
+                        .and_then(|i| nodes.nodes.get(i))
+                        .is_some_and(|n| !n.is_deleted());
+                    if !exists {
+                        let _ = reply.send(Err(AdminError::NoSuchNode { target }));
+                        continue;
                     }
-                    Input::Admin { target, op, reply } => {
-                        let exists = usize::try_from(target)
-                            .ok()
-                            .and_then(|i| nodes.nodes.get(i))
-                            .is_some_and(|n| !n.is_deleted());
-                        if !exists {
-                            let _ = reply.send(Err(AdminError::NoSuchNode { target }));
-                            continue;
-                        }
-                        next_id += 1;
-                        if let Some(o) = member.admin(now, next_id, target, op, &mut out) {
-                            let _ = reply.send(Ok(o));
-                        } else {
-                            pending.push(Pending {
-                                id: next_id,
-                                target,
-                                deadline: Instant::now() + ADMIN_TIMEOUT,
-                                reply,
-                            });
-                        }
+                    next_id += 1;
+                    if let Some(o) = member.admin(now, next_id, target, op, &mut out) {
+                        let _ = reply.send(Ok(o));
+                    } else {
+                        pending.push(Pending {
+                            id: next_id,
+                            target,
+                            deadline: Instant::now() + ADMIN_TIMEOUT,
+                            reply,
+                        });
                     }
                 }
             }

@@ -269,7 +269,15 @@ pub struct ConntrackConfig {
     /// How long the connections of an address that nobody hosts are kept,
     /// in milliseconds.
     pub grace_period_ms: u64,
+    /// The most connections the table stores from other nodes and
+    /// registrations (a node's own connections are never refused); what
+    /// is over it is refused and counted.
+    pub max_connections: u64,
 }
+
+/// The largest `[conntrack] max_connections` accepted (about 2-5 GB of
+/// table at the limit).
+pub const MAX_CONNECTIONS_LIMIT: u64 = 100_000_000;
 
 impl Default for ConntrackConfig {
     fn default() -> Self {
@@ -278,6 +286,7 @@ impl Default for ConntrackConfig {
             scan_interval_ms: 10_000,
             sync_interval_ms: 5_000,
             grace_period_ms: 60_000,
+            max_connections: 4_000_000,
         }
     }
 }
@@ -551,6 +560,13 @@ pub fn parse(text: &str, file: &Path) -> Result<(Config, Vec<String>), ConfigErr
                 format!("{name} must be greater than 0"),
             ));
         }
+    }
+    let max = config.conntrack.max_connections;
+    if max == 0 || max > MAX_CONNECTIONS_LIMIT {
+        return Err(invalid(
+            find_key(text, "max_connections").unwrap_or(0..0),
+            format!("max_connections = {max}: use 1 to {MAX_CONNECTIONS_LIMIT}"),
+        ));
     }
     if config.failover.nft_table.is_empty()
         || config.failover.nft_table.len() > 32

@@ -92,6 +92,10 @@ pub struct Options {
     /// The PNNs of the nodes file: replication from or about any other node
     /// is refused. `None`: not checked.
     pub nodes: Option<Vec<Pnn>>,
+    /// The most connections the table stores from peers and registrations
+    /// (`[conntrack] max_connections`, see
+    /// [`Engine::with_max_connections`]).
+    pub max_connections: usize,
 }
 
 impl Options {
@@ -111,8 +115,22 @@ impl Options {
             incarnation,
             initial_hosted: Vec::new(),
             nodes: None,
+            max_connections: usize::try_from(c.conntrack.max_connections).unwrap_or(usize::MAX),
         }
     }
+}
+
+/// conntrackd's own counters, reported by the STATISTICS control after the
+/// transport client's.
+#[derive(Debug, Default)]
+struct Stats {
+    /// Keys the table stores ([`crate::table::Table::stored`]), as of the
+    /// last burst.
+    stored: std::sync::atomic::AtomicU64,
+    /// ADD_CONNECTIONS requests refused: the table is full.
+    registrations_refused: transport::limit::Refusals,
+    /// Replication messages refused: the table is full.
+    replication_refused: transport::limit::Refusals,
 }
 
 /// Errors that stop the daemon.
@@ -206,6 +224,8 @@ struct Shell {
     /// [`REMOVE_CONNECTIONS`], a conntrack DESTROY or the address leaving
     /// this node does.
     registered: HashMap<IpAddr, std::collections::HashSet<Conn>>,
+    /// Counters for STATISTICS.
+    stats: std::sync::Arc<Stats>,
 }
 
 /// Runs conntrackd over `client` until `shutdown` resolves, a `SHUTDOWN`
@@ -268,6 +288,27 @@ pub async fn run(
     if let Some(nodes) = &opts.nodes {
         engine = engine.with_nodes(nodes.iter().copied());
     }
+    engine = engine.with_max_connections(opts.max_connections);
+    let stats = std::sync::Arc::new(Stats::default());
+    {
+        let stats = std::sync::Arc::clone(&stats);
+        let limit = u64::try_from(opts.max_connections).unwrap_or(u64::MAX);
+        client.set_statistics_hook(move || {
+            use std::sync::atomic::Ordering::Relaxed;
+            vec![
+                ("connections_stored".to_owned(), stats.stored.load(Relaxed)),
+                ("max_connections".to_owned(), limit),
+                (
+                    "registrations_refused".to_owned(),
+                    stats.registrations_refused.get(),
+                ),
+                (
+                    "replication_refused".to_owned(),
+                    stats.replication_refused.get(),
+                ),
+            ]
+        });
+    }
     let mut shell = Shell {
         page_list: None,
         client: client.clone(),
@@ -290,6 +331,7 @@ pub async fn run(
         scan_due: true,
         pending: Vec::new(),
         registered: HashMap::new(),
+        stats,
     };
     tracing::info!(
         pnn,
@@ -380,6 +422,10 @@ impl Shell {
                 self.scan().await;
             }
             self.poll().await;
+            let stored = u64::try_from(self.engine.table().stored()).unwrap_or(u64::MAX);
+            self.stats
+                .stored
+                .store(stored, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -594,6 +640,12 @@ impl Shell {
                         let now = self.now();
                         match self.engine.on_peer(h.src.pnn, &msg, now) {
                             Ok(outs) => self.send(outs).await,
+                            Err(e @ engine::EngineError::Full { .. }) => {
+                                let refused = &self.stats.replication_refused;
+                                if refused.note() {
+                                    tracing::warn!(error = %e, from = %h.src, refused = refused.get(), "replication refused");
+                                }
+                            }
                             Err(e) => {
                                 tracing::warn!(error = %e, from = %h.src, "replication refused");
                             }
@@ -762,6 +814,15 @@ impl Shell {
             }
             ADD_CONNECTIONS | REMOVE_CONNECTIONS => {
                 let list: Vec<TrackedConnection> = decode_payload(&m.payload).map_err(bad)?;
+                if op == ADD_CONNECTIONS {
+                    if let Err(e) = self.engine.room_for(list.len()) {
+                        let refused = &self.stats.registrations_refused;
+                        if refused.note() {
+                            tracing::warn!(error = %e, from = %m.header.src, refused = refused.get(), "registration refused");
+                        }
+                        return Err((ErrorCode::Refused, e.to_string()));
+                    }
+                }
                 let now = self.now();
                 let mut errors = Vec::new();
                 let mut outs = Vec::new();

@@ -88,6 +88,14 @@ pub enum EngineError {
     /// The table refused the connection.
     #[error(transparent)]
     Table(#[from] TableError),
+    /// The table holds its limit of connections ([`Engine::with_max_connections`]).
+    #[error("the connection table is full: {stored} connections stored, the limit is {limit} (max_connections)")]
+    Full {
+        /// Connections stored.
+        stored: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A message from, or about, a node that is not in the nodes file.
     #[error("message from pnn {from} names pnn {pnn}, which is not in the nodes file")]
     UnknownNode {
@@ -118,7 +126,13 @@ pub struct Engine {
     served: HashMap<Pnn, Duration>,
     /// The nodes of the nodes file (`None`: anyone, for tests).
     nodes: Option<HashSet<Pnn>>,
+    /// The most connections stored from peers and registrations.
+    max_connections: usize,
 }
+
+/// Default of [`Engine::with_max_connections`] (`[conntrack]
+/// max_connections`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4_000_000;
 
 impl Engine {
     /// The conntrackd of node `pnn`; `incarnation` must grow with every start
@@ -137,7 +151,39 @@ impl Engine {
             asked: HashMap::default(),
             served: HashMap::default(),
             nodes: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
+    }
+
+    /// Stores at most about `n` connections ([`Table::stored`]) learned
+    /// from peers and registrations: a replication message that adds
+    /// while the table holds `n` is refused ([`EngineError::Full`]), a
+    /// sync chunk is refused when it would take the table over `n` plus
+    /// the view it replaces, and a registration (see
+    /// [`Engine::room_for`]) when it does not fit. This node's own
+    /// connections (dumps, conntrack events) are the kernel's and are
+    /// not refused. So the table stays below `2 n` keys, whatever a
+    /// peer or a client sends.
+    #[must_use]
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Whether `more` registered connections fit under the limit.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Full`] when they do not.
+    pub fn room_for(&self, more: usize) -> Result<(), EngineError> {
+        let stored = self.table.stored();
+        if stored.saturating_add(more) > self.max_connections {
+            return Err(EngineError::Full {
+                stored,
+                limit: self.max_connections,
+            });
+        }
+        Ok(())
     }
 
     /// Accepts messages only from and about the nodes `pnns` (the live
@@ -423,10 +469,22 @@ impl Engine {
         match msg {
             Msg::Deltas(d) => {
                 self.check_node(from, d.reporter)?;
+                let adds = d
+                    .groups
+                    .iter()
+                    .any(|g| g.ops.iter().any(|op| op.kind == OpKind::Add));
+                if adds {
+                    self.room_for(1)?;
+                }
                 self.table.apply(msg, now)?;
             }
             Msg::Sync(chunk) => {
                 self.check_node(from, chunk.reporter)?;
+                let replaced = self
+                    .table
+                    .view_info(chunk.address, chunk.reporter)
+                    .map_or(0, |i| i.len);
+                self.room_for(chunk.conns.len().saturating_sub(replaced))?;
                 self.table.apply(msg, now)?;
             }
             Msg::SyncRequest { address, .. } => {

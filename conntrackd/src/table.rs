@@ -555,6 +555,21 @@ impl<K: Key> Views<K> {
         dropped
     }
 
+    fn stored(&self) -> usize {
+        self.views
+            .iter()
+            .map(|v| {
+                let partial: usize = v
+                    .partials
+                    .values()
+                    .flat_map(|p| p.chunks.values())
+                    .map(Vec::len)
+                    .sum();
+                v.set.len() + v.touched.len() + partial
+            })
+            .sum()
+    }
+
     fn connections(&self) -> Vec<Conn> {
         if let [only] = self.views.as_slice() {
             return only.set.iter().map(|k| k.to_conn()).collect();
@@ -936,6 +951,17 @@ impl Table {
         self.addrs
             .values()
             .map(|a| with_views!(&a.family, vs => vs.distinct))
+            .sum()
+    }
+
+    /// The keys the table stores: every view's connections (a connection
+    /// reported by two nodes counts twice), the connections remembered
+    /// above a gap and those of incomplete syncs. What
+    /// [`crate::engine::Engine::with_max_connections`] bounds; O(views).
+    pub fn stored(&self) -> usize {
+        self.addrs
+            .values()
+            .map(|a| with_views!(&a.family, vs => vs.stored()))
             .sum()
     }
 

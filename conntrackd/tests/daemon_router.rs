@@ -43,6 +43,7 @@ fn options(hosted: Vec<IpAddr>) -> Options {
         incarnation: 1,
         initial_hosted: hosted,
         nodes: None,
+        max_connections: conntrackd::engine::DEFAULT_MAX_CONNECTIONS,
     }
 }
 

@@ -4,7 +4,8 @@
 //! * [`proto`] — pure frame encode/decode and message types (no I/O); the
 //!   wire format is documented there and in docs/protocol.md;
 //! * [`controls`] — the common controls (ping, version, statistics, log
-//!   level, shutdown), implemented once; [`logging`] installs the tracing
+//!   level, shutdown), implemented once; [`limit`] bounds the requests a
+//!   daemon serves at once and counts refusals; [`logging`] installs the tracing
 //!   subscriber whose filter the log-level control changes;
 //! * [`client`] — the client library, generic over its connection ([`client::Link`]):
 //!   a Unix socket (`Client::connect_unix`, in [`unix`]), any byte stream,
@@ -21,6 +22,7 @@
 
 pub mod client;
 pub mod controls;
+pub mod limit;
 pub mod logging;
 pub mod msg;
 pub mod node_config;

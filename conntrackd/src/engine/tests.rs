@@ -638,3 +638,73 @@ fn a_dump_keeps_registered_connections_and_a_full_report_includes_them() {
     net.tick(TICK);
     net.assert_all(a(), &[c(2, 2)]);
 }
+
+/// #14 item 2: what a peer sends is refused once the table holds its limit
+/// (deltas that add, a sync that would grow it), what it removes is not;
+/// a sync that replaces a view of the same size still fits.
+#[test]
+fn a_full_table_refuses_what_peers_add() {
+    use crate::msg::{AddrOps, Deltas, Op};
+    let now = Duration::from_secs(1);
+    let mut e = Engine::new(0, 1, Config::default(), now).with_max_connections(3);
+    let deltas = |from: u64, kind: OpKind, conns: &[Conn]| {
+        Msg::Deltas(Deltas {
+            reporter: 1,
+            groups: vec![AddrOps {
+                address: a(),
+                ops: conns
+                    .iter()
+                    .zip(from..)
+                    .map(|(conn, seq)| Op {
+                        version: Version::new(1, seq),
+                        kind,
+                        conn: *conn,
+                    })
+                    .collect(),
+            }],
+        })
+    };
+    let sync = SyncChunk {
+        reporter: 1,
+        address: a(),
+        version: Version::new(1, 1),
+        index: 0,
+        total: 1,
+        conns: vec![c(1, 1), c(1, 2), c(1, 3)],
+    };
+    e.on_peer(1, &Msg::Sync(sync), now).unwrap();
+    assert_eq!(e.table().stored(), 3);
+    let more = deltas(2, OpKind::Add, &[c(1, 4)]);
+    assert!(matches!(
+        e.on_peer(1, &more, now),
+        Err(EngineError::Full {
+            stored: 3,
+            limit: 3
+        })
+    ));
+    assert_eq!(e.table().stored(), 3, "nothing added over the limit");
+    assert!(e.room_for(1).is_err(), "a registration does not fit either");
+    let bigger = SyncChunk {
+        reporter: 1,
+        address: a(),
+        version: Version::new(1, 5),
+        index: 0,
+        total: 1,
+        conns: vec![c(2, 1), c(2, 2), c(2, 3), c(2, 4)],
+    };
+    assert!(e.on_peer(1, &Msg::Sync(bigger), now).is_err());
+    let same = SyncChunk {
+        reporter: 1,
+        address: a(),
+        version: Version::new(1, 5),
+        index: 0,
+        total: 1,
+        conns: vec![c(3, 1), c(3, 2), c(3, 3)],
+    };
+    e.on_peer(1, &Msg::Sync(same), now).unwrap();
+    assert_eq!(e.table().connections(a()).len(), 3);
+    let fewer = deltas(6, OpKind::Remove, &[c(3, 1)]);
+    e.on_peer(1, &fewer, now).unwrap();
+    assert_eq!(e.table().stored(), 2);
+    assert!(e.room_for(1).is_ok());
+}

@@ -21,4 +21,4 @@ pub mod run;
 mod tests;
 
 pub use leader::{LeaderAction, LeaderConfig, LeaderCore, RunOrder, RunOutcome};
-pub use node::{News, NodeAction, NodeConfig, NodeCore, Refusal, Route};
+pub use node::{leader_feed, News, NodeAction, NodeConfig, NodeCore, Refusal, Route};

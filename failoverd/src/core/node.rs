@@ -82,6 +82,27 @@ pub enum NodeAction {
     Membership(Membership),
 }
 
+/// What the leader side must be given when the shell carries out
+/// [`NodeAction::Membership`]`(copy)` while the node core's membership is
+/// `current` by then (the lease intake runs beside the loop, so the core
+/// may have moved on). Normally `current` alone: a stale copy must not
+/// undo a newer membership (a new leader abandoned its first runs for a
+/// copy without a leader). But a lapse (`copy` without a lease) that the
+/// core has already got over must still reach the leader side first:
+/// the node dropped every address in it, and only the leader side's
+/// becoming active again starts the run that takes this node's share back
+/// — a leader whose failoverd was frozen past its lease end kept its
+/// addresses dropped until an unrelated membership change (chaos, fast
+/// profile, seed 103).
+#[must_use]
+pub fn leader_feed(copy: Membership, current: Option<&Membership>) -> Vec<Membership> {
+    match current {
+        None => vec![copy],
+        Some(now) if !copy.lease_ok && now.lease_ok => vec![copy, now.clone()],
+        Some(now) => vec![now.clone()],
+    }
+}
+
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {

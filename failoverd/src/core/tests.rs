@@ -800,3 +800,44 @@ fn a_node_that_offers_nothing_gets_nothing_and_moves_nothing() {
     .expect("a plan");
     assert!(p.takes.get(&2).is_some_and(|t| !t.is_empty()), "{p:?}");
 }
+
+/// The leader side must see a lapse even when the core got over it before
+/// the shell carried the lapse's membership out (chaos, seed 103), and must
+/// never see a stale copy over a newer membership otherwise.
+#[test]
+fn the_leader_side_is_fed_a_lapse_the_core_got_over_and_nothing_stale() {
+    use super::node::leader_feed;
+    let mut lapse = membership(0, Some(0), 5, &[0, 0, 0]);
+    lapse.lease_ok = false;
+    let now = membership(0, Some(0), 5, &[0, 0, 0]);
+    assert_eq!(
+        leader_feed(lapse.clone(), Some(&now)),
+        vec![lapse.clone(), now.clone()]
+    );
+    // Fed through a real leader core: it leaves and comes back active,
+    // with a run to do (the one that takes the node's share back).
+    let mut leader: LeaderCore<u32> = LeaderCore::new(LeaderConfig::new(0));
+    let mut out = Vec::new();
+    leader.membership(ms(0), &now, &mut out);
+    assert!(leader.active());
+    leader.tick(ms(1), &mut out);
+    out.clear();
+    for m in leader_feed(lapse.clone(), Some(&now)) {
+        leader.membership(ms(2), &m, &mut out);
+    }
+    assert!(leader.active());
+    leader.tick(ms(3), &mut out);
+    assert!(
+        out.iter().any(|a| matches!(a, LeaderAction::StartRun(_))),
+        "no run after the lapse: {out:?}"
+    );
+    // A stale copy with a lease (an older membership without a leader) is
+    // not fed over the newer one.
+    let stale = membership(0, None, 4, &[0, 0, 0]);
+    assert_eq!(leader_feed(stale, Some(&now)), vec![now.clone()]);
+    // Still lapsed: the current state alone.
+    let mut still = now.clone();
+    still.lease_ok = false;
+    assert_eq!(leader_feed(lapse.clone(), Some(&still)), vec![still]);
+    assert_eq!(leader_feed(lapse.clone(), None), vec![lapse]);
+}

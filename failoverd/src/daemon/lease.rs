@@ -41,9 +41,14 @@ pub(super) fn instant(at: Duration) -> Instant {
 }
 
 /// Drops every public address when the lease end in `until` passes without
-/// being moved (see the module docs). Runs until aborted or the sender is
-/// gone.
-pub(super) async fn watch(exec: Executor, mut until: watch::Receiver<Option<Instant>>) {
+/// being moved (see the module docs), and then tells the loop
+/// ([`super::Trigger::Lapsed`]) that this node's share must be taken again.
+/// Runs until aborted or the sender is gone.
+pub(super) async fn watch(
+    exec: Executor,
+    mut until: watch::Receiver<Option<Instant>>,
+    lapsed: tokio::sync::mpsc::UnboundedSender<super::Trigger>,
+) {
     loop {
         let end = *until.borrow_and_update();
         let expired = async {
@@ -65,7 +70,10 @@ pub(super) async fn watch(exec: Executor, mut until: watch::Receiver<Option<Inst
                 }
                 match exec.drop_all(DropMode::LeaseLost).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::warn!(count = n, "lease watch: dropped every public address"),
+                    Ok(n) => {
+                        tracing::warn!(count = n, "lease watch: dropped every public address");
+                        let _ = lapsed.send(super::Trigger::Lapsed);
+                    }
                     Err(e) => tracing::error!(error = %e, "lease watch: dropping public addresses failed"),
                 }
                 // Wait for the next lease.

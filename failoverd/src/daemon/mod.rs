@@ -12,7 +12,10 @@
 //!   hook, a queue, a lock, a request) can delay it (hole 1);
 //! * [`requests`]: the requests this node serves (GET_PUBLIC_IPS,
 //!   RELEASE_IPS, TAKE_IPS, the CLI's changes), each in its own task, so
-//!   the loop always answers;
+//!   the loop always answers; at most [`REQUESTS_IN_FLIGHT`] of clients
+//!   ([`REQUESTS_PER_CLIENT`] of one, [`REQUESTS_BYTES`] of payload) and [`DAEMON_REQUESTS_IN_FLIGHT`] of
+//!   the failoverds at once, more refused at once and counted
+//!   (`requests_refused` in STATISTICS);
 //! * [`runs`]: the leader's takeover runs and moves as tasks, and routing
 //!   of IPREALLOCATE / MOVE_IP;
 //! * [`adopt`]: adoption of the addresses a crashed predecessor left, and
@@ -153,6 +156,96 @@ const POLL_EVERY: Duration = Duration::from_millis(250);
 /// Time limit of that request.
 const POLL_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Requests of local clients and other services (the `ipfailover`
+/// command, a file server) served at once; more are refused at once
+/// (`requests_refused`), never queued (#14 item 2).
+pub const REQUESTS_IN_FLIGHT: usize = 256;
+/// Of those, requests of one client (source address) at once. A group
+/// member has at most 32 connections (transportd's limit per uid), so one
+/// user cannot take every place.
+pub const REQUESTS_PER_CLIENT: usize = 4;
+/// Payload bytes the clients' requests in flight may hold together (a
+/// TICKLE or KILLTCP list can be 4 MiB).
+pub const REQUESTS_BYTES: usize = 16 * 1024 * 1024;
+/// Requests of the failoverds (the leader's run steps and its
+/// GET_PUBLIC_IPS) served at once: a limit of their own, so that clients
+/// cannot take the runs' places.
+pub const DAEMON_REQUESTS_IN_FLIGHT: usize = 64;
+
+/// The limits of requests in flight and failoverd's own counters, which
+/// the STATISTICS control reports after the transport client's.
+#[derive(Debug)]
+struct Limits {
+    clients: transport::limit::InFlight,
+    daemons: transport::limit::InFlight,
+    /// Requests refused over [`REQUESTS_IN_FLIGHT`] /
+    /// [`REQUESTS_PER_CLIENT`] / [`DAEMON_REQUESTS_IN_FLIGHT`].
+    refused: transport::limit::Refusals,
+    /// IPREALLOCATE and MOVE_IP refused by the leader because
+    /// [`crate::core::leader::MAX_WAITING`] wait for a run.
+    leader_busy: transport::limit::Refusals,
+    /// IPREALLOCATED events not from a failoverd (ignored).
+    ipreallocated_ignored: transport::limit::Refusals,
+}
+
+impl Limits {
+    fn new() -> Limits {
+        Limits {
+            clients: transport::limit::InFlight::new(REQUESTS_IN_FLIGHT, REQUESTS_PER_CLIENT)
+                .with_bytes(REQUESTS_BYTES),
+            daemons: transport::limit::InFlight::new(
+                DAEMON_REQUESTS_IN_FLIGHT,
+                DAEMON_REQUESTS_IN_FLIGHT,
+            ),
+            refused: transport::limit::Refusals::new(),
+            leader_busy: transport::limit::Refusals::new(),
+            ipreallocated_ignored: transport::limit::Refusals::new(),
+        }
+    }
+
+    fn statistics(&self) -> Vec<(String, u64)> {
+        let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        vec![
+            ("requests_in_flight".to_owned(), n(self.clients.in_flight())),
+            (
+                "daemon_requests_in_flight".to_owned(),
+                n(self.daemons.in_flight()),
+            ),
+            ("requests_refused".to_owned(), self.refused.get()),
+            ("leader_busy".to_owned(), self.leader_busy.get()),
+            (
+                "ipreallocated_ignored".to_owned(),
+                self.ipreallocated_ignored.get(),
+            ),
+        ]
+    }
+
+    /// A place for a request of `msg`'s source: a failoverd's among the
+    /// daemons', anyone else's among the clients'. Over the limit the
+    /// refusal is counted and logged (rate-limited) and the reason
+    /// returned.
+    fn admit(&self, msg: &Message) -> Result<transport::limit::Permit, String> {
+        let src = msg.header.src;
+        let limit = if src.service == FAILOVERD {
+            &self.daemons
+        } else {
+            &self.clients
+        };
+        limit.try_acquire(src, msg.payload.len()).map_err(|busy| {
+            if self.refused.note() {
+                tracing::warn!(
+                    from = %src,
+                    opcode = msg.header.opcode,
+                    refused = self.refused.get(),
+                    reason = %busy,
+                    "request refused: failoverd is busy"
+                );
+            }
+            format!("failoverd is busy: {busy}; try again")
+        })
+    }
+}
+
 /// Something a request task asks the loop to do.
 #[derive(Debug)]
 enum Trigger {
@@ -164,6 +257,9 @@ enum Trigger {
     /// Public addresses of this node found configured in the kernel
     /// although it does not host them ([`rogue_check`]).
     Rogue(Vec<IpAddr>),
+    /// The lease watch dropped this node's addresses at the lease end
+    /// (no renewal had reached it): its share must be taken again.
+    Lapsed,
 }
 
 /// How often the kernel is compared with what this node hosts, to remove
@@ -205,6 +301,8 @@ struct Ctx {
     /// Wakes the record writer ([`adopt::record_writer`]): the record's
     /// fsync never runs in the loop.
     record_wake: Arc<tokio::sync::Notify>,
+    /// Requests in flight and refusals.
+    limits: Arc<Limits>,
 }
 
 impl Ctx {
@@ -271,7 +369,8 @@ pub async fn run(
     // No lease until clusterd says so.
     exec.set_lease(None);
     let (lease_tx, lease_rx) = watch::channel(None);
-    let watch_task = tokio::spawn(lease::watch(exec.clone(), lease_rx));
+    let (trigger_tx, mut triggers) = mpsc::unbounded_channel();
+    let watch_task = tokio::spawn(lease::watch(exec.clone(), lease_rx, trigger_tx.clone()));
     let ipreallocated = Arc::new(tokio::sync::Notify::new());
     let realloc_task = {
         let (exec, wake) = (exec.clone(), Arc::clone(&ipreallocated));
@@ -290,7 +389,6 @@ pub async fn run(
             Arc::clone(&record_wake),
         ))
     });
-    let (trigger_tx, mut triggers) = mpsc::unbounded_channel();
     let ctx = Ctx {
         client: client.clone(),
         exec: exec.clone(),
@@ -301,9 +399,18 @@ pub async fn run(
         lease_tx: Arc::new(lease_tx),
         ipreallocated,
         record_wake,
+        limits: Arc::new(Limits::new()),
     };
-    // Operation counters for STATISTICS (metrics, ipfailover statistics).
-    client.set_statistics_hook(crate::counters::snapshot);
+    {
+        // The request limits' counters, then the operation counters
+        // (failoverd/src/counters.rs: takes, releases, announcements, ...).
+        let limits = Arc::clone(&ctx.limits);
+        client.set_statistics_hook(move || {
+            let mut all = limits.statistics();
+            all.extend(crate::counters::snapshot());
+            all
+        });
+    }
     // clusterd's LEASE events skip the loop (see `lease_intake`): the
     // reader's tap hands them to a task that applies them at once.
     let (lease_news_tx, lease_news_rx) = mpsc::unbounded_channel::<LeaseUpdate>();
@@ -408,6 +515,15 @@ pub async fn run(
                 Trigger::Run => request_run(&ctx, &mut leader, &mut node_out, &mut leader_out),
                 Trigger::RunSeen(epoch) => ctx.lock().node.run_seen(epoch),
                 Trigger::Rogue(list) => on_rogue(&ctx, list, &mut node_out),
+                Trigger::Lapsed => {
+                    // The lease may be valid again already (news queued
+                    // behind a freeze renew it before the core noticed the
+                    // end), so the core need not have seen a lapse: ask for
+                    // the run that takes this node's share back either way
+                    // (the leader side runs it itself).
+                    tracing::info!("addresses dropped at the lease end: asking for a takeover run");
+                    request_run(&ctx, &mut leader, &mut node_out, &mut leader_out);
+                }
             },
             () = timer => {
                 let now = lease::now();
@@ -515,22 +631,20 @@ async fn on_node_action(
             let ctx = ctx.clone();
             tokio::spawn(async move { requests::remove_leftovers(&ctx, &list).await });
         }
-        NodeAction::Membership(m) => {
-            // The core's membership as it is now, not the action's copy:
-            // the lease intake queues its actions for this loop, and a copy
-            // it took (a lease news that made the lease valid) can arrive
-            // after a newer membership was applied here — carried out, it
-            // made a new leader abandon its first runs for a membership
-            // without a leader (start, fast profile: 1 trial in 3 waited
-            // ~250 ms for the next membership).
-            let m = ctx.lock().node.membership().cloned().unwrap_or(m);
-            if m.lease_ok && !leader.active() && m.leader == Some(ctx.pnn) {
-                tracing::info!(generation = m.generation, "this node leads: takeover runs");
-            }
-            let was = leader.active();
-            leader.membership(lease::now(), &m, leader_out);
-            if was && !leader.active() {
-                tracing::info!(leader = ?m.leader, "this node no longer leads");
+        NodeAction::Membership(copy) => {
+            // The core's membership as it is now, not the action's copy
+            // (the lease intake runs beside this loop): but a lapse the core
+            // has got over meanwhile still goes first (`leader_feed`).
+            let current = ctx.lock().node.membership().cloned();
+            for m in crate::core::leader_feed(copy, current.as_ref()) {
+                if m.lease_ok && !leader.active() && m.leader == Some(ctx.pnn) {
+                    tracing::info!(generation = m.generation, "this node leads: takeover runs");
+                }
+                let was = leader.active();
+                leader.membership(lease::now(), &m, leader_out);
+                if was && !leader.active() {
+                    tracing::info!(leader = ?m.leader, lease_ok = m.lease_ok, "this node no longer leads");
+                }
             }
         }
     }
@@ -723,7 +837,10 @@ async fn route(
             Err(e) => reply_error(ctx, &msg, ErrorCode::BadRequest, e.to_string()).await,
         },
         Route::Serve => leader.ipreallocate(lease::now(), msg, out),
-        Route::Forward(to) => runs::forward(ctx, msg, to),
+        Route::Forward(to) => match ctx.limits.admit(&msg) {
+            Ok(permit) => runs::forward(ctx, msg, to, permit),
+            Err(why) => reply_error(ctx, &msg, ErrorCode::Refused, why).await,
+        },
         Route::Refuse => {
             let why = match ctx.leader() {
                 None => "no leader".to_string(),
@@ -788,11 +905,11 @@ async fn on_message(
             // anything else it is ignored (#14: any local service could
             // make every node run its hooks).
             IPREALLOCATED if msg.header.src.service != FAILOVERD => {
-                // Logged once per thousand: a flood must not flood the log.
-                static IGNORED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                let n = IGNORED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if n % 1000 == 0 {
-                    tracing::warn!(from = %msg.header.src, ignored = n + 1, "IPREALLOCATED not from a failoverd: ignored");
+                // Counted; the first 8 and then one per thousand logged: a
+                // flood must not flood the log.
+                let ignored = &ctx.limits.ipreallocated_ignored;
+                if ignored.note() {
+                    tracing::warn!(from = %msg.header.src, ignored = ignored.get(), "IPREALLOCATED not from a failoverd: ignored");
                 }
             }
             IPREALLOCATED => {
@@ -814,9 +931,18 @@ async fn on_message(
     }
     match op {
         IPREALLOCATE | MOVE_IP => route(ctx, leader, msg, out).await,
-        _ => {
-            let ctx = ctx.clone();
-            tokio::spawn(async move { requests::serve(&ctx, msg).await });
-        }
+        // Each in a task of its own, at most REQUESTS_IN_FLIGHT of the
+        // clients' (and DAEMON_REQUESTS_IN_FLIGHT of the failoverds'): over
+        // it refused at once, never queued.
+        _ => match ctx.limits.admit(&msg) {
+            Ok(permit) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    requests::serve(&ctx, msg).await;
+                    drop(permit);
+                });
+            }
+            Err(why) => reply_error(ctx, &msg, ErrorCode::Refused, why).await,
+        },
     }
 }

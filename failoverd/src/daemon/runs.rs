@@ -143,6 +143,14 @@ impl Runs {
             }
             LeaderAction::Reroute(req) => route(ctx, leader, req, out).await,
             LeaderAction::Busy(req) => {
+                let busy = &ctx.limits.leader_busy;
+                if busy.note() {
+                    tracing::warn!(
+                        from = %req.header.src,
+                        refused = busy.get(),
+                        "request refused: too many wait for a run"
+                    );
+                }
                 reply_error(
                     ctx,
                     &req,
@@ -186,9 +194,10 @@ pub(super) fn ask_for_run(ctx: &Ctx, to: Pnn, epoch: Option<u64>) {
 
 /// Forwards a leader-only request that came from this node to the leader
 /// and relays its answer (once: the leader never forwards it again).
-pub(super) fn forward(ctx: &Ctx, req: Message, to: Pnn) {
+pub(super) fn forward(ctx: &Ctx, req: Message, to: Pnn, permit: transport::limit::Permit) {
     let ctx = ctx.clone();
     tokio::spawn(async move {
+        let _permit = permit;
         let timeout = ctx.settings.release_timeout * 3;
         let answer = ctx
             .client

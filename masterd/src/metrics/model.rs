@@ -42,11 +42,13 @@ const FLAGS: [(&str, NodeFlags); 7] = [
 /// names).
 const TRANSPORT_FRAMES: [&str; 4] = ["local_in", "peer_in", "delivered", "forwarded"];
 /// transportd's counters of frames or links that failed, by kind.
-const TRANSPORT_ERRORS: [&str; 10] = [
+const TRANSPORT_ERRORS: [&str; 12] = [
     "unknown_service",
     "unreachable",
     "queue_drops",
     "misrouted",
+    "clients_over_limit",
+    "requests_throttled",
     "frames_refused",
     "bad_frames",
     "handshake_failures",

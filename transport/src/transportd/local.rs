@@ -2,7 +2,16 @@
 //! registers them and routes their frames.
 //!
 //! A client that stops reading is disconnected once [`LOCAL_QUEUE_LIMIT`]
-//! bytes wait for it (its registration ends; it may reconnect).
+//! bytes wait for it ([`MEMBER_QUEUE_LIMIT`] for a group member; its
+//! registration ends; it may reconnect). Connections are limited in total
+//! ([`MAX_LOCAL_CLIENTS`]), for the group's members together
+//! ([`MAX_MEMBER_CLIENTS`]) and per member uid ([`MAX_CLIENTS_PER_UID`]);
+//! one over a limit is refused, counted (`clients_over_limit`) and logged
+//! (the first 8, then one per 1000). A member's requests are also limited
+//! per uid (a burst of [`super::state::MEMBER_BURST`], then
+//! [`super::state::MEMBER_RATE`] per second; `requests_throttled`): the
+//! frames of a daemon's socket are read in order, and a burst of
+//! thousands queued in front of a heartbeat delays it past the lease.
 //!
 //! A connection's first frame must be a REGISTER request; a well-known
 //! service name only from root or transportd's own user. A client (a group
@@ -13,6 +22,7 @@
 //! flags or reserved field closes that one connection with a logged reason;
 //! other connections are not affected.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -33,8 +43,35 @@ pub const LOCAL_QUEUE_LIMIT: usize = 32 * 1024 * 1024;
 const READ_BUF: usize = 64 * 1024;
 const KEEP: usize = 4 * 1024 * 1024;
 
+/// Most local connections at once (every uid together). Connections
+/// over it are refused (counted: `clients_over_limit`).
+pub const MAX_LOCAL_CLIENTS: usize = 1024;
+/// Most local connections of the group's members together (every uid
+/// other than root and transportd's own): they never take the daemons'
+/// places (a daemon that restarts must get back in).
+pub const MAX_MEMBER_CLIENTS: usize = 256;
+/// Most local connections of one uid that is not root nor transportd's
+/// user (a member of the group).
+pub const MAX_CLIENTS_PER_UID: usize = 32;
+/// Queue limit of a group member's connection: two frames of the largest
+/// size (the `ipfailover` command reads its answers; one that does not
+/// read holds this much at most, not [`LOCAL_QUEUE_LIMIT`]).
+pub const MEMBER_QUEUE_LIMIT: usize = 2 * (crate::proto::MAX_PAYLOAD + HEADER_LEN);
+/// Refused connections answered at once (the reason is written back to
+/// the first request); more are closed at once without an answer.
+pub const MAX_REFUSING: usize = 16;
+/// How long a refused connection may take to send its first request
+/// before it is closed (it holds no client place meanwhile).
+pub const REFUSE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Accepts local clients until shutdown, then waits for their connections
 /// to end (each ends on the stop signal).
+///
+/// Credentials and the connection limits are checked here, before a
+/// connection gets a task: a refused connection holds no client place
+/// ([`MAX_LOCAL_CLIENTS`], [`MAX_CLIENTS_PER_UID`]); at most
+/// [`MAX_REFUSING`] refused ones wait (at most [`REFUSE_WAIT`]) to be told
+/// why, the others are closed at once.
 ///
 /// The connections are tasks of a [`JoinSet`](tokio::task::JoinSet) owned by
 /// this future, so they cannot outlive it: when transportd runs as a task
@@ -43,14 +80,74 @@ const KEEP: usize = 4 * 1024 * 1024;
 pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
     let mut stop = shared.stop.subscribe();
     let mut clients = tokio::task::JoinSet::new();
+    let mut refusing = tokio::task::JoinSet::new();
+    let mut per_uid: HashMap<u32, usize> = HashMap::new();
+    let mut over_limit: u64 = 0;
     loop {
         tokio::select! {
             () = super::stopped(&mut stop) => break,
-            Some(_) = clients.join_next(), if !clients.is_empty() => {}
+            Some(done) = clients.join_next(), if !clients.is_empty() => {
+                if let Ok(Some(uid)) = done {
+                    if let Some(n) = per_uid.get_mut(&uid) {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            per_uid.remove(&uid);
+                        }
+                    }
+                }
+            }
+            Some(_) = refusing.join_next(), if !refusing.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let shared = Arc::clone(&shared);
-                    clients.spawn(async move { client(stream, shared).await });
+                    let cred = match peer_credentials(&stream) {
+                        Ok(c) => c,
+                        Err(err) => {
+                            tracing::warn!(%err, "cannot read SO_PEERCRED; closing");
+                            continue;
+                        }
+                    };
+                    let checked = match shared.policy.check(&cred) {
+                        Err(reason) => {
+                            shared.state().counters.clients_refused += 1;
+                            tracing::warn!(uid = cred.uid, gid = cred.gid, pid = ?cred.pid, %reason, "local client refused");
+                            Err(reason)
+                        }
+                        Ok(privilege) => match admit(privilege, cred.uid, clients.len(), &per_uid) {
+                            Ok(()) => Ok(privilege),
+                            Err(reason) => {
+                                shared.state().counters.clients_over_limit += 1;
+                                over_limit += 1;
+                                if crate::limit::should_log(over_limit) {
+                                    tracing::warn!(
+                                        uid = cred.uid,
+                                        pid = ?cred.pid,
+                                        refused = over_limit,
+                                        %reason,
+                                        "local connection over the limit refused"
+                                    );
+                                }
+                                Err(reason)
+                            }
+                        },
+                    };
+                    match checked {
+                        Ok(privilege) => {
+                            let uid = (privilege != Privilege::Daemon).then_some(cred.uid);
+                            if let Some(uid) = uid {
+                                *per_uid.entry(uid).or_insert(0) += 1;
+                            }
+                            let shared = Arc::clone(&shared);
+                            clients.spawn(async move {
+                                client(stream, shared, cred, privilege).await;
+                                uid
+                            });
+                        }
+                        // Told why while few wait; else closed at once.
+                        Err(reason) if refusing.len() < MAX_REFUSING => {
+                            refusing.spawn(async move { refuse(stream, &reason).await });
+                        }
+                        Err(_) => drop(stream),
+                    }
                 }
                 Err(err) => {
                     tracing::warn!(%err, "accept on the local socket failed");
@@ -60,32 +157,54 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
         }
     }
     drop(listener);
+    refusing.abort_all();
     while clients.join_next().await.is_some() {}
 }
 
-async fn client(stream: UnixStream, shared: Arc<Shared>) {
+/// May one more connection of `uid` with `privilege` come in, with
+/// `clients` connections open and `per_uid` of each group member's?
+fn admit(
+    privilege: Privilege,
+    uid: u32,
+    clients: usize,
+    per_uid: &HashMap<u32, usize>,
+) -> Result<(), String> {
+    if clients >= MAX_LOCAL_CLIENTS {
+        return Err(format!(
+            "too many local connections: {MAX_LOCAL_CLIENTS} are open, transportd's limit"
+        ));
+    }
+    if privilege == Privilege::Daemon {
+        return Ok(());
+    }
+    let members: usize = per_uid.values().sum();
+    if members >= MAX_MEMBER_CLIENTS {
+        return Err(format!(
+            "too many local connections: {members} of users other than root are open, \
+             the limit for them"
+        ));
+    }
+    if per_uid.get(&uid).copied().unwrap_or(0) >= MAX_CLIENTS_PER_UID {
+        return Err(format!(
+            "too many local connections of uid {uid}: {MAX_CLIENTS_PER_UID} are open, \
+             the limit per user"
+        ));
+    }
+    Ok(())
+}
+
+async fn client(stream: UnixStream, shared: Arc<Shared>, cred: Credentials, privilege: Privilege) {
     let conn = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let cred = match peer_credentials(&stream) {
-        Ok(c) => c,
-        Err(err) => {
-            tracing::warn!(%err, conn, "cannot read SO_PEERCRED; closing");
-            return;
-        }
-    };
-    let privilege = match shared.policy.check(&cred) {
-        Ok(p) => p,
-        Err(reason) => {
-            shared.state().counters.clients_refused += 1;
-            tracing::warn!(uid = cred.uid, gid = cred.gid, pid = ?cred.pid, %reason, "local client refused");
-            refuse(stream, &reason).await;
-            return;
-        }
-    };
     shared.state().client_connected();
     let (mut rd, wr) = stream.into_split();
     let wr = Arc::new(wr);
+    let queue_limit = if privilege == Privilege::Daemon {
+        LOCAL_QUEUE_LIMIT
+    } else {
+        MEMBER_QUEUE_LIMIT
+    };
     let outbox = Arc::new(Outbox::with_direct(
-        LOCAL_QUEUE_LIMIT,
+        queue_limit,
         READ_BUF,
         Some(Arc::clone(&wr)),
     ));
@@ -117,7 +236,7 @@ async fn client(stream: UnixStream, shared: Arc<Shared>) {
             r = reader => r,
             r = writer => r,
             () = outbox.wait_closed() => Err(format!(
-                "the client does not read: over {LOCAL_QUEUE_LIMIT} bytes queued"
+                "the client does not read: over {queue_limit} bytes queued"
             )),
             // Also a stop requested before this connection subscribed.
             () = super::stopped(&mut stop) => Ok(()),
@@ -208,6 +327,7 @@ async fn read_loop(
             };
         }
         let mut st = shared.state();
+        let now = std::time::Instant::now();
         let outcome = loop {
             match check(buf.data()) {
                 Err(err) => break Err(format!("bad frame: {err}")),
@@ -218,7 +338,9 @@ async fn read_loop(
                 Ok(Check::Complete { frame_len }) => {
                     let frame = &mut buf.data_mut()[..frame_len];
                     match *service {
-                        Some(id) => match allowed(peer.privilege, frame) {
+                        Some(id) => match allowed(peer.privilege, frame).and_then(|()| {
+                            throttle(&mut st, peer.privilege, peer.cred.uid, frame, now)
+                        }) {
                             Ok(()) => st.route(Origin::Local(id), frame),
                             Err(reason) => {
                                 refused += 1;
@@ -278,6 +400,30 @@ fn allowed(privilege: Privilege, frame: &[u8]) -> Result<(), String> {
     client_may_send(header.kind(), header.dst_service(), header.opcode())
 }
 
+/// A group member's request over its uid's budget
+/// ([`super::state::MEMBER_BURST`], [`super::state::MEMBER_RATE`]) is
+/// refused (counted: `requests_throttled`).
+fn throttle(
+    st: &mut super::state::State,
+    privilege: Privilege,
+    uid: u32,
+    frame: &[u8],
+    now: std::time::Instant,
+) -> Result<(), String> {
+    if privilege == Privilege::Daemon {
+        return Ok(());
+    }
+    let request = Header::new_checked(frame).is_ok_and(|h| h.kind() == Kind::Request);
+    if !request || st.member_may_request(uid, now) {
+        return Ok(());
+    }
+    Err(format!(
+        "uid {uid} sends requests faster than {} per second (after a burst of {}): refused; try again",
+        super::state::MEMBER_RATE,
+        super::state::MEMBER_BURST
+    ))
+}
+
 /// Answers the first request of a refused client with a `Refused` error
 /// (so its `connect` fails with a clear reason), then closes.
 async fn refuse(mut stream: UnixStream, reason: &str) {
@@ -295,7 +441,7 @@ async fn refuse(mut stream: UnixStream, reason: &str) {
             }
         }
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), read).await;
+    let _ = tokio::time::timeout(REFUSE_WAIT, read).await;
     if let Ok((req, _)) = FrameRef::decode_prefix(&buf[..have]) {
         if req.header.kind == Kind::Request {
             let err = RemoteError::new(ErrorCode::Refused, format!("transportd: {reason}"));
@@ -305,4 +451,34 @@ async fn refuse(mut stream: UnixStream, reason: &str) {
         }
     }
     let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_limits_per_uid_for_members_and_in_total() {
+        let mut per_uid = HashMap::new();
+        assert!(admit(Privilege::Client, 64_000, 0, &per_uid).is_ok());
+        per_uid.insert(64_000, MAX_CLIENTS_PER_UID);
+        let e = admit(Privilege::Client, 64_000, 40, &per_uid).unwrap_err();
+        assert!(e.contains("of uid 64000"), "{e}");
+        assert!(admit(Privilege::Client, 64_001, 40, &per_uid).is_ok());
+        assert!(
+            admit(Privilege::Daemon, 0, 40, &per_uid).is_ok(),
+            "root is not a member"
+        );
+        for uid in 64_001..64_008 {
+            per_uid.insert(uid, MAX_CLIENTS_PER_UID);
+        }
+        let e = admit(Privilege::Client, 64_100, 300, &per_uid).unwrap_err();
+        assert!(e.contains("users other than root"), "{e}");
+        assert!(
+            admit(Privilege::Daemon, 0, 300, &per_uid).is_ok(),
+            "the daemons' places"
+        );
+        let e = admit(Privilege::Daemon, 0, MAX_LOCAL_CLIENTS, &per_uid).unwrap_err();
+        assert!(e.contains("transportd's limit"), "{e}");
+    }
 }

@@ -25,7 +25,10 @@ mod peer;
 pub mod peercred;
 pub mod state;
 
-pub use local::LOCAL_QUEUE_LIMIT;
+pub use local::{
+    LOCAL_QUEUE_LIMIT, MAX_CLIENTS_PER_UID, MAX_LOCAL_CLIENTS, MAX_MEMBER_CLIENTS, MAX_REFUSING,
+    MEMBER_QUEUE_LIMIT, REFUSE_WAIT,
+};
 pub use peer::{IDLE_TIMEOUT, KEEPALIVE_INTERVAL, MAX_HANDSHAKES, WRITE_TIMEOUT};
 
 use std::future::Future;

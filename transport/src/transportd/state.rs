@@ -77,6 +77,58 @@ pub enum Origin {
     Internal,
 }
 
+/// Requests the group's members may send at once (every connection of one
+/// uid together), before [`MEMBER_RATE`] applies: a member cannot queue
+/// more than this in front of a daemon's heartbeats (the frames of one
+/// daemon's socket are read in order).
+pub const MEMBER_BURST: f64 = 512.0;
+/// Requests per second the group's members of one uid may send after the
+/// burst; over it they are refused by transportd (`requests_throttled`).
+pub const MEMBER_RATE: f64 = 2000.0;
+
+/// Requests one client that is not a daemon (a service registered under
+/// another name than the daemons', local or on another node) may send at
+/// once to this node's daemons, before [`CLIENT_RATE`] applies.
+pub const CLIENT_BURST: f64 = 512.0;
+/// Requests per second such a client may send to this node's daemons after
+/// the burst; over it they are refused (`requests_throttled`).
+pub const CLIENT_RATE: f64 = 2000.0;
+
+/// A token bucket (one per member uid, one per client).
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// Takes a token if one is left after refilling at `rate` up to
+    /// `burst` (a new bucket starts full).
+    fn take(slot: Option<&mut Bucket>, now: Instant, burst: f64, rate: f64) -> (bool, Bucket) {
+        let mut b = slot.map_or(
+            Bucket {
+                tokens: burst,
+                at: now,
+            },
+            |b| *b,
+        );
+        let refill = now.saturating_duration_since(b.at).as_secs_f64() * rate;
+        b.tokens = (b.tokens + refill).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            (true, b)
+        } else {
+            (false, b)
+        }
+    }
+
+    /// Would it be full by now (the same as no bucket)?
+    fn full(&self, now: Instant, burst: f64, rate: f64) -> bool {
+        self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * rate >= burst
+    }
+}
+
 /// Counters reported by STATISTICS.
 #[derive(Debug, Clone, Default)]
 pub struct Counters {
@@ -102,12 +154,19 @@ pub struct Counters {
     pub clients_accepted: u64,
     /// Local connections refused by the credential check.
     pub clients_refused: u64,
+    /// Local connections refused because transportd's connection limits
+    /// were reached (in total, or of the connecting uid).
+    pub clients_over_limit: u64,
     /// Registrations of a well-known service name by a client that is not
     /// root nor transportd's user (refused).
     pub registrations_refused: u64,
     /// Frames from a client (group member) that only daemons may send
     /// (refused; see [`super::access`]).
     pub frames_refused: u64,
+    /// Requests of the group's members refused because their uid sent
+    /// them faster than [`MEMBER_RATE`] (after a burst of
+    /// [`MEMBER_BURST`]).
+    pub requests_throttled: u64,
     /// Local connections closed for a bad frame.
     pub bad_frames: u64,
     /// Peer links established.
@@ -155,6 +214,11 @@ pub struct State {
     started: Instant,
     /// Outboxes to flush at the end of the current batch (capacity reused).
     to_flush: Vec<Arc<Outbox>>,
+    /// The request budget of each member uid.
+    buckets: HashMap<u32, Bucket>,
+    /// The request budget of each client (pnn, service) for this node's
+    /// daemons.
+    client_buckets: HashMap<(u32, u16), Bucket>,
 }
 
 impl State {
@@ -190,7 +254,46 @@ impl State {
             shutdown: false,
             started: now,
             to_flush: Vec::with_capacity(64),
+            buckets: HashMap::new(),
+            client_buckets: HashMap::new(),
         }
+    }
+
+    /// May the group member `uid` send one more request now? Takes a
+    /// token of its bucket ([`MEMBER_BURST`], refilled at
+    /// [`MEMBER_RATE`]); false (counted) when it is empty.
+    pub fn member_may_request(&mut self, uid: u32, now: Instant) -> bool {
+        if self.buckets.len() > 4096 {
+            self.buckets
+                .retain(|_, b| !b.full(now, MEMBER_BURST, MEMBER_RATE));
+        }
+        let (ok, b) = Bucket::take(self.buckets.get_mut(&uid), now, MEMBER_BURST, MEMBER_RATE);
+        self.buckets.insert(uid, b);
+        if !ok {
+            self.counters.requests_throttled += 1;
+        }
+        ok
+    }
+
+    /// May the client `src` (not a daemon) send one more request to this
+    /// node's daemons now? As [`State::member_may_request`], per client,
+    /// with [`CLIENT_BURST`] and [`CLIENT_RATE`].
+    pub fn client_may_request(&mut self, src: (u32, u16), now: Instant) -> bool {
+        if self.client_buckets.len() > 4096 {
+            self.client_buckets
+                .retain(|_, b| !b.full(now, CLIENT_BURST, CLIENT_RATE));
+        }
+        let (ok, b) = Bucket::take(
+            self.client_buckets.get_mut(&src),
+            now,
+            CLIENT_BURST,
+            CLIENT_RATE,
+        );
+        self.client_buckets.insert(src, b);
+        if !ok {
+            self.counters.requests_throttled += 1;
+        }
+        ok
     }
 
     /// Writes (or hands to their writer tasks) the frames routed since the
@@ -353,8 +456,10 @@ impl State {
             ("clients", u64::from(self.clients)),
             ("clients_accepted", c.clients_accepted),
             ("clients_refused", c.clients_refused),
+            ("clients_over_limit", c.clients_over_limit),
             ("registrations_refused", c.registrations_refused),
             ("frames_refused", c.frames_refused),
+            ("requests_throttled", c.requests_throttled),
             ("bad_frames", c.bad_frames),
             ("links_up", c.links_up),
             (
@@ -403,6 +508,28 @@ impl State {
         }
         let from_peer = matches!(origin, Origin::Peer(_));
         if dst == self.pnn || dst == LOCAL {
+            // A client's requests to the daemons are budgeted (#14 item
+            // 2): the frames of a daemon's socket are read in order, and
+            // thousands queued there delay its heartbeats and leases.
+            let to_daemon = (1..EPHEMERAL_BASE).contains(&header.dst_service());
+            let src = (header.src_pnn(), header.src_service());
+            if header.kind() == Kind::Request
+                && to_daemon
+                && src.1 >= EPHEMERAL_BASE
+                && origin != Origin::Internal
+                && !self.client_may_request(src, Instant::now())
+            {
+                self.error_to_sender(
+                    frame,
+                    ErrorCode::Refused,
+                    format!(
+                        "transportd: client {}:{:#06x} sends requests to the daemons faster than \
+                         {CLIENT_RATE} per second (after a burst of {CLIENT_BURST}): refused; try again",
+                        src.0, src.1
+                    ),
+                );
+                return;
+            }
             self.deliver_local(frame, true);
         } else if dst == ALL_NODES {
             if !from_peer {
@@ -1009,5 +1136,22 @@ mod tests {
         let peers: PeerList = got[2].decode_payload().unwrap();
         assert_eq!(peers.peers.len(), 2);
         assert!(!peers.peers[0].connected);
+    }
+
+    #[test]
+    fn a_member_uid_gets_a_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut st = State::new(0, Vec::new(), None, t0);
+        assert_eq!(MEMBER_BURST, 512.0);
+        assert!((0..512).all(|_| st.member_may_request(64_000, t0)));
+        assert!(!st.member_may_request(64_000, t0), "the burst is spent");
+        assert!(st.member_may_request(64_001, t0), "another uid has its own");
+        assert_eq!(st.counters.requests_throttled, 1);
+        let later = t0 + std::time::Duration::from_millis(10);
+        let refilled = (0..100)
+            .filter(|_| st.member_may_request(64_000, later))
+            .count();
+        assert_eq!(MEMBER_RATE, 2000.0);
+        assert_eq!(refilled, 20, "10 ms of the rate");
     }
 }
