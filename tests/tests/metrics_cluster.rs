@@ -229,6 +229,17 @@ fn prometheus_sees_a_failover() {
         );
     }
     assert_eq!(sample(&text, "ipfailover_lease_valid"), Some(1.0), "{text}");
+    // transportd's traffic per peer and per service (heartbeats flow).
+    for series in [
+        "ipfailover_transport_peer_frames_total{direction=\"in\",peer=\"1\"}",
+        "ipfailover_transport_peer_bytes_total{direction=\"out\",peer=\"2\"}",
+        "ipfailover_transport_service_frames_total{direction=\"in\",service=\"clusterd\"}",
+    ] {
+        assert!(
+            sample(&text, series).is_some_and(|v| v > 0.0),
+            "{series} in\n{text}"
+        );
+    }
     assert_eq!(sample(&text, "ipfailover_public_addresses"), Some(3.0));
     let out = promtool_check(&text);
     assert!(

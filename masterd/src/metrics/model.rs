@@ -508,11 +508,13 @@ fn daemons(r: &Registry, snap: &Snapshot) -> prometheus::Result<()> {
     for (daemon, s) in &snap.statistics {
         up.with_label_values(&[daemon.as_str()])
             .set(i64::from(s.is_some()));
-        // Histogram buckets are exported as histograms (see `failoverd`).
+        // Histogram buckets are exported as histograms (see `failoverd`),
+        // transportd's per-peer and per-service traffic as its own
+        // families (see `transport`).
         for (name, v) in s
             .iter()
             .flat_map(|s| s.counters.iter())
-            .filter(|(n, _)| !n.contains("_us_le_"))
+            .filter(|(n, _)| !n.contains("_us_le_") && traffic_counter(n).is_none())
         {
             stat.with_label_values(&[daemon.as_str(), name.as_str()])
                 .set(int(*v));
@@ -741,7 +743,76 @@ fn transport(r: &Registry, snap: &Snapshot) -> prometheus::Result<()> {
             errors.with_label_values(&[name]).inc_by(v);
         }
     }
+    let families = [
+        (
+            "ipfailover_transport_peer_frames_total",
+            "Frames transportd received from (in) or queued to (out) the peer node.",
+            "peer",
+        ),
+        (
+            "ipfailover_transport_peer_bytes_total",
+            "Bytes of the frames transportd received from (in) or queued to (out) the peer node (before encryption).",
+            "peer",
+        ),
+        (
+            "ipfailover_transport_service_frames_total",
+            "Frames transportd received from (in) or delivered to (out) a local service; clients: every non-daemon client together.",
+            "service",
+        ),
+        (
+            "ipfailover_transport_service_bytes_total",
+            "Bytes of the frames transportd received from (in) or delivered to (out) a local service.",
+            "service",
+        ),
+    ];
+    let mut vecs = Vec::with_capacity(families.len());
+    for (name, help, label) in families {
+        vecs.push(counter_vec(r, name, help, &[label, "direction"])?);
+    }
+    for (n, v) in &t.counters {
+        if let Some((who, unit, dir)) = traffic_counter(n) {
+            let i = match (who, unit) {
+                (Traffic::Peer(_), "frames") => 0,
+                (Traffic::Peer(_), _) => 1,
+                (Traffic::Service(_), "frames") => 2,
+                (Traffic::Service(_), _) => 3,
+            };
+            let label = match who {
+                Traffic::Peer(p) | Traffic::Service(p) => p,
+            };
+            vecs[i].with_label_values(&[label, dir]).inc_by(*v);
+        }
+    }
     Ok(())
+}
+
+/// Whose traffic a transportd counter counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Traffic<'a> {
+    /// `peerN_...`: the peer's PNN.
+    Peer(&'a str),
+    /// `service_NAME_...`: the local service's name.
+    Service(&'a str),
+}
+
+/// Splits transportd's `peerN_{frames,bytes}_{in,out}` and
+/// `service_NAME_{frames,bytes}_{in,out}` counters into (whose, unit,
+/// direction).
+fn traffic_counter(name: &str) -> Option<(Traffic<'_>, &str, &str)> {
+    let (rest, dir) = name.rsplit_once('_')?;
+    let (who, unit) = rest.rsplit_once('_')?;
+    if !matches!(dir, "in" | "out") || !matches!(unit, "frames" | "bytes") {
+        return None;
+    }
+    if let Some(pnn) = who.strip_prefix("peer") {
+        return (!pnn.is_empty() && pnn.bytes().all(|b| b.is_ascii_digit())).then_some((
+            Traffic::Peer(pnn),
+            unit,
+            dir,
+        ));
+    }
+    let service = who.strip_prefix("service_")?;
+    (!service.is_empty()).then_some((Traffic::Service(service), unit, dir))
 }
 
 #[cfg(test)]

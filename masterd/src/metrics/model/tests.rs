@@ -77,6 +77,12 @@ fn snapshot() -> Snapshot {
                     ("forwarded", 5),
                     ("bad_frames", 2),
                     ("clients", 4),
+                    ("peer0_frames_in", 7),
+                    ("peer0_bytes_in", 700),
+                    ("peer0_frames_out", 8),
+                    ("peer0_bytes_out", 800),
+                    ("service_clusterd_frames_out", 3),
+                    ("service_clients_bytes_in", 90),
                 ])),
             ),
             ("failoverd".into(), None),
@@ -197,6 +203,10 @@ fn snapshot_maps_to_the_documented_series() {
         "ipfailover_transport_peer_state_age_seconds{peer=\"0\"} 61",
         "ipfailover_transport_frames_total{direction=\"peer_in\"} 20",
         "ipfailover_transport_errors_total{kind=\"bad_frames\"} 2",
+        "ipfailover_transport_peer_frames_total{direction=\"in\",peer=\"0\"} 7",
+        "ipfailover_transport_peer_bytes_total{direction=\"out\",peer=\"0\"} 800",
+        "ipfailover_transport_service_frames_total{direction=\"out\",service=\"clusterd\"} 3",
+        "ipfailover_transport_service_bytes_total{direction=\"in\",service=\"clients\"} 90",
         "ipfailover_takeover_runs_total 0",
         "ipfailover_takeover_run_duration_seconds_count 0",
     ] {
@@ -284,6 +294,31 @@ fn nothing_reached_is_still_a_scrape() {
     has(&text, "ipfailover_daemon_up{daemon=\"clusterd\"} 0");
     assert!(!text.contains("ipfailover_leader "), "{text}");
     assert!(text.contains("ipfailover_build_info{"), "{text}");
+}
+
+#[test]
+fn traffic_counters_are_recognised_and_nothing_else() {
+    assert_eq!(
+        traffic_counter("peer12_bytes_out"),
+        Some((Traffic::Peer("12"), "bytes", "out"))
+    );
+    assert_eq!(
+        traffic_counter("service_failoverd_frames_in"),
+        Some((Traffic::Service("failoverd"), "frames", "in"))
+    );
+    for other in [
+        "peer_in",
+        "peers_connected",
+        "peerx_frames_in",
+        "peer1_frames_sideways",
+        "local_in",
+        "service__frames_in",
+        "handshake_failures",
+    ] {
+        assert_eq!(traffic_counter(other), None, "{other}");
+    }
+    let text = encode(&snapshot(), &Tracker::new()).unwrap();
+    assert!(!text.contains("name=\"peer0_frames_in\""), "{text}");
 }
 
 #[test]
