@@ -52,6 +52,23 @@ pub struct ListnodesArgs {
 }
 
 /// Arguments of `ban`.
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The node may lead.
+    On,
+    /// The node may not lead.
+    Off,
+}
+
+/// `setleaderrole on|off`.
+#[derive(Debug, clap::Args)]
+pub struct LeaderRoleArgs {
+    /// `on` or `off`.
+    #[arg(value_enum)]
+    pub role: Role,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct BanArgs {
     /// Ban time in seconds (greater than 0).
@@ -356,6 +373,8 @@ pub fn already_message(target: Pnn, op: AdminOp) -> String {
         AdminOp::Continue => format!("Node {target} is not stopped"),
         AdminOp::Ban { .. } => format!("Node {target} is already banned"),
         AdminOp::Unban => format!("Node {target} is not banned"),
+        // ctdb says nothing when the role is already so.
+        AdminOp::SetLeaderRole { .. } => String::new(),
     }
 }
 
@@ -638,7 +657,12 @@ pub fn admin(ctx: &Ctx, op: AdminOp) -> Result<()> {
                 .await;
             match r {
                 Ok(AdminOutcome::Done) => changed.push(target),
-                Ok(AdminOutcome::Already) => emit(&format!("{}\n", already_message(target, op)))?,
+                Ok(AdminOutcome::Already) => {
+                    let text = already_message(target, op);
+                    if !text.is_empty() {
+                        emit(&format!("{text}\n"))?;
+                    }
+                }
                 Ok(AdminOutcome::Invalid) => failed.push(format!("node {target}: invalid command")),
                 // clusterd's own refusals: no such node, target silent.
                 Err(ClientError::Remote { error, .. })
@@ -652,7 +676,7 @@ pub fn admin(ctx: &Ctx, op: AdminOp) -> Result<()> {
                 Err(e) => failed.push(format!("{:#}", clusterd_error(client.pnn(), e))),
             }
         }
-        if !changed.is_empty() {
+        if !changed.is_empty() && flag_of(op).is_some() {
             // As ctdb: return once the flag shows in the membership and the
             // takeover run that follows has finished, so that `disable &&
             // check the addresses are gone` holds (also when another node
@@ -672,16 +696,19 @@ pub fn admin(ctx: &Ctx, op: AdminOp) -> Result<()> {
     })
 }
 
-/// The flag an admin command changes, and whether it ends up set.
-fn flag_of(op: AdminOp) -> (NodeFlags, bool) {
-    match op {
+/// The flag an admin command changes, and whether it ends up set (`None`:
+/// no flag, nothing to wait for: `setleaderrole`, which ctdb does not
+/// follow with a takeover run either).
+fn flag_of(op: AdminOp) -> Option<(NodeFlags, bool)> {
+    Some(match op {
         AdminOp::Disable => (NodeFlags::PERMANENTLY_DISABLED, true),
         AdminOp::Enable => (NodeFlags::PERMANENTLY_DISABLED, false),
         AdminOp::Stop => (NodeFlags::STOPPED, true),
         AdminOp::Continue => (NodeFlags::STOPPED, false),
         AdminOp::Ban { .. } => (NodeFlags::BANNED, true),
         AdminOp::Unban => (NodeFlags::BANNED, false),
-    }
+        AdminOp::SetLeaderRole { .. } => return None,
+    })
 }
 
 /// How often [`wait_for_flags`] asks (ctdb: every second).
@@ -690,7 +717,9 @@ const FLAGS_POLL: Duration = Duration::from_millis(50);
 /// Waits until this node's membership shows `op`'s flag on every target,
 /// for at most the request time limit (`-t`).
 async fn wait_for_flags(ctx: &Ctx, client: &Client, targets: &[Pnn], op: AdminOp) -> Result<()> {
-    let (flag, set) = flag_of(op);
+    let Some((flag, set)) = flag_of(op) else {
+        return Ok(());
+    };
     let deadline = tokio::time::Instant::now() + ctx.timeout;
     loop {
         let pending: Vec<Pnn> = match get_membership(ctx, client, client.pnn()).await {

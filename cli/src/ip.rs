@@ -377,11 +377,31 @@ pub(crate) async fn ipreallocate_within(
     client: &Client,
     within: std::time::Duration,
 ) -> Result<()> {
+    use transport::client::ClientError;
+    use transport::proto::{Address, ErrorCode};
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        match ipreallocate(ctx, client).await {
-            Ok(()) => return Ok(()),
-            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+        let r: Result<u64, ClientError> = client
+            .request(
+                Address::new(client.pnn(), FAILOVERD),
+                IPREALLOCATE,
+                &(),
+                ctx.timeout,
+            )
+            .await;
+        match r {
+            Ok(_) => return Ok(()),
+            // No failoverd on this node (a node that runs clusterd only):
+            // no public address to move, no run to wait for.
+            Err(ClientError::Remote { error, .. }) if error.code == ErrorCode::UnknownService => {
+                return Ok(());
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(anyhow!(
+                    "ipreallocate failed: {}",
+                    crate::ctx::daemon_error(FAILOVERD, client.pnn(), &e)
+                ));
+            }
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
         }
     }

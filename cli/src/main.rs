@@ -63,6 +63,9 @@ enum Command {
     Ban(cluster::BanArgs),
     /// Lift a node's ban.
     Unban,
+    /// Allow (on) or forbid (off) the node to become leader, until its
+    /// clusterd restarts.
+    Setleaderrole(cluster::LeaderRoleArgs),
     /// The tracked connections of a public address (conntrackd).
     Gettickles(tickles::GetArgs),
     /// Register a connection with conntrackd: CLIENT-IP:PORT SERVER-IP:PORT,
@@ -98,6 +101,10 @@ enum Command {
     Uptime,
     /// Print the pid of the node's masterd (ctdbd's, for ctdb).
     Getpid,
+    /// Print the node's capabilities (LEADER, LMASTER).
+    Getcapabilities,
+    /// Print the cluster lock setting.
+    Getreclock,
     /// Print the node's run state (RUNNING, STARTUP); with states given,
     /// fail unless it is one of them.
     Runstate(node::RunstateArgs),
@@ -197,6 +204,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
         ),
         Command::Unban => cluster::admin(&ctx, AdminOp::Unban),
+        Command::Setleaderrole(args) => cluster::admin(
+            &ctx,
+            AdminOp::SetLeaderRole {
+                on: args.role == cluster::Role::On,
+            },
+        ),
         Command::Gettickles(args) => tickles::get(&ctx, &args),
         Command::Addtickle(args) => tickles::change(&ctx, &args, true),
         Command::Deltickle(args) => tickles::change(&ctx, &args, false),
@@ -210,6 +223,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Version => node::version(),
         Command::Getpid => node::getpid(&ctx),
         Command::Uptime => node::uptime(&ctx),
+        Command::Getcapabilities => node::getcapabilities(&ctx),
+        Command::Getreclock => node::getreclock(&ctx),
         Command::Runstate(args) => node::runstate(&ctx, &args),
         Command::Shutdown => node::shutdown(&ctx),
         Command::Checktcpport(args) => node::checktcpport(&args),

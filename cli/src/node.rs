@@ -163,6 +163,58 @@ pub fn uptime(ctx: &Ctx) -> Result<()> {
     })
 }
 
+async fn cluster_settings(ctx: &Ctx) -> Result<transport::msg::cluster::ClusterSettings> {
+    use transport::msg::cluster::GET_SETTINGS;
+    use transport::proto::service::CLUSTERD;
+    let (client, _incoming) = ctx.connect().await?;
+    let pnn = one(ctx, &client).await?;
+    ctx.ask(&client, pnn, CLUSTERD, GET_SETTINGS, &()).await
+}
+
+/// `getcapabilities`: ctdb's `LEADER: YES|NO` and `LMASTER: NO` (there
+/// are no databases to be a location master of); `-X`:
+/// `|LEADER|LMASTER|` then `|1|0|`.
+///
+/// # Errors
+///
+/// No transportd or clusterd.
+pub fn getcapabilities(ctx: &Ctx) -> Result<()> {
+    block_on(async {
+        let s = cluster_settings(ctx).await?;
+        let text = match ctx.format {
+            crate::output::Format::Machine(sep) => format!(
+                "{sep}LEADER{sep}LMASTER{sep}\n{sep}{}{sep}0{sep}\n",
+                u8::from(s.can_lead)
+            ),
+            crate::output::Format::Json => format!(
+                "{:#}\n",
+                serde_json::json!({ "leader": s.can_lead, "lmaster": false })
+            ),
+            crate::output::Format::Human => format!(
+                "LEADER: {}\nLMASTER: NO\n",
+                if s.can_lead { "YES" } else { "NO" }
+            ),
+        };
+        emit(&text)
+    })
+}
+
+/// `getreclock`: the cluster lock setting as CTDB writes it, nothing
+/// without one.
+///
+/// # Errors
+///
+/// No transportd or clusterd.
+pub fn getreclock(ctx: &Ctx) -> Result<()> {
+    block_on(async {
+        let s = cluster_settings(ctx).await?;
+        match s.cluster_lock {
+            Some(l) => emit(&format!("{l}\n")),
+            None => Ok(()),
+        }
+    })
+}
+
 /// `shutdown`: stops ipfailover on the node (masterd stops every daemon,
 /// the node's addresses are released first). On this node the command
 /// returns once transportd has gone away.

@@ -108,6 +108,8 @@ pub fn outcome(err: &clap::Error, cmd: &clap::Command, args: &[String]) -> Outco
             match arg.as_str() {
                 "<IP>" => error(format!("Invalid IP address {value}")),
                 "<PNN>" => error(format!("Invalid PNN {value}")),
+                // ctdb answers a bad word with the command's usage.
+                "<ROLE>" => usage_of(name.as_deref()),
                 _ => error(plain(err)),
             }
         }

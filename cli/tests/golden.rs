@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use support::{Fake, Node, Script};
 use transport::msg::cluster::{
-    AdminCommand, AdminOp, AdminOutcome, Membership, NodeFlags, NodeInfo, ADMIN, GET_MEMBERSHIP,
+    AdminCommand, AdminOp, AdminOutcome, ClusterSettings, Membership, NodeFlags, NodeInfo, ADMIN,
+    GET_MEMBERSHIP, GET_SETTINGS,
 };
 use transport::msg::conntrack::{
     page_after, ConnectionsPage, GetConnections, GetConnectionsPage, TrackedConnection,
@@ -60,6 +61,7 @@ fn describe(opcode: u32, p: &[u8]) -> String {
         LIST_PEERS => "LIST_PEERS".into(),
         PING => "PING".into(),
         GET_MEMBERSHIP => "GET_MEMBERSHIP".into(),
+        GET_SETTINGS => "GET_SETTINGS".into(),
         ADMIN => d::<AdminCommand>("ADMIN", p),
         GET_PUBLIC_IPS => "GET_PUBLIC_IPS".into(),
         GET_IP_STATUS => "GET_IP_STATUS".into(),
@@ -281,6 +283,7 @@ fn admin(flags: &Flags, p: &[u8]) -> Result<Vec<u8>, RemoteError> {
                 AdminOp::Continue => bits & !NodeFlags::STOPPED.bits(),
                 AdminOp::Ban { .. } => bits | NodeFlags::BANNED.bits(),
                 AdminOp::Unban => bits & !NodeFlags::BANNED.bits(),
+                AdminOp::SetLeaderRole { .. } => bits,
             });
             AdminOutcome::Done
         }
@@ -401,6 +404,14 @@ fn full_node(pnn: u32) -> Node {
         .reply(CONNTRACKD, REMOVE_CONNECTIONS, &())
         .reply(MASTERD, GET_STATUS, &master_status(pnn))
         .reply(MASTERD, SHUTDOWN, &())
+        .reply(
+            CLUSTERD,
+            GET_SETTINGS,
+            &ClusterSettings {
+                can_lead: pnn == 0,
+                cluster_lock: (pnn == 0).then(|| "/clusterfs/.ipfailover/reclock".to_string()),
+            },
+        )
         .reply(
             CLUSTERD,
             STATISTICS,
@@ -669,6 +680,15 @@ const CASES: &[Case] = &[
     c("runstate-n1-not-setup", &["-n", "1", "runstate", "setup"]),
     c("runstate-invalid", &["runstate", "dancing"]),
     c("shutdown-n1", &["-n", "1", "shutdown"]),
+    c("getcapabilities", &["getcapabilities"]),
+    c("setleaderrole-off", &["setleaderrole", "off"]),
+    c("setleaderrole-bad", &["setleaderrole", "maybe"]),
+    c(
+        "getcapabilities-n1-X",
+        &["-n", "1", "-X", "getcapabilities"],
+    ),
+    c("getreclock", &["getreclock"]),
+    c("getreclock-n1-none", &["-n", "1", "getreclock"]),
     c("shutdown-n2-down", &["-n", "2", "shutdown"]),
     c("down-node-disable-n2", &["-n", "2", "disable"]),
     c("down-node-status-n2", &["-n", "2", "status"]),

@@ -47,7 +47,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use transport::client::{Client, ClientError, Incoming};
 use transport::msg::cluster::{
-    AdminCommand, AdminOutcome, ADMIN, GET_MEMBERSHIP, LEASE, MEMBERSHIP,
+    AdminCommand, AdminOutcome, ClusterSettings, ADMIN, GET_MEMBERSHIP, GET_SETTINGS, LEASE,
+    MEMBERSHIP,
 };
 use transport::proto::service::{BROADCAST_SERVICE, CLUSTERD, LOCAL};
 use transport::proto::{Address, ErrorCode, Kind, Message};
@@ -445,9 +446,33 @@ async fn receiver(
     inputs: mpsc::Sender<Input>,
     admins: transport::limit::InFlight,
     stats: Arc<Stats>,
+    fixed: ClusterSettings,
 ) {
     while let Some(msg) = incoming.recv().await {
         match (msg.header.kind, msg.header.opcode) {
+            (Kind::Request, GET_SETTINGS) => {
+                let (tx, rx) = oneshot::channel();
+                if inputs.send(Input::CanLead(tx)).await.is_err() {
+                    return;
+                }
+                let res = match rx.await {
+                    Ok(can_lead) => {
+                        let now = ClusterSettings {
+                            can_lead,
+                            ..fixed.clone()
+                        };
+                        client.reply(&msg, &now).await
+                    }
+                    Err(_) => {
+                        client
+                            .reply_error(&msg, ErrorCode::ShuttingDown, "clusterd is stopping")
+                            .await
+                    }
+                };
+                if res.is_err() {
+                    return;
+                }
+            }
             (Kind::Request, GET_MEMBERSHIP) => {
                 let (tx, rx) = oneshot::channel();
                 if inputs.send(Input::Get(tx)).await.is_err() {
@@ -746,8 +771,12 @@ pub async fn run(
     let sender_task = tokio::spawn(sender(client.clone(), out_rx));
     let (closed_tx, closed_rx) = oneshot::channel::<()>();
     let recv_client = client.clone();
+    let fixed = ClusterSettings {
+        can_lead: settings.member.can_lead,
+        cluster_lock: settings.lock.as_ref().map(LockSpec::setting),
+    };
     let receiver_task = tokio::spawn(async move {
-        receiver(recv_client, incoming, req_tx, admins, stats).await;
+        receiver(recv_client, incoming, req_tx, admins, stats, fixed).await;
         let _ = closed_tx.send(());
     });
     let health_task = settings

@@ -60,6 +60,21 @@ pub struct LockSpec {
 }
 
 impl LockSpec {
+    /// The setting as CTDB writes it: the lock file for the fcntl helper
+    /// with one argument, `!helper args` otherwise.
+    #[must_use]
+    pub fn setting(&self) -> String {
+        if self.program == std::path::Path::new(FCNTL_HELPER) && self.args.len() == 1 {
+            return self.args[0].clone();
+        }
+        let mut out = format!("!{}", self.program.display());
+        for a in &self.args {
+            out.push(' ');
+            out.push_str(a);
+        }
+        out
+    }
+
     /// Parses CTDB's `cluster lock` value.
     ///
     /// # Errors
@@ -212,6 +227,17 @@ impl HeldLock {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_setting_reads_back_as_ctdb_writes_it() {
+        for v in [
+            "/clusterfs/.ctdb/reclock",
+            "!/usr/libexec/ctdb/ctdb_etcd_lock -v",
+        ] {
+            assert_eq!(LockSpec::parse(v).unwrap().setting(), v);
+        }
+    }
+
     use super::*;
 
     #[test]

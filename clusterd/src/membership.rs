@@ -451,6 +451,12 @@ impl Member {
             && p.heard_us_at.is_some_and(|s| now < s + d)
     }
 
+    /// May this node lead (its leader capability, `setleaderrole`)?
+    #[must_use]
+    pub fn can_lead(&self) -> bool {
+        self.cfg.can_lead
+    }
+
     fn self_eligible(&self, now: Duration) -> bool {
         self.cfg.can_lead
             && !self
@@ -835,6 +841,15 @@ impl Member {
     }
 
     fn apply_admin(&mut self, now: Duration, op: AdminOp) -> AdminOutcome {
+        if let AdminOp::SetLeaderRole { on } = op {
+            // Like STOPPED for the vote (`self_eligible`): the node stops or
+            // starts being a candidate, and its heartbeats say so.
+            if self.cfg.can_lead == on {
+                return AdminOutcome::Already;
+            }
+            self.cfg.can_lead = on;
+            return AdminOutcome::Done;
+        }
         let (flag, on) = match op {
             AdminOp::Disable => (NodeFlags::PERMANENTLY_DISABLED, true),
             AdminOp::Enable => (NodeFlags::PERMANENTLY_DISABLED, false),
@@ -847,6 +862,7 @@ impl Member {
                 (NodeFlags::BANNED, true)
             }
             AdminOp::Unban => (NodeFlags::BANNED, false),
+            AdminOp::SetLeaderRole { .. } => return AdminOutcome::Invalid,
         };
         if self.own_flags.contains(flag) == on {
             return AdminOutcome::Already;

@@ -102,6 +102,8 @@ pub enum Input {
     Health(bool),
     /// A request for the current membership.
     Get(oneshot::Sender<Membership>),
+    /// A request for this node's leader capability now.
+    CanLead(oneshot::Sender<bool>),
 }
 
 struct LockTask {
@@ -268,6 +270,9 @@ pub async fn run_with_requests<L: Link>(
                 Input::Health(ok) => member.set_healthy(now, ok, &mut out),
                 Input::Get(reply) => {
                     let _ = reply.send(member.current(now));
+                }
+                Input::CanLead(reply) => {
+                    let _ = reply.send(member.can_lead());
                 }
                 Input::Admin { target, op, reply } => {
                     let exists = usize::try_from(target)

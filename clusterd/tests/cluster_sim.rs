@@ -711,6 +711,36 @@ fn ban_times_out_by_itself_and_unban_works() {
     .expect("unbanned");
 }
 
+/// `setleaderrole off` on the leader hands leadership to the next node
+/// (the simulator checks at every step that two leaders are never active at
+/// once); `on` again makes it a candidate again, and the lowest PNN leads.
+#[test]
+fn setleaderrole_off_moves_leadership_and_on_restores_it() {
+    let cfg = fast();
+    let t = cfg.timing;
+    let mut sim = Sim::new(3, cfg);
+    sim.run(settle(&t));
+    assert_eq!(sim.active_leaders(), vec![0]);
+    sim.admin(2, 0, AdminOp::SetLeaderRole { on: false });
+    sim.run_until(settle(&t), |s| {
+        s.active_leaders() == vec![1] && s.agree(&all(3))
+    })
+    .expect("node 1 leads once node 0 may not");
+    assert_eq!(sim.nodes[2].admin_replies, 1);
+    // Node 1 too: node 2 is the only candidate left.
+    sim.admin(0, 1, AdminOp::SetLeaderRole { on: false });
+    sim.run_until(settle(&t), |s| {
+        s.active_leaders() == vec![2] && s.agree(&all(3))
+    })
+    .expect("node 2 leads");
+    sim.admin(1, 0, AdminOp::SetLeaderRole { on: true });
+    sim.admin(1, 1, AdminOp::SetLeaderRole { on: true });
+    sim.run_until(settle(&t), |s| {
+        s.agree(&all(3)) && !s.active_leaders().is_empty()
+    })
+    .expect("a leader after both may lead again");
+}
+
 #[test]
 fn node_rejoins_after_restart() {
     let cfg = fast();
@@ -879,13 +909,16 @@ fn random_schedule(seed: u64, n: usize, lock: bool) {
             6 | 7 => {
                 let from = rng.below(n as u64) as usize;
                 let target = rng.below(n as u64) as usize;
-                let op = match rng.below(6) {
+                let op = match rng.below(8) {
                     0 => AdminOp::Disable,
                     1 => AdminOp::Enable,
                     2 => AdminOp::Stop,
                     3 => AdminOp::Continue,
                     4 => AdminOp::Ban { seconds: 1 },
-                    _ => AdminOp::Unban,
+                    5 => AdminOp::Unban,
+                    // `setleaderrole off|on`: the capability at run time.
+                    6 => AdminOp::SetLeaderRole { on: false },
+                    _ => AdminOp::SetLeaderRole { on: true },
                 };
                 if sim.nodes[from].alive {
                     sim.admin(from, target, op);
@@ -917,6 +950,7 @@ fn random_schedule(seed: u64, n: usize, lock: bool) {
     for i in 0..n {
         sim.admin(i, i, AdminOp::Continue);
         sim.admin(i, i, AdminOp::Unban);
+        sim.admin(i, i, AdminOp::SetLeaderRole { on: true });
     }
     let took = sim.run_until(settle(&t), |s| {
         s.agree(&all(n)) && (0..n).all(|i| s.published(i).lease_ok)

@@ -178,6 +178,28 @@ fn getpid_runstate_and_shutdown_on_real_nodes() {
         "{up}"
     );
 
+    // getcapabilities / getreclock from clusterd's settings.
+    let out = ipfailover(n0, &["-n", "2", "getcapabilities"]);
+    assert_eq!(text(&out.stdout), "LEADER: YES\nLMASTER: NO\n", "{out:?}");
+    let out = ipfailover(n0, &["getreclock"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+
+    // setleaderrole: node 0 (the leader) may no longer lead, node 1 does.
+    let out = ipfailover(n0, &["leader"]);
+    assert_eq!(text(&out.stdout), "0\n", "{out:?}");
+    let out = ipfailover(n0, &["setleaderrole", "off"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = ipfailover(n0, &["getcapabilities"]);
+    assert_eq!(text(&out.stdout), "LEADER: NO\nLMASTER: NO\n", "{out:?}");
+    wait("node 1 leads", LIMIT, || {
+        let o = ipfailover(n0, &["leader"]);
+        (text(&o.stdout) == "1\n").then_some(())
+    });
+    let out = ipfailover(n0, &["setleaderrole", "on"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = ipfailover(n0, &["getcapabilities"]);
+    assert_eq!(text(&out.stdout), "LEADER: YES\nLMASTER: NO\n", "{out:?}");
+
     // setdebug / getdebug on every daemon of a node, in ctdb's words.
     let out = ipfailover(n0, &["-n", "1", "getdebug"]);
     assert_eq!(text(&out.stdout), "NOTICE\n", "{out:?}");

@@ -42,6 +42,19 @@ pub const GET_MEMBERSHIP: u32 = 0x0001_0002;
 pub const ADMIN: u32 = 0x0001_0003;
 /// Event: this node's lease (payload [`LeaseUpdate`]).
 pub const LEASE: u32 = 0x0001_0004;
+/// Request `()` → [`ClusterSettings`]: this node's leader capability and
+/// cluster lock setting (CTDB's `getcapabilities`, `getreclock`).
+pub const GET_SETTINGS: u32 = 0x0001_0005;
+
+/// The answer to [`GET_SETTINGS`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSettings {
+    /// The node may become leader (`leader_capability`).
+    pub can_lead: bool,
+    /// The `cluster_lock` setting as CTDB writes it (a lock file's path, or
+    /// `!helper args`); `None` without a lock.
+    pub cluster_lock: Option<String>,
+}
 
 /// Now on the host's `CLOCK_MONOTONIC`, in nanoseconds.
 #[must_use]
@@ -308,6 +321,12 @@ pub enum AdminOp {
     },
     /// `unban`: clear BANNED.
     Unban,
+    /// `setleaderrole on|off`: the node's leader capability at run time
+    /// (until clusterd restarts; `leader_capability` is the lasting one).
+    SetLeaderRole {
+        /// May the node lead.
+        on: bool,
+    },
 }
 
 /// Payload of an [`ADMIN`] request: act on node `target` (clusterd forwards

@@ -55,6 +55,7 @@ pub const CLIENT_REQUESTS: &[(To, u32, &str)] = &[
         "GET_MEMBERSHIP",
     ),
     (To::Service(CLUSTERD), cluster::ADMIN, "ADMIN"),
+    (To::Service(CLUSTERD), cluster::GET_SETTINGS, "GET_SETTINGS"),
     // failoverd: `ip`, `ipinfo`, `ifaces`, `status`; `moveip`,
     // `ipreallocate`, `addip`, `delip`, `reloadips`, `setifacelink`,
     // `gratarp`, `tickle`, `killtcp`; `listvars`, `getvar`, `setvar`;
