@@ -14,6 +14,7 @@ PACKAGES=(
     ctdb                         # CTDB's cluster-lock helper (ctdb_mutex_fcntl_helper)
     keepalived                   # the failover benchmark's baseline (VRRPv3)
     stress-ng                    # the failover-load benchmark's CPU and spawn load
+    prometheus                   # the metrics test: a real Prometheus server and promtool
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -15,6 +15,7 @@ mod ipalloc;
 mod node;
 mod output;
 mod ping;
+mod statistics;
 mod tickles;
 mod usage;
 mod vars;
@@ -114,6 +115,9 @@ enum Command {
     /// Show the daemons masterd runs on a node: state, pid, restarts, last
     /// exit (no ctdb equivalent).
     Daemons,
+    /// Show the counters of every daemon of a node, grouped per daemon
+    /// (ctdb statistics).
+    Statistics,
     /// Write this node's ipfailover configuration from its CTDB one
     /// (default /etc/ctdb), saying what each line became.
     ImportCtdb(import::ImportArgs),
@@ -225,6 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Shutdown => node::shutdown(&ctx),
         Command::Checktcpport(args) => node::checktcpport(&args),
         Command::Daemons => daemons::run(&ctx),
+        Command::Statistics => statistics::run(&ctx),
         Command::ImportCtdb(args) => import::run(&args),
         Command::Generate(args) => generate::run(<Cli as clap::CommandFactory>::command(), &args),
     }

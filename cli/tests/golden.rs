@@ -34,7 +34,7 @@ use transport::msg::failover::{
     IPREALLOCATE, KILLTCP, MOVE_IP, RELOAD_IPS, SET_IFACE_LINK, SET_TUNABLE, TICKLE,
 };
 use transport::msg::master::{DaemonState, DaemonStatus, MasterStatus, Model, GET_STATUS};
-use transport::proto::control::{LIST_PEERS, PING, SHUTDOWN};
+use transport::proto::control::{Statistics, LIST_PEERS, PING, SHUTDOWN, STATISTICS};
 use transport::proto::service::{CLUSTERD, CONNTRACKD, FAILOVERD, MASTERD};
 use transport::proto::{decode_payload, encode_payload, ErrorCode, RemoteError};
 
@@ -81,6 +81,7 @@ fn describe(opcode: u32, p: &[u8]) -> String {
         ADD_CONNECTIONS => d::<Vec<TrackedConnection>>("ADD_CONNECTIONS", p),
         REMOVE_CONNECTIONS => d::<Vec<TrackedConnection>>("REMOVE_CONNECTIONS", p),
         GET_STATUS => "GET_STATUS".into(),
+        STATISTICS => "STATISTICS".into(),
         SHUTDOWN => "SHUTDOWN".into(),
         other => format!("{other:#010x} ({} bytes)", p.len()),
     }
@@ -187,6 +188,17 @@ fn connections(node: u32) -> Vec<TrackedConnection> {
         v.truncate(1);
     }
     v
+}
+
+/// A daemon's STATISTICS answer (counters that differ per node).
+fn statistics(pnn: u32, names: &[&str]) -> Statistics {
+    Statistics {
+        counters: names
+            .iter()
+            .zip(1u64..)
+            .map(|(n, i)| ((*n).to_string(), i * 10 + u64::from(pnn)))
+            .collect(),
+    }
 }
 
 fn master_status(pnn: u32) -> MasterStatus {
@@ -400,6 +412,22 @@ fn full_node(pnn: u32) -> Node {
                 cluster_lock: (pnn == 0).then(|| "/clusterfs/.ipfailover/reclock".to_string()),
             },
         )
+        .reply(
+            CLUSTERD,
+            STATISTICS,
+            &statistics(pnn, &["requests_sent", "peer_messages_refused"]),
+        )
+        .reply(CONNTRACKD, STATISTICS, &statistics(pnn, &["events_sent"]))
+        .reply(
+            FAILOVERD,
+            STATISTICS,
+            &statistics(pnn, &["requests_sent", "replies_received"]),
+        )
+        .reply(
+            MASTERD,
+            STATISTICS,
+            &statistics(pnn, &["controls_answered"]),
+        )
 }
 
 /// The usual cluster: 0 (this node) and 1 up, 2 down.
@@ -418,6 +446,7 @@ fn hung_node_1() -> Script {
         1,
         full_node(1)
             .silent(FAILOVERD, GET_PUBLIC_IPS)
+            .silent(FAILOVERD, STATISTICS)
             .silent(MASTERD, GET_STATUS),
     );
     s
@@ -570,6 +599,11 @@ const CASES: &[Case] = &[
     c("daemons-json", &["--json", "daemons"]),
     c("daemons-n-all", &["-n", "all", "daemons"]),
     c("daemons-n1-restarting", &["-n", "1", "daemons"]),
+    c("statistics", &["statistics"]),
+    c("statistics-X", &["-X", "statistics"]),
+    c("statistics-json", &["--json", "statistics"]),
+    c("statistics-n-all", &["-n", "all", "statistics"]),
+    c("statistics-n-all-X", &["-n", "all", "-X", "statistics"]),
     // actions: no output; the request log shows what went where
     c("setifacelink", &["setifacelink", "eth2", "down"]),
     c("addip", &["addip", "198.51.100.9/24", "eth1,eth2"]),
@@ -731,6 +765,7 @@ const CASES: &[Case] = &[
         &["gettickles", "198.51.100.1"],
     ),
     on(Setup::NoDaemons, "no-masterd", &["daemons"]),
+    on(Setup::NoDaemons, "no-daemons-statistics", &["statistics"]),
     on(Setup::NoDaemons, "no-clusterd-disable", &["disable"]),
     on(Setup::HungFailoverd, "hung-failoverd", &["-t", "1", "ip"]),
     on(
@@ -742,6 +777,11 @@ const CASES: &[Case] = &[
         Setup::HungNode1,
         "hung-node-ifaces-n-all",
         &["-t", "1", "-n", "all", "ifaces"],
+    ),
+    on(
+        Setup::HungNode1,
+        "hung-node-statistics-n1",
+        &["-t", "1", "-n", "1", "statistics"],
     ),
     on(
         Setup::HungNode1,

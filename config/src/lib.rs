@@ -64,6 +64,8 @@ pub struct Config {
     pub conntrack: ConntrackConfig,
     /// `[logging]`.
     pub logging: LoggingConfig,
+    /// `[metrics]`: masterd's Prometheus endpoint.
+    pub metrics: MetricsConfig,
     /// `[tunables]`: CTDB's allocation tunables under CTDB's names.
     pub tunables: Tunables,
 }
@@ -306,6 +308,57 @@ impl Default for LoggingConfig {
     }
 }
 
+/// The default of `[metrics] listen`: loopback only, Prometheus's
+/// registered exporter port range.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9379";
+
+/// `[metrics]`: the Prometheus endpoint masterd serves (`GET /metrics`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `ADDRESS:PORT` to listen on (`[::1]:9379` for IPv6), or `""` for no
+    /// endpoint at all. Checked by [`parse`].
+    pub listen: Spanned<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: Spanned::new(0..0, DEFAULT_METRICS_LISTEN.to_owned()),
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// Where to serve `/metrics`, or `None` when turned off. [`parse`] has
+    /// checked the value, so this only fails on a [`MetricsConfig`] built
+    /// by hand.
+    ///
+    /// # Errors
+    ///
+    /// The reason, naming the value, when `listen` is neither empty nor
+    /// `ADDRESS:PORT` with a port from 1 to 65535.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let v = self.listen.get_ref().trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        let addr: std::net::SocketAddr = v.parse().map_err(|_| {
+            format!(
+                "listen = {:?}: use ADDRESS:PORT (\"127.0.0.1:9379\", \"[::1]:9379\"), or \"\" to turn the endpoint off",
+                self.listen.get_ref()
+            )
+        })?;
+        if addr.port() == 0 {
+            return Err(format!(
+                "listen = {:?}: the port must be 1 to 65535 (Prometheus must know where to scrape)",
+                self.listen.get_ref()
+            ));
+        }
+        Ok(Some(addr))
+    }
+}
+
 /// `[tunables]`: CTDB's allocation tunables, under CTDB's names, so that a
 /// `ctdb.tunables` line such as `NoIPFailback=1` becomes `NoIPFailback = 1`.
 #[derive(Debug, Clone, Deserialize)]
@@ -531,6 +584,9 @@ pub fn parse(text: &str, file: &Path) -> Result<(Config, Vec<String>), ConfigErr
             ),
         ));
     }
+    if let Err(message) = config.metrics.listen_addr() {
+        return Err(invalid(config.metrics.listen.span(), message));
+    }
     let t = &config.tunables;
     if *t.ip_alloc_algorithm.get_ref() > 2 {
         return Err(invalid(
@@ -709,6 +765,36 @@ mod tests {
         let e = load(&dir).unwrap_err().to_string();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(e.contains("ipfailover.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn metrics_listen_is_checked() {
+        let (c, _) = p("").unwrap();
+        assert_eq!(
+            c.metrics.listen_addr().unwrap(),
+            Some("127.0.0.1:9379".parse().unwrap())
+        );
+        let (c, _) = p("[metrics]\nlisten = \"\"\n").unwrap();
+        assert_eq!(c.metrics.listen_addr().unwrap(), None);
+        let (c, _) = p("[metrics]\nlisten = \"[::1]:9100\"\n").unwrap();
+        assert_eq!(
+            c.metrics.listen_addr().unwrap(),
+            Some("[::1]:9100".parse().unwrap())
+        );
+        let e = err("[metrics]\nlisten = \"localhost:9379\"\n");
+        assert!(
+            e.contains("ipfailover.toml:2:10: listen = \"localhost:9379\": use ADDRESS:PORT"),
+            "{e}"
+        );
+        let e = err("[metrics]\nlisten = \"127.0.0.1:0\"\n");
+        assert!(
+            e.contains(":2:10: listen = \"127.0.0.1:0\": the port must be 1 to 65535"),
+            "{e}"
+        );
+        let e = err("[metrics]\nlisten = \"127.0.0.1:70000\"\n");
+        assert!(e.contains(":2:10:"), "{e}");
+        let e = err("[metrics]\nlisten = 9379\n");
+        assert!(e.contains(":2:10:"), "{e}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod core;
+pub mod counters;
 pub mod daemon;
 pub mod entry;
 pub mod leader;

@@ -8,10 +8,12 @@
 //! systemd `READY=1` ([`notify`]) once every daemon has answered a PING
 //! ([`service`]). SIGTERM, SIGINT or a SHUTDOWN control stop the daemons in
 //! reverse start order (failoverd first, so that it releases its addresses
-//! while the transport still runs) and masterd exits 0.
+//! while the transport still runs) and masterd exits 0. masterd also serves
+//! the node's Prometheus metrics ([`metrics`], `[metrics] listen`).
 
 pub mod backoff;
 pub mod daemons;
+pub mod metrics;
 pub mod multi;
 pub mod notify;
 pub mod service;

@@ -113,6 +113,7 @@ pub async fn run(
         opts.daemons.clone(),
         shared,
         log_hook,
+        cfg.metrics_listen(),
         shutdown,
         handle.shutdown(),
     )

@@ -198,7 +198,7 @@ async fn all_answer(client: &Client, daemons: &[DaemonDef]) -> bool {
 }
 
 /// What both models do once their daemons run: serve masterd's status on
-/// `socket`, wait until `shutdown` completes or a SHUTDOWN control arrives,
+/// `socket` (and Prometheus metrics on `metrics`, if set), wait until `shutdown` completes or a SHUTDOWN control arrives,
 /// then run `stop_daemons` (the model's own reverse-order stop) and end the
 /// service.
 pub async fn serve_until_stopped<S: Future<Output = ()>>(
@@ -206,10 +206,20 @@ pub async fn serve_until_stopped<S: Future<Output = ()>>(
     daemons: Vec<DaemonDef>,
     shared: Arc<Shared>,
     log_hook: Option<LogLevelHook>,
+    metrics: Option<std::net::SocketAddr>,
     shutdown: impl Future<Output = ()>,
     stop_daemons: S,
 ) {
     let (quit_tx, quit_rx) = watch::channel(false);
+    let exporter = metrics.map(|listen| {
+        tokio::spawn(crate::metrics::run(
+            listen,
+            socket.clone(),
+            Arc::clone(&shared),
+            daemons.clone(),
+            quit_rx.clone(),
+        ))
+    });
     let service = tokio::spawn(run(socket, daemons, Arc::clone(&shared), log_hook, quit_rx));
     let mut stop = shared.stop.subscribe();
     tokio::select! {
@@ -222,5 +232,8 @@ pub async fn serve_until_stopped<S: Future<Output = ()>>(
     stop_daemons.await;
     quit_tx.send_replace(true);
     let _ = service.await;
+    if let Some(e) = exporter {
+        let _ = e.await;
+    }
     tracing::info!("all daemons stopped");
 }

@@ -57,6 +57,12 @@ impl NodeConfig {
     pub fn socket(&self) -> PathBuf {
         transport::transportd::socket_path(&self.run_dir())
     }
+
+    /// Where to serve `/metrics` (`[metrics] listen`, checked by the
+    /// loader); `None` when turned off.
+    pub fn metrics_listen(&self) -> Option<std::net::SocketAddr> {
+        self.loaded.config.metrics.listen_addr().ok().flatten()
+    }
 }
 
 /// Loads and checks every file of the configuration directory `dir`, with

@@ -208,6 +208,7 @@ pub async fn run(
         opts.daemons.clone(),
         Arc::clone(&shared),
         log_hook,
+        cfg.metrics_listen(),
         shutdown,
         stop_tasks,
     )

@@ -24,7 +24,8 @@ use tokio::sync::watch;
 use transport::client::Link;
 use transport::controls::answer_message;
 use transport::proto::control::{
-    PeerInfo, PeerList, PingReply, PingRequest, RegisterReply, LIST_PEERS, PING, REGISTER,
+    PeerInfo, PeerList, PingReply, PingRequest, RegisterReply, Statistics, LIST_PEERS, PING,
+    REGISTER, STATISTICS,
 };
 use transport::proto::service::{well_known_name, TRANSPORT};
 use transport::proto::{
@@ -307,6 +308,14 @@ fn transport_control(script: &Script, opcode: u32, payload: &[u8]) -> Result<Vec
             })
             .unwrap())
         }
+        STATISTICS => Ok(encode_payload(&Statistics {
+            counters: vec![
+                ("local_in".to_string(), 120),
+                ("peer_in".to_string(), 340),
+                ("clients".to_string(), 4),
+            ],
+        })
+        .unwrap()),
         LIST_PEERS => {
             let peers = script
                 .nodes

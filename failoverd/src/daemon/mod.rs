@@ -402,8 +402,14 @@ pub async fn run(
         limits: Arc::new(Limits::new()),
     };
     {
+        // The request limits' counters, then the operation counters
+        // (failoverd/src/counters.rs: takes, releases, announcements, ...).
         let limits = Arc::clone(&ctx.limits);
-        client.set_statistics_hook(move || limits.statistics());
+        client.set_statistics_hook(move || {
+            let mut all = limits.statistics();
+            all.extend(crate::counters::snapshot());
+            all
+        });
     }
     // clusterd's LEASE events skip the loop (see `lease_intake`): the
     // reader's tap hands them to a task that applies them at once.

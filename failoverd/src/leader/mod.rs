@@ -156,6 +156,21 @@ pub async fn takeover_run(
     order: &RunOrder,
     settings: RunSettings,
 ) -> (RunOutcome, Option<RunError>) {
+    use crate::counters::{add, COUNTERS};
+    let started = Instant::now();
+    let r = run_once(client, order, settings).await;
+    add(&COUNTERS.runs_led, 1);
+    add(&COUNTERS.runs_failed, usize::from(r.1.is_some()));
+    COUNTERS.run_time.observe(started.elapsed());
+    r
+}
+
+/// [`takeover_run`] without the counting.
+async fn run_once(
+    client: &Client,
+    order: &RunOrder,
+    settings: RunSettings,
+) -> (RunOutcome, Option<RunError>) {
     let m = &order.membership;
     let started = Instant::now();
     let mut outcome = RunOutcome {

@@ -35,6 +35,7 @@ use super::plan::choose_interface;
 use super::{
     Discrepancies, DropMode, ExecutorConfig, HostedAddress, NodeError, NodeEvent, NodeStatus, Taken,
 };
+use crate::counters::{self, COUNTERS};
 use crate::public_addresses::PublicAddress;
 
 /// Which addresses have tracked connections, fetched once per take.
@@ -394,7 +395,9 @@ async fn kill_connections(
     kill: KillTcp,
     conns: Vec<Connection>,
 ) -> Result<netlink::killtcp::KillReport, NodeError> {
-    Ok(kill.execute(&conns).await?)
+    let report = kill.execute(&conns).await?;
+    counters::add(&COUNTERS.resets, report.killed.len());
+    Ok(report)
 }
 
 /// Drops a frame sender on the blocking pool: closing its socket waits for
@@ -809,8 +812,9 @@ impl Inner {
         }
         let sender = self.sender(iface)?;
         let r = sender.announce(addr).await;
-        if r.is_err() {
-            self.forget_sender(iface);
+        match &r {
+            Ok(n) => counters::add(&COUNTERS.announcements, *n),
+            Err(_) => self.forget_sender(iface),
         }
         Ok(r?)
     }
@@ -1048,6 +1052,7 @@ impl Inner {
         publics: &[PublicAddress],
         still: &(dyn Fn() -> Result<(), String> + Sync),
     ) -> Vec<(IpAddr, Result<Taken, NodeError>)> {
+        let started = std::time::Instant::now();
         let (results, waits) = {
             let _op = self.op.lock().await;
             let refuse = |e: &dyn Fn(IpAddr) -> NodeError| {
@@ -1068,6 +1073,18 @@ impl Inner {
             }
         };
         wait_hooks(waits).await;
+        let added = results
+            .iter()
+            .filter(|(_, r)| matches!(r, Ok(Taken::Added { .. })))
+            .count();
+        counters::add(&COUNTERS.takes, added);
+        counters::add(
+            &COUNTERS.take_failures,
+            results.iter().filter(|(_, r)| r.is_err()).count(),
+        );
+        if added > 0 {
+            COUNTERS.take_time.observe(started.elapsed());
+        }
         results
     }
 
@@ -1317,11 +1334,14 @@ impl Inner {
                     local.extend(conns.iter().map(|c| (c.local, c.remote)));
                     if !conns.is_empty() {
                         match diag.destroy(&conns).execute().await {
-                            Ok(r) => tracing::info!(
-                                destroyed = r.destroyed.len(),
-                                gone = r.missing.len(),
-                                "reset local connections of released addresses"
-                            ),
+                            Ok(r) => {
+                                counters::add(&COUNTERS.resets, r.destroyed.len());
+                                tracing::info!(
+                                    destroyed = r.destroyed.len(),
+                                    gone = r.missing.len(),
+                                    "reset local connections of released addresses"
+                                );
+                            }
                             Err(e) => tracing::warn!(error = %e, "sock_diag destroy failed"),
                         }
                     }
@@ -1367,6 +1387,7 @@ impl Inner {
         addrs: &[IpAddr],
         keep_hosted: bool,
     ) -> Vec<(IpAddr, Result<(), NodeError>)> {
+        let started = std::time::Instant::now();
         // Phase 1, under the operation lock: forget, block.
         let op = self.op.lock().await;
         // (address, interface, prefix length) of everything to remove.
@@ -1476,6 +1497,15 @@ impl Inner {
             }
         }
         wait_hooks(waits).await;
+        let released = targets
+            .iter()
+            .filter(|(a, _, _)| !failed.contains_key(a))
+            .count();
+        counters::add(&COUNTERS.releases, released);
+        counters::add(&COUNTERS.release_failures, failed.len());
+        if released > 0 {
+            COUNTERS.release_time.observe(started.elapsed());
+        }
         addrs
             .iter()
             .map(|a| match failed.remove(a) {
@@ -2170,7 +2200,9 @@ impl Inner {
             .iter()
             .map(|c| TcpSegment::tickle(c.server, c.client))
             .collect();
-        Ok(send_segments(&self.segments, segs).await?.sent)
+        let sent = send_segments(&self.segments, segs).await?.sent;
+        counters::add(&COUNTERS.tickles, sent);
+        Ok(sent)
     }
 
     pub(super) async fn killtcp(&self, conns: &[TrackedConnection]) -> Result<usize, NodeError> {
@@ -2268,6 +2300,7 @@ async fn announce_rounds(
                 if let Some(segs) = segments.as_ref().filter(|s| !s.is_empty()) {
                     match send_segments(&inner.segments, segs.clone()).await {
                         Ok(st) => {
+                            counters::add(&COUNTERS.tickles, st.sent);
                             tracing::debug!(%addr, sent = st.sent, failed = st.failed, "tickles")
                         }
                         Err(e) => tracing::debug!(%addr, error = %e, "tickles failed"),
@@ -2286,6 +2319,10 @@ async fn announce_rounds(
 async fn hook_runner(inner: Weak<Inner>, hooks: Hooks, mut rx: mpsc::UnboundedReceiver<HookJob>) {
     while let Some((ev, done)) = rx.recv().await {
         let outcome = hooks.run(&ev).await;
+        if !outcome.scripts.is_empty() {
+            counters::add(&COUNTERS.hook_runs, 1);
+        }
+        counters::add(&COUNTERS.hook_failures, outcome.failures.len());
         if let Some(inner) = inner.upgrade() {
             inner.record(&ev, &outcome);
         }

@@ -197,6 +197,54 @@ struct PeerSlot {
     addr: SocketAddr,
     link: Option<(u64, Arc<Outbox>)>,
     since: Instant,
+    /// Frames and bytes from and to this peer, for STATISTICS.
+    traffic: Traffic,
+}
+
+/// Frames and bytes in and out, for the per-peer and per-service
+/// STATISTICS counters (`peerN_frames_in`, `service_NAME_bytes_out`, ...).
+#[derive(Debug, Clone, Copy, Default)]
+struct Traffic {
+    frames_in: u64,
+    bytes_in: u64,
+    frames_out: u64,
+    bytes_out: u64,
+}
+
+impl Traffic {
+    fn count_in(&mut self, len: usize) {
+        self.frames_in += 1;
+        self.bytes_in += u64::try_from(len).unwrap_or(u64::MAX);
+    }
+
+    fn count_out(&mut self, len: usize) {
+        self.frames_out += 1;
+        self.bytes_out += u64::try_from(len).unwrap_or(u64::MAX);
+    }
+
+    fn push(&self, prefix: &str, out: &mut Vec<(String, u64)>) {
+        out.push((format!("{prefix}_frames_in"), self.frames_in));
+        out.push((format!("{prefix}_bytes_in"), self.bytes_in));
+        out.push((format!("{prefix}_frames_out"), self.frames_out));
+        out.push((format!("{prefix}_bytes_out"), self.bytes_out));
+    }
+}
+
+/// The per-service traffic slot of a service id: the well-known services
+/// (transport, clusterd, failoverd, conntrackd, masterd) by id, every
+/// other (ephemeral: the CLI, file servers) in the last one.
+const SERVICE_SLOTS: usize = 6;
+
+fn service_slot(id: u16) -> usize {
+    usize::from(id).min(SERVICE_SLOTS - 1)
+}
+
+fn service_slot_name(slot: usize) -> &'static str {
+    u16::try_from(slot)
+        .ok()
+        .filter(|_| slot < SERVICE_SLOTS - 1)
+        .and_then(crate::proto::service::well_known_name)
+        .unwrap_or("clients")
 }
 
 /// The routing table of one transportd.
@@ -209,6 +257,9 @@ pub struct State {
     clients: u32,
     /// Counters for STATISTICS.
     pub counters: Counters,
+    /// Frames and bytes from each local service (in) and delivered to it
+    /// (out), by [`service_slot`].
+    service_traffic: [Traffic; SERVICE_SLOTS],
     log_level: Option<LogLevelHook>,
     shutdown: bool,
     started: Instant,
@@ -244,12 +295,14 @@ impl State {
                             addr,
                             link: None,
                             since: now,
+                            traffic: Traffic::default(),
                         },
                     )
                 })
                 .collect(),
             clients: 0,
             counters: Counters::default(),
+            service_traffic: [Traffic::default(); SERVICE_SLOTS],
             log_level,
             shutdown: false,
             started: now,
@@ -476,28 +529,40 @@ impl State {
                 u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             ),
         ];
-        Statistics {
-            counters: counters
-                .into_iter()
-                .map(|(n, v)| (n.to_owned(), v))
-                .collect(),
+        let mut counters: Vec<(String, u64)> = counters
+            .into_iter()
+            .map(|(n, v)| (n.to_owned(), v))
+            .collect();
+        let mut peers: Vec<(&u32, &PeerSlot)> = self.peers.iter().collect();
+        peers.sort_unstable_by_key(|(p, _)| **p);
+        for (pnn, slot) in peers {
+            slot.traffic.push(&format!("peer{pnn}"), &mut counters);
         }
+        for (i, t) in self.service_traffic.iter().enumerate() {
+            t.push(&format!("service_{}", service_slot_name(i)), &mut counters);
+        }
+        Statistics { counters }
     }
 
     /// Routes one complete, header-checked frame (`frame` is exactly the
     /// frame's bytes); rewrites the header in place.
     pub fn route(&mut self, origin: Origin, frame: &mut [u8]) {
+        let len = frame.len();
         let Ok(mut header) = Header::new_checked(&mut *frame) else {
             return; // callers pass whole checked frames
         };
         match origin {
             Origin::Local(id) => {
                 self.counters.local_in += 1;
+                self.service_traffic[service_slot(id)].count_in(len);
                 header.set_src_pnn(self.pnn);
                 header.set_src_service(id);
             }
             Origin::Peer(pnn) => {
                 self.counters.peer_in += 1;
+                if let Some(slot) = self.peers.get_mut(&pnn) {
+                    slot.traffic.count_in(len);
+                }
                 header.set_src_pnn(pnn);
             }
             Origin::Internal => {}
@@ -550,7 +615,12 @@ impl State {
             .and_then(|s| s.link.as_ref())
             .map(|(_, o)| push_or_close(o, frame, &mut self.to_flush));
         match pushed {
-            Some(Ok(())) => self.counters.forwarded += 1,
+            Some(Ok(())) => {
+                self.counters.forwarded += 1;
+                if let Some(slot) = self.peers.get_mut(&pnn) {
+                    slot.traffic.count_out(frame.len());
+                }
+            }
             Some(Err(())) => self.counters.queue_drops += 1,
             None => {
                 self.counters.unreachable += 1;
@@ -566,10 +636,13 @@ impl State {
     fn forward_all(&mut self, frame: &[u8]) {
         let mut sent = 0;
         let mut drops = 0;
-        for slot in self.peers.values() {
+        for slot in self.peers.values_mut() {
             if let Some((_, o)) = &slot.link {
                 match o.push(&[frame]) {
-                    Ok(()) => sent += 1,
+                    Ok(()) => {
+                        sent += 1;
+                        slot.traffic.count_out(frame.len());
+                    }
                     Err(e) => {
                         drops += 1;
                         if e == PushError::Full {
@@ -618,7 +691,10 @@ impl State {
             for id in subs {
                 if let Some(entry) = self.services.get(id) {
                     match push_or_close(&entry.outbox, frame, &mut self.to_flush) {
-                        Ok(()) => delivered += 1,
+                        Ok(()) => {
+                            delivered += 1;
+                            self.service_traffic[service_slot(*id)].count_out(frame.len());
+                        }
                         Err(()) => drops += 1,
                     }
                 }
@@ -632,7 +708,10 @@ impl State {
             .get(&dst_service)
             .map(|e| push_or_close(&e.outbox, frame, &mut self.to_flush));
         match pushed {
-            Some(Ok(())) => self.counters.delivered += 1,
+            Some(Ok(())) => {
+                self.counters.delivered += 1;
+                self.service_traffic[service_slot(dst_service)].count_out(frame.len());
+            }
             Some(Err(())) => self.counters.queue_drops += 1,
             None => {
                 self.counters.unknown_service += 1;
@@ -998,6 +1077,38 @@ mod tests {
         assert_eq!(got_peer[0].payload, b"e");
         assert!(drain(&b).is_empty());
         assert_eq!(st.counters.misrouted, 1);
+    }
+
+    /// Frames and bytes are counted per peer (in from it, out to it) and
+    /// per local service (in from it, delivered to it) in STATISTICS.
+    #[test]
+    fn traffic_is_counted_per_peer_and_per_service() {
+        let (mut st, _a, _b) = state_with_two_clients();
+        let peer = Arc::new(Outbox::new(1 << 20, 0));
+        st.peer_up(2, 1, peer.clone(), Instant::now());
+        // clusterd (service 1) to node 2: out to peer 2, in from clusterd.
+        let mut f = frame(Kind::Event, Address::new(2, 1), 0x10005, b"hb");
+        let out_len = f.len() as u64;
+        st.route(Origin::Local(1), &mut f);
+        // Node 2 to the local clusterd, twice: in from peer 2, out to clusterd.
+        for _ in 0..2 {
+            let mut f = frame(Kind::Event, Address::new(1, 1), 0x10005, b"ack");
+            st.route(Origin::Peer(2), &mut f);
+        }
+        let in_len = frame(Kind::Event, Address::new(1, 1), 0x10005, b"ack").len() as u64;
+        let s = st.statistics();
+        assert_eq!(s.get("peer2_frames_out"), Some(1));
+        assert_eq!(s.get("peer2_bytes_out"), Some(out_len));
+        assert_eq!(s.get("peer2_frames_in"), Some(2));
+        assert_eq!(s.get("peer2_bytes_in"), Some(2 * in_len));
+        assert_eq!(s.get("peer0_frames_in"), Some(0));
+        assert_eq!(s.get("service_clusterd_frames_in"), Some(1));
+        assert_eq!(s.get("service_clusterd_frames_out"), Some(2));
+        assert_eq!(s.get("service_clusterd_bytes_out"), Some(2 * in_len));
+        assert_eq!(s.get("service_clients_frames_in"), Some(0));
+        assert_eq!(service_slot_name(0), "transport");
+        assert_eq!(service_slot_name(4), "masterd");
+        assert_eq!(service_slot(0x8001), 5);
     }
 
     /// A peer that comes back with a new link while its old one still looks
