@@ -682,7 +682,7 @@ fn addresses(r: &Registry, snap: &Snapshot) -> prometheus::Result<()> {
         gauge(
             r,
             "ipfailover_hook_failures",
-            "Event hooks whose last run failed (they make the node unhealthy).",
+            "Failed hook runs failoverd remembers (the 16 latest; ipfailover status lists them).",
             usize_int(s.hook_failures.len()),
         )?;
     }
