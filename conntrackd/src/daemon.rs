@@ -50,6 +50,7 @@ use crate::table::{Conn, Pnn};
 
 /// failoverd's `HOSTED` event and its payload, which conntrackd follows.
 pub use transport::msg::failover::{Hosted, HOSTED};
+use transport::msg::failover::{IpStatus, GET_IP_STATUS};
 
 /// Event between conntrackd instances: the sender's hosted addresses,
 /// broadcast on change and every announce interval (also its liveness).
@@ -338,6 +339,25 @@ pub async fn run(
         incarnation = shell.opts.incarnation,
         "conntrackd running"
     );
+    // A (re)started conntrackd asks failoverd what this node hosts now
+    // instead of waiting for its next HOSTED (every 3 s): connections
+    // opened meanwhile were not tracked, so a node that died then left
+    // them untickled (chaos finding 13: 2.5 s before a connection reached
+    // the peers after a restart, 4 ms otherwise). HOSTED events queued
+    // since are handled after, so the newer word wins. No failoverd yet
+    // (it starts after us): its first HOSTED says it.
+    let asked: Result<IpStatus, _> = client
+        .request(
+            Address::local(FAILOVERD),
+            GET_IP_STATUS,
+            &(),
+            Duration::from_secs(1),
+        )
+        .await;
+    match asked {
+        Ok(s) => shell.set_hosted(&s.hosted).await,
+        Err(e) => tracing::debug!(error = %e, "failoverd did not say what this node hosts yet"),
+    }
     let result = shell.main_loop(&mut incoming, shutdown).await;
     if let Some(t) = &shell.nft {
         if let Err(e) = t.remove().execute().await {
