@@ -271,6 +271,11 @@ const ROGUE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// addresses of this node's list that are configured here but not hosted
 /// go to the loop as [`Trigger::Rogue`].
 async fn rogue_check(ctx: Ctx) {
+    // `[failover] disabled`: this node manages no address, so it does not
+    // judge the ones it finds either (something else may own them).
+    if ctx.settings.disabled {
+        return;
+    }
     let publics: Vec<PublicAddress> = ctx.lock().publics.values().cloned().collect();
     if publics.is_empty() {
         return;
