@@ -195,6 +195,23 @@ impl Ctx {
         })
     }
 
+    /// The one node a command acts on: `-n PNN` (checked as ctdb checks
+    /// it, [`Ctx::check_nodes`]) or this node; a list or `all` is refused.
+    ///
+    /// # Errors
+    ///
+    /// A list or `all`; a node that does not exist or is not connected.
+    pub async fn one_node(&self, client: &Client) -> Result<u32> {
+        match &self.nodes {
+            Nodes::Local => Ok(client.pnn()),
+            Nodes::List(l) if l.len() == 1 => {
+                self.check_nodes(client, l).await?;
+                Ok(l[0])
+            }
+            _ => anyhow::bail!("this command acts on one node: give -n PNN (not a list or 'all')"),
+        }
+    }
+
     /// Refuses a PNN that is not a node of the nodes file, as CTDB does
     /// (`Node 5 does not exist`), before anything is asked of it; a single
     /// node must also be connected (`Node 2 has status

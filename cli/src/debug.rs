@@ -17,7 +17,7 @@ use transport::proto::service::{CLUSTERD, CONNTRACKD, FAILOVERD, MASTERD, TRANSP
 use transport::proto::Address;
 
 use crate::ctx::{block_on, Ctx, Exit};
-use crate::output::{emit, Nodes};
+use crate::output::emit;
 
 /// `setdebug LEVEL`.
 #[derive(Debug, clap::Args)]
@@ -72,17 +72,6 @@ fn ctdb_level(filter: &str) -> String {
         .map_or_else(|| filter.to_string(), |(c, _)| (*c).to_string())
 }
 
-async fn node(ctx: &Ctx, client: &Client) -> Result<u32> {
-    match &ctx.nodes {
-        Nodes::Local => Ok(client.pnn()),
-        Nodes::List(l) if l.len() == 1 => {
-            ctx.check_nodes(client, l).await?;
-            Ok(l[0])
-        }
-        _ => anyhow::bail!("this command acts on one node: give -n PNN (not a list or 'all')"),
-    }
-}
-
 /// Asks every daemon of node `pnn`; the answers of those that run.
 async fn ask_all(
     ctx: &Ctx,
@@ -122,7 +111,7 @@ pub fn setdebug(ctx: &Ctx, args: &SetdebugArgs) -> Result<()> {
     };
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
-        let pnn = node(ctx, &client).await?;
+        let pnn = ctx.one_node(&client).await?;
         let answers = ask_all(ctx, &client, pnn, Some(level)).await;
         if answers.iter().all(|(_, r)| r.is_err()) {
             for (_, r) in &answers {
@@ -145,7 +134,7 @@ pub fn setdebug(ctx: &Ctx, args: &SetdebugArgs) -> Result<()> {
 pub fn getdebug(ctx: &Ctx) -> Result<()> {
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
-        let pnn = node(ctx, &client).await?;
+        let pnn = ctx.one_node(&client).await?;
         let answers = ask_all(ctx, &client, pnn, None).await;
         let levels: Vec<(&str, String)> = answers
             .iter()

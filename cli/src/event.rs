@@ -15,14 +15,14 @@
 //! `health_command`), so `scriptstatus` without an event says `Event
 //! monitor has never run in legacy`, as ctdb does before the first monitor.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use transport::msg::failover::{
     HookList, HookStatus, RunEvent, SetHook, GET_HOOK_STATUS, LIST_HOOKS, RUN_EVENT, SET_HOOK,
 };
 use transport::proto::service::FAILOVERD;
 
 use crate::ctx::{block_on, Ctx, Exit};
-use crate::output::{emit, Nodes};
+use crate::output::emit;
 
 /// The only component: the hooks directory.
 const COMPONENT: &str = "legacy";
@@ -90,18 +90,6 @@ pub struct ScriptstatusArgs {
     pub event: Option<String>,
 }
 
-/// The node the command addresses (one).
-async fn target(ctx: &Ctx, client: &transport::client::Client) -> Result<u32> {
-    match &ctx.nodes {
-        Nodes::Local => Ok(client.pnn()),
-        Nodes::List(l) if l.len() == 1 => {
-            ctx.check_nodes(client, l).await?;
-            Ok(l[0])
-        }
-        _ => bail!("this command acts on one node: give -n PNN (not a list or 'all')"),
-    }
-}
-
 /// A component other than `legacy`: ctdb's words, status ENOENT.
 fn unknown_component(component: &str) -> Result<()> {
     emit(&format!("Event dir for {component} does not exist\n"))?;
@@ -152,7 +140,7 @@ fn status(ctx: &Ctx, component: &str, event: &str) -> Result<()> {
     }
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
-        let pnn = target(ctx, &client).await?;
+        let pnn = ctx.one_node(&client).await?;
         let s: HookStatus = ctx
             .ask(&client, pnn, FAILOVERD, GET_HOOK_STATUS, &event.to_string())
             .await?;
@@ -202,7 +190,7 @@ fn list(ctx: &Ctx, component: &str) -> Result<()> {
     }
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
-        let pnn = target(ctx, &client).await?;
+        let pnn = ctx.one_node(&client).await?;
         let l: HookList = ctx.ask(&client, pnn, FAILOVERD, LIST_HOOKS, &()).await?;
         if !l.dir_exists {
             return unknown_component(component);
@@ -222,7 +210,7 @@ fn set(ctx: &Ctx, component: &str, script: &str, enabled: bool) -> Result<()> {
     }
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
-        let pnn = target(ctx, &client).await?;
+        let pnn = ctx.one_node(&client).await?;
         let req = SetHook {
             name: script.to_string(),
             enabled,
@@ -243,7 +231,7 @@ fn run_event(ctx: &Ctx, component: &str, event: &str, args: &[String]) -> Result
     }
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
-        let pnn = target(ctx, &client).await?;
+        let pnn = ctx.one_node(&client).await?;
         let mut all = vec![event.to_string()];
         all.extend_from_slice(args);
         let s: HookStatus = ctx

@@ -116,19 +116,6 @@ pub fn run(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
     block_on(dispatch(ctx, cmd))
 }
 
-/// The single node an action addresses (a PNN that is not a node is
-/// refused before anything is sent).
-async fn one_node(ctx: &Ctx, client: &Client) -> Result<u32> {
-    match &ctx.nodes {
-        Nodes::Local => Ok(client.pnn()),
-        Nodes::List(l) if l.len() == 1 => {
-            ctx.check_nodes(client, l).await?;
-            Ok(l[0])
-        }
-        _ => bail!("this command acts on one node: give -n PNN (not a list or 'all')"),
-    }
-}
-
 /// Sends an action to failoverd on `pnn`; a refusal becomes the daemon's
 /// own message.
 async fn act<Req: serde::Serialize + ?Sized, Resp: serde::de::DeserializeOwned>(
@@ -247,7 +234,7 @@ async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
             ctx.print_reports(&targets, reports)?;
         }
         IpCommand::Setifacelink { iface, .. } => {
-            let pnn = one_node(ctx, &client).await?;
+            let pnn = ctx.one_node(&client).await?;
             let req = SetIfaceLink {
                 iface: iface.clone(),
                 up,
@@ -256,7 +243,7 @@ async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
         }
         IpCommand::Addip { iface, .. } => {
             let (addr, prefix) = addip.context("addip: address checked above")?;
-            let pnn = one_node(ctx, &client).await?;
+            let pnn = ctx.one_node(&client).await?;
             // As ctdb: an address the node already lists is not an error.
             if knows(ctx, &client, pnn, addr).await? {
                 eprintln!("Node already knows about IP {addr}");
@@ -270,7 +257,7 @@ async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
             act::<_, ()>(ctx, &client, pnn, ADD_IP, &req).await?;
         }
         IpCommand::Delip { ip } => {
-            let pnn = one_node(ctx, &client).await?;
+            let pnn = ctx.one_node(&client).await?;
             if !knows(ctx, &client, pnn, *ip).await? {
                 eprintln!("Node does not know about IP address {ip}");
                 return Ok(());
@@ -296,7 +283,7 @@ async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
                     ctx.check_exist(&client, &l).await?;
                     l
                 }
-                None | Some(Nodes::Local) => vec![one_node(ctx, &client).await?],
+                None | Some(Nodes::Local) => vec![ctx.one_node(&client).await?],
             };
             let mut failed = false;
             for pnn in targets {
@@ -313,7 +300,7 @@ async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
         }
         IpCommand::Ipreallocate => ipreallocate(ctx, &client).await?,
         IpCommand::Gratarp { ip, iface } => {
-            let pnn = one_node(ctx, &client).await?;
+            let pnn = ctx.one_node(&client).await?;
             let req = Gratarp {
                 addr: *ip,
                 iface: iface.clone(),
@@ -321,11 +308,11 @@ async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
             act::<_, ()>(ctx, &client, pnn, GRATARP, &req).await?;
         }
         IpCommand::Tickle { .. } => {
-            let pnn = one_node(ctx, &client).await?;
+            let pnn = ctx.one_node(&client).await?;
             act::<_, ()>(ctx, &client, pnn, TICKLE, &pairs).await?;
         }
         IpCommand::Killtcp { iface, .. } => {
-            let pnn = one_node(ctx, &client).await?;
+            let pnn = ctx.one_node(&client).await?;
             let req = KillTcp {
                 iface: iface.clone(),
                 connections: pairs,

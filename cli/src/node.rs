@@ -7,7 +7,7 @@ use transport::proto::control::SHUTDOWN;
 use transport::proto::service::MASTERD;
 
 use crate::ctx::{block_on, Ctx, Exit};
-use crate::output::{emit, Nodes};
+use crate::output::emit;
 
 /// `runstate [STATE...]`.
 #[derive(Debug, clap::Args)]
@@ -40,21 +40,9 @@ pub fn version() -> Result<()> {
     emit(&format!("{}\n", env!("CARGO_PKG_VERSION")))
 }
 
-/// The node `-n` names (one), or this one.
-async fn one(ctx: &Ctx, client: &transport::client::Client) -> Result<u32> {
-    match &ctx.nodes {
-        Nodes::Local => Ok(client.pnn()),
-        Nodes::List(l) if l.len() == 1 => {
-            ctx.check_nodes(client, l).await?;
-            Ok(l[0])
-        }
-        _ => bail!("this command acts on one node: give -n PNN (not a list or 'all')"),
-    }
-}
-
 async fn master_status(ctx: &Ctx) -> Result<MasterStatus> {
     let (client, _incoming) = ctx.connect().await?;
-    let pnn = one(ctx, &client).await?;
+    let pnn = ctx.one_node(&client).await?;
     ctx.ask(&client, pnn, MASTERD, GET_STATUS, &()).await
 }
 
@@ -129,7 +117,7 @@ pub fn uptime(ctx: &Ctx) -> Result<()> {
     use transport::proto::service::FAILOVERD;
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
-        let pnn = one(ctx, &client).await?;
+        let pnn = ctx.one_node(&client).await?;
         let m: MasterStatus = ctx.ask(&client, pnn, MASTERD, GET_STATUS, &()).await?;
         let t: RunTimes = ctx.ask(&client, pnn, FAILOVERD, GET_RUN_TIMES, &()).await?;
         let now = t.now_unix_ms;
@@ -167,7 +155,7 @@ async fn cluster_settings(ctx: &Ctx) -> Result<transport::msg::cluster::ClusterS
     use transport::msg::cluster::GET_SETTINGS;
     use transport::proto::service::CLUSTERD;
     let (client, _incoming) = ctx.connect().await?;
-    let pnn = one(ctx, &client).await?;
+    let pnn = ctx.one_node(&client).await?;
     ctx.ask(&client, pnn, CLUSTERD, GET_SETTINGS, &()).await
 }
 
@@ -225,7 +213,7 @@ pub fn getreclock(ctx: &Ctx) -> Result<()> {
 pub fn shutdown(ctx: &Ctx) -> Result<()> {
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
-        let pnn = one(ctx, &client).await?;
+        let pnn = ctx.one_node(&client).await?;
         let local = pnn == client.pnn();
         let closed = client.closed();
         let () = ctx

@@ -52,25 +52,10 @@ fn public(i: u8) -> IpAddr {
 /// The public (198.51.100.0/24, not the client's .100) addresses
 /// configured in namespace `ns`.
 fn addresses_on(ns: &str) -> Vec<IpAddr> {
-    let Ok(out) = Command::new("ip")
-        .args(["-n", ns, "-o", "-4", "addr", "show"])
-        .output()
-    else {
-        return Vec::new();
-    };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            f.find(|w| *w == "inet")?;
-            let a: IpAddr = f.next()?.split('/').next()?.parse().ok()?;
-            match a {
-                IpAddr::V4(v4) if v4.octets()[..3] == [198, 51, 100] && v4.octets()[3] != 100 => {
-                    Some(a)
-                }
-                _ => None,
-            }
-        })
+    tests::netns::ipv4_on(ns, "eth1")
+        .into_iter()
+        .filter(|a| a.octets()[..3] == [198, 51, 100] && a.octets()[3] != 100)
+        .map(IpAddr::V4)
         .collect()
 }
 
