@@ -75,6 +75,7 @@ fn sim_finds_every_injected_bug() {
         (Bug::ForgetLeftovers, Profile::default_profile()),
         (Bug::ForgetLeftovers, Profile::fast()),
         (Bug::SkipLeaseMargin, Profile::default_profile()),
+        (Bug::NoLeaderFeed, Profile::fast()),
     ];
     for (bug, profile) in cases {
         let found = find(profile, bug, 2000);
@@ -125,6 +126,28 @@ fn hole6_failed_removal_stays_a_tracked_leftover() {
     assert!(matches!(v, Violation::Untracked { .. }), "{v:?}");
 }
 
+/// Finding 12 (chaos, session 8): the leader's failoverd froze past its
+/// lease; at the thaw its lease intake saw the lapse and the renewal
+/// queued behind it, and handed both membership actions to the loop,
+/// which carried them out with the core's current membership (lease
+/// valid): the leader side never saw the lapse, and the addresses the
+/// lapse dropped were never taken back. The simulator models the intake,
+/// the loop's delay and the lease watch since then; these schedules break
+/// with the daemon as it was (no `leader_feed`, no `Trigger::Lapsed`).
+#[test]
+fn finding12_a_lapse_overtaken_by_a_renewal_still_reaches_the_leader_side() {
+    for (profile, seed) in [
+        (Profile::fast(), SEED_FINDING12),
+        (Profile::default_profile(), SEED_FINDING12),
+        (Profile::default_profile(), 3080),
+        (Profile::fast(), 883),
+    ] {
+        let v = regression(profile, seed, Bug::NoLeaderFeed);
+        assert!(matches!(v, Violation::NoConvergence { .. }), "{v:?}");
+    }
+}
+
+const SEED_FINDING12: u64 = 12723;
 const SEED_HOLE1: u64 = 112;
 /// Both restart a failoverd (which removes what it finds): the leader
 /// cannot see that, only the node's own request brings a run. (A lease

@@ -35,7 +35,7 @@ use clusterd::msg::AdminOp;
 use clusterd::{ClusterMsg, Config, Member, NodeFlags, NodesFile, Output, Pnn, Timing};
 use failoverd::alloc::Tunables;
 use failoverd::core::leader::{LeaderAction, LeaderConfig, LeaderCore, RunOrder, RunOutcome};
-use failoverd::core::node::{News, NodeAction, NodeConfig, NodeCore, Route};
+use failoverd::core::node::{leader_feed, News, NodeAction, NodeConfig, NodeCore, Route};
 use failoverd::core::run;
 use failoverd::leader::plan::{self, Plan, PlanInput};
 use transport::msg::failover::{MoveIp, PublicIp, PublicIps};
@@ -69,17 +69,24 @@ pub enum Bug {
     ForgetLeftovers,
     /// A node that keeps failing runs is never left out.
     NoExclusion,
+    /// The shell's loop carries out a deferred membership action with the
+    /// core's current membership only, and the lease watch does not ask
+    /// for a run after it dropped the addresses: failoverd before finding
+    /// 12's fix (a lapse overtaken by a renewal was never seen by the
+    /// leader side).
+    NoLeaderFeed,
 }
 
 impl Bug {
     /// Every variant with its command-line name.
-    pub const ALL: [(&'static str, Bug); 6] = [
+    pub const ALL: [(&'static str, Bug); 7] = [
         ("skip-lease-margin", Bug::SkipLeaseMargin),
         ("no-drop-on-lease-loss", Bug::NoDropOnLeaseLoss),
         ("no-rerequest", Bug::NoRerequest),
         ("accept-stale-take", Bug::AcceptStaleTake),
         ("forget-leftovers", Bug::ForgetLeftovers),
         ("no-exclusion", Bug::NoExclusion),
+        ("no-leader-feed", Bug::NoLeaderFeed),
     ];
 
     /// The variant named `name`.
@@ -275,6 +282,18 @@ enum Ev {
         node: usize,
         inc: u64,
     },
+    /// failoverd's loop gets to the oldest action the lease intake handed
+    /// it (the daemon's `tapped` channel).
+    Loop {
+        node: usize,
+        inc: u64,
+    },
+    /// failoverd's lease watch wakes at the end it was told (node-local).
+    Watch {
+        node: usize,
+        inc: u64,
+        at: Duration,
+    },
     Fault(Fault),
 }
 
@@ -416,6 +435,19 @@ struct Fo {
     pending: BTreeMap<u64, Pending>,
     adopted: bool,
     poll_at: Duration,
+    /// What the lease intake handed the loop, oldest first.
+    deferred: VecDeque<Deferred>,
+    /// The lease end the lease watch was last given (node-local).
+    told: Option<Duration>,
+}
+
+/// Work the daemon's loop does after the fact, in order.
+#[derive(Debug, Clone)]
+enum Deferred {
+    /// A node action the lease intake decided (not the gate's).
+    Action(NodeAction),
+    /// The lease watch dropped the addresses (`Trigger::Lapsed`).
+    Lapsed,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -434,6 +466,9 @@ struct Node {
     cd_frozen_until: Duration,
     fo: Option<Fo>,
     fo_frozen_until: Duration,
+    /// The loop's timers of failoverd run again from here after a freeze
+    /// (a little after the thaw: the intake and the lease watch race them).
+    fo_ticks_from: Duration,
     kernel: Kernel,
     file: BTreeSet<IpAddr>,
     slow_hooks: bool,
@@ -445,6 +480,9 @@ pub struct World {
     profile: Profile,
     bug: Option<Bug>,
     rng: Rng,
+    /// The shell's own timing (loop and watch delays): a stream of its
+    /// own, so the fault schedules of the other draws stay as they were.
+    shell_rng: Rng,
     file: NodesFile,
     cfg: Config,
     nodes: Vec<Node>,
@@ -558,6 +596,7 @@ impl World {
                 cd_frozen_until: Duration::ZERO,
                 fo: None,
                 fo_frozen_until: Duration::ZERO,
+                fo_ticks_from: Duration::ZERO,
                 kernel: Kernel::default(),
                 file: list,
                 slow_hooks: false,
@@ -568,6 +607,7 @@ impl World {
             profile,
             bug,
             rng,
+            shell_rng: Rng::new(seed ^ 0x5e11_5e11_5e11_5e11),
             file,
             cfg,
             nodes,
@@ -710,6 +750,8 @@ impl World {
             pending: BTreeMap::new(),
             adopted: false,
             poll_at: now,
+            deferred: VecDeque::new(),
+            told: None,
         });
     }
 
@@ -761,7 +803,20 @@ impl World {
             return;
         };
         let first = !fo.adopted && matches!(news, News::Membership(_));
+        // clusterd's lease news take the daemon's lease intake, beside the
+        // loop: the gate's actions at once, the rest handed to the loop.
+        let intake = matches!(news, News::Lease(_));
         fo.core.news(now, news, &mut out);
+        if intake {
+            let (gate, rest): (Vec<NodeAction>, Vec<NodeAction>) = out
+                .into_iter()
+                .partition(|a| matches!(a, NodeAction::SetLease(_) | NodeAction::DropAll));
+            self.node_actions(i, gate);
+            for a in rest {
+                self.defer(i, Deferred::Action(a));
+            }
+            return;
+        }
         if first {
             fo.adopted = true;
             // Adopts nothing: every public address found goes.
@@ -795,6 +850,7 @@ impl World {
             match a {
                 NodeAction::SetLease(None) if self.bug == Some(Bug::NoDropOnLeaseLoss) => {}
                 NodeAction::SetLease(until) => {
+                    self.tell_watch(i, until);
                     // The keeper renews the element of every hosted
                     // address, or revokes every element.
                     let node = &mut self.nodes[i];
@@ -813,6 +869,7 @@ impl World {
                     if self.bug == Some(Bug::NoDropOnLeaseLoss) {
                         continue;
                     }
+                    self.tell_watch(i, None);
                     let node = &mut self.nodes[i];
                     node.kernel.lease.clear();
                     let hosted: Vec<IpAddr> = node
@@ -834,23 +891,125 @@ impl World {
                     self.send_fo(i, idx(leader), FoMsg::Realloc { id, mv: None });
                 }
                 NodeAction::RemoveLeftovers(list) => self.enqueue(i, Op::RemoveLeftovers(list)),
-                NodeAction::Membership(mut m) => {
-                    if self.bug == Some(Bug::SkipLeaseMargin) && m.leader == Some(pnn(i)) {
-                        m.reassignable = m
-                            .nodes
-                            .iter()
-                            .filter(|n| n.flags.contains(NodeFlags::DISCONNECTED))
-                            .map(|n| n.pnn)
-                            .collect();
+                NodeAction::Membership(copy) => {
+                    // As the daemon's loop: the core's membership as it is
+                    // now, a lapse it has got over meanwhile first.
+                    let current = self.nodes[i]
+                        .fo
+                        .as_ref()
+                        .and_then(|f| f.core.membership().cloned());
+                    let feed = if self.bug == Some(Bug::NoLeaderFeed) {
+                        vec![current.unwrap_or(copy)]
+                    } else {
+                        leader_feed(copy, current.as_ref())
+                    };
+                    for mut m in feed {
+                        if self.bug == Some(Bug::SkipLeaseMargin) && m.leader == Some(pnn(i)) {
+                            m.reassignable = m
+                                .nodes
+                                .iter()
+                                .filter(|n| n.flags.contains(NodeFlags::DISCONNECTED))
+                                .map(|n| n.pnn)
+                                .collect();
+                        }
+                        let now = self.local(i);
+                        let mut lo = Vec::new();
+                        if let Some(fo) = self.nodes[i].fo.as_mut() {
+                            fo.leader.membership(now, &m, &mut lo);
+                        }
+                        self.leader_actions(i, lo);
                     }
-                    let now = self.local(i);
-                    let mut lo = Vec::new();
-                    if let Some(fo) = self.nodes[i].fo.as_mut() {
-                        fo.leader.membership(now, &m, &mut lo);
-                    }
-                    self.leader_actions(i, lo);
                 }
             }
+        }
+    }
+
+    /// How long the daemon's loop takes to get to something the lease
+    /// intake or the lease watch handed it: usually at once, sometimes
+    /// after other work (a request, a hook at adoption, the scheduler).
+    fn loop_delay(&mut self) -> Duration {
+        if self.shell_rng.chance(0.1) {
+            let busy = self.profile.timing.margin / 5;
+            self.shell_rng.between(Duration::ZERO, busy)
+        } else {
+            self.shell_rng.between(Duration::ZERO, 200 * US)
+        }
+    }
+
+    /// Hands the loop of node i's failoverd something to do.
+    fn defer(&mut self, i: usize, d: Deferred) {
+        let Some(fo) = self.nodes[i].fo.as_mut() else {
+            return;
+        };
+        trace!(self, "node {i}: to the loop: {d:?}");
+        let inc = fo.inc;
+        if let Some(fo) = self.nodes[i].fo.as_mut() {
+            fo.deferred.push_back(d);
+        }
+        let at = self.now + self.loop_delay();
+        self.push(at, Ev::Loop { node: i, inc });
+    }
+
+    /// The loop of node i's failoverd carries out the oldest thing handed
+    /// to it.
+    fn run_deferred(&mut self, i: usize) {
+        let Some(d) = self.nodes[i]
+            .fo
+            .as_mut()
+            .and_then(|f| f.deferred.pop_front())
+        else {
+            return;
+        };
+        match d {
+            Deferred::Action(a) => self.node_actions(i, vec![a]),
+            // The daemon's `Trigger::Lapsed`: the share this node dropped
+            // must be taken again (the leader side runs it itself).
+            Deferred::Lapsed => self.want_run(i),
+        }
+    }
+
+    /// The lease watch of node i's failoverd is given `until` (the loop
+    /// and the intake carry out the core's `SetLease` and `DropAll`).
+    fn tell_watch(&mut self, i: usize, until: Option<Duration>) {
+        let Some(fo) = self.nodes[i].fo.as_mut() else {
+            return;
+        };
+        if fo.told == until {
+            return;
+        }
+        fo.told = until;
+        let inc = fo.inc;
+        if let Some(at) = until {
+            let real = self.real_of(i, at).max(self.now);
+            self.push(real, Ev::Watch { node: i, inc, at });
+        }
+    }
+
+    /// The lease watch of node i wakes at the end `at` it was told: if no
+    /// renewal moved it, it removes every address and tells the loop.
+    fn watch_fires(&mut self, i: usize, at: Duration) {
+        let Some(fo) = self.nodes[i].fo.as_mut() else {
+            return;
+        };
+        if fo.told != Some(at) {
+            return;
+        }
+        fo.told = None;
+        if self.bug == Some(Bug::NoDropOnLeaseLoss) {
+            return;
+        }
+        let hosted: Vec<IpAddr> = fo.hosted.iter().copied().collect();
+        self.nodes[i].kernel.lease.clear();
+        trace!(
+            self,
+            "node {i}: lease watch: the end passed, dropping {hosted:?}"
+        );
+        if hosted.is_empty() {
+            return;
+        }
+        self.remove(i, &hosted);
+        if self.bug != Some(Bug::NoLeaderFeed) {
+            self.defer(i, Deferred::Lapsed);
         }
     }
 
@@ -1799,6 +1958,8 @@ impl World {
             Fault::FreezeFailoverd(i, d) => {
                 if self.nodes[i].fo_frozen_until != Duration::MAX {
                     self.nodes[i].fo_frozen_until = self.now + d;
+                    self.nodes[i].fo_ticks_from =
+                        self.now + d + self.shell_rng.between(Duration::ZERO, 200 * US);
                 }
             }
             Fault::HangFailoverd(i) => self.nodes[i].fo_frozen_until = Duration::MAX,
@@ -1887,6 +2048,7 @@ impl World {
                     node.cd_frozen_until = node.cd_frozen_until.min(self.now);
                     if node.fo_frozen_until != Duration::MAX {
                         node.fo_frozen_until = node.fo_frozen_until.min(self.now);
+                        node.fo_ticks_from = node.fo_ticks_from.min(self.now);
                     }
                     if !node.powered {
                         self.fault(Fault::PowerOn(i));
@@ -2010,7 +2172,10 @@ impl World {
     fn handle(&mut self, ev: Ev) {
         match &ev {
             Ev::Deliver { to, .. } => self.touch(*to),
-            Ev::News { node, .. } | Ev::OpDone { node, .. } => self.touch(*node),
+            Ev::News { node, .. }
+            | Ev::OpDone { node, .. }
+            | Ev::Loop { node, .. }
+            | Ev::Watch { node, .. } => self.touch(*node),
             Ev::Fault(_) => self.dirty.fill(true),
         }
         match ev {
@@ -2025,9 +2190,31 @@ impl World {
                     if self.fo_runs(node) {
                         self.fo_news(node, news);
                     } else if !self.hung(node) {
-                        let at = self.nodes[node].fo_frozen_until;
+                        // At the thaw, the intake, the loop and the lease
+                        // watch race.
+                        let at = self.nodes[node].fo_frozen_until
+                            + self.shell_rng.between(Duration::ZERO, 200 * US);
                         self.push(at, Ev::News { node, inc, news });
                     }
+                }
+            }
+            Ev::Loop { node, inc } | Ev::Watch { node, inc, .. }
+                if self.nodes[node].fo.as_ref().is_none_or(|f| f.inc != inc) => {}
+            Ev::Loop { node, inc } => {
+                if self.fo_runs(node) {
+                    self.run_deferred(node);
+                } else if !self.hung(node) {
+                    let at = self.nodes[node].fo_frozen_until + self.loop_delay();
+                    self.push(at, Ev::Loop { node, inc });
+                }
+            }
+            Ev::Watch { node, inc, at } => {
+                if self.fo_runs(node) {
+                    self.watch_fires(node, at);
+                } else if !self.hung(node) {
+                    let thaw = self.nodes[node].fo_frozen_until
+                        + self.shell_rng.between(Duration::ZERO, 200 * US);
+                    self.push(thaw, Ev::Watch { node, inc, at });
                 }
             }
             Ev::OpDone { node, inc } => {
@@ -2083,7 +2270,7 @@ impl World {
         }
         if self.fo_runs(i) {
             if let Some(d) = self.fo_deadline(i) {
-                w.fo = Some(self.real_of(i, d));
+                w.fo = Some(self.real_of(i, d).max(self.nodes[i].fo_ticks_from));
             }
         } else if self.nodes[i].fo.is_some() && self.nodes[i].powered {
             other(self.nodes[i].fo_frozen_until);
