@@ -963,11 +963,13 @@ impl Inner {
         }
     }
 
-    /// The connections conntrackd tracks for `addr` (empty on any failure:
-    /// logged, and the take goes on).
-    async fn tracked(&self, addr: IpAddr) -> Vec<TrackedConnection> {
+    /// The connections conntrackd tracks for `addr`, or `None` when it did
+    /// not say (logged; the take goes on, and the announcer asks again in
+    /// its next round: a conntrackd busy for a moment must not cost the
+    /// clients their reset).
+    async fn tracked(&self, addr: IpAddr) -> Option<Vec<TrackedConnection>> {
         let Some(client) = &self.client else {
-            return Vec::new();
+            return Some(Vec::new());
         };
         let req = GetConnections {
             address: addr,
@@ -982,13 +984,14 @@ impl Inner {
         )
         .await;
         match r {
-            Ok(list) => list
-                .into_iter()
-                .filter(|c| canonical(c.server.ip()) == canonical(addr))
-                .collect(),
+            Ok(list) => Some(
+                list.into_iter()
+                    .filter(|c| canonical(c.server.ip()) == canonical(addr))
+                    .collect(),
+            ),
             Err(e) => {
-                tracing::info!(%addr, error = %e, "no connection list from conntrackd; its clients are not tickled");
-                Vec::new()
+                tracing::info!(%addr, error = %e, "no connection list from conntrackd: asking again at the next announcement");
+                None
             }
         }
     }
@@ -1357,7 +1360,7 @@ impl Inner {
         let lists =
             futures::future::join_all(targets.iter().map(|(a, _, _)| self.tracked(*a))).await;
         for ((_, iface, _), list) in targets.iter().zip(lists) {
-            for c in list {
+            for c in list.unwrap_or_default() {
                 let conn = Connection {
                     local: c.server,
                     remote: c.client,
@@ -2288,14 +2291,19 @@ async fn announce_rounds(
                     // those that have any, not 256 times.
                     let with = counts.get_or_init(|| inner.with_connections()).await;
                     let list = match with {
-                        Some(set) if !set.contains(&canonical(addr)) => Vec::new(),
+                        Some(set) if !set.contains(&canonical(addr)) => Some(Vec::new()),
                         _ => inner.tracked(addr).await,
                     };
-                    segments = Some(
+                    if round > 0 && list.as_ref().is_some_and(|l| !l.is_empty()) {
+                        tracing::info!(%addr, round, "connection list from conntrackd at a later announcement: tickling now");
+                    }
+                    // Not known: asked again next round (the rounds are
+                    // `tickle_count` chances, a second apart by default).
+                    segments = list.map(|list| {
                         list.iter()
                             .map(|c| TcpSegment::tickle(c.server, c.client))
-                            .collect(),
-                    );
+                            .collect()
+                    });
                 }
                 if let Some(segs) = segments.as_ref().filter(|s| !s.is_empty()) {
                     match send_segments(&inner.segments, segs.clone()).await {
