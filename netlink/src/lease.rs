@@ -267,6 +267,9 @@ pub struct KernelLease {
     /// How long past a renewal's end its elements may live (see
     /// [`KernelLease::with_slack`]); the cap is the end itself.
     slack: Duration,
+    /// Renewals still to be refused as busy without being sent (see
+    /// [`KernelLease::refuse_next_as_busy`]); shared by clones.
+    busy: Arc<AtomicU32>,
 }
 
 impl PartialEq for KernelLease {
@@ -298,6 +301,7 @@ impl KernelLease {
             name,
             in_place,
             renewals: Arc::new(AtomicU32::new(0)),
+            busy: Arc::new(AtomicU32::new(0)),
             slack: Duration::ZERO,
         })
     }
@@ -443,6 +447,17 @@ impl KernelLease {
             .await
     }
 
+    /// Fault injection for tests: the next `n` renewals through this
+    /// value or its clones fail as the kernel fails a transaction it
+    /// refuses as busy ([`NftError::is_busy`]), without reaching the
+    /// kernel. The kernel's EBUSY (seen on renewals at real-time priority
+    /// under load) cannot be provoked on demand, and the callers' retries
+    /// must be testable.
+    #[doc(hidden)]
+    pub fn refuse_next_as_busy(&self, n: u32) {
+        self.busy.store(n, Ordering::Release);
+    }
+
     async fn renew_until_with(
         &self,
         addrs: &[IpAddr],
@@ -451,6 +466,17 @@ impl KernelLease {
         read: Clocks,
         counted: bool,
     ) -> Result<Option<Duration>, NftError> {
+        if self
+            .busy
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| b.checked_sub(1))
+            .is_ok()
+        {
+            return Err(NftError::Kernel {
+                table: format!("inet {}", self.table.name()),
+                op: "renew",
+                errno: libc::EBUSY,
+            });
+        }
         let timeout = if end > read.mono {
             timeout_for(read.mono, end + self.slack)
         } else {

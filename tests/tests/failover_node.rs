@@ -789,6 +789,72 @@ fn a_lease_back_during_drop_all_does_not_restore_what_it_drops() {
         .unwrap();
 }
 
+/// A kernel lease renewal the kernel refuses as busy (EBUSY: seen at
+/// real-time priority under load) is retried, a millisecond apart, up to
+/// three times: two refusals and the renewal still lands before the old
+/// elements run out, so the address keeps answering; four, and the
+/// keeper gives up — the elements run out at the old end (safe: nothing
+/// answers past a lease) until the next renewal. The refusals are
+/// injected (`refuse_kernel_lease_renewals_as_busy`): the kernel's EBUSY
+/// cannot be provoked on demand.
+#[test]
+fn a_kernel_lease_renewal_refused_as_busy_is_retried_a_bounded_number_of_times() {
+    use tokio::time::Instant;
+    let rig = Rig::new("fnbz", &["eth0"]);
+    let client = Arc::clone(&rig.client);
+    let table = format!("ipfb{}", std::process::id() % 100_000);
+    rig.node
+        .block_on(move || async move {
+            let config = ExecutorConfig {
+                hooks_dir: None,
+                garp_count: 1,
+                kernel_lease: true,
+                nft_table: table,
+                ..ExecutorConfig::default()
+            };
+            let (ex, _events) = Executor::start(config, None).await.unwrap();
+            let one = public("192.0.2.161/24", &["eth0"]);
+            let addr = one.addr;
+            ex.guard(&[addr]).await.unwrap();
+            ex.set_lease(Some(Instant::now() + Duration::from_millis(500)));
+            ex.take(&one).await.unwrap();
+            let answers = |c: Arc<NetNs>| {
+                blocking(move || {
+                    let _ = c.ip(&["neigh", "flush", "dev", "eth0"]);
+                    pings(&c, addr)
+                })
+            };
+            // Two refusals: retried, renewed to the new end.
+            ex.refuse_kernel_lease_renewals_as_busy(2);
+            ex.set_lease(Some(Instant::now() + Duration::from_millis(2500)));
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            assert!(
+                answers(Arc::clone(&client)).await,
+                "two busy refusals: the retry must renew the elements past the old end"
+            );
+            // Four: given up; the elements end at the previous end.
+            ex.refuse_kernel_lease_renewals_as_busy(4);
+            ex.set_lease(Some(Instant::now() + Duration::from_secs(10)));
+            tokio::time::sleep(Duration::from_millis(2000)).await;
+            assert!(
+                !answers(Arc::clone(&client)).await,
+                "four busy refusals: the keeper must give up, and the elements end at the old end"
+            );
+            // The next renewal (the next lease news) renews them again.
+            ex.set_lease(Some(Instant::now() + Duration::from_secs(10)));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(
+                answers(Arc::clone(&client)).await,
+                "the next renewal after a given-up one must renew the elements"
+            );
+            ex.drop_all(failoverd::node::DropMode::RemoveFirst)
+                .await
+                .unwrap();
+            ex.shutdown();
+        })
+        .unwrap();
+}
+
 /// The executor's kernel lease: a taken address answers while the lease
 /// holds; when the lease runs out with nobody dropping the address (the
 /// daemon frozen, say), the kernel stops answering for it; and news of a
@@ -1185,7 +1251,7 @@ fn drop_all_on_a_lost_lease_resets_1_and_100_clients() {
 #[test]
 fn no_announcement_after_the_lease_ends() {
     use tokio::time::Instant;
-    let rig = Rig::new("fn13", &["eth0"]);
+    let rig = Rig::new("fn20", &["eth0"]);
     let text = mac(&rig.node, "eth0");
     let mut node_mac = [0u8; 6];
     for (b, p) in node_mac.iter_mut().zip(text.split(':')) {

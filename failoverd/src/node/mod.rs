@@ -657,6 +657,17 @@ impl Executor {
         self.inner.set_lease(until);
     }
 
+    /// Fault injection for tests: the next `n` kernel lease renewals fail
+    /// as if the kernel refused them as busy (EBUSY), which cannot be
+    /// provoked on demand (`netlink::lease::KernelLease::refuse_next_as_busy`).
+    /// Nothing without [`ExecutorConfig::kernel_lease`].
+    #[doc(hidden)]
+    pub fn refuse_kernel_lease_renewals_as_busy(&self, n: u32) {
+        if let Some(l) = &self.inner.lease {
+            l.refuse_next_as_busy(n);
+        }
+    }
+
     /// Puts addresses under the kernel lease (with
     /// [`ExecutorConfig::kernel_lease`]): from now on this host answers for
     /// them only while it holds a lease element for them, so a leftover

@@ -134,7 +134,7 @@ pub(super) struct Inner {
     nft: NftTable,
     /// The kernel lease (`<nft_table>_lease`), when configured: see
     /// [`lease_keeper`].
-    lease: Option<KernelLease>,
+    pub(super) lease: Option<KernelLease>,
     /// Wakes [`lease_keeper`]: the lease gate changed (or addresses were
     /// adopted).
     lease_wake: Arc<Notify>,
