@@ -8,11 +8,11 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context};
-use failoverd::alloc::ctdb_input::{
+use ipalloc::ctdb_input::{
     apply_runstates, format_result, parse_c_number, parse_home_nodes, parse_known_ips,
     parse_node_states,
 };
-use failoverd::alloc::{allocate, Algorithm, AllocInput, Pnn, Tunables};
+use ipalloc::{allocate, Algorithm, AllocInput, Pnn, Tunables};
 
 /// Arguments of `ipfailover ipalloc`.
 #[derive(Debug, clap::Args)]

@@ -1,5 +1,5 @@
 //! End-to-end: the built `ipfailover ipalloc` on CTDB cases (from
-//! samba's ctdb/tests/UNIT/takeover, see failoverd/tests/data/README.md),
+//! samba's ctdb/tests/UNIT/takeover, see ipalloc/tests/data/README.md),
 //! and its exit status on bad input.
 
 use std::io::Write;

@@ -2,7 +2,8 @@
 //! allocation of IPs to nodes (LCP2, deterministic, non-deterministic), takeover
 //! runs, adding and removing addresses, announcements, tickles and event hooks.
 
-pub mod alloc;
+/// The allocation (the `ipalloc` crate: pure, shared with the CLI).
+pub use ipalloc as alloc;
 pub mod core;
 pub mod counters;
 pub mod daemon;

@@ -4,8 +4,8 @@
 //! Two situations each: "from empty" (no address placed yet, every node
 //! healthy) and "node fails" (a balanced placement, the result of the first,
 //! after node 1 becomes DISCONNECTED). The measured value is
-//! `failoverd::alloc::allocate` (incremental LCP2); the baseline is
-//! `failoverd::alloc::reference::allocate` (CTDB's definition computed the
+//! `ipalloc::allocate` (incremental LCP2); the baseline is
+//! `ipalloc::reference::allocate` (CTDB's definition computed the
 //! obvious way, as CTDB does) on the same input in the same run, when it
 //! finishes in reasonable time. Both results must be identical, or the run
 //! fails. Also printed: the imbalance of the result, max - min addresses per
@@ -16,7 +16,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
-use failoverd::alloc::{allocate, reference, AllocInput, Assignment, IpEntry, KnownOn, NodeState};
+use ipalloc::{allocate, reference, AllocInput, Assignment, IpEntry, KnownOn, NodeState};
 
 use super::{percentile, Figure};
 

@@ -33,11 +33,11 @@ use std::time::Duration;
 
 use clusterd::msg::AdminOp;
 use clusterd::{ClusterMsg, Config, Member, NodeFlags, NodesFile, Output, Pnn, Timing};
-use failoverd::alloc::Tunables;
 use failoverd::core::leader::{LeaderAction, LeaderConfig, LeaderCore, RunOrder, RunOutcome};
 use failoverd::core::node::{leader_feed, News, NodeAction, NodeConfig, NodeCore, Route};
 use failoverd::core::run;
 use failoverd::leader::plan::{self, Plan, PlanInput};
+use ipalloc::Tunables;
 use transport::msg::failover::{MoveIp, PublicIp, PublicIps};
 
 use super::rng::Rng;

@@ -1,7 +1,9 @@
 //! Allocation of public IPs to nodes, with CTDB's three algorithms and their
 //! exact results: LCP2 (the default), deterministic and non-deterministic.
 //!
-//! This module owns the *decision* only. It is pure: no I/O, no clock, no
+//! This crate owns the *decision* only (failoverd runs it in its takeover
+//! runs, re-exported as `failoverd::alloc`; `ipfailover ipalloc` runs it
+//! too, without linking failoverd). It is pure: no I/O, no clock, no
 //! logging. The caller gathers the inputs (node flags and run states, and for
 //! each public address its current owner and the nodes that know it) and gets
 //! back, for every address, the node that should host it, or `None` when no
@@ -17,7 +19,7 @@
 //!   address its four big-endian words (so IPv6 comes before IPv4).
 //! * The result equals the straightforward transcription of CTDB's
 //!   definitions kept in [`reference`], on every input (property tested);
-//!   this module only computes it faster (see `lcp2.rs`).
+//!   this crate only computes it faster (see `lcp2.rs`).
 //!
 //! CTDB compatibility notes: an address's current owner only counts if that
 //! node knows the address (CTDB trusts only a node's claim about itself);

@@ -6,10 +6,8 @@
 
 use std::collections::BTreeSet;
 
-use failoverd::alloc::ctdb_input::{
-    apply_runstates, parse_home_nodes, parse_known_ips, parse_node_states,
-};
-use failoverd::alloc::{allocate, reference, Algorithm, AllocInput, Tunables};
+use ipalloc::ctdb_input::{apply_runstates, parse_home_nodes, parse_known_ips, parse_node_states};
+use ipalloc::{allocate, reference, Algorithm, AllocInput, Tunables};
 use serde_json::Value;
 
 fn cases() -> Vec<Value> {

@@ -3,11 +3,11 @@
 
 use std::net::IpAddr;
 
-use failoverd::alloc::ctdb_input::{
+use ipalloc::ctdb_input::{
     apply_runstates, parse_c_number, parse_home_nodes, parse_known_ips, parse_node_states,
     InputError,
 };
-use failoverd::alloc::{KnownOn, RunState};
+use ipalloc::{KnownOn, RunState};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
