@@ -13,7 +13,8 @@
 //! [`crate::nft::NftTable`] (its `ct state` rules do that) with the
 //! addresses in its tracked set.
 //!
-//! Message layout (the pure part, [`parse_event`]):
+//! Message layout (the pure part, [`parse_event`], decoded with
+//! `netlink-packet-netfilter`'s ctnetlink types):
 //!
 //! ```text
 //! nlmsghdr   type = NFNL_SUBSYS_CTNETLINK (1) << 8 | IPCTNL_MSG_CT_NEW (0) / _DELETE (2)
@@ -36,9 +37,13 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use futures::Stream;
+use netlink_packet_core::ParseableParametrized;
+use netlink_packet_netfilter::conntrack::{
+    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple, Tuple,
+};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
 use crate::sockdiag::{canonical, messages, Connection, NlSocket, WireError};
@@ -53,9 +58,6 @@ const GROUP_DESTROY: u32 = 3;
 pub const NLM_F_CREATE: u16 = 0x400;
 /// Offset of the flags in `struct nlmsghdr`.
 const NLMSG_FLAGS: std::ops::Range<usize> = 6..8;
-const CTA_PROTOINFO: u16 = 4;
-const CTA_PROTOINFO_TCP: u16 = 1;
-const CTA_PROTOINFO_TCP_STATE: u16 = 1;
 /// Most connections remembered as closing (so that each is reported once);
 /// beyond it the oldest are forgotten (a second report is harmless).
 const MAX_CLOSING: usize = 1 << 16;
@@ -65,18 +67,6 @@ const SUBSYS_CTNETLINK: u8 = 1;
 const CT_NEW: u8 = 0;
 /// `IPCTNL_MSG_CT_DELETE`.
 const CT_DELETE: u8 = 2;
-/// `NLA_TYPE_MASK`: strips NLA_F_NESTED and NLA_F_NET_BYTEORDER.
-const NLA_TYPE_MASK: u16 = 0x3fff;
-const CTA_TUPLE_ORIG: u16 = 1;
-const CTA_TUPLE_IP: u16 = 1;
-const CTA_TUPLE_PROTO: u16 = 2;
-const CTA_IP_V4_SRC: u16 = 1;
-const CTA_IP_V4_DST: u16 = 2;
-const CTA_IP_V6_SRC: u16 = 3;
-const CTA_IP_V6_DST: u16 = 4;
-const CTA_PROTO_NUM: u16 = 1;
-const CTA_PROTO_SRC_PORT: u16 = 2;
-const CTA_PROTO_DST_PORT: u16 = 3;
 /// `struct nfgenmsg`.
 const NFGENMSG_LEN: usize = 4;
 /// `IPPROTO_TCP`.
@@ -205,14 +195,10 @@ pub enum CtParseError {
     /// A required attribute is missing.
     #[error("ctnetlink message without {0}")]
     Missing(&'static str),
-    /// An attribute has the wrong size.
-    #[error("ctnetlink attribute {what} has length {len}")]
-    BadAttribute {
-        /// The attribute.
-        what: &'static str,
-        /// Its value length.
-        len: usize,
-    },
+    /// An attribute `netlink-packet-netfilter` cannot decode (a wrong
+    /// size, a malformed nest), with the crate's description.
+    #[error("malformed ctnetlink message: {0}")]
+    Decode(String),
 }
 
 /// Errors of the event stream.
@@ -228,92 +214,26 @@ pub enum ConntrackError {
     Io(#[source] io::Error),
 }
 
-/// Iterates over the netlink attributes of `buf` as `(type, value)`.
-fn attributes(buf: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), WireError>> {
-    let mut offset = 0usize;
-    let mut failed = false;
-    std::iter::from_fn(move || {
-        if failed || offset >= buf.len() {
-            return None;
-        }
-        let rest = &buf[offset..];
-        let (Some(len), Some(ty)) = (rest.get(0..2), rest.get(2..4)) else {
-            failed = true;
-            return Some(Err(WireError::Truncated {
-                offset,
-                need: 4,
-                have: rest.len(),
-            }));
-        };
-        let len = usize::from(u16::from_ne_bytes([len[0], len[1]]));
-        let ty = u16::from_ne_bytes([ty[0], ty[1]]) & NLA_TYPE_MASK;
-        if len < 4 {
-            failed = true;
-            return Some(Err(WireError::BadLength { offset, len }));
-        }
-        let Some(value) = rest.get(4..len) else {
-            failed = true;
-            return Some(Err(WireError::Truncated {
-                offset,
-                need: len,
-                have: rest.len(),
-            }));
-        };
-        offset = offset.saturating_add((len + 3) & !3);
-        Some(Ok((ty, value)))
-    })
-}
-
-fn find(buf: &[u8], want: u16) -> Result<Option<&[u8]>, WireError> {
-    for attr in attributes(buf) {
-        let (ty, value) = attr?;
-        if ty == want {
-            return Ok(Some(value));
-        }
-    }
-    Ok(None)
-}
-
-fn addr(value: &[u8], what: &'static str) -> Result<IpAddr, CtParseError> {
-    if let Ok(v4) = <[u8; 4]>::try_from(value) {
-        Ok(IpAddr::V4(Ipv4Addr::from(v4)))
-    } else if let Ok(v6) = <[u8; 16]>::try_from(value) {
-        Ok(IpAddr::V6(Ipv6Addr::from(v6)))
-    } else {
-        Err(CtParseError::BadAttribute {
-            what,
-            len: value.len(),
-        })
-    }
-}
-
-fn port(value: &[u8], what: &'static str) -> Result<u16, CtParseError> {
-    <[u8; 2]>::try_from(value)
-        .map(u16::from_be_bytes)
-        .map_err(|_| CtParseError::BadAttribute {
-            what,
-            len: value.len(),
-        })
-}
-
 /// Decodes one netlink message (its type, its flags and the payload after
-/// the netlink header). `Ok(None)` for messages that are not conntrack
-/// events. Never panics.
+/// the netlink header) with `netlink-packet-netfilter`'s ctnetlink types.
+/// `Ok(None)` for messages that are not conntrack events. Never panics
+/// (the crate's parsers check every length; fuzzed in
+/// `sockdiag::fuzz_tests` and below).
 ///
 /// # Errors
 ///
-/// [`CtParseError`] for a truncated message or a missing or malformed
-/// tuple or TCP state attribute.
+/// [`CtParseError`] for a truncated message, an attribute the crate cannot
+/// decode, or a missing tuple part.
 pub fn parse_event(
     msg_type: u16,
     flags: u16,
     payload: &[u8],
 ) -> Result<Option<CtMessage>, CtParseError> {
-    let [subsys, kind] = msg_type.to_be_bytes();
+    let [subsys, kind_byte] = msg_type.to_be_bytes();
     if subsys != SUBSYS_CTNETLINK {
         return Ok(None);
     }
-    let kind = match kind {
+    let kind = match kind_byte {
         CT_NEW if flags & NLM_F_CREATE != 0 => CtKind::New,
         CT_NEW => CtKind::Update,
         CT_DELETE => CtKind::Destroy,
@@ -324,51 +244,70 @@ pub fn parse_event(
         need: NFGENMSG_LEN,
         have: payload.len(),
     })?;
-    let orig = find(attrs, CTA_TUPLE_ORIG)?.ok_or(CtParseError::Missing("CTA_TUPLE_ORIG"))?;
-    let ip = find(orig, CTA_TUPLE_IP)?.ok_or(CtParseError::Missing("CTA_TUPLE_IP"))?;
-    let proto = find(orig, CTA_TUPLE_PROTO)?.ok_or(CtParseError::Missing("CTA_TUPLE_PROTO"))?;
-    let (mut src, mut dst) = (None, None);
-    for attr in attributes(ip) {
-        match attr? {
-            (CTA_IP_V4_SRC | CTA_IP_V6_SRC, v) => src = Some(addr(v, "CTA_IP_SRC")?),
-            (CTA_IP_V4_DST | CTA_IP_V6_DST, v) => dst = Some(addr(v, "CTA_IP_DST")?),
+    let message = ConntrackMessage::parse_with_param(attrs, kind_byte)
+        .map_err(|e| CtParseError::Decode(format!("{e:#}")))?;
+    let (ConntrackMessage::New(attributes) | ConntrackMessage::Delete(attributes)) = message else {
+        return Ok(None);
+    };
+    let mut orig = None;
+    let mut tcp_state = None;
+    for attribute in attributes {
+        match attribute {
+            ConntrackAttribute::CtaTupleOrig(t) if orig.is_none() => orig = Some(t),
+            ConntrackAttribute::CtaProtoInfo(infos) => {
+                for info in infos {
+                    if let ProtoInfo::TCP(tcp) = info {
+                        for t in tcp {
+                            if let ProtoInfoTCP::State(state) = t {
+                                tcp_state = Some(TcpState::from(state));
+                            }
+                        }
+                    }
+                }
+            }
             _ => {}
         }
     }
-    let num = find(proto, CTA_PROTO_NUM)?.ok_or(CtParseError::Missing("CTA_PROTO_NUM"))?;
-    let &[num] = num else {
-        return Err(CtParseError::BadAttribute {
-            what: "CTA_PROTO_NUM",
-            len: num.len(),
-        });
-    };
-    // Port-less protocols (ICMP) have no port attributes: report port 0.
-    let sport = match find(proto, CTA_PROTO_SRC_PORT)? {
-        Some(v) => port(v, "CTA_PROTO_SRC_PORT")?,
-        None => 0,
-    };
-    let dport = match find(proto, CTA_PROTO_DST_PORT)? {
-        Some(v) => port(v, "CTA_PROTO_DST_PORT")?,
-        None => 0,
-    };
+    let orig = orig.ok_or(CtParseError::Missing("CTA_TUPLE_ORIG"))?;
+    let (mut src, mut dst, mut num) = (None, None, None);
+    // Port-less protocols (ICMP) have no port attributes: port 0.
+    let (mut sport, mut dport) = (0, 0);
+    let (mut ip_seen, mut proto_seen) = (false, false);
+    for part in orig {
+        match part {
+            Tuple::Ip(ips) => {
+                ip_seen = true;
+                for ip in ips {
+                    match ip {
+                        IPTuple::SourceAddress(a) => src = Some(a),
+                        IPTuple::DestinationAddress(a) => dst = Some(a),
+                        _ => {}
+                    }
+                }
+            }
+            Tuple::Proto(protos) => {
+                proto_seen = true;
+                for p in protos {
+                    match p {
+                        ProtoTuple::Protocol(p) => num = Some(u8::from(p)),
+                        ProtoTuple::SourcePort(p) => sport = p,
+                        ProtoTuple::DestinationPort(p) => dport = p,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if !ip_seen {
+        return Err(CtParseError::Missing("CTA_TUPLE_IP"));
+    }
+    if !proto_seen {
+        return Err(CtParseError::Missing("CTA_TUPLE_PROTO"));
+    }
+    let num = num.ok_or(CtParseError::Missing("CTA_PROTO_NUM"))?;
     let src = src.ok_or(CtParseError::Missing("CTA_IP_SRC"))?;
     let dst = dst.ok_or(CtParseError::Missing("CTA_IP_DST"))?;
-    let tcp_state = match find(attrs, CTA_PROTOINFO)? {
-        Some(info) => match find(info, CTA_PROTOINFO_TCP)? {
-            Some(tcp) => match find(tcp, CTA_PROTOINFO_TCP_STATE)? {
-                Some(&[state]) => Some(TcpState::from(state)),
-                Some(v) => {
-                    return Err(CtParseError::BadAttribute {
-                        what: "CTA_PROTOINFO_TCP_STATE",
-                        len: v.len(),
-                    })
-                }
-                None => None,
-            },
-            None => None,
-        },
-        None => None,
-    };
     Ok(Some(CtMessage {
         kind,
         tuple: CtTuple {
@@ -577,6 +516,19 @@ impl ConntrackEvents {
 mod tests {
     use super::*;
 
+    // ctnetlink's attribute numbers, to build messages as the kernel does.
+    const CTA_TUPLE_ORIG: u16 = 1;
+    const CTA_TUPLE_IP: u16 = 1;
+    const CTA_TUPLE_PROTO: u16 = 2;
+    const CTA_IP_V4_SRC: u16 = 1;
+    const CTA_IP_V4_DST: u16 = 2;
+    const CTA_PROTO_NUM: u16 = 1;
+    const CTA_PROTO_SRC_PORT: u16 = 2;
+    const CTA_PROTO_DST_PORT: u16 = 3;
+    const CTA_PROTOINFO: u16 = 4;
+    const CTA_PROTOINFO_TCP: u16 = 1;
+    const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+
     fn nla(ty: u16, value: &[u8]) -> Vec<u8> {
         let len = u16::try_from(4 + value.len()).unwrap();
         let mut out = Vec::new();
@@ -703,12 +655,10 @@ mod tests {
         // A state of the wrong size is typed.
         let mut bad = UPDATE_FIN_WAIT;
         bad[72] = 6; // CTA_PROTOINFO_TCP_STATE length 6: two value bytes
-        assert_eq!(
-            parse_event(TYPE_NEW, 0, &bad),
-            Err(CtParseError::BadAttribute {
-                what: "CTA_PROTOINFO_TCP_STATE",
-                len: 2
-            })
+        let e = parse_event(TYPE_NEW, 0, &bad);
+        assert!(
+            matches!(&e, Err(CtParseError::Decode(m)) if m.contains("PROTOINFO")),
+            "{e:?}"
         );
     }
 
@@ -826,12 +776,10 @@ mod tests {
         ]
         .concat();
         payload.extend(nla(CTA_TUPLE_ORIG | NESTED, &orig));
-        assert_eq!(
-            parse_event(TYPE_NEW, NLM_F_CREATE, &payload),
-            Err(CtParseError::BadAttribute {
-                what: "CTA_IP_SRC",
-                len: 3
-            })
+        let e = parse_event(TYPE_NEW, NLM_F_CREATE, &payload);
+        assert!(
+            matches!(&e, Err(CtParseError::Decode(m)) if m.contains("SourceAddress")),
+            "{e:?}"
         );
     }
 
