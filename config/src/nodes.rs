@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 
 use crate::text::{self, TextError};
 
-/// A node's number (the same as `transport::msg::cluster::Pnn`).
+/// A node's number (CTDB's PNN): its line in the nodes file. The one
+/// definition: transport, conntrackd and ipalloc re-export it.
 pub type Pnn = u32;
 
 /// The most entries (deleted ones included) a nodes file may have (leader

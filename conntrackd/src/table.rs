@@ -67,7 +67,7 @@ use serde::{Deserialize, Serialize};
 use crate::msg::{DeltaBatcher, Msg, OpKind, SyncChunk};
 
 /// A node number (CTDB's PNN).
-pub type Pnn = u32;
+pub use config::nodes::Pnn;
 
 /// At most this many incomplete full syncs are buffered per view; when one
 /// more starts, the one with the lowest version is forgotten.

@@ -37,7 +37,7 @@ mod lcp2;
 pub mod reference;
 
 /// A node number (CTDB's PNN): the node's index in the nodes file.
-pub type Pnn = u32;
+pub use config::nodes::Pnn;
 
 /// CTDB node flags (`ctdb/protocol/protocol.h`), as a bit set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -31,7 +31,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 /// A node number: its line in the nodes file (CTDB's PNN).
-pub type Pnn = u32;
+pub use config::nodes::Pnn;
 
 /// Event: clusterd publishes its [`Membership`] (on every change and at least
 /// once per second).
