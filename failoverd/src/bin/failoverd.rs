@@ -13,46 +13,21 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
+
 use failoverd::entry;
 
-const USAGE: &str = "usage: failoverd [--config-dir DIR]";
-
-fn parse_args() -> Result<PathBuf, String> {
-    let mut dir = PathBuf::from(config::DEFAULT_CONFIG_DIR);
-    let mut args = std::env::args_os().skip(1);
-    while let Some(a) = args.next() {
-        match a.to_str() {
-            Some("--config-dir") => {
-                dir = args
-                    .next()
-                    .map(PathBuf::from)
-                    .ok_or_else(|| format!("--config-dir needs a directory\n{USAGE}"))?;
-            }
-            Some(s) if s.starts_with("--config-dir=") => {
-                dir = PathBuf::from(&s["--config-dir=".len()..]);
-            }
-            Some("-h" | "--help") => return Err(USAGE.to_string()),
-            Some("-V" | "--version") => {
-                return Err(format!("failoverd {}", env!("CARGO_PKG_VERSION")))
-            }
-            _ => return Err(format!("unexpected argument {a:?}\n{USAGE}")),
-        }
-    }
-    Ok(dir)
+/// ipfailover's public-address daemon.
+#[derive(Debug, Parser)]
+#[command(name = "failoverd", version, about)]
+struct Args {
+    /// Configuration directory (ipfailover.toml, public_addresses).
+    #[arg(long, value_name = "DIR", default_value = config::DEFAULT_CONFIG_DIR)]
+    config_dir: PathBuf,
 }
 
 fn main() -> ExitCode {
-    let dir = match parse_args() {
-        Ok(d) => d,
-        Err(text) => {
-            eprintln!("{text}");
-            return if text.starts_with("usage") || text.starts_with("failoverd ") {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            };
-        }
-    };
+    let dir = Args::parse().config_dir;
     let loaded = match entry::load(&dir) {
         Ok(l) => l,
         Err(e) => {
