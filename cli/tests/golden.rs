@@ -34,7 +34,9 @@ use transport::msg::failover::{
     IPREALLOCATE, KILLTCP, MOVE_IP, RELOAD_IPS, SET_IFACE_LINK, SET_TUNABLE, TICKLE,
 };
 use transport::msg::master::{DaemonState, DaemonStatus, MasterStatus, Model, GET_STATUS};
-use transport::proto::control::{Statistics, LIST_PEERS, PING, SHUTDOWN, STATISTICS};
+use transport::proto::control::{
+    Statistics, LIST_PEERS, PING, SHUTDOWN, STATISTICS, STATISTICS_RESET,
+};
 use transport::proto::service::{CLUSTERD, CONNTRACKD, FAILOVERD, MASTERD};
 use transport::proto::{decode_payload, encode_payload, ErrorCode, RemoteError};
 
@@ -82,6 +84,7 @@ fn describe(opcode: u32, p: &[u8]) -> String {
         REMOVE_CONNECTIONS => d::<Vec<TrackedConnection>>("REMOVE_CONNECTIONS", p),
         GET_STATUS => "GET_STATUS".into(),
         STATISTICS => "STATISTICS".into(),
+        STATISTICS_RESET => "STATISTICS_RESET".into(),
         SHUTDOWN => "SHUTDOWN".into(),
         other => format!("{other:#010x} ({} bytes)", p.len()),
     }
@@ -428,6 +431,10 @@ fn full_node(pnn: u32) -> Node {
             STATISTICS,
             &statistics(pnn, &["controls_answered"]),
         )
+        .reply(CLUSTERD, STATISTICS_RESET, &())
+        .reply(CONNTRACKD, STATISTICS_RESET, &())
+        .reply(FAILOVERD, STATISTICS_RESET, &())
+        .reply(MASTERD, STATISTICS_RESET, &())
 }
 
 /// The usual cluster: 0 (this node) and 1 up, 2 down.
@@ -447,6 +454,7 @@ fn hung_node_1() -> Script {
         full_node(1)
             .silent(FAILOVERD, GET_PUBLIC_IPS)
             .silent(FAILOVERD, STATISTICS)
+            .silent(FAILOVERD, STATISTICS_RESET)
             .silent(MASTERD, GET_STATUS),
     );
     s
@@ -604,6 +612,14 @@ const CASES: &[Case] = &[
     c("statistics-json", &["--json", "statistics"]),
     c("statistics-n-all", &["-n", "all", "statistics"]),
     c("statistics-n-all-X", &["-n", "all", "-X", "statistics"]),
+    c("statisticsreset", &["statisticsreset"]),
+    c("statisticsreset-n-0,1", &["-n", "0,1", "statisticsreset"]),
+    c("statisticsreset-n-all", &["-n", "all", "statisticsreset"]),
+    c("statisticsreset-extra", &["statisticsreset", "0"]),
+    c(
+        "down-node-statisticsreset-n2",
+        &["-n", "2", "statisticsreset"],
+    ),
     // actions: no output; the request log shows what went where
     c("setifacelink", &["setifacelink", "eth2", "down"]),
     c("addip", &["addip", "198.51.100.9/24", "eth1,eth2"]),
@@ -782,6 +798,16 @@ const CASES: &[Case] = &[
         Setup::HungNode1,
         "hung-node-statistics-n1",
         &["-t", "1", "-n", "1", "statistics"],
+    ),
+    on(
+        Setup::HungNode1,
+        "hung-node-statisticsreset-n1",
+        &["-t", "1", "-n", "1", "statisticsreset"],
+    ),
+    on(
+        Setup::NoDaemons,
+        "no-daemons-statisticsreset",
+        &["statisticsreset"],
     ),
     on(
         Setup::HungNode1,

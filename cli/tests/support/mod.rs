@@ -25,7 +25,7 @@ use transport::client::Link;
 use transport::controls::answer_message;
 use transport::proto::control::{
     PeerInfo, PeerList, PingReply, PingRequest, RegisterReply, Statistics, LIST_PEERS, PING,
-    REGISTER, STATISTICS,
+    REGISTER, STATISTICS, STATISTICS_RESET,
 };
 use transport::proto::service::{well_known_name, TRANSPORT};
 use transport::proto::{
@@ -308,6 +308,7 @@ fn transport_control(script: &Script, opcode: u32, payload: &[u8]) -> Result<Vec
             })
             .unwrap())
         }
+        STATISTICS_RESET => Ok(encode_payload(&()).unwrap()),
         STATISTICS => Ok(encode_payload(&Statistics {
             counters: vec![
                 ("local_in".to_string(), 120),
