@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use support::{Fake, Node, Script};
 use transport::msg::cluster::{
     AdminCommand, AdminOp, AdminOutcome, ClusterSettings, Membership, NodeFlags, NodeInfo, ADMIN,
-    GET_MEMBERSHIP, GET_SETTINGS,
+    GET_MEMBERSHIP, GET_NODES_FILE, GET_SETTINGS, RELOAD_NODES,
 };
 use transport::msg::conntrack::{
     page_after, ConnectionsPage, GetConnections, GetConnectionsPage, TrackedConnection,
@@ -35,7 +35,7 @@ use transport::msg::failover::{
 };
 use transport::msg::master::{DaemonState, DaemonStatus, MasterStatus, Model, GET_STATUS};
 use transport::proto::control::{
-    Statistics, LIST_PEERS, PING, SHUTDOWN, STATISTICS, STATISTICS_RESET,
+    NodeList, Statistics, LIST_PEERS, PING, SHUTDOWN, STATISTICS, STATISTICS_RESET,
 };
 use transport::proto::service::{CLUSTERD, CONNTRACKD, FAILOVERD, MASTERD};
 use transport::proto::{decode_payload, encode_payload, ErrorCode, RemoteError};
@@ -85,6 +85,8 @@ fn describe(opcode: u32, p: &[u8]) -> String {
         GET_STATUS => "GET_STATUS".into(),
         STATISTICS => "STATISTICS".into(),
         STATISTICS_RESET => "STATISTICS_RESET".into(),
+        GET_NODES_FILE => "GET_NODES_FILE".into(),
+        RELOAD_NODES => d::<NodeList>("RELOAD_NODES", p),
         SHUTDOWN => "SHUTDOWN".into(),
         other => format!("{other:#010x} ({} bytes)", p.len()),
     }
@@ -446,6 +448,43 @@ fn cluster() -> Script {
     s
 }
 
+/// A nodes file as clusterd gives it: `A,B,#,...` (`#`: deleted), or
+/// `!why` for a file it cannot read.
+fn nodes_file(spec: &str) -> Result<NodeList, RemoteError> {
+    if let Some(why) = spec.strip_prefix('!') {
+        return Err(RemoteError::new(ErrorCode::BadRequest, why));
+    }
+    Ok(NodeList {
+        addrs: spec
+            .split(',')
+            .map(|a| (!a.starts_with('#')).then(|| ip(a)))
+            .collect(),
+    })
+}
+
+/// [`cluster`] whose nodes 0 and 1 read the nodes files `f0` and `f1`;
+/// node 1 refuses to reload unless `ok`.
+fn reload_cluster(f0: &'static str, f1: &'static str, ok: bool) -> Script {
+    let mut s = cluster();
+    for (pnn, spec) in [(0, f0), (1, f1)] {
+        let node = full_node(pnn).func(CLUSTERD, GET_NODES_FILE, move |_| {
+            nodes_file(spec).map(|l| encode_payload(&l).unwrap())
+        });
+        let node = if pnn == 0 || ok {
+            node.reply(CLUSTERD, RELOAD_NODES, &())
+        } else {
+            node.error(
+                CLUSTERD,
+                RELOAD_NODES,
+                ErrorCode::Refused,
+                "Nodes file on node 1 changed while reloading: run reloadnodes again",
+            )
+        };
+        s.nodes.insert(pnn, node);
+    }
+    s
+}
+
 /// Node 1's failoverd and masterd hang.
 fn hung_node_1() -> Script {
     let mut s = cluster();
@@ -478,6 +517,10 @@ fn hung_failoverd() -> Script {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Setup {
     Cluster,
+    /// The cluster, with the nodes files of nodes 0 and 1 as their
+    /// clusterd reads them (see [`reload_cluster`]) and whether node 1
+    /// takes it.
+    Reload(&'static str, &'static str, bool),
     HungNode1,
     NoDaemons,
     HungFailoverd,
@@ -620,6 +663,87 @@ const CASES: &[Case] = &[
         "down-node-statisticsreset-n2",
         &["-n", "2", "statisticsreset"],
     ),
+    // reloadnodes (ctdb's tool tests ctdb.reloadnodes.0NN): node 2 is
+    // down, node 1 up.
+    on(
+        Setup::Reload(
+            "192.0.2.11,192.0.2.12,192.0.2.13",
+            "192.0.2.11,192.0.2.12,192.0.2.13",
+            true,
+        ),
+        "reloadnodes-unchanged",
+        &["reloadnodes"],
+    ),
+    on(
+        Setup::Reload(
+            "192.0.2.11,192.0.2.12,192.0.2.13,192.0.2.14",
+            "192.0.2.11,192.0.2.12,192.0.2.13,192.0.2.14",
+            true,
+        ),
+        "reloadnodes-new",
+        &["reloadnodes"],
+    ),
+    on(
+        Setup::Reload(
+            "192.0.2.11,192.0.2.12,#192.0.2.13",
+            "192.0.2.11,192.0.2.12,#192.0.2.13",
+            true,
+        ),
+        "reloadnodes-delete-disconnected",
+        &["reloadnodes"],
+    ),
+    on(
+        Setup::Reload(
+            "192.0.2.11,#192.0.2.12,192.0.2.13",
+            "192.0.2.11,#192.0.2.12,192.0.2.13",
+            true,
+        ),
+        "reloadnodes-delete-connected",
+        &["reloadnodes"],
+    ),
+    on(
+        Setup::Reload(
+            "192.0.2.11,192.0.2.12,192.0.2.99",
+            "192.0.2.11,192.0.2.12,192.0.2.99",
+            true,
+        ),
+        "reloadnodes-changed-address",
+        &["reloadnodes"],
+    ),
+    on(
+        Setup::Reload("192.0.2.11,192.0.2.12", "192.0.2.11,192.0.2.12", true),
+        "reloadnodes-missing",
+        &["reloadnodes"],
+    ),
+    on(
+        Setup::Reload(
+            "192.0.2.11,192.0.2.12,192.0.2.13,192.0.2.14",
+            "192.0.2.11,192.0.2.12,192.0.2.13",
+            true,
+        ),
+        "reloadnodes-differs",
+        &["reloadnodes"],
+    ),
+    on(
+        Setup::Reload(
+            "192.0.2.11,192.0.2.12,192.0.2.13",
+            "!/etc/ipfailover/nodes:2: not a node address: 192.0.2.x",
+            true,
+        ),
+        "reloadnodes-bad-file-node1",
+        &["reloadnodes"],
+    ),
+    on(
+        Setup::Reload(
+            "192.0.2.11,192.0.2.12,192.0.2.13,192.0.2.14",
+            "192.0.2.11,192.0.2.12,192.0.2.13,192.0.2.14",
+            false,
+        ),
+        "reloadnodes-node1-fails",
+        &["reloadnodes"],
+    ),
+    c("reloadnodes-extra", &["reloadnodes", "all"]),
+    c("reloadnodes-n-all", &["-n", "all", "reloadnodes"]),
     // actions: no output; the request log shows what went where
     c("setifacelink", &["setifacelink", "eth2", "down"]),
     c("addip", &["addip", "198.51.100.9/24", "eth1,eth2"]),
@@ -845,6 +969,9 @@ fn transcript(case: &Case, base: &Path) -> String {
     let mut stuck = None;
     match case.setup {
         Setup::Cluster => fake = Some(Fake::start(&run_dir, cluster(), describe)),
+        Setup::Reload(f0, f1, ok) => {
+            fake = Some(Fake::start(&run_dir, reload_cluster(f0, f1, ok), describe));
+        }
         Setup::HungNode1 => fake = Some(Fake::start(&run_dir, hung_node_1(), describe)),
         Setup::NoDaemons => fake = Some(Fake::start(&run_dir, no_daemons(), describe)),
         Setup::HungFailoverd => fake = Some(Fake::start(&run_dir, hung_failoverd(), describe)),
