@@ -35,7 +35,7 @@ use transport::msg::failover::{
 };
 use transport::msg::master::{DaemonState, DaemonStatus, MasterStatus, Model, GET_STATUS};
 use transport::proto::control::{
-    NodeList, Statistics, LIST_PEERS, PING, SHUTDOWN, STATISTICS, STATISTICS_RESET,
+    NodeList, Statistics, LIST_PEERS, LOG_LEVEL, PING, SHUTDOWN, STATISTICS, STATISTICS_RESET,
 };
 use transport::proto::service::{CLUSTERD, CONNTRACKD, FAILOVERD, MASTERD};
 use transport::proto::{decode_payload, encode_payload, ErrorCode, RemoteError};
@@ -85,6 +85,7 @@ fn describe(opcode: u32, p: &[u8]) -> String {
         GET_STATUS => "GET_STATUS".into(),
         STATISTICS => "STATISTICS".into(),
         STATISTICS_RESET => "STATISTICS_RESET".into(),
+        LOG_LEVEL => d::<transport::proto::control::LogLevelRequest>("LOG_LEVEL", p),
         GET_NODES_FILE => "GET_NODES_FILE".into(),
         RELOAD_NODES => d::<NodeList>("RELOAD_NODES", p),
         SHUTDOWN => "SHUTDOWN".into(),
@@ -437,6 +438,10 @@ fn full_node(pnn: u32) -> Node {
         .reply(CONNTRACKD, STATISTICS_RESET, &())
         .reply(FAILOVERD, STATISTICS_RESET, &())
         .reply(MASTERD, STATISTICS_RESET, &())
+        .func(CLUSTERD, LOG_LEVEL, support::log_level)
+        .func(FAILOVERD, LOG_LEVEL, support::log_level)
+        .func(CONNTRACKD, LOG_LEVEL, support::log_level)
+        .func(MASTERD, LOG_LEVEL, support::log_level)
 }
 
 /// The usual cluster: 0 (this node) and 1 up, 2 down.
@@ -743,6 +748,10 @@ const CASES: &[Case] = &[
         &["reloadnodes"],
     ),
     c("reloadnodes-extra", &["reloadnodes", "all"]),
+    c("getdebug", &["getdebug"]),
+    c("setdebug", &["setdebug", "DEBUG"]),
+    c("setdebug-n1-number", &["-n", "1", "setdebug", "2"]),
+    c("setdebug-invalid", &["setdebug", "LOUD"]),
     c("reloadnodes-n-all", &["-n", "all", "reloadnodes"]),
     // actions: no output; the request log shows what went where
     c("setifacelink", &["setifacelink", "eth2", "down"]),
