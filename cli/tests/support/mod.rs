@@ -24,8 +24,8 @@ use tokio::sync::watch;
 use transport::client::Link;
 use transport::controls::answer_message;
 use transport::proto::control::{
-    PeerInfo, PeerList, PingReply, PingRequest, RegisterReply, Statistics, LIST_PEERS, PING,
-    REGISTER, STATISTICS, STATISTICS_RESET, LOG_LEVEL, LogLevelReply, LogLevelRequest,
+    LogLevelReply, LogLevelRequest, PeerInfo, PeerList, PingReply, PingRequest, RegisterReply,
+    Statistics, LIST_PEERS, LOG_LEVEL, PING, REGISTER, STATISTICS, STATISTICS_RESET,
 };
 use transport::proto::service::{well_known_name, TRANSPORT};
 use transport::proto::{

@@ -1314,6 +1314,92 @@ mod tests {
     }
 
     #[test]
+    fn set_nodes_from_clusterd_adds_and_removes_peers_and_refuses_bad_lists() {
+        let (mut st, a, b) = state_with_two_clients();
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        let watch: NodesWatch = Arc::new(tokio::sync::watch::Sender::new(
+            crate::nodes::Nodes::from_addrs(vec![
+                ip("192.0.2.1"),
+                ip("192.0.2.2"),
+                ip("192.0.2.3"),
+            ]),
+        ));
+        st.follow_nodes(Arc::clone(&watch), 4379);
+        let set = |addrs: Vec<Option<std::net::IpAddr>>| {
+            encode_payload(&ctl::NodeList { addrs }).unwrap()
+        };
+        let ask = |st: &mut State, from: u16, payload: &[u8]| {
+            let mut f = frame(
+                Kind::Request,
+                Address::local(TRANSPORT),
+                ctl::SET_NODES,
+                payload,
+            );
+            st.route(Origin::Local(from), &mut f);
+        };
+        // From a client: refused.
+        let grown = set(vec![
+            ip("192.0.2.1"),
+            ip("192.0.2.2"),
+            None,
+            ip("192.0.2.4"),
+        ]);
+        ask(&mut st, 0x8000, &grown);
+        let got = drain(&b);
+        let e: RemoteError = got[0].decode_payload().unwrap();
+        assert_eq!(e.code, ErrorCode::Refused);
+        assert_eq!(watch.borrow().len(), 3);
+        // From clusterd (its replies read at the end: draining closes
+        // the outbox): node 2 deleted, node 3 added, then the peers.
+        ask(&mut st, 1, &grown);
+        assert_eq!(watch.borrow().len(), 4);
+        assert!(!watch.borrow().is_live(2));
+        let mut f = frame(
+            Kind::Request,
+            Address::local(TRANSPORT),
+            ctl::LIST_PEERS,
+            b"",
+        );
+        st.route(Origin::Local(1), &mut f);
+        // A changed address, a shorter list, this node deleted: refused,
+        // nothing changed.
+        for bad in [
+            set(vec![
+                ip("192.0.2.1"),
+                ip("192.0.2.9"),
+                None,
+                ip("192.0.2.4"),
+            ]),
+            set(vec![ip("192.0.2.1"), ip("192.0.2.2")]),
+            set(vec![ip("192.0.2.1"), None, None, ip("192.0.2.4")]),
+        ] {
+            ask(&mut st, 1, &bad);
+        }
+        let got = drain(&a);
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!(got[0].header.kind, Kind::Reply, "{got:?}");
+        let peers: PeerList = got[1].decode_payload().unwrap();
+        let listed: Vec<(u32, String)> = peers
+            .peers
+            .iter()
+            .map(|p| (p.pnn, p.address.clone()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (0, "192.0.2.1:4379".to_string()),
+                (3, "192.0.2.4:4379".to_string())
+            ]
+        );
+        for refusal in &got[2..] {
+            let e: RemoteError = refusal.decode_payload().unwrap();
+            assert_eq!(e.code, ErrorCode::Refused, "{e}");
+        }
+        assert_eq!(watch.borrow().addr(3), "192.0.2.4".parse().ok());
+        assert_eq!(watch.borrow().len(), 4);
+    }
+
+    #[test]
     fn common_controls_are_answered_for_service_zero() {
         let (mut st, _a, b) = state_with_two_clients();
         let ping = encode_payload(&ctl::PingRequest { data: vec![5] }).unwrap();
