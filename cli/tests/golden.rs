@@ -33,6 +33,10 @@ use transport::msg::failover::{
     TunableList, ADD_IP, DEL_IP, GET_IP_STATUS, GET_PUBLIC_IPS, GET_TUNABLES, GRATARP,
     IPREALLOCATE, KILLTCP, MOVE_IP, RELOAD_IPS, SET_IFACE_LINK, SET_TUNABLE, TICKLE,
 };
+use transport::msg::failover::{
+    HookList, HookScript, HookScriptRun, HookStatus, RunEvent, RunTimes, SetHook, GET_HOOK_STATUS,
+    GET_RUN_TIMES, LIST_HOOKS, RUN_EVENT, SET_HOOK,
+};
 use transport::msg::master::{DaemonState, DaemonStatus, MasterStatus, Model, GET_STATUS};
 use transport::proto::control::{
     NodeList, Statistics, LIST_PEERS, LOG_LEVEL, PING, SHUTDOWN, STATISTICS, STATISTICS_RESET,
@@ -86,6 +90,11 @@ fn describe(opcode: u32, p: &[u8]) -> String {
         STATISTICS => "STATISTICS".into(),
         STATISTICS_RESET => "STATISTICS_RESET".into(),
         LOG_LEVEL => d::<transport::proto::control::LogLevelRequest>("LOG_LEVEL", p),
+        GET_HOOK_STATUS => d::<String>("GET_HOOK_STATUS", p),
+        LIST_HOOKS => "LIST_HOOKS".into(),
+        SET_HOOK => d::<SetHook>("SET_HOOK", p),
+        RUN_EVENT => d::<RunEvent>("RUN_EVENT", p),
+        GET_RUN_TIMES => "GET_RUN_TIMES".into(),
         GET_NODES_FILE => "GET_NODES_FILE".into(),
         RELOAD_NODES => d::<NodeList>("RELOAD_NODES", p),
         SHUTDOWN => "SHUTDOWN".into(),
@@ -338,7 +347,7 @@ fn full_node(pnn: u32) -> Node {
         NodeFlags::DISCONNECTED,
     ]));
     let seen = flags.clone();
-    Node::up()
+    let node = Node::up()
         .func(CLUSTERD, GET_MEMBERSHIP, move |_| {
             let f = *seen.lock().unwrap();
             Ok(encode_payload(&membership_with(pnn, f)).unwrap())
@@ -441,7 +450,8 @@ fn full_node(pnn: u32) -> Node {
         .func(CLUSTERD, LOG_LEVEL, support::log_level)
         .func(FAILOVERD, LOG_LEVEL, support::log_level)
         .func(CONNTRACKD, LOG_LEVEL, support::log_level)
-        .func(MASTERD, LOG_LEVEL, support::log_level)
+        .func(MASTERD, LOG_LEVEL, support::log_level);
+    with_hooks(node, pnn)
 }
 
 /// The usual cluster: 0 (this node) and 1 up, 2 down.
@@ -451,6 +461,98 @@ fn cluster() -> Script {
     s.nodes.insert(1, full_node(1));
     s.nodes.insert(2, Node::down());
     s
+}
+
+/// 2026-12-07 14:50:00 UTC, the scripted clock (the runner sets TZ=UTC).
+const NOW_MS: u64 = 1_796_655_000_000;
+
+/// The hooks' last run of `event`: `takeip` ran (one hook failed), the
+/// others never ran.
+fn hook_status(event: &str) -> HookStatus {
+    let run = |name: &str, state: &str, duration_us, output: &str| HookScriptRun {
+        name: name.into(),
+        state: state.into(),
+        begin_unix_ms: NOW_MS - 60_000,
+        duration_us,
+        output: output.into(),
+    };
+    match event {
+        "takeip" => HookStatus {
+            dir_exists: true,
+            ran: true,
+            scripts: vec![
+                run("50.nfs", "OK", 4_200, ""),
+                run("60.custom", "ERROR", 12_345, "exit status 3"),
+                run("70.off", "DISABLED", 0, ""),
+            ],
+        },
+        "ipreallocated" => HookStatus {
+            dir_exists: true,
+            ran: true,
+            scripts: vec![run("50.nfs", "OK", 1_000, "")],
+        },
+        _ => HookStatus {
+            dir_exists: true,
+            ran: false,
+            scripts: vec![],
+        },
+    }
+}
+
+/// failoverd's hooks and run times: node 1's last takeover run is still
+/// going.
+fn with_hooks(node: Node, pnn: u32) -> Node {
+    node.func(FAILOVERD, GET_HOOK_STATUS, |p| {
+        let event: String = decode_payload(p).unwrap();
+        Ok(encode_payload(&hook_status(&event)).unwrap())
+    })
+    .reply(
+        FAILOVERD,
+        LIST_HOOKS,
+        &HookList {
+            dir_exists: true,
+            scripts: vec![
+                HookScript {
+                    name: "50.nfs".into(),
+                    enabled: true,
+                },
+                HookScript {
+                    name: "60.custom".into(),
+                    enabled: true,
+                },
+                HookScript {
+                    name: "70.off".into(),
+                    enabled: false,
+                },
+            ],
+        },
+    )
+    .func(FAILOVERD, SET_HOOK, |p| {
+        let req: SetHook = decode_payload(p).unwrap();
+        if ["50.nfs", "60.custom", "70.off"].contains(&req.name.as_str()) {
+            Ok(encode_payload(&()).unwrap())
+        } else {
+            Err(RemoteError::new(
+                ErrorCode::BadRequest,
+                format!("Script {} does not exist in legacy", req.name),
+            ))
+        }
+    })
+    .func(FAILOVERD, RUN_EVENT, |p| {
+        let req: RunEvent = decode_payload(p).unwrap();
+        let event = req.args.first().cloned().unwrap_or_default();
+        Ok(encode_payload(&hook_status(&event)).unwrap())
+    })
+    .reply(
+        FAILOVERD,
+        GET_RUN_TIMES,
+        &RunTimes {
+            now_unix_ms: NOW_MS,
+            generation: 654_321,
+            changed_unix_ms: Some(NOW_MS - 125_000),
+            run_done_unix_ms: (pnn == 0).then_some(NOW_MS - 124_432),
+        },
+    )
 }
 
 /// A nodes file as clusterd gives it: `A,B,#,...` (`#`: deleted), or
@@ -749,6 +851,46 @@ const CASES: &[Case] = &[
     ),
     c("reloadnodes-extra", &["reloadnodes", "all"]),
     c("getdebug", &["getdebug"]),
+    // hooks as ctdb's event scripts, uptime
+    c("event-status", &["event", "status", "legacy", "takeip"]),
+    c(
+        "event-status-never",
+        &["event", "status", "legacy", "releaseip"],
+    ),
+    c(
+        "event-status-bad-component",
+        &["event", "status", "nfs", "takeip"],
+    ),
+    c("event-script-list", &["event", "script", "list", "legacy"]),
+    c(
+        "event-script-disable",
+        &["event", "script", "disable", "legacy", "60.custom"],
+    ),
+    c(
+        "event-script-enable-unknown",
+        &["event", "script", "enable", "legacy", "99.none"],
+    ),
+    c(
+        "event-run",
+        &["event", "run", "10", "legacy", "ipreallocated"],
+    ),
+    c(
+        "event-run-failed",
+        &[
+            "event",
+            "run",
+            "10",
+            "legacy",
+            "takeip",
+            "eth1",
+            "198.51.100.1",
+            "24",
+        ],
+    ),
+    c("scriptstatus", &["scriptstatus"]),
+    c("scriptstatus-takeip", &["scriptstatus", "takeip"]),
+    c("uptime", &["uptime"]),
+    c("uptime-n1-in-progress", &["-n", "1", "uptime"]),
     c("setdebug", &["setdebug", "DEBUG"]),
     c("setdebug-n1-number", &["-n", "1", "setdebug", "2"]),
     c("setdebug-invalid", &["setdebug", "LOUD"]),
@@ -1003,6 +1145,7 @@ fn transcript(case: &Case, base: &Path) -> String {
         .env("RUST_LIB_BACKTRACE", "0")
         .env_remove("CLICOLOR_FORCE")
         .env("NO_COLOR", "1")
+        .env("TZ", "UTC")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
