@@ -965,6 +965,10 @@ const CASES: &[Case] = &[
     c("setvar-refused", &["setvar", "IPAllocAlgorithm", "7"]),
     // node commands
     c("version", &["version"]),
+    // checktcpport needs no daemon; its bind test is a unit test
+    // (cli/src/node.rs), these are the argument errors.
+    c("checktcpport-missing", &["checktcpport"]),
+    c("checktcpport-bad-port", &["checktcpport", "65536"]),
     c("getpid", &["getpid"]),
     c("runstate", &["runstate"]),
     c("runstate-running", &["runstate", "startup", "running"]),
