@@ -57,11 +57,21 @@ fn owners(node: &Node) -> Option<Vec<(String, i64)>> {
 
 #[test]
 fn reloadnodes_adds_and_deletes_nodes_at_run_time_and_refuses_bad_files() {
+    reload_scenario("cli-rln", &[]);
+}
+
+/// The same with every node's daemons as tasks of one masterd process.
+#[test]
+fn reloadnodes_in_the_single_process_model() {
+    reload_scenario("cli-rls", &["--single-process"]);
+}
+
+fn reload_scenario(tag: &str, model: &[&str]) {
     require_root();
     if bin_path("failoverd").is_err() {
         panic!("failoverd is not built: run cargo build --workspace --bins");
     }
-    let c = TestCluster::new("cli-rln", 4).unwrap();
+    let c = TestCluster::new(tag, 4).unwrap();
     let three = ["192.0.2.10", "192.0.2.11", "192.0.2.12"];
     let four = ["192.0.2.10", "192.0.2.11", "192.0.2.12", "192.0.2.13"];
     let pa = "192.0.2.201/24 eth0\n192.0.2.202/24 eth0\n192.0.2.203/24 eth0\n192.0.2.204/24 eth0\n";
@@ -73,9 +83,11 @@ fn reloadnodes_adds_and_deletes_nodes_at_run_time_and_refuses_bad_files() {
     }
     write_nodes(&c.nodes[3], &four);
     let daemons = available_daemons();
+    let mut args = vec!["--daemons", daemons.as_str()];
+    args.extend_from_slice(model);
     let mut masterds: Vec<Masterd> = c.nodes[..3]
         .iter()
-        .map(|n| Masterd::start(n, &["--daemons", &daemons], None, None))
+        .map(|n| Masterd::start(n, &args, None, None))
         .collect();
     for n in &c.nodes[..3] {
         wait("masterd ready", LIMIT, || status(n).filter(|s| s.ready));
@@ -123,12 +135,7 @@ fn reloadnodes_adds_and_deletes_nodes_at_run_time_and_refuses_bad_files() {
 
     // Add node 3: start it, then reload the 4-line file everywhere.
     write_nodes(&c.nodes[2], &four);
-    masterds.push(Masterd::start(
-        &c.nodes[3],
-        &["--daemons", &daemons],
-        None,
-        None,
-    ));
+    masterds.push(Masterd::start(&c.nodes[3], &args, None, None));
     let out = ipfailover(n0, &["reloadnodes"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(text(&out.stdout), "Node 3 is NEW\n");
@@ -228,8 +235,8 @@ fn statisticsreset_starts_every_daemons_counters_again() {
     let n0 = &c.nodes[0];
     // Heartbeats make these grow; let them count for a while.
     wait("counters have grown", LIMIT, || {
-        (counter(n0, "transportd", "peer_in")? > 50
-            && counter(n0, "clusterd", "peer_received")? > 50)
+        (counter(n0, "transportd", "peer_in")? > 100
+            && counter(n0, "clusterd", "peer_received")? > 100)
             .then_some(())
     });
     let before_in = counter(n0, "transportd", "peer_in").unwrap();
