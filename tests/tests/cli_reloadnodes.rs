@@ -57,16 +57,17 @@ fn owners(node: &Node) -> Option<Vec<(String, i64)>> {
 
 #[test]
 fn reloadnodes_adds_and_deletes_nodes_at_run_time_and_refuses_bad_files() {
-    reload_scenario("cli-rln", &[]);
+    reload_scenario("cli-rln", &[], true);
 }
 
-/// The same with every node's daemons as tasks of one masterd process.
+/// The same with every node's daemons as tasks of one masterd process, and
+/// the new node started after the reload (ctdb's documented order).
 #[test]
-fn reloadnodes_in_the_single_process_model() {
-    reload_scenario("cli-rls", &["--single-process"]);
+fn reloadnodes_in_the_single_process_model_new_node_started_after() {
+    reload_scenario("cli-rls", &["--single-process"], false);
 }
 
-fn reload_scenario(tag: &str, model: &[&str]) {
+fn reload_scenario(tag: &str, model: &[&str], start_first: bool) {
     require_root();
     if bin_path("failoverd").is_err() {
         panic!("failoverd is not built: run cargo build --workspace --bins");
@@ -133,12 +134,24 @@ fn reload_scenario(tag: &str, model: &[&str]) {
         assert!(text(&o.stdout).starts_with("Number of nodes:3\n"), "{o:?}");
     }
 
-    // Add node 3: start it, then reload the 4-line file everywhere.
+    // Add node 3: start it, then reload the 4-line file everywhere; or,
+    // in ctdb's documented order, reload first (node 3 shows
+    // disconnected) and start it then.
     write_nodes(&c.nodes[2], &four);
-    masterds.push(Masterd::start(&c.nodes[3], &args, None, None));
+    if start_first {
+        masterds.push(Masterd::start(&c.nodes[3], &args, None, None));
+    }
     let out = ipfailover(n0, &["reloadnodes"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(text(&out.stdout), "Node 3 is NEW\n");
+    if !start_first {
+        let o = ipfailover(n0, &["nodestatus", "all"]);
+        assert!(
+            text(&o.stdout).contains("pnn:3 192.0.2.13       DISCONNECTED|INACTIVE"),
+            "{o:?}"
+        );
+        masterds.push(Masterd::start(&c.nodes[3], &args, None, None));
+    }
     wait("node 3 joins", LIMIT, || {
         let o = ipfailover(n0, &["nodestatus", "all"]);
         (o.status.success() && text(&o.stdout).contains("pnn:3 192.0.2.13       OK")).then_some(())
