@@ -15,6 +15,7 @@ mod ipalloc;
 mod node;
 mod output;
 mod ping;
+mod reloadnodes;
 mod statistics;
 mod tickles;
 mod usage;
@@ -105,6 +106,9 @@ enum Command {
     Getcapabilities,
     /// Print the cluster lock setting.
     Getreclock,
+    /// Make every connected node re-read its nodes file and take it at run
+    /// time (add nodes at the end, delete disconnected ones).
+    Reloadnodes,
     /// Print the node's run state (RUNNING, STARTUP); with states given,
     /// fail unless it is one of them.
     Runstate(node::RunstateArgs),
@@ -118,6 +122,9 @@ enum Command {
     /// Show the counters of every daemon of a node, grouped per daemon
     /// (ctdb statistics).
     Statistics,
+    /// Start the counters of every daemon of a node again from 0 (ctdb
+    /// statisticsreset).
+    Statisticsreset,
     /// Write this node's ipfailover configuration from its CTDB one
     /// (default /etc/ctdb), saying what each line became.
     ImportCtdb(import::ImportArgs),
@@ -225,11 +232,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Uptime => node::uptime(&ctx),
         Command::Getcapabilities => node::getcapabilities(&ctx),
         Command::Getreclock => node::getreclock(&ctx),
+        Command::Reloadnodes => reloadnodes::run(&ctx),
         Command::Runstate(args) => node::runstate(&ctx, &args),
         Command::Shutdown => node::shutdown(&ctx),
         Command::Checktcpport(args) => node::checktcpport(&args),
         Command::Daemons => daemons::run(&ctx),
         Command::Statistics => statistics::run(&ctx),
+        Command::Statisticsreset => statistics::reset(&ctx),
         Command::ImportCtdb(args) => import::run(&args),
         Command::Generate(args) => generate::run(<Cli as clap::CommandFactory>::command(), &args),
     }

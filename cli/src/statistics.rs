@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 use transport::client::Client;
-use transport::proto::control::{Statistics, STATISTICS};
+use transport::proto::control::{Statistics, STATISTICS, STATISTICS_RESET};
 use transport::proto::service::{CLUSTERD, CONNTRACKD, FAILOVERD, MASTERD, TRANSPORT};
 use transport::proto::Address;
 
@@ -156,6 +156,55 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             eprintln!("{e}");
         }
         if !partial.is_empty() {
+            return Err(Exit(1).into());
+        }
+        Ok(())
+    })
+}
+
+/// `statisticsreset` (ctdb's): every daemon of this node or of the `-n`
+/// nodes starts its counters again from 0 (levels such as `clients` keep
+/// their value). No output; a daemon that cannot be reset is named on
+/// stderr and the command exits 1 after asking the others.
+///
+/// # Errors
+///
+/// No transportd; a node that does not exist or (alone) is not
+/// connected; [`Exit`]`(1)` when a daemon was not reset.
+pub fn reset(ctx: &Ctx) -> Result<()> {
+    block_on(async {
+        let (client, _incoming) = ctx.connect().await?;
+        let pnns = ctx.targets(&client).await?.pnns();
+        let asks = pnns.iter().flat_map(|&pnn| {
+            let client = &client;
+            DAEMONS.iter().map(move |&(service, _)| async move {
+                client
+                    .request::<(), ()>(
+                        Address::new(pnn, service),
+                        STATISTICS_RESET,
+                        &(),
+                        ctx.timeout,
+                    )
+                    .await
+                    .map_err(|e| daemon_error(service, pnn, &e))
+            })
+        });
+        // A node that is not connected fails for each of its daemons
+        // with the same reason: say it once.
+        let mut failed: Vec<String> = Vec::new();
+        for e in futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+        {
+            if !failed.contains(&e) {
+                failed.push(e);
+            }
+        }
+        for e in &failed {
+            eprintln!("{e}");
+        }
+        if !failed.is_empty() {
             return Err(Exit(1).into());
         }
         Ok(())

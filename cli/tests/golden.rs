@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use support::{Fake, Node, Script};
 use transport::msg::cluster::{
     AdminCommand, AdminOp, AdminOutcome, ClusterSettings, Membership, NodeFlags, NodeInfo, ADMIN,
-    GET_MEMBERSHIP, GET_SETTINGS,
+    GET_MEMBERSHIP, GET_NODES_FILE, GET_SETTINGS, RELOAD_NODES,
 };
 use transport::msg::conntrack::{
     page_after, ConnectionsPage, GetConnections, GetConnectionsPage, TrackedConnection,
@@ -33,8 +33,14 @@ use transport::msg::failover::{
     TunableList, ADD_IP, DEL_IP, GET_IP_STATUS, GET_PUBLIC_IPS, GET_TUNABLES, GRATARP,
     IPREALLOCATE, KILLTCP, MOVE_IP, RELOAD_IPS, SET_IFACE_LINK, SET_TUNABLE, TICKLE,
 };
+use transport::msg::failover::{
+    HookList, HookScript, HookScriptRun, HookStatus, RunEvent, RunTimes, SetHook, GET_HOOK_STATUS,
+    GET_RUN_TIMES, LIST_HOOKS, RUN_EVENT, SET_HOOK,
+};
 use transport::msg::master::{DaemonState, DaemonStatus, MasterStatus, Model, GET_STATUS};
-use transport::proto::control::{Statistics, LIST_PEERS, PING, SHUTDOWN, STATISTICS};
+use transport::proto::control::{
+    NodeList, Statistics, LIST_PEERS, LOG_LEVEL, PING, SHUTDOWN, STATISTICS, STATISTICS_RESET,
+};
 use transport::proto::service::{CLUSTERD, CONNTRACKD, FAILOVERD, MASTERD};
 use transport::proto::{decode_payload, encode_payload, ErrorCode, RemoteError};
 
@@ -82,6 +88,15 @@ fn describe(opcode: u32, p: &[u8]) -> String {
         REMOVE_CONNECTIONS => d::<Vec<TrackedConnection>>("REMOVE_CONNECTIONS", p),
         GET_STATUS => "GET_STATUS".into(),
         STATISTICS => "STATISTICS".into(),
+        STATISTICS_RESET => "STATISTICS_RESET".into(),
+        LOG_LEVEL => d::<transport::proto::control::LogLevelRequest>("LOG_LEVEL", p),
+        GET_HOOK_STATUS => d::<String>("GET_HOOK_STATUS", p),
+        LIST_HOOKS => "LIST_HOOKS".into(),
+        SET_HOOK => d::<SetHook>("SET_HOOK", p),
+        RUN_EVENT => d::<RunEvent>("RUN_EVENT", p),
+        GET_RUN_TIMES => "GET_RUN_TIMES".into(),
+        GET_NODES_FILE => "GET_NODES_FILE".into(),
+        RELOAD_NODES => d::<NodeList>("RELOAD_NODES", p),
         SHUTDOWN => "SHUTDOWN".into(),
         other => format!("{other:#010x} ({} bytes)", p.len()),
     }
@@ -332,7 +347,7 @@ fn full_node(pnn: u32) -> Node {
         NodeFlags::DISCONNECTED,
     ]));
     let seen = flags.clone();
-    Node::up()
+    let node = Node::up()
         .func(CLUSTERD, GET_MEMBERSHIP, move |_| {
             let f = *seen.lock().unwrap();
             Ok(encode_payload(&membership_with(pnn, f)).unwrap())
@@ -428,6 +443,15 @@ fn full_node(pnn: u32) -> Node {
             STATISTICS,
             &statistics(pnn, &["controls_answered"]),
         )
+        .reply(CLUSTERD, STATISTICS_RESET, &())
+        .reply(CONNTRACKD, STATISTICS_RESET, &())
+        .reply(FAILOVERD, STATISTICS_RESET, &())
+        .reply(MASTERD, STATISTICS_RESET, &())
+        .func(CLUSTERD, LOG_LEVEL, support::log_level)
+        .func(FAILOVERD, LOG_LEVEL, support::log_level)
+        .func(CONNTRACKD, LOG_LEVEL, support::log_level)
+        .func(MASTERD, LOG_LEVEL, support::log_level);
+    with_hooks(node, pnn)
 }
 
 /// The usual cluster: 0 (this node) and 1 up, 2 down.
@@ -439,6 +463,135 @@ fn cluster() -> Script {
     s
 }
 
+/// 2026-12-07 14:50:00 UTC, the scripted clock (the runner sets TZ=UTC).
+const NOW_MS: u64 = 1_796_655_000_000;
+
+/// The hooks' last run of `event`: `takeip` ran (one hook failed), the
+/// others never ran.
+fn hook_status(event: &str) -> HookStatus {
+    let run = |name: &str, state: &str, duration_us, output: &str| HookScriptRun {
+        name: name.into(),
+        state: state.into(),
+        begin_unix_ms: NOW_MS - 60_000,
+        duration_us,
+        output: output.into(),
+    };
+    match event {
+        "takeip" => HookStatus {
+            dir_exists: true,
+            ran: true,
+            scripts: vec![
+                run("50.nfs", "OK", 4_200, ""),
+                run("60.custom", "ERROR", 12_345, "exit status 3"),
+                run("70.off", "DISABLED", 0, ""),
+            ],
+        },
+        "ipreallocated" => HookStatus {
+            dir_exists: true,
+            ran: true,
+            scripts: vec![run("50.nfs", "OK", 1_000, "")],
+        },
+        _ => HookStatus {
+            dir_exists: true,
+            ran: false,
+            scripts: vec![],
+        },
+    }
+}
+
+/// failoverd's hooks and run times: node 1's last takeover run is still
+/// going.
+fn with_hooks(node: Node, pnn: u32) -> Node {
+    node.func(FAILOVERD, GET_HOOK_STATUS, |p| {
+        let event: String = decode_payload(p).unwrap();
+        Ok(encode_payload(&hook_status(&event)).unwrap())
+    })
+    .reply(
+        FAILOVERD,
+        LIST_HOOKS,
+        &HookList {
+            dir_exists: true,
+            scripts: vec![
+                HookScript {
+                    name: "50.nfs".into(),
+                    enabled: true,
+                },
+                HookScript {
+                    name: "60.custom".into(),
+                    enabled: true,
+                },
+                HookScript {
+                    name: "70.off".into(),
+                    enabled: false,
+                },
+            ],
+        },
+    )
+    .func(FAILOVERD, SET_HOOK, |p| {
+        let req: SetHook = decode_payload(p).unwrap();
+        if ["50.nfs", "60.custom", "70.off"].contains(&req.name.as_str()) {
+            Ok(encode_payload(&()).unwrap())
+        } else {
+            Err(RemoteError::new(
+                ErrorCode::BadRequest,
+                format!("Script {} does not exist in legacy", req.name),
+            ))
+        }
+    })
+    .func(FAILOVERD, RUN_EVENT, |p| {
+        let req: RunEvent = decode_payload(p).unwrap();
+        let event = req.args.first().cloned().unwrap_or_default();
+        Ok(encode_payload(&hook_status(&event)).unwrap())
+    })
+    .reply(
+        FAILOVERD,
+        GET_RUN_TIMES,
+        &RunTimes {
+            now_unix_ms: NOW_MS,
+            generation: 654_321,
+            changed_unix_ms: Some(NOW_MS - 125_000),
+            run_done_unix_ms: (pnn == 0).then_some(NOW_MS - 124_432),
+        },
+    )
+}
+
+/// A nodes file as clusterd gives it: `A,B,#,...` (`#`: deleted), or
+/// `!why` for a file it cannot read.
+fn nodes_file(spec: &str) -> Result<NodeList, RemoteError> {
+    if let Some(why) = spec.strip_prefix('!') {
+        return Err(RemoteError::new(ErrorCode::BadRequest, why));
+    }
+    Ok(NodeList {
+        addrs: spec
+            .split(',')
+            .map(|a| (!a.starts_with('#')).then(|| ip(a)))
+            .collect(),
+    })
+}
+
+/// [`cluster`] whose nodes 0 and 1 read the nodes files `f0` and `f1`;
+/// node 1 refuses to reload unless `ok`.
+fn reload_cluster(f0: &'static str, f1: &'static str, ok: bool) -> Script {
+    let mut s = cluster();
+    for (pnn, spec) in [(0, f0), (1, f1)] {
+        let node = full_node(pnn).func(CLUSTERD, GET_NODES_FILE, move |_| {
+            nodes_file(spec).map(|l| encode_payload(&l).unwrap())
+        });
+        let node = if pnn == 0 || ok {
+            node.reply(CLUSTERD, RELOAD_NODES, &())
+        } else {
+            node.error(
+                CLUSTERD,
+                RELOAD_NODES,
+                ErrorCode::Refused,
+                "Nodes file on node 1 changed while reloading: run reloadnodes again",
+            )
+        };
+        s.nodes.insert(pnn, node);
+    }
+    s
+}
+
 /// Node 1's failoverd and masterd hang.
 fn hung_node_1() -> Script {
     let mut s = cluster();
@@ -447,6 +600,7 @@ fn hung_node_1() -> Script {
         full_node(1)
             .silent(FAILOVERD, GET_PUBLIC_IPS)
             .silent(FAILOVERD, STATISTICS)
+            .silent(FAILOVERD, STATISTICS_RESET)
             .silent(MASTERD, GET_STATUS),
     );
     s
@@ -470,6 +624,10 @@ fn hung_failoverd() -> Script {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Setup {
     Cluster,
+    /// The cluster, with the nodes files of nodes 0 and 1 as their
+    /// clusterd reads them (see [`reload_cluster`]) and whether node 1
+    /// takes it.
+    Reload(&'static str, &'static str, bool),
     HungNode1,
     NoDaemons,
     HungFailoverd,
@@ -604,6 +762,139 @@ const CASES: &[Case] = &[
     c("statistics-json", &["--json", "statistics"]),
     c("statistics-n-all", &["-n", "all", "statistics"]),
     c("statistics-n-all-X", &["-n", "all", "-X", "statistics"]),
+    c("statisticsreset", &["statisticsreset"]),
+    c("statisticsreset-n-0,1", &["-n", "0,1", "statisticsreset"]),
+    c("statisticsreset-n-all", &["-n", "all", "statisticsreset"]),
+    c("statisticsreset-extra", &["statisticsreset", "0"]),
+    c(
+        "down-node-statisticsreset-n2",
+        &["-n", "2", "statisticsreset"],
+    ),
+    // reloadnodes (ctdb's tool tests ctdb.reloadnodes.0NN): node 2 is
+    // down, node 1 up.
+    on(
+        Setup::Reload(
+            "192.0.2.11,192.0.2.12,192.0.2.13",
+            "192.0.2.11,192.0.2.12,192.0.2.13",
+            true,
+        ),
+        "reloadnodes-unchanged",
+        &["reloadnodes"],
+    ),
+    on(
+        Setup::Reload(
+            "192.0.2.11,192.0.2.12,192.0.2.13,192.0.2.14",
+            "192.0.2.11,192.0.2.12,192.0.2.13,192.0.2.14",
+            true,
+        ),
+        "reloadnodes-new",
+        &["reloadnodes"],
+    ),
+    on(
+        Setup::Reload(
+            "192.0.2.11,192.0.2.12,#192.0.2.13",
+            "192.0.2.11,192.0.2.12,#192.0.2.13",
+            true,
+        ),
+        "reloadnodes-delete-disconnected",
+        &["reloadnodes"],
+    ),
+    on(
+        Setup::Reload(
+            "192.0.2.11,#192.0.2.12,192.0.2.13",
+            "192.0.2.11,#192.0.2.12,192.0.2.13",
+            true,
+        ),
+        "reloadnodes-delete-connected",
+        &["reloadnodes"],
+    ),
+    on(
+        Setup::Reload(
+            "192.0.2.11,192.0.2.12,192.0.2.99",
+            "192.0.2.11,192.0.2.12,192.0.2.99",
+            true,
+        ),
+        "reloadnodes-changed-address",
+        &["reloadnodes"],
+    ),
+    on(
+        Setup::Reload("192.0.2.11,192.0.2.12", "192.0.2.11,192.0.2.12", true),
+        "reloadnodes-missing",
+        &["reloadnodes"],
+    ),
+    on(
+        Setup::Reload(
+            "192.0.2.11,192.0.2.12,192.0.2.13,192.0.2.14",
+            "192.0.2.11,192.0.2.12,192.0.2.13",
+            true,
+        ),
+        "reloadnodes-differs",
+        &["reloadnodes"],
+    ),
+    on(
+        Setup::Reload(
+            "192.0.2.11,192.0.2.12,192.0.2.13",
+            "!/etc/ipfailover/nodes:2: not a node address: 192.0.2.x",
+            true,
+        ),
+        "reloadnodes-bad-file-node1",
+        &["reloadnodes"],
+    ),
+    on(
+        Setup::Reload(
+            "192.0.2.11,192.0.2.12,192.0.2.13,192.0.2.14",
+            "192.0.2.11,192.0.2.12,192.0.2.13,192.0.2.14",
+            false,
+        ),
+        "reloadnodes-node1-fails",
+        &["reloadnodes"],
+    ),
+    c("reloadnodes-extra", &["reloadnodes", "all"]),
+    c("getdebug", &["getdebug"]),
+    // hooks as ctdb's event scripts, uptime
+    c("event-status", &["event", "status", "legacy", "takeip"]),
+    c(
+        "event-status-never",
+        &["event", "status", "legacy", "releaseip"],
+    ),
+    c(
+        "event-status-bad-component",
+        &["event", "status", "nfs", "takeip"],
+    ),
+    c("event-script-list", &["event", "script", "list", "legacy"]),
+    c(
+        "event-script-disable",
+        &["event", "script", "disable", "legacy", "60.custom"],
+    ),
+    c(
+        "event-script-enable-unknown",
+        &["event", "script", "enable", "legacy", "99.none"],
+    ),
+    c(
+        "event-run",
+        &["event", "run", "10", "legacy", "ipreallocated"],
+    ),
+    c(
+        "event-run-failed",
+        &[
+            "event",
+            "run",
+            "10",
+            "legacy",
+            "takeip",
+            "eth1",
+            "198.51.100.1",
+            "24",
+        ],
+    ),
+    c("scriptstatus", &["scriptstatus"]),
+    c("scriptstatus-takeip", &["scriptstatus", "takeip"]),
+    c("uptime", &["uptime"]),
+    c("uptime-n1-in-progress", &["-n", "1", "uptime"]),
+    c("setdebug", &["setdebug", "DEBUG"]),
+    c("setdebug-n1-number", &["-n", "1", "setdebug", "2"]),
+    c("setdebug-invalid", &["setdebug", "LOUD"]),
+    c("reloadnodes-n-all", &["-n", "all", "reloadnodes"]),
     // actions: no output; the request log shows what went where
     c("setifacelink", &["setifacelink", "eth2", "down"]),
     c("addip", &["addip", "198.51.100.9/24", "eth1,eth2"]),
@@ -674,6 +965,10 @@ const CASES: &[Case] = &[
     c("setvar-refused", &["setvar", "IPAllocAlgorithm", "7"]),
     // node commands
     c("version", &["version"]),
+    // checktcpport needs no daemon; its bind test is a unit test
+    // (cli/src/node.rs), these are the argument errors.
+    c("checktcpport-missing", &["checktcpport"]),
+    c("checktcpport-bad-port", &["checktcpport", "65536"]),
     c("getpid", &["getpid"]),
     c("runstate", &["runstate"]),
     c("runstate-running", &["runstate", "startup", "running"]),
@@ -785,6 +1080,16 @@ const CASES: &[Case] = &[
     ),
     on(
         Setup::HungNode1,
+        "hung-node-statisticsreset-n1",
+        &["-t", "1", "-n", "1", "statisticsreset"],
+    ),
+    on(
+        Setup::NoDaemons,
+        "no-daemons-statisticsreset",
+        &["statisticsreset"],
+    ),
+    on(
+        Setup::HungNode1,
         "hung-node-daemons-n-all-json",
         &["-t", "1", "-n", "all", "--json", "daemons"],
     ),
@@ -819,6 +1124,9 @@ fn transcript(case: &Case, base: &Path) -> String {
     let mut stuck = None;
     match case.setup {
         Setup::Cluster => fake = Some(Fake::start(&run_dir, cluster(), describe)),
+        Setup::Reload(f0, f1, ok) => {
+            fake = Some(Fake::start(&run_dir, reload_cluster(f0, f1, ok), describe));
+        }
         Setup::HungNode1 => fake = Some(Fake::start(&run_dir, hung_node_1(), describe)),
         Setup::NoDaemons => fake = Some(Fake::start(&run_dir, no_daemons(), describe)),
         Setup::HungFailoverd => fake = Some(Fake::start(&run_dir, hung_failoverd(), describe)),
@@ -841,6 +1149,7 @@ fn transcript(case: &Case, base: &Path) -> String {
         .env("RUST_LIB_BACKTRACE", "0")
         .env_remove("CLICOLOR_FORCE")
         .env("NO_COLOR", "1")
+        .env("TZ", "UTC")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -47,9 +47,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use transport::client::{Client, ClientError, Incoming};
 use transport::msg::cluster::{
-    AdminCommand, AdminOutcome, ClusterSettings, ADMIN, GET_MEMBERSHIP, GET_SETTINGS, LEASE,
-    MEMBERSHIP,
+    AdminCommand, AdminOutcome, ClusterSettings, ADMIN, GET_MEMBERSHIP, GET_NODES_FILE,
+    GET_SETTINGS, LEASE, MEMBERSHIP, RELOAD_NODES,
 };
+use transport::proto::control::NodeList;
 use transport::proto::service::{BROADCAST_SERVICE, CLUSTERD, LOCAL};
 use transport::proto::{Address, ErrorCode, Kind, Message};
 
@@ -447,9 +448,42 @@ async fn receiver(
     admins: transport::limit::InFlight,
     stats: Arc<Stats>,
     fixed: ClusterSettings,
+    nodes_path: PathBuf,
 ) {
+    // One reload at a time (a second one waits for the first).
+    let reloading = Arc::new(tokio::sync::Mutex::new(()));
     while let Some(msg) = incoming.recv().await {
         match (msg.header.kind, msg.header.opcode) {
+            (Kind::Request, GET_NODES_FILE) => {
+                let res = match NodesFile::load(&nodes_path) {
+                    Ok(file) => {
+                        client
+                            .reply(
+                                &msg,
+                                &NodeList {
+                                    addrs: file.addrs(),
+                                },
+                            )
+                            .await
+                    }
+                    Err(e) => {
+                        client
+                            .reply_error(&msg, ErrorCode::BadRequest, e.to_string())
+                            .await
+                    }
+                };
+                if res.is_err() {
+                    return;
+                }
+            }
+            (Kind::Request, RELOAD_NODES) => {
+                let (client, inputs, path) = (client.clone(), inputs.clone(), nodes_path.clone());
+                let lock = Arc::clone(&reloading);
+                tokio::spawn(async move {
+                    let _one = lock.lock().await;
+                    reload_nodes(client, msg, path, inputs).await;
+                });
+            }
             (Kind::Request, GET_SETTINGS) => {
                 let (tx, rx) = oneshot::channel();
                 if inputs.send(Input::CanLead(tx)).await.is_err() {
@@ -686,6 +720,91 @@ fn claimed_sender(m: &ClusterMsg) -> Pnn {
     }
 }
 
+/// How long transportd and conntrackd may take to take a reloaded list.
+const RELOAD_STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `RELOAD_NODES`: re-reads the nodes file, which must still be the list
+/// the command checked; asks the membership whether it may be taken
+/// (nothing changes if not); gives it to transportd (peer links) and
+/// conntrackd (whose replication it accepts), then to the membership.
+/// transportd refusing stops the reload before the membership changes;
+/// conntrackd absent is only logged (it reads the file when it starts).
+async fn reload_nodes(client: Client, msg: Message, path: PathBuf, inputs: mpsc::Sender<Input>) {
+    let pnn = client.pnn();
+    let result: Result<(), (ErrorCode, String)> = async {
+        let expected: NodeList = msg
+            .decode_payload()
+            .map_err(|e| (ErrorCode::BadRequest, format!("reload nodes: {e}")))?;
+        let file = NodesFile::load(&path).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+        if file.addrs() != expected.addrs {
+            return Err((
+                ErrorCode::Refused,
+                format!("Nodes file on node {pnn} changed while reloading: run reloadnodes again"),
+            ));
+        }
+        let ask = |input: Input| {
+            let inputs = inputs.clone();
+            async move {
+                inputs
+                    .send(input)
+                    .await
+                    .map_err(|_| (ErrorCode::ShuttingDown, "clusterd is stopping".to_string()))
+            }
+        };
+        let stopping = |_| (ErrorCode::ShuttingDown, "clusterd is stopping".to_string());
+        let (tx, rx) = oneshot::channel();
+        ask(Input::CheckNodes {
+            nodes: file.clone(),
+            reply: tx,
+        })
+        .await?;
+        rx.await
+            .map_err(stopping)?
+            .map_err(|why| (ErrorCode::Refused, why))?;
+        client
+            .request::<_, ()>(
+                Address::new(LOCAL, transport::proto::service::TRANSPORT),
+                transport::proto::control::SET_NODES,
+                &expected,
+                RELOAD_STEP_TIMEOUT,
+            )
+            .await
+            .map_err(|e| (ErrorCode::Refused, format!("transportd: {e}")))?;
+        let live: Vec<Pnn> = file.iter().map(|(p, _)| p).collect();
+        if let Err(e) = client
+            .request::<_, ()>(
+                Address::new(LOCAL, transport::proto::service::CONNTRACKD),
+                transport::msg::conntrack::SET_NODES,
+                &live,
+                RELOAD_STEP_TIMEOUT,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "conntrackd did not take the reloaded node list");
+        }
+        let (tx, rx) = oneshot::channel();
+        ask(Input::ApplyNodes {
+            nodes: file,
+            reply: tx,
+        })
+        .await?;
+        rx.await
+            .map_err(stopping)?
+            .map_err(|why| (ErrorCode::Internal, why))
+    }
+    .await;
+    let res = match result {
+        Ok(()) => client.reply(&msg, &()).await,
+        Err((code, why)) => {
+            tracing::warn!(reason = %why, "reloadnodes refused");
+            client.reply_error(&msg, code, why).await
+        }
+    };
+    if let Err(e) = res {
+        tracing::debug!(error = %e, "cannot answer a reload request");
+    }
+}
+
 async fn admin(client: Client, msg: Message, cmd: AdminCommand, inputs: mpsc::Sender<Input>) {
     let (tx, rx) = oneshot::channel();
     let input = Input::Admin {
@@ -771,12 +890,22 @@ pub async fn run(
     let sender_task = tokio::spawn(sender(client.clone(), out_rx));
     let (closed_tx, closed_rx) = oneshot::channel::<()>();
     let recv_client = client.clone();
+    let nodes_path = settings.nodes.file.clone();
     let fixed = ClusterSettings {
         can_lead: settings.member.can_lead,
         cluster_lock: settings.lock.as_ref().map(LockSpec::setting),
     };
     let receiver_task = tokio::spawn(async move {
-        receiver(recv_client, incoming, req_tx, admins, stats, fixed).await;
+        receiver(
+            recv_client,
+            incoming,
+            req_tx,
+            admins,
+            stats,
+            fixed,
+            nodes_path,
+        )
+        .await;
         let _ = closed_tx.send(());
     });
     let health_task = settings

@@ -58,6 +58,9 @@ use crate::msg::{
 };
 use crate::nodes::{NodesError, NodesFile, Pnn};
 
+#[path = "reload.rs"]
+mod reload;
+
 /// Heartbeat and lease timing. All on each node's own monotonic clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {

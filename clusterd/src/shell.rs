@@ -104,6 +104,22 @@ pub enum Input {
     Get(oneshot::Sender<Membership>),
     /// A request for this node's leader capability now.
     CanLead(oneshot::Sender<bool>),
+    /// `reloadnodes`, first step: may this node take the nodes file
+    /// `nodes` now ([`Member::check_reload`])?
+    CheckNodes {
+        /// The file read from disk.
+        nodes: NodesFile,
+        /// `Ok`, or why not in CTDB's words.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// `reloadnodes`, last step (transportd has the list): take it
+    /// ([`Member::reload_nodes`]).
+    ApplyNodes {
+        /// The file read from disk.
+        nodes: NodesFile,
+        /// `Ok`, or why not.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 struct LockTask {
@@ -170,6 +186,8 @@ pub async fn run_with_requests<L: Link>(
     };
     let mut member =
         Member::new(cfg, nodes, pnn, clock())?.with_incarnation(incarnation(mono_origin));
+    // `reloadnodes` replaces it.
+    let mut nodes = nodes.clone();
     let mut out: Vec<Output> = Vec::with_capacity(4 * nodes.len());
     let (lock_tx, mut lock_rx) = mpsc::channel::<(u64, LockEvent)>(8);
     let mut lock_task: Option<LockTask> = None;
@@ -273,6 +291,17 @@ pub async fn run_with_requests<L: Link>(
                 }
                 Input::CanLead(reply) => {
                     let _ = reply.send(member.can_lead());
+                }
+                Input::CheckNodes { nodes: new, reply } => {
+                    let _ = reply.send(member.check_reload(&new, now));
+                }
+                Input::ApplyNodes { nodes: new, reply } => {
+                    let result = member.reload_nodes(now, &new, &mut out);
+                    if result.is_ok() {
+                        tracing::info!(pnn, nodes = new.len(), "nodes file reloaded");
+                        nodes = new;
+                    }
+                    let _ = reply.send(result);
                 }
                 Input::Admin { target, op, reply } => {
                     let exists = usize::try_from(target)

@@ -356,6 +356,73 @@ pub(crate) fn is_unicast(addr: IpAddr) -> bool {
     }
 }
 
+/// Why a running node list may not be replaced by another (`ctdb
+/// reloadnodes`' rules): entries are never removed from the end, and a
+/// node keeps its address; a node may only be added at the end, deleted
+/// (`#`) or undeleted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    /// The new list is shorter: node `pnn` would vanish.
+    #[error("Node {pnn} ({address}) missing from nodes file")]
+    Missing {
+        /// The node.
+        pnn: Pnn,
+        /// Its running address (`deleted` for a deleted entry).
+        address: String,
+    },
+    /// A live node's address changed in place.
+    #[error("Node {pnn} has changed IP address (was {was}, now {now})")]
+    ChangedAddress {
+        /// The node.
+        pnn: Pnn,
+        /// Its running address.
+        was: IpAddr,
+        /// The file's.
+        now: IpAddr,
+    },
+}
+
+impl NodesFile {
+    /// The addresses in PNN order, `None` for deleted entries (the form
+    /// the daemons exchange).
+    #[must_use]
+    pub fn addrs(&self) -> Vec<Option<IpAddr>> {
+        self.nodes.iter().map(|n| n.address).collect()
+    }
+
+    /// Checks that this running list may become `new` (see
+    /// [`ReloadError`]); whether a deleted node is disconnected is the
+    /// caller's to check.
+    ///
+    /// # Errors
+    ///
+    /// Every problem, in PNN order.
+    pub fn check_reload(&self, new: &NodesFile) -> Result<(), Vec<ReloadError>> {
+        let mut errors = Vec::new();
+        for (i, old) in self.nodes.iter().enumerate() {
+            match (old.address, new.nodes.get(i).map(|n| n.address)) {
+                (was, None) => errors.push(ReloadError::Missing {
+                    pnn: old.pnn,
+                    address: was.map_or_else(|| "deleted".to_string(), |a| a.to_string()),
+                }),
+                (Some(was), Some(Some(now))) if canonical(was) != canonical(now) => {
+                    errors.push(ReloadError::ChangedAddress {
+                        pnn: old.pnn,
+                        was,
+                        now,
+                    });
+                }
+                _ => {}
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,5 +622,32 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("/nonexistent/ipfailover/nodes:1: cannot read"));
+    }
+
+    #[test]
+    fn reload_allows_adding_deleting_and_undeleting_only() {
+        let f = |t: &str| NodesFile::parse(Path::new("nodes"), t).unwrap();
+        let old = f("192.0.2.1\n192.0.2.2\n#\n");
+        assert_eq!(
+            old.check_reload(&f("192.0.2.1\n#192.0.2.2\n192.0.2.3\n192.0.2.4\n")),
+            Ok(())
+        );
+        assert_eq!(old.check_reload(&old), Ok(()));
+        assert_eq!(
+            old.check_reload(&f("192.0.2.1\n192.0.2.9\n#\n")),
+            Err(vec![ReloadError::ChangedAddress {
+                pnn: 1,
+                was: "192.0.2.2".parse().unwrap(),
+                now: "192.0.2.9".parse().unwrap(),
+            }])
+        );
+        let short = old.check_reload(&f("192.0.2.1\n")).unwrap_err();
+        assert_eq!(
+            short.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "Node 1 (192.0.2.2) missing from nodes file",
+                "Node 2 (deleted) missing from nodes file"
+            ]
+        );
     }
 }

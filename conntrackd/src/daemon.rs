@@ -817,6 +817,20 @@ impl Shell {
                 let q: GetConnectionsPage = decode_payload(&m.payload).map_err(bad)?;
                 enc(encode_payload(&self.page(q)))
             }
+            transport::msg::conntrack::SET_NODES => {
+                let nodes: Vec<Pnn> = decode_payload(&m.payload).map_err(bad)?;
+                let src = m.header.src;
+                if src.pnn != self.pnn || src.service != transport::proto::service::CLUSTERD {
+                    return Err((
+                        ErrorCode::Refused,
+                        format!("only this node's clusterd may set the nodes, not {src}"),
+                    ));
+                }
+                tracing::info!(nodes = ?nodes, "node list reloaded");
+                self.engine.set_nodes(nodes.iter().copied());
+                self.opts.nodes = Some(nodes);
+                enc(encode_payload(&()))
+            }
             GET_COUNTS => {
                 let mut counts: Vec<AddressCount> = self
                     .engine

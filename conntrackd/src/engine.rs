@@ -194,6 +194,11 @@ impl Engine {
         self
     }
 
+    /// Replaces the nodes of [`Engine::with_nodes`] (`reloadnodes`).
+    pub fn set_nodes(&mut self, pnns: impl IntoIterator<Item = Pnn>) {
+        self.nodes = Some(pnns.into_iter().collect());
+    }
+
     fn check_node(&self, from: Pnn, pnn: Pnn) -> Result<(), EngineError> {
         match &self.nodes {
             Some(n) if !n.contains(&pnn) => Err(EngineError::UnknownNode { from, pnn }),

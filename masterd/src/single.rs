@@ -115,7 +115,12 @@ pub fn transportd_config(cfg: &NodeConfig, log_hook: Option<LogLevelHook>) -> tr
 
 fn run_transportd(ctx: InProcessCtx) -> BoxFuture<'static, Result<(), String>> {
     async move {
-        let config = transportd_config(&ctx.config, ctx.log_hook.clone());
+        let mut config = transportd_config(&ctx.config, ctx.log_hook.clone());
+        // A (re)start takes the nodes file as it is now, as `transportd
+        // --config-dir` does: `reloadnodes` may have changed it since
+        // masterd read it.
+        let path = ctx.config.dir().join(crate::setup::NODES_FILE);
+        config.nodes = transport::nodes::Nodes::load(&path).map_err(|e| e.to_string())?;
         let daemon = transportd::Daemon::bind(config)
             .await
             .map_err(|e| e.to_string())?;

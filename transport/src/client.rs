@@ -796,6 +796,8 @@ struct Inner {
     shut: AtomicBool,
     log_hook: Mutex<Option<LogLevelHook>>,
     stats_hook: Mutex<Option<StatisticsHook>>,
+    /// The raw counters at the last `STATISTICS_RESET` (empty: never).
+    stats_base: Mutex<Vec<(String, u64)>>,
     counters: Counters,
 }
 
@@ -974,6 +976,7 @@ impl Client {
             shut: AtomicBool::new(false),
             log_hook: Mutex::new(None),
             stats_hook: Mutex::new(None),
+            stats_base: Mutex::new(Vec::new()),
             counters: Counters::default(),
         });
         let (user_tx, user_rx) = mpsc::unbounded_channel();
@@ -1484,13 +1487,30 @@ impl Client {
 }
 
 impl Inner {
-    fn statistics(&self) -> Statistics {
+    /// The counters since the service started, before any reset.
+    fn raw_statistics(&self) -> Statistics {
         let mut s = self.counters.snapshot();
         let hook = self.stats_hook.lock().ok().and_then(|h| h.clone());
         if let Some(hook) = hook {
             s.counters.extend(hook());
         }
         s
+    }
+
+    fn statistics(&self) -> Statistics {
+        let raw = self.raw_statistics();
+        match self.stats_base.lock() {
+            Ok(base) => raw.since(&base),
+            Err(_) => raw,
+        }
+    }
+
+    /// `STATISTICS_RESET`: the counters count from now on.
+    fn reset_statistics(&self) {
+        let raw = self.raw_statistics();
+        if let Ok(mut base) = self.stats_base.lock() {
+            *base = raw.counters;
+        }
     }
 }
 
@@ -1611,11 +1631,13 @@ async fn answer_control(inner: &Inner, msg: Message) {
     let answer = {
         let hook = inner.log_hook.lock().ok().and_then(|h| h.clone());
         let stats = || inner.statistics();
+        let reset = || inner.reset_statistics();
         let ctx = ControlContext {
             name: &inner.name,
             clients: 0,
             statistics: &stats,
             log_level: hook.as_ref(),
+            reset_statistics: Some(&reset),
         };
         controls::answer_common(msg.header.opcode, &msg.payload, &ctx)
     };

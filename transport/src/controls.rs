@@ -1,5 +1,5 @@
 //! The common controls, implemented once: [`PING`], [`VERSION`],
-//! [`STATISTICS`], [`LOG_LEVEL`] and [`SHUTDOWN`].
+//! [`STATISTICS`], [`LOG_LEVEL`], [`SHUTDOWN`] and [`STATISTICS_RESET`].
 //!
 //! The client library answers them for every daemon (so no daemon writes
 //! them), and the in-process router and transportd answer them for service 0.
@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::proto::control::{
     self, LogLevelReply, LogLevelRequest, PingReply, PingRequest, Statistics, VersionInfo,
-    LOG_LEVEL, PING, SHUTDOWN, STATISTICS, VERSION,
+    LOG_LEVEL, PING, SHUTDOWN, STATISTICS, STATISTICS_RESET, VERSION,
 };
 use crate::proto::{
     decode_payload, encode_payload, ErrorCode, HeaderRepr, Kind, Message, RemoteError,
@@ -32,6 +32,9 @@ pub struct ControlContext<'a> {
     pub statistics: &'a dyn Fn() -> Statistics,
     /// The log-level hook, if one is installed.
     pub log_level: Option<&'a LogLevelHook>,
+    /// Starts the counters again from 0 ([`STATISTICS_RESET`]); `None`:
+    /// refused.
+    pub reset_statistics: Option<&'a dyn Fn()>,
 }
 
 /// The outcome of a common control.
@@ -84,6 +87,18 @@ pub fn answer_common(opcode: u32, payload: &[u8], ctx: &ControlContext<'_>) -> C
                 Some(hook) => hook(req.set.as_deref())
                     .map_err(|why| RemoteError::new(ErrorCode::BadRequest, why))
                     .and_then(|level| encode_payload(&LogLevelReply { level }).map_err(internal)),
+            }),
+        STATISTICS_RESET => decode_payload::<()>(payload)
+            .map_err(bad_request)
+            .and_then(|()| match ctx.reset_statistics {
+                None => Err(RemoteError::new(
+                    ErrorCode::Refused,
+                    format!("{} cannot reset its statistics", ctx.name),
+                )),
+                Some(reset) => {
+                    reset();
+                    encode_payload(&()).map_err(internal)
+                }
             }),
         SHUTDOWN => decode_payload::<()>(payload)
             .map_err(bad_request)
@@ -256,7 +271,23 @@ mod tests {
             clients: 3,
             statistics: stats,
             log_level: hook,
+            reset_statistics: None,
         }
+    }
+
+    #[test]
+    fn statistics_reset_calls_the_hook_or_is_refused() {
+        let stats = Statistics::default;
+        let ans = answer_common(STATISTICS_RESET, &[], &ctx_with(&stats, None));
+        assert_eq!(ans.result.unwrap_err().code, ErrorCode::Refused);
+        let called = std::cell::Cell::new(0);
+        let reset = || called.set(called.get() + 1);
+        let mut ctx = ctx_with(&stats, None);
+        ctx.reset_statistics = Some(&reset);
+        let ans = answer_common(STATISTICS_RESET, &[], &ctx);
+        decode_payload::<()>(&ans.result.unwrap()).unwrap();
+        assert_eq!(called.get(), 1);
+        assert!(!ans.shutdown);
     }
 
     #[test]

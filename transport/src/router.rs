@@ -72,6 +72,8 @@ struct State {
     next_conn: u64,
     peers: BTreeMap<u32, PeerEntry>,
     log_hook: Option<LogLevelHook>,
+    /// The counters at the last `STATISTICS_RESET` (empty: never).
+    stats_base: Vec<(String, u64)>,
 }
 
 struct RouterInner {
@@ -516,11 +518,16 @@ impl Router {
             )
         };
         let stats = || self.statistics();
+        let reset = || {
+            let raw = self.raw_statistics();
+            self.state().stats_base = raw.counters;
+        };
         let ctx = ControlContext {
             name: "transport",
             clients,
             statistics: &stats,
             log_level: hook.as_ref(),
+            reset_statistics: Some(&reset),
         };
         controls::answer_common(msg.header.opcode, &msg.payload, &ctx)
     }
@@ -579,8 +586,15 @@ impl Router {
         }
     }
 
-    /// The router's counters (as `STATISTICS` to service 0 reports them).
+    /// The router's counters (as `STATISTICS` to service 0 reports them),
+    /// counted from the last `STATISTICS_RESET`.
     pub fn statistics(&self) -> Statistics {
+        let raw = self.raw_statistics();
+        let st = self.state();
+        raw.since(&st.stats_base)
+    }
+
+    fn raw_statistics(&self) -> Statistics {
         let c = &self.inner.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Statistics {

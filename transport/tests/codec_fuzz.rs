@@ -252,6 +252,7 @@ fn one_million_random_and_mutated_frames() {
         clients: 0,
         statistics: &stats_fn,
         log_level: None,
+        reset_statistics: None,
     };
     let mut input = Vec::with_capacity(4096);
     let (mut complete, mut incomplete, mut invalid, mut payloads_ok) =

@@ -24,8 +24,8 @@ use tokio::sync::watch;
 use transport::client::Link;
 use transport::controls::answer_message;
 use transport::proto::control::{
-    PeerInfo, PeerList, PingReply, PingRequest, RegisterReply, Statistics, LIST_PEERS, PING,
-    REGISTER, STATISTICS,
+    LogLevelReply, LogLevelRequest, PeerInfo, PeerList, PingReply, PingRequest, RegisterReply,
+    Statistics, LIST_PEERS, LOG_LEVEL, PING, REGISTER, STATISTICS, STATISTICS_RESET,
 };
 use transport::proto::service::{well_known_name, TRANSPORT};
 use transport::proto::{
@@ -297,6 +297,20 @@ async fn connection(
     }
 }
 
+/// A daemon's `LOG_LEVEL` answer: the level set, else `info`.
+///
+/// # Errors
+///
+/// A payload that does not decode.
+pub fn log_level(payload: &[u8]) -> Result<Vec<u8>, RemoteError> {
+    let req: LogLevelRequest = decode_payload(payload)
+        .map_err(|e| RemoteError::new(ErrorCode::BadRequest, e.to_string()))?;
+    Ok(encode_payload(&LogLevelReply {
+        level: req.set.unwrap_or_else(|| "info".to_string()),
+    })
+    .unwrap())
+}
+
 fn transport_control(script: &Script, opcode: u32, payload: &[u8]) -> Result<Vec<u8>, RemoteError> {
     match opcode {
         PING => {
@@ -308,6 +322,8 @@ fn transport_control(script: &Script, opcode: u32, payload: &[u8]) -> Result<Vec
             })
             .unwrap())
         }
+        STATISTICS_RESET => Ok(encode_payload(&()).unwrap()),
+        LOG_LEVEL => log_level(payload),
         STATISTICS => Ok(encode_payload(&Statistics {
             counters: vec![
                 ("local_in".to_string(), 120),

@@ -581,6 +581,35 @@ fn messages_from_or_about_nodes_outside_the_nodes_file_are_refused() {
 }
 
 #[test]
+fn reloaded_nodes_are_accepted_and_deleted_ones_refused() {
+    let now = Duration::from_secs(100);
+    let mut e = Engine::new(0, 1, Config::default(), now).with_nodes([0, 1, 2]);
+    e.set_hosts(&[(a(), Some(1))], now);
+    // Node 3 is not a node yet.
+    let mut r3 = Reporter::new(3, 1);
+    let first = r3.sync(a(), &[c(3, 3)]);
+    for m in &first {
+        assert_eq!(
+            e.on_peer(3, m, now).unwrap_err(),
+            EngineError::UnknownNode { from: 3, pnn: 3 }
+        );
+    }
+    // reloadnodes: node 3 added, node 2 deleted.
+    e.set_nodes([0, 1, 3]);
+    for m in &first {
+        e.on_peer(3, m, now).unwrap();
+    }
+    assert_eq!(e.table().reporters(a()), vec![3]);
+    let mut r2 = Reporter::new(2, 1);
+    for m in r2.sync(a(), &[c(2, 2)]) {
+        assert_eq!(
+            e.on_peer(2, &m, now).unwrap_err(),
+            EngineError::UnknownNode { from: 2, pnn: 2 }
+        );
+    }
+}
+
+#[test]
 fn whole_table_requests_are_served_at_most_once_a_second_per_peer() {
     let mut net = Net::new(2);
     net.hosts(&[(a(), Some(0))]);

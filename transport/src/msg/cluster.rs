@@ -45,6 +45,16 @@ pub const LEASE: u32 = 0x0001_0004;
 /// Request `()` → [`ClusterSettings`]: this node's leader capability and
 /// cluster lock setting (CTDB's `getcapabilities`, `getreclock`).
 pub const GET_SETTINGS: u32 = 0x0001_0005;
+/// Request `()` → [`crate::proto::control::NodeList`]: the nodes file as
+/// clusterd reads it now from disk (`reloadnodes` compares every node's);
+/// an unreadable or invalid file is a `BadRequest` naming file and line.
+pub const GET_NODES_FILE: u32 = 0x0001_0006;
+/// Request [`crate::proto::control::NodeList`] → `()`: re-read the nodes
+/// file, which must still be this list, and take it at run time
+/// (transportd's peers, conntrackd's nodes, the membership). Refused with
+/// nothing changed when the file differs, a node would vanish or change
+/// address, or a node to delete is connected.
+pub const RELOAD_NODES: u32 = 0x0001_0007;
 
 /// The answer to [`GET_SETTINGS`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -40,6 +40,10 @@ pub const GET_COUNTS: u32 = 0x0003_0004;
 /// connections of a public address, in ascending order, after a cursor.
 /// Use [`get_connections`] rather than this directly.
 pub const GET_CONNECTIONS_PAGE: u32 = 0x0003_0005;
+/// Request `Vec<Pnn>` → `()`: the live nodes of a reloaded nodes file
+/// (clusterd sends it on `reloadnodes`); replication from or about other
+/// nodes is refused from then on. Only this node's clusterd may send it.
+pub const SET_NODES: u32 = 0x0003_0006;
 /// Most connections in one [`ConnectionsPage`]: 40 bytes each at worst
 /// (two IPv6 socket addresses), so a page stays far below the 4 MiB payload
 /// limit.

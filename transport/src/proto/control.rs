@@ -3,7 +3,7 @@
 //! * `0x0000_0000..=0x0000_00FF`: common controls, answered for *every*
 //!   service (by the client library for daemons, by the router/transportd for
 //!   service 0): [`PING`], [`VERSION`], [`STATISTICS`], [`LOG_LEVEL`],
-//!   [`SHUTDOWN`].
+//!   [`SHUTDOWN`], [`STATISTICS_RESET`].
 //! * `0x0000_0100..=0x0000_01FF`: transport-only controls, sent to service 0:
 //!   [`REGISTER`], [`SUBSCRIBE`], [`UNSUBSCRIBE`], [`LIST_SERVICES`],
 //!   [`LIST_PEERS`].
@@ -26,6 +26,11 @@ pub const LOG_LEVEL: u32 = 0x0000_0004;
 /// Ask the service to shut down: request `()`, reply `()` (sent before the
 /// service stops).
 pub const SHUTDOWN: u32 = 0x0000_0005;
+/// Start the counters of [`STATISTICS`] again from 0 (`ctdb
+/// statisticsreset`): request `()`, reply `()`. Levels ([`is_level`]) are
+/// not counts and keep their value. A service that predates it answers
+/// `UnknownOpcode`.
+pub const STATISTICS_RESET: u32 = 0x0000_0006;
 
 /// Register this connection under a name: request [`RegisterRequest`], reply
 /// [`RegisterReply`]. Must be the first frame of a connection.
@@ -43,6 +48,12 @@ pub const LIST_PEERS: u32 = 0x0000_0104;
 /// by the receiving transportd, never routed (an older transportd drops it
 /// too: events to service 0 are ignored).
 pub const KEEPALIVE: u32 = 0x0000_0105;
+/// Replace the peer list (`reloadnodes`): request [`NodeList`], reply
+/// `()`. Only this node's clusterd may send it. Refused, with nothing
+/// changed, when a node would vanish or change address (see
+/// `config::nodes::NodesFile::check_reload`) or this node would be deleted;
+/// new nodes get links, deleted ones lose theirs.
+pub const SET_NODES: u32 = 0x0000_0106;
 
 /// Is `opcode` a common control (answered for every service)?
 pub const fn is_common(opcode: u32) -> bool {
@@ -93,7 +104,37 @@ pub struct Statistics {
     pub counters: Vec<(String, u64)>,
 }
 
+/// Is the [`Statistics`] entry `name` a level (a value now: connected
+/// clients, peers, stored connections, uptime) rather than a count since
+/// the service started? [`STATISTICS_RESET`] leaves levels alone.
+pub fn is_level(name: &str) -> bool {
+    matches!(
+        name,
+        "clients" | "peers_connected" | "uptime_ms" | "connections_stored" | "max_connections"
+    ) || name.ends_with("_in_flight")
+}
+
 impl Statistics {
+    /// These statistics counted from `base` (an earlier snapshot of the
+    /// same service, taken by [`STATISTICS_RESET`]): each count minus its
+    /// value in `base` (0 if it went below, as after a restart), levels
+    /// ([`is_level`]) and names absent from `base` unchanged.
+    #[must_use]
+    pub fn since(mut self, base: &[(String, u64)]) -> Statistics {
+        if base.is_empty() {
+            return self;
+        }
+        for (name, value) in &mut self.counters {
+            if is_level(name) {
+                continue;
+            }
+            if let Some((_, b)) = base.iter().find(|(n, _)| n == name) {
+                *value = value.saturating_sub(*b);
+            }
+        }
+        self
+    }
+
     /// The value of counter `name`, if present.
     pub fn get(&self, name: &str) -> Option<u64> {
         self.counters
@@ -116,6 +157,15 @@ pub struct LogLevelRequest {
 pub struct LogLevelReply {
     /// The current filter.
     pub level: String,
+}
+
+/// A node list as the daemons exchange it ([`SET_NODES`], clusterd's
+/// `GET_NODES_FILE` and `RELOAD_NODES`): the address of each PNN in order,
+/// `None` for a deleted (`#`) entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeList {
+    /// The addresses, by PNN.
+    pub addrs: Vec<Option<std::net::IpAddr>>,
 }
 
 /// [`REGISTER`] request.
@@ -189,14 +239,56 @@ mod tests {
 
     #[test]
     fn opcode_ranges() {
-        for op in [PING, VERSION, STATISTICS, LOG_LEVEL, SHUTDOWN] {
+        for op in [
+            PING,
+            VERSION,
+            STATISTICS,
+            LOG_LEVEL,
+            SHUTDOWN,
+            STATISTICS_RESET,
+        ] {
             assert!(is_common(op) && !is_transport(op));
         }
-        for op in [REGISTER, SUBSCRIBE, UNSUBSCRIBE, LIST_SERVICES, LIST_PEERS] {
+        for op in [
+            REGISTER,
+            SUBSCRIBE,
+            UNSUBSCRIBE,
+            LIST_SERVICES,
+            LIST_PEERS,
+            SET_NODES,
+        ] {
             assert!(is_transport(op) && !is_common(op));
         }
         assert!(!is_common(0x200) && !is_transport(0x200));
         assert_eq!(daemon_base(crate::proto::service::FAILOVERD), 0x0002_0000);
         assert!(!is_common(daemon_base(1)) && !is_transport(daemon_base(1)));
+    }
+
+    #[test]
+    fn since_subtracts_counts_and_keeps_levels() {
+        let now = Statistics {
+            counters: vec![
+                ("local_in".into(), 120),
+                ("clients".into(), 4),
+                ("uptime_ms".into(), 9000),
+                ("admin_in_flight".into(), 2),
+                ("new_counter".into(), 5),
+                ("went_down".into(), 1),
+            ],
+        };
+        let base = vec![
+            ("local_in".to_string(), 100),
+            ("clients".to_string(), 3),
+            ("uptime_ms".to_string(), 5000),
+            ("admin_in_flight".to_string(), 1),
+            ("went_down".to_string(), 7),
+        ];
+        let got = now.since(&base);
+        assert_eq!(got.get("local_in"), Some(20));
+        assert_eq!(got.get("clients"), Some(4));
+        assert_eq!(got.get("uptime_ms"), Some(9000));
+        assert_eq!(got.get("admin_in_flight"), Some(2));
+        assert_eq!(got.get("new_counter"), Some(5));
+        assert_eq!(got.get("went_down"), Some(0));
     }
 }

@@ -44,6 +44,8 @@ pub const CLIENT_REQUESTS: &[(To, u32, &str)] = &[
     (To::Any, ctl::PING, "PING"),
     (To::Any, ctl::VERSION, "VERSION"),
     (To::Any, ctl::STATISTICS, "STATISTICS"),
+    // `statisticsreset`: counters only, as any ctdb user may.
+    (To::Any, ctl::STATISTICS_RESET, "STATISTICS_RESET"),
     // transportd: `ping`, `-n all`, `status`.
     (To::Service(TRANSPORT), ctl::LIST_SERVICES, "LIST_SERVICES"),
     (To::Service(TRANSPORT), ctl::LIST_PEERS, "LIST_PEERS"),
@@ -56,6 +58,12 @@ pub const CLIENT_REQUESTS: &[(To, u32, &str)] = &[
     ),
     (To::Service(CLUSTERD), cluster::ADMIN, "ADMIN"),
     (To::Service(CLUSTERD), cluster::GET_SETTINGS, "GET_SETTINGS"),
+    // `reloadnodes` reads every node's file (applying it is root's).
+    (
+        To::Service(CLUSTERD),
+        cluster::GET_NODES_FILE,
+        "GET_NODES_FILE",
+    ),
     // failoverd: `ip`, `ipinfo`, `ifaces`, `status`; `moveip`,
     // `ipreallocate`, `addip`, `delip`, `reloadips`, `setifacelink`,
     // `gratarp`, `tickle`, `killtcp`; `listvars`, `getvar`, `setvar`;

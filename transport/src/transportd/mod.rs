@@ -149,7 +149,9 @@ pub enum Error {
 pub(crate) struct Shared {
     pnn: u32,
     port: u16,
-    nodes: Nodes,
+    /// The node list in force (`SET_NODES` replaces it; the peer links
+    /// follow it).
+    nodes: state::NodesWatch,
     key: ClusterKey,
     policy: Policy,
     state: Mutex<State>,
@@ -219,15 +221,18 @@ impl Daemon {
             .map(|(p, a)| (p, SocketAddr::new(a, config.port)))
             .collect();
         let (stop, _) = watch::channel(false);
+        let nodes: state::NodesWatch = Arc::new(watch::Sender::new(config.nodes));
+        let mut table = State::new(pnn, peers, config.log_level, Instant::now());
+        table.follow_nodes(Arc::clone(&nodes), config.port);
         let shared = Arc::new(Shared {
             pnn,
             port: config.port,
             key,
             policy: config.policy,
-            state: Mutex::new(State::new(pnn, peers, config.log_level, Instant::now())),
+            state: Mutex::new(table),
             next_id: AtomicU64::new(1),
             stop,
-            nodes: config.nodes,
+            nodes,
         });
         Ok(Daemon {
             shared,
@@ -271,13 +276,7 @@ impl Daemon {
         tasks.spawn(local::serve(unix, Arc::clone(&shared)));
         if let Some((listener, own_addr)) = tcp {
             tasks.spawn(peer::listen(listener, Arc::clone(&shared)));
-            let port = shared.port;
-            for (p, addr) in shared.nodes.iter() {
-                if p > shared.pnn {
-                    let target = SocketAddr::new(addr, port);
-                    tasks.spawn(peer::dial(p, target, own_addr, Arc::clone(&shared)));
-                }
-            }
+            tasks.spawn(dial_peers(own_addr, Arc::clone(&shared)));
         }
         tracing::info!(pnn = shared.pnn, socket = %socket.display(), "transportd running");
         let mut stop = shared.stop.subscribe();
@@ -295,6 +294,48 @@ impl Daemon {
         let _ = std::fs::remove_file(&socket);
         tracing::info!(pnn = shared.pnn, "transportd stopped");
     }
+}
+
+/// Dials every node of the list in force with a higher PNN than this one
+/// until shutdown, following the list: a node added by `SET_NODES` gets
+/// a dialler, a removed one loses it (its link was closed by the table).
+async fn dial_peers(own_addr: IpAddr, shared: Arc<Shared>) {
+    let mut stop = shared.stop.subscribe();
+    let mut list = shared.nodes.subscribe();
+    let mut dialers: std::collections::HashMap<u32, (SocketAddr, tokio::task::AbortHandle)> =
+        std::collections::HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let wanted: Vec<(u32, SocketAddr)> = list
+            .borrow_and_update()
+            .iter()
+            .filter(|(p, _)| *p > shared.pnn)
+            .map(|(p, a)| (p, SocketAddr::new(a, shared.port)))
+            .collect();
+        dialers.retain(|p, (target, handle)| {
+            let keep = wanted.contains(&(*p, *target));
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        for (p, target) in wanted {
+            if let std::collections::hash_map::Entry::Vacant(e) = dialers.entry(p) {
+                let handle = tasks.spawn(peer::dial(p, target, own_addr, Arc::clone(&shared)));
+                e.insert((target, handle));
+            }
+        }
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            changed = list.changed() => if changed.is_err() { break },
+        }
+    }
+    // The diallers end on the stop signal they have seen too.
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
 }
 
 /// Runs transportd with `config` until `shutdown` completes (or a SHUTDOWN

@@ -117,7 +117,7 @@ async fn accept(
 ) {
     let _ = stream.set_nodelay(true);
     let own = shared.pnn;
-    let nodes = &shared.nodes;
+    let nodes = shared.nodes.borrow().clone();
     let expected = nodes.pnn_of(from.ip());
     if expected.is_none() {
         // Not a node address: refuse before spending a handshake (buffers,

@@ -270,7 +270,16 @@ pub struct State {
     /// The request budget of each client (pnn, service) for this node's
     /// daemons.
     client_buckets: HashMap<(u32, u16), Bucket>,
+    /// The counters at the last `STATISTICS_RESET` (empty: never).
+    stats_base: Vec<(String, u64)>,
+    /// The node list in force and the peer port, for `SET_NODES` (none:
+    /// refused).
+    nodes: Option<(NodesWatch, u16)>,
 }
+
+/// The node list of a transportd: the peer links follow it, and a
+/// `SET_NODES` control replaces it.
+pub type NodesWatch = Arc<tokio::sync::watch::Sender<crate::nodes::Nodes>>;
 
 impl State {
     /// An empty table for node `pnn` with these peers.
@@ -309,7 +318,64 @@ impl State {
             to_flush: Vec::with_capacity(64),
             buckets: HashMap::new(),
             client_buckets: HashMap::new(),
+            stats_base: Vec::new(),
+            nodes: None,
         }
+    }
+
+    /// Lets `SET_NODES` replace the node list `nodes` (peers on `port`).
+    pub fn follow_nodes(&mut self, nodes: NodesWatch, port: u16) {
+        self.nodes = Some((nodes, port));
+    }
+
+    /// `SET_NODES`: checks the new list against the one in force, then
+    /// adds and removes peer slots (a removed peer's link is closed) and
+    /// publishes the list, whose watchers dial the new peers.
+    fn set_nodes(&mut self, list: ctl::NodeList) -> Result<(), RemoteError> {
+        let refused = |m: String| RemoteError::new(ErrorCode::Refused, m);
+        let Some((watch, port)) = self.nodes.clone() else {
+            return Err(refused(
+                "this transport has no nodes file to reload".to_string(),
+            ));
+        };
+        let new = crate::nodes::Nodes::from_addrs(list.addrs);
+        let current = watch.borrow().clone();
+        if let Err(errors) = current.check_reload(&new) {
+            let words: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return Err(refused(words.join("; ")));
+        }
+        if !new.is_live(self.pnn) {
+            return Err(refused(format!(
+                "node {} is this node: it cannot be deleted",
+                self.pnn
+            )));
+        }
+        let now = Instant::now();
+        let live: Vec<(u32, std::net::IpAddr)> =
+            new.iter().filter(|(p, _)| *p != self.pnn).collect();
+        let gone: Vec<u32> = self
+            .peers
+            .keys()
+            .copied()
+            .filter(|p| !live.iter().any(|(q, _)| q == p))
+            .collect();
+        for p in gone {
+            if let Some(slot) = self.peers.remove(&p) {
+                if let Some((_, outbox)) = slot.link {
+                    outbox.close();
+                }
+            }
+        }
+        for (p, addr) in live {
+            self.peers.entry(p).or_insert_with(|| PeerSlot {
+                addr: SocketAddr::new(addr, port),
+                link: None,
+                since: now,
+                traffic: Traffic::default(),
+            });
+        }
+        watch.send_replace(new);
+        Ok(())
     }
 
     /// May the group member `uid` send one more request now? Takes a
@@ -492,8 +558,14 @@ impl State {
         self.peers.get(&pnn).is_some_and(|s| s.link.is_some())
     }
 
-    /// The counters as a STATISTICS reply.
+    /// The counters as a STATISTICS reply, counted from the last
+    /// `STATISTICS_RESET`.
     pub fn statistics(&self) -> Statistics {
+        self.raw_statistics().since(&self.stats_base)
+    }
+
+    /// The counters since transportd started.
+    fn raw_statistics(&self) -> Statistics {
         let c = &self.counters;
         let connected = self.peers.values().filter(|p| p.link.is_some()).count();
         let counters = [
@@ -770,15 +842,21 @@ impl State {
         let result = if ctl::is_common(opcode) {
             let stats = self.statistics();
             let stats_fn = move || stats.clone();
+            let reset_asked = std::cell::Cell::new(false);
+            let reset = || reset_asked.set(true);
             let ctx = ControlContext {
                 name: "transport",
                 clients: self.clients,
                 statistics: &stats_fn,
                 log_level: self.log_level.as_ref(),
+                reset_statistics: Some(&reset),
             };
             let answer = controls::answer_common(opcode, req.payload, &ctx);
             if answer.shutdown {
                 self.shutdown = true;
+            }
+            if reset_asked.get() {
+                self.stats_base = self.raw_statistics().counters;
             }
             answer.result
         } else {
@@ -861,6 +939,22 @@ impl State {
                 ErrorCode::Refused,
                 "REGISTER must be the first frame of a connection, and only once",
             )),
+            ctl::SET_NODES => {
+                let list: ctl::NodeList = decode_payload(req.payload).map_err(bad)?;
+                if local_service != Some(service::CLUSTERD) {
+                    return Err(RemoteError::new(
+                        ErrorCode::Refused,
+                        format!("only this node's clusterd may set the nodes, not {src}"),
+                    ));
+                }
+                self.set_nodes(list)?;
+                tracing::info!(
+                    pnn = self.pnn,
+                    peers = self.peers.len(),
+                    "node list reloaded"
+                );
+                enc(encode_payload(&()))
+            }
             other => Err(RemoteError::new(
                 ErrorCode::UnknownOpcode,
                 format!("transport does not handle opcode {other:#010x}"),
@@ -1217,6 +1311,92 @@ mod tests {
         assert_eq!(e.code, ErrorCode::Refused);
         assert!(e.message.contains("not for clients"), "{e}");
         assert_eq!(st.counters.frames_refused, 2);
+    }
+
+    #[test]
+    fn set_nodes_from_clusterd_adds_and_removes_peers_and_refuses_bad_lists() {
+        let (mut st, a, b) = state_with_two_clients();
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        let watch: NodesWatch = Arc::new(tokio::sync::watch::Sender::new(
+            crate::nodes::Nodes::from_addrs(vec![
+                ip("192.0.2.1"),
+                ip("192.0.2.2"),
+                ip("192.0.2.3"),
+            ]),
+        ));
+        st.follow_nodes(Arc::clone(&watch), 4379);
+        let set = |addrs: Vec<Option<std::net::IpAddr>>| {
+            encode_payload(&ctl::NodeList { addrs }).unwrap()
+        };
+        let ask = |st: &mut State, from: u16, payload: &[u8]| {
+            let mut f = frame(
+                Kind::Request,
+                Address::local(TRANSPORT),
+                ctl::SET_NODES,
+                payload,
+            );
+            st.route(Origin::Local(from), &mut f);
+        };
+        // From a client: refused.
+        let grown = set(vec![
+            ip("192.0.2.1"),
+            ip("192.0.2.2"),
+            None,
+            ip("192.0.2.4"),
+        ]);
+        ask(&mut st, 0x8000, &grown);
+        let got = drain(&b);
+        let e: RemoteError = got[0].decode_payload().unwrap();
+        assert_eq!(e.code, ErrorCode::Refused);
+        assert_eq!(watch.borrow().len(), 3);
+        // From clusterd (its replies read at the end: draining closes
+        // the outbox): node 2 deleted, node 3 added, then the peers.
+        ask(&mut st, 1, &grown);
+        assert_eq!(watch.borrow().len(), 4);
+        assert!(!watch.borrow().is_live(2));
+        let mut f = frame(
+            Kind::Request,
+            Address::local(TRANSPORT),
+            ctl::LIST_PEERS,
+            b"",
+        );
+        st.route(Origin::Local(1), &mut f);
+        // A changed address, a shorter list, this node deleted: refused,
+        // nothing changed.
+        for bad in [
+            set(vec![
+                ip("192.0.2.1"),
+                ip("192.0.2.9"),
+                None,
+                ip("192.0.2.4"),
+            ]),
+            set(vec![ip("192.0.2.1"), ip("192.0.2.2")]),
+            set(vec![ip("192.0.2.1"), None, None, ip("192.0.2.4")]),
+        ] {
+            ask(&mut st, 1, &bad);
+        }
+        let got = drain(&a);
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!(got[0].header.kind, Kind::Reply, "{got:?}");
+        let peers: PeerList = got[1].decode_payload().unwrap();
+        let listed: Vec<(u32, String)> = peers
+            .peers
+            .iter()
+            .map(|p| (p.pnn, p.address.clone()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (0, "192.0.2.1:4379".to_string()),
+                (3, "192.0.2.4:4379".to_string())
+            ]
+        );
+        for refusal in &got[2..] {
+            let e: RemoteError = refusal.decode_payload().unwrap();
+            assert_eq!(e.code, ErrorCode::Refused, "{e}");
+        }
+        assert_eq!(watch.borrow().addr(3), "192.0.2.4".parse().ok());
+        assert_eq!(watch.borrow().len(), 4);
     }
 
     #[test]
