@@ -187,6 +187,22 @@ pub struct Attempt {
     pub detail: String,
 }
 
+/// Starts `cmd` on a thread of the blocking pool, not the caller's: the
+/// parent of a fork/exec (or `posix_spawn`) waits until the child has
+/// called exec, and on a machine so loaded that the child is not scheduled
+/// for hundreds of ms, clusterd's one thread would send no heartbeat
+/// meanwhile (seen in the etcd tests: the node starting the Python lock
+/// helper lost its peers for `dead_after` at load 19 on 2 cores).
+///
+/// # Errors
+///
+/// The spawn's error, or `Other` if the blocking pool could not run it.
+pub async fn spawn_off_thread(mut cmd: Command) -> std::io::Result<Child> {
+    tokio::task::spawn_blocking(move || cmd.spawn())
+        .await
+        .map_err(|e| std::io::Error::other(format!("spawning thread failed: {e}")))?
+}
+
 /// Most of a failed helper's stderr kept for the log.
 const STDERR_KEEP: usize = 2048;
 
@@ -196,14 +212,15 @@ const STDERR_KEEP: usize = 2048;
 ///
 /// [`LockError::Spawn`] or [`LockError::Read`].
 pub async fn attempt(spec: &LockSpec, timeout: Duration) -> Result<Attempt, LockError> {
-    let mut child = Command::new(&spec.program)
-        .args(&spec.args)
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
+        .kill_on_drop(true);
+    let mut child = spawn_off_thread(cmd)
+        .await
         .map_err(|source| LockError::Spawn {
             program: spec.program.clone(),
             source,

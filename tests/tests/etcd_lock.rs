@@ -317,6 +317,34 @@ impl Bed {
         }
     }
 
+    /// The placement once 4 nodes host 6 addresses as 2, 2, 1, 1 (any
+    /// order) and nothing moved for a second.
+    fn wait_balanced_4(&self) -> BTreeMap<IpAddr, usize> {
+        let balanced = || {
+            self.placement().filter(|p| {
+                let mut c: Vec<usize> = (0..4)
+                    .map(|i| p.values().filter(|&&x| x == i).count())
+                    .collect();
+                c.sort_unstable();
+                c == [1, 1, 2, 2]
+            })
+        };
+        let r = wait_for(
+            "6 addresses on 4 nodes, stable for 1 s",
+            LIMIT,
+            POLL,
+            || {
+                let p = balanced()?;
+                std::thread::sleep(Duration::from_secs(1));
+                (balanced().as_ref() == Some(&p)).then_some(p)
+            },
+        );
+        match r {
+            Ok(p) => p,
+            Err(e) => panic!("{e}\n{}", self.logs()),
+        }
+    }
+
     /// The placement once every one of `n` nodes hosts two addresses and
     /// nothing moved for a second (the first placement may still be
     /// rebalanced as the last node joins).
@@ -630,4 +658,51 @@ fn etcd_helper_lock_2_2_split_with_etcd_on_one_side() {
             );
         },
     );
+}
+
+/// 2+2 with etcd reachable from both halves: the holder's half keeps the
+/// lock, its leader and its addresses (not one missing at any sample), and
+/// takes the other half's addresses; the other half, contended, hosts
+/// nothing. No address is ever on both halves.
+#[test]
+fn etcd_helper_lock_2_2_split_with_etcd_on_both_sides() {
+    let bed = Bed::new("et3", 4);
+    bed.wait_placed("every address hosted once", LIMIT);
+    let placed = bed.wait_balanced_4();
+    let holder = wait_for("the lock holder", LIMIT, POLL, || {
+        (0..4).find(|&i| bed.lock_taken(i) > 0)
+    })
+    .unwrap();
+    let lock_side: Vec<usize> = if holder < 2 { vec![0, 1] } else { vec![2, 3] };
+    let other: Vec<usize> = (0..4).filter(|i| !lock_side.contains(i)).collect();
+    let keep: BTreeMap<IpAddr, usize> = placed
+        .iter()
+        .filter(|(_, n)| lock_side.contains(n))
+        .map(|(a, n)| (*a, *n))
+        .collect();
+    let addr = |i: usize| bed.c.nodes[i].addr.to_string();
+    watched(&bed, keep, &other, "2+2 split, etcd on both sides", || {
+        let t = Instant::now();
+        for &i in &other {
+            let peers: Vec<String> = lock_side.iter().map(|&j| addr(j)).collect();
+            bed.c.nodes[i].ns.cut_from(&peers).unwrap();
+        }
+        for &j in &lock_side {
+            let peers: Vec<String> = other.iter().map(|&i| addr(i)).collect();
+            bed.c.nodes[j].ns.cut_from(&peers).unwrap();
+        }
+        let side = wait_for("every address on the holder's side", LIMIT, POLL, || {
+            let p = bed.placement()?;
+            p.values().all(|n| lock_side.contains(n)).then_some(p)
+        });
+        match side {
+            Ok(p) => eprintln!(
+                "2+2 split, etcd on both sides (holder {holder}): {lock_side:?} host every address after {:?}: {p:?}",
+                t.elapsed()
+            ),
+            Err(e) => panic!("{e}\n{}", bed.logs()),
+        }
+        assert_eq!(bed.leader(lock_side[1]), Some(holder), "{}", bed.logs());
+        assert_eq!(bed.lock_taken(holder), 1, "the holder kept the lock");
+    });
 }
