@@ -11,7 +11,10 @@ PACKAGES=(
     iputils-ping                 # reachability checks in tests
     iputils-arping               # ARP checks by hand (docs)
     tcpdump                      # packet captures in tests
-    ctdb                         # CTDB's cluster-lock helper (ctdb_mutex_fcntl_helper)
+    ctdb                         # CTDB's cluster-lock helpers (ctdb_mutex_fcntl_helper, ctdb_etcd_lock)
+    etcd-server etcd-client      # a real etcd for the etcd lock tests (docs/etcd.md)
+    python3-etcd                 # what CTDB's ctdb_etcd_lock helper imports
+    samba-common-bin             # testparm, which ctdb_etcd_lock asks for the NetBIOS name
     keepalived                   # the failover benchmark's baseline (VRRPv3)
     stress-ng                    # the failover-load benchmark's CPU and spawn load
     prometheus                   # the metrics test: a real Prometheus server and promtool

@@ -1,8 +1,9 @@
 //! `ipfailover`: the administration command, with CTDB's command names.
 
-use clap::Parser;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser};
 use transport::msg::cluster::AdminOp;
 
+mod as_ctdb;
 mod cluster;
 mod ctx;
 mod daemons;
@@ -136,12 +137,25 @@ enum Command {
 /// Parses the arguments (errors as ctdb reports them, [`usage`]) and runs
 /// the command.
 fn main() -> std::process::ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let cli = match Cli::try_parse() {
+    // Called as `ctdb` (the private symlink of config::ctdb_shim), it
+    // answers as ctdb for the node of $IPFAILOVER_RUN_DIR.
+    let (argv, as_ctdb) = as_ctdb::argv();
+    let args: Vec<String> = argv
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut cmd = Cli::command();
+    if as_ctdb {
+        cmd = cmd.name("ctdb").bin_name("ctdb");
+    }
+    let parsed = cmd
+        .clone()
+        .try_get_matches_from(&argv)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
-        Err(e) => {
-            return usage::report(&e, &<Cli as clap::CommandFactory>::command(), &args);
-        }
+        Err(e) => return usage::report(&e, &cmd, &args),
     };
     if let Err(e) = start_watchdog(cli.global.maxruntime) {
         eprintln!("{e}");

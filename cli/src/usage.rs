@@ -170,9 +170,11 @@ fn canonical(cmd: &clap::Command, word: &str) -> String {
 /// CTDB's usage text: the options line, then every command (or only
 /// `name`'s) as `  NAME  ARGS  WHAT`.
 pub fn usage(cmd: &clap::Command, name: Option<&str>) -> String {
-    let mut out = String::from(
-        "Usage: ipfailover [-n PNN|LIST|all] [-X|-Y] [-x SEP] [-j|--json] [-t SECONDS] \
+    // `ctdb` when called by that name (as_ctdb.rs).
+    let mut out = format!(
+        "Usage: {} [-n PNN|LIST|all] [-X|-Y] [-x SEP] [-j|--json] [-t SECONDS] \
          [-T SECONDS] [-d LEVEL] [--run-dir DIR] <command> [<args>]\n\nCommands:\n",
+        cmd.get_name()
     );
     let chosen: Vec<&clap::Command> = match name.and_then(|n| cmd.find_subcommand(n)) {
         Some(one) => vec![one],

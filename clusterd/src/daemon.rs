@@ -939,11 +939,25 @@ pub async fn run(
         health = settings.health.is_some(),
         "clusterd running"
     );
+    // The lock helper sees a `ctdb` command answering for this node
+    // (CTDB's etcd helper asks `ctdb pnn`): a private symlink to the
+    // ipfailover command, first on its PATH (config::ctdb_shim).
+    let lock = settings.lock.clone().map(|mut spec| {
+        let run_dir = settings
+            .socket
+            .parent()
+            .unwrap_or(std::path::Path::new("/run/ipfailover"));
+        match config::ctdb_shim::setup(run_dir) {
+            Ok(env) => spec.env = env,
+            Err(e) => tracing::warn!("cluster lock helper: {e}"),
+        }
+        spec
+    });
     let res = shell::run_with_requests(
         settings.member,
         &settings.nodes,
         settings.pnn,
-        settings.lock.clone(),
+        lock,
         in_rx,
         req_rx,
         link,

@@ -43,13 +43,14 @@ impl HealthCheck {
 
     /// Runs the check once: true when it exits 0 within the timeout.
     pub async fn run_once(&self) -> bool {
-        let child = Command::new(&self.program)
-            .args(&self.args)
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
+            .kill_on_drop(true);
+        // Not on the heartbeats' thread (see spawn_off_thread).
+        let child = crate::lock::spawn_off_thread(cmd).await;
         let mut child = match child {
             Ok(c) => c,
             Err(e) => {

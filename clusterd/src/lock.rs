@@ -13,12 +13,22 @@
 //!
 //! The configured value is CTDB's: `!HELPER ARGS...` (split on blanks, no
 //! quoting) runs that helper; anything else is a file for the fcntl helper.
+//!
+//! The helper runs with [`LockSpec::env`] added to its environment: the
+//! daemon puts a private `ctdb` command first on its `PATH`
+//! ([`config::ctdb_shim`]), since CTDB's etcd helper asks `ctdb pnn`. Its
+//! stdout is drained after the first answer (the etcd helper writes `0`
+//! again at every renewal; a full pipe would block it and the lock would
+//! expire under a helper that is still running), and what it writes on
+//! stderr is logged, as is its exit status when it did not take the lock.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use std::ffi::OsString;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 
 /// Where Debian's `ctdb` package installs the fcntl helper.
@@ -30,6 +40,13 @@ pub enum LockError {
     /// The configured lock is empty or `!` with no command.
     #[error("cluster lock {0:?}: empty helper command")]
     Empty(String),
+    /// A URL-style lock (`etcd://...`): not a file for the fcntl helper,
+    /// and the native etcd lock is not there yet (docs/etcd.md).
+    #[error(
+        "cluster lock {0:?}: the native etcd lock (etcd://) is not implemented yet; \
+         use CTDB's helper: \"!/usr/libexec/ctdb/ctdb_etcd_lock -c FILE\" (docs/etcd.md)"
+    )]
+    Unsupported(String),
     /// The helper could not be started.
     #[error("cluster lock helper {program}: cannot start")]
     Spawn {
@@ -57,6 +74,8 @@ pub struct LockSpec {
     pub program: PathBuf,
     /// Its arguments.
     pub args: Vec<String>,
+    /// Added to its environment (not part of the setting).
+    pub env: Vec<(OsString, OsString)>,
 }
 
 impl LockSpec {
@@ -88,14 +107,19 @@ impl LockSpec {
             return Ok(Self {
                 program: program.into(),
                 args: words.map(str::to_string).collect(),
+                env: Vec::new(),
             });
         }
         if value.is_empty() {
             return Err(LockError::Empty(value.into()));
         }
+        if value.contains("://") {
+            return Err(LockError::Unsupported(value.into()));
+        }
         Ok(Self {
             program: FCNTL_HELPER.into(),
             args: vec![value.to_string()],
+            env: Vec::new(),
         })
     }
 }
@@ -131,6 +155,8 @@ impl LockAnswer {
 pub struct HeldLock {
     child: Child,
     program: PathBuf,
+    /// The reader of its stderr (the text comes back at its end).
+    stderr: Option<tokio::task::JoinHandle<String>>,
 }
 
 /// Starts the helper and waits up to `timeout` for its answer. On
@@ -144,43 +170,172 @@ pub async fn take(
     spec: &LockSpec,
     timeout: Duration,
 ) -> Result<(LockAnswer, Option<HeldLock>), LockError> {
-    let child = Command::new(&spec.program)
-        .args(&spec.args)
+    let a = attempt(spec, timeout).await?;
+    Ok((a.answer, a.held))
+}
+
+/// One attempt's result: the answer, the running helper when it took the
+/// lock, and otherwise why not in the helper's words.
+#[derive(Debug)]
+pub struct Attempt {
+    /// The helper's answer.
+    pub answer: LockAnswer,
+    /// The helper holding the lock (only with [`LockAnswer::Taken`]).
+    pub held: Option<HeldLock>,
+    /// When not taken: how the helper ended and the end of what it wrote
+    /// on stderr (empty when it said nothing).
+    pub detail: String,
+}
+
+/// Starts `cmd` on a thread of the blocking pool, not the caller's: the
+/// parent of a fork/exec (or `posix_spawn`) waits until the child has
+/// called exec, and on a machine so loaded that the child is not scheduled
+/// for hundreds of ms, clusterd's one thread would send no heartbeat
+/// meanwhile (seen in the etcd tests: the node starting the Python lock
+/// helper lost its peers for `dead_after` at load 19 on 2 cores).
+///
+/// # Errors
+///
+/// The spawn's error, or `Other` if the blocking pool could not run it.
+pub async fn spawn_off_thread(mut cmd: Command) -> std::io::Result<Child> {
+    tokio::task::spawn_blocking(move || cmd.spawn())
+        .await
+        .map_err(|e| std::io::Error::other(format!("spawning thread failed: {e}")))?
+}
+
+/// Most of a failed helper's stderr kept for the log.
+const STDERR_KEEP: usize = 2048;
+
+/// [`take`] with the helper's own account of a failure.
+///
+/// # Errors
+///
+/// [`LockError::Spawn`] or [`LockError::Read`].
+pub async fn attempt(spec: &LockSpec, timeout: Duration) -> Result<Attempt, LockError> {
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = spawn_off_thread(cmd)
+        .await
         .map_err(|source| LockError::Spawn {
             program: spec.program.clone(),
             source,
         })?;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
     let mut held = HeldLock {
         program: spec.program.clone(),
         child,
+        stderr: None,
     };
-    let answer = match held.child.stdout.as_mut() {
-        None => LockAnswer::Error,
-        Some(stdout) => {
-            let mut byte = [0u8; 1];
-            match tokio::time::timeout(timeout, stdout.read(&mut byte)).await {
-                Err(_) => LockAnswer::Timeout,
-                Ok(Ok(0)) => LockAnswer::Error,
-                Ok(Ok(_)) => LockAnswer::from_byte(byte[0]),
-                Ok(Err(source)) => {
-                    held.release().await;
-                    return Err(LockError::Read {
-                        program: spec.program.clone(),
-                        source,
-                    });
-                }
-            }
+    let Some(mut stdout) = stdout else {
+        held.release().await;
+        return Ok(Attempt {
+            answer: LockAnswer::Error,
+            held: None,
+            detail: "no stdout pipe".into(),
+        });
+    };
+    // stderr is read at the same time, so a helper that writes much there
+    // before answering does not block on a full pipe.
+    let mut err_task = stderr.map(|e| tokio::spawn(collect_stderr(e, spec.program.clone())));
+    let mut byte = [0u8; 1];
+    let answer = match tokio::time::timeout(timeout, stdout.read(&mut byte)).await {
+        Err(_) => LockAnswer::Timeout,
+        Ok(Ok(0)) => LockAnswer::Error,
+        Ok(Ok(_)) => LockAnswer::from_byte(byte[0]),
+        Ok(Err(source)) => {
+            held.release().await;
+            return Err(LockError::Read {
+                program: spec.program.clone(),
+                source,
+            });
         }
     };
     if answer == LockAnswer::Taken {
-        return Ok((answer, Some(held)));
+        // stdout is drained (CTDB's etcd helper repeats its `0` at every
+        // renewal); stderr is kept for the report when the lock is lost.
+        held.stderr = err_task.take();
+        tokio::spawn(drain(stdout));
+        return Ok(Attempt {
+            answer,
+            held: Some(held),
+            detail: String::new(),
+        });
     }
-    held.release().await;
-    Ok((answer, None))
+    let status = if answer == LockAnswer::Timeout {
+        held.release().await;
+        None
+    } else {
+        // It answered (or closed stdout): give it a moment to exit by
+        // itself, so that its status can be told.
+        match tokio::time::timeout(Duration::from_secs(1), held.child.wait()).await {
+            Ok(Ok(st)) => Some(st),
+            _ => {
+                held.release().await;
+                None
+            }
+        }
+    };
+    let text = match err_task {
+        Some(t) => tokio::time::timeout(Duration::from_secs(1), t)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    let mut detail = match (answer, status) {
+        (LockAnswer::Timeout, _) => format!("no answer within {} ms", timeout.as_millis()),
+        (_, Some(st)) => match st.code() {
+            Some(c) => format!("exit status {c}"),
+            None => format!("ended by {st}"),
+        },
+        (_, None) => "stopped".into(),
+    };
+    let text = text.trim();
+    if !text.is_empty() {
+        detail.push_str("; stderr: ");
+        detail.push_str(text);
+    }
+    Ok(Attempt {
+        answer,
+        held: None,
+        detail,
+    })
+}
+
+/// Reads the helper's stderr to its end, logging each line at debug level,
+/// and returns its last [`STDERR_KEEP`] bytes.
+async fn collect_stderr(stderr: impl AsyncRead + Unpin, program: PathBuf) -> String {
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let mut kept = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::debug!(helper = %program.display(), "cluster lock helper: {line}");
+        kept.push_str(&line);
+        kept.push('\n');
+        if kept.len() > STDERR_KEEP {
+            let cut = kept.len() - STDERR_KEEP;
+            let cut = (cut..kept.len())
+                .find(|&i| kept.is_char_boundary(i))
+                .unwrap_or(0);
+            kept.drain(..cut);
+        }
+    }
+    kept
+}
+
+async fn drain(mut r: impl AsyncRead + Unpin) {
+    let mut buf = [0u8; 64];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
 }
 
 impl HeldLock {
@@ -196,10 +351,30 @@ impl HeldLock {
         &self.program
     }
 
-    /// Resolves when the helper exits: the lock is lost.
-    pub async fn lost(&mut self) {
+    /// Resolves when the helper exits: the lock is lost. Returns how it
+    /// ended and the end of what it wrote on stderr.
+    pub async fn lost(&mut self) -> String {
         // An error here means the child cannot be waited for; treat as lost.
-        let _ = self.child.wait().await;
+        let mut detail = match self.child.wait().await {
+            Ok(st) => match st.code() {
+                Some(c) => format!("exit status {c}"),
+                None => format!("ended by {st}"),
+            },
+            Err(e) => format!("cannot wait for it: {e}"),
+        };
+        if let Some(t) = self.stderr.take() {
+            let text = tokio::time::timeout(Duration::from_secs(1), t)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            let text = text.trim();
+            if !text.is_empty() {
+                detail.push_str("; stderr: ");
+                detail.push_str(text);
+            }
+        }
+        detail
     }
 
     /// Releases the lock: SIGTERM to the helper's pid, SIGKILL after 1 s,
@@ -254,6 +429,10 @@ mod tests {
         assert_eq!(s.args, vec!["-v".to_string(), "/x".to_string()]);
         assert!(matches!(LockSpec::parse("!  "), Err(LockError::Empty(_))));
         assert!(matches!(LockSpec::parse(""), Err(LockError::Empty(_))));
+        assert!(matches!(
+            LockSpec::parse("etcd://192.0.2.1:2379/ipf"),
+            Err(LockError::Unsupported(_))
+        ));
     }
 
     #[test]

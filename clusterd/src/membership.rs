@@ -18,12 +18,14 @@
 //!   the lowest PNN that advertises itself as active leader, else the lowest
 //!   PNN. A node that supported L and echoed L's heartbeat received at `r`
 //!   promises not to support anyone else before `r + lease + margin`.
-//! * **Active leader.** Without a cluster lock: the node supports itself and a
-//!   strict majority of the configured (non-deleted) nodes (itself included)
-//!   support it with an echo of one of its heartbeats sent less than `lease`
-//!   ago. With a lock: it supports itself and holds the lock. Only an active
-//!   leader publishes the membership others follow and may have public IPs
-//!   reassigned.
+//! * **Active leader.** The node supports itself and a strict majority of
+//!   the configured (non-deleted) nodes (itself included) support it with
+//!   an echo of one of its heartbeats sent less than `lease` ago — with or
+//!   without a cluster lock. A configured lock only breaks ties: its holder
+//!   also leads with exactly half of the votes, and a node without a strict
+//!   majority that cannot get the lock does not lead. Votes are sticky
+//!   (the promise above) in both cases. Only an active leader publishes the
+//!   membership others follow and may have public IPs reassigned.
 //! * **Majority leases.** Every node grants its peers' leases: its echo of
 //!   a peer's stamp `s` is a grant (lease until `s + lease` on the peer's
 //!   clock) when it hears the peer both ways, has run for `lease + margin`
@@ -191,6 +193,21 @@ pub enum Output {
     AdminDone(AdminReply),
 }
 
+/// A deliberately wrong variant of the leader rule, for the simulator's
+/// tests that show its checks find such a bug (never set by the daemon).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectedBug {
+    /// The lock holder leads with any number of votes (the lock alone
+    /// makes a leader), while a strict majority leads without it.
+    LockAloneLeads,
+    /// Half of the votes make a leader without the lock.
+    HalfWithoutLock,
+    /// The lock is needed even with a strict majority (the rule before
+    /// #15): not unsafe, but an unreachable lock stops every leader.
+    LockAlwaysRequired,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum LockState {
     Idle { retry_at: Duration },
@@ -269,6 +286,8 @@ pub struct Member {
     /// sent: a node certified anew goes out at once, since the leader
     /// waits for it to reassign that node's addresses.
     sent_expired: NodeSet,
+    /// A deliberately wrong rule ([`Member::with_injected_bug`]).
+    bug: Option<InjectedBug>,
 }
 
 /// The change counter of a generation (the bits above the PNN byte) never
@@ -376,6 +395,7 @@ impl Member {
             // one derived from the boot id too.
             incarnation: duration_ns(now).rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15,
             sent_expired: NodeSet::EMPTY,
+            bug: None,
         };
         m.published.nodes = m.local_view_infos();
         m.published.generation = m.next_generation();
@@ -392,6 +412,15 @@ impl Member {
     #[must_use]
     pub fn with_incarnation(mut self, incarnation: u64) -> Self {
         self.incarnation = incarnation;
+        self
+    }
+
+    /// The same machine with a deliberately wrong rule: only for tests
+    /// that show the simulator's checks catch it.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_injected_bug(mut self, bug: InjectedBug) -> Self {
+        self.bug = Some(bug);
         self
     }
 
@@ -503,26 +532,47 @@ impl Member {
             return None;
         }
         let c = self.candidate(now)?;
-        if !self.cfg.lock {
-            if let Some((to, until)) = self.promise {
-                if to != c && now < until {
-                    return None;
-                }
+        // Vote promises hold with or without a cluster lock: a strict
+        // majority leads without the lock, so two leaders are kept apart
+        // by the promises, not by the lock (docs/clusterd.md, "The
+        // leader").
+        if let Some((to, until)) = self.promise {
+            if to != c && now < until {
+                return None;
             }
         }
         Some(c)
     }
 
-    /// This node is an active leader at `now` (majority support or lock).
+    /// This node is an active leader at `now`: it supports itself and a
+    /// strict majority of the configured nodes vote for it — with or
+    /// without a cluster lock, which then only breaks ties: holding the
+    /// lock, exactly half of the votes are enough.
     #[must_use]
     pub fn is_active_leader(&self, now: Duration) -> bool {
-        if self.supports != Some(self.pnn) {
-            return false;
+        self.supports == Some(self.pnn) && self.votes(now) >= self.votes_needed()
+    }
+
+    /// The votes (this node's own included) that make it an active
+    /// leader now: a strict majority of the configured nodes, or half of
+    /// them while it holds the cluster lock.
+    fn votes_needed(&self) -> usize {
+        let majority = self.configured / 2 + 1;
+        if !self.cfg.lock {
+            return majority;
         }
-        if self.cfg.lock {
-            return self.lock == LockState::Held && self.votes(now) * 2 >= self.configured;
+        let held = self.lock == LockState::Held;
+        match self.bug {
+            Some(InjectedBug::LockAloneLeads) if held => 1,
+            // The lock alone does not make a leader: with it unreachable,
+            // a side with half the nodes must not lead.
+            Some(InjectedBug::HalfWithoutLock) => self.configured.div_ceil(2),
+            // The rule before #15: the lock is required even with a
+            // strict majority (so an unreachable lock stops every leader).
+            Some(InjectedBug::LockAlwaysRequired) if !held => usize::MAX,
+            _ if held => self.configured.div_ceil(2),
+            _ => majority,
         }
-        self.votes(now) * 2 > self.configured
     }
 
     /// Nodes supporting this one (itself included) with a fresh echo.
@@ -624,11 +674,7 @@ impl Member {
         }
         if self.is_active_leader(now) {
             // Votes needed, this node's own included (see is_active_leader).
-            let needed = if self.cfg.lock {
-                self.configured.div_ceil(2)
-            } else {
-                self.configured / 2 + 1
-            };
+            let needed = self.votes_needed();
             let leader_until = if needed <= 1 {
                 now + lease
             } else {
@@ -1012,7 +1058,9 @@ impl Member {
             // Only a candidate backed by at least half of the configured
             // nodes competes for the lock (and keeps it): the lock breaks a
             // tie, it does not let a clear minority lead.
-            let want = self.supports == Some(self.pnn) && self.votes(now) * 2 >= self.configured;
+            let want = self.supports == Some(self.pnn)
+                && (self.votes(now) * 2 >= self.configured
+                    || self.bug == Some(InjectedBug::LockAloneLeads));
             match self.lock {
                 LockState::Idle { retry_at } if want && now >= retry_at => {
                     self.lock = LockState::Pending;
@@ -1083,7 +1131,7 @@ impl Member {
                 p.granted_until = Some(p.granted_until.map_or(until, |g| g.max(until)));
             }
             if let (Some(r), Some(s)) = (p.last_rx, self.supports) {
-                if s == to && !self.cfg.lock {
+                if s == to {
                     let until = r + hold;
                     self.promise = match self.promise {
                         Some((q, u)) if q == to => Some((to, u.max(until))),

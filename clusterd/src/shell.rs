@@ -13,6 +13,8 @@
 //! tokio's paused time still see one consistent clock).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -191,6 +193,8 @@ pub async fn run_with_requests<L: Link>(
     let mut out: Vec<Output> = Vec::with_capacity(4 * nodes.len());
     let (lock_tx, mut lock_rx) = mpsc::channel::<(u64, LockEvent)>(8);
     let mut lock_task: Option<LockTask> = None;
+    // Lock attempts in a row that did not take it (logging, backoff).
+    let lock_failures = Arc::new(AtomicU64::new(0));
     let mut attempts = 0u64;
     let mut pending: Vec<Pending> = Vec::new();
     let mut next_id = 0u64;
@@ -218,6 +222,8 @@ pub async fn run_with_requests<L: Link>(
                         tokio::spawn(lock_attempt(
                             spec.clone(),
                             attempts,
+                            cfg.timing.lock_retry,
+                            Arc::clone(&lock_failures),
                             lock_tx.clone(),
                             rel_rx,
                         ));
@@ -348,36 +354,117 @@ async fn sleep_opt(at: Option<Instant>) {
     }
 }
 
+/// Of the lock attempts in a row that did not take the lock (counted per
+/// shell), the first few are logged with the helper's own words, then one
+/// in [`LOCK_LOG_EVERY`] (a lock service that is down is retried for as
+/// long as it is down).
+const LOCK_LOG_FIRST: u64 = 3;
+/// See [`LOCK_LOG_FIRST`].
+const LOCK_LOG_EVERY: u64 = 100;
+
+/// The longest pause between two attempts that did not take the lock.
+/// After the k-th attempt in a row that failed, the next one starts
+/// `lock_retry × 2^(k-1)` after it, at most this: a lock service that is
+/// down is not hammered (a helper such as CTDB's etcd one is a Python
+/// process), and CTDB's etcd helper, each of whose contended attempts
+/// leaves a lock key that lives 9 s, gets the lock after its holder's
+/// power loss once the pause is longer than that (docs/etcd.md). A strict
+/// majority leads without the lock meanwhile; only a tie waits for it.
+pub const LOCK_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// The pause to add, after `failed` attempts in a row, to the member's own
+/// `retry` (its `lock_retry`).
+fn lock_backoff(failed: u64, retry: Duration) -> Duration {
+    let shift = u32::try_from(failed.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(16);
+    let spacing = retry.saturating_mul(1 << shift).min(LOCK_BACKOFF_MAX);
+    spacing.saturating_sub(retry)
+}
+
 /// One lock attempt: run the helper, report, hold until released or lost.
 async fn lock_attempt(
     spec: LockSpec,
     attempt: u64,
+    retry: Duration,
+    failures: Arc<AtomicU64>,
     events: mpsc::Sender<(u64, LockEvent)>,
     mut release: oneshot::Receiver<()>,
 ) {
     let taken = tokio::select! {
-        r = lock::take(&spec, LOCK_TIMEOUT) => r,
+        r = lock::attempt(&spec, LOCK_TIMEOUT) => r,
         _ = &mut release => return, // cancelled: dropping the attempt kills the helper
     };
+    let helper = spec.program.display();
     let mut held = match taken {
-        Ok((LockAnswer::Taken, Some(held))) => held,
-        Ok((answer, _)) => {
-            tracing::info!(helper = %spec.program.display(), ?answer, "cluster lock not taken");
+        Ok(lock::Attempt {
+            answer: LockAnswer::Taken,
+            held: Some(held),
+            ..
+        }) => held,
+        Ok(a) => {
+            let n = failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if n <= LOCK_LOG_FIRST || n % LOCK_LOG_EVERY == 0 {
+                // Contended is the lock doing its job (a tie, another
+                // holder); anything else is a lock that does not work.
+                if a.answer == LockAnswer::Contended {
+                    tracing::info!(%helper, failed_in_a_row = n, "cluster lock contended: {}", a.detail);
+                } else {
+                    tracing::warn!(
+                        %helper,
+                        answer = ?a.answer,
+                        failed_in_a_row = n,
+                        "cluster lock not taken: {} (a strict majority leads without it)",
+                        a.detail
+                    );
+                }
+            }
+            // The attempt stays pending for the backoff (cancelled with it
+            // if the member no longer wants the lock).
+            tokio::select! {
+                () = tokio::time::sleep(lock_backoff(n, retry)) => {}
+                _ = &mut release => return,
+            }
             let _ = events.send((attempt, LockEvent::NotTaken)).await;
             return;
         }
         Err(e) => {
-            tracing::warn!(error = %e, "cluster lock helper failed");
+            let n = failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if n <= LOCK_LOG_FIRST || n % LOCK_LOG_EVERY == 0 {
+                tracing::warn!(error = %e, failed_in_a_row = n, "cluster lock helper failed");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(lock_backoff(n, retry)) => {}
+                _ = &mut release => return,
+            }
             let _ = events.send((attempt, LockEvent::NotTaken)).await;
             return;
         }
     };
+    let failed = failures.swap(0, Ordering::Relaxed);
+    tracing::info!(%helper, failed_before = failed, "cluster lock taken");
     let _ = events.send((attempt, LockEvent::Taken)).await;
     tokio::select! {
-        () = held.lost() => {
-            tracing::warn!(helper = %spec.program.display(), "cluster lock lost: helper exited");
+        detail = held.lost() => {
+            tracing::warn!(%helper, "cluster lock lost: helper exited: {detail}");
             let _ = events.send((attempt, LockEvent::Lost)).await;
         }
         _ = &mut release => held.release().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_lock_attempts_back_off_up_to_the_maximum() {
+        let r = Duration::from_millis(500);
+        let spacing: Vec<Duration> = (1..=8).map(|k| r + lock_backoff(k, r)).collect();
+        let ms: Vec<u128> = spacing.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [500, 1000, 2000, 4000, 8000, 10_000, 10_000, 10_000]);
+        assert_eq!(lock_backoff(u64::MAX, r), LOCK_BACKOFF_MAX - r);
+        // A retry longer than the maximum is not shortened.
+        assert_eq!(lock_backoff(5, Duration::from_secs(20)), Duration::ZERO);
     }
 }

@@ -1,6 +1,7 @@
 //! Whole-cluster tests of the membership state machine on simulated time: a
 //! deterministic in-memory network (per-link delivery on/off, one-way links,
-//! delays), simulated cluster lock, node clocks with offsets and rate drift.
+//! delays), simulated cluster lock (which can be down, or unreachable from
+//! some nodes), node clocks with offsets and rate drift.
 //! After every step the safety invariants are checked:
 //!
 //! 1. at most one live node is an active leader (may host IPs as leader);
@@ -30,6 +31,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use clusterd::membership::InjectedBug;
 use clusterd::msg::{AdminOp, ClusterMsg, Membership};
 use clusterd::{Config, LockEvent, Member, NodeFlags, NodesFile, Output, Pnn, Timing};
 
@@ -69,6 +71,12 @@ struct Sim {
     seq: u64,
     lock_holder: Option<usize>,
     lock_events: Vec<(Duration, usize, LockEvent)>,
+    /// The lock service answers at all (etcd up).
+    lock_up: bool,
+    /// Node i reaches the lock service.
+    lock_reach: Vec<bool>,
+    /// A deliberately wrong rule in every node (tests of the checker).
+    bug: Option<InjectedBug>,
     out: Vec<Output>,
     steps: u64,
     max_leaders_seen: usize,
@@ -126,6 +134,9 @@ impl Sim {
             seq: 0,
             lock_holder: None,
             lock_events: Vec::new(),
+            lock_up: true,
+            lock_reach: vec![true; n],
+            bug: None,
             out: Vec::new(),
             steps: 0,
             max_leaders_seen: 0,
@@ -195,6 +206,14 @@ impl Sim {
                 }
                 Output::TakeLock => {
                     let ev = match self.lock_holder {
+                        // The lock service is down or out of reach: the
+                        // helper fails (after a while, as a connect
+                        // timeout would).
+                        _ if !self.lock_reachable(i) => {
+                            self.lock_events
+                                .push((self.now + 5 * MS, i, LockEvent::NotTaken));
+                            continue;
+                        }
                         None => {
                             self.lock_holder = Some(i);
                             LockEvent::Taken
@@ -229,6 +248,11 @@ impl Sim {
             .collect();
         self.lock_events.retain(|(at, _, _)| *at > self.now);
         for (_, i, ev) in due {
+            if ev == LockEvent::Lost && self.lock_holder == Some(i) {
+                // The holder learns it lost the lock before anyone else
+                // can take it (the assumption of docs/clusterd.md).
+                self.lock_holder = None;
+            }
             if self.nodes[i].alive {
                 let t = self.local(i);
                 self.nodes[i].m.lock_event(t, ev, &mut self.out);
@@ -349,9 +373,58 @@ impl Sim {
 
     fn restart(&mut self, i: usize) {
         let t = self.local(i);
-        self.nodes[i].m = Member::new(self.cfg, &self.file, i as Pnn, t).unwrap();
+        let mut m = Member::new(self.cfg, &self.file, i as Pnn, t).unwrap();
+        if let Some(bug) = self.bug {
+            m = m.with_injected_bug(bug);
+        }
+        self.nodes[i].m = m;
         self.nodes[i].published = None;
         self.nodes[i].alive = true;
+    }
+
+    /// Every node runs the deliberately wrong rule `bug` from now on
+    /// (call before the first step: the machines are made anew).
+    fn inject(&mut self, bug: InjectedBug) {
+        self.bug = Some(bug);
+        for i in 0..self.n() {
+            if self.nodes[i].alive {
+                let t = self.local(i);
+                self.nodes[i].m = Member::new(self.cfg, &self.file, i as Pnn, t)
+                    .unwrap()
+                    .with_injected_bug(bug);
+            }
+        }
+    }
+
+    fn lock_reachable(&self, i: usize) -> bool {
+        self.lock_up && self.lock_reach[i]
+    }
+
+    /// The lock service goes down or comes back.
+    fn set_lock_up(&mut self, up: bool) {
+        self.lock_up = up;
+        self.lock_outage_check();
+    }
+
+    /// Node i loses or regains its way to the lock service.
+    fn set_lock_reach(&mut self, i: usize, up: bool) {
+        self.lock_reach[i] = up;
+        self.lock_outage_check();
+    }
+
+    /// A holder that cannot reach the lock any more loses it: its helper
+    /// exits (the holder is told one step later, and the lock is free
+    /// only then).
+    fn lock_outage_check(&mut self) {
+        if let Some(h) = self.lock_holder {
+            let told = self
+                .lock_events
+                .iter()
+                .any(|(_, j, ev)| *j == h && *ev == LockEvent::Lost);
+            if !self.lock_reachable(h) && !told {
+                self.lock_events.push((self.now + MS, h, LockEvent::Lost));
+            }
+        }
     }
 
     fn set_link(&mut self, from: usize, to: usize, up: bool) {
@@ -854,6 +927,15 @@ impl Rng {
 }
 
 fn random_schedule(seed: u64, n: usize, lock: bool) {
+    random_schedule_with(seed, n, lock, None);
+}
+
+/// One random fault schedule; with a lock, the lock service also goes
+/// down and comes back, and single nodes lose and regain their way to
+/// it, and it is left as it happens to be at the end (a cluster whose
+/// nodes all hear each other must agree and host with the lock down).
+/// `bug`: every node runs that wrong rule (the checks should panic).
+fn random_schedule_with(seed: u64, n: usize, lock: bool, bug: Option<InjectedBug>) {
     let cfg = Config {
         timing: Timing::fast(),
         lock,
@@ -861,6 +943,9 @@ fn random_schedule(seed: u64, n: usize, lock: bool) {
     };
     let t = cfg.timing;
     let mut sim = Sim::new(n, cfg);
+    if let Some(bug) = bug {
+        sim.inject(bug);
+    }
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     // Clock rates within ±0.2 %: the margin (10 ms over a 30 ms lease)
     // covers far more.
@@ -869,6 +954,18 @@ fn random_schedule(seed: u64, n: usize, lock: bool) {
     }
     sim.run(settle(&t));
     for _ in 0..40 {
+        // Lock faults draw from the generator only with a lock, so the
+        // schedules without one are those of before (#15).
+        if lock && rng.below(4) == 0 {
+            if rng.below(2) == 0 {
+                let up = !sim.lock_up;
+                sim.set_lock_up(up);
+            } else {
+                let i = rng.below(n as u64) as usize;
+                let up = !sim.lock_reach[i];
+                sim.set_lock_reach(i, up);
+            }
+        }
         match rng.below(10) {
             0 => {
                 let i = rng.below(n as u64) as usize;
@@ -957,7 +1054,9 @@ fn random_schedule(seed: u64, n: usize, lock: bool) {
     });
     assert!(
         took.is_some(),
-        "seed {seed} n={n} lock={lock}: no agreement {:?}",
+        "seed {seed} n={n} lock={lock} (lock up: {}, reached by {:?}): no agreement {:?}",
+        sim.lock_up,
+        sim.lock_reach,
         (0..n)
             .map(|i| (sim.published(i).generation, sim.published(i).leader))
             .collect::<Vec<_>>()
@@ -1470,5 +1569,162 @@ fn a_certificate_counts_no_longer_than_its_fence() {
         sim.run_until(settle(&t), |s| s.published(3).lease_ok)
             .expect("3's lease comes back from 1 and 2");
         assert_eq!(sim.active_leaders(), vec![0]);
+    }
+}
+
+// ----- The cluster lock breaks ties only (#15) -----------------------------
+
+/// With the lock service down, a cluster whose nodes form a strict
+/// majority keeps its leader and every lease; the leader (the lock
+/// holder) then powers off and the survivors, still a strict majority,
+/// elect a new leader without the lock, no survivor's lease lapsing at
+/// any step; when the lock service returns, the new leader takes it.
+/// `bug`: every node runs that wrong rule.
+fn lock_outage_scenario(n: usize, cfg: Config, bug: Option<InjectedBug>) {
+    let t = cfg.timing;
+    let mut sim = Sim::new(n, cfg);
+    if let Some(bug) = bug {
+        sim.inject(bug);
+    }
+    let what = format!("n={n} {t:?}");
+    sim.run_until(settle(&t), |s| {
+        s.agree(&all(n)) && (0..n).all(|i| s.published(i).lease_ok)
+    })
+    .expect("cluster forms");
+    assert_eq!(sim.lock_holder, Some(0), "{what}");
+    sim.set_lock_up(false);
+    sim.run_keeping_leases(t.lease * 20, &all(n), &what);
+    assert_eq!(sim.lock_holder, None, "{what}: the holder noticed");
+    assert_eq!(sim.active_leaders(), vec![0], "{what}: 0 still leads");
+    assert!(sim.agree(&all(n)), "{what}");
+    sim.kill(0);
+    let survivors: Vec<usize> = (1..n).collect();
+    sim.run_keeping_leases(settle(&t), &survivors, &what);
+    assert_eq!(sim.active_leaders(), vec![1], "{what}: 1 leads, no lock");
+    assert!(sim.agree(&survivors), "{what}");
+    assert!(
+        sim.nodes[1].m.may_reassign(0, sim.local(1)),
+        "{what}: the dead holder's IPs may move"
+    );
+    sim.set_lock_up(true);
+    sim.run_keeping_leases(t.lock_retry * 2 + t.lease, &survivors, &what);
+    assert_eq!(sim.lock_holder, Some(1), "{what}: 1 takes the lock back");
+}
+
+#[test]
+fn a_lock_outage_keeps_the_majority_leader_and_every_lease() {
+    for n in 3..=6 {
+        for cfg in [
+            fast_lock(),
+            Config {
+                lock: true,
+                ..Config::default()
+            },
+        ] {
+            lock_outage_scenario(n, cfg, None);
+        }
+    }
+}
+
+/// The scenario fails with the rule before #15 (the lock needed even with
+/// a strict majority): it can fail, and the change is what makes it pass.
+#[test]
+fn a_lock_outage_stops_every_leader_under_the_old_rule() {
+    let r = std::panic::catch_unwind(|| {
+        lock_outage_scenario(3, fast_lock(), Some(InjectedBug::LockAlwaysRequired));
+    });
+    assert!(r.is_err(), "the old rule passed the lock-outage scenario");
+}
+
+/// 2+2 with the lock reachable from one side only: that side takes the
+/// lock and leads, the other side hosts nothing (its holder lost the lock
+/// when it lost the way to it); the lock side may then reassign the other
+/// side's IPs. With the lock down entirely, neither side leads or hosts.
+#[test]
+fn partition_2_2_with_the_lock_reachable_from_one_side_only() {
+    for cfg in [
+        fast_lock(),
+        Config {
+            lock: true,
+            ..Config::default()
+        },
+    ] {
+        let t = cfg.timing;
+        let mut sim = Sim::new(4, cfg);
+        sim.run_until(settle(&t), |s| {
+            s.agree(&all(4)) && (0..4).all(|i| s.published(i).lease_ok)
+        })
+        .expect("cluster forms");
+        assert_eq!(sim.lock_holder, Some(0));
+        // The holder's side loses its way to the lock, then the cluster
+        // splits.
+        sim.set_lock_reach(0, false);
+        sim.set_lock_reach(1, false);
+        sim.partition(&[0, 1]);
+        sim.run_until(settle(&t) * 2, |s| {
+            s.active_leaders() == vec![2]
+                && s.agree(&[2, 3])
+                && s.nodes[2].m.may_reassign(0, s.local(2))
+                && s.nodes[2].m.may_reassign(1, s.local(2))
+        })
+        .expect("2 leads with the lock and may reassign 0's and 1's IPs");
+        assert_eq!(sim.lock_holder, Some(2));
+        assert!(sim.published(3).lease_ok && sim.published(2).lease_ok);
+        assert!(!sim.published(0).lease_ok && !sim.published(1).lease_ok);
+        // Healed: one cluster again, 2 keeps leading.
+        sim.heal();
+        sim.run_until(settle(&t), |s| {
+            s.agree(&all(4)) && (0..4).all(|i| s.published(i).lease_ok)
+        })
+        .expect("healed");
+        assert_eq!(sim.active_leaders(), vec![2], "sticky");
+        // The lock service down and a 2+2 split: a tie nobody can break.
+        sim.set_lock_up(false);
+        sim.partition(&[0, 1]);
+        sim.run(settle(&t));
+        assert!(sim.active_leaders().is_empty());
+        assert!((0..4).all(|i| !sim.published(i).lease_ok));
+        sim.heal();
+        sim.run_until(settle(&t), |s| {
+            s.agree(&all(4)) && (0..4).all(|i| s.published(i).lease_ok)
+        })
+        .expect("healed with the lock still down: a strict majority leads");
+    }
+}
+
+/// Runs random lock schedules with `bug` in every node until the checks
+/// panic with `expect` in the message; returns the number of schedules it
+/// took, or None if `limit` schedules did not find it.
+fn schedules_to_catch(bug: InjectedBug, expect: &str, limit: u64) -> Option<u64> {
+    for k in 0..limit {
+        let n = 2 + (k % 5) as usize;
+        let r =
+            std::panic::catch_unwind(|| random_schedule_with(k * 7919 + 13, n, true, Some(bug)));
+        if let Err(e) = r {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                .unwrap_or_default();
+            assert!(
+                msg.contains(expect),
+                "{bug:?}: the checks failed for another reason: {msg}"
+            );
+            return Some(k + 1);
+        }
+    }
+    None
+}
+
+/// The random schedules with lock faults find a wrong tie-break rule: half
+/// of the votes leading without the lock, or the lock holder leading with
+/// any number of votes (a minority holding the lock next to a majority
+/// leading without it).
+#[test]
+fn the_random_lock_schedules_catch_a_wrong_tie_break_rule() {
+    for bug in [InjectedBug::HalfWithoutLock, InjectedBug::LockAloneLeads] {
+        let took = schedules_to_catch(bug, "several active leaders", 200);
+        println!("{bug:?}: caught after {took:?} schedules");
+        assert!(took.is_some(), "{bug:?}: 200 schedules did not catch it");
     }
 }

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clusterd::lock::{take, LockAnswer, LockSpec, FCNTL_HELPER};
+use clusterd::lock::{attempt, take, LockAnswer, LockSpec, FCNTL_HELPER};
 
 struct TempDir(PathBuf);
 
@@ -140,4 +140,54 @@ async fn missing_helper_is_a_spawn_error() {
     let spec = LockSpec::parse("!/nonexistent/helper x").unwrap();
     let e = take(&spec, WAIT).await.unwrap_err();
     assert!(e.to_string().contains("/nonexistent/helper"), "{e}");
+}
+
+/// A helper's failure comes with its own words: how it ended and what it
+/// wrote on stderr (clusterd logs both).
+#[tokio::test]
+async fn a_failing_helper_says_why() {
+    let dir = TempDir::new("why");
+    let p = script(
+        &dir.0,
+        "fails.sh",
+        "echo 'cannot reach 192.0.2.9: refused' >&2; exit 7",
+    );
+    let spec = LockSpec::parse(&format!("!{}", p.display())).unwrap();
+    let a = attempt(&spec, WAIT).await.unwrap();
+    assert_eq!(a.answer, LockAnswer::Error);
+    assert_eq!(
+        a.detail,
+        "exit status 7; stderr: cannot reach 192.0.2.9: refused"
+    );
+}
+
+/// CTDB's Ceph RADOS helper, where Debian ships it, starts and fails with
+/// a clear reason when no Ceph is reachable (here, or without librados:
+/// the loader's message).
+#[tokio::test]
+async fn the_ceph_rados_helper_fails_with_a_clear_reason() {
+    const CEPH: &str = "/usr/libexec/ctdb/ctdb_mutex_ceph_rados_helper";
+    assert!(
+        Path::new(CEPH).exists(),
+        "needs {CEPH} (apt-get install ctdb; scripts/setup.sh does it)"
+    );
+    let dir = TempDir::new("ceph");
+    // No ceph.conf anywhere near: an empty one of our own.
+    let conf = dir.0.join("ceph.conf");
+    std::fs::write(&conf, "").unwrap();
+    let spec = LockSpec::parse(&format!("!{CEPH} ceph client.admin rbd ipfailover-lock")).unwrap();
+    let spec = LockSpec {
+        env: vec![("CEPH_CONF".into(), conf.into_os_string())],
+        ..spec
+    };
+    let a = attempt(&spec, Duration::from_secs(15)).await.unwrap();
+    assert_ne!(a.answer, LockAnswer::Taken);
+    assert!(a.held.is_none());
+    assert!(
+        a.detail.contains("stderr: ") && a.detail.len() > 30,
+        "no reason given: {:?} {}",
+        a.answer,
+        a.detail
+    );
+    println!("ceph helper: {:?}: {}", a.answer, a.detail);
 }

@@ -196,12 +196,28 @@ async fn shell_fcntl_lock_moves_to_the_survivor() {
     let dir = std::env::temp_dir().join(format!("clusterd-shell-lock-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let spec = LockSpec::parse(dir.join("lock").to_str().unwrap()).unwrap();
-    let mut c = start(2, fast(), Some(spec));
+    let mut c = start(2, fast(), Some(spec.clone()));
     c.wait_for(Duration::from_secs(5), 1, |m| {
         m.leader == Some(0) && m.lease_ok
     })
     .await
-    .expect("node 0 leads with the lock");
+    .expect("node 0 leads");
+    // A strict majority (both) leads without the lock (#15): wait until
+    // node 0 holds it too. Node 1 supports 0 and does not try, so a
+    // contended probe means node 0 has it.
+    let mut held = false;
+    for _ in 0..100 {
+        match clusterd::lock::take(&spec, Duration::from_secs(5)).await {
+            Ok((clusterd::lock::LockAnswer::Contended, _)) => {
+                held = true;
+                break;
+            }
+            Ok((_, Some(mut mine))) => mine.release().await,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(held, "node 0 takes the lock");
     // 1+1 split: the holder keeps leading, the other side does not.
     {
         let mut cut = c.cut.lock().unwrap();

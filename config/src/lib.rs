@@ -14,6 +14,7 @@
 //! ([`text`]). docs/configuration.md documents every key and rule; a test
 //! checks that the keys and the docs agree.
 
+pub mod ctdb_shim;
 pub mod nodes;
 pub mod public_addresses;
 pub mod text;

@@ -202,12 +202,26 @@ pub struct HookOutcome {
 pub struct Hooks {
     dir: Option<PathBuf>,
     timeout: Duration,
+    /// Added to every hook's environment (the private `ctdb`).
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
 }
 
 impl Hooks {
     /// Hooks in `dir` (`None`: none at all), each limited to `timeout`.
     pub fn new(dir: Option<PathBuf>, timeout: Duration) -> Hooks {
-        Hooks { dir, timeout }
+        Hooks {
+            dir,
+            timeout,
+            env: Vec::new(),
+        }
+    }
+
+    /// The same hooks, run with `env` added to their environment
+    /// (`config::ctdb_shim::setup`: a `ctdb` first on their `PATH`).
+    #[must_use]
+    pub fn with_env(mut self, env: Vec<(std::ffi::OsString, std::ffi::OsString)>) -> Hooks {
+        self.env = env;
+        self
     }
 
     /// The hooks directory, if any.
@@ -335,6 +349,7 @@ impl Hooks {
     async fn run_one(&self, hook: &Path, args: &[String]) -> Result<(), (String, ScriptResult)> {
         let mut child = Command::new(hook)
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()

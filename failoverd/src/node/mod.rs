@@ -76,6 +76,9 @@ pub struct ExecutorConfig {
     pub tickle_count: u32,
     /// Directory of event hooks; `None` runs no hooks.
     pub hooks_dir: Option<PathBuf>,
+    /// The node's run directory: hooks find a private `ctdb` for this node
+    /// first on their `PATH` (`config::ctdb_shim`); `None`: not set up.
+    pub run_dir: Option<PathBuf>,
     /// Time limit of one hook executable.
     pub hook_timeout: Duration,
     /// Name of the nftables table (family inet).
@@ -122,6 +125,7 @@ impl ExecutorConfig {
             garp_refresh: (f.garp_refresh_s > 0).then(|| Duration::from_secs(f.garp_refresh_s)),
             tickle_count: f.tickle_count,
             hooks_dir: Some(loaded.resolve(&f.hooks_dir)),
+            run_dir: Some(loaded.resolve(&loaded.config.transport.run_dir)),
             hook_timeout: Duration::from_millis(f.hook_timeout_ms),
             nft_table: f.nft_table.clone(),
             conntrack_timeout: Duration::from_millis(500),
@@ -149,6 +153,7 @@ impl Default for ExecutorConfig {
             garp_refresh: None,
             tickle_count: 3,
             hooks_dir: None,
+            run_dir: None,
             hook_timeout: Duration::from_secs(30),
             nft_table: "ipfailover".into(),
             conntrack_timeout: Duration::from_millis(500),

@@ -442,7 +442,15 @@ impl Inner {
         let (tx, rx) = mpsc::unbounded_channel();
         let (hosted_tx, _) = watch::channel(Vec::new());
         let (hooks_tx, hooks_rx) = mpsc::unbounded_channel();
-        let hooks = Hooks::new(config.hooks_dir.clone(), config.hook_timeout);
+        let mut hooks = Hooks::new(config.hooks_dir.clone(), config.hook_timeout);
+        // CTDB's event scripts call `ctdb`: they find a private one that
+        // answers for this node.
+        if let (Some(run_dir), Some(_)) = (&config.run_dir, &config.hooks_dir) {
+            match config::ctdb_shim::setup(run_dir) {
+                Ok(env) => hooks = hooks.with_env(env),
+                Err(e) => tracing::warn!("event hooks: {e}"),
+            }
+        }
         let inner = Arc::new(Inner {
             hooks_tx,
             hooks: hooks.clone(),
