@@ -9,6 +9,7 @@ mod daemons;
 mod debug;
 mod event;
 mod generate;
+mod history;
 mod import;
 mod ip;
 mod ipalloc;
@@ -118,6 +119,10 @@ enum Command {
     /// Show the counters of every daemon of a node, grouped per daemon
     /// (ctdb statistics).
     Statistics,
+    /// The failover history: takeover runs, addresses taken, released or
+    /// dropped, with reasons and phase durations, newest first (no ctdb
+    /// equivalent).
+    History(history::HistoryArgs),
     /// Write this node's ipfailover configuration from its CTDB one
     /// (default /etc/ctdb), saying what each line became.
     ImportCtdb(import::ImportArgs),
@@ -230,6 +235,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Checktcpport(args) => node::checktcpport(&args),
         Command::Daemons => daemons::run(&ctx),
         Command::Statistics => statistics::run(&ctx),
+        Command::History(args) => history::run(&ctx, &args),
         Command::ImportCtdb(args) => import::run(&args),
         Command::Generate(args) => generate::run(<Cli as clap::CommandFactory>::command(), &args),
     }

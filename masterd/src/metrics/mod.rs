@@ -19,6 +19,7 @@
 
 pub mod http;
 pub mod model;
+pub mod peers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
