@@ -95,10 +95,10 @@ fn kind_word(k: HistoryKind) -> &'static str {
 }
 
 fn node(p: Option<u32>) -> String {
-    p.map_or_else(|| "-".to_string(), |p| p.to_string())
+    p.map_or_else(|| "none".to_string(), |p| p.to_string())
 }
 
-/// `ADDR FROM->TO` of a move (`-` for nobody).
+/// `ADDR FROM->TO` of a move (`none` for nobody).
 fn move_text(m: &HistoryMove) -> String {
     format!("{} {}->{}", m.addr, node(m.from), node(m.to))
 }

@@ -216,10 +216,29 @@ pub struct RunFacts<'a> {
 /// taken anywhere (to nobody).
 #[must_use]
 pub fn moves(f: &RunFacts<'_>) -> Vec<HistoryMove> {
+    // A release is also sent to make sure (a node that may still hold the
+    // address, a leftover): the releaser is where it came from only when
+    // its report shows it there.
+    let held = |pnn: Pnn, addr: IpAddr| {
+        f.reports
+            .get(&pnn)
+            .is_none_or(|r| r.ips.iter().any(|i| i.addr == addr && i.active.is_some()))
+    };
+    // Every assignment is sent as a take; one the node already has is not
+    // a move.
+    let already = |pnn: Pnn, addr: IpAddr| {
+        f.reports.get(&pnn).is_some_and(|r| {
+            r.ips
+                .iter()
+                .any(|i| i.addr == addr && i.active.as_deref().is_some_and(|a| !a.is_empty()))
+        })
+    };
     let mut released_by: BTreeMap<IpAddr, Pnn> = BTreeMap::new();
     for (&pnn, list) in f.releases {
         for (addr, _) in list {
-            released_by.insert(*addr, pnn);
+            if held(pnn, *addr) {
+                released_by.insert(*addr, pnn);
+            }
         }
     }
     let mut out = Vec::new();
@@ -227,6 +246,9 @@ pub fn moves(f: &RunFacts<'_>) -> Vec<HistoryMove> {
     for (&to, list) in f.takes {
         for &addr in list {
             taken.insert(addr);
+            if already(to, addr) {
+                continue;
+            }
             let from = released_by
                 .get(&addr)
                 .copied()
