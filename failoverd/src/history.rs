@@ -46,8 +46,8 @@ pub const DEFAULT_CAPACITY: usize = 100;
 /// it (CTDB's defaults announce for 3 s).
 const FOLLOW_FOR: Duration = Duration::from_secs(60);
 
-/// Announcements noted before their take's entry exists, at most.
-const EARLY_MAX: usize = 4096;
+/// Addresses of takes in progress followed at most.
+const PENDING_MAX: usize = 4096;
 
 /// Why an address moved, most severe first (an entry's reason is the most
 /// severe of its moves').
@@ -74,10 +74,12 @@ struct NodeSeen {
     reassignable_ns: Option<u64>,
 }
 
-/// An announcement or tickles seen before their take's entry.
+/// A take in progress of one address: its start, and the first
+/// announcement and tickles seen since.
 #[derive(Debug, Clone, Copy, Default)]
-struct Early {
-    first_ns: u64,
+struct Pending {
+    start_ns: u64,
+    first_ns: Option<u64>,
     tickles: u64,
 }
 
@@ -90,7 +92,8 @@ struct State {
     nodes: BTreeMap<Pnn, NodeSeen>,
     /// Address → the take entry (seq) its announcements go to.
     open_takes: BTreeMap<IpAddr, u64>,
-    early: BTreeMap<IpAddr, Early>,
+    /// Takes in progress (see [`Recorder::take_started`]).
+    pending: BTreeMap<IpAddr, Pending>,
 }
 
 /// A node's failover history (see the module docs).
@@ -297,7 +300,7 @@ impl Recorder {
                 entries: VecDeque::new(),
                 nodes: BTreeMap::new(),
                 open_takes: BTreeMap::new(),
-                early: BTreeMap::new(),
+                pending: BTreeMap::new(),
             }),
         }
     }
@@ -433,21 +436,46 @@ impl Recorder {
         self.push(e, start_ns);
     }
 
-    /// Records a take on this node that started at `start_ns`: its first
-    /// announcements and tickles, including those already sent, are added
-    /// to it.
+    /// A take of `addrs` starts at `start_ns`: their announcements and
+    /// tickles from now on belong to it (they start before the take
+    /// returns).
+    pub fn take_started(&self, addrs: &[IpAddr], start_ns: u64) {
+        let mut s = self.lock();
+        let follow = u64::try_from(FOLLOW_FOR.as_nanos()).unwrap_or(u64::MAX);
+        s.pending
+            .retain(|_, p| start_ns.saturating_sub(p.start_ns) <= follow);
+        for a in addrs {
+            if s.pending.len() >= PENDING_MAX && !s.pending.contains_key(a) {
+                break;
+            }
+            s.pending.insert(
+                *a,
+                Pending {
+                    start_ns,
+                    first_ns: None,
+                    tickles: 0,
+                },
+            );
+        }
+    }
+
+    /// Records a take on this node that started at `start_ns` (after
+    /// [`Recorder::take_started`]): its first announcement and tickles,
+    /// those already sent and those to come, are added to it.
     pub fn take(&self, mut e: HistoryEntry, start_ns: u64) {
         let addrs: Vec<IpAddr> = e.moves.iter().map(|m| m.addr).collect();
         {
             let mut s = self.lock();
             let mut first: Option<u64> = None;
             for a in &addrs {
-                if let Some(x) = s.early.remove(a).filter(|x| x.first_ns >= start_ns) {
-                    first = Some(first.map_or(x.first_ns, |f| f.min(x.first_ns)));
-                    e.tickles += x.tickles;
+                if let Some(p) = s.pending.remove(a).filter(|p| p.start_ns == start_ns) {
+                    if let Some(f) = p.first_ns {
+                        first = Some(first.map_or(f, |g: u64| g.min(f)));
+                    }
+                    e.tickles += p.tickles;
                 }
             }
-            e.announce_us = first.map(|f| us(Duration::from_nanos(f - start_ns)));
+            e.announce_us = first.map(|f| us(Duration::from_nanos(f.saturating_sub(start_ns))));
         }
         let seq = self.push(e, start_ns);
         let mut s = self.lock();
@@ -482,16 +510,12 @@ impl Recorder {
             }
             s.open_takes.remove(&addr);
         }
-        s.early
-            .retain(|_, x| at_ns.saturating_sub(x.first_ns) <= follow);
-        if s.early.len() >= EARLY_MAX && !s.early.contains_key(&addr) {
-            return;
+        if let Some(p) = s.pending.get_mut(&addr) {
+            if at_ns >= p.start_ns {
+                p.first_ns.get_or_insert(at_ns);
+                p.tickles += tickles;
+            }
         }
-        let x = s.early.entry(addr).or_insert(Early {
-            first_ns: at_ns,
-            tickles: 0,
-        });
-        x.tickles += tickles;
     }
 }
 
@@ -649,8 +673,10 @@ mod tests {
     #[test]
     fn announcements_before_and_after_the_entry_reach_the_take() {
         let h = Recorder::new();
-        h.announced(ip(9), 10); // before the take started: not its own
+        h.announced(ip(1), 10); // before the take started: not its own
+        h.take_started(&[ip(1), ip(9)], 1_000_000);
         h.announced(ip(1), 2_000_000);
+        h.announced(ip(1), 2_500_000); // a later round: not the first
         let mut e = entry(HistoryKind::Take, 1);
         e.run = 42;
         e.moves = [1, 9]

@@ -559,6 +559,7 @@ async fn take(ctx: &Ctx, from: Pnn, req: TakeIps) -> Result<StepResult, (ErrorCo
     // waited there for an earlier operation while the run was overtaken.
     let still = || check().map_err(|e| e.to_string());
     let mut added = Vec::new();
+    crate::history::HISTORY.take_started(&req.ips, seen.start_ns);
     for (addr, r) in ctx.exec.take_many_if(&publics, &still).await {
         match r {
             Ok(t) => {

@@ -289,7 +289,34 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut walls: Vec<f64> = done.iter().map(|(_, d)| d.as_secs_f64() * 1e3).collect();
     Figure::plain("scrape", "wall_p50", percentile(&mut walls, 50.0), "ms").print();
     Figure::plain("scrape", "wall_p99", percentile(&mut walls, 99.0), "ms").print();
-    let (last, _) = &done[done.len() - 1];
+    // A scrape where a daemon did not answer in time is smaller and
+    // cheaper: count them, and show the first.
+    let complete = |b: &str| {
+        ["transportd", "clusterd", "conntrackd", "failoverd"]
+            .iter()
+            .all(|d| sample(b, &format!("ipfailover_daemon_up{{daemon=\"{d}\"}}")) == Some(1.0))
+            && sample(b, "ipfailover_address_lists_answered") == Some(2.0)
+            && sample(b, "ipfailover_addresses_hosted") == Some(want)
+    };
+    let full = done.iter().filter(|(b, _)| complete(b)).count();
+    #[allow(clippy::cast_precision_loss)]
+    Figure::plain("scrape", "complete_scrapes", full as f64, "").print();
+    if let Some((b, _)) = done.iter().find(|(b, _)| !complete(b)) {
+        let lines: Vec<&str> = b
+            .lines()
+            .filter(|l| {
+                l.starts_with("ipfailover_daemon_up")
+                    || l.starts_with("ipfailover_address_lists")
+                    || l.starts_with("ipfailover_addresses_hosted")
+            })
+            .collect();
+        eprintln!("an incomplete scrape: {lines:?}");
+    }
+    let (last, _) = done
+        .iter()
+        .rev()
+        .find(|(b, _)| complete(b))
+        .unwrap_or(&done[done.len() - 1]);
     #[allow(clippy::cast_precision_loss)]
     let size = last.len() as f64;
     Figure::plain("scrape", "body", size, "B").print();
