@@ -158,7 +158,7 @@ fn unix_now() -> f64 {
 /// that way).
 fn plot_failover(c: &TestCluster, victim: usize, off: f64) {
     use tests::plot::{svg, Panel, Series};
-    let window = (unix_now() - off + 12.0).ceil();
+    let window = (unix_now() - off + 8.0).ceil();
     let node_of = |labels: &BTreeMap<String, String>| {
         let i = labels.get("instance").cloned().unwrap_or_default();
         c.nodes
@@ -461,6 +461,8 @@ fn prometheus_sees_a_failover() {
         &format!("ipfailover_heartbeats_missed_total{{peer=\"{victim}\"}}"),
     );
 
+    // Some seconds of the settled cluster for the picture.
+    std::thread::sleep(Duration::from_secs(8));
     // Power the victim off: cable cut, masterd and its daemons killed.
     let off = unix_now();
     c.power_off(victim).unwrap();
@@ -556,6 +558,11 @@ fn prometheus_sees_a_failover() {
         )?;
         (!age.is_empty()).then_some(())
     });
+    // The picture: 8 s before the power-off to 15 s after.
+    let after = 15.0 - (unix_now() - off);
+    if after > 0.0 {
+        std::thread::sleep(Duration::from_secs_f64(after));
+    }
     plot_failover(&c, victim, off);
 }
 
