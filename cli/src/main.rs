@@ -10,6 +10,7 @@ mod daemons;
 mod debug;
 mod event;
 mod generate;
+mod history;
 mod import;
 mod ip;
 mod ipalloc;
@@ -126,6 +127,10 @@ enum Command {
     /// Start the counters of every daemon of a node again from 0 (ctdb
     /// statisticsreset).
     Statisticsreset,
+    /// The failover history: takeover runs, addresses taken, released or
+    /// dropped, with reasons and phase durations, newest first (no ctdb
+    /// equivalent).
+    History(history::HistoryArgs),
     /// Write this node's ipfailover configuration from its CTDB one
     /// (default /etc/ctdb), saying what each line became.
     ImportCtdb(import::ImportArgs),
@@ -253,6 +258,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Daemons => daemons::run(&ctx),
         Command::Statistics => statistics::run(&ctx),
         Command::Statisticsreset => statistics::reset(&ctx),
+        Command::History(args) => history::run(&ctx, &args),
         Command::ImportCtdb(args) => import::run(&args),
         Command::Generate(args) => generate::run(<Cli as clap::CommandFactory>::command(), &args),
     }

@@ -633,6 +633,7 @@ fn log_nth(n: u64) -> bool {
 fn peer_tap(
     inputs: mpsc::Sender<Input>,
     counters: Arc<PeerCounters>,
+    heartbeats: Arc<crate::heartbeats::HeartbeatStats>,
 ) -> transport::client::FrameTap {
     let mut legacy = LegacyLog::default();
     Box::new(move |frame| {
@@ -668,6 +669,10 @@ fn peer_tap(
         if matches!(cm, ClusterMsg::LegacyHeartbeat(_)) {
             legacy.refused(src.pnn, std::time::Instant::now());
             return true;
+        }
+        if let ClusterMsg::Heartbeat(h) = &cm {
+            // Observation only (round trip, missed heartbeats).
+            heartbeats.heartbeat(h.from, h.echo, transport::msg::cluster::monotonic_ns());
         }
         match inputs.try_send(Input::Msg(cm)) {
             Ok(()) => {
@@ -866,11 +871,19 @@ pub async fn run(
     let admins =
         transport::limit::InFlight::new(ADMIN_IN_FLIGHT, ADMIN_PER_CLIENT).with_bytes(ADMIN_BYTES);
     let counters = Arc::new(PeerCounters::default());
-    client.set_frame_tap(peer_tap(in_tx.clone(), Arc::clone(&counters)));
+    let heartbeats = Arc::new(crate::heartbeats::HeartbeatStats::new(
+        settings.member.timing.interval,
+    ));
+    client.set_frame_tap(peer_tap(
+        in_tx.clone(),
+        Arc::clone(&counters),
+        Arc::clone(&heartbeats),
+    ));
     {
         let (stats, admins) = (Arc::clone(&stats), admins.clone());
         client.set_statistics_hook(move || {
             let mut out = counters.snapshot();
+            out.extend(heartbeats.snapshot(transport::msg::cluster::monotonic_ns()));
             out.push((
                 "admin_in_flight".to_owned(),
                 u64::try_from(admins.in_flight()).unwrap_or(u64::MAX),

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod entry;
 pub mod flags;
 pub mod health;
+pub mod heartbeats;
 pub mod lock;
 pub mod membership;
 pub mod msg;

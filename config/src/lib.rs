@@ -236,6 +236,9 @@ pub struct FailoverConfig {
     /// for its public addresses when its lease ends even if every process
     /// of ipfailover is dead or frozen.
     pub kernel_lease: bool,
+    /// Entries of the failover history failoverd keeps in memory (takeover
+    /// runs it led, takes, releases, drops; `ipfailover history`).
+    pub history_size: u32,
 }
 
 impl Default for FailoverConfig {
@@ -251,6 +254,7 @@ impl Default for FailoverConfig {
             release_timeout_ms: 9_000,
             nft_table: "ipfailover".into(),
             kernel_lease: true,
+            history_size: 100,
         }
     }
 }
@@ -279,6 +283,10 @@ pub struct ConntrackConfig {
 /// The largest `[conntrack] max_connections` accepted (about 2-5 GB of
 /// table at the limit).
 pub const MAX_CONNECTIONS_LIMIT: u64 = 100_000_000;
+
+/// Largest `[failover] history_size` (entries are a few hundred bytes; a
+/// run of 256 addresses a few kilobytes).
+pub const MAX_HISTORY_SIZE: u32 = 100_000;
 
 impl Default for ConntrackConfig {
     fn default() -> Self {
@@ -561,6 +569,13 @@ pub fn parse(text: &str, file: &Path) -> Result<(Config, Vec<String>), ConfigErr
                 format!("{name} must be greater than 0"),
             ));
         }
+    }
+    let size = config.failover.history_size;
+    if size == 0 || size > MAX_HISTORY_SIZE {
+        return Err(invalid(
+            find_key(text, "history_size").unwrap_or(0..0),
+            format!("history_size = {size}: use 1 to {MAX_HISTORY_SIZE}"),
+        ));
     }
     let max = config.conntrack.max_connections;
     if max == 0 || max > MAX_CONNECTIONS_LIMIT {

@@ -227,6 +227,8 @@ struct Shell {
     registered: HashMap<IpAddr, std::collections::HashSet<Conn>>,
     /// Counters for STATISTICS.
     stats: std::sync::Arc<Stats>,
+    /// Replication lag per peer (observation only).
+    lag: std::sync::Arc<crate::lag::ReplicationLag>,
 }
 
 /// Runs conntrackd over `client` until `shutdown` resolves, a `SHUTDOWN`
@@ -291,8 +293,10 @@ pub async fn run(
     }
     engine = engine.with_max_connections(opts.max_connections);
     let stats = std::sync::Arc::new(Stats::default());
+    let lag = std::sync::Arc::new(crate::lag::ReplicationLag::default());
     {
         let stats = std::sync::Arc::clone(&stats);
+        let lag = std::sync::Arc::clone(&lag);
         let limit = u64::try_from(opts.max_connections).unwrap_or(u64::MAX);
         client.set_statistics_hook(move || {
             use std::sync::atomic::Ordering::Relaxed;
@@ -308,6 +312,9 @@ pub async fn run(
                     stats.replication_refused.get(),
                 ),
             ]
+            .into_iter()
+            .chain(lag.snapshot(transport::msg::cluster::monotonic_ns()))
+            .collect()
         });
     }
     let mut shell = Shell {
@@ -333,6 +340,7 @@ pub async fn run(
         pending: Vec::new(),
         registered: HashMap::new(),
         stats,
+        lag,
     };
     tracing::info!(
         pnn,
@@ -658,6 +666,12 @@ impl Shell {
                 match msg::decode::<Msg>(&m.payload) {
                     Ok(msg) => {
                         let now = self.now();
+                        self.lag.message(
+                            h.src.pnn,
+                            &msg,
+                            self.engine.table(),
+                            transport::msg::cluster::monotonic_ns(),
+                        );
                         match self.engine.on_peer(h.src.pnn, &msg, now) {
                             Ok(outs) => self.send(outs).await,
                             Err(e @ engine::EngineError::Full { .. }) => {

@@ -19,6 +19,7 @@
 pub mod daemon;
 pub mod engine;
 pub mod entry;
+pub mod lag;
 pub mod msg;
 pub mod reporter;
 pub mod table;

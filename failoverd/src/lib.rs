@@ -8,6 +8,7 @@ pub mod core;
 pub mod counters;
 pub mod daemon;
 pub mod entry;
+pub mod history;
 pub mod leader;
 pub mod node;
 pub mod record;

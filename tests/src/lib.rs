@@ -15,4 +15,5 @@ pub mod chaos;
 pub mod cluster;
 pub mod forge;
 pub mod netns;
+pub mod plot;
 pub mod sim;

@@ -13,7 +13,12 @@
 //! a survivor, the survivors' takeover-run counters and duration
 //! histograms grew, the new host's take histogram and announcements grew
 //! and a survivor led a run (failoverd's own counters), the dead node's
-//! target is down, and no address stays unhosted.
+//! target is down, no address stays unhosted, the survivors measured
+//! heartbeat round trips to the victim before and count its heartbeats
+//! missing after, and conntrack replication between them is current.
+//! Last, it plots what Prometheus recorded around the power-off (raw
+//! samples through the query API) as an SVG: in the scratch directory, and
+//! at `$IPFAILOVER_PLOT` when set (docs/observability-failover.svg).
 
 mod masterd_support;
 
@@ -93,6 +98,131 @@ fn query(client: &NetNs, expr: &str) -> Option<Vec<(BTreeMap<String, String>, f6
         })
         .collect();
     Some(out)
+}
+
+/// The raw samples of a range-vector query (`expr[Ns]`): each series'
+/// labels and `(unix seconds, value)` points.
+type Matrix = Vec<(BTreeMap<String, String>, Vec<(f64, f64)>)>;
+
+fn query_matrix(client: &NetNs, expr: &str) -> Matrix {
+    let Some((code, body)) = http_get(
+        client,
+        PROMETHEUS,
+        &format!("/api/v1/query?query={}", encode(expr)),
+    ) else {
+        return Vec::new();
+    };
+    assert_eq!(code, 200, "query {expr}: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "success", "{body}");
+    v["data"]["result"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .map(|r| {
+                    let labels = r["metric"]
+                        .as_object()
+                        .map(|m| {
+                            m.iter()
+                                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let points = r["values"]
+                        .as_array()
+                        .map(|vs| {
+                            vs.iter()
+                                .filter_map(|p| {
+                                    Some((p[0].as_f64()?, p[1].as_str()?.parse::<f64>().ok()?))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (labels, points)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The picture of the failover in docs/observability.md, from what
+/// Prometheus recorded: written to the scratch directory, and to
+/// `$IPFAILOVER_PLOT` when set (docs/observability-failover.svg is made
+/// that way).
+fn plot_failover(c: &TestCluster, victim: usize, off: f64) {
+    use tests::plot::{svg, Panel, Series};
+    let window = (unix_now() - off + 8.0).ceil();
+    let node_of = |labels: &BTreeMap<String, String>| {
+        let i = labels.get("instance").cloned().unwrap_or_default();
+        c.nodes
+            .iter()
+            .find(|n| instance(n) == i)
+            .map_or(i, |n| format!("node {}", n.pnn))
+    };
+    let panel = |title: &str, unit: &str, expr: &str, step: bool| {
+        let mut series: Vec<Series> = query_matrix(&c.client, &format!("{expr}[{window}s]"))
+            .into_iter()
+            .map(|(labels, points)| Series {
+                name: node_of(&labels),
+                points: points.into_iter().map(|(t, v)| (t - off, v)).collect(),
+            })
+            .collect();
+        series.sort_by(|a, b| a.name.cmp(&b.name));
+        Panel {
+            title: title.to_string(),
+            unit: unit.to_string(),
+            series,
+            step,
+        }
+    };
+    let panels = [
+        panel(
+            "Who hosts 192.0.2.201, as each node sees it: ipfailover_address_owner",
+            "PNN, -1: nobody",
+            "ipfailover_address_owner{address=\"192.0.2.201\"}",
+            true,
+        ),
+        panel(
+            "Addresses no node hosts: ipfailover_addresses_unhosted",
+            "addresses",
+            "ipfailover_addresses_unhosted",
+            true,
+        ),
+        panel(
+            &format!("Silence of node {victim}'s heartbeats: ipfailover_heartbeat_silence_seconds{{peer=\"{victim}\"}}"),
+            "s",
+            &format!("ipfailover_heartbeat_silence_seconds{{peer=\"{victim}\"}}"),
+            false,
+        ),
+        panel(
+            "Takeover runs ended: ipfailover_takeover_runs_total",
+            "runs",
+            "ipfailover_takeover_runs_total",
+            true,
+        ),
+    ];
+    for p in &panels {
+        assert!(!p.series.is_empty(), "nothing recorded for {}", p.title);
+    }
+    let text = svg(
+        &format!("A failover as Prometheus recorded it: node {victim} powered off at 0 s (three nodes, scraped every second)"),
+        "seconds since the power-off",
+        &panels,
+        &[(0.0, "power off")],
+    );
+    let path = c.scratch.join("failover.svg");
+    std::fs::write(&path, &text).unwrap();
+    if let Ok(dest) = std::env::var("IPFAILOVER_PLOT") {
+        std::fs::write(&dest, &text).unwrap();
+        println!("failover picture written to {dest}");
+    }
 }
 
 /// The value per `instance` of an instant query.
@@ -317,7 +447,24 @@ fn prometheus_sees_a_failover() {
         .unwrap_or(0.0);
     let timed_before = by_instance(&c.client, "ipfailover_takeover_run_duration_seconds_count");
 
+    // clusterd's per-peer heartbeat metrics: round trips measured to
+    // every peer, nothing missed yet worth a failover.
+    wait("heartbeat round trips recorded", LIMIT, || {
+        let rtt = by_instance(
+            &c.client,
+            &format!("ipfailover_heartbeat_round_trip_seconds_count{{peer=\"{victim}\"}} > 0"),
+        );
+        (survivors.iter().all(|i| rtt.contains_key(i))).then_some(())
+    });
+    let missed_before = by_instance(
+        &c.client,
+        &format!("ipfailover_heartbeats_missed_total{{peer=\"{victim}\"}}"),
+    );
+
+    // Some seconds of the settled cluster for the picture.
+    std::thread::sleep(Duration::from_secs(8));
     // Power the victim off: cable cut, masterd and its daemons killed.
+    let off = unix_now();
     c.power_off(victim).unwrap();
     let _ = masterds[victim].child.kill();
     let _ = masterds[victim].child.wait();
@@ -384,6 +531,39 @@ fn prometheus_sees_a_failover() {
     });
     let moved = by_instance(&c.client, "ipfailover_addresses_taken_total");
     assert!(moved.get(&new_host).is_some_and(|v| *v >= 1.0), "{moved:?}");
+    // The survivors count the victim's missing heartbeats and its silence.
+    wait("the victim's heartbeats counted missing", LIMIT, || {
+        let missed = by_instance(
+            &c.client,
+            &format!("ipfailover_heartbeats_missed_total{{peer=\"{victim}\"}}"),
+        );
+        let silent = by_instance(
+            &c.client,
+            &format!("ipfailover_heartbeat_silence_seconds{{peer=\"{victim}\"}} > 1"),
+        );
+        survivors
+            .iter()
+            .all(|i| {
+                missed.get(i).copied().unwrap_or(0.0)
+                    >= missed_before.get(i).copied().unwrap_or(0.0) + 5.0
+                    && silent.contains_key(i)
+            })
+            .then_some(())
+    });
+    // Replication between the survivors' conntrackds is current.
+    wait("conntrack replication between the survivors", LIMIT, || {
+        let age = query(
+            &c.client,
+            "ipfailover_conntrack_replication_lag_seconds == 0",
+        )?;
+        (!age.is_empty()).then_some(())
+    });
+    // The picture: 8 s before the power-off to 15 s after.
+    let after = 15.0 - (unix_now() - off);
+    if after > 0.0 {
+        std::thread::sleep(Duration::from_secs_f64(after));
+    }
+    plot_failover(&c, victim, off);
 }
 
 /// The default `[metrics]` (127.0.0.1:9379) in the single-process model,

@@ -96,6 +96,8 @@ pub struct Settings {
     /// The record of configured addresses (`<run_dir>/failoverd.hosted`),
     /// for adoption after a crash; `None` keeps none (nothing is adopted).
     pub record_file: Option<PathBuf>,
+    /// Entries of the failover history kept (`[failover] history_size`).
+    pub history_size: usize,
 }
 
 impl Settings {
@@ -122,6 +124,7 @@ impl Settings {
             release_timeout: Duration::from_millis(c.failover.release_timeout_ms),
             request_timeout: Duration::from_millis(c.failover.release_timeout_ms.max(1_000)),
             record_file: Some(loaded.resolve(&c.transport.run_dir).join(record::FILE_NAME)),
+            history_size: usize::try_from(c.failover.history_size).unwrap_or(usize::MAX),
         }
     }
 }
@@ -353,6 +356,7 @@ pub async fn run(
     )
     .await?;
     tracing::info!(pnn, addresses = settings.publics.len(), "failoverd started");
+    crate::history::HISTORY.set_capacity(settings.history_size);
     let known: Vec<IpAddr> = settings.publics.iter().map(|p| p.addr).collect();
     exec.guard(&known).await?;
     let lease_len = settings.lease.max(Duration::from_millis(1));
@@ -478,6 +482,7 @@ pub async fn run(
                         t.run_done_unix_ms = None;
                     }
                     drop(s);
+                    observe_membership(&ctx, m);
                     tracing::debug!(
                         generation = m.generation,
                         leader = ?m.leader,
@@ -585,6 +590,42 @@ pub async fn run(
     exec.shutdown();
     tracing::info!(pnn, "failoverd stopped");
     result
+}
+
+/// Tells the failover history ([`crate::history`]) about a membership
+/// (observation only); for a node newly seen disconnected, asks clusterd
+/// when it last heard it (`peerN_heartbeat_silence_ms` in its STATISTICS),
+/// in a task of its own.
+fn observe_membership(ctx: &Ctx, m: &Membership) {
+    use crate::history::{now_ns, HISTORY};
+    let newly = HISTORY.membership(m, now_ns());
+    if newly.is_empty() {
+        return;
+    }
+    let client = ctx.client.clone();
+    tokio::spawn(async move {
+        let r: Result<transport::proto::control::Statistics, _> = client
+            .request(
+                Address::local(CLUSTERD),
+                transport::proto::control::STATISTICS,
+                &(),
+                POLL_TIMEOUT,
+            )
+            .await;
+        let now = now_ns();
+        match r {
+            Ok(stats) => {
+                for pnn in newly {
+                    if let Some(ms) = stats.get(&format!("peer{pnn}_heartbeat_silence_ms")) {
+                        HISTORY.heard(pnn, now.saturating_sub(ms.saturating_mul(1_000_000)));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "no heartbeat times from clusterd for the history")
+            }
+        }
+    });
 }
 
 /// Public addresses configured here that this node does not host (an
@@ -756,9 +797,19 @@ async fn drop_all(ctx: &Ctx, lost: bool) {
         DropMode::LeaseLost
     };
     let before: Vec<IpAddr> = ctx.exec.hosted().iter().map(|h| h.public.addr).collect();
+    let (start_ns, at_ms, started) = (
+        crate::history::now_ns(),
+        unix_ms(),
+        std::time::Instant::now(),
+    );
     match ctx.exec.drop_all(mode).await {
         Ok(0) => {}
-        Ok(n) => tracing::warn!(count = n, "dropped every public address"),
+        Ok(n) => {
+            tracing::warn!(count = n, "dropped every public address");
+            if lost {
+                record_drop(&before, start_ns, at_ms, started.elapsed(), ctx.pnn);
+            }
+        }
         Err(e) => {
             // Which ones are still there is not known: each is a leftover
             // until a removal says it is gone (hole 6).
@@ -770,6 +821,25 @@ async fn drop_all(ctx: &Ctx, lost: bool) {
             }
         }
     }
+}
+
+/// Records a drop at the lease end in the failover history.
+fn record_drop(addrs: &[IpAddr], start_ns: u64, at_ms: u64, took: Duration, pnn: Pnn) {
+    use transport::msg::failover::{HistoryKind, HistoryMove};
+    let mut e = crate::history::entry(HistoryKind::Drop, at_ms);
+    e.reason = "lease loss".to_string();
+    e.moves = addrs
+        .iter()
+        .map(|a| HistoryMove {
+            addr: *a,
+            from: Some(pnn),
+            to: None,
+            reason: "lease loss".to_string(),
+        })
+        .collect();
+    e.release_us = Some(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    e.total_us = e.release_us.unwrap_or(0);
+    crate::history::HISTORY.push(e, start_ns);
 }
 
 /// A run is wanted: the leader schedules one; a follower's core asks the

@@ -17,11 +17,11 @@ use transport::msg::failover::{
     TakeIps, Tunable, TunableList, ADD_IP, DEL_IP, GET_IP_STATUS, GET_PUBLIC_IPS, GET_TUNABLES,
     GRATARP, KILLTCP, RELEASE_IPS, RELOAD_IPS, SET_IFACE_LINK, SET_TUNABLE, TAKE_IPS, TICKLE,
 };
+use transport::msg::failover::{HistoryKind, HistoryMove, RunTimes, GET_HISTORY, GET_RUN_TIMES};
 use transport::msg::failover::{
     HookList, HookScript, HookScriptRun, HookStatus, RunEvent, SetHook, GET_HOOK_STATUS,
     LIST_HOOKS, RUN_EVENT, SET_HOOK,
 };
-use transport::msg::failover::{RunTimes, GET_RUN_TIMES};
 use transport::proto::service::FAILOVERD;
 use transport::proto::{ErrorCode, Message};
 
@@ -202,6 +202,11 @@ pub(super) async fn serve(ctx: &Ctx, msg: Message) {
                 ..ctx.lock().run_times.clone()
             };
             reply(ctx, &msg, &times).await;
+            return;
+        }
+        GET_HISTORY => {
+            let history = crate::history::HISTORY.snapshot(ctx.pnn);
+            reply(ctx, &msg, &history).await;
             return;
         }
         GET_IP_STATUS => {
@@ -442,8 +447,89 @@ async fn release(ctx: &Ctx, from: Pnn, req: ReleaseIps) -> Result<StepResult, (E
     // this list would have been made), and a release must never be
     // acknowledged while the address is still configured here.
     let hosted: Vec<IpAddr> = req.ips.iter().map(|(a, _)| *a).collect();
+    let seen = Seen::start();
+    let had: Vec<IpAddr> = ctx.exec.hosted().iter().map(|h| h.public.addr).collect();
     let failed = remove(ctx, &hosted).await;
+    // The history lists the addresses that were here (a release also
+    // sweeps addresses this node did not host).
+    let moves: Vec<HistoryMove> = req
+        .ips
+        .iter()
+        .filter(|(a, _)| had.contains(a))
+        .map(|(a, to)| HistoryMove {
+            addr: *a,
+            from: Some(ctx.pnn),
+            to: *to,
+            reason: String::new(),
+        })
+        .collect();
+    seen.record(
+        HistoryKind::Release,
+        from,
+        &req.generation,
+        req.run,
+        moves,
+        &failed,
+    );
     Ok(StepResult { failed })
+}
+
+/// A take or release as the history records it ([`crate::history`]):
+/// observation only.
+struct Seen {
+    started: std::time::Instant,
+    start_ns: u64,
+    at_unix_ms: u64,
+    resets: u64,
+}
+
+impl Seen {
+    fn start() -> Seen {
+        Seen {
+            started: std::time::Instant::now(),
+            start_ns: crate::history::now_ns(),
+            at_unix_ms: crate::history::unix_ms(),
+            resets: crate::counters::COUNTERS
+                .resets
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    fn record(
+        &self,
+        kind: HistoryKind,
+        leader: Pnn,
+        generation: &u64,
+        run: u64,
+        moves: Vec<HistoryMove>,
+        failed: &[(IpAddr, String)],
+    ) {
+        use crate::history::{entry, HISTORY};
+        if moves.is_empty() && failed.is_empty() {
+            return;
+        }
+        let took = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let mut e = entry(kind, self.at_unix_ms);
+        e.generation = *generation;
+        e.run = run;
+        e.leader = Some(leader);
+        e.moves = moves;
+        e.total_us = took;
+        e.ok = failed.is_empty();
+        e.error = failed.first().map(|(a, why)| format!("{a}: {why}"));
+        if kind == HistoryKind::Take {
+            e.take_us = Some(took);
+            HISTORY.take(e, self.start_ns);
+        } else {
+            e.release_us = Some(took);
+            // Resets counted while it ran (releases run one at a time).
+            e.resets = crate::counters::COUNTERS
+                .resets
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .saturating_sub(self.resets);
+            HISTORY.push(e, self.start_ns);
+        }
+    }
 }
 
 async fn take(ctx: &Ctx, from: Pnn, req: TakeIps) -> Result<StepResult, (ErrorCode, String)> {
@@ -453,6 +539,7 @@ async fn take(ctx: &Ctx, from: Pnn, req: TakeIps) -> Result<StepResult, (ErrorCo
             .check_take(lease::now(), from, req.generation, req.run)
     };
     check().map_err(|e| refused(&e))?;
+    let seen = Seen::start();
     let mut failed = Vec::new();
     let publics: Vec<PublicAddress> = {
         let s = ctx.lock();
@@ -471,9 +558,16 @@ async fn take(ctx: &Ctx, from: Pnn, req: TakeIps) -> Result<StepResult, (ErrorCo
     // Checked again under the executor's operation lock: the take may have
     // waited there for an earlier operation while the run was overtaken.
     let still = || check().map_err(|e| e.to_string());
+    let mut added = Vec::new();
+    crate::history::HISTORY.take_started(&req.ips, seen.start_ns);
     for (addr, r) in ctx.exec.take_many_if(&publics, &still).await {
         match r {
-            Ok(_) => taken.push(addr),
+            Ok(t) => {
+                if matches!(t, crate::node::Taken::Added { .. }) {
+                    added.push(addr);
+                }
+                taken.push(addr);
+            }
             Err(e) => failed.push((addr, e.to_string())),
         }
     }
@@ -497,6 +591,23 @@ async fn take(ctx: &Ctx, from: Pnn, req: TakeIps) -> Result<StepResult, (ErrorCo
             s.owners.insert(*a, ctx.pnn);
         }
     }
+    let moves: Vec<HistoryMove> = added
+        .iter()
+        .map(|a| HistoryMove {
+            addr: *a,
+            from: None,
+            to: Some(ctx.pnn),
+            reason: String::new(),
+        })
+        .collect();
+    seen.record(
+        HistoryKind::Take,
+        from,
+        &req.generation,
+        req.run,
+        moves,
+        &failed,
+    );
     Ok(StepResult { failed })
 }
 

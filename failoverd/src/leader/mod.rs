@@ -158,11 +158,72 @@ pub async fn takeover_run(
 ) -> (RunOutcome, Option<RunError>) {
     use crate::counters::{add, COUNTERS};
     let started = Instant::now();
-    let r = run_once(client, order, settings).await;
+    let mut seen = Observed::start();
+    let r = run_once(client, order, settings, &mut seen).await;
     add(&COUNTERS.runs_led, 1);
     add(&COUNTERS.runs_failed, usize::from(r.1.is_some()));
     COUNTERS.run_time.observe(started.elapsed());
+    seen.record(order, r.1.as_ref(), false);
     r
+}
+
+/// What a run or move did, for the failover history ([`crate::history`]):
+/// filled in as it goes, recorded at the end. Observation only.
+#[derive(Debug)]
+struct Observed {
+    started: Instant,
+    start_ns: u64,
+    at_unix_ms: u64,
+    timing: RunTiming,
+    reports: BTreeMap<Pnn, PublicIps>,
+    releases: BTreeMap<Pnn, Vec<(IpAddr, Option<Pnn>)>>,
+    takes: BTreeMap<Pnn, Vec<IpAddr>>,
+    run: u64,
+    planned: bool,
+}
+
+impl Observed {
+    fn start() -> Observed {
+        Observed {
+            started: Instant::now(),
+            start_ns: crate::history::now_ns(),
+            at_unix_ms: crate::history::unix_ms(),
+            timing: RunTiming::default(),
+            reports: BTreeMap::new(),
+            releases: BTreeMap::new(),
+            takes: BTreeMap::new(),
+            run: 0,
+            planned: false,
+        }
+    }
+
+    fn record(&self, order: &RunOrder, error: Option<&RunError>, admin_move: bool) {
+        use crate::history::{self, HISTORY};
+        use transport::msg::failover::HistoryKind;
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let mut e = history::entry(HistoryKind::Run, self.at_unix_ms);
+        e.generation = order.membership.generation;
+        e.run = self.run;
+        e.leader = Some(order.membership.this_node);
+        e.moves = history::moves(&history::RunFacts {
+            membership: &order.membership,
+            last_owner: &order.last_owner,
+            reports: &self.reports,
+            releases: &self.releases,
+            takes: &self.takes,
+            admin_move,
+        });
+        e.reason = history::main_reason(&e.moves);
+        if self.planned {
+            e.plan_us = Some(us(self.timing.gather + self.timing.plan));
+            e.release_us = Some(us(self.timing.release));
+            e.take_us = Some(us(self.timing.take));
+        }
+        e.total_us = us(self.started.elapsed());
+        e.ok = error.is_none();
+        e.error = error.map(ToString::to_string);
+        HISTORY.run(e, self.start_ns);
+    }
 }
 
 /// [`takeover_run`] without the counting.
@@ -170,6 +231,7 @@ async fn run_once(
     client: &Client,
     order: &RunOrder,
     settings: RunSettings,
+    seen: &mut Observed,
 ) -> (RunOutcome, Option<RunError>) {
     let m = &order.membership;
     let started = Instant::now();
@@ -215,8 +277,10 @@ async fn run_once(
         "takeover run planned"
     );
     let mut memory = order.last_owner.clone();
-    let result = execute(client, &plan, &mut memory, settings, &mut timing).await;
+    let result = execute(client, &plan, &mut memory, settings, &mut timing, seen).await;
     timing.log(plan.generation, plan.moved);
+    seen.timing = timing;
+    seen.reports = reports;
     broadcast_ipreallocated(client, plan.generation).await;
     outcome.last_owner = Some(memory);
     outcome.ok = result.is_ok();
@@ -238,14 +302,19 @@ async fn execute(
     memory: &mut BTreeMap<IpAddr, Pnn>,
     settings: RunSettings,
     timing: &mut RunTiming,
+    seen: &mut Observed,
 ) -> Result<(), RunError> {
     let started = Instant::now();
     let run = run_stamp();
+    seen.run = run;
+    seen.planned = true;
+    seen.releases.clone_from(&plan.releases);
     let failed_release = release_step(client, plan.generation, run, &plan.releases, settings).await;
     timing.release = started.elapsed();
     // Forget holders of released addresses; the takes set the new ones.
     run::forget_released(memory, plan, &failed_release);
     let takes = run::takes_after_release(plan, &failed_release);
+    seen.takes.clone_from(&takes);
     let started = Instant::now();
     let take_failures = take_step(client, plan.generation, run, &takes, settings, memory).await;
     timing.take = started.elapsed();
@@ -390,6 +459,26 @@ pub async fn move_ip(
     mv: MoveIp,
     settings: RunSettings,
 ) -> Result<BTreeMap<IpAddr, Pnn>, RunError> {
+    let mut seen = Observed::start();
+    let r = move_once(client, order, mv, settings, &mut seen).await;
+    if let Err(e) = &r {
+        if !matches!(e, RunError::CannotMove { .. }) {
+            seen.record(order, Some(e), true);
+        }
+    } else {
+        seen.record(order, None, true);
+    }
+    r
+}
+
+/// [`move_ip`] without the recording.
+async fn move_once(
+    client: &Client,
+    order: &RunOrder,
+    mv: MoveIp,
+    settings: RunSettings,
+    seen: &mut Observed,
+) -> Result<BTreeMap<IpAddr, Pnn>, RunError> {
     let m = &order.membership;
     let last_owner = &order.last_owner;
     let (reports, mut missing) = gather_reports(client, m, settings.request_timeout).await?;
@@ -439,7 +528,9 @@ pub async fn move_ip(
     };
     let mut memory = last_owner.clone();
     let mut timing = RunTiming::default();
-    let result = execute(client, &moving, &mut memory, settings, &mut timing).await;
+    let result = execute(client, &moving, &mut memory, settings, &mut timing, seen).await;
+    seen.timing = timing;
+    seen.reports = reports;
     broadcast_ipreallocated(client, m.generation).await;
     result.map(|()| memory)
 }

@@ -36,6 +36,7 @@ use super::{
     Discrepancies, DropMode, ExecutorConfig, HostedAddress, NodeError, NodeEvent, NodeStatus, Taken,
 };
 use crate::counters::{self, COUNTERS};
+use crate::history::{self, HISTORY};
 use crate::public_addresses::PublicAddress;
 
 /// Which addresses have tracked connections, fetched once per take.
@@ -821,7 +822,12 @@ impl Inner {
         let sender = self.sender(iface)?;
         let r = sender.announce(addr).await;
         match &r {
-            Ok(n) => counters::add(&COUNTERS.announcements, *n),
+            Ok(n) => {
+                counters::add(&COUNTERS.announcements, *n);
+                if *n > 0 {
+                    HISTORY.announced(addr, history::now_ns());
+                }
+            }
             Err(_) => self.forget_sender(iface),
         }
         Ok(r?)
@@ -2317,6 +2323,7 @@ async fn announce_rounds(
                     match send_segments(&inner.segments, segs.clone()).await {
                         Ok(st) => {
                             counters::add(&COUNTERS.tickles, st.sent);
+                            HISTORY.tickled(addr, history::now_ns(), st.sent);
                             tracing::debug!(%addr, sent = st.sent, failed = st.failed, "tickles")
                         }
                         Err(e) => tracing::debug!(%addr, error = %e, "tickles failed"),

@@ -19,6 +19,7 @@
 
 pub mod http;
 pub mod model;
+pub mod peers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -182,13 +183,22 @@ async fn gather(exp: &Exporter, client: Option<Client>) -> Snapshot {
     snap.connection_counts = counts;
     if has(FAILOVERD) {
         // This node's list, then every connected peer's, for the
-        // cluster-wide count of addresses nobody hosts.
+        // cluster-wide count of addresses nobody hosts. A peer clusterd
+        // already declared disconnected is not asked: transportd's link
+        // to a node that lost power stays up for seconds, and waiting for
+        // its answer made the scrapes during a failover time out.
+        let gone = |pnn: u32| {
+            snap.membership.as_ref().is_some_and(|m| {
+                m.flags(pnn)
+                    .is_some_and(|f| f.contains(transport::msg::cluster::NodeFlags::DISCONNECTED))
+            })
+        };
         let mut dsts = vec![Address::local(FAILOVERD)];
         if let Some(p) = &peers {
             dsts.extend(
                 p.peers
                     .iter()
-                    .filter(|p| p.connected)
+                    .filter(|p| p.connected && !gone(p.pnn))
                     .map(|p| Address::new(p.pnn, FAILOVERD)),
             );
         }

@@ -334,6 +334,11 @@ pub fn encode(snap: &Snapshot, tracker: &Tracker) -> prometheus::Result<String> 
     if let Some(f) = failoverd_stats {
         families.extend(failoverd_histograms(f));
     }
+    let per_peer: Vec<&Statistics> = ["clusterd", "conntrackd"]
+        .iter()
+        .filter_map(|d| statistics_of(snap, d))
+        .collect();
+    families.extend(super::peers::families(&per_peer));
     let mut out = String::new();
     TextEncoder::new().encode_utf8(&families, &mut out)?;
     Ok(out)
@@ -511,11 +516,11 @@ fn daemons(r: &Registry, snap: &Snapshot) -> prometheus::Result<()> {
         // Histogram buckets are exported as histograms (see `failoverd`),
         // transportd's per-peer and per-service traffic as its own
         // families (see `transport`).
-        for (name, v) in s
-            .iter()
-            .flat_map(|s| s.counters.iter())
-            .filter(|(n, _)| !n.contains("_us_le_") && traffic_counter(n).is_none())
-        {
+        for (name, v) in s.iter().flat_map(|s| s.counters.iter()).filter(|(n, _)| {
+            !n.contains("_us_le_")
+                && traffic_counter(n).is_none()
+                && super::peers::per_peer(n).is_none()
+        }) {
             stat.with_label_values(&[daemon.as_str(), name.as_str()])
                 .set(int(*v));
         }

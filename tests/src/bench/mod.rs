@@ -17,6 +17,7 @@ pub mod load;
 pub mod memory;
 pub mod netlink;
 pub mod netlink_diag;
+pub mod scrape;
 pub mod start;
 pub mod transport;
 

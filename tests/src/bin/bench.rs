@@ -1,6 +1,6 @@
 //! `bench SCENARIO [OPTIONS]`: prints one JSON line per figure (see
 //! `tests::bench`). Scenarios: transport, netlink, netlink-diag, cluster, alloc, conntrack,
-//! failover, memory, failover-node, failover-load, start.
+//! failover, memory, failover-node, failover-load, start, scrape.
 
 use std::process::ExitCode;
 
@@ -21,6 +21,7 @@ const SCENARIOS: &[&str] = &[
     "failover-node",
     "failover-load",
     "start",
+    "scrape",
 ];
 
 fn main() -> ExitCode {
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
         "failover-load" => bench::load::run(&rest),
         "memory" => bench::memory::run(&rest),
         "start" => bench::start::run(&rest),
+        "scrape" => bench::scrape::run(&rest),
         other => Err(anyhow::anyhow!(
             "unknown scenario '{other}'; scenarios: {}",
             SCENARIOS.join(", ")

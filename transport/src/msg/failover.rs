@@ -25,6 +25,7 @@
 //! Every reply that is not data is a [`StepResult`] or `()`; refusals come
 //! back as transport errors (`ErrorCode`) with a message for the operator.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
@@ -112,6 +113,102 @@ pub struct RunTimes {
     pub changed_unix_ms: Option<u64>,
     /// When the takeover run for it ended (IPREALLOCATED); `None`: not yet.
     pub run_done_unix_ms: Option<u64>,
+}
+
+/// Request `()` → [`History`]: the failover history this node keeps —
+/// the takeover runs it led and the addresses it took or released, newest
+/// first (`ipfailover history`, docs/observability.md).
+pub const GET_HISTORY: u32 = 0x0002_0017;
+
+/// The answer to [`GET_HISTORY`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    /// The answering node.
+    pub pnn: Pnn,
+    /// How many entries it keeps at most (`[failover] history_size`).
+    pub capacity: u32,
+    /// Entries recorded since failoverd started, counting those dropped
+    /// when the history was full.
+    pub recorded: u64,
+    /// The entries, newest first.
+    pub entries: Vec<HistoryEntry>,
+}
+
+/// What a [`HistoryEntry`] records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HistoryKind {
+    /// A takeover run (or `moveip`) this node led.
+    Run,
+    /// Addresses this node took in one TAKE_IPS request.
+    Take,
+    /// Addresses this node released in one RELEASE_IPS request.
+    Release,
+    /// Addresses this node dropped because its lease ended.
+    Drop,
+}
+
+/// One address moved by a run, or taken or released here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryMove {
+    /// The address.
+    pub addr: IpAddr,
+    /// The node that held it before (`None`: nobody, as far as known).
+    pub from: Option<Pnn>,
+    /// The node that holds it after (`None`: nobody).
+    pub to: Option<Pnn>,
+    /// Why it moved: `node death`, `lease loss`, `health`, `admin`,
+    /// `rebalancing` or `initial`.
+    pub reason: String,
+}
+
+/// One entry of a node's failover history. Durations in microseconds;
+/// `None` where the phase does not apply or was not measured.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Its number on the node (increasing).
+    pub seq: u64,
+    /// What it records.
+    pub kind: HistoryKind,
+    /// When it started, milliseconds since the Unix epoch (the node's
+    /// clock).
+    pub at_unix_ms: u64,
+    /// The membership generation of the run.
+    pub generation: u64,
+    /// The run's stamp ([`ReleaseIps::run`]): a take or release on a node
+    /// has its run's.
+    pub run: u64,
+    /// The main reason (the most severe of the moves'; `none` when nothing
+    /// moved).
+    pub reason: String,
+    /// The node that led the run (for a take or release: that asked).
+    pub leader: Option<Pnn>,
+    /// The addresses moved (a run), taken or released (this node).
+    pub moves: Vec<HistoryMove>,
+    /// From the last heartbeat heard from the node whose death caused the
+    /// run to this node seeing it disconnected.
+    pub detection_us: Option<u64>,
+    /// From seeing that node disconnected to its lease certainly over (its
+    /// addresses may be given away).
+    pub lease_wait_us: Option<u64>,
+    /// Gathering the reports and planning (a run).
+    pub plan_us: Option<u64>,
+    /// The release step (a run), or this node's release.
+    pub release_us: Option<u64>,
+    /// The take step (a run), or this node's take.
+    pub take_us: Option<u64>,
+    /// From the take request's arrival to the first announcement sent for
+    /// one of its addresses (a take).
+    pub announce_us: Option<u64>,
+    /// The whole run or request.
+    pub total_us: u64,
+    /// Tickle ACKs sent to the clients of the taken addresses.
+    pub tickles: u64,
+    /// Connections reset on release.
+    pub resets: u64,
+    /// Every step succeeded.
+    pub ok: bool,
+    /// The first error, when not.
+    pub error: Option<String>,
 }
 
 /// One hook's part in an event run.
@@ -404,6 +501,68 @@ pub struct KillTcp {
     pub iface: String,
     /// The connections to reset.
     pub connections: Vec<ConnectionPair>,
+}
+
+/// The reasons a history move may give, most severe first.
+pub const HISTORY_REASONS: [&str; 6] = [
+    "node death",
+    "lease loss",
+    "health",
+    "admin",
+    "rebalancing",
+    "initial",
+];
+
+/// The most severe reason of `moves` (`none` without moves).
+#[must_use]
+pub fn main_reason(moves: &[HistoryMove]) -> String {
+    HISTORY_REASONS
+        .iter()
+        .find(|r| moves.iter().any(|m| m.reason == **r))
+        .map_or_else(|| "none".to_string(), |r| (*r).to_string())
+}
+
+impl HistoryEntry {
+    /// A new entry of `kind` with nothing measured yet.
+    #[must_use]
+    pub fn new(kind: HistoryKind, at_unix_ms: u64) -> HistoryEntry {
+        HistoryEntry {
+            seq: 0,
+            kind,
+            at_unix_ms,
+            generation: 0,
+            run: 0,
+            reason: String::new(),
+            leader: None,
+            moves: Vec::new(),
+            detection_us: None,
+            lease_wait_us: None,
+            plan_us: None,
+            release_us: None,
+            take_us: None,
+            announce_us: None,
+            total_us: 0,
+            tickles: 0,
+            resets: 0,
+            ok: true,
+            error: None,
+        }
+    }
+
+    /// Gives a take's or release's moves the reasons of its run (by
+    /// address), and the entry the most severe of them.
+    pub fn fill_reasons(&mut self, reasons: &BTreeMap<IpAddr, String>) {
+        let mut any = false;
+        for m in &mut self.moves {
+            if let Some(r) = reasons.get(&m.addr) {
+                m.reason.clone_from(r);
+                any = true;
+            }
+        }
+        if any {
+            self.reason = main_reason(&self.moves);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -399,7 +399,39 @@ fn every_metric_is_documented() {
     f.counters.push(("takeover_run_us_sum".into(), 0));
     f.counters.push(("takeover_run_count".into(), 0));
     snap.statistics[1].1 = Some(f);
+    // clusterd's and conntrackd's per-peer statistics (metrics/peers.rs).
+    let mut per_peer = vec![
+        ("peer0_heartbeats_received".to_string(), 9),
+        ("peer0_heartbeats_missed".to_string(), 1),
+        ("peer0_heartbeat_silence_ms".to_string(), 50),
+        ("peer0_heartbeat_rtt_us_le_1000".to_string(), 3),
+        ("peer0_heartbeat_rtt_us_sum".to_string(), 900),
+        ("peer0_heartbeat_rtt_count".to_string(), 3),
+    ];
+    snap.statistics.push((
+        "clusterd".into(),
+        Some(Statistics {
+            counters: per_peer.clone(),
+        }),
+    ));
+    per_peer.clear();
+    for what in [
+        "replication_lag_ms",
+        "replication_age_ms",
+        "replication_caught_up",
+    ] {
+        per_peer.push((format!("peer0_{what}"), 1));
+    }
+    snap.statistics[2].1 = Some(Statistics { counters: per_peer });
     let text = encode(&snap, &t).unwrap();
+    for name in [
+        "ipfailover_heartbeat_round_trip_seconds",
+        "ipfailover_heartbeats_missed_total",
+        "ipfailover_conntrack_replication_lag_seconds",
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} ")), "{name}: {text}");
+    }
+    assert!(!text.contains("name=\"peer0_heartbeats_missed\""), "{text}");
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let name = rest.split(' ').next().unwrap();
