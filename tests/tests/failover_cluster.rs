@@ -598,8 +598,23 @@ fn failover_cluster_a_client_is_reset_although_the_new_owners_conntrackd_was_bus
         let mut buf = [0u8; 8];
         stream.read(&mut buf).map_err(|e| e.kind())
     });
-    // Replicated to the survivors' conntrackds (well within this).
-    std::thread::sleep(Duration::from_millis(800));
+    // Replicated to the survivors' conntrackds (under load it can take
+    // more than a fixed pause): the point here is what the new owner
+    // does when its conntrackd does not answer at the take.
+    for survivor in (0..3).filter(|&i| i != victim) {
+        let known = wait_for(
+            "the connection replicated to the survivors",
+            LIMIT,
+            POLL,
+            || {
+                let (ok, text) = bed.cli(survivor, &["gettickles", "198.51.100.201"]);
+                (ok && text.contains("Num connections: 1")).then_some(())
+            },
+        );
+        if let Err(e) = known {
+            panic!("{e}\n{}", bed.logs());
+        }
+    }
     let survivors: Vec<Pid> = (0..3)
         .filter(|&i| i != victim)
         .map(|i| {
