@@ -77,6 +77,56 @@ pub enum Origin {
     Internal,
 }
 
+/// Where [`State::route_fast`] sends a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    /// A registered local service.
+    Service(u16),
+    /// The link to this peer.
+    Peer(u32),
+}
+
+/// Consecutive frames of one read buffer for the same destination, queued
+/// together by [`State::push_run`] (per-frame locking and copying was the
+/// largest cost of routing small frames).
+///
+/// Readers route frames in place at offsets of their buffer and consume
+/// them only after [`Run::finish`].
+#[derive(Debug, Default)]
+pub struct Run {
+    dest: Option<Dest>,
+    start: usize,
+    end: usize,
+    frames: u64,
+}
+
+impl Run {
+    /// The frame at `data[at..at + len]` goes to `dest`: extends the run,
+    /// or pushes it and starts another.
+    pub fn add(&mut self, st: &mut State, data: &[u8], dest: Dest, at: usize, len: usize) {
+        if self.dest == Some(dest) && self.end == at {
+            self.end += len;
+            self.frames += 1;
+            return;
+        }
+        self.finish(st, data);
+        *self = Run {
+            dest: Some(dest),
+            start: at,
+            end: at + len,
+            frames: 1,
+        };
+    }
+
+    /// Pushes the pending run (before a frame that takes the slow path,
+    /// and at the end of a batch).
+    pub fn finish(&mut self, st: &mut State, data: &[u8]) {
+        if let Some(dest) = self.dest.take() {
+            st.push_run(dest, self.frames, &data[self.start..self.end]);
+        }
+    }
+}
+
 /// Requests the group's members may send at once (every connection of one
 /// uid together), before [`MEMBER_RATE`] applies: a member cannot queue
 /// more than this in front of a daemon's heartbeats (the frames of one
@@ -605,6 +655,109 @@ impl State {
             self.counters.misrouted += 1;
         } else {
             self.forward(dst, frame);
+        }
+    }
+
+    /// The common case of [`State::route`], without queueing: a frame for
+    /// one registered local service (not transportd, not a broadcast, not
+    /// a budgeted request) or, from a local client, for one connected
+    /// peer. Rewrites and counts it as `route` would and returns where it
+    /// goes; the caller queues consecutive frames for the same destination
+    /// together ([`Run`]). `None` (nothing changed): call `route` instead,
+    /// after pushing the pending run (frames keep their order).
+    pub fn route_fast(&mut self, origin: Origin, frame: &mut [u8]) -> Option<Dest> {
+        let len = frame.len();
+        let mut header = Header::new_checked(&mut *frame).ok()?;
+        let src_service = match origin {
+            Origin::Local(id) => id,
+            Origin::Peer(_) => header.src_service(),
+            Origin::Internal => return None,
+        };
+        let dst = header.dst_pnn();
+        let dst_service = header.dst_service();
+        let dest = if dst == self.pnn || dst == LOCAL {
+            let to_daemon = (1..EPHEMERAL_BASE).contains(&dst_service);
+            if dst_service == TRANSPORT
+                || dst_service == BROADCAST_SERVICE
+                || (header.kind() == Kind::Request && to_daemon && src_service >= EPHEMERAL_BASE)
+                || !self.services.contains_key(&dst_service)
+            {
+                return None;
+            }
+            Dest::Service(dst_service)
+        } else if dst == ALL_NODES || !matches!(origin, Origin::Local(_)) {
+            return None;
+        } else if self.peer_connected(dst) {
+            Dest::Peer(dst)
+        } else {
+            return None;
+        };
+        match origin {
+            Origin::Local(id) => {
+                self.counters.local_in += 1;
+                self.service_traffic[service_slot(id)].count_in(len);
+                header.set_src_pnn(self.pnn);
+                header.set_src_service(id);
+            }
+            Origin::Peer(pnn) => {
+                self.counters.peer_in += 1;
+                if let Some(slot) = self.peers.get_mut(&pnn) {
+                    slot.traffic.count_in(len);
+                }
+                header.set_src_pnn(pnn);
+            }
+            Origin::Internal => {}
+        }
+        if dst == LOCAL {
+            header.set_dst_pnn(self.pnn);
+        }
+        match dest {
+            Dest::Service(id) => {
+                self.counters.delivered += 1;
+                self.service_traffic[service_slot(id)].count_out(len);
+            }
+            Dest::Peer(pnn) => {
+                self.counters.forwarded += 1;
+                if let Some(slot) = self.peers.get_mut(&pnn) {
+                    slot.traffic.count_out(len);
+                }
+            }
+        }
+        Some(dest)
+    }
+
+    /// Queues `frames` whole frames (`bytes`, routed by
+    /// [`State::route_fast`] to `dest`) in one push: one lock and one copy
+    /// (or none: a large run into an idle queue is written at once).
+    pub fn push_run(&mut self, dest: Dest, frames: u64, bytes: &[u8]) {
+        let outbox = match dest {
+            Dest::Service(id) => self.services.get(&id).map(|e| &e.outbox),
+            Dest::Peer(pnn) => self
+                .peers
+                .get(&pnn)
+                .and_then(|s| s.link.as_ref())
+                .map(|(_, o)| o),
+        };
+        if outbox.is_some_and(|o| push_or_close(o, bytes, &mut self.to_flush).is_ok()) {
+            return;
+        }
+        // Counted as delivered by route_fast: count as dropped instead.
+        self.counters.queue_drops += frames;
+        let traffic = match dest {
+            Dest::Service(id) => {
+                self.counters.delivered = self.counters.delivered.saturating_sub(frames);
+                Some(&mut self.service_traffic[service_slot(id)])
+            }
+            Dest::Peer(pnn) => {
+                self.counters.forwarded = self.counters.forwarded.saturating_sub(frames);
+                self.peers.get_mut(&pnn).map(|s| &mut s.traffic)
+            }
+        };
+        if let Some(t) = traffic {
+            t.frames_out = t.frames_out.saturating_sub(frames);
+            t.bytes_out = t
+                .bytes_out
+                .saturating_sub(u64::try_from(bytes.len()).unwrap_or(u64::MAX));
         }
     }
 
