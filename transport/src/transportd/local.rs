@@ -38,8 +38,13 @@ use super::peercred::{peer_credentials, Credentials, Privilege};
 use super::state::{register_first, Origin, Run};
 use super::Shared;
 
-/// Queue limit of one local client (bytes not yet read by it).
-pub const LOCAL_QUEUE_LIMIT: usize = 32 * 1024 * 1024;
+/// Queue limit of one local client (bytes not yet read by it): root's and
+/// the daemons' connections. A joining conntrackd receives the whole
+/// cluster's table at once (86 MiB for 10,000,000 connections) and applies
+/// it more slowly than the encrypted link delivers it: at 32 MiB it was
+/// disconnected in the middle (`bench conntrack --join-only --conns
+/// 10000000`). There is no flow control towards a slow local reader yet.
+pub const LOCAL_QUEUE_LIMIT: usize = 128 * 1024 * 1024;
 const READ_BUF: usize = 64 * 1024;
 const KEEP: usize = 4 * 1024 * 1024;
 
