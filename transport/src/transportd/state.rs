@@ -711,53 +711,35 @@ impl State {
         if dst == LOCAL {
             header.set_dst_pnn(self.pnn);
         }
-        match dest {
-            Dest::Service(id) => {
-                self.counters.delivered += 1;
-                self.service_traffic[service_slot(id)].count_out(len);
-            }
-            Dest::Peer(pnn) => {
-                self.counters.forwarded += 1;
-                if let Some(slot) = self.peers.get_mut(&pnn) {
-                    slot.traffic.count_out(len);
-                }
-            }
-        }
         Some(dest)
     }
 
     /// Queues `frames` whole frames (`bytes`, routed by
     /// [`State::route_fast`] to `dest`) in one push: one lock and one copy
-    /// (or none: a large run into an idle queue is written at once).
+    /// (or none: a large run into an idle queue is written at once), and
+    /// counts them once.
     pub fn push_run(&mut self, dest: Dest, frames: u64, bytes: &[u8]) {
-        let outbox = match dest {
-            Dest::Service(id) => self.services.get(&id).map(|e| &e.outbox),
-            Dest::Peer(pnn) => self
-                .peers
-                .get(&pnn)
-                .and_then(|s| s.link.as_ref())
-                .map(|(_, o)| o),
+        let (outbox, traffic) = match dest {
+            Dest::Service(id) => (
+                self.services.get(&id).map(|e| &e.outbox),
+                Some(&mut self.service_traffic[service_slot(id)]),
+            ),
+            Dest::Peer(pnn) => match self.peers.get_mut(&pnn) {
+                Some(slot) => (slot.link.as_ref().map(|(_, o)| o), Some(&mut slot.traffic)),
+                None => (None, None),
+            },
         };
-        if outbox.is_some_and(|o| push_or_close(o, bytes, &mut self.to_flush).is_ok()) {
+        if outbox.is_none_or(|o| push_or_close(o, bytes, &mut self.to_flush).is_err()) {
+            self.counters.queue_drops += frames;
             return;
         }
-        // Counted as delivered by route_fast: count as dropped instead.
-        self.counters.queue_drops += frames;
-        let traffic = match dest {
-            Dest::Service(id) => {
-                self.counters.delivered = self.counters.delivered.saturating_sub(frames);
-                Some(&mut self.service_traffic[service_slot(id)])
-            }
-            Dest::Peer(pnn) => {
-                self.counters.forwarded = self.counters.forwarded.saturating_sub(frames);
-                self.peers.get_mut(&pnn).map(|s| &mut s.traffic)
-            }
-        };
         if let Some(t) = traffic {
-            t.frames_out = t.frames_out.saturating_sub(frames);
-            t.bytes_out = t
-                .bytes_out
-                .saturating_sub(u64::try_from(bytes.len()).unwrap_or(u64::MAX));
+            t.frames_out += frames;
+            t.bytes_out += u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        }
+        match dest {
+            Dest::Service(_) => self.counters.delivered += frames,
+            Dest::Peer(_) => self.counters.forwarded += frames,
         }
     }
 
@@ -1130,6 +1112,91 @@ mod tests {
             buf.clear();
         }
         msgs
+    }
+
+    /// Routes a buffer of frames as the readers do: runs through
+    /// `route_fast`, the rest through `route` after the pending run.
+    fn route_batch(st: &mut State, origin: Origin, data: &mut [u8]) {
+        let mut run = Run::default();
+        let mut at = 0;
+        while at < data.len() {
+            let (_, len) = FrameRef::decode_prefix(&data[at..]).unwrap();
+            match st.route_fast(origin, &mut data[at..at + len]) {
+                Some(dest) => run.add(st, data, dest, at, len),
+                None => {
+                    run.finish(st, data);
+                    st.route(origin, &mut data[at..at + len]);
+                }
+            }
+            at += len;
+        }
+        run.finish(st, data);
+        st.flush();
+    }
+
+    #[test]
+    fn runs_keep_the_order_of_frames_and_count_like_route() {
+        let (mut st, a, b) = state_with_two_clients();
+        let peer = Arc::new(Outbox::new(1 << 20, 0));
+        st.peer_up(2, 7, peer.clone(), Instant::now());
+        // From clusterd (1): events to cli (fast), a broadcast in the
+        // middle (slow path, also to cli: subscribed), a frame to the
+        // peer, an unknown service (slow: error back), more events.
+        st.subscribers.insert(0x33, vec![0x8000]);
+        let mut data = Vec::new();
+        for (i, dst) in [
+            Address::local(0x8000),
+            Address::local(0x8000),
+            Address::new(1, BROADCAST_SERVICE),
+            Address::new(1, 0x8000),
+            Address::new(2, 5),
+            Address::local(0x8000),
+            Address::local(0x4444),
+            Address::local(0x8000),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let op = if dst.service == BROADCAST_SERVICE {
+                0x33
+            } else {
+                0x100 + u32::try_from(i).unwrap()
+            };
+            let kind = if dst.service == 0x4444 {
+                Kind::Request
+            } else {
+                Kind::Event
+            };
+            data.extend(frame(kind, dst, op, &[u8::try_from(i).unwrap(); 5]));
+        }
+        route_batch(&mut st, Origin::Local(1), &mut data);
+        let got: Vec<u32> = drain(&b).iter().map(|m| m.header.opcode).collect();
+        assert_eq!(
+            got,
+            [0x100, 0x101, 0x33, 0x103, 0x105, 0x107],
+            "cli's frames in order"
+        );
+        let to_peer = drain(&peer);
+        assert_eq!(to_peer.len(), 1);
+        assert_eq!(to_peer[0].header.src, Address::new(1, 1), "source stamped");
+        assert_eq!(to_peer[0].header.dst, Address::new(2, 5));
+        let back = drain(&a);
+        assert_eq!(back.len(), 1, "the unknown service's error");
+        assert_eq!(back[0].header.kind, Kind::Error);
+        let c = &st.counters;
+        // Delivered: cli's 6 and the error to clusterd.
+        assert_eq!(
+            (c.local_in, c.delivered, c.forwarded, c.unknown_service),
+            (8, 7, 1, 1)
+        );
+        assert_eq!(st.service_traffic[service_slot(0x8000)].frames_out, 6);
+        assert_eq!(st.peers[&2].traffic.frames_out, 1);
+        // A closed destination: the run is counted as dropped.
+        let mut more = frame(Kind::Event, Address::local(0x8000), 0x200, b"x");
+        more.extend(frame(Kind::Event, Address::local(0x8000), 0x201, b"y"));
+        route_batch(&mut st, Origin::Local(1), &mut more);
+        assert_eq!(st.counters.queue_drops, 2);
+        assert_eq!(st.counters.delivered, 7);
     }
 
     fn state_with_two_clients() -> (State, Arc<Outbox>, Arc<Outbox>) {
