@@ -57,6 +57,8 @@ struct Opts {
     rate: usize,
     /// Seconds of the latency run.
     secs: f64,
+    /// Stop after the join (no latency run).
+    join_only: bool,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Opts> {
@@ -67,6 +69,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
         net_only: false,
         rate: 10_000,
         secs: 2.0,
+        join_only: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -79,6 +82,11 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
                 o.net_only = true;
                 continue;
             }
+            "--join-only" => {
+                o.net_only = true;
+                o.join_only = true;
+                continue;
+            }
             _ => {}
         }
         let value = it.next().with_context(|| format!("{a} needs a value"))?;
@@ -88,7 +96,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
             "--rate" => o.rate = value.parse().with_context(|| format!("--rate {value}"))?,
             "--secs" => o.secs = value.parse().with_context(|| format!("--secs {value}"))?,
             other => bail!(
-                "unknown option {other}; options: --conns N, --addrs A, --no-net, --net-only, \
+                "unknown option {other}; options: --conns N, --addrs A, --no-net, --net-only, --join-only, \
                  --rate R, --secs S"
             ),
         }
@@ -657,6 +665,7 @@ mod net {
             bail!("the transport figures need root (network namespaces); use --no-net");
         }
         let c = TestCluster::new("bct", 2)?;
+        let mut transportds = Vec::new();
         for (i, node) in c.nodes.iter().enumerate() {
             let public = if i == 0 { PUBLIC } else { PUBLIC1 };
             node.ns
@@ -665,15 +674,18 @@ mod net {
                 node.config_dir.join("ipfailover.toml"),
                 format!(
                     "[transport]\nrun_dir = \"{}\"\n\n[conntrack]\nscan_interval_ms = 3600000\n\
-                     sync_interval_ms = 60000\ngrace_period_ms = 3600000\n\n\
+                     sync_interval_ms = 60000\ngrace_period_ms = 3600000\n\
+                     max_connections = {}\n\n\
                      [logging]\nlevel = \"info,conntrackd=debug\"\n",
-                    node.run_dir.display()
+                    node.run_dir.display(),
+                    // The default (4,000,000) would refuse a larger join.
+                    (2 * o.conns).max(4_000_000)
                 ),
             )?;
             let nodes = node.config_dir.join("nodes");
             let key = node.config_dir.join("cluster.key");
             let run_dir = node.run_dir.display().to_string();
-            spawn(
+            transportds.push(spawn(
                 node,
                 "transportd",
                 &[
@@ -686,7 +698,7 @@ mod net {
                     "--log-level",
                     "warn",
                 ],
-            )?;
+            )?);
         }
         for node in &c.nodes {
             let s = socket(node);
@@ -699,7 +711,7 @@ mod net {
         }
         let config0 = c.nodes[0].config_dir.display().to_string();
         let config1 = c.nodes[1].config_dir.display().to_string();
-        spawn(
+        let conntrackd0 = spawn(
             &c.nodes[0],
             "conntrackd",
             &["--config-dir", &config0, "--host", &PUBLIC.to_string()],
@@ -752,7 +764,7 @@ mod net {
         // Start node 1 and time until it holds them all.
         let node1 = &c.nodes[1];
         let start = Instant::now();
-        spawn(
+        let conntrackd1 = spawn(
             node1,
             "conntrackd",
             &["--config-dir", &config1, "--host", &PUBLIC1.to_string()],
@@ -776,6 +788,25 @@ mod net {
             }
         };
         Figure::with_baseline(BENCH, "net_join_ms", ms(t_join), "ms", ms(join_base)).print();
+        // Peak memory of each process of the join (VmHWM).
+        for (name, pid) in [
+            ("net_join_peak_conntrackd0_mib", conntrackd0),
+            ("net_join_peak_conntrackd1_mib", conntrackd1),
+            ("net_join_peak_transportd0_mib", transportds[0]),
+            ("net_join_peak_transportd1_mib", transportds[1]),
+        ] {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .with_context(|| format!("{name}: process {pid}"))?;
+            let kib: f64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .with_context(|| format!("{name}: no VmHWM in /proc/{pid}/status"))?;
+            Figure::plain(BENCH, name, kib / 1024.0, "MiB").print();
+        }
+        if o.join_only {
+            return Ok(());
+        }
 
         latency(o, &c, n64)
     }

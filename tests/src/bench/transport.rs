@@ -19,7 +19,18 @@
 //! Child processes are this same binary re-run with `--role`. Figures are
 //! taken over 3 alternating rounds (raw, routed, raw, routed...): round-trip
 //! percentiles over all samples, throughput as the median round.
-//! Options: `--quick` (fewer iterations).
+//!
+//! The echo service registers under an ephemeral name (`bench-echo`), not as
+//! a daemon: requests of a non-daemon client to the daemons' ids are
+//! budgeted (2000/s after a burst of 512, docs/SECURITY.md "Floods"), which
+//! a benchmark of thousands of round trips per second would hit.
+//!
+//! Options: `--quick` (fewer iterations), `--rounds N` (default 3),
+//! `--only LIST` (comma-separated: `rtt`, `tput`, `link-rtt`, `link-tput`,
+//! `link-16k`; the others are skipped and print no figure: for profiling one
+//! path at a time), `--repeat N` (run the selected measurements N times
+//! more after the figures, without baselines: a steady load to attach a
+//! profiler to).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -30,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use transport::proto::control::{RegisterReply, RegisterRequest, Statistics, REGISTER, STATISTICS};
-use transport::proto::service::{CLUSTERD, TRANSPORT};
+use transport::proto::service::{CONNTRACKD, TRANSPORT};
 use transport::proto::{
     check, decode_payload, encode_frame, encode_payload, Address, Check, Header, HeaderRepr, Kind,
     LOCAL,
@@ -53,8 +64,18 @@ fn burst_len(frame_len: usize) -> usize {
     (BURST_BYTES / frame_len.max(1)).max(1)
 }
 const WINDOW: usize = 8;
-/// Alternating measurement rounds (a shared machine is noisy).
+/// Alternating measurement rounds by default (a shared machine is noisy).
 const ROUNDS: usize = 3;
+/// The paths `--only` can select.
+const PATHS: &[&str] = &["rtt", "tput", "link-rtt", "link-tput", "link-16k"];
+
+/// The value of `--flag VALUE`.
+fn opt<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
 
 /// Runs the scenario, or a child role.
 ///
@@ -65,6 +86,28 @@ pub fn run(args: &[String]) -> Result<()> {
         return role(&args[i + 1..]);
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let rounds = match opt(args, "--rounds") {
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .with_context(|| format!("--rounds {n}: expected a positive number"))?,
+        None => ROUNDS,
+    };
+    let repeat = match opt(args, "--repeat") {
+        Some(n) => n
+            .parse::<usize>()
+            .with_context(|| format!("--repeat {n}: expected a number"))?,
+        None => 0,
+    };
+    let only: Vec<&str> = match opt(args, "--only") {
+        Some(list) => list.split(',').map(str::trim).collect(),
+        None => PATHS.to_vec(),
+    };
+    if let Some(bad) = only.iter().find(|p| !PATHS.contains(p)) {
+        bail!("--only {bad}: unknown path; paths: {}", PATHS.join(", "));
+    }
+    let on = |p: &str| only.contains(&p);
     let seal_rate = seal_speed()?;
     if args.iter().any(|a| a == "--crypto-only") {
         Figure::plain(BENCH, "seal_mb_s", seal_rate, "MB/s").print();
@@ -92,18 +135,18 @@ pub fn run(args: &[String]) -> Result<()> {
     spawn_role(&ns, &dir, &["sink", "--unix-listen", path_str(&raw_sink)?])?;
     let d = start_transportd(&ns, &bins.0, &dir.0.join("local"), &dir, &[])?;
     let ds = path_str(&d)?;
-    spawn_role(
+    let echo = spawn_role(
         &ns,
         &dir,
-        &["echo", "--transportd", ds, "--name", "clusterd"],
+        &["echo", "--transportd", ds, "--name", "bench-echo"],
     )?;
     spawn_role(
         &ns,
         &dir,
         &["sink", "--transportd", ds, "--name", "conntrackd"],
     )?;
-    wait_service(&d, CLUSTERD)?;
-    wait_service(&d, 3)?;
+    wait_service(&d, echo)?;
+    wait_service(&d, CONNTRACKD)?;
 
     let nodes = dir.0.join("nodes");
     std::fs::write(&nodes, "127.0.0.1\n127.0.0.2\n")?;
@@ -137,18 +180,18 @@ pub fn run(args: &[String]) -> Result<()> {
     let n0 = start_transportd(&ns, &bins.0, &dir.0.join("n0"), &dir, &l0)?;
     let n1 = start_transportd(&ns, &bins.0, &dir.0.join("n1"), &dir, &l1)?;
     let n1s = path_str(&n1)?;
-    spawn_role(
+    let echo1 = spawn_role(
         &ns,
         &dir,
-        &["echo", "--transportd", n1s, "--name", "clusterd"],
+        &["echo", "--transportd", n1s, "--name", "bench-echo"],
     )?;
     spawn_role(
         &ns,
         &dir,
         &["sink", "--transportd", n1s, "--name", "conntrackd"],
     )?;
-    wait_service(&n1, CLUSTERD)?;
-    wait_service(&n1, 3)?;
+    wait_service(&n1, echo1)?;
+    wait_service(&n1, CONNTRACKD)?;
     wait_link(&n0)?;
     spawn_role(&ns, &dir, &["echo", "--tcp-listen", "127.0.0.2:24380"])?;
     spawn_role(&ns, &dir, &["sink", "--tcp-listen", "127.0.0.2:24381"])?;
@@ -165,104 +208,221 @@ pub fn run(args: &[String]) -> Result<()> {
         #[allow(clippy::cast_precision_loss)] // counts far below 2^52
         Ok(total as f64 / tput_n as f64)
     })?;
+    // The same over the encrypted link: both transportd of the pair.
+    let link_allocs = if on("link-tput") {
+        let n1 = n1.clone();
+        with_transportd(&n0, "cli", |s| {
+            with_transportd(&n1, "cli", |s1| {
+                throughput(s, Address::new(1, CONNTRACKD), tput_n / 10, 64)?;
+                let (b0, b1) = (allocations(s)?, allocations(s1)?);
+                let (c0, c1) = (allocations(s)? - b0, allocations(s1)? - b1);
+                throughput(s, Address::new(1, CONNTRACKD), tput_n, 64)?;
+                let (a0, a1) = (allocations(s)?, allocations(s1)?);
+                let t0 = a0.saturating_sub(b0 + 2 * c0);
+                let t1 = a1.saturating_sub(b1 + 2 * c1);
+                eprintln!(
+                    "over the link, the two transportd made {t0} and {t1} allocations while \
+                     routing {tput_n} messages"
+                );
+                #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+                Ok((t0 + t1) as f64 / tput_n as f64)
+            })
+        })?
+    } else {
+        0.0
+    };
 
-    // The machine may be shared: measure in ROUNDS alternating rounds, each
+    // The machine may be shared: measure in alternating rounds, each
     // figure beside its baseline; rtt percentiles over all rounds,
     // throughput as the median round.
-    let (mut raw_rtt, mut routed_rtt, mut link_rtt, mut tcp_rtt) = (vec![], vec![], vec![], vec![]);
-    let (mut raw_tput, mut routed_tput, mut link_tput, mut tcp_tput) =
-        (vec![], vec![], vec![], vec![]);
-    let (mut link_big, mut tcp_big) = (vec![], vec![]);
-    let big_n = tput_n / 20;
-    for _ in 0..ROUNDS {
-        raw_rtt.extend(with_unix(&raw_sock, |s| {
-            rtt(s, Address::local(CLUSTERD), rtt_n, 64)
-        })?);
-        routed_rtt.extend(with_transportd(&d, "cli", |s| {
-            rtt(s, Address::local(CLUSTERD), rtt_n, 64)
-        })?);
-        raw_tput.push(with_unix(&raw_sink, |s| {
-            throughput(s, Address::local(3), tput_n, 64)
-        })?);
-        routed_tput.push(with_transportd(&d, "cli", |s| {
-            throughput(s, Address::local(3), tput_n, 64)
-        })?);
-        link_rtt.extend(with_transportd(&n0, "cli", |s| {
-            rtt(s, Address::new(1, CLUSTERD), rtt_n, 64)
-        })?);
-        tcp_rtt.extend(ns.run(move || {
-            with_tcp("127.0.0.2:24380", |s| rtt(s, Address::local(1), rtt_n, 64))
-        })??);
-        link_tput.push(with_transportd(&n0, "cli", |s| {
-            throughput(s, Address::new(1, 3), tput_n, 64)
-        })?);
-        tcp_tput.push(ns.run(move || {
-            with_tcp("127.0.0.2:24381", |s| {
-                throughput(s, Address::local(1), tput_n, 64)
-            })
-        })??);
-        link_big.push(with_transportd(&n0, "cli", |s| {
-            throughput(s, Address::new(1, 3), big_n, 16384)
-        })?);
-        tcp_big.push(ns.run(move || {
-            with_tcp("127.0.0.2:24381", |s| {
-                throughput(s, Address::local(1), big_n, 16384)
-            })
-        })??);
+    let mut m = Measured::default();
+    for _ in 0..rounds {
+        m.round(
+            &on,
+            &Paths {
+                ns: &ns,
+                raw_sock: &raw_sock,
+                raw_sink: &raw_sink,
+                d: &d,
+                n0: &n0,
+                echo,
+                echo1,
+                rtt_n,
+                tput_n,
+            },
+        )?;
     }
-    let routed_tput = percentile(&mut routed_tput, 50.0);
-    let raw_tput = percentile(&mut raw_tput, 50.0);
-    let link_tput = percentile(&mut link_tput, 50.0);
-    let tcp_tput = percentile(&mut tcp_tput, 50.0);
-    let link_big = percentile(&mut link_big, 50.0);
-    let tcp_big = percentile(&mut tcp_big, 50.0);
-
+    let Measured {
+        raw_rtt,
+        routed_rtt,
+        link_rtt,
+        tcp_rtt,
+        mut raw_tput,
+        mut routed_tput,
+        mut link_tput,
+        mut tcp_tput,
+        mut link_big,
+        mut tcp_big,
+    } = m;
     let (mut r, mut rr, mut l, mut t) = (routed_rtt, raw_rtt, link_rtt, tcp_rtt);
     Figure::plain(BENCH, "seal_mb_s", seal_rate, "MB/s").print();
-    Figure::with_baseline(
-        BENCH,
-        "rtt_p50",
-        percentile(&mut r, 50.0),
-        "us",
-        percentile(&mut rr, 50.0),
-    )
-    .print();
-    Figure::with_baseline(
-        BENCH,
-        "rtt_p99",
-        percentile(&mut r, 99.0),
-        "us",
-        percentile(&mut rr, 99.0),
-    )
-    .print();
-    Figure::with_baseline(BENCH, "throughput_64b", routed_tput, "msg/s", raw_tput).print();
-    Figure::plain(BENCH, "allocs_per_msg", allocs, "alloc/msg").print();
-    Figure::with_baseline(
-        BENCH,
-        "link_rtt_p50",
-        percentile(&mut l, 50.0),
-        "us",
-        percentile(&mut t, 50.0),
-    )
-    .print();
-    Figure::with_baseline(
-        BENCH,
-        "link_rtt_p99",
-        percentile(&mut l, 99.0),
-        "us",
-        percentile(&mut t, 99.0),
-    )
-    .print();
-    Figure::with_baseline(BENCH, "link_throughput_64b", link_tput, "msg/s", tcp_tput).print();
-    Figure::with_baseline(
-        BENCH,
-        "link_throughput_16k",
-        link_big * 16384.0 / 1e6,
-        "MB/s",
-        tcp_big * 16384.0 / 1e6,
-    )
-    .print();
+    if on("rtt") {
+        print_rtt(&mut r, &mut rr, "rtt");
+    }
+    if on("tput") {
+        let v = percentile(&mut routed_tput, 50.0);
+        let b = percentile(&mut raw_tput, 50.0);
+        Figure::with_baseline(BENCH, "throughput_64b", v, "msg/s", b).print();
+        spread("throughput_64b", &routed_tput, &raw_tput);
+    }
+    if on("tput") {
+        Figure::plain(BENCH, "allocs_per_msg", allocs, "alloc/msg").print();
+    }
+    if on("link-rtt") {
+        print_rtt(&mut l, &mut t, "link_rtt");
+    }
+    if on("link-tput") {
+        Figure::plain(BENCH, "link_allocs_per_msg", link_allocs, "alloc/msg").print();
+    }
+    if on("link-tput") {
+        let v = percentile(&mut link_tput, 50.0);
+        let b = percentile(&mut tcp_tput, 50.0);
+        Figure::with_baseline(BENCH, "link_throughput_64b", v, "msg/s", b).print();
+        spread("link_throughput_64b", &link_tput, &tcp_tput);
+    }
+    if on("link-16k") {
+        let v = percentile(&mut link_big, 50.0) * 16384.0 / 1e6;
+        let b = percentile(&mut tcp_big, 50.0) * 16384.0 / 1e6;
+        Figure::with_baseline(BENCH, "link_throughput_16k", v, "MB/s", b).print();
+        spread("link_throughput_16k", &link_big, &tcp_big);
+    }
+    // A steady load for a profiler (perf record -p PID of a transportd).
+    for _ in 0..repeat {
+        Measured::default().round(
+            &on,
+            &Paths {
+                ns: &ns,
+                raw_sock: &raw_sock,
+                raw_sink: &raw_sink,
+                d: &d,
+                n0: &n0,
+                echo,
+                echo1,
+                rtt_n,
+                tput_n,
+            },
+        )?;
+    }
     Ok(())
+}
+
+/// Prints the p50 and p99 figures of one round-trip path.
+fn print_rtt(v: &mut [f64], base: &mut [f64], name: &str) {
+    for p in [50.0, 99.0] {
+        Figure::with_baseline(
+            BENCH,
+            &format!("{name}_p{p:.0}"),
+            percentile(v, p),
+            "us",
+            percentile(base, p),
+        )
+        .print();
+    }
+}
+
+/// The per-round ratios of a throughput figure, on stderr (the spread of
+/// a loaded machine).
+fn spread(name: &str, v: &[f64], base: &[f64]) {
+    let ratios: Vec<String> = v
+        .iter()
+        .zip(base)
+        .map(|(a, b)| format!("{:.3}", a / b))
+        .collect();
+    eprintln!("{name}: ratio per round {}", ratios.join(" "));
+}
+
+/// The endpoints of one measurement round.
+struct Paths<'a> {
+    ns: &'a NetNs,
+    raw_sock: &'a Path,
+    raw_sink: &'a Path,
+    /// The single transportd.
+    d: &'a Path,
+    /// Node 0 of the linked pair.
+    n0: &'a Path,
+    /// The echo service's id on `d` and on node 1.
+    echo: u16,
+    echo1: u16,
+    rtt_n: usize,
+    tput_n: usize,
+}
+
+/// Samples of every round.
+#[derive(Default)]
+struct Measured {
+    raw_rtt: Vec<f64>,
+    routed_rtt: Vec<f64>,
+    link_rtt: Vec<f64>,
+    tcp_rtt: Vec<f64>,
+    raw_tput: Vec<f64>,
+    routed_tput: Vec<f64>,
+    link_tput: Vec<f64>,
+    tcp_tput: Vec<f64>,
+    link_big: Vec<f64>,
+    tcp_big: Vec<f64>,
+}
+
+impl Measured {
+    /// One round of the selected paths, each beside its baseline.
+    fn round(&mut self, on: &dyn Fn(&str) -> bool, p: &Paths<'_>) -> Result<()> {
+        let (rtt_n, tput_n, big_n) = (p.rtt_n, p.tput_n, p.tput_n / 20);
+        let (echo, echo1) = (p.echo, p.echo1);
+        if on("rtt") {
+            self.raw_rtt.extend(with_unix(p.raw_sock, |s| {
+                rtt(s, Address::local(echo), rtt_n, 64)
+            })?);
+            self.routed_rtt.extend(with_transportd(p.d, "cli", |s| {
+                rtt(s, Address::local(echo), rtt_n, 64)
+            })?);
+        }
+        if on("tput") {
+            self.raw_tput.push(with_unix(p.raw_sink, |s| {
+                throughput(s, Address::local(CONNTRACKD), tput_n, 64)
+            })?);
+            self.routed_tput.push(with_transportd(p.d, "cli", |s| {
+                throughput(s, Address::local(CONNTRACKD), tput_n, 64)
+            })?);
+        }
+        if on("link-rtt") {
+            self.link_rtt.extend(with_transportd(p.n0, "cli", |s| {
+                rtt(s, Address::new(1, echo1), rtt_n, 64)
+            })?);
+            self.tcp_rtt.extend(p.ns.run(move || {
+                with_tcp("127.0.0.2:24380", |s| rtt(s, Address::local(1), rtt_n, 64))
+            })??);
+        }
+        if on("link-tput") {
+            self.link_tput.push(with_transportd(p.n0, "cli", |s| {
+                throughput(s, Address::new(1, CONNTRACKD), tput_n, 64)
+            })?);
+            self.tcp_tput.push(p.ns.run(move || {
+                with_tcp("127.0.0.2:24381", |s| {
+                    throughput(s, Address::local(1), tput_n, 64)
+                })
+            })??);
+        }
+        if on("link-16k") {
+            self.link_big.push(with_transportd(p.n0, "cli", |s| {
+                throughput(s, Address::new(1, CONNTRACKD), big_n, 16384)
+            })?);
+            self.tcp_big.push(p.ns.run(move || {
+                with_tcp("127.0.0.2:24381", |s| {
+                    throughput(s, Address::local(1), big_n, 16384)
+                })
+            })??);
+        }
+        Ok(())
+    }
 }
 
 /// Encryption speed of the link cipher alone (seal 1 MiB buffers, one core).
@@ -320,7 +480,13 @@ fn path_str(p: &Path) -> Result<&str> {
 }
 
 /// Builds (if needed) and finds `transportd` next to this binary.
+///
+/// `BENCH_TRANSPORTD=PATH` runs another transportd binary instead (an older
+/// build, to measure a change against it on the same loaded machine).
 fn build_bins() -> Result<(PathBuf,)> {
+    if let Some(path) = std::env::var_os("BENCH_TRANSPORTD") {
+        return Ok((PathBuf::from(path),));
+    }
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("binary directory")?.to_path_buf();
     let release = dir.file_name().is_some_and(|n| n == "release");
@@ -341,7 +507,9 @@ fn build_bins() -> Result<(PathBuf,)> {
     Ok((dir.join("transportd"),))
 }
 
-fn spawn_role(ns: &NetNs, dir: &Scratch, role: &[&str]) -> Result<()> {
+/// Starts a role and waits until it is ready; returns the service id it
+/// registered (0 for a role that serves a raw socket).
+fn spawn_role(ns: &NetNs, dir: &Scratch, role: &[&str]) -> Result<u16> {
     let exe = std::env::current_exe()?;
     let ready = dir
         .0
@@ -358,7 +526,12 @@ fn spawn_role(ns: &NetNs, dir: &Scratch, role: &[&str]) -> Result<()> {
         Duration::from_secs(10),
         Duration::from_millis(10),
         || ready.exists().then_some(()),
-    )
+    )?;
+    // Written before the file is renamed into place: complete when seen.
+    let id = std::fs::read_to_string(&ready)?;
+    id.trim()
+        .parse()
+        .with_context(|| format!("role {role:?}: bad ready file {id:?}"))
 }
 
 fn start_transportd(
@@ -576,8 +749,17 @@ fn rtt(s: &mut (impl Read + Write), dst: Address, n: usize, size: usize) -> Resu
         let t = Instant::now();
         s.write_all(&req)?;
         let f = rd.next(s)?;
-        if Header::new_checked(&*f)?.kind() != Kind::Reply {
-            bail!("round trip {i}: answer is not a reply");
+        let h = Header::new_checked(&*f)?;
+        if h.kind() != Kind::Reply {
+            let why = transport::proto::FrameRef::decode_prefix(&*f)
+                .ok()
+                .and_then(|(m, _)| decode_payload::<transport::proto::RemoteError>(m.payload).ok())
+                .map_or_else(String::new, |e| format!(": {e}"));
+            bail!(
+                "round trip {i}: answer is a {:?} (opcode {:#x}), not a reply{why}",
+                h.kind(),
+                h.opcode()
+            );
         }
         if i >= warmup {
             samples.push(t.elapsed().as_secs_f64() * 1e6);
@@ -629,21 +811,23 @@ fn role(args: &[String]) -> Result<()> {
     };
     let kind = args.first().context("role name")?.clone();
     let ready = get("--ready").map(PathBuf::from);
-    let mark_ready = move || -> Result<()> {
+    let mark_ready = move |service: u16| -> Result<()> {
         if let Some(r) = &ready {
-            std::fs::write(r, b"ready")?;
+            let tmp = r.with_extension("tmp");
+            std::fs::write(&tmp, service.to_string())?;
+            std::fs::rename(&tmp, r)?;
         }
         Ok(())
     };
     if let Some(path) = get("--unix-listen") {
         let l = UnixListener::bind(&path)?;
-        mark_ready()?;
+        mark_ready(0)?;
         return serve_forever_unix(l, kind);
     }
     if let Some(addr) = get("--tcp-listen") {
         let addr: SocketAddr = addr.parse()?;
         let l = TcpListener::bind(addr)?;
-        mark_ready()?;
+        mark_ready(0)?;
         for conn in l.incoming() {
             let mut s = conn?;
             s.set_nodelay(true)?;
@@ -655,8 +839,8 @@ fn role(args: &[String]) -> Result<()> {
     if let Some(sock) = get("--transportd") {
         let name = get("--name").context("--name")?;
         let mut s = UnixStream::connect(&sock)?;
-        register(&mut s, &name)?;
-        mark_ready()?;
+        let (_, service) = register(&mut s, &name)?;
+        mark_ready(service)?;
         serve(&kind, &mut s);
         return Ok(());
     }

@@ -33,13 +33,18 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::proto::{check, Check, ErrorCode, FrameRef, Header, Kind, RemoteError, HEADER_LEN};
 
 use super::access::client_may_send;
-use super::buffers::{trim, Outbox, ReadBuf};
+use super::buffers::{trim, Direct, Outbox, ReadBuf};
 use super::peercred::{peer_credentials, Credentials, Privilege};
-use super::state::{register_first, Origin};
+use super::state::{register_first, Origin, Run};
 use super::Shared;
 
-/// Queue limit of one local client (bytes not yet read by it).
-pub const LOCAL_QUEUE_LIMIT: usize = 32 * 1024 * 1024;
+/// Queue limit of one local client (bytes not yet read by it): root's and
+/// the daemons' connections. A joining conntrackd receives the whole
+/// cluster's table at once (86 MiB for 10,000,000 connections) and applies
+/// it more slowly than the encrypted link delivers it: at 32 MiB it was
+/// disconnected in the middle (`bench conntrack --join-only --conns
+/// 10000000`). There is no flow control towards a slow local reader yet.
+pub const LOCAL_QUEUE_LIMIT: usize = 128 * 1024 * 1024;
 const READ_BUF: usize = 64 * 1024;
 const KEEP: usize = 4 * 1024 * 1024;
 
@@ -206,7 +211,7 @@ async fn client(stream: UnixStream, shared: Arc<Shared>, cred: Credentials, priv
     let outbox = Arc::new(Outbox::with_direct(
         queue_limit,
         READ_BUF,
-        Some(Arc::clone(&wr)),
+        Direct::Unix(Arc::clone(&wr)),
     ));
     let mut service = None;
     let mut stop = shared.stop.subscribe();
@@ -327,22 +332,34 @@ async fn read_loop(
             };
         }
         let mut st = shared.state();
-        let now = std::time::Instant::now();
+        // Frames are routed in place and consumed after the batch: runs of
+        // frames for one destination are queued together.
+        let mut run = Run::default();
+        let mut at = 0;
+        let data = buf.data_mut();
         let outcome = loop {
-            match check(buf.data()) {
+            match check(&data[at..]) {
                 Err(err) => break Err(format!("bad frame: {err}")),
                 Ok(Check::Incomplete { need: more }) => {
                     need = more;
                     break Ok(());
                 }
                 Ok(Check::Complete { frame_len }) => {
-                    let frame = &mut buf.data_mut()[..frame_len];
+                    let frame = &mut data[at..at + frame_len];
                     match *service {
-                        Some(id) => match allowed(peer.privilege, frame).and_then(|()| {
-                            throttle(&mut st, peer.privilege, peer.cred.uid, frame, now)
-                        }) {
-                            Ok(()) => st.route(Origin::Local(id), frame),
+                        Some(id) => match allowed(peer.privilege, frame)
+                            .and_then(|()| throttle(&mut st, peer.privilege, peer.cred.uid, frame))
+                        {
+                            Ok(()) => match st.route_fast(Origin::Local(id), frame) {
+                                Some(dest) => run.add(&mut st, data, dest, at, frame_len),
+                                None => {
+                                    run.finish(&mut st, data);
+                                    st.route(Origin::Local(id), &mut data[at..at + frame_len]);
+                                }
+                            },
                             Err(reason) => {
+                                run.finish(&mut st, data);
+                                let frame = &mut data[at..at + frame_len];
                                 refused += 1;
                                 if refused <= LOG_REFUSED_FIRST || refused % LOG_REFUSED_EVERY == 0
                                 {
@@ -378,10 +395,12 @@ async fn read_loop(
                             }
                         }
                     }
-                    buf.consume(frame_len);
+                    at += frame_len;
                 }
             }
         };
+        run.finish(&mut st, data);
+        buf.consume(at);
         // Deliver what this batch routed before anything else.
         st.flush();
         if st.take_shutdown() {
@@ -408,13 +427,12 @@ fn throttle(
     privilege: Privilege,
     uid: u32,
     frame: &[u8],
-    now: std::time::Instant,
 ) -> Result<(), String> {
     if privilege == Privilege::Daemon {
         return Ok(());
     }
     let request = Header::new_checked(frame).is_ok_and(|h| h.kind() == Kind::Request);
-    if !request || st.member_may_request(uid, now) {
+    if !request || st.member_may_request(uid, std::time::Instant::now()) {
         return Ok(());
     }
     Err(format!(

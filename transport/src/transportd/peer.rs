@@ -30,16 +30,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::proto::control::KEEPALIVE;
 use crate::proto::service::TRANSPORT;
 use crate::proto::{check, Address, Check, Header, HeaderRepr, Kind, HEADER_LEN};
 
-use super::buffers::{trim, Outbox, ReadBuf};
+use super::buffers::{trim, Direct, Outbox, ReadBuf, SEAL_BATCH};
 use super::noise::{self, Cipher, NoiseError, Opener, MAX_CHUNK, MAX_NOISE_MSG};
-use super::state::Origin;
+use super::state::{Origin, Run};
 use super::Shared;
 
 /// Queue limit towards one peer (bytes not yet sent).
@@ -59,8 +58,6 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const MAX_HANDSHAKES: usize = 16;
 const PLAIN_BUF: usize = 256 * 1024;
 const KEEP: usize = 4 * 1024 * 1024;
-/// Plaintext sealed per write (a few chunks), bounding the send buffer.
-const SEAL_BATCH: usize = 8 * MAX_CHUNK;
 
 /// Accepts peer links until shutdown, then waits for the accepted links to
 /// end (each ends on the stop signal).
@@ -249,13 +246,23 @@ impl Jitter {
 }
 
 /// Runs an established link until it fails or is replaced.
+///
+/// Frames for the peer are sealed and written by the routing task itself
+/// when the link is idle ([`Direct::Link`]); the writer task here writes
+/// what the socket did not take at once, seals what was queued meanwhile,
+/// and sends the keepalive.
 async fn run_link(stream: TcpStream, cipher: Cipher, pnn: u32, shared: &Shared) {
     let link = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let outbox = Arc::new(Outbox::new(PEER_QUEUE_LIMIT, PLAIN_BUF));
+    let (mut rd, wr) = stream.into_split();
+    let wr = Arc::new(wr);
+    let outbox = Arc::new(Outbox::with_direct(
+        PEER_QUEUE_LIMIT,
+        PLAIN_BUF,
+        Direct::Link(Arc::clone(&wr), Arc::clone(&cipher)),
+    ));
     shared
         .state()
         .peer_up(pnn, link, Arc::clone(&outbox), Instant::now());
-    let (mut rd, mut wr) = stream.into_split();
     let reader = read_link(&mut rd, &cipher, pnn, shared);
     let mut keepalive = [0u8; HEADER_LEN];
     HeaderRepr {
@@ -268,33 +275,29 @@ async fn run_link(stream: TcpStream, cipher: Cipher, pnn: u32, shared: &Shared) 
     .emit(&mut keepalive, 0)
     .expect("a header fits its buffer, payload 0 is under the limit");
     let writer = async {
-        let mut plain = Vec::with_capacity(PLAIN_BUF);
         let mut sealed = Vec::with_capacity(SEAL_BATCH + 64 * 1024);
-        let mut nonce = noise::FIRST_DATA_NONCE;
         loop {
-            // `take` is cancel-safe: on a time-out nothing was taken.
-            match tokio::time::timeout(KEEPALIVE_INTERVAL, outbox.take(&mut plain)).await {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(_) => plain.extend_from_slice(&keepalive),
-            }
-            for batch in plain.chunks(SEAL_BATCH) {
-                noise::seal(&cipher, &mut nonce, batch, &mut sealed)?;
-                let mut rest = sealed.as_slice();
-                while !rest.is_empty() {
-                    let n = tokio::time::timeout(WRITE_TIMEOUT, wr.write(rest))
-                        .await
-                        .map_err(|_| NoiseError::Stalled(WRITE_TIMEOUT))??;
-                    if n == 0 {
-                        return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+            // `take_sealed` is cancel-safe: on a time-out nothing was taken.
+            let start =
+                match tokio::time::timeout(KEEPALIVE_INTERVAL, outbox.take_sealed(&mut sealed))
+                    .await
+                {
+                    Ok(Some(start)) => start,
+                    Ok(None) => break,
+                    Err(_) => {
+                        // Idle (or only direct writes) for a while: queue a
+                        // keepalive; the next take seals and writes it.
+                        if outbox.push(&[&keepalive]).is_err() {
+                            break;
+                        }
+                        continue;
                     }
-                    rest = &rest[n..];
-                }
-            }
-            trim(&mut plain, KEEP);
+                };
+            write_all(&wr, &sealed[start..]).await?;
+            trim(&mut sealed, KEEP);
         }
         Err(NoiseError::Refused(
-            "link replaced or queue full".to_owned(),
+            "link replaced, queue full or a write failed".to_owned(),
         ))
     };
     let result = tokio::select! {
@@ -316,6 +319,23 @@ async fn run_link(stream: TcpStream, cipher: Cipher, pnn: u32, shared: &Shared) 
         Ok(()) => tracing::info!(peer = pnn, "peer link closed by the peer"),
         Err(err) => tracing::warn!(peer = pnn, %err, "peer link closed"),
     }
+}
+
+/// Writes all of `buf` to the link (whose write half the routing task
+/// shares), each write making progress within [`WRITE_TIMEOUT`].
+async fn write_all(w: &tokio::net::tcp::OwnedWriteHalf, mut buf: &[u8]) -> Result<(), NoiseError> {
+    while !buf.is_empty() {
+        tokio::time::timeout(WRITE_TIMEOUT, w.writable())
+            .await
+            .map_err(|_| NoiseError::Stalled(WRITE_TIMEOUT))??;
+        match w.try_write(buf) {
+            Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Reads, decrypts and routes until EOF or an error.
@@ -347,8 +367,11 @@ async fn read_link(
                 None => break,
             }
             let mut st = shared.state();
+            let mut run = Run::default();
+            let mut at = 0;
+            let data = plain.data_mut();
             let outcome = loop {
-                match check(plain.data()) {
+                match check(&data[at..]) {
                     Err(err) => {
                         break Err(NoiseError::Refused(format!(
                             "bad frame from node {pnn}: {err}"
@@ -359,14 +382,22 @@ async fn read_link(
                         break Ok(());
                     }
                     Ok(Check::Complete { frame_len }) => {
-                        let frame = &mut plain.data_mut()[..frame_len];
+                        let frame = &mut data[at..at + frame_len];
                         if !is_keepalive(frame) {
-                            st.route(Origin::Peer(pnn), frame);
+                            match st.route_fast(Origin::Peer(pnn), frame) {
+                                Some(dest) => run.add(&mut st, data, dest, at, frame_len),
+                                None => {
+                                    run.finish(&mut st, data);
+                                    st.route(Origin::Peer(pnn), &mut data[at..at + frame_len]);
+                                }
+                            }
                         }
-                        plain.consume(frame_len);
+                        at += frame_len;
                     }
                 }
             };
+            run.finish(&mut st, data);
+            plain.consume(at);
             st.flush();
             if st.take_shutdown() {
                 shared.request_stop();
