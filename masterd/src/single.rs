@@ -221,6 +221,59 @@ pub async fn run(
     Ok(())
 }
 
+/// The runtime of a daemon on the heartbeat path (transportd, clusterd):
+/// one thread of its own, at masterd's real-time priority if it has one,
+/// as the daemon has in the multi-process model, where it is a process
+/// of its own. On the shared runtime a blocking kernel call of another
+/// daemon (an nftables commit or a packet socket's close waits for an RCU
+/// grace period: seconds on a loaded host) can hold up the node's
+/// heartbeats and links: in session 9's single-process chaos runs (load
+/// 11–19) a node's peers dropped their links to it ("nothing received for
+/// 3s") while its failoverd restarted, which took 2.7–30.8 s.
+struct HeartbeatPath(Option<tokio::runtime::Runtime>);
+
+impl HeartbeatPath {
+    fn for_daemon(name: &str) -> Option<HeartbeatPath> {
+        if !matches!(name, "transportd" | "clusterd") {
+            return None;
+        }
+        let built = transport::controls::keep_realtime(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name(format!("ipf-{name}"))
+                .enable_all(),
+        )
+        .build();
+        match built {
+            Ok(rt) => Some(HeartbeatPath(Some(rt))),
+            Err(e) => {
+                tracing::warn!(daemon = name, error = %e, "no thread of its own: running on the shared runtime");
+                None
+            }
+        }
+    }
+
+    fn spawn<F>(&self, f: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.0 {
+            Some(rt) => rt.spawn(f),
+            None => tokio::spawn(f),
+        }
+    }
+}
+
+impl Drop for HeartbeatPath {
+    fn drop(&mut self) {
+        // Dropped inside masterd's runtime: a blocking shutdown would panic.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 async fn wait_for_socket(path: &Path) {
     for _ in 0..50 {
         if path.exists() {
@@ -249,6 +302,7 @@ async fn supervise(
 ) {
     let mut backoff = Backoff::default();
     let mut first = true;
+    let own = HeartbeatPath::for_daemon(name);
     while !*stop.borrow() {
         let ctx = InProcessCtx {
             config: cfg.clone(),
@@ -269,8 +323,12 @@ async fn supervise(
         }
         first = false;
         backoff.started(Instant::now());
-        // A task of its own, so that a panic ends only this daemon.
-        let outcome = tokio::spawn(entry(ctx)).await;
+        // A task of its own, so that a panic ends only this daemon; the
+        // heartbeat path's daemons on a thread of their own.
+        let outcome = match &own {
+            Some(path) => path.spawn(entry(ctx)).await,
+            None => tokio::spawn(entry(ctx)).await,
+        };
         if *stop.borrow() {
             break;
         }

@@ -127,8 +127,9 @@ fn run(args: Args) -> Result<(), MasterError> {
 /// Multi-process: one thread is plenty for a supervisor (and the children's
 /// PR_SET_PDEATHSIG then follows the main thread, which lives as long as
 /// masterd). Single-process: two workers by default;
-/// `IPFAILOVER_MASTERD_THREADS=N` sets the number (1: one thread for the
-/// whole node).
+/// `IPFAILOVER_MASTERD_THREADS=N` sets the number (1: one thread for
+/// failoverd, conntrackd and masterd's own work; transportd and clusterd
+/// have a thread each, see `single::HeartbeatPath`).
 fn runtime_builder(single_process: bool) -> tokio::runtime::Builder {
     if !single_process {
         return tokio::runtime::Builder::new_current_thread();
