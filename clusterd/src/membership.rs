@@ -333,32 +333,7 @@ impl Member {
                 count: nodes.len(),
             });
         }
-        let peers: Vec<Peer> = nodes
-            .nodes
-            .iter()
-            .map(|n| Peer {
-                address: n.address,
-                deleted: n.is_deleted(),
-                last_rx: None,
-                last_stamp: Duration::ZERO,
-                heard_us: None,
-                heard_us_at: None,
-                flags: NodeFlags::OK,
-                can_lead: false,
-                supports: None,
-                support_echo: None,
-                active: false,
-                generation: 0,
-                granted_until: None,
-                update_sent: None,
-                incarnation: 0,
-                grant_end: None,
-                granted_rx: None,
-                fence_until: None,
-                cert: NodeSet::EMPTY,
-                cert_echo: None,
-            })
-            .collect();
+        let peers: Vec<Peer> = nodes.nodes.iter().map(|n| Peer::fresh(n.address)).collect();
         let mut m = Self {
             cfg,
             pnn,

@@ -537,6 +537,30 @@ fn failover_cluster_a_client_of_a_node_whose_conntrackd_just_restarted_is_reset(
     // Long enough for the new conntrackd to start and register, well
     // inside failoverd's 3 s HOSTED period.
     std::thread::sleep(Duration::from_millis(400));
+    let (stop, reader) = idle_client_of_201(&bed);
+    std::thread::sleep(Duration::from_millis(500));
+    bed.power_off(victim);
+    bed.wait_placed("the victim's addresses hosted by survivors", &list);
+    let read = reader.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(
+        read,
+        Err(ErrorKind::ConnectionReset),
+        "the idle client of a node whose conntrackd had just restarted was not reset\n{}",
+        bed.logs()
+    );
+}
+
+/// Servers listening everywhere and an idle client connected to
+/// 198.51.100.201, reading until the server side ends (20 s at most):
+/// the listeners' stop flag and the reader's result (a reset is
+/// `Err(ConnectionReset)`).
+fn idle_client_of_201(
+    bed: &Bed,
+) -> (
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<Result<usize, ErrorKind>>,
+) {
     let stop = Arc::new(AtomicBool::new(false));
     bed.c.listen_everywhere(PORT, &stop).unwrap();
     let server = SocketAddr::new(public(201), PORT);
@@ -553,17 +577,7 @@ fn failover_cluster_a_client_of_a_node_whose_conntrackd_just_restarted_is_reset(
         let mut buf = [0u8; 8];
         stream.read(&mut buf).map_err(|e| e.kind())
     });
-    std::thread::sleep(Duration::from_millis(500));
-    bed.power_off(victim);
-    bed.wait_placed("the victim's addresses hosted by survivors", &list);
-    let read = reader.join().unwrap();
-    stop.store(true, Ordering::Relaxed);
-    assert_eq!(
-        read,
-        Err(ErrorKind::ConnectionReset),
-        "the idle client of a node whose conntrackd had just restarted was not reset\n{}",
-        bed.logs()
-    );
+    (stop, reader)
 }
 
 /// The new owner's conntrackd does not answer while the take's first
@@ -582,22 +596,7 @@ fn failover_cluster_a_client_is_reset_although_the_new_owners_conntrackd_was_bus
     let bed = Bed::new("focb", &list);
     let placed = bed.wait_placed("every address hosted exactly once", &list);
     let victim = placed[&public(201)];
-    let stop = Arc::new(AtomicBool::new(false));
-    bed.c.listen_everywhere(PORT, &stop).unwrap();
-    let server = SocketAddr::new(public(201), PORT);
-    let stream = bed
-        .c
-        .client
-        .run(move || TcpStream::connect_timeout(&server, Duration::from_secs(5)).unwrap())
-        .unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut stream = stream;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let mut buf = [0u8; 8];
-        stream.read(&mut buf).map_err(|e| e.kind())
-    });
+    let (stop, reader) = idle_client_of_201(&bed);
     // Replicated to the survivors' conntrackds (under load it can take
     // more than a fixed pause): the point here is what the new owner
     // does when its conntrackd does not answer at the take.
