@@ -111,7 +111,7 @@ pub struct Heartbeat {
     /// The membership generation the sender publishes.
     pub generation: u64,
     /// The sender's node list: the PNNs it counts as configured (not
-    /// deleted). Wire format 3 (#20's node list changes).
+    /// deleted). Wire format 3 (node list changes, session 10).
     pub nodes: NodeSet,
     /// Another node list the sender still counts every quorum with too
     /// (a node list change not yet complete everywhere), or empty. A node
