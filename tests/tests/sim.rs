@@ -147,6 +147,16 @@ fn finding12_a_lapse_overtaken_by_a_renewal_still_reaches_the_leader_side() {
     }
 }
 
+/// Found by session 9's 1,000,000-schedule run (fast): a thawed
+/// failoverd whose stale membership named itself leader left its wanted
+/// run to its own leader side and never asked the real leader (core unit
+/// test `a_run_left_to_this_node_as_a_stale_leader_is_asked_of_the_real_one`).
+#[test]
+fn finding_stale_self_leader_still_asks_the_real_leader_for_a_run() {
+    let r = run_one(Profile::fast(), 2_165_231, None);
+    assert_eq!(r.violation, None);
+}
+
 const SEED_FINDING12: u64 = 12723;
 const SEED_HOLE1: u64 = 112;
 /// Both restart a failoverd (which removes what it finds): the leader

@@ -427,11 +427,14 @@ impl NodeCore {
             return;
         }
         match self.leader() {
-            // The leader side runs when it becomes active again.
-            Some(l) if l == self.cfg.pnn => {
-                self.want_run = false;
-                return;
-            }
+            // The leader side runs when it becomes active again. The run
+            // stays wanted: the membership this says so of may be stale (a
+            // thawed failoverd applies its lease news with the membership
+            // it had before the freeze), and when the news of another
+            // leader comes the run is asked of that one (found by the
+            // simulator, fast seed 2165231: cleared here, the request was
+            // never made and an address stayed unhosted).
+            Some(l) if l == self.cfg.pnn => return,
             Some(l) => out.push(NodeAction::RequestRun {
                 leader: l,
                 epoch: self.epoch,

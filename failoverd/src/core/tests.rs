@@ -259,6 +259,50 @@ fn a_run_wanted_with_no_leader_known_is_asked_for_once_one_is() {
     assert!(!n.wants_run());
 }
 
+/// Found by the simulator (fast seed 2165231, session 9's 1,000,000-
+/// schedule run): node 0 led, its clusterd crashed and its failoverd froze
+/// past its lease; at the thaw its lease news made the lease valid while
+/// the membership it still had named itself leader, so the run it wanted
+/// was left to its own leader side — and forgotten. The membership of the
+/// real leader (node 1) came a moment later; nobody asked node 1 for a
+/// run, and an address only node 0 may host stayed unhosted. The run must
+/// stay wanted and be asked of the leader the node learns of.
+#[test]
+fn a_run_left_to_this_node_as_a_stale_leader_is_asked_of_the_real_one() {
+    // Node 0 leads.
+    let mut n = node(0);
+    let mut m = membership(0, Some(0), 10, &[0, 0, 0]);
+    m.lease = lease(MS, Some(ms(500)));
+    let mut out = Vec::new();
+    n.news(MS, News::Membership(m), &mut out);
+    out.clear();
+    // The lease ends while the process is frozen: everything dropped.
+    n.tick(ms(600), &mut out);
+    assert!(n.wants_run());
+    out.clear();
+    // The thaw: a lease event first (the membership kept says "leader 0").
+    n.news(
+        ms(610),
+        News::Lease(lease(ms(610), Some(ms(60_000)))),
+        &mut out,
+    );
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, NodeAction::RequestRun { .. })),
+        "this node's leader side is responsible for now: {out:?}"
+    );
+    assert!(n.wants_run(), "the run is still wanted");
+    // Then the real leader's membership.
+    let mut m = membership(0, Some(1), 20, &[0, 0, 0]);
+    m.lease = lease(ms(611), Some(ms(60_000)));
+    n.news(ms(611), News::Membership(m), &mut out);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, NodeAction::RequestRun { leader: 1, .. })),
+        "asked the real leader: {out:?}"
+    );
+}
+
 /// Hole 5: a TAKE of an old run after a RELEASE of a newer one — even a
 /// RELEASE refused because this node's membership lags — is refused.
 #[test]
