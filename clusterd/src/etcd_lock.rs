@@ -1,0 +1,752 @@
+//! The native etcd lock: `cluster_lock = "etcd://HOST:PORT[,HOST:PORT...]/PREFIX[?OPTIONS]"`,
+//! through etcd's v3 API (the `etcd-client` crate: gRPC, TLS by rustls).
+//!
+//! One key per cluster, `PREFIX/lock`, whose value is the holder's pnn and
+//! which is attached to the holder's lease:
+//!
+//! * **Take.** Read the key. Free: grant a lease of [`Params::ttl`] and, in
+//!   one transaction, "the key's create revision is 0 → put it with the
+//!   lease". The transaction failing (another node got there first) revokes
+//!   the lease at once, so a contended attempt leaves nothing behind. Held
+//!   by another node: watch the key and try again as soon as it is deleted
+//!   (its holder released it, or etcd expired its lease), so a survivor
+//!   takes the lock within the lease TTL plus etcd's expiry check, not at
+//!   the next retry. Held under this node's own pnn (an earlier clusterd
+//!   here that died or lost its connection): revoke that lease and take it.
+//! * **Hold.** A keep-alive every TTL/3. The holder treats the lock as lost
+//!   [`Params::safety`] before the lease could end on etcd's side: at
+//!   `s + TTL − safety` on its own monotonic clock, `s` being when it *sent*
+//!   the newest keep-alive that etcd confirmed (etcd restarts the lease's
+//!   TTL when it receives it, so no earlier). A key deleted or replaced
+//!   under it, a broken stream or etcd answering that the lease is gone is
+//!   lost at once.
+//! * **Release** (and after a loss): revoke the lease, which deletes the
+//!   key.
+//!
+//! The lock runs on a thread of its own with its own tokio runtime
+//! ([`spawn`]), so TLS handshakes and gRPC work never delay clusterd's
+//! heartbeats, and its deadline is not delayed by them either.
+
+use std::fmt;
+use std::time::Duration;
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, Identity, PutOptions,
+    TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::membership::Timing;
+
+/// The URL scheme of the native etcd lock.
+pub const SCHEME: &str = "etcd://";
+
+/// The settings a `cluster_lock = "etcd://..."` URL may carry after `?`.
+pub const OPTIONS: &[&str] = &["ca", "cert", "key", "user", "password_file", "ttl"];
+
+/// The longest lease TTL the `ttl` option accepts, in seconds.
+pub const MAX_TTL: u64 = 3600;
+
+/// One request to etcd (connect, read, grant, transaction, revoke) that
+/// has not answered within this long has failed.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A contended attempt that saw no change of the key for this long reads
+/// it again (a watch that silently stopped delivering cannot stall it).
+pub const CONTENDED_RECHECK: Duration = Duration::from_secs(10);
+
+/// A parsed `etcd://` lock setting. The files it names are read when it is
+/// parsed, so a missing certificate is reported at start-up.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdSpec {
+    /// The setting as written.
+    pub url: String,
+    /// `http://HOST:PORT` (or `https://` with TLS), one per member.
+    pub endpoints: Vec<String>,
+    /// The lock key: the URL's path followed by `/lock`.
+    pub key: String,
+    /// PEM of the CA that signed the members' certificates (TLS on).
+    pub ca: Option<Vec<u8>>,
+    /// PEM of the client certificate and its key (TLS client auth).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// etcd user and password (the password read from `password_file`).
+    pub user: Option<(String, String)>,
+    /// The lease TTL in seconds, when set by the `ttl` option.
+    pub ttl: Option<u64>,
+}
+
+impl fmt::Debug for EtcdSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdSpec")
+            .field("url", &self.url)
+            .field("endpoints", &self.endpoints)
+            .field("key", &self.key)
+            .field("tls", &self.ca.is_some())
+            .field("client_cert", &self.identity.is_some())
+            .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+fn read_file(what: &str, path: &str) -> Result<Vec<u8>, String> {
+    if path.is_empty() {
+        return Err(format!("option {what}: empty file name"));
+    }
+    std::fs::read(path).map_err(|e| format!("option {what}: cannot read {path}: {e}"))
+}
+
+fn check_host_port(hp: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("member {hp:?}: {why}; expected HOST:PORT"));
+    let Some((host, port)) = hp.rsplit_once(':') else {
+        return bad("no port");
+    };
+    if host.is_empty() {
+        return bad("no host");
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return bad("the port is not a number from 1 to 65535"),
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        let Some(inner) = inner.strip_suffix(']') else {
+            return bad("unclosed [");
+        };
+        if inner.parse::<std::net::Ipv6Addr>().is_err() {
+            return bad("not an IPv6 address between [ ]");
+        }
+        return Ok(());
+    }
+    if host.contains(':') {
+        return bad("an IPv6 address must be written [ADDRESS]");
+    }
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    {
+        return bad("the host has a character that is not allowed");
+    }
+    Ok(())
+}
+
+impl EtcdSpec {
+    /// Parses `etcd://HOST:PORT[,HOST:PORT...]/PREFIX[?OPTIONS]`; OPTIONS
+    /// are `NAME=VALUE` joined by `&`, NAME one of [`OPTIONS`]. The
+    /// returned error is the reason alone (the caller names the setting).
+    ///
+    /// # Errors
+    ///
+    /// A sentence saying what is wrong: no member, a member that is not
+    /// HOST:PORT, no prefix, an unknown or repeated option, a file that
+    /// cannot be read, `cert` without `key`, and so on.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let Some(rest) = value.strip_prefix(SCHEME) else {
+            return Err(format!("does not start with {SCHEME}"));
+        };
+        let (main, query) = match rest.split_once('?') {
+            Some((m, q)) => (m, Some(q)),
+            None => (rest, None),
+        };
+        let Some((members, path)) = main.split_once('/') else {
+            return Err("no prefix: write etcd://HOST:PORT/PREFIX, e.g. \
+                        etcd://192.0.2.1:2379/ipfailover/cluster1"
+                .into());
+        };
+        if members.contains('@') {
+            return Err("no user in the URL: use the options user=NAME&password_file=FILE".into());
+        }
+        if members.is_empty() {
+            return Err("no etcd member: write etcd://HOST:PORT[,HOST:PORT...]/PREFIX".into());
+        }
+        for m in members.split(',') {
+            check_host_port(m)?;
+        }
+        let path = path.trim_end_matches('/');
+        if path.is_empty() {
+            return Err("empty prefix: write etcd://HOST:PORT/PREFIX".into());
+        }
+        if path.split('/').any(str::is_empty) {
+            return Err(format!("prefix /{path} has an empty part (//)"));
+        }
+        if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("prefix /{path} has a blank or control character"));
+        }
+        let mut opts: Vec<(&str, &str)> = Vec::new();
+        if let Some(q) = query {
+            for pair in q.split('&') {
+                let Some((k, v)) = pair.split_once('=') else {
+                    return Err(format!("option {pair:?}: expected NAME=VALUE"));
+                };
+                if !OPTIONS.contains(&k) {
+                    return Err(format!(
+                        "unknown option {k:?}; known: {}",
+                        OPTIONS.join(", ")
+                    ));
+                }
+                if opts.iter().any(|(o, _)| *o == k) {
+                    return Err(format!("option {k} given twice"));
+                }
+                opts.push((k, v));
+            }
+        }
+        let get = |k: &str| opts.iter().find(|(o, _)| *o == k).map(|(_, v)| *v);
+        let ca = get("ca").map(|p| read_file("ca", p)).transpose()?;
+        let identity = match (get("cert"), get("key")) {
+            (None, None) => None,
+            (Some(c), Some(k)) => Some((read_file("cert", c)?, read_file("key", k)?)),
+            (Some(_), None) => return Err("option cert needs option key (its private key)".into()),
+            (None, Some(_)) => return Err("option key needs option cert".into()),
+        };
+        if identity.is_some() && ca.is_none() {
+            return Err(
+                "options cert and key need option ca (the CA that signed the etcd members' \
+                 certificates): TLS is on only with ca"
+                    .into(),
+            );
+        }
+        let user = match (get("user"), get("password_file")) {
+            (None, None) => None,
+            (Some(u), Some(p)) => {
+                if u.is_empty() {
+                    return Err("option user: empty name".into());
+                }
+                let pw = read_file("password_file", p)?;
+                let pw = String::from_utf8(pw)
+                    .map_err(|_| format!("option password_file: {p} is not UTF-8"))?;
+                let pw = pw.trim_end_matches(['\n', '\r']).to_string();
+                if pw.is_empty() {
+                    return Err(format!("option password_file: {p} is empty"));
+                }
+                Some((u.to_string(), pw))
+            }
+            (Some(_), None) => {
+                return Err(
+                    "option user needs option password_file (a file holding the \
+                            password)"
+                        .into(),
+                )
+            }
+            (None, Some(_)) => return Err("option password_file needs option user".into()),
+        };
+        let ttl = match get("ttl") {
+            None => None,
+            Some(t) => match t.parse::<u64>() {
+                Ok(n) if (1..=MAX_TTL).contains(&n) => Some(n),
+                _ => {
+                    return Err(format!(
+                        "option ttl={t}: expected whole seconds from 1 to {MAX_TTL}"
+                    ))
+                }
+            },
+        };
+        let scheme = if ca.is_some() { "https" } else { "http" };
+        Ok(Self {
+            url: value.to_string(),
+            endpoints: members
+                .split(',')
+                .map(|m| format!("{scheme}://{m}"))
+                .collect(),
+            key: format!("/{path}/lock"),
+            ca,
+            identity,
+            user,
+            ttl,
+        })
+    }
+}
+
+/// The timing of one node's etcd lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Params {
+    /// This node's pnn: the key's value.
+    pub pnn: u32,
+    /// The lease TTL asked for, in seconds (etcd may raise it to its
+    /// minimum; the TTL it grants is the one used).
+    pub ttl: u64,
+    /// How long before the lease could end on etcd's side the holder
+    /// treats the lock as lost.
+    pub safety: Duration,
+}
+
+impl Params {
+    /// The lease TTL from clusterd's timing: the largest whole number of
+    /// seconds not over `2 (lease + margin) + interval` (the time a leader
+    /// failover with a lock takes anyway, docs/clusterd.md), at least 1 s,
+    /// unless the URL's `ttl` option sets it. The safety margin is
+    /// `max(margin, 100 ms)`, at most a third of the TTL.
+    #[must_use]
+    pub fn new(spec: &EtcdSpec, timing: &Timing, pnn: u32) -> Self {
+        let bound = timing.lease.saturating_add(timing.margin).saturating_mul(2) + timing.interval;
+        let ttl = spec
+            .ttl
+            .unwrap_or_else(|| bound.as_secs().clamp(1, MAX_TTL));
+        let safety = timing
+            .margin
+            .max(Duration::from_millis(100))
+            .min(Duration::from_secs(ttl) / 3);
+        Self { pnn, ttl, safety }
+    }
+}
+
+/// What the lock thread reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The lock is held (the lease TTL etcd granted, in seconds).
+    Taken {
+        /// The granted TTL.
+        ttl: i64,
+    },
+    /// The attempt failed (etcd unreachable, refused, ...): why.
+    NotTaken(String),
+    /// The held lock is lost: why.
+    Lost(String),
+}
+
+/// Runs one lock attempt on a thread of its own: it takes the lock
+/// (waiting while another node holds it), holds it, and releases it when
+/// `stop` fires or is dropped. Reports on `events`; the thread ends after
+/// [`Event::NotTaken`], after [`Event::Lost`], or on release, having revoked
+/// its lease. The returned receiver resolves when the thread is done.
+///
+/// # Errors
+///
+/// The thread or its runtime could not be made.
+pub fn spawn(
+    spec: EtcdSpec,
+    params: Params,
+    events: mpsc::UnboundedSender<Event>,
+    stop: oneshot::Receiver<()>,
+) -> std::io::Result<oneshot::Receiver<()>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("etcd-lock".into())
+        .spawn(move || {
+            rt.block_on(run(spec, params, events, stop));
+            let _ = done_tx.send(());
+        })?;
+    Ok(done_rx)
+}
+
+fn err_text(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => format!("etcd: {}: {}", s.code(), s.message()),
+        other => format!("etcd: {other}"),
+    }
+}
+
+async fn req<T>(
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {}", err_text(&e))),
+        Err(_) => Err(format!(
+            "{what}: no answer within {} ms",
+            REQUEST_TIMEOUT.as_millis()
+        )),
+    }
+}
+
+/// Connects to the members of `spec`.
+///
+/// # Errors
+///
+/// Why not, in words.
+pub async fn connect(spec: &EtcdSpec, keep_alive: Duration) -> Result<Client, String> {
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(REQUEST_TIMEOUT)
+        .with_keep_alive(keep_alive, REQUEST_TIMEOUT)
+        .with_require_leader(true);
+    if let Some((u, p)) = &spec.user {
+        opts = opts.with_user(u.clone(), p.clone());
+    }
+    if let Some(ca) = &spec.ca {
+        let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
+        if let Some((cert, key)) = &spec.identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        opts = opts.with_tls(tls);
+    }
+    req(
+        "connecting",
+        Client::connect(spec.endpoints.clone(), Some(opts)),
+    )
+    .await
+}
+
+async fn run(
+    spec: EtcdSpec,
+    p: Params,
+    events: mpsc::UnboundedSender<Event>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let keep_alive_every = (Duration::from_secs(p.ttl) / 3).max(Duration::from_millis(100));
+    let client = tokio::select! {
+        c = connect(&spec, keep_alive_every) => c,
+        _ = &mut stop => return,
+    };
+    let mut client = match client {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = events.send(Event::NotTaken(e));
+            return;
+        }
+    };
+    let held = match acquire(&mut client, &spec, &p, &mut stop).await {
+        Ok(Some(h)) => h,
+        Ok(None) => return,
+        Err(e) => {
+            let _ = events.send(Event::NotTaken(e));
+            return;
+        }
+    };
+    let _ = events.send(Event::Taken { ttl: held.ttl });
+    let lost = hold(&mut client, &spec, &p, &held, &mut stop).await;
+    if let Some(why) = &lost {
+        let _ = events.send(Event::Lost(why.clone()));
+    }
+    // Released or lost: revoke the lease (deletes the key). If etcd cannot
+    // be reached the lease ends by itself within its TTL.
+    if let Err(e) = req("revoking the lease", client.lease_revoke(held.lease)).await {
+        tracing::debug!(key = %spec.key, "cluster lock: {e}");
+    }
+}
+
+struct Held {
+    lease: i64,
+    ttl: i64,
+    /// Lost at this instant unless a newer keep-alive is confirmed.
+    deadline: Instant,
+    /// The revision of the transaction that put the key.
+    revision: i64,
+}
+
+/// Takes the lock, waiting while another node holds it. `Ok(None)`:
+/// stopped meanwhile (nothing left behind).
+async fn acquire(
+    client: &mut Client,
+    spec: &EtcdSpec,
+    p: &Params,
+    stop: &mut oneshot::Receiver<()>,
+) -> Result<Option<Held>, String> {
+    let me = p.pnn.to_string();
+    let ttl = i64::try_from(p.ttl).unwrap_or(i64::MAX);
+    let mut logged_holder: Option<Vec<u8>> = None;
+    // Each round either takes the lock, waits for a change of the key, or
+    // revokes a lease of this node's own; bounded by `stop` and errors.
+    loop {
+        if matches!(
+            stop.try_recv(),
+            Ok(()) | Err(oneshot::error::TryRecvError::Closed)
+        ) {
+            return Ok(None);
+        }
+        let sent = Instant::now();
+        let grant = req("granting a lease", client.lease_grant(ttl, None)).await?;
+        let lease = grant.id();
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                spec.key.as_str(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([TxnOp::put(
+                spec.key.as_str(),
+                me.as_str(),
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(spec.key.as_str(), None)]);
+        let resp = match req("taking the key", client.txn(txn)).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Whether the put happened is unknown: revoke the lease,
+                // which deletes the key if it did.
+                let _ = req("revoking the lease", client.lease_revoke(lease)).await;
+                return Err(e);
+            }
+        };
+        let revision = resp
+            .header()
+            .map_or(0, etcd_client::ResponseHeader::revision);
+        if resp.succeeded() {
+            let granted = grant.ttl().max(1);
+            let held = Held {
+                lease,
+                ttl: granted,
+                deadline: sent + Duration::from_secs(granted.unsigned_abs()) - p.safety,
+                revision,
+            };
+            if matches!(
+                stop.try_recv(),
+                Ok(()) | Err(oneshot::error::TryRecvError::Closed)
+            ) {
+                let _ = req("revoking the lease", client.lease_revoke(lease)).await;
+                return Ok(None);
+            }
+            return Ok(Some(held));
+        }
+        // Contended: this attempt's lease goes at once.
+        req("revoking the lease", client.lease_revoke(lease)).await?;
+        let holder = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+            _ => None,
+        });
+        let Some(kv) = holder else {
+            // Deleted between the compare and the get: try again at once.
+            continue;
+        };
+        if kv.value() == me.as_bytes() {
+            // This node's own key, from an earlier clusterd here (it died
+            // or lost etcd): this clusterd does not hold it, so free it.
+            tracing::info!(key = %spec.key, "cluster lock: freeing this node's earlier key");
+            req(
+                "revoking this node's earlier lease",
+                client.lease_revoke(kv.lease()),
+            )
+            .await?;
+            continue;
+        }
+        if logged_holder.as_deref() != Some(kv.value()) {
+            tracing::info!(
+                key = %spec.key,
+                holder = %String::from_utf8_lossy(kv.value()),
+                "cluster lock held by another node; waiting for it"
+            );
+            logged_holder = Some(kv.value().to_vec());
+        }
+        let wait = wait_for_change(client, spec, revision.max(kv.mod_revision()) + 1);
+        tokio::select! {
+            r = wait => r?,
+            _ = &mut *stop => return Ok(None),
+        }
+    }
+}
+
+/// Waits until the key changes after `from` (a delete: its holder released
+/// it or its lease expired) or [`CONTENDED_RECHECK`] passes.
+async fn wait_for_change(client: &mut Client, spec: &EtcdSpec, from: i64) -> Result<(), String> {
+    let mut watch = req(
+        "watching the key",
+        client.watch(
+            spec.key.as_str(),
+            Some(WatchOptions::new().with_start_revision(from)),
+        ),
+    )
+    .await?;
+    let deadline = Instant::now() + CONTENDED_RECHECK;
+    loop {
+        let msg = tokio::select! {
+            m = watch.message() => m,
+            () = tokio::time::sleep_until(deadline) => return Ok(()),
+        };
+        match msg {
+            Ok(Some(r)) => {
+                if r.canceled() {
+                    // E.g. compacted past `from`: read the key again.
+                    return Ok(());
+                }
+                if r.events()
+                    .iter()
+                    .any(|e| e.event_type() == EventType::Delete)
+                {
+                    return Ok(());
+                }
+            }
+            Ok(None) => return Err("watching the key: the stream ended".into()),
+            Err(e) => return Err(format!("watching the key: {}", err_text(&e))),
+        }
+    }
+}
+
+/// Holds the lock until `stop` (returns `None`) or until it is lost
+/// (returns why).
+async fn hold(
+    client: &mut Client,
+    spec: &EtcdSpec,
+    p: &Params,
+    held: &Held,
+    stop: &mut oneshot::Receiver<()>,
+) -> Option<String> {
+    let ttl = Duration::from_secs(held.ttl.unsigned_abs());
+    let every = ttl / 3;
+    let mut deadline = held.deadline;
+    let lost_after = |deadline: Instant| {
+        format!(
+            "no keep-alive of the lease confirmed in time (lease TTL {} s, lost {} ms before it could end)",
+            held.ttl,
+            p.safety.as_millis()
+        ) + &format!(" {:?} ago", Instant::now().saturating_duration_since(deadline))
+    };
+    let sent = Instant::now();
+    let ka = tokio::select! {
+        r = req("keeping the lease alive", client.lease_keep_alive(held.lease)) => r,
+        () = tokio::time::sleep_until(deadline) => return Some(lost_after(deadline)),
+        _ = &mut *stop => return None,
+    };
+    let (mut keeper, mut stream) = match ka {
+        Ok(k) => k,
+        Err(e) => return Some(e),
+    };
+    deadline = deadline.max(sent + ttl - p.safety);
+    let watch = tokio::select! {
+        r = req(
+            "watching the key",
+            client.watch(
+                spec.key.as_str(),
+                Some(WatchOptions::new().with_start_revision(held.revision + 1)),
+            ),
+        ) => r,
+        () = tokio::time::sleep_until(deadline) => return Some(lost_after(deadline)),
+        _ = &mut *stop => return None,
+    };
+    let mut watch = match watch {
+        Ok(w) => w,
+        Err(e) => return Some(e),
+    };
+    let mut sent: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut *stop => return None,
+            () = tokio::time::sleep_until(deadline) => return Some(lost_after(deadline)),
+            m = stream.message() => match m {
+                Ok(Some(r)) => {
+                    if r.ttl() <= 0 {
+                        return Some("etcd says the lease is gone".into());
+                    }
+                    if let Some(s) = sent.pop_front() {
+                        let t = Duration::from_secs(r.ttl().unsigned_abs());
+                        deadline = deadline.max(s + t - p.safety);
+                    }
+                }
+                Ok(None) => return Some("the keep-alive stream ended".into()),
+                Err(e) => return Some(format!("keep-alive: {}", err_text(&e))),
+            },
+            w = watch.message() => match w {
+                Ok(Some(r)) => {
+                    if r.canceled() {
+                        return Some(format!("the watch of the key was cancelled: {}", r.cancel_reason()));
+                    }
+                    for e in r.events() {
+                        match e.event_type() {
+                            EventType::Delete => return Some("the key was deleted".into()),
+                            EventType::Put => {
+                                if e.kv().is_some_and(|kv| kv.lease() != held.lease) {
+                                    return Some("the key was overwritten".into());
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(None) => return Some("the watch of the key ended".into()),
+                Err(e) => return Some(format!("watching the key: {}", err_text(&e))),
+            },
+            _ = tick.tick() => {
+                sent.push_back(Instant::now());
+                // Bounded: a long queue means etcd stopped answering, and
+                // the deadline ends the hold first.
+                if sent.len() > 64 {
+                    sent.pop_front();
+                }
+                if let Err(e) = keeper.keep_alive().await {
+                    return Some(format!("keep-alive: {}", err_text(&e)));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_members_prefix_and_key() {
+        let s = EtcdSpec::parse("etcd://192.0.2.1:2379,192.0.2.2:2379,[2001:db8::3]:2379/ipf/c1")
+            .unwrap();
+        assert_eq!(
+            s.endpoints,
+            [
+                "http://192.0.2.1:2379",
+                "http://192.0.2.2:2379",
+                "http://[2001:db8::3]:2379"
+            ]
+        );
+        assert_eq!(s.key, "/ipf/c1/lock");
+        assert_eq!(EtcdSpec::parse("etcd://h:1/p/").unwrap().key, "/p/lock");
+        assert_eq!(EtcdSpec::parse("etcd://h:1/p?ttl=3").unwrap().ttl, Some(3));
+    }
+
+    #[test]
+    fn bad_urls_say_what_is_wrong() {
+        for (url, words) in [
+            ("etcd://192.0.2.1:2379", "no prefix"),
+            ("etcd://192.0.2.1:2379/", "empty prefix"),
+            ("etcd:///p", "no etcd member"),
+            ("etcd://192.0.2.1/p", "no port"),
+            ("etcd://192.0.2.1:0/p", "port"),
+            ("etcd://192.0.2.1:99999/p", "port"),
+            ("etcd://:2379/p", "no host"),
+            ("etcd://2001:db8::1:2379/p", "[ADDRESS]"),
+            ("etcd://h:1,/p", "no port"),
+            ("etcd://u:pw@h:1/p", "password_file"),
+            ("etcd://h:1/a//b", "empty part"),
+            ("etcd://h:1/p?foo=1", "unknown option \"foo\""),
+            ("etcd://h:1/p?ttl=0", "ttl=0"),
+            ("etcd://h:1/p?ttl=x", "whole seconds"),
+            ("etcd://h:1/p?ttl=1&ttl=2", "twice"),
+            ("etcd://h:1/p?ttl", "NAME=VALUE"),
+            ("etcd://h:1/p?user=u", "needs option password_file"),
+            ("etcd://h:1/p?password_file=/x", "needs option user"),
+            ("etcd://h:1/p?cert=/x", "needs option key"),
+            (
+                "etcd://h:1/p?ca=/nonexistent/ca.pem",
+                "cannot read /nonexistent/ca.pem",
+            ),
+        ] {
+            let e = EtcdSpec::parse(url).expect_err(url);
+            assert!(e.contains(words), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn ttl_follows_clusterds_timing() {
+        let s = EtcdSpec::parse("etcd://h:1/p").unwrap();
+        let d = Params::new(&s, &Timing::default_profile(), 3);
+        // 2 (500 + 100) + 100 = 1300 ms: 1 s.
+        assert_eq!((d.ttl, d.safety), (1, Duration::from_millis(100)));
+        let f = Params::new(&s, &Timing::fast(), 3);
+        assert_eq!((f.ttl, f.safety), (1, Duration::from_millis(100)));
+        let slow = Timing {
+            lease: Duration::from_secs(3),
+            dead_after: Duration::from_secs(3),
+            margin: Duration::from_millis(500),
+            ..Timing::default_profile()
+        };
+        let sl = Params::new(&s, &slow, 3);
+        assert_eq!((sl.ttl, sl.safety), (7, Duration::from_millis(500)));
+        let o = EtcdSpec::parse("etcd://h:1/p?ttl=5").unwrap();
+        assert_eq!(Params::new(&o, &Timing::default_profile(), 3).ttl, 5);
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let dir = std::env::temp_dir().join(format!("etcd-pw-{}", std::process::id()));
+        std::fs::write(&dir, "s3cret\n").unwrap();
+        let s = EtcdSpec::parse(&format!(
+            "etcd://h:1/p?user=root&password_file={}",
+            dir.display()
+        ))
+        .unwrap();
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(s.user.as_ref().unwrap().1, "s3cret");
+        assert!(!format!("{s:?}").contains("s3cret"));
+    }
+}
