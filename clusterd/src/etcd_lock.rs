@@ -39,6 +39,9 @@ use tokio::time::Instant;
 
 use crate::membership::Timing;
 
+/// The etcd client crate, for tests and tools that read the lock's key.
+pub use etcd_client as client;
+
 /// The URL scheme of the native etcd lock.
 pub const SCHEME: &str = "etcd://";
 
@@ -563,8 +566,71 @@ async fn wait_for_change(client: &mut Client, spec: &EtcdSpec, from: i64) -> Res
     }
 }
 
+/// Why opening the hold's streams failed.
+enum OpenError {
+    /// The lock is gone (the lease or the key): lost.
+    Gone(String),
+    /// etcd could not be asked (a member down, a broken connection): try
+    /// again until the deadline.
+    Retry(String),
+}
+
+/// The streams of a hold: the keep-alive's two halves and the key's watch.
+type Streams = (
+    etcd_client::LeaseKeeper,
+    etcd_client::LeaseKeepAliveStream,
+    etcd_client::WatchStream,
+);
+
+/// Opens the keep-alive (its first answer confirms the lease: returns when
+/// that request was sent) and, after checking that the key is still this
+/// lease's, a watch of the key from the revision read.
+async fn open(
+    client: &mut Client,
+    spec: &EtcdSpec,
+    held: &Held,
+) -> Result<(Streams, Instant), OpenError> {
+    let sent = Instant::now();
+    let (keeper, stream) =
+        match tokio::time::timeout(REQUEST_TIMEOUT, client.lease_keep_alive(held.lease)).await {
+            Ok(Ok(k)) => k,
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) => {
+                return Err(OpenError::Gone(format!("keep-alive: {e}")))
+            }
+            // gRPC's NOT_FOUND (5): etcd's "requested lease not found".
+            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.code() as i32 == 5 => {
+                return Err(OpenError::Gone(format!("keep-alive: {}", s.message())))
+            }
+            Ok(Err(e)) => return Err(OpenError::Retry(format!("keep-alive: {}", err_text(&e)))),
+            Err(_) => return Err(OpenError::Retry("keep-alive: no answer".into())),
+        };
+    let got = req("reading the key", client.get(spec.key.as_str(), None))
+        .await
+        .map_err(OpenError::Retry)?;
+    match got.kvs().first() {
+        Some(kv) if kv.lease() == held.lease => {}
+        Some(_) => return Err(OpenError::Gone("the key was overwritten".into())),
+        None => return Err(OpenError::Gone("the key was deleted".into())),
+    }
+    let from = got
+        .header()
+        .map_or(held.revision, etcd_client::ResponseHeader::revision)
+        + 1;
+    let watch = req(
+        "watching the key",
+        client.watch(
+            spec.key.as_str(),
+            Some(WatchOptions::new().with_start_revision(from)),
+        ),
+    )
+    .await
+    .map_err(OpenError::Retry)?;
+    Ok(((keeper, stream, watch), sent))
+}
+
 /// Holds the lock until `stop` (returns `None`) or until it is lost
-/// (returns why).
+/// (returns why). A broken stream (a member down) is opened again, through
+/// any member, until the deadline.
 async fn hold(
     client: &mut Client,
     spec: &EtcdSpec,
@@ -575,91 +641,94 @@ async fn hold(
     let ttl = Duration::from_secs(held.ttl.unsigned_abs());
     let every = ttl / 3;
     let mut deadline = held.deadline;
-    let lost_after = |deadline: Instant| {
+    let lost = |why: &str| {
         format!(
-            "no keep-alive of the lease confirmed in time (lease TTL {} s, lost {} ms before it could end)",
+            "no keep-alive of the lease confirmed in time (lease TTL {} s, given up {} ms \
+             before it could end; last error: {why})",
             held.ttl,
             p.safety.as_millis()
-        ) + &format!(" {:?} ago", Instant::now().saturating_duration_since(deadline))
+        )
     };
-    let sent = Instant::now();
-    let ka = tokio::select! {
-        r = req("keeping the lease alive", client.lease_keep_alive(held.lease)) => r,
-        () = tokio::time::sleep_until(deadline) => return Some(lost_after(deadline)),
-        _ = &mut *stop => return None,
-    };
-    let (mut keeper, mut stream) = match ka {
-        Ok(k) => k,
-        Err(e) => return Some(e),
-    };
-    deadline = deadline.max(sent + ttl - p.safety);
-    let watch = tokio::select! {
-        r = req(
-            "watching the key",
-            client.watch(
-                spec.key.as_str(),
-                Some(WatchOptions::new().with_start_revision(held.revision + 1)),
-            ),
-        ) => r,
-        () = tokio::time::sleep_until(deadline) => return Some(lost_after(deadline)),
-        _ = &mut *stop => return None,
-    };
-    let mut watch = match watch {
-        Ok(w) => w,
-        Err(e) => return Some(e),
-    };
-    let mut sent: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
-    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_error = String::from("none");
+    // Each round opens the streams and keeps the lease alive until they
+    // break; the deadline bounds the rounds.
     loop {
-        tokio::select! {
+        let opened = tokio::select! {
             biased;
             _ = &mut *stop => return None,
-            () = tokio::time::sleep_until(deadline) => return Some(lost_after(deadline)),
-            m = stream.message() => match m {
-                Ok(Some(r)) => {
-                    if r.ttl() <= 0 {
-                        return Some("etcd says the lease is gone".into());
-                    }
-                    if let Some(s) = sent.pop_front() {
-                        let t = Duration::from_secs(r.ttl().unsigned_abs());
-                        deadline = deadline.max(s + t - p.safety);
-                    }
+            () = tokio::time::sleep_until(deadline) => return Some(lost(&last_error)),
+            r = open(client, spec, held) => r,
+        };
+        let ((mut keeper, mut stream, mut watch), confirmed) = match opened {
+            Ok(o) => o,
+            Err(OpenError::Gone(why)) => return Some(why),
+            Err(OpenError::Retry(why)) => {
+                tracing::debug!(key = %spec.key, "cluster lock: {why}; trying again");
+                last_error = why;
+                tokio::select! {
+                    biased;
+                    _ = &mut *stop => return None,
+                    () = tokio::time::sleep_until(deadline) => return Some(lost(&last_error)),
+                    () = tokio::time::sleep(every.min(Duration::from_millis(200))) => continue,
                 }
-                Ok(None) => return Some("the keep-alive stream ended".into()),
-                Err(e) => return Some(format!("keep-alive: {}", err_text(&e))),
-            },
-            w = watch.message() => match w {
-                Ok(Some(r)) => {
-                    if r.canceled() {
-                        return Some(format!("the watch of the key was cancelled: {}", r.cancel_reason()));
+            }
+        };
+        deadline = deadline.max(confirmed + ttl - p.safety);
+        let mut sent: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
+        let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let broken = loop {
+            tokio::select! {
+                biased;
+                _ = &mut *stop => return None,
+                () = tokio::time::sleep_until(deadline) => return Some(lost(&last_error)),
+                m = stream.message() => match m {
+                    Ok(Some(r)) => {
+                        if r.ttl() <= 0 {
+                            return Some("etcd says the lease is gone".into());
+                        }
+                        if let Some(s) = sent.pop_front() {
+                            let t = Duration::from_secs(r.ttl().unsigned_abs());
+                            deadline = deadline.max(s + t - p.safety);
+                        }
                     }
-                    for e in r.events() {
-                        match e.event_type() {
-                            EventType::Delete => return Some("the key was deleted".into()),
-                            EventType::Put => {
-                                if e.kv().is_some_and(|kv| kv.lease() != held.lease) {
-                                    return Some("the key was overwritten".into());
+                    Ok(None) => break "the keep-alive stream ended".to_string(),
+                    Err(e) => break format!("keep-alive: {}", err_text(&e)),
+                },
+                w = watch.message() => match w {
+                    Ok(Some(r)) => {
+                        if r.canceled() {
+                            break format!("the watch of the key was cancelled: {}", r.cancel_reason());
+                        }
+                        for e in r.events() {
+                            match e.event_type() {
+                                EventType::Delete => return Some("the key was deleted".into()),
+                                EventType::Put => {
+                                    if e.kv().is_some_and(|kv| kv.lease() != held.lease) {
+                                        return Some("the key was overwritten".into());
+                                    }
                                 }
                             }
                         }
                     }
-                }
-                Ok(None) => return Some("the watch of the key ended".into()),
-                Err(e) => return Some(format!("watching the key: {}", err_text(&e))),
-            },
-            _ = tick.tick() => {
-                sent.push_back(Instant::now());
-                // Bounded: a long queue means etcd stopped answering, and
-                // the deadline ends the hold first.
-                if sent.len() > 64 {
-                    sent.pop_front();
-                }
-                if let Err(e) = keeper.keep_alive().await {
-                    return Some(format!("keep-alive: {}", err_text(&e)));
+                    Ok(None) => break "the watch of the key ended".to_string(),
+                    Err(e) => break format!("watching the key: {}", err_text(&e)),
+                },
+                _ = tick.tick() => {
+                    sent.push_back(Instant::now());
+                    // Bounded: a long queue means etcd stopped answering,
+                    // and the deadline ends the hold first.
+                    if sent.len() > 64 {
+                        sent.pop_front();
+                    }
+                    if let Err(e) = keeper.keep_alive().await {
+                        break format!("keep-alive: {}", err_text(&e));
+                    }
                 }
             }
-        }
+        };
+        tracing::info!(key = %spec.key, "cluster lock: {broken}; opening the streams again");
+        last_error = broken;
     }
 }
 

@@ -230,7 +230,7 @@ pub async fn run_with_requests<L: Link>(
                         let handle = if let Some(e) = &spec.etcd {
                             tokio::spawn(etcd_lock_attempt(
                                 e.clone(),
-                                etcd_lock::Params::new(e, &cfg.timing, u32::from(pnn)),
+                                etcd_lock::Params::new(e, &cfg.timing, pnn),
                                 attempts,
                                 cfg.timing.lock_retry,
                                 Arc::clone(&lock_failures),
