@@ -55,6 +55,12 @@ pub const MAX_TTL: u64 = 3600;
 /// has not answered within this long has failed.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// HTTP/2 pings on an idle connection (a contended attempt's watch): not
+/// under etcd's `--grpc-keepalive-min-time` (5 s by default), or etcd
+/// closes the connection ("too many pings"). The lease's own keep-alives
+/// and deadline do not depend on them.
+pub const HTTP2_PING: Duration = Duration::from_secs(10);
+
 /// A contended attempt that saw no change of the key for this long reads
 /// it again (a watch that silently stopped delivering cannot stall it).
 pub const CONTENDED_RECHECK: Duration = Duration::from_secs(10);
@@ -360,10 +366,10 @@ async fn req<T>(
 /// # Errors
 ///
 /// Why not, in words.
-pub async fn connect(spec: &EtcdSpec, keep_alive: Duration) -> Result<Client, String> {
+pub async fn connect(spec: &EtcdSpec) -> Result<Client, String> {
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(REQUEST_TIMEOUT)
-        .with_keep_alive(keep_alive, REQUEST_TIMEOUT)
+        .with_keep_alive(HTTP2_PING, REQUEST_TIMEOUT)
         .with_require_leader(true);
     if let Some((u, p)) = &spec.user {
         opts = opts.with_user(u.clone(), p.clone());
@@ -388,9 +394,8 @@ async fn run(
     events: mpsc::UnboundedSender<Event>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let keep_alive_every = (Duration::from_secs(p.ttl) / 3).max(Duration::from_millis(100));
     let client = tokio::select! {
-        c = connect(&spec, keep_alive_every) => c,
+        c = connect(&spec) => c,
         _ = &mut stop => return,
     };
     let mut client = match client {
