@@ -361,12 +361,18 @@ async fn req<T>(
     }
 }
 
-/// Connects to the members of `spec`.
-///
-/// # Errors
-///
-/// Why not, in words.
-pub async fn connect(spec: &EtcdSpec) -> Result<Client, String> {
+/// A connection to one member at a time: the first that answers, its
+/// gRPC client, and which member it is. A request through a client of
+/// several members fails whenever it is routed to one that is down, so the
+/// lock talks to one member and moves to the next on an error.
+pub struct Conn {
+    /// The client of the member.
+    pub client: Client,
+    /// Its index in [`EtcdSpec::endpoints`].
+    pub member: usize,
+}
+
+async fn connect_one(spec: &EtcdSpec, endpoint: &str) -> Result<Client, String> {
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(REQUEST_TIMEOUT)
         .with_keep_alive(HTTP2_PING, REQUEST_TIMEOUT)
@@ -381,11 +387,40 @@ pub async fn connect(spec: &EtcdSpec) -> Result<Client, String> {
         }
         opts = opts.with_tls(tls);
     }
-    req(
-        "connecting",
-        Client::connect(spec.endpoints.clone(), Some(opts)),
+    let mut client = req("connecting", Client::connect([endpoint], Some(opts))).await?;
+    // The member answers, has a leader, and lets us read the key.
+    req("reading the key", client.get(spec.key.as_str(), None)).await?;
+    Ok(client)
+}
+
+/// Connects to the first member of `spec` that answers, trying them in
+/// order from index `first` (modulo their number).
+///
+/// # Errors
+///
+/// Every member's failure, in words.
+pub async fn connect(spec: &EtcdSpec, first: usize) -> Result<Conn, String> {
+    let n = spec.endpoints.len().max(1);
+    let mut errors = Vec::new();
+    for k in 0..n {
+        let member = (first + k) % n;
+        let Some(ep) = spec.endpoints.get(member) else {
+            break;
+        };
+        match connect_one(spec, ep).await {
+            Ok(client) => return Ok(Conn { client, member }),
+            Err(e) => errors.push(format!("{ep}: {e}")),
+        }
+    }
+    Err(format!("no etcd member answered: {}", errors.join("; ")))
+}
+
+/// Whether `stop` fired or its sender is gone.
+fn stopped(stop: &mut oneshot::Receiver<()>) -> bool {
+    matches!(
+        stop.try_recv(),
+        Ok(()) | Err(oneshot::error::TryRecvError::Closed)
     )
-    .await
 }
 
 async fn run(
@@ -394,18 +429,19 @@ async fn run(
     events: mpsc::UnboundedSender<Event>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let client = tokio::select! {
-        c = connect(&spec) => c,
+    let first = usize::try_from(p.pnn).unwrap_or(0);
+    let conn = tokio::select! {
+        c = connect(&spec, first) => c,
         _ = &mut stop => return,
     };
-    let mut client = match client {
+    let mut conn = match conn {
         Ok(c) => c,
         Err(e) => {
             let _ = events.send(Event::NotTaken(e));
             return;
         }
     };
-    let held = match acquire(&mut client, &spec, &p, &mut stop).await {
+    let held = match acquire(&mut conn, &spec, &p, &mut stop).await {
         Ok(Some(h)) => h,
         Ok(None) => return,
         Err(e) => {
@@ -414,14 +450,18 @@ async fn run(
         }
     };
     let _ = events.send(Event::Taken { ttl: held.ttl });
-    let lost = hold(&mut client, &spec, &p, &held, &mut stop).await;
+    let lost = hold(&mut conn, &spec, &p, &held, &mut stop).await;
     if let Some(why) = &lost {
         let _ = events.send(Event::Lost(why.clone()));
     }
-    // Released or lost: revoke the lease (deletes the key). If etcd cannot
-    // be reached the lease ends by itself within its TTL.
-    if let Err(e) = req("revoking the lease", client.lease_revoke(held.lease)).await {
+    // Released or lost: revoke the lease (deletes the key), through another
+    // member if need be. If etcd cannot be reached the lease ends by itself
+    // within its TTL.
+    if let Err(e) = req("revoking the lease", conn.client.lease_revoke(held.lease)).await {
         tracing::debug!(key = %spec.key, "cluster lock: {e}");
+        if let Ok(mut c) = connect(&spec, conn.member + 1).await {
+            let _ = req("revoking the lease", c.client.lease_revoke(held.lease)).await;
+        }
     }
 }
 
@@ -434,103 +474,139 @@ struct Held {
     revision: i64,
 }
 
-/// Takes the lock, waiting while another node holds it. `Ok(None)`:
-/// stopped meanwhile (nothing left behind).
-async fn acquire(
+/// What one round of [`acquire`] found.
+enum Round {
+    /// The lock is this attempt's.
+    Held(Held),
+    /// Another node holds it: wait for a change after this revision.
+    Wait(i64),
+    /// Try again at once (the key went, or this node's stale key was
+    /// freed).
+    Again,
+}
+
+/// One round: grant a lease and try to put the key with it.
+async fn round(
     client: &mut Client,
+    spec: &EtcdSpec,
+    p: &Params,
+    logged_holder: &mut Option<Vec<u8>>,
+) -> Result<Round, String> {
+    let me = p.pnn.to_string();
+    let ttl = i64::try_from(p.ttl).unwrap_or(i64::MAX);
+    let sent = Instant::now();
+    let grant = req("granting a lease", client.lease_grant(ttl, None)).await?;
+    let lease = grant.id();
+    let txn = Txn::new()
+        .when([Compare::create_revision(
+            spec.key.as_str(),
+            CompareOp::Equal,
+            0,
+        )])
+        .and_then([TxnOp::put(
+            spec.key.as_str(),
+            me.as_str(),
+            Some(PutOptions::new().with_lease(lease)),
+        )])
+        .or_else([TxnOp::get(spec.key.as_str(), None)]);
+    let resp = match req("taking the key", client.txn(txn)).await {
+        Ok(r) => r,
+        Err(e) => {
+            // Whether the put happened is unknown: revoke the lease,
+            // which deletes the key if it did.
+            let _ = req("revoking the lease", client.lease_revoke(lease)).await;
+            return Err(e);
+        }
+    };
+    let revision = resp
+        .header()
+        .map_or(0, etcd_client::ResponseHeader::revision);
+    if resp.succeeded() {
+        let granted = grant.ttl().max(1);
+        return Ok(Round::Held(Held {
+            lease,
+            ttl: granted,
+            deadline: sent + Duration::from_secs(granted.unsigned_abs()) - p.safety,
+            revision,
+        }));
+    }
+    // Contended: this attempt's lease goes at once.
+    req("revoking the lease", client.lease_revoke(lease)).await?;
+    let holder = resp.op_responses().into_iter().find_map(|r| match r {
+        TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+        _ => None,
+    });
+    let Some(kv) = holder else {
+        // Deleted between the compare and the get.
+        return Ok(Round::Again);
+    };
+    if kv.value() == me.as_bytes() {
+        // This node's own key, from an earlier clusterd here (it died or
+        // lost etcd): this clusterd does not hold it, so free it.
+        tracing::info!(key = %spec.key, "cluster lock: freeing this node's earlier key");
+        req(
+            "revoking this node's earlier lease",
+            client.lease_revoke(kv.lease()),
+        )
+        .await?;
+        return Ok(Round::Again);
+    }
+    if logged_holder.as_deref() != Some(kv.value()) {
+        tracing::info!(
+            key = %spec.key,
+            holder = %String::from_utf8_lossy(kv.value()),
+            "cluster lock held by another node; waiting for it"
+        );
+        *logged_holder = Some(kv.value().to_vec());
+    }
+    Ok(Round::Wait(revision.max(kv.mod_revision()) + 1))
+}
+
+/// Takes the lock, waiting while another node holds it. `Ok(None)`:
+/// stopped meanwhile (nothing left behind). An error moves to the next
+/// member; errors on every member in a row end the attempt.
+async fn acquire(
+    conn: &mut Conn,
     spec: &EtcdSpec,
     p: &Params,
     stop: &mut oneshot::Receiver<()>,
 ) -> Result<Option<Held>, String> {
-    let me = p.pnn.to_string();
-    let ttl = i64::try_from(p.ttl).unwrap_or(i64::MAX);
     let mut logged_holder: Option<Vec<u8>> = None;
-    // Each round either takes the lock, waits for a change of the key, or
-    // revokes a lease of this node's own; bounded by `stop` and errors.
+    let mut errors = 0usize;
+    // Each round takes the lock, waits for a change of the key, or tries
+    // again; bounded by `stop` and by errors in a row.
     loop {
-        if matches!(
-            stop.try_recv(),
-            Ok(()) | Err(oneshot::error::TryRecvError::Closed)
-        ) {
+        if stopped(stop) {
             return Ok(None);
         }
-        let sent = Instant::now();
-        let grant = req("granting a lease", client.lease_grant(ttl, None)).await?;
-        let lease = grant.id();
-        let txn = Txn::new()
-            .when([Compare::create_revision(
-                spec.key.as_str(),
-                CompareOp::Equal,
-                0,
-            )])
-            .and_then([TxnOp::put(
-                spec.key.as_str(),
-                me.as_str(),
-                Some(PutOptions::new().with_lease(lease)),
-            )])
-            .or_else([TxnOp::get(spec.key.as_str(), None)]);
-        let resp = match req("taking the key", client.txn(txn)).await {
-            Ok(r) => r,
+        let r = match round(&mut conn.client, spec, p, &mut logged_holder).await {
+            Ok(Round::Held(held)) => {
+                if stopped(stop) {
+                    let _ = req("revoking the lease", conn.client.lease_revoke(held.lease)).await;
+                    return Ok(None);
+                }
+                return Ok(Some(held));
+            }
+            Ok(Round::Again) => Ok(()),
+            Ok(Round::Wait(from)) => tokio::select! {
+                r = wait_for_change(&mut conn.client, spec, from) => r,
+                _ = &mut *stop => return Ok(None),
+            },
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => errors = 0,
             Err(e) => {
-                // Whether the put happened is unknown: revoke the lease,
-                // which deletes the key if it did.
-                let _ = req("revoking the lease", client.lease_revoke(lease)).await;
-                return Err(e);
+                errors += 1;
+                if errors >= spec.endpoints.len() {
+                    return Err(e);
+                }
+                tracing::info!(key = %spec.key, "cluster lock: {e}; trying the next member");
+                *conn = tokio::select! {
+                    c = connect(spec, conn.member + 1) => c?,
+                    _ = &mut *stop => return Ok(None),
+                };
             }
-        };
-        let revision = resp
-            .header()
-            .map_or(0, etcd_client::ResponseHeader::revision);
-        if resp.succeeded() {
-            let granted = grant.ttl().max(1);
-            let held = Held {
-                lease,
-                ttl: granted,
-                deadline: sent + Duration::from_secs(granted.unsigned_abs()) - p.safety,
-                revision,
-            };
-            if matches!(
-                stop.try_recv(),
-                Ok(()) | Err(oneshot::error::TryRecvError::Closed)
-            ) {
-                let _ = req("revoking the lease", client.lease_revoke(lease)).await;
-                return Ok(None);
-            }
-            return Ok(Some(held));
-        }
-        // Contended: this attempt's lease goes at once.
-        req("revoking the lease", client.lease_revoke(lease)).await?;
-        let holder = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().cloned(),
-            _ => None,
-        });
-        let Some(kv) = holder else {
-            // Deleted between the compare and the get: try again at once.
-            continue;
-        };
-        if kv.value() == me.as_bytes() {
-            // This node's own key, from an earlier clusterd here (it died
-            // or lost etcd): this clusterd does not hold it, so free it.
-            tracing::info!(key = %spec.key, "cluster lock: freeing this node's earlier key");
-            req(
-                "revoking this node's earlier lease",
-                client.lease_revoke(kv.lease()),
-            )
-            .await?;
-            continue;
-        }
-        if logged_holder.as_deref() != Some(kv.value()) {
-            tracing::info!(
-                key = %spec.key,
-                holder = %String::from_utf8_lossy(kv.value()),
-                "cluster lock held by another node; waiting for it"
-            );
-            logged_holder = Some(kv.value().to_vec());
-        }
-        let wait = wait_for_change(client, spec, revision.max(kv.mod_revision()) + 1);
-        tokio::select! {
-            r = wait => r?,
-            _ = &mut *stop => return Ok(None),
         }
     }
 }
@@ -637,7 +713,7 @@ async fn open(
 /// (returns why). A broken stream (a member down) is opened again, through
 /// any member, until the deadline.
 async fn hold(
-    client: &mut Client,
+    conn: &mut Conn,
     spec: &EtcdSpec,
     p: &Params,
     held: &Held,
@@ -662,20 +738,33 @@ async fn hold(
             biased;
             _ = &mut *stop => return None,
             () = tokio::time::sleep_until(deadline) => return Some(lost(&last_error)),
-            r = open(client, spec, held) => r,
+            r = open(&mut conn.client, spec, held) => r,
         };
         let ((mut keeper, mut stream, mut watch), confirmed) = match opened {
             Ok(o) => o,
             Err(OpenError::Gone(why)) => return Some(why),
             Err(OpenError::Retry(why)) => {
-                tracing::debug!(key = %spec.key, "cluster lock: {why}; trying again");
+                tracing::info!(key = %spec.key, "cluster lock: {why}; trying the next member");
                 last_error = why;
-                tokio::select! {
+                let next = tokio::select! {
                     biased;
                     _ = &mut *stop => return None,
                     () = tokio::time::sleep_until(deadline) => return Some(lost(&last_error)),
-                    () = tokio::time::sleep(every.min(Duration::from_millis(200))) => continue,
+                    c = connect(spec, conn.member + 1) => c,
+                };
+                match next {
+                    Ok(c) => *conn = c,
+                    Err(e) => {
+                        last_error = e;
+                        tokio::select! {
+                            biased;
+                            _ = &mut *stop => return None,
+                            () = tokio::time::sleep_until(deadline) => return Some(lost(&last_error)),
+                            () = tokio::time::sleep(every.min(Duration::from_millis(200))) => {}
+                        }
+                    }
                 }
+                continue;
             }
         };
         deadline = deadline.max(confirmed + ttl - p.safety);
@@ -734,6 +823,24 @@ async fn hold(
         };
         tracing::info!(key = %spec.key, "cluster lock: {broken}; opening the streams again");
         last_error = broken;
+        // Through the next member when this one does not answer.
+        let probe = tokio::select! {
+            biased;
+            _ = &mut *stop => return None,
+            () = tokio::time::sleep_until(deadline) => return Some(lost(&last_error)),
+            r = req("reading the key", conn.client.get(spec.key.as_str(), None)) => r,
+        };
+        if probe.is_err() {
+            let next = tokio::select! {
+                biased;
+                _ = &mut *stop => return None,
+                () = tokio::time::sleep_until(deadline) => return Some(lost(&last_error)),
+                c = connect(spec, conn.member + 1) => c,
+            };
+            if let Ok(c) = next {
+                *conn = c;
+            }
+        }
     }
 }
 

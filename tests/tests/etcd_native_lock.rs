@@ -92,8 +92,19 @@ impl Tls {
         openssl(
             dir,
             &[
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout",
-                "ca.key", "-out", "ca.pem", "-subj", "/CN=ipfailover test CA",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-subj",
+                "/CN=ipfailover test CA",
             ],
         );
         for (name, cn) in [("server", "etcd"), ("client", "root")] {
@@ -242,8 +253,12 @@ impl Etcd {
             .map(|i| format!("{}://{}:2379", self.scheme(), MEMBERS[*i]))
             .collect();
         let mut cmd = self.ns[first].command("/usr/bin/etcdctl");
-        cmd.env("ETCDCTL_API", "3")
-            .args(["--endpoints", &eps.join(","), "--command-timeout", "3s"]);
+        cmd.env("ETCDCTL_API", "3").args([
+            "--endpoints",
+            &eps.join(","),
+            "--command-timeout",
+            "3s",
+        ]);
         if let Some(t) = &self.tls {
             cmd.arg("--cacert")
                 .arg(&t.ca)
@@ -390,8 +405,16 @@ fn native_etcd_lock_contended_waits_leaves_nothing_and_survives_a_member_down() 
             // A member down: A keeps the lock (its streams move to another
             // member), B keeps waiting.
             e.stop(0);
-            assert_eq!(a.next(Duration::from_secs(4)).await, None, "A keeps the lock");
-            assert_eq!(b.next(Duration::from_millis(10)).await, None, "B still waits");
+            assert_eq!(
+                a.next(Duration::from_secs(4)).await,
+                None,
+                "A keeps the lock"
+            );
+            assert_eq!(
+                b.next(Duration::from_millis(10)).await,
+                None,
+                "B still waits"
+            );
             assert_eq!(e.value(&key).as_deref(), Some("0"));
             assert_eq!(e.leases(), leases, "the same lease");
 
@@ -417,18 +440,18 @@ fn native_etcd_lock_contended_waits_leaves_nothing_and_survives_a_member_down() 
             let lost = b.next(Duration::from_secs(5)).await;
             let lost_after = cut_at.elapsed();
             let key_there = e.value(&key);
-            assert!(
-                matches!(lost, Some(Event::Lost(_))),
-                "B cut off: {lost:?}"
-            );
+            assert!(matches!(lost, Some(Event::Lost(_))), "B cut off: {lost:?}");
             assert_eq!(
                 key_there.as_deref(),
                 Some("1"),
                 "the key outlives the holder's own verdict"
             );
-            let gone = wait_for("etcd to expire B's key", Duration::from_secs(10), POLL, || {
-                e.value(&key).is_none().then(Instant::now)
-            })
+            let gone = wait_for(
+                "etcd to expire B's key",
+                Duration::from_secs(10),
+                POLL,
+                || e.value(&key).is_none().then(Instant::now),
+            )
             .unwrap();
             eprintln!(
                 "B cut off: lost after {lost_after:?} ({lost:?}); etcd freed the key {:?} later",
@@ -460,11 +483,19 @@ fn native_etcd_lock_over_tls_with_user_and_password() {
         &["user", "add", "root:rootpw"][..],
         &["user", "add", "ipf:s3cret"],
         &["role", "add", "ipf"],
-        &["role", "grant-permission", "ipf", "--prefix=true", "readwrite", "/ipf-tls/"],
+        &[
+            "role",
+            "grant-permission",
+            "ipf",
+            "--prefix=true",
+            "readwrite",
+            "/ipf-tls/",
+        ],
         &["user", "grant-role", "ipf", "ipf"],
         &["auth", "enable"],
     ] {
-        etcd.ctl(args).unwrap_or_else(|e| panic!("etcdctl {args:?}: {e}"));
+        etcd.ctl(args)
+            .unwrap_or_else(|e| panic!("etcdctl {args:?}: {e}"));
     }
     let client = NetNs::new("ent-cl").unwrap();
     lan.attach(&client, "eth0").unwrap();
@@ -575,9 +606,12 @@ impl Bed {
     fn takeover(&self, from: usize, to: usize, what: &str, fault: impl FnOnce()) -> Duration {
         let t = Instant::now();
         fault();
-        let r = wait_for("the survivor to hold the lock", Duration::from_secs(15), POLL, || {
-            (self.holder() == Some(to)).then(|| t.elapsed())
-        });
+        let r = wait_for(
+            "the survivor to hold the lock",
+            Duration::from_secs(15),
+            POLL,
+            || (self.holder() == Some(to)).then(|| t.elapsed()),
+        );
         match r {
             Ok(d) => {
                 eprintln!(
