@@ -291,6 +291,21 @@ impl Etcd {
         (!v.is_empty()).then(|| v.to_string())
     }
 
+    /// The member that leads etcd now (from `etcdctl endpoint status`).
+    fn leader(&self) -> Option<usize> {
+        let out = self.ctl(&["endpoint", "status", "-w", "json"]).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        v.as_array()?.iter().find_map(|m| {
+            let st = &m["Status"];
+            let id = st["header"]["member_id"].as_u64()?;
+            if id != st["leader"].as_u64()? {
+                return None;
+            }
+            let ep = m["Endpoint"].as_str()?;
+            MEMBERS.iter().position(|a| ep.contains(&format!("//{a}:")))
+        })
+    }
+
     /// The ids of etcd's leases.
     fn leases(&self) -> Vec<String> {
         self.ctl(&["lease", "list"])
@@ -402,9 +417,12 @@ fn native_etcd_lock_contended_waits_leaves_nothing_and_survives_a_member_down() 
             assert_eq!(e.keys("/ipf-test"), [key.clone(), "0".to_string()]);
             assert_eq!(e.leases(), leases, "B's contended attempt left no lease");
 
-            // A member down: A keeps the lock (its streams move to another
-            // member), B keeps waiting.
-            e.stop(0);
+            // A member down (a follower: the leader is the next step): A
+            // keeps the lock (its streams move to another member if they
+            // were on that one), B keeps waiting.
+            let leader = e.leader().expect("an etcd leader");
+            let follower = (0..3).find(|i| *i != leader).unwrap();
+            e.stop(follower);
             assert_eq!(
                 a.next(Duration::from_secs(4)).await,
                 None,
@@ -431,6 +449,47 @@ fn native_etcd_lock_contended_waits_leaves_nothing_and_survives_a_member_down() 
             assert!(took < Duration::from_secs(2), "B took {took:?}");
             assert_eq!(e.value(&key).as_deref(), Some("1"));
             assert_eq!(e.leases().len(), 1, "A's lease revoked");
+
+            // The follower back, then the etcd leader stopped: an election
+            // (500 ms timeout) may outlast B's 900 ms without a confirmed
+            // keep-alive. Either B keeps the lock, or it reports the loss
+            // and a new attempt of the same node takes the lock again at
+            // once (it frees the key of its own pnn). Reported, not failed.
+            e.start(follower);
+            wait_for(
+                "3 healthy members",
+                LIMIT,
+                Duration::from_millis(200),
+                || e.ctl(&["endpoint", "health"]).ok(),
+            )
+            .unwrap();
+            let old_leader = e.leader().expect("an etcd leader");
+            let t = Instant::now();
+            e.stop(old_leader);
+            let mut b = match b.next(Duration::from_secs(3)).await {
+                None => {
+                    eprintln!("etcd leader {old_leader} stopped: B kept the lock");
+                    b
+                }
+                Some(Event::Lost(why)) => {
+                    let lost = t.elapsed();
+                    b.release().await;
+                    let mut b2 = Attempt::start(&spec, 1);
+                    match b2.next(Duration::from_secs(10)).await {
+                        Some(Event::Taken { .. }) => {}
+                        other => panic!("B again: {other:?}\n{}", e.logs()),
+                    }
+                    eprintln!(
+                        "etcd leader {old_leader} stopped: B lost the lock after {lost:?} ({why}), \
+                         held it again after {:?}",
+                        t.elapsed()
+                    );
+                    b2
+                }
+                other => panic!("B after the etcd leader stopped: {other:?}"),
+            };
+            assert_eq!(e.value(&key).as_deref(), Some("1"));
+            assert_eq!(e.leases().len(), 1, "one lease");
 
             // B cut off from etcd: it reports the loss before etcd can free
             // the key (the holder learns first).
