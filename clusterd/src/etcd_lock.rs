@@ -286,7 +286,11 @@ impl Params {
     /// `max(margin, 100 ms)`, at most a third of the TTL.
     #[must_use]
     pub fn new(spec: &EtcdSpec, timing: &Timing, pnn: u32) -> Self {
-        let bound = timing.lease.saturating_add(timing.margin).saturating_mul(2) + timing.interval;
+        let bound = timing
+            .lease
+            .saturating_add(timing.margin)
+            .saturating_mul(2)
+            .saturating_add(timing.interval);
         let ttl = spec
             .ttl
             .unwrap_or_else(|| bound.as_secs().clamp(1, MAX_TTL));
@@ -465,6 +469,13 @@ async fn run(
     }
 }
 
+/// When a lease whose keep-alive (or grant) was sent at `sent` and
+/// confirmed with `ttl` is given up: `safety` before it could end on etcd's
+/// side (at once if `ttl` is not longer than `safety`).
+fn lost_at(sent: Instant, ttl: Duration, safety: Duration) -> Instant {
+    sent + ttl.saturating_sub(safety)
+}
+
 struct Held {
     lease: i64,
     ttl: i64,
@@ -526,7 +537,7 @@ async fn round(
         return Ok(Round::Held(Held {
             lease,
             ttl: granted,
-            deadline: sent + Duration::from_secs(granted.unsigned_abs()) - p.safety,
+            deadline: lost_at(sent, Duration::from_secs(granted.unsigned_abs()), p.safety),
             revision,
         }));
     }
@@ -767,7 +778,7 @@ async fn hold(
                 continue;
             }
         };
-        deadline = deadline.max(confirmed + ttl - p.safety);
+        deadline = deadline.max(lost_at(confirmed, ttl, p.safety));
         let mut sent: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
         let mut tick = tokio::time::interval_at(Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -783,7 +794,7 @@ async fn hold(
                         }
                         if let Some(s) = sent.pop_front() {
                             let t = Duration::from_secs(r.ttl().unsigned_abs());
-                            deadline = deadline.max(s + t - p.safety);
+                            deadline = deadline.max(lost_at(s, t, p.safety));
                         }
                     }
                     Ok(None) => break "the keep-alive stream ended".to_string(),
@@ -915,6 +926,10 @@ mod tests {
         assert_eq!((sl.ttl, sl.safety), (7, Duration::from_millis(500)));
         let o = EtcdSpec::parse("etcd://h:1/p?ttl=5").unwrap();
         assert_eq!(Params::new(&o, &Timing::default_profile(), 3).ttl, 5);
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(lost_at(t0, ms(1000), ms(100)), t0 + ms(900));
+        assert_eq!(lost_at(t0, ms(100), ms(300)), t0);
     }
 
     #[test]
