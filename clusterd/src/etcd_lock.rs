@@ -11,15 +11,21 @@
 //!   by another node: watch the key and try again as soon as it is deleted
 //!   (its holder released it, or etcd expired its lease), so a survivor
 //!   takes the lock within the lease TTL plus etcd's expiry check, not at
-//!   the next retry. Held under this node's own pnn (an earlier clusterd
-//!   here that died or lost its connection): revoke that lease and take it.
+//!   the next retry; the key is read again every [`CONTENDED_RECHECK`] in
+//!   case the watch stopped delivering. Held under this node's own pnn (an
+//!   earlier clusterd here that died or lost its connection): revoke that
+//!   lease and take it.
 //! * **Hold.** A keep-alive every TTL/3. The holder treats the lock as lost
 //!   [`Params::safety`] before the lease could end on etcd's side: at
 //!   `s + TTL − safety` on its own monotonic clock, `s` being when it *sent*
 //!   the newest keep-alive that etcd confirmed (etcd restarts the lease's
 //!   TTL when it receives it, so no earlier). A key deleted or replaced
-//!   under it, a broken stream or etcd answering that the lease is gone is
-//!   lost at once.
+//!   under it, or etcd answering that the lease is gone, is lost at once;
+//!   a broken stream is opened again, through the next member if need be,
+//!   until that deadline.
+//!
+//! One member at a time ([`connect`]): the first that answers, the next
+//! after an error.
 //! * **Release** (and after a loss): revoke the lease, which deletes the
 //!   key.
 //!
@@ -382,7 +388,11 @@ async fn connect_one(spec: &EtcdSpec, endpoint: &str) -> Result<Client, String> 
         .with_keep_alive(HTTP2_PING, REQUEST_TIMEOUT)
         .with_require_leader(true);
     if let Some((u, p)) = &spec.user {
-        opts = opts.with_user(u.clone(), p.clone());
+        // etcd's simple tokens expire after 5 minutes unused (a lock held
+        // for hours makes no unary request): authenticate again when told.
+        opts = opts
+            .with_user(u.clone(), p.clone())
+            .with_auto_token_refresh(true);
     }
     if let Some(ca) = &spec.ca {
         let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
@@ -496,7 +506,40 @@ enum Round {
     Again,
 }
 
-/// One round: grant a lease and try to put the key with it.
+/// What to do about a key found held: wait for it, or free it if it is
+/// this node's own (an earlier clusterd here that died or lost etcd: this
+/// clusterd does not hold it).
+async fn held_by(
+    client: &mut Client,
+    spec: &EtcdSpec,
+    me: &str,
+    kv: &etcd_client::KeyValue,
+    revision: i64,
+    logged_holder: &mut Option<Vec<u8>>,
+) -> Result<Round, String> {
+    if kv.value() == me.as_bytes() {
+        tracing::info!(key = %spec.key, "cluster lock: freeing this node's earlier key");
+        req(
+            "revoking this node's earlier lease",
+            client.lease_revoke(kv.lease()),
+        )
+        .await?;
+        return Ok(Round::Again);
+    }
+    if logged_holder.as_deref() != Some(kv.value()) {
+        tracing::info!(
+            key = %spec.key,
+            holder = %String::from_utf8_lossy(kv.value()),
+            "cluster lock held by another node; waiting for it"
+        );
+        *logged_holder = Some(kv.value().to_vec());
+    }
+    Ok(Round::Wait(revision.max(kv.mod_revision()) + 1))
+}
+
+/// One round: read the key; free, grant a lease and put the key with it in
+/// one transaction ("create revision 0"), revoking the lease at once if
+/// another node was faster.
 async fn round(
     client: &mut Client,
     spec: &EtcdSpec,
@@ -504,6 +547,13 @@ async fn round(
     logged_holder: &mut Option<Vec<u8>>,
 ) -> Result<Round, String> {
     let me = p.pnn.to_string();
+    let got = req("reading the key", client.get(spec.key.as_str(), None)).await?;
+    if let Some(kv) = got.kvs().first() {
+        let revision = got
+            .header()
+            .map_or(0, etcd_client::ResponseHeader::revision);
+        return held_by(client, spec, &me, kv, revision, logged_holder).await;
+    }
     let ttl = i64::try_from(p.ttl).unwrap_or(i64::MAX);
     let sent = Instant::now();
     let grant = req("granting a lease", client.lease_grant(ttl, None)).await?;
@@ -547,30 +597,11 @@ async fn round(
         TxnOpResponse::Get(g) => g.kvs().first().cloned(),
         _ => None,
     });
-    let Some(kv) = holder else {
+    match holder {
+        Some(kv) => held_by(client, spec, &me, &kv, revision, logged_holder).await,
         // Deleted between the compare and the get.
-        return Ok(Round::Again);
-    };
-    if kv.value() == me.as_bytes() {
-        // This node's own key, from an earlier clusterd here (it died or
-        // lost etcd): this clusterd does not hold it, so free it.
-        tracing::info!(key = %spec.key, "cluster lock: freeing this node's earlier key");
-        req(
-            "revoking this node's earlier lease",
-            client.lease_revoke(kv.lease()),
-        )
-        .await?;
-        return Ok(Round::Again);
+        None => Ok(Round::Again),
     }
-    if logged_holder.as_deref() != Some(kv.value()) {
-        tracing::info!(
-            key = %spec.key,
-            holder = %String::from_utf8_lossy(kv.value()),
-            "cluster lock held by another node; waiting for it"
-        );
-        *logged_holder = Some(kv.value().to_vec());
-    }
-    Ok(Round::Wait(revision.max(kv.mod_revision()) + 1))
 }
 
 /// Takes the lock, waiting while another node holds it. `Ok(None)`:

@@ -17,7 +17,8 @@
 //! * clusterd processes (2 nodes: the lock breaks their tie): the holder's
 //!   clusterd killed (SIGKILL), then the new holder powered off: each time
 //!   the survivor holds the lock within the lease TTL + one retry
-//!   (measured and printed; the target is ≤ 2 s);
+//!   (measured and printed; the target is ≤ 2 s, 1.1-1.5 s measured on an
+//!   idle machine; the assertion allows 5 s for a loaded one);
 //! * bad URLs stop clusterd at start with the file, line and reason.
 
 use std::path::{Path, PathBuf};
@@ -673,9 +674,14 @@ impl Bed {
         );
         match r {
             Ok(d) => {
+                let log =
+                    std::fs::read_to_string(self.c.scratch.join(format!("node{to}-clusterd.log")))
+                        .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(6).collect();
                 eprintln!(
                     "{what} of holder {from}: node {to} held the lock after {d:?} \
-                     (lease TTL 1 s; target <= 2 s)"
+                     (lease TTL 1 s; target <= 2 s); its log ends:\n  {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
                 );
                 d
             }
@@ -696,7 +702,10 @@ fn native_etcd_lock_moves_within_ttl_after_the_holder_is_killed_or_powered_off()
     // settle, then take one member down for the rest of the test.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(bed.holder(), Some(first), "the lock stayed\n{}", bed.logs());
-    bed.etcd.stop(2);
+    // A follower: an etcd election would cost the holder its 1 s lease
+    // (docs/etcd.md), which is not what this test measures.
+    let leader = bed.etcd.leader().expect("an etcd leader");
+    bed.etcd.stop((0..3).find(|i| *i != leader).unwrap());
 
     // SIGKILL of the holder's clusterd: its lease is not revoked, etcd
     // expires it, the survivor's waiting attempt takes the key.
@@ -726,11 +735,12 @@ fn native_etcd_lock_moves_within_ttl_after_the_holder_is_killed_or_powered_off()
         log.contains("cluster lock held by another node; waiting for it"),
         "{log}"
     );
-    // TTL 1 s + etcd's expiry check (every 500 ms) + election and
-    // scheduling on a loaded 2-core machine; the figures are printed.
+    // TTL 1 s + etcd's expiry check (every 500 ms) + the survivor's own
+    // detection, 1.1-1.5 s measured on an idle machine; the bound leaves
+    // room for a loaded 2-core machine. The figures are printed.
     for (what, d) in [("SIGKILL", killed), ("power-off", powered)] {
         assert!(
-            d < Duration::from_secs(4),
+            d < Duration::from_secs(5),
             "{what}: the lock moved after {d:?}\n{}",
             bed.logs()
         );
