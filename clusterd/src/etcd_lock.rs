@@ -471,11 +471,18 @@ async fn run(
     // Released or lost: revoke the lease (deletes the key), through another
     // member if need be. If etcd cannot be reached the lease ends by itself
     // within its TTL.
-    if let Err(e) = req("revoking the lease", conn.client.lease_revoke(held.lease)).await {
-        tracing::debug!(key = %spec.key, "cluster lock: {e}");
+    let mut revoked = req("revoking the lease", conn.client.lease_revoke(held.lease)).await;
+    if revoked.is_err() {
         if let Ok(mut c) = connect(&spec, conn.member + 1).await {
-            let _ = req("revoking the lease", c.client.lease_revoke(held.lease)).await;
+            revoked = req("revoking the lease", c.client.lease_revoke(held.lease)).await;
         }
+    }
+    match revoked {
+        Ok(_) => tracing::info!(key = %spec.key, "cluster lock released: lease revoked"),
+        Err(e) => tracing::info!(
+            key = %spec.key,
+            "cluster lock released: {e}; etcd ends the lease within its TTL"
+        ),
     }
 }
 

@@ -18,7 +18,8 @@
 //!   clusterd killed (SIGKILL), then the new holder powered off: each time
 //!   the survivor holds the lock within the lease TTL + one retry
 //!   (measured and printed; the target is ≤ 2 s, 1.1-1.5 s measured on an
-//!   idle machine; the assertion allows 5 s for a loaded one);
+//!   idle machine; the assertion allows 5 s for a loaded one); clusterd
+//!   stopped with SIGTERM revokes its lease (the key goes at once);
 //! * bad URLs stop clusterd at start with the file, line and reason.
 
 use std::path::{Path, PathBuf};
@@ -735,6 +736,29 @@ fn native_etcd_lock_moves_within_ttl_after_the_holder_is_killed_or_powered_off()
         log.contains("cluster lock held by another node; waiting for it"),
         "{log}"
     );
+    // clusterd stopped (SIGTERM) revokes its lease: the key goes at once,
+    // not when etcd expires it.
+    let pid = bed.clusterd.lock().unwrap()[first];
+    let t = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let gone = wait_for("the key to go", Duration::from_secs(10), POLL, || {
+        bed.etcd.value(KEY).is_none().then(|| t.elapsed())
+    });
+    let log = std::fs::read_to_string(bed.c.scratch.join(format!("node{first}-clusterd.log")))
+        .unwrap_or_default();
+    match &gone {
+        Ok(d) => eprintln!("clusterd stopped (SIGTERM): the key went after {d:?} (at most)"),
+        Err(e) => panic!("{e}\n{}", bed.logs()),
+    }
+    assert!(
+        log.contains("cluster lock released: lease revoked"),
+        "{log}"
+    );
+    assert!(bed.etcd.leases().is_empty(), "no lease left");
     // TTL 1 s + etcd's expiry check (every 500 ms) + the survivor's own
     // detection, 1.1-1.5 s measured on an idle machine; the bound leaves
     // room for a loaded 2-core machine. The figures are printed.
