@@ -136,6 +136,8 @@ fn cpu_32_fast() {
         supports: Some(0),
         active_leader: true,
         generation: 1,
+        nodes: clusterd::msg::NodeSet::EMPTY,
+        also: clusterd::msg::NodeSet::EMPTY,
     };
     let mut slots = vec![hb; N];
     let per_s_msgs = N * (N - 1) * 100; // 100 heartbeats/s to each of N-1 peers

@@ -180,6 +180,9 @@ pub struct Settings {
     pub health: Option<HealthCheck>,
     /// transportd's socket.
     pub socket: PathBuf,
+    /// The node lists kept across restarts ([`crate::state`]); `None`
+    /// keeps nothing (in-process benchmarks).
+    pub state_file: Option<PathBuf>,
     /// The initial log filter.
     pub log_level: String,
 }
@@ -283,6 +286,20 @@ impl Settings {
             socket: loaded
                 .resolve(&loaded.config.transport.run_dir)
                 .join("transport.sock"),
+            state_file: Some(
+                match &c.state_dir {
+                    Some(d) => loaded.resolve(d),
+                    None if loaded.config.transport.run_dir
+                        == config::TransportConfig::default().run_dir =>
+                    {
+                        PathBuf::from("/var/lib/ipfailover")
+                    }
+                    None => loaded
+                        .resolve(&loaded.config.transport.run_dir)
+                        .join("state"),
+                }
+                .join(crate::state::FILE_NAME),
+            ),
             log_level: loaded.config.logging.level.clone(),
         })
     }
@@ -971,6 +988,7 @@ pub async fn run(
         &settings.nodes,
         settings.pnn,
         lock,
+        settings.state_file.as_deref(),
         in_rx,
         req_rx,
         link,

@@ -17,6 +17,7 @@ pub mod membership;
 pub mod msg;
 pub mod nodes;
 pub mod shell;
+pub mod state;
 
 pub use flags::NodeFlags;
 pub use membership::{Config, LockEvent, Member, Output, Timing};

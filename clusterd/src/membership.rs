@@ -206,6 +206,10 @@ pub enum InjectedBug {
     /// The lock is needed even with a strict majority (the rule before
     /// #15): not unsafe, but an unreachable lock stops every leader.
     LockAlwaysRequired,
+    /// Quorums are counted with this node's own node list only, as before
+    /// node list changes were counted jointly: a reload half applied lets
+    /// nodes of the two lists count quorums that do not intersect.
+    OwnListOnly,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -249,6 +253,12 @@ struct Peer {
     /// certificate counts until that echo + `lease`.
     cert: NodeSet,
     cert_echo: Option<Duration>,
+    /// The node list the peer's newest heartbeat carried (empty: not
+    /// heard), since when (our clock) it has carried that one, and the
+    /// other list it said it still counts with.
+    list: NodeSet,
+    list_since: Option<Duration>,
+    also: NodeSet,
 }
 
 /// One node's membership state machine.
@@ -256,7 +266,16 @@ struct Peer {
 pub struct Member {
     cfg: Config,
     pnn: Pnn,
-    configured: usize,
+    /// This node's node list (the configured, not deleted PNNs), and since
+    /// when it has counted with it (start or reload).
+    live: NodeSet,
+    live_since: Duration,
+    /// Earlier lists of this node (reloads) that may still be counted by
+    /// someone: kept until harmless (docs/clusterd.md, "Node list changes").
+    earlier_lists: Vec<NodeSet>,
+    /// Every list each quorum is counted with: `live` first, then every
+    /// other list that some node may still count with alone.
+    lists: Vec<NodeSet>,
     peers: Vec<Peer>,
     started: Duration,
     next_hb: Duration,
@@ -313,6 +332,21 @@ fn pnn_of(i: usize) -> Pnn {
     Pnn::try_from(i).expect("node index fits a PNN (nodes file is limited to MAX_NODES)")
 }
 
+/// The node list of `peers`: every PNN not deleted.
+fn list_of(peers: &[Peer]) -> NodeSet {
+    let mut set = NodeSet::EMPTY;
+    for (i, p) in peers.iter().enumerate() {
+        if !p.deleted {
+            set.set(pnn_of(i), true);
+        }
+    }
+    set
+}
+
+/// The earlier node lists a node keeps at most while a change is being
+/// completed: a reload beyond that is refused until they are harmless.
+pub const MAX_EARLIER_LISTS: usize = 4;
+
 impl Member {
     /// A node `pnn` of `nodes`, started at `now`.
     ///
@@ -334,10 +368,14 @@ impl Member {
             });
         }
         let peers: Vec<Peer> = nodes.nodes.iter().map(|n| Peer::fresh(n.address)).collect();
+        let live = list_of(&peers);
         let mut m = Self {
             cfg,
             pnn,
-            configured: nodes.configured(),
+            live,
+            live_since: now,
+            earlier_lists: Vec::new(),
+            lists: vec![live],
             scratch: Vec::with_capacity(peers.len()),
             scratch_until: Vec::with_capacity(peers.len()),
             peers,
@@ -525,14 +563,20 @@ impl Member {
     /// lock, exactly half of the votes are enough.
     #[must_use]
     pub fn is_active_leader(&self, now: Duration) -> bool {
-        self.supports == Some(self.pnn) && self.votes(now) >= self.votes_needed()
+        self.supports == Some(self.pnn)
+            && self
+                .lists
+                .iter()
+                .all(|list| self.votes(list, now) >= self.votes_needed(list))
     }
 
-    /// The votes (this node's own included) that make it an active
-    /// leader now: a strict majority of the configured nodes, or half of
-    /// them while it holds the cluster lock.
-    fn votes_needed(&self) -> usize {
-        let majority = self.configured / 2 + 1;
+    /// The votes of `list`'s nodes (this node's own included if it is one)
+    /// that make this node an active leader now: a strict majority of
+    /// `list`, or half of it while it holds the cluster lock. Every list
+    /// of [`Member::node_lists`] must be satisfied.
+    fn votes_needed(&self, list: &NodeSet) -> usize {
+        let size = list.len();
+        let majority = size / 2 + 1;
         if !self.cfg.lock {
             return majority;
         }
@@ -541,27 +585,31 @@ impl Member {
             Some(InjectedBug::LockAloneLeads) if held => 1,
             // The lock alone does not make a leader: with it unreachable,
             // a side with half the nodes must not lead.
-            Some(InjectedBug::HalfWithoutLock) => self.configured.div_ceil(2),
+            Some(InjectedBug::HalfWithoutLock) => size.div_ceil(2),
             // The rule before #15: the lock is required even with a
             // strict majority (so an unreachable lock stops every leader).
             Some(InjectedBug::LockAlwaysRequired) if !held => usize::MAX,
-            _ if held => self.configured.div_ceil(2),
+            _ if held => size.div_ceil(2),
             _ => majority,
         }
     }
 
-    /// Nodes supporting this one (itself included) with a fresh echo.
-    fn votes(&self, now: Duration) -> usize {
+    /// Nodes of `list` supporting this one (itself included if it is in
+    /// `list`) with a fresh echo.
+    fn votes(&self, list: &NodeSet, now: Duration) -> usize {
         let lease = self.t().lease;
-        1 + self
-            .peers
-            .iter()
-            .filter(|p| {
-                !p.deleted
-                    && p.supports == Some(self.pnn)
-                    && p.support_echo.is_some_and(|s| now < s + lease)
-            })
-            .count()
+        usize::from(list.contains(self.pnn))
+            + self
+                .peers
+                .iter()
+                .enumerate()
+                .filter(|&(j, p)| {
+                    list.contains(pnn_of(j))
+                        && !p.deleted
+                        && p.supports == Some(self.pnn)
+                        && p.support_echo.is_some_and(|s| now < s + lease)
+                })
+                .count()
     }
 
     /// This node's lease is valid at `now` (it may host public IPs).
@@ -572,43 +620,71 @@ impl Member {
             || (self.cfg.lock && self.lease_until.is_some_and(|u| now < u))
     }
 
-    /// Grants from peers this node's lease needs besides itself: with
-    /// itself, a strict majority of the configured nodes. 0 (a one-node
-    /// cluster) means grants never make a lease (activeness does).
-    fn grants_needed(&self) -> usize {
-        self.configured / 2
+    /// Grants from peers of `list` this node's lease needs besides itself:
+    /// with itself, a strict majority of `list`. 0 (a one-node list, or a
+    /// list this node is not in) puts no condition on the lease; if no
+    /// list puts one (a one-node cluster), grants never make a lease
+    /// (activeness does).
+    fn grants_needed(&self, list: &NodeSet) -> usize {
+        if list.contains(self.pnn) {
+            list.len() / 2
+        } else {
+            0
+        }
     }
 
-    /// Enough peers' grants are in force at `now`.
+    /// Enough peers' grants are in force at `now`, in every list.
     fn grants_ok(&self, now: Duration) -> bool {
-        let k = self.grants_needed();
-        k > 0
-            && self
+        let mut some_condition = false;
+        for list in &self.lists {
+            let k = self.grants_needed(list);
+            if k == 0 {
+                continue;
+            }
+            some_condition = true;
+            let granted = self
                 .peers
                 .iter()
-                .filter(|p| !p.deleted && p.grant_end.is_some_and(|g| now < g))
-                .count()
-                >= k
-    }
-
-    /// When the grants in force at `now` stop making a lease (the k-th
-    /// latest grant end), or `None` if they do not make one.
-    fn grant_expiry(&mut self, now: Duration) -> Option<Duration> {
-        let k = self.grants_needed();
-        if k == 0 {
-            return None;
-        }
-        self.scratch_until.clear();
-        for p in &self.peers {
-            if let Some(g) = p.grant_end.filter(|g| !p.deleted && now < *g) {
-                self.scratch_until.push(g);
+                .enumerate()
+                .filter(|&(j, p)| {
+                    list.contains(pnn_of(j)) && !p.deleted && p.grant_end.is_some_and(|g| now < g)
+                })
+                .count();
+            if granted < k {
+                return false;
             }
         }
-        if self.scratch_until.len() < k {
-            return None;
+        some_condition
+    }
+
+    /// When the grants in force at `now` stop making a lease (in the list
+    /// that runs out first, its k-th latest grant end), or `None` if they
+    /// do not make one.
+    fn grant_expiry(&mut self, now: Duration) -> Option<Duration> {
+        let mut until: Option<Duration> = None;
+        for l in 0..self.lists.len() {
+            let list = self.lists[l];
+            let k = self.grants_needed(&list);
+            if k == 0 {
+                continue;
+            }
+            self.scratch_until.clear();
+            for (j, p) in self.peers.iter().enumerate() {
+                if !list.contains(pnn_of(j)) {
+                    continue;
+                }
+                if let Some(g) = p.grant_end.filter(|g| !p.deleted && now < *g) {
+                    self.scratch_until.push(g);
+                }
+            }
+            if self.scratch_until.len() < k {
+                return None;
+            }
+            let i = self.scratch_until.len() - k;
+            let end = *self.scratch_until.select_nth_unstable(i).1;
+            until = Some(until.map_or(end, |u| u.min(end)));
         }
-        let i = self.scratch_until.len() - k;
-        Some(*self.scratch_until.select_nth_unstable(i).1)
+        until
     }
 
     /// This node certifies that peer `i`'s lease is over at `now`: it is
@@ -648,14 +724,21 @@ impl Member {
             until = Some(until.map_or(g, |u| u.max(g)));
         }
         if self.is_active_leader(now) {
-            // Votes needed, this node's own included (see is_active_leader).
-            let needed = self.votes_needed();
-            let leader_until = if needed <= 1 {
-                now + lease
-            } else {
+            // In every list, the votes needed from peers (this node's own
+            // counted where it is a member, see is_active_leader): the
+            // list whose support runs out first ends the leader's lease.
+            let mut leader_until = now + lease;
+            for l in 0..self.lists.len() {
+                let list = self.lists[l];
+                let needed = self
+                    .votes_needed(&list)
+                    .saturating_sub(usize::from(list.contains(self.pnn)));
+                if needed == 0 {
+                    continue;
+                }
                 self.scratch_until.clear();
-                for p in &self.peers {
-                    if p.deleted || p.supports != Some(self.pnn) {
+                for (j, p) in self.peers.iter().enumerate() {
+                    if !list.contains(pnn_of(j)) || p.deleted || p.supports != Some(self.pnn) {
                         continue;
                     }
                     if let Some(s) = p.support_echo {
@@ -664,16 +747,16 @@ impl Member {
                         }
                     }
                 }
-                // The (needed - 1)-th latest support end: when it passes,
-                // fewer than needed - 1 peers support this node.
-                let k = needed - 1;
-                if self.scratch_until.len() < k {
+                // The needed-th latest support end: when it passes, fewer
+                // than needed peers of the list support this node.
+                let end = if self.scratch_until.len() < needed {
                     now
                 } else {
-                    let i = self.scratch_until.len() - k;
+                    let i = self.scratch_until.len() - needed;
                     *self.scratch_until.select_nth_unstable(i).1
-                }
-            };
+                };
+                leader_until = leader_until.min(end);
+            }
             until = Some(until.map_or(leader_until, |u| u.max(leader_until)));
         }
         until.map(|u| u.min(now + lease))
@@ -729,19 +812,24 @@ impl Member {
         }
         let lease = self.t().lease;
         let me = idx(self.pnn);
-        let certs = 1 + self
-            .peers
-            .iter()
-            .enumerate()
-            .filter(|&(j, q)| {
-                j != i
-                    && j != me
-                    && !q.deleted
-                    && q.cert.contains(pnn)
-                    && q.cert_echo.is_some_and(|e| now < e + lease)
-            })
-            .count();
-        certs >= self.configured.div_ceil(2)
+        // In every list that has `pnn`, ⌈size/2⌉ of its other nodes.
+        self.lists.iter().filter(|l| l.contains(pnn)).all(|list| {
+            let certs = usize::from(list.contains(self.pnn))
+                + self
+                    .peers
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, q)| {
+                        j != i
+                            && j != me
+                            && list.contains(pnn_of(j))
+                            && !q.deleted
+                            && q.cert.contains(pnn)
+                            && q.cert_echo.is_some_and(|e| now < e + lease)
+                    })
+                    .count();
+            certs >= list.len().div_ceil(2)
+        })
     }
 
     /// The earliest time after `now` at which something may change without
@@ -762,6 +850,13 @@ impl Member {
         consider(self.promise.map(|(_, u)| u));
         consider(Some(self.started + self.hold()));
         consider(self.active_since.map(|s| s + self.hold()));
+        if self.lists.len() > 1 {
+            // An earlier list becomes harmless (see refresh_lists).
+            consider(Some(self.live_since + self.hold()));
+            for p in &self.peers {
+                consider(p.list_since.map(|s| s + self.hold()));
+            }
+        }
         if let LockState::Idle { retry_at } = self.lock {
             consider(Some(retry_at));
         }
@@ -948,6 +1043,11 @@ impl Member {
         }
         p.cert = hb.expired;
         p.cert_echo = echo;
+        if p.list != hb.nodes || p.list_since.is_none() {
+            p.list = hb.nodes;
+            p.list_since = Some(now);
+        }
+        p.also = hb.also;
         if lock && hb.active_leader {
             if let Some(e) = echo {
                 let until = e + lease;
@@ -955,6 +1055,7 @@ impl Member {
             }
         }
         self.max_gen = self.max_gen.max(hb.generation);
+        self.refresh_lists(now);
     }
 
     fn on_update(&mut self, u: &MembershipUpdate) {
@@ -1013,6 +1114,7 @@ impl Member {
     }
 
     fn step(&mut self, now: Duration, out: &mut Vec<Output>) {
+        self.refresh_lists(now);
         if self.ban_until.is_some_and(|b| now >= b) {
             self.ban_until = None;
             self.own_flags.set(NodeFlags::BANNED, false);
@@ -1034,7 +1136,10 @@ impl Member {
             // nodes competes for the lock (and keeps it): the lock breaks a
             // tie, it does not let a clear minority lead.
             let want = self.supports == Some(self.pnn)
-                && (self.votes(now) * 2 >= self.configured
+                && (self
+                    .lists
+                    .iter()
+                    .all(|list| self.votes(list, now) * 2 >= list.len())
                     || self.bug == Some(InjectedBug::LockAloneLeads));
             match self.lock {
                 LockState::Idle { retry_at } if want && now >= retry_at => {
@@ -1130,6 +1235,8 @@ impl Member {
                     supports: self.supports,
                     active_leader: active,
                     generation: self.published.generation,
+                    nodes: self.live,
+                    also: self.lists.get(1).copied().unwrap_or(NodeSet::EMPTY),
                 }),
             });
         }
@@ -1384,6 +1491,8 @@ mod tests {
             supports: Some(0),
             active_leader: true,
             generation,
+            nodes: crate::msg::NodeSet::EMPTY,
+            also: crate::msg::NodeSet::EMPTY,
         };
         m.on_update(&update(1280));
         // The leader's heartbeats say 1280: an update 1024 is reordered.

@@ -57,6 +57,12 @@ impl NodeSet {
     pub fn is_empty(&self) -> bool {
         self.0 == [0; 4]
     }
+
+    /// The number of members.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
 }
 
 /// Sent by every node to every other configured node each `interval`
@@ -104,6 +110,14 @@ pub struct Heartbeat {
     pub active_leader: bool,
     /// The membership generation the sender publishes.
     pub generation: u64,
+    /// The sender's node list: the PNNs it counts as configured (not
+    /// deleted). Wire format 3 (node list changes, session 10).
+    pub nodes: NodeSet,
+    /// Another node list the sender still counts every quorum with too
+    /// (a node list change not yet complete everywhere), or empty. A node
+    /// that has not reloaded the list, or started after it, learns of the
+    /// change from this (docs/clusterd.md, "Node list changes").
+    pub also: NodeSet,
 }
 
 /// The heartbeat of wire format 1 (clusterd before majority leases). It is

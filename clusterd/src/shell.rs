@@ -48,6 +48,27 @@ pub fn incarnation(start: Duration) -> u64 {
     h
 }
 
+/// Logs a change of the node lists counted (a node list change starting
+/// or ending; nothing at start when there is none).
+fn note_lists(pnn: Pnn, before: &[crate::msg::NodeSet], now: &[crate::msg::NodeSet]) {
+    if now.len() > 1 {
+        tracing::warn!(
+            pnn,
+            lists = now.len(),
+            own_nodes = now[0].len(),
+            "a node list change is in progress: every quorum is counted in {} node lists until \
+             every node of them runs this node's list",
+            now.len()
+        );
+    } else if before.len() > 1 {
+        tracing::info!(
+            pnn,
+            nodes = now.first().map_or(0, crate::msg::NodeSet::len),
+            "node list change complete: quorums are counted in this node's list alone"
+        );
+    }
+}
+
 /// How long an admin command waits for the target's reply.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -161,7 +182,10 @@ pub async fn run<L: Link>(
 ) -> Result<(), NodesError> {
     // No second channel: everything comes in on `inputs`.
     let (_keep, requests) = mpsc::channel(1);
-    run_with_requests(cfg, nodes, pnn, lock_spec, inputs, requests, link, shutdown).await
+    run_with_requests(
+        cfg, nodes, pnn, lock_spec, None, inputs, requests, link, shutdown,
+    )
+    .await
 }
 
 /// [`run`] with a second, lower-priority channel for the local clients'
@@ -169,6 +193,8 @@ pub async fn run<L: Link>(
 /// (`inputs`: heartbeats, membership updates) and the timers are always
 /// handled first, and a flood of requests cannot take their channel's
 /// room (#14 item 2). `requests` closing does not stop the shell.
+/// `state`: the file that keeps the node lists counted across restarts
+/// ([`crate::state`]); read at the start, replaced whenever they change.
 ///
 /// # Errors
 ///
@@ -179,6 +205,7 @@ pub async fn run_with_requests<L: Link>(
     nodes: &NodesFile,
     pnn: Pnn,
     lock_spec: Option<LockSpec>,
+    state: Option<&std::path::Path>,
     mut inputs: mpsc::Receiver<Input>,
     mut requests: mpsc::Receiver<Input>,
     mut link: L,
@@ -194,8 +221,21 @@ pub async fn run_with_requests<L: Link>(
         lock: lock_spec.is_some(),
         ..cfg
     };
-    let mut member =
-        Member::new(cfg, nodes, pnn, clock())?.with_incarnation(incarnation(mono_origin));
+    let remembered = match state.map(crate::state::load) {
+        None => Vec::new(),
+        Some(Ok(lists)) => lists,
+        Some(Err(e)) => {
+            // Not fatal: the lists are learned again from the peers'
+            // heartbeats; only a change in progress while this node is
+            // cut off from every node that knows it is then missed.
+            tracing::error!("node list state ignored: {e}");
+            Vec::new()
+        }
+    };
+    let mut member = Member::new(cfg, nodes, pnn, clock())?
+        .with_incarnation(incarnation(mono_origin))
+        .with_remembered_lists(&remembered);
+    let mut saved_lists: Vec<crate::msg::NodeSet> = Vec::new();
     // `reloadnodes` replaces it.
     let mut nodes = nodes.clone();
     let mut out: Vec<Output> = Vec::with_capacity(4 * nodes.len());
@@ -209,6 +249,22 @@ pub async fn run_with_requests<L: Link>(
     tokio::pin!(shutdown);
     member.tick(clock(), &mut out);
     loop {
+        // The node lists counted are on disk before any message that
+        // counted with them leaves (rare: a node list change).
+        if member.node_lists() != saved_lists.as_slice() {
+            note_lists(pnn, &saved_lists, member.node_lists());
+            saved_lists.clear();
+            saved_lists.extend_from_slice(member.node_lists());
+            if let Some(file) = state {
+                if let Err(e) = crate::state::save(file, &saved_lists) {
+                    tracing::error!(
+                        "cannot keep the node lists in {}: {e} (a restart during a node \
+                         list change would forget them)",
+                        file.display()
+                    );
+                }
+            }
+        }
         // Carry out what the member decided.
         for o in out.drain(..) {
             match o {

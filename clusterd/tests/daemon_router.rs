@@ -38,6 +38,7 @@ fn settings(n: usize, pnn: u32) -> Settings {
         health: None,
         socket: "unused".into(),
         log_level: "off".into(),
+        state_file: None,
     }
 }
 
@@ -208,6 +209,8 @@ async fn forged_sender_is_dropped_and_a_cut_node_disconnects() {
         supports: Some(0),
         active_leader: false,
         generation: 0,
+        nodes: clusterd::msg::NodeSet::EMPTY,
+        also: clusterd::msg::NodeSet::EMPTY,
     });
     for _ in 0..5 {
         probe

@@ -82,6 +82,8 @@ fn cluster_messages() {
         supports: Some(0),
         active_leader: false,
         generation: 42,
+        nodes: clusterd::msg::NodeSet::EMPTY,
+        also: clusterd::msg::NodeSet::EMPTY,
     };
     target(
         "clusterd ClusterMsg",

@@ -132,6 +132,7 @@ fn heartbeats_through_real_transportds_allocate_nothing() {
             health: None,
             socket: transportd::socket_path(&run_dir(&base, pnn as usize)),
             log_level: "warn".into(),
+            state_file: None,
         };
         let client_tx = client_tx.clone();
         let mut stop = stop_rx.clone();

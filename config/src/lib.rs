@@ -121,6 +121,11 @@ pub struct ClusterConfig {
     /// its lease 2-15 times less often at real-time priority
     /// (docs/BENCHMARKS.md, failover-load).
     pub realtime_priority: u8,
+    /// Where clusterd keeps what must survive its restarts (the node lists
+    /// of a node list change in progress). Default `/var/lib/ipfailover`;
+    /// with a `run_dir` other than the default, `<run_dir>/state`, so that
+    /// test clusters on one host stay apart.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -136,6 +141,7 @@ impl Default for ClusterConfig {
             health_interval_ms: 5_000,
             health_timeout_ms: 10_000,
             realtime_priority: 1,
+            state_dir: None,
         }
     }
 }

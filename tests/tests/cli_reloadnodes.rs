@@ -168,6 +168,18 @@ fn reload_scenario(tag: &str, model: &[&str], start_first: bool) {
         });
     }
     assert!(ipfailover(n3, &["-n", "0", "pnn"]).status.success());
+    // While the change was being completed every clusterd counted its
+    // quorums in both lists; once every node runs the new list each keeps
+    // that one alone (docs/clusterd.md, "Node list changes"), and its state
+    // file (<run_dir>/state: a run_dir other than the default) says so.
+    for n in &c.nodes {
+        let file = n.run_dir.join("state/clusterd-node-lists");
+        wait("the node list change complete on every node", LIMIT, || {
+            let text = std::fs::read_to_string(&file).ok()?;
+            let lists: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+            (lists == ["0 1 2 3"]).then_some(())
+        });
+    }
 
     // Deleting node 3 while it is connected: refused.
     let deleted = ["192.0.2.10", "192.0.2.11", "192.0.2.12", "#192.0.2.13"];

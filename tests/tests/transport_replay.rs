@@ -645,6 +645,8 @@ fn key_holder_claiming_another_pnn_is_refused() {
         supports: Some(0),
         active_leader: true,
         generation: ms[1].generation,
+        nodes: clusterd::msg::NodeSet::EMPTY,
+        also: clusterd::msg::NodeSet::EMPTY,
     });
     const FORGED: u64 = 40;
     let (s1c, observed) = rt.block_on(async {

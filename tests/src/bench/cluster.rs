@@ -144,6 +144,7 @@ fn cpu_in_process(n: u32, window: Duration) -> Result<f64> {
                 health: None,
                 socket: "unused".into(),
                 log_level: "off".into(),
+                state_file: None,
             };
             let mut stop = stop_rx.clone();
             tasks.push(tokio::spawn(daemon::run(
@@ -278,6 +279,7 @@ fn allocations_real_transport(window: Duration, in_process: f64) -> Result<()> {
             health: None,
             socket: c.nodes[usize::try_from(i)?].run_dir.join("transport.sock"),
             log_level: "off".into(),
+            state_file: None,
         };
         let client_tx = client_tx.clone();
         let mut stop = stop_rx.clone();
