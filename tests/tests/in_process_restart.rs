@@ -68,7 +68,7 @@ fn in_process_failoverd_restarted_registers_at_once() {
                 let mut rx = stop_rx.clone();
                 let dir = dir.clone();
                 let task = tokio::spawn(async move {
-                    failoverd::entry::run_in_process(&dir, None, async move {
+                    failoverd::entry::run_in_process(&dir, transport::tdaemon::Env::bare(), async move {
                         let _ = rx.wait_for(|s| *s).await;
                     })
                     .await

@@ -98,12 +98,16 @@ fn main() -> ExitCode {
             tracing::warn!("{w}");
         }
     }
+    let reload = match (&args.config_dir, &loaded) {
+        (Some(dir), Some(l)) => Some((dir.clone(), Files::of(l), hook.clone())),
+        _ => None,
+    };
     let setup = match loaded {
         Some(l) => setup_from_config(&l, hook),
         None => setup(args, hook),
     };
     match setup {
-        Ok(config) => serve(config),
+        Ok(config) => serve(config, reload),
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("transportd: {e}");
@@ -149,7 +153,51 @@ fn setup_from_config(loaded: &config::Loaded, hook: LogLevelHook) -> Result<Conf
     })
 }
 
-fn serve(config: Config) -> ExitCode {
+/// What a reload of the configuration directory compares (SIGHUP; masterd
+/// forwards its own): the log level is applied, the node list is clusterd's
+/// to hand over (`SET_NODES`, as `reloadnodes`), the rest needs a restart.
+#[derive(Clone, Debug)]
+struct Files {
+    level: String,
+    warnings: Vec<String>,
+    port: u16,
+    run_dir: PathBuf,
+    key_file: PathBuf,
+    group: Option<String>,
+}
+
+impl Files {
+    fn of(l: &config::Loaded) -> Files {
+        let t = &l.config.transport;
+        Files {
+            level: l.config.logging.level.clone(),
+            warnings: l.warnings.clone(),
+            port: t.port,
+            run_dir: l.resolve(&t.run_dir),
+            key_file: l.resolve(&t.key_file),
+            group: t.group.clone(),
+        }
+    }
+
+    /// Reads and checks the directory as at start (nodes, pnn, key).
+    fn load(dir: &std::path::Path) -> Result<Files, String> {
+        let l = config::load(dir).map_err(|e| e.to_string())?;
+        transport::node_config::load(&l).map_err(|e| e.to_string())?;
+        Ok(Files::of(&l))
+    }
+}
+
+impl transport::tdaemon::DaemonConfig for Files {
+    fn log_level(&self) -> &str {
+        &self.level
+    }
+
+    fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+}
+
+fn serve(config: Config, reload: Option<(PathBuf, Files, LogLevelHook)>) -> ExitCode {
     let runtime = match transport::controls::keep_realtime(runtime_builder().enable_all()).build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -167,6 +215,37 @@ fn serve(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // SIGHUP is handled with or without a configuration directory
+        // (its default action would end the process).
+        let reloads = transport::tdaemon::hangup_reloads();
+        if let Some((dir, files, hook)) = reload {
+            let mut rx = transport::tdaemon::reloader(
+                "transportd",
+                dir,
+                files,
+                Files::load,
+                Some(hook),
+                reloads,
+            );
+            tokio::spawn(async move {
+                use transport::tdaemon::needs_restart;
+                while let Some(r) = rx.recv().await {
+                    let (o, n) = (&r.old, &r.new);
+                    if o.port != n.port {
+                        needs_restart("transportd", "[transport] port");
+                    }
+                    if o.run_dir != n.run_dir {
+                        needs_restart("transportd", "[transport] run_dir");
+                    }
+                    if o.key_file != n.key_file {
+                        needs_restart("transportd", "[transport] key_file");
+                    }
+                    if o.group != n.group {
+                        needs_restart("transportd", "[transport] group");
+                    }
+                }
+            });
+        }
         daemon.run(transport::controls::termination_signal()).await;
         ExitCode::SUCCESS
     })
