@@ -771,6 +771,8 @@ struct Reloading {
     stop: tokio::sync::watch::Receiver<bool>,
     /// The nodes file's list last taken (at start or by a reload).
     nodes_in_force: Vec<Option<IpAddr>>,
+    /// The settings clusterd started with (what a restart would change).
+    start: Settings,
 }
 
 /// A running health monitor.
@@ -836,7 +838,7 @@ async fn serve_reloads(
 async fn apply_reload(r: &mut Reloading, health: &mut Option<Health>, reloaded: Reloaded<Loaded>) {
     use transport::tdaemon::{changed, needs_restart};
     let name = crate::entry::NAME;
-    let (old, new) = (&reloaded.old.settings, &reloaded.new.settings);
+    let new = &reloaded.new.settings;
     let addrs = new.nodes.addrs();
     if addrs != r.nodes_in_force {
         let expected = NodeList {
@@ -868,6 +870,7 @@ async fn apply_reload(r: &mut Reloading, health: &mut Option<Health>, reloaded: 
             }
         }
     }
+    let old = &r.start;
     if old.member.timing != new.member.timing {
         needs_restart(
             name,
@@ -1096,6 +1099,7 @@ pub async fn run_with_reloads(
             requests: req_tx.clone(),
             stop: stop_rx.clone(),
             nodes_in_force: settings.nodes.addrs(),
+            start: settings.clone(),
         },
         settings.health.clone(),
         reloads,

@@ -137,9 +137,10 @@ pub async fn run(
         env.log_hook,
         env.reloads,
     );
+    let start = comparable(&loaded.options);
     let reload_task = tokio::spawn(async move {
         while let Some(r) = reloads.recv().await {
-            if comparable(&r.old.options) != comparable(&r.new.options) {
+            if comparable(&r.new.options) != start {
                 tdaemon::needs_restart(NAME, "[conntrack]");
             }
         }

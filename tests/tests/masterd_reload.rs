@@ -6,7 +6,10 @@
 //!   changes: no daemon's log level, no address;
 //! * fixed, a second SIGHUP applies both: every daemon logs at the new
 //!   level and the added address appears on the node; the daemons are
-//!   the same (no restart).
+//!   the same (no restart);
+//! * clusterd's health command is started and stopped by reloads (the node
+//!   turns UNHEALTHY, then OK), and a setting that needs a restart is
+//!   logged as such.
 
 mod masterd_support;
 
@@ -27,16 +30,37 @@ use transport::proto::Address;
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn write_toml(node: &Node, level: &str) {
+    write_toml_with(node, level, "");
+}
+
+/// ipfailover.toml with `level` and `extra` lines at the end of `[cluster]`.
+fn write_toml_with(node: &Node, level: &str, extra: &str) {
     std::fs::write(
         node.config_dir.join("ipfailover.toml"),
         format!(
-            "[transport]\nrun_dir = \"{}\"\n\n\
+            "[cluster]\n{extra}\n\
+             [transport]\nrun_dir = \"{}\"\n\n\
              [failover]\ngarp_count = 1\ngarp_interval_ms = 100\nrelease_timeout_ms = 3000\n\n\
              [logging]\nlevel = \"{level}\"\n",
             node.run_dir.display()
         ),
     )
     .unwrap();
+}
+
+/// `ipfailover status` on `node`.
+fn cli_status(node: &Node) -> String {
+    let out = Command::new(tests::cluster::bin_path("ipfailover").unwrap())
+        .arg("--run-dir")
+        .arg(&node.run_dir)
+        .args(["-t", "5", "status"])
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 fn write_publics(node: &Node, text: &str) {
@@ -176,6 +200,41 @@ fn reload_test(single: bool) {
     let after: Vec<Option<u32>> = s.daemons.iter().map(|d| d.pid).collect();
     assert_eq!(after, pids, "a reload restarts no daemon");
     assert!(s.daemons.iter().all(|d| d.restarts == 0), "{s:?}");
+
+    // clusterd: a health command set by a reload runs (the node turns
+    // UNHEALTHY), removed by the next one the node is healthy again; a
+    // setting that needs a restart is named.
+    write_toml_with(
+        n,
+        "debug",
+        "health_command = \"/bin/false\"\nhealth_interval_ms = 100\nleader_capability = false\n",
+    );
+    hang_up(&m);
+    wait("the node unhealthy", LIMIT, || {
+        cli_status(n).contains("UNHEALTHY").then_some(())
+    });
+    let text = log_of(&log);
+    assert!(
+        text.contains("needs a restart: [cluster] leader_capability"),
+        "{text}"
+    );
+    write_toml(n, "debug");
+    hang_up(&m);
+    wait("the node healthy again", LIMIT, || {
+        let st = cli_status(n);
+        (st.contains("OK") && !st.contains("UNHEALTHY")).then_some(())
+    });
+    // Back to the settings it started with: nothing needs a restart.
+    let text = log_of(&log);
+    assert_eq!(
+        text.matches("needs a restart: [cluster] leader_capability")
+            .count(),
+        1,
+        "{text}"
+    );
+    let s = status(n).expect("status");
+    let after: Vec<Option<u32>> = s.daemons.iter().map(|d| d.pid).collect();
+    assert_eq!(after, pids, "a reload restarts no daemon");
     let mut m = m;
     let st = m.terminate(LIMIT);
     assert!(st.is_some_and(|s| s.success()), "{st:?}");

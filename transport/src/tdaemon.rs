@@ -215,7 +215,9 @@ pub fn log_warnings(warnings: &[String]) {
     }
 }
 
-/// Logs that `key` changed but takes effect only at the next start.
+/// Logs that `key` differs from the value the daemon started with, which
+/// it keeps until the next start. (Compare with the settings of the start,
+/// not of the previous reload: a reload back to them needs nothing.)
 pub fn needs_restart(name: &str, key: &str) {
     tracing::warn!(daemon = name, "reload: needs a restart: {key}");
 }
@@ -341,4 +343,85 @@ where
             run(config, env, Box::pin(crate::controls::termination_signal())).await
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Level(String);
+
+    impl DaemonConfig for Level {
+        fn log_level(&self) -> &str {
+            &self.0
+        }
+        fn warnings(&self) -> &[String] {
+            &[]
+        }
+    }
+
+    /// The directory's `level` file; "bad" is invalid.
+    fn load(dir: &Path) -> Result<Level, String> {
+        let text = std::fs::read_to_string(dir.join("level")).map_err(|e| e.to_string())?;
+        let level = text.trim().to_owned();
+        if level == "bad" {
+            return Err(format!("{}:1: bad level", dir.join("level").display()));
+        }
+        Ok(Level(level))
+    }
+
+    /// A refused reload hands nothing over and sets no level; a valid one
+    /// sets the level (only when the file's changed) and hands old and new.
+    #[tokio::test]
+    async fn an_invalid_reload_applies_nothing_a_valid_one_everything() {
+        let dir = std::env::temp_dir().join(format!("tdaemon-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let set = Arc::new(Mutex::new(Vec::<String>::new()));
+        let seen = Arc::clone(&set);
+        let hook: LogLevelHook = Arc::new(move |l: Option<&str>| {
+            if let Some(l) = l {
+                seen.lock().unwrap().push(l.to_owned());
+            }
+            Ok(l.unwrap_or("info").to_owned())
+        });
+        let (trigger, reloads) = ReloadTrigger::new();
+        let mut rx = reloader(
+            "test",
+            dir.clone(),
+            Level("info".into()),
+            load,
+            Some(hook),
+            reloads,
+        );
+        let step = |rx: &mut mpsc::UnboundedReceiver<Reloaded<Level>>| {
+            let r = rx.try_recv().ok();
+            r.map(|r| (r.old.0, r.new.0))
+        };
+        std::fs::write(dir.join("level"), "bad\n").unwrap();
+        trigger.reload();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(step(&mut rx), None);
+        assert!(set.lock().unwrap().is_empty());
+
+        std::fs::write(dir.join("level"), "debug\n").unwrap();
+        trigger.reload();
+        let r = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.old.0.as_str(), r.new.0.as_str()), ("info", "debug"));
+        assert_eq!(*set.lock().unwrap(), ["debug"]);
+
+        // Same file again: handed over, level not set again.
+        trigger.reload();
+        let r = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.old.0.as_str(), r.new.0.as_str()), ("debug", "debug"));
+        assert_eq!(set.lock().unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -133,11 +133,13 @@ impl Settings {
 /// Applies what can change at run time of a reloaded configuration:
 /// `public_addresses` (as `reloadips`, then a takeover run), the
 /// `[tunables]` whose value in the file changed, `[failover]
-/// history_size`; logs the others as needing a restart.
+/// history_size`; logs the others that differ from the settings failoverd
+/// started with as needing a restart.
 async fn apply_reload(ctx: Ctx, r: Reloaded<crate::entry::Loaded>) {
     use transport::tdaemon::{changed, needs_restart};
     let name = crate::entry::NAME;
     let (old, new) = (&r.old.settings, &r.new.settings);
+    let start = &ctx.settings;
     let summary = requests::take_publics(&ctx, &new.publics).await;
     if !(summary.added.is_empty() && summary.removed.is_empty() && summary.changed.is_empty()) {
         tracing::info!(daemon = name, ?summary, "reload: public_addresses changed");
@@ -183,25 +185,25 @@ async fn apply_reload(ctx: Ctx, r: Reloaded<crate::entry::Loaded>) {
             &new.history_size,
         );
     }
-    if old.disabled != new.disabled {
+    if start.disabled != new.disabled {
         needs_restart(
             name,
             "[failover] disabled (ipfailover disable/enable acts at once)",
         );
     }
-    if old.release_timeout != new.release_timeout {
+    if start.release_timeout != new.release_timeout {
         needs_restart(name, "[failover] release_timeout_ms");
     }
-    if old.lease != new.lease {
+    if start.lease != new.lease {
         needs_restart(name, "[cluster] dead_after_ms");
     }
-    if old.executor != new.executor {
+    if start.executor != new.executor {
         needs_restart(
             name,
             "[failover] (garp, tickle, hooks, nft_table, kernel_lease)",
         );
     }
-    if old.record_file != new.record_file {
+    if start.record_file != new.record_file {
         needs_restart(name, "[transport] run_dir");
     }
 }

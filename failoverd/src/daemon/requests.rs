@@ -710,7 +710,9 @@ async fn reload_ips(ctx: &Ctx) -> Result<ReloadSummary, (ErrorCode, String)> {
     // file is refused with its FILE:LINE error and changes nothing.
     let new = read_for_reload(&ctx.settings.public_addresses)
         .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
-    Ok(take_publics(ctx, &new).await)
+    let summary = take_publics(ctx, &new).await;
+    tracing::info!(?summary, "reloadips");
+    Ok(summary)
 }
 
 /// Makes the checked list `new` this node's public addresses, releasing
@@ -734,7 +736,6 @@ pub(super) async fn take_publics(ctx: &Ctx, new: &[PublicAddress]) -> ReloadSumm
         removed,
         changed: d.changed.iter().map(|c| c.new.addr).collect(),
     };
-    tracing::info!(?summary, "reloadips");
     summary
 }
 

@@ -219,6 +219,7 @@ fn serve(config: Config, reload: Option<(PathBuf, Files, LogLevelHook)>) -> Exit
         // (its default action would end the process).
         let reloads = transport::tdaemon::hangup_reloads();
         if let Some((dir, files, hook)) = reload {
+            let start = files.clone();
             let mut rx = transport::tdaemon::reloader(
                 "transportd",
                 dir,
@@ -230,7 +231,7 @@ fn serve(config: Config, reload: Option<(PathBuf, Files, LogLevelHook)>) -> Exit
             tokio::spawn(async move {
                 use transport::tdaemon::needs_restart;
                 while let Some(r) = rx.recv().await {
-                    let (o, n) = (&r.old, &r.new);
+                    let (o, n) = (&start, &r.new);
                     if o.port != n.port {
                         needs_restart("transportd", "[transport] port");
                     }
