@@ -108,36 +108,12 @@ fn run_failoverd(ctx: InProcessCtx) -> BoxFuture<'static, Result<(), String>> {
     .boxed()
 }
 
-/// transportd's configuration from the node's configuration directory (as
-/// `transportd --config-dir` builds it; [`crate::setup::load`] has checked
-/// the group).
-#[must_use]
-pub fn transportd_config(cfg: &NodeConfig, log_hook: Option<LogLevelHook>) -> transportd::Config {
-    let t = &cfg.loaded.config.transport;
-    transportd::Config {
-        run_dir: cfg.run_dir(),
-        nodes: cfg.nodes.clone(),
-        pnn: cfg.loaded.config.cluster.pnn,
-        port: t.port,
-        key: cfg.key.clone(),
-        policy: cfg.policy.clone(),
-        log_level: log_hook,
-    }
-}
-
 fn run_transportd(ctx: InProcessCtx) -> BoxFuture<'static, Result<(), String>> {
     async move {
-        let mut config = transportd_config(&ctx.config, ctx.log_hook.clone());
-        // A (re)start takes the nodes file as it is now, as `transportd
-        // --config-dir` does: `reloadnodes` may have changed it since
-        // masterd read it.
-        let path = ctx.config.dir().join(crate::setup::NODES_FILE);
-        config.nodes = transport::nodes::Nodes::load(&path).map_err(|e| e.to_string())?;
-        let daemon = transportd::Daemon::bind(config)
+        let shutdown = ctx.shutdown_signal();
+        transportd::entry::run_in_process(ctx.config.dir(), ctx.env(), shutdown)
             .await
-            .map_err(|e| e.to_string())?;
-        daemon.run(ctx.shutdown_signal()).await;
-        Ok(())
+            .map_err(|e| e.to_string())
     }
     .boxed()
 }

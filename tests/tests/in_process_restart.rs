@@ -42,8 +42,10 @@ fn in_process_failoverd_restarted_registers_at_once() {
     let outcome = node
         .ns
         .block_on(move || async move {
-            let cfg = masterd::setup::load(&dir).map_err(|e| e.to_string())?;
-            let config = masterd::single::transportd_config(&cfg, None);
+            masterd::setup::load(&dir).map_err(|e| e.to_string())?;
+            let config = transport::transportd::entry::load(&dir)
+                .map_err(|e| e.to_string())?
+                .config(None);
             let transportd = transport::transportd::Daemon::bind(config)
                 .await
                 .map_err(|e| e.to_string())?;

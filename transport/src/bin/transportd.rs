@@ -6,7 +6,9 @@
 //! `transportd --config-dir DIR` takes everything from the node's
 //! configuration directory instead of flags: `ipfailover.toml`
 //! (`[transport]`, `[cluster] pnn`, `[logging] level`), the `nodes` file and
-//! the cluster key file. This is how masterd starts it.
+//! the cluster key file. This is how masterd starts it: the daemon skeleton
+//! ([`transport::tdaemon`]) over [`transport::transportd::entry`], with
+//! SIGHUP reloading the directory (docs/tdaemon.md).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +17,7 @@ use clap::Parser;
 
 use transport::controls::LogLevelHook;
 use transport::nodes::Nodes;
-use transport::transportd::{self, alloc::CountingAlloc, key, peercred::Policy, Config};
+use transport::transportd::{self, alloc::CountingAlloc, entry, key, peercred::Policy, Config};
 
 // Counts heap allocations for STATISTICS (`allocations`): the benchmark checks
 // that steady-state routing makes none.
@@ -72,19 +74,15 @@ fn main() -> ExitCode {
             }
         };
     }
-    let mut args = args;
-    let mut loaded = None;
     if let Some(dir) = &args.config_dir {
-        match config::load(dir) {
-            Ok(l) => {
-                args.log_level.clone_from(&l.config.logging.level);
-                loaded = Some(l);
-            }
-            Err(e) => {
-                eprintln!("transportd: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+        // The daemon skeleton: the directory, logging, SIGHUP reloads,
+        // SIGTERM/SIGINT (what masterd runs).
+        return transport::tdaemon::main(
+            entry::NAME,
+            entry::load(dir),
+            runtime_builder().enable_all(),
+            entry::run,
+        );
     }
     let hook = match transport::logging::init(&args.log_level) {
         Ok(h) => h,
@@ -93,21 +91,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(l) = &loaded {
-        for w in &l.warnings {
-            tracing::warn!("{w}");
-        }
-    }
-    let reload = match (&args.config_dir, &loaded) {
-        (Some(dir), Some(l)) => Some((dir.clone(), Files::of(l), hook.clone())),
-        _ => None,
-    };
-    let setup = match loaded {
-        Some(l) => setup_from_config(&l, hook),
-        None => setup(args, hook),
-    };
-    match setup {
-        Ok(config) => serve(config, reload),
+    match setup(args, hook) {
+        Ok(config) => serve(config),
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("transportd: {e}");
@@ -137,67 +122,7 @@ fn setup(args: Args, hook: LogLevelHook) -> Result<Config, String> {
     })
 }
 
-/// The transportd configuration of a node's configuration directory.
-fn setup_from_config(loaded: &config::Loaded, hook: LogLevelHook) -> Result<Config, String> {
-    let t = &loaded.config.transport;
-    let transport::node_config::NodeTransport { nodes, key, policy } =
-        transport::node_config::load(loaded).map_err(|e| e.to_string())?;
-    Ok(Config {
-        run_dir: loaded.resolve(&t.run_dir),
-        nodes,
-        pnn: loaded.config.cluster.pnn,
-        port: t.port,
-        key,
-        policy,
-        log_level: Some(hook),
-    })
-}
-
-/// What a reload of the configuration directory compares (SIGHUP; masterd
-/// forwards its own): the log level is applied, the node list is clusterd's
-/// to hand over (`SET_NODES`, as `reloadnodes`), the rest needs a restart.
-#[derive(Clone, Debug)]
-struct Files {
-    level: String,
-    warnings: Vec<String>,
-    port: u16,
-    run_dir: PathBuf,
-    key_file: PathBuf,
-    group: Option<String>,
-}
-
-impl Files {
-    fn of(l: &config::Loaded) -> Files {
-        let t = &l.config.transport;
-        Files {
-            level: l.config.logging.level.clone(),
-            warnings: l.warnings.clone(),
-            port: t.port,
-            run_dir: l.resolve(&t.run_dir),
-            key_file: l.resolve(&t.key_file),
-            group: t.group.clone(),
-        }
-    }
-
-    /// Reads and checks the directory as at start (nodes, pnn, key).
-    fn load(dir: &std::path::Path) -> Result<Files, String> {
-        let l = config::load(dir).map_err(|e| e.to_string())?;
-        transport::node_config::load(&l).map_err(|e| e.to_string())?;
-        Ok(Files::of(&l))
-    }
-}
-
-impl transport::tdaemon::DaemonConfig for Files {
-    fn log_level(&self) -> &str {
-        &self.level
-    }
-
-    fn warnings(&self) -> &[String] {
-        &self.warnings
-    }
-}
-
-fn serve(config: Config, reload: Option<(PathBuf, Files, LogLevelHook)>) -> ExitCode {
+fn serve(config: Config) -> ExitCode {
     let runtime = match transport::controls::keep_realtime(runtime_builder().enable_all()).build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -215,38 +140,9 @@ fn serve(config: Config, reload: Option<(PathBuf, Files, LogLevelHook)>) -> Exit
                 return ExitCode::FAILURE;
             }
         };
-        // SIGHUP is handled with or without a configuration directory
-        // (its default action would end the process).
-        let reloads = transport::tdaemon::hangup_reloads();
-        if let Some((dir, files, hook)) = reload {
-            let start = files.clone();
-            let mut rx = transport::tdaemon::reloader(
-                "transportd",
-                dir,
-                files,
-                Files::load,
-                Some(hook),
-                reloads,
-            );
-            tokio::spawn(async move {
-                use transport::tdaemon::needs_restart;
-                while let Some(r) = rx.recv().await {
-                    let (o, n) = (&start, &r.new);
-                    if o.port != n.port {
-                        needs_restart("transportd", "[transport] port");
-                    }
-                    if o.run_dir != n.run_dir {
-                        needs_restart("transportd", "[transport] run_dir");
-                    }
-                    if o.key_file != n.key_file {
-                        needs_restart("transportd", "[transport] key_file");
-                    }
-                    if o.group != n.group {
-                        needs_restart("transportd", "[transport] group");
-                    }
-                }
-            });
-        }
+        // SIGHUP must not end the process; without a configuration
+        // directory there is nothing to reload.
+        let _reloads = transport::tdaemon::hangup_reloads();
         daemon.run(transport::controls::termination_signal()).await;
         ExitCode::SUCCESS
     })
