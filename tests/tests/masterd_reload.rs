@@ -9,7 +9,8 @@
 //!   the same (no restart);
 //! * clusterd's health command is started and stopped by reloads (the node
 //!   turns UNHEALTHY, then OK), and a setting that needs a restart is
-//!   logged as such.
+//!   logged as such; a node added to `nodes` is taken (the reloadnodes
+//!   path) and listed by `ipfailover status`.
 
 mod masterd_support;
 
@@ -232,6 +233,18 @@ fn reload_test(single: bool) {
         1,
         "{text}"
     );
+    // clusterd: a node added to the nodes file is taken through the
+    // reloadnodes path (the membership checks it, transportd and
+    // conntrackd get the list): `ipfailover status` lists it.
+    assert!(!cli_status(n).contains("pnn:1"));
+    let nodes = n.config_dir.join("nodes");
+    let mut list = std::fs::read_to_string(&nodes).unwrap();
+    list.push_str("203.0.113.99\n");
+    std::fs::write(&nodes, list).unwrap();
+    hang_up(&m);
+    wait("the added node listed", LIMIT, || {
+        cli_status(n).contains("pnn:1 203.0.113.99").then_some(())
+    });
     let s = status(n).expect("status");
     let after: Vec<Option<u32>> = s.daemons.iter().map(|d| d.pid).collect();
     assert_eq!(after, pids, "a reload restarts no daemon");
