@@ -1179,8 +1179,16 @@ pub async fn run_with_reloads(
     let _ = stop_tx.send(true);
     client.clear_frame_tap();
     receiver_task.abort();
-    // Stops the health monitor too.
-    let _ = reload_task.await;
+    // Stops the health monitor too (which also stops by itself on
+    // `stop_tx`); a reload caught in a transportd request is not waited
+    // for beyond a second.
+    let abort = reload_task.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(1), reload_task)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
     // The link was dropped with the shell: the sender drains and ends.
     let _ = tokio::time::timeout(Duration::from_secs(1), sender_task).await;
     res?;
