@@ -5,6 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
     build-essential pkg-config   # C toolchain for -sys crates
+    protobuf-compiler            # protoc, which the etcd-client crate (clusterd's native etcd lock) needs to build
     libnftnl-dev libmnl-dev      # nftnl (the ipfailover nftables table)
     nftables                     # nft, to check the table from tests
     iproute2                     # ip netns, veth, bridges
@@ -13,6 +14,7 @@ PACKAGES=(
     tcpdump                      # packet captures in tests
     ctdb                         # CTDB's cluster-lock helpers (ctdb_mutex_fcntl_helper, ctdb_etcd_lock)
     etcd-server etcd-client      # a real etcd for the etcd lock tests (docs/etcd.md)
+    openssl                      # certificates for the native etcd lock's TLS test
     python3-etcd                 # what CTDB's ctdb_etcd_lock helper imports
     samba-common-bin             # testparm, which ctdb_etcd_lock asks for the NetBIOS name
     keepalived                   # the failover benchmark's baseline (VRRPv3)

@@ -3,10 +3,12 @@
 //! membership to local subscribers over the transport.
 //!
 //! The core ([`membership::Member`]) is a pure state machine driven with an
-//! explicit `now`; [`lock`] runs CTDB-compatible cluster-lock helpers.
+//! explicit `now`; [`lock`] runs CTDB-compatible cluster-lock helpers and
+//! [`etcd_lock`] is the native etcd lock.
 
 pub mod daemon;
 pub mod entry;
+pub mod etcd_lock;
 pub mod flags;
 pub mod health;
 pub mod heartbeats;

@@ -13,6 +13,8 @@
 //!
 //! The configured value is CTDB's: `!HELPER ARGS...` (split on blanks, no
 //! quoting) runs that helper; anything else is a file for the fcntl helper.
+//! Besides, `etcd://...` is clusterd's own etcd lock ([`crate::etcd_lock`]),
+//! which runs no helper.
 //!
 //! The helper runs with [`LockSpec::env`] added to its environment: the
 //! daemon puts a private `ctdb` command first on its `PATH`
@@ -31,6 +33,8 @@ use std::ffi::OsString;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 
+use crate::etcd_lock::EtcdSpec;
+
 /// Where Debian's `ctdb` package installs the fcntl helper.
 pub const FCNTL_HELPER: &str = "/usr/libexec/ctdb/ctdb_mutex_fcntl_helper";
 
@@ -40,13 +44,21 @@ pub enum LockError {
     /// The configured lock is empty or `!` with no command.
     #[error("cluster lock {0:?}: empty helper command")]
     Empty(String),
-    /// A URL-style lock (`etcd://...`): not a file for the fcntl helper,
-    /// and the native etcd lock is not there yet (docs/etcd.md).
+    /// A URL-style lock other than `etcd://`: not a file for the fcntl
+    /// helper either.
     #[error(
-        "cluster lock {0:?}: the native etcd lock (etcd://) is not implemented yet; \
-         use CTDB's helper: \"!/usr/libexec/ctdb/ctdb_etcd_lock -c FILE\" (docs/etcd.md)"
+        "cluster lock {0:?}: unknown kind of URL; the only one is \
+         etcd://HOST:PORT[,HOST:PORT...]/PREFIX (docs/etcd.md)"
     )]
     Unsupported(String),
+    /// A bad `etcd://` setting.
+    #[error("cluster lock {url:?}: {reason} (docs/etcd.md)")]
+    Etcd {
+        /// The setting.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The helper could not be started.
     #[error("cluster lock helper {program}: cannot start")]
     Spawn {
@@ -76,6 +88,9 @@ pub struct LockSpec {
     pub args: Vec<String>,
     /// Added to its environment (not part of the setting).
     pub env: Vec<(OsString, OsString)>,
+    /// The native etcd lock (`etcd://...`): no helper is run, and
+    /// `program` and `args` are not used.
+    pub etcd: Option<EtcdSpec>,
 }
 
 impl LockSpec {
@@ -83,6 +98,9 @@ impl LockSpec {
     /// with one argument, `!helper args` otherwise.
     #[must_use]
     pub fn setting(&self) -> String {
+        if let Some(e) = &self.etcd {
+            return e.url.clone();
+        }
         if self.program == std::path::Path::new(FCNTL_HELPER) && self.args.len() == 1 {
             return self.args[0].clone();
         }
@@ -98,9 +116,23 @@ impl LockSpec {
     ///
     /// # Errors
     ///
-    /// [`LockError::Empty`] for an empty value or a bare `!`.
+    /// [`LockError::Empty`] for an empty value or a bare `!`,
+    /// [`LockError::Etcd`] for a bad `etcd://` URL, [`LockError::Unsupported`]
+    /// for another URL.
     pub fn parse(value: &str) -> Result<Self, LockError> {
         let value = value.trim();
+        if value.starts_with(crate::etcd_lock::SCHEME) {
+            let etcd = EtcdSpec::parse(value).map_err(|reason| LockError::Etcd {
+                url: value.into(),
+                reason,
+            })?;
+            return Ok(Self {
+                program: PathBuf::new(),
+                args: Vec::new(),
+                env: Vec::new(),
+                etcd: Some(etcd),
+            });
+        }
         if let Some(cmd) = value.strip_prefix('!') {
             let mut words = cmd.split_whitespace();
             let program = words.next().ok_or_else(|| LockError::Empty(value.into()))?;
@@ -108,6 +140,7 @@ impl LockSpec {
                 program: program.into(),
                 args: words.map(str::to_string).collect(),
                 env: Vec::new(),
+                etcd: None,
             });
         }
         if value.is_empty() {
@@ -120,6 +153,7 @@ impl LockSpec {
             program: FCNTL_HELPER.into(),
             args: vec![value.to_string()],
             env: Vec::new(),
+            etcd: None,
         })
     }
 }
@@ -430,9 +464,19 @@ mod tests {
         assert!(matches!(LockSpec::parse("!  "), Err(LockError::Empty(_))));
         assert!(matches!(LockSpec::parse(""), Err(LockError::Empty(_))));
         assert!(matches!(
-            LockSpec::parse("etcd://192.0.2.1:2379/ipf"),
+            LockSpec::parse("zk://192.0.2.1:2181/ipf"),
             Err(LockError::Unsupported(_))
         ));
+        let e = LockSpec::parse("etcd://192.0.2.1:2379/ipf").unwrap();
+        assert_eq!(e.setting(), "etcd://192.0.2.1:2379/ipf");
+        assert_eq!(e.etcd.unwrap().key, "/ipf/lock");
+        let err = LockSpec::parse("etcd://192.0.2.1/ipf")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"etcd://192.0.2.1/ipf\": member \"192.0.2.1\": no port"),
+            "{err}"
+        );
     }
 
     #[test]

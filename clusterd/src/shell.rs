@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::etcd_lock;
 use crate::lock::{self, LockAnswer, LockSpec};
 use crate::membership::{Config, LockEvent, Member, Output};
 use crate::msg::{AdminOp, AdminOutcome, ClusterMsg, Lease, Membership};
@@ -148,7 +149,14 @@ pub enum Input {
 struct LockTask {
     attempt: u64,
     release: Option<oneshot::Sender<()>>,
+    /// The attempt's task: awaited (bounded) at shutdown, so that the lock
+    /// is released before clusterd exits.
+    handle: tokio::task::JoinHandle<()>,
 }
+
+/// At shutdown, how long the shell waits for the lock's release (a
+/// helper's SIGTERM then SIGKILL after 1 s; an etcd lease's revocation).
+const RELEASE_WAIT: Duration = Duration::from_secs(3);
 
 struct Pending {
     id: u64,
@@ -275,17 +283,30 @@ pub async fn run_with_requests<L: Link>(
                     if let Some(spec) = &lock_spec {
                         attempts += 1;
                         let (rel_tx, rel_rx) = oneshot::channel();
-                        tokio::spawn(lock_attempt(
-                            spec.clone(),
-                            attempts,
-                            cfg.timing.lock_retry,
-                            Arc::clone(&lock_failures),
-                            lock_tx.clone(),
-                            rel_rx,
-                        ));
+                        let handle = if let Some(e) = &spec.etcd {
+                            tokio::spawn(etcd_lock_attempt(
+                                e.clone(),
+                                etcd_lock::Params::new(e, &cfg.timing, pnn),
+                                attempts,
+                                cfg.timing.lock_retry,
+                                Arc::clone(&lock_failures),
+                                lock_tx.clone(),
+                                rel_rx,
+                            ))
+                        } else {
+                            tokio::spawn(lock_attempt(
+                                spec.clone(),
+                                attempts,
+                                cfg.timing.lock_retry,
+                                Arc::clone(&lock_failures),
+                                lock_tx.clone(),
+                                rel_rx,
+                            ))
+                        };
                         if let Some(old) = lock_task.replace(LockTask {
                             attempt: attempts,
                             release: Some(rel_tx),
+                            handle,
                         }) {
                             release(old);
                         }
@@ -390,17 +411,20 @@ pub async fn run_with_requests<L: Link>(
         }
     }
     if let Some(t) = lock_task.take() {
-        release(t);
+        // Wait (bounded) for the release: the helper killed, or the etcd
+        // lease revoked, so that nothing outlives clusterd.
+        let handle = release(t);
+        let _ = tokio::time::timeout(RELEASE_WAIT, handle).await;
     }
-    // Give the lock task a moment to kill its helper before we return.
-    tokio::task::yield_now().await;
     Ok(())
 }
 
-fn release(mut t: LockTask) {
+/// Tells the attempt to release the lock (or give up); returns its task.
+fn release(mut t: LockTask) -> tokio::task::JoinHandle<()> {
     if let Some(tx) = t.release.take() {
         let _ = tx.send(());
     }
+    t.handle
 }
 
 async fn sleep_opt(at: Option<Instant>) {
@@ -506,6 +530,100 @@ async fn lock_attempt(
             let _ = events.send((attempt, LockEvent::Lost)).await;
         }
         _ = &mut release => held.release().await,
+    }
+}
+
+/// Logs a failed attempt (the first few in a row, then one in
+/// [`LOCK_LOG_EVERY`]), waits its backoff, and reports
+/// [`LockEvent::NotTaken`] unless the member cancelled it meanwhile.
+async fn not_taken(
+    log: impl FnOnce(u64),
+    attempt: u64,
+    retry: Duration,
+    failures: &AtomicU64,
+    events: &mpsc::Sender<(u64, LockEvent)>,
+    release: &mut oneshot::Receiver<()>,
+) {
+    let n = failures.fetch_add(1, Ordering::Relaxed) + 1;
+    if n <= LOCK_LOG_FIRST || n % LOCK_LOG_EVERY == 0 {
+        log(n);
+    }
+    tokio::select! {
+        () = tokio::time::sleep(lock_backoff(n, retry)) => {}
+        _ = release => return,
+    }
+    let _ = events.send((attempt, LockEvent::NotTaken)).await;
+}
+
+/// One attempt of the native etcd lock ([`etcd_lock`]), on a thread of its
+/// own: a contended attempt waits there for the key to be freed (no
+/// backoff: the lock is taken as soon as the holder's lease ends), so
+/// [`LockEvent::NotTaken`] means an error (etcd unreachable, refused).
+async fn etcd_lock_attempt(
+    spec: etcd_lock::EtcdSpec,
+    params: etcd_lock::Params,
+    attempt: u64,
+    retry: Duration,
+    failures: Arc<AtomicU64>,
+    events: mpsc::Sender<(u64, LockEvent)>,
+    mut release: oneshot::Receiver<()>,
+) {
+    let key = spec.key.clone();
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let done = match etcd_lock::spawn(spec, params, ev_tx, stop_rx) {
+        Ok(d) => d,
+        Err(e) => {
+            let log = |n| {
+                tracing::warn!(%key, failed_in_a_row = n, "cluster lock: cannot start its thread: {e}");
+            };
+            not_taken(log, attempt, retry, &failures, &events, &mut release).await;
+            return;
+        }
+    };
+    let first = tokio::select! {
+        ev = ev_rx.recv() => ev,
+        _ = &mut release => {
+            let _ = stop_tx.send(());
+            let _ = done.await;
+            return;
+        }
+    };
+    match first {
+        Some(etcd_lock::Event::Taken { ttl }) => {
+            let failed = failures.swap(0, Ordering::Relaxed);
+            tracing::info!(%key, lease_ttl_s = ttl, failed_before = failed, "cluster lock taken");
+            let _ = events.send((attempt, LockEvent::Taken)).await;
+        }
+        other => {
+            let why = match other {
+                Some(etcd_lock::Event::NotTaken(w) | etcd_lock::Event::Lost(w)) => w,
+                _ => "the lock thread ended".to_string(),
+            };
+            let log = |n| {
+                tracing::warn!(
+                    %key,
+                    failed_in_a_row = n,
+                    "cluster lock not taken: {why} (a strict majority leads without it)"
+                );
+            };
+            not_taken(log, attempt, retry, &failures, &events, &mut release).await;
+            return;
+        }
+    }
+    tokio::select! {
+        ev = ev_rx.recv() => {
+            let why = match ev {
+                Some(etcd_lock::Event::Lost(w) | etcd_lock::Event::NotTaken(w)) => w,
+                Some(etcd_lock::Event::Taken { .. }) | None => "the lock thread ended".into(),
+            };
+            tracing::warn!(%key, "cluster lock lost: {why}");
+            let _ = events.send((attempt, LockEvent::Lost)).await;
+        }
+        _ = &mut release => {
+            let _ = stop_tx.send(());
+            let _ = done.await;
+        }
     }
 }
 

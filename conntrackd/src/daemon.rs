@@ -845,6 +845,20 @@ impl Shell {
                 self.opts.nodes = Some(nodes);
                 enc(encode_payload(&()))
             }
+            transport::msg::conntrack::RELEASING => {
+                let addresses: Vec<IpAddr> = decode_payload(&m.payload).map_err(bad)?;
+                let src = m.header.src;
+                if src.pnn != self.pnn || src.service != FAILOVERD {
+                    return Err((
+                        ErrorCode::Refused,
+                        format!("only this node's failoverd may release addresses, not {src}"),
+                    ));
+                }
+                let gone: BTreeSet<IpAddr> = addresses.iter().map(|a| a.to_canonical()).collect();
+                let kept: Vec<IpAddr> = self.hosted.difference(&gone).copied().collect();
+                self.set_hosted(&kept).await;
+                enc(encode_payload(&()))
+            }
             GET_COUNTS => {
                 let mut counts: Vec<AddressCount> = self
                     .engine

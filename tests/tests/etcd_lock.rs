@@ -182,6 +182,12 @@ struct Bed {
 
 impl Bed {
     fn new(tag: &str, n: usize) -> Bed {
+        Bed::with_lock(tag, n, false)
+    }
+
+    /// [`Bed::new`], with clusterd's native etcd lock instead of CTDB's
+    /// helper when `native` (`etcd://192.0.2.90:2379/ipf/TAG`).
+    fn with_lock(tag: &str, n: usize, native: bool) -> Bed {
         require_root();
         require_tools();
         let c = TestCluster::new(tag, n).unwrap();
@@ -201,13 +207,17 @@ impl Bed {
             .iter()
             .map(|i| format!("198.51.100.{i}/24 eth1\n"))
             .collect();
+        let lock = if native {
+            format!("etcd://{ETCD_ADDR}:2379/ipf/{tag}")
+        } else {
+            format!("!{HELPER} -c {}", helper_conf.display())
+        };
         for node in &c.nodes {
             let toml = format!(
-                "[cluster]\ncluster_lock = \"!{HELPER} -c {}\"\n\n\
+                "[cluster]\ncluster_lock = \"{lock}\"\n\n\
                  [transport]\nrun_dir = \"{}\"\n\n\
                  [failover]\ngarp_count = 1\n\n\
                  [logging]\nlevel = \"info\"\n",
-                helper_conf.display(),
                 node.run_dir.display()
             );
             std::fs::write(node.config_dir.join("ipfailover.toml"), toml).unwrap();
@@ -609,7 +619,21 @@ fn etcd_helper_lock_survives_an_etcd_outage_and_the_holders_power_off() {
 
 #[test]
 fn etcd_helper_lock_2_2_split_with_etcd_on_one_side() {
-    let bed = Bed::new("et2", 4);
+    split_with_etcd_on_one_side(&Bed::new("et2", 4));
+}
+
+/// The same with clusterd's native etcd lock (`etcd://`; this etcd's
+/// default election timeout makes its lease 2 s): the holder's half, cut
+/// from etcd, gives the lock up before etcd frees it, and no address is
+/// ever on both halves.
+#[test]
+fn native_etcd_lock_2_2_split_with_etcd_on_one_side() {
+    split_with_etcd_on_one_side(&Bed::with_lock("et4", 4, true));
+}
+
+/// 2+2 with etcd reachable only from the half that does not hold the lock:
+/// that half ends up hosting every address, the other none.
+fn split_with_etcd_on_one_side(bed: &Bed) {
     bed.wait_placed("every address hosted once", LIMIT);
     let holder = wait_for("the lock holder", LIMIT, POLL, || {
         (0..4).find(|&i| bed.lock_taken(i) > 0)
@@ -619,7 +643,7 @@ fn etcd_helper_lock_2_2_split_with_etcd_on_one_side() {
     let other: Vec<usize> = (0..4).filter(|i| !lock_side.contains(i)).collect();
     let addr = |i: usize| bed.c.nodes[i].addr.to_string();
     watched(
-        &bed,
+        bed,
         BTreeMap::new(),
         &[0, 1, 2, 3],
         "2+2 split, etcd on one side",

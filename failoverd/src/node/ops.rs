@@ -1339,6 +1339,30 @@ impl Inner {
         (results, waits)
     }
 
+    /// Tells this node's conntrackd that `ips` are being released, before
+    /// their sockets are reset ([`transport::msg::conntrack::RELEASING`]):
+    /// without it, conntrackd saw the resets' closes first and took the
+    /// connections out of every node's table — also when the resets could
+    /// not reach the clients, whose next owner then had nothing to tickle.
+    /// Bounded by `conntrack_timeout`; a conntrackd that does not answer
+    /// costs only that.
+    async fn releasing(&self, ips: &[IpAddr]) {
+        let Some(client) = &self.client else {
+            return;
+        };
+        let r: Result<(), _> = client
+            .request(
+                Address::new(LOCAL, CONNTRACKD),
+                transport::msg::conntrack::RELEASING,
+                &ips.to_vec(),
+                self.config.conntrack_timeout,
+            )
+            .await;
+        if let Err(e) = r {
+            tracing::info!(error = %e, "conntrackd did not take the release before the resets: their closes may take the connections out of the tables");
+        }
+    }
+
     /// Resets the connections of `ips` (configured, blocked): local sockets
     /// through sock_diag destroy; when `thorough`, also conntrackd's other
     /// clients through killtcp.
@@ -1480,6 +1504,10 @@ impl Inner {
             // configured. The addresses are in `releasing`, so a drop_all
             // meanwhile removes them without waiting for this.
             drop(op);
+            // conntrackd stops following them first: the resets below are
+            // ours and may not reach the clients (a public link down), so
+            // their connections must stay for the next owner's tickles.
+            self.releasing(&ips).await;
             self.reset_connections(&targets, true).await;
             // Phase 3: remove. An address taken again in between stays
             // configured, and its release is reported as failed: a release

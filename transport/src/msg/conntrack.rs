@@ -44,6 +44,14 @@ pub const GET_CONNECTIONS_PAGE: u32 = 0x0003_0005;
 /// (clusterd sends it on `reloadnodes`); replication from or about other
 /// nodes is refused from then on. Only this node's clusterd may send it.
 pub const SET_NODES: u32 = 0x0003_0006;
+/// Request `Vec<IpAddr>` → `()`: this node's failoverd is about to release
+/// these addresses and reset their local sockets. conntrackd stops
+/// following them at once (as if `HOSTED` no longer listed them), before
+/// the resets: their closes are failoverd's own, whose resets may not
+/// reach the clients (the public link is down), so their connections stay
+/// in every node's table for the next owner's tickles. Only this node's
+/// failoverd may send it.
+pub const RELEASING: u32 = 0x0003_0007;
 /// Most connections in one [`ConnectionsPage`]: 40 bytes each at worst
 /// (two IPv6 socket addresses), so a page stays far below the 4 MiB payload
 /// limit.
