@@ -53,7 +53,9 @@ use transport::msg::cluster::{
 use transport::proto::control::NodeList;
 use transport::proto::service::{BROADCAST_SERVICE, CLUSTERD, LOCAL};
 use transport::proto::{Address, ErrorCode, Kind, Message};
+use transport::tdaemon::Reloaded;
 
+use crate::entry::Loaded;
 use crate::health::{self, HealthCheck};
 use crate::lock::{LockError, LockSpec};
 use crate::membership::{Config, Timing};
@@ -163,6 +165,9 @@ pub enum DaemonError {
     /// transportd closed the connection.
     #[error("transportd closed the connection")]
     TransportClosed,
+    /// transportd could not be reached at start.
+    #[error(transparent)]
+    Connect(#[from] transport::tdaemon::Error),
 }
 
 /// Everything clusterd needs, read from a configuration directory.
@@ -212,10 +217,22 @@ impl Settings {
     ///
     /// Any invalid setting or nodes-file problem, naming file and line.
     pub fn load(dir: &Path, local: Option<&[IpAddr]>) -> Result<Self, DaemonError> {
+        let (settings, warnings) = Self::load_with_warnings(dir, local)?;
+        transport::tdaemon::log_warnings(&warnings);
+        Ok(settings)
+    }
+
+    /// [`Settings::load`], returning the loader's warnings instead of
+    /// logging them (the daemon binary logs them once logging is set up).
+    ///
+    /// # Errors
+    ///
+    /// As [`Settings::load`].
+    pub fn load_with_warnings(
+        dir: &Path,
+        local: Option<&[IpAddr]>,
+    ) -> Result<(Self, Vec<String>), DaemonError> {
         let loaded = config::load(dir)?;
-        for w in &loaded.warnings {
-            tracing::warn!("{w}");
-        }
         let file = dir.join(config::FILE_NAME);
         let c = &loaded.config.cluster;
         let timing = timing(
@@ -273,7 +290,7 @@ impl Settings {
             (None, Some(local)) => nodes.own_pnn(None, local)?,
             (None, None) => nodes.own_pnn(None, &local_addresses()?)?,
         };
-        Ok(Self {
+        let settings = Self {
             member: Config {
                 timing,
                 lock: lock.is_some(),
@@ -301,7 +318,8 @@ impl Settings {
                 .join(crate::state::FILE_NAME),
             ),
             log_level: loaded.config.logging.level.clone(),
-        })
+        };
+        Ok((settings, loaded.warnings))
     }
 }
 
@@ -742,6 +760,140 @@ fn claimed_sender(m: &ClusterMsg) -> Pnn {
     }
 }
 
+/// What the reload task of [`run_with_reloads`] works with.
+struct Reloading {
+    client: Client,
+    /// The shell's inputs (health results).
+    inputs: mpsc::Sender<Input>,
+    /// The shell's requests (node list checks).
+    requests: mpsc::Sender<Input>,
+    /// Becomes true when clusterd stops.
+    stop: tokio::sync::watch::Receiver<bool>,
+    /// The nodes file's list last taken (at start or by a reload).
+    nodes_in_force: Vec<Option<IpAddr>>,
+    /// The settings clusterd started with (what a restart would change).
+    start: Settings,
+}
+
+/// A running health monitor.
+struct Health {
+    check: HealthCheck,
+    task: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Health {
+    /// Starts `check`; it stops with clusterd or [`Health::stop`].
+    fn start(check: HealthCheck, r: &Reloading) -> Health {
+        let (stop, mut own) = tokio::sync::watch::channel(false);
+        let mut all = r.stop.clone();
+        let stopped = async move {
+            tokio::select! {
+                _ = all.wait_for(|s| *s) => {}
+                _ = own.wait_for(|s| *s) => {}
+            }
+        };
+        Health {
+            task: tokio::spawn(health::monitor(check.clone(), r.inputs.clone(), stopped)),
+            check,
+            stop,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Runs the health monitor (`health`, if any) and applies reloaded
+/// configurations until clusterd stops.
+async fn serve_reloads(
+    mut r: Reloading,
+    health: Option<HealthCheck>,
+    mut reloads: mpsc::UnboundedReceiver<Reloaded<Loaded>>,
+) {
+    let mut health = health.map(|c| Health::start(c, &r));
+    let mut stop = r.stop.clone();
+    let mut open = true;
+    loop {
+        let reloaded = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            m = reloads.recv(), if open => match m {
+                Some(m) => m,
+                None => {
+                    open = false;
+                    continue;
+                }
+            },
+        };
+        apply_reload(&mut r, &mut health, reloaded).await;
+    }
+    if let Some(h) = health {
+        h.stop().await;
+    }
+}
+
+/// Applies what can change at run time of a reloaded configuration.
+async fn apply_reload(r: &mut Reloading, health: &mut Option<Health>, reloaded: Reloaded<Loaded>) {
+    use transport::tdaemon::{changed, needs_restart};
+    let name = crate::entry::NAME;
+    let new = &reloaded.new.settings;
+    let addrs = new.nodes.addrs();
+    if addrs != r.nodes_in_force {
+        let expected = NodeList {
+            addrs: addrs.clone(),
+        };
+        match take_nodes(&r.client, &expected, &new.nodes.file, &r.requests).await {
+            Ok(()) => {
+                changed(name, "nodes", &r.nodes_in_force, &addrs);
+                r.nodes_in_force = addrs;
+            }
+            Err((_, why)) => tracing::error!(
+                daemon = name,
+                "reload: {} not taken, the node list in force stays: {why}",
+                new.nodes.file.display()
+            ),
+        }
+    }
+    let running = health.as_ref().map(|h| h.check.clone());
+    if running != new.health {
+        changed(name, "[cluster] health_command", &running, &new.health);
+        if let Some(h) = health.take() {
+            h.stop().await;
+        }
+        match new.health.clone() {
+            Some(check) => *health = Some(Health::start(check, r)),
+            // No check any more: the node is healthy again.
+            None => {
+                let _ = r.inputs.send(Input::Health(true)).await;
+            }
+        }
+    }
+    let old = &r.start;
+    if old.member.timing != new.member.timing {
+        needs_restart(
+            name,
+            "[cluster] heartbeat_interval_ms / dead_after_ms / profile",
+        );
+    }
+    if old.member.can_lead != new.member.can_lead {
+        needs_restart(name, "[cluster] leader_capability");
+    }
+    if old.lock != new.lock {
+        needs_restart(name, "[cluster] cluster_lock");
+    }
+    if old.pnn != new.pnn {
+        needs_restart(name, "[cluster] pnn");
+    }
+    if old.socket != new.socket {
+        needs_restart(name, "[transport] run_dir");
+    }
+    if old.state_file != new.state_file {
+        needs_restart(name, "[cluster] state_dir");
+    }
+}
+
 /// How long transportd and conntrackd may take to take a reloaded list.
 const RELOAD_STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -752,69 +904,10 @@ const RELOAD_STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// transportd refusing stops the reload before the membership changes;
 /// conntrackd absent is only logged (it reads the file when it starts).
 async fn reload_nodes(client: Client, msg: Message, path: PathBuf, inputs: mpsc::Sender<Input>) {
-    let pnn = client.pnn();
-    let result: Result<(), (ErrorCode, String)> = async {
-        let expected: NodeList = msg
-            .decode_payload()
-            .map_err(|e| (ErrorCode::BadRequest, format!("reload nodes: {e}")))?;
-        let file = NodesFile::load(&path).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
-        if file.addrs() != expected.addrs {
-            return Err((
-                ErrorCode::Refused,
-                format!("Nodes file on node {pnn} changed while reloading: run reloadnodes again"),
-            ));
-        }
-        let ask = |input: Input| {
-            let inputs = inputs.clone();
-            async move {
-                inputs
-                    .send(input)
-                    .await
-                    .map_err(|_| (ErrorCode::ShuttingDown, "clusterd is stopping".to_string()))
-            }
-        };
-        let stopping = |_| (ErrorCode::ShuttingDown, "clusterd is stopping".to_string());
-        let (tx, rx) = oneshot::channel();
-        ask(Input::CheckNodes {
-            nodes: file.clone(),
-            reply: tx,
-        })
-        .await?;
-        rx.await
-            .map_err(stopping)?
-            .map_err(|why| (ErrorCode::Refused, why))?;
-        client
-            .request::<_, ()>(
-                Address::new(LOCAL, transport::proto::service::TRANSPORT),
-                transport::proto::control::SET_NODES,
-                &expected,
-                RELOAD_STEP_TIMEOUT,
-            )
-            .await
-            .map_err(|e| (ErrorCode::Refused, format!("transportd: {e}")))?;
-        let live: Vec<Pnn> = file.iter().map(|(p, _)| p).collect();
-        if let Err(e) = client
-            .request::<_, ()>(
-                Address::new(LOCAL, transport::proto::service::CONNTRACKD),
-                transport::msg::conntrack::SET_NODES,
-                &live,
-                RELOAD_STEP_TIMEOUT,
-            )
-            .await
-        {
-            tracing::warn!(error = %e, "conntrackd did not take the reloaded node list");
-        }
-        let (tx, rx) = oneshot::channel();
-        ask(Input::ApplyNodes {
-            nodes: file,
-            reply: tx,
-        })
-        .await?;
-        rx.await
-            .map_err(stopping)?
-            .map_err(|why| (ErrorCode::Internal, why))
-    }
-    .await;
+    let result = match msg.decode_payload::<NodeList>() {
+        Ok(expected) => take_nodes(&client, &expected, &path, &inputs).await,
+        Err(e) => Err((ErrorCode::BadRequest, format!("reload nodes: {e}"))),
+    };
     let res = match result {
         Ok(()) => client.reply(&msg, &()).await,
         Err((code, why)) => {
@@ -825,6 +918,74 @@ async fn reload_nodes(client: Client, msg: Message, path: PathBuf, inputs: mpsc:
     if let Err(e) = res {
         tracing::debug!(error = %e, "cannot answer a reload request");
     }
+}
+
+/// The steps of [`reload_nodes`] after the request is decoded (shared
+/// with a reload of the configuration): the file at `path` must still
+/// list `expected`.
+async fn take_nodes(
+    client: &Client,
+    expected: &NodeList,
+    path: &Path,
+    inputs: &mpsc::Sender<Input>,
+) -> Result<(), (ErrorCode, String)> {
+    let pnn = client.pnn();
+    let file = NodesFile::load(path).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+    if file.addrs() != expected.addrs {
+        return Err((
+            ErrorCode::Refused,
+            format!("Nodes file on node {pnn} changed while reloading: run reloadnodes again"),
+        ));
+    }
+    let ask = |input: Input| {
+        let inputs = inputs.clone();
+        async move {
+            inputs
+                .send(input)
+                .await
+                .map_err(|_| (ErrorCode::ShuttingDown, "clusterd is stopping".to_string()))
+        }
+    };
+    let stopping = |_| (ErrorCode::ShuttingDown, "clusterd is stopping".to_string());
+    let (tx, rx) = oneshot::channel();
+    ask(Input::CheckNodes {
+        nodes: file.clone(),
+        reply: tx,
+    })
+    .await?;
+    rx.await
+        .map_err(stopping)?
+        .map_err(|why| (ErrorCode::Refused, why))?;
+    client
+        .request::<_, ()>(
+            Address::new(LOCAL, transport::proto::service::TRANSPORT),
+            transport::proto::control::SET_NODES,
+            expected,
+            RELOAD_STEP_TIMEOUT,
+        )
+        .await
+        .map_err(|e| (ErrorCode::Refused, format!("transportd: {e}")))?;
+    let live: Vec<Pnn> = file.iter().map(|(p, _)| p).collect();
+    if let Err(e) = client
+        .request::<_, ()>(
+            Address::new(LOCAL, transport::proto::service::CONNTRACKD),
+            transport::msg::conntrack::SET_NODES,
+            &live,
+            RELOAD_STEP_TIMEOUT,
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "conntrackd did not take the reloaded node list");
+    }
+    let (tx, rx) = oneshot::channel();
+    ask(Input::ApplyNodes {
+        nodes: file,
+        reply: tx,
+    })
+    .await?;
+    rx.await
+        .map_err(stopping)?
+        .map_err(|why| (ErrorCode::Internal, why))
 }
 
 async fn admin(client: Client, msg: Message, cmd: AdminCommand, inputs: mpsc::Sender<Input>) {
@@ -875,6 +1036,24 @@ pub async fn run(
     incoming: Incoming,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    let (_, no_reloads) = mpsc::unbounded_channel();
+    run_with_reloads(settings, client, incoming, shutdown, no_reloads).await
+}
+
+/// [`run`], applying each reloaded configuration of `reloads` (see
+/// [`crate::entry`]): the nodes file through the `reloadnodes` path, the
+/// health command settings; the others are logged as needing a restart.
+///
+/// # Errors
+///
+/// As [`run`].
+pub async fn run_with_reloads(
+    settings: Settings,
+    client: Client,
+    incoming: Incoming,
+    shutdown: impl Future<Output = ()>,
+    reloads: mpsc::UnboundedReceiver<Reloaded<Loaded>>,
+) -> Result<(), DaemonError> {
     if client.pnn() != settings.pnn {
         return Err(DaemonError::PnnMismatch {
             file: settings.nodes.file.clone(),
@@ -911,14 +1090,20 @@ pub async fn run(
     }
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
     let sender_task = tokio::spawn(sender(client.clone(), out_rx));
     let (closed_tx, closed_rx) = oneshot::channel::<()>();
+    let reload_task = tokio::spawn(serve_reloads(
+        Reloading {
+            client: client.clone(),
+            inputs: in_tx.clone(),
+            requests: req_tx.clone(),
+            stop: stop_rx.clone(),
+            nodes_in_force: settings.nodes.addrs(),
+            start: settings.clone(),
+        },
+        settings.health.clone(),
+        reloads,
+    ));
     let recv_client = client.clone();
     let nodes_path = settings.nodes.file.clone();
     let fixed = ClusterSettings {
@@ -938,10 +1123,6 @@ pub async fn run(
         .await;
         let _ = closed_tx.send(());
     });
-    let health_task = settings
-        .health
-        .clone()
-        .map(|check| tokio::spawn(health::monitor(check, in_tx.clone(), stopped())));
     drop(in_tx);
     let link = TransportLink {
         client: client.clone(),
@@ -998,8 +1179,15 @@ pub async fn run(
     let _ = stop_tx.send(true);
     client.clear_frame_tap();
     receiver_task.abort();
-    if let Some(t) = health_task {
-        let _ = t.await;
+    // Stops the health monitor too (which also stops by itself on
+    // `stop_tx`); a reload caught in a transportd request is not waited
+    // for beyond a second.
+    let abort = reload_task.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(1), reload_task)
+        .await
+        .is_err()
+    {
+        abort.abort();
     }
     // The link was dropped with the shell: the sender drains and ends.
     let _ = tokio::time::timeout(Duration::from_secs(1), sender_task).await;

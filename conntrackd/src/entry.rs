@@ -1,20 +1,25 @@
-//! conntrackd's entry point, shared by the `conntrackd` binary and masterd's
-//! single-process model: load the options from a configuration directory
-//! ([`load`]: `ipfailover.toml` and a new incarnation), then connect to the
-//! node's transportd and run until shutdown ([`run`]). The binary adds only
-//! argument parsing, logging and a runtime; masterd only its supervision.
+//! conntrackd's entry point on the daemon skeleton ([`transport::tdaemon`]),
+//! shared by the `conntrackd` binary and masterd's single-process model:
+//! load the options from a configuration directory ([`load`]:
+//! `ipfailover.toml` and a new incarnation), then connect to the node's
+//! transportd and run until shutdown, serving reloads ([`run`]). The binary
+//! is [`transport::tdaemon::main`] over these; masterd adds only its
+//! supervision.
+//!
+//! A reload (SIGHUP, or masterd's in the single-process model) checks the
+//! files again ([`read`]) and applies the log level; a changed `[conntrack]`
+//! setting is logged as "needs a restart". (The node list comes from
+//! clusterd, which hands a reloaded one to conntrackd.)
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use transport::client::{Client, ClientError, Incoming};
-use transport::controls::LogLevelHook;
+use transport::tdaemon::{self, DaemonConfig, Env};
 
 use crate::daemon::{self, DaemonError, Options};
 
-/// How long conntrackd waits for transportd's socket at start.
-pub const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
+/// The service name conntrackd registers.
+pub const NAME: &str = "conntrackd";
 
 /// Why conntrackd cannot start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -27,14 +32,8 @@ pub enum EntryError {
     #[error(transparent)]
     Nodes(#[from] config::nodes::NodesError),
     /// transportd's socket did not accept a connection in time.
-    #[error("conntrackd: cannot connect to transportd at {}: {source}", socket.display())]
-    Connect {
-        /// The socket.
-        socket: PathBuf,
-        /// The last error.
-        #[source]
-        source: ClientError,
-    },
+    #[error(transparent)]
+    Connect(#[from] tdaemon::Error),
     /// The daemon stopped with an error.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
@@ -51,6 +50,18 @@ pub struct Loaded {
     pub log_level: String,
     /// Warnings of the configuration loader (deprecated keys...).
     pub warnings: Vec<String>,
+    /// The configuration directory.
+    pub dir: PathBuf,
+}
+
+impl DaemonConfig for Loaded {
+    fn log_level(&self) -> &str {
+        &self.log_level
+    }
+
+    fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
 }
 
 /// conntrackd's options from the configuration directory `dir`; takes the
@@ -62,6 +73,21 @@ pub struct Loaded {
 /// or [`DaemonError::Incarnation`] when the incarnation file cannot be
 /// written. The files are checked before the incarnation is taken.
 pub fn load(dir: &Path) -> Result<Loaded, EntryError> {
+    let mut read = read(dir)?;
+    let run_dir = read
+        .socket
+        .parent()
+        .map_or_else(|| dir.to_path_buf(), Path::to_path_buf);
+    read.options.incarnation = daemon::next_incarnation(&run_dir.join("conntrackd.incarnation"))?;
+    Ok(read)
+}
+
+/// [`load`] without taking an incarnation (0): what a reload checks.
+///
+/// # Errors
+///
+/// [`EntryError::Config`] or [`EntryError::Nodes`] naming file and line.
+pub fn read(dir: &Path) -> Result<Loaded, EntryError> {
     let loaded = config::load(dir)?;
     let mut warnings = loaded.warnings.clone();
     // Replication from or about nodes outside the nodes file is refused.
@@ -78,55 +104,62 @@ pub fn load(dir: &Path) -> Result<Loaded, EntryError> {
         Err(e) => return Err(e.into()),
     };
     let run_dir = loaded.resolve(&loaded.config.transport.run_dir);
-    let incarnation = daemon::next_incarnation(&run_dir.join("conntrackd.incarnation"))?;
-    let mut options = Options::from_config(&loaded.config, incarnation);
+    let mut options = Options::from_config(&loaded.config, 0);
     options.nodes = nodes;
     Ok(Loaded {
         options,
         socket: run_dir.join("transport.sock"),
         log_level: loaded.config.logging.level.clone(),
         warnings,
+        dir: dir.to_path_buf(),
     })
 }
 
-/// Connects to transportd at `socket` as `conntrackd`, retrying for up to
-/// `patience` while it starts.
-///
-/// # Errors
-///
-/// [`EntryError::Connect`] with the last error once `patience` has passed.
-pub async fn connect(socket: &Path, patience: Duration) -> Result<(Client, Incoming), EntryError> {
-    Client::connect_unix_patiently(socket, "conntrackd", patience)
-        .await
-        .map_err(|source| EntryError::Connect {
-            socket: socket.to_path_buf(),
-            source,
-        })
-}
-
-/// Connects to transportd (retrying for [`CONNECT_PATIENCE`]), answers
-/// `LOG_LEVEL` with `log_hook`, and runs conntrackd until `shutdown`
-/// completes, a `SHUTDOWN` control arrives or transportd closes.
+/// Connects to transportd (the skeleton's patience), answers `LOG_LEVEL`
+/// with `env`'s hook, serves `env`'s reloads, and runs conntrackd until
+/// `shutdown` completes, a `SHUTDOWN` control arrives or transportd closes.
 ///
 /// # Errors
 ///
 /// [`EntryError::Connect`], or the daemon's error.
 pub async fn run(
     loaded: Loaded,
-    log_hook: Option<LogLevelHook>,
+    env: Env,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EntryError> {
-    let (client, incoming) = connect(&loaded.socket, CONNECT_PATIENCE).await?;
-    // The registration ends with this future (returned, failed, panicked
-    // or dropped), not when the last task it spawned drops its handle: in
-    // masterd's single-process model the daemon is restarted in the same
-    // process at once, and transportd refuses a name still registered.
-    let _registration = client.close_on_drop();
-    if let Some(hook) = log_hook {
-        client.set_log_level_hook(move |level| hook(level));
-    }
-    daemon::run(loaded.options, client, incoming, shutdown).await?;
+    let conn = tdaemon::connect(NAME, &loaded.socket, env.log_hook.clone()).await?;
+    let _registration = conn.registration;
+    let mut reloads = tdaemon::reloader(
+        NAME,
+        loaded.dir.clone(),
+        loaded.clone(),
+        read,
+        env.log_hook,
+        env.reloads,
+    );
+    let start = comparable(&loaded.options);
+    let reload_task = tokio::spawn(async move {
+        while let Some(r) = reloads.recv().await {
+            if comparable(&r.new.options) != start {
+                tdaemon::needs_restart(NAME, "[conntrack]");
+            }
+        }
+    });
+    let res = daemon::run(loaded.options, conn.client, conn.incoming, shutdown).await;
+    reload_task.abort();
+    res?;
     Ok(())
+}
+
+/// The options a reload compares: those of the file (not this run's
+/// incarnation, the addresses handed at start, nor the node list, which
+/// clusterd hands over).
+fn comparable(o: &Options) -> String {
+    let mut o = o.clone();
+    o.incarnation = 0;
+    o.initial_hosted.clear();
+    o.nodes = None;
+    format!("{o:?}")
 }
 
 /// [`load`] then [`run`]: the whole daemon from its configuration
@@ -137,14 +170,12 @@ pub async fn run(
 /// As [`load`] and [`run`].
 pub async fn run_in_process(
     dir: &Path,
-    log_hook: Option<LogLevelHook>,
+    env: Env,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EntryError> {
     let loaded = load(dir)?;
-    for w in &loaded.warnings {
-        tracing::warn!("{w}");
-    }
-    run(loaded, log_hook, shutdown).await
+    tdaemon::log_warnings(&loaded.warnings);
+    run(loaded, env, shutdown).await
 }
 
 #[cfg(test)]

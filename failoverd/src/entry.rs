@@ -1,22 +1,29 @@
-//! failoverd's entry point, shared by the `failoverd` binary and masterd's
-//! single-process model: load the settings from a configuration directory
-//! ([`load`]: `ipfailover.toml` and `public_addresses`), then connect to the
-//! node's transportd and run until shutdown, dropping every public address
-//! on the way out ([`run`]). The binary adds only argument parsing, logging
-//! and a runtime; masterd only its supervision.
+//! failoverd's entry point on the daemon skeleton ([`transport::tdaemon`]),
+//! shared by the `failoverd` binary and masterd's single-process model:
+//! load the settings from a configuration directory ([`load`]:
+//! `ipfailover.toml` and `public_addresses`), then connect to the node's
+//! transportd and run until shutdown, serving reloads and dropping every
+//! public address on the way out ([`run`]). The binary is
+//! [`transport::tdaemon::main`] over these; masterd adds only its
+//! supervision.
+//!
+//! On a reload (SIGHUP, or masterd's reload in the single-process model)
+//! the files are read and checked again as at start; a valid new
+//! configuration applies the log level, `public_addresses` (the same path
+//! as `ipfailover reloadips` on this node), the `[tunables]` and
+//! `[failover] history_size`; the others are logged as "needs a restart:
+//! KEY".
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use transport::client::{Client, ClientError, Incoming};
-use transport::controls::LogLevelHook;
+use transport::tdaemon::{self, DaemonConfig, Env};
 
 use crate::daemon::{self, DaemonError, Settings};
 use crate::public_addresses::{self, PublicAddressesError};
 
-/// How long failoverd waits for transportd's socket at start.
-pub const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
+/// The service name failoverd registers.
+pub const NAME: &str = "failoverd";
 
 /// Why failoverd cannot start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -28,14 +35,8 @@ pub enum EntryError {
     #[error(transparent)]
     PublicAddresses(#[from] PublicAddressesError),
     /// transportd's socket did not accept a connection in time.
-    #[error("cannot connect to transportd at {}: {source}", socket.display())]
-    Connect {
-        /// The socket.
-        socket: PathBuf,
-        /// The last error.
-        #[source]
-        source: ClientError,
-    },
+    #[error(transparent)]
+    Connect(#[from] tdaemon::Error),
     /// The daemon stopped with an error.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
@@ -112,12 +113,26 @@ impl Drop for LeasePath {
 pub struct Loaded {
     /// The daemon's settings.
     pub settings: Settings,
+    /// The configuration directory.
+    pub dir: PathBuf,
+    /// `ipfailover.toml` as loaded (for what a reload changed).
+    pub config: config::Config,
     /// transportd's socket.
     pub socket: PathBuf,
     /// The `[logging] level` filter.
     pub log_level: String,
     /// Warnings of the configuration loader (deprecated keys...).
     pub warnings: Vec<String>,
+}
+
+impl DaemonConfig for Loaded {
+    fn log_level(&self) -> &str {
+        &self.log_level
+    }
+
+    fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
 }
 
 /// failoverd's settings from the configuration directory `dir`
@@ -140,38 +155,25 @@ pub fn load(dir: &Path) -> Result<Loaded, EntryError> {
         .join("transport.sock");
     Ok(Loaded {
         settings: Settings::from_config(&loaded, path, publics),
+        dir: dir.to_path_buf(),
+        config: loaded.config.clone(),
         socket,
         log_level: loaded.config.logging.level.clone(),
         warnings: loaded.warnings.clone(),
     })
 }
 
-/// Connects to transportd at `socket` as `failoverd`, retrying while its
-/// socket is not there yet.
-///
-/// # Errors
-///
-/// [`EntryError::Connect`] with the last error once `patience` has passed.
-pub async fn connect(socket: &Path, patience: Duration) -> Result<(Client, Incoming), EntryError> {
-    Client::connect_unix_patiently(socket, "failoverd", patience)
-        .await
-        .map_err(|source| EntryError::Connect {
-            socket: socket.to_path_buf(),
-            source,
-        })
-}
-
-/// Connects to transportd (retrying for [`CONNECT_PATIENCE`]), answers
-/// `LOG_LEVEL` with `log_hook`, and runs failoverd until `shutdown`
-/// completes, a `SHUTDOWN` control arrives or transportd closes; every
-/// public address is dropped before it returns.
+/// Connects to transportd (the skeleton's patience), answers `LOG_LEVEL`
+/// with `env`'s hook, serves `env`'s reloads, and runs failoverd until
+/// `shutdown` completes, a `SHUTDOWN` control arrives or transportd closes;
+/// every public address is dropped before it returns.
 ///
 /// # Errors
 ///
 /// [`EntryError::Connect`], or the daemon's error.
 pub async fn run(
     loaded: Loaded,
-    log_hook: Option<LogLevelHook>,
+    env: Env,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EntryError> {
     let lease_path = LeasePath::new()?;
@@ -181,28 +183,33 @@ pub async fn run(
     // Connected from the lease path's runtime: the client's reader and
     // writer tasks run there.
     let socket = loaded.socket.clone();
-    let (client, incoming) = lease_rt
-        .spawn(async move { connect(&socket, CONNECT_PATIENCE).await })
+    let hook = env.log_hook.clone();
+    let conn = lease_rt
+        .spawn(async move { tdaemon::connect(NAME, &socket, hook).await })
         .await
         .map_err(|e| EntryError::LeasePath(e.to_string()))??;
     // The registration ends with this future (returned, failed, panicked
-    // or dropped), not when the last task it spawned drops its handle: in
-    // masterd's single-process model the daemon is restarted in the same
-    // process at once, and transportd refuses a name still registered.
-    let _registration = client.close_on_drop();
-    if let Some(hook) = log_hook {
-        client.set_log_level_hook(move |level| hook(level));
-    }
+    // or dropped).
+    let _registration = conn.registration;
+    let reloads = tdaemon::reloader(
+        NAME,
+        loaded.dir.clone(),
+        loaded.clone(),
+        load,
+        env.log_hook,
+        env.reloads,
+    );
     let keeper_rt = lease_path
         .keeper()
         .ok_or_else(|| EntryError::LeasePath("no keeper runtime".into()))?;
-    daemon::run(
+    daemon::run_with_reloads(
         loaded.settings,
-        client,
-        incoming,
+        conn.client,
+        conn.incoming,
         shutdown,
         &lease_rt,
         &keeper_rt,
+        reloads,
     )
     .await?;
     drop(lease_path);
@@ -217,12 +224,10 @@ pub async fn run(
 /// As [`load`] and [`run`].
 pub async fn run_in_process(
     dir: &Path,
-    log_hook: Option<LogLevelHook>,
+    env: Env,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EntryError> {
     let loaded = load(dir)?;
-    for w in &loaded.warnings {
-        tracing::warn!("{w}");
-    }
-    run(loaded, log_hook, shutdown).await
+    tdaemon::log_warnings(&loaded.warnings);
+    run(loaded, env, shutdown).await
 }

@@ -6,7 +6,9 @@
 //! ([`daemons`]); masterd registers as the `masterd` service on the node's
 //! transport, answers [`transport::msg::master::GET_STATUS`], and tells
 //! systemd `READY=1` ([`notify`]) once every daemon has answered a PING
-//! ([`service`]). SIGTERM, SIGINT or a SHUTDOWN control stop the daemons in
+//! ([`service`]). SIGHUP reloads the configuration ([`reload`]): checked
+//! whole, then applied by masterd and every daemon. SIGTERM, SIGINT or a
+//! SHUTDOWN control stop the daemons in
 //! reverse start order (failoverd first, so that it releases its addresses
 //! while the transport still runs) and masterd exits 0. masterd also serves
 //! the node's Prometheus metrics ([`metrics`], `[metrics] listen`).
@@ -16,6 +18,7 @@ pub mod daemons;
 pub mod metrics;
 pub mod multi;
 pub mod notify;
+pub mod reload;
 pub mod service;
 pub mod setup;
 pub mod single;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use transport::controls::LogLevelHook;
 use transport::msg::master::{DaemonState, DaemonStatus, Model};
+use transport::tdaemon::Reloads;
 
 use crate::backoff::Backoff;
 use crate::service::{self, Shared};
@@ -98,11 +99,20 @@ pub async fn run(
     opts: Options,
     bin_dir: &Path,
     log_hook: Option<LogLevelHook>,
+    reloads: Reloads,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), MasterError> {
     let realtime = cfg.loaded.config.cluster.realtime_priority;
     let specs = specs(&opts, bin_dir, cfg.dir(), realtime)?;
     let handle = supervisor::start(specs, Backoff::default(), opts.stop_grace);
+    let children = handle.view();
+    let reload_task = tokio::spawn(crate::reload::serve(
+        cfg.dir().to_path_buf(),
+        cfg.loaded.config.logging.level.clone(),
+        log_hook.clone(),
+        reloads,
+        move || hang_up(&children),
+    ));
     let view = handle.view();
     let shared = Shared::new(
         Model::MultiProcess,
@@ -118,5 +128,24 @@ pub async fn run(
         handle.shutdown(),
     )
     .await;
+    reload_task.abort();
     Ok(())
+}
+
+/// Sends SIGHUP to every running child (each daemon handles it: the
+/// skeleton's [`transport::tdaemon::hangup_reloads`], transportd's own).
+fn hang_up(children: &supervisor::StatusView) {
+    for c in children.get() {
+        if let ChildState::Running { pid } = c.state {
+            let Ok(raw) = i32::try_from(pid) else {
+                continue;
+            };
+            if let Err(e) = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(raw),
+                nix::sys::signal::Signal::SIGHUP,
+            ) {
+                tracing::warn!(daemon = %c.name, pid, error = %e, "cannot send SIGHUP");
+            }
+        }
+    }
 }

@@ -6,8 +6,9 @@
 //! started.
 //!
 //! The checks are the daemons' own, not copies: the files are read by
-//! config's readers, and [`load`] runs transportd's directory checks
-//! ([`transport::node_config::load`]: nodes, pnn, key), failoverd's
+//! config's readers, and [`load`] runs transportd's
+//! ([`transport::transportd::entry::load`]: ipfailover.toml, nodes, pnn,
+//! key, group), failoverd's
 //! ([`failoverd::entry::load`]: public_addresses) and clusterd's
 //! ([`clusterd::entry::load`]: this host's PNN, cluster lock, health command,
 //! timing), in that order.
@@ -17,6 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use transport::nodes::Nodes;
+use transport::transportd::entry::EntryError;
 use transport::transportd::key::ClusterKey;
 
 use crate::MasterError;
@@ -74,9 +76,14 @@ impl NodeConfig {
 /// [`MasterError::Clusterd`] or [`MasterError::Failoverd`], each naming the
 /// file and line.
 pub fn load(dir: &Path) -> Result<NodeConfig, MasterError> {
-    let loaded = config::load(dir)?;
-    let transport::node_config::NodeTransport { nodes, key, policy } =
-        transport::node_config::load(&loaded)?;
+    let transport::transportd::entry::Loaded {
+        loaded,
+        transport: transport::node_config::NodeTransport { nodes, key, policy },
+    } = transport::transportd::entry::load(dir).map_err(|e| match e {
+        EntryError::Config(e) => MasterError::Config(e),
+        EntryError::NodeConfig(e) => MasterError::NodeConfig(e),
+        EntryError::Bind(e) => MasterError::Transport(e),
+    })?;
     // Every file is read before clusterd's checks of this host (which
     // node it is) and of the settings' meaning.
     let failover = failoverd::entry::load(dir).map_err(|e| MasterError::Failoverd(Box::new(e)))?;

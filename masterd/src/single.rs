@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use transport::controls::LogLevelHook;
 use transport::msg::master::{DaemonState, DaemonStatus, Model};
+use transport::tdaemon::{Env, ReloadTrigger, Reloads};
 use transport::transportd;
 
 use crate::backoff::Backoff;
@@ -39,6 +40,9 @@ pub struct InProcessCtx {
     pub log_hook: Option<LogLevelHook>,
     /// Becomes true when the daemon must stop.
     pub shutdown: watch::Receiver<bool>,
+    /// masterd's reload requests (its SIGHUP, once the configuration
+    /// checked valid).
+    pub reloads: Reloads,
 }
 
 impl InProcessCtx {
@@ -47,6 +51,14 @@ impl InProcessCtx {
         let mut rx = self.shutdown.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    /// The skeleton's environment: the log hook and the reload requests.
+    pub fn env(&self) -> Env {
+        Env {
+            log_hook: self.log_hook.clone(),
+            reloads: self.reloads.clone(),
         }
     }
 }
@@ -69,7 +81,7 @@ pub fn entry(name: &str) -> Option<Entry> {
 fn run_clusterd(ctx: InProcessCtx) -> BoxFuture<'static, Result<(), String>> {
     async move {
         let shutdown = ctx.shutdown_signal();
-        clusterd::entry::run_in_process(ctx.config.dir(), ctx.log_hook, shutdown)
+        clusterd::entry::run_in_process(ctx.config.dir(), ctx.env(), shutdown)
             .await
             .map_err(|e| e.to_string())
     }
@@ -79,7 +91,7 @@ fn run_clusterd(ctx: InProcessCtx) -> BoxFuture<'static, Result<(), String>> {
 fn run_conntrackd(ctx: InProcessCtx) -> BoxFuture<'static, Result<(), String>> {
     async move {
         let shutdown = ctx.shutdown_signal();
-        conntrackd::entry::run_in_process(ctx.config.dir(), ctx.log_hook, shutdown)
+        conntrackd::entry::run_in_process(ctx.config.dir(), ctx.env(), shutdown)
             .await
             .map_err(|e| e.to_string())
     }
@@ -89,43 +101,19 @@ fn run_conntrackd(ctx: InProcessCtx) -> BoxFuture<'static, Result<(), String>> {
 fn run_failoverd(ctx: InProcessCtx) -> BoxFuture<'static, Result<(), String>> {
     async move {
         let shutdown = ctx.shutdown_signal();
-        failoverd::entry::run_in_process(ctx.config.dir(), ctx.log_hook, shutdown)
+        failoverd::entry::run_in_process(ctx.config.dir(), ctx.env(), shutdown)
             .await
             .map_err(|e| e.to_string())
     }
     .boxed()
 }
 
-/// transportd's configuration from the node's configuration directory (as
-/// `transportd --config-dir` builds it; [`crate::setup::load`] has checked
-/// the group).
-#[must_use]
-pub fn transportd_config(cfg: &NodeConfig, log_hook: Option<LogLevelHook>) -> transportd::Config {
-    let t = &cfg.loaded.config.transport;
-    transportd::Config {
-        run_dir: cfg.run_dir(),
-        nodes: cfg.nodes.clone(),
-        pnn: cfg.loaded.config.cluster.pnn,
-        port: t.port,
-        key: cfg.key.clone(),
-        policy: cfg.policy.clone(),
-        log_level: log_hook,
-    }
-}
-
 fn run_transportd(ctx: InProcessCtx) -> BoxFuture<'static, Result<(), String>> {
     async move {
-        let mut config = transportd_config(&ctx.config, ctx.log_hook.clone());
-        // A (re)start takes the nodes file as it is now, as `transportd
-        // --config-dir` does: `reloadnodes` may have changed it since
-        // masterd read it.
-        let path = ctx.config.dir().join(crate::setup::NODES_FILE);
-        config.nodes = transport::nodes::Nodes::load(&path).map_err(|e| e.to_string())?;
-        let daemon = transportd::Daemon::bind(config)
+        let shutdown = ctx.shutdown_signal();
+        transportd::entry::run_in_process(ctx.config.dir(), ctx.env(), shutdown)
             .await
-            .map_err(|e| e.to_string())?;
-        daemon.run(ctx.shutdown_signal()).await;
-        Ok(())
+            .map_err(|e| e.to_string())
     }
     .boxed()
 }
@@ -148,8 +136,20 @@ pub async fn run(
     cfg: NodeConfig,
     opts: Options,
     log_hook: Option<LogLevelHook>,
+    reloads: Reloads,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), MasterError> {
+    let (trigger, _) = ReloadTrigger::new();
+    let reload_task = {
+        let trigger = trigger.clone();
+        tokio::spawn(crate::reload::serve(
+            cfg.dir().to_path_buf(),
+            cfg.loaded.config.logging.level.clone(),
+            log_hook.clone(),
+            reloads,
+            move || trigger.reload(),
+        ))
+    };
     let mut entries = Vec::new();
     for d in &opts.daemons {
         let e = entry(d.name).ok_or_else(|| MasterError::NotInProcess {
@@ -182,7 +182,10 @@ pub async fn run(
             entry,
             index,
             cfg.clone(),
-            log_hook.clone(),
+            Common {
+                log_hook: log_hook.clone(),
+                reload: trigger.clone(),
+            },
             Arc::clone(&status),
             stop_rx,
         ));
@@ -218,6 +221,7 @@ pub async fn run(
         stop_tasks,
     )
     .await;
+    reload_task.abort();
     Ok(())
 }
 
@@ -291,15 +295,24 @@ fn set(status: &Mutex<Vec<DaemonStatus>>, index: usize, f: impl FnOnce(&mut Daem
     }
 }
 
+/// What every daemon task of the process shares.
+struct Common {
+    /// The process-wide log hook.
+    log_hook: Option<LogLevelHook>,
+    /// masterd's reload requests.
+    reload: ReloadTrigger,
+}
+
 async fn supervise(
     name: &'static str,
     entry: Entry,
     index: usize,
     cfg: NodeConfig,
-    log_hook: Option<LogLevelHook>,
+    common: Common,
     status: Arc<Mutex<Vec<DaemonStatus>>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Common { log_hook, reload } = common;
     let mut backoff = Backoff::default();
     let mut first = true;
     let own = HeartbeatPath::for_daemon(name);
@@ -308,6 +321,7 @@ async fn supervise(
             config: cfg.clone(),
             log_hook: log_hook.clone(),
             shutdown: stop.clone(),
+            reloads: reload.subscribe(),
         };
         set(&status, index, |s| {
             s.state = DaemonState::Running;
@@ -403,7 +417,10 @@ mod tests {
             flaky,
             0,
             cfg,
-            None,
+            Common {
+                log_hook: None,
+                reload: ReloadTrigger::new().0,
+            },
             Arc::clone(&status),
             stop_rx,
         ));

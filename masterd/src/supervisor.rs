@@ -178,14 +178,20 @@ async fn supervise(
         cmd.args(&spec.args);
         let realtime = spec.realtime;
         // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe system calls (prctl, sched_setscheduler),
-        // touching no memory shared with the parent.
+        // makes async-signal-safe system calls (prctl, signal,
+        // sched_setscheduler), touching no memory shared with the parent.
         unsafe {
             cmd.pre_exec(move || {
                 // If masterd dies (even by SIGKILL), its daemons die with it:
                 // a restarted masterd must not find stale ones holding the
                 // socket and the addresses.
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+                // A SIGHUP that masterd forwards before the daemon has
+                // installed its handler is ignored instead of ending it
+                // (the daemon reads the files as they are when it starts);
+                // the handler it installs replaces the disposition, and
+                // what it starts itself gets the default again at exec.
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
                 if realtime > 0 {
                     let param = libc::sched_param {
                         sched_priority: i32::from(realtime),

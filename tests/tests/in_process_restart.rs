@@ -42,8 +42,10 @@ fn in_process_failoverd_restarted_registers_at_once() {
     let outcome = node
         .ns
         .block_on(move || async move {
-            let cfg = masterd::setup::load(&dir).map_err(|e| e.to_string())?;
-            let config = masterd::single::transportd_config(&cfg, None);
+            masterd::setup::load(&dir).map_err(|e| e.to_string())?;
+            let config = transport::transportd::entry::load(&dir)
+                .map_err(|e| e.to_string())?
+                .config(None);
             let transportd = transport::transportd::Daemon::bind(config)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -68,7 +70,7 @@ fn in_process_failoverd_restarted_registers_at_once() {
                 let mut rx = stop_rx.clone();
                 let dir = dir.clone();
                 let task = tokio::spawn(async move {
-                    failoverd::entry::run_in_process(&dir, None, async move {
+                    failoverd::entry::run_in_process(&dir, transport::tdaemon::Env::bare(), async move {
                         let _ = rx.wait_for(|s| *s).await;
                     })
                     .await

@@ -10,6 +10,8 @@
 //! * [`client`] — the client library, generic over its connection ([`client::Link`]):
 //!   a Unix socket (`Client::connect_unix`, in [`unix`]), any byte stream,
 //!   or the in-process router;
+//! * [`tdaemon`] — the one daemon skeleton (configuration, logging,
+//!   connection, signals, reloads) every daemon is built on;
 //! * [`router`] — the in-process router (a whole node or cluster in one process);
 //! * [`transportd`] — the routing daemon (Unix socket + authenticated TCP to
 //!   peers), with [`nodes`] (the CTDB nodes file, read by [`config::nodes`])
@@ -29,5 +31,6 @@ pub mod node_config;
 pub mod nodes;
 pub mod proto;
 pub mod router;
+pub mod tdaemon;
 pub mod transportd;
 pub mod unix;

@@ -2,11 +2,12 @@
 //! administration for one node, over transportd.
 //!
 //! `clusterd [--config-dir DIR]` reads `DIR/ipfailover.toml` and `DIR/nodes`,
-//! connects to transportd's socket (retrying for a few seconds while it
-//! starts) and runs until SIGTERM/SIGINT or a SHUTDOWN control. A bad
-//! configuration is reported with its file and line and exits with code 1
-//! before anything is started. The daemon itself is
-//! [`clusterd::entry::run`], which masterd's single-process model runs too.
+//! connects to transportd's socket (retrying while it starts) and runs until
+//! SIGTERM/SIGINT or a SHUTDOWN control; SIGHUP reloads the configuration. A
+//! bad configuration is reported with its file and line and exits with code
+//! 1 before anything is started. The daemon itself is
+//! [`clusterd::entry::run`] on the skeleton [`transport::tdaemon`], which
+//! masterd's single-process model runs too.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,31 +27,11 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let settings = match entry::load(&args.config_dir) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("clusterd: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let hook = match transport::logging::init(&settings.log_level) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("clusterd: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     // One thread: clusterd's work is tiny and latency-bound.
-    transport::controls::run_to_exit(
-        "clusterd",
-        transport::controls::keep_realtime(
-            tokio::runtime::Builder::new_current_thread().enable_all(),
-        )
-        .build(),
-        entry::run(
-            settings,
-            Some(hook),
-            transport::controls::termination_signal(),
-        ),
+    transport::tdaemon::main(
+        entry::NAME,
+        entry::load(&args.config_dir),
+        tokio::runtime::Builder::new_current_thread().enable_all(),
+        entry::run,
     )
 }

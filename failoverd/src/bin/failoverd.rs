@@ -3,12 +3,12 @@
 //!
 //! `failoverd [--config-dir DIR]` reads `DIR/ipfailover.toml` and
 //! `DIR/public_addresses` (absent = no public addresses), connects to
-//! transportd's socket `<run_dir>/transport.sock` (retrying for a few seconds
-//! while it starts) and runs until SIGTERM/SIGINT or a SHUTDOWN control,
-//! then drops its public addresses. A bad configuration is reported with its
-//! file and line and exits with code 1 before anything is applied. The
-//! daemon itself is [`failoverd::entry::run`], which masterd's
-//! single-process model runs too.
+//! transportd's socket `<run_dir>/transport.sock` (retrying while it starts)
+//! and runs until SIGTERM/SIGINT or a SHUTDOWN control, then drops its public
+//! addresses; SIGHUP reloads the configuration. A bad configuration is
+//! reported with its file and line and exits with code 1 before anything is
+//! applied. The daemon itself is [`failoverd::entry::run`] on the skeleton
+//! [`transport::tdaemon`], which masterd's single-process model runs too.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,35 +28,12 @@ struct Args {
 
 fn main() -> ExitCode {
     let dir = Args::parse().config_dir;
-    let loaded = match entry::load(&dir) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("failoverd: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let hook = match transport::logging::init(&loaded.log_level) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("failoverd: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    for w in &loaded.warnings {
-        tracing::warn!("{w}");
-    }
-    transport::controls::run_to_exit(
-        "failoverd",
-        transport::controls::keep_realtime(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all(),
-        )
-        .build(),
-        entry::run(
-            loaded,
-            Some(hook),
-            transport::controls::termination_signal(),
-        ),
+    transport::tdaemon::main(
+        entry::NAME,
+        entry::load(&dir),
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all(),
+        entry::run,
     )
 }

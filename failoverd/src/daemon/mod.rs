@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use transport::tdaemon::Reloaded;
 
 use transport::client::{Client, ClientError, Incoming};
 use transport::msg::cluster::{LeaseUpdate, Membership, Pnn, GET_MEMBERSHIP, LEASE, MEMBERSHIP};
@@ -126,6 +127,84 @@ impl Settings {
             record_file: Some(loaded.resolve(&c.transport.run_dir).join(record::FILE_NAME)),
             history_size: usize::try_from(c.failover.history_size).unwrap_or(usize::MAX),
         }
+    }
+}
+
+/// Applies what can change at run time of a reloaded configuration:
+/// `public_addresses` (as `reloadips`, then a takeover run), the
+/// `[tunables]` whose value in the file changed, `[failover]
+/// history_size`; logs the others that differ from the settings failoverd
+/// started with as needing a restart.
+async fn apply_reload(ctx: Ctx, r: Reloaded<crate::entry::Loaded>) {
+    use transport::tdaemon::{changed, needs_restart};
+    let name = crate::entry::NAME;
+    let (old, new) = (&r.old.settings, &r.new.settings);
+    let start = &ctx.settings;
+    let summary = requests::take_publics(&ctx, &new.publics).await;
+    if !(summary.added.is_empty() && summary.removed.is_empty() && summary.changed.is_empty()) {
+        tracing::info!(daemon = name, ?summary, "reload: public_addresses changed");
+        let _ = ctx.triggers.send(Trigger::Run);
+    }
+    let (o, n) = (old.tunables, new.tunables);
+    if o != n {
+        let mut s = ctx.lock();
+        if o.no_ip_failback != n.no_ip_failback {
+            s.tunables.no_ip_failback = n.no_ip_failback;
+            changed(
+                name,
+                "[tunables] no_ip_failback",
+                &o.no_ip_failback,
+                &n.no_ip_failback,
+            );
+        }
+        if o.no_ip_takeover != n.no_ip_takeover {
+            s.tunables.no_ip_takeover = n.no_ip_takeover;
+            changed(
+                name,
+                "[tunables] no_ip_takeover",
+                &o.no_ip_takeover,
+                &n.no_ip_takeover,
+            );
+        }
+        if o.algorithm != n.algorithm {
+            s.tunables.algorithm = n.algorithm;
+            changed(
+                name,
+                "[tunables] ip_alloc_algorithm",
+                &o.algorithm,
+                &n.algorithm,
+            );
+        }
+    }
+    if old.history_size != new.history_size {
+        crate::history::HISTORY.set_capacity(new.history_size);
+        changed(
+            name,
+            "[failover] history_size",
+            &old.history_size,
+            &new.history_size,
+        );
+    }
+    if start.disabled != new.disabled {
+        needs_restart(
+            name,
+            "[failover] disabled (ipfailover disable/enable acts at once)",
+        );
+    }
+    if start.release_timeout != new.release_timeout {
+        needs_restart(name, "[failover] release_timeout_ms");
+    }
+    if start.lease != new.lease {
+        needs_restart(name, "[cluster] dead_after_ms");
+    }
+    if start.executor != new.executor {
+        needs_restart(
+            name,
+            "[failover] (garp, tickle, hooks, nft_table, kernel_lease)",
+        );
+    }
+    if start.record_file != new.record_file {
+        needs_restart(name, "[transport] run_dir");
     }
 }
 
@@ -343,10 +422,32 @@ impl Ctx {
 pub async fn run(
     settings: Settings,
     client: Client,
+    incoming: Incoming,
+    shutdown: impl Future<Output = ()>,
+    lease_rt: &tokio::runtime::Handle,
+    keeper_rt: &tokio::runtime::Handle,
+) -> Result<(), DaemonError> {
+    let (_, no_reloads) = mpsc::unbounded_channel();
+    run_with_reloads(
+        settings, client, incoming, shutdown, lease_rt, keeper_rt, no_reloads,
+    )
+    .await
+}
+
+/// [`run`], applying each reloaded configuration of `reloads` (see
+/// [`crate::entry`]).
+///
+/// # Errors
+///
+/// As [`run`].
+pub async fn run_with_reloads(
+    settings: Settings,
+    client: Client,
     mut incoming: Incoming,
     shutdown: impl Future<Output = ()>,
     lease_rt: &tokio::runtime::Handle,
     keeper_rt: &tokio::runtime::Handle,
+    mut reloads: mpsc::UnboundedReceiver<Reloaded<crate::entry::Loaded>>,
 ) -> Result<(), DaemonError> {
     let pnn = client.pnn();
     let (exec, mut node_events) = Executor::start_on(
@@ -518,6 +619,9 @@ pub async fn run(
                 Some(msg) => on_message(&ctx, &mut leader, msg, &memb_tx, &mut leader_out).await,
             },
             Some(a) = tapped.recv() => node_out.push(a),
+            Some(r) = reloads.recv() => {
+                tokio::spawn(apply_reload(ctx.clone(), r));
+            }
             Some(ev) = node_events.recv() => {
                 on_node_event(&ctx, &mut leader, ev, &mut node_out, &mut leader_out);
             }

@@ -710,7 +710,16 @@ async fn reload_ips(ctx: &Ctx) -> Result<ReloadSummary, (ErrorCode, String)> {
     // file is refused with its FILE:LINE error and changes nothing.
     let new = read_for_reload(&ctx.settings.public_addresses)
         .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
-    let d = apply_reload(&mut ctx.lock().publics, &new);
+    let summary = take_publics(ctx, &new).await;
+    tracing::info!(?summary, "reloadips");
+    Ok(summary)
+}
+
+/// Makes the checked list `new` this node's public addresses, releasing
+/// those it no longer lists: `reloadips`, and a reload of the
+/// configuration (which asks for a takeover run after it, as `reloadips`).
+pub(super) async fn take_publics(ctx: &Ctx, new: &[PublicAddress]) -> ReloadSummary {
+    let d = apply_reload(&mut ctx.lock().publics, new);
     let removed: Vec<IpAddr> = d.removed.iter().map(|p| p.addr).collect();
     {
         let now = lease::now();
@@ -727,8 +736,7 @@ async fn reload_ips(ctx: &Ctx) -> Result<ReloadSummary, (ErrorCode, String)> {
         removed,
         changed: d.changed.iter().map(|c| c.new.addr).collect(),
     };
-    tracing::info!(?summary, "reloadips");
-    Ok(summary)
+    summary
 }
 
 /// The list `reloadips` loads: the file at `path`, or nothing when it does

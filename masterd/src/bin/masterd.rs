@@ -6,7 +6,8 @@
 //!
 //! The configuration directory is validated first: a bad `ipfailover.toml`,
 //! `nodes`, cluster key or `public_addresses` stops masterd with exit code 1
-//! and nothing started.
+//! and nothing started. SIGHUP reloads it ([`masterd::reload`]); SIGTERM
+//! and SIGINT stop the node.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -109,14 +110,23 @@ fn run(args: Args) -> Result<(), MasterError> {
             model = if args.single_process { "single-process" } else { "multi-process" },
             "masterd starting"
         );
+        let reloads = transport::tdaemon::hangup_reloads();
         if args.single_process {
-            single::run(cfg, opts, hook, transport::controls::termination_signal()).await
+            single::run(
+                cfg,
+                opts,
+                hook,
+                reloads,
+                transport::controls::termination_signal(),
+            )
+            .await
         } else {
             multi::run(
                 cfg,
                 opts,
                 &bin_dir,
                 hook,
+                reloads,
                 transport::controls::termination_signal(),
             )
             .await

@@ -6,7 +6,9 @@
 //! `transportd --config-dir DIR` takes everything from the node's
 //! configuration directory instead of flags: `ipfailover.toml`
 //! (`[transport]`, `[cluster] pnn`, `[logging] level`), the `nodes` file and
-//! the cluster key file. This is how masterd starts it.
+//! the cluster key file. This is how masterd starts it: the daemon skeleton
+//! ([`transport::tdaemon`]) over [`transport::transportd::entry`], with
+//! SIGHUP reloading the directory (docs/tdaemon.md).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +17,7 @@ use clap::Parser;
 
 use transport::controls::LogLevelHook;
 use transport::nodes::Nodes;
-use transport::transportd::{self, alloc::CountingAlloc, key, peercred::Policy, Config};
+use transport::transportd::{self, alloc::CountingAlloc, entry, key, peercred::Policy, Config};
 
 // Counts heap allocations for STATISTICS (`allocations`): the benchmark checks
 // that steady-state routing makes none.
@@ -72,19 +74,15 @@ fn main() -> ExitCode {
             }
         };
     }
-    let mut args = args;
-    let mut loaded = None;
     if let Some(dir) = &args.config_dir {
-        match config::load(dir) {
-            Ok(l) => {
-                args.log_level.clone_from(&l.config.logging.level);
-                loaded = Some(l);
-            }
-            Err(e) => {
-                eprintln!("transportd: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+        // The daemon skeleton: the directory, logging, SIGHUP reloads,
+        // SIGTERM/SIGINT (what masterd runs).
+        return transport::tdaemon::main(
+            entry::NAME,
+            entry::load(dir),
+            runtime_builder().enable_all(),
+            entry::run,
+        );
     }
     let hook = match transport::logging::init(&args.log_level) {
         Ok(h) => h,
@@ -93,16 +91,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(l) = &loaded {
-        for w in &l.warnings {
-            tracing::warn!("{w}");
-        }
-    }
-    let setup = match loaded {
-        Some(l) => setup_from_config(&l, hook),
-        None => setup(args, hook),
-    };
-    match setup {
+    match setup(args, hook) {
         Ok(config) => serve(config),
         Err(e) => {
             tracing::error!("{e}");
@@ -133,22 +122,6 @@ fn setup(args: Args, hook: LogLevelHook) -> Result<Config, String> {
     })
 }
 
-/// The transportd configuration of a node's configuration directory.
-fn setup_from_config(loaded: &config::Loaded, hook: LogLevelHook) -> Result<Config, String> {
-    let t = &loaded.config.transport;
-    let transport::node_config::NodeTransport { nodes, key, policy } =
-        transport::node_config::load(loaded).map_err(|e| e.to_string())?;
-    Ok(Config {
-        run_dir: loaded.resolve(&t.run_dir),
-        nodes,
-        pnn: loaded.config.cluster.pnn,
-        port: t.port,
-        key,
-        policy,
-        log_level: Some(hook),
-    })
-}
-
 fn serve(config: Config) -> ExitCode {
     let runtime = match transport::controls::keep_realtime(runtime_builder().enable_all()).build() {
         Ok(rt) => rt,
@@ -167,6 +140,9 @@ fn serve(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // SIGHUP must not end the process; without a configuration
+        // directory there is nothing to reload.
+        let _reloads = transport::tdaemon::hangup_reloads();
         daemon.run(transport::controls::termination_signal()).await;
         ExitCode::SUCCESS
     })

@@ -18,6 +18,7 @@
 pub mod access;
 pub mod alloc;
 pub mod buffers;
+pub mod entry;
 pub mod key;
 mod local;
 pub mod noise;
