@@ -2039,11 +2039,17 @@ fn random_node_list_changes_keep_safety_and_converge() {
 }
 
 /// The same schedules, many more seeds: `cargo test --release -p clusterd
-/// --test cluster_sim -- --ignored node_list`.
+/// --test cluster_sim -- --ignored node_list_changes_soak` (20,000, or
+/// `IPF_SIM_SCHEDULES`).
 #[test]
 #[ignore = "long: run by hand after changing quorum or reload rules"]
 fn random_node_list_changes_soak() {
-    for seed in 0..20_000 {
+    // IPF_SIM_SCHEDULES=N for a longer run.
+    let n: u64 = std::env::var("IPF_SIM_SCHEDULES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    for seed in 0..n {
         let seed = seed * 7 + 1_000_003;
         if let Err(e) = std::panic::catch_unwind(|| reload_schedule(seed, None, false)) {
             eprintln!("node list schedule seed {seed} failed");
