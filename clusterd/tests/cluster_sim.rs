@@ -466,6 +466,27 @@ impl Sim {
         }
     }
 
+    /// Asymmetric partition: the nodes of `side` stop hearing the others,
+    /// which still hear them.
+    fn cut_one_way(&mut self, side: &[usize]) {
+        let n = self.n();
+        for a in 0..n {
+            for b in 0..n {
+                if side.contains(&a) != side.contains(&b) && side.contains(&b) {
+                    self.set_link(a, b, false);
+                }
+            }
+        }
+    }
+
+    /// A random link gets a random delay of 0–7 ms.
+    fn random_delay(&mut self, rng: &mut Rng) {
+        let n = self.n() as u64;
+        let a = rng.below(n) as usize;
+        let b = rng.below(n) as usize;
+        self.delay[a][b] = MS * rng.below(8) as u32;
+    }
+
     fn heal(&mut self) {
         for row in &mut self.link {
             row.iter_mut().for_each(|l| *l = true);
@@ -1017,18 +1038,10 @@ fn random_schedule_with(seed: u64, n: usize, lock: bool, bug: Option<InjectedBug
                 // Asymmetric partition: one side stops hearing the other,
                 // which still hears it.
                 let side: Vec<usize> = (0..n).filter(|_| rng.below(2) == 0).collect();
-                for a in 0..n {
-                    for b in 0..n {
-                        if side.contains(&a) != side.contains(&b) && side.contains(&b) {
-                            sim.set_link(a, b, false);
-                        }
-                    }
-                }
+                sim.cut_one_way(&side);
             }
             5 => {
-                let a = rng.below(n as u64) as usize;
-                let b = rng.below(n as u64) as usize;
-                sim.delay[a][b] = MS * rng.below(8) as u32;
+                sim.random_delay(&mut rng);
             }
             6 | 7 => {
                 let from = rng.below(n as u64) as usize;
@@ -1953,19 +1966,11 @@ fn reload_schedule(seed: u64, bug: Option<InjectedBug>, forget: bool) {
             }
             4 => sim.heal(),
             5 => {
-                let a = rng.below(n as u64) as usize;
-                let b = rng.below(n as u64) as usize;
-                sim.delay[a][b] = MS * rng.below(8) as u32;
+                sim.random_delay(&mut rng);
             }
             6 => {
                 let side: Vec<usize> = (0..n).filter(|_| rng.below(2) == 0).collect();
-                for a in 0..n {
-                    for b in 0..n {
-                        if side.contains(&a) != side.contains(&b) && side.contains(&b) {
-                            sim.set_link(a, b, false);
-                        }
-                    }
-                }
+                sim.cut_one_way(&side);
             }
             _ => {}
         }
