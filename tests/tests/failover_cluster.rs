@@ -610,7 +610,7 @@ fn wait_replicated(bed: &Bed, victim: usize) {
 fn failover_cluster_an_idle_client_is_reset_when_its_servers_public_link_goes_down() {
     require_root();
     let list = [201, 202, 203, 204, 205, 206];
-    let bed = Bed::new("focl", &list);
+    let bed = Bed::new("focp", &list);
     let placed = bed.wait_placed("every address hosted exactly once", &list);
     let victim = placed[&public(201)];
     let (stop, reader) = idle_client_of_201(&bed);

@@ -2036,6 +2036,10 @@ impl Inner {
             // cannot leave any more: the kernel has no route from the
             // address; their clients are tickled by the address's next
             // owner, if it knows them).
+            // conntrackd first (bounded): these resets cannot reach the
+            // clients, whose connections must stay for the next owner's
+            // tickles (as in a release over a dead link, finding 14).
+            let _ = tokio::time::timeout(DROP_RESET_LIMIT, self.releasing(&ips)).await;
             let _ =
                 tokio::time::timeout(DROP_RESET_LIMIT, self.reset_connections(&all, false)).await;
         }
