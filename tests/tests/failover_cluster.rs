@@ -637,6 +637,44 @@ fn failover_cluster_an_idle_client_is_reset_when_its_servers_public_link_goes_do
     );
 }
 
+/// A node whose clusterd dies loses its lease; without the kernel lease
+/// it removes its addresses first and resets their sockets after (those
+/// resets cannot leave). Its conntrackd must not take the closes of those
+/// resets out of the other nodes' tables (the links are up, so a removal
+/// would replicate): the new owner tickles the idle client, which is
+/// reset. (failoverd's `drop_all` tells conntrackd first, as a release
+/// does since finding 14.)
+#[test]
+fn failover_cluster_a_client_of_a_node_whose_clusterd_died_is_reset_by_the_new_owner() {
+    require_root();
+    let list = [201, 202, 203, 204, 205, 206];
+    let bed = Bed::with_config("focz", &[&list[..], &list[..], &list[..]], false, "", false);
+    let placed = bed.wait_placed("every address hosted exactly once", &list);
+    let victim = placed[&public(201)];
+    let (stop, reader) = idle_client_of_201(&bed);
+    wait_replicated(&bed, victim);
+    let pid = bed.clusterd_pids.lock().unwrap()[victim];
+    assert!(bed.c.nodes[victim].ns.kill(pid));
+    let taken = wait_for(
+        "201 taken by another node",
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || {
+            let p = bed.placement(&list)?;
+            (p.get(&public(201)).is_some_and(|&n| n != victim)).then_some(())
+        },
+    );
+    let read = reader.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    assert!(taken.is_ok(), "{}", bed.logs());
+    assert_eq!(
+        read,
+        Err(ErrorKind::ConnectionReset),
+        "the idle client was not reset after its server's clusterd died\n{}",
+        bed.logs()
+    );
+}
+
 /// The new owner's conntrackd does not answer while the take's first
 /// announcement asks for the connections (stopped here; under load in
 /// chaos, default profile, seed 104: "no connection list from conntrackd;
