@@ -16,7 +16,6 @@
 //! sets up logging.
 
 pub mod access;
-pub mod alloc;
 pub mod buffers;
 pub mod entry;
 pub mod key;

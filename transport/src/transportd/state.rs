@@ -645,7 +645,7 @@ impl State {
             ("handshakes_refused", c.handshakes_refused),
             ("handshakes_unconfirmed", c.handshakes_unconfirmed),
             ("decrypt_failures", c.decrypt_failures),
-            ("allocations", super::alloc::allocations()),
+            ("allocations", alloccount::allocations()),
             (
                 "uptime_ms",
                 u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
