@@ -20,6 +20,11 @@
 //!   and [`node_config`] (the nodes file and cluster key of a configuration
 //!   directory, checked the same way for transportd and masterd).
 //!
+//! Features: `daemon` adds [`tdaemon`] and [`logging`] (journald);
+//! `transportd` (default, implies `daemon`) adds transportd itself (snow).
+//! Without them, as the CLI takes it, the crate is the client side only;
+//! [`transportd::key`] and [`transportd::peercred`] stay for it.
+//!
 //! Layers: `proto` ← `controls` ← `client` ← `routing` ← `router` / `transportd`.
 //! This crate knows no daemon: message types shared between daemons and the
 //! CLI live here, never in a daemon crate.
@@ -27,6 +32,7 @@
 pub mod client;
 pub mod controls;
 pub mod limit;
+#[cfg(feature = "daemon")]
 pub mod logging;
 pub mod msg;
 pub mod node_config;
@@ -34,6 +40,7 @@ pub mod nodes;
 pub mod proto;
 pub mod router;
 pub mod routing;
+#[cfg(feature = "daemon")]
 pub mod tdaemon;
 pub mod transportd;
 pub mod unix;

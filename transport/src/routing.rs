@@ -1,6 +1,6 @@
 //! The routing rules, once: a pure decision from a frame's header and the
 //! node's tables to what to do with it. The in-process router
-//! ([`crate::router`]) and transportd ([`crate::transportd::state`]) both
+//! ([`crate::router`]) and transportd (`transportd::state`) both
 //! route by [`decide`]; they differ only in how they carry out a decision
 //! (channels or outboxes) and in what they count.
 //!
