@@ -1,42 +1,14 @@
 //! Rule as a test: once a cluster is steady, sending and handling heartbeats
 //! allocates nothing (a counting global allocator watches the member calls).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clusterd::{ClusterMsg, Config, Member, NodesFile, Output, Pnn, Timing};
 
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call unchanged to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+// Counts per thread: the member calls all run on the test thread.
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloccount::Counting = alloccount::Counting;
 
 #[test]
 fn steady_heartbeats_allocate_nothing() {
@@ -57,9 +29,10 @@ fn steady_heartbeats_allocate_nothing() {
     let mut now = Duration::ZERO;
     let mut publishes = 0usize;
     let mut sent = 0usize;
+    let mut counted_from = None;
     for round in 0..600 {
         if round == 300 {
-            COUNTING.store(true, Ordering::SeqCst);
+            counted_from = Some(alloccount::thread_allocations());
             publishes = 0;
             sent = 0;
         }
@@ -83,16 +56,12 @@ fn steady_heartbeats_allocate_nothing() {
             members[to].receive(now, &msg, &mut outs[to]);
         }
     }
-    COUNTING.store(false, Ordering::SeqCst);
+    let allocs = counted_from.map(|c| alloccount::thread_allocations() - c);
     assert!(
         members[N - 1].membership().leader == Some(0),
         "cluster formed"
     );
     assert_eq!(publishes, 0, "steady state publishes nothing new");
     assert!(sent >= 300 / 10 * N * (N - 1), "heartbeats flowed: {sent}");
-    assert_eq!(
-        ALLOCS.load(Ordering::SeqCst),
-        0,
-        "allocations while heartbeating"
-    );
+    assert_eq!(allocs, Some(0), "allocations while heartbeating");
 }

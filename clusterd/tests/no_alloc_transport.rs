@@ -16,11 +16,9 @@
 //! untracked subscriber watches the published generations, and a window in
 //! which a generation changed is measured again (up to 5 times).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,39 +28,9 @@ use transport::client::Client;
 use transport::msg::cluster::{Membership, MEMBERSHIP};
 use transport::transportd::{self, key::ClusterKey, peercred::Policy};
 
-struct Counting;
-
-thread_local! {
-    static TRACKED: Cell<bool> = const { Cell::new(false) };
-}
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-fn count() {
-    if TRACKED.try_with(Cell::get).unwrap_or(false) {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: forwards every call unchanged to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+// Counts only on the threads that called `alloccount::track_thread(true)`.
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloccount::Counting = alloccount::Counting;
 
 const ADDRS: [Ipv4Addr; 2] = [Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2)];
 
@@ -137,7 +105,7 @@ fn heartbeats_through_real_transportds_allocate_nothing() {
         let client_tx = client_tx.clone();
         let mut stop = stop_rx.clone();
         threads.push(std::thread::spawn(move || {
-            TRACKED.set(true);
+            alloccount::track_thread(true);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -151,7 +119,7 @@ fn heartbeats_through_real_transportds_allocate_nothing() {
                     let _ = stop.wait_for(|s| *s).await;
                 })
                 .await;
-                TRACKED.set(false);
+                alloccount::track_thread(false);
                 res.unwrap();
             });
         }));
@@ -190,10 +158,10 @@ fn heartbeats_through_real_transportds_allocate_nothing() {
     let mut measured = None;
     for _ in 0..5 {
         let g0 = gens();
-        let before = ALLOCS.load(Ordering::SeqCst);
+        let before = alloccount::tracked_allocations();
         let sent0: u64 = clients.iter().map(events_sent).sum();
         std::thread::sleep(Duration::from_secs(3));
-        let allocs = ALLOCS.load(Ordering::SeqCst) - before;
+        let allocs = alloccount::tracked_allocations() - before;
         let sent = clients.iter().map(events_sent).sum::<u64>() - sent0;
         // The republish (every second) shows any change made in the window.
         std::thread::sleep(Duration::from_millis(1100));

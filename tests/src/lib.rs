@@ -8,7 +8,6 @@
 //! documentation address ranges (192.0.2.0/24, 198.51.100.0/24,
 //! 203.0.113.0/24, 2001:db8::/32).
 
-pub mod alloc_count;
 pub mod arp;
 pub mod bench;
 pub mod chaos;

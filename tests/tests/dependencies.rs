@@ -2,7 +2,8 @@
 //! `transport`, `netlink`, `config` and `ipalloc`, never on each other; the
 //! base crates depend on no daemon. Only masterd and tests may depend on
 //! daemons; the `ipfailover` command (cli) links no daemon and no netlink,
-//! nftables or packet crate.
+//! nftables or packet crate, nor transportd's (snow) or the daemons'
+//! (journald) dependencies; clusterd, failoverd and conntrackd link no snow.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -57,19 +58,17 @@ fn no_daemon_depends_on_another_and_base_crates_on_none() {
     );
 }
 
-/// The `ipfailover` command's dependency tree (normal and build edges, as
-/// linked; `cargo tree` of the workspace itself) has no daemon and none of
-/// the crates that talk to the kernel: it reaches the daemons over the
-/// transport and runs the allocator from the pure `ipalloc` crate.
-#[test]
-fn the_cli_links_no_daemon_and_no_netlink_nftables_or_packet_crate() {
+/// The crates in `krate`'s dependency tree (normal and build edges, as
+/// linked; `cargo tree` of the workspace itself, its features as that
+/// package asks for them).
+fn linked_crates(krate: &str) -> std::collections::BTreeSet<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let out = std::process::Command::new(cargo)
         .args([
             "tree",
             "-p",
-            "cli",
+            krate,
             "-e",
             "normal,build",
             "--prefix",
@@ -79,18 +78,48 @@ fn the_cli_links_no_daemon_and_no_netlink_nftables_or_packet_crate() {
         .current_dir(&root)
         .output()
         .expect("running cargo tree");
-    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "cargo tree failed: {}",
+        "cargo tree -p {krate} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let crates: std::collections::BTreeSet<&str> = text
+    let crates: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
         .collect();
     assert!(
-        crates.contains("transport") && crates.contains("ipalloc"),
+        crates.contains("transport"),
+        "the tree of {krate} was not read: {crates:?}"
+    );
+    crates
+}
+
+/// The names of `forbidden` that `crates` holds.
+fn found<'a>(crates: &std::collections::BTreeSet<String>, forbidden: &[&'a str]) -> Vec<&'a str> {
+    forbidden
+        .iter()
+        .copied()
+        .filter(|c| crates.contains(*c))
+        .collect()
+}
+
+/// transportd's own dependencies (the Noise links) stay in transportd and
+/// masterd (which runs it in process): the daemons' client side takes
+/// `transport` with feature `daemon` only.
+const TRANSPORTD_ONLY: &[&str] = &["snow"];
+/// The daemon skeleton's logging: daemons only, never the CLI.
+const DAEMON_ONLY: &[&str] = &["tracing-journald", "tracing-subscriber"];
+
+/// The `ipfailover` command's dependency tree (normal and build edges, as
+/// linked; `cargo tree` of the workspace itself) has no daemon and none of
+/// the crates that talk to the kernel: it reaches the daemons over the
+/// transport and runs the allocator from the pure `ipalloc` crate.
+#[test]
+fn the_cli_links_no_daemon_and_no_netlink_nftables_or_packet_crate() {
+    let crates = linked_crates("cli");
+    assert!(
+        crates.contains("ipalloc"),
         "the tree was not read: {crates:?}"
     );
     let forbidden = [
@@ -108,10 +137,32 @@ fn the_cli_links_no_daemon_and_no_netlink_nftables_or_packet_crate() {
         "pnet_packet",
         "pnet_datalink",
     ];
-    let found: Vec<&str> = forbidden
-        .iter()
-        .copied()
-        .filter(|c| crates.contains(c))
-        .collect();
-    assert!(found.is_empty(), "the CLI links {found:?}");
+    let bad = found(&crates, &forbidden);
+    assert!(bad.is_empty(), "the CLI links {bad:?}");
+    let bad = found(&crates, &[TRANSPORTD_ONLY, DAEMON_ONLY].concat());
+    assert!(
+        bad.is_empty(),
+        "the CLI links transportd's or the daemons' {bad:?}: take `transport` without features"
+    );
+}
+
+/// The daemons other than masterd are transportd's clients: they link no
+/// Noise (snow); they do link the daemon skeleton's logging.
+#[test]
+fn the_daemons_client_side_links_no_transportd_dependency() {
+    for krate in ["clusterd", "failoverd", "conntrackd"] {
+        let crates = linked_crates(krate);
+        let bad = found(&crates, TRANSPORTD_ONLY);
+        assert!(
+            bad.is_empty(),
+            "{krate} links transportd's {bad:?}: take `transport` with feature `daemon` only"
+        );
+        // The check can see a feature's dependency: the logging is there.
+        assert!(
+            crates.contains("tracing-journald"),
+            "{krate}: the tree shows no tracing-journald, so it cannot show snow either"
+        );
+    }
+    // And masterd, which runs transportd, does link it.
+    assert!(linked_crates("masterd").contains("snow"));
 }

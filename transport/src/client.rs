@@ -501,7 +501,7 @@ async fn run_client_stream<S>(
 {
     let (read_half, write_half) = tokio::io::split(stream);
     tokio::select! {
-        res = read_client_frames(read_half, to_dispatcher, &tap) => {
+        res = read_frames_to(read_half, Deliver::Client { tx: to_dispatcher, tap: &tap }) => {
             if let Err(err) = res {
                 tracing::warn!(%err, "transport link closed while reading");
             }
@@ -515,14 +515,34 @@ async fn run_client_stream<S>(
     queue.close();
 }
 
-/// Reads frames until EOF or an error; each is offered to the tap, else
-/// becomes a message for the dispatcher (waiting while its channel is full,
-/// which stops reading the socket).
-async fn read_client_frames<R>(
-    mut reader: R,
-    tx: mpsc::Sender<Message>,
-    tap: &TapSlot,
-) -> Result<(), LinkError>
+/// Where the frame reader delivers what it reads.
+enum Deliver<'a> {
+    /// Every frame becomes a message on an unbounded channel.
+    Channel(mpsc::UnboundedSender<Message>),
+    /// A client's link: each frame is offered to the tap, else becomes a
+    /// message for the dispatcher (waiting while its channel is full, which
+    /// stops reading the socket).
+    Client {
+        tx: mpsc::Sender<Message>,
+        tap: &'a TapSlot,
+    },
+}
+
+impl Deliver<'_> {
+    /// Delivers one frame; false when nobody listens any more.
+    async fn frame(&self, frame: &FrameRef<'_>) -> bool {
+        match self {
+            Deliver::Channel(tx) => tx.send(frame.to_message()).is_ok(),
+            Deliver::Client { tx, tap } => {
+                tap.offer(frame) || tx.send(frame.to_message()).await.is_ok()
+            }
+        }
+    }
+}
+
+/// The one frame reader of the client side: reads frames from `reader`
+/// until EOF or an error and delivers each to `to`.
+async fn read_frames_to<R>(mut reader: R, to: Deliver<'_>) -> Result<(), LinkError>
 where
     R: AsyncRead + Unpin,
 {
@@ -534,7 +554,7 @@ where
             match check(rest)? {
                 Check::Complete { frame_len } => {
                     let (frame, _) = FrameRef::decode_prefix(rest)?;
-                    if !tap.offer(&frame) && tx.send(frame.to_message()).await.is_err() {
+                    if !to.frame(&frame).await {
                         return Ok(()); // nobody listens any more
                     }
                     start += frame_len;
@@ -610,43 +630,11 @@ pub async fn run_stream<S>(
 ///
 /// # Errors
 /// I/O errors, invalid frames, EOF inside a frame.
-pub async fn read_frames<R>(
-    mut reader: R,
-    tx: mpsc::UnboundedSender<Message>,
-) -> Result<(), LinkError>
+pub async fn read_frames<R>(reader: R, tx: mpsc::UnboundedSender<Message>) -> Result<(), LinkError>
 where
     R: AsyncRead + Unpin,
 {
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    loop {
-        let mut start = 0;
-        let need = loop {
-            let rest = buf.get(start..).unwrap_or_default();
-            match check(rest)? {
-                Check::Complete { frame_len } => {
-                    let (frame, _) = FrameRef::decode_prefix(rest)?;
-                    if tx.send(frame.to_message()).is_err() {
-                        return Ok(()); // nobody listens any more
-                    }
-                    start += frame_len;
-                }
-                Check::Incomplete { need } => break need,
-            }
-        };
-        buf.drain(..start);
-        // `need` is bounded by MAX_FRAME (check validated the header).
-        buf.reserve(need.saturating_sub(buf.len()));
-        let n = reader.read_buf(&mut buf).await?;
-        if n == 0 {
-            if buf.is_empty() {
-                return Ok(());
-            }
-            return Err(LinkError::Truncated {
-                have: buf.len(),
-                need,
-            });
-        }
-    }
+    read_frames_to(reader, Deliver::Channel(tx)).await
 }
 
 /// Writes messages from `rx` to `writer` until all senders are dropped,

@@ -3,17 +3,8 @@
 //! routers — runs inside one process (masterd's single-process model, fast
 //! tests with real daemons).
 //!
-//! Routing rules (identical to transportd's):
-//! * from a local client, `src` is overwritten with `(own pnn, client's id)`;
-//! * `dst.pnn` = own pnn or `LOCAL`: deliver to the local service, or to every
-//!   subscriber of the opcode if `dst.service` is `BROADCAST_SERVICE`; an
-//!   unknown service answers a Request with `UnknownService` (events to
-//!   nowhere are counted and dropped);
-//! * `dst.pnn` = `ALL_NODES`: deliver locally and forward to every connected
-//!   peer; a frame received from a peer is only delivered locally; nodes
-//!   without the service stay silent (no error racing the real answers);
-//! * another pnn: forward to that peer; not connected answers a Request with
-//!   `NodeUnreachable`.
+//! Routing rules: transportd's, from the one decision in [`crate::routing`];
+//! from a local client, `src` is overwritten with `(own pnn, client's id)`.
 //!
 //! Routing reads the header only; payloads are only decoded for frames to
 //! service 0 (the router's own controls). Delivery to clients never blocks
@@ -37,9 +28,10 @@ use crate::proto::control::{
 };
 use crate::proto::service::{check_name, well_known_id, EPHEMERAL_BASE, TRANSPORT};
 use crate::proto::{
-    decode_payload, encode_payload, Address, ErrorCode, Kind, Message, RemoteError, ALL_NODES,
+    decode_payload, encode_payload, Address, ErrorCode, Kind, Message, RemoteError,
     BROADCAST_SERVICE, LOCAL,
 };
+use crate::routing::{decide, Decision, Local, Source, Tables};
 
 struct ServiceEntry {
     name: String,
@@ -74,6 +66,18 @@ struct State {
     log_hook: Option<LogLevelHook>,
     /// The counters at the last `STATISTICS_RESET` (empty: never).
     stats_base: Vec<(String, u64)>,
+}
+
+impl Tables for State {
+    fn has_service(&self, id: u16) -> bool {
+        self.services.contains_key(&id)
+    }
+
+    fn peer_connected(&self, pnn: u32) -> bool {
+        self.peers
+            .get(&pnn)
+            .is_some_and(|p| p.connected && p.router.strong_count() > 0)
+    }
 }
 
 struct RouterInner {
@@ -335,10 +339,21 @@ impl Router {
         (m, Some(id))
     }
 
-    /// Routes one frame by its header.
+    /// Routes one frame by its header ([`routing::decide`]).
     fn route(&self, mut msg: Message, origin: Origin) {
         bump(&self.inner.counters.routed);
-        if let Kind::Unknown(_) = msg.header.kind {
+        let source = match origin {
+            Origin::Local(_) => Source::Local,
+            Origin::Peer => Source::Peer,
+        };
+        let decision = decide(
+            self.pnn(),
+            source,
+            msg.header.kind,
+            msg.header.dst,
+            &*self.state(),
+        );
+        if decision == Decision::Drop {
             bump(&self.inner.counters.dropped);
             return;
         }
@@ -350,24 +365,18 @@ impl Router {
         if msg.header.dst.pnn == LOCAL {
             msg.header.dst.pnn = self.pnn();
         }
-        let dst_pnn = msg.header.dst.pnn;
-        if dst_pnn == self.pnn() {
-            self.deliver_local(msg, true);
-        } else if dst_pnn == ALL_NODES {
-            if origin != Origin::Peer {
-                for peer in self.connected_peers() {
-                    bump(&self.inner.counters.forwarded);
-                    peer.route(msg.clone(), Origin::Peer);
+        match decision {
+            Decision::Local(local) => self.deliver_local(msg, local, true),
+            Decision::Everywhere { forward, local } => {
+                if forward {
+                    for peer in self.connected_peers() {
+                        bump(&self.inner.counters.forwarded);
+                        peer.route(msg.clone(), Origin::Peer);
+                    }
                 }
+                self.deliver_local(msg, local, false);
             }
-            // No UnknownService errors here: they would race with the
-            // answers of the nodes that do have the service.
-            self.deliver_local(msg, false);
-        } else if origin == Origin::Peer {
-            // A peer sent us a frame for a third node: never re-forward.
-            bump(&self.inner.counters.dropped);
-        } else {
-            match self.peer(dst_pnn) {
+            Decision::Peer(pnn) | Decision::Unreachable(pnn) => match self.peer(pnn) {
                 Some(peer) => {
                     bump(&self.inner.counters.forwarded);
                     peer.route(msg, Origin::Peer);
@@ -375,9 +384,11 @@ impl Router {
                 None => self.fail(
                     &msg,
                     ErrorCode::NodeUnreachable,
-                    format!("node {dst_pnn} is not connected to node {}", self.pnn()),
+                    format!("node {pnn} is not connected to node {}", self.pnn()),
                 ),
-            }
+            },
+            // A peer sent us a frame for a third node: never re-forward.
+            Decision::Misrouted | Decision::Drop => bump(&self.inner.counters.dropped),
         }
     }
 
@@ -398,16 +409,29 @@ impl Router {
     }
 
     /// Sends a frame this router generated (an answer from service 0 or an
-    /// error) toward its destination: locally or to the one peer.
-    fn send_generated(&self, msg: Message) {
-        let dst = msg.header.dst.pnn;
-        if dst == self.pnn() || dst == LOCAL {
-            self.deliver_local(msg, true);
-        } else if let Some(peer) = self.peer(dst) {
-            bump(&self.inner.counters.forwarded);
-            peer.route(msg, Origin::Peer);
-        } else {
-            bump(&self.inner.counters.dropped);
+    /// error) toward its destination: locally or to the one peer (never an
+    /// error about an error: what cannot be sent is dropped).
+    fn send_generated(&self, mut msg: Message) {
+        let decision = decide(
+            self.pnn(),
+            Source::Local,
+            msg.header.kind,
+            msg.header.dst,
+            &*self.state(),
+        );
+        if msg.header.dst.pnn == LOCAL {
+            msg.header.dst.pnn = self.pnn();
+        }
+        match decision {
+            Decision::Local(local) => self.deliver_local(msg, local, true),
+            Decision::Peer(pnn) => match self.peer(pnn) {
+                Some(peer) => {
+                    bump(&self.inner.counters.forwarded);
+                    peer.route(msg, Origin::Peer);
+                }
+                None => bump(&self.inner.counters.dropped),
+            },
+            _ => bump(&self.inner.counters.dropped),
         }
     }
 
@@ -423,51 +447,50 @@ impl Router {
         self.send_generated(answer);
     }
 
-    /// Delivers to a local service; `answer_unknown` answers a Request for
-    /// an unknown service with an error.
-    fn deliver_local(&self, msg: Message, answer_unknown: bool) {
+    /// Delivers on this node as decided; `answer` answers a Request that
+    /// finds no service with an error (also when the service went away
+    /// since the decision).
+    fn deliver_local(&self, msg: Message, local: Local, answer: bool) {
         let service = msg.header.dst.service;
-        if service == TRANSPORT {
-            self.handle_control(msg);
-            return;
-        }
-        if service == BROADCAST_SERVICE {
-            if msg.header.kind != Kind::Event {
-                if answer_unknown {
-                    let text = "only events may be broadcast to subscribers".to_owned();
-                    self.fail(&msg, ErrorCode::BadRequest, text);
-                } else {
-                    bump(&self.inner.counters.dropped);
-                }
-                return;
+        match local {
+            Local::Control => self.handle_control(msg),
+            Local::BadBroadcast { answer: true } => {
+                let text = "only events may be broadcast to subscribers".to_owned();
+                self.fail(&msg, ErrorCode::BadRequest, text);
             }
-            let st = self.state();
-            for entry in st
-                .services
-                .values()
-                .filter(|s| s.subscriptions.contains(&msg.header.opcode))
-            {
-                if entry.tx.send(msg.clone()).is_ok() {
-                    bump(&self.inner.counters.delivered);
+            Local::BadBroadcast { answer: false } | Local::UnknownService { answer: false, .. } => {
+                bump(&self.inner.counters.dropped);
+            }
+            Local::Subscribers => {
+                let st = self.state();
+                for entry in st
+                    .services
+                    .values()
+                    .filter(|s| s.subscriptions.contains(&msg.header.opcode))
+                {
+                    if entry.tx.send(msg.clone()).is_ok() {
+                        bump(&self.inner.counters.delivered);
+                    }
                 }
             }
-            return;
-        }
-        let unsent = {
-            let st = self.state();
-            match st.services.get(&service) {
-                Some(entry) => entry.tx.send(msg).err().map(|e| e.0),
-                None => Some(msg),
+            Local::Service(_) | Local::UnknownService { answer: true, .. } => {
+                let unsent = {
+                    let st = self.state();
+                    match st.services.get(&service) {
+                        Some(entry) => entry.tx.send(msg).err().map(|e| e.0),
+                        None => Some(msg),
+                    }
+                };
+                match unsent {
+                    None => bump(&self.inner.counters.delivered),
+                    Some(_) if !answer => bump(&self.inner.counters.dropped),
+                    Some(msg) => self.fail(
+                        &msg,
+                        ErrorCode::UnknownService,
+                        format!("no service {service} on node {}", self.pnn()),
+                    ),
+                }
             }
-        };
-        match unsent {
-            None => bump(&self.inner.counters.delivered),
-            Some(_) if !answer_unknown => bump(&self.inner.counters.dropped),
-            Some(msg) => self.fail(
-                &msg,
-                ErrorCode::UnknownService,
-                format!("no service {service} on node {}", self.pnn()),
-            ),
         }
     }
 

@@ -7,9 +7,6 @@
 //! Reproduce a run with `IPFO_FUZZ_SEED=<n>`; change the count with
 //! `IPFO_FUZZ_CASES=<n>` (at least the default in CI).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use transport::controls::{answer_common, ControlContext};
 use transport::proto::control::{
     LogLevelRequest, PeerList, PingRequest, RegisterRequest, ServiceList, Statistics,
@@ -20,47 +17,9 @@ use transport::proto::{
     RemoteError, HEADER_LEN, MAX_PAYLOAD,
 };
 
-/// Counts allocations and tracks the largest live total, process-wide. The
-/// test binary runs this one test only, so the counts are ours.
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every method forwards to the system allocator with the same
-// arguments; the counters are plain atomics.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(live, Ordering::Relaxed);
-        // SAFETY: the caller upholds GlobalAlloc::alloc's contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: ptr was allocated by System with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        if new_size >= layout.size() {
-            let grow = new_size - layout.size();
-            let live = LIVE.fetch_add(grow, Ordering::Relaxed) + grow;
-            PEAK.fetch_max(live, Ordering::Relaxed);
-        } else {
-            LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-        }
-        // SAFETY: the caller upholds GlobalAlloc::realloc's contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+/// Counts allocations (per thread) and the peak of live bytes.
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloccount::Counting = alloccount::Counting;
 
 /// xorshift64*: tiny, seeded, good enough to drive mutations.
 struct Rng(u64);
@@ -263,14 +222,14 @@ fn one_million_random_and_mutated_frames() {
         next_input(&mut rng, &seeds, &mut input);
 
         // Borrowed decoding: zero allocations.
-        let before = ALLOCS.load(Ordering::Relaxed);
+        let before = alloccount::thread_allocations();
         let checked = check(&input);
         let prefix = FrameRef::decode_prefix(&input);
         let exact = FrameRef::decode(&input);
         let view = Header::new_checked(&input[..])
             .ok()
             .map(|h| (h.kind(), h.length(), HeaderRepr::parse(&h).is_ok()));
-        let after = ALLOCS.load(Ordering::Relaxed);
+        let after = alloccount::thread_allocations();
         assert_eq!(
             after, before,
             "case {case}: borrowed decoding allocated ({input:02x?})"
@@ -287,15 +246,14 @@ fn one_million_random_and_mutated_frames() {
                 assert!(view.is_some_and(|(k, _, ok)| ok && !matches!(k, Kind::Unknown(_))));
 
                 // Owned decoding and payload decoders: allocation bounded by the input.
-                let live0 = LIVE.load(Ordering::Relaxed);
-                PEAK.store(live0, Ordering::Relaxed);
-                if let Ok(msg) = Message::decode(&input[..frame_len]) {
-                    assert_eq!(msg.payload, frame.payload);
-                }
-                payloads_ok += decode_all_payloads(frame.payload);
-                let answer = answer_common(frame.header.opcode & 0xFF, frame.payload, &ctx);
-                drop(answer);
-                let peak = PEAK.load(Ordering::Relaxed).saturating_sub(live0);
+                let ((), peak) = alloccount::peak_of(|| {
+                    if let Ok(msg) = Message::decode(&input[..frame_len]) {
+                        assert_eq!(msg.payload, frame.payload);
+                    }
+                    payloads_ok += decode_all_payloads(frame.payload);
+                    let answer = answer_common(frame.header.opcode & 0xFF, frame.payload, &ctx);
+                    drop(answer);
+                });
                 worst_peak = worst_peak.max(peak);
                 // postcard checks every length prefix against the bytes left,
                 // so the peak is bounded by the input, not by a forged length.

@@ -30,7 +30,6 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -44,7 +43,6 @@ use transport::proto::service::CLUSTERD;
 use transport::proto::Address;
 use transport::router::Router;
 
-use crate::alloc_count::ALLOCATIONS;
 use crate::bench::{percentile, Figure};
 use crate::cluster::{bin_path, TestCluster};
 use crate::netns::wait_for;
@@ -178,12 +176,12 @@ fn cpu_in_process(n: u32, window: Duration) -> Result<f64> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let cpu0 = cpu_seconds("self")?;
-        let a0 = ALLOCATIONS.load(Ordering::Relaxed);
+        let a0 = alloccount::allocations();
         let t0 = Instant::now();
         tokio::time::sleep(window).await;
         let wall = t0.elapsed().as_secs_f64();
         let cpu = (cpu_seconds("self")? - cpu0) / wall;
-        let allocs = ALLOCATIONS.load(Ordering::Relaxed) - a0;
+        let allocs = alloccount::allocations() - a0;
         let _ = stop_tx.send(true);
         for t in tasks {
             let _ = t.await;
@@ -335,9 +333,9 @@ fn allocations_real_transport(window: Duration, in_process: f64) -> Result<()> {
     };
     let g0 = generations();
     let sent0: u64 = clients.iter().map(events_sent).sum();
-    let a0 = ALLOCATIONS.load(Ordering::Relaxed);
+    let a0 = alloccount::allocations();
     std::thread::sleep(window);
-    let allocs = ALLOCATIONS.load(Ordering::Relaxed) - a0;
+    let allocs = alloccount::allocations() - a0;
     let sent = clients.iter().map(events_sent).sum::<u64>() - sent0;
     let g1 = generations();
     let _ = stop_tx.send(true);

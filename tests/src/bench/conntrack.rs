@@ -37,7 +37,6 @@ use conntrackd::engine::{Config, Engine, Out};
 use conntrackd::msg::{decode, encode, Msg, OpKind, SyncChunk};
 use conntrackd::table::{Conn, Table, Version};
 
-use crate::alloc_count;
 use crate::bench::{percentile, Figure};
 
 const BENCH: &str = "conntrack";
@@ -220,19 +219,19 @@ fn rate(n: usize, d: Duration) -> f64 {
 
 fn memory(o: &Opts, v6: bool) -> anyhow::Result<()> {
     let fam = if v6 { "v6" } else { "v4" };
-    let before = alloc_count::live_bytes();
+    let before = alloccount::live_bytes();
     let rss0 = rss();
     let mut t = Table::new(GRACE);
     fill(&mut t, v6, o)?;
-    let table_bytes = alloc_count::live_bytes().saturating_sub(before);
+    let table_bytes = alloccount::live_bytes().saturating_sub(before);
     let rss1 = rss();
     if t.len() != o.conns {
         bail!("table holds {} connections, expected {}", t.len(), o.conns);
     }
     drop(t);
-    let before = alloc_count::live_bytes();
+    let before = alloccount::live_bytes();
     let set: HashSet<(SocketAddr, SocketAddr)> = baseline_pairs(v6, o).collect();
-    let base_bytes = alloc_count::live_bytes().saturating_sub(before);
+    let base_bytes = alloccount::live_bytes().saturating_sub(before);
     black_box(&set);
     drop(set);
     Figure::with_baseline(
@@ -513,7 +512,7 @@ fn dump_diff(o: &Opts) -> anyhow::Result<()> {
 /// Bad options, or a table that does not hold what was put in (a bug).
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let o = parse(args)?;
-    if !alloc_count::is_counting() {
+    if !alloccount::is_installed() {
         bail!("the counting allocator is not installed (run through the bench binary)");
     }
     eprintln!(

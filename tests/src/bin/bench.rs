@@ -7,7 +7,7 @@ use std::process::ExitCode;
 /// Counts live bytes for the scenarios that measure memory (cheap: two
 /// relaxed atomic additions per allocation).
 #[global_allocator]
-static ALLOC: tests::alloc_count::Counting = tests::alloc_count::Counting;
+static ALLOC: alloccount::Counting = alloccount::Counting;
 
 const SCENARIOS: &[&str] = &[
     "transport",

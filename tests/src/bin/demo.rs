@@ -29,6 +29,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use clap::{ArgAction, Parser};
 use tests::cluster::{bin_path, Node, TestCluster};
 
 /// The TCP port of the demo service on every node.
@@ -36,40 +37,33 @@ const PORT: u16 = 8000;
 /// How many public addresses the demo configures (192.0.2.201 onwards).
 const PUBLIC: u8 = 6;
 
+/// A real ipfailover cluster in network namespaces on this machine (root
+/// only): N nodes, a client, a node powered off, the addresses moving.
+#[derive(Debug, Parser)]
+#[command(name = "demo")]
 struct Options {
+    /// Nodes to run (2 to 9).
+    #[arg(short = 'n', long, default_value_t = 3, value_parser = nodes_in_range)]
     nodes: usize,
+    /// Do not power a node off: only build the cluster and show it.
+    #[arg(long = "no-failover", action = ArgAction::SetFalse)]
     failover: bool,
+    /// Leave the cluster running until Ctrl-C.
+    #[arg(long)]
     keep: bool,
+    /// Internal: be the TCP service each node runs (accept on every address
+    /// on PORT, keep connections open, silent).
+    #[arg(long, value_name = "PORT", hide = true)]
+    serve: Option<u16>,
 }
 
-fn parse_args(args: &[String]) -> Result<Options> {
-    let mut opts = Options {
-        nodes: 3,
-        failover: true,
-        keep: false,
-    };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--nodes" | "-n" => {
-                let v = args.next().context("--nodes needs a number")?;
-                opts.nodes = v
-                    .parse()
-                    .with_context(|| format!("--nodes: '{v}' is not a number"))?;
-                if !(2..=9).contains(&opts.nodes) {
-                    bail!("--nodes: the demo runs 2 to 9 nodes, not {}", opts.nodes);
-                }
-            }
-            "--no-failover" => opts.failover = false,
-            "--keep" => opts.keep = true,
-            "--help" | "-h" => {
-                println!("usage: demo [--nodes N] [--no-failover] [--keep]");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument '{other}' (try --help)"),
-        }
+fn nodes_in_range(v: &str) -> Result<usize, String> {
+    let n: usize = v.parse().map_err(|_| format!("'{v}' is not a number"))?;
+    if (2..=9).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("the demo runs 2 to 9 nodes, not {n}"))
     }
-    Ok(opts)
 }
 
 /// Set by Ctrl-C; every wait loop checks it so that the guards clean up.
@@ -87,9 +81,9 @@ fn step(msg: &str) {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--serve") {
-        return match serve(args.get(1).map(String::as_str)) {
+    let opts = Options::parse();
+    if let Some(port) = opts.serve {
+        return match serve(port) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("demo --serve: {e:#}");
@@ -104,7 +98,7 @@ fn main() -> ExitCode {
         eprintln!("demo: cannot install the Ctrl-C handler: {e}");
         return ExitCode::FAILURE;
     }
-    match run(&args) {
+    match run(&opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("demo: {e:#}");
@@ -114,11 +108,7 @@ fn main() -> ExitCode {
 }
 
 /// The demo service: accept on every address, keep connections open.
-fn serve(port: Option<&str>) -> Result<()> {
-    let port: u16 = port
-        .context("--serve PORT")?
-        .parse()
-        .context("--serve PORT")?;
+fn serve(port: u16) -> Result<()> {
     let listener = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
         .with_context(|| format!("binding port {port}"))?;
     for conn in listener.incoming() {
@@ -135,8 +125,7 @@ fn public_address(i: u8) -> Ipv4Addr {
     Ipv4Addr::new(192, 0, 2, 201 + i)
 }
 
-fn run(args: &[String]) -> Result<()> {
-    let opts = parse_args(args)?;
+fn run(opts: &Options) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("needs root: the demo builds network namespaces");
     }

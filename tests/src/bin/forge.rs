@@ -25,8 +25,25 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
+
 use transport::client::Client;
 use transport::proto::{Address, ALL_NODES, BROADCAST_SERVICE, LOCAL};
+
+/// A local transport client for the trust tests: registers NAME on
+/// transportd's SOCKET and sends the STEPs, printing what transportd
+/// answered (exit 2: registration refused; exit 1: bad arguments).
+#[derive(Debug, Parser)]
+#[command(name = "forge")]
+struct Args {
+    /// transportd's local socket.
+    socket: String,
+    /// The service name to register.
+    name: String,
+    /// request:PNN:SERVICE:OPCODE:HEX | event:PNN:SERVICE:OPCODE:HEX |
+    /// flood:COUNT:CONCURRENCY:PNN:SERVICE:OPCODE:HEX | connect:COUNT:HOLD_MS
+    steps: Vec<String>,
+}
 
 enum Step {
     Request(Address, u32, Vec<u8>),
@@ -123,11 +140,23 @@ fn parse_step(arg: &str) -> Result<Step, String> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [socket, name, steps @ ..] = &args[..] else {
-        eprintln!("usage: forge SOCKET NAME [STEP...]");
-        return ExitCode::from(1);
+    let Args {
+        socket,
+        name,
+        steps,
+    } = match Args::try_parse() {
+        Ok(a) => a,
+        // Bad arguments exit 1 (exit 2 means "registration refused").
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
     };
+    let (socket, name) = (socket.as_str(), name.as_str());
     let steps: Result<Vec<Step>, String> = steps.iter().map(|s| parse_step(s)).collect();
     let steps = match steps {
         Ok(s) => s,

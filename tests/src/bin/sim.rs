@@ -1,64 +1,55 @@
-//! `sim --schedules N --seed S [--profile default|fast] [--inject-bug NAME]
+//! `sim [--schedules N] [--seed S] [--profile default|fast] [--inject-bug NAME]
 //! [--jobs J]`:
 //! the whole-node deterministic simulator (see `tests::sim`). Prints JSON
 //! lines; exits 1 when a violation was found.
 
 use std::process::ExitCode;
 
+use clap::Parser;
+
 use tests::sim::{self, Bug, Options, Profile};
 
-fn usage() -> String {
-    let bugs: Vec<&str> = Bug::ALL.iter().map(|(n, _)| *n).collect();
-    format!(
-        "usage: sim [--schedules N] [--seed S] [--profile default|fast] [--inject-bug NAME] [--jobs J]; bugs: {}",
-        bugs.join(", ")
-    )
+/// The whole-node deterministic simulator (see `tests::sim`): prints JSON
+/// lines; exits 1 when a violation was found.
+#[derive(Debug, Parser)]
+#[command(name = "sim")]
+struct Args {
+    /// Schedules to run.
+    #[arg(long, default_value_t = 1000)]
+    schedules: u64,
+    /// Seed of the first schedule (a violation names the seed to replay).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Timing profile: default or fast.
+    #[arg(long, default_value = "default", value_parser = profile)]
+    profile: Profile,
+    /// Plant a known bug, to show the simulator finds it.
+    #[arg(long = "inject-bug", value_name = "NAME", value_parser = bug)]
+    inject_bug: Option<Bug>,
+    /// Schedules run in parallel.
+    #[arg(long, default_value_t = 1)]
+    jobs: u64,
 }
 
-fn parse(args: &[String]) -> Result<(Options, u64), String> {
-    let mut jobs = 1;
-    let mut opts = Options {
-        schedules: 1000,
-        seed: 1,
-        profile: Profile::default_profile(),
-        bug: None,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{a} needs a value"))
-        };
-        match a.as_str() {
-            "--schedules" => {
-                opts.schedules = value()?.parse().map_err(|e| format!("--schedules: {e}"))?;
-            }
-            "--jobs" => jobs = value()?.parse().map_err(|e| format!("--jobs: {e}"))?,
-            "--seed" => opts.seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
-            "--profile" => {
-                let v = value()?;
-                opts.profile = Profile::parse(&v).ok_or_else(|| format!("unknown profile {v}"))?;
-            }
-            "--inject-bug" => {
-                let v = value()?;
-                opts.bug = Some(Bug::parse(&v).ok_or_else(|| format!("unknown bug {v}"))?);
-            }
-            "-h" | "--help" => return Err(usage()),
-            other => return Err(format!("unknown option {other}\n{}", usage())),
-        }
-    }
-    Ok((opts, jobs))
+fn profile(v: &str) -> Result<Profile, String> {
+    Profile::parse(v).ok_or_else(|| format!("unknown profile {v}: want default or fast"))
+}
+
+fn bug(v: &str) -> Result<Bug, String> {
+    Bug::parse(v).ok_or_else(|| {
+        let bugs: Vec<&str> = Bug::ALL.iter().map(|(n, _)| *n).collect();
+        format!("unknown bug {v}: want one of {}", bugs.join(", "))
+    })
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (opts, jobs) = match parse(&args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
+    let args = Args::parse();
+    let jobs = args.jobs;
+    let opts = Options {
+        schedules: args.schedules,
+        seed: args.seed,
+        profile: args.profile,
+        bug: args.inject_bug,
     };
     let summary = sim::run_parallel(&opts, jobs);
     for f in &summary.found {

@@ -17,12 +17,12 @@ use clap::Parser;
 
 use transport::controls::LogLevelHook;
 use transport::nodes::Nodes;
-use transport::transportd::{self, alloc::CountingAlloc, entry, key, peercred::Policy, Config};
+use transport::transportd::{self, entry, key, peercred::Policy, Config};
 
 // Counts heap allocations for STATISTICS (`allocations`): the benchmark checks
 // that steady-state routing makes none.
 #[global_allocator]
-static ALLOC: CountingAlloc = CountingAlloc;
+static ALLOC: alloccount::Counting = alloccount::Counting;
 
 /// Routes ipfailover messages between local daemons and cluster nodes.
 #[derive(Debug, Parser)]

@@ -6,17 +6,10 @@
 //! allocation. Control requests to service 0 (registration, subscriptions,
 //! the common controls) and error replies are the only paths that allocate.
 //!
-//! Rules (identical to the in-process router):
-//! * from a local client, `src` becomes (own pnn, the client's service id);
-//!   from a peer, `src_pnn` becomes that peer's pnn (no spoofing);
-//! * `dst_pnn` own or `LOCAL`: deliver locally (`BROADCAST_SERVICE`: every
-//!   subscriber of the opcode); a Request to an unknown service gets an
-//!   `UnknownService` error;
-//! * `ALL_NODES`: deliver locally and, if the frame came from a local client,
-//!   forward to every connected peer (a frame from a peer is never
-//!   forwarded again);
-//! * another pnn: forward to that peer; not connected -> `NodeUnreachable`
-//!   error to a Request.
+//! Rules: the one decision in [`crate::routing`], shared with the
+//! in-process router; besides, from a local client `src` becomes (own pnn,
+//! the client's service id), from a peer `src_pnn` becomes that peer's pnn
+//! (no spoofing), and a client's Requests to the daemons are budgeted.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -31,9 +24,10 @@ use crate::proto::control::{
 };
 use crate::proto::service::{self, EPHEMERAL_BASE, TRANSPORT};
 use crate::proto::{
-    decode_payload, encode_payload, ErrorCode, FrameRef, Header, HeaderRepr, Kind, Message,
-    RemoteError, ALL_NODES, BROADCAST_SERVICE, HEADER_LEN, LOCAL,
+    decode_payload, encode_payload, Address, ErrorCode, FrameRef, Header, HeaderRepr, Kind,
+    Message, RemoteError, BROADCAST_SERVICE, HEADER_LEN, LOCAL,
 };
+use crate::routing::{decide, Decision, Local, Source, Tables};
 
 use super::buffers::{Outbox, PushError};
 use super::peercred::Privilege;
@@ -75,6 +69,24 @@ pub enum Origin {
     Peer(u32),
     /// transportd itself (replies to controls, errors).
     Internal,
+}
+
+/// Whether a Request from `src_service` to `dst_service` counts against the
+/// sender's budget: a client's (ephemeral id) Requests to a daemon.
+fn budgeted(kind: Kind, dst_service: u16, src_service: u16) -> bool {
+    kind == Kind::Request
+        && (1..EPHEMERAL_BASE).contains(&dst_service)
+        && src_service >= EPHEMERAL_BASE
+}
+
+impl Tables for State {
+    fn has_service(&self, id: u16) -> bool {
+        self.services.contains_key(&id)
+    }
+
+    fn peer_connected(&self, pnn: u32) -> bool {
+        State::peer_connected(self, pnn)
+    }
 }
 
 /// Where [`State::route_fast`] sends a frame.
@@ -645,7 +657,7 @@ impl State {
             ("handshakes_refused", c.handshakes_refused),
             ("handshakes_unconfirmed", c.handshakes_unconfirmed),
             ("decrypt_failures", c.decrypt_failures),
-            ("allocations", super::alloc::allocations()),
+            ("allocations", alloccount::allocations()),
             (
                 "uptime_ms",
                 u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -689,44 +701,49 @@ impl State {
             }
             Origin::Internal => {}
         }
-        let dst = header.dst_pnn();
-        if dst == LOCAL {
+        let source = match origin {
+            Origin::Peer(_) => Source::Peer,
+            Origin::Local(_) | Origin::Internal => Source::Local,
+        };
+        let dst = Address::new(header.dst_pnn(), header.dst_service());
+        let kind = header.kind();
+        let decision = decide(self.pnn, source, kind, dst, &*self);
+        if dst.pnn == LOCAL {
             header.set_dst_pnn(self.pnn);
         }
-        let from_peer = matches!(origin, Origin::Peer(_));
-        if dst == self.pnn || dst == LOCAL {
-            // A client's requests to the daemons are budgeted (#14 item
-            // 2): the frames of a daemon's socket are read in order, and
-            // thousands queued there delay its heartbeats and leases.
-            let to_daemon = (1..EPHEMERAL_BASE).contains(&header.dst_service());
-            let src = (header.src_pnn(), header.src_service());
-            if header.kind() == Kind::Request
-                && to_daemon
-                && src.1 >= EPHEMERAL_BASE
-                && origin != Origin::Internal
-                && !self.client_may_request(src, Instant::now())
-            {
-                self.error_to_sender(
-                    frame,
-                    ErrorCode::Refused,
-                    format!(
-                        "transportd: client {}:{:#06x} sends requests to the daemons faster than \
-                         {CLIENT_RATE} per second (after a burst of {CLIENT_BURST}): refused; try again",
-                        src.0, src.1
-                    ),
-                );
-                return;
+        match decision {
+            Decision::Local(local) => {
+                // A client's requests to the daemons are budgeted (#14 item
+                // 2): the frames of a daemon's socket are read in order, and
+                // thousands queued there delay its heartbeats and leases.
+                let src = (header.src_pnn(), header.src_service());
+                if budgeted(kind, dst.service, src.1)
+                    && origin != Origin::Internal
+                    && !self.client_may_request(src, Instant::now())
+                {
+                    self.error_to_sender(
+                        frame,
+                        ErrorCode::Refused,
+                        format!(
+                            "transportd: client {}:{:#06x} sends requests to the daemons faster \
+                             than {CLIENT_RATE} per second (after a burst of {CLIENT_BURST}): \
+                             refused; try again",
+                            src.0, src.1
+                        ),
+                    );
+                    return;
+                }
+                self.deliver_local(frame, local, true);
             }
-            self.deliver_local(frame, true);
-        } else if dst == ALL_NODES {
-            if !from_peer {
-                self.forward_all(frame);
+            Decision::Everywhere { forward, local } => {
+                if forward {
+                    self.forward_all(frame);
+                }
+                self.deliver_local(frame, local, false);
             }
-            self.deliver_local(frame, false);
-        } else if from_peer {
-            self.counters.misrouted += 1;
-        } else {
-            self.forward(dst, frame);
+            Decision::Peer(pnn) | Decision::Unreachable(pnn) => self.forward(pnn, frame),
+            Decision::Misrouted => self.counters.misrouted += 1,
+            Decision::Drop => {} // checked frames have a known kind
         }
     }
 
@@ -745,24 +762,17 @@ impl State {
             Origin::Peer(_) => header.src_service(),
             Origin::Internal => return None,
         };
-        let dst = header.dst_pnn();
-        let dst_service = header.dst_service();
-        let dest = if dst == self.pnn || dst == LOCAL {
-            let to_daemon = (1..EPHEMERAL_BASE).contains(&dst_service);
-            if dst_service == TRANSPORT
-                || dst_service == BROADCAST_SERVICE
-                || (header.kind() == Kind::Request && to_daemon && src_service >= EPHEMERAL_BASE)
-                || !self.services.contains_key(&dst_service)
-            {
-                return None;
+        let source = match origin {
+            Origin::Local(_) => Source::Local,
+            Origin::Peer(_) | Origin::Internal => Source::Peer,
+        };
+        let dst = Address::new(header.dst_pnn(), header.dst_service());
+        let dest = match decide(self.pnn, source, header.kind(), dst, &*self) {
+            Decision::Local(Local::Service(id)) if !budgeted(header.kind(), id, src_service) => {
+                Dest::Service(id)
             }
-            Dest::Service(dst_service)
-        } else if dst == ALL_NODES || !matches!(origin, Origin::Local(_)) {
-            return None;
-        } else if self.peer_connected(dst) {
-            Dest::Peer(dst)
-        } else {
-            return None;
+            Decision::Peer(pnn) => Dest::Peer(pnn),
+            _ => return None,
         };
         match origin {
             Origin::Local(id) => {
@@ -780,7 +790,7 @@ impl State {
             }
             Origin::Internal => {}
         }
-        if dst == LOCAL {
+        if dst.pnn == LOCAL {
             header.set_dst_pnn(self.pnn);
         }
         Some(dest)
@@ -863,71 +873,71 @@ impl State {
         self.counters.queue_drops += drops;
     }
 
-    /// Delivers to a local service; `answer_unknown` sends an error to a
-    /// Request for an unknown service (not done for ALL_NODES frames, whose
+    /// Delivers on this node as decided; `answer` sends an error to a
+    /// Request that finds no service (not done for ALL_NODES frames, whose
     /// other replies must not race with an error).
-    fn deliver_local(&mut self, frame: &mut [u8], answer_unknown: bool) {
+    fn deliver_local(&mut self, frame: &mut [u8], local: Local, answer: bool) {
         let Ok(header) = Header::new_checked(&*frame) else {
             return;
         };
-        let dst_service = header.dst_service();
         let kind = header.kind();
         let opcode = header.opcode();
-        if dst_service == TRANSPORT {
-            if kind == Kind::Request {
-                self.control(frame);
+        match local {
+            Local::Control => {
+                if kind == Kind::Request {
+                    self.control(frame);
+                }
             }
-            return;
-        }
-        if dst_service == BROADCAST_SERVICE {
-            if kind != Kind::Event {
-                if answer_unknown {
+            Local::BadBroadcast { answer } => {
+                if answer {
                     self.error_to_sender(
                         frame,
                         ErrorCode::BadRequest,
                         "only events may be broadcast".to_owned(),
                     );
                 }
-                return;
             }
-            let Some(subs) = self.subscribers.get(&opcode) else {
-                return;
-            };
-            let mut delivered = 0;
-            let mut drops = 0;
-            for id in subs {
-                if let Some(entry) = self.services.get(id) {
-                    match push_or_close(&entry.outbox, frame, &mut self.to_flush) {
-                        Ok(()) => {
-                            delivered += 1;
-                            self.service_traffic[service_slot(*id)].count_out(frame.len());
+            Local::Subscribers => {
+                let Some(subs) = self.subscribers.get(&opcode) else {
+                    return;
+                };
+                let mut delivered = 0;
+                let mut drops = 0;
+                for id in subs {
+                    if let Some(entry) = self.services.get(id) {
+                        match push_or_close(&entry.outbox, frame, &mut self.to_flush) {
+                            Ok(()) => {
+                                delivered += 1;
+                                self.service_traffic[service_slot(*id)].count_out(frame.len());
+                            }
+                            Err(()) => drops += 1,
                         }
-                        Err(()) => drops += 1,
                     }
                 }
+                self.counters.delivered += delivered;
+                self.counters.queue_drops += drops;
             }
-            self.counters.delivered += delivered;
-            self.counters.queue_drops += drops;
-            return;
-        }
-        let pushed = self
-            .services
-            .get(&dst_service)
-            .map(|e| push_or_close(&e.outbox, frame, &mut self.to_flush));
-        match pushed {
-            Some(Ok(())) => {
-                self.counters.delivered += 1;
-                self.service_traffic[service_slot(dst_service)].count_out(frame.len());
-            }
-            Some(Err(())) => self.counters.queue_drops += 1,
-            None => {
-                self.counters.unknown_service += 1;
-                if answer_unknown {
-                    self.error_to_sender(
-                        frame,
-                        ErrorCode::UnknownService,
-                        format!("no service {dst_service:#06x} on node {}", self.pnn),
-                    );
+            Local::Service(service) | Local::UnknownService { service, .. } => {
+                let pushed = self
+                    .services
+                    .get(&service)
+                    .map(|e| push_or_close(&e.outbox, frame, &mut self.to_flush));
+                match pushed {
+                    Some(Ok(())) => {
+                        self.counters.delivered += 1;
+                        self.service_traffic[service_slot(service)].count_out(frame.len());
+                    }
+                    Some(Err(())) => self.counters.queue_drops += 1,
+                    None => {
+                        self.counters.unknown_service += 1;
+                        if answer {
+                            self.error_to_sender(
+                                frame,
+                                ErrorCode::UnknownService,
+                                format!("no service {service:#06x} on node {}", self.pnn),
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -1174,7 +1184,7 @@ pub fn register_first(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{encode_frame, Address};
+    use crate::proto::{encode_frame, ALL_NODES};
 
     fn frame(kind: Kind, dst: Address, opcode: u32, payload: &[u8]) -> Vec<u8> {
         let h = HeaderRepr {

@@ -2,7 +2,7 @@
 //! Rust, no cargo-fuzz): random bytes and structure-aware mutations of valid
 //! encodings through one decoder, checking for panics, hangs and
 //! allocations beyond a stated bound. Shared by the fuzz tests of several
-//! crates (`#[path]`-included), so it depends on std only.
+//! crates (`#[path]`-included), so it depends on std and `alloccount` only.
 //!
 //! * `FUZZ_CASES=<n>`: inputs per target (default: the target's short-run
 //!   count, a fixed number so that CI is deterministic).
@@ -15,8 +15,6 @@
 
 #![allow(dead_code)] // not every including test uses every helper
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,73 +26,10 @@ pub const MAX_INPUT: usize = 64 * 1024;
 /// One input taking longer than this aborts the run as a hang.
 pub const HANG_LIMIT: Duration = Duration::from_secs(5);
 
-thread_local! {
-    // Per thread, so that tests running in parallel in one binary do not
-    // see each other's allocations. Const-initialised without a destructor:
-    // using them inside the allocator never allocates.
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-/// A global allocator that tracks, per thread, the live bytes and their
-/// peak; install it in a test binary with `#[global_allocator]`.
-pub struct Counting;
-
-fn grow(by: usize) {
-    let by = isize::try_from(by).unwrap_or(isize::MAX);
-    let _ = LIVE.try_with(|l| {
-        let live = l.get().saturating_add(by);
-        l.set(live);
-        let _ = PEAK.try_with(|p| p.set(p.get().max(live)));
-    });
-}
-
-fn shrink(by: usize) {
-    let by = isize::try_from(by).unwrap_or(isize::MAX);
-    let _ = LIVE.try_with(|l| l.set(l.get().saturating_sub(by)));
-}
-
-// SAFETY: every method forwards to the system allocator with the same
-// arguments; the bookkeeping touches only const thread-locals.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        grow(layout.size());
-        // SAFETY: the caller upholds GlobalAlloc::alloc's contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        grow(layout.size());
-        // SAFETY: the caller upholds GlobalAlloc::alloc_zeroed's contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        shrink(layout.size());
-        // SAFETY: ptr was allocated by System with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size >= layout.size() {
-            grow(new_size - layout.size());
-        } else {
-            shrink(layout.size() - new_size);
-        }
-        // SAFETY: the caller upholds GlobalAlloc::realloc's contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-/// Runs `f` and returns its result and the peak of bytes it had allocated
-/// at once on this thread (beyond what was live before).
-pub fn peak_of<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    let start = LIVE.with(Cell::get);
-    PEAK.with(|p| p.set(start));
-    let r = f();
-    let peak = PEAK.with(Cell::get).saturating_sub(start);
-    (r, usize::try_from(peak).unwrap_or(0))
-}
+/// The workspace's counting allocator (per-thread peaks, so tests running
+/// in parallel in one binary do not disturb each other); install it in a
+/// test binary with `#[global_allocator]`.
+pub use alloccount::{peak_of, Counting};
 
 /// xorshift64*: tiny, seeded, good enough to drive mutations.
 pub struct Rng(u64);
