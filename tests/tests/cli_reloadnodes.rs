@@ -202,12 +202,17 @@ fn reload_scenario(tag: &str, model: &[&str], start_first: bool) {
     if let Some(mut m) = masterds.pop() {
         let _ = m.terminate(Duration::from_secs(5));
     }
-    wait("node 3 disconnected", LIMIT, || {
-        let o = ipfailover(n0, &["nodestatus", "all"]);
-        text(&o.stdout)
-            .contains("pnn:3 192.0.2.13       DISCONNECTED|INACTIVE")
-            .then_some(())
-    });
+    // Disconnected in every remaining node's view (each checks its own
+    // before it takes the deletion: a node that still hears node 3 refuses
+    // it, as ctdb does).
+    for n in &c.nodes[..3] {
+        wait("node 3 disconnected", LIMIT, || {
+            let o = ipfailover(n, &["nodestatus", "all"]);
+            text(&o.stdout)
+                .contains("pnn:3 192.0.2.13       DISCONNECTED|INACTIVE")
+                .then_some(())
+        });
+    }
     let out = ipfailover(n0, &["reloadnodes"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(text(&out.stdout), "Node 3 is DELETED\n");
