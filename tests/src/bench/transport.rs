@@ -235,22 +235,20 @@ pub fn run(args: &[String]) -> Result<()> {
     // The machine may be shared: measure in alternating rounds, each
     // figure beside its baseline; rtt percentiles over all rounds,
     // throughput as the median round.
+    let paths = Paths {
+        ns: &ns,
+        raw_sock: &raw_sock,
+        raw_sink: &raw_sink,
+        d: &d,
+        n0: &n0,
+        echo,
+        echo1,
+        rtt_n,
+        tput_n,
+    };
     let mut m = Measured::default();
     for _ in 0..rounds {
-        m.round(
-            &on,
-            &Paths {
-                ns: &ns,
-                raw_sock: &raw_sock,
-                raw_sink: &raw_sink,
-                d: &d,
-                n0: &n0,
-                echo,
-                echo1,
-                rtt_n,
-                tput_n,
-            },
-        )?;
+        m.round(&on, &paths)?;
     }
     let Measured {
         raw_rtt,
@@ -298,20 +296,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     // A steady load for a profiler (perf record -p PID of a transportd).
     for _ in 0..repeat {
-        Measured::default().round(
-            &on,
-            &Paths {
-                ns: &ns,
-                raw_sock: &raw_sock,
-                raw_sink: &raw_sink,
-                d: &d,
-                n0: &n0,
-                echo,
-                echo1,
-                rtt_n,
-                tput_n,
-            },
-        )?;
+        Measured::default().round(&on, &paths)?;
     }
     Ok(())
 }

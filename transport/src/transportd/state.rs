@@ -678,13 +678,10 @@ impl State {
         Statistics { counters }
     }
 
-    /// Routes one complete, header-checked frame (`frame` is exactly the
-    /// frame's bytes); rewrites the header in place.
-    pub fn route(&mut self, origin: Origin, frame: &mut [u8]) {
-        let len = frame.len();
-        let Ok(mut header) = Header::new_checked(&mut *frame) else {
-            return; // callers pass whole checked frames
-        };
+    /// Counts a frame of `len` bytes in from `origin` and stamps its
+    /// source as the authenticated one (a local client's service id, a
+    /// peer link's PNN).
+    fn stamp_origin(&mut self, origin: Origin, len: usize, header: &mut Header<&mut [u8]>) {
         match origin {
             Origin::Local(id) => {
                 self.counters.local_in += 1;
@@ -701,6 +698,16 @@ impl State {
             }
             Origin::Internal => {}
         }
+    }
+
+    /// Routes one complete, header-checked frame (`frame` is exactly the
+    /// frame's bytes); rewrites the header in place.
+    pub fn route(&mut self, origin: Origin, frame: &mut [u8]) {
+        let len = frame.len();
+        let Ok(mut header) = Header::new_checked(&mut *frame) else {
+            return; // callers pass whole checked frames
+        };
+        self.stamp_origin(origin, len, &mut header);
         let source = match origin {
             Origin::Peer(_) => Source::Peer,
             Origin::Local(_) | Origin::Internal => Source::Local,
@@ -774,22 +781,7 @@ impl State {
             Decision::Peer(pnn) => Dest::Peer(pnn),
             _ => return None,
         };
-        match origin {
-            Origin::Local(id) => {
-                self.counters.local_in += 1;
-                self.service_traffic[service_slot(id)].count_in(len);
-                header.set_src_pnn(self.pnn);
-                header.set_src_service(id);
-            }
-            Origin::Peer(pnn) => {
-                self.counters.peer_in += 1;
-                if let Some(slot) = self.peers.get_mut(&pnn) {
-                    slot.traffic.count_in(len);
-                }
-                header.set_src_pnn(pnn);
-            }
-            Origin::Internal => {}
-        }
+        self.stamp_origin(origin, len, &mut header);
         if dst.pnn == LOCAL {
             header.set_dst_pnn(self.pnn);
         }
