@@ -755,9 +755,13 @@ impl Shell {
     }
 
     /// The connections of `q.address` (to `q.port` only if given), sorted
-    /// in [`TrackedConnection`]'s order.
+    /// in [`TrackedConnection`]'s order; with those of a takeover's first
+    /// dump that the node's own view lost ([`Engine::ghosts`]), so that a
+    /// take's tickles reach their clients.
     fn sorted_connections(&self, q: GetConnections) -> Vec<Conn> {
-        let mut conns = self.engine.table().connections(q.address.to_canonical());
+        let address = q.address.to_canonical();
+        let mut conns = self.engine.table().connections(address);
+        conns.extend_from_slice(self.engine.ghosts(address, self.now()));
         if let Some(p) = q.port {
             conns.retain(|c| c.public_port == p);
         }
@@ -871,6 +875,21 @@ impl Shell {
                         connections: u64::try_from(n).unwrap_or(u64::MAX),
                     })
                     .collect();
+                // A take asks for the list of the addresses with a count:
+                // those with ghosts must have one.
+                for address in self.engine.ghost_addresses(self.now()) {
+                    let n = self
+                        .sorted_connections(GetConnections {
+                            address,
+                            port: None,
+                        })
+                        .len();
+                    counts.retain(|c| c.address != address);
+                    counts.push(AddressCount {
+                        address,
+                        connections: u64::try_from(n).unwrap_or(u64::MAX),
+                    });
+                }
                 counts.sort_unstable_by_key(|c| c.address);
                 enc(encode_payload(&counts))
             }

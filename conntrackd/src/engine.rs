@@ -119,6 +119,10 @@ pub struct Engine {
     /// Addresses taken over since their last dump: the next dump is sent as
     /// a full sync (this node's old view may have expired elsewhere).
     fresh: HashSet<IpAddr>,
+    /// Per address, the connections this node's own view held when the
+    /// address was taken over (or first reported in this incarnation) that
+    /// its first dump no longer showed, and when: see [`Engine::ghosts`].
+    ghosts: HashMap<IpAddr, (Duration, Vec<Conn>)>,
     last_sync: Duration,
     /// When a sync was last asked of a view with a gap.
     asked: HashMap<(Pnn, IpAddr), Duration>,
@@ -129,6 +133,11 @@ pub struct Engine {
     /// The most connections stored from peers and registrations.
     max_connections: usize,
 }
+
+/// How long [`Engine::ghosts`] lists a connection after the take: longer
+/// than failoverd's tickle rounds (`tickle_count` announcements,
+/// `garp_interval` apart: 3 × 1 s by default).
+pub const GHOST_KEEP: Duration = Duration::from_secs(10);
 
 /// Default of [`Engine::with_max_connections`] (`[conntrack]
 /// max_connections`).
@@ -147,6 +156,7 @@ impl Engine {
             hosted: HashSet::default(),
             dirty: BTreeSet::new(),
             fresh: HashSet::default(),
+            ghosts: HashMap::default(),
             last_sync: now,
             asked: HashMap::default(),
             served: HashMap::default(),
@@ -349,6 +359,7 @@ impl Engine {
             all.extend(registered.iter().copied());
             all.sort_unstable();
             all.dedup();
+            self.note_ghosts(address, &all, now);
             let msgs = self.reporter.sync(address, &all);
             self.local(msgs, now, &mut out);
             return Ok(out);
@@ -361,6 +372,50 @@ impl Engine {
             self.change(address, OpKind::Add, c, now, &mut out);
         }
         Ok(out)
+    }
+
+    /// Keeps, for [`GHOST_KEEP`], the connections of this node's own view
+    /// of `address` that the sync replacing it with `all` takes out.
+    fn note_ghosts(&mut self, address: IpAddr, all: &[Conn], now: Duration) {
+        let gone: Vec<Conn> = self
+            .table
+            .view_connections(address, self.pnn)
+            .into_iter()
+            .filter(|c| all.binary_search(c).is_err())
+            .collect();
+        if gone.is_empty() {
+            self.ghosts.remove(&address);
+        } else {
+            self.ghosts.insert(address, (now, gone));
+        }
+    }
+
+    /// The connections of `address` that this node's own view held when
+    /// the node took the address over and that its first dump after the
+    /// take did not show, for [`GHOST_KEEP`] after that dump.
+    ///
+    /// Their sockets ended while the address was not watched here: a drop
+    /// at a lease's end removes the addresses before it resets their
+    /// sockets, and those resets cannot leave. Their clients were not told;
+    /// if the same node takes the address back, the take's tickles must
+    /// reach them — but the dump has taken them out of the table (and of
+    /// every node's copy) by the time the take asks for the list. A tickle
+    /// to a client whose connection is really gone costs one segment: the
+    /// client answers it with a reset.
+    pub fn ghosts(&self, address: IpAddr, now: Duration) -> &[Conn] {
+        match self.ghosts.get(&address.to_canonical()) {
+            Some((at, list)) if now.saturating_sub(*at) < GHOST_KEEP => list,
+            _ => &[],
+        }
+    }
+
+    /// The addresses with [`Engine::ghosts`] at `now`.
+    pub fn ghost_addresses(&self, now: Duration) -> Vec<IpAddr> {
+        self.ghosts
+            .iter()
+            .filter(|(_, (at, _))| now.saturating_sub(*at) < GHOST_KEEP)
+            .map(|(a, _)| *a)
+            .collect()
     }
 
     /// A conntrack event (new or destroyed connection) on `address`.
@@ -598,6 +653,8 @@ impl Engine {
         }
         let interval = self.config.sync_interval;
         self.asked.retain(|_, t| now.saturating_sub(*t) < interval);
+        self.ghosts
+            .retain(|_, (at, _)| now.saturating_sub(*at) < GHOST_KEEP);
         let expired = self.table.expire(now);
         if expired.addresses + expired.views > 0 {
             tracing::debug!(

@@ -737,3 +737,56 @@ fn a_full_table_refuses_what_peers_add() {
     assert_eq!(e.table().stored(), 2);
     assert!(e.room_for(1).is_ok());
 }
+
+/// Node `p`'s [`Engine::ghosts`] of `a()` now.
+fn ghosts(net: &Net, p: Pnn) -> Vec<Conn> {
+    let e = net.nodes[p as usize].as_ref().unwrap();
+    e.ghosts(a(), net.now).to_vec()
+}
+
+/// Node `p`'s [`Engine::ghost_addresses`] now.
+fn ghost_addresses(net: &Net, p: Pnn) -> Vec<IpAddr> {
+    let e = net.nodes[p as usize].as_ref().unwrap();
+    e.ghost_addresses(net.now)
+}
+
+#[test]
+fn connections_a_retake_no_longer_shows_are_kept_for_its_tickles() {
+    let mut net = Net::new(2);
+    net.hosts(&[(a(), Some(0))]);
+    net.dump(0, a(), &[c(1, 1), c(2, 2)]);
+    // A drop at the lease end: the address is not hosted here any more,
+    // its sockets are reset while nobody watches them.
+    net.hosts(&[(a(), None)]);
+    net.tick(TICK);
+    assert!(ghosts(&net, 0).is_empty());
+    // The same node takes it back; the first dump shows one connection
+    // (c(2, 2) lived on; c(1, 1)'s socket was reset).
+    net.hosts(&[(a(), Some(0))]);
+    net.dump(0, a(), &[c(2, 2)]);
+    net.assert_all(a(), &[c(2, 2)]);
+    assert_eq!(ghosts(&net, 0), vec![c(1, 1)]);
+    assert_eq!(ghost_addresses(&net, 0), vec![a()]);
+    assert!(ghosts(&net, 1).is_empty(), "only the taker's own view");
+    // Listed for GHOST_KEEP, then forgotten.
+    net.tick(GHOST_KEEP - TICK * 2);
+    assert_eq!(ghosts(&net, 0), vec![c(1, 1)]);
+    net.tick(TICK * 2);
+    assert!(ghosts(&net, 0).is_empty());
+    assert!(ghost_addresses(&net, 0).is_empty());
+    // A later dump is no takeover: what it takes out is not listed.
+    net.dump(0, a(), &[]);
+    assert!(ghosts(&net, 0).is_empty());
+}
+
+#[test]
+fn a_first_takeover_has_no_ghosts() {
+    let mut net = Net::new(2);
+    net.hosts(&[(a(), Some(0))]);
+    net.dump(0, a(), &[c(1, 1)]);
+    // Node 1 takes the address: its own view was empty.
+    net.hosts(&[(a(), Some(1))]);
+    net.dump(1, a(), &[]);
+    assert!(ghosts(&net, 1).is_empty());
+    assert!(ghost_addresses(&net, 1).is_empty());
+}
