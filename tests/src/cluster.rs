@@ -270,7 +270,8 @@ impl TestCluster {
         Ok(ports)
     }
 
-    /// A listener on every node (`0.0.0.0:port`, in its namespace) that
+    /// A listener on every node (`[::]:port`, in its namespace: IPv4 and
+    /// IPv6) that
     /// accepts connections and keeps them open without answering, until
     /// `stop` is set (at most 10 minutes): the idle server side of a
     /// client's connection to a public address.
@@ -288,7 +289,7 @@ impl TestCluster {
         for n in &self.nodes {
             let l =
                 n.ns.run(move || -> std::io::Result<std::net::TcpListener> {
-                    let l = std::net::TcpListener::bind(("0.0.0.0", port))?;
+                    let l = std::net::TcpListener::bind(("::", port))?;
                     l.set_nonblocking(true)?;
                     Ok(l)
                 })??;
