@@ -2356,9 +2356,16 @@ async fn announce_rounds(
                         Ok(st) => {
                             counters::add(&COUNTERS.tickles, st.sent);
                             HISTORY.tickled(addr, history::now_ns(), st.sent);
-                            tracing::debug!(%addr, sent = st.sent, failed = st.failed, "tickles")
+                            // The first round at info: how many clients a take
+                            // told to reconnect is what an operator (and a
+                            // chaos run's post-mortem) asks after a move.
+                            if round == 0 || st.failed > 0 {
+                                tracing::info!(%addr, round, sent = st.sent, failed = st.failed, "tickled the address's clients");
+                            } else {
+                                tracing::debug!(%addr, round, sent = st.sent, failed = st.failed, "tickles");
+                            }
                         }
-                        Err(e) => tracing::debug!(%addr, error = %e, "tickles failed"),
+                        Err(e) => tracing::warn!(%addr, round, error = %e, "tickles failed"),
                     }
                 }
             }
