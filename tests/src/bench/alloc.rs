@@ -11,7 +11,8 @@
 //! fails. Also printed: the imbalance of the result, max - min addresses per
 //! healthy node.
 //!
-//! Options: `--quick` runs only the 256-address case.
+//! Options: `--quick` runs only the 256-address case; `--large-only` only
+//! the 4,096-address cases, without the reference (for profiling).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
@@ -173,21 +174,25 @@ fn case(label: &str, input: &AllocInput, with_baseline: bool) -> anyhow::Result<
     Ok(fast)
 }
 
+/// `bench alloc` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AllocArgs {
+    /// Only the 256-address case (8 nodes), with both references.
+    #[arg(long)]
+    pub quick: bool,
+    /// Only the 4096-address cases, without the reference after a failure
+    /// (for profiling).
+    #[arg(long = "large-only")]
+    pub large_only: bool,
+}
+
 /// Runs the `alloc` scenario.
 ///
 /// # Errors
 ///
-/// Unknown option, or the two implementations disagree.
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let mut quick = false;
-    let mut large_only = false;
-    for a in args {
-        match a.as_str() {
-            "--quick" => quick = true,
-            "--large-only" => large_only = true,
-            other => anyhow::bail!("unknown option '{other}' (options: --quick, --large-only)"),
-        }
-    }
+/// The two implementations disagree.
+pub fn run(args: &AllocArgs) -> anyhow::Result<()> {
+    let (quick, large_only) = (args.quick, args.large_only);
     // (nodes, addresses, family, reference from empty, reference after failure)
     let mut sizes = Vec::new();
     if !large_only {

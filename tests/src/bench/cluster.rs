@@ -49,28 +49,21 @@ use crate::netns::wait_for;
 
 const POLL: Duration = Duration::from_millis(20);
 
+/// `bench cluster` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// Detection trials per profile (p50/p99 over them).
+    #[arg(long, default_value_t = 20)]
+    pub trials: usize,
+}
+
 /// Runs the `cluster` scenario.
 ///
 /// # Errors
 ///
 /// A namespace, process or measurement that fails.
-pub fn run(args: &[String]) -> Result<()> {
-    let mut trials = 20usize;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--trials" => {
-                trials = it
-                    .next()
-                    .context("--trials needs a number")?
-                    .parse()
-                    .context("--trials needs a number")?;
-            }
-            other => {
-                bail!("bench cluster: unknown argument {other:?} (usage: cluster [--trials N])")
-            }
-        }
-    }
+pub fn run(args: &ClusterArgs) -> Result<()> {
+    let trials = args.trials;
     eprintln!(
         "machine: {} cores, kernel {}",
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get),

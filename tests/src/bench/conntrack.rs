@@ -1,5 +1,6 @@
-//! `bench conntrack [--conns N] [--addrs A]`: conntrackd's table, in memory
-//! (no network yet: the transport part is added when the transport lands).
+//! `bench conntrack [--conns N] [--addrs A] [--no-net|--net-only|--join-only]
+//! [--rate R] [--secs S]`: conntrackd's table, in memory, and
+//! over the transport (`--rate`, `--secs`: the latency run there).
 //!
 //! Figures, each beside a baseline measured in the same run, a plain
 //! `std::collections::HashSet<(SocketAddr, SocketAddr)>` (client, public)
@@ -32,7 +33,7 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use conntrackd::engine::{Config, Engine, Out};
 use conntrackd::msg::{decode, encode, Msg, OpKind, SyncChunk};
 use conntrackd::table::{Conn, Table, Version};
@@ -44,69 +45,62 @@ const NOW: Duration = Duration::from_secs(1);
 const GRACE: Duration = Duration::from_secs(60);
 const PUBLIC_PORT: u16 = 445;
 
-struct Opts {
-    conns: usize,
-    addrs: usize,
+pub(super) struct Opts {
+    pub(super) conns: usize,
+    pub(super) addrs: usize,
     /// Run the daemons over the transport (needs root and release binaries).
-    net: bool,
+    pub(super) net: bool,
     /// Only the transport figures (and the in-memory join as their
     /// baseline).
-    net_only: bool,
+    pub(super) net_only: bool,
     /// New connections per second of the latency run.
-    rate: usize,
+    pub(super) rate: usize,
     /// Seconds of the latency run.
-    secs: f64,
+    pub(super) secs: f64,
     /// Stop after the join (no latency run).
-    join_only: bool,
+    pub(super) join_only: bool,
 }
 
-fn parse(args: &[String]) -> anyhow::Result<Opts> {
-    let mut o = Opts {
-        conns: 1_000_000,
-        addrs: 16,
-        net: true,
-        net_only: false,
-        rate: 10_000,
-        secs: 2.0,
-        join_only: false,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--no-net" => {
-                o.net = false;
-                continue;
-            }
-            "--net-only" => {
-                o.net_only = true;
-                continue;
-            }
-            "--join-only" => {
-                o.net_only = true;
-                o.join_only = true;
-                continue;
-            }
-            _ => {}
+/// `bench conntrack` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConntrackArgs {
+    /// Connections (tables, join, dump).
+    #[arg(long, default_value_t = 1_000_000, value_parser = super::count_in(1..=u64::MAX))]
+    pub conns: usize,
+    /// Public addresses the connections are spread over.
+    #[arg(long, default_value_t = 16, value_parser = super::count_in(1..=250))]
+    pub addrs: usize,
+    /// Skip the figures over the transport (real processes, root, release
+    /// binaries).
+    #[arg(long = "no-net")]
+    pub no_net: bool,
+    /// Only the figures over the transport (and the in-memory join as
+    /// their baseline).
+    #[arg(long = "net-only")]
+    pub net_only: bool,
+    /// As `--net-only`, and stop after the join (no latency run).
+    #[arg(long = "join-only")]
+    pub join_only: bool,
+    /// New connections per second of the latency run over the transport.
+    #[arg(long, default_value_t = 10_000, value_parser = super::count_in(1..=100_000))]
+    pub rate: usize,
+    /// Seconds of the latency run over the transport, in (0, 10].
+    #[arg(long, default_value_t = 2.0, value_parser = super::float_in(0.0, true, 10.0))]
+    pub secs: f64,
+}
+
+impl From<&ConntrackArgs> for Opts {
+    fn from(a: &ConntrackArgs) -> Self {
+        Opts {
+            conns: a.conns,
+            addrs: a.addrs,
+            net: !a.no_net,
+            net_only: a.net_only || a.join_only,
+            rate: a.rate,
+            secs: a.secs,
+            join_only: a.join_only,
         }
-        let value = it.next().with_context(|| format!("{a} needs a value"))?;
-        match a.as_str() {
-            "--conns" => o.conns = value.parse().with_context(|| format!("--conns {value}"))?,
-            "--addrs" => o.addrs = value.parse().with_context(|| format!("--addrs {value}"))?,
-            "--rate" => o.rate = value.parse().with_context(|| format!("--rate {value}"))?,
-            "--secs" => o.secs = value.parse().with_context(|| format!("--secs {value}"))?,
-            other => bail!(
-                "unknown option {other}; options: --conns N, --addrs A, --no-net, --net-only, --join-only, \
-                 --rate R, --secs S"
-            ),
-        }
     }
-    if o.conns == 0 || o.addrs == 0 || o.addrs > 250 {
-        bail!("--conns must be > 0 and --addrs in 1..=250");
-    }
-    if o.rate == 0 || o.rate > 100_000 || !(o.secs > 0.0 && o.secs <= 10.0) {
-        bail!("--rate must be in 1..=100000 and --secs in (0, 10]");
-    }
-    Ok(o)
 }
 
 fn public(v6: bool, a: usize) -> IpAddr {
@@ -509,9 +503,9 @@ fn dump_diff(o: &Opts) -> anyhow::Result<()> {
 ///
 /// # Errors
 ///
-/// Bad options, or a table that does not hold what was put in (a bug).
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let o = parse(args)?;
+/// A table that does not hold what was put in (a bug).
+pub fn run(args: &ConntrackArgs) -> anyhow::Result<()> {
+    let o = Opts::from(args);
     if !alloccount::is_installed() {
         bail!("the counting allocator is not installed (run through the bench binary)");
     }

@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::{arg, percentile, Figure};
+use crate::bench::{percentile, Figure, Profiles};
 use crate::cluster::{bin_path, TestCluster};
 use crate::netns::wait_for;
 
@@ -712,32 +712,45 @@ fn keep_logs(bed: &Bed, dir: &std::path::Path, tag: &str) -> Result<()> {
     Ok(())
 }
 
+/// `bench failover` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FailoverArgs {
+    /// Single-address trials per profile (1 to 100).
+    #[arg(long, default_value_t = 10, value_parser = super::count_in(1..=100))]
+    pub trials: usize,
+    /// The profile(s) measured.
+    #[arg(long, value_enum, default_value_t = Profiles::Both)]
+    pub profile: Profiles,
+    /// Addresses of the mass failover (0 to 506; 0: none).
+    #[arg(long, default_value_t = 256, value_parser = super::count_in(0..=506))]
+    pub mass: usize,
+    /// Addresses of the mass failover measured beside keepalived's (0 to
+    /// 255, one VRRP instance each; 0: none).
+    #[arg(long = "keepalived-mass", default_value_t = 64, value_parser = super::count_in(0..=255))]
+    pub keepalived_mass: usize,
+    /// Skip the keepalived baseline.
+    #[arg(long = "no-keepalived")]
+    pub no_keepalived: bool,
+    /// Skip the breakdown of each trial into phases (from the daemons' logs
+    /// and a capture in the client's namespace).
+    #[arg(long = "no-phases")]
+    pub no_phases: bool,
+}
+
 /// Runs the `failover` scenario.
 ///
 /// # Errors
 ///
 /// Not root, a binary missing (build with `cargo build --release
 /// --workspace --bins`), or a trial that never completes.
-pub fn run(args: &[String]) -> Result<()> {
+pub fn run(args: &FailoverArgs) -> Result<()> {
     crate::netns::require_root();
-    let trials: usize = arg(args, "--trials", 10)?;
-    let profile: String = arg(args, "--profile", "both".to_string())?;
-    let mass_count: usize = arg(args, "--mass", 256)?;
-    let phases = !args.iter().any(|a| a == "--no-phases");
-    let baseline = !args.iter().any(|a| a == "--no-keepalived");
-    let kl_mass: usize = arg(args, "--keepalived-mass", 64)?;
-    if kl_mass > 255 {
-        bail!("--keepalived-mass 0..=255 (one VRRP instance per address)");
-    }
-    if trials == 0 || trials > 100 || mass_count > 506 {
-        bail!("--trials 1..=100, --mass 0..=506");
-    }
-    let profiles: Vec<&str> = match profile.as_str() {
-        "both" => vec!["default", "fast"],
-        "default" => vec!["default"],
-        "fast" => vec!["fast"],
-        other => bail!("--profile default|fast|both, not {other}"),
-    };
+    let trials = args.trials;
+    let mass_count = args.mass;
+    let phases = !args.no_phases;
+    let baseline = !args.no_keepalived;
+    let kl_mass = args.keepalived_mass;
+    let profiles = args.profile.names();
     for p in profiles {
         // The baseline first, on the same topology, in the same run.
         let kl = if baseline {

@@ -34,15 +34,12 @@ use crate::netns::{veth, NetNs};
 
 const BENCH: &str = "failover-node";
 
-fn reps(args: &[String]) -> Result<usize> {
-    match args.iter().position(|a| a == "--reps") {
-        Some(i) => args
-            .get(i + 1)
-            .context("--reps needs a number")?
-            .parse()
-            .context("--reps needs a number"),
-        None => Ok(20),
-    }
+/// `bench failover-node` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FailoverNodeArgs {
+    /// Repetitions of each step (p50/p99 over them; 0 counts as 1).
+    #[arg(long, default_value_t = 20)]
+    pub reps: usize,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -91,11 +88,11 @@ async fn wait_event(
 /// # Errors
 ///
 /// When a namespace cannot be set up or a measured step fails.
-pub fn run(args: &[String]) -> Result<()> {
+pub fn run(args: &FailoverNodeArgs) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("bench failover-node needs root (it builds network namespaces)");
     }
-    let reps = reps(args)?.max(1);
+    let reps = args.reps.max(1);
     let node = NetNs::new("bfnn")?;
     let peer = NetNs::new("bfnp")?;
     veth(&node, "eth0", &peer, "p0")?;

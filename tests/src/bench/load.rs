@@ -1,5 +1,5 @@
 //! `bench failover-load [--minutes M] [--profile default|fast|both]
-//! [--cpu N] [--no-spawn]`: no failover without a fault. Three nodes under
+//! [--cpu N] [--no-spawn] [--realtime-only]`: no failover without a fault. Three nodes under
 //! real masterds (six public addresses) sit idle for `M` minutes while
 //! `stress-ng` loads the machine — `N` CPU hogs (default twice the cores)
 //! and, unless `--no-spawn`, a process-spawning load — and nothing else
@@ -20,9 +20,9 @@ use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use crate::bench::{arg, Figure};
+use crate::bench::{Figure, Profiles};
 use crate::cluster::{bin_path, TestCluster};
 use crate::netns::wait_for;
 
@@ -209,30 +209,40 @@ fn start_stress(cpu: usize, spawn: bool, secs: f64) -> Result<Child> {
         .context("starting stress-ng (scripts/setup.sh installs it)")
 }
 
+/// `bench failover-load` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Minutes each measurement lasts (0.05 to 120).
+    #[arg(long, default_value_t = 10.0, value_parser = super::float_in(0.05, false, 120.0))]
+    pub minutes: f64,
+    /// stress-ng CPU hogs (0 to 256; default twice the cores).
+    #[arg(long, value_parser = super::count_in(0..=256))]
+    pub cpu: Option<usize>,
+    /// No process-spawning load (`stress-ng --fork 1 --exec 1`).
+    #[arg(long = "no-spawn")]
+    pub no_spawn: bool,
+    /// Only the product's default scheduling (the lease path at real-time
+    /// priority); the normal-scheduling comparison doubles the run's length.
+    #[arg(long = "realtime-only")]
+    pub realtime_only: bool,
+    /// The profile(s) measured.
+    #[arg(long, value_enum, default_value_t = Profiles::Both)]
+    pub profile: Profiles,
+}
+
 /// Runs the scenario.
 ///
 /// # Errors
 ///
-/// Bad arguments, or a cluster that does not start.
-pub fn run(args: &[String]) -> Result<()> {
+/// A cluster that does not start.
+pub fn run(args: &LoadArgs) -> Result<()> {
     crate::netns::require_root();
-    let minutes: f64 = arg(args, "--minutes", 10.0)?;
+    let minutes = args.minutes;
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
-    let cpu: usize = arg(args, "--cpu", 2 * cores)?;
-    let spawn = !args.iter().any(|a| a == "--no-spawn");
-    // `--realtime-only`: the product's default scheduling alone (the
-    // normal-scheduling comparison doubles the run's length).
-    let normal_too = !args.iter().any(|a| a == "--realtime-only");
-    let profile: String = arg(args, "--profile", "both".to_string())?;
-    let profiles: Vec<&str> = match profile.as_str() {
-        "both" => vec!["default", "fast"],
-        "default" => vec!["default"],
-        "fast" => vec!["fast"],
-        other => bail!("--profile default|fast|both, not {other}"),
-    };
-    if !(0.05..=120.0).contains(&minutes) || cpu > 256 {
-        bail!("--minutes 0.05..=120, --cpu 0..=256");
-    }
+    let cpu = args.cpu.unwrap_or(2 * cores);
+    let spawn = !args.no_spawn;
+    let normal_too = !args.realtime_only;
+    let profiles = args.profile.names();
     for p in profiles {
         let base = if normal_too {
             Some(measure(p, 0, minutes, cpu, spawn)?)

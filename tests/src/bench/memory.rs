@@ -31,45 +31,39 @@ use crate::cluster::{bin_path, Node, TestCluster};
 
 const BENCH: &str = "memory";
 
-struct Args {
-    connections: usize,
-    addresses: usize,
-    multi: bool,
-    single: bool,
+/// `bench memory` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MemoryArgs {
+    /// Connections registered with node 0's conntrackd.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// Public addresses (1 to 250).
+    #[arg(long, default_value_t = 64, value_parser = super::count_in(1..=250))]
+    pub addresses: usize,
+    /// The process model(s) measured.
+    #[arg(long, value_enum, default_value_t = Model::Both)]
+    pub model: Model,
 }
 
-fn parse(args: &[String]) -> Result<Args> {
-    let mut a = Args {
-        connections: 10_000,
-        addresses: 64,
-        multi: true,
-        single: true,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut num = |name: &str| -> Result<usize> {
-            let v = it
-                .next()
-                .with_context(|| format!("{name} needs a number"))?;
-            v.parse()
-                .with_context(|| format!("{name}: '{v}' is not a number"))
-        };
-        match arg.as_str() {
-            "--connections" => a.connections = num("--connections")?,
-            "--addresses" => a.addresses = num("--addresses")?,
-            "--model" => match it.next().map(String::as_str) {
-                Some("multi") => (a.multi, a.single) = (true, false),
-                Some("single") => (a.multi, a.single) = (false, true),
-                Some("both") => (a.multi, a.single) = (true, true),
-                other => bail!("--model: multi, single or both, not {other:?}"),
-            },
-            other => bail!("memory: unknown argument '{other}'"),
-        }
+/// `bench memory --model`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Model {
+    /// masterd and its daemons, one process each.
+    Multi,
+    /// masterd's one process.
+    Single,
+    /// Multi, then single.
+    Both,
+}
+
+impl MemoryArgs {
+    fn multi(&self) -> bool {
+        self.model != Model::Single
     }
-    if a.addresses == 0 || a.addresses > 250 {
-        bail!("--addresses: 1 to 250");
+
+    fn single(&self) -> bool {
+        self.model != Model::Multi
     }
-    Ok(a)
 }
 
 /// Public address `i` (203.0.113.1 onwards).
@@ -113,8 +107,7 @@ fn rollup(pid: u32) -> Option<Rollup> {
 ///
 /// When the cluster cannot be built, masterd does not become ready, or a
 /// process cannot be measured.
-pub fn run(args: &[String]) -> Result<()> {
-    let a = parse(args)?;
+pub fn run(a: &MemoryArgs) -> Result<()> {
     let masterd = bin_path("masterd")?;
     let multi: Vec<&str> = masterd::daemons::ALL
         .iter()
@@ -162,9 +155,9 @@ pub fn run(args: &[String]) -> Result<()> {
         std::fs::write(node.config_dir.join("public_addresses"), &pa)?;
     }
 
-    if a.multi {
+    if a.multi() {
         let mut procs = start_all(&cluster, &masterd, &multi, false)?;
-        let tracked = settle(&cluster, &a, &multi)?;
+        let tracked = settle(&cluster, a, &multi)?;
         connections_figure("multi_connections_tracked", tracked);
         let st = status(&cluster.nodes[0]).context("masterd status on node 0")?;
         let mut total = (0u64, 0u64);
@@ -191,9 +184,9 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
 
-    if a.single {
+    if a.single() {
         let mut procs = start_all(&cluster, &masterd, &single, true)?;
-        let tracked = settle(&cluster, &a, &single)?;
+        let tracked = settle(&cluster, a, &single)?;
         connections_figure("single_connections_tracked", tracked);
         let st = status(&cluster.nodes[0]).context("masterd status on node 0")?;
         let r = rollup(st.pid).context("measuring masterd")?;
@@ -212,7 +205,7 @@ pub fn run(args: &[String]) -> Result<()> {
 /// Waits until the addresses are hosted, registers the connections with
 /// node 0's conntrackd (when they run), then lets the node idle for 3 s.
 /// Returns how many connections conntrackd accepted.
-fn settle(cluster: &TestCluster, a: &Args, daemons: &[&str]) -> Result<usize> {
+fn settle(cluster: &TestCluster, a: &MemoryArgs, daemons: &[&str]) -> Result<usize> {
     let hosted = if daemons.contains(&"failoverd") {
         wait_hosted(cluster, a.addresses)
     } else {

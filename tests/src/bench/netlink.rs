@@ -36,15 +36,15 @@ use crate::netns::{veth, NetNs};
 
 const BENCH: &str = "netlink";
 
-fn reps(args: &[String]) -> Result<usize> {
-    match args.iter().position(|a| a == "--reps") {
-        Some(i) => args
-            .get(i + 1)
-            .context("--reps needs a number")?
-            .parse()
-            .context("--reps needs a number"),
-        None => Ok(3),
-    }
+/// `bench netlink` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NetlinkArgs {
+    /// Repetitions of each part (the median is reported; 0 counts as 1).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Only this part.
+    #[arg(long, value_parser = ["addr", "tickle", "killtcp"])]
+    pub only: Option<String>,
 }
 
 /// Runs the `netlink` scenario.
@@ -52,16 +52,12 @@ fn reps(args: &[String]) -> Result<usize> {
 /// # Errors
 ///
 /// When a namespace cannot be set up or a measured step fails.
-pub fn run(args: &[String]) -> Result<()> {
+pub fn run(args: &NetlinkArgs) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("bench netlink needs root (it builds network namespaces)");
     }
-    let reps = reps(args)?.max(1);
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str);
+    let reps = args.reps.max(1);
+    let only = args.only.as_deref();
     let want = |part: &str| only.is_none_or(|o| o == part);
     if want("addr") {
         addresses(reps)?;

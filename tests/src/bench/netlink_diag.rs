@@ -20,7 +20,7 @@ use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use netlink::conntrack::{ConntrackEvent, ConntrackEvents};
 use netlink::nft::{NftSet, NftTable};
 use netlink::sockdiag::SockDiag;
@@ -33,15 +33,17 @@ const PUBLIC: &str = "192.0.2.1";
 const CLIENT: &str = "192.0.2.2";
 const PORT: u16 = 4480;
 
-fn option(args: &[String], name: &str, default: usize) -> Result<usize> {
-    match args.iter().position(|a| a == name) {
-        Some(i) => args
-            .get(i + 1)
-            .with_context(|| format!("{name} needs a number"))?
-            .parse()
-            .with_context(|| format!("{name} needs a number")),
-        None => Ok(default),
-    }
+/// `bench netlink-diag` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NetlinkDiagArgs {
+    /// Repetitions of each measurement (the median is reported; 0 counts
+    /// as 1).
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Established connections dumped and conntrack events awaited (0
+    /// counts as 1).
+    #[arg(long, default_value_t = 2000)]
+    pub conns: usize,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -57,12 +59,12 @@ fn ms(d: Duration) -> f64 {
 /// # Errors
 ///
 /// When a namespace cannot be set up or a measured step fails.
-pub fn run(args: &[String]) -> Result<()> {
+pub fn run(args: &NetlinkDiagArgs) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("bench netlink-diag needs root (it builds network namespaces)");
     }
-    let reps = option(args, "--reps", 5)?.max(1);
-    let conns = option(args, "--conns", 2000)?.max(1);
+    let reps = args.reps.max(1);
+    let conns = args.conns.max(1);
     let server = NetNs::new("bdiag-s")?;
     let client = NetNs::new("bdiag-c")?;
     veth(&server, "eth0", &client, "eth0")?;

@@ -1,4 +1,5 @@
-//! `bench scrape [--scrapes N] [--addresses N] [--connections N] [--idle S]`:
+//! `bench scrape [--scrapes N] [--addresses N] [--connections N] [--idle S]
+//! [--pause MS]`:
 //! what one Prometheus scrape of masterd's `/metrics` costs the node
 //! (issue 18, docs/observability.md).
 //!
@@ -32,7 +33,7 @@ use transport::proto::service::CONNTRACKD;
 use transport::proto::Address;
 
 use super::failover::{public, public_lan};
-use crate::bench::{arg, percentile, Figure};
+use crate::bench::{percentile, Figure};
 use crate::cluster::{bin_path, Node, TestCluster};
 use crate::netns::wait_for;
 
@@ -174,20 +175,37 @@ fn tracked(n: &Node) -> Option<u64> {
     .flatten()
 }
 
+/// `bench scrape` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScrapeArgs {
+    /// Scrapes, one after the other (at least 1).
+    #[arg(long, default_value_t = 200, value_parser = super::count_in(1..=u64::MAX))]
+    pub scrapes: usize,
+    /// Public addresses node 0 hosts (1 to 506).
+    #[arg(long, default_value_t = 256, value_parser = super::count_in(1..=506))]
+    pub addresses: usize,
+    /// Synthetic connections fed to node 0's conntrackd.
+    #[arg(long, default_value_t = 100_000)]
+    pub connections: usize,
+    /// Seconds of the idle measurement (no scrapes).
+    #[arg(long, default_value_t = 10)]
+    pub idle: u64,
+    /// Milliseconds between two scrapes.
+    #[arg(long, default_value_t = 20)]
+    pub pause: u64,
+}
+
 /// The scenario (see the module docs).
 ///
 /// # Errors
 ///
 /// The bed cannot be built, or the cluster does not settle.
-pub fn run(args: &[String]) -> Result<()> {
-    let n_scrapes: usize = arg(args, "--scrapes", 200)?;
-    let n_addrs: usize = arg(args, "--addresses", 256)?;
-    let n_conns: usize = arg(args, "--connections", 100_000)?;
-    let idle_s: u64 = arg(args, "--idle", 10)?;
-    let pause_ms: u64 = arg(args, "--pause", 20)?;
-    if n_addrs == 0 || n_addrs > 506 || n_scrapes == 0 {
-        bail!("--addresses 1..=506 and --scrapes > 0");
-    }
+pub fn run(args: &ScrapeArgs) -> Result<()> {
+    let n_scrapes = args.scrapes;
+    let n_addrs = args.addresses;
+    let n_conns = args.connections;
+    let idle_s = args.idle;
+    let pause_ms = args.pause;
     let c = TestCluster::new("scrape", 2)?;
     public_lan(&c)?;
     let addrs: Vec<IpAddr> = (0..n_addrs).map(public).collect();

@@ -57,7 +57,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::failover::{public, public_lan};
-use crate::bench::{arg, percentile, Figure};
+use crate::bench::{percentile, Figure, Profiles};
 use crate::chaos::monitor::{self, Log, Threads};
 use crate::chaos::serving::{self, Ev, Micros, Timed};
 use crate::cluster::{bin_path, TestCluster};
@@ -571,38 +571,49 @@ fn keep(bed: &StartBed, dir: Option<&std::path::Path>, tag: &str) {
     }
 }
 
+/// `bench start` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StartArgs {
+    /// The profile(s) measured.
+    #[arg(long, value_enum, default_value_t = Profiles::Both)]
+    pub profile: Profiles,
+    /// Numbers of public addresses measured, comma-separated (each 1 to
+    /// 506).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,64,256",
+        value_parser = super::count_in(1..=506)
+    )]
+    pub addresses: Vec<usize>,
+    /// Trials per profile and number of addresses (1 to 50).
+    #[arg(long, default_value_t = 3, value_parser = super::count_in(1..=50))]
+    pub trials: usize,
+    /// Skip the keepalived baseline.
+    #[arg(long = "no-keepalived")]
+    pub no_keepalived: bool,
+    /// Skip the restart measurement.
+    #[arg(long = "no-restart")]
+    pub no_restart: bool,
+    /// Copy every node's masterd log of every trial into DIR.
+    #[arg(long = "keep-logs", value_name = "DIR")]
+    pub keep_logs: Option<std::path::PathBuf>,
+}
+
 /// Runs the `start` scenario.
 ///
 /// # Errors
 ///
 /// Not root, a binary missing (build with `cargo build --release
 /// --workspace --bins`), or a start that never completes.
-pub fn run(args: &[String]) -> Result<()> {
+pub fn run(args: &StartArgs) -> Result<()> {
     crate::netns::require_root();
-    let trials: usize = arg(args, "--trials", 3)?;
-    let profile: String = arg(args, "--profile", "both".to_string())?;
-    let counts: String = arg(args, "--addresses", "1,64,256".to_string())?;
-    let baseline = !args.iter().any(|a| a == "--no-keepalived");
-    let do_restart = !args.iter().any(|a| a == "--no-restart");
-    let keep_dir: Option<std::path::PathBuf> = args
-        .iter()
-        .position(|a| a == "--keep-logs")
-        .and_then(|i| args.get(i + 1))
-        .map(std::path::PathBuf::from);
-    let counts: Vec<usize> = counts
-        .split(',')
-        .map(|c| c.trim().parse::<usize>())
-        .collect::<Result<_, _>>()
-        .context("--addresses: a comma-separated list of counts")?;
-    if trials == 0 || trials > 50 || counts.iter().any(|&c| c == 0 || c > 506) {
-        bail!("--trials 1..=50, --addresses counts 1..=506");
-    }
-    let profiles: Vec<&str> = match profile.as_str() {
-        "both" => vec!["default", "fast"],
-        "default" => vec!["default"],
-        "fast" => vec!["fast"],
-        other => bail!("--profile default|fast|both, not {other}"),
-    };
+    let trials = args.trials;
+    let counts = args.addresses.clone();
+    let baseline = !args.no_keepalived;
+    let do_restart = !args.no_restart;
+    let keep_dir = args.keep_logs.clone();
+    let profiles = args.profile.names();
     if let Some((l1, l5, l15)) = loadavg() {
         eprintln!("load average at the start: {l1:.2} {l5:.2} {l15:.2}");
         Figure::plain(BENCH, "load_avg_1m_at_start", l1, "").print();

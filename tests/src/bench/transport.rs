@@ -16,7 +16,8 @@
 //!
 //! Endpoints speak frames directly over blocking sockets (no async client
 //! library), so the figures measure transportd, not the client library.
-//! Child processes are this same binary re-run with `--role`. Figures are
+//! Child processes are this same binary re-run as `bench transport --role
+//! echo|sink` with hidden options ([`TransportArgs`]). Figures are
 //! taken over 3 alternating rounds (raw, routed, raw, routed...): round-trip
 //! percentiles over all samples, throughput as the median round.
 //!
@@ -30,7 +31,7 @@
 //! `link-16k`; the others are skipped and print no figure: for profiling one
 //! path at a time), `--repeat N` (run the selected measurements N times
 //! more after the figures, without baselines: a steady load to attach a
-//! profiler to).
+//! profiler to), `--crypto-only` (only `seal_mb_s`: no processes, no root).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -69,47 +70,68 @@ const ROUNDS: usize = 3;
 /// The paths `--only` can select.
 const PATHS: &[&str] = &["rtt", "tput", "link-rtt", "link-tput", "link-16k"];
 
-/// The value of `--flag VALUE`.
-fn opt<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == flag)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
+/// `bench transport` options. `--role` and the options after it are the
+/// hidden command line of the child processes this bench starts (this same
+/// binary, re-run).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TransportArgs {
+    /// Fewer iterations (2,000 round trips, 100,000 messages).
+    #[arg(long)]
+    pub quick: bool,
+    /// Alternating measurement rounds (at least 1).
+    #[arg(long, default_value_t = ROUNDS, value_parser = super::count_in(1..=u64::MAX))]
+    pub rounds: usize,
+    /// Only these paths, comma-separated (the others are skipped and print
+    /// no figure: for profiling one path at a time).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = PATHS.to_vec())]
+    pub only: Vec<String>,
+    /// Run the selected measurements N times more after the figures, without
+    /// baselines: a steady load to attach a profiler to.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub repeat: usize,
+    /// Only the seal (encryption) speed figure; no processes, no root.
+    #[arg(long = "crypto-only")]
+    pub crypto_only: bool,
+    /// Child process: `echo` answers every frame, `sink` acknowledges every
+    /// burst.
+    #[arg(long, hide = true, value_parser = ["echo", "sink"])]
+    pub role: Option<String>,
+    /// Child process: serve a Unix socket at PATH.
+    #[arg(long = "unix-listen", hide = true, requires = "role")]
+    pub unix_listen: Option<PathBuf>,
+    /// Child process: serve TCP at ADDR.
+    #[arg(long = "tcp-listen", hide = true, requires = "role")]
+    pub tcp_listen: Option<SocketAddr>,
+    /// Child process: register with the transportd of SOCKET...
+    #[arg(long, hide = true, requires = "role")]
+    pub transportd: Option<PathBuf>,
+    /// ... under NAME.
+    #[arg(long, hide = true, requires = "transportd")]
+    pub name: Option<String>,
+    /// Child process: write the service id into PATH once ready.
+    #[arg(long, hide = true, requires = "role")]
+    pub ready: Option<PathBuf>,
 }
 
 /// Runs the scenario, or a child role.
 ///
 /// # Errors
 /// When a process cannot be started or a measurement fails.
-pub fn run(args: &[String]) -> Result<()> {
-    if let Some(i) = args.iter().position(|a| a == "--role") {
-        return role(&args[i + 1..]);
+pub fn run(args: &TransportArgs) -> Result<()> {
+    if let Some(kind) = &args.role {
+        return role(kind, args);
     }
-    let quick = args.iter().any(|a| a == "--quick");
-    let rounds = match opt(args, "--rounds") {
-        Some(n) => n
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n > 0)
-            .with_context(|| format!("--rounds {n}: expected a positive number"))?,
-        None => ROUNDS,
+    let quick = args.quick;
+    let rounds = args.rounds;
+    let repeat = args.repeat;
+    let only: Vec<&str> = if args.only.is_empty() {
+        PATHS.to_vec()
+    } else {
+        args.only.iter().map(String::as_str).collect()
     };
-    let repeat = match opt(args, "--repeat") {
-        Some(n) => n
-            .parse::<usize>()
-            .with_context(|| format!("--repeat {n}: expected a number"))?,
-        None => 0,
-    };
-    let only: Vec<&str> = match opt(args, "--only") {
-        Some(list) => list.split(',').map(str::trim).collect(),
-        None => PATHS.to_vec(),
-    };
-    if let Some(bad) = only.iter().find(|p| !PATHS.contains(p)) {
-        bail!("--only {bad}: unknown path; paths: {}", PATHS.join(", "));
-    }
     let on = |p: &str| only.contains(&p);
     let seal_rate = seal_speed()?;
-    if args.iter().any(|a| a == "--crypto-only") {
+    if args.crypto_only {
         Figure::plain(BENCH, "seal_mb_s", seal_rate, "MB/s").print();
         return Ok(());
     }
@@ -787,15 +809,9 @@ fn throughput(s: &mut (impl Read + Write), dst: Address, n: usize, size: usize) 
 /// A child process: `echo` answers every frame, `sink` acknowledges every
 /// [`burst_len`] frames; over `--unix-listen PATH`, `--tcp-listen ADDR` or
 /// `--transportd SOCKET --name NAME`.
-fn role(args: &[String]) -> Result<()> {
-    let get = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let kind = args.first().context("role name")?.clone();
-    let ready = get("--ready").map(PathBuf::from);
+fn role(kind: &str, args: &TransportArgs) -> Result<()> {
+    let kind = kind.to_owned();
+    let ready = args.ready.clone();
     let mark_ready = move |service: u16| -> Result<()> {
         if let Some(r) = &ready {
             let tmp = r.with_extension("tmp");
@@ -804,13 +820,12 @@ fn role(args: &[String]) -> Result<()> {
         }
         Ok(())
     };
-    if let Some(path) = get("--unix-listen") {
-        let l = UnixListener::bind(&path)?;
+    if let Some(path) = &args.unix_listen {
+        let l = UnixListener::bind(path)?;
         mark_ready(0)?;
         return serve_forever_unix(l, kind);
     }
-    if let Some(addr) = get("--tcp-listen") {
-        let addr: SocketAddr = addr.parse()?;
+    if let Some(addr) = args.tcp_listen {
         let l = TcpListener::bind(addr)?;
         mark_ready(0)?;
         for conn in l.incoming() {
@@ -821,10 +836,10 @@ fn role(args: &[String]) -> Result<()> {
         }
         return Ok(());
     }
-    if let Some(sock) = get("--transportd") {
-        let name = get("--name").context("--name")?;
-        let mut s = UnixStream::connect(&sock)?;
-        let (_, service) = register(&mut s, &name)?;
+    if let Some(sock) = &args.transportd {
+        let name = args.name.as_deref().context("--transportd needs --name")?;
+        let mut s = UnixStream::connect(sock)?;
+        let (_, service) = register(&mut s, name)?;
         mark_ready(service)?;
         serve(&kind, &mut s);
         return Ok(());
