@@ -264,7 +264,16 @@ fn addresses_on(ns: &str) -> Vec<IpAddr> {
 /// The public addresses configured in namespace `ns`, on `dev` only when
 /// given.
 fn publics(ns: &str, dev: Option<&str>) -> Vec<IpAddr> {
-    let mut args = vec!["-n", ns, "-o", "-4", "addr", "show"];
+    configured(ns, "-4", dev)
+        .into_iter()
+        .filter(|a| is_public(*a))
+        .collect()
+}
+
+/// The addresses of `family` (`-4` or `-6`) configured in namespace `ns`,
+/// on `dev` only when given.
+fn configured(ns: &str, family: &str, dev: Option<&str>) -> Vec<IpAddr> {
+    let mut args = vec!["-n", ns, "-o", family, "addr", "show"];
     if let Some(dev) = dev {
         args.extend(["dev", dev]);
     }
@@ -275,9 +284,8 @@ fn publics(ns: &str, dev: Option<&str>) -> Vec<IpAddr> {
         .lines()
         .filter_map(|l| {
             let mut f = l.split_whitespace();
-            f.find(|w| *w == "inet")?;
-            let a: IpAddr = f.next()?.split('/').next()?.parse().ok()?;
-            is_public(a).then_some(a)
+            f.find(|w| *w == "inet" || *w == "inet6")?;
+            f.next()?.split('/').next()?.parse().ok()
         })
         .collect()
 }
@@ -579,21 +587,33 @@ fn idle_client_of_201(
 ) {
     let stop = Arc::new(AtomicBool::new(false));
     bed.c.listen_everywhere(PORT, &stop).unwrap();
-    let server = SocketAddr::new(public(201), PORT);
+    (
+        stop,
+        idle_client_of(bed, SocketAddr::new(public(201), PORT)),
+    )
+}
+
+/// An idle client connected to `server` (listeners must be up), reading
+/// until the server side ends (20 s at most): the reader's result (a reset
+/// is `Err(ConnectionReset)`).
+fn idle_client_of(
+    bed: &Bed,
+    server: SocketAddr,
+) -> std::thread::JoinHandle<Result<usize, ErrorKind>> {
     let stream = bed
         .c
         .client
-        .run(move || TcpStream::connect_timeout(&server, Duration::from_secs(5)).unwrap())
-        .unwrap();
-    let reader = std::thread::spawn(move || {
+        .run(move || TcpStream::connect_timeout(&server, Duration::from_secs(5)))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("connecting to {server}: {e}\n{}", bed.logs()));
+    std::thread::spawn(move || {
         let mut stream = stream;
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
         let mut buf = [0u8; 8];
         stream.read(&mut buf).map_err(|e| e.kind())
-    });
-    (stop, reader)
+    })
 }
 
 /// Waits until every node but `victim` knows the one connection of
@@ -697,21 +717,12 @@ fn failover_cluster_a_client_of_a_node_whose_clusterd_died_is_reset_by_the_new_o
     );
 }
 
-/// The IPv6 public addresses configured in namespace `ns`.
+/// The IPv6 public addresses (2001:db8:1::/64) configured in namespace
+/// `ns`.
 fn v6_publics(ns: &str) -> Vec<IpAddr> {
-    let Ok(out) = Command::new("ip")
-        .args(["-n", ns, "-o", "-6", "addr", "show", "dev", "eth1"])
-        .output()
-    else {
-        return Vec::new();
-    };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let cidr = l.split_whitespace().skip_while(|w| *w != "inet6").nth(1)?;
-            let a: IpAddr = cidr.split('/').next()?.parse().ok()?;
-            a.to_string().starts_with("2001:db8:1:").then_some(a)
-        })
+    configured(ns, "-6", Some("eth1"))
+        .into_iter()
+        .filter(|a| a.to_string().starts_with("2001:db8:1:"))
         .collect()
 }
 
@@ -760,21 +771,7 @@ fn an_idle_ipv6_client_is_reset(tag: &str, away: Away) {
     .unwrap_or_else(|e| panic!("{e}\n{}", bed.logs()));
     let stop = Arc::new(AtomicBool::new(false));
     bed.c.listen_everywhere(PORT, &stop).unwrap();
-    let server = SocketAddr::new(v6, PORT);
-    let stream = bed
-        .c
-        .client
-        .run(move || TcpStream::connect_timeout(&server, Duration::from_secs(5)))
-        .unwrap()
-        .unwrap_or_else(|e| panic!("connecting to {server}: {e}\n{}", bed.logs()));
-    let reader = std::thread::spawn(move || {
-        let mut stream = stream;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let mut buf = [0u8; 8];
-        stream.read(&mut buf).map_err(|e| e.kind())
-    });
+    let reader = idle_client_of(&bed, SocketAddr::new(v6, PORT));
     wait_replicated_of(&bed, owner, &v6.to_string());
     let frozen: Vec<Pid> = match away {
         Away::PowerOff => {
