@@ -476,11 +476,23 @@ fn native_etcd_lock_contended_waits_leaves_nothing_and_survives_a_member_down() 
                 Some(Event::Lost(why)) => {
                     let lost = t.elapsed();
                     b.release().await;
-                    let mut b2 = Attempt::start(&spec, 1);
-                    match b2.next(Duration::from_secs(10)).await {
-                        Some(Event::Taken { .. }) => {}
-                        other => panic!("B again: {other:?}\n{}", e.logs()),
-                    }
+                    // Until etcd has elected a new leader an attempt ends
+                    // NotTaken ("no leader"), and clusterd tries again: so
+                    // does the test, for 10 s.
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    let b2 = loop {
+                        let mut b2 = Attempt::start(&spec, 1);
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        match b2.next(left).await {
+                            Some(Event::Taken { .. }) => break b2,
+                            Some(Event::NotTaken(why)) if Instant::now() < deadline => {
+                                eprintln!("B again: not taken yet ({why})");
+                                b2.release().await;
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                            other => panic!("B again: {other:?}\n{}", e.logs()),
+                        }
+                    };
                     eprintln!(
                         "etcd leader {old_leader} stopped: B lost the lock after {lost:?} ({why}), \
                          held it again after {:?}",
