@@ -270,8 +270,7 @@ impl TestCluster {
         Ok(ports)
     }
 
-    /// A listener on every node (`[::]:port`, in its namespace: IPv4 and
-    /// IPv6) that
+    /// A listener on every node (`0.0.0.0:port`, in its namespace) that
     /// accepts connections and keeps them open without answering, until
     /// `stop` is set (at most 10 minutes): the idle server side of a
     /// client's connection to a public address.
@@ -284,12 +283,35 @@ impl TestCluster {
         port: u16,
         stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<()> {
+        self.listen_everywhere_on("0.0.0.0", port, stop)
+    }
+
+    /// [`TestCluster::listen_everywhere`] on `[::]:port` (IPv6; the IPv4
+    /// tests keep their IPv4 listener).
+    ///
+    /// # Errors
+    ///
+    /// When a port cannot be bound.
+    pub fn listen_everywhere_v6(
+        &self,
+        port: u16,
+        stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<()> {
+        self.listen_everywhere_on("::", port, stop)
+    }
+
+    fn listen_everywhere_on(
+        &self,
+        host: &'static str,
+        port: u16,
+        stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<()> {
         use std::sync::atomic::Ordering;
         use std::time::{Duration, Instant};
         for n in &self.nodes {
             let l =
                 n.ns.run(move || -> std::io::Result<std::net::TcpListener> {
-                    let l = std::net::TcpListener::bind(("::", port))?;
+                    let l = std::net::TcpListener::bind((host, port))?;
                     l.set_nonblocking(true)?;
                     Ok(l)
                 })??;

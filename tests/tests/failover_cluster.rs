@@ -770,7 +770,7 @@ fn an_idle_ipv6_client_is_reset(tag: &str, away: Away) {
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", bed.logs()));
     let stop = Arc::new(AtomicBool::new(false));
-    bed.c.listen_everywhere(PORT, &stop).unwrap();
+    bed.c.listen_everywhere_v6(PORT, &stop).unwrap();
     let reader = idle_client_of(&bed, SocketAddr::new(v6, PORT));
     wait_replicated_of(&bed, owner, &v6.to_string());
     let frozen: Vec<Pid> = match away {
