@@ -318,7 +318,12 @@ async fn read_loop(
     let mut refused: u64 = 0;
     let mut buf = ReadBuf::new(READ_BUF);
     let mut need = HEADER_LEN;
+    // A flooding client must not hold the thread (see `turns`): what the
+    // last batch routed counts before the next read.
+    let mut turn = super::turns::Turn::default();
+    let mut last = (0, 0);
     loop {
+        turn.routed(last.0, last.1).await;
         buf.reserve(need, READ_BUF / 4);
         let n = buf.fill(rd).await.map_err(|e| format!("read: {e}"))?;
         if n == 0 {
@@ -335,7 +340,7 @@ async fn read_loop(
         // Frames are routed in place and consumed after the batch: runs of
         // frames for one destination are queued together.
         let mut run = Run::default();
-        let mut at = 0;
+        let (mut at, mut frames) = (0, 0);
         let data = buf.data_mut();
         let outcome = loop {
             match check(&data[at..]) {
@@ -396,9 +401,11 @@ async fn read_loop(
                         }
                     }
                     at += frame_len;
+                    frames += 1;
                 }
             }
         };
+        last = (frames, at);
         run.finish(&mut st, data);
         buf.consume(at);
         // Deliver what this batch routed before anything else.

@@ -39,6 +39,8 @@ pub mod noise;
 mod peer;
 #[cfg(feature = "transportd")]
 pub mod state;
+#[cfg(feature = "transportd")]
+pub mod turns;
 
 #[cfg(feature = "transportd")]
 pub use daemon::*;

@@ -39,6 +39,7 @@ use crate::proto::{check, Address, Check, Header, HeaderRepr, Kind, HEADER_LEN};
 use super::buffers::{trim, Direct, Outbox, ReadBuf, SEAL_BATCH};
 use super::noise::{self, Cipher, NoiseError, Opener, MAX_CHUNK, MAX_NOISE_MSG};
 use super::state::{Origin, Run};
+use super::turns::Turn;
 use super::Shared;
 
 /// Queue limit towards one peer (bytes not yet sent).
@@ -349,6 +350,7 @@ async fn read_link(
     let mut plain = ReadBuf::new(PLAIN_BUF);
     let mut opener = Opener::default();
     let mut need = HEADER_LEN;
+    let mut turn = Turn::default();
     loop {
         raw.reserve(MAX_NOISE_MSG + 2, MAX_NOISE_MSG / 2);
         let read = tokio::time::timeout(IDLE_TIMEOUT, raw.fill(rd))
@@ -366,45 +368,61 @@ async fn read_link(
                 }
                 None => break,
             }
-            let mut st = shared.state();
-            let mut run = Run::default();
-            let mut at = 0;
-            let data = plain.data_mut();
-            let outcome = loop {
-                match check(&data[at..]) {
-                    Err(err) => {
-                        break Err(NoiseError::Refused(format!(
-                            "bad frame from node {pnn}: {err}"
-                        )))
-                    }
-                    Ok(Check::Incomplete { need: more }) => {
-                        need = more;
-                        break Ok(());
-                    }
-                    Ok(Check::Complete { frame_len }) => {
-                        let frame = &mut data[at..at + frame_len];
-                        if !is_keepalive(frame) {
-                            match st.route_fast(Origin::Peer(pnn), frame) {
-                                Some(dest) => run.add(&mut st, data, dest, at, frame_len),
-                                None => {
-                                    run.finish(&mut st, data);
-                                    st.route(Origin::Peer(pnn), &mut data[at..at + frame_len]);
-                                }
-                            }
-                        }
-                        at += frame_len;
-                    }
-                }
-            };
-            run.finish(&mut st, data);
-            plain.consume(at);
-            st.flush();
-            if st.take_shutdown() {
-                shared.request_stop();
-            }
-            outcome?;
+            let (frames, bytes) = route_plain(&mut plain, pnn, shared, &mut need)?;
+            // A flood on this link must not hold the thread: the other
+            // links' heartbeats and the local deliveries run too.
+            turn.routed(frames, bytes).await;
         }
     }
+}
+
+/// Routes the whole frames of `plain` (decrypted bytes from `pnn`) and
+/// consumes them; `need` becomes what the incomplete rest needs. Returns
+/// the frames and bytes routed.
+fn route_plain(
+    plain: &mut ReadBuf,
+    pnn: u32,
+    shared: &Shared,
+    need: &mut usize,
+) -> Result<(usize, usize), NoiseError> {
+    let mut st = shared.state();
+    let mut run = Run::default();
+    let (mut at, mut frames) = (0, 0);
+    let data = plain.data_mut();
+    let outcome = loop {
+        match check(&data[at..]) {
+            Err(err) => {
+                break Err(NoiseError::Refused(format!(
+                    "bad frame from node {pnn}: {err}"
+                )))
+            }
+            Ok(Check::Incomplete { need: more }) => {
+                *need = more;
+                break Ok((frames, at));
+            }
+            Ok(Check::Complete { frame_len }) => {
+                let frame = &mut data[at..at + frame_len];
+                frames += 1;
+                if !is_keepalive(frame) {
+                    match st.route_fast(Origin::Peer(pnn), frame) {
+                        Some(dest) => run.add(&mut st, data, dest, at, frame_len),
+                        None => {
+                            run.finish(&mut st, data);
+                            st.route(Origin::Peer(pnn), &mut data[at..at + frame_len]);
+                        }
+                    }
+                }
+                at += frame_len;
+            }
+        }
+    };
+    run.finish(&mut st, data);
+    plain.consume(at);
+    st.flush();
+    if st.take_shutdown() {
+        shared.request_stop();
+    }
+    outcome
 }
 
 /// Is `frame` a link keepalive (consumed here, never routed)?
