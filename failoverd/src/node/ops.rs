@@ -2305,6 +2305,9 @@ impl Inner {
     }
 }
 
+/// How many tickled clients the take's log line names.
+const TICKLED_NAMED: usize = 8;
+
 /// `rounds` announcement rounds of `addr` on `iface`; the first at once.
 /// With `tickle`, fetches the address's clients from conntrackd after the
 /// first announcement and sends each a tickle ACK in each of the first
@@ -2360,7 +2363,15 @@ async fn announce_rounds(
                             // told to reconnect is what an operator (and a
                             // chaos run's post-mortem) asks after a move.
                             if round == 0 || st.failed > 0 {
-                                tracing::info!(%addr, round, sent = st.sent, failed = st.failed, "tickled the address's clients");
+                                // The first few clients by name: which ones a
+                                // take told is what a post-mortem compares with
+                                // a client-side capture.
+                                let first: Vec<String> = segs
+                                    .iter()
+                                    .take(TICKLED_NAMED)
+                                    .map(|t| t.dst.to_string())
+                                    .collect();
+                                tracing::info!(%addr, round, sent = st.sent, failed = st.failed, clients = ?first, "tickled the address's clients");
                             } else {
                                 tracing::debug!(%addr, round, sent = st.sent, failed = st.failed, "tickles");
                             }

@@ -37,6 +37,8 @@ pub const NFT_TABLE: &str = "ipfailover";
 pub const LEASE_TABLE: &str = "ipfailover_lease";
 /// The client's address in the public subnet.
 pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
+/// The client's IPv6 address (2001:db8:1::100/64).
+pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x100);
 /// The client's link-local address (the source of its solicitations).
 pub const CLIENT_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x100);
 
@@ -169,8 +171,14 @@ impl Bed {
     pub fn new(opts: BedOptions) -> Result<Bed> {
         let c = TestCluster::new(&opts.tag, opts.nodes)?;
         let ports1 = c.add_public_ports(&format!("{CLIENT_V4}/24"))?;
-        c.client
-            .ip(&["addr", "add", "2001:db8:1::100/64", "dev", "eth0", "nodad"])?;
+        c.client.ip(&[
+            "addr",
+            "add",
+            &format!("{CLIENT_V6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
         c.client.ip(&[
             "addr",
             "add",

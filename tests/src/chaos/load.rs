@@ -34,6 +34,8 @@ pub struct Idle {
     /// When the current connection was established, and which node served
     /// the address then (None: nobody or several).
     pub since: Option<(Micros, Option<usize>)>,
+    /// The current connection's client port.
+    pub port: Option<u16>,
     /// Resets seen.
     pub resets: u64,
     /// Other endings (EOF, timeouts).
@@ -184,7 +186,13 @@ fn idle(stop: &AtomicBool, log: &Log, load: &Load, a: IpAddr) {
             continue;
         };
         let owner = serving_node(log, a);
-        load.idle.lock().expect("load").entry(a).or_default().since = Some((log.now(), owner));
+        let port = s.local_addr().ok().map(|l| l.port());
+        {
+            let mut m = load.idle.lock().expect("load");
+            let i = m.entry(a).or_default();
+            i.since = Some((log.now(), owner));
+            i.port = port;
+        }
         let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
         let mut buf = [0u8; 16];
         let mut poked = load.poke.load(Ordering::Relaxed);

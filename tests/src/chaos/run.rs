@@ -19,7 +19,7 @@ use anyhow::{bail, Result};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
-use super::bed::{mac_text, Bed, BedOptions};
+use super::bed::{mac_text, Bed, BedOptions, CLIENT_V4, CLIENT_V6};
 use super::plan::{self, Daemon, Fault, Kind, PlanOptions};
 use super::serving::{self, Micros};
 
@@ -776,6 +776,7 @@ fn check_resets(
             .get(a)
             .and_then(|st| st.since)
             .is_some_and(|(s, _)| s == *since);
+        let port = idle.get(a).and_then(|st| st.port);
         if let (true, Some(now)) = (still_open, placed.get(a)) {
             // The new owner knows the connection only if its conntrackd has
             // run for a full sync interval (5 s) since it last started.
@@ -785,14 +786,43 @@ fn check_resets(
                 n += 1;
                 report.unreset.push(format!(
                     "round {round} ({}): idle client of {a} (connected to node {owner} at {:.3}s) \
-                     not reset although {a} moved to node {now}",
+                     not reset although {a} moved to node {now}; {}",
                     kinds.join(","),
                     *since as f64 / 1e6,
+                    who_knows(bed, *a, port),
                 ));
             }
         }
     }
     n
+}
+
+/// Which nodes' conntrackd list the idle client (by its port) among the
+/// connections of `a` now (`gettickles`): what a post-mortem of a client
+/// not reset starts from.
+fn who_knows(bed: &Bed, a: IpAddr, port: Option<u16>) -> String {
+    let Some(port) = port else {
+        return "client port unknown".into();
+    };
+    let addr = a.to_string();
+    let client = match a {
+        IpAddr::V4(_) => format!("{CLIENT_V4}:{port}"),
+        IpAddr::V6(_) => format!("[{CLIENT_V6}]:{port}"),
+    };
+    let known: Vec<String> = (0..bed.opts.nodes)
+        .map(|i| {
+            let (ok, text) = bed.cli(i, &["gettickles", &addr]);
+            let state = if !ok {
+                "?"
+            } else if text.contains(&client) {
+                "yes"
+            } else {
+                "no"
+            };
+            format!("{i}:{state}")
+        })
+        .collect();
+    format!("client port {port}, listed by node {}", known.join(" "))
 }
 
 /// Consecutive client-side violations of one address by the same MACs:
