@@ -717,6 +717,65 @@ fn failover_cluster_a_client_of_a_node_whose_clusterd_died_is_reset_by_the_new_o
     );
 }
 
+/// A node that loses its lease resets its clients before it removes its
+/// addresses (the kernel lease lets the resets out), but a reset can be
+/// lost (here the client drops every reset from the node's MAC; in chaos,
+/// seed 121, a drop running beside it removed the addresses first): then
+/// the next owner must tickle the client, so the resets must not take
+/// the connection out of conntrackd's tables. Without conntrackd told
+/// first (RELEASING), it took the resets' closes for the client's own,
+/// the next owner tickled nothing, and this read timed out.
+#[test]
+fn failover_cluster_a_client_whose_reset_is_lost_at_a_lease_loss_is_tickled_by_the_new_owner() {
+    require_root();
+    let list = [201, 202, 203, 204, 205, 206];
+    let bed = Bed::new("focl", &list);
+    let placed = bed.wait_placed("every address hosted exactly once", &list);
+    let victim = placed[&public(201)];
+    let (stop, reader) = idle_client_of_201(&bed);
+    wait_replicated(&bed, victim);
+    let mac = mac_of(bed.c.nodes[victim].ns.name(), "eth1");
+    let rules = format!(
+        "add table inet lost; \
+         add chain inet lost in {{ type filter hook input priority 0; }}; \
+         add rule inet lost in ether saddr {mac} tcp flags & rst != 0 counter drop"
+    );
+    bed.c
+        .client
+        .exec_ok("nft", &[&rules])
+        .unwrap_or_else(|e| panic!("nft: {e}"));
+    let pid = bed.clusterd_pids.lock().unwrap()[victim];
+    assert!(bed.c.nodes[victim].ns.kill(pid));
+    let taken = wait_for(
+        "201 taken by another node",
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || {
+            let p = bed.placement(&list)?;
+            (p.get(&public(201)).is_some_and(|&n| n != victim)).then_some(())
+        },
+    );
+    let read = reader.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let dropped = bed
+        .c
+        .client
+        .exec_ok("nft", &["list", "table", "inet", "lost"])
+        .unwrap_or_default();
+    assert!(taken.is_ok(), "{}", bed.logs());
+    assert!(
+        !dropped.contains("packets 0 "),
+        "the victim's reset never reached the client's filter (not the case under test):\n{dropped}\n{}",
+        bed.logs()
+    );
+    assert_eq!(
+        read,
+        Err(ErrorKind::ConnectionReset),
+        "the idle client whose reset was lost was not tickled by the new owner\n{}",
+        bed.logs()
+    );
+}
+
 /// The IPv6 public addresses (2001:db8:1::/64) configured in namespace
 /// `ns`.
 fn v6_publics(ns: &str) -> Vec<IpAddr> {

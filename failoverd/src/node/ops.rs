@@ -1968,6 +1968,23 @@ impl Inner {
             .collect();
         if let (false, Some(by)) = (reset_first.is_empty(), reset_by) {
             let t = tokio::time::Instant::now();
+            // conntrackd first, in at most half of what is left: these
+            // resets may not reach their clients (a drop that runs beside
+            // this one removes the addresses first, the link or the
+            // client's neighbour entry fails, a frame is lost), and
+            // conntrackd must not take their closes for the clients' own
+            // — it would take the connections out of every node's table,
+            // and the next owner would have nothing to tickle (chaos seed
+            // 121: six idle clients hung so). A tickle to a client that
+            // the reset did reach costs one segment.
+            let ips: Vec<IpAddr> = reset_first.iter().map(|(a, _, _)| *a).collect();
+            let half = t + by.saturating_duration_since(t) / 2;
+            if tokio::time::timeout_at(half, self.releasing(&ips))
+                .await
+                .is_err()
+            {
+                tracing::info!("conntrackd did not take the release in time: resetting anyway; their closes may take the connections out of the tables");
+            }
             let reset = self.reset_connections(&reset_first, false);
             if tokio::time::timeout_at(by, reset).await.is_err() {
                 tracing::warn!("resetting connections took too long: removing the addresses now");
