@@ -32,7 +32,7 @@ use transport::msg::failover::{IpStatus, GET_IP_STATUS};
 use transport::proto::service::{CLUSTERD, FAILOVERD};
 use transport::proto::{Address, ErrorCode};
 
-use crate::ctx::{block_on, daemon_error, Ctx, Exit};
+use crate::ctx::{block_on, daemon_error, Exit, Globals};
 use crate::output::{emit, machine, Format, Nodes, Report};
 
 /// Arguments of `nodestatus`.
@@ -380,7 +380,7 @@ pub fn already_message(target: Pnn, op: AdminOp) -> String {
 
 /// The node whose view `status`/`nodestatus` show: the first `-n` node,
 /// else this one (`-n all`: this one; the view is cluster-wide).
-fn queried(ctx: &Ctx, client: &Client) -> u32 {
+fn queried(ctx: &Globals, client: &Client) -> u32 {
     match &ctx.nodes {
         Nodes::List(l) => l.first().copied().unwrap_or(client.pnn()),
         Nodes::Local | Nodes::All => client.pnn(),
@@ -391,7 +391,7 @@ fn clusterd_error(pnn: u32, e: ClientError) -> anyhow::Error {
     anyhow::anyhow!(daemon_error(CLUSTERD, pnn, &e))
 }
 
-async fn get_membership(ctx: &Ctx, client: &Client, pnn: u32) -> Result<Membership> {
+async fn get_membership(ctx: &Globals, client: &Client, pnn: u32) -> Result<Membership> {
     client
         .request(
             Address::new(pnn, CLUSTERD),
@@ -403,7 +403,7 @@ async fn get_membership(ctx: &Ctx, client: &Client, pnn: u32) -> Result<Membersh
         .map_err(|e| clusterd_error(pnn, e))
 }
 
-async fn fetch(ctx: &Ctx) -> Result<Membership> {
+async fn fetch(ctx: &Globals) -> Result<Membership> {
     let (client, _incoming) = ctx.connect().await?;
     let pnn = queried(ctx, &client);
     if let Nodes::List(_) = &ctx.nodes {
@@ -422,7 +422,7 @@ const IP_STATUS_WAIT: Duration = Duration::from_secs(1);
 /// # Errors
 ///
 /// No transportd or clusterd.
-pub fn status(ctx: &Ctx) -> Result<()> {
+pub fn status(ctx: &Globals) -> Result<()> {
     let (m, ips) = block_on_value(async {
         let m = fetch(ctx).await?;
         if let Format::Machine(_) = ctx.format {
@@ -499,7 +499,7 @@ pub fn render_ip_status(pnn: Pnn, ips: &Result<IpStatus, String>, format: Format
 /// # Errors
 ///
 /// No transportd or clusterd; a node that does not exist.
-pub fn nodestatus(ctx: &Ctx, args: &NodestatusArgs) -> Result<()> {
+pub fn nodestatus(ctx: &Globals, args: &NodestatusArgs) -> Result<()> {
     let sel = parse_selection(args.nodes.as_deref())?;
     let m = block_on_value(fetch(ctx))?;
     let (text, code) = render_nodestatus(&m, &sel, ctx.format)?;
@@ -517,7 +517,7 @@ pub fn nodestatus(ctx: &Ctx, args: &NodestatusArgs) -> Result<()> {
 /// # Errors
 ///
 /// The nodes file cannot be read (`Failed to read nodes from "FILE"`).
-pub fn listnodes(ctx: &Ctx, args: &ListnodesArgs) -> Result<()> {
+pub fn listnodes(ctx: &Globals, args: &ListnodesArgs) -> Result<()> {
     let file = args.config_dir.join("nodes");
     // The load error names the file and the cause (not chained again).
     let nodes = transport::nodes::Nodes::load(&file)
@@ -578,7 +578,7 @@ impl Report for LeaderReport {
 
 /// Asks every target node's clusterd for its membership and prints one
 /// report per node made by `report`.
-fn per_node<R: Report>(ctx: &Ctx, report: impl Fn(&Membership) -> R) -> Result<()> {
+fn per_node<R: Report>(ctx: &Globals, report: impl Fn(&Membership) -> R) -> Result<()> {
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
         let targets = ctx.targets(&client).await?;
@@ -599,7 +599,7 @@ fn per_node<R: Report>(ctx: &Ctx, report: impl Fn(&Membership) -> R) -> Result<(
 /// # Errors
 ///
 /// No transportd or clusterd.
-pub fn pnn(ctx: &Ctx) -> Result<()> {
+pub fn pnn(ctx: &Globals) -> Result<()> {
     per_node(ctx, |m| PnnReport(m.this_node))
 }
 
@@ -609,7 +609,7 @@ pub fn pnn(ctx: &Ctx) -> Result<()> {
 /// # Errors
 ///
 /// No transportd or clusterd.
-pub fn leader(ctx: &Ctx) -> Result<()> {
+pub fn leader(ctx: &Globals) -> Result<()> {
     per_node(ctx, |m| LeaderReport(m.leader))
 }
 
@@ -620,7 +620,7 @@ pub fn leader(ctx: &Ctx) -> Result<()> {
 /// # Errors
 ///
 /// No transportd or clusterd; a node that does not exist or does not answer.
-pub fn admin(ctx: &Ctx, op: AdminOp) -> Result<()> {
+pub fn admin(ctx: &Globals, op: AdminOp) -> Result<()> {
     if let AdminOp::Ban { seconds: 0 } = op {
         // ctdb's words and status (EINVAL).
         eprintln!("Ban time cannot be zero");
@@ -716,7 +716,12 @@ const FLAGS_POLL: Duration = Duration::from_millis(50);
 
 /// Waits until this node's membership shows `op`'s flag on every target,
 /// for at most the request time limit (`-t`).
-async fn wait_for_flags(ctx: &Ctx, client: &Client, targets: &[Pnn], op: AdminOp) -> Result<()> {
+async fn wait_for_flags(
+    ctx: &Globals,
+    client: &Client,
+    targets: &[Pnn],
+    op: AdminOp,
+) -> Result<()> {
     let Some((flag, set)) = flag_of(op) else {
         return Ok(());
     };

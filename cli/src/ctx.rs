@@ -70,7 +70,7 @@ pub struct GlobalArgs {
 
 /// The parsed global options.
 #[derive(Debug, Clone)]
-pub struct Ctx {
+pub struct Globals {
     /// Directory of the sockets.
     pub run_dir: PathBuf,
     /// The nodes addressed with `-n`.
@@ -81,13 +81,13 @@ pub struct Ctx {
     pub timeout: Duration,
 }
 
-impl Ctx {
+impl Globals {
     /// Checks the global options.
     ///
     /// # Errors
     ///
     /// A bad `-n` list or timeout, named.
-    pub fn new(args: &GlobalArgs) -> Result<Ctx> {
+    pub fn new(args: &GlobalArgs) -> Result<Globals> {
         let nodes = match &args.node {
             None => Nodes::Local,
             Some(n) => parse_nodes(n).map_err(anyhow::Error::msg)?,
@@ -110,7 +110,7 @@ impl Ctx {
                 args.timeout
             );
         }
-        Ok(Ctx {
+        Ok(Globals {
             run_dir: args.run_dir.clone(),
             nodes,
             format,
@@ -172,7 +172,7 @@ impl Targets {
     }
 }
 
-impl Ctx {
+impl Globals {
     /// Resolves `-n` for a reading command: this node, the given PNNs, or
     /// every node of the nodes file (`all`: this one and every configured
     /// peer, connected or not, so a node that is down is reported).
@@ -196,7 +196,7 @@ impl Ctx {
     }
 
     /// The one node a command acts on: `-n PNN` (checked as ctdb checks
-    /// it, [`Ctx::check_nodes`]) or this node; a list or `all` is refused.
+    /// it, [`Globals::check_nodes`]) or this node; a list or `all` is refused.
     ///
     /// # Errors
     ///

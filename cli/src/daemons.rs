@@ -17,7 +17,7 @@ use anyhow::Result;
 use transport::msg::master::{DaemonState, DaemonStatus, MasterStatus, GET_STATUS};
 use transport::proto::service::MASTERD;
 
-use crate::ctx::{block_on, Ctx, Exit};
+use crate::ctx::{block_on, Exit, Globals};
 use crate::output::Report;
 
 /// `daemons`' output for one node.
@@ -131,7 +131,7 @@ impl Report for DaemonsReport {
 /// # Errors
 ///
 /// No transportd, or (one node) masterd not answering.
-pub fn run(ctx: &Ctx) -> Result<()> {
+pub fn run(ctx: &Globals) -> Result<()> {
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
         let targets = ctx.targets(&client).await?;

@@ -16,7 +16,7 @@ use transport::proto::control::{LogLevelReply, LogLevelRequest, LOG_LEVEL};
 use transport::proto::service::{CLUSTERD, CONNTRACKD, FAILOVERD, MASTERD, TRANSPORT};
 use transport::proto::Address;
 
-use crate::ctx::{block_on, Ctx, Exit};
+use crate::ctx::{block_on, Exit, Globals};
 use crate::output::emit;
 
 /// `setdebug LEVEL`.
@@ -74,7 +74,7 @@ fn ctdb_level(filter: &str) -> String {
 
 /// Asks every daemon of node `pnn`; the answers of those that run.
 async fn ask_all(
-    ctx: &Ctx,
+    ctx: &Globals,
     client: &Client,
     pnn: u32,
     set: Option<&str>,
@@ -101,7 +101,7 @@ async fn ask_all(
 /// # Errors
 ///
 /// An unknown level (ctdb's message, status 1); no daemon took it.
-pub fn setdebug(ctx: &Ctx, args: &SetdebugArgs) -> Result<()> {
+pub fn setdebug(ctx: &Globals, args: &SetdebugArgs) -> Result<()> {
     let Some(level) = tracing_level(&args.level) else {
         eprintln!(
             "Invalid debug level '{}'. Valid levels are:\n\tERROR | WARNING | NOTICE | INFO | DEBUG",
@@ -131,7 +131,7 @@ pub fn setdebug(ctx: &Ctx, args: &SetdebugArgs) -> Result<()> {
 /// # Errors
 ///
 /// No daemon answered.
-pub fn getdebug(ctx: &Ctx) -> Result<()> {
+pub fn getdebug(ctx: &Globals) -> Result<()> {
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
         let pnn = ctx.one_node(&client).await?;

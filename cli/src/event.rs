@@ -21,7 +21,7 @@ use transport::msg::failover::{
 };
 use transport::proto::service::FAILOVERD;
 
-use crate::ctx::{block_on, Ctx, Exit};
+use crate::ctx::{block_on, Exit, Globals};
 use crate::output::emit;
 
 /// The only component: the hooks directory.
@@ -101,7 +101,7 @@ fn unknown_component(component: &str) -> Result<()> {
 /// # Errors
 ///
 /// No transportd or failoverd; ctdb's failures with its statuses.
-pub fn run(ctx: &Ctx, cmd: &EventCommand) -> Result<()> {
+pub fn run(ctx: &Globals, cmd: &EventCommand) -> Result<()> {
     match cmd {
         EventCommand::Status { component, event } => status(ctx, component, event),
         EventCommand::Run {
@@ -126,7 +126,7 @@ pub fn run(ctx: &Ctx, cmd: &EventCommand) -> Result<()> {
 /// # Errors
 ///
 /// No transportd or failoverd.
-pub fn scriptstatus(ctx: &Ctx, args: &ScriptstatusArgs) -> Result<()> {
+pub fn scriptstatus(ctx: &Globals, args: &ScriptstatusArgs) -> Result<()> {
     let event = args.event.as_deref().unwrap_or("monitor");
     match status(ctx, COMPONENT, event) {
         Err(e) if e.downcast_ref::<Exit>().is_some() => Ok(()),
@@ -134,7 +134,7 @@ pub fn scriptstatus(ctx: &Ctx, args: &ScriptstatusArgs) -> Result<()> {
     }
 }
 
-fn status(ctx: &Ctx, component: &str, event: &str) -> Result<()> {
+fn status(ctx: &Globals, component: &str, event: &str) -> Result<()> {
     if component != COMPONENT {
         return unknown_component(component);
     }
@@ -184,7 +184,7 @@ fn print_status(component: &str, event: &str, s: &HookStatus) -> Result<()> {
     Ok(())
 }
 
-fn list(ctx: &Ctx, component: &str) -> Result<()> {
+fn list(ctx: &Globals, component: &str) -> Result<()> {
     if component != COMPONENT {
         return unknown_component(component);
     }
@@ -204,7 +204,7 @@ fn list(ctx: &Ctx, component: &str) -> Result<()> {
     })
 }
 
-fn set(ctx: &Ctx, component: &str, script: &str, enabled: bool) -> Result<()> {
+fn set(ctx: &Globals, component: &str, script: &str, enabled: bool) -> Result<()> {
     if component != COMPONENT {
         return unknown_component(component);
     }
@@ -225,7 +225,7 @@ fn set(ctx: &Ctx, component: &str, script: &str, enabled: bool) -> Result<()> {
     })
 }
 
-fn run_event(ctx: &Ctx, component: &str, event: &str, args: &[String]) -> Result<()> {
+fn run_event(ctx: &Globals, component: &str, event: &str, args: &[String]) -> Result<()> {
     if component != COMPONENT {
         return unknown_component(component);
     }

@@ -17,7 +17,7 @@ use anyhow::Result;
 use transport::msg::failover::{History, HistoryEntry, HistoryKind, HistoryMove, GET_HISTORY};
 use transport::proto::service::FAILOVERD;
 
-use crate::ctx::{block_on, Ctx, Exit};
+use crate::ctx::{block_on, Exit, Globals};
 use crate::output::{emit, json_text, machine, Format};
 
 /// Arguments of `ipfailover history`.
@@ -401,7 +401,7 @@ fn now_ms() -> u64 {
 ///
 /// No transportd; [`Exit`]`(1)` when a node gave no history (after
 /// printing the others'); the only node asked gave none.
-pub fn run(ctx: &Ctx, args: &HistoryArgs) -> Result<()> {
+pub fn run(ctx: &Globals, args: &HistoryArgs) -> Result<()> {
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
         let targets = ctx.targets(&client).await?;

@@ -27,7 +27,7 @@ use transport::msg::failover::{
 };
 use transport::proto::service::FAILOVERD;
 
-use crate::ctx::{block_on, Ctx, Exit, Targets};
+use crate::ctx::{block_on, Exit, Globals, Targets};
 use crate::output::{emit, parse_nodes, render_one, Nodes, Report};
 
 /// The public-IP commands (flattened into the top-level command list).
@@ -112,14 +112,14 @@ pub enum IpCommand {
 /// # Errors
 ///
 /// No transportd or failoverd, a refused request, bad arguments.
-pub fn run(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
+pub fn run(ctx: &Globals, cmd: &IpCommand) -> Result<()> {
     block_on(dispatch(ctx, cmd))
 }
 
 /// Sends an action to failoverd on `pnn`; a refusal becomes the daemon's
 /// own message.
 async fn act<Req: serde::Serialize + ?Sized, Resp: serde::de::DeserializeOwned>(
-    ctx: &Ctx,
+    ctx: &Globals,
     client: &Client,
     pnn: u32,
     opcode: u32,
@@ -128,7 +128,7 @@ async fn act<Req: serde::Serialize + ?Sized, Resp: serde::de::DeserializeOwned>(
     ctx.ask(client, pnn, FAILOVERD, opcode, req).await
 }
 
-async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
+async fn dispatch(ctx: &Globals, cmd: &IpCommand) -> Result<()> {
     // Arguments are checked before anything is contacted.
     let all = match cmd {
         IpCommand::Ip { all, .. } => match all.as_deref() {
@@ -325,7 +325,7 @@ async fn dispatch(ctx: &Ctx, cmd: &IpCommand) -> Result<()> {
 
 /// `GET_PUBLIC_IPS` from every target node.
 async fn ask_targets(
-    ctx: &Ctx,
+    ctx: &Globals,
     client: &Client,
     targets: &Targets,
 ) -> Result<Vec<(u32, Result<PublicIps, String>)>> {
@@ -335,7 +335,7 @@ async fn ask_targets(
 }
 
 /// Does failoverd on `pnn` list `addr` among its public addresses?
-async fn knows(ctx: &Ctx, client: &Client, pnn: u32, addr: IpAddr) -> Result<bool> {
+async fn knows(ctx: &Globals, client: &Client, pnn: u32, addr: IpAddr) -> Result<bool> {
     let ips: PublicIps = act(ctx, client, pnn, GET_PUBLIC_IPS, &())
         .await
         .map_err(|e| anyhow!("Failed to get Public IPs from node {pnn}: {e:#}"))?;
@@ -345,7 +345,7 @@ async fn knows(ctx: &Ctx, client: &Client, pnn: u32, addr: IpAddr) -> Result<boo
         .any(|i| i.addr == addr && !i.configured.is_empty()))
 }
 
-async fn ipreallocate(ctx: &Ctx, client: &Client) -> Result<()> {
+async fn ipreallocate(ctx: &Globals, client: &Client) -> Result<()> {
     let _: u64 = act(ctx, client, client.pnn(), IPREALLOCATE, &())
         .await
         .map_err(|e| anyhow!("ipreallocate failed: {e:#}"))?;
@@ -360,7 +360,7 @@ async fn ipreallocate(ctx: &Ctx, client: &Client) -> Result<()> {
 ///
 /// The last failure, when none succeeded in time.
 pub(crate) async fn ipreallocate_within(
-    ctx: &Ctx,
+    ctx: &Globals,
     client: &Client,
     within: std::time::Duration,
 ) -> Result<()> {

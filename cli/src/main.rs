@@ -209,7 +209,7 @@ fn start_watchdog(maxruntime: Option<u64>) -> Result<(), &'static str> {
 /// Runs the command; errors are printed by `main`, bare as CTDB prints
 /// them, and give exit status 1 (or the status an [`ctx::Exit`] carries).
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = ctx::Ctx::new(&cli.global)?;
+    let ctx = ctx::Globals::new(&cli.global)?;
     match cli.command {
         Command::Ping(args) => ping::run(&ctx, &args),
         Command::Ipalloc(args) => ipalloc::run(&args),

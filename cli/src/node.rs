@@ -6,7 +6,7 @@ use transport::msg::master::{MasterStatus, GET_STATUS};
 use transport::proto::control::SHUTDOWN;
 use transport::proto::service::MASTERD;
 
-use crate::ctx::{block_on, Ctx, Exit};
+use crate::ctx::{block_on, Exit, Globals};
 use crate::output::emit;
 
 /// `runstate [STATE...]`.
@@ -40,7 +40,7 @@ pub fn version() -> Result<()> {
     emit(&format!("{}\n", env!("CARGO_PKG_VERSION")))
 }
 
-async fn master_status(ctx: &Ctx) -> Result<MasterStatus> {
+async fn master_status(ctx: &Globals) -> Result<MasterStatus> {
     let (client, _incoming) = ctx.connect().await?;
     let pnn = ctx.one_node(&client).await?;
     ctx.ask(&client, pnn, MASTERD, GET_STATUS, &()).await
@@ -52,7 +52,7 @@ async fn master_status(ctx: &Ctx) -> Result<MasterStatus> {
 /// # Errors
 ///
 /// No transportd or masterd.
-pub fn getpid(ctx: &Ctx) -> Result<()> {
+pub fn getpid(ctx: &Globals) -> Result<()> {
     block_on(async {
         let s = master_status(ctx).await?;
         emit(&format!("{}\n", s.pid))
@@ -75,7 +75,7 @@ fn runstate_of(s: &MasterStatus) -> &'static str {
 /// # Errors
 ///
 /// No transportd or masterd; an unknown state name.
-pub fn runstate(ctx: &Ctx, args: &RunstateArgs) -> Result<()> {
+pub fn runstate(ctx: &Globals, args: &RunstateArgs) -> Result<()> {
     for s in &args.states {
         if !RUNSTATES.iter().any(|r| r.eq_ignore_ascii_case(s)) || s.eq_ignore_ascii_case("UNKNOWN")
         {
@@ -112,7 +112,7 @@ fn age(ms: u64) -> String {
 /// # Errors
 ///
 /// No transportd, masterd or failoverd.
-pub fn uptime(ctx: &Ctx) -> Result<()> {
+pub fn uptime(ctx: &Globals) -> Result<()> {
     use transport::msg::failover::{RunTimes, GET_RUN_TIMES};
     use transport::proto::service::FAILOVERD;
     block_on(async {
@@ -151,7 +151,7 @@ pub fn uptime(ctx: &Ctx) -> Result<()> {
     })
 }
 
-async fn cluster_settings(ctx: &Ctx) -> Result<transport::msg::cluster::ClusterSettings> {
+async fn cluster_settings(ctx: &Globals) -> Result<transport::msg::cluster::ClusterSettings> {
     use transport::msg::cluster::GET_SETTINGS;
     use transport::proto::service::CLUSTERD;
     let (client, _incoming) = ctx.connect().await?;
@@ -166,7 +166,7 @@ async fn cluster_settings(ctx: &Ctx) -> Result<transport::msg::cluster::ClusterS
 /// # Errors
 ///
 /// No transportd or clusterd.
-pub fn getcapabilities(ctx: &Ctx) -> Result<()> {
+pub fn getcapabilities(ctx: &Globals) -> Result<()> {
     block_on(async {
         let s = cluster_settings(ctx).await?;
         let text = match ctx.format {
@@ -193,7 +193,7 @@ pub fn getcapabilities(ctx: &Ctx) -> Result<()> {
 /// # Errors
 ///
 /// No transportd or clusterd.
-pub fn getreclock(ctx: &Ctx) -> Result<()> {
+pub fn getreclock(ctx: &Globals) -> Result<()> {
     block_on(async {
         let s = cluster_settings(ctx).await?;
         match s.cluster_lock {
@@ -210,7 +210,7 @@ pub fn getreclock(ctx: &Ctx) -> Result<()> {
 /// # Errors
 ///
 /// No transportd or masterd; masterd refuses (the group may not).
-pub fn shutdown(ctx: &Ctx) -> Result<()> {
+pub fn shutdown(ctx: &Globals) -> Result<()> {
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
         let pnn = ctx.one_node(&client).await?;

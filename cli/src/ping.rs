@@ -10,7 +10,7 @@ use transport::proto::control::{PeerList, PingReply, PingRequest, LIST_PEERS, PI
 use transport::proto::service::TRANSPORT;
 use transport::proto::Address;
 
-use crate::ctx::{block_on, Ctx};
+use crate::ctx::{block_on, Globals};
 use crate::output::{emit, Nodes};
 
 /// Arguments of `ipfailover ping` (it uses the global `-n`).
@@ -21,11 +21,11 @@ pub struct PingArgs {}
 ///
 /// # Errors
 /// No transportd, or a node that did not answer.
-pub fn run(ctx: &Ctx, _args: &PingArgs) -> Result<()> {
+pub fn run(ctx: &Globals, _args: &PingArgs) -> Result<()> {
     block_on(ping(ctx))
 }
 
-async fn ping(ctx: &Ctx) -> Result<()> {
+async fn ping(ctx: &Globals) -> Result<()> {
     let (client, _incoming) = ctx.connect().await?;
     let nodes = match &ctx.nodes {
         Nodes::Local => vec![client.pnn()],

@@ -32,7 +32,7 @@ use transport::msg::cluster::{
 use transport::proto::control::NodeList;
 use transport::proto::service::CLUSTERD;
 
-use crate::ctx::{block_on, Ctx, Exit};
+use crate::ctx::{block_on, Exit, Globals};
 use crate::output::emit;
 
 /// What the comparison of the running list and the file found.
@@ -141,7 +141,7 @@ fn connected(n: &NodeInfo) -> bool {
         .intersects(NodeFlags::DISCONNECTED | NodeFlags::DELETED)
 }
 
-async fn nodes_file(ctx: &Ctx, client: &Client, pnn: u32) -> Result<NodeList> {
+async fn nodes_file(ctx: &Globals, client: &Client, pnn: u32) -> Result<NodeList> {
     ctx.ask(client, pnn, CLUSTERD, GET_NODES_FILE, &()).await
 }
 
@@ -151,7 +151,7 @@ async fn nodes_file(ctx: &Ctx, client: &Client, pnn: u32) -> Result<NodeList> {
 ///
 /// No transportd or clusterd; [`Exit`]`(1)` after ctdb's messages when a
 /// file differs, a change is refused or a node failed to reload.
-pub fn run(ctx: &Ctx) -> Result<()> {
+pub fn run(ctx: &Globals) -> Result<()> {
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
         let this = ctx.one_node(&client).await?;

@@ -25,7 +25,7 @@ use transport::proto::control::{Statistics, STATISTICS, STATISTICS_RESET};
 use transport::proto::service::{CLUSTERD, CONNTRACKD, FAILOVERD, MASTERD, TRANSPORT};
 use transport::proto::Address;
 
-use crate::ctx::{block_on, daemon_error, Ctx, Exit};
+use crate::ctx::{block_on, daemon_error, Exit, Globals};
 use crate::output::Report;
 
 /// The daemons asked, in masterd's start order, masterd last.
@@ -111,7 +111,7 @@ impl Report for StatisticsReport {
 
 /// Asks every daemon of node `pnn` at once; `Err` (the first reason) when
 /// none answers.
-async fn node(ctx: &Ctx, client: &Client, pnn: u32) -> Result<StatisticsReport, String> {
+async fn node(ctx: &Globals, client: &Client, pnn: u32) -> Result<StatisticsReport, String> {
     let asks = DAEMONS.iter().map(|&(service, name)| async move {
         let r: Result<Statistics, _> = client
             .request(Address::new(pnn, service), STATISTICS, &(), ctx.timeout)
@@ -135,7 +135,7 @@ async fn node(ctx: &Ctx, client: &Client, pnn: u32) -> Result<StatisticsReport, 
 ///
 /// No transportd; one node and no daemon answering; [`Exit`]`(1)` when a
 /// daemon gave no answer (after printing the others).
-pub fn run(ctx: &Ctx) -> Result<()> {
+pub fn run(ctx: &Globals) -> Result<()> {
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
         let targets = ctx.targets(&client).await?;
@@ -171,7 +171,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 ///
 /// No transportd; a node that does not exist or (alone) is not
 /// connected; [`Exit`]`(1)` when a daemon was not reset.
-pub fn reset(ctx: &Ctx) -> Result<()> {
+pub fn reset(ctx: &Globals) -> Result<()> {
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
         let pnns = ctx.targets(&client).await?.pnns();

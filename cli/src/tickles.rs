@@ -20,7 +20,7 @@ use transport::msg::conntrack::{
 use transport::proto::service::CONNTRACKD;
 use transport::proto::{Address, LOCAL};
 
-use crate::ctx::{block_on, daemon_error, Ctx};
+use crate::ctx::{block_on, daemon_error, Globals};
 use crate::output::{Nodes, Report};
 
 /// Arguments of `ipfailover gettickles`.
@@ -159,7 +159,7 @@ pub fn render(
 /// # Errors
 ///
 /// No transportd or conntrackd, or a refused request.
-pub fn get(ctx: &Ctx, args: &GetArgs) -> Result<()> {
+pub fn get(ctx: &Globals, args: &GetArgs) -> Result<()> {
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
         let targets = ctx.targets(&client).await?;
@@ -202,7 +202,7 @@ pub fn get(ctx: &Ctx, args: &GetArgs) -> Result<()> {
 }
 
 /// The nodes `addtickle`/`deltickle` register with.
-fn targets(ctx: &Ctx) -> Result<Vec<u32>> {
+fn targets(ctx: &Globals) -> Result<Vec<u32>> {
     match &ctx.nodes {
         Nodes::Local => Ok(vec![LOCAL]),
         Nodes::List(l) => Ok(l.clone()),
@@ -216,7 +216,7 @@ fn targets(ctx: &Ctx) -> Result<Vec<u32>> {
 ///
 /// Bad pairs, no transportd or conntrackd, or a refused registration (an
 /// address this node does not host).
-pub fn change(ctx: &Ctx, args: &PairArgs, add: bool) -> Result<()> {
+pub fn change(ctx: &Globals, args: &PairArgs, add: bool) -> Result<()> {
     let pairs = match (&args.client, &args.server) {
         (Some(c), Some(s)) => vec![TrackedConnection {
             client: parse_endpoint(c)?,

@@ -17,7 +17,7 @@ use transport::msg::failover::{
 };
 use transport::proto::service::FAILOVERD;
 
-use crate::ctx::{block_on, Ctx, Exit};
+use crate::ctx::{block_on, Exit, Globals};
 use crate::output::{emit, Nodes, Report};
 
 /// `getvar NAME`.
@@ -102,7 +102,7 @@ fn parse_value(s: &str) -> Option<u32> {
 /// # Errors
 ///
 /// No transportd or failoverd; `No such tunable` (status 1).
-pub fn show(ctx: &Ctx, only: Option<&GetvarArgs>) -> Result<()> {
+pub fn show(ctx: &Globals, only: Option<&GetvarArgs>) -> Result<()> {
     block_on(async {
         let (client, _incoming) = ctx.connect().await?;
         let targets = ctx.targets(&client).await?;
@@ -144,7 +144,7 @@ pub fn show(ctx: &Ctx, only: Option<&GetvarArgs>) -> Result<()> {
 ///
 /// No transportd or failoverd; `No such tunable`; a bad value; a node
 /// that refuses.
-pub fn set(ctx: &Ctx, args: &SetvarArgs) -> Result<()> {
+pub fn set(ctx: &Globals, args: &SetvarArgs) -> Result<()> {
     let Some(value) = parse_value(&args.value) else {
         bail!(
             "Invalid value {} for {}: not a number",
@@ -200,7 +200,7 @@ pub fn set(ctx: &Ctx, args: &SetvarArgs) -> Result<()> {
 
 /// The nodes `setvar` sets: the `-n` list, else every connected node;
 /// and the nodes left out because they are not connected.
-async fn set_targets(ctx: &Ctx, client: &Client) -> Result<(Vec<u32>, Vec<u32>)> {
+async fn set_targets(ctx: &Globals, client: &Client) -> Result<(Vec<u32>, Vec<u32>)> {
     match &ctx.nodes {
         Nodes::List(l) => {
             ctx.check_nodes(client, l).await?;

@@ -65,7 +65,7 @@ fn heartbeats_through_real_transportds_allocate_nothing() {
     let (tstop_tx, tstop_rx) = tokio::sync::watch::channel(false);
     let mut daemons = Vec::new();
     for pnn in 0..2u32 {
-        let cfg = transportd::Config {
+        let cfg = transportd::Settings {
             run_dir: run_dir(&base, pnn as usize),
             nodes: tnodes.clone(),
             pnn: Some(pnn),

@@ -74,7 +74,7 @@ const PAGE_LIST_TTL: Duration = Duration::from_secs(10);
 
 /// The daemon's settings.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub struct Settings {
     /// Timings of the replication engine.
     pub engine: engine::Config,
     /// Interval of the sock_diag dump of the hosted addresses.
@@ -99,10 +99,10 @@ pub struct Options {
     pub max_connections: usize,
 }
 
-impl Options {
+impl Settings {
     /// Settings from the `[conntrack]` section of ipfailover.toml.
-    pub fn from_config(c: &config::Config, incarnation: u32) -> Options {
-        Options {
+    pub fn from_config(c: &config::Config, incarnation: u32) -> Settings {
+        Settings {
             engine: engine::Config {
                 sync_interval: Duration::from_millis(c.conntrack.sync_interval_ms.max(1)),
                 grace: Duration::from_millis(c.conntrack.grace_period_ms),
@@ -205,7 +205,7 @@ struct Shell {
     page_list: Option<PageList>,
     client: Client,
     pnn: Pnn,
-    opts: Options,
+    opts: Settings,
     engine: Engine,
     start: Instant,
     hosted: BTreeSet<IpAddr>,
@@ -242,7 +242,7 @@ struct Shell {
 /// when the table cannot be installed, [`DaemonError::Closed`] when the
 /// transport goes away.
 pub async fn run(
-    opts: Options,
+    opts: Settings,
     client: Client,
     mut incoming: Incoming,
     shutdown: impl Future<Output = ()>,

@@ -1,6 +1,6 @@
 //! conntrackd's entry point on the daemon skeleton ([`transport::tdaemon`]),
 //! shared by the `conntrackd` binary and masterd's single-process model:
-//! load the options from a configuration directory ([`load`]:
+//! load the settings from a configuration directory ([`load`]:
 //! `ipfailover.toml` and a new incarnation), then connect to the node's
 //! transportd and run until shutdown, serving reloads ([`run`]). The binary
 //! is [`transport::tdaemon::main`] over these; masterd adds only its
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use transport::tdaemon::{self, DaemonConfig, Env};
 
-use crate::daemon::{self, DaemonError, Options};
+use crate::daemon::{self, DaemonError, Settings};
 
 /// The service name conntrackd registers.
 pub const NAME: &str = "conntrackd";
@@ -42,8 +42,8 @@ pub enum EntryError {
 /// What [`load`] reads from the configuration directory.
 #[derive(Debug, Clone)]
 pub struct Loaded {
-    /// The daemon's options (with this run's incarnation).
-    pub options: Options,
+    /// The daemon's settings (with this run's incarnation).
+    pub settings: Settings,
     /// transportd's socket.
     pub socket: PathBuf,
     /// The `[logging] level` filter.
@@ -64,7 +64,7 @@ impl DaemonConfig for Loaded {
     }
 }
 
-/// conntrackd's options from the configuration directory `dir`; takes the
+/// conntrackd's settings from the configuration directory `dir`; takes the
 /// next incarnation from `<run_dir>/conntrackd.incarnation`.
 ///
 /// # Errors
@@ -78,7 +78,7 @@ pub fn load(dir: &Path) -> Result<Loaded, EntryError> {
         .socket
         .parent()
         .map_or_else(|| dir.to_path_buf(), Path::to_path_buf);
-    read.options.incarnation = daemon::next_incarnation(&run_dir.join("conntrackd.incarnation"))?;
+    read.settings.incarnation = daemon::next_incarnation(&run_dir.join("conntrackd.incarnation"))?;
     Ok(read)
 }
 
@@ -104,10 +104,10 @@ pub fn read(dir: &Path) -> Result<Loaded, EntryError> {
         Err(e) => return Err(e.into()),
     };
     let run_dir = loaded.resolve(&loaded.config.transport.run_dir);
-    let mut options = Options::from_config(&loaded.config, 0);
-    options.nodes = nodes;
+    let mut settings = Settings::from_config(&loaded.config, 0);
+    settings.nodes = nodes;
     Ok(Loaded {
-        options,
+        settings,
         socket: run_dir.join("transport.sock"),
         log_level: loaded.config.logging.level.clone(),
         warnings,
@@ -137,24 +137,24 @@ pub async fn run(
         env.log_hook,
         env.reloads,
     );
-    let start = comparable(&loaded.options);
+    let start = comparable(&loaded.settings);
     let reload_task = tokio::spawn(async move {
         while let Some(r) = reloads.recv().await {
-            if comparable(&r.new.options) != start {
+            if comparable(&r.new.settings) != start {
                 tdaemon::needs_restart(NAME, "[conntrack]");
             }
         }
     });
-    let res = daemon::run(loaded.options, conn.client, conn.incoming, shutdown).await;
+    let res = daemon::run(loaded.settings, conn.client, conn.incoming, shutdown).await;
     reload_task.abort();
     res?;
     Ok(())
 }
 
-/// The options a reload compares: those of the file (not this run's
+/// The settings a reload compares: those of the file (not this run's
 /// incarnation, the addresses handed at start, nor the node list, which
 /// clusterd hands over).
-fn comparable(o: &Options) -> String {
+fn comparable(o: &Settings) -> String {
     let mut o = o.clone();
     o.incarnation = 0;
     o.initial_hosted.clear();
@@ -200,7 +200,7 @@ mod tests {
         let e = load(&dir).unwrap_err().to_string();
         let incarnation_written = run.join("conntrackd.incarnation").exists();
         std::fs::write(dir.join("nodes"), "192.0.2.1\n#192.0.2.2\n192.0.2.3\n").unwrap();
-        let good = load(&dir).map(|l| l.options.nodes);
+        let good = load(&dir).map(|l| l.settings.nodes);
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(
             e,

@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use conntrackd::daemon::{self, Hosted, Options, HOSTED};
+use conntrackd::daemon::{self, Hosted, Settings, HOSTED};
 use conntrackd::engine;
 use transport::client::Client;
 use transport::msg::conntrack::{
@@ -31,8 +31,8 @@ fn conn(i: u8, client: u16) -> TrackedConnection {
     }
 }
 
-fn options(hosted: Vec<IpAddr>) -> Options {
-    Options {
+fn options(hosted: Vec<IpAddr>) -> Settings {
+    Settings {
         engine: engine::Config {
             sync_interval: Duration::from_millis(200),
             grace: Duration::from_secs(60),

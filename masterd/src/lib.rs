@@ -77,9 +77,9 @@ pub enum MasterError {
     OwnExe(#[source] std::io::Error),
 }
 
-/// Options shared by both models.
+/// masterd's settings, shared by both models.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub struct Settings {
     /// The daemons to run (see [`daemons::select`]).
     pub daemons: Vec<daemons::DaemonDef>,
     /// Grace period between SIGTERM and SIGKILL for each daemon at shutdown

@@ -11,10 +11,10 @@ use transport::msg::master::{DaemonState, DaemonStatus, Model};
 use transport::tdaemon::Reloads;
 
 use crate::backoff::Backoff;
-use crate::service::{self, Shared};
+use crate::service::{self, MasterState};
 use crate::setup::NodeConfig;
 use crate::supervisor::{self, ChildSpec, ChildState, ChildStatus};
-use crate::{MasterError, Options};
+use crate::{MasterError, Settings};
 
 /// The directory of masterd's own executable: where the daemons are
 /// installed beside it (/usr/libexec/ipfailover, or target/<profile>).
@@ -35,7 +35,7 @@ pub fn default_bin_dir() -> Result<PathBuf, MasterError> {
 ///
 /// [`MasterError::MissingBinary`] for the first daemon without a binary.
 pub fn specs(
-    opts: &Options,
+    opts: &Settings,
     bin_dir: &Path,
     config_dir: &Path,
     realtime: u8,
@@ -96,7 +96,7 @@ pub fn to_status(c: &ChildStatus) -> DaemonStatus {
 /// [`MasterError::MissingBinary`] before anything is started.
 pub async fn run(
     cfg: NodeConfig,
-    opts: Options,
+    opts: Settings,
     bin_dir: &Path,
     log_hook: Option<LogLevelHook>,
     reloads: Reloads,
@@ -114,7 +114,7 @@ pub async fn run(
         move || hang_up(&children),
     ));
     let view = handle.view();
-    let shared = Shared::new(
+    let shared = MasterState::new(
         Model::MultiProcess,
         Arc::new(move || view.get().iter().map(to_status).collect()),
     );

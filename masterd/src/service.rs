@@ -4,9 +4,9 @@
 //! [`run`] keeps a connection to transportd (reconnecting when transportd
 //! restarts), answers status requests from a [`StatusSource`], and until
 //! the node is ready PINGs every daemon's service every 100 ms; when all
-//! answer it sets [`Shared::ready`] and sends `READY=1` to systemd (once per
+//! answer it sets [`MasterState::ready`] and sends `READY=1` to systemd (once per
 //! masterd lifetime). A SHUTDOWN control sent to masterd fires
-//! [`Shared::stop`], which the model's main loop treats like SIGTERM.
+//! [`MasterState::stop`], which the model's main loop treats like SIGTERM.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ use crate::daemons::DaemonDef;
 pub type StatusSource = Arc<dyn Fn() -> Vec<DaemonStatus> + Send + Sync>;
 
 /// State shared between the model's main loop and the service task.
-pub struct Shared {
+pub struct MasterState {
     /// The process model.
     pub model: Model,
     /// When masterd started.
@@ -41,20 +41,20 @@ pub struct Shared {
     pub stop: watch::Sender<bool>,
 }
 
-impl std::fmt::Debug for Shared {
+impl std::fmt::Debug for MasterState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
+        f.debug_struct("MasterState")
             .field("model", &self.model)
             .field("ready", &self.ready)
             .finish_non_exhaustive()
     }
 }
 
-impl Shared {
+impl MasterState {
     /// New shared state.
-    pub fn new(model: Model, status: StatusSource) -> Arc<Shared> {
+    pub fn new(model: Model, status: StatusSource) -> Arc<MasterState> {
         let (stop, _) = watch::channel(false);
-        Arc::new(Shared {
+        Arc::new(MasterState {
             model,
             started: Instant::now(),
             ready: AtomicBool::new(false),
@@ -84,7 +84,7 @@ const TICK: Duration = Duration::from_millis(100);
 pub async fn run(
     socket: PathBuf,
     daemons: Vec<DaemonDef>,
-    shared: Arc<Shared>,
+    shared: Arc<MasterState>,
     log_hook: Option<LogLevelHook>,
     mut quit: watch::Receiver<bool>,
 ) {
@@ -121,7 +121,7 @@ async fn serve(
     client: &Client,
     mut incoming: Incoming,
     daemons: &[DaemonDef],
-    shared: &Shared,
+    shared: &MasterState,
     quit: &mut watch::Receiver<bool>,
 ) {
     let closed = client.closed();
@@ -159,7 +159,7 @@ async fn serve(
     }
 }
 
-async fn answer(client: &Client, msg: &Message, shared: &Shared) {
+async fn answer(client: &Client, msg: &Message, shared: &MasterState) {
     if msg.header.kind != Kind::Request {
         return;
     }
@@ -204,7 +204,7 @@ async fn all_answer(client: &Client, daemons: &[DaemonDef]) -> bool {
 pub async fn serve_until_stopped<S: Future<Output = ()>>(
     socket: PathBuf,
     daemons: Vec<DaemonDef>,
-    shared: Arc<Shared>,
+    shared: Arc<MasterState>,
     log_hook: Option<LogLevelHook>,
     metrics: Option<std::net::SocketAddr>,
     shutdown: impl Future<Output = ()>,

@@ -28,9 +28,9 @@ use transport::tdaemon::{Env, ReloadTrigger, Reloads};
 use transport::transportd;
 
 use crate::backoff::Backoff;
-use crate::service::{self, Shared};
+use crate::service::{self, MasterState};
 use crate::setup::NodeConfig;
-use crate::{MasterError, Options};
+use crate::{MasterError, Settings};
 
 /// What an in-process daemon gets.
 pub struct InProcessCtx {
@@ -134,7 +134,7 @@ struct Task {
 /// without an in-process entry point.
 pub async fn run(
     cfg: NodeConfig,
-    opts: Options,
+    opts: Settings,
     log_hook: Option<LogLevelHook>,
     reloads: Reloads,
     shutdown: impl Future<Output = ()>,
@@ -170,7 +170,7 @@ pub async fn run(
             .collect::<Vec<_>>(),
     ));
     let view = Arc::clone(&status);
-    let shared = Shared::new(
+    let shared = MasterState::new(
         Model::SingleProcess,
         Arc::new(move || view.lock().map(|s| s.clone()).unwrap_or_default()),
     );

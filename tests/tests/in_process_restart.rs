@@ -43,10 +43,10 @@ fn in_process_failoverd_restarted_registers_at_once() {
         .ns
         .block_on(move || async move {
             masterd::setup::load(&dir).map_err(|e| e.to_string())?;
-            let config = transport::transportd::entry::load(&dir)
+            let settings = transport::transportd::entry::load(&dir)
                 .map_err(|e| e.to_string())?
-                .config(None);
-            let transportd = transport::transportd::Daemon::bind(config)
+                .settings(None);
+            let transportd = transport::transportd::Daemon::bind(settings)
                 .await
                 .map_err(|e| e.to_string())?;
             let socket = transportd.socket().to_path_buf();

@@ -354,7 +354,7 @@ fn in_process_transportd_restarted_relinks_with_its_peers_at_once() {
     let outcome = pair
         .b
         .block_on(move || async move {
-            let config = move || transportd::Config {
+            let config = move || transportd::Settings {
                 run_dir: run_dir.clone(),
                 nodes: nodes.clone(),
                 pnn: Some(1),

@@ -29,7 +29,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let loaded = entry::load(&args.config_dir).map(|mut l| {
-        l.options.initial_hosted = args.hosted;
+        l.settings.initial_hosted = args.hosted;
         l
     });
     transport::tdaemon::main(

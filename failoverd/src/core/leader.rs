@@ -170,13 +170,25 @@ pub struct LeaderCore<W> {
     unresponsive: BTreeSet<Pnn>,
 }
 
-fn run_key(m: &Membership) -> (u64, Option<Pnn>, Vec<u32>, &[Pnn]) {
-    (
-        m.generation,
-        m.leader,
-        m.nodes.iter().map(|n| n.flags.bits()).collect(),
-        &m.reassignable,
-    )
+/// What in a membership calls for a new takeover run when it changes.
+#[derive(Debug, PartialEq, Eq)]
+struct RunKey<'a> {
+    generation: u64,
+    leader: Option<Pnn>,
+    /// Each node's flags, in node order.
+    flags: Vec<u32>,
+    reassignable: &'a [Pnn],
+}
+
+impl<'a> RunKey<'a> {
+    fn of(m: &'a Membership) -> Self {
+        RunKey {
+            generation: m.generation,
+            leader: m.leader,
+            flags: m.nodes.iter().map(|n| n.flags.bits()).collect(),
+            reassignable: &m.reassignable,
+        }
+    }
 }
 
 impl<W> LeaderCore<W> {
@@ -277,7 +289,7 @@ impl<W> LeaderCore<W> {
             for (_, w) in std::mem::take(&mut self.moves) {
                 out.push(LeaderAction::Reroute(w));
             }
-        } else if leading && old.as_ref().is_none_or(|o| run_key(o) != run_key(m)) {
+        } else if leading && old.as_ref().is_none_or(|o| RunKey::of(o) != RunKey::of(m)) {
             self.need_run = true;
             self.retry_at = None;
             // Nodes no longer connected are handled by their flags.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use masterd::{daemons, multi, setup, single, MasterError, Options};
+use masterd::{daemons, multi, setup, single, MasterError, Settings};
 
 /// Starts and watches the ipfailover daemons of one node.
 #[derive(Debug, Parser)]
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<(), MasterError> {
     let cfg = setup::load(&args.config_dir)?;
     let daemons = daemons::select(args.daemons.as_deref())?;
-    let opts = Options {
+    let opts = Settings {
         daemons,
         stop_grace: Duration::from_secs(args.stop_grace),
     };

@@ -41,7 +41,7 @@ use transport::proto::service::{CLUSTERD, CONNTRACKD, FAILOVERD, TRANSPORT};
 use transport::proto::{Address, Kind};
 
 use crate::daemons::DaemonDef;
-use crate::service::Shared;
+use crate::service::MasterState;
 
 use self::model::{Snapshot, Tracker};
 
@@ -55,7 +55,7 @@ const RECONNECT: Duration = Duration::from_millis(200);
 
 /// The state the HTTP server and the event task share.
 pub struct Exporter {
-    shared: Arc<Shared>,
+    shared: Arc<MasterState>,
     daemons: Vec<DaemonDef>,
     client: Mutex<Option<Client>>,
     tracker: Mutex<Tracker>,
@@ -70,7 +70,7 @@ impl std::fmt::Debug for Exporter {
 
 impl Exporter {
     /// An exporter for masterd's `shared` state and its `daemons`.
-    pub fn new(shared: Arc<Shared>, daemons: Vec<DaemonDef>) -> Arc<Exporter> {
+    pub fn new(shared: Arc<MasterState>, daemons: Vec<DaemonDef>) -> Arc<Exporter> {
         Arc::new(Exporter {
             shared,
             daemons,
@@ -309,7 +309,7 @@ async fn follow(
 pub async fn run(
     listen: SocketAddr,
     socket: PathBuf,
-    shared: Arc<Shared>,
+    shared: Arc<MasterState>,
     daemons: Vec<DaemonDef>,
     quit: watch::Receiver<bool>,
 ) {

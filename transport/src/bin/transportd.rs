@@ -17,7 +17,7 @@ use clap::Parser;
 
 use transport::controls::LogLevelHook;
 use transport::nodes::Nodes;
-use transport::transportd::{self, entry, key, peercred::Policy, Config};
+use transport::transportd::{self, entry, key, peercred::Policy, Settings};
 
 // Counts heap allocations for STATISTICS (`allocations`): the benchmark checks
 // that steady-state routing makes none.
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn setup(args: Args, hook: LogLevelHook) -> Result<Config, String> {
+fn setup(args: Args, hook: LogLevelHook) -> Result<Settings, String> {
     let nodes = match &args.nodes {
         Some(p) => Nodes::load(p).map_err(|e| e.to_string())?,
         None => Nodes::default(),
@@ -111,7 +111,7 @@ fn setup(args: Args, hook: LogLevelHook) -> Result<Config, String> {
         None => None,
     };
     let policy = Policy::new(args.group.as_deref()).map_err(|e| format!("--group: {e}"))?;
-    Ok(Config {
+    Ok(Settings {
         run_dir: args.run_dir,
         nodes,
         pnn: args.pnn,
@@ -122,7 +122,7 @@ fn setup(args: Args, hook: LogLevelHook) -> Result<Config, String> {
     })
 }
 
-fn serve(config: Config) -> ExitCode {
+fn serve(settings: Settings) -> ExitCode {
     let runtime = match transport::controls::keep_realtime(runtime_builder().enable_all()).build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -132,7 +132,7 @@ fn serve(config: Config) -> ExitCode {
     };
     transport::controls::lock_memory_if_realtime();
     runtime.block_on(async move {
-        let daemon = match transportd::Daemon::bind(config).await {
+        let daemon = match transportd::Daemon::bind(settings).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!("{e}");

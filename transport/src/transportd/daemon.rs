@@ -17,11 +17,11 @@ use crate::nodes::Nodes;
 
 use super::key::ClusterKey;
 use super::peercred::Policy;
-use super::state::State;
+use super::state::RoutingState;
 use super::{key, local, peer, socket_path, state};
 
 /// Everything transportd needs to run.
-pub struct Config {
+pub struct Settings {
     /// Directory of the local socket.
     pub run_dir: PathBuf,
     /// The cluster's nodes (empty: a single node without peers).
@@ -38,9 +38,9 @@ pub struct Config {
     pub log_level: Option<LogLevelHook>,
 }
 
-impl std::fmt::Debug for Config {
+impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
+        f.debug_struct("Settings")
             .field("run_dir", &self.run_dir)
             .field("nodes", &self.nodes)
             .field("pnn", &self.pnn)
@@ -104,7 +104,7 @@ pub enum Error {
     NoKey,
 }
 
-/// State shared by every task of one transportd.
+/// RoutingState shared by every task of one transportd.
 pub(crate) struct Shared {
     pub(super) pnn: u32,
     pub(super) port: u16,
@@ -113,13 +113,13 @@ pub(crate) struct Shared {
     pub(super) nodes: state::NodesWatch,
     pub(super) key: ClusterKey,
     pub(super) policy: Policy,
-    pub(super) state: Mutex<State>,
+    pub(super) state: Mutex<RoutingState>,
     pub(super) next_id: AtomicU64,
     pub(super) stop: watch::Sender<bool>,
 }
 
 impl Shared {
-    pub(super) fn state(&self) -> MutexGuard<'_, State> {
+    pub(super) fn state(&self) -> MutexGuard<'_, RoutingState> {
         // Routing code never panics while holding the lock; if it did, the
         // table is still usable (worst case a half-routed frame).
         self.state
@@ -164,30 +164,30 @@ impl Daemon {
     /// # Errors
     /// Any [`Error`]: run directory, socket, unknown pnn, no local node,
     /// missing key.
-    pub async fn bind(config: Config) -> Result<Daemon, Error> {
-        let (pnn, tcp) = bind_tcp(&config).await?;
-        let has_peers = config.nodes.iter().any(|(p, _)| p != pnn);
-        let key = match (&config.key, has_peers) {
+    pub async fn bind(settings: Settings) -> Result<Daemon, Error> {
+        let (pnn, tcp) = bind_tcp(&settings).await?;
+        let has_peers = settings.nodes.iter().any(|(p, _)| p != pnn);
+        let key = match (&settings.key, has_peers) {
             (Some(k), _) => k.clone(),
             (None, false) => ClusterKey::from_bytes([0; key::KEY_LEN]),
             (None, true) => return Err(Error::NoKey),
         };
-        let unix = bind_unix(&config.run_dir).await?;
-        let socket = socket_path(&config.run_dir);
-        let peers: Vec<(u32, SocketAddr)> = config
+        let unix = bind_unix(&settings.run_dir).await?;
+        let socket = socket_path(&settings.run_dir);
+        let peers: Vec<(u32, SocketAddr)> = settings
             .nodes
             .iter()
-            .map(|(p, a)| (p, SocketAddr::new(a, config.port)))
+            .map(|(p, a)| (p, SocketAddr::new(a, settings.port)))
             .collect();
         let (stop, _) = watch::channel(false);
-        let nodes: state::NodesWatch = Arc::new(watch::Sender::new(config.nodes));
-        let mut table = State::new(pnn, peers, config.log_level, Instant::now());
-        table.follow_nodes(Arc::clone(&nodes), config.port);
+        let nodes: state::NodesWatch = Arc::new(watch::Sender::new(settings.nodes));
+        let mut table = RoutingState::new(pnn, peers, settings.log_level, Instant::now());
+        table.follow_nodes(Arc::clone(&nodes), settings.port);
         let shared = Arc::new(Shared {
             pnn,
-            port: config.port,
+            port: settings.port,
             key,
-            policy: config.policy,
+            policy: settings.policy,
             state: Mutex::new(table),
             next_id: AtomicU64::new(1),
             stop,
@@ -297,39 +297,41 @@ async fn dial_peers(own_addr: IpAddr, shared: Arc<Shared>) {
     .await;
 }
 
-/// Runs transportd with `config` until `shutdown` completes (or a SHUTDOWN
+/// Runs transportd with `settings` until `shutdown` completes (or a SHUTDOWN
 /// control arrives).
 ///
 /// # Errors
 /// As [`Daemon::bind`].
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let daemon = Daemon::bind(config).await?;
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let daemon = Daemon::bind(settings).await?;
     daemon.run(shutdown).await;
     Ok(())
 }
 
 /// Finds our pnn and binds the peer port on our node address.
-async fn bind_tcp(config: &Config) -> Result<(u32, Option<(TcpListener, IpAddr)>), Error> {
-    if config.nodes.is_empty() {
-        return Ok((config.pnn.unwrap_or(0), None));
+async fn bind_tcp(settings: &Settings) -> Result<(u32, Option<(TcpListener, IpAddr)>), Error> {
+    if settings.nodes.is_empty() {
+        return Ok((settings.pnn.unwrap_or(0), None));
     }
     let bind = |addr: IpAddr| async move {
-        let sa = SocketAddr::new(addr, config.port);
+        let sa = SocketAddr::new(addr, settings.port);
         TcpListener::bind(sa)
             .await
             .map_err(|source| Error::Tcp { addr: sa, source })
     };
-    if let Some(pnn) = config.pnn {
-        let addr = config.nodes.addr(pnn).ok_or(Error::UnknownPnn { pnn })?;
+    if let Some(pnn) = settings.pnn {
+        let addr = settings.nodes.addr(pnn).ok_or(Error::UnknownPnn { pnn })?;
         return Ok((pnn, Some((bind(addr).await?, addr))));
     }
     // As CTDB: our pnn is the first node whose address we can bind.
-    for (pnn, addr) in config.nodes.iter() {
+    for (pnn, addr) in settings.nodes.iter() {
         if let Ok(listener) = bind(addr).await {
             return Ok((pnn, Some((listener, addr))));
         }
     }
-    Err(Error::NoLocalNode { port: config.port })
+    Err(Error::NoLocalNode {
+        port: settings.port,
+    })
 }
 
 async fn bind_unix(run_dir: &Path) -> Result<UnixListener, Error> {

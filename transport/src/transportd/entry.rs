@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
-use super::{Config, Daemon};
+use super::{Daemon, Settings};
 use crate::controls::LogLevelHook;
 use crate::node_config::{self, NodeConfigError, NodeTransport};
 use crate::tdaemon::{self, DaemonConfig, Env};
@@ -64,9 +64,9 @@ impl Loaded {
 
     /// transportd's configuration, answering `LOG_LEVEL` with `log_hook`.
     #[must_use]
-    pub fn config(&self, log_hook: Option<LogLevelHook>) -> Config {
+    pub fn settings(&self, log_hook: Option<LogLevelHook>) -> Settings {
         let t = &self.loaded.config.transport;
-        Config {
+        Settings {
             run_dir: self.run_dir(),
             nodes: self.transport.nodes.clone(),
             pnn: self.loaded.config.cluster.pnn,
@@ -101,7 +101,7 @@ pub async fn run(
     env: Env,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EntryError> {
-    let daemon = Daemon::bind(loaded.config(env.log_hook.clone())).await?;
+    let daemon = Daemon::bind(loaded.settings(env.log_hook.clone())).await?;
     let start = loaded.clone();
     let mut reloads = tdaemon::reloader(
         NAME,

@@ -430,7 +430,7 @@ fn allowed(privilege: Privilege, frame: &[u8]) -> Result<(), String> {
 /// ([`super::state::MEMBER_BURST`], [`super::state::MEMBER_RATE`]) is
 /// refused (counted: `requests_throttled`).
 fn throttle(
-    st: &mut super::state::State,
+    st: &mut super::state::RoutingState,
     privilege: Privilege,
     uid: u32,
     frame: &[u8],

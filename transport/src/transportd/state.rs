@@ -1,7 +1,7 @@
 //! The routing table and the routing decision, shared by every connection
 //! task under one `std::sync::Mutex` (never held across an `.await`).
 //!
-//! [`State::route`] reads and rewrites the header in place and copies the
+//! [`RoutingState::route`] reads and rewrites the header in place and copies the
 //! frame into the destination's [`Outbox`]: no payload decoding, no
 //! allocation. Control requests to service 0 (registration, subscriptions,
 //! the common controls) and error replies are the only paths that allocate.
@@ -79,17 +79,17 @@ fn budgeted(kind: Kind, dst_service: u16, src_service: u16) -> bool {
         && src_service >= EPHEMERAL_BASE
 }
 
-impl Tables for State {
+impl Tables for RoutingState {
     fn has_service(&self, id: u16) -> bool {
         self.services.contains_key(&id)
     }
 
     fn peer_connected(&self, pnn: u32) -> bool {
-        State::peer_connected(self, pnn)
+        RoutingState::peer_connected(self, pnn)
     }
 }
 
-/// Where [`State::route_fast`] sends a frame.
+/// Where [`RoutingState::route_fast`] sends a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dest {
     /// A registered local service.
@@ -99,7 +99,7 @@ pub enum Dest {
 }
 
 /// Consecutive frames of one read buffer for the same destination, queued
-/// together by [`State::push_run`] (per-frame locking and copying was the
+/// together by [`RoutingState::push_run`] (per-frame locking and copying was the
 /// largest cost of routing small frames).
 ///
 /// Readers route frames in place at offsets of their buffer and consume
@@ -115,7 +115,7 @@ pub struct Run {
 impl Run {
     /// The frame at `data[at..at + len]` goes to `dest`: extends the run,
     /// or pushes it and starts another.
-    pub fn add(&mut self, st: &mut State, data: &[u8], dest: Dest, at: usize, len: usize) {
+    pub fn add(&mut self, st: &mut RoutingState, data: &[u8], dest: Dest, at: usize, len: usize) {
         if self.dest == Some(dest) && self.end == at {
             self.end += len;
             self.frames += 1;
@@ -132,7 +132,7 @@ impl Run {
 
     /// Pushes the pending run (before a frame that takes the slow path,
     /// and at the end of a batch).
-    pub fn finish(&mut self, st: &mut State, data: &[u8]) {
+    pub fn finish(&mut self, st: &mut RoutingState, data: &[u8]) {
         if let Some(dest) = self.dest.take() {
             st.push_run(dest, self.frames, &data[self.start..self.end]);
         }
@@ -310,7 +310,7 @@ fn service_slot_name(slot: usize) -> &'static str {
 }
 
 /// The routing table of one transportd.
-pub struct State {
+pub struct RoutingState {
     pnn: u32,
     services: IdMap<u16, ServiceEntry>,
     subscribers: IdMap<u32, Vec<u16>>,
@@ -343,7 +343,7 @@ pub struct State {
 /// `SET_NODES` control replaces it.
 pub type NodesWatch = Arc<tokio::sync::watch::Sender<crate::nodes::Nodes>>;
 
-impl State {
+impl RoutingState {
     /// An empty table for node `pnn` with these peers.
     pub fn new(
         pnn: u32,
@@ -351,7 +351,7 @@ impl State {
         log_level: Option<LogLevelHook>,
         now: Instant,
     ) -> Self {
-        State {
+        RoutingState {
             pnn,
             services: IdMap::default(),
             subscribers: IdMap::default(),
@@ -457,7 +457,7 @@ impl State {
     }
 
     /// May the client `src` (not a daemon) send one more request to this
-    /// node's daemons now? As [`State::member_may_request`], per client,
+    /// node's daemons now? As [`RoutingState::member_may_request`], per client,
     /// with [`CLIENT_BURST`] and [`CLIENT_RATE`].
     pub fn client_may_request(&mut self, src: (u32, u16), now: Instant) -> bool {
         if self.client_buckets.len() > 4096 {
@@ -754,7 +754,7 @@ impl State {
         }
     }
 
-    /// The common case of [`State::route`], without queueing: a frame for
+    /// The common case of [`RoutingState::route`], without queueing: a frame for
     /// one registered local service (not transportd, not a broadcast, not
     /// a budgeted request) or, from a local client, for one connected
     /// peer. Rewrites and counts it as `route` would and returns where it
@@ -789,7 +789,7 @@ impl State {
     }
 
     /// Queues `frames` whole frames (`bytes`, routed by
-    /// [`State::route_fast`] to `dest`) in one push: one lock and one copy
+    /// [`RoutingState::route_fast`] to `dest`) in one push: one lock and one copy
     /// (or none: a large run into an idle queue is written at once), and
     /// counts them once.
     pub fn push_run(&mut self, dest: Dest, frames: u64, bytes: &[u8]) {
@@ -1131,7 +1131,7 @@ fn push_or_close(
 /// # Errors
 /// A reason to log when the frame is not a valid registration.
 pub fn register_first(
-    state: &mut State,
+    state: &mut RoutingState,
     frame: &[u8],
     conn: u64,
     outbox: &Arc<Outbox>,
@@ -1212,7 +1212,7 @@ mod tests {
 
     /// Routes a buffer of frames as the readers do: runs through
     /// `route_fast`, the rest through `route` after the pending run.
-    fn route_batch(st: &mut State, origin: Origin, data: &mut [u8]) {
+    fn route_batch(st: &mut RoutingState, origin: Origin, data: &mut [u8]) {
         let mut run = Run::default();
         let mut at = 0;
         while at < data.len() {
@@ -1295,8 +1295,8 @@ mod tests {
         assert_eq!(st.counters.delivered, 7);
     }
 
-    fn state_with_two_clients() -> (State, Arc<Outbox>, Arc<Outbox>) {
-        let mut st = State::new(
+    fn state_with_two_clients() -> (RoutingState, Arc<Outbox>, Arc<Outbox>) {
+        let mut st = RoutingState::new(
             1,
             [
                 (0, "192.0.2.1:4379".parse().unwrap()),
@@ -1550,7 +1550,7 @@ mod tests {
         let set = |addrs: Vec<Option<std::net::IpAddr>>| {
             encode_payload(&ctl::NodeList { addrs }).unwrap()
         };
-        let ask = |st: &mut State, from: u16, payload: &[u8]| {
+        let ask = |st: &mut RoutingState, from: u16, payload: &[u8]| {
             let mut f = frame(
                 Kind::Request,
                 Address::local(TRANSPORT),
@@ -1654,7 +1654,7 @@ mod tests {
     #[test]
     fn a_member_uid_gets_a_burst_then_the_rate() {
         let t0 = Instant::now();
-        let mut st = State::new(0, Vec::new(), None, t0);
+        let mut st = RoutingState::new(0, Vec::new(), None, t0);
         assert_eq!(MEMBER_BURST, 512.0);
         assert!((0..512).all(|_| st.member_may_request(64_000, t0)));
         assert!(!st.member_may_request(64_000, t0), "the burst is spent");
