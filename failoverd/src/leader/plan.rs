@@ -10,7 +10,9 @@
 //! * A node that is DISCONNECTED but not in `membership.reassignable` may
 //!   still hold its addresses (its lease has not certainly lapsed): every
 //!   address it held, by the leader's memory or by any node's belief, stays
-//!   assigned to it and is neither released nor taken anywhere. While such a
+//!   assigned to it and is taken nowhere — also when a reachable node
+//!   claims it (a stale claim: a node thawed after its lease lists what it
+//!   had until its drop is done), which is then released. While such a
 //!   node exists, an address no reachable node reports hosting is not given
 //!   to anyone either, whatever the leader's memory or the beliefs say (they
 //!   may predate a run only that node saw): it may be that node's.
@@ -195,11 +197,26 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     let mut candidates: BTreeSet<IpAddr> = knowers.keys().copied().collect();
     candidates.extend(input.last_owner.keys().copied());
     for addr in &candidates {
-        if claims.contains_key(addr) {
-            continue; // A reachable node hosts it: that claim is the truth.
-        }
         let memory = input.last_owner.get(addr).copied();
         let believed = beliefs.get(addr);
+        if claims.contains_key(addr) {
+            // A reachable node hosts it. That claim does not rule out a
+            // cut-off node that the memory or a belief names: a node
+            // frozen past its lease still lists what it had until its
+            // drop is done, while the address was given to the node now
+            // cut off (found by the simulator, default profile, seed
+            // 4871546: the claim moved the address to a third node while
+            // the cut-off node, its lease valid through the others, still
+            // served it). The address stays with the cut-off node until
+            // it is reassignable; the claimers release it.
+            let cut_off_holder = memory
+                .filter(|o| cut_off.contains(o))
+                .or_else(|| believed.and_then(|b| b.iter().copied().find(|o| cut_off.contains(o))));
+            if let Some(o) = cut_off_holder {
+                pinned.insert(*addr, o);
+            }
+            continue;
+        }
         // Any holder that the memory or any node names and that cannot
         // say whether it still holds it: the address stays with it (a
         // belief naming a blocked node outranks a stale memory or another
@@ -299,6 +316,13 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     }
     plan.assignments = result;
     for (&addr, &p) in &pinned {
+        // A reachable node that claims an address pinned to a cut-off
+        // node gives it up (see above); nobody takes it.
+        for &n in claims.get(&addr).into_iter().flatten() {
+            if n != p {
+                plan.releases.entry(n).or_default().push((addr, Some(p)));
+            }
+        }
         plan.assignments.push(Assignment { addr, pnn: Some(p) });
     }
     for &addr in &held {
@@ -465,6 +489,42 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_claim_does_not_move_an_address_of_a_cut_off_node() {
+        // The simulator's seed 4871546 (default profile): node 3 was
+        // frozen past its lease while .3 went to node 2; node 2 is cut off
+        // from the leader now (its lease still valid through the others),
+        // and node 3, thawed, reports .3 as still configured before its
+        // drop is done. The memory (node 2) wins: .3 is pinned to node 2,
+        // taken by nobody, and node 3 releases it.
+        let m = membership(&[0, 0, NodeFlags::DISCONNECTED.bits(), 0], &[]);
+        let reports = vec![
+            report(0, &[1, 2, 3], &[1], &[(2, 1), (3, 2)]),
+            report(1, &[1, 2, 3], &[2], &[(1, 0), (3, 2)]),
+            report(3, &[1, 2, 3], &[3], &[(1, 0), (2, 1)]),
+        ];
+        let p = run(&m, reports, &[(1, 0), (2, 1), (3, 2)]).unwrap();
+        assert_eq!(p.owner(ip(3)), Some(2), "{p:?}");
+        assert_eq!(p.pinned.get(&ip(3)), Some(&2));
+        for addrs in p.takes.values() {
+            assert!(!addrs.contains(&ip(3)), "pinned address taken: {p:?}");
+        }
+        assert!(
+            p.releases
+                .get(&3)
+                .is_some_and(|r| r.contains(&(ip(3), Some(2)))),
+            "the stale claimer must release it: {p:?}"
+        );
+        // The same with only a belief naming node 2 (no memory).
+        let reports = vec![
+            report(0, &[1, 2, 3], &[1], &[(2, 1), (3, 2)]),
+            report(1, &[1, 2, 3], &[2], &[(1, 0), (3, 2)]),
+            report(3, &[1, 2, 3], &[3], &[(1, 0), (2, 1)]),
+        ];
+        let p = run(&m, reports, &[]).unwrap();
+        assert_eq!(p.pinned.get(&ip(3)), Some(&2), "{p:?}");
+    }
+
+    #[test]
     fn disconnected_reassignable_addresses_move() {
         let m = membership(&[0, 0, NodeFlags::DISCONNECTED.bits()], &[2]);
         let reports = vec![
@@ -580,17 +640,28 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_outranks_memory_of_a_blocked_node() {
-        // Memory says .3 was on node 2, but node 1 reports hosting it: it
-        // is node 1's (the claim is the kernel's truth), not pinned.
+    fn memory_of_a_cut_off_node_outranks_a_claim() {
+        // Memory says .3 is on node 2, cut off; node 1 reports hosting it
+        // too. Node 1's claim may be the true one (a take whose answer
+        // the leader missed), or a stale one (seed 4871546): node 2 may
+        // hold .3 either way, so it stays pinned to node 2 and node 1
+        // gives it up — unserved at worst until node 2 is reassignable
+        // (this rule was once the other way round: a claim outranked the
+        // memory, and the simulator found the duplicate it allows).
         let m = membership(&[0, 0, NodeFlags::DISCONNECTED.bits()], &[]);
         let reports = vec![
             report(0, &[1, 2, 3], &[1], &[]),
             report(1, &[1, 2, 3], &[2, 3], &[]),
         ];
         let p = run(&m, reports, &[(3, 2)]).unwrap();
-        assert!(p.pinned.is_empty());
-        assert!(p.owner(ip(3)).is_some());
+        assert_eq!(p.pinned.get(&ip(3)), Some(&2), "{p:?}");
+        assert!(p.takes.values().all(|v| !v.contains(&ip(3))), "{p:?}");
+        assert!(
+            p.releases
+                .get(&1)
+                .is_some_and(|r| r.contains(&(ip(3), Some(2)))),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -1514,6 +1514,32 @@ impl World {
         if missing.iter().any(|p| !job.order.unresponsive.contains(p)) {
             return self.finish(i, job.order.seq, outcome);
         }
+        if self.trace {
+            let summary: Vec<String> = reports
+                .values()
+                .map(|r| {
+                    let active: Vec<String> = r
+                        .ips
+                        .iter()
+                        .filter(|ip| ip.active.is_some())
+                        .map(|ip| ip.addr.to_string())
+                        .collect();
+                    let owners: Vec<String> = r
+                        .ips
+                        .iter()
+                        .filter_map(|ip| ip.owner.map(|o| format!("{}={o}", ip.addr)))
+                        .collect();
+                    format!("{}: hosts {active:?} believes {owners:?}", r.pnn)
+                })
+                .collect();
+            trace!(
+                self,
+                "node {i}: plan gen {} memory {:?} reports [{}]",
+                m.generation,
+                job.order.last_owner,
+                summary.join("; ")
+            );
+        }
         let planned = plan::plan(PlanInput {
             membership: m,
             reports,
