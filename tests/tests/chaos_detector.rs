@@ -291,9 +291,12 @@ fn chaos_detector_reads_the_cap_that_real_renewals_set() {
         want.abs_diff(cap)
     );
     // The two clock readings of the log and of the renewal are each a few
-    // µs apart (2 ms allows a preemption between them).
+    // µs apart; 10 ms allows a preemption between them on a loaded host
+    // (2 ms did not: 3.0 ms in a CI run of session 12), and is still far
+    // below what a wrong clock mapping gives (the whole offset between
+    // the monotonic and the wall clock).
     assert!(
-        cap.abs_diff(want) <= 2_000,
+        cap.abs_diff(want) <= 10_000,
         "cap {cap} µs, lease end {want} µs"
     );
 
