@@ -335,7 +335,7 @@ fn chaos_detector_reads_the_cap_that_real_renewals_set() {
     );
     assert_eq!(served.len(), 1, "{served:?}");
     assert!(
-        served[0].1.abs_diff(end_at) <= 2_000,
+        served[0].1.abs_diff(end_at) <= 10_000, // as in part 1
         "serving ended at {} µs, the lease at {end_at} µs",
         served[0].1
     );
