@@ -679,6 +679,22 @@ fn failover_cluster_an_idle_client_is_reset_when_its_servers_public_link_goes_do
     );
 }
 
+/// Kills node `victim`'s clusterd and waits (10 s) until 198.51.100.201,
+/// on `victim`, is hosted by another node.
+fn kill_clusterd_until_201_moves(bed: &Bed, victim: usize, list: &[u8]) -> anyhow::Result<()> {
+    let pid = bed.clusterd_pids.lock().unwrap()[victim];
+    assert!(bed.c.nodes[victim].ns.kill(pid));
+    wait_for(
+        "201 taken by another node",
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || {
+            let p = bed.placement(list)?;
+            (p.get(&public(201)).is_some_and(|&n| n != victim)).then_some(())
+        },
+    )
+}
+
 /// A node whose clusterd dies loses its lease; without the kernel lease
 /// it removes its addresses first and resets their sockets after (those
 /// resets cannot leave). Its conntrackd must not take the closes of those
@@ -695,17 +711,7 @@ fn failover_cluster_a_client_of_a_node_whose_clusterd_died_is_reset_by_the_new_o
     let victim = placed[&public(201)];
     let (stop, reader) = idle_client_of_201(&bed);
     wait_replicated(&bed, victim);
-    let pid = bed.clusterd_pids.lock().unwrap()[victim];
-    assert!(bed.c.nodes[victim].ns.kill(pid));
-    let taken = wait_for(
-        "201 taken by another node",
-        Duration::from_secs(10),
-        Duration::from_millis(10),
-        || {
-            let p = bed.placement(&list)?;
-            (p.get(&public(201)).is_some_and(|&n| n != victim)).then_some(())
-        },
-    );
+    let taken = kill_clusterd_until_201_moves(&bed, victim, &list);
     let read = reader.join().unwrap();
     stop.store(true, Ordering::Relaxed);
     assert!(taken.is_ok(), "{}", bed.logs());
@@ -744,17 +750,7 @@ fn failover_cluster_a_client_whose_reset_is_lost_at_a_lease_loss_is_tickled_by_t
         .client
         .exec_ok("nft", &[&rules])
         .unwrap_or_else(|e| panic!("nft: {e}"));
-    let pid = bed.clusterd_pids.lock().unwrap()[victim];
-    assert!(bed.c.nodes[victim].ns.kill(pid));
-    let taken = wait_for(
-        "201 taken by another node",
-        Duration::from_secs(10),
-        Duration::from_millis(10),
-        || {
-            let p = bed.placement(&list)?;
-            (p.get(&public(201)).is_some_and(|&n| n != victim)).then_some(())
-        },
-    );
+    let taken = kill_clusterd_until_201_moves(&bed, victim, &list);
     let read = reader.join().unwrap();
     stop.store(true, Ordering::Relaxed);
     let dropped = bed
@@ -3001,17 +2997,7 @@ fn failover_cluster_a_client_connecting_right_after_a_take_is_reset_at_the_next_
         let reader = idle_client_of(&bed, SocketAddr::new(public(201), PORT));
         std::thread::sleep(Duration::from_millis(1500));
         let (_, tickles) = bed.cli((to + 1) % 3, &["gettickles", "198.51.100.201"]);
-        let pid = bed.clusterd_pids.lock().unwrap()[to];
-        assert!(bed.c.nodes[to].ns.kill(pid));
-        let taken = wait_for(
-            "201 taken by another node",
-            Duration::from_secs(10),
-            Duration::from_millis(10),
-            || {
-                let p = bed.placement(&list)?;
-                (p.get(&public(201)).is_some_and(|&n| n != to)).then_some(())
-            },
-        );
+        let taken = kill_clusterd_until_201_moves(&bed, to, &list);
         let read = reader.join().unwrap();
         if taken.is_err() || read != Err(ErrorKind::ConnectionReset) {
             failures.push(format!("round {round}: node {to}: taken {taken:?}, read {read:?}; tickles before:\n{tickles}"));

@@ -199,6 +199,13 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     for addr in &candidates {
         let memory = input.last_owner.get(addr).copied();
         let believed = beliefs.get(addr);
+        // The holder in `set` that the memory names, else one a belief
+        // names.
+        let named_in = |set: &BTreeSet<Pnn>| {
+            memory
+                .filter(|o| set.contains(o))
+                .or_else(|| believed.and_then(|b| b.iter().copied().find(|o| set.contains(o))))
+        };
         if claims.contains_key(addr) {
             // A reachable node hosts it. That claim does not rule out a
             // cut-off node that the memory or a belief names: a node
@@ -209,10 +216,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
             // the cut-off node, its lease valid through the others, still
             // served it). The address stays with the cut-off node until
             // it is reassignable; the claimers release it.
-            let cut_off_holder = memory
-                .filter(|o| cut_off.contains(o))
-                .or_else(|| believed.and_then(|b| b.iter().copied().find(|o| cut_off.contains(o))));
-            if let Some(o) = cut_off_holder {
+            if let Some(o) = named_in(&cut_off) {
                 pinned.insert(*addr, o);
             }
             continue;
@@ -221,10 +225,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         // say whether it still holds it: the address stays with it (a
         // belief naming a blocked node outranks a stale memory or another
         // node's stale belief).
-        let blocked_holder = memory
-            .filter(|o| blocked.contains(o))
-            .or_else(|| believed.and_then(|b| b.iter().copied().find(|o| blocked.contains(o))));
-        match blocked_holder {
+        match named_in(&blocked) {
             Some(o) => {
                 pinned.insert(*addr, o);
             }
